@@ -1,0 +1,42 @@
+# Front door for people: `make run` starts the system, `make test` runs every test.
+# The real build is CMake (build/ for the normal build, build-asan/ for ASan+UBSan).
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+JOBS       ?= $(shell nproc)
+CMAKE_FLAGS ?=
+ifeq ($(CI),true)
+CMAKE_FLAGS += -DSB_WERROR=ON
+endif
+
+.PHONY: all deps build asan run test test-asan bench clean
+
+all: build
+
+deps:
+	@scripts/deps.sh
+
+build: deps
+	@cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS) >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+
+asan: deps
+	@cmake -S . -B $(ASAN_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DSB_SANITIZE=ON $(CMAKE_FLAGS) >/dev/null
+	@cmake --build $(ASAN_BUILD) -j $(JOBS)
+
+# The whole system on this machine (a private redis-server unless REDIS_URL is set).
+run: build
+	@scripts/run.sh $(BUILD)/switchboard
+
+# Every test, in the ASan+UBSan build (unit, integration against a real redis-server, end to end).
+test: asan
+	@cd $(ASAN_BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 300
+
+# Same tests on the optimised build.
+test-release: build
+	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 300
+
+bench: build
+	@bench/run.sh $(BUILD)/switchboard
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)

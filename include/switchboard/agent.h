@@ -1,0 +1,79 @@
+/* The agent runtime (SPEC §2): takes jobs of one type, runs a handler, publishes status,
+ * retries with backoff, dead-letters final failures, and recovers the jobs of crashed agents.
+ *
+ * Threads: `concurrency` workers, each with its own Redis connection, loop on
+ *   BLMOVE agent:{type}:jobs agent:{type}:processing:{agentId} RIGHT LEFT 1
+ * and one maintenance thread heartbeats presence (agent:online:{agentId}, department
+ * "workers") and periodically returns the processing lists of agents whose presence expired
+ * to the consuming end of the queue. Workers take nothing until the first heartbeat landed,
+ * so a live agent's jobs are never mistaken for a dead one's.
+ *
+ * Every terminal transition (done, error, requeue) is one script guarded by LREM on the
+ * processing list: it takes effect at most once, even if the reply was lost and the call is
+ * retried after a reconnect, or if the job was meanwhile recovered by another agent. */
+#ifndef SB_AGENT_H
+#define SB_AGENT_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <cjson/cJSON.h>
+#include "switchboard/config.h"
+#include "switchboard/job.h"
+
+typedef enum {
+    SB_HANDLER_OK = 0,   /* out->result holds the result (may be NULL: JSON null) */
+    SB_HANDLER_RETRY,    /* failed; try again while attempts remain */
+    SB_HANDLER_FAIL,     /* failed for good (bad input): no retry */
+    SB_HANDLER_CANCELED, /* gave up because *cancel became non-zero (shutdown) */
+} sb_handler_rc_t;
+
+typedef struct {
+    cJSON *result;       /* set on OK; the runtime takes ownership */
+    char error[512];     /* on RETRY / FAIL: one sentence for the user */
+    char details[1024];  /* optional: more for the record */
+} sb_handler_out_t;
+
+/* A handler runs one attempt of one job on a worker thread. job is valid for the call;
+ * attempt counts from 1; cancel becomes non-zero when the shutdown grace period is over
+ * (long handlers should poll it). user is the pointer given to sb_agent_create. */
+typedef sb_handler_rc_t (*sb_handler_cb)(const sb_job_t *job, int attempt,
+                                         const atomic_int *cancel, sb_handler_out_t *out,
+                                         void *user);
+
+/* Counters for /metrics. Durations use these upper bounds in seconds (last is +Inf). */
+#define SB_AGENT_NBUCKETS 12
+extern const double sb_agent_buckets[SB_AGENT_NBUCKETS];
+typedef struct {
+    unsigned long long done, failed, retries, recovered, bad_records, requeued;
+    unsigned long long duration_count;
+    double duration_sum;
+    unsigned long long duration_bucket[SB_AGENT_NBUCKETS]; /* cumulative counts */
+    int inflight;
+} sb_agent_stats_t;
+
+typedef struct sb_agent sb_agent_t;
+
+/* Creates an agent for cfg->job_type (cfg is copied where needed and must outlive nothing).
+ * Returns NULL with a reason in err. */
+sb_agent_t *sb_agent_create(const sb_config_t *cfg, sb_handler_cb cb, void *user, char *err,
+                            size_t errlen);
+/* Starts the threads. Returns 0 or SB_ERR. */
+int sb_agent_start(sb_agent_t *a);
+/* Asks the workers to stop taking jobs (returns at once). */
+void sb_agent_stop(sb_agent_t *a);
+/* After sb_agent_stop: waits up to grace_s for running jobs, then cancels handlers and puts
+ * back what could not finish, marks the agent offline and joins every thread. */
+void sb_agent_wait(sb_agent_t *a, int grace_s);
+void sb_agent_free(sb_agent_t *a); /* NULL is fine; the agent must be stopped/waited */
+
+const char *sb_agent_id(const sb_agent_t *a);
+void sb_agent_stats(sb_agent_t *a, sb_agent_stats_t *out);
+
+/* Default agent id: {hostname}-{pid}-{8 hex}. */
+void sb_agent_default_id(char *buf, size_t len);
+
+/* Runs an agent until SIGTERM or SIGINT, then shuts down gracefully. Blocks those signals in
+ * the calling thread (call it before starting other threads). Returns 0 on a clean stop. */
+int sb_agent_run(const sb_config_t *cfg, sb_handler_cb cb, void *user);
+
+#endif

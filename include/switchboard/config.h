@@ -1,0 +1,77 @@
+/* Configuration: environment variables first, then matching command-line flags.
+ *
+ * Every setting is a row of one table (config.c): its environment name, its flag, its type and
+ * range, and a line of help. sb_config_load() fills an sb_config_t from the defaults, then the
+ * environment, then argv; anything malformed or out of range stops with one sentence naming
+ * the setting. Strings in the struct are owned by it and released by sb_config_close(). */
+#ifndef SB_CONFIG_H
+#define SB_CONFIG_H
+
+#include <stddef.h>
+#include <stdio.h>
+#include "switchboard/log.h"
+
+#define SB_CONFIG_MAX_ARGS 32
+
+/* Where Redis is. Either unix_path is set, or host/port. */
+typedef struct {
+    char *host;
+    int port;
+    char *unix_path;
+    char *user;     /* ACL user, NULL for the default user */
+    char *password; /* NULL when no AUTH is needed */
+    int db;
+} sb_redis_addr_t;
+
+typedef struct {
+    sb_redis_addr_t redis;
+    /* gateway */
+    char *bind;             /* listen address of the gateway */
+    int port;               /* PORT, default 3001 */
+    char *jwt_secret;       /* JWT_SECRET (HS256 key) */
+    int dev_mode;           /* SB_DEV: development conveniences (token minting on the dashboard) */
+    char *job_types;        /* JOB_TYPES: comma-separated types the gateway accepts */
+    int rate_limit;         /* requests per window per user */
+    int rate_window;        /* seconds */
+    /* jobs and agents */
+    char *job_type;         /* JOB_TYPE / --type: the type an agent or CLI verb works on */
+    int max_attempts;
+    int retry_backoff_ms;   /* first retry waits this × attempt, plus jitter */
+    int retry_backoff_max_ms;
+    int job_timeout;        /* seconds an --exec handler may run */
+    int concurrency;
+    char *exec_cmd;         /* --exec: handler program run through /bin/sh -c */
+    char *agent_id;         /* default {hostname}-{pid}-{random} */
+    int shutdown_grace;     /* seconds to finish running jobs on SIGTERM */
+    int agent_status_ttl;   /* presence key TTL, seconds */
+    int heartbeat_interval; /* seconds between presence heartbeats */
+    int recovery_interval;  /* seconds between scans for jobs of dead agents */
+    int metrics_port;       /* agent: Prometheus port, 0 = off */
+    sb_log_level_t log_level;
+    /* verb-specific switches */
+    int wait;               /* --wait: block until the job finishes */
+    int json_out;           /* --json: machine-readable output */
+    char *user;             /* --user: publicKey a CLI-enqueued job belongs to */
+    char *user_id;          /* --user-id: its user id */
+    int limit;              /* --limit: how many items a listing shows */
+    int timeout;            /* --timeout: seconds a waiting verb waits (0 = forever) */
+    /* positional arguments left after the flags (pointers into argv, not owned) */
+    int nargs;
+    char *args[SB_CONFIG_MAX_ARGS];
+} sb_config_t;
+
+/* Fills cfg from defaults, environment and argv (argv[0] is not read). Returns 0, or
+ * SB_EINVAL with a sentence in err naming the bad setting; cfg must still be closed. */
+int sb_config_load(sb_config_t *cfg, int argc, char **argv, char *err, size_t errlen);
+void sb_config_close(sb_config_t *cfg);
+
+/* Parses a redis URL (redis://[user:pass@]host:port[/db] or unix:///path[?db=N]) into addr
+ * (strings malloc'd, previous ones freed). Returns 0 or SB_EINVAL with a reason in err. */
+int sb_redis_url_parse(const char *url, sb_redis_addr_t *addr, char *err, size_t errlen);
+/* "host:port" or the socket path, for log lines; writes into buf. */
+const char *sb_redis_addr_str(const sb_redis_addr_t *addr, char *buf, size_t len);
+
+/* Prints every setting: flag, environment name, default and help. */
+void sb_config_usage(FILE *out);
+
+#endif

@@ -1,0 +1,93 @@
+/* Jobs: ids, Redis key names, job records and status messages (SPEC §2).
+ *
+ * Every key of a job type derives from `agent:{type}`; sb_key() formats them from one table so
+ * that the names exist in exactly one place. Records and status messages are cJSON documents;
+ * the sb_job_t / sb_status_t views point into a parsed document and live as long as it does. */
+#ifndef SB_JOB_H
+#define SB_JOB_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <cjson/cJSON.h>
+
+#define SB_JOB_ID_LEN 64      /* buffer for any valid job id (max 16+1+32 chars) + NUL */
+#define SB_KEY_LEN 512        /* buffer for any key sb_key() formats */
+#define SB_TYPE_MAX 32        /* longest job type name */
+#define SB_PUBKEY_MAX 128     /* longest user publicKey accepted */
+#define SB_JOB_TTL 86400      /* seconds a record and a user's job index live */
+
+/* Creates `{unix ms}-{8 lowercase hex}` from getrandom(). Returns 0 or SB_ERR. */
+int sb_job_id_new(char out[SB_JOB_ID_LEN]);
+/* 1 if id matches ^[0-9]{1,16}-[0-9a-z]{1,32}$ (what lookups accept), else 0. */
+int sb_job_id_valid(const char *id);
+/* 1 if type matches ^[a-z][a-z0-9_-]{0,31}$, else 0. */
+int sb_job_type_valid(const char *type);
+/* 1 if a user publicKey is 1..SB_PUBKEY_MAX printable non-space ASCII characters. */
+int sb_public_key_valid(const char *pk);
+
+typedef enum {
+    SB_KEY_JOBS,        /* agent:{type}:jobs              list of pending ids */
+    SB_KEY_JOB,         /* agent:{type}:job:{id}          record (JSON string) */
+    SB_KEY_PROCESSING,  /* agent:{type}:processing:{agent} list of taken ids */
+    SB_KEY_DEAD,        /* agent:{type}:dead              ids that failed for good */
+    SB_KEY_USER,        /* agent:{type}:user:{publicKey}  zset of the user's ids */
+    SB_KEY_STATUS,      /* agent:{type}:status            pub/sub channel */
+} sb_key_kind_t;
+
+/* Formats the key into buf. arg is the id / agent id / publicKey (ignored when the kind takes
+ * none). Returns buf, or NULL if it does not fit (buf is then an empty string). */
+char *sb_key(char *buf, size_t len, sb_key_kind_t kind, const char *type, const char *arg);
+
+/* ---- job records ------------------------------------------------------------------------ */
+typedef struct {
+    const char *public_key; /* required: routes status to room user:{publicKey} */
+    const char *id;         /* optional user id (token `sub`) */
+} sb_user_t;
+
+/* New record {jobId,type,status:"queued",user,payload,attempts:0,createdAt,updatedAt}.
+ * payload is copied (may be NULL: {}). Returns a cJSON object the caller deletes, or NULL. */
+cJSON *sb_job_record_new(const char *type, const char *job_id, const sb_user_t *user,
+                         const cJSON *payload, int64_t now_ms);
+
+/* A parsed record. Pointers are views into root. */
+typedef struct {
+    cJSON *root;
+    const char *job_id;
+    const char *type;
+    const char *status;
+    const char *public_key; /* user.publicKey */
+    const cJSON *payload;
+    int attempts;
+} sb_job_t;
+
+/* Parses a record; requires jobId, user.publicKey and payload. Returns 0, or SB_EINVAL with a
+ * reason in err (job->root is then NULL). Free with sb_job_close. */
+int sb_job_parse(const char *json, size_t len, sb_job_t *job, char *err, size_t errlen);
+void sb_job_close(sb_job_t *job);
+/* Sets status and updatedAt (and refreshes the views). Returns 0 or SB_ENOMEM. */
+int sb_job_set_status(sb_job_t *job, const char *status, int64_t now_ms);
+int sb_job_set_attempts(sb_job_t *job, int attempts);
+
+/* ---- status messages -------------------------------------------------------------------- */
+typedef struct {
+    const char *job_id;     /* required */
+    const char *status;     /* required: processing | done | error */
+    const char *user_id;    /* required: owner's publicKey */
+    const char *timestamp;  /* optional (sb_status_build fills "now" when NULL) */
+    const cJSON *result;    /* optional */
+    const char *error;      /* optional */
+    const char *details;    /* optional */
+    int attempts;           /* optional: < 0 when absent */
+} sb_status_t;
+
+/* 1 if s is processing | done | error. */
+int sb_status_valid(const char *s);
+/* The JSON text of a status message; malloc'd, caller frees. NULL on ENOMEM. */
+char *sb_status_build(const sb_status_t *st);
+/* Parses and validates a status message. On success returns 0 and *root_out owns the
+ * document st points into (caller cJSON_Delete()s it). On failure returns SB_EINVAL with a
+ * reason in err and *root_out NULL. */
+int sb_status_parse(const char *buf, size_t len, cJSON **root_out, sb_status_t *st,
+                    char *err, size_t errlen);
+
+#endif

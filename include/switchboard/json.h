@@ -1,0 +1,29 @@
+/* Small helpers over cJSON for the shapes Switchboard reads and writes.
+ *
+ * All getters return NULL / the default when the member is missing or of another type; they
+ * never allocate. sb_json_print() returns a malloc'd compact string the caller frees. */
+#ifndef SB_JSON_H
+#define SB_JSON_H
+
+#include <cjson/cJSON.h>
+#include <stddef.h>
+
+#define SB_JSON_MAX_DEPTH 64 /* deeper documents are refused by sb_json_parse */
+
+/* Parses len bytes (not NUL-terminated needed). Returns NULL on invalid JSON, on a document
+ * nested deeper than SB_JSON_MAX_DEPTH, or on trailing garbage. Caller frees with cJSON_Delete. */
+cJSON *sb_json_parse(const char *buf, size_t len);
+
+const char *sb_json_str(const cJSON *obj, const char *name);   /* string member or NULL */
+/* Number member into *out; returns 0, or SB_EINVAL if missing / not a finite number. */
+int sb_json_num(const cJSON *obj, const char *name, double *out);
+/* Object/array member or NULL. */
+cJSON *sb_json_obj(const cJSON *obj, const char *name);
+/* Sets (replacing) member name on obj; takes ownership of item. Returns 0 or SB_ENOMEM. */
+int sb_json_set(cJSON *obj, const char *name, cJSON *item);
+int sb_json_set_str(cJSON *obj, const char *name, const char *value);
+int sb_json_set_num(cJSON *obj, const char *name, double value);
+/* Compact text; malloc'd, caller frees; NULL on allocation failure. */
+char *sb_json_print(const cJSON *item);
+
+#endif

@@ -1,0 +1,83 @@
+/* Blocking Redis connections with reconnect, pipelines and cached Lua scripts.
+ *
+ * An sb_redis_t wraps one hiredis context (hiredis 0.14, RESP2). It is not thread-safe: each
+ * thread owns its connections. When a command fails at the I/O level the context is dropped
+ * and the call returns NULL / SB_EREDIS; sb_redis_ensure() reconnects with capped exponential
+ * backoff (100 ms doubling to 5 s), logging the loss once and the recovery once. Nothing is
+ * retried behind the caller's back: only the caller knows whether a command is idempotent.
+ *
+ * sb_batch_t holds pre-formatted commands (RESP bytes) so the same batch can be sent by the
+ * blocking client here or by the gateway's async client. */
+#ifndef SB_REDIS_H
+#define SB_REDIS_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <hiredis/hiredis.h>
+#include "switchboard/config.h"
+
+typedef struct sb_redis sb_redis_t;
+
+/* Creates an unconnected client for addr (copied). component names it in log lines.
+ * Returns NULL only on allocation failure. */
+sb_redis_t *sb_redis_create(const sb_redis_addr_t *addr, const char *component);
+void sb_redis_free(sb_redis_t *r); /* closes the connection; NULL is fine */
+
+/* One connection attempt (plus AUTH/SELECT). Returns 0, or SB_EREDIS with a reason in err. */
+int sb_redis_connect(sb_redis_t *r, char *err, size_t errlen);
+/* Returns 0 once connected, retrying with backoff; SB_ECANCELED if *stop becomes non-zero
+ * (stop may be NULL: retry forever). */
+int sb_redis_ensure(sb_redis_t *r, const atomic_int *stop);
+int sb_redis_connected(const sb_redis_t *r);
+/* Socket read/write timeout for later commands, in ms (0 = none). Applies on reconnect too. */
+void sb_redis_set_timeout(sb_redis_t *r, int ms);
+/* Drops the connection (next command fails until ensure/connect). */
+void sb_redis_disconnect(sb_redis_t *r);
+
+/* Runs one command. Returns the reply (caller frees with freeReplyObject), or NULL when not
+ * connected or on an I/O error (the connection is then dropped). A Redis error is a reply of
+ * type REDIS_REPLY_ERROR, not NULL. */
+redisReply *sb_redis_cmd(sb_redis_t *r, const char *fmt, ...);
+redisReply *sb_redis_cmdargv(sb_redis_t *r, int argc, const char **argv, const size_t *lens);
+
+/* Reads the next reply without sending anything (pub/sub messages after SUBSCRIBE). NULL on
+ * timeout or I/O error (the connection is then dropped). */
+redisReply *sb_redis_read(sb_redis_t *r);
+
+/* ---- pipelines ------------------------------------------------------------------------- */
+typedef struct sb_batch sb_batch_t;
+
+sb_batch_t *sb_batch_create(void);        /* NULL on allocation failure */
+void sb_batch_free(sb_batch_t *b);        /* NULL is fine */
+void sb_batch_reset(sb_batch_t *b);       /* empties it for reuse */
+/* Appends a command in hiredis format syntax (%s, %b, %d...). Returns 0, SB_ENOMEM, SB_EINVAL. */
+int sb_batch_add(sb_batch_t *b, const char *fmt, ...);
+int sb_batch_addargv(sb_batch_t *b, int argc, const char **argv, const size_t *lens);
+size_t sb_batch_count(const sb_batch_t *b);
+/* The i-th formatted command (RESP bytes) and its length. */
+const char *sb_batch_cmd(const sb_batch_t *b, size_t i, size_t *len);
+
+/* Sends every command of b in one write and reads one reply per command into replies
+ * (an array of sb_batch_count(b) slots; caller frees each reply, see sb_replies_free).
+ * Returns 0, or SB_EREDIS (connection dropped; slots are all NULL). */
+int sb_redis_pipeline(sb_redis_t *r, const sb_batch_t *b, redisReply **replies);
+void sb_replies_free(redisReply **replies, size_t n);
+
+/* ---- Lua scripts ----------------------------------------------------------------------- */
+typedef struct {
+    const char *source;
+    char sha1[41];
+} sb_script_t;
+
+/* Computes the script's SHA1 (hex). Call once before use. */
+void sb_script_init(sb_script_t *s, const char *source);
+/* EVALSHA, falling back to EVAL when the server does not know the script (NOSCRIPT).
+ * argv holds nkeys keys followed by the arguments. Same return contract as sb_redis_cmd. */
+redisReply *sb_redis_eval(sb_redis_t *r, const sb_script_t *s, int nkeys, int argc,
+                          const char **argv, const size_t *lens);
+
+/* Reply helpers: 1 if reply is a non-error reply of that shape. */
+int sb_reply_ok(const redisReply *reply);          /* status "OK" / "QUEUED" or any non-error */
+int sb_reply_is_error(const redisReply *reply);    /* NULL or REDIS_REPLY_ERROR */
+
+#endif

@@ -1,0 +1,18 @@
+/* libswitchboard: everything a C agent or producer needs. Include this one header. */
+#ifndef SWITCHBOARD_H
+#define SWITCHBOARD_H
+
+#include "switchboard/error.h"
+#include "switchboard/log.h"
+#include "switchboard/clock.h"
+#include "switchboard/json.h"
+#include "switchboard/config.h"
+#include "switchboard/redis.h"
+#include "switchboard/job.h"
+#include "switchboard/queue.h"
+#include "switchboard/metrics.h"
+#include "switchboard/presence.h"
+
+#define SB_VERSION "0.1.0"
+
+#endif

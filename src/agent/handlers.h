@@ -1,0 +1,25 @@
+/* Handlers of the `switchboard agent` program: the built-in `rebalance` and `--exec CMD`. */
+#ifndef SB_AGENT_HANDLERS_H
+#define SB_AGENT_HANDLERS_H
+
+#include "switchboard/agent.h"
+
+/* rebalance: payload.amount must be a finite number > 0 (else SB_HANDLER_FAIL, no retry);
+ * result {success, originalAmount, fee (2 %), remainingAmount, processedAt}. user unused. */
+sb_handler_rc_t sb_handler_rebalance(const sb_job_t *job, int attempt, const atomic_int *cancel,
+                                     sb_handler_out_t *out, void *user);
+
+/* Options of the exec handler; pass a pointer as the handler's user pointer. */
+typedef struct {
+    const char *cmd;   /* run with /bin/sh -c */
+    int timeout_s;     /* kill the program after this long */
+} sb_exec_opts_t;
+
+/* exec: runs opts->cmd with the job record JSON on stdin and SB_JOB_ID, SB_JOB_TYPE,
+ * SB_ATTEMPT in its environment. Exit 0: stdout is the result (JSON; empty = null).
+ * Non-zero exit, a signal, a timeout or invalid JSON: SB_HANDLER_RETRY with stderr (or the
+ * reason) as the error. Cancel kills the program's process group: SB_HANDLER_CANCELED. */
+sb_handler_rc_t sb_handler_exec(const sb_job_t *job, int attempt, const atomic_int *cancel,
+                                sb_handler_out_t *out, void *user);
+
+#endif

@@ -1,0 +1,74 @@
+/* `switchboard VERB [flags]`: one program for the gateway, the agent and the CLI verbs.
+ * The verb table below is the whole dispatch; each verb lives in its own file. */
+#include <stdio.h>
+#include <string.h>
+#include "cli/cli.h"
+#include "switchboard/switchboard.h"
+
+typedef struct {
+    const char *name;
+    int (*run)(sb_config_t *cfg);
+    const char *usage;
+    const char *summary;
+} sb_verb_t;
+
+static const sb_verb_t sb_verbs[] = {
+    {"agent", sb_cmd_agent, "agent [--type T] [--concurrency N] [--exec CMD]",
+     "run a worker: take jobs, run the handler, publish status, retry, recover"},
+    {"enqueue", sb_cmd_enqueue, "enqueue [--type T] [--user PK] [--wait] 'PAYLOAD-JSON'",
+     "queue a job (atomically) and print its id; --wait follows it to the end"},
+    {"job", sb_cmd_job, "job [--type T] JOB_ID", "print a job record"},
+    {"queue", sb_cmd_queue, "queue [--type T] [--limit N]",
+     "pending, processing (per agent) and dead jobs of a type"},
+};
+#define SB_NVERBS (sizeof sb_verbs / sizeof sb_verbs[0])
+
+static void sb_usage(FILE *out) {
+    fprintf(out, "switchboard %s — real-time jobs for agents on Redis\n\nusage:\n", SB_VERSION);
+    for (size_t i = 0; i < SB_NVERBS; i++)
+        fprintf(out, "  switchboard %-58s %s\n", sb_verbs[i].usage, sb_verbs[i].summary);
+    fprintf(out, "\nsettings (flag, environment, meaning [default]):\n");
+    sb_config_usage(out);
+}
+
+static int sb_wants_help(int argc, char **argv) {
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return 1;
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "help") || !strcmp(argv[1], "--help") ||
+        !strcmp(argv[1], "-h")) {
+        sb_usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version")) {
+        printf("switchboard %s\n", SB_VERSION);
+        return 0;
+    }
+    const sb_verb_t *verb = NULL;
+    for (size_t i = 0; i < SB_NVERBS; i++)
+        if (!strcmp(argv[1], sb_verbs[i].name)) verb = &sb_verbs[i];
+    if (!verb) {
+        fprintf(stderr, "switchboard: unknown verb '%s' (see switchboard --help)\n", argv[1]);
+        return 2;
+    }
+    if (sb_wants_help(argc - 1, argv + 1)) {
+        printf("usage: switchboard %s\n  %s\n\nsettings (flag, environment, meaning [default]):\n",
+               verb->usage, verb->summary);
+        sb_config_usage(stdout);
+        return 0;
+    }
+    sb_config_t cfg;
+    char err[512];
+    if (sb_config_load(&cfg, argc - 1, argv + 1, err, sizeof err) != SB_OK) {
+        fprintf(stderr, "switchboard %s: %s\n", verb->name, err);
+        sb_config_close(&cfg);
+        return 2;
+    }
+    sb_log_set_level(cfg.log_level);
+    int rc = verb->run(&cfg);
+    sb_config_close(&cfg);
+    return rc;
+}

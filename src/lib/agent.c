@@ -1,0 +1,774 @@
+/* The agent runtime: workers, maintenance (presence + recovery), graceful shutdown.
+ * See include/switchboard/agent.h for the design; this file is organised as
+ *   scripts · worker Redis steps · the job state machine · worker thread ·
+ *   maintenance thread · lifecycle. */
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+#include "switchboard/agent.h"
+#include "switchboard/clock.h"
+#include "switchboard/error.h"
+#include "switchboard/json.h"
+#include "switchboard/log.h"
+#include "switchboard/metrics.h"
+#include "switchboard/presence.h"
+#include "switchboard/queue.h"
+#include "switchboard/redis.h"
+
+#define SB_TAKE_TIMEOUT_S 1        /* BLMOVE timeout: how soon an idle worker notices stop */
+#define SB_CANCEL_WAIT_MS 5000     /* after cancel, how long handlers get to return */
+#define SB_WORKER_DEPT "workers"
+
+const double sb_agent_buckets[SB_AGENT_NBUCKETS] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                                    0.5,   1,    5,     10,   30,  60};
+
+/* ---- scripts ----------------------------------------------------------------------------- */
+
+/* The terminal transition of a job, guarded by its presence in our processing list.
+ * KEYS: 1 processing list, 2 record, 3 target list (dead | jobs), 4 counter, 5 exec times,
+ *       6 failure record.
+ * ARGV: 1 id, 2 record JSON ('' = keep), 3 channel, 4 status message ('' = none),
+ *       5 mode (done | error | requeue), 6 exec ms, 7 failure JSON, 8 exec-set bound,
+ *       9 metrics TTL, 10 record TTL.
+ * Returns 1 if applied, 0 if the id was no longer ours (already finished or recovered). */
+static const char SB_FINISH_LUA[] =
+    "if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end\n"
+    "if ARGV[2] ~= '' then redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[10]) end\n"
+    "if ARGV[5] == 'requeue' then\n"
+    "  redis.call('RPUSH', KEYS[3], ARGV[1])\n"
+    "else\n"
+    "  redis.call('INCR', KEYS[4])\n"
+    "  redis.call('EXPIRE', KEYS[4], ARGV[9])\n"
+    "  if ARGV[5] == 'done' then\n"
+    "    redis.call('ZADD', KEYS[5], ARGV[6], ARGV[1])\n"
+    "    redis.call('EXPIRE', KEYS[5], ARGV[9])\n"
+    "    if redis.call('ZCARD', KEYS[5]) > tonumber(ARGV[8]) then\n"
+    "      redis.call('ZREM', KEYS[5], redis.call('ZRANDMEMBER', KEYS[5]))\n"
+    "    end\n"
+    "  else\n"
+    "    redis.call('LPUSH', KEYS[3], ARGV[1])\n"
+    "    redis.call('SET', KEYS[6], ARGV[7], 'EX', ARGV[9])\n"
+    "  end\n"
+    "end\n"
+    "if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[3], ARGV[4]) end\n"
+    "return 1\n";
+
+/* Moves a dead agent's processing list back to the consuming end of the queue, oldest taken
+ * ending rightmost (next out). KEYS: 1 processing list, 2 its presence key, 3 jobs list.
+ * Returns the moved ids, or -1 when the agent is alive. */
+static const char SB_RECOVER_LUA[] =
+    "if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end\n"
+    "local moved = {}\n"
+    "while true do\n"
+    "  local id = redis.call('LMOVE', KEYS[1], KEYS[3], 'LEFT', 'RIGHT')\n"
+    "  if not id then break end\n"
+    "  moved[#moved + 1] = id\n"
+    "end\n"
+    "return moved\n";
+
+/* ---- types ------------------------------------------------------------------------------- */
+
+typedef struct {
+    sb_agent_t *agent;
+    pthread_t thread;
+    int started;
+    sb_redis_t *redis;
+    unsigned seed;                 /* jitter */
+    pthread_mutex_t lock;          /* guards job_id (read by the shutdown path) */
+    char job_id[SB_JOB_ID_LEN];    /* job in flight, "" when idle */
+} sb_worker_t;
+
+struct sb_agent {
+    char id[SB_AGENT_ID_MAX + 1];
+    char type[SB_TYPE_MAX + 1];
+    char k_jobs[SB_KEY_LEN], k_proc[SB_KEY_LEN], k_dead[SB_KEY_LEN], k_status[SB_KEY_LEN];
+    int max_attempts, backoff_ms, backoff_max_ms;
+    int status_ttl, heartbeat_s, recovery_s;
+    sb_handler_cb cb;
+    void *user;
+    sb_script_t finish, recover;
+
+    atomic_int stop;       /* workers: take no more jobs */
+    atomic_int cancel;     /* handlers and retry waits: give up now */
+    atomic_int present;    /* first heartbeat landed: workers may take jobs */
+    atomic_int maint_stop; /* maintenance thread: exit */
+    atomic_int inflight;
+
+    sb_worker_t *workers;
+    int nworkers;
+    int active;            /* workers still running; guarded by lock */
+    int abandoned;         /* some worker never returned: leak rather than free under it */
+    pthread_mutex_t lock;
+    pthread_cond_t cond;   /* signalled when a worker exits */
+
+    pthread_t maint;
+    int maint_started;
+    sb_redis_t *maint_redis;
+
+    pthread_mutex_t stats_lock;
+    sb_agent_stats_t stats;
+};
+
+/* ---- small helpers ----------------------------------------------------------------------- */
+
+static void sb_stat_add(sb_agent_t *a, unsigned long long *field, unsigned long long n) {
+    pthread_mutex_lock(&a->stats_lock);
+    *field += n;
+    pthread_mutex_unlock(&a->stats_lock);
+}
+
+static void sb_stat_duration(sb_agent_t *a, double secs) {
+    pthread_mutex_lock(&a->stats_lock);
+    a->stats.duration_count++;
+    a->stats.duration_sum += secs;
+    for (int i = 0; i < SB_AGENT_NBUCKETS; i++)
+        if (secs <= sb_agent_buckets[i]) a->stats.duration_bucket[i]++;
+    pthread_mutex_unlock(&a->stats_lock);
+}
+
+static void sb_worker_set_job(sb_worker_t *w, const char *id) {
+    pthread_mutex_lock(&w->lock);
+    snprintf(w->job_id, sizeof w->job_id, "%s", id ? id : "");
+    pthread_mutex_unlock(&w->lock);
+}
+
+/* Retry wait before attempt+1: backoff × attempt, capped, plus up to 25 % jitter. */
+static int sb_retry_delay_ms(sb_worker_t *w, int attempt) {
+    const sb_agent_t *a = w->agent;
+    long long d = (long long)a->backoff_ms * attempt;
+    if (d > a->backoff_max_ms) d = a->backoff_max_ms;
+    long long jitter = d / 4 > 0 ? rand_r(&w->seed) % (d / 4 + 1) : 0;
+    return (int)(d + jitter);
+}
+
+/* ---- worker Redis steps ------------------------------------------------------------------ */
+
+/* Sends b until it gets through (reconnecting as needed). Returns 0, or SB_ECANCELED when the
+ * grace period ended first. replies has sb_batch_count(b) slots. */
+static int sb_worker_send(sb_worker_t *w, const sb_batch_t *b, redisReply **replies) {
+    for (;;) {
+        if (sb_redis_ensure(w->redis, &w->agent->cancel) != SB_OK) return SB_ECANCELED;
+        if (sb_redis_pipeline(w->redis, b, replies) == SB_OK) return SB_OK;
+    }
+}
+
+/* GET the record, retrying through reconnects. SB_ENOTFOUND when absent. */
+static int sb_worker_get(sb_worker_t *w, const char *id, char **json) {
+    for (;;) {
+        if (sb_redis_ensure(w->redis, &w->agent->cancel) != SB_OK) return SB_ECANCELED;
+        int rc = sb_job_get(w->redis, w->agent->type, id, json);
+        if (rc != SB_EREDIS) return rc;
+    }
+}
+
+typedef struct {
+    const char *mode;          /* done | error | requeue | drop */
+    const char *record;        /* JSON or NULL */
+    const char *message;       /* status message or NULL */
+    const char *failure;       /* failure JSON or NULL */
+    long long exec_ms;
+} sb_finish_t;
+
+/* Runs the guarded terminal transition. Returns 1 applied, 0 not ours any more,
+ * SB_ECANCELED. */
+static int sb_worker_finish(sb_worker_t *w, const char *id, const sb_finish_t *f) {
+    sb_agent_t *a = w->agent;
+    char k_rec[SB_KEY_LEN], k_cnt[256], k_exec[256], k_fail[256], ms[32], bound[16], mttl[16],
+        jttl[16];
+    int64_t now = sb_now_ms();
+    int requeue = !strcmp(f->mode, "requeue");
+    sb_key(k_rec, sizeof k_rec, SB_KEY_JOB, a->type, id);
+    sb_metrics_counter_key(k_cnt, sizeof k_cnt, a->type, !strcmp(f->mode, "done") ? "done" : "failed",
+                           now);
+    sb_metrics_key(k_exec, sizeof k_exec, a->type, "execution_times", NULL);
+    sb_metrics_key(k_fail, sizeof k_fail, a->type, "failed", id);
+    snprintf(ms, sizeof ms, "%lld", f->exec_ms);
+    snprintf(bound, sizeof bound, "%d", SB_METRICS_EXEC_MAX);
+    snprintf(mttl, sizeof mttl, "%d", SB_METRICS_TTL);
+    snprintf(jttl, sizeof jttl, "%d", SB_JOB_TTL);
+    const char *argv[] = {a->k_proc, k_rec, requeue ? a->k_jobs : a->k_dead, k_cnt, k_exec, k_fail,
+                          id, f->record ? f->record : "", a->k_status,
+                          f->message ? f->message : "", f->mode, ms,
+                          f->failure ? f->failure : "", bound, mttl, jttl};
+    for (;;) {
+        if (sb_redis_ensure(w->redis, &a->cancel) != SB_OK) return SB_ECANCELED;
+        redisReply *rep = sb_redis_eval(w->redis, &a->finish, 6, 16, argv, NULL);
+        if (!rep) continue;
+        int rc = rep->type == REDIS_REPLY_INTEGER ? (int)rep->integer : -1;
+        if (rc < 0) sb_error("agent", "job %s: finish script failed: %s", id,
+                             rep->type == REDIS_REPLY_ERROR ? rep->str : "unexpected reply");
+        freeReplyObject(rep);
+        return rc < 0 ? 0 : rc;
+    }
+}
+
+/* ---- the job state machine --------------------------------------------------------------- */
+
+typedef struct {
+    sb_worker_t *w;
+    const char *id;
+    sb_job_t job;
+    int64_t started_ms;  /* monotonic start of the current attempt */
+} sb_run_t;
+
+/* Writes the record with its new status and publishes a status message, in one round trip. */
+static int sb_run_update(sb_run_t *r, const char *status, const char *msg_status,
+                         const char *details) {
+    sb_agent_t *a = r->w->agent;
+    char key[SB_KEY_LEN];
+    sb_job_set_status(&r->job, status, sb_now_ms());
+    if (details) sb_json_set_str(r->job.root, "details", details);
+    char *rec = sb_json_print(r->job.root);
+    sb_status_t st = {.job_id = r->id, .status = msg_status, .user_id = r->job.public_key,
+                      .details = details, .attempts = r->job.attempts};
+    char *msg = sb_status_build(&st);
+    sb_batch_t *b = sb_batch_create();
+    int rc = rec && msg && b ? SB_OK : SB_ENOMEM;
+    if (!rc) rc = sb_batch_add(b, "SET %s %s EX %d", sb_key(key, sizeof key, SB_KEY_JOB, a->type, r->id),
+                               rec, SB_JOB_TTL);
+    if (!rc) rc = sb_batch_add(b, "PUBLISH %s %s", a->k_status, msg);
+    redisReply *replies[2];
+    if (!rc && (rc = sb_worker_send(r->w, b, replies)) == SB_OK) sb_replies_free(replies, 2);
+    free(rec);
+    free(msg);
+    sb_batch_free(b);
+    return rc;
+}
+
+/* Puts the job back at the consuming end of the queue (shutdown before it could finish). */
+static void sb_run_requeue(sb_run_t *r) {
+    sb_job_set_status(&r->job, "queued", sb_now_ms());
+    char *rec = sb_json_print(r->job.root);
+    sb_finish_t f = {.mode = "requeue", .record = rec};
+    int rc = sb_worker_finish(r->w, r->id, &f);
+    if (rc == 1) {
+        sb_info("agent", "job %s put back on the queue (shutdown) user=%s", r->id,
+                r->job.public_key);
+        sb_stat_add(r->w->agent, &r->w->agent->stats.requeued, 1);
+    } else if (rc == SB_ECANCELED) {
+        sb_warn("agent", "job %s left in the processing list (redis unreachable): it will be "
+                "recovered once this agent's presence expires", r->id);
+    }
+    free(rec);
+}
+
+static void sb_run_done(sb_run_t *r, cJSON *result) {
+    sb_agent_t *a = r->w->agent;
+    int64_t ms = sb_mono_ms() - r->started_ms;
+    sb_job_set_status(&r->job, "done", sb_now_ms());
+    sb_json_set(r->job.root, "result", result ? result : cJSON_CreateNull());
+    cJSON_DeleteItemFromObjectCaseSensitive(r->job.root, "error");
+    char *rec = sb_json_print(r->job.root);
+    sb_status_t st = {.job_id = r->id, .status = "done", .user_id = r->job.public_key,
+                      .result = cJSON_GetObjectItemCaseSensitive(r->job.root, "result"),
+                      .attempts = r->job.attempts};
+    char *msg = sb_status_build(&st);
+    sb_finish_t f = {.mode = "done", .record = rec, .message = msg, .exec_ms = ms};
+    int rc = rec && msg ? sb_worker_finish(r->w, r->id, &f) : SB_ENOMEM;
+    if (rc == 1) {
+        sb_info("agent", "job %s done in %lld ms (attempt %d) user=%s", r->id, (long long)ms,
+                r->job.attempts, r->job.public_key);
+        sb_stat_add(a, &a->stats.done, 1);
+        sb_stat_duration(a, ms / 1000.0);
+    } else if (rc == 0) {
+        sb_warn("agent", "job %s finished but was no longer ours (recovered elsewhere)", r->id);
+    }
+    free(rec);
+    free(msg);
+}
+
+static void sb_run_error(sb_run_t *r, const char *error, const char *details) {
+    sb_agent_t *a = r->w->agent;
+    int64_t now = sb_now_ms();
+    sb_job_set_status(&r->job, "error", now);
+    sb_json_set_str(r->job.root, "error", error);
+    if (details) sb_json_set_str(r->job.root, "details", details);
+    char *rec = sb_json_print(r->job.root);
+    sb_status_t st = {.job_id = r->id, .status = "error", .user_id = r->job.public_key,
+                      .error = error, .details = details, .attempts = r->job.attempts};
+    char *msg = sb_status_build(&st);
+    char *failure = NULL;
+    cJSON *fo = cJSON_CreateObject();
+    char ts[SB_ISO_LEN];
+    if (fo) {
+        cJSON_AddStringToObject(fo, "jobId", r->id);
+        cJSON_AddStringToObject(fo, "error", error);
+        if (details) cJSON_AddStringToObject(fo, "details", details);
+        cJSON_AddItemToObject(fo, "payload", cJSON_Duplicate(r->job.payload, 1));
+        cJSON_AddNumberToObject(fo, "attempts", r->job.attempts);
+        cJSON_AddStringToObject(fo, "failedAt", sb_iso8601(now, ts));
+        failure = sb_json_print(fo);
+        cJSON_Delete(fo);
+    }
+    sb_finish_t f = {.mode = "error", .record = rec, .message = msg, .failure = failure};
+    int rc = rec && msg && failure ? sb_worker_finish(r->w, r->id, &f) : SB_ENOMEM;
+    if (rc == 1) {
+        sb_warn("agent", "job %s failed after %d attempt(s): %s user=%s", r->id,
+                r->job.attempts, error, r->job.public_key);
+        sb_stat_add(a, &a->stats.failed, 1);
+    }
+    free(rec);
+    free(msg);
+    free(failure);
+}
+
+/* A record that cannot be run: dead-letter the id without touching the record. */
+static void sb_run_bad_record(sb_worker_t *w, const char *id, const char *why) {
+    sb_agent_t *a = w->agent;
+    char ts[SB_ISO_LEN], *failure = NULL;
+    cJSON *fo = cJSON_CreateObject();
+    if (fo) {
+        cJSON_AddStringToObject(fo, "jobId", id);
+        cJSON_AddStringToObject(fo, "error", why);
+        cJSON_AddStringToObject(fo, "failedAt", sb_iso8601(sb_now_ms(), ts));
+        failure = sb_json_print(fo);
+        cJSON_Delete(fo);
+    }
+    sb_finish_t f = {.mode = "error", .failure = failure ? failure : "{}"};
+    if (sb_worker_finish(w, id, &f) == 1)
+        sb_error("agent", "job %s: %s; moved to %s", id, why, a->k_dead);
+    sb_stat_add(a, &a->stats.bad_records, 1);
+    free(failure);
+}
+
+/* Runs attempts until done, final error, or cancel. */
+static void sb_run_attempts(sb_run_t *r) {
+    sb_agent_t *a = r->w->agent;
+    char details[1200];
+    if (r->job.attempts >= a->max_attempts) {
+        snprintf(details, sizeof details, "%d attempts already made (agents running it stopped "
+                 "before finishing)", r->job.attempts);
+        sb_run_error(r, "gave up: the job never finished", details);
+        return;
+    }
+    for (;;) {
+        int attempt = r->job.attempts + 1;
+        sb_job_set_attempts(&r->job, attempt);
+        snprintf(details, sizeof details, "attempt %d of %d by %s", attempt, a->max_attempts, a->id);
+        if (sb_run_update(r, "processing", "processing", details) != SB_OK) {
+            sb_run_requeue(r);
+            return;
+        }
+        sb_info("agent", "job %s processing (attempt %d/%d) user=%s", r->id, attempt,
+                a->max_attempts, r->job.public_key);
+        sb_handler_out_t out = {0};
+        r->started_ms = sb_mono_ms();
+        sb_handler_rc_t hrc = a->cb(&r->job, attempt, &a->cancel, &out, a->user);
+        if (hrc == SB_HANDLER_OK) {
+            sb_run_done(r, out.result);
+            return;
+        }
+        cJSON_Delete(out.result);
+        if (hrc == SB_HANDLER_CANCELED) {
+            sb_run_requeue(r);
+            return;
+        }
+        const char *err = out.error[0] ? out.error : "handler failed";
+        if (hrc == SB_HANDLER_FAIL || attempt >= a->max_attempts) {
+            sb_run_error(r, err, out.details[0] ? out.details : NULL);
+            return;
+        }
+        int delay = sb_retry_delay_ms(r->w, attempt);
+        snprintf(details, sizeof details, "attempt %d of %d failed: %s; retrying in %d ms",
+                 attempt, a->max_attempts, err, delay);
+        sb_warn("agent", "job %s: %s user=%s", r->id, details, r->job.public_key);
+        sb_stat_add(a, &a->stats.retries, 1);
+        sb_json_set_str(r->job.root, "error", err);
+        if (sb_run_update(r, "queued", "processing", details) != SB_OK ||
+            sb_sleep_ms(delay, &a->cancel) != SB_OK) {
+            sb_run_requeue(r);
+            return;
+        }
+    }
+}
+
+static void sb_worker_process(sb_worker_t *w, const char *id) {
+    sb_agent_t *a = w->agent;
+    char *json = NULL, why[256];
+    int rc = sb_worker_get(w, id, &json);
+    if (rc == SB_ENOTFOUND) {
+        /* nothing to run and nobody to tell: just forget the id */
+        redisReply *rep = sb_redis_cmd(w->redis, "LREM %s 1 %s", a->k_proc, id);
+        if (rep) freeReplyObject(rep);
+        sb_warn("agent", "job %s: record expired or missing; id dropped", id);
+        sb_stat_add(a, &a->stats.bad_records, 1);
+        return;
+    }
+    if (rc != SB_OK) return; /* canceled while Redis was down: recovery will requeue it */
+    sb_run_t r = {.w = w, .id = id};
+    if (sb_job_parse(json, strlen(json), &r.job, why, sizeof why) != SB_OK) {
+        sb_run_bad_record(w, id, why);
+    } else {
+        sb_run_attempts(&r);
+        sb_job_close(&r.job);
+    }
+    free(json);
+}
+
+/* ---- worker thread ----------------------------------------------------------------------- */
+
+static void *sb_worker_main(void *arg) {
+    sb_worker_t *w = arg;
+    sb_agent_t *a = w->agent;
+    while (!atomic_load(&a->stop) && !atomic_load(&a->present)) sb_sleep_ms(50, &a->stop);
+    while (!atomic_load(&a->stop)) {
+        if (sb_redis_ensure(w->redis, &a->stop) != SB_OK) break;
+        redisReply *rep = sb_redis_cmd(w->redis, "BLMOVE %s %s RIGHT LEFT %d", a->k_jobs,
+                                       a->k_proc, SB_TAKE_TIMEOUT_S);
+        if (!rep) continue;
+        if (rep->type == REDIS_REPLY_STRING) {
+            char id[SB_JOB_ID_LEN];
+            snprintf(id, sizeof id, "%.*s", (int)rep->len, rep->str);
+            sb_worker_set_job(w, id);
+            atomic_fetch_add(&a->inflight, 1);
+            sb_worker_process(w, id);
+            atomic_fetch_sub(&a->inflight, 1);
+            sb_worker_set_job(w, NULL);
+        } else if (rep->type == REDIS_REPLY_ERROR) {
+            sb_error("agent", "BLMOVE failed: %s", rep->str);
+            sb_sleep_ms(1000, &a->stop);
+        }
+        freeReplyObject(rep);
+    }
+    pthread_mutex_lock(&a->lock);
+    a->active--;
+    pthread_cond_broadcast(&a->cond);
+    pthread_mutex_unlock(&a->lock);
+    return NULL;
+}
+
+/* ---- maintenance thread ------------------------------------------------------------------ */
+
+static int sb_agent_heartbeat(sb_agent_t *a) {
+    int inflight = atomic_load(&a->inflight);
+    char name[SB_TYPE_MAX + 32];
+    snprintf(name, sizeof name, "switchboard agent (%s)", a->type);
+    sb_presence_t p = {.agent_id = a->id, .name = name, .email = "",
+                       .department_id = SB_WORKER_DEPT, .department = SB_WORKER_DEPT,
+                       .status = inflight >= a->nworkers ? "busy" : "online",
+                       .current_chats = inflight, .max_chats = a->nworkers};
+    sb_batch_t *b = sb_batch_create();
+    int rc = b ? sb_presence_heartbeat(b, &p, a->status_ttl, sb_now_ms()) : SB_ENOMEM;
+    redisReply *replies[8];
+    size_t n = b ? sb_batch_count(b) : 0;
+    if (rc == SB_OK && (rc = sb_redis_pipeline(a->maint_redis, b, replies)) == SB_OK) {
+        for (size_t i = 0; i < n; i++)
+            if (sb_reply_is_error(replies[i])) rc = SB_EPROTO;
+        sb_replies_free(replies, n);
+    }
+    sb_batch_free(b);
+    return rc;
+}
+
+/* Marks the records of recovered ids as queued again (only those still "processing"). */
+static void sb_agent_requeue_records(sb_agent_t *a, const redisReply *ids, const char *dead) {
+    for (size_t i = 0; i < ids->elements; i++) {
+        const char *id = ids->element[i]->str;
+        char *json = NULL, why[128], details[256];
+        if (!id || sb_job_get(a->maint_redis, a->type, id, &json) != SB_OK) continue;
+        sb_job_t job;
+        if (sb_job_parse(json, strlen(json), &job, why, sizeof why) == SB_OK) {
+            if (job.status && !strcmp(job.status, "processing")) {
+                char key[SB_KEY_LEN];
+                snprintf(details, sizeof details, "recovered from agent %s", dead);
+                sb_job_set_status(&job, "queued", sb_now_ms());
+                sb_json_set_str(job.root, "details", details);
+                char *rec = sb_json_print(job.root);
+                redisReply *rep = rec ? sb_redis_cmd(a->maint_redis, "SET %s %s EX %d XX",
+                                        sb_key(key, sizeof key, SB_KEY_JOB, a->type, id), rec,
+                                        SB_JOB_TTL) : NULL;
+                if (rep) freeReplyObject(rep);
+                free(rec);
+            }
+            sb_job_close(&job);
+        }
+        free(json);
+    }
+}
+
+static void sb_agent_recover_one(sb_agent_t *a, const char *proc_key, const char *dead) {
+    char pkey[256];
+    if (!sb_agent_id_valid(dead) || !sb_presence_key(pkey, sizeof pkey, dead)) return;
+    const char *argv[] = {proc_key, pkey, a->k_jobs};
+    redisReply *rep = sb_redis_eval(a->maint_redis, &a->recover, 3, 3, argv, NULL);
+    if (!rep) return;
+    if (rep->type == REDIS_REPLY_ARRAY && rep->elements > 0) {
+        sb_warn("agent", "recovered %zu job(s) of agent %s (presence expired): back on %s",
+                rep->elements, dead, a->k_jobs);
+        sb_stat_add(a, &a->stats.recovered, rep->elements);
+        sb_agent_requeue_records(a, rep, dead);
+    } else if (rep->type == REDIS_REPLY_ERROR) {
+        sb_error("agent", "recovery script failed: %s", rep->str);
+    }
+    freeReplyObject(rep);
+}
+
+/* SCANs agent:{type}:processing:* and recovers every list whose agent is gone. */
+static void sb_agent_recover(sb_agent_t *a) {
+    char pattern[SB_KEY_LEN + 1], prefix[SB_KEY_LEN];
+    sb_key(prefix, sizeof prefix, SB_KEY_PROCESSING, a->type, "");
+    snprintf(pattern, sizeof pattern, "%s*", prefix);
+    size_t plen = strlen(prefix);
+    char cursor[32] = "0";
+    do {
+        redisReply *rep = sb_redis_cmd(a->maint_redis, "SCAN %s MATCH %s COUNT 500", cursor,
+                                       pattern);
+        if (!rep) return;
+        if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2) {
+            freeReplyObject(rep);
+            return;
+        }
+        snprintf(cursor, sizeof cursor, "%s", rep->element[0]->str);
+        const redisReply *keys = rep->element[1];
+        for (size_t i = 0; i < keys->elements && !atomic_load(&a->maint_stop); i++) {
+            const char *key = keys->element[i]->str;
+            if (strlen(key) > plen && strcmp(key + plen, a->id) != 0)
+                sb_agent_recover_one(a, key, key + plen);
+        }
+        freeReplyObject(rep);
+    } while (strcmp(cursor, "0") != 0 && !atomic_load(&a->maint_stop));
+}
+
+static void *sb_maint_main(void *arg) {
+    sb_agent_t *a = arg;
+    int64_t next_hb = 0, next_scan = 0;
+    while (!atomic_load(&a->maint_stop)) {
+        if (sb_redis_ensure(a->maint_redis, &a->maint_stop) != SB_OK) break;
+        int64_t now = sb_mono_ms();
+        if (now >= next_hb) {
+            if (sb_agent_heartbeat(a) == SB_OK) {
+                if (!atomic_exchange(&a->present, 1))
+                    sb_info("agent", "agent %s online (type %s, concurrency %d)", a->id, a->type,
+                            a->nworkers);
+                next_hb = now + (int64_t)a->heartbeat_s * 1000;
+            } else {
+                continue; /* connection dropped: ensure() and try again */
+            }
+        }
+        if (now >= next_scan && atomic_load(&a->present)) {
+            sb_agent_recover(a);
+            next_scan = now + (int64_t)a->recovery_s * 1000;
+        }
+        int64_t wake = next_hb < next_scan ? next_hb : next_scan;
+        int64_t wait = wake - sb_mono_ms();
+        if (wait > 0) sb_sleep_ms((int)(wait > 1000 ? 1000 : wait), &a->maint_stop);
+    }
+    return NULL;
+}
+
+/* ---- lifecycle --------------------------------------------------------------------------- */
+
+void sb_agent_default_id(char *buf, size_t len) {
+    char host[64] = "host";
+    unsigned char rnd[4] = {0};
+    gethostname(host, sizeof host - 1);
+    host[sizeof host - 1] = '\0';
+    for (char *p = host; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9')))
+            *p = '-';
+    if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) memset(rnd, 0, sizeof rnd);
+    snprintf(buf, len, "%s-%ld-%02x%02x%02x%02x", host, (long)getpid(), rnd[0], rnd[1], rnd[2],
+             rnd[3]);
+}
+
+sb_agent_t *sb_agent_create(const sb_config_t *cfg, sb_handler_cb cb, void *user, char *err,
+                            size_t errlen) {
+    if (cfg->heartbeat_interval >= cfg->agent_status_ttl) {
+        snprintf(err, errlen, "HEARTBEAT_INTERVAL (%d) must be less than AGENT_STATUS_TTL (%d)",
+                 cfg->heartbeat_interval, cfg->agent_status_ttl);
+        return NULL;
+    }
+    if (cfg->agent_id && !sb_agent_id_valid(cfg->agent_id)) {
+        snprintf(err, errlen, "bad setting AGENT_ID: use 1-128 of [A-Za-z0-9._:-]");
+        return NULL;
+    }
+    sb_agent_t *a = calloc(1, sizeof *a);
+    if (!a) goto nomem;
+    if (cfg->agent_id) snprintf(a->id, sizeof a->id, "%s", cfg->agent_id);
+    else sb_agent_default_id(a->id, sizeof a->id);
+    snprintf(a->type, sizeof a->type, "%s", cfg->job_type);
+    sb_key(a->k_jobs, sizeof a->k_jobs, SB_KEY_JOBS, a->type, NULL);
+    sb_key(a->k_proc, sizeof a->k_proc, SB_KEY_PROCESSING, a->type, a->id);
+    sb_key(a->k_dead, sizeof a->k_dead, SB_KEY_DEAD, a->type, NULL);
+    sb_key(a->k_status, sizeof a->k_status, SB_KEY_STATUS, a->type, NULL);
+    a->max_attempts = cfg->max_attempts;
+    a->backoff_ms = cfg->retry_backoff_ms;
+    a->backoff_max_ms = cfg->retry_backoff_max_ms;
+    a->status_ttl = cfg->agent_status_ttl;
+    a->heartbeat_s = cfg->heartbeat_interval;
+    a->recovery_s = cfg->recovery_interval;
+    a->cb = cb;
+    a->user = user;
+    sb_script_init(&a->finish, SB_FINISH_LUA);
+    sb_script_init(&a->recover, SB_RECOVER_LUA);
+    pthread_mutex_init(&a->lock, NULL);
+    pthread_cond_init(&a->cond, NULL);
+    pthread_mutex_init(&a->stats_lock, NULL);
+    a->nworkers = cfg->concurrency;
+    a->workers = calloc((size_t)a->nworkers, sizeof *a->workers);
+    a->maint_redis = sb_redis_create(&cfg->redis, "agent");
+    if (!a->workers || !a->maint_redis) goto nomem;
+    sb_redis_set_timeout(a->maint_redis, 10000);
+    for (int i = 0; i < a->nworkers; i++) {
+        sb_worker_t *w = &a->workers[i];
+        w->agent = a;
+        pthread_mutex_init(&w->lock, NULL);
+        if (getrandom(&w->seed, sizeof w->seed, 0) != (ssize_t)sizeof w->seed) w->seed = (unsigned)i;
+        if (!(w->redis = sb_redis_create(&cfg->redis, "agent"))) goto nomem;
+        /* longer than the BLMOVE block so an idle wait is not mistaken for a dead server */
+        sb_redis_set_timeout(w->redis, (SB_TAKE_TIMEOUT_S + 10) * 1000);
+    }
+    return a;
+nomem:
+    snprintf(err, errlen, "out of memory");
+    sb_agent_free(a);
+    return NULL;
+}
+
+int sb_agent_start(sb_agent_t *a) {
+    if (pthread_create(&a->maint, NULL, sb_maint_main, a) != 0) return SB_ERR;
+    a->maint_started = 1;
+    for (int i = 0; i < a->nworkers; i++) {
+        sb_worker_t *w = &a->workers[i];
+        pthread_mutex_lock(&a->lock);
+        a->active++;
+        pthread_mutex_unlock(&a->lock);
+        if (pthread_create(&w->thread, NULL, sb_worker_main, w) != 0) {
+            pthread_mutex_lock(&a->lock);
+            a->active--;
+            pthread_mutex_unlock(&a->lock);
+            sb_agent_stop(a);
+            return SB_ERR;
+        }
+        w->started = 1;
+    }
+    return SB_OK;
+}
+
+void sb_agent_stop(sb_agent_t *a) { atomic_store(&a->stop, 1); }
+
+/* Waits until no worker is active or deadline (monotonic ms) passes. Returns active count. */
+static int sb_agent_wait_workers(sb_agent_t *a, int64_t deadline) {
+    pthread_mutex_lock(&a->lock);
+    while (a->active > 0) {
+        int64_t left = deadline - sb_mono_ms();
+        if (left <= 0) break;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        int64_t ns = ts.tv_nsec + (left % 1000) * 1000000;
+        ts.tv_sec += left / 1000 + ns / 1000000000;
+        ts.tv_nsec = ns % 1000000000;
+        pthread_cond_timedwait(&a->cond, &a->lock, &ts);
+    }
+    int n = a->active;
+    pthread_mutex_unlock(&a->lock);
+    return n;
+}
+
+/* Last resort for workers stuck in a handler that ignores cancel: put their jobs back from
+ * this thread (the guarded script makes a late finish by the worker a no-op). */
+static void sb_agent_requeue_abandoned(sb_agent_t *a) {
+    sb_worker_t tmp = {.agent = a, .redis = a->maint_redis};
+    for (int i = 0; i < a->nworkers; i++) {
+        char id[SB_JOB_ID_LEN];
+        pthread_mutex_lock(&a->workers[i].lock);
+        snprintf(id, sizeof id, "%s", a->workers[i].job_id);
+        pthread_mutex_unlock(&a->workers[i].lock);
+        if (!id[0]) continue;
+        sb_finish_t f = {.mode = "requeue"};
+        if (sb_worker_finish(&tmp, id, &f) == 1)
+            sb_warn("agent", "job %s put back on the queue (handler did not stop)", id);
+    }
+}
+
+static void sb_agent_offline(sb_agent_t *a) {
+    sb_batch_t *b = sb_batch_create();
+    redisReply *replies[4];
+    char err[128];
+    if (!sb_redis_connected(a->maint_redis)) sb_redis_connect(a->maint_redis, err, sizeof err);
+    if (b && sb_presence_offline(b, a->id, SB_WORKER_DEPT) == SB_OK &&
+        sb_redis_pipeline(a->maint_redis, b, replies) == SB_OK) {
+        sb_replies_free(replies, sb_batch_count(b));
+        sb_info("agent", "agent %s offline", a->id);
+    }
+    sb_batch_free(b);
+}
+
+void sb_agent_wait(sb_agent_t *a, int grace_s) {
+    sb_agent_stop(a);
+    int left = sb_agent_wait_workers(a, sb_mono_ms() + (int64_t)grace_s * 1000);
+    if (left > 0) {
+        sb_warn("agent", "grace period over: cancelling %d running job(s)", left);
+        atomic_store(&a->cancel, 1);
+        left = sb_agent_wait_workers(a, sb_mono_ms() + SB_CANCEL_WAIT_MS);
+    }
+    atomic_store(&a->maint_stop, 1);
+    if (a->maint_started) pthread_join(a->maint, NULL);
+    a->maint_started = 0;
+    if (left > 0) {
+        char err[128];
+        sb_redis_set_timeout(a->maint_redis, 2000);
+        if (!sb_redis_connected(a->maint_redis)) sb_redis_connect(a->maint_redis, err, sizeof err);
+        sb_agent_requeue_abandoned(a); /* one try: cancel is set, so no reconnect loop */
+        a->abandoned = 1;
+    }
+    for (int i = 0; i < a->nworkers && !a->abandoned; i++)
+        if (a->workers[i].started) pthread_join(a->workers[i].thread, NULL);
+    sb_agent_offline(a);
+}
+
+void sb_agent_free(sb_agent_t *a) {
+    if (!a) return;
+    if (a->abandoned) return; /* threads may still touch it: the process is about to exit */
+    for (int i = 0; a->workers && i < a->nworkers; i++) {
+        sb_redis_free(a->workers[i].redis);
+        pthread_mutex_destroy(&a->workers[i].lock);
+    }
+    free(a->workers);
+    sb_redis_free(a->maint_redis);
+    pthread_mutex_destroy(&a->lock);
+    pthread_cond_destroy(&a->cond);
+    pthread_mutex_destroy(&a->stats_lock);
+    free(a);
+}
+
+const char *sb_agent_id(const sb_agent_t *a) { return a->id; }
+
+void sb_agent_stats(sb_agent_t *a, sb_agent_stats_t *out) {
+    pthread_mutex_lock(&a->stats_lock);
+    *out = a->stats;
+    pthread_mutex_unlock(&a->stats_lock);
+    out->inflight = atomic_load(&a->inflight);
+}
+
+int sb_agent_run(const sb_config_t *cfg, sb_handler_cb cb, void *user) {
+    char err[256];
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    sb_agent_t *a = sb_agent_create(cfg, cb, user, err, sizeof err);
+    if (!a) {
+        sb_error("agent", "%s", err);
+        return 1;
+    }
+    if (sb_agent_start(a) != SB_OK) {
+        sb_error("agent", "could not start threads");
+        sb_agent_wait(a, 0);
+        sb_agent_free(a);
+        return 1;
+    }
+    int sig = 0;
+    sigwait(&set, &sig);
+    sb_info("agent", "received %s: finishing running jobs (grace %d s)",
+            sig == SIGTERM ? "SIGTERM" : "SIGINT", cfg->shutdown_grace);
+    sb_agent_wait(a, cfg->shutdown_grace);
+    sb_agent_free(a);
+    return 0;
+}

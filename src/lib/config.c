@@ -1,0 +1,384 @@
+/* Configuration from the environment and command-line flags (SPEC §1).
+ *
+ * sb_settings[] is the single list of settings: each row names its environment variable, its
+ * flag, its kind (int, string, bool, log level, Redis URL), its range and a help line. Loading
+ * walks the table three times: defaults, environment, then argv (flags win). A bad value stops
+ * loading with one sentence that names the setting. */
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "switchboard/config.h"
+#include "switchboard/error.h"
+#include "switchboard/job.h"
+
+typedef enum { SB_SET_INT, SB_SET_STR, SB_SET_BOOL, SB_SET_LEVEL, SB_SET_URL } sb_set_kind_t;
+
+typedef struct {
+    const char *env;   /* environment name (NULL: flag only) */
+    const char *flag;  /* without the leading "--" */
+    sb_set_kind_t kind;
+    size_t offset;     /* into sb_config_t */
+    long min, max;     /* for SB_SET_INT */
+    const char *def;   /* default, as text (NULL: unset) */
+    const char *help;
+} sb_setting_t;
+
+#define OFF(f) offsetof(sb_config_t, f)
+static const sb_setting_t sb_settings[] = {
+    {"REDIS_URL", "redis-url", SB_SET_URL, 0, 0, 0, NULL,
+     "redis://[user:pass@]host:port[/db] or unix:///path (wins over REDIS_HOST...)"},
+    {"REDIS_HOST", "redis-host", SB_SET_STR, OFF(redis.host), 0, 0, "127.0.0.1", "Redis host"},
+    {"REDIS_PORT", "redis-port", SB_SET_INT, OFF(redis.port), 1, 65535, "6379", "Redis port"},
+    {"REDIS_PASSWORD", "redis-password", SB_SET_STR, OFF(redis.password), 0, 0, NULL,
+     "Redis password"},
+    {"REDIS_DB", "redis-db", SB_SET_INT, OFF(redis.db), 0, 15, "0", "Redis database number"},
+    {"BIND", "bind", SB_SET_STR, OFF(bind), 0, 0, "0.0.0.0", "gateway listen address"},
+    {"PORT", "port", SB_SET_INT, OFF(port), 1, 65535, "3001", "gateway port"},
+    {"JWT_SECRET", "jwt-secret", SB_SET_STR, OFF(jwt_secret), 0, 0, NULL,
+     "HS256 key for tokens"},
+    {"SB_DEV", "dev", SB_SET_BOOL, OFF(dev_mode), 0, 1, "0",
+     "development mode (dashboard can mint tokens)"},
+    {"JOB_TYPES", "job-types", SB_SET_STR, OFF(job_types), 0, 0, "rebalance",
+     "comma-separated job types the gateway accepts"},
+    {"RATE_LIMIT", "rate-limit", SB_SET_INT, OFF(rate_limit), 1, 1000000, "10",
+     "job requests per user per window"},
+    {"RATE_WINDOW", "rate-window", SB_SET_INT, OFF(rate_window), 1, 86400, "60",
+     "rate-limit window, seconds"},
+    {"JOB_TYPE", "type", SB_SET_STR, OFF(job_type), 0, 0, "rebalance",
+     "job type an agent or CLI verb works on"},
+    {"MAX_ATTEMPTS", "max-attempts", SB_SET_INT, OFF(max_attempts), 1, 100, "3",
+     "attempts before a job fails for good"},
+    {"RETRY_BACKOFF_MS", "retry-backoff-ms", SB_SET_INT, OFF(retry_backoff_ms), 0, 3600000,
+     "1000", "retry wait per attempt, ms (plus jitter)"},
+    {"RETRY_BACKOFF_MAX_MS", "retry-backoff-max-ms", SB_SET_INT, OFF(retry_backoff_max_ms), 0,
+     3600000, "30000", "cap on the retry wait, ms"},
+    {"JOB_TIMEOUT", "job-timeout", SB_SET_INT, OFF(job_timeout), 1, 86400, "300",
+     "seconds an --exec handler may run"},
+    {"CONCURRENCY", "concurrency", SB_SET_INT, OFF(concurrency), 1, 1024, "1",
+     "jobs an agent runs at once"},
+    {"AGENT_EXEC", "exec", SB_SET_STR, OFF(exec_cmd), 0, 0, NULL,
+     "handler program: job JSON on stdin, result JSON on stdout"},
+    {"AGENT_ID", "agent-id", SB_SET_STR, OFF(agent_id), 0, 0, NULL,
+     "agent id (default {hostname}-{pid}-{random})"},
+    {"SHUTDOWN_GRACE", "grace", SB_SET_INT, OFF(shutdown_grace), 0, 3600, "30",
+     "seconds to finish running jobs on SIGTERM"},
+    {"AGENT_STATUS_TTL", "agent-status-ttl", SB_SET_INT, OFF(agent_status_ttl), 1, 86400,
+     "300", "presence TTL, seconds"},
+    {"HEARTBEAT_INTERVAL", "heartbeat-interval", SB_SET_INT, OFF(heartbeat_interval), 1, 86400,
+     "180", "seconds between presence heartbeats"},
+    {"RECOVERY_INTERVAL", "recovery-interval", SB_SET_INT, OFF(recovery_interval), 1, 86400,
+     "30", "seconds between scans for jobs of dead agents"},
+    {"METRICS_PORT", "metrics-port", SB_SET_INT, OFF(metrics_port), 0, 65535, "0",
+     "agent Prometheus port (0 = off)"},
+    {"LOG_LEVEL", "log-level", SB_SET_LEVEL, OFF(log_level), 0, 0, "info",
+     "debug | info | warn | error"},
+    {NULL, "wait", SB_SET_BOOL, OFF(wait), 0, 1, "0", "wait until the job finishes"},
+    {NULL, "json", SB_SET_BOOL, OFF(json_out), 0, 1, "0", "machine-readable output"},
+    {NULL, "user", SB_SET_STR, OFF(user), 0, 0, "cli", "publicKey of the user a job belongs to"},
+    {NULL, "user-id", SB_SET_STR, OFF(user_id), 0, 0, NULL, "user id of that user"},
+    {NULL, "limit", SB_SET_INT, OFF(limit), 1, 100000, "10", "items a listing shows"},
+    {NULL, "timeout", SB_SET_INT, OFF(timeout), 0, 86400, "0",
+     "seconds a waiting verb waits (0 = forever)"},
+};
+#undef OFF
+#define SB_NSETTINGS (sizeof sb_settings / sizeof sb_settings[0])
+
+static void sb_errf(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void sb_errf(char *err, size_t errlen, const char *fmt, ...) {
+    if (!err || !errlen) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+static int sb_parse_long(const char *s, long min, long max, long *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end != '\0' || v < min || v > max) return SB_EINVAL;
+    *out = v;
+    return SB_OK;
+}
+
+static int sb_parse_bool(const char *s, int *out) {
+    static const char *const yes[] = {"1", "true", "yes", "on"};
+    static const char *const no[] = {"0", "false", "no", "off", ""};
+    for (size_t i = 0; i < 4; i++)
+        if (strcmp(s, yes[i]) == 0) return *out = 1, SB_OK;
+    for (size_t i = 0; i < 5; i++)
+        if (strcmp(s, no[i]) == 0) return *out = 0, SB_OK;
+    return SB_EINVAL;
+}
+
+static int sb_set_str(char **slot, const char *value) {
+    char *copy = value ? strdup(value) : NULL;
+    if (value && !copy) return SB_ENOMEM;
+    free(*slot);
+    *slot = copy;
+    return SB_OK;
+}
+
+/* Applies one textual value to a setting. `from` says where it came from, for the error. */
+static int sb_setting_apply(sb_config_t *cfg, const sb_setting_t *s, const char *value,
+                            const char *from, char *err, size_t errlen) {
+    void *slot = (char *)cfg + s->offset;
+    long v;
+    int b, rc;
+    char why[256];
+    switch (s->kind) {
+    case SB_SET_INT:
+        if (sb_parse_long(value, s->min, s->max, &v) != SB_OK) {
+            sb_errf(err, errlen, "bad setting %s='%s': expected an integer from %ld to %ld",
+                    from, value, s->min, s->max);
+            return SB_EINVAL;
+        }
+        *(int *)slot = (int)v;
+        return SB_OK;
+    case SB_SET_BOOL:
+        if (sb_parse_bool(value, &b) != SB_OK) {
+            sb_errf(err, errlen, "bad setting %s='%s': expected true or false", from, value);
+            return SB_EINVAL;
+        }
+        *(int *)slot = b;
+        return SB_OK;
+    case SB_SET_LEVEL:
+        if (sb_log_level_parse(value, (sb_log_level_t *)slot) != SB_OK) {
+            sb_errf(err, errlen, "bad setting %s='%s': expected debug, info, warn or error",
+                    from, value);
+            return SB_EINVAL;
+        }
+        return SB_OK;
+    case SB_SET_URL:
+        rc = sb_redis_url_parse(value, &cfg->redis, why, sizeof why);
+        if (rc != SB_OK) sb_errf(err, errlen, "bad setting %s='%s': %s", from, value, why);
+        return rc;
+    case SB_SET_STR:
+        return sb_set_str((char **)slot, value);
+    }
+    return SB_EINVAL;
+}
+
+static const sb_setting_t *sb_setting_by_flag(const char *name, size_t len) {
+    for (size_t i = 0; i < SB_NSETTINGS; i++)
+        if (strlen(sb_settings[i].flag) == len && strncmp(sb_settings[i].flag, name, len) == 0)
+            return &sb_settings[i];
+    return NULL;
+}
+
+/* Pass 3: flags. Accepts --name value, --name=value, and bare --name for booleans. */
+static int sb_config_flags(sb_config_t *cfg, int argc, char **argv, char *err, size_t errlen) {
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        if (strcmp(arg, "--") == 0) {
+            for (i++; i < argc; i++) {
+                if (cfg->nargs == SB_CONFIG_MAX_ARGS) goto too_many;
+                cfg->args[cfg->nargs++] = argv[i];
+            }
+            break;
+        }
+        if (strncmp(arg, "--", 2) != 0 || arg[2] == '\0') {
+            if (cfg->nargs == SB_CONFIG_MAX_ARGS) goto too_many;
+            cfg->args[cfg->nargs++] = argv[i];
+            continue;
+        }
+        const char *name = arg + 2, *eq = strchr(name, '=');
+        size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
+        const sb_setting_t *s = sb_setting_by_flag(name, nlen);
+        if (!s) {
+            sb_errf(err, errlen, "unknown option '%.*s' (see --help)", (int)(nlen + 2), arg);
+            return SB_EINVAL;
+        }
+        const char *value = eq ? eq + 1 : NULL;
+        if (!value && s->kind == SB_SET_BOOL) value = "1";
+        if (!value) {
+            if (i + 1 >= argc) {
+                sb_errf(err, errlen, "option --%s needs a value", s->flag);
+                return SB_EINVAL;
+            }
+            value = argv[++i];
+        }
+        char from[64];
+        snprintf(from, sizeof from, "--%s", s->flag);
+        int rc = sb_setting_apply(cfg, s, value, from, err, errlen);
+        if (rc != SB_OK) return rc;
+    }
+    return SB_OK;
+too_many:
+    sb_errf(err, errlen, "too many arguments (at most %d)", SB_CONFIG_MAX_ARGS);
+    return SB_EINVAL;
+}
+
+int sb_config_load(sb_config_t *cfg, int argc, char **argv, char *err, size_t errlen) {
+    memset(cfg, 0, sizeof *cfg);
+    int rc;
+    for (size_t i = 0; i < SB_NSETTINGS; i++) {
+        const sb_setting_t *s = &sb_settings[i];
+        if (s->def && (rc = sb_setting_apply(cfg, s, s->def, s->flag, err, errlen)) != SB_OK)
+            return rc;
+    }
+    for (size_t i = 0; i < SB_NSETTINGS; i++) {
+        const sb_setting_t *s = &sb_settings[i];
+        const char *v = s->env ? getenv(s->env) : NULL;
+        if (s->kind == SB_SET_URL) continue; /* applied last: REDIS_URL wins over REDIS_HOST */
+        if (v && (rc = sb_setting_apply(cfg, s, v, s->env, err, errlen)) != SB_OK) return rc;
+    }
+    const char *url = getenv("REDIS_URL");
+    if (url && *url && (rc = sb_setting_apply(cfg, &sb_settings[0], url, "REDIS_URL", err,
+                                              errlen)) != SB_OK)
+        return rc;
+    if ((rc = sb_config_flags(cfg, argc, argv, err, errlen)) != SB_OK) return rc;
+    if (!sb_job_type_valid(cfg->job_type)) {
+        sb_errf(err, errlen, "bad setting JOB_TYPE='%s': expected [a-z][a-z0-9_-]{0,31}",
+                cfg->job_type ? cfg->job_type : "");
+        return SB_EINVAL;
+    }
+    return SB_OK;
+}
+
+void sb_config_close(sb_config_t *cfg) {
+    if (!cfg) return;
+    free(cfg->redis.host);
+    free(cfg->redis.unix_path);
+    free(cfg->redis.user);
+    free(cfg->redis.password);
+    free(cfg->bind);
+    free(cfg->jwt_secret);
+    free(cfg->job_types);
+    free(cfg->job_type);
+    free(cfg->exec_cmd);
+    free(cfg->agent_id);
+    free(cfg->user);
+    free(cfg->user_id);
+    memset(cfg, 0, sizeof *cfg);
+}
+
+/* Decodes %XX escapes of a URL component into a new string. NULL on bad escapes / ENOMEM. */
+static char *sb_url_unescape(const char *s, size_t len) {
+    char *out = malloc(len + 1), *o = out;
+    if (!out) return NULL;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] == '%') {
+            unsigned v;
+            if (i + 2 >= len || sscanf(s + i + 1, "%2x", &v) != 1) goto bad;
+            *o++ = (char)v;
+            i += 2;
+        } else {
+            *o++ = s[i];
+        }
+    }
+    *o = '\0';
+    return out;
+bad:
+    free(out);
+    return NULL;
+}
+
+static int sb_url_tcp(const char *rest, sb_redis_addr_t *a, char *err, size_t errlen) {
+    const char *at = strrchr(rest, '@');
+    const char *hostpart = rest;
+    if (at) {
+        const char *colon = memchr(rest, ':', (size_t)(at - rest));
+        const char *pass = colon ? colon + 1 : rest;
+        size_t ulen = colon ? (size_t)(colon - rest) : 0;
+        free(a->user);
+        free(a->password);
+        a->user = ulen ? sb_url_unescape(rest, ulen) : NULL;
+        a->password = sb_url_unescape(pass, (size_t)(at - pass));
+        if ((ulen && !a->user) || !a->password) {
+            sb_errf(err, errlen, "bad escape in user or password");
+            return SB_EINVAL;
+        }
+        if (a->user && strcmp(a->user, "default") == 0) { free(a->user); a->user = NULL; }
+        hostpart = at + 1;
+    }
+    const char *slash = strchr(hostpart, '/');
+    size_t hlen = slash ? (size_t)(slash - hostpart) : strlen(hostpart);
+    char host[256];
+    if (hlen == 0 || hlen >= sizeof host) {
+        sb_errf(err, errlen, "missing or too long host");
+        return SB_EINVAL;
+    }
+    memcpy(host, hostpart, hlen);
+    host[hlen] = '\0';
+    long port = 6379, db = 0;
+    char *pcolon;
+    if (host[0] == '[') { /* [::1]:6379 */
+        char *close = strchr(host, ']');
+        if (!close || (close[1] && close[1] != ':')) {
+            sb_errf(err, errlen, "bad [ipv6] host");
+            return SB_EINVAL;
+        }
+        pcolon = close[1] ? close + 1 : NULL;
+        *close = '\0';
+        memmove(host, host + 1, strlen(host + 1) + 1); /* the ":port" tail stays in place */
+    } else {
+        pcolon = strrchr(host, ':');
+    }
+    if (pcolon) {
+        *pcolon = '\0';
+        if (sb_parse_long(pcolon + 1, 1, 65535, &port) != SB_OK) {
+            sb_errf(err, errlen, "port must be 1-65535");
+            return SB_EINVAL;
+        }
+    }
+    if (slash && slash[1] && sb_parse_long(slash + 1, 0, 15, &db) != SB_OK) {
+        sb_errf(err, errlen, "database must be 0-15");
+        return SB_EINVAL;
+    }
+    if (sb_set_str(&a->host, host) != SB_OK) return SB_ENOMEM;
+    free(a->unix_path);
+    a->unix_path = NULL;
+    a->port = (int)port;
+    a->db = (int)db;
+    return SB_OK;
+}
+
+int sb_redis_url_parse(const char *url, sb_redis_addr_t *a, char *err, size_t errlen) {
+    if (strncmp(url, "rediss://", 9) == 0) {
+        sb_errf(err, errlen, "TLS (rediss://) is not supported by this build (hiredis 0.14)");
+        return SB_EINVAL;
+    }
+    if (strncmp(url, "redis://", 8) == 0) return sb_url_tcp(url + 8, a, err, errlen);
+    if (strncmp(url, "unix://", 7) == 0) {
+        const char *path = url + 7, *q = strchr(path, '?');
+        size_t plen = q ? (size_t)(q - path) : strlen(path);
+        long db = 0;
+        if (plen == 0 || path[0] != '/') {
+            sb_errf(err, errlen, "unix:// needs an absolute path");
+            return SB_EINVAL;
+        }
+        if (q && (strncmp(q, "?db=", 4) != 0 || sb_parse_long(q + 4, 0, 15, &db) != SB_OK)) {
+            sb_errf(err, errlen, "only ?db=0-15 may follow the socket path");
+            return SB_EINVAL;
+        }
+        char *p = strndup(path, plen);
+        if (!p) return SB_ENOMEM;
+        free(a->unix_path);
+        a->unix_path = p;
+        a->db = (int)db;
+        return SB_OK;
+    }
+    sb_errf(err, errlen, "expected redis://host:port[/db] or unix:///path");
+    return SB_EINVAL;
+}
+
+const char *sb_redis_addr_str(const sb_redis_addr_t *a, char *buf, size_t len) {
+    if (a->unix_path) snprintf(buf, len, "%s", a->unix_path);
+    else snprintf(buf, len, "%s:%d", a->host ? a->host : "?", a->port);
+    return buf;
+}
+
+void sb_config_usage(FILE *out) {
+    for (size_t i = 0; i < SB_NSETTINGS; i++) {
+        const sb_setting_t *s = &sb_settings[i];
+        char flag[64];
+        snprintf(flag, sizeof flag, "--%s%s", s->flag, s->kind == SB_SET_BOOL ? "" : " V");
+        fprintf(out, "  %-26s %-22s %s%s%s%s\n", flag, s->env ? s->env : "", s->help,
+                s->def ? " [" : "", s->def ? s->def : "", s->def ? "]" : "");
+    }
+}

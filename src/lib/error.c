@@ -1,0 +1,16 @@
+/* sb_strerror: names for the SB_E* codes of error.h. */
+#include "switchboard/error.h"
+
+const char *sb_strerror(int code) {
+    switch (code) {
+    case SB_OK: return "ok";
+    case SB_EINVAL: return "invalid input";
+    case SB_ENOMEM: return "out of memory";
+    case SB_EREDIS: return "redis unavailable";
+    case SB_ENOTFOUND: return "not found";
+    case SB_EPROTO: return "unexpected reply from redis";
+    case SB_ETIMEOUT: return "timed out";
+    case SB_ECANCELED: return "canceled";
+    default: return "error";
+    }
+}

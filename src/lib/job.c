@@ -1,0 +1,219 @@
+/* Job ids, key names, job records and status messages (SPEC §2). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include "switchboard/clock.h"
+#include "switchboard/error.h"
+#include "switchboard/job.h"
+#include "switchboard/json.h"
+
+int sb_job_id_new(char out[SB_JOB_ID_LEN]) {
+    unsigned char rnd[4];
+    if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) return SB_ERR;
+    snprintf(out, SB_JOB_ID_LEN, "%lld-%02x%02x%02x%02x", (long long)sb_now_ms(), rnd[0], rnd[1],
+             rnd[2], rnd[3]);
+    return SB_OK;
+}
+
+/* Counts the leading characters of s accepted by ok(); stops at max + 1. */
+static size_t sb_span(const char *s, int (*ok)(int), size_t max) {
+    size_t n = 0;
+    while (s[n] && ok((unsigned char)s[n]) && n <= max) n++;
+    return n;
+}
+
+static int sb_is_digit(int c) { return c >= '0' && c <= '9'; }
+static int sb_is_lower_alnum(int c) { return sb_is_digit(c) || (c >= 'a' && c <= 'z'); }
+static int sb_is_type_char(int c) { return sb_is_lower_alnum(c) || c == '_' || c == '-'; }
+
+int sb_job_id_valid(const char *id) {
+    if (!id) return 0;
+    size_t a = sb_span(id, sb_is_digit, 16);
+    if (a < 1 || a > 16 || id[a] != '-') return 0;
+    const char *rest = id + a + 1;
+    size_t b = sb_span(rest, sb_is_lower_alnum, 32);
+    return b >= 1 && b <= 32 && rest[b] == '\0';
+}
+
+int sb_job_type_valid(const char *type) {
+    if (!type || !(type[0] >= 'a' && type[0] <= 'z')) return 0;
+    size_t n = sb_span(type, sb_is_type_char, SB_TYPE_MAX);
+    return n <= SB_TYPE_MAX && type[n] == '\0';
+}
+
+int sb_public_key_valid(const char *pk) {
+    if (!pk || !*pk) return 0;
+    size_t n = 0;
+    for (; pk[n]; n++)
+        if (pk[n] <= ' ' || pk[n] > '~' || n >= SB_PUBKEY_MAX) return 0;
+    return 1;
+}
+
+/* The key table: every key is agent:{type}:{name}[:{arg}]. */
+static const struct {
+    const char *name;
+    int has_arg;
+} sb_key_names[] = {
+    [SB_KEY_JOBS] = {"jobs", 0},
+    [SB_KEY_JOB] = {"job", 1},
+    [SB_KEY_PROCESSING] = {"processing", 1},
+    [SB_KEY_DEAD] = {"dead", 0},
+    [SB_KEY_USER] = {"user", 1},
+    [SB_KEY_STATUS] = {"status", 0},
+};
+
+char *sb_key(char *buf, size_t len, sb_key_kind_t kind, const char *type, const char *arg) {
+    int has_arg = sb_key_names[kind].has_arg;
+    int n = snprintf(buf, len, "agent:%s:%s%s%s", type, sb_key_names[kind].name,
+                     has_arg ? ":" : "", has_arg && arg ? arg : "");
+    if (n < 0 || (size_t)n >= len) {
+        if (len) buf[0] = '\0';
+        return NULL;
+    }
+    return buf;
+}
+
+/* ---- records ----------------------------------------------------------------------------- */
+
+cJSON *sb_job_record_new(const char *type, const char *job_id, const sb_user_t *user,
+                         const cJSON *payload, int64_t now_ms) {
+    char ts[SB_ISO_LEN];
+    sb_iso8601(now_ms, ts);
+    cJSON *rec = cJSON_CreateObject(), *u = cJSON_CreateObject();
+    cJSON *pl = payload ? cJSON_Duplicate(payload, 1) : cJSON_CreateObject();
+    if (!rec || !u || !pl) goto fail;
+    if (!cJSON_AddStringToObject(u, "publicKey", user->public_key)) goto fail;
+    if (user->id && !cJSON_AddStringToObject(u, "id", user->id)) goto fail;
+    if (!cJSON_AddStringToObject(rec, "jobId", job_id) ||
+        !cJSON_AddStringToObject(rec, "type", type) ||
+        !cJSON_AddStringToObject(rec, "status", "queued"))
+        goto fail;
+    cJSON_AddItemToObject(rec, "user", u);
+    u = NULL;
+    cJSON_AddItemToObject(rec, "payload", pl);
+    pl = NULL;
+    if (!cJSON_AddNumberToObject(rec, "attempts", 0) ||
+        !cJSON_AddStringToObject(rec, "createdAt", ts) ||
+        !cJSON_AddStringToObject(rec, "updatedAt", ts))
+        goto fail;
+    return rec;
+fail:
+    cJSON_Delete(rec);
+    cJSON_Delete(u);
+    cJSON_Delete(pl);
+    return NULL;
+}
+
+/* Re-reads the views of job from its root. */
+static void sb_job_refresh(sb_job_t *job) {
+    const cJSON *user = cJSON_GetObjectItemCaseSensitive(job->root, "user");
+    double attempts = 0;
+    job->job_id = sb_json_str(job->root, "jobId");
+    job->type = sb_json_str(job->root, "type");
+    job->status = sb_json_str(job->root, "status");
+    job->public_key = sb_json_str(user, "publicKey");
+    job->payload = cJSON_GetObjectItemCaseSensitive(job->root, "payload");
+    job->attempts = sb_json_num(job->root, "attempts", &attempts) == SB_OK ? (int)attempts : 0;
+}
+
+int sb_job_parse(const char *json, size_t len, sb_job_t *job, char *err, size_t errlen) {
+    memset(job, 0, sizeof *job);
+    cJSON *root = sb_json_parse(json, len);
+    const char *why = NULL;
+    if (!root) why = "record is not valid JSON";
+    else if (!cJSON_IsObject(root)) why = "record is not a JSON object";
+    if (!why) {
+        job->root = root;
+        sb_job_refresh(job);
+        if (!job->job_id) why = "record has no jobId";
+        else if (!job->public_key) why = "record has no user.publicKey";
+        else if (!job->payload) why = "record has no payload";
+    }
+    if (why) {
+        snprintf(err, errlen, "%s", why);
+        cJSON_Delete(root);
+        memset(job, 0, sizeof *job);
+        return SB_EINVAL;
+    }
+    return SB_OK;
+}
+
+void sb_job_close(sb_job_t *job) {
+    if (!job) return;
+    cJSON_Delete(job->root);
+    memset(job, 0, sizeof *job);
+}
+
+int sb_job_set_status(sb_job_t *job, const char *status, int64_t now_ms) {
+    char ts[SB_ISO_LEN];
+    int rc = sb_json_set_str(job->root, "status", status);
+    if (rc == SB_OK) rc = sb_json_set_str(job->root, "updatedAt", sb_iso8601(now_ms, ts));
+    sb_job_refresh(job);
+    return rc;
+}
+
+int sb_job_set_attempts(sb_job_t *job, int attempts) {
+    int rc = sb_json_set_num(job->root, "attempts", attempts);
+    sb_job_refresh(job);
+    return rc;
+}
+
+/* ---- status messages --------------------------------------------------------------------- */
+
+int sb_status_valid(const char *s) {
+    return s && (!strcmp(s, "processing") || !strcmp(s, "done") || !strcmp(s, "error"));
+}
+
+char *sb_status_build(const sb_status_t *st) {
+    char ts[SB_ISO_LEN];
+    cJSON *o = cJSON_CreateObject();
+    if (!o) return NULL;
+    int ok = cJSON_AddStringToObject(o, "jobId", st->job_id) &&
+             cJSON_AddStringToObject(o, "status", st->status) &&
+             cJSON_AddStringToObject(o, "userId", st->user_id) &&
+             cJSON_AddStringToObject(o, "timestamp",
+                                     st->timestamp ? st->timestamp : sb_iso8601(sb_now_ms(), ts));
+    if (ok && st->result) {
+        cJSON *dup = cJSON_Duplicate(st->result, 1);
+        ok = dup && cJSON_AddItemToObject(o, "result", dup);
+    }
+    if (ok && st->error) ok = cJSON_AddStringToObject(o, "error", st->error) != NULL;
+    if (ok && st->details) ok = cJSON_AddStringToObject(o, "details", st->details) != NULL;
+    if (ok && st->attempts >= 0) ok = cJSON_AddNumberToObject(o, "attempts", st->attempts) != NULL;
+    char *out = ok ? sb_json_print(o) : NULL;
+    cJSON_Delete(o);
+    return out;
+}
+
+int sb_status_parse(const char *buf, size_t len, cJSON **root_out, sb_status_t *st, char *err,
+                    size_t errlen) {
+    memset(st, 0, sizeof *st);
+    st->attempts = -1;
+    *root_out = NULL;
+    cJSON *root = sb_json_parse(buf, len);
+    const char *why = NULL;
+    if (!root || !cJSON_IsObject(root)) why = "status message is not a JSON object";
+    else {
+        st->job_id = sb_json_str(root, "jobId");
+        st->status = sb_json_str(root, "status");
+        st->user_id = sb_json_str(root, "userId");
+        st->timestamp = sb_json_str(root, "timestamp");
+        st->error = sb_json_str(root, "error");
+        st->details = sb_json_str(root, "details");
+        st->result = cJSON_GetObjectItemCaseSensitive(root, "result");
+        double a;
+        if (sb_json_num(root, "attempts", &a) == SB_OK) st->attempts = (int)a;
+        if (!st->job_id) why = "status message has no jobId string";
+        else if (!sb_status_valid(st->status)) why = "status must be processing, done or error";
+        else if (!st->user_id || !*st->user_id) why = "status message has no userId string";
+    }
+    if (why) {
+        snprintf(err, errlen, "%s", why);
+        cJSON_Delete(root);
+        memset(st, 0, sizeof *st);
+        return SB_EINVAL;
+    }
+    *root_out = root;
+    return SB_OK;
+}

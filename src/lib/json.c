@@ -1,0 +1,86 @@
+/* JSON helpers over cJSON: bounded parsing and typed member access. */
+#include <math.h>
+#include <string.h>
+#include "switchboard/error.h"
+#include "switchboard/json.h"
+
+/* cJSON has no depth limit of its own that we can set at run time, so refuse deep nesting
+ * before handing it the text: count brackets outside strings. */
+static int sb_json_depth_ok(const char *buf, size_t len) {
+    int depth = 0, in_str = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = buf[i];
+        if (in_str) {
+            if (c == '\\') i++;
+            else if (c == '"') in_str = 0;
+        } else if (c == '"') {
+            in_str = 1;
+        } else if (c == '{' || c == '[') {
+            if (++depth > SB_JSON_MAX_DEPTH) return 0;
+        } else if (c == '}' || c == ']') {
+            depth--;
+        }
+    }
+    return 1;
+}
+
+cJSON *sb_json_parse(const char *buf, size_t len) {
+    if (!buf || !sb_json_depth_ok(buf, len)) return NULL;
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(buf, len, &end, 0);
+    if (!root) return NULL;
+    /* require only whitespace after the value */
+    while (end && (size_t)(end - buf) < len &&
+           (*end == ' ' || *end == '\n' || *end == '\r' || *end == '\t' || *end == '\0'))
+        end++;
+    if (!end || (size_t)(end - buf) != len) {
+        cJSON_Delete(root);
+        return NULL;
+    }
+    return root;
+}
+
+const char *sb_json_str(const cJSON *obj, const char *name) {
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, name);
+    return cJSON_IsString(it) ? it->valuestring : NULL;
+}
+
+int sb_json_num(const cJSON *obj, const char *name, double *out) {
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, name);
+    if (!cJSON_IsNumber(it) || !isfinite(it->valuedouble)) return SB_EINVAL;
+    *out = it->valuedouble;
+    return SB_OK;
+}
+
+cJSON *sb_json_obj(const cJSON *obj, const char *name) {
+    cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, name);
+    return (cJSON_IsObject(it) || cJSON_IsArray(it)) ? it : NULL;
+}
+
+int sb_json_set(cJSON *obj, const char *name, cJSON *item) {
+    if (!item) return SB_ENOMEM;
+    if (cJSON_GetObjectItemCaseSensitive(obj, name)) {
+        if (!cJSON_ReplaceItemInObjectCaseSensitive(obj, name, item)) {
+            cJSON_Delete(item);
+            return SB_ENOMEM;
+        }
+        return SB_OK;
+    }
+    if (!cJSON_AddItemToObject(obj, name, item)) {
+        cJSON_Delete(item);
+        return SB_ENOMEM;
+    }
+    return SB_OK;
+}
+
+int sb_json_set_str(cJSON *obj, const char *name, const char *value) {
+    return sb_json_set(obj, name, cJSON_CreateString(value));
+}
+
+int sb_json_set_num(cJSON *obj, const char *name, double value) {
+    return sb_json_set(obj, name, cJSON_CreateNumber(value));
+}
+
+char *sb_json_print(const cJSON *item) {
+    return cJSON_PrintUnformatted(item);
+}

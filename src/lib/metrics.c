@@ -1,0 +1,173 @@
+/* Job metrics in Redis (SPEC §4): daily counters, failure records, execution times, summary.
+ *
+ * Writers append to a caller's batch so metrics ride in the same round trip as the work.
+ * Execution times are bounded by a tiny script that evicts a random member once the set is
+ * over SB_METRICS_EXEC_MAX (random eviction keeps the sample unbiased, unlike dropping the
+ * lowest or highest scores). The summary reads counters with one MGET and computes count, sum
+ * and p95 of the execution times inside Redis. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "switchboard/clock.h"
+#include "switchboard/error.h"
+#include "switchboard/json.h"
+#include "switchboard/metrics.h"
+
+static const char SB_EXEC_ADD_LUA[] =
+    "redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])\n"
+    "redis.call('EXPIRE', KEYS[1], ARGV[4])\n"
+    "if redis.call('ZCARD', KEYS[1]) > tonumber(ARGV[3]) then\n"
+    "  redis.call('ZREM', KEYS[1], redis.call('ZRANDMEMBER', KEYS[1]))\n"
+    "end\n"
+    "return 1\n";
+
+/* Returns {count, sum, p95} of the scores as strings. */
+static const char SB_EXEC_STATS_LUA[] =
+    "local n = redis.call('ZCARD', KEYS[1])\n"
+    "if n == 0 then return {'0', '0', '0'} end\n"
+    "local sum = 0\n"
+    "local all = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')\n"
+    "for i = 2, #all, 2 do sum = sum + tonumber(all[i]) end\n"
+    "local idx = math.ceil(0.95 * n) - 1\n"
+    "local p = redis.call('ZRANGE', KEYS[1], idx, idx, 'WITHSCORES')\n"
+    "return {tostring(n), tostring(sum), p[2]}\n";
+
+char *sb_metrics_key(char *buf, size_t len, const char *type, const char *what,
+                            const char *arg) {
+    int n = arg ? snprintf(buf, len, "metrics:agent:%s:%s:%s", type, what, arg)
+                : snprintf(buf, len, "metrics:agent:%s:%s", type, what);
+    return n > 0 && (size_t)n < len ? buf : NULL;
+}
+
+static char *sb_counter_key(char *buf, size_t len, const char *type, const char *date,
+                            const char *name) {
+    int n = snprintf(buf, len, "metrics:agent:%s:counters:%s:%s", type, date, name);
+    return n > 0 && (size_t)n < len ? buf : NULL;
+}
+
+char *sb_metrics_counter_key(char *buf, size_t len, const char *type, const char *name,
+                             int64_t now_ms) {
+    char date[11];
+    return sb_counter_key(buf, len, type, sb_utc_date(now_ms, date), name);
+}
+
+int sb_metrics_count(sb_batch_t *b, const char *type, const char *name, int64_t now_ms) {
+    char key[256];
+    if (!sb_metrics_counter_key(key, sizeof key, type, name, now_ms)) return SB_EINVAL;
+    int rc = sb_batch_add(b, "INCR %s", key);
+    return rc ? rc : sb_batch_add(b, "EXPIRE %s %d", key, SB_METRICS_TTL);
+}
+
+int sb_metrics_exec_time(sb_batch_t *b, const char *type, const char *job_id, int64_t ms) {
+    char key[256];
+    if (!sb_metrics_key(key, sizeof key, type, "execution_times", NULL)) return SB_EINVAL;
+    return sb_batch_add(b, "EVAL %s 1 %s %lld %s %d %d", SB_EXEC_ADD_LUA, key, (long long)ms,
+                        job_id, SB_METRICS_EXEC_MAX, SB_METRICS_TTL);
+}
+
+int sb_metrics_failure(sb_batch_t *b, const char *type, const char *job_id, const char *error,
+                       const char *details, const cJSON *payload, int attempts, int64_t now_ms) {
+    char key[256], ts[SB_ISO_LEN];
+    if (!sb_metrics_key(key, sizeof key, type, "failed", job_id)) return SB_EINVAL;
+    cJSON *o = cJSON_CreateObject();
+    cJSON *pl = payload ? cJSON_Duplicate(payload, 1) : cJSON_CreateNull();
+    int ok = o && pl && cJSON_AddStringToObject(o, "jobId", job_id) &&
+             cJSON_AddStringToObject(o, "error", error ? error : "") &&
+             (!details || cJSON_AddStringToObject(o, "details", details)) &&
+             cJSON_AddNumberToObject(o, "attempts", attempts) &&
+             cJSON_AddStringToObject(o, "failedAt", sb_iso8601(now_ms, ts));
+    if (ok) {
+        cJSON_AddItemToObject(o, "payload", pl);
+        pl = NULL;
+    }
+    char *json = ok ? sb_json_print(o) : NULL;
+    cJSON_Delete(o);
+    cJSON_Delete(pl);
+    if (!json) return SB_ENOMEM;
+    int rc = sb_batch_add(b, "SET %s %s EX %d", key, json, SB_METRICS_TTL);
+    free(json);
+    return rc;
+}
+
+/* ---- summary ------------------------------------------------------------------------------ */
+
+static const char *const sb_summary_counters[] = {"jobs", "failed", "done", "rate_hits",
+                                                  "rate_blocked"};
+#define SB_NCOUNTERS 5
+
+static long long sb_reply_ll(const redisReply *r) {
+    if (!r) return 0;
+    if (r->type == REDIS_REPLY_INTEGER) return r->integer;
+    if (r->type == REDIS_REPLY_STRING) return strtoll(r->str, NULL, 10);
+    return 0;
+}
+
+static double sb_reply_double(const redisReply *r) {
+    return r && r->type == REDIS_REPLY_STRING ? strtod(r->str, NULL) : 0;
+}
+
+int sb_metrics_summary(sb_redis_t *r, const char *type, int days, int64_t now_ms,
+                       sb_metrics_summary_t *out) {
+    if (days < 1 || days > 30) return SB_EINVAL;
+    memset(out, 0, sizeof *out);
+    sb_batch_t *b = sb_batch_create();
+    if (!b) return SB_ENOMEM;
+    int rc = SB_OK;
+    for (int d = 0; d < days && rc == SB_OK; d++) {
+        char date[11];
+        sb_utc_date(now_ms - (int64_t)d * 86400000, date);
+        const char *argv[1 + SB_NCOUNTERS];
+        char keys[SB_NCOUNTERS][256];
+        argv[0] = "MGET";
+        for (int c = 0; c < SB_NCOUNTERS; c++) {
+            sb_counter_key(keys[c], sizeof keys[c], type, date, sb_summary_counters[c]);
+            argv[1 + c] = keys[c];
+        }
+        rc = sb_batch_addargv(b, 1 + SB_NCOUNTERS, argv, NULL);
+    }
+    char ekey[256];
+    if (rc == SB_OK && !sb_metrics_key(ekey, sizeof ekey, type, "execution_times", NULL))
+        rc = SB_EINVAL;
+    if (rc == SB_OK) rc = sb_batch_add(b, "EVAL %s 1 %s", SB_EXEC_STATS_LUA, ekey);
+    redisReply *replies[32];
+    if (rc == SB_OK) rc = sb_redis_pipeline(r, b, replies);
+    if (rc == SB_OK) {
+        long long *fields[SB_NCOUNTERS] = {&out->total_jobs, &out->failed_jobs, &out->done_jobs,
+                                           &out->rate_hits, &out->rate_blocked};
+        for (int d = 0; d < days; d++) {
+            const redisReply *m = replies[d];
+            if (!m || m->type != REDIS_REPLY_ARRAY || m->elements != SB_NCOUNTERS) continue;
+            for (int c = 0; c < SB_NCOUNTERS; c++) *fields[c] += sb_reply_ll(m->element[c]);
+        }
+        const redisReply *st = replies[days];
+        if (st && st->type == REDIS_REPLY_ARRAY && st->elements == 3) {
+            double n = sb_reply_double(st->element[0]);
+            out->avg_exec_ms = n > 0 ? sb_reply_double(st->element[1]) / n : 0;
+            out->p95_exec_ms = sb_reply_double(st->element[2]);
+        } else {
+            rc = SB_EPROTO;
+        }
+        sb_replies_free(replies, sb_batch_count(b));
+    }
+    sb_batch_free(b);
+    return rc;
+}
+
+cJSON *sb_metrics_summary_json(const sb_metrics_summary_t *s) {
+    cJSON *o = cJSON_CreateObject(), *rl = cJSON_CreateObject();
+    if (!o || !rl) goto fail;
+    cJSON_AddNumberToObject(rl, "hits", (double)s->rate_hits);
+    cJSON_AddNumberToObject(rl, "blocked", (double)s->rate_blocked);
+    cJSON_AddNumberToObject(o, "totalJobs", (double)s->total_jobs);
+    cJSON_AddNumberToObject(o, "failedJobs", (double)s->failed_jobs);
+    cJSON_AddNumberToObject(o, "doneJobs", (double)s->done_jobs);
+    cJSON_AddNumberToObject(o, "avgExecutionTime", round(s->avg_exec_ms * 100) / 100);
+    cJSON_AddNumberToObject(o, "p95ExecutionTime", s->p95_exec_ms);
+    cJSON_AddItemToObject(o, "rateLimit", rl);
+    return o;
+fail:
+    cJSON_Delete(o);
+    cJSON_Delete(rl);
+    return NULL;
+}

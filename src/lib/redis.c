@@ -1,0 +1,321 @@
+/* Blocking Redis client with reconnect, pipelines and EVALSHA-with-fallback scripts.
+ *
+ * The context is dropped as soon as hiredis reports an I/O or protocol error (hiredis leaves a
+ * context unusable after one), so "connected" always means "the last command worked".
+ * sb_redis_ensure() owns reconnecting: capped exponential backoff, one log line when the
+ * connection is lost and one when it is back, however many attempts lie between. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <openssl/sha.h>
+#include "switchboard/clock.h"
+#include "switchboard/error.h"
+#include "switchboard/log.h"
+#include "switchboard/redis.h"
+
+#define SB_REDIS_CONNECT_TIMEOUT_MS 2000
+#define SB_REDIS_BACKOFF_MIN_MS 100
+#define SB_REDIS_BACKOFF_MAX_MS 5000
+
+struct sb_redis {
+    redisContext *ctx;      /* NULL while disconnected */
+    sb_redis_addr_t addr;   /* owned copy */
+    char component[32];
+    int timeout_ms;         /* socket timeout for commands, 0 = none */
+    int lost;               /* a loss was logged and no recovery yet */
+    int backoff_ms;         /* wait before the next reconnect; grows while connections flap */
+    int64_t connected_at;   /* monotonic ms of the last successful connect */
+};
+
+static char *sb_dup(const char *s) { return s ? strdup(s) : NULL; }
+
+sb_redis_t *sb_redis_create(const sb_redis_addr_t *addr, const char *component) {
+    sb_redis_t *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    r->addr.host = sb_dup(addr->host);
+    r->addr.port = addr->port;
+    r->addr.unix_path = sb_dup(addr->unix_path);
+    r->addr.user = sb_dup(addr->user);
+    r->addr.password = sb_dup(addr->password);
+    r->addr.db = addr->db;
+    snprintf(r->component, sizeof r->component, "%s", component ? component : "redis");
+    if ((addr->host && !r->addr.host) || (addr->unix_path && !r->addr.unix_path)) {
+        sb_redis_free(r);
+        return NULL;
+    }
+    return r;
+}
+
+void sb_redis_free(sb_redis_t *r) {
+    if (!r) return;
+    if (r->ctx) redisFree(r->ctx);
+    free(r->addr.host);
+    free(r->addr.unix_path);
+    free(r->addr.user);
+    free(r->addr.password);
+    free(r);
+}
+
+void sb_redis_disconnect(sb_redis_t *r) {
+    if (r->ctx) redisFree(r->ctx);
+    r->ctx = NULL;
+}
+
+int sb_redis_connected(const sb_redis_t *r) { return r->ctx != NULL; }
+
+static struct timeval sb_tv(int ms) {
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    return tv;
+}
+
+void sb_redis_set_timeout(sb_redis_t *r, int ms) {
+    r->timeout_ms = ms;
+    if (r->ctx && ms > 0) redisSetTimeout(r->ctx, sb_tv(ms));
+}
+
+/* AUTH and SELECT on a fresh context. */
+static int sb_redis_handshake(sb_redis_t *r, char *err, size_t errlen) {
+    redisReply *rep = NULL;
+    if (r->addr.password) {
+        rep = r->addr.user ? redisCommand(r->ctx, "AUTH %s %s", r->addr.user, r->addr.password)
+                           : redisCommand(r->ctx, "AUTH %s", r->addr.password);
+        if (!rep || rep->type == REDIS_REPLY_ERROR) goto fail;
+        freeReplyObject(rep);
+    }
+    if (r->addr.db) {
+        rep = redisCommand(r->ctx, "SELECT %d", r->addr.db);
+        if (!rep || rep->type == REDIS_REPLY_ERROR) goto fail;
+        freeReplyObject(rep);
+    }
+    return SB_OK;
+fail:
+    snprintf(err, errlen, "%s", rep ? rep->str : r->ctx->errstr);
+    if (rep) freeReplyObject(rep);
+    return SB_EREDIS;
+}
+
+int sb_redis_connect(sb_redis_t *r, char *err, size_t errlen) {
+    sb_redis_disconnect(r);
+    struct timeval tv = sb_tv(SB_REDIS_CONNECT_TIMEOUT_MS);
+    redisContext *c = r->addr.unix_path ? redisConnectUnixWithTimeout(r->addr.unix_path, tv)
+                                        : redisConnectWithTimeout(r->addr.host, r->addr.port, tv);
+    if (!c) {
+        snprintf(err, errlen, "out of memory");
+        return SB_ENOMEM;
+    }
+    if (c->err) {
+        snprintf(err, errlen, "%s", c->errstr);
+        redisFree(c);
+        return SB_EREDIS;
+    }
+    r->ctx = c;
+    if (sb_redis_handshake(r, err, errlen) != SB_OK) {
+        sb_redis_disconnect(r);
+        return SB_EREDIS;
+    }
+    if (r->timeout_ms > 0) redisSetTimeout(c, sb_tv(r->timeout_ms));
+    if (!r->addr.unix_path) redisEnableKeepAlive(c); /* TCP only: fails on unix sockets */
+    r->connected_at = sb_mono_ms();
+    return SB_OK;
+}
+
+/* Capped exponential backoff: 0 → 100 ms → 200 ms … → 5 s. */
+static int sb_backoff_next(int ms) {
+    if (ms == 0) return SB_REDIS_BACKOFF_MIN_MS;
+    return ms * 2 > SB_REDIS_BACKOFF_MAX_MS ? SB_REDIS_BACKOFF_MAX_MS : ms * 2;
+}
+
+int sb_redis_ensure(sb_redis_t *r, const atomic_int *stop) {
+    char err[256], where[300];
+    while (!r->ctx) {
+        if (r->backoff_ms && sb_sleep_ms(r->backoff_ms, stop) != SB_OK) return SB_ECANCELED;
+        if (stop && atomic_load(stop)) return SB_ECANCELED;
+        if (sb_redis_connect(r, err, sizeof err) == SB_OK) {
+            if (r->lost)
+                sb_info(r->component, "redis reconnected to %s",
+                        sb_redis_addr_str(&r->addr, where, sizeof where));
+            r->lost = 0;
+            return SB_OK;
+        }
+        if (!r->lost)
+            sb_warn(r->component, "redis unavailable at %s: %s; retrying with backoff",
+                    sb_redis_addr_str(&r->addr, where, sizeof where), err);
+        r->lost = 1;
+        r->backoff_ms = sb_backoff_next(r->backoff_ms);
+    }
+    return SB_OK;
+}
+
+/* After a failed call: log the loss once and drop the context. */
+static void sb_redis_broken(sb_redis_t *r) {
+    if (!r->lost)
+        sb_warn(r->component, "redis connection lost: %s",
+                r->ctx && r->ctx->errstr[0] ? r->ctx->errstr : "unknown error");
+    r->lost = 1;
+    /* a connection that broke soon after it was made is flapping: back off before the next */
+    if (sb_mono_ms() - r->connected_at < 1000)
+        r->backoff_ms = sb_backoff_next(r->backoff_ms);
+    else
+        r->backoff_ms = 0;
+    sb_redis_disconnect(r);
+}
+
+redisReply *sb_redis_cmd(sb_redis_t *r, const char *fmt, ...) {
+    if (!r->ctx) return NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *rep = redisvCommand(r->ctx, fmt, ap);
+    va_end(ap);
+    if (!rep) sb_redis_broken(r);
+    return rep;
+}
+
+redisReply *sb_redis_cmdargv(sb_redis_t *r, int argc, const char **argv, const size_t *lens) {
+    if (!r->ctx) return NULL;
+    redisReply *rep = redisCommandArgv(r->ctx, argc, argv, lens);
+    if (!rep) sb_redis_broken(r);
+    return rep;
+}
+
+redisReply *sb_redis_read(sb_redis_t *r) {
+    void *rep = NULL;
+    if (!r->ctx) return NULL;
+    if (redisGetReply(r->ctx, &rep) != REDIS_OK || !rep) {
+        sb_redis_broken(r);
+        return NULL;
+    }
+    return rep;
+}
+
+/* ---- pipelines ------------------------------------------------------------------------- */
+
+typedef struct {
+    char *buf; /* RESP bytes, malloc'd by hiredis's formatter */
+    size_t len;
+} sb_fcmd_t;
+
+struct sb_batch {
+    sb_fcmd_t *cmds;
+    size_t n, cap;
+};
+
+sb_batch_t *sb_batch_create(void) { return calloc(1, sizeof(sb_batch_t)); }
+
+void sb_batch_reset(sb_batch_t *b) {
+    for (size_t i = 0; i < b->n; i++) free(b->cmds[i].buf);
+    b->n = 0;
+}
+
+void sb_batch_free(sb_batch_t *b) {
+    if (!b) return;
+    sb_batch_reset(b);
+    free(b->cmds);
+    free(b);
+}
+
+static int sb_batch_push(sb_batch_t *b, char *buf, long long len) {
+    if (len <= 0 || !buf) return len == -1 ? SB_EINVAL : SB_ENOMEM;
+    if (b->n == b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 8;
+        sb_fcmd_t *c = realloc(b->cmds, cap * sizeof *c);
+        if (!c) {
+            free(buf);
+            return SB_ENOMEM;
+        }
+        b->cmds = c;
+        b->cap = cap;
+    }
+    b->cmds[b->n].buf = buf;
+    b->cmds[b->n].len = (size_t)len;
+    b->n++;
+    return SB_OK;
+}
+
+int sb_batch_add(sb_batch_t *b, const char *fmt, ...) {
+    char *buf = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    int len = redisvFormatCommand(&buf, fmt, ap);
+    va_end(ap);
+    return sb_batch_push(b, buf, len);
+}
+
+int sb_batch_addargv(sb_batch_t *b, int argc, const char **argv, const size_t *lens) {
+    char *buf = NULL;
+    int len = redisFormatCommandArgv(&buf, argc, argv, lens);
+    return sb_batch_push(b, buf, len);
+}
+
+size_t sb_batch_count(const sb_batch_t *b) { return b->n; }
+
+const char *sb_batch_cmd(const sb_batch_t *b, size_t i, size_t *len) {
+    *len = b->cmds[i].len;
+    return b->cmds[i].buf;
+}
+
+void sb_replies_free(redisReply **replies, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        if (replies[i]) freeReplyObject(replies[i]);
+        replies[i] = NULL;
+    }
+}
+
+int sb_redis_pipeline(sb_redis_t *r, const sb_batch_t *b, redisReply **replies) {
+    for (size_t i = 0; i < b->n; i++) replies[i] = NULL;
+    if (!r->ctx) return SB_EREDIS;
+    for (size_t i = 0; i < b->n; i++) {
+        if (redisAppendFormattedCommand(r->ctx, b->cmds[i].buf, b->cmds[i].len) != REDIS_OK)
+            goto broken;
+    }
+    for (size_t i = 0; i < b->n; i++) {
+        void *rep = NULL;
+        if (redisGetReply(r->ctx, &rep) != REDIS_OK || !rep) goto broken;
+        replies[i] = rep;
+    }
+    return SB_OK;
+broken:
+    sb_replies_free(replies, b->n);
+    sb_redis_broken(r);
+    return SB_EREDIS;
+}
+
+/* ---- scripts --------------------------------------------------------------------------- */
+
+void sb_script_init(sb_script_t *s, const char *source) {
+    unsigned char md[SHA_DIGEST_LENGTH];
+    s->source = source;
+    SHA1((const unsigned char *)source, strlen(source), md);
+    for (int i = 0; i < SHA_DIGEST_LENGTH; i++) snprintf(s->sha1 + 2 * i, 3, "%02x", md[i]);
+}
+
+redisReply *sb_redis_eval(sb_redis_t *r, const sb_script_t *s, int nkeys, int argc,
+                          const char **argv, const size_t *lens) {
+    enum { MAXARGS = 64 };
+    if (argc + 3 > MAXARGS) return NULL;
+    const char *av[MAXARGS];
+    size_t al[MAXARGS];
+    char nk[16];
+    snprintf(nk, sizeof nk, "%d", nkeys);
+    av[0] = "EVALSHA"; al[0] = 7;
+    av[1] = s->sha1;   al[1] = 40;
+    av[2] = nk;        al[2] = strlen(nk);
+    for (int i = 0; i < argc; i++) {
+        av[3 + i] = argv[i];
+        al[3 + i] = lens ? lens[i] : strlen(argv[i]);
+    }
+    redisReply *rep = sb_redis_cmdargv(r, argc + 3, av, al);
+    if (rep && rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "NOSCRIPT", 8) == 0) {
+        freeReplyObject(rep);
+        av[0] = "EVAL"; al[0] = 4;
+        av[1] = s->source; al[1] = strlen(s->source);
+        rep = sb_redis_cmdargv(r, argc + 3, av, al);
+    }
+    return rep;
+}
+
+int sb_reply_is_error(const redisReply *reply) {
+    return !reply || reply->type == REDIS_REPLY_ERROR;
+}
+
+int sb_reply_ok(const redisReply *reply) { return !sb_reply_is_error(reply); }

@@ -1,0 +1,265 @@
+/* Unit tests of the pure parts of libswitchboard: config, URLs, ids, keys, records, status
+ * messages, JSON limits, clock, backoff schedule. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdlib.h>
+#include <string.h>
+#include "switchboard/switchboard.h"
+
+static void test_config_defaults(void **state) {
+    (void)state;
+    unsetenv("REDIS_URL");
+    unsetenv("PORT");
+    sb_config_t cfg;
+    char err[256];
+    char *argv[] = {"x", NULL};
+    assert_int_equal(sb_config_load(&cfg, 1, argv, err, sizeof err), SB_OK);
+    assert_int_equal(cfg.port, 3001);
+    assert_int_equal(cfg.agent_status_ttl, 300);
+    assert_int_equal(cfg.heartbeat_interval, 180);
+    assert_int_equal(cfg.max_attempts, 3);
+    assert_string_equal(cfg.job_type, "rebalance");
+    assert_string_equal(cfg.redis.host, "127.0.0.1");
+    assert_int_equal(cfg.redis.port, 6379);
+    sb_config_close(&cfg);
+}
+
+static void test_config_env_and_flags(void **state) {
+    (void)state;
+    setenv("PORT", "4000", 1);
+    setenv("REDIS_URL", "redis://u:p%40ss@redis.example:6380/2", 1);
+    sb_config_t cfg;
+    char err[256];
+    char *argv[] = {"x", "--concurrency", "4", "--exec=cat", "--wait", "pos1", NULL};
+    assert_int_equal(sb_config_load(&cfg, 6, argv, err, sizeof err), SB_OK);
+    assert_int_equal(cfg.port, 4000);
+    assert_int_equal(cfg.concurrency, 4);
+    assert_string_equal(cfg.exec_cmd, "cat");
+    assert_int_equal(cfg.wait, 1);
+    assert_int_equal(cfg.nargs, 1);
+    assert_string_equal(cfg.args[0], "pos1");
+    assert_string_equal(cfg.redis.host, "redis.example");
+    assert_int_equal(cfg.redis.port, 6380);
+    assert_int_equal(cfg.redis.db, 2);
+    assert_string_equal(cfg.redis.user, "u");
+    assert_string_equal(cfg.redis.password, "p@ss");
+    sb_config_close(&cfg);
+    unsetenv("PORT");
+    unsetenv("REDIS_URL");
+}
+
+static void expect_config_error(const char *env, const char *value, const char *needle) {
+    setenv(env, value, 1);
+    sb_config_t cfg;
+    char err[256] = "";
+    char *argv[] = {"x", NULL};
+    assert_int_equal(sb_config_load(&cfg, 1, argv, err, sizeof err), SB_EINVAL);
+    assert_non_null(strstr(err, needle));
+    sb_config_close(&cfg);
+    unsetenv(env);
+}
+
+static void test_config_errors_name_the_setting(void **state) {
+    (void)state;
+    expect_config_error("PORT", "abc", "PORT='abc'");
+    expect_config_error("PORT", "70000", "PORT");
+    expect_config_error("REDIS_URL", "rediss://h:1", "TLS");
+    expect_config_error("REDIS_URL", "http://h", "REDIS_URL");
+    expect_config_error("REDIS_URL", "redis://h:0", "port");
+    expect_config_error("LOG_LEVEL", "loud", "LOG_LEVEL");
+    expect_config_error("JOB_TYPE", "Bad Type", "JOB_TYPE");
+    sb_config_t cfg;
+    char err[256];
+    char *argv[] = {"x", "--nope", NULL};
+    assert_int_equal(sb_config_load(&cfg, 2, argv, err, sizeof err), SB_EINVAL);
+    assert_non_null(strstr(err, "--nope"));
+    sb_config_close(&cfg);
+    char *argv2[] = {"x", "--port", NULL};
+    assert_int_equal(sb_config_load(&cfg, 2, argv2, err, sizeof err), SB_EINVAL);
+    assert_non_null(strstr(err, "needs a value"));
+    sb_config_close(&cfg);
+}
+
+static void test_redis_urls(void **state) {
+    (void)state;
+    sb_redis_addr_t a = {0};
+    char err[128];
+    assert_int_equal(sb_redis_url_parse("unix:///tmp/r.sock?db=3", &a, err, sizeof err), 0);
+    assert_string_equal(a.unix_path, "/tmp/r.sock");
+    assert_int_equal(a.db, 3);
+    assert_int_equal(sb_redis_url_parse("redis://[::1]:7000", &a, err, sizeof err), 0);
+    assert_string_equal(a.host, "::1");
+    assert_int_equal(a.port, 7000);
+    assert_null(a.unix_path);
+    assert_int_equal(sb_redis_url_parse("redis://localhost", &a, err, sizeof err), 0);
+    assert_int_equal(a.port, 6379);
+    assert_int_equal(sb_redis_url_parse("redis://h:1/99", &a, err, sizeof err), SB_EINVAL);
+    assert_int_equal(sb_redis_url_parse("unix://relative", &a, err, sizeof err), SB_EINVAL);
+    free(a.host);
+    free(a.unix_path);
+    free(a.user);
+    free(a.password);
+}
+
+static void test_job_ids(void **state) {
+    (void)state;
+    char id[SB_JOB_ID_LEN], id2[SB_JOB_ID_LEN];
+    assert_int_equal(sb_job_id_new(id), 0);
+    assert_int_equal(sb_job_id_new(id2), 0);
+    assert_true(sb_job_id_valid(id));
+    assert_string_not_equal(id, id2);
+    const char *dash = strchr(id, '-');
+    assert_non_null(dash);
+    assert_int_equal(strlen(dash + 1), 8);
+    assert_true(sb_job_id_valid("1731304200000-a7f3e2k")); /* the seeds' example */
+    assert_false(sb_job_id_valid("1731304200000-A7F3"));
+    assert_false(sb_job_id_valid("-abc"));
+    assert_false(sb_job_id_valid("12345678901234567-abc"));
+    assert_false(sb_job_id_valid("1-"));
+    assert_false(sb_job_id_valid("1-abc/../x"));
+    assert_false(sb_job_id_valid("1-abcdefghijabcdefghijabcdefghijabc")); /* 33 chars */
+    assert_true(sb_job_id_valid("1-abcdefghijabcdefghijabcdefghijab"));   /* 32 chars */
+    assert_false(sb_job_id_valid(NULL));
+}
+
+static void test_keys(void **state) {
+    (void)state;
+    char k[SB_KEY_LEN];
+    assert_string_equal(sb_key(k, sizeof k, SB_KEY_JOBS, "rebalance", NULL), "agent:rebalance:jobs");
+    assert_string_equal(sb_key(k, sizeof k, SB_KEY_JOB, "rebalance", "1-a"),
+                        "agent:rebalance:job:1-a");
+    assert_string_equal(sb_key(k, sizeof k, SB_KEY_PROCESSING, "chat", "h-1-ab"),
+                        "agent:chat:processing:h-1-ab");
+    assert_string_equal(sb_key(k, sizeof k, SB_KEY_DEAD, "rebalance", NULL), "agent:rebalance:dead");
+    assert_string_equal(sb_key(k, sizeof k, SB_KEY_USER, "rebalance", "PK"),
+                        "agent:rebalance:user:PK");
+    assert_string_equal(sb_key(k, sizeof k, SB_KEY_STATUS, "rebalance", NULL),
+                        "agent:rebalance:status");
+    char tiny[8];
+    assert_null(sb_key(tiny, sizeof tiny, SB_KEY_JOBS, "rebalance", NULL));
+    assert_true(sb_job_type_valid("rebalance"));
+    assert_false(sb_job_type_valid("Rebalance"));
+    assert_false(sb_job_type_valid("re:balance"));
+}
+
+static void test_record_roundtrip(void **state) {
+    (void)state;
+    cJSON *payload = cJSON_Parse("{\"amount\":1000,\"priority\":\"high\"}");
+    sb_user_t u = {.public_key = "GXHEX", .id = "u-42"};
+    cJSON *rec = sb_job_record_new("rebalance", "1-abc", &u, payload, 1731321000000LL);
+    char *json = sb_json_print(rec);
+    sb_job_t job;
+    char err[128];
+    assert_int_equal(sb_job_parse(json, strlen(json), &job, err, sizeof err), 0);
+    assert_string_equal(job.status, "queued");
+    assert_string_equal(job.public_key, "GXHEX");
+    assert_string_equal(job.type, "rebalance");
+    assert_int_equal(job.attempts, 0);
+    assert_string_equal(sb_json_str(job.root, "createdAt"), "2024-11-11T10:30:00.000Z");
+    assert_int_equal(sb_job_set_status(&job, "processing", 1731321001000LL), 0);
+    assert_string_equal(job.status, "processing");
+    assert_string_equal(sb_json_str(job.root, "updatedAt"), "2024-11-11T10:30:01.000Z");
+    sb_job_close(&job);
+    free(json);
+    cJSON_Delete(rec);
+    cJSON_Delete(payload);
+    assert_int_equal(sb_job_parse("{bad", 4, &job, err, sizeof err), SB_EINVAL);
+    assert_null(job.root);
+    const char *nouser = "{\"jobId\":\"1-a\",\"payload\":{}}";
+    assert_int_equal(sb_job_parse(nouser, strlen(nouser), &job, err, sizeof err), SB_EINVAL);
+    assert_non_null(strstr(err, "publicKey"));
+}
+
+static void test_status_messages(void **state) {
+    (void)state;
+    cJSON *result = cJSON_Parse("{\"fee\":20}");
+    sb_status_t st = {.job_id = "1-a", .status = "done", .user_id = "PK", .result = result,
+                      .attempts = 2};
+    char *msg = sb_status_build(&st);
+    cJSON *root;
+    sb_status_t back;
+    char err[128];
+    assert_int_equal(sb_status_parse(msg, strlen(msg), &root, &back, err, sizeof err), 0);
+    assert_string_equal(back.job_id, "1-a");
+    assert_string_equal(back.status, "done");
+    assert_string_equal(back.user_id, "PK");
+    assert_non_null(back.timestamp);
+    assert_int_equal(back.attempts, 2);
+    assert_non_null(back.result);
+    cJSON_Delete(root);
+    free(msg);
+    cJSON_Delete(result);
+    const char *bad[] = {"not json", "[]", "{\"jobId\":\"1-a\",\"status\":\"done\"}",
+                         "{\"jobId\":\"1-a\",\"status\":\"queued\",\"userId\":\"x\"}",
+                         "{\"jobId\":1,\"status\":\"done\",\"userId\":\"x\"}"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(sb_status_parse(bad[i], strlen(bad[i]), &root, &back, err, sizeof err),
+                         SB_EINVAL);
+        assert_null(root);
+    }
+}
+
+static void test_json_limits(void **state) {
+    (void)state;
+    char deep[200];
+    memset(deep, '[', 100);
+    memset(deep + 100, ']', 100);
+    assert_null(sb_json_parse(deep, sizeof deep));
+    assert_null(sb_json_parse("{} trailing", 11));
+    cJSON *ok = sb_json_parse("{\"a\":[1,2]}  \n", 14);
+    assert_non_null(ok);
+    double v;
+    assert_int_equal(sb_json_num(ok, "a", &v), SB_EINVAL);
+    cJSON_Delete(ok);
+}
+
+static void test_clock(void **state) {
+    (void)state;
+    char buf[SB_ISO_LEN], date[11];
+    assert_string_equal(sb_iso8601(0, buf), "1970-01-01T00:00:00.000Z");
+    assert_string_equal(sb_iso8601(1731321000123LL, buf), "2024-11-11T10:30:00.123Z");
+    assert_string_equal(sb_utc_date(1731321000123LL, date), "2024-11-11");
+    int64_t ms;
+    assert_int_equal(sb_iso8601_parse("2024-11-11T10:30:00.123Z", &ms), 0);
+    assert_int_equal(ms, 1731321000123LL);
+    assert_int_equal(sb_iso8601_parse("2024-11-11T10:30:00Z", &ms), 0);
+    assert_int_equal(ms, 1731321000000LL);
+    assert_int_equal(sb_iso8601_parse("yesterday", &ms), SB_EINVAL);
+}
+
+static void test_poll_backoff(void **state) {
+    (void)state;
+    sb_poll_opts_t o = {500, 5000, 1.5};
+    assert_int_equal(sb_poll_delay_ms(&o, 0), 0);
+    assert_int_equal(sb_poll_delay_ms(&o, 1), 500);
+    assert_int_equal(sb_poll_delay_ms(&o, 2), 750);
+    assert_int_equal(sb_poll_delay_ms(&o, 3), 1125);
+    assert_int_equal(sb_poll_delay_ms(&o, 50), 5000);
+}
+
+static void test_presence_ids(void **state) {
+    (void)state;
+    assert_true(sb_agent_id_valid("550e8400-e29b-41d4-a716-446655440000"));
+    assert_true(sb_agent_id_valid("host-123-abcd1234"));
+    assert_false(sb_agent_id_valid("a b"));
+    assert_false(sb_agent_id_valid("x*"));
+    assert_false(sb_agent_id_valid(""));
+    assert_true(sb_presence_status_valid("busy"));
+    assert_false(sb_presence_status_valid("gone"));
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_config_defaults),    cmocka_unit_test(test_config_env_and_flags),
+        cmocka_unit_test(test_config_errors_name_the_setting),
+        cmocka_unit_test(test_redis_urls),         cmocka_unit_test(test_job_ids),
+        cmocka_unit_test(test_keys),               cmocka_unit_test(test_record_roundtrip),
+        cmocka_unit_test(test_status_messages),    cmocka_unit_test(test_json_limits),
+        cmocka_unit_test(test_clock),              cmocka_unit_test(test_poll_backoff),
+        cmocka_unit_test(test_presence_ids),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
