@@ -1,0 +1,108 @@
+// Test harness for end-to-end tests: a private redis-server on a free loopback port, the real
+// `switchboard` binary as child processes, and helpers that wait on events (log lines, Redis
+// state, process exit) instead of sleeping. Every process started here is killed on exit.
+'use strict';
+const { spawn } = require('node:child_process');
+const fs = require('node:fs');
+const net = require('node:net');
+const os = require('node:os');
+const path = require('node:path');
+const Redis = require('ioredis');
+
+const SB_BIN = process.env.SB_BIN || path.resolve(__dirname, '../../../build/switchboard');
+const REDIS_SERVER = process.env.SB_REDIS_SERVER || 'redis-server';
+const children = new Set();
+
+function killAll() {
+  for (const c of children) { try { c.kill('SIGKILL'); } catch { /* gone */ } }
+}
+process.on('exit', killAll);
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+// Polls cond() (sync or async) until truthy; rejects after timeoutMs with what.
+async function waitFor(cond, { timeoutMs = 15000, intervalMs = 20, what = 'condition' } = {}) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await cond();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}
+
+function track(child, name) {
+  children.add(child);
+  child.name = name;
+  child.output = '';
+  child.exited = new Promise((resolve) => {
+    child.on('exit', (code, signal) => { children.delete(child); resolve({ code, signal }); });
+  });
+  const onData = (d) => {
+    child.output += d.toString();
+    if (process.env.SB_TEST_VERBOSE) process.stderr.write(`[${name}] ${d}`);
+  };
+  child.stdout.on('data', onData);
+  child.stderr.on('data', onData);
+  // Resolves when a line matching re has been printed (now or later).
+  child.waitForOutput = (re, timeoutMs = 15000) =>
+    waitFor(() => re.test(child.output), { timeoutMs, what: `${name} to print ${re}` });
+  return child;
+}
+
+// Starts a private redis-server. opts.aof turns on appendonly (survives restart).
+async function startRedis(opts = {}) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sb-e2e-redis-'));
+  const port = await freePort();
+  const r = { port, dir, url: `redis://127.0.0.1:${port}`, proc: null };
+  r.start = async () => {
+    r.proc = track(spawn(REDIS_SERVER, ['--port', String(port), '--bind', '127.0.0.1',
+      '--dir', dir, '--save', '', '--appendonly', opts.aof ? 'yes' : 'no',
+      '--appendfsync', 'always', '--loglevel', 'warning'], { stdio: ['ignore', 'pipe', 'pipe'] }),
+    'redis');
+    const probe = new Redis(r.url, { lazyConnect: true, maxRetriesPerRequest: 0,
+      retryStrategy: () => null });
+    probe.on('error', () => {});
+    await waitFor(async () => {
+      try { await probe.connect(); return (await probe.ping()) === 'PONG'; } catch { return false; }
+    }, { what: 'redis-server to answer PING' });
+    probe.disconnect();
+  };
+  r.kill = async (signal = 'SIGKILL') => { r.proc.kill(signal); await r.proc.exited; };
+  r.restart = async () => { await r.kill(); await r.start(); };
+  r.stop = async () => { if (r.proc) await r.kill(); fs.rmSync(dir, { recursive: true, force: true }); };
+  r.client = () => new Redis(r.url);
+  await r.start();
+  return r;
+}
+
+// Starts `switchboard ARGS` with env on top of ours.
+function startSwitchboard(args, env = {}, name = args[0]) {
+  const child = spawn(SB_BIN, args, { env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'] });
+  return track(child, name);
+}
+
+// Runs `switchboard ARGS` to completion; resolves {code, stdout, stderr}.
+function runSwitchboard(args, env = {}, input) {
+  return new Promise((resolve) => {
+    const child = spawn(SB_BIN, args, { env: { ...process.env, ...env } });
+    let stdout = '', stderr = '';
+    child.stdout.on('data', (d) => { stdout += d; });
+    child.stderr.on('data', (d) => { stderr += d; });
+    if (input !== undefined) child.stdin.end(input); else child.stdin.end();
+    child.on('exit', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+module.exports = { SB_BIN, freePort, waitFor, startRedis, startSwitchboard, runSwitchboard, track };
