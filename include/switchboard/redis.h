@@ -6,6 +6,9 @@
  * backoff (100 ms doubling to 5 s), logging the loss once and the recovery once. Nothing is
  * retried behind the caller's back: only the caller knows whether a command is idempotent.
  *
+ * hiredis writes with plain write(): a process using this module must ignore SIGPIPE
+ * (signal(SIGPIPE, SIG_IGN)) or a server that goes away kills it. `switchboard` does so in main.
+ *
  * sb_batch_t holds pre-formatted commands (RESP bytes) so the same batch can be sent by the
  * blocking client here or by the gateway's async client. */
 #ifndef SB_REDIS_H

@@ -1,5 +1,6 @@
 /* `switchboard VERB [flags]`: one program for the gateway, the agent and the CLI verbs.
  * The verb table below is the whole dispatch; each verb lives in its own file. */
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include "cli/cli.h"
@@ -38,6 +39,7 @@ static int sb_wants_help(int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
+    signal(SIGPIPE, SIG_IGN); /* a lost Redis or client must be an error, never a death */
     if (argc < 2 || !strcmp(argv[1], "help") || !strcmp(argv[1], "--help") ||
         !strcmp(argv[1], "-h")) {
         sb_usage(stdout);

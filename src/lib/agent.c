@@ -70,6 +70,14 @@ static const char SB_RECOVER_LUA[] =
     "end\n"
     "return moved\n";
 
+/* Compare-and-set of a record: writes ARGV[2] only if the key still holds ARGV[1], so a
+ * recovery never overwrites a newer state written by the worker that took the job meanwhile.
+ * KEYS: 1 record. Returns 1 if written. */
+static const char SB_RECORD_CAS_LUA[] =
+    "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end\n"
+    "redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')\n"
+    "return 1\n";
+
 /* ---- types ------------------------------------------------------------------------------- */
 
 typedef struct {
@@ -90,7 +98,7 @@ struct sb_agent {
     int status_ttl, heartbeat_s, recovery_s;
     sb_handler_cb cb;
     void *user;
-    sb_script_t finish, recover;
+    sb_script_t finish, recover, cas;
 
     atomic_int stop;       /* workers: take no more jobs */
     atomic_int cancel;     /* handlers and retry waits: give up now */
@@ -464,23 +472,26 @@ static int sb_agent_heartbeat(sb_agent_t *a) {
     return rc;
 }
 
-/* Marks the records of recovered ids as queued again (only those still "processing"). */
+/* Marks the records of recovered ids as queued again, if they still say "processing". The
+ * write is a compare-and-set against the text read: the job is already back on the queue and
+ * a worker may be writing a newer state. */
 static void sb_agent_requeue_records(sb_agent_t *a, const redisReply *ids, const char *dead) {
     for (size_t i = 0; i < ids->elements; i++) {
         const char *id = ids->element[i]->str;
-        char *json = NULL, why[128], details[256];
-        if (!id || sb_job_get(a->maint_redis, a->type, id, &json) != SB_OK) continue;
+        char *json = NULL, why[128], details[256], key[SB_KEY_LEN];
+        if (!id || !sb_key(key, sizeof key, SB_KEY_JOB, a->type, id) ||
+            sb_job_get(a->maint_redis, a->type, id, &json) != SB_OK)
+            continue;
         sb_job_t job;
         if (sb_job_parse(json, strlen(json), &job, why, sizeof why) == SB_OK) {
             if (job.status && !strcmp(job.status, "processing")) {
-                char key[SB_KEY_LEN];
                 snprintf(details, sizeof details, "recovered from agent %s", dead);
                 sb_job_set_status(&job, "queued", sb_now_ms());
                 sb_json_set_str(job.root, "details", details);
                 char *rec = sb_json_print(job.root);
-                redisReply *rep = rec ? sb_redis_cmd(a->maint_redis, "SET %s %s EX %d XX",
-                                        sb_key(key, sizeof key, SB_KEY_JOB, a->type, id), rec,
-                                        SB_JOB_TTL) : NULL;
+                const char *argv[] = {key, json, rec};
+                redisReply *rep = rec ? sb_redis_eval(a->maint_redis, &a->cas, 1, 3, argv, NULL)
+                                      : NULL;
                 if (rep) freeReplyObject(rep);
                 free(rec);
             }
@@ -605,6 +616,7 @@ sb_agent_t *sb_agent_create(const sb_config_t *cfg, sb_handler_cb cb, void *user
     a->user = user;
     sb_script_init(&a->finish, SB_FINISH_LUA);
     sb_script_init(&a->recover, SB_RECOVER_LUA);
+    sb_script_init(&a->cas, SB_RECORD_CAS_LUA);
     pthread_mutex_init(&a->lock, NULL);
     pthread_cond_init(&a->cond, NULL);
     pthread_mutex_init(&a->stats_lock, NULL);

@@ -1,5 +1,7 @@
 /* A private redis-server for C tests: see sb_test_redis.h. */
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,7 +16,11 @@ static int sb_test_redis_spawn(sb_test_redis_t *t) {
     pid_t pid = fork();
     if (pid < 0) return -1;
     if (pid == 0) {
-        freopen("/dev/null", "w", stdout);
+        /* only async-signal-safe calls here: the test process may have threads */
+        int devnull = open("/dev/null", O_WRONLY);
+        dup2(devnull, 1);
+        dup2(devnull, 2);
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the test binary */
         execlp(bin, bin, "--port", "0", "--unixsocket", t->sock, "--dir", t->dir, "--save", "",
                "--appendonly", t->aof ? "yes" : "no", "--loglevel", "warning", (char *)NULL);
         _exit(127);

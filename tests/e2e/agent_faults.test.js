@@ -1,0 +1,173 @@
+// The agent under faults: kill -9 in the middle of 200 jobs, Redis restarted mid-run (AOF on),
+// bad records, and graceful shutdown. Real `switchboard agent` processes, real redis-server.
+'use strict';
+const test = require('node:test');
+const assert = require('node:assert');
+const { startRedis, startSwitchboard, waitFor } = require('./lib/harness');
+
+const FAST = { AGENT_STATUS_TTL: '2', HEARTBEAT_INTERVAL: '1', RECOVERY_INTERVAL: '1',
+  RETRY_BACKOFF_MS: '20' };
+
+// Enqueues n jobs the way SPEC §2 says (record + LPUSH in one MULTI), returns their ids.
+async function enqueueMany(redis, n, payload = (i) => ({ amount: 100 + i, n: i })) {
+  const ids = [];
+  const multi = redis.multi();
+  for (let i = 0; i < n; i++) {
+    const id = `${Date.now()}-${(0x10000000 + i).toString(16)}`;
+    ids.push(id);
+    const now = new Date().toISOString();
+    multi.set(`agent:rebalance:job:${id}`, JSON.stringify({ jobId: id, type: 'rebalance',
+      status: 'queued', user: { publicKey: 'PK-faults' }, payload: payload(i), attempts: 0,
+      createdAt: now, updatedAt: now }), 'EX', 86400);
+    multi.lpush('agent:rebalance:jobs', id);
+  }
+  await multi.exec();
+  return ids;
+}
+
+async function statuses(redis, ids) {
+  const recs = await redis.mget(ids.map((id) => `agent:rebalance:job:${id}`));
+  return recs.map((r) => (r ? JSON.parse(r).status : null));
+}
+
+function collectStatus(sub) {
+  const byJob = new Map();
+  sub.on('message', (_c, m) => {
+    const s = JSON.parse(m);
+    if (!byJob.has(s.jobId)) byJob.set(s.jobId, []);
+    byJob.get(s.jobId).push(s.status);
+  });
+  return byJob;
+}
+
+test('kill -9 of an agent in the middle of 200 jobs: a second agent finishes all of them', async () => {
+  const redis = await startRedis();
+  const r = redis.client();
+  const sub = redis.client();
+  await sub.subscribe('agent:rebalance:status');
+  const byJob = collectStatus(sub);
+  try {
+    const ids = await enqueueMany(r, 200);
+    const env = { ...FAST, REDIS_URL: redis.url };
+    const slow = ['agent', '--concurrency', '4', '--exec', 'sleep 0.02; echo \'{"ok":true}\''];
+    const a = startSwitchboard(slow, env, 'agent-A');
+    await waitFor(async () => (await statuses(r, ids)).filter((s) => s === 'done').length >= 40,
+      { what: '40 jobs done by agent A' });
+    a.kill('SIGKILL');
+    await a.exited;
+    const inFlight = (await r.keys('agent:rebalance:processing:*'));
+    assert.strictEqual(inFlight.length, 1, 'agent A died holding jobs');
+    const b = startSwitchboard(['agent', '--concurrency', '4'], env, 'agent-B');
+    await waitFor(async () => (await statuses(r, ids)).every((s) => s === 'done'),
+      { timeoutMs: 60000, what: 'all 200 jobs done' });
+    await b.waitForOutput(/recovered \d+ job\(s\) of agent/);
+    assert.deepStrictEqual(await r.keys('agent:rebalance:processing:*'), [], 'none stuck');
+    assert.strictEqual(await r.llen('agent:rebalance:jobs'), 0);
+    await waitFor(() => [...byJob.values()].filter((v) => v.includes('done')).length === 200,
+      { what: 'a done message for every job' });
+    for (const id of ids) {
+      const done = byJob.get(id).filter((s) => s === 'done').length;
+      assert.strictEqual(done, 1, `job ${id} finished exactly once (${byJob.get(id)})`);
+    }
+    b.kill('SIGTERM');
+    assert.strictEqual((await b.exited).code, 0);
+  } finally {
+    r.disconnect(); sub.disconnect();
+    await redis.stop();
+  }
+});
+
+test('Redis restarted mid-run (AOF on): the agent reconnects and carries on', async () => {
+  const redis = await startRedis({ aof: true });
+  const r = redis.client();
+  r.on('error', () => {});
+  try {
+    const ids = await enqueueMany(r, 100);
+    const agent = startSwitchboard(['agent', '--concurrency', '2', '--exec',
+      'sleep 0.01; echo \'{"ok":true}\''], { ...FAST, REDIS_URL: redis.url });
+    await waitFor(async () => (await statuses(r, ids)).filter((s) => s === 'done').length >= 20,
+      { what: '20 jobs done before the restart' });
+    await redis.restart();
+    await waitFor(async () => {
+      try { return (await statuses(r, ids)).every((s) => s === 'done'); } catch { return false; }
+    }, { timeoutMs: 60000, what: 'all 100 jobs done after the restart' });
+    await agent.waitForOutput(/redis reconnected/);
+    assert.deepStrictEqual(await r.keys('agent:rebalance:processing:*'), []);
+    agent.kill('SIGTERM');
+    assert.strictEqual((await agent.exited).code, 0);
+  } finally {
+    r.disconnect();
+    await redis.stop();
+  }
+});
+
+test('bad records are logged and dead-lettered; the agent keeps running', async () => {
+  const redis = await startRedis();
+  const r = redis.client();
+  try {
+    await r.set('agent:rebalance:job:1-garbage', '{"jobId": nope');
+    await r.lpush('agent:rebalance:jobs', '1-garbage', '2-expired', 'not even an id');
+    const [good] = await enqueueMany(r, 1);
+    const agent = startSwitchboard(['agent'], { ...FAST, REDIS_URL: redis.url });
+    await waitFor(async () => (await statuses(r, [good]))[0] === 'done', { what: 'good job done' });
+    await agent.waitForOutput(/1-garbage: record is not valid JSON/);
+    await agent.waitForOutput(/2-expired: record expired or missing/);
+    assert.deepStrictEqual((await r.lrange('agent:rebalance:dead', 0, -1)).sort(), ['1-garbage']);
+    agent.kill('SIGTERM');
+    assert.strictEqual((await agent.exited).code, 0);
+  } finally {
+    r.disconnect();
+    await redis.stop();
+  }
+});
+
+test('SIGTERM: a job that outlives the grace period is put back, the agent exits 0', async () => {
+  const redis = await startRedis();
+  const r = redis.client();
+  try {
+    const [id] = await enqueueMany(r, 1);
+    const agent = startSwitchboard(['agent', '--grace', '1', '--exec', 'sleep 30'],
+      { ...FAST, REDIS_URL: redis.url });
+    await waitFor(async () => (await statuses(r, [id]))[0] === 'processing', { what: 'processing' });
+    agent.kill('SIGTERM');
+    assert.deepStrictEqual(await agent.exited, { code: 0, signal: null });
+    assert.match(agent.output, /put back on the queue/);
+    assert.deepStrictEqual(await r.lrange('agent:rebalance:jobs', 0, -1), [id]);
+    assert.strictEqual((await statuses(r, [id]))[0], 'queued');
+    assert.deepStrictEqual(await r.keys('agent:online:*'), [], 'marked offline');
+    // a job that finishes within the grace period is finished, not put back
+    const agent2 = startSwitchboard(['agent', '--grace', '20', '--exec', 'sleep 0.5; echo 1'],
+      { ...FAST, REDIS_URL: redis.url });
+    await waitFor(async () => (await statuses(r, [id]))[0] === 'processing', { what: 'processing' });
+    agent2.kill('SIGTERM');
+    assert.strictEqual((await agent2.exited).code, 0);
+    assert.strictEqual((await statuses(r, [id]))[0], 'done');
+  } finally {
+    r.disconnect();
+    await redis.stop();
+  }
+});
+
+test('--exec: stdout is the result, a non-zero exit is an error with stderr, retried', async () => {
+  const redis = await startRedis();
+  const r = redis.client();
+  try {
+    const ids = await enqueueMany(r, 2, (i) => ({ fail: i === 1 }));
+    const script = 'read -r job; case "$job" in *\'"fail":true\'*) echo "no luck $SB_ATTEMPT" >&2; exit 3;; esac; ' +
+      'echo "{\\"id\\":\\"$SB_JOB_ID\\"}"';
+    const agent = startSwitchboard(['agent', '--exec', script], { ...FAST, REDIS_URL: redis.url });
+    await waitFor(async () => (await statuses(r, ids)).every((s) => s === 'done' || s === 'error'),
+      { what: 'both jobs finished' });
+    const [ok, bad] = (await r.mget(ids.map((id) => `agent:rebalance:job:${id}`))).map(JSON.parse);
+    assert.strictEqual(ok.status, 'done');
+    assert.deepStrictEqual(ok.result, { id: ids[0] });
+    assert.strictEqual(bad.status, 'error');
+    assert.strictEqual(bad.error, 'no luck 3');
+    assert.strictEqual(bad.attempts, 3);
+    agent.kill('SIGTERM');
+    await agent.exited;
+  } finally {
+    r.disconnect();
+    await redis.stop();
+  }
+});

@@ -1,0 +1,418 @@
+/* Integration tests of the job pipeline against a real redis-server: atomic enqueue, FIFO,
+ * the agent runtime (retries, dead letters, bad records, recovery of a dead agent's jobs,
+ * graceful shutdown, Redis restart) and the general queue library. The agent runs in-process
+ * with C handlers, so each test controls exactly what the handler does. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include "sb_test_redis.h"
+#include "switchboard/agent.h"
+#include "switchboard/switchboard.h"
+
+static sb_test_redis_t srv;
+
+/* ---- helpers ----------------------------------------------------------------------------- */
+
+static sb_config_t test_config(void) {
+    sb_config_t cfg;
+    char err[256];
+    char *argv[] = {"test", NULL};
+    unsetenv("REDIS_URL");
+    assert_int_equal(sb_config_load(&cfg, 1, argv, err, sizeof err), 0);
+    free(cfg.redis.host);
+    cfg.redis.host = NULL;
+    cfg.redis.unix_path = strdup(srv.sock);
+    cfg.retry_backoff_ms = 10;
+    cfg.retry_backoff_max_ms = 50;
+    cfg.heartbeat_interval = 1;
+    cfg.agent_status_ttl = 3;
+    cfg.recovery_interval = 1;
+    return cfg;
+}
+
+static long long llen(sb_redis_t *r, const char *key) {
+    redisReply *rep = sb_redis_cmd(r, "LLEN %s", key);
+    long long n = rep->integer;
+    freeReplyObject(rep);
+    return n;
+}
+
+static char *record_status(sb_redis_t *r, const char *id) {
+    char *json = NULL;
+    if (sb_job_get(r, "rebalance", id, &json) != SB_OK) return NULL;
+    cJSON *doc = cJSON_Parse(json);
+    char *st = strdup(sb_json_str(doc, "status"));
+    cJSON_Delete(doc);
+    free(json);
+    return st;
+}
+
+/* Waits (bounded) until job id's record has a terminal status; returns it (caller frees). */
+static char *wait_terminal(sb_redis_t *r, const char *id) {
+    int64_t deadline = sb_mono_ms() + 15000;
+    while (sb_mono_ms() < deadline) {
+        char *st = record_status(r, id);
+        if (st && (!strcmp(st, "done") || !strcmp(st, "error"))) return st;
+        free(st);
+        sb_sleep_ms(5, NULL);
+    }
+    fail_msg("job %s never finished", id);
+    return NULL;
+}
+
+static void enqueue(sb_redis_t *r, const char *payload_json, char id[SB_JOB_ID_LEN]) {
+    cJSON *payload = cJSON_Parse(payload_json);
+    sb_user_t u = {.public_key = "PK1", .id = "u1"};
+    char err[128];
+    assert_int_equal(sb_job_enqueue(r, "rebalance", &u, payload, id, err, sizeof err), 0);
+    cJSON_Delete(payload);
+}
+
+/* Handler whose behaviour the payload chooses: {"mode":"ok"|"fail"|"fail_twice"|"permanent"
+ * |"block"}. Records the order it saw jobs in. */
+typedef struct {
+    pthread_mutex_t lock;
+    int seen[64];
+    int nseen;
+    atomic_int blocked;
+} probe_t;
+
+static sb_handler_rc_t probe_handler(const sb_job_t *job, int attempt, const atomic_int *cancel,
+                                     sb_handler_out_t *out, void *user) {
+    probe_t *p = user;
+    const char *mode = sb_json_str(job->payload, "mode");
+    double n = -1;
+    sb_json_num(job->payload, "n", &n);
+    pthread_mutex_lock(&p->lock);
+    if (p->nseen < 64) p->seen[p->nseen++] = (int)n;
+    pthread_mutex_unlock(&p->lock);
+    if (!mode || !strcmp(mode, "ok")) {
+        out->result = cJSON_CreateNumber(n);
+        return SB_HANDLER_OK;
+    }
+    if (!strcmp(mode, "fail_twice") && attempt >= 3) {
+        out->result = cJSON_CreateString("third time lucky");
+        return SB_HANDLER_OK;
+    }
+    if (!strcmp(mode, "block")) {
+        atomic_store(&p->blocked, 1);
+        while (!atomic_load(cancel)) sb_sleep_ms(5, NULL);
+        return SB_HANDLER_CANCELED;
+    }
+    snprintf(out->error, sizeof out->error, "boom %d", attempt);
+    return !strcmp(mode, "permanent") ? SB_HANDLER_FAIL : SB_HANDLER_RETRY;
+}
+
+static sb_agent_t *start_agent(sb_config_t *cfg, probe_t *p) {
+    char err[128];
+    sb_agent_t *a = sb_agent_create(cfg, probe_handler, p, err, sizeof err);
+    assert_non_null(a);
+    assert_int_equal(sb_agent_start(a), 0);
+    return a;
+}
+
+static int setup(void **state) {
+    (void)state;
+    sb_test_redis_flush(&srv);
+    return 0;
+}
+
+/* ---- tests ------------------------------------------------------------------------------- */
+
+static void test_enqueue_is_atomic_and_complete(void **state) {
+    (void)state;
+    sb_redis_t *r = sb_test_redis_client(&srv);
+    char id[SB_JOB_ID_LEN];
+    enqueue(r, "{\"amount\":5}", id);
+    assert_true(sb_job_id_valid(id));
+    assert_int_equal(llen(r, "agent:rebalance:jobs"), 1);
+    char *st = record_status(r, id);
+    assert_string_equal(st, "queued");
+    free(st);
+    char key[SB_KEY_LEN];
+    redisReply *rep = sb_redis_cmd(r, "TTL %s", sb_key(key, sizeof key, SB_KEY_JOB, "rebalance", id));
+    assert_true(rep->integer > 86000 && rep->integer <= 86400);
+    freeReplyObject(rep);
+    rep = sb_redis_cmd(r, "ZSCORE agent:rebalance:user:PK1 %s", id);
+    assert_int_equal(rep->type, REDIS_REPLY_STRING);
+    freeReplyObject(rep);
+    /* a key of the wrong type makes the transaction fail: the caller is told */
+    rep = sb_redis_cmd(r, "DEL agent:rebalance:jobs");
+    freeReplyObject(rep);
+    rep = sb_redis_cmd(r, "SET agent:rebalance:jobs notalist");
+    freeReplyObject(rep);
+    cJSON *payload = cJSON_Parse("{}");
+    sb_user_t u = {.public_key = "PK1"};
+    char err[128];
+    assert_int_not_equal(sb_job_enqueue(r, "rebalance", &u, payload, id, err, sizeof err), 0);
+    cJSON_Delete(payload);
+    /* Redis gone: a clear error, not a crash */
+    sb_redis_disconnect(r);
+    payload = cJSON_Parse("{}");
+    assert_int_equal(sb_job_enqueue(r, "rebalance", &u, payload, id, err, sizeof err), SB_EREDIS);
+    cJSON_Delete(payload);
+    sb_redis_free(r);
+}
+
+static void test_fifo_retry_and_dead_letter(void **state) {
+    (void)state;
+    sb_redis_t *r = sb_test_redis_client(&srv);
+    char ids[6][SB_JOB_ID_LEN];
+    const char *payloads[] = {"{\"n\":0}", "{\"n\":1}", "{\"n\":2,\"mode\":\"fail_twice\"}",
+                              "{\"n\":3,\"mode\":\"fail\"}", "{\"n\":4,\"mode\":\"permanent\"}",
+                              "{\"n\":5}"};
+    for (int i = 0; i < 6; i++) enqueue(r, payloads[i], ids[i]);
+    sb_config_t cfg = test_config();
+    probe_t p = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    sb_agent_t *a = start_agent(&cfg, &p);
+    const char *want[] = {"done", "done", "done", "error", "error", "done"};
+    for (int i = 0; i < 6; i++) {
+        char *st = wait_terminal(r, ids[i]);
+        assert_string_equal(st, want[i]);
+        free(st);
+    }
+    /* FIFO with one worker: first attempts in enqueue order */
+    for (int i = 0; i < 3; i++) assert_int_equal(p.seen[i], i);
+    /* dead letters: the retried-out job and the permanent failure, nothing else */
+    assert_int_equal(llen(r, "agent:rebalance:dead"), 2);
+    char *json = NULL;
+    assert_int_equal(sb_job_get(r, "rebalance", ids[3], &json), 0);
+    cJSON *rec = cJSON_Parse(json);
+    double attempts;
+    sb_json_num(rec, "attempts", &attempts);
+    assert_int_equal((int)attempts, 3);
+    assert_string_equal(sb_json_str(rec, "error"), "boom 3");
+    cJSON_Delete(rec);
+    free(json);
+    assert_int_equal(sb_job_get(r, "rebalance", ids[4], &json), 0);
+    rec = cJSON_Parse(json);
+    sb_json_num(rec, "attempts", &attempts);
+    assert_int_equal((int)attempts, 1); /* permanent: no retry */
+    cJSON_Delete(rec);
+    free(json);
+    /* failure stored under metrics, execution times recorded, counters */
+    char key[256];
+    sb_metrics_key(key, sizeof key, "rebalance", "failed", ids[3]);
+    redisReply *rep = sb_redis_cmd(r, "EXISTS %s", key);
+    assert_int_equal(rep->integer, 1);
+    freeReplyObject(rep);
+    rep = sb_redis_cmd(r, "ZCARD metrics:agent:rebalance:execution_times");
+    assert_int_equal(rep->integer, 4);
+    freeReplyObject(rep);
+    sb_metrics_summary_t sum;
+    assert_int_equal(sb_metrics_summary(r, "rebalance", 7, sb_now_ms(), &sum), 0);
+    assert_int_equal(sum.total_jobs, 6);
+    assert_int_equal(sum.failed_jobs, 2);
+    assert_int_equal(sum.done_jobs, 4);
+    sb_agent_stats_t stats;
+    sb_agent_stats(a, &stats);
+    assert_int_equal(stats.done, 4);
+    assert_int_equal(stats.failed, 2);
+    assert_int_equal(stats.retries, 4); /* 2 for fail_twice, 2 for fail */
+    sb_agent_wait(a, 5);
+    sb_agent_free(a);
+    /* nothing left in any processing list, presence removed */
+    rep = sb_redis_cmd(r, "KEYS agent:rebalance:processing:*");
+    assert_int_equal(rep->elements, 0);
+    freeReplyObject(rep);
+    rep = sb_redis_cmd(r, "KEYS agent:online:*");
+    assert_int_equal(rep->elements, 0);
+    freeReplyObject(rep);
+    sb_config_close(&cfg);
+    sb_redis_free(r);
+}
+
+static void test_bad_records_are_counted_and_skipped(void **state) {
+    (void)state;
+    sb_redis_t *r = sb_test_redis_client(&srv);
+    redisReply *rep;
+    const char *cmds[][2] = {{"1-badjson", "{not json"},
+                             {"2-nouser", "{\"jobId\":\"2-nouser\",\"payload\":{}}"}};
+    for (int i = 0; i < 2; i++) {
+        rep = sb_redis_cmd(r, "SET agent:rebalance:job:%s %s", cmds[i][0], cmds[i][1]);
+        freeReplyObject(rep);
+        rep = sb_redis_cmd(r, "LPUSH agent:rebalance:jobs %s", cmds[i][0]);
+        freeReplyObject(rep);
+    }
+    rep = sb_redis_cmd(r, "LPUSH agent:rebalance:jobs 3-expired");
+    freeReplyObject(rep);
+    char good[SB_JOB_ID_LEN];
+    enqueue(r, "{\"n\":7}", good);
+    sb_config_t cfg = test_config();
+    probe_t p = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    sb_agent_t *a = start_agent(&cfg, &p);
+    char *st = wait_terminal(r, good);
+    assert_string_equal(st, "done");
+    free(st);
+    sb_agent_stats_t stats;
+    sb_agent_stats(a, &stats);
+    assert_int_equal(stats.bad_records, 3);
+    assert_int_equal(llen(r, "agent:rebalance:dead"), 2); /* the two unreadable records */
+    sb_agent_wait(a, 5);
+    sb_agent_free(a);
+    sb_config_close(&cfg);
+    sb_redis_free(r);
+}
+
+static void test_recovers_jobs_of_a_dead_agent(void **state) {
+    (void)state;
+    sb_redis_t *r = sb_test_redis_client(&srv);
+    char ids[3][SB_JOB_ID_LEN];
+    for (int i = 0; i < 3; i++) enqueue(r, "{\"n\":1}", ids[i]);
+    /* a "crashed" agent took all three: they sit in its processing list, no presence key */
+    for (int i = 0; i < 3; i++) {
+        redisReply *rep = sb_redis_cmd(r, "LMOVE agent:rebalance:jobs "
+                                          "agent:rebalance:processing:dead-1-aa RIGHT LEFT");
+        freeReplyObject(rep);
+    }
+    /* and a live one (presence present) holds another: it must not be touched */
+    redisReply *rep = sb_redis_cmd(r, "SET agent:online:alive-2-bb {} EX 60");
+    freeReplyObject(rep);
+    rep = sb_redis_cmd(r, "LPUSH agent:rebalance:processing:alive-2-bb 9-keep");
+    freeReplyObject(rep);
+    sb_config_t cfg = test_config();
+    probe_t p = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    sb_agent_t *a = start_agent(&cfg, &p);
+    for (int i = 0; i < 3; i++) {
+        char *st = wait_terminal(r, ids[i]);
+        assert_string_equal(st, "done");
+        free(st);
+    }
+    sb_agent_stats_t stats;
+    sb_agent_stats(a, &stats);
+    assert_int_equal(stats.recovered, 3);
+    assert_int_equal(llen(r, "agent:rebalance:processing:dead-1-aa"), 0);
+    assert_int_equal(llen(r, "agent:rebalance:processing:alive-2-bb"), 1);
+    sb_agent_wait(a, 5);
+    sb_agent_free(a);
+    sb_config_close(&cfg);
+    sb_redis_free(r);
+}
+
+static void test_shutdown_puts_back_unfinished_jobs(void **state) {
+    (void)state;
+    sb_redis_t *r = sb_test_redis_client(&srv);
+    char id[SB_JOB_ID_LEN];
+    enqueue(r, "{\"n\":1,\"mode\":\"block\"}", id);
+    sb_config_t cfg = test_config();
+    probe_t p = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    sb_agent_t *a = start_agent(&cfg, &p);
+    int64_t deadline = sb_mono_ms() + 10000;
+    while (!atomic_load(&p.blocked) && sb_mono_ms() < deadline) sb_sleep_ms(5, NULL);
+    assert_true(atomic_load(&p.blocked));
+    sb_agent_wait(a, 0); /* no grace: cancel at once */
+    sb_agent_stats_t stats;
+    sb_agent_stats(a, &stats);
+    assert_int_equal(stats.requeued, 1);
+    sb_agent_free(a);
+    assert_int_equal(llen(r, "agent:rebalance:jobs"), 1);
+    char *st = record_status(r, id);
+    assert_string_equal(st, "queued");
+    free(st);
+    sb_config_close(&cfg);
+    sb_redis_free(r);
+}
+
+static void test_survives_redis_restart(void **state) {
+    (void)state;
+    sb_config_t cfg = test_config();
+    probe_t p = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    sb_agent_t *a = start_agent(&cfg, &p);
+    sb_redis_t *r = sb_test_redis_client(&srv);
+    char id[SB_JOB_ID_LEN];
+    enqueue(r, "{\"n\":1}", id);
+    char *st = wait_terminal(r, id);
+    free(st);
+    sb_redis_free(r);
+    assert_int_equal(sb_test_redis_restart(&srv), 0); /* no persistence: a fresh server */
+    r = sb_test_redis_client(&srv);
+    enqueue(r, "{\"n\":2}", id);
+    st = wait_terminal(r, id);
+    assert_string_equal(st, "done");
+    free(st);
+    sb_agent_wait(a, 5);
+    sb_agent_free(a);
+    sb_config_close(&cfg);
+    sb_redis_free(r);
+}
+
+/* ---- the general queue library ----------------------------------------------------------- */
+
+typedef struct {
+    int handled[8];
+    int n;
+    int requeue_first; /* requeue the first item once */
+} poll_probe_t;
+
+static sb_queue_verdict_t poll_handler(const cJSON *item, void *ctx) {
+    poll_probe_t *p = ctx;
+    double v = -1;
+    sb_json_num(sb_json_obj(item, "payload"), "v", &v);
+    if (p->requeue_first) {
+        p->requeue_first = 0;
+        return SB_QUEUE_REQUEUE;
+    }
+    if (p->n < 8) p->handled[p->n++] = (int)v;
+    return SB_QUEUE_HANDLED;
+}
+
+static void test_queue_library(void **state) {
+    (void)state;
+    sb_redis_t *r = sb_test_redis_client(&srv);
+    char id[SB_JOB_ID_LEN];
+    for (int v = 0; v < 3; v++) {
+        char json[32];
+        snprintf(json, sizeof json, "{\"v\":%d}", v);
+        cJSON *pl = cJSON_Parse(json);
+        assert_int_equal(sb_queue_enqueue(r, "queue:test", pl, id), 0);
+        cJSON_Delete(pl);
+    }
+    cJSON *item = NULL;
+    assert_int_equal(sb_queue_dequeue(r, "queue:test", 1, &item), 0);
+    double v;
+    assert_int_equal(sb_json_num(sb_json_obj(item, "payload"), "v", &v), 0);
+    assert_int_equal((int)v, 0); /* FIFO */
+    assert_non_null(sb_json_str(item, "id"));
+    assert_non_null(sb_json_str(item, "enqueuedAt"));
+    cJSON_Delete(item);
+    /* polling worker: v=1 is requeued once (goes behind v=2), then everything is handled */
+    poll_probe_t pp = {.requeue_first = 1};
+    sb_poll_opts_t o = {.interval_ms = 10, .max_interval_ms = 20, .backoff = 1.5};
+    sb_poller_t *poller = sb_poller_start(&srv.addr, "queue:test", &o, poll_handler, &pp);
+    assert_non_null(poller);
+    int64_t deadline = sb_mono_ms() + 10000;
+    while (llen(r, "queue:test") > 0 && sb_mono_ms() < deadline) sb_sleep_ms(5, NULL);
+    sb_poller_stop(poller);
+    assert_int_equal(pp.n, 2);
+    assert_int_equal(pp.handled[0], 2);
+    assert_int_equal(pp.handled[1], 1);
+    assert_int_equal(sb_queue_dequeue(r, "queue:test", 1, &item), SB_ETIMEOUT);
+    sb_redis_free(r);
+}
+
+int main(void) {
+    signal(SIGPIPE, SIG_IGN); /* as every hiredis user must (see redis.h) */
+    if (sb_test_redis_start(&srv) != 0) {
+        fprintf(stderr, "could not start redis-server\n");
+        return 1;
+    }
+    sb_log_set_level(SB_LOG_WARN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(test_enqueue_is_atomic_and_complete, setup),
+        cmocka_unit_test_setup(test_fifo_retry_and_dead_letter, setup),
+        cmocka_unit_test_setup(test_bad_records_are_counted_and_skipped, setup),
+        cmocka_unit_test_setup(test_recovers_jobs_of_a_dead_agent, setup),
+        cmocka_unit_test_setup(test_shutdown_puts_back_unfinished_jobs, setup),
+        cmocka_unit_test_setup(test_survives_redis_restart, setup),
+        cmocka_unit_test_setup(test_queue_library, setup),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    sb_test_redis_stop(&srv);
+    return rc;
+}
