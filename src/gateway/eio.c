@@ -115,13 +115,19 @@ int sb_eio_split_payload(const char *buf, size_t len,
     return 0;
 }
 
+/* Base64 alphabet with at most two trailing "="; unpadded input is accepted, as Node's
+ * decoder does. */
 static int sb_eio_is_base64(const char *s, size_t n) {
-    if (n % 4) return 0;
+    size_t pad = 0;
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
+        if (c == '=') {
+            if (++pad > 2) return 0;
+            continue;
+        }
         int ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-                 c == '+' || c == '/' || (c == '=' && i + 2 >= n);
-        if (!ok) return 0;
+                 c == '+' || c == '/';
+        if (!ok || pad) return 0;
     }
     return 1;
 }
