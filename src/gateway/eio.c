@@ -767,6 +767,8 @@ int sb_eio_http(sb_eio_server_t *srv, const sb_eio_req_t *req, void *conn, int64
     sb_eio_session_t *s;
     srv->now = now;
     if (sb_eio_verify(srv, req, out, &s)) return out->status;
+    if (!conn && (req->websocket || (s && req->method == SB_EIO_GET))) /* nothing to hold */
+        return sb_eio_error_reply(srv, SB_EIO_ERR_BAD, 400, out);
     sb_eio_enter(srv);
     int status;
     if (!s) status = sb_eio_handshake(srv, req, conn, now, out);

@@ -387,6 +387,17 @@ int sb_sio_disconnect(sb_sio_t *sio, sb_eio_id_t id, int close_engine) {
 
 /* ================================================================ emission */
 
+int sb_sio_ack(sb_sio_t *sio, sb_eio_id_t id, int64_t ack_id, const char *json, size_t len) {
+    if (!sb_sio_socket(sio, id)) return SB_ENOTFOUND;
+    if (ack_id < 0 || !json || len < 2 || json[0] != '[') return SB_EINVAL;
+    sb_eio_buf_t *b = sb_sio_encode(sb_eio_config(sio->eio)->headroom, SB_SIO_ACK, NULL, ack_id,
+                                    json, len);
+    if (!b) return SB_ENOMEM;
+    int rc = sb_eio_send(sio->eio, id, b);
+    sb_eio_buf_unref(b);
+    return rc;
+}
+
 static char *sb_sio_print(const cJSON *data) {
     return data ? sb_json_print(data) : NULL;
 }

@@ -6,8 +6,8 @@
  * `40{"sid":"..."}`, joins `user:{publicKey}` (and `admins` for role admin) and then calls
  * on_connect (where the HTTP layer replays the latest state of the user's recent jobs with
  * sb_sio_emit); failure answers `44{"message":"..."}` and joins nothing. Client EVENTs go to
- * on_event (unknown ones may simply be ignored there); ACKs and binary packets are tolerated
- * and ignored; a DISCONNECT (`41`) leaves the namespace. A Socket.IO packet that does not
+ * on_event (unknown ones may simply be ignored there; sb_sio_ack answers an ack id); client
+ * ACKs and binary packets are tolerated and ignored; a DISCONNECT (`41`) leaves the namespace. A Socket.IO packet that does not
  * parse closes that session only. An engine session that has not connected to "/" within
  * connect_timeout_ms is closed, as the reference does.
  *
@@ -22,9 +22,10 @@
  * sb_sio_socket_t), but for now no "pid" is sent, so clients never attempt it; replay is done by
  * the HTTP layer in on_connect from Redis (the SPEC's must-have).
  *
- * Memory: a connected socket adds one sb_sio_socket_t (see sb_sio_socket_size(), ~250 bytes
- * with the identity inline) plus its room memberships; an engine session that has not
- * connected adds nothing. */
+ * Memory: a connected socket adds one sb_sio_socket_t (sb_sio_socket_size(): 256 bytes with
+ * the identity inline) plus its room memberships (16 bytes on each side per room); an engine
+ * session that has not connected adds nothing. Total measured per connected socket, engine
+ * session and a room of its own included: ~640 bytes of heap. */
 #ifndef SB_GATEWAY_SIO_H
 #define SB_GATEWAY_SIO_H
 
@@ -140,6 +141,10 @@ int sb_sio_emit_json(sb_sio_t *sio, sb_eio_id_t id, const char *event, const cha
 int sb_sio_emit_room(sb_sio_t *sio, const char *room, const char *event, const cJSON *data);
 int sb_sio_emit_room_json(sb_sio_t *sio, const char *room, const char *event, const char *json,
                           size_t len);
+/* Answers a client EVENT that asked for an acknowledgement (ack_id from on_event) with json,
+ * a JSON array of the reply's arguments (e.g. "[]"): sends `43<ack_id>[...]`. Returns 0,
+ * SB_ENOTFOUND (not connected), SB_EINVAL (no ack id / not an array), SB_ENOMEM, SB_ETIMEOUT. */
+int sb_sio_ack(sb_sio_t *sio, sb_eio_id_t id, int64_t ack_id, const char *json, size_t len);
 /* Queues an already encoded packet (from sb_sio_encode*) on every socket of room; the caller
  * keeps its reference. Returns the count of sockets it was queued for. */
 int sb_sio_broadcast(sb_sio_t *sio, const char *room, sb_eio_buf_t *pkt);

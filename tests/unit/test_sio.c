@@ -300,6 +300,10 @@ static void test_client_events_and_disconnect(void **state) {
     fake_ws_send(f->eio, id, ws, "427[\"with-ack\"]", 3);
     assert_string_equal(f->app.last_event, "with-ack");
     assert_true(f->app.last_ack == 7);
+    assert_int_equal(sb_sio_ack(f->sio, id, 7, "[{\"ok\":true}]", 13), 0);
+    assert_int_equal(fake_ws_pull(f->eio, id, ws, out, sizeof out), 1);
+    assert_string_equal(out, "437[{\"ok\":true}]");
+    assert_int_equal(sb_sio_ack(f->sio, id, -1, "[]", 2), SB_EINVAL);
     fake_ws_send(f->eio, id, ws, "42[12]", 3);          /* numeric name: ignored */
     fake_ws_send(f->eio, id, ws, "43[]", 3);            /* ack: ignored */
     fake_ws_send(f->eio, id, ws, "451-[\"b\",{\"_placeholder\":true,\"num\":0}]", 3);
