@@ -642,7 +642,8 @@ static int sb_eio_verify(sb_eio_server_t *srv, const sb_eio_req_t *req, sb_eio_r
     if (!sb_eio_transport_ok(req->transport))
         return sb_eio_error_reply(srv, SB_EIO_ERR_TRANSPORT, 400, out);
     int ws_transport = strcmp(req->transport, "websocket") == 0;
-    if ((req->websocket != 0) != ws_transport) return sb_eio_error_reply(srv, SB_EIO_ERR_BAD, 400, out);
+    if ((req->websocket != 0) != ws_transport)
+        return sb_eio_error_reply(srv, SB_EIO_ERR_BAD, 400, out);
     if (req->sid) {
         sb_eio_session_t *s = sb_eio_lookup(srv, req->sid);
         /* a closing polling session still takes one GET, to deliver its last packets */

@@ -168,7 +168,8 @@ typedef struct sb_eio_reply {
 int sb_eio_check(sb_eio_server_t *srv, const sb_eio_req_t *req, sb_eio_reply_t *out);
 
 /* Handles one request; conn identifies the HTTP request / WebSocket (compared and passed to
- * wake, never dereferenced; required, non-NULL, except for a polling handshake or a POST). Always fills *out (see the design note) and returns out->status.
+ * wake, never dereferenced; required, non-NULL, except for a polling handshake or a POST).
+ * Always fills *out (see the design note) and returns out->status.
  *   handshake GET      -> 200 with the open packet (plus anything already queued)
  *   GET with sid       -> 200 with queued packets, or 0 = held (conn attached to the session)
  *   POST with sid      -> 200 "ok"; 400 on a parse error (session closed), 413 too large
