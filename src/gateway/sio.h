@@ -8,8 +8,9 @@
  * sb_sio_emit); failure answers `44{"message":"..."}` and joins nothing. Client EVENTs go to
  * on_event (unknown ones may simply be ignored there; sb_sio_ack answers an ack id); client
  * ACKs and binary packets are tolerated and ignored; a DISCONNECT (`41`) leaves the
- * namespace. A Socket.IO packet that does not parse closes that session only. An engine session that has not connected to "/" within
- * connect_timeout_ms is closed, as the reference does.
+ * namespace. A Socket.IO packet that does not parse closes that session only. An engine
+ * session that has not connected to "/" within connect_timeout_ms is closed, as the
+ * reference does.
  *
  * Emitting: sb_sio_emit_room() encodes `42["event",data]` once into a refcounted buffer and
  * queues a reference on every socket of the room (sb_rooms_each + sb_eio_send); a socket whose
