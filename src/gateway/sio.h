@@ -1,0 +1,159 @@
+/* Socket.IO v5 on top of Engine.IO (eio.h): packet codec, the main namespace "/" with token
+ * auth, rooms, and emission of events encoded once and shared by every recipient.
+ *
+ * How it works: sb_sio_create() installs itself as the eio server's application. A client's
+ * CONNECT (`40{"token":...}`) calls the injected auth callback; success answers
+ * `40{"sid":"..."}`, joins `user:{publicKey}` (and `admins` for role admin) and then calls
+ * on_connect (where the HTTP layer replays the latest state of the user's recent jobs with
+ * sb_sio_emit); failure answers `44{"message":"..."}` and joins nothing. Client EVENTs go to
+ * on_event (unknown ones may simply be ignored there; sb_sio_ack answers an ack id); client
+ * ACKs and binary packets are tolerated and ignored; a DISCONNECT (`41`) leaves the
+ * namespace. A Socket.IO packet that does not parse closes that session only. An engine
+ * session that has not connected to "/" within connect_timeout_ms is closed, as the
+ * reference does.
+ *
+ * Emitting: sb_sio_emit_room() encodes `42["event",data]` once into a refcounted buffer and
+ * queues a reference on every socket of the room (sb_rooms_each + sb_eio_send); a socket whose
+ * queue is full is dropped, after the loop (eio batches closes).
+ *
+ * Connection-state recovery (TODO, optional in the SPEC): clients recover when the CONNECT
+ * reply carries a "pid" and every event carries an offset as its last argument; on reconnect
+ * they send {"pid","offset"} in the CONNECT auth and expect the missed packets. The design
+ * leaves room for it (a per-room ring of recent shared buffers keyed by offset, and "pid" in
+ * sb_sio_socket_t), but for now no "pid" is sent, so clients never attempt it; replay is done by
+ * the HTTP layer in on_connect from Redis (the SPEC's must-have).
+ *
+ * Memory: a connected socket adds one sb_sio_socket_t (sb_sio_socket_size(): 256 bytes with
+ * the identity inline) plus its room memberships (16 bytes on each side per room); an engine
+ * session that has not connected adds nothing. Total measured per connected socket, engine
+ * session and a room of its own included: ~640 bytes of heap. */
+#ifndef SB_GATEWAY_SIO_H
+#define SB_GATEWAY_SIO_H
+
+#include <cjson/cJSON.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gateway/eio.h"
+#include "gateway/rooms.h"
+
+enum {
+    SB_SIO_CONNECT = 0,
+    SB_SIO_DISCONNECT = 1,
+    SB_SIO_EVENT = 2,
+    SB_SIO_ACK = 3,
+    SB_SIO_CONNECT_ERROR = 4,
+    SB_SIO_BINARY_EVENT = 5,
+    SB_SIO_BINARY_ACK = 6,
+};
+
+#define SB_SIO_ID_MAX 96     /* public key / user id buffer, NUL included */
+#define SB_SIO_ROLE_MAX 16   /* role buffer, NUL included */
+#define SB_SIO_NSP_MAX 256   /* longest namespace accepted in a packet */
+#define SB_SIO_MAX_ATTACHMENTS 64
+
+/* ---- codec (pure) ------------------------------------------------------------------------ */
+
+typedef struct sb_sio_packet {
+    int type;           /* SB_SIO_* */
+    int attachments;    /* binary packets only */
+    const char *nsp;    /* into the input, or "/" when absent; not NUL-terminated */
+    size_t nsp_len;
+    int64_t id;         /* ack id, -1 when absent */
+    cJSON *data;        /* parsed payload or NULL; owned, freed by sb_sio_packet_close */
+} sb_sio_packet_t;
+
+/* Decodes one Socket.IO packet (the payload of an Engine.IO message). Validates the payload
+ * shape as the reference decoder does (CONNECT: object, DISCONNECT: none, EVENT: non-empty
+ * array, ACK: array, CONNECT_ERROR: string or object) with the JSON depth limit of
+ * sb_json_parse. Returns 0 (close *out with sb_sio_packet_close), or SB_EINVAL with nothing
+ * to free. */
+int sb_sio_decode(const char *buf, size_t len, sb_sio_packet_t *out);
+void sb_sio_packet_close(sb_sio_packet_t *p); /* frees data; accepts a zeroed packet */
+
+/* Encodes the Engine.IO message `4` + type [+ "nsp,"] [+ ack id] [+ json] into a new buffer
+ * (refs = 1, headroom spare bytes in front). nsp NULL or "/" is the main namespace; ack_id < 0
+ * is none; json (len bytes, trusted to be valid JSON) may be NULL. NULL on ENOMEM. */
+sb_eio_buf_t *sb_sio_encode(size_t headroom, int type, const char *nsp, int64_t ack_id,
+                            const char *json, size_t len);
+/* Encodes `42["event",json]` (json NULL: `42["event"]`); the event name is JSON-escaped.
+ * NULL on ENOMEM. */
+sb_eio_buf_t *sb_sio_encode_event(size_t headroom, const char *event, const char *json,
+                                  size_t len);
+
+/* ---- the namespace "/" -------------------------------------------------------------------- */
+
+typedef struct sb_sio sb_sio_t;
+
+/* Who a token belongs to, filled by the auth callback (strings NUL-terminated, truncated
+ * values must be refused by the callback). */
+typedef struct sb_sio_identity {
+    char public_key[SB_SIO_ID_MAX];
+    char user_id[SB_SIO_ID_MAX];
+    char role[SB_SIO_ROLE_MAX]; /* "user" | "agent" | "admin" */
+} sb_sio_identity_t;
+
+typedef struct sb_sio_callbacks {
+    /* Required. token is NULL when the CONNECT carried none. Return 0 and fill *who, or
+     * non-zero and write the sentence the client gets in CONNECT_ERROR into err. */
+    int (*auth)(void *ud, const char *token, sb_sio_identity_t *who, char *err, size_t errlen);
+    /* After `40{"sid"}` was queued and the rooms joined: replay state with sb_sio_emit. */
+    void (*on_connect)(void *ud, sb_eio_id_t id, const sb_sio_identity_t *who);
+    /* A client EVENT: args is the whole array (item 0 is the name); ack_id -1 when none. */
+    void (*on_event)(void *ud, sb_eio_id_t id, const char *event, const cJSON *args,
+                     int64_t ack_id);
+    /* The socket left "/" (client disconnect, engine closed). reason is static. */
+    void (*on_disconnect)(void *ud, sb_eio_id_t id, const char *reason);
+    void *ud;
+} sb_sio_callbacks_t;
+
+typedef struct sb_sio_config {
+    int connect_timeout_ms; /* 45000: close an engine session not connected to "/" by then */
+} sb_sio_config_t;
+
+/* Creates the Socket.IO layer over eio (not owned; must outlive it) and installs itself as its
+ * application. cfg NULL = defaults. Returns NULL on ENOMEM or when cb->auth is NULL. */
+sb_sio_t *sb_sio_create(sb_eio_server_t *eio, const sb_sio_callbacks_t *cb,
+                        const sb_sio_config_t *cfg);
+/* Frees every socket's state and the rooms, and detaches from eio (free it before eio).
+ * on_disconnect is not called. Accepts NULL. */
+void sb_sio_free(sb_sio_t *sio);
+
+sb_rooms_t *sb_sio_rooms(sb_sio_t *sio);
+uint32_t sb_sio_count(const sb_sio_t *sio); /* sockets connected to "/" (a gauge) */
+/* The identity of a connected socket, or NULL. Valid until it disconnects. */
+const sb_sio_identity_t *sb_sio_identity(const sb_sio_t *sio, sb_eio_id_t id);
+/* The Socket.IO sid of a connected socket, or NULL. */
+const char *sb_sio_sid(const sb_sio_t *sio, sb_eio_id_t id);
+
+/* Joins / leaves a room for a connected socket. 0, SB_ENOTFOUND (not connected), SB_EINVAL
+ * (bad name), SB_ENOMEM; leave also SB_ENOTFOUND when not in it. */
+int sb_sio_join(sb_sio_t *sio, sb_eio_id_t id, const char *room);
+int sb_sio_leave(sb_sio_t *sio, sb_eio_id_t id, const char *room);
+
+/* Emits event with data (JSON; NULL for no argument) to one connected socket. Returns 0,
+ * SB_ENOTFOUND (not connected), SB_ENOMEM, or SB_ETIMEOUT (its queue was full: dropped). */
+int sb_sio_emit(sb_sio_t *sio, sb_eio_id_t id, const char *event, const cJSON *data);
+/* Same with data as JSON text (len bytes, trusted valid, e.g. built by the caller). */
+int sb_sio_emit_json(sb_sio_t *sio, sb_eio_id_t id, const char *event, const char *json,
+                     size_t len);
+/* Emits to every socket in room, encoding once. Returns how many sockets it was queued for
+ * (0 when the room is empty or absent) or SB_ENOMEM. */
+int sb_sio_emit_room(sb_sio_t *sio, const char *room, const char *event, const cJSON *data);
+int sb_sio_emit_room_json(sb_sio_t *sio, const char *room, const char *event, const char *json,
+                          size_t len);
+/* Answers a client EVENT that asked for an acknowledgement (ack_id from on_event) with json,
+ * a JSON array of the reply's arguments (e.g. "[]"): sends `43<ack_id>[...]`. Returns 0,
+ * SB_ENOTFOUND (not connected), SB_EINVAL (no ack id / not an array), SB_ENOMEM, SB_ETIMEOUT. */
+int sb_sio_ack(sb_sio_t *sio, sb_eio_id_t id, int64_t ack_id, const char *json, size_t len);
+/* Queues an already encoded packet (from sb_sio_encode*) on every socket of room; the caller
+ * keeps its reference. Returns the count of sockets it was queued for. */
+int sb_sio_broadcast(sb_sio_t *sio, const char *room, sb_eio_buf_t *pkt);
+
+/* Server-side disconnect: sends `41`, leaves the rooms, and when close_engine is set closes
+ * the engine session after the queue drains. Returns 0 or SB_ENOTFOUND. */
+int sb_sio_disconnect(sb_sio_t *sio, sb_eio_id_t id, int close_engine);
+
+size_t sb_sio_socket_size(void); /* sizeof the per-socket state */
+
+#endif

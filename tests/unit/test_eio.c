@@ -1,0 +1,559 @@
+/* Unit tests of the Engine.IO v4 session machine (src/gateway/eio.c), driven with byte strings,
+ * a fake HTTP layer (sb_fake_http.h) and a fake clock: handshake, errors, polling, payload
+ * splitting, the upgrade, heartbeats, limits, slow consumers, garbage, stale handles. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gateway/eio.h"
+#include "sb_fake_http.h"
+#include "switchboard/error.h"
+#include "switchboard/json.h"
+
+/* The application side: records messages and closes. */
+typedef struct app_rec {
+    char msgs[8][64];
+    int binary[8];
+    int nmsgs;
+    int closes;
+    char reason[64];
+} app_rec_t;
+
+static void app_message(void *ud, sb_eio_id_t id, const char *data, size_t len, int binary,
+                        int64_t now) {
+    (void)id, (void)now;
+    app_rec_t *a = ud;
+    if (a->nmsgs < 8) {
+        snprintf(a->msgs[a->nmsgs], 64, "%.*s", (int)len, data);
+        a->binary[a->nmsgs++] = binary;
+    }
+}
+
+static void app_close(void *ud, sb_eio_id_t id, const char *reason) {
+    (void)id;
+    app_rec_t *a = ud;
+    a->closes++;
+    snprintf(a->reason, sizeof a->reason, "%s", reason);
+}
+
+typedef struct fixture {
+    sb_eio_server_t *srv;
+    fake_http_t http;
+    app_rec_t app;
+} fixture_t;
+
+static fixture_t *fixture_new(const sb_eio_config_t *cfg) {
+    fixture_t *f = calloc(1, sizeof *f);
+    sb_eio_io_cb_t io = {fake_wake, &f->http};
+    f->srv = sb_eio_create(cfg, &io);
+    assert_non_null(f->srv);
+    sb_eio_app_cb_t app = {NULL, app_message, app_close, NULL, &f->app};
+    sb_eio_set_app(f->srv, &app);
+    return f;
+}
+
+static void fixture_free(fixture_t *f) {
+    sb_eio_free(f->srv);
+    free(f);
+}
+
+static int setup(void **state) {
+    *state = fixture_new(NULL);
+    return 0;
+}
+
+static int teardown(void **state) {
+    fixture_free(*state);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ handshake and errors */
+
+static void test_handshake(void **state) {
+    fixture_t *f = *state;
+    sb_eio_req_t req = fake_req(SB_EIO_GET, "polling", NULL);
+    sb_eio_reply_t r;
+    assert_int_equal(sb_eio_http(f->srv, &req, NULL, 1000, &r), 200);
+    assert_string_equal(r.content_type, "text/plain; charset=UTF-8");
+    assert_true(r.id != 0);
+    char body[512];
+    fake_body(&r, body, sizeof body);
+    assert_int_equal(body[0], '0');
+    cJSON *open = sb_json_parse(body + 1, strlen(body + 1));
+    assert_non_null(open);
+    const char *sid = sb_json_str(open, "sid");
+    assert_non_null(sid);
+    assert_int_equal(strlen(sid), SB_EIO_SID_LEN);
+    assert_string_equal(sb_eio_sid(f->srv, r.id), sid);
+    char *upgrades = sb_json_print(sb_json_obj(open, "upgrades"));
+    assert_string_equal(upgrades, "[\"websocket\"]");
+    free(upgrades);
+    double v;
+    assert_int_equal(sb_json_num(open, "pingInterval", &v), 0);
+    assert_true(v == 25000);
+    assert_int_equal(sb_json_num(open, "pingTimeout", &v), 0);
+    assert_true(v == 20000);
+    assert_int_equal(sb_json_num(open, "maxPayload", &v), 0);
+    assert_true(v == 1000000);
+    cJSON_Delete(open);
+    assert_int_equal(sb_eio_count(f->srv), 1);
+
+    char sid2[SB_EIO_SID_LEN + 1];
+    assert_true(fake_handshake(f->srv, 1000, sid2) != 0);
+    assert_string_not_equal(sid2, sb_eio_sid(f->srv, r.id));
+    assert_int_equal(sb_eio_count(f->srv), 2);
+}
+
+static void expect_error(fixture_t *f, sb_eio_req_t req, int status, const char *body) {
+    sb_eio_reply_t r;
+    char out[128];
+    assert_int_equal(sb_eio_check(f->srv, &req, &r), status);
+    sb_eio_buf_unref(r.body);
+    assert_int_equal(sb_eio_http(f->srv, &req, NULL, 0, &r), status);
+    assert_string_equal(r.content_type, "application/json");
+    assert_string_equal(fake_body(&r, out, sizeof out), body);
+}
+
+static void test_http_errors(void **state) {
+    fixture_t *f = *state;
+    expect_error(f, fake_req(SB_EIO_GET, "carrier-pigeon", NULL), 400,
+                 "{\"code\":0,\"message\":\"Transport unknown\"}");
+    expect_error(f, fake_req(SB_EIO_GET, NULL, NULL), 400,
+                 "{\"code\":0,\"message\":\"Transport unknown\"}");
+    expect_error(f, fake_req(SB_EIO_GET, "polling", "AAAAAAAAAAAAAAAAAAAA"), 400,
+                 "{\"code\":1,\"message\":\"Session ID unknown\"}");
+    expect_error(f, fake_req(SB_EIO_GET, "polling", "short"), 400,
+                 "{\"code\":1,\"message\":\"Session ID unknown\"}");
+    expect_error(f, fake_req(SB_EIO_POST, "polling", NULL), 400,
+                 "{\"code\":2,\"message\":\"Bad handshake method\"}");
+    sb_eio_req_t ws_no_upgrade = fake_req(SB_EIO_GET, "websocket", NULL);
+    ws_no_upgrade.websocket = 0;
+    expect_error(f, ws_no_upgrade, 400, "{\"code\":3,\"message\":\"Bad request\"}");
+    sb_eio_req_t v3 = fake_req(SB_EIO_GET, "polling", NULL);
+    v3.eio = "3";
+    expect_error(f, v3, 400, "{\"code\":5,\"message\":\"Unsupported protocol version\"}");
+    v3.eio = NULL;
+    expect_error(f, v3, 400, "{\"code\":5,\"message\":\"Unsupported protocol version\"}");
+    sb_eio_reply_t r;
+    assert_int_equal(sb_eio_error_reply(f->srv, SB_EIO_ERR_FORBIDDEN, 403, &r), 403);
+    char out[128];
+    assert_string_equal(fake_body(&r, out, sizeof out), "{\"code\":4,\"message\":\"Forbidden\"}");
+    assert_int_equal(sb_eio_count(f->srv), 0);
+}
+
+/* ------------------------------------------------------------------ polling */
+
+static void test_polling_post_split(void **state) {
+    fixture_t *f = *state;
+    char sid[SB_EIO_SID_LEN + 1];
+    assert_true(fake_handshake(f->srv, 0, sid));
+    const char body[] = "4hello\x1e" "4wor\"ld\x1e" "6\x1e" "bAQID";
+    assert_int_equal(fake_post(f->srv, sid, body, sizeof body - 1, 10), 200);
+    assert_int_equal(f->app.nmsgs, 3);
+    assert_string_equal(f->app.msgs[0], "hello");
+    assert_string_equal(f->app.msgs[1], "wor\"ld");
+    assert_string_equal(f->app.msgs[2], "AQID");
+    assert_int_equal(f->app.binary[2], 1);
+    assert_int_equal(f->app.closes, 0);
+}
+
+static void test_polling_hold_and_wake(void **state) {
+    fixture_t *f = *state;
+    char sid[SB_EIO_SID_LEN + 1], out[256];
+    sb_eio_id_t id = fake_handshake(f->srv, 0, sid);
+    void *conn = &f->http.conns[1];
+    assert_int_equal(fake_get(f->srv, sid, conn, 10, out, sizeof out), SB_EIO_HOLD);
+    sb_eio_reply_t r;
+    assert_int_equal(sb_eio_poll_pull(f->srv, id, conn, &r), 0); /* still nothing */
+    assert_int_equal(f->http.nwoken, 0);
+    assert_int_equal(sb_eio_send_text(f->srv, id, "2[\"a\"]", 6), 0);
+    assert_int_equal(sb_eio_send_text(f->srv, id, "2[\"b\"]", 6), 0);
+    assert_int_equal(f->http.nwoken, 1); /* one wake for the first packet only */
+    assert_ptr_equal(f->http.woken[0], conn);
+    assert_int_equal(sb_eio_poll_pull(f->srv, id, conn, &r), 1);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(fake_body(&r, out, sizeof out), "42[\"a\"]\x1e" "42[\"b\"]");
+    /* the GET was answered: the next one is held again, a stale pull gets code 1 */
+    assert_int_equal(sb_eio_poll_pull(f->srv, id, conn, &r), 1);
+    assert_int_equal(r.status, 400);
+    sb_eio_buf_unref(r.body);
+    assert_int_equal(fake_get(f->srv, sid, conn, 20, out, sizeof out), SB_EIO_HOLD);
+    /* queued before the GET: answered at once */
+    sb_eio_detach(f->srv, id, &f->http.conns[9]); /* unknown conn: ignored */
+    assert_int_equal(f->app.closes, 0);
+}
+
+static void test_polling_overlap_closes(void **state) {
+    fixture_t *f = *state;
+    char sid[SB_EIO_SID_LEN + 1], out[256];
+    sb_eio_id_t id = fake_handshake(f->srv, 0, sid);
+    void *c1 = &f->http.conns[1], *c2 = &f->http.conns[2];
+    assert_int_equal(fake_get(f->srv, sid, c1, 10, out, sizeof out), SB_EIO_HOLD);
+    assert_int_equal(fake_get(f->srv, sid, c2, 10, out, sizeof out), 400);
+    assert_string_equal(out, "{\"code\":3,\"message\":\"Bad request\"}");
+    assert_int_equal(f->app.closes, 1);
+    assert_true(fake_was_woken(&f->http, c1));
+    sb_eio_reply_t r;
+    assert_int_equal(sb_eio_poll_pull(f->srv, id, c1, &r), 1);
+    assert_string_equal(fake_body(&r, out, sizeof out), "1");
+    /* the session is gone now */
+    assert_null(sb_eio_sid(f->srv, id));
+    assert_int_equal(fake_get(f->srv, sid, c1, 20, out, sizeof out), 400);
+    assert_int_equal(sb_eio_count(f->srv), 0);
+}
+
+static void test_polling_payload_cap(void **state) {
+    (void)state;
+    sb_eio_config_t cfg;
+    sb_eio_config_default(&cfg);
+    cfg.max_payload = 100;
+    fixture_t *f = fixture_new(&cfg);
+    char sid[SB_EIO_SID_LEN + 1], out[512];
+    sb_eio_id_t id = fake_handshake(f->srv, 0, sid);
+    char big[60];
+    memset(big, 'x', sizeof big);
+    for (int i = 0; i < 3; i++) assert_int_equal(sb_eio_send_text(f->srv, id, big, 60), 0);
+    assert_int_equal(fake_get(f->srv, sid, &f->http.conns[0], 1, out, sizeof out), 200);
+    assert_int_equal(strlen(out), 61); /* one packet per response: two would exceed 100 */
+    assert_int_equal(sb_eio_queued(f->srv, id), 2);
+    fixture_free(f);
+}
+
+static void test_graceful_close_polling(void **state) {
+    fixture_t *f = *state;
+    char sid[SB_EIO_SID_LEN + 1], out[256];
+    sb_eio_id_t id = fake_handshake(f->srv, 0, sid);
+    assert_int_equal(sb_eio_send_text(f->srv, id, "1", 1), 0);
+    assert_int_equal(sb_eio_close(f->srv, id, 1, "forced close"), 0);
+    assert_int_equal(f->app.closes, 1);
+    assert_int_equal(sb_eio_send_text(f->srv, id, "x", 1), SB_ENOTFOUND);
+    assert_int_equal(fake_get(f->srv, sid, &f->http.conns[0], 1, out, sizeof out), 200);
+    assert_string_equal(out, "41\x1e" "1");
+    assert_null(sb_eio_sid(f->srv, id));
+}
+
+/* ------------------------------------------------------------------ WebSocket and upgrade */
+
+static void test_upgrade_sequence(void **state) {
+    fixture_t *f = *state;
+    char sid[SB_EIO_SID_LEN + 1], out[256];
+    sb_eio_id_t id = fake_handshake(f->srv, 0, sid);
+    void *poll = &f->http.conns[1], *ws = &f->http.conns[2];
+    assert_int_equal(fake_get(f->srv, sid, poll, 10, out, sizeof out), SB_EIO_HOLD);
+    sb_eio_req_t req = fake_req(SB_EIO_GET, "websocket", sid);
+    sb_eio_reply_t r;
+    assert_int_equal(sb_eio_http(f->srv, &req, ws, 20, &r), 101);
+    assert_true(r.id == id);
+    assert_int_equal(fake_ws_pull(f->srv, id, ws, out, sizeof out), 0);
+    /* a second probe while one is running is refused */
+    assert_int_equal(sb_eio_http(f->srv, &req, &f->http.conns[3], 20, &r), 400);
+    sb_eio_buf_unref(r.body);
+    assert_int_equal(fake_ws_send(f->srv, id, ws, "2probe", 30), 0);
+    assert_true(fake_was_woken(&f->http, ws));
+    assert_true(fake_was_woken(&f->http, poll));
+    assert_int_equal(fake_ws_pull(f->srv, id, ws, out, sizeof out), 1);
+    assert_string_equal(out, "3probe");
+    assert_int_equal(sb_eio_poll_pull(f->srv, id, poll, &r), 1);
+    assert_string_equal(fake_body(&r, out, sizeof out), "6");
+    assert_int_equal(sb_eio_is_websocket(f->srv, id), 0);
+    /* data queued while still polling goes over the WebSocket once upgraded */
+    assert_int_equal(sb_eio_send_text(f->srv, id, "2[\"x\"]", 6), 0);
+    assert_int_equal(fake_ws_send(f->srv, id, ws, "5", 40), 0);
+    assert_int_equal(sb_eio_is_websocket(f->srv, id), 1);
+    assert_int_equal(fake_ws_pull(f->srv, id, ws, out, sizeof out), 1);
+    assert_string_equal(out, "42[\"x\"]");
+    assert_int_equal(fake_ws_pull(f->srv, id, ws, out, sizeof out), 0);
+    /* polling is over for this session */
+    assert_int_equal(fake_get(f->srv, sid, poll, 50, out, sizeof out), 400);
+    assert_string_equal(out, "{\"code\":3,\"message\":\"Bad request\"}");
+    assert_int_equal(fake_ws_send(f->srv, id, ws, "4hi", 60), 0);
+    assert_string_equal(f->app.msgs[0], "hi");
+    /* the client closes the WebSocket: the session ends, the handle goes stale */
+    sb_eio_detach(f->srv, id, ws);
+    assert_int_equal(f->app.closes, 1);
+    assert_string_equal(f->app.reason, "transport close");
+    assert_null(sb_eio_sid(f->srv, id));
+    assert_int_equal(fake_ws_pull(f->srv, id, ws, out, sizeof out), SB_EIO_CLOSE);
+    assert_int_equal(sb_eio_send_text(f->srv, id, "x", 1), SB_ENOTFOUND);
+}
+
+static void test_upgrade_with_get_held_at_upgrade(void **state) {
+    fixture_t *f = *state;
+    char sid[SB_EIO_SID_LEN + 1], out[256];
+    sb_eio_id_t id = fake_handshake(f->srv, 0, sid);
+    void *poll = &f->http.conns[1], *ws = &f->http.conns[2];
+    sb_eio_req_t req = fake_req(SB_EIO_GET, "websocket", sid);
+    sb_eio_reply_t r;
+    assert_int_equal(sb_eio_http(f->srv, &req, ws, 1, &r), 101);
+    assert_int_equal(fake_ws_send(f->srv, id, ws, "2probe", 2), 0);
+    /* a GET arriving after the probe is answered with a noop at once (fast upgrade) */
+    assert_int_equal(fake_get(f->srv, sid, poll, 3, out, sizeof out), 200);
+    assert_string_equal(out, "6");
+    assert_int_equal(fake_get(f->srv, sid, poll, 3, out, sizeof out), 200);
+    assert_string_equal(out, "6");
+    assert_int_equal(fake_ws_send(f->srv, id, ws, "5", 4), 0);
+    assert_int_equal(sb_eio_is_websocket(f->srv, id), 1);
+    assert_int_equal(f->app.closes, 0);
+}
+
+static void test_upgrade_probe_failures(void **state) {
+    fixture_t *f = *state;
+    char sid[SB_EIO_SID_LEN + 1], out[256];
+    sb_eio_id_t id = fake_handshake(f->srv, 0, sid);
+    void *ws = &f->http.conns[2];
+    sb_eio_req_t req = fake_req(SB_EIO_GET, "websocket", sid);
+    sb_eio_reply_t r;
+    /* garbage on the probe closes the probe only */
+    assert_int_equal(sb_eio_http(f->srv, &req, ws, 1, &r), 101);
+    assert_int_equal(fake_ws_send(f->srv, id, ws, "4nope", 2), SB_EINVAL);
+    assert_int_equal(fake_ws_pull(f->srv, id, ws, out, sizeof out), SB_EIO_CLOSE);
+    assert_int_equal(sb_eio_is_websocket(f->srv, id), 0);
+    /* a probe that never finishes is dropped after upgradeTimeout */
+    assert_int_equal(sb_eio_http(f->srv, &req, ws, 10, &r), 101);
+    assert_int_equal(fake_ws_send(f->srv, id, ws, "2probe", 11), 0);
+    sb_eio_tick(f->srv, 10 + 10000);
+    assert_int_equal(fake_ws_pull(f->srv, id, ws, out, sizeof out), SB_EIO_CLOSE);
+    /* the probe's conn going away only cancels the upgrade */
+    assert_int_equal(sb_eio_http(f->srv, &req, ws, 10020, &r), 101);
+    sb_eio_detach(f->srv, id, ws);
+    assert_int_equal(f->app.closes, 0);
+    assert_non_null(sb_eio_sid(f->srv, id));
+    assert_int_equal(fake_post(f->srv, sid, "3", 1, 10030), 200);
+}
+
+static void test_websocket_only(void **state) {
+    fixture_t *f = *state;
+    void *ws = &f->http.conns[0];
+    sb_eio_req_t req = fake_req(SB_EIO_GET, "websocket", NULL);
+    sb_eio_reply_t r;
+    char out[256];
+    assert_int_equal(sb_eio_http(f->srv, &req, ws, 0, &r), 101);
+    assert_true(fake_was_woken(&f->http, ws));
+    assert_int_equal(fake_ws_pull(f->srv, r.id, ws, out, sizeof out), 1);
+    assert_non_null(strstr(out, "\"upgrades\":[]"));
+    assert_int_equal(sb_eio_is_websocket(f->srv, r.id), 1);
+    assert_int_equal(fake_ws_send(f->srv, r.id, ws, "4abc", 1), 0);
+    assert_int_equal(sb_eio_ws_frame(f->srv, r.id, ws, "\x01\x02", 2, 1, 1), 0);
+    assert_int_equal(f->app.nmsgs, 2);
+    assert_int_equal(f->app.binary[1], 1);
+    assert_int_equal(sb_eio_close(f->srv, r.id, 0, "bye"), 0);
+    assert_int_equal(fake_ws_pull(f->srv, r.id, ws, out, sizeof out), SB_EIO_CLOSE);
+    sb_eio_detach(f->srv, r.id, ws);
+    assert_null(sb_eio_sid(f->srv, r.id));
+}
+
+/* ------------------------------------------------------------------ heartbeat */
+
+static void test_heartbeat_ping_pong_and_timeout(void **state) {
+    fixture_t *f = *state;
+    char out[64];
+    void *ws = &f->http.conns[0];
+    sb_eio_id_t id = fake_ws_session(f->srv, ws, 0);
+    assert_true(id);
+    assert_int_equal(sb_eio_tick(f->srv, 24999), 25000);
+    assert_int_equal(fake_ws_pull(f->srv, id, ws, out, sizeof out), 0);
+    sb_eio_tick(f->srv, 25000);
+    assert_int_equal(fake_ws_pull(f->srv, id, ws, out, sizeof out), 1);
+    assert_string_equal(out, "2");
+    assert_int_equal(fake_ws_send(f->srv, id, ws, "3", 30000), 0); /* pong */
+    sb_eio_tick(f->srv, 54999);
+    assert_int_equal(fake_ws_pull(f->srv, id, ws, out, sizeof out), 0);
+    sb_eio_tick(f->srv, 55000); /* next ping, pingInterval after the pong */
+    assert_int_equal(fake_ws_pull(f->srv, id, ws, out, sizeof out), 1);
+    assert_string_equal(out, "2");
+    sb_eio_tick(f->srv, 74999);
+    assert_int_equal(f->app.closes, 0);
+    sb_eio_tick(f->srv, 75000); /* no pong within pingTimeout */
+    assert_int_equal(f->app.closes, 1);
+    assert_string_equal(f->app.reason, "ping timeout");
+    assert_int_equal(fake_ws_pull(f->srv, id, ws, out, sizeof out), SB_EIO_CLOSE);
+    sb_eio_detach(f->srv, id, ws);
+    assert_int_equal(sb_eio_tick(f->srv, 80000), INT64_MAX);
+}
+
+static void test_polling_ping_timeout_answers_held_get(void **state) {
+    fixture_t *f = *state;
+    char sid[SB_EIO_SID_LEN + 1], out[64];
+    sb_eio_id_t id = fake_handshake(f->srv, 0, sid);
+    void *poll = &f->http.conns[0];
+    sb_eio_tick(f->srv, 25000);
+    assert_int_equal(fake_get(f->srv, sid, poll, 25001, out, sizeof out), 200);
+    assert_string_equal(out, "2");
+    assert_int_equal(fake_get(f->srv, sid, poll, 25002, out, sizeof out), SB_EIO_HOLD);
+    sb_eio_tick(f->srv, 45000);
+    assert_string_equal(f->app.reason, "ping timeout");
+    assert_true(fake_was_woken(&f->http, poll));
+    sb_eio_reply_t r;
+    assert_int_equal(sb_eio_poll_pull(f->srv, id, poll, &r), 1);
+    assert_string_equal(fake_body(&r, out, sizeof out), "1");
+    assert_null(sb_eio_sid(f->srv, id));
+}
+
+static void test_client_ping_ends_session(void **state) {
+    fixture_t *f = *state;
+    char sid[SB_EIO_SID_LEN + 1];
+    assert_true(fake_handshake(f->srv, 0, sid));
+    assert_int_equal(fake_post(f->srv, sid, "2", 1, 10), 200);
+    assert_int_equal(f->app.closes, 1);
+    assert_string_equal(f->app.reason, "invalid heartbeat direction");
+    void *ws = &f->http.conns[0];
+    sb_eio_id_t id = fake_ws_session(f->srv, ws, 0);
+    assert_int_equal(fake_ws_send(f->srv, id, ws, "2probe", 10), 0); /* not a probe conn */
+    assert_int_equal(f->app.closes, 2);
+}
+
+/* ------------------------------------------------------------------ limits and garbage */
+
+static void test_max_payload(void **state) {
+    (void)state;
+    sb_eio_config_t cfg;
+    sb_eio_config_default(&cfg);
+    cfg.max_payload = 16;
+    fixture_t *f = fixture_new(&cfg);
+    char sid[SB_EIO_SID_LEN + 1], big[17];
+    memset(big, '4', sizeof big);
+    sb_eio_id_t id = fake_handshake(f->srv, 0, sid);
+    assert_int_equal(sb_eio_max_payload(f->srv), 16);
+    assert_int_equal(fake_post(f->srv, sid, big, 16, 1), 200);
+    assert_int_equal(fake_post(f->srv, sid, big, 17, 1), 413);
+    assert_int_equal(f->app.closes, 1);
+    assert_null(sb_eio_sid(f->srv, id));
+    void *ws = &f->http.conns[0];
+    id = fake_ws_session(f->srv, ws, 0);
+    assert_int_equal(sb_eio_ws_frame(f->srv, id, ws, big, 17, 0, 1), SB_EINVAL);
+    assert_int_equal(f->app.closes, 2);
+    fixture_free(f);
+}
+
+static void test_slow_consumer_dropped(void **state) {
+    (void)state;
+    sb_eio_config_t cfg;
+    sb_eio_config_default(&cfg);
+    cfg.max_queue_packets = 8;
+    cfg.max_queue_bytes = 1000;
+    fixture_t *f = fixture_new(&cfg);
+    void *ws = &f->http.conns[0];
+    sb_eio_id_t id = fake_ws_session(f->srv, ws, 0);
+    for (int i = 0; i < 8; i++) assert_int_equal(sb_eio_send_text(f->srv, id, "x", 1), 0);
+    assert_int_equal(sb_eio_send_text(f->srv, id, "x", 1), SB_ETIMEOUT);
+    assert_string_equal(f->app.reason, "slow consumer");
+    assert_int_equal(sb_eio_send_text(f->srv, id, "x", 1), SB_ENOTFOUND);
+    char out[16];
+    assert_int_equal(fake_ws_pull(f->srv, id, ws, out, sizeof out), SB_EIO_CLOSE);
+    sb_eio_detach(f->srv, id, ws);
+    /* by bytes */
+    id = fake_ws_session(f->srv, ws, 0);
+    char big[600] = {0};
+    memset(big, 'y', sizeof big - 1);
+    assert_int_equal(sb_eio_send_text(f->srv, id, big, 599), 0);
+    assert_int_equal(sb_eio_send_text(f->srv, id, big, 599), SB_ETIMEOUT);
+    assert_int_equal(f->app.closes, 2);
+    fixture_free(f);
+}
+
+static void test_garbage_closes_only_that_session(void **state) {
+    fixture_t *f = *state;
+    static const struct {
+        const char *body;
+        size_t len;
+    } bad[] = {{"x", 1}, {"", 0}, {"\x1e\x1e", 2}, {"9", 1}, {"b!!!", 4}, {"4ok\x1e", 4},
+               {"\xff\xfe", 2}, {"b A", 3}};
+    char keep_sid[SB_EIO_SID_LEN + 1];
+    sb_eio_id_t keep = fake_handshake(f->srv, 0, keep_sid);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char sid[SB_EIO_SID_LEN + 1];
+        sb_eio_id_t id = fake_handshake(f->srv, 0, sid);
+        assert_int_equal(fake_post(f->srv, sid, bad[i].body, bad[i].len, 1), 400);
+        assert_null(sb_eio_sid(f->srv, id));
+    }
+    void *ws = &f->http.conns[0];
+    sb_eio_id_t id = fake_ws_session(f->srv, ws, 0);
+    assert_int_equal(sb_eio_ws_frame(f->srv, id, ws, "", 0, 0, 1), SB_EINVAL);
+    assert_int_equal(sb_eio_ws_frame(f->srv, id, ws, "4", 1, 0, 1), SB_OK); /* closing: ignored */
+    assert_non_null(sb_eio_sid(f->srv, keep));
+    assert_int_equal(sb_eio_count(f->srv), 1);
+    /* requests with odd query values */
+    sb_eio_req_t req = fake_req(SB_EIO_OTHER, "polling", keep_sid);
+    sb_eio_reply_t r;
+    assert_int_equal(sb_eio_http(f->srv, &req, NULL, 1, &r), 400);
+    sb_eio_buf_unref(r.body);
+    assert_non_null(sb_eio_sid(f->srv, keep));
+}
+
+static void test_held_get_abort_closes(void **state) {
+    fixture_t *f = *state;
+    char sid[SB_EIO_SID_LEN + 1], out[16];
+    sb_eio_id_t id = fake_handshake(f->srv, 0, sid);
+    assert_int_equal(fake_get(f->srv, sid, &f->http.conns[0], 1, out, sizeof out), SB_EIO_HOLD);
+    sb_eio_detach(f->srv, id, &f->http.conns[0]);
+    assert_int_equal(f->app.closes, 1);
+    assert_null(sb_eio_sid(f->srv, id));
+    sb_eio_detach(f->srv, id, &f->http.conns[0]); /* stale: ignored */
+}
+
+static void test_decode_packet(void **state) {
+    (void)state;
+    sb_eio_packet_t p;
+    assert_int_equal(sb_eio_decode_packet("4abc", 4, &p), 0);
+    assert_int_equal(p.type, '4');
+    assert_int_equal(p.len, 3);
+    assert_int_equal(sb_eio_decode_packet("6", 1, &p), 0);
+    assert_int_equal(p.len, 0);
+    assert_int_equal(sb_eio_decode_packet("bAAECAw==", 9, &p), 0);
+    assert_int_equal(sb_eio_decode_packet("bAAE", 4, &p), 0); /* unpadded: tolerated */
+    assert_int_equal(sb_eio_decode_packet("b", 1, &p), 0);
+    assert_int_equal(sb_eio_decode_packet("bAA=E", 5, &p), SB_EINVAL);
+    assert_int_equal(sb_eio_decode_packet("7", 1, &p), SB_EINVAL);
+    assert_int_equal(sb_eio_decode_packet("", 0, &p), SB_EINVAL);
+    assert_int_equal(sb_eio_decode_packet(NULL, 3, &p), SB_EINVAL);
+}
+
+static void test_memory_per_session(void **state) {
+    (void)state;
+    /* documented in eio.h: the struct stays small; the queue array is only 4 pointers */
+    assert_true(sb_eio_session_size() <= 128);
+    printf("sizeof session: %zu bytes\n", sb_eio_session_size());
+}
+
+static void test_random_id(void **state) {
+    (void)state;
+    char a[SB_EIO_SID_LEN + 1], b[SB_EIO_SID_LEN + 1];
+    assert_int_equal(sb_eio_random_id(a), 0);
+    assert_int_equal(sb_eio_random_id(b), 0);
+    assert_int_equal(strlen(a), SB_EIO_SID_LEN);
+    assert_string_not_equal(a, b);
+    assert_null(strpbrk(a, "+/="));
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_handshake, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_http_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_polling_post_split, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_polling_hold_and_wake, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_polling_overlap_closes, setup, teardown),
+        cmocka_unit_test(test_polling_payload_cap),
+        cmocka_unit_test_setup_teardown(test_graceful_close_polling, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_upgrade_sequence, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_upgrade_with_get_held_at_upgrade, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_upgrade_probe_failures, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_websocket_only, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_heartbeat_ping_pong_and_timeout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_polling_ping_timeout_answers_held_get, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_client_ping_ends_session, setup, teardown),
+        cmocka_unit_test(test_max_payload),
+        cmocka_unit_test(test_slow_consumer_dropped),
+        cmocka_unit_test_setup_teardown(test_garbage_closes_only_that_session, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_held_get_abort_closes, setup, teardown),
+        cmocka_unit_test(test_decode_packet),
+        cmocka_unit_test(test_memory_per_session),
+        cmocka_unit_test(test_random_id),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,456 @@
+/* Unit tests of the Socket.IO v5 layer (src/gateway/sio.c) over the Engine.IO machine: packet
+ * decoding and encoding (JSON escaping), CONNECT accepted / refused, rooms joined, client
+ * events, DISCONNECT, garbage, connect timeout, fan-out with one shared buffer, slow consumers
+ * dropped by a room emit. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "gateway/sio.h"
+#include "sb_fake_http.h"
+#include "switchboard/error.h"
+#include "switchboard/json.h"
+
+/* ------------------------------------------------------------------ codec */
+
+static void expect_decode(const char *in, int type, const char *nsp, int64_t id,
+                          const char *data) {
+    sb_sio_packet_t p;
+    assert_int_equal(sb_sio_decode(in, strlen(in), &p), 0);
+    assert_int_equal(p.type, type);
+    assert_int_equal(p.nsp_len, strlen(nsp));
+    assert_memory_equal(p.nsp, nsp, p.nsp_len);
+    assert_true(p.id == id);
+    if (data) {
+        char *text = sb_json_print(p.data);
+        assert_string_equal(text, data);
+        free(text);
+    } else {
+        assert_null(p.data);
+    }
+    sb_sio_packet_close(&p);
+}
+
+static void test_decode_valid(void **state) {
+    (void)state;
+    expect_decode("0", SB_SIO_CONNECT, "/", -1, NULL);
+    expect_decode("0{\"token\":\"abc\"}", SB_SIO_CONNECT, "/", -1, "{\"token\":\"abc\"}");
+    expect_decode("0/admin,", SB_SIO_CONNECT, "/admin", -1, NULL);
+    expect_decode("1", SB_SIO_DISCONNECT, "/", -1, NULL);
+    expect_decode("2[\"hello\",{\"a\":1}]", SB_SIO_EVENT, "/", -1, "[\"hello\",{\"a\":1}]");
+    expect_decode("213[\"ev\"]", SB_SIO_EVENT, "/", 13, "[\"ev\"]");
+    expect_decode("2/chat,7[\"m\"]", SB_SIO_EVENT, "/chat", 7, "[\"m\"]");
+    expect_decode("3[]", SB_SIO_ACK, "/", -1, "[]");
+    expect_decode("44{\"message\":\"x\"}", SB_SIO_CONNECT_ERROR, "/", 4,
+                  "{\"message\":\"x\"}");
+    expect_decode("4\"nope\"", SB_SIO_CONNECT_ERROR, "/", -1, "\"nope\"");
+    expect_decode("51-[\"up\",{\"_placeholder\":true,\"num\":0}]", SB_SIO_BINARY_EVENT, "/", -1,
+                  "[\"up\",{\"_placeholder\":true,\"num\":0}]");
+    sb_sio_packet_t p;
+    assert_int_equal(sb_sio_decode("52-/x,9[\"a\"]", 12, &p), 0);
+    assert_int_equal(p.attachments, 2);
+    sb_sio_packet_close(&p);
+}
+
+static void test_decode_invalid(void **state) {
+    (void)state;
+    static const char *const bad[] = {
+        "", "7", "9[]", "2", "2{}", "2[]", "2\"x\"", "1{}", "0\"str\"", "0[1]", "2[\"a\"",
+        "5-[\"a\"]", "5x-[\"a\"]", "51[\"a\"]", "3{}", "2[\"a\"]x", "21234567890123456[\"a\"]",
+        "599999-[\"a\"]", "2/nsp", "0{\"a\":1}}", "\xff",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        sb_sio_packet_t p;
+        assert_int_equal(sb_sio_decode(bad[i], strlen(bad[i]), &p), SB_EINVAL);
+        assert_null(p.data);
+    }
+    char deep[300];
+    memset(deep, '[', sizeof deep);
+    deep[0] = '2';
+    sb_sio_packet_t p;
+    assert_int_equal(sb_sio_decode(deep, sizeof deep, &p), SB_EINVAL);
+}
+
+static void test_encode(void **state) {
+    (void)state;
+    sb_eio_buf_t *b = sb_sio_encode_event(0, "rebalance:done", "{\"jobId\":\"1-a\"}", 15);
+    assert_string_equal(b->data, "42[\"rebalance:done\",{\"jobId\":\"1-a\"}]");
+    assert_int_equal(b->len, strlen(b->data));
+    sb_eio_buf_unref(b);
+    b = sb_sio_encode_event(16, "we\"ird\\\n\x01é", NULL, 0);
+    assert_string_equal(b->data, "42[\"we\\\"ird\\\\\\u000a\\u0001é\"]");
+    assert_true(b->data == b->mem + 16);
+    /* what we encode decodes back to the same event name */
+    sb_sio_packet_t p;
+    assert_int_equal(sb_sio_decode(b->data + 1, b->len - 1, &p), 0);
+    assert_string_equal(cJSON_GetArrayItem(p.data, 0)->valuestring, "we\"ird\\\n\x01é");
+    sb_sio_packet_close(&p);
+    sb_eio_buf_unref(b);
+    b = sb_sio_encode(0, SB_SIO_CONNECT_ERROR, "/admin", -1, "{\"message\":\"m\"}", 15);
+    assert_string_equal(b->data, "44/admin,{\"message\":\"m\"}");
+    sb_eio_buf_unref(b);
+    b = sb_sio_encode(0, SB_SIO_ACK, "/", 12, "[]", 2);
+    assert_string_equal(b->data, "4312[]");
+    sb_eio_buf_unref(b);
+    b = sb_sio_encode(0, SB_SIO_DISCONNECT, NULL, -1, NULL, 0);
+    assert_string_equal(b->data, "41");
+    sb_eio_buf_unref(b);
+    /* data escaping is cJSON's: a payload with quotes and control characters round-trips */
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "error", "bad \"thing\"\n\t</script>");
+    char *text = sb_json_print(o);
+    b = sb_sio_encode_event(0, "rebalance:error", text, strlen(text));
+    assert_int_equal(sb_sio_decode(b->data + 1, b->len - 1, &p), 0);
+    assert_string_equal(sb_json_str(cJSON_GetArrayItem(p.data, 1), "error"),
+                        "bad \"thing\"\n\t</script>");
+    sb_sio_packet_close(&p);
+    sb_eio_buf_unref(b);
+    free(text);
+    cJSON_Delete(o);
+}
+
+/* ------------------------------------------------------------------ the namespace */
+
+typedef struct app {
+    int connects, disconnects, events;
+    char last_event[64];
+    int64_t last_ack;
+    char reason[64];
+    sb_sio_t *sio;
+    int replay; /* emit "replay" from on_connect */
+} app_t;
+
+typedef struct fixture {
+    sb_eio_server_t *eio;
+    sb_sio_t *sio;
+    fake_http_t http;
+    app_t app;
+} fixture_t;
+
+static int fake_auth(void *ud, const char *token, sb_sio_identity_t *who, char *err,
+                     size_t errlen) {
+    (void)ud;
+    if (!token) {
+        snprintf(err, errlen, "missing token");
+        return -1;
+    }
+    const char *key = strncmp(token, "good-", 5) == 0 ? token + 5 : NULL;
+    if (!key) {
+        snprintf(err, errlen, "invalid \"token\"");
+        return -1;
+    }
+    snprintf(who->public_key, sizeof who->public_key, "%s", key);
+    snprintf(who->user_id, sizeof who->user_id, "u-%s", key);
+    snprintf(who->role, sizeof who->role, "%s", strcmp(key, "boss") == 0 ? "admin" : "user");
+    return 0;
+}
+
+static void on_connect(void *ud, sb_eio_id_t id, const sb_sio_identity_t *who) {
+    app_t *a = ud;
+    a->connects++;
+    if (a->replay) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "user", who->public_key);
+        assert_int_equal(sb_sio_emit(a->sio, id, "replay", o), 0);
+        cJSON_Delete(o);
+    }
+}
+
+static void on_event(void *ud, sb_eio_id_t id, const char *event, const cJSON *args,
+                     int64_t ack_id) {
+    (void)id, (void)args;
+    app_t *a = ud;
+    a->events++;
+    snprintf(a->last_event, sizeof a->last_event, "%s", event);
+    a->last_ack = ack_id;
+}
+
+static void on_disconnect(void *ud, sb_eio_id_t id, const char *reason) {
+    (void)id;
+    app_t *a = ud;
+    a->disconnects++;
+    snprintf(a->reason, sizeof a->reason, "%s", reason);
+}
+
+static fixture_t *fixture_new(const sb_eio_config_t *cfg) {
+    fixture_t *f = calloc(1, sizeof *f);
+    sb_eio_io_cb_t io = {fake_wake, &f->http};
+    f->eio = sb_eio_create(cfg, &io);
+    sb_sio_callbacks_t cb = {fake_auth, on_connect, on_event, on_disconnect, &f->app};
+    f->sio = sb_sio_create(f->eio, &cb, NULL);
+    assert_non_null(f->sio);
+    f->app.sio = f->sio;
+    return f;
+}
+
+static void fixture_free(fixture_t *f) {
+    sb_sio_free(f->sio);
+    sb_eio_free(f->eio);
+    free(f);
+}
+
+static int setup(void **state) {
+    *state = fixture_new(NULL);
+    return 0;
+}
+
+static int teardown(void **state) {
+    fixture_free(*state);
+    return 0;
+}
+
+/* A WebSocket session on conns[i] that sent `connect` (e.g. `40{"token":"good-k"}`). */
+static sb_eio_id_t ws_connect(fixture_t *f, int i, const char *connect, char *reply,
+                              size_t n) {
+    void *ws = &f->http.conns[i];
+    sb_eio_id_t id = fake_ws_session(f->eio, ws, 0);
+    assert_true(id);
+    assert_int_equal(fake_ws_send(f->eio, id, ws, connect, 1), 0);
+    if (reply) fake_ws_pull(f->eio, id, ws, reply, n);
+    return id;
+}
+
+static void test_connect_ok(void **state) {
+    fixture_t *f = *state;
+    f->app.replay = 1;
+    char out[256];
+    sb_eio_id_t id = ws_connect(f, 0, "40{\"token\":\"good-PK1\"}", out, sizeof out);
+    cJSON *o = sb_json_parse(out + 2, strlen(out + 2));
+    assert_memory_equal(out, "40", 2);
+    assert_non_null(o);
+    assert_string_equal(sb_json_str(o, "sid"), sb_sio_sid(f->sio, id));
+    assert_string_not_equal(sb_sio_sid(f->sio, id), sb_eio_sid(f->eio, id));
+    cJSON_Delete(o);
+    /* the replay emitted from on_connect comes right after the CONNECT reply */
+    assert_int_equal(fake_ws_pull(f->eio, id, &f->http.conns[0], out, sizeof out), 1);
+    assert_string_equal(out, "42[\"replay\",{\"user\":\"PK1\"}]");
+    assert_int_equal(f->app.connects, 1);
+    assert_int_equal(sb_sio_count(f->sio), 1);
+    assert_int_equal(sb_rooms_size(sb_sio_rooms(f->sio), "user:PK1"), 1);
+    assert_int_equal(sb_rooms_size(sb_sio_rooms(f->sio), "admins"), 0);
+    assert_string_equal(sb_sio_identity(f->sio, id)->user_id, "u-PK1");
+    /* a repeated CONNECT is ignored */
+    assert_int_equal(fake_ws_send(f->eio, id, &f->http.conns[0], "40{\"token\":\"good-X\"}", 2),
+                     0);
+    assert_int_equal(fake_ws_pull(f->eio, id, &f->http.conns[0], out, sizeof out), 0);
+    /* the admin joins admins too */
+    sb_eio_id_t admin = ws_connect(f, 1, "40{\"token\":\"good-boss\"}", out, sizeof out);
+    assert_memory_equal(out, "40{\"sid\":", 9);
+    assert_int_equal(sb_rooms_size(sb_sio_rooms(f->sio), "admins"), 1);
+    assert_int_equal(sb_rooms_size(sb_sio_rooms(f->sio), "user:boss"), 1);
+    /* engine closes: socket leaves its rooms */
+    sb_eio_detach(f->eio, admin, &f->http.conns[1]);
+    assert_int_equal(f->app.disconnects, 1);
+    assert_string_equal(f->app.reason, "transport close");
+    assert_int_equal(sb_rooms_size(sb_sio_rooms(f->sio), "admins"), 0);
+    assert_int_equal(sb_sio_count(f->sio), 1);
+}
+
+static void test_connect_refused(void **state) {
+    fixture_t *f = *state;
+    char out[256];
+    sb_eio_id_t id = ws_connect(f, 0, "40{\"token\":\"forged\"}", out, sizeof out);
+    assert_string_equal(out, "44{\"message\":\"invalid \\\"token\\\"\"}");
+    assert_int_equal(sb_sio_count(f->sio), 0);
+    assert_int_equal(sb_rooms_count(sb_sio_rooms(f->sio)), 0);
+    assert_null(sb_sio_identity(f->sio, id));
+    assert_int_equal(sb_sio_emit(f->sio, id, "x", NULL), SB_ENOTFOUND);
+    ws_connect(f, 1, "40", out, sizeof out);
+    assert_string_equal(out, "44{\"message\":\"missing token\"}");
+    ws_connect(f, 2, "40{\"token\":42}", out, sizeof out);
+    assert_string_equal(out, "44{\"message\":\"missing token\"}");
+    ws_connect(f, 3, "40/admin,{\"token\":\"good-a\"}", out, sizeof out);
+    assert_string_equal(out, "44/admin,{\"message\":\"Invalid namespace\"}");
+    assert_int_equal(f->app.connects, 0);
+}
+
+static void test_connect_over_polling(void **state) {
+    fixture_t *f = *state;
+    char sid[SB_EIO_SID_LEN + 1], out[256];
+    sb_eio_id_t id = fake_handshake(f->eio, 0, sid);
+    const char body[] = "40{\"token\":\"good-P\"}";
+    assert_int_equal(fake_post(f->eio, sid, body, sizeof body - 1, 1), 200);
+    assert_int_equal(sb_sio_emit_room_json(f->sio, "user:P", "rebalance:created",
+                                           "{\"jobId\":\"1-a\"}", 15), 1);
+    assert_int_equal(fake_get(f->eio, sid, &f->http.conns[0], 2, out, sizeof out), 200);
+    assert_memory_equal(out, "40{\"sid\":\"", 9);
+    assert_non_null(strstr(out, "\x1e" "42[\"rebalance:created\",{\"jobId\":\"1-a\"}]"));
+    assert_true(sb_sio_identity(f->sio, id) != NULL);
+}
+
+static void test_client_events_and_disconnect(void **state) {
+    fixture_t *f = *state;
+    void *ws = &f->http.conns[0];
+    char out[256];
+    sb_eio_id_t id = fake_ws_session(f->eio, ws, 0);
+    fake_ws_send(f->eio, id, ws, "42[\"early\"]", 1); /* before CONNECT: ignored */
+    assert_int_equal(f->app.events, 0);
+    fake_ws_send(f->eio, id, ws, "40{\"token\":\"good-E\"}", 1);
+    fake_ws_pull(f->eio, id, ws, out, sizeof out);
+    fake_ws_send(f->eio, id, ws, "42[\"ping:app\",{\"x\":1}]", 2);
+    assert_int_equal(f->app.events, 1);
+    assert_string_equal(f->app.last_event, "ping:app");
+    assert_true(f->app.last_ack == -1);
+    fake_ws_send(f->eio, id, ws, "427[\"with-ack\"]", 3);
+    assert_string_equal(f->app.last_event, "with-ack");
+    assert_true(f->app.last_ack == 7);
+    assert_int_equal(sb_sio_ack(f->sio, id, 7, "[{\"ok\":true}]", 13), 0);
+    assert_int_equal(fake_ws_pull(f->eio, id, ws, out, sizeof out), 1);
+    assert_string_equal(out, "437[{\"ok\":true}]");
+    assert_int_equal(sb_sio_ack(f->sio, id, -1, "[]", 2), SB_EINVAL);
+    fake_ws_send(f->eio, id, ws, "42[12]", 3);          /* numeric name: ignored */
+    fake_ws_send(f->eio, id, ws, "43[]", 3);            /* ack: ignored */
+    fake_ws_send(f->eio, id, ws, "451-[\"b\",{\"_placeholder\":true,\"num\":0}]", 3);
+    assert_int_equal(sb_eio_ws_frame(f->eio, id, ws, "\x01", 1, 1, 3), 0); /* its attachment */
+    assert_int_equal(f->app.events, 2);
+    assert_int_equal(fake_ws_send(f->eio, id, ws, "41", 4), 0);
+    assert_int_equal(f->app.disconnects, 1);
+    assert_string_equal(f->app.reason, "client namespace disconnect");
+    assert_int_equal(sb_rooms_count(sb_sio_rooms(f->sio)), 0);
+    assert_int_equal(sb_sio_count(f->sio), 0);
+    /* the engine session stays, and can connect again */
+    fake_ws_send(f->eio, id, ws, "40{\"token\":\"good-E\"}", 5);
+    assert_int_equal(f->app.connects, 2);
+    assert_int_equal(sb_sio_count(f->sio), 1);
+    /* server-side disconnect */
+    assert_int_equal(sb_sio_disconnect(f->sio, id, 1), 0);
+    while (fake_ws_pull(f->eio, id, ws, out, sizeof out) == 1) continue;
+    assert_string_equal(out, "");
+    assert_int_equal(sb_eio_queued(f->eio, id), 0);
+    assert_int_equal(fake_ws_pull(f->eio, id, ws, out, sizeof out), SB_EIO_CLOSE);
+}
+
+static void test_garbage_closes_session(void **state) {
+    fixture_t *f = *state;
+    static const char *const bad[] = {"4", "49", "42", "42{}", "40\"x\"", "4\xff",
+                                      "42[\"a\"]]", "41{}"};
+    char out[256];
+    sb_eio_id_t keep = ws_connect(f, 15, "40{\"token\":\"good-K\"}", out, sizeof out);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        void *ws = &f->http.conns[i];
+        sb_eio_id_t id = fake_ws_session(f->eio, ws, 0);
+        fake_ws_send(f->eio, id, ws, bad[i], 1);
+        assert_int_equal(fake_ws_pull(f->eio, id, ws, out, sizeof out), SB_EIO_CLOSE);
+        sb_eio_detach(f->eio, id, ws);
+        assert_null(sb_eio_sid(f->eio, id));
+    }
+    assert_non_null(sb_sio_identity(f->sio, keep));
+    assert_int_equal(sb_eio_count(f->eio), 1);
+}
+
+static void test_connect_timeout(void **state) {
+    fixture_t *f = *state;
+    void *ws = &f->http.conns[0];
+    sb_eio_id_t id = fake_ws_session(f->eio, ws, 0);
+    sb_eio_id_t ok = ws_connect(f, 1, "40{\"token\":\"good-T\"}", NULL, 0);
+    sb_eio_tick(f->eio, 44999); /* pings both */
+    fake_ws_send(f->eio, ok, &f->http.conns[1], "3", 44999);
+    char out[64];
+    assert_int_equal(fake_ws_pull(f->eio, id, ws, out, sizeof out), 1); /* ping */
+    fake_ws_send(f->eio, id, ws, "3", 44999);
+    sb_eio_tick(f->eio, 45000);
+    assert_int_equal(fake_ws_pull(f->eio, id, ws, out, sizeof out), SB_EIO_CLOSE);
+    assert_non_null(sb_eio_sid(f->eio, ok));
+}
+
+/* Several sockets of one user get the very same buffer; others get nothing. */
+static void test_room_fanout_shares_buffer(void **state) {
+    fixture_t *f = *state;
+    char out[256];
+    sb_eio_id_t ids[3];
+    for (int i = 0; i < 3; i++) {
+        ids[i] = ws_connect(f, i, "40{\"token\":\"good-U\"}", out, sizeof out);
+        assert_memory_equal(out, "40", 2);
+    }
+    sb_eio_id_t other = ws_connect(f, 3, "40{\"token\":\"good-V\"}", out, sizeof out);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "jobId", "1731304200000-a7f3e2c1");
+    cJSON_AddStringToObject(o, "status", "processing");
+    assert_int_equal(sb_sio_emit_room(f->sio, "user:U", "rebalance:processing", o), 3);
+    cJSON_Delete(o);
+    assert_int_equal(sb_sio_emit_room(f->sio, "user:nobody", "x", NULL), 0);
+    sb_eio_buf_t *got[3];
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(sb_eio_ws_pull(f->eio, ids[i], &f->http.conns[i], &got[i]), 1);
+        assert_ptr_equal(got[i], got[0]);
+    }
+    assert_int_equal(got[0]->refs, 3);
+    assert_string_equal(got[0]->data, "42[\"rebalance:processing\",{\"jobId\":"
+                                      "\"1731304200000-a7f3e2c1\",\"status\":\"processing\"}]");
+    for (int i = 0; i < 3; i++) sb_eio_buf_unref(got[i]);
+    assert_int_equal(fake_ws_pull(f->eio, other, &f->http.conns[3], out, sizeof out), 0);
+}
+
+static void test_slow_consumer_dropped_by_room_emit(void **state) {
+    (void)state;
+    sb_eio_config_t cfg;
+    sb_eio_config_default(&cfg);
+    cfg.max_queue_packets = 16;
+    fixture_t *f = fixture_new(&cfg);
+    char out[256];
+    sb_eio_id_t reader = ws_connect(f, 0, "40{\"token\":\"good-S\"}", out, sizeof out);
+    sb_eio_id_t stuck = ws_connect(f, 1, "40{\"token\":\"good-S\"}", out, sizeof out);
+    for (int i = 0; i < 40; i++) {
+        int n = sb_sio_emit_room_json(f->sio, "user:S", "tick", "{}", 2);
+        assert_true(n >= 1);
+        while (fake_ws_pull(f->eio, reader, &f->http.conns[0], out, sizeof out) == 1) continue;
+    }
+    assert_int_equal(sb_rooms_size(sb_sio_rooms(f->sio), "user:S"), 1);
+    assert_int_equal(fake_ws_pull(f->eio, stuck, &f->http.conns[1], out, sizeof out),
+                     SB_EIO_CLOSE);
+    assert_string_equal(f->app.reason, "slow consumer");
+    assert_non_null(sb_sio_identity(f->sio, reader));
+    fixture_free(f);
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* 20k sockets in one room: one encode, 20k references; no per-socket copy. */
+static void test_fanout_many(void **state) {
+    fixture_t *f = *state;
+    enum { N = 20000 };
+    char sid[SB_EIO_SID_LEN + 1];
+    const char body[] = "40{\"token\":\"good-many\"}";
+    for (int i = 0; i < N; i++) {
+        assert_true(fake_handshake(f->eio, 0, sid));
+        assert_int_equal(fake_post(f->eio, sid, body, sizeof body - 1, 0), 200);
+    }
+    assert_int_equal(sb_sio_count(f->sio), N);
+    double t0 = now_s();
+    assert_int_equal(sb_sio_emit_room_json(f->sio, "user:many", "e", "{\"k\":1}", 7), N);
+    double dt = now_s() - t0;
+    printf("fan-out to %d sockets: %.2f ms\n", N, dt * 1e3);
+    t0 = now_s();
+    sb_eio_tick(f->eio, 1000);
+    printf("tick over %d sessions: %.3f ms\n", N, (now_s() - t0) * 1e3);
+    printf("per connected socket: eio %zu + sio %zu bytes\n", sb_eio_session_size(),
+           sb_sio_socket_size());
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_decode_valid),
+        cmocka_unit_test(test_decode_invalid),
+        cmocka_unit_test(test_encode),
+        cmocka_unit_test_setup_teardown(test_connect_ok, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_connect_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_connect_over_polling, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_client_events_and_disconnect, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_garbage_closes_session, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_connect_timeout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_room_fanout_shares_buffer, setup, teardown),
+        cmocka_unit_test(test_slow_consumer_dropped_by_room_emit),
+        cmocka_unit_test_setup_teardown(test_fanout_many, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
