@@ -23,6 +23,8 @@ typedef struct {
     const atomic_int *cancel;    /* killed as soon as *cancel is non-zero; may be NULL */
     size_t max_output;           /* 0: SB_PROC_MAX_OUTPUT */
     int die_with_parent;         /* SIGKILL the child when the forking thread dies */
+    int reset_signals;           /* unblock every signal in the child (a caller that blocks
+                                  * SIGTERM/SIGINT to sigwait them would pass that on) */
 } sb_proc_opts_t;
 
 /* How the run ended. */
@@ -50,6 +52,9 @@ typedef struct {
  * sb_proc_result_close) and returns res->end. */
 sb_proc_end_t sb_proc_run(const sb_proc_opts_t *o, sb_proc_result_t *res);
 void sb_proc_result_close(sb_proc_result_t *res); /* frees out/err; NULL is fine */
+
+/* "NAME=value" (value NULL: empty) for sb_proc_opts_t.env; malloc'd, NULL on ENOMEM. */
+char *sb_proc_env_entry(const char *name, const char *value);
 
 /* The end of stderr, trailing newlines and spaces trimmed, into dst (len > 0). */
 void sb_proc_err_tail(const sb_proc_result_t *res, char *dst, size_t len);

@@ -48,22 +48,14 @@ static sb_handler_rc_t sb_exec_verdict(const sb_proc_result_t *run, const sb_exe
     return SB_HANDLER_OK;
 }
 
-/* "NAME=value" (value NULL: empty), malloc'd; NULL on ENOMEM. */
-static char *sb_env_entry(const char *name, const char *value) {
-    size_t n = strlen(name) + (value ? strlen(value) : 0) + 2;
-    char *e = malloc(n);
-    if (e) snprintf(e, n, "%s=%s", name, value ? value : "");
-    return e;
-}
-
 sb_handler_rc_t sb_handler_exec(const sb_job_t *job, int attempt, const atomic_int *cancel,
                                 sb_handler_out_t *res, void *user) {
     const sb_exec_opts_t *o = user;
     char *input = sb_json_print(job->root);
     char att[16];
     snprintf(att, sizeof att, "%d", attempt);
-    char *env[4] = {sb_env_entry("SB_JOB_ID", job->job_id), sb_env_entry("SB_JOB_TYPE", job->type),
-                    sb_env_entry("SB_ATTEMPT", att), NULL};
+    char *env[4] = {sb_proc_env_entry("SB_JOB_ID", job->job_id), sb_proc_env_entry("SB_JOB_TYPE", job->type),
+                    sb_proc_env_entry("SB_ATTEMPT", att), NULL};
     int ok = input && env[0] && env[1] && env[2];
     sb_proc_result_t run = {.end = SB_PROC_NOSTART};
     if (ok) {

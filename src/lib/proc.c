@@ -101,6 +101,11 @@ static pid_t sb_proc_spawn(const sb_proc_opts_t *o, int fds[3]) {
             prctl(PR_SET_PDEATHSIG, SIGKILL);
             if (getppid() != parent) _exit(127); /* the parent died before prctl */
         }
+        if (o->reset_signals) {
+            sigset_t none;
+            sigemptyset(&none);
+            sigprocmask(SIG_SETMASK, &none, NULL);
+        }
         dup2(in[0], 0);
         dup2(out[1], 1);
         dup2(err[1], 2);
@@ -208,6 +213,13 @@ void sb_proc_result_close(sb_proc_result_t *res) {
     free(res->err);
     res->out = res->err = NULL;
     res->out_len = res->err_len = 0;
+}
+
+char *sb_proc_env_entry(const char *name, const char *value) {
+    size_t n = strlen(name) + (value ? strlen(value) : 0) + 2;
+    char *e = malloc(n);
+    if (e) snprintf(e, n, "%s=%s", name, value ? value : "");
+    return e;
 }
 
 void sb_proc_err_tail(const sb_proc_result_t *res, char *dst, size_t len) {
