@@ -84,6 +84,18 @@ int sb_events_publish(sb_redis_t *r, const char *type, const char *data_json,
                       const sb_publish_opts_t *o, char event_id_out[SB_EVENT_ID_LEN],
                       char stream_id_out[SB_STREAM_ID_LEN]);
 
+/* ---- job lifecycle audit trail ----------------------------------------------------------- */
+
+#define SB_EVENT_JOB_CREATED "job.created"     /* written by the enqueue transaction */
+#define SB_EVENT_JOB_COMPLETED "job.completed" /* written by the agent's finish script */
+#define SB_EVENT_JOB_FAILED "job.failed"       /* likewise, for a final failure */
+
+/* The envelope of a job lifecycle event: data = extra (taken over, may be NULL) plus jobId and
+ * type. *data_out is the data text e->data points at (malloc'd, caller frees). Returns 0,
+ * SB_ENOMEM, SB_ERR (no random source); on failure *data_out is NULL. */
+int sb_events_job_envelope(sb_envelope_t *e, char **data_out, const char *event,
+                           const char *type, const char *job_id, cJSON *extra);
+
 /* ---- reading ----------------------------------------------------------------------------- */
 
 /* One entry as read. Strings point into the Redis reply (or into data, for `data`) and live

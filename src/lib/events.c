@@ -145,6 +145,25 @@ int sb_events_publish(sb_redis_t *r, const char *type, const char *data_json,
     return rc;
 }
 
+/* ---- job lifecycle audit trail ----------------------------------------------------------- */
+
+int sb_events_job_envelope(sb_envelope_t *e, char **data_out, const char *event,
+                           const char *type, const char *job_id, cJSON *extra) {
+    cJSON *d = extra ? extra : cJSON_CreateObject();
+    *data_out = NULL;
+    if (d && sb_json_set_str(d, "jobId", job_id) == SB_OK &&
+        sb_json_set_str(d, "type", type) == SB_OK)
+        *data_out = sb_json_print(d);
+    cJSON_Delete(d);
+    if (!*data_out) return SB_ENOMEM;
+    int rc = sb_envelope_init(e, event, *data_out, NULL, NULL);
+    if (rc != SB_OK) {
+        free(*data_out);
+        *data_out = NULL;
+    }
+    return rc;
+}
+
 /* ---- reading ----------------------------------------------------------------------------- */
 
 static int sb_is_str(const redisReply *r) {
