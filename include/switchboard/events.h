@@ -20,7 +20,8 @@
  *
  * Every function here uses a blocking sb_redis_t the caller owns and does not reconnect it
  * (SB_EREDIS: call sb_redis_ensure), except the consumer, which owns its connection and
- * reconnects by itself. */
+ * reconnects by itself. As with hiredis, the process should ignore SIGPIPE, so that writing to
+ * a Redis that went away fails instead of killing it. */
 #ifndef SB_EVENTS_H
 #define SB_EVENTS_H
 

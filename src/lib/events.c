@@ -276,8 +276,9 @@ int sb_events_parse_from(const char *from, char out[SB_STREAM_ID_LEN]) {
         snprintf(out, SB_STREAM_ID_LEN, "%s", from);
         return SB_OK;
     }
-    if (sb_digits(from, strlen(from))) {
-        snprintf(out, SB_STREAM_ID_LEN, "%s-0", from);
+    if (sb_digits(from, strlen(from))) { /* unix ms */
+        if (strlen(from) > 20) return SB_EINVAL;
+        snprintf(out, SB_STREAM_ID_LEN, "%.20s-0", from);
         return SB_OK;
     }
     if (sb_parse_iso_utc(from, &ms) != SB_OK || ms < 0) return SB_EINVAL;
