@@ -35,8 +35,8 @@ static int sb_print_event(const sb_event_t *ev) {
 /* Runs cmd with ev's JSON on stdin and SB_EVENT_ID, SB_EVENT_TYPE, SB_STREAM_ID,
  * SB_DELIVERIES in its environment. Returns 0 when it exited 0 (stdout in run; caller closes
  * run either way), else SB_ERR with a sentence in why. */
-static int sb_event_exec(const sb_config_t *cfg, const sb_event_t *ev, sb_proc_result_t *run,
-                         char *why, size_t whylen) {
+static int sb_event_exec(const sb_config_t *cfg, const sb_event_t *ev, int timeout_ms,
+                         sb_proc_result_t *run, char *why, size_t whylen) {
     cJSON *o = sb_event_to_json(ev);
     char *input = o ? sb_json_print(o) : NULL, n[24];
     cJSON_Delete(o);
@@ -50,7 +50,7 @@ static int sb_event_exec(const sb_config_t *cfg, const sb_event_t *ev, sb_proc_r
     if (input && env[0] && env[1] && env[2] && env[3]) {
         sb_proc_opts_t po = {.cmd = cfg->exec_cmd, .env = (const char *const *)env,
                              .input = input, .input_len = strlen(input),
-                             .timeout_ms = cfg->job_timeout * 1000, .die_with_parent = 1,
+                             .timeout_ms = timeout_ms, .die_with_parent = 1,
                              .reset_signals = 1};
         sb_proc_run(&po, run);
     }
@@ -59,8 +59,8 @@ static int sb_event_exec(const sb_config_t *cfg, const sb_event_t *ev, sb_proc_r
     if (run->end == SB_PROC_EXITED && WIFEXITED(run->status) && WEXITSTATUS(run->status) == 0)
         return SB_OK;
     if (run->end == SB_PROC_NOSTART) snprintf(why, whylen, "could not start the handler");
-    else if (run->end == SB_PROC_TIMEOUT) snprintf(why, whylen, "handler timed out after %d s",
-                                                   cfg->job_timeout);
+    else if (run->end == SB_PROC_TIMEOUT) snprintf(why, whylen, "handler timed out after %d ms",
+                                                   timeout_ms);
     else if (run->end != SB_PROC_EXITED) snprintf(why, whylen, "handler output too large");
     else if (WIFSIGNALED(run->status)) snprintf(why, whylen, "handler killed by signal %d",
                                                 WTERMSIG(run->status));
@@ -192,7 +192,7 @@ static int sb_visit_exec(const sb_event_t *ev, void *user) {
     sb_visit_ctx_t *v = user;
     sb_proc_result_t run;
     char why[256];
-    if (sb_event_exec(v->cfg, ev, &run, why, sizeof why) != SB_OK) {
+    if (sb_event_exec(v->cfg, ev, v->cfg->job_timeout * 1000, &run, why, sizeof why) != SB_OK) {
         v->failed++;
         sb_warn("events", "replay of entry %s (event %s) failed: %s", ev->id,
                 ev->event_id ? ev->event_id : "?", why);
@@ -417,7 +417,10 @@ static sb_event_verdict_t sb_consume_exec(const sb_event_t *ev, sb_redis_t *r, v
     sb_consume_ctx_t *x = user;
     sb_proc_result_t run;
     sb_event_verdict_t v = SB_EVENT_RETRY;
-    if (sb_event_exec(x->cfg, ev, &run, why, whylen) == SB_OK) {
+    /* finish before the entry could be claimed by another consumer (events_consumer.c) */
+    int limit = x->cfg->job_timeout * 1000;
+    if (limit > x->cfg->min_idle_ms) limit = x->cfg->min_idle_ms;
+    if (sb_event_exec(x->cfg, ev, limit, &run, why, whylen) == SB_OK) {
         int request = x->cfg->respond && sb_event_response_stream(ev);
         v = request ? sb_consume_reply(ev, r, &run, why, whylen) : SB_EVENT_ACK;
     }
@@ -466,6 +469,7 @@ static int sb_events_consume_cmd(sb_config_t *cfg, sb_redis_t *r) {
     }
     sb_info("events", "consumer %s of group %s reading %d stream(s)", sb_consumer_name(c),
             cfg->group, cfg->nargs - 1);
+
     while (!atomic_load(&sw.stop) && (cfg->max_events <= 0 || x.handled < cfg->max_events)) {
         int rc = sb_consumer_poll(c, &sw.stop);
         if (rc == SB_EPROTO) sb_sleep_ms(cfg->block_ms, &sw.stop);

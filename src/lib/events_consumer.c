@@ -10,7 +10,12 @@
  * (XADD to agent:stream:dead:{type} and XACK in one MULTI); already processed (idempotency
  * key present) → XACK; else the handler runs, and only on success is the entry acknowledged
  * (with the processed key set first in the same pipeline). Acks are idempotent, so they are
- * retried through reconnects; a failed handler leaves the entry pending for the claim pass. */
+ * retried through reconnects; a failed handler leaves the entry pending for the claim pass.
+ *
+ * Claiming goes by idle time, so an entry must not sit unhandled in our hands for min_idle_ms:
+ * an entry that waited in its batch for more than half of it is first re-claimed by a script
+ * that checks it is still ours (and resets its idle time), and skipped if another consumer
+ * took it meanwhile. Handlers must finish within min_idle_ms (the CLI caps --exec at that). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +30,14 @@
 #define SB_CLAIM_ROUNDS 8          /* XAUTOCLAIM calls per stream per pass */
 #define SB_CLAIM_INTERVAL_MAX 5000 /* ms between claim passes, at most */
 #define SB_KEYLEN (SB_EVENT_TYPE_MAX + 32)
+
+/* Re-claims an entry only if it is still in our pending list, resetting its idle time.
+ * KEYS: 1 stream. ARGV: 1 group, 2 consumer, 3 entry id. Returns 1 if ours, else 0. */
+static const char SB_KEEP_LUA[] =
+    "local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)\n"
+    "if #p == 0 or p[1][2] ~= ARGV[2] then return 0 end\n"
+    "redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')\n"
+    "return 1\n";
 
 typedef struct {
     char type[SB_EVENT_TYPE_MAX + 1];
@@ -44,6 +57,7 @@ struct sb_consumer {
     int ready;                         /* the groups exist on the current connection */
     int64_t next_claim;                /* monotonic ms of the next claim pass */
     const atomic_int *stop;            /* of the poll in progress (acks give up on it) */
+    sb_script_t keep;                  /* SB_KEEP_LUA */
     sb_consumer_stats_t stats;
 };
 
@@ -87,6 +101,7 @@ sb_consumer_t *sb_consumer_create(const sb_redis_addr_t *addr, const sb_consumer
     c->o.group = c->group;
     c->o.consumer = c->name;
     c->o.start_id = c->start_id;
+    sb_script_init(&c->keep, SB_KEEP_LUA);
     /* a blocked read must never hit the socket timeout */
     sb_redis_set_timeout(c->redis, o->block_ms + 10000);
     return c;
@@ -288,15 +303,36 @@ static int sb_consumer_dispatch(sb_consumer_t *c, const sb_sub_t *s, const sb_ev
     return SB_OK;
 }
 
-/* Deals with one entry delivered `deliveries` times. Returns 0, SB_EREDIS, SB_ECANCELED. */
+/* 1 if the entry read at got_at (monotonic ms) is still ours to handle: always when it is
+ * fresh, else after the keep script re-claimed it; 0 if another consumer took it; SB_EREDIS. */
+static int sb_consumer_still_ours(sb_consumer_t *c, const sb_sub_t *s, const char *id,
+                                  int64_t got_at) {
+    if (sb_mono_ms() - got_at <= c->o.min_idle_ms / 2) return 1;
+    const char *argv[] = {s->key, c->group, c->name, id};
+    redisReply *rep = sb_redis_eval(c->redis, &c->keep, 1, 4, argv, NULL);
+    if (!rep) return SB_EREDIS;
+    int ours = rep->type == REDIS_REPLY_INTEGER && rep->integer == 1;
+    if (!ours) sb_info("events", "entry %s of %s was taken over by another consumer while it "
+                       "waited in our batch: skipped", id, s->key);
+    freeReplyObject(rep);
+    return ours;
+}
+
+/* Deals with one entry delivered `deliveries` times, read at got_at (monotonic ms). Returns 0,
+ * SB_EREDIS, SB_ECANCELED. */
 static int sb_consumer_handle(sb_consumer_t *c, const sb_sub_t *s, const redisReply *entry,
-                              long long deliveries) {
+                              long long deliveries, int64_t got_at) {
     sb_event_t ev;
     cJSON *data = NULL;
     char why[256], reason[300];
     int prc = sb_event_from_reply(&ev, s->key, entry, &data, why, sizeof why), rc = SB_OK;
     ev.deliveries = deliveries;
     if (prc == SB_EPROTO) return SB_OK; /* nothing to act on */
+    int ours = sb_consumer_still_ours(c, s, ev.id, got_at);
+    if (ours <= 0) {
+        cJSON_Delete(data);
+        return ours;
+    }
     if (deliveries > c->o.max_deliveries) {
         snprintf(reason, sizeof reason, "delivered %lld times (max %d)", deliveries,
                  c->o.max_deliveries);
@@ -367,9 +403,10 @@ static int sb_claim_round(sb_consumer_t *c, sb_sub_t *s, int *more) {
     long long *counts = calloc(entries->elements + 1, sizeof *counts);
     int rc = counts ? sb_claim_counts(c, s, entries, counts) : SB_ENOMEM;
     int n = 0;
+    int64_t got_at = sb_mono_ms();
     for (size_t i = 0; rc == SB_OK && i < entries->elements; i++, n++) {
         c->stats.claimed++;
-        rc = sb_consumer_handle(c, s, entries->element[i], counts[i]);
+        rc = sb_consumer_handle(c, s, entries->element[i], counts[i], got_at);
     }
     free(counts);
     freeReplyObject(rep);
@@ -430,6 +467,7 @@ static redisReply *sb_consumer_xreadgroup(sb_consumer_t *c) {
 
 static int sb_consumer_read(sb_consumer_t *c) {
     redisReply *rep = sb_consumer_xreadgroup(c);
+    int64_t got_at = sb_mono_ms();
     if (!rep) return SB_EREDIS;
     int rc = SB_OK, n = 0;
     if (rep->type == REDIS_REPLY_ERROR) {
@@ -442,7 +480,7 @@ static int sb_consumer_read(sb_consumer_t *c) {
         const sb_sub_t *s = sr->type == REDIS_REPLY_ARRAY && sr->elements == 2
                                 ? sb_sub_by_key(c, sr->element[0]->str) : NULL;
         for (size_t j = 0; s && rc == SB_OK && j < sr->element[1]->elements; j++, n++)
-            rc = sb_consumer_handle(c, s, sr->element[1]->element[j], 1);
+            rc = sb_consumer_handle(c, s, sr->element[1]->element[j], 1, got_at);
     }
     freeReplyObject(rep);
     return rc == SB_OK ? n : rc;

@@ -29,7 +29,10 @@ typedef struct {
     long long last_deliveries;  /* ev->deliveries of the last call */
     char ids[64][SB_EVENT_ID_LEN];
     int respond;                /* answer requests with {"echo": data} */
+    struct sb_consumer *rival;  /* on the first call, let this consumer take over (see test) */
 } rec_t;
+
+static void rival_takes_over(struct sb_consumer *rival);
 
 static sb_event_verdict_t rec_handler(const sb_event_t *ev, sb_redis_t *r, void *user,
                                       char *why, size_t whylen) {
@@ -37,6 +40,7 @@ static sb_event_verdict_t rec_handler(const sb_event_t *ev, sb_redis_t *r, void 
     if (rc->calls < 64) snprintf(rc->ids[rc->calls], SB_EVENT_ID_LEN, "%s", ev->event_id);
     rc->calls++;
     rc->last_deliveries = ev->deliveries;
+    if (rc->rival && rc->calls == 1) rival_takes_over(rc->rival);
     if (rc->always_fail || rc->calls <= rc->fail_first) {
         snprintf(why, whylen, "test failure");
         return SB_EVENT_RETRY;
@@ -67,6 +71,25 @@ static sb_consumer_t *consumer(const char *type, const char *name, int min_idle_
     assert_non_null(c);
     assert_int_equal(sb_consumer_subscribe(c, type, rec_handler, rec), SB_OK);
     return c;
+}
+
+/* What a test waits for, read from the consumer's counters. */
+static unsigned long long m_handled(const sb_consumer_stats_t *s) { return s->handled; }
+static unsigned long long m_retried(const sb_consumer_stats_t *s) { return s->retried; }
+static unsigned long long m_dead(const sb_consumer_stats_t *s) { return s->dead; }
+static unsigned long long m_settled(const sb_consumer_stats_t *s) {
+    return s->handled + s->dead + s->duplicates; /* entries done with, one way or another */
+}
+
+/* Polls c until metric(stats) >= want or WAIT_MS passed; leaves the counters in *st. */
+static void poll_until(sb_consumer_t *c, sb_consumer_stats_t *st,
+                       unsigned long long (*metric)(const sb_consumer_stats_t *),
+                       unsigned long long want) {
+    int64_t deadline = sb_mono_ms() + WAIT_MS;
+    do {
+        sb_consumer_poll(c, NULL);
+        sb_consumer_stats(c, st);
+    } while (metric(st) < want && sb_mono_ms() < deadline);
 }
 
 static long long int_cmd(sb_redis_t *r, const char *fmt, const char *a, const char *b) {
@@ -150,11 +173,7 @@ static void test_publish_consume_ack(void **state) {
     rec_t rec = {0};
     sb_consumer_t *c = consumer("task.created", "c1", 30000, 5, 0, &rec);
     sb_consumer_stats_t st;
-    int64_t deadline = sb_mono_ms() + WAIT_MS;
-    do {
-        sb_consumer_poll(c, NULL);
-        sb_consumer_stats(c, &st);
-    } while (st.handled < 3 && sb_mono_ms() < deadline);
+    poll_until(c, &st, m_handled, 3);
     assert_int_equal(rec.calls, 3);
     for (int i = 0; i < 3; i++) assert_string_equal(rec.ids[i], eids[i]); /* in order */
     assert_int_equal(rec.last_deliveries, 1);
@@ -169,15 +188,11 @@ static void test_retry_acks_only_after_success(void **state) {
     publish(r, "task.retry", "{}", NULL, NULL);
     rec_t rec = {.fail_first = 2};
     sb_consumer_t *c = consumer("task.retry", "c1", 30, 5, 0, &rec);
-    int64_t deadline = sb_mono_ms() + WAIT_MS;
-    while (rec.calls < 1 && sb_mono_ms() < deadline) sb_consumer_poll(c, NULL);
+    sb_consumer_stats_t st;
+    poll_until(c, &st, m_retried, 1);
     assert_int_equal(rec.calls, 1);
     assert_int_equal(pending(r, "agent:stream:task.retry"), 1); /* failed: not acknowledged */
-    sb_consumer_stats_t st;
-    do {
-        sb_consumer_poll(c, NULL);
-        sb_consumer_stats(c, &st);
-    } while (st.handled < 1 && sb_mono_ms() < deadline);
+    poll_until(c, &st, m_handled, 1);
     assert_int_equal(rec.calls, 3);
     assert_int_equal(rec.last_deliveries, 3);
     assert_int_equal((int)st.retried, 2);
@@ -194,15 +209,39 @@ static void test_claims_dead_consumers_entries(void **state) {
     rec_t rec = {0};
     sb_consumer_t *c = consumer("task.claim", "survivor", 50, 5, 0, &rec);
     sb_consumer_stats_t st;
-    int64_t deadline = sb_mono_ms() + WAIT_MS;
-    do {
-        sb_consumer_poll(c, NULL);
-        sb_consumer_stats(c, &st);
-    } while (st.handled < 4 && sb_mono_ms() < deadline);
+    poll_until(c, &st, m_handled, 4);
     assert_int_equal((int)st.handled, 4);
     assert_int_equal((int)st.claimed, 3);
     assert_int_equal(pending(r, "agent:stream:task.claim"), 0);
     sb_consumer_free(c);
+    sb_redis_free(r);
+}
+
+/* While our first handler overruns min_idle_ms, a rival claims our whole batch. */
+static void rival_takes_over(struct sb_consumer *rival) {
+    sb_consumer_stats_t st;
+    poll_until(rival, &st, m_handled, 2);
+}
+
+static void test_batch_entry_taken_over_is_skipped(void **state) {
+    (void)state;
+    sb_redis_t *r = sb_test_redis_client(&g_redis);
+    for (int i = 0; i < 2; i++) publish(r, "task.slow", "{}", NULL, NULL);
+    rec_t rival_rec = {0}, rec = {0};
+    sb_consumer_t *rival = consumer("task.slow", "rival", 50, 5, 0, &rival_rec);
+    sb_consumer_t *c = consumer("task.slow", "slow", 50, 5, 0, &rec);
+    rec.rival = rival;
+    sb_consumer_stats_t st;
+    poll_until(c, &st, m_handled, 1);
+    /* the rival ran both; we ran the first (it overran: at-least-once) but not the second,
+     * which had been taken over while it waited in our batch */
+    assert_int_equal(rival_rec.calls, 2);
+    assert_int_equal(rec.calls, 1);
+    sb_consumer_poll(c, NULL);
+    assert_int_equal(rec.calls, 1);
+    assert_int_equal(pending(r, "agent:stream:task.slow"), 0);
+    sb_consumer_free(c);
+    sb_consumer_free(rival);
     sb_redis_free(r);
 }
 
@@ -214,11 +253,7 @@ static void test_dead_letter_after_max_deliveries(void **state) {
     rec_t rec = {.always_fail = 1};
     sb_consumer_t *c = consumer("task.poison", "c1", 20, 3, 0, &rec);
     sb_consumer_stats_t st;
-    int64_t deadline = sb_mono_ms() + WAIT_MS;
-    do {
-        sb_consumer_poll(c, NULL);
-        sb_consumer_stats(c, &st);
-    } while (st.dead < 1 && sb_mono_ms() < deadline);
+    poll_until(c, &st, m_dead, 1);
     assert_int_equal((int)st.dead, 1);
     assert_int_equal(rec.calls, 3); /* the handler ran max_deliveries times, no more */
     assert_int_equal(pending(r, "agent:stream:task.poison"), 0);
@@ -252,11 +287,7 @@ static void test_malformed_entries_are_dead_lettered(void **state) {
     rec_t rec = {0};
     sb_consumer_t *c = consumer("task.bad", "c1", 30000, 5, 0, &rec);
     sb_consumer_stats_t st;
-    int64_t deadline = sb_mono_ms() + WAIT_MS;
-    do {
-        sb_consumer_poll(c, NULL);
-        sb_consumer_stats(c, &st);
-    } while (st.handled + st.dead < 3 && sb_mono_ms() < deadline);
+    poll_until(c, &st, m_settled, 3);
     assert_int_equal((int)st.malformed, 2);
     assert_int_equal((int)st.dead, 2);
     assert_int_equal(rec.calls, 1);
@@ -283,11 +314,7 @@ static void test_idempotency_by_event_id(void **state) {
     rec_t rec = {0};
     sb_consumer_t *c = consumer("task.idem", "survivor", 30, 5, 600, &rec);
     sb_consumer_stats_t st;
-    int64_t deadline = sb_mono_ms() + WAIT_MS;
-    do {
-        sb_consumer_poll(c, NULL);
-        sb_consumer_stats(c, &st);
-    } while (st.handled + st.duplicates < 3 && sb_mono_ms() < deadline);
+    poll_until(c, &st, m_settled, 3);
     assert_int_equal(rec.calls, 1);
     assert_string_equal(rec.ids[0], "11111111-1111-4111-8111-111111111111");
     assert_int_equal((int)st.duplicates, 2);
@@ -406,8 +433,7 @@ static void test_consumer_survives_redis_restart(void **state) {
     sb_redis_t *r = sb_test_redis_client(&g_redis);
     publish(r, "task.restart", "{}", NULL, NULL);
     sb_consumer_stats_t st;
-    int64_t deadline = sb_mono_ms() + WAIT_MS;
-    while (rec.calls < 1 && sb_mono_ms() < deadline) sb_consumer_poll(c, NULL);
+    poll_until(c, &st, m_handled, 1);
     assert_int_equal(rec.calls, 1);
     /* Redis dies and comes back empty: the consumer reconnects and recreates its group */
     assert_int_equal(sb_test_redis_restart(&g_redis), 0);
@@ -415,10 +441,7 @@ static void test_consumer_survives_redis_restart(void **state) {
     r = sb_test_redis_client(&g_redis);
     sb_consumer_poll(c, NULL); /* notices the loss */
     publish(r, "task.restart", "{}", NULL, NULL);
-    do {
-        sb_consumer_poll(c, NULL);
-        sb_consumer_stats(c, &st);
-    } while (st.handled < 2 && sb_mono_ms() < deadline);
+    poll_until(c, &st, m_handled, 2);
     assert_int_equal((int)st.handled, 2);
     sb_consumer_free(c);
     sb_redis_free(r);
@@ -460,6 +483,7 @@ int main(void) {
         cmocka_unit_test_setup(test_publish_consume_ack, setup),
         cmocka_unit_test_setup(test_retry_acks_only_after_success, setup),
         cmocka_unit_test_setup(test_claims_dead_consumers_entries, setup),
+        cmocka_unit_test_setup(test_batch_entry_taken_over_is_skipped, setup),
         cmocka_unit_test_setup(test_dead_letter_after_max_deliveries, setup),
         cmocka_unit_test_setup(test_malformed_entries_are_dead_lettered, setup),
         cmocka_unit_test_setup(test_idempotency_by_event_id, setup),
