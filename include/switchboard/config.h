@@ -55,6 +55,19 @@ typedef struct {
     char *user_id;          /* --user-id: its user id */
     int limit;              /* --limit: how many items a listing shows */
     int timeout;            /* --timeout: seconds a waiting verb waits (0 = forever) */
+    /* event bus (switchboard events …) */
+    char *group;            /* --group: consumer group (agent-group) */
+    char *consumer;         /* --consumer: consumer name (default {hostname}-{pid}) */
+    int maxlen;             /* --maxlen: trim a published-to stream to about N (0 = never) */
+    int count;              /* --count: entries per read */
+    int block_ms;           /* --block-ms: XREADGROUP / XREAD BLOCK */
+    int min_idle_ms;        /* --min-idle-ms: pending this long → claimed and redelivered */
+    int max_deliveries;     /* --max-deliveries: more → dead-letter stream */
+    int idempotency_ttl;    /* --idempotency-ttl: seconds event ids are remembered (0 = off) */
+    char *from;             /* --from: stream id, unix ms or ISO 8601 time */
+    char *correlation_id;   /* --correlation-id: for publish */
+    int respond;            /* --respond: consume answers requests with the handler's stdout */
+    int max_events;         /* --max-events: stop after N events (0 = never) */
     /* positional arguments left after the flags (pointers into argv, not owned) */
     int nargs;
     char *args[SB_CONFIG_MAX_ARGS];

@@ -15,7 +15,8 @@
 #include "switchboard/job.h"
 #include "switchboard/redis.h"
 
-/* Appends MULTI, SET record EX, LPUSH id, ZADD user index, EXPIRE, counters, EXEC to b.
+/* Appends MULTI, SET record EX, LPUSH id, ZADD user index, EXPIRE, counters, the job.created
+ * event (XADD agent:stream:job.created, see events.h), EXEC to b.
  * Returns 0 or SB_ENOMEM. The EXEC reply is the last one; check it with
  * sb_job_enqueue_check(). */
 int sb_job_enqueue_batch(sb_batch_t *b, const char *type, const char *job_id,

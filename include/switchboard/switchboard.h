@@ -12,6 +12,8 @@
 #include "switchboard/queue.h"
 #include "switchboard/metrics.h"
 #include "switchboard/presence.h"
+#include "switchboard/proc.h"
+#include "switchboard/events.h"
 
 #define SB_VERSION "0.1.0"
 

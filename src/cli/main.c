@@ -11,7 +11,25 @@ typedef struct {
     int (*run)(sb_config_t *cfg);
     const char *usage;
     const char *summary;
+    const char *detail; /* more lines for `switchboard VERB --help`, or NULL */
 } sb_verb_t;
+
+static const char sb_events_detail[] =
+    "  events publish TYPE 'DATA-JSON' [--maxlen N] [--correlation-id ID] [--json]\n"
+    "  events publish TYPE - [--count N]        one event per stdin line, pipelined\n"
+    "  events request TYPE 'DATA-JSON' [--timeout S]   print the reply's data (exit 1: none)\n"
+    "  events tail TYPE... [--from ID|MS|ISO|$] [--max-events N] [--timeout S]\n"
+    "  events replay TYPE [--from ID|MS|ISO|-] [--max-events N] [--exec CMD]\n"
+    "  events pending TYPE [--group G] [--limit N]\n"
+    "  events info [TYPE...]\n"
+    "  events consume TYPE... [--exec CMD [--respond]] [--group G] [--consumer C] [--count N]\n"
+    "                 [--block-ms MS] [--min-idle-ms MS] [--max-deliveries N]\n"
+    "                 [--idempotency-ttl S] [--from 0|$] [--max-events N] [--job-timeout S]\n"
+    "  Streams are agent:stream:{TYPE}; --exec CMD gets the event JSON on stdin and SB_EVENT_ID,\n"
+    "  SB_EVENT_TYPE, SB_STREAM_ID, SB_DELIVERIES in its environment; exit 0 acknowledges,\n"
+    "  anything else leaves the entry pending for a retry after --min-idle-ms; past\n"
+    "  --max-deliveries (or malformed) it goes to agent:stream:dead:{TYPE}. With --respond the\n"
+    "  program's stdout (JSON) is sent to the request's data.response_stream.\n";
 
 static const sb_verb_t sb_verbs[] = {
     {"agent", sb_cmd_agent, "agent [--type T] [--concurrency N] [--exec CMD]",
@@ -21,6 +39,8 @@ static const sb_verb_t sb_verbs[] = {
     {"job", sb_cmd_job, "job [--type T] JOB_ID", "print a job record"},
     {"queue", sb_cmd_queue, "queue [--type T] [--limit N]",
      "pending, processing (per agent) and dead jobs of a type"},
+    {"events", sb_cmd_events, "events publish|request|tail|replay|pending|info|consume ...",
+     "event bus on Redis Streams (switchboard events --help)", sb_events_detail},
 };
 #define SB_NVERBS (sizeof sb_verbs / sizeof sb_verbs[0])
 
@@ -57,8 +77,8 @@ int main(int argc, char **argv) {
         return 2;
     }
     if (sb_wants_help(argc - 1, argv + 1)) {
-        printf("usage: switchboard %s\n  %s\n\nsettings (flag, environment, meaning [default]):\n",
-               verb->usage, verb->summary);
+        printf("usage: switchboard %s\n  %s\n%s\nsettings (flag, environment, meaning "
+               "[default]):\n", verb->usage, verb->summary, verb->detail ? verb->detail : "");
         sb_config_usage(stdout);
         return 0;
     }

@@ -12,6 +12,7 @@
 #include "switchboard/agent.h"
 #include "switchboard/clock.h"
 #include "switchboard/error.h"
+#include "switchboard/events.h"
 #include "switchboard/json.h"
 #include "switchboard/log.h"
 #include "switchboard/metrics.h"
@@ -30,10 +31,11 @@ const double sb_agent_buckets[SB_AGENT_NBUCKETS] = {0.005, 0.01, 0.025, 0.05, 0.
 
 /* The terminal transition of a job, guarded by its presence in our processing list.
  * KEYS: 1 processing list, 2 record, 3 target list (dead | jobs), 4 counter, 5 exec times,
- *       6 failure record.
+ *       6 failure record, 7 audit stream (agent:stream:job.completed | job.failed).
  * ARGV: 1 id, 2 record JSON ('' = keep), 3 channel, 4 status message ('' = none),
  *       5 mode (done | error | requeue), 6 exec ms, 7 failure JSON, 8 exec-set bound,
- *       9 metrics TTL, 10 record TTL.
+ *       9 metrics TTL, 10 record TTL,
+ *       11-14 audit event_id, event_type, timestamp, data ('' = no event), 15 its MAXLEN.
  * Returns 1 if applied, 0 if the id was no longer ours (already finished or recovered). */
 static const char SB_FINISH_LUA[] =
     "if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end\n"
@@ -55,6 +57,11 @@ static const char SB_FINISH_LUA[] =
     "  end\n"
     "end\n"
     "if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[3], ARGV[4]) end\n"
+    /* event bus audit trail (SPEC §7): job.completed / job.failed */
+    "if ARGV[5] ~= 'requeue' and ARGV[14] ~= '' then\n"
+    "  redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[15], '*', 'event_id', ARGV[11],\n"
+    "             'event_type', ARGV[12], 'timestamp', ARGV[13], 'data', ARGV[14])\n"
+    "end\n"
     "return 1\n";
 
 /* Moves a dead agent's processing list back to the consuming end of the queue, oldest taken
@@ -181,6 +188,35 @@ typedef struct {
     long long exec_ms;
 } sb_finish_t;
 
+/* Event bus audit trail: the envelope of the job.completed / job.failed event of a finish
+ * ({jobId, type, agentId, userId?, attempts?, durationMs | error}). Returns its data text
+ * (malloc'd; e points at it) or NULL, in which case no event is written. */
+static char *sb_finish_audit(const sb_worker_t *w, const char *id, const sb_finish_t *f,
+                             sb_envelope_t *e) {
+    const sb_agent_t *a = w->agent;
+    int done = !strcmp(f->mode, "done");
+    cJSON *rec = f->record ? sb_json_parse(f->record, strlen(f->record)) : NULL;
+    cJSON *fail = f->failure ? sb_json_parse(f->failure, strlen(f->failure)) : NULL;
+    cJSON *x = cJSON_CreateObject();
+    const char *user = sb_json_str(sb_json_obj(rec, "user"), "publicKey");
+    const char *error = sb_json_str(fail, "error");
+    double attempts;
+    char *data = NULL;
+    if (x) {
+        cJSON_AddStringToObject(x, "agentId", a->id);
+        if (user) cJSON_AddStringToObject(x, "userId", user);
+        if (sb_json_num(rec, "attempts", &attempts) == SB_OK)
+            cJSON_AddNumberToObject(x, "attempts", attempts);
+        if (done) cJSON_AddNumberToObject(x, "durationMs", (double)f->exec_ms);
+        if (error) cJSON_AddStringToObject(x, "error", error);
+    }
+    cJSON_Delete(rec);
+    cJSON_Delete(fail);
+    if (x) sb_events_job_envelope(e, &data, done ? SB_EVENT_JOB_COMPLETED : SB_EVENT_JOB_FAILED,
+                                  a->type, id, x);
+    return data;
+}
+
 /* Runs the guarded terminal transition. Returns 1 applied, 0 not ours any more,
  * SB_ECANCELED. */
 static int sb_worker_finish(sb_worker_t *w, const char *id, const sb_finish_t *f) {
@@ -198,18 +234,32 @@ static int sb_worker_finish(sb_worker_t *w, const char *id, const sb_finish_t *f
     snprintf(bound, sizeof bound, "%d", SB_METRICS_EXEC_MAX);
     snprintf(mttl, sizeof mttl, "%d", SB_METRICS_TTL);
     snprintf(jttl, sizeof jttl, "%d", SB_JOB_TTL);
+    /* event bus audit trail: the job.completed / job.failed entry the script XADDs */
+    sb_envelope_t ev = {0};
+    char k_audit[SB_KEY_LEN], *ev_data = requeue ? NULL : sb_finish_audit(w, id, f, &ev);
+    sb_events_key(k_audit, sizeof k_audit, strcmp(f->mode, "done") ? SB_EVENT_JOB_FAILED
+                                                                    : SB_EVENT_JOB_COMPLETED);
+    char audit_max[16];
+    snprintf(audit_max, sizeof audit_max, "%d", SB_EVENTS_AUDIT_MAXLEN);
     const char *argv[] = {a->k_proc, k_rec, requeue ? a->k_jobs : a->k_dead, k_cnt, k_exec, k_fail,
+                          k_audit,
                           id, f->record ? f->record : "", a->k_status,
                           f->message ? f->message : "", f->mode, ms,
-                          f->failure ? f->failure : "", bound, mttl, jttl};
+                          f->failure ? f->failure : "", bound, mttl, jttl,
+                          ev.event_id, ev.event_type ? ev.event_type : "", ev.timestamp,
+                          ev_data ? ev_data : "", audit_max};
     for (;;) {
-        if (sb_redis_ensure(w->redis, &a->cancel) != SB_OK) return SB_ECANCELED;
-        redisReply *rep = sb_redis_eval(w->redis, &a->finish, 6, 16, argv, NULL);
+        if (sb_redis_ensure(w->redis, &a->cancel) != SB_OK) {
+            free(ev_data);
+            return SB_ECANCELED;
+        }
+        redisReply *rep = sb_redis_eval(w->redis, &a->finish, 7, 22, argv, NULL);
         if (!rep) continue;
         int rc = rep->type == REDIS_REPLY_INTEGER ? (int)rep->integer : -1;
         if (rc < 0) sb_error("agent", "job %s: finish script failed: %s", id,
                              rep->type == REDIS_REPLY_ERROR ? rep->str : "unexpected reply");
         freeReplyObject(rep);
+        free(ev_data);
         return rc < 0 ? 0 : rc;
     }
 }

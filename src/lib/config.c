@@ -82,6 +82,30 @@ static const sb_setting_t sb_settings[] = {
     {NULL, "limit", SB_SET_INT, OFF(limit), 1, 100000, "10", "items a listing shows"},
     {NULL, "timeout", SB_SET_INT, OFF(timeout), 0, 86400, "0",
      "seconds a waiting verb waits (0 = forever)"},
+    {"EVENTS_GROUP", "group", SB_SET_STR, OFF(group), 0, 0, "agent-group",
+     "events: consumer group"},
+    {"EVENTS_CONSUMER", "consumer", SB_SET_STR, OFF(consumer), 0, 0, NULL,
+     "events: consumer name (default {hostname}-{pid})"},
+    {"EVENTS_MAXLEN", "maxlen", SB_SET_INT, OFF(maxlen), 0, 1000000000, "0",
+     "events publish: trim the stream to about N entries (0 = never)"},
+    {"EVENTS_COUNT", "count", SB_SET_INT, OFF(count), 1, 100000, "10",
+     "events: entries per read (batch size)"},
+    {"EVENTS_BLOCK_MS", "block-ms", SB_SET_INT, OFF(block_ms), 1, 3600000, "1000",
+     "events: how long one read blocks, ms"},
+    {"EVENTS_MIN_IDLE_MS", "min-idle-ms", SB_SET_INT, OFF(min_idle_ms), 1, 86400000, "30000",
+     "events consume: pending this long → claimed and delivered again (retries, dead consumers)"},
+    {"EVENTS_MAX_DELIVERIES", "max-deliveries", SB_SET_INT, OFF(max_deliveries), 1, 1000, "5",
+     "events consume: deliveries before an entry goes to agent:stream:dead:{type}"},
+    {"EVENTS_IDEMPOTENCY_TTL", "idempotency-ttl", SB_SET_INT, OFF(idempotency_ttl), 0, 31536000,
+     "0", "events consume: skip event ids processed in the last N s (0 = off)"},
+    {NULL, "from", SB_SET_STR, OFF(from), 0, 0, NULL,
+     "events tail|replay: stream id, unix ms or ISO 8601 time (- = start, $ = new only)"},
+    {NULL, "correlation-id", SB_SET_STR, OFF(correlation_id), 0, 0, NULL,
+     "events publish: correlation id field"},
+    {NULL, "respond", SB_SET_BOOL, OFF(respond), 0, 1, "0",
+     "events consume: reply to requests with the --exec program's stdout"},
+    {NULL, "max-events", SB_SET_INT, OFF(max_events), 0, 1000000000, "0",
+     "events consume|tail|replay: stop after N events (0 = never)"},
 };
 #undef OFF
 #define SB_NSETTINGS (sizeof sb_settings / sizeof sb_settings[0])
@@ -254,6 +278,10 @@ void sb_config_close(sb_config_t *cfg) {
     free(cfg->agent_id);
     free(cfg->user);
     free(cfg->user_id);
+    free(cfg->group);
+    free(cfg->consumer);
+    free(cfg->from);
+    free(cfg->correlation_id);
     memset(cfg, 0, sizeof *cfg);
 }
 

@@ -5,12 +5,32 @@
 #include <string.h>
 #include "switchboard/clock.h"
 #include "switchboard/error.h"
+#include "switchboard/events.h"
 #include "switchboard/json.h"
 #include "switchboard/log.h"
 #include "switchboard/metrics.h"
 #include "switchboard/queue.h"
 
 /* ---- the job queue ----------------------------------------------------------------------- */
+
+/* Event bus audit trail (SPEC §7): XADD agent:stream:job.created {jobId, type, userId},
+ * inside the enqueue transaction so the event exists exactly when the job does. */
+static int sb_job_created_event(sb_batch_t *b, const char *type, const char *job_id,
+                                const char *public_key) {
+    char key[SB_KEY_LEN], *data = NULL;
+    sb_envelope_t e;
+    cJSON *extra = cJSON_CreateObject();
+    if (extra && sb_json_set_str(extra, "userId", public_key) != SB_OK) {
+        cJSON_Delete(extra);
+        return SB_ENOMEM;
+    }
+    int rc = sb_events_job_envelope(&e, &data, SB_EVENT_JOB_CREATED, type, job_id, extra);
+    if (rc == SB_OK)
+        rc = sb_events_xadd_batch(b, sb_events_key(key, sizeof key, SB_EVENT_JOB_CREATED), &e,
+                                  SB_EVENTS_AUDIT_MAXLEN);
+    free(data);
+    return rc;
+}
 
 int sb_job_enqueue_batch(sb_batch_t *b, const char *type, const char *job_id,
                          const char *public_key, const char *record_json, int64_t now_ms) {
@@ -25,6 +45,7 @@ int sb_job_enqueue_batch(sb_batch_t *b, const char *type, const char *job_id,
     if (!rc) rc = sb_batch_add(b, "ZADD %s %lld %s", kuser, (long long)now_ms, job_id);
     if (!rc) rc = sb_batch_add(b, "EXPIRE %s %d", kuser, SB_JOB_TTL);
     if (!rc) rc = sb_metrics_count(b, type, "jobs", now_ms);
+    if (!rc) rc = sb_job_created_event(b, type, job_id, public_key);
     if (!rc) rc = sb_batch_add(b, "EXEC");
     return rc;
 }

@@ -1,0 +1,516 @@
+/* `switchboard events SUBVERB …`: the event bus from the command line (SPEC §7).
+ *
+ *   publish TYPE DATA|-      XADD one event (or one per stdin line with `-`, pipelined)
+ *   request TYPE DATA        publish a request and print the reply's data
+ *   tail TYPE…               follow new entries (XREAD BLOCK), one JSON line each
+ *   replay TYPE              entries from --from, printed or run through --exec
+ *   pending TYPE             the group's pending entries (who holds them, idle, deliveries)
+ *   info [TYPE]              streams, groups, consumers, dead letters
+ *   consume TYPE…            consume as a group; --exec CMD per event, --respond to requests
+ *
+ * The sub-verb table at the bottom is the dispatch. Long-running sub-verbs stop on SIGINT /
+ * SIGTERM through sb_sigwatch_t, after the event in hand. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include "cli/cli.h"
+#include "switchboard/switchboard.h"
+
+/* ---- shared pieces ----------------------------------------------------------------------- */
+
+/* Prints ev as one JSON line on stdout. Returns 0 or SB_ENOMEM. */
+static int sb_print_event(const sb_event_t *ev) {
+    cJSON *o = sb_event_to_json(ev);
+    char *text = o ? sb_json_print(o) : NULL;
+    if (text) {
+        printf("%s\n", text);
+        fflush(stdout);
+    }
+    free(text);
+    cJSON_Delete(o);
+    return text ? SB_OK : SB_ENOMEM;
+}
+
+/* Runs cmd with ev's JSON on stdin and SB_EVENT_ID, SB_EVENT_TYPE, SB_STREAM_ID,
+ * SB_DELIVERIES in its environment. Returns 0 when it exited 0 (stdout in run; caller closes
+ * run either way), else SB_ERR with a sentence in why. */
+static int sb_event_exec(const sb_config_t *cfg, const sb_event_t *ev, int timeout_ms,
+                         sb_proc_result_t *run, char *why, size_t whylen) {
+    cJSON *o = sb_event_to_json(ev);
+    char *input = o ? sb_json_print(o) : NULL, n[24];
+    cJSON_Delete(o);
+    snprintf(n, sizeof n, "%lld", ev->deliveries);
+    char *env[5] = {sb_proc_env_entry("SB_EVENT_ID", ev->event_id),
+                    sb_proc_env_entry("SB_EVENT_TYPE", ev->event_type),
+                    sb_proc_env_entry("SB_STREAM_ID", ev->id),
+                    sb_proc_env_entry("SB_DELIVERIES", n), NULL};
+    memset(run, 0, sizeof *run);
+    run->end = SB_PROC_NOSTART;
+    if (input && env[0] && env[1] && env[2] && env[3]) {
+        sb_proc_opts_t po = {.cmd = cfg->exec_cmd, .env = (const char *const *)env,
+                             .input = input, .input_len = strlen(input),
+                             .timeout_ms = timeout_ms, .die_with_parent = 1,
+                             .reset_signals = 1};
+        sb_proc_run(&po, run);
+    }
+    free(input);
+    for (int i = 0; i < 4; i++) free(env[i]);
+    if (run->end == SB_PROC_EXITED && WIFEXITED(run->status) && WEXITSTATUS(run->status) == 0)
+        return SB_OK;
+    if (run->end == SB_PROC_NOSTART) snprintf(why, whylen, "could not start the handler");
+    else if (run->end == SB_PROC_TIMEOUT) snprintf(why, whylen, "handler timed out after %d ms",
+                                                   timeout_ms);
+    else if (run->end != SB_PROC_EXITED) snprintf(why, whylen, "handler output too large");
+    else if (WIFSIGNALED(run->status)) snprintf(why, whylen, "handler killed by signal %d",
+                                                WTERMSIG(run->status));
+    else if (run->err_len) sb_proc_err_tail(run, why, whylen);
+    else snprintf(why, whylen, "handler exited with status %d", WEXITSTATUS(run->status));
+    return SB_ERR;
+}
+
+/* Reads the DATA argument (`-` is not accepted here) and checks it is JSON. */
+static const char *sb_data_arg(const sb_config_t *cfg, int i, const char *verb) {
+    const char *d = cfg->nargs > i ? cfg->args[i] : NULL;
+    cJSON *doc = d ? sb_json_parse(d, strlen(d)) : NULL;
+    if (!doc) fprintf(stderr, "switchboard events %s: DATA must be valid JSON\n", verb);
+    cJSON_Delete(doc);
+    return doc ? d : NULL;
+}
+
+/* Checks the event types among the arguments: args[1] alone (all = 0), or args[1..] (all = 1). */
+static int sb_types_ok(const sb_config_t *cfg, int all, const char *verb) {
+    if (cfg->nargs < 2) {
+        fprintf(stderr, "switchboard events %s: give an event type (see --help)\n", verb);
+        return 0;
+    }
+    for (int i = 1; i < (all ? cfg->nargs : 2); i++)
+        if (!sb_event_type_valid(cfg->args[i])) {
+            fprintf(stderr, "switchboard events %s: bad event type '%s' (expected "
+                    "[A-Za-z0-9._:-]{1,%d})\n", verb, cfg->args[i], SB_EVENT_TYPE_MAX);
+            return 0;
+        }
+    return 1;
+}
+
+/* ---- publish / request ------------------------------------------------------------------- */
+
+/* Publishes one event per stdin line, pipelined in batches of --count. */
+static int sb_publish_lines(sb_redis_t *r, const sb_config_t *cfg, const char *type,
+                            const char *key) {
+    char *line = NULL;
+    size_t cap = 0;
+    long long sent = 0, bad = 0;
+    int rc = SB_OK;
+    sb_batch_t *b = sb_batch_create();
+    redisReply **rep = calloc((size_t)cfg->count, sizeof *rep);
+    ssize_t len = b && rep ? 0 : -1;
+    while (rc == SB_OK && len >= 0) {
+        len = getline(&line, &cap, stdin);
+        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = '\0';
+        cJSON *doc = len > 0 ? sb_json_parse(line, (size_t)len) : NULL;
+        sb_envelope_t e;
+        if (len > 0 && !doc) bad++;
+        if (doc && sb_envelope_init(&e, type, line, cfg->correlation_id, NULL) == SB_OK)
+            rc = sb_events_xadd_batch(b, key, &e, cfg->maxlen);
+        cJSON_Delete(doc);
+        size_t n = sb_batch_count(b);
+        if (rc == SB_OK && n && (n == (size_t)cfg->count || len < 0)) {
+            rc = sb_redis_pipeline(r, b, rep);
+            for (size_t i = 0; rc == SB_OK && i < n; i++)
+                if (rep[i]->type == REDIS_REPLY_STRING) sent++;
+            if (rc == SB_OK) sb_replies_free(rep, n);
+            sb_batch_reset(b);
+        }
+    }
+    free(line);
+    free(rep);
+    sb_batch_free(b);
+    fprintf(stderr, "published %lld event(s) to %s%s", sent, key, bad ? "; " : "\n");
+    if (bad) fprintf(stderr, "%lld line(s) skipped: not valid JSON\n", bad);
+    return rc == SB_OK ? (bad ? 1 : 0) : 3;
+}
+
+static int sb_events_publish_cmd(sb_config_t *cfg, sb_redis_t *r) {
+    char key[SB_EVENT_TYPE_MAX + 32], eid[SB_EVENT_ID_LEN], sid[SB_STREAM_ID_LEN];
+    if (!sb_types_ok(cfg, 0, "publish") || cfg->nargs != 3) {
+        fprintf(stderr, "usage: switchboard events publish TYPE 'DATA-JSON' | -\n");
+        return 2;
+    }
+    const char *type = cfg->args[1];
+    if (!strcmp(cfg->args[2], "-"))
+        return sb_publish_lines(r, cfg, type, sb_events_key(key, sizeof key, type));
+    const char *data = sb_data_arg(cfg, 2, "publish");
+    if (!data) return 2;
+    sb_publish_opts_t po = {.correlation_id = cfg->correlation_id, .maxlen = cfg->maxlen};
+    int rc = sb_events_publish(r, type, data, &po, eid, sid);
+    if (rc != SB_OK) {
+        fprintf(stderr, "switchboard events publish: %s\n", sb_strerror(rc));
+        return 3;
+    }
+    if (cfg->json_out) printf("{\"event_id\":\"%s\",\"id\":\"%s\"}\n", eid, sid);
+    else printf("%s\n", eid);
+    return 0;
+}
+
+static int sb_events_request_cmd(sb_config_t *cfg, sb_redis_t *r) {
+    if (!sb_types_ok(cfg, 0, "request") || cfg->nargs != 3) {
+        fprintf(stderr, "usage: switchboard events request TYPE 'DATA-JSON' [--timeout S]\n");
+        return 2;
+    }
+    const char *data = sb_data_arg(cfg, 2, "request");
+    if (!data) return 2;
+    sb_sigwatch_t sw;
+    sb_sigwatch_start(&sw);
+    char *reply = NULL, err[256];
+    int timeout_ms = (cfg->timeout > 0 ? cfg->timeout : 30) * 1000;
+    int rc = sb_events_request(r, cfg->args[1], data, timeout_ms, &sw.stop, &reply, err,
+                               sizeof err);
+    sb_sigwatch_stop(&sw);
+    if (rc == SB_OK) printf("%s\n", reply);
+    else fprintf(stderr, "switchboard events request: %s\n", err);
+    free(reply);
+    return rc == SB_OK ? 0 : rc == SB_ETIMEOUT ? 1 : 3;
+}
+
+/* ---- tail / replay ----------------------------------------------------------------------- */
+
+typedef struct {
+    const sb_config_t *cfg;
+    long long seen;     /* events visited */
+    long long failed;   /* --exec runs that failed */
+} sb_visit_ctx_t;
+
+static int sb_visit_print(const sb_event_t *ev, void *user) {
+    sb_visit_ctx_t *v = user;
+    sb_print_event(ev);
+    v->seen++;
+    return v->cfg->max_events > 0 && v->seen >= v->cfg->max_events;
+}
+
+static int sb_visit_exec(const sb_event_t *ev, void *user) {
+    sb_visit_ctx_t *v = user;
+    sb_proc_result_t run;
+    char why[256];
+    if (sb_event_exec(v->cfg, ev, v->cfg->job_timeout * 1000, &run, why, sizeof why) != SB_OK) {
+        v->failed++;
+        sb_warn("events", "replay of entry %s (event %s) failed: %s", ev->id,
+                ev->event_id ? ev->event_id : "?", why);
+    } else if (run.out_len) {
+        fwrite(run.out, 1, run.out_len, stdout);
+    }
+    sb_proc_result_close(&run);
+    v->seen++;
+    return v->cfg->max_events > 0 && v->seen >= v->cfg->max_events;
+}
+
+static int sb_events_replay_cmd(sb_config_t *cfg, sb_redis_t *r) {
+    char from[SB_STREAM_ID_LEN];
+    if (!sb_types_ok(cfg, 0, "replay") || cfg->nargs != 2) return 2;
+    if (sb_events_parse_from(cfg->from ? cfg->from : "-", from) != SB_OK || !strcmp(from, "$")) {
+        fprintf(stderr, "switchboard events replay: bad --from '%s' (a stream id, unix ms or "
+                "ISO 8601 time)\n", cfg->from);
+        return 2;
+    }
+    sb_visit_ctx_t v = {.cfg = cfg};
+    long n = sb_events_replay(r, cfg->args[1], from, cfg->max_events,
+                              cfg->exec_cmd ? sb_visit_exec : sb_visit_print, &v);
+    if (n < 0) {
+        fprintf(stderr, "switchboard events replay: %s\n", sb_strerror((int)n));
+        return 3;
+    }
+    fprintf(stderr, "replayed %ld event(s) from %s%s\n", n, from, v.failed ? " (some failed)" : "");
+    return v.failed ? 1 : 0;
+}
+
+static int sb_events_tail_cmd(sb_config_t *cfg, sb_redis_t *r) {
+    enum { MAXT = 32 };
+    char last[MAXT][SB_STREAM_ID_LEN], from[SB_STREAM_ID_LEN];
+    int n = cfg->nargs - 1;
+    if (!sb_types_ok(cfg, 1, "tail") || n > MAXT) return 2;
+    if (sb_events_parse_from(cfg->from ? cfg->from : "$", from) != SB_OK) {
+        fprintf(stderr, "switchboard events tail: bad --from '%s'\n", cfg->from);
+        return 2;
+    }
+    if (!strcmp(from, "-")) snprintf(from, sizeof from, "0");
+    for (int i = 0; i < n; i++) memcpy(last[i], from, sizeof from);
+    sb_redis_set_timeout(r, cfg->block_ms + 10000);
+    sb_sigwatch_t sw;
+    sb_sigwatch_start(&sw);
+    sb_visit_ctx_t v = {.cfg = cfg};
+    int64_t deadline = cfg->timeout > 0 ? sb_mono_ms() + cfg->timeout * 1000LL : 0;
+    int rc = 0;
+    while (!atomic_load(&sw.stop) && rc >= 0 && (!deadline || sb_mono_ms() < deadline)) {
+        rc = sb_events_read(r, n, (const char *const *)&cfg->args[1], last, cfg->block_ms,
+                            cfg->count, sb_visit_print, &v);
+        if (rc == SB_EREDIS) rc = sb_redis_ensure(r, &sw.stop); /* then carry on from last */
+    }
+    sb_sigwatch_stop(&sw);
+    return rc >= 0 || rc == SB_ECANCELED ? 0 : 3;
+}
+
+/* ---- pending / info ---------------------------------------------------------------------- */
+
+static void sb_print_pending_entries(sb_redis_t *r, const char *key, const char *group,
+                                     int limit) {
+    redisReply *rep = sb_redis_cmd(r, "XPENDING %s %s - + %d", key, group, limit);
+    if (!rep || rep->type != REDIS_REPLY_ARRAY) goto out;
+    if (rep->elements) printf("  %-24s %-32s %10s %10s\n", "entry", "consumer", "idle ms",
+                              "deliveries");
+    for (size_t i = 0; i < rep->elements; i++) {
+        redisReply **e = rep->element[i]->element;
+        printf("  %-24s %-32s %10lld %10lld\n", e[0]->str, e[1]->str, e[2]->integer,
+               e[3]->integer);
+    }
+out:
+    if (rep) freeReplyObject(rep);
+}
+
+static int sb_events_pending_cmd(sb_config_t *cfg, sb_redis_t *r) {
+    char key[SB_EVENT_TYPE_MAX + 32];
+    if (!sb_types_ok(cfg, 0, "pending") || cfg->nargs != 2) return 2;
+    sb_events_key(key, sizeof key, cfg->args[1]);
+    redisReply *rep = sb_redis_cmd(r, "XPENDING %s %s", key, cfg->group);
+    if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 4) {
+        fprintf(stderr, "switchboard events pending: %s\n",
+                rep && rep->type == REDIS_REPLY_ERROR ? rep->str : "redis unavailable");
+        if (rep) freeReplyObject(rep);
+        return rep ? 1 : 3;
+    }
+    printf("stream: %s\ngroup: %s\npending: %lld", key, cfg->group, rep->element[0]->integer);
+    if (rep->element[0]->integer)
+        printf(" (entries %s … %s)", rep->element[1]->str, rep->element[2]->str);
+    printf("\n");
+    for (size_t i = 0; rep->element[3]->type == REDIS_REPLY_ARRAY && i < rep->element[3]->elements;
+         i++)
+        printf("  %s holds %s\n", rep->element[3]->element[i]->element[0]->str,
+               rep->element[3]->element[i]->element[1]->str);
+    freeReplyObject(rep);
+    sb_print_pending_entries(r, key, cfg->group, cfg->limit);
+    return 0;
+}
+
+/* Prints a flat [name, value, name, value…] reply as "indent name: value" lines. */
+static void sb_print_pairs(const redisReply *rep, const char *indent) {
+    for (size_t i = 0; i + 1 < rep->elements; i += 2) {
+        const redisReply *k = rep->element[i], *v = rep->element[i + 1];
+        if (v->type == REDIS_REPLY_INTEGER) printf("%s%s: %lld\n", indent, k->str, v->integer);
+        else if (v->type == REDIS_REPLY_STRING || v->type == REDIS_REPLY_STATUS)
+            printf("%s%s: %s\n", indent, k->str, v->str);
+        else if (v->type == REDIS_REPLY_ARRAY && v->elements == 2 &&
+                 v->element[0]->type == REDIS_REPLY_STRING) /* first-entry / last-entry */
+            printf("%s%s: %s\n", indent, k->str, v->element[0]->str);
+        else if (v->type == REDIS_REPLY_NIL) printf("%s%s: -\n", indent, k->str);
+    }
+}
+
+static long long sb_xlen(sb_redis_t *r, const char *key) {
+    redisReply *rep = sb_redis_cmd(r, "XLEN %s", key);
+    long long n = rep && rep->type == REDIS_REPLY_INTEGER ? rep->integer : -1;
+    if (rep) freeReplyObject(rep);
+    return n;
+}
+
+static int sb_info_stream(sb_redis_t *r, const char *type) {
+    char key[SB_EVENT_TYPE_MAX + 32], dead[SB_EVENT_TYPE_MAX + 32];
+    sb_events_key(key, sizeof key, type);
+    sb_events_dead_key(dead, sizeof dead, type);
+    redisReply *rep = sb_redis_cmd(r, "XINFO STREAM %s", key);
+    if (!rep || rep->type != REDIS_REPLY_ARRAY) {
+        fprintf(stderr, "switchboard events info: %s: %s\n", key,
+                rep && rep->type == REDIS_REPLY_ERROR ? rep->str : "redis unavailable");
+        if (rep) freeReplyObject(rep);
+        return rep ? 1 : 3;
+    }
+    printf("stream: %s\n", key);
+    sb_print_pairs(rep, "  ");
+    freeReplyObject(rep);
+    printf("  dead letters (%s): %lld\n", dead, sb_xlen(r, dead));
+    rep = sb_redis_cmd(r, "XINFO GROUPS %s", key);
+    for (size_t i = 0; rep && rep->type == REDIS_REPLY_ARRAY && i < rep->elements; i++) {
+        const redisReply *g = rep->element[i];
+        printf("  group:\n");
+        sb_print_pairs(g, "    ");
+        redisReply *cons = sb_redis_cmd(r, "XINFO CONSUMERS %s %s", key, g->element[1]->str);
+        for (size_t j = 0; cons && cons->type == REDIS_REPLY_ARRAY && j < cons->elements; j++) {
+            printf("    consumer:\n");
+            sb_print_pairs(cons->element[j], "      ");
+        }
+        if (cons) freeReplyObject(cons);
+    }
+    if (rep) freeReplyObject(rep);
+    return 0;
+}
+
+/* Every stream under agent:stream:* with its length. */
+static int sb_info_all(sb_redis_t *r) {
+    char cursor[32] = "0";
+    do {
+        redisReply *rep = sb_redis_cmd(r, "SCAN %s MATCH agent:stream:* TYPE stream COUNT 500",
+                                       cursor);
+        if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 2) {
+            if (rep) freeReplyObject(rep);
+            fprintf(stderr, "switchboard events info: redis unavailable\n");
+            return 3;
+        }
+        snprintf(cursor, sizeof cursor, "%s", rep->element[0]->str);
+        for (size_t i = 0; i < rep->element[1]->elements; i++) {
+            const char *key = rep->element[1]->element[i]->str;
+            printf("%-60s %lld\n", key, sb_xlen(r, key));
+        }
+        freeReplyObject(rep);
+    } while (strcmp(cursor, "0") != 0);
+    return 0;
+}
+
+static int sb_events_info_cmd(sb_config_t *cfg, sb_redis_t *r) {
+    if (cfg->nargs == 1) return sb_info_all(r);
+    if (!sb_types_ok(cfg, 1, "info")) return 2;
+    int rc = 0;
+    for (int i = 1; i < cfg->nargs; i++) {
+        int one = sb_info_stream(r, cfg->args[i]);
+        if (one > rc) rc = one;
+    }
+    return rc;
+}
+
+/* ---- consume ----------------------------------------------------------------------------- */
+
+typedef struct {
+    const sb_config_t *cfg;
+    long long handled; /* handler successes, for --max-events */
+} sb_consume_ctx_t;
+
+/* Without --exec: print the event and acknowledge it. */
+static sb_event_verdict_t sb_consume_print(const sb_event_t *ev, sb_redis_t *r, void *user,
+                                           char *why, size_t whylen) {
+    sb_consume_ctx_t *x = user;
+    (void)r;
+    if (sb_print_event(ev) != SB_OK) {
+        snprintf(why, whylen, "out of memory");
+        return SB_EVENT_RETRY;
+    }
+    x->handled++;
+    return SB_EVENT_ACK;
+}
+
+/* --respond: the program's stdout (JSON; empty = null) is the reply to a request. */
+static sb_event_verdict_t sb_consume_reply(const sb_event_t *ev, sb_redis_t *r,
+                                           const sb_proc_result_t *run, char *why,
+                                           size_t whylen) {
+    size_t n = run->out_len;
+    while (n > 0 && (run->out[n - 1] == '\n' || run->out[n - 1] == '\r' || run->out[n - 1] == ' '))
+        n--;
+    char *reply = n ? strndup(run->out, n) : strdup("null");
+    cJSON *doc = reply ? sb_json_parse(reply, strlen(reply)) : NULL;
+    int rc = doc ? sb_events_respond(r, ev, reply) : SB_EINVAL;
+    cJSON_Delete(doc);
+    free(reply);
+    if (rc == SB_OK) return SB_EVENT_ACK;
+    snprintf(why, whylen, "%s", !doc ? "handler printed invalid JSON on stdout"
+                                     : "could not send the response");
+    return SB_EVENT_RETRY;
+}
+
+static sb_event_verdict_t sb_consume_exec(const sb_event_t *ev, sb_redis_t *r, void *user,
+                                          char *why, size_t whylen) {
+    sb_consume_ctx_t *x = user;
+    sb_proc_result_t run;
+    sb_event_verdict_t v = SB_EVENT_RETRY;
+    /* finish before the entry could be claimed by another consumer (events_consumer.c) */
+    int limit = x->cfg->job_timeout * 1000;
+    if (limit > x->cfg->min_idle_ms) limit = x->cfg->min_idle_ms;
+    if (sb_event_exec(x->cfg, ev, limit, &run, why, whylen) == SB_OK) {
+        int request = x->cfg->respond && sb_event_response_stream(ev);
+        v = request ? sb_consume_reply(ev, r, &run, why, whylen) : SB_EVENT_ACK;
+    }
+    sb_proc_result_close(&run);
+    if (v == SB_EVENT_ACK) {
+        x->handled++;
+        sb_info("events", "event %s (%s, entry %s) handled", ev->event_id, ev->event_type, ev->id);
+    }
+    return v;
+}
+
+static sb_consumer_t *sb_consume_create(const sb_config_t *cfg, sb_consume_ctx_t *x) {
+    sb_consumer_opts_t o;
+    char err[256];
+    sb_consumer_opts_init(&o);
+    o.group = cfg->group;
+    o.consumer = cfg->consumer;
+    o.count = cfg->max_events > 0 && cfg->max_events < cfg->count ? cfg->max_events : cfg->count;
+    o.block_ms = cfg->block_ms;
+    o.min_idle_ms = cfg->min_idle_ms;
+    o.max_deliveries = cfg->max_deliveries;
+    o.idempotency_ttl_s = cfg->idempotency_ttl;
+    o.start_id = cfg->from;
+    sb_consumer_t *c = sb_consumer_create(&cfg->redis, &o, err, sizeof err);
+    if (!c) fprintf(stderr, "switchboard events consume: %s\n", err);
+    for (int i = 1; c && i < cfg->nargs; i++)
+        sb_consumer_subscribe(c, cfg->args[i], cfg->exec_cmd ? sb_consume_exec : sb_consume_print,
+                              x);
+    return c;
+}
+
+static int sb_events_consume_cmd(sb_config_t *cfg, sb_redis_t *r) {
+    (void)r;
+    if (!sb_types_ok(cfg, 1, "consume")) return 2;
+    if (cfg->respond && !cfg->exec_cmd) {
+        fprintf(stderr, "switchboard events consume: --respond needs --exec CMD\n");
+        return 2;
+    }
+    sb_consume_ctx_t x = {.cfg = cfg};
+    sb_sigwatch_t sw;
+    sb_sigwatch_start(&sw);
+    sb_consumer_t *c = sb_consume_create(cfg, &x);
+    if (!c) {
+        sb_sigwatch_stop(&sw);
+        return 2;
+    }
+    sb_info("events", "consumer %s of group %s reading %d stream(s)", sb_consumer_name(c),
+            cfg->group, cfg->nargs - 1);
+
+    while (!atomic_load(&sw.stop) && (cfg->max_events <= 0 || x.handled < cfg->max_events)) {
+        int rc = sb_consumer_poll(c, &sw.stop);
+        if (rc == SB_EPROTO) sb_sleep_ms(cfg->block_ms, &sw.stop);
+    }
+    sb_consumer_stats_t st;
+    sb_consumer_stats(c, &st);
+    sb_info("events", "consumer %s stopping: handled %llu, retried %llu, dead-lettered %llu "
+            "(malformed %llu), duplicates %llu, claimed %llu", sb_consumer_name(c), st.handled,
+            st.retried, st.dead, st.malformed, st.duplicates, st.claimed);
+    sb_consumer_free(c);
+    sb_sigwatch_stop(&sw);
+    return 0;
+}
+
+/* ---- dispatch ---------------------------------------------------------------------------- */
+
+typedef struct {
+    const char *name;
+    int (*run)(sb_config_t *cfg, sb_redis_t *r);
+    int needs_redis; /* connect a client before running */
+} sb_subverb_t;
+
+static const sb_subverb_t sb_subverbs[] = {
+    {"publish", sb_events_publish_cmd, 1}, {"request", sb_events_request_cmd, 1},
+    {"tail", sb_events_tail_cmd, 1},       {"replay", sb_events_replay_cmd, 1},
+    {"pending", sb_events_pending_cmd, 1}, {"info", sb_events_info_cmd, 1},
+    {"consume", sb_events_consume_cmd, 0},
+};
+
+int sb_cmd_events(sb_config_t *cfg) {
+    const sb_subverb_t *sv = NULL;
+    for (size_t i = 0; cfg->nargs > 0 && i < sizeof sb_subverbs / sizeof sb_subverbs[0]; i++)
+        if (!strcmp(cfg->args[0], sb_subverbs[i].name)) sv = &sb_subverbs[i];
+    if (!sv) {
+        fprintf(stderr, "usage: switchboard events publish|request|tail|replay|pending|info|"
+                "consume … (see switchboard events --help)\n");
+        return 2;
+    }
+    sb_redis_t *r = sv->needs_redis ? sb_cli_connect(cfg) : NULL;
+    if (sv->needs_redis && !r) return 3;
+    int rc = sv->run(cfg, r);
+    sb_redis_free(r);
+    return rc;
+}
