@@ -25,7 +25,7 @@ asan: deps
 
 # The whole system on this machine (a private redis-server unless REDIS_URL is set).
 run: build
-	@scripts/run.sh $(BUILD)/switchboard
+	@$(BUILD)/switchboard up
 
 # Every test, in the ASan+UBSan build (unit, integration against a real redis-server, end to end).
 test: asan

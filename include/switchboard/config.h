@@ -25,6 +25,7 @@ typedef struct {
 
 typedef struct {
     sb_redis_addr_t redis;
+    int redis_explicit;     /* some REDIS_* variable or --redis-* flag was given */
     /* gateway */
     char *bind;             /* listen address of the gateway */
     int port;               /* PORT, default 3001 */
@@ -48,6 +49,7 @@ typedef struct {
     int recovery_interval;  /* seconds between scans for jobs of dead agents */
     int metrics_port;       /* agent: Prometheus port, 0 = off */
     sb_log_level_t log_level;
+    char *data_dir;         /* `up`: where the private redis-server keeps its data */
     /* verb-specific switches */
     int wait;               /* --wait: block until the job finishes */
     int json_out;           /* --json: machine-readable output */

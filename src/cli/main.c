@@ -32,6 +32,8 @@ static const char sb_events_detail[] =
     "  program's stdout (JSON) is sent to the request's data.response_stream.\n";
 
 static const sb_verb_t sb_verbs[] = {
+    {"up", sb_cmd_up, "up [--concurrency N] [--data-dir DIR]",
+     "the whole system here: private redis-server (unless REDIS_URL), gateway, agent"},
     {"agent", sb_cmd_agent, "agent [--type T] [--concurrency N] [--exec CMD]",
      "run a worker: take jobs, run the handler, publish status, retry, recover"},
     {"enqueue", sb_cmd_enqueue, "enqueue [--type T] [--user PK] [--wait] 'PAYLOAD-JSON'",

@@ -73,6 +73,8 @@ static const sb_setting_t sb_settings[] = {
      "30", "seconds between scans for jobs of dead agents"},
     {"METRICS_PORT", "metrics-port", SB_SET_INT, OFF(metrics_port), 0, 65535, "0",
      "agent Prometheus port (0 = off)"},
+    {"SB_DATA_DIR", "data-dir", SB_SET_STR, OFF(data_dir), 0, 0, ".run",
+     "`up`: folder of the private redis-server's data"},
     {"LOG_LEVEL", "log-level", SB_SET_LEVEL, OFF(log_level), 0, 0, "info",
      "debug | info | warn | error"},
     {NULL, "wait", SB_SET_BOOL, OFF(wait), 0, 1, "0", "wait until the job finishes"},
@@ -228,6 +230,7 @@ static int sb_config_flags(sb_config_t *cfg, int argc, char **argv, char *err, s
         }
         char from[64];
         snprintf(from, sizeof from, "--%s", s->flag);
+        if (strncmp(s->flag, "redis-", 6) == 0) cfg->redis_explicit = 1;
         int rc = sb_setting_apply(cfg, s, value, from, err, errlen);
         if (rc != SB_OK) return rc;
     }
@@ -250,11 +253,14 @@ int sb_config_load(sb_config_t *cfg, int argc, char **argv, char *err, size_t er
         const char *v = s->env ? getenv(s->env) : NULL;
         if (s->kind == SB_SET_URL) continue; /* applied last: REDIS_URL wins over REDIS_HOST */
         if (v && (rc = sb_setting_apply(cfg, s, v, s->env, err, errlen)) != SB_OK) return rc;
+        if (v && strncmp(s->env, "REDIS_", 6) == 0) cfg->redis_explicit = 1;
     }
     const char *url = getenv("REDIS_URL");
-    if (url && *url && (rc = sb_setting_apply(cfg, &sb_settings[0], url, "REDIS_URL", err,
-                                              errlen)) != SB_OK)
-        return rc;
+    if (url && *url) {
+        cfg->redis_explicit = 1;
+        if ((rc = sb_setting_apply(cfg, &sb_settings[0], url, "REDIS_URL", err, errlen)) != SB_OK)
+            return rc;
+    }
     if ((rc = sb_config_flags(cfg, argc, argv, err, errlen)) != SB_OK) return rc;
     if (!sb_job_type_valid(cfg->job_type)) {
         sb_errf(err, errlen, "bad setting JOB_TYPE='%s': expected [a-z][a-z0-9_-]{0,31}",
@@ -276,6 +282,7 @@ void sb_config_close(sb_config_t *cfg) {
     free(cfg->job_type);
     free(cfg->exec_cmd);
     free(cfg->agent_id);
+    free(cfg->data_dir);
     free(cfg->user);
     free(cfg->user_id);
     free(cfg->group);

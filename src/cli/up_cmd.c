@@ -1,0 +1,226 @@
+/* `switchboard up`: the whole system on one machine for a first run.
+ *
+ * A small supervisor: it starts a private redis-server (unix socket and AOF under
+ * SB_DATA_DIR) unless Redis was configured, then a gateway and an agent, each a child process
+ * in its own process group so that Ctrl-C reaches only us and the shutdown order is ours:
+ * gateway and agent first (they finish their jobs), Redis last. A child that dies is started
+ * again with backoff. Signals are taken with sigtimedwait() in this one thread: no handlers,
+ * no shared state. */
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include "cli/cli.h"
+#include "switchboard/switchboard.h"
+
+#define SB_UP_MAXARGS 16
+#define SB_UP_BACKOFF_MIN_MS 500
+#define SB_UP_BACKOFF_MAX_MS 30000
+#define SB_UP_STABLE_MS 60000 /* a child that ran this long gets its backoff reset */
+
+typedef struct {
+    const char *name;
+    const char *path;             /* program; searched in PATH when it has no '/' */
+    const char *argv[SB_UP_MAXARGS]; /* NULL-terminated; strings live in sb_up_t or are literals */
+    pid_t pid;                    /* 0 when not running */
+    int64_t started_ms;
+    int backoff_ms;
+    int64_t restart_at_ms;        /* 0: not scheduled */
+} sb_child_t;
+
+typedef struct {
+    sb_child_t child[3];          /* redis (optional), gateway, agent */
+    int first;                    /* 0 with a private Redis, 1 without */
+    char exe[PATH_MAX];
+    char dir[PATH_MAX];
+    char sock[PATH_MAX + 16];
+    char url[PATH_MAX + 32];
+    char conc[16];
+    int grace_s;
+    int fatal;                    /* a child refused its configuration: stop, do not retry */
+} sb_up_t;
+
+enum { SB_UP_REDIS, SB_UP_GATEWAY, SB_UP_AGENT };
+
+static void sb_up_exec_child(const sb_child_t *c, pid_t parent) {
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    setpgid(0, 0);
+    prctl(PR_SET_PDEATHSIG, SIGTERM); /* `up` killed: children stop too */
+    if (getppid() != parent) _exit(127);
+    /* exec* take char *const[] for historical reasons; they do not modify the strings */
+    if (strchr(c->path, '/')) execv(c->path, (char *const *)c->argv);
+    else execvp(c->path, (char *const *)c->argv);
+    _exit(127);
+}
+
+static int sb_up_start(sb_child_t *c) {
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid == 0) sb_up_exec_child(c, parent);
+    if (pid < 0) {
+        sb_error("up", "cannot start %s: %s", c->name, strerror(errno));
+        return -1;
+    }
+    c->pid = pid;
+    c->started_ms = sb_mono_ms();
+    c->restart_at_ms = 0;
+    return 0;
+}
+
+/* Waits until the private Redis answers (or dies). */
+static int sb_up_wait_redis(sb_up_t *u) {
+    sb_redis_addr_t addr = {.unix_path = u->sock};
+    sb_redis_t *r = sb_redis_create(&addr, "up");
+    char err[128];
+    int ok = 0;
+    int64_t deadline = sb_mono_ms() + 10000;
+    while (r && !ok && sb_mono_ms() < deadline &&
+           waitpid(u->child[SB_UP_REDIS].pid, NULL, WNOHANG) == 0) {
+        ok = sb_redis_connect(r, err, sizeof err) == SB_OK;
+        if (!ok) sb_sleep_ms(20, NULL);
+    }
+    sb_redis_free(r);
+    if (!ok) sb_error("up", "redis-server did not start (installed? log in %s)", u->dir);
+    return ok ? 0 : -1;
+}
+
+static int sb_up_prepare(sb_up_t *u, const sb_config_t *cfg) {
+    ssize_t n = readlink("/proc/self/exe", u->exe, sizeof u->exe - 1);
+    if (n <= 0) return -1;
+    u->exe[n] = '\0';
+    snprintf(u->conc, sizeof u->conc, "%d", cfg->concurrency);
+    u->grace_s = cfg->shutdown_grace;
+    u->first = cfg->redis_explicit ? SB_UP_GATEWAY : SB_UP_REDIS;
+    if (!cfg->redis_explicit) {
+        if (mkdir(cfg->data_dir, 0700) < 0 && errno != EEXIST) {
+            sb_error("up", "cannot create %s: %s", cfg->data_dir, strerror(errno));
+            return -1;
+        }
+        if (!realpath(cfg->data_dir, u->dir)) return -1;
+        snprintf(u->sock, sizeof u->sock, "%s/redis.sock", u->dir);
+        snprintf(u->url, sizeof u->url, "unix://%s", u->sock);
+        unlink(u->sock);
+        u->child[SB_UP_REDIS] = (sb_child_t){
+            .name = "redis-server", .path = "redis-server",
+            .argv = {"redis-server", "--port", "0", "--unixsocket", u->sock, "--unixsocketperm",
+                     "700", "--dir", u->dir, "--appendonly", "yes", "--save", "",
+                     "--logfile", "redis.log", NULL}};
+        setenv("REDIS_URL", u->url, 1); /* the children inherit it */
+    }
+    u->child[SB_UP_GATEWAY] = (sb_child_t){.name = "gateway", .path = u->exe,
+                                           .argv = {"switchboard", "gateway", NULL}};
+    u->child[SB_UP_AGENT] = (sb_child_t){.name = "agent", .path = u->exe,
+                                         .argv = {"switchboard", "agent", "--concurrency", u->conc,
+                                                  NULL}};
+    return 0;
+}
+
+/* A child exited: log it and schedule a restart unless we are stopping. */
+static void sb_up_reaped(sb_up_t *u, pid_t pid, int status, int stopping) {
+    for (int i = u->first; i < 3; i++) {
+        sb_child_t *c = &u->child[i];
+        if (c->pid != pid) continue;
+        c->pid = 0;
+        if (stopping) return;
+        if (WIFEXITED(status) && WEXITSTATUS(status) == 2) { /* usage / bad setting */
+            sb_error("up", "%s refused its configuration (see above); stopping", c->name);
+            u->fatal = 1;
+            return;
+        }
+        int64_t ran = sb_mono_ms() - c->started_ms;
+        c->backoff_ms = ran > SB_UP_STABLE_MS ? SB_UP_BACKOFF_MIN_MS
+                        : c->backoff_ms ? (c->backoff_ms * 2 > SB_UP_BACKOFF_MAX_MS
+                                           ? SB_UP_BACKOFF_MAX_MS : c->backoff_ms * 2)
+                        : SB_UP_BACKOFF_MIN_MS;
+        c->restart_at_ms = sb_mono_ms() + c->backoff_ms;
+        sb_warn("up", "%s exited (%s %d); starting it again in %d ms", c->name,
+                WIFSIGNALED(status) ? "signal" : "status",
+                WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status), c->backoff_ms);
+    }
+}
+
+static void sb_up_reap_all(sb_up_t *u, int stopping) {
+    int status;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) sb_up_reaped(u, pid, status, stopping);
+}
+
+static int sb_up_running(const sb_up_t *u, int from, int to) {
+    int n = 0;
+    for (int i = from; i <= to; i++) n += u->child[i].pid > 0;
+    return n;
+}
+
+/* Sends SIGTERM to children [from, to] and waits up to wait_ms, then SIGKILLs the rest. */
+static void sb_up_stop_range(sb_up_t *u, int from, int to, int wait_ms) {
+    for (int i = from; i <= to; i++)
+        if (u->child[i].pid > 0) kill(u->child[i].pid, SIGTERM);
+    int64_t deadline = sb_mono_ms() + wait_ms;
+    while (sb_up_running(u, from, to) && sb_mono_ms() < deadline) {
+        sb_up_reap_all(u, 1);
+        sb_sleep_ms(20, NULL);
+    }
+    for (int i = from; i <= to; i++)
+        if (u->child[i].pid > 0) kill(u->child[i].pid, SIGKILL);
+    while (sb_up_running(u, from, to) && waitpid(-1, NULL, 0) > 0) sb_up_reap_all(u, 1);
+    for (int i = from; i <= to; i++) u->child[i].pid = 0;
+}
+
+static void sb_up_banner(const sb_up_t *u, const sb_config_t *cfg) {
+    printf("switchboard is up\n");
+    if (u->first == SB_UP_REDIS) printf("  redis:     private redis-server, data in %s\n", u->dir);
+    printf("  dashboard: http://localhost:%d/\n", cfg->port);
+    printf("  agent:     rebalance, concurrency %d\n", cfg->concurrency);
+    printf("  try:       REDIS_URL=%s %s enqueue --wait '{\"amount\":1000}'\n",
+           getenv("REDIS_URL") ? getenv("REDIS_URL") : "redis://127.0.0.1:6379", u->exe);
+    printf("Ctrl-C stops everything.\n");
+    fflush(stdout);
+}
+
+int sb_cmd_up(sb_config_t *cfg) {
+    sb_up_t u = {0};
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &set, NULL);
+    if (sb_up_prepare(&u, cfg) != 0) return 1;
+    if (u.first == SB_UP_REDIS &&
+        (sb_up_start(&u.child[SB_UP_REDIS]) != 0 || sb_up_wait_redis(&u) != 0)) {
+        sb_up_stop_range(&u, SB_UP_REDIS, SB_UP_REDIS, 1000);
+        return 1;
+    }
+    for (int i = SB_UP_GATEWAY; i <= SB_UP_AGENT; i++) sb_up_start(&u.child[i]);
+    sb_up_banner(&u, cfg);
+    for (;;) {
+        struct timespec tick = {0, 200 * 1000000L};
+        int sig = sigtimedwait(&set, NULL, &tick);
+        if (sig == SIGINT || sig == SIGTERM) break;
+        sb_up_reap_all(&u, 0);
+        if (u.fatal) break;
+        if (u.first == SB_UP_REDIS && u.child[SB_UP_REDIS].pid == 0 &&
+            u.child[SB_UP_REDIS].restart_at_ms && sb_mono_ms() >= u.child[SB_UP_REDIS].restart_at_ms) {
+            unlink(u.sock);
+            sb_up_start(&u.child[SB_UP_REDIS]);
+        }
+        for (int i = SB_UP_GATEWAY; i <= SB_UP_AGENT; i++)
+            if (u.child[i].pid == 0 && u.child[i].restart_at_ms &&
+                sb_mono_ms() >= u.child[i].restart_at_ms)
+                sb_up_start(&u.child[i]);
+    }
+    sb_info("up", "stopping: gateway and agent first, then redis");
+    sb_up_stop_range(&u, SB_UP_GATEWAY, SB_UP_AGENT, (u.grace_s + 5) * 1000);
+    if (u.first == SB_UP_REDIS) sb_up_stop_range(&u, SB_UP_REDIS, SB_UP_REDIS, 10000);
+    sb_info("up", "stopped");
+    return u.fatal ? 1 : 0;
+}
