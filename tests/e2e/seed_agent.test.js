@@ -47,7 +47,9 @@ test('a job enqueued with redis-cli as the seeds do is processed by switchboard 
 test('a seed-000 ioredis agent (BRPOP loop) runs jobs from switchboard enqueue, FIFO', async () => {
   const IORedis = require('ioredis');
   const redisA = new IORedis(redis.url);       // as in seed 000, Example 1
+  redisA.on('error', () => {});                // the server stops at the end of the file
   const sub = redis.client();
+  sub.on('error', () => {});
   const seen = [];
   let running = true;
   await sub.subscribe('agent:rebalance:status');
@@ -79,10 +81,18 @@ test('a seed-000 ioredis agent (BRPOP loop) runs jobs from switchboard enqueue, 
   }
   const loop = runAgent();
   await waitFor(() => seen.length === 5, { what: '5 jobs seen by the ioredis agent' });
+  // Our side reads the seed agent's messages: `enqueue --wait` parses each status message with
+  // the same validator the gateway uses, and exits 0 only once it saw a valid `done`.
+  const waited = await runSwitchboard(['enqueue', '--wait', '--timeout', '20', '--user', 'PK-seed',
+    JSON.stringify({ amount: 100, n: 5 })], { REDIS_URL: redis.url });
+  assert.strictEqual(waited.code, 0, waited.stderr);
+  assert.match(waited.stderr, /^processing/m);
+  assert.match(waited.stderr, /^done/m);
+  ids.push(waited.stdout.split('\n')[0]);
   running = false;
   await loop;
-  assert.deepStrictEqual(seen, [0, 1, 2, 3, 4], 'FIFO: first enqueued, first taken');
-  await waitFor(() => statuses.length === 10, { what: '10 status messages' });
+  assert.deepStrictEqual(seen, [0, 1, 2, 3, 4, 5], 'FIFO: first enqueued, first taken');
+  await waitFor(() => statuses.length === 12, { what: '12 status messages' });
   // Our side must accept every message the seed agent published.
   for (const s of statuses) {
     const obj = JSON.parse(s);
