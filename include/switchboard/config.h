@@ -55,6 +55,15 @@ typedef struct {
     char *user_id;          /* --user-id: its user id */
     int limit;              /* --limit: how many items a listing shows */
     int timeout;            /* --timeout: seconds a waiting verb waits (0 = forever) */
+    /* `token` verb: the claims of a development JWT */
+    char *role;             /* --role: user | agent | admin */
+    char *public_key;       /* --public-key */
+    char *sub;              /* --sub: user id (default: the publicKey) */
+    char *name;             /* --name, --email, --department-id, --department: for agents */
+    char *email;
+    char *department_id;
+    char *department;
+    int ttl;                /* --ttl: seconds until the token expires */
     /* positional arguments left after the flags (pointers into argv, not owned) */
     int nargs;
     char *args[SB_CONFIG_MAX_ARGS];

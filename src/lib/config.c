@@ -82,6 +82,15 @@ static const sb_setting_t sb_settings[] = {
     {NULL, "limit", SB_SET_INT, OFF(limit), 1, 100000, "10", "items a listing shows"},
     {NULL, "timeout", SB_SET_INT, OFF(timeout), 0, 86400, "0",
      "seconds a waiting verb waits (0 = forever)"},
+    {NULL, "role", SB_SET_STR, OFF(role), 0, 0, "user", "token: role claim (user|agent|admin)"},
+    {NULL, "public-key", SB_SET_STR, OFF(public_key), 0, 0, NULL, "token: publicKey claim"},
+    {NULL, "sub", SB_SET_STR, OFF(sub), 0, 0, NULL, "token: sub claim (default: publicKey)"},
+    {NULL, "name", SB_SET_STR, OFF(name), 0, 0, NULL, "token: name claim"},
+    {NULL, "email", SB_SET_STR, OFF(email), 0, 0, NULL, "token: email claim"},
+    {NULL, "department-id", SB_SET_STR, OFF(department_id), 0, 0, NULL,
+     "token: department_id claim"},
+    {NULL, "department", SB_SET_STR, OFF(department), 0, 0, NULL, "token: department claim"},
+    {NULL, "ttl", SB_SET_INT, OFF(ttl), 1, 31536000, "3600", "token: seconds until it expires"},
 };
 #undef OFF
 #define SB_NSETTINGS (sizeof sb_settings / sizeof sb_settings[0])
@@ -254,6 +263,13 @@ void sb_config_close(sb_config_t *cfg) {
     free(cfg->agent_id);
     free(cfg->user);
     free(cfg->user_id);
+    free(cfg->role);
+    free(cfg->public_key);
+    free(cfg->sub);
+    free(cfg->name);
+    free(cfg->email);
+    free(cfg->department_id);
+    free(cfg->department);
     memset(cfg, 0, sizeof *cfg);
 }
 
