@@ -12,6 +12,10 @@
 #include "switchboard/queue.h"
 #include "switchboard/metrics.h"
 #include "switchboard/presence.h"
+#include "switchboard/ratelimit.h"
+#include "switchboard/jwt.h"
+#include "switchboard/prom.h"
+#include "switchboard/router.h"
 
 #define SB_VERSION "0.1.0"
 

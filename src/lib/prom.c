@@ -51,6 +51,7 @@ static void sb_prom_escaped(sb_prom_t *p, const char *s, int in_label) {
 char *sb_prom_number(double v, char *buf, size_t len) {
     if (isnan(v)) snprintf(buf, len, "NaN");
     else if (isinf(v)) snprintf(buf, len, v > 0 ? "+Inf" : "-Inf");
+    else if (v == floor(v) && fabs(v) < 1e15) snprintf(buf, len, "%.0f", v); /* 10, not 1e+01 */
     else
         for (int prec = 1; prec <= 17; prec++) { /* shortest text that reads back exactly */
             snprintf(buf, len, "%.*g", prec, v);
