@@ -26,6 +26,11 @@ static int64_t sb_now_us(void) {
 }
 
 static void sb_req_free(sb_req_t *req) {
+    if (!req->status) { /* never answered: the client left first (nginx's 499) */
+        req->gw->stats.responses_orphaned++;
+        sb_gw_stats_request(&req->gw->stats, req->route ? req->route->label : "unmatched",
+                            req->method_name, 499, (double)(sb_now_us() - req->t0_us) / 1e6);
+    }
     free(req->bearer);
     free(req->body);
     free(req->out);
