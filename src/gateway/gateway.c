@@ -3,9 +3,10 @@
  * Builds the libuv loop, the async Redis command connection (which connects and reconnects
  * on its own: the gateway starts and stays up while Redis is down, answering 503), and the
  * libwebsockets context on the same loop (foreign loop + LWS_SERVER_OPTION_LIBUV). SIGTERM or
- * SIGINT closes Redis (pending requests are answered 503), destroys the lws context and
- * closes our handles; uv_run then returns once libuv has nothing left, and the process exits
- * 0. lws's own log lines are routed through sb_log. */
+ * SIGINT closes Redis (pending requests are answered 503), starts destroying the lws context
+ * and closes our handles; uv_run then returns once libuv has nothing left, a second
+ * lws_context_destroy() frees what lws kept for that moment (the foreign-loop protocol), and
+ * the process exits 0. lws's own log lines are routed through sb_log. */
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -47,8 +48,7 @@ static void sb_gw_signal_cb(uv_signal_t *h, int signum) {
     sb_info("gateway", "received %s: shutting down", signum == SIGTERM ? "SIGTERM" : "SIGINT");
     sb_aredis_close(gw->redis);
     gw->redis = NULL;
-    lws_context_destroy(gw->lws);
-    gw->lws = NULL;
+    lws_context_destroy(gw->lws); /* first stage; lws finishes after its handles close */
     uv_close((uv_handle_t *)&s->sigterm, NULL);
     uv_close((uv_handle_t *)&s->sigint, NULL);
 }
@@ -70,6 +70,7 @@ static struct lws_context *sb_gw_lws_create(sb_gateway_t *gw) {
     info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_DISABLE_IPV6;
     info.foreign_loops = loops;
     info.user = gw;
+    info.pcontext = &gw->lws; /* lws sets it to NULL once the context is wholly destroyed */
     info.max_http_header_data = 16384;
     info.keepalive_timeout = 30;
     return lws_create_context(&info);
@@ -108,6 +109,10 @@ int sb_cmd_gateway(sb_config_t *cfg) {
     sb_info("gateway", "listening on http://%s:%d (job types: %s; redis %s)", cfg->bind,
             cfg->port, cfg->job_types, sb_redis_addr_str(&cfg->redis, where, sizeof where));
     uv_run(&loop, UV_RUN_DEFAULT);
+    if (gw.lws) { /* foreign loop: the second call completes the destroy started on SIGTERM */
+        lws_context_destroy(gw.lws);
+        uv_run(&loop, UV_RUN_DEFAULT);
+    }
     int rc = uv_loop_close(&loop);
     sb_info("gateway", "stopped%s", rc ? " (some handles were still open)" : "");
     return 0;

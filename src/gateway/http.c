@@ -267,6 +267,7 @@ static int sb_http_begin(struct lws *wsi, sb_http_conn_t *conn, const char *path
 }
 
 static void sb_http_body(sb_req_t *req, const void *in, size_t len) {
+    if (!len || !in) return;
     if (req->body_too_large || req->body_len + len > SB_HTTP_BODY_MAX) {
         req->body_too_large = 1;
         free(req->body);
