@@ -51,8 +51,6 @@ typedef struct {
 
 static void sb_aredis_connect(sb_aredis_t *ar);
 
-static char *sb_strdup0(const char *s) { return s ? strdup(s) : NULL; }
-
 int sb_aredis_up(const sb_aredis_t *ar) { return ar && ar->state == SB_AR_UP; }
 unsigned long long sb_aredis_reconnects(const sb_aredis_t *ar) { return ar->reconnects; }
 
@@ -165,13 +163,12 @@ static void sb_aredis_watchdog_cb(uv_timer_t *t) {
 sb_aredis_t *sb_aredis_create(uv_loop_t *loop, const sb_redis_addr_t *addr, const char *name) {
     sb_aredis_t *ar = calloc(1, sizeof *ar);
     if (!ar) return NULL;
+    if (sb_redis_addr_copy(&ar->addr, addr) != SB_OK) {
+        free(ar);
+        return NULL;
+    }
     ar->loop = loop;
     snprintf(ar->name, sizeof ar->name, "%s", name);
-    ar->addr = *addr;
-    ar->addr.host = sb_strdup0(addr->host);
-    ar->addr.unix_path = sb_strdup0(addr->unix_path);
-    ar->addr.user = sb_strdup0(addr->user);
-    ar->addr.password = sb_strdup0(addr->password);
     ar->backoff_ms = SB_AREDIS_BACKOFF_MIN_MS;
     uv_timer_init(loop, &ar->retry);
     uv_timer_init(loop, &ar->watchdog);
@@ -186,10 +183,7 @@ sb_aredis_t *sb_aredis_create(uv_loop_t *loop, const sb_redis_addr_t *addr, cons
 static void sb_aredis_closed_cb(uv_handle_t *h) {
     sb_aredis_t *ar = h->data;
     if (--ar->open_handles > 0) return;
-    free(ar->addr.host);
-    free(ar->addr.unix_path);
-    free(ar->addr.user);
-    free(ar->addr.password);
+    sb_redis_addr_free(&ar->addr);
     free(ar);
 }
 

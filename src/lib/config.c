@@ -251,10 +251,7 @@ int sb_config_load(sb_config_t *cfg, int argc, char **argv, char *err, size_t er
 
 void sb_config_close(sb_config_t *cfg) {
     if (!cfg) return;
-    free(cfg->redis.host);
-    free(cfg->redis.unix_path);
-    free(cfg->redis.user);
-    free(cfg->redis.password);
+    sb_redis_addr_free(&cfg->redis);
     free(cfg->bind);
     free(cfg->jwt_secret);
     free(cfg->job_types);
@@ -381,6 +378,26 @@ int sb_redis_url_parse(const char *url, sb_redis_addr_t *a, char *err, size_t er
     }
     sb_errf(err, errlen, "expected redis://host:port[/db] or unix:///path");
     return SB_EINVAL;
+}
+
+void sb_redis_addr_free(sb_redis_addr_t *a) {
+    if (!a) return;
+    free(a->host);
+    free(a->unix_path);
+    free(a->user);
+    free(a->password);
+    a->host = a->unix_path = a->user = a->password = NULL;
+}
+
+int sb_redis_addr_copy(sb_redis_addr_t *dst, const sb_redis_addr_t *src) {
+    *dst = *src;
+    dst->host = dst->unix_path = dst->user = dst->password = NULL;
+    if (sb_set_str(&dst->host, src->host) || sb_set_str(&dst->unix_path, src->unix_path) ||
+        sb_set_str(&dst->user, src->user) || sb_set_str(&dst->password, src->password)) {
+        sb_redis_addr_free(dst);
+        return SB_ENOMEM;
+    }
+    return SB_OK;
 }
 
 const char *sb_redis_addr_str(const sb_redis_addr_t *a, char *buf, size_t len) {
