@@ -211,11 +211,25 @@ static char *sb_hdr_dup(struct lws *wsi, enum lws_token_indexes h, int max) {
     return s;
 }
 
+/* Joins the query arguments (lws keeps each as a fragment, already %-decoded) with '&'. A
+ * query longer than the buffer is dropped whole rather than cut. */
+static void sb_req_query_copy(sb_req_t *req, struct lws *wsi) {
+    size_t o = 0;
+    char frag[SB_HTTP_QUERY_MAX];
+    for (int i = 0; lws_hdr_copy_fragment(wsi, frag, sizeof frag, WSI_TOKEN_HTTP_URI_ARGS, i) >= 0;
+         i++) {
+        int w = snprintf(req->query + o, sizeof req->query - o, "%s%s", o ? "&" : "", frag);
+        if (w < 0 || (size_t)w >= sizeof req->query - o) {
+            req->query[0] = '\0';
+            return;
+        }
+        o += (size_t)w;
+    }
+}
+
 static void sb_req_headers(sb_req_t *req, struct lws *wsi) {
     char buf[32];
-    if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_URI_ARGS) > 0 &&
-        lws_hdr_copy(wsi, req->query, sizeof req->query, WSI_TOKEN_HTTP_URI_ARGS) < 0)
-        req->query[0] = '\0';
+    sb_req_query_copy(req, wsi);
     char *auth = sb_hdr_dup(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, SB_JWT_MAX_LEN + 64);
     if (auth && strncasecmp(auth, "Bearer ", 7) == 0) {
         const char *t = auth + 7;

@@ -305,6 +305,9 @@ test('GET /agent/{type}/metrics returns the summary for 1-30 days', async () => 
   assert.deepStrictEqual(r.json.rateLimit, { hits: 55, blocked: 5 });
   const one = await call('GET', '/api/v1/agent/report/metrics?days=1', { headers: admin.auth });
   assert.strictEqual(one.json.totalJobs, 40);
+  const among = await call('GET', '/api/v1/agent/report/metrics?x=1&days=1&y=', { headers: admin.auth });
+  assert.strictEqual(among.json.days, 1);
+  assert.strictEqual(among.json.totalJobs, 40);
   assert.strictEqual((await call('GET', '/api/agent/report/metrics?days=30', { headers: admin.auth })).status, 200);
   for (const bad of ['0', '31', 'x', '-3', '7d']) {
     assertError(await call('GET', `/api/v1/agent/report/metrics?days=${bad}`, { headers: admin.auth }),
@@ -417,6 +420,16 @@ test('garbage on the socket never hurts the gateway', async () => {
   }
   assert.strictEqual((await call('GET', '/healthz')).status, 200);
   assert.strictEqual(gw.exitCode, null);
+  // pipelined requests on one connection are answered in order
+  const answers = await new Promise((resolve, reject) => {
+    let got = '';
+    const s = net.connect(port, '127.0.0.1', () => s.write(
+      'GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /readyz HTTP/1.1\r\nHost: x\r\n\r\n'));
+    s.on('data', (d) => { got += d; if ((got.match(/HTTP\/1\.1 200 OK/g) || []).length === 2) { s.destroy(); resolve(got); } });
+    s.on('error', reject);
+    s.setTimeout(3000, () => { s.destroy(); reject(new Error(`pipelined answers: ${got}`)); });
+  });
+  assert.ok(answers.indexOf('"status":"ok"') < answers.indexOf('"status":"ready"'));
 });
 
 test('a client that leaves while Redis is slow is forgotten safely', async () => {
