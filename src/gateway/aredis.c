@@ -12,8 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <hiredis/async.h>
-#include <hiredis/adapters/libuv.h>
 #include "gateway/aredis.h"
+#include "gateway/aredis_uv.h"
 #include "switchboard/clock.h"
 #include "switchboard/error.h"
 #include "switchboard/log.h"
@@ -116,7 +116,7 @@ static void sb_aredis_connect(sb_aredis_t *ar) {
     if (ar->closing || ar->ac) return;
     redisAsyncContext *ac = ar->addr.unix_path ? redisAsyncConnectUnix(ar->addr.unix_path)
                                                : redisAsyncConnect(ar->addr.host, ar->addr.port);
-    if (!ac || ac->err || redisLibuvAttach(ac, ar->loop) != REDIS_OK) {
+    if (!ac || ac->err || sb_aredis_uv_attach(ac, ar->loop) != REDIS_OK) {
         char why[128];
         snprintf(why, sizeof why, "%s", ac && ac->err ? ac->errstr : "cannot create a context");
         if (ac) redisAsyncFree(ac);

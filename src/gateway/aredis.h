@@ -1,4 +1,5 @@
-/* The gateway's asynchronous Redis client: hiredis 0.14 async on the gateway's libuv loop.
+/* The gateway's asynchronous Redis client: hiredis 0.14 async on the gateway's libuv loop
+ * (through aredis_uv.c, which replaces hiredis's adapters/libuv.h: see there why).
  *
  * One sb_aredis_t is one logical connection that reconnects by itself: when the connection
  * is refused or lost it retries with capped exponential backoff (100 ms doubling to 5 s),

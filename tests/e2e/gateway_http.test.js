@@ -60,6 +60,7 @@ async function startGateway(env = {}) {
 test.before(async () => {
   redis = await startRedis({ aof: true });
   rc = redis.client();
+  rc.on('error', () => {}); // Redis is killed on purpose below
   port = await freePort();
   base = `http://127.0.0.1:${port}`;
   gw = await startGateway();
@@ -474,22 +475,29 @@ test('Redis stalled (SIGSTOP): requests get 503 within seconds, then recovery', 
 
 test('Redis killed: 503 and no half-written job; the gateway reconnects after restart', async () => {
   const acked = [];
-  let stop = false, unavailable = 0, others = 0;
+  let stop = false, unavailable = 0, others = 0, first503 = 0;
   async function producer() {
     while (!stop) {
       const u = user();
       try {
         const r = await call('POST', '/api/v1/agent/rebalance', { headers: u.auth, body: { amount: 5 } });
         if (r.status === 202) acked.push({ id: r.json.jobId, pk: u.pk });
-        else if (r.status === 503) { assert.strictEqual(r.json.error, 'redis_unavailable'); unavailable++; }
+        else if (r.status === 503) {
+          assert.strictEqual(r.json.error, 'redis_unavailable');
+          if (!unavailable++) first503 = Date.now();
+        }
         else others++;
       } catch { others++; if (others > 20) stop = true; /* the gateway is gone: give up */ }
     }
   }
-  const producers = [producer(), producer(), producer(), producer()];
-  await waitFor(() => acked.length >= 40, { what: 'some jobs before the kill' });
+  // enough concurrent writers that Redis usually dies with unread input, so the kernel resets
+  // the connection (POLLERR) instead of closing it: both must be noticed at once
+  const producers = Array.from({ length: 16 }, producer);
+  await waitFor(() => acked.length >= 200, { what: 'some jobs before the kill' });
+  const killedAt = Date.now();
   await redis.kill('SIGKILL');
   await waitFor(() => unavailable >= 10, { what: '503s while redis is down' });
+  assert.ok(first503 - killedAt < 1500, `first 503 came ${first503 - killedAt} ms after the kill`);
   assertError(await call('GET', '/readyz'), 503, 'redis_unavailable');
   assertError(await call('GET', '/api/v1/rebalance/1-a', { headers: user().auth }), 503, 'redis_unavailable');
   assert.strictEqual((await call('GET', '/healthz')).status, 200);
