@@ -76,4 +76,17 @@ void sb_agent_default_id(char *buf, size_t len);
  * the calling thread (call it before starting other threads). Returns 0 on a clean stop. */
 int sb_agent_run(const sb_config_t *cfg, sb_handler_cb cb, void *user);
 
+/* Optional companions of a running agent (e.g. a /metrics listener). started(a, ctx) runs once
+ * the agent's threads run (threads it starts inherit the blocked signals); a non-zero return
+ * stops the agent. stopped(ctx) runs after the graceful wait, while `a` still exists. Either
+ * may be NULL. */
+typedef struct {
+    int (*started)(sb_agent_t *a, void *ctx);
+    void (*stopped)(void *ctx);
+    void *ctx;
+} sb_agent_hooks_t;
+/* sb_agent_run with hooks (NULL: none). */
+int sb_agent_run_hooks(const sb_config_t *cfg, sb_handler_cb cb, void *user,
+                       const sb_agent_hooks_t *hooks);
+
 #endif

@@ -70,6 +70,15 @@ typedef struct {
     char *correlation_id;   /* --correlation-id: for publish */
     int respond;            /* --respond: consume answers requests with the handler's stdout */
     int max_events;         /* --max-events: stop after N events (0 = never) */
+    /* `token` verb: the claims of a development JWT */
+    char *role;             /* --role: user | agent | admin */
+    char *public_key;       /* --public-key */
+    char *sub;              /* --sub: user id (default: the publicKey) */
+    char *name;             /* --name, --email, --department-id, --department: for agents */
+    char *email;
+    char *department_id;
+    char *department;
+    int ttl;                /* --ttl: seconds until the token expires */
     /* positional arguments left after the flags (pointers into argv, not owned) */
     int nargs;
     char *args[SB_CONFIG_MAX_ARGS];
@@ -83,6 +92,11 @@ void sb_config_close(sb_config_t *cfg);
 /* Parses a redis URL (redis://[user:pass@]host:port[/db] or unix:///path[?db=N]) into addr
  * (strings malloc'd, previous ones freed). Returns 0 or SB_EINVAL with a reason in err. */
 int sb_redis_url_parse(const char *url, sb_redis_addr_t *addr, char *err, size_t errlen);
+/* Deep-copies src into dst (dst's previous strings are not freed). Returns 0, or SB_ENOMEM
+ * with dst holding no allocation. */
+int sb_redis_addr_copy(sb_redis_addr_t *dst, const sb_redis_addr_t *src);
+/* Frees the strings of a and NULLs them; NULL is fine. */
+void sb_redis_addr_free(sb_redis_addr_t *a);
 /* "host:port" or the socket path, for log lines; writes into buf. */
 const char *sb_redis_addr_str(const sb_redis_addr_t *addr, char *buf, size_t len);
 

@@ -32,6 +32,8 @@ typedef enum {
     SB_KEY_DEAD,        /* agent:{type}:dead              ids that failed for good */
     SB_KEY_USER,        /* agent:{type}:user:{publicKey}  zset of the user's ids */
     SB_KEY_STATUS,      /* agent:{type}:status            pub/sub channel */
+    SB_KEY_EVENTS,      /* agent:{type}:events            pub/sub channel of gateway events
+                           ({"event","room","data"}, e.g. {type}:created) for every gateway */
 } sb_key_kind_t;
 
 /* Formats the key into buf. arg is the id / agent id / publicKey (ignored when the kind takes

@@ -39,9 +39,17 @@ typedef struct {
     long long rate_blocked;
 } sb_metrics_summary_t;
 
+#define SB_METRICS_MAX_DAYS 30
+
 /* Reads the summary over the last `days` UTC days (1..30). Returns 0, SB_EINVAL, SB_EREDIS. */
 int sb_metrics_summary(sb_redis_t *r, const char *type, int days, int64_t now_ms,
                        sb_metrics_summary_t *out);
+/* The same in two halves, for clients that send batches themselves (the gateway's async
+ * client): appends days + 1 commands to b (SB_EINVAL for days outside 1..30), then parses
+ * their replies (replies[0..days], e.g. the elements of an EXEC reply). Parse returns 0 or
+ * SB_EPROTO; *out is zeroed first. */
+int sb_metrics_summary_batch(sb_batch_t *b, const char *type, int days, int64_t now_ms);
+int sb_metrics_summary_parse(redisReply *const *replies, int days, sb_metrics_summary_t *out);
 /* {"totalJobs","failedJobs","avgExecutionTime","p95ExecutionTime","rateLimit":{...}};
  * caller deletes. */
 cJSON *sb_metrics_summary_json(const sb_metrics_summary_t *s);

@@ -21,6 +21,11 @@
  * sb_job_enqueue_check(). */
 int sb_job_enqueue_batch(sb_batch_t *b, const char *type, const char *job_id,
                          const char *public_key, const char *record_json, int64_t now_ms);
+/* The same, with PUBLISH channel message inside the transaction (so the notification goes
+ * out if and only if the job was queued). channel and message are both NULL or both set. */
+int sb_job_enqueue_batch_publish(sb_batch_t *b, const char *type, const char *job_id,
+                                 const char *public_key, const char *record_json, int64_t now_ms,
+                                 const char *channel, const char *message);
 /* 0 if the EXEC reply says every command ran, else SB_EREDIS / SB_EPROTO. */
 int sb_job_enqueue_check(const redisReply *exec_reply);
 

@@ -14,6 +14,10 @@
 #include "switchboard/presence.h"
 #include "switchboard/proc.h"
 #include "switchboard/events.h"
+#include "switchboard/ratelimit.h"
+#include "switchboard/jwt.h"
+#include "switchboard/prom.h"
+#include "switchboard/router.h"
 
 #define SB_VERSION "0.1.0"
 

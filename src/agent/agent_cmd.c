@@ -1,17 +1,41 @@
 /* `switchboard agent`: the worker runtime with the built-in handler of its job type, or any
- * program given with --exec. */
+ * program given with --exec; with --metrics-port, a Prometheus listener runs beside it. */
 #include <stdio.h>
 #include <string.h>
+#include "agent/metrics_http.h"
 #include "cli/cli.h"
 #include "handlers.h"
 #include "switchboard/log.h"
 
+typedef struct {
+    const sb_config_t *cfg;
+    sb_agent_metrics_t *metrics; /* NULL when --metrics-port is 0 */
+} sb_agent_side_t;
+
+static int sb_agent_side_start(sb_agent_t *a, void *ctx) {
+    sb_agent_side_t *side = ctx;
+    char err[256];
+    if (side->cfg->metrics_port == 0) return 0;
+    side->metrics = sb_agent_metrics_start(a, side->cfg->bind, side->cfg->metrics_port, err,
+                                           sizeof err);
+    if (!side->metrics) sb_error("agent", "%s", err);
+    return side->metrics ? 0 : -1;
+}
+
+static void sb_agent_side_stop(void *ctx) {
+    sb_agent_side_t *side = ctx;
+    sb_agent_metrics_stop(side->metrics);
+    side->metrics = NULL;
+}
+
 int sb_cmd_agent(sb_config_t *cfg) {
     sb_exec_opts_t exec = {.cmd = cfg->exec_cmd, .timeout_s = cfg->job_timeout};
+    sb_agent_side_t side = {.cfg = cfg};
+    sb_agent_hooks_t hooks = {sb_agent_side_start, sb_agent_side_stop, &side};
     if (cfg->exec_cmd && *cfg->exec_cmd)
-        return sb_agent_run(cfg, sb_handler_exec, &exec);
+        return sb_agent_run_hooks(cfg, sb_handler_exec, &exec, &hooks);
     if (strcmp(cfg->job_type, "rebalance") == 0)
-        return sb_agent_run(cfg, sb_handler_rebalance, NULL);
+        return sb_agent_run_hooks(cfg, sb_handler_rebalance, NULL, &hooks);
     sb_error("agent", "no built-in handler for type '%s': give one with --exec CMD",
              cfg->job_type);
     return 2;

@@ -34,6 +34,10 @@ static const char sb_events_detail[] =
 static const sb_verb_t sb_verbs[] = {
     {"up", sb_cmd_up, "up [--concurrency N] [--data-dir DIR]",
      "the whole system here: private redis-server (unless REDIS_URL), gateway, agent"},
+    {"gateway", sb_cmd_gateway, "gateway [--port N] [--bind ADDR] [--job-types a,b]",
+     "serve the HTTP API (/api/v1), /healthz, /readyz and Prometheus /metrics"},
+    {"token", sb_cmd_token, "token --role R --public-key PK [--sub S] [--ttl SECONDS]",
+     "mint a development JWT (HS256 with JWT_SECRET) and print it"},
     {"agent", sb_cmd_agent, "agent [--type T] [--concurrency N] [--exec CMD]",
      "run a worker: take jobs, run the handler, publish status, retry, recover"},
     {"enqueue", sb_cmd_enqueue, "enqueue [--type T] [--user PK] [--wait] 'PAYLOAD-JSON'",

@@ -808,6 +808,11 @@ void sb_agent_stats(sb_agent_t *a, sb_agent_stats_t *out) {
 }
 
 int sb_agent_run(const sb_config_t *cfg, sb_handler_cb cb, void *user) {
+    return sb_agent_run_hooks(cfg, cb, user, NULL);
+}
+
+int sb_agent_run_hooks(const sb_config_t *cfg, sb_handler_cb cb, void *user,
+                       const sb_agent_hooks_t *hooks) {
     char err[256];
     sigset_t set;
     sigemptyset(&set);
@@ -826,11 +831,17 @@ int sb_agent_run(const sb_config_t *cfg, sb_handler_cb cb, void *user) {
         sb_agent_free(a);
         return 1;
     }
-    int sig = 0;
-    sigwait(&set, &sig);
-    sb_info("agent", "received %s: finishing running jobs (grace %d s)",
-            sig == SIGTERM ? "SIGTERM" : "SIGINT", cfg->shutdown_grace);
-    sb_agent_wait(a, cfg->shutdown_grace);
+    int rc = 0, sig = 0;
+    if (hooks && hooks->started && hooks->started(a, hooks->ctx) != 0) {
+        rc = 1;
+        sb_agent_stop(a);
+    } else {
+        sigwait(&set, &sig);
+        sb_info("agent", "received %s: finishing running jobs (grace %d s)",
+                sig == SIGTERM ? "SIGTERM" : "SIGINT", cfg->shutdown_grace);
+    }
+    sb_agent_wait(a, rc ? 0 : cfg->shutdown_grace);
+    if (hooks && hooks->stopped) hooks->stopped(hooks->ctx);
     sb_agent_free(a);
-    return 0;
+    return rc;
 }

@@ -108,6 +108,15 @@ static const sb_setting_t sb_settings[] = {
      "events consume: reply to requests with the --exec program's stdout"},
     {NULL, "max-events", SB_SET_INT, OFF(max_events), 0, 1000000000, "0",
      "events consume|tail|replay: stop after N events (0 = never)"},
+    {NULL, "role", SB_SET_STR, OFF(role), 0, 0, "user", "token: role claim (user|agent|admin)"},
+    {NULL, "public-key", SB_SET_STR, OFF(public_key), 0, 0, NULL, "token: publicKey claim"},
+    {NULL, "sub", SB_SET_STR, OFF(sub), 0, 0, NULL, "token: sub claim (default: publicKey)"},
+    {NULL, "name", SB_SET_STR, OFF(name), 0, 0, NULL, "token: name claim"},
+    {NULL, "email", SB_SET_STR, OFF(email), 0, 0, NULL, "token: email claim"},
+    {NULL, "department-id", SB_SET_STR, OFF(department_id), 0, 0, NULL,
+     "token: department_id claim"},
+    {NULL, "department", SB_SET_STR, OFF(department), 0, 0, NULL, "token: department claim"},
+    {NULL, "ttl", SB_SET_INT, OFF(ttl), 1, 31536000, "3600", "token: seconds until it expires"},
 };
 #undef OFF
 #define SB_NSETTINGS (sizeof sb_settings / sizeof sb_settings[0])
@@ -272,10 +281,7 @@ int sb_config_load(sb_config_t *cfg, int argc, char **argv, char *err, size_t er
 
 void sb_config_close(sb_config_t *cfg) {
     if (!cfg) return;
-    free(cfg->redis.host);
-    free(cfg->redis.unix_path);
-    free(cfg->redis.user);
-    free(cfg->redis.password);
+    sb_redis_addr_free(&cfg->redis);
     free(cfg->bind);
     free(cfg->jwt_secret);
     free(cfg->job_types);
@@ -289,6 +295,13 @@ void sb_config_close(sb_config_t *cfg) {
     free(cfg->consumer);
     free(cfg->from);
     free(cfg->correlation_id);
+    free(cfg->role);
+    free(cfg->public_key);
+    free(cfg->sub);
+    free(cfg->name);
+    free(cfg->email);
+    free(cfg->department_id);
+    free(cfg->department);
     memset(cfg, 0, sizeof *cfg);
 }
 
@@ -400,6 +413,26 @@ int sb_redis_url_parse(const char *url, sb_redis_addr_t *a, char *err, size_t er
     }
     sb_errf(err, errlen, "expected redis://host:port[/db] or unix:///path");
     return SB_EINVAL;
+}
+
+void sb_redis_addr_free(sb_redis_addr_t *a) {
+    if (!a) return;
+    free(a->host);
+    free(a->unix_path);
+    free(a->user);
+    free(a->password);
+    a->host = a->unix_path = a->user = a->password = NULL;
+}
+
+int sb_redis_addr_copy(sb_redis_addr_t *dst, const sb_redis_addr_t *src) {
+    *dst = *src;
+    dst->host = dst->unix_path = dst->user = dst->password = NULL;
+    if (sb_set_str(&dst->host, src->host) || sb_set_str(&dst->unix_path, src->unix_path) ||
+        sb_set_str(&dst->user, src->user) || sb_set_str(&dst->password, src->password)) {
+        sb_redis_addr_free(dst);
+        return SB_ENOMEM;
+    }
+    return SB_OK;
 }
 
 const char *sb_redis_addr_str(const sb_redis_addr_t *a, char *buf, size_t len) {

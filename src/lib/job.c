@@ -61,6 +61,7 @@ static const struct {
     [SB_KEY_DEAD] = {"dead", 0},
     [SB_KEY_USER] = {"user", 1},
     [SB_KEY_STATUS] = {"status", 0},
+    [SB_KEY_EVENTS] = {"events", 0},
 };
 
 char *sb_key(char *buf, size_t len, sb_key_kind_t kind, const char *type, const char *arg) {

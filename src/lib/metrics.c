@@ -107,12 +107,8 @@ static double sb_reply_double(const redisReply *r) {
     return r && r->type == REDIS_REPLY_STRING ? strtod(r->str, NULL) : 0;
 }
 
-int sb_metrics_summary(sb_redis_t *r, const char *type, int days, int64_t now_ms,
-                       sb_metrics_summary_t *out) {
-    if (days < 1 || days > 30) return SB_EINVAL;
-    memset(out, 0, sizeof *out);
-    sb_batch_t *b = sb_batch_create();
-    if (!b) return SB_ENOMEM;
+int sb_metrics_summary_batch(sb_batch_t *b, const char *type, int days, int64_t now_ms) {
+    if (days < 1 || days > SB_METRICS_MAX_DAYS) return SB_EINVAL;
     int rc = SB_OK;
     for (int d = 0; d < days && rc == SB_OK; d++) {
         char date[11];
@@ -121,7 +117,8 @@ int sb_metrics_summary(sb_redis_t *r, const char *type, int days, int64_t now_ms
         char keys[SB_NCOUNTERS][256];
         argv[0] = "MGET";
         for (int c = 0; c < SB_NCOUNTERS; c++) {
-            sb_counter_key(keys[c], sizeof keys[c], type, date, sb_summary_counters[c]);
+            if (!sb_counter_key(keys[c], sizeof keys[c], type, date, sb_summary_counters[c]))
+                return SB_EINVAL;
             argv[1 + c] = keys[c];
         }
         rc = sb_batch_addargv(b, 1 + SB_NCOUNTERS, argv, NULL);
@@ -130,24 +127,37 @@ int sb_metrics_summary(sb_redis_t *r, const char *type, int days, int64_t now_ms
     if (rc == SB_OK && !sb_metrics_key(ekey, sizeof ekey, type, "execution_times", NULL))
         rc = SB_EINVAL;
     if (rc == SB_OK) rc = sb_batch_add(b, "EVAL %s 1 %s", SB_EXEC_STATS_LUA, ekey);
-    redisReply *replies[32];
+    return rc;
+}
+
+int sb_metrics_summary_parse(redisReply *const *replies, int days, sb_metrics_summary_t *out) {
+    memset(out, 0, sizeof *out);
+    long long *fields[SB_NCOUNTERS] = {&out->total_jobs, &out->failed_jobs, &out->done_jobs,
+                                       &out->rate_hits, &out->rate_blocked};
+    for (int d = 0; d < days; d++) {
+        const redisReply *m = replies[d];
+        if (!m || m->type != REDIS_REPLY_ARRAY || m->elements != SB_NCOUNTERS) continue;
+        for (int c = 0; c < SB_NCOUNTERS; c++) *fields[c] += sb_reply_ll(m->element[c]);
+    }
+    const redisReply *st = replies[days];
+    if (!st || st->type != REDIS_REPLY_ARRAY || st->elements != 3) return SB_EPROTO;
+    double n = sb_reply_double(st->element[0]);
+    out->avg_exec_ms = n > 0 ? sb_reply_double(st->element[1]) / n : 0;
+    out->p95_exec_ms = sb_reply_double(st->element[2]);
+    return SB_OK;
+}
+
+int sb_metrics_summary(sb_redis_t *r, const char *type, int days, int64_t now_ms,
+                       sb_metrics_summary_t *out) {
+    memset(out, 0, sizeof *out);
+    if (days < 1 || days > SB_METRICS_MAX_DAYS) return SB_EINVAL;
+    sb_batch_t *b = sb_batch_create();
+    if (!b) return SB_ENOMEM;
+    int rc = sb_metrics_summary_batch(b, type, days, now_ms);
+    redisReply *replies[SB_METRICS_MAX_DAYS + 1];
     if (rc == SB_OK) rc = sb_redis_pipeline(r, b, replies);
     if (rc == SB_OK) {
-        long long *fields[SB_NCOUNTERS] = {&out->total_jobs, &out->failed_jobs, &out->done_jobs,
-                                           &out->rate_hits, &out->rate_blocked};
-        for (int d = 0; d < days; d++) {
-            const redisReply *m = replies[d];
-            if (!m || m->type != REDIS_REPLY_ARRAY || m->elements != SB_NCOUNTERS) continue;
-            for (int c = 0; c < SB_NCOUNTERS; c++) *fields[c] += sb_reply_ll(m->element[c]);
-        }
-        const redisReply *st = replies[days];
-        if (st && st->type == REDIS_REPLY_ARRAY && st->elements == 3) {
-            double n = sb_reply_double(st->element[0]);
-            out->avg_exec_ms = n > 0 ? sb_reply_double(st->element[1]) / n : 0;
-            out->p95_exec_ms = sb_reply_double(st->element[2]);
-        } else {
-            rc = SB_EPROTO;
-        }
+        rc = sb_metrics_summary_parse(replies, days, out);
         sb_replies_free(replies, sb_batch_count(b));
     }
     sb_batch_free(b);

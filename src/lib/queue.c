@@ -32,12 +32,13 @@ static int sb_job_created_event(sb_batch_t *b, const char *type, const char *job
     return rc;
 }
 
-int sb_job_enqueue_batch(sb_batch_t *b, const char *type, const char *job_id,
-                         const char *public_key, const char *record_json, int64_t now_ms) {
+int sb_job_enqueue_batch_publish(sb_batch_t *b, const char *type, const char *job_id,
+                                 const char *public_key, const char *record_json, int64_t now_ms,
+                                 const char *channel, const char *message) {
     char kjob[SB_KEY_LEN], kjobs[SB_KEY_LEN], kuser[SB_KEY_LEN];
     if (!sb_key(kjob, sizeof kjob, SB_KEY_JOB, type, job_id) ||
         !sb_key(kjobs, sizeof kjobs, SB_KEY_JOBS, type, NULL) ||
-        !sb_key(kuser, sizeof kuser, SB_KEY_USER, type, public_key))
+        !sb_key(kuser, sizeof kuser, SB_KEY_USER, type, public_key) || (!channel != !message))
         return SB_EINVAL;
     int rc = sb_batch_add(b, "MULTI");
     if (!rc) rc = sb_batch_add(b, "SET %s %s EX %d", kjob, record_json, SB_JOB_TTL);
@@ -46,8 +47,15 @@ int sb_job_enqueue_batch(sb_batch_t *b, const char *type, const char *job_id,
     if (!rc) rc = sb_batch_add(b, "EXPIRE %s %d", kuser, SB_JOB_TTL);
     if (!rc) rc = sb_metrics_count(b, type, "jobs", now_ms);
     if (!rc) rc = sb_job_created_event(b, type, job_id, public_key);
+    if (!rc && channel) rc = sb_batch_add(b, "PUBLISH %s %s", channel, message);
     if (!rc) rc = sb_batch_add(b, "EXEC");
     return rc;
+}
+
+int sb_job_enqueue_batch(sb_batch_t *b, const char *type, const char *job_id,
+                         const char *public_key, const char *record_json, int64_t now_ms) {
+    return sb_job_enqueue_batch_publish(b, type, job_id, public_key, record_json, now_ms, NULL,
+                                        NULL);
 }
 
 int sb_job_enqueue_check(const redisReply *exec) {

@@ -28,32 +28,21 @@ struct sb_redis {
     int64_t connected_at;   /* monotonic ms of the last successful connect */
 };
 
-static char *sb_dup(const char *s) { return s ? strdup(s) : NULL; }
-
 sb_redis_t *sb_redis_create(const sb_redis_addr_t *addr, const char *component) {
     sb_redis_t *r = calloc(1, sizeof *r);
     if (!r) return NULL;
-    r->addr.host = sb_dup(addr->host);
-    r->addr.port = addr->port;
-    r->addr.unix_path = sb_dup(addr->unix_path);
-    r->addr.user = sb_dup(addr->user);
-    r->addr.password = sb_dup(addr->password);
-    r->addr.db = addr->db;
-    snprintf(r->component, sizeof r->component, "%s", component ? component : "redis");
-    if ((addr->host && !r->addr.host) || (addr->unix_path && !r->addr.unix_path)) {
-        sb_redis_free(r);
+    if (sb_redis_addr_copy(&r->addr, addr) != SB_OK) {
+        free(r);
         return NULL;
     }
+    snprintf(r->component, sizeof r->component, "%s", component ? component : "redis");
     return r;
 }
 
 void sb_redis_free(sb_redis_t *r) {
     if (!r) return;
     if (r->ctx) redisFree(r->ctx);
-    free(r->addr.host);
-    free(r->addr.unix_path);
-    free(r->addr.user);
-    free(r->addr.password);
+    sb_redis_addr_free(&r->addr);
     free(r);
 }
 

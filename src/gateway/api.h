@@ -1,0 +1,39 @@
+/* The gateway's REST handlers (SPEC §3) and the helpers they share.
+ *
+ * Handlers are listed in the route table of routes.c; each answers its request either at
+ * once or from the callback of one Redis batch sent with sb_api_redis(). Job routes live in
+ * api_jobs.c, operational routes (/healthz, /readyz, /metrics) in api_ops.c; presence
+ * routes (/agent-status/...) will be rows of the same table with handlers in their own
+ * file. */
+#ifndef SB_GATEWAY_API_H
+#define SB_GATEWAY_API_H
+
+#include "gateway/aredis.h"
+#include "gateway/http.h"
+#include "switchboard/redis.h"
+
+/* Sends b (freed here) on the gateway's command connection with cb(reply, req), holding a
+ * reference to req until cb runs (cb must sb_req_release(req)). Returns 0 when sent; on
+ * failure answers 503 and returns SB_EREDIS (cb will not run). */
+int sb_api_redis(sb_req_t *req, sb_batch_t *b, sb_aredis_cb cb);
+
+/* Reads integer query parameter name: def when absent, else it must be digits within
+ * [min, max]. Returns the value, or -1 after answering 400 naming the parameter. */
+int sb_api_int_param(sb_req_t *req, const char *name, int def, int min, int max);
+
+/* The job type of the request: the {type} parameter, or "rebalance" for /rebalance/{jobId}.
+ * Returns it, or NULL after answering 400 (malformed) or 404 (not one of JOB_TYPES). */
+const char *sb_api_type(sb_req_t *req);
+
+/* jobs (api_jobs.c) */
+void sb_api_job_create(sb_req_t *req);
+void sb_api_job_get(sb_req_t *req);
+void sb_api_job_list(sb_req_t *req);
+void sb_api_job_metrics(sb_req_t *req);
+
+/* operations (api_ops.c) */
+void sb_api_healthz(sb_req_t *req);
+void sb_api_readyz(sb_req_t *req);
+void sb_api_prometheus(sb_req_t *req);
+
+#endif

@@ -1,0 +1,352 @@
+/* Job routes (SPEC §3): create, read, list, metrics summary.
+ *
+ * POST /agent/{type} validates everything it can without Redis first (bad input changes
+ * nothing), then makes two round trips: the rate-limit script, and — if allowed — one
+ * MULTI/EXEC that writes the record, queues the id, indexes it under the user, counts it and
+ * PUBLISHes the `{type}:created` notification on agent:{type}:events:
+ *   {"event":"rebalance:created","room":"user:{publicKey}","data":{"jobId":"…"}}
+ * so the Socket.IO layer of every gateway can emit it to the user's room. A job is therefore
+ * either fully queued and announced, or not at all. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "gateway/api.h"
+#include "gateway/gateway.h"
+#include "switchboard/clock.h"
+#include "switchboard/error.h"
+#include "switchboard/job.h"
+#include "switchboard/json.h"
+#include "switchboard/log.h"
+#include "switchboard/metrics.h"
+#include "switchboard/queue.h"
+#include "switchboard/ratelimit.h"
+
+#define SB_LIST_DEFAULT 20
+#define SB_LIST_MAX 100
+
+/* ---- payload validation ------------------------------------------------------------------- */
+
+/* Returns NULL when payload is acceptable, else the sentence for the 400. */
+typedef const char *(*sb_payload_check_fn)(const cJSON *payload);
+
+static const char *sb_check_rebalance(const cJSON *p) {
+    double amount;
+    const cJSON *prio = cJSON_GetObjectItemCaseSensitive(p, "priority");
+    if (sb_json_num(p, "amount", &amount) != SB_OK || !(amount > 0))
+        return "amount must be a finite number greater than 0";
+    if (prio && !(cJSON_IsString(prio) && (!strcmp(prio->valuestring, "low") ||
+                                           !strcmp(prio->valuestring, "medium") ||
+                                           !strcmp(prio->valuestring, "high"))))
+        return "priority must be low, medium or high";
+    return NULL;
+}
+
+/* Types without a row accept any JSON object. */
+static const struct {
+    const char *type;
+    sb_payload_check_fn check;
+} sb_payload_checks[] = {{"rebalance", sb_check_rebalance}};
+
+static const char *sb_payload_check(const char *type, const cJSON *payload) {
+    if (!cJSON_IsObject(payload)) return "the body must be a JSON object";
+    for (size_t i = 0; i < sizeof sb_payload_checks / sizeof sb_payload_checks[0]; i++)
+        if (!strcmp(type, sb_payload_checks[i].type)) return sb_payload_checks[i].check(payload);
+    return NULL;
+}
+
+/* The caller's publicKey, or NULL after answering 403 (a token without one owns nothing). */
+static const char *sb_api_owner(sb_req_t *req) {
+    if (sb_public_key_valid(req->claims.public_key)) return req->claims.public_key;
+    sb_req_error(req, 403, "forbidden", "the token carries no valid publicKey claim");
+    return NULL;
+}
+
+/* ---- POST /agent/{type} --------------------------------------------------------------------- */
+
+static void sb_job_queued_cb(redisReply *reply, void *priv) {
+    sb_req_t *req = priv;
+    int rc = sb_job_enqueue_check(reply);
+    const char *type = sb_route_param(&req->match, "type");
+    if (rc == SB_OK) {
+        char body[160];
+        int n = snprintf(body, sizeof body, "{\"jobId\":\"%s\",\"status\":\"queued\"}",
+                         req->scratch);
+        req->gw->stats.jobs_created++;
+        sb_info("gateway", "job queued: type=%s job=%s user=%s", type, req->scratch,
+                req->claims.public_key);
+        sb_req_send(req, 202, "application/json", body, (size_t)n, NULL);
+    } else if (rc == SB_EREDIS) {
+        sb_warn("gateway", "job %s: redis went away during EXEC; outcome unknown to the client",
+                req->scratch);
+        sb_req_error(req, 503, "redis_unavailable",
+                     "Redis became unavailable while queuing the job; it may not have been "
+                     "queued, check GET /agent/%s/jobs before retrying", type);
+    } else {
+        sb_error("gateway", "job %s: redis refused the transaction; nothing was queued",
+                 req->scratch);
+        sb_req_error(req, 503, "redis_unavailable",
+                     "Redis refused the transaction; nothing was queued");
+    }
+    sb_req_release(req);
+}
+
+/* The created notification published with the job. Returns malloc'd JSON or NULL. */
+static char *sb_created_event(const char *type, const char *job_id, const char *public_key) {
+    char name[SB_TYPE_MAX + 16];
+    snprintf(name, sizeof name, "%s:created", type);
+    cJSON *o = cJSON_CreateObject(), *d = cJSON_CreateObject();
+    char *room = malloc(strlen(public_key) + 6);
+    char *text = NULL;
+    if (o && d && room) {
+        sprintf(room, "user:%s", public_key);
+        cJSON_AddStringToObject(d, "jobId", job_id);
+        cJSON_AddStringToObject(o, "event", name);
+        cJSON_AddStringToObject(o, "room", room);
+        cJSON_AddItemToObject(o, "data", d);
+        d = NULL;
+        text = sb_json_print(o);
+    }
+    cJSON_Delete(o);
+    cJSON_Delete(d);
+    free(room);
+    return text;
+}
+
+static void sb_job_enqueue_async(sb_req_t *req) {
+    const char *type = sb_route_param(&req->match, "type");
+    sb_user_t user = {req->claims.public_key, req->claims.sub};
+    char chan[SB_KEY_LEN];
+    int64_t now = sb_now_ms();
+    if (sb_job_id_new(req->scratch) != SB_OK) {
+        sb_req_error(req, 500, "internal", "no random source for the job id");
+        return;
+    }
+    cJSON *rec = sb_job_record_new(type, req->scratch, &user, req->doc, now);
+    char *json = rec ? sb_json_print(rec) : NULL;
+    char *event = sb_created_event(type, req->scratch, user.public_key);
+    cJSON_Delete(rec);
+    sb_batch_t *b = json && event ? sb_batch_create() : NULL;
+    if (b && sb_job_enqueue_batch_publish(b, type, req->scratch, user.public_key, json, now,
+                                          sb_key(chan, sizeof chan, SB_KEY_EVENTS, type, NULL),
+                                          event) != SB_OK) {
+        sb_batch_free(b);
+        b = NULL;
+    }
+    free(json);
+    free(event);
+    if (!b) sb_req_error(req, 500, "internal", "could not build the job");
+    else sb_api_redis(req, b, sb_job_queued_cb);
+}
+
+static void sb_job_rate_cb(redisReply *reply, void *priv) {
+    sb_req_t *req = priv;
+    sb_rate_result_t rate;
+    int rc = sb_ratelimit_parse(reply, &rate);
+    if (sb_req_gone(req)) {
+        /* the client left: queue nothing it cannot learn the id of */
+    } else if (rc == SB_EREDIS) {
+        sb_req_unavailable(req);
+    } else if (rc != SB_OK) {
+        sb_error("gateway", "rate-limit script answered %s",
+                 reply && reply->type == REDIS_REPLY_ERROR ? reply->str : "an unexpected shape");
+        sb_req_error(req, 500, "internal", "the rate limiter failed");
+    } else if (!rate.allowed) {
+        char hdr[64];
+        long long secs = (rate.retry_ms + 999) / 1000;
+        snprintf(hdr, sizeof hdr, "retry-after: %lld\r\n", secs);
+        req->gw->stats.rate_limited++;
+        sb_info("gateway", "rate limited: user=%s", req->claims.public_key);
+        sb_req_error_h(req, 429, hdr, "rate_limited",
+                       "at most %d job requests per %d s; retry in %lld s",
+                       req->gw->cfg->rate_limit, req->gw->cfg->rate_window, secs);
+    } else {
+        sb_job_enqueue_async(req);
+    }
+    sb_req_release(req);
+}
+
+void sb_api_job_create(sb_req_t *req) {
+    const char *type = sb_api_type(req);
+    const char *owner = type ? sb_api_owner(req) : NULL;
+    if (!owner) return;
+    req->doc = req->body ? sb_json_parse(req->body, req->body_len) : NULL;
+    if (!req->doc) {
+        sb_req_error(req, 400, "invalid_json", "the body must be a JSON object");
+        return;
+    }
+    const char *why = sb_payload_check(type, req->doc);
+    if (why) {
+        sb_req_error(req, 400, "bad_request", "%s", why);
+        return;
+    }
+    const char *rate_user = sb_public_key_valid(req->claims.sub) ? req->claims.sub : owner;
+    const sb_config_t *cfg = req->gw->cfg;
+    sb_batch_t *b = sb_batch_create();
+    if (b && sb_ratelimit_batch(b, type, rate_user, cfg->rate_limit, cfg->rate_window,
+                                sb_now_ms()) != SB_OK) {
+        sb_batch_free(b);
+        sb_req_error(req, 400, "bad_request", "the token's user id is too long");
+        return;
+    }
+    sb_api_redis(req, b, sb_job_rate_cb);
+}
+
+/* ---- GET /agent/{type}/{jobId} and /rebalance/{jobId} ---------------------------------------- */
+
+static void sb_job_get_cb(redisReply *reply, void *priv) {
+    sb_req_t *req = priv;
+    sb_job_t job;
+    char err[128];
+    if (!reply) {
+        sb_req_unavailable(req);
+    } else if (reply->type != REDIS_REPLY_STRING) {
+        sb_req_error(req, 404, "not_found", "job not found");
+    } else if (sb_job_parse(reply->str, reply->len, &job, err, sizeof err) != SB_OK) {
+        sb_warn("gateway", "job %s has a bad record: %s", req->scratch, err);
+        sb_req_error(req, 500, "internal", "the job record is unreadable");
+    } else {
+        int mine = req->claims.public_key && !strcmp(job.public_key, req->claims.public_key);
+        if (mine || req->claims.role == SB_ROLE_ADMIN)
+            sb_req_send(req, 200, "application/json", reply->str, reply->len, NULL);
+        else
+            sb_req_error(req, 404, "not_found", "job not found"); /* never reveal existence */
+        sb_job_close(&job);
+    }
+    sb_req_release(req);
+}
+
+void sb_api_job_get(sb_req_t *req) {
+    const char *type = sb_api_type(req);
+    if (!type) return;
+    const char *id = sb_route_param(&req->match, "jobId");
+    char key[SB_KEY_LEN];
+    if (!sb_job_id_valid(id)) {
+        sb_req_error(req, 400, "bad_request",
+                     "jobId must match ^[0-9]{1,16}-[0-9a-z]{1,32}$, e.g. 1731304200000-a7f3e2c1");
+        return;
+    }
+    snprintf(req->scratch, sizeof req->scratch, "%s", id);
+    sb_batch_t *b = sb_batch_create();
+    if (b && sb_batch_add(b, "GET %s", sb_key(key, sizeof key, SB_KEY_JOB, type, id)) != SB_OK) {
+        sb_batch_free(b);
+        b = NULL;
+    }
+    sb_api_redis(req, b, sb_job_get_cb);
+}
+
+/* ---- GET /agent/{type}/jobs?limit= ----------------------------------------------------------- */
+
+static void sb_job_list_records_cb(redisReply *reply, void *priv) {
+    sb_req_t *req = priv;
+    cJSON *o = cJSON_CreateObject(), *jobs = cJSON_CreateArray();
+    if (!reply) {
+        sb_req_unavailable(req);
+    } else if (!o || !jobs || reply->type != REDIS_REPLY_ARRAY) {
+        sb_req_error(req, 500, "internal", "could not list the jobs");
+    } else {
+        for (size_t i = 0; i < reply->elements; i++) {
+            const redisReply *r = reply->element[i];
+            cJSON *rec = r->type == REDIS_REPLY_STRING ? sb_json_parse(r->str, r->len) : NULL;
+            if (rec) cJSON_AddItemToArray(jobs, rec); /* expired records are skipped */
+        }
+        cJSON_AddBoolToObject(o, "success", 1);
+        cJSON_AddNumberToObject(o, "count", cJSON_GetArraySize(jobs));
+        cJSON_AddItemToObject(o, "jobs", jobs);
+        jobs = NULL;
+        sb_req_json(req, 200, o);
+    }
+    cJSON_Delete(o);
+    cJSON_Delete(jobs);
+    sb_req_release(req);
+}
+
+/* MGETs the records of the ids in reply (a ZREVRANGE answer). Returns the batch or NULL. */
+static sb_batch_t *sb_job_list_mget(const char *type, const redisReply *ids) {
+    const char *argv[SB_LIST_MAX + 1];
+    char keys[SB_LIST_MAX][SB_KEY_LEN];
+    int argc = 1;
+    argv[0] = "MGET";
+    for (size_t i = 0; i < ids->elements && argc <= SB_LIST_MAX; i++) {
+        const redisReply *e = ids->element[i];
+        if (e->type != REDIS_REPLY_STRING || !sb_job_id_valid(e->str)) continue;
+        if (sb_key(keys[argc - 1], SB_KEY_LEN, SB_KEY_JOB, type, e->str))
+            argv[argc] = keys[argc - 1], argc++;
+    }
+    sb_batch_t *b = sb_batch_create();
+    if (b && sb_batch_addargv(b, argc, argv, NULL) != SB_OK) {
+        sb_batch_free(b);
+        return NULL;
+    }
+    return b;
+}
+
+static void sb_job_list_ids_cb(redisReply *reply, void *priv) {
+    sb_req_t *req = priv;
+    if (sb_req_gone(req)) {
+        /* nobody to answer */
+    } else if (!reply) {
+        sb_req_unavailable(req);
+    } else if (reply->type != REDIS_REPLY_ARRAY) {
+        sb_req_error(req, 500, "internal", "could not list the jobs");
+    } else if (reply->elements == 0) {
+        static const char empty[] = "{\"success\":true,\"count\":0,\"jobs\":[]}";
+        sb_req_send(req, 200, "application/json", empty, sizeof empty - 1, NULL);
+    } else {
+        sb_api_redis(req, sb_job_list_mget(sb_route_param(&req->match, "type"), reply),
+                     sb_job_list_records_cb);
+    }
+    sb_req_release(req);
+}
+
+void sb_api_job_list(sb_req_t *req) {
+    const char *type = sb_api_type(req);
+    const char *owner = type ? sb_api_owner(req) : NULL;
+    if (!owner) return;
+    int limit = sb_api_int_param(req, "limit", SB_LIST_DEFAULT, 1, SB_LIST_MAX);
+    if (limit < 0) return;
+    char key[SB_KEY_LEN];
+    sb_batch_t *b = sb_batch_create();
+    if (b && (!sb_key(key, sizeof key, SB_KEY_USER, type, owner) ||
+              sb_batch_add(b, "ZREVRANGE %s 0 %d", key, limit - 1) != SB_OK)) {
+        sb_batch_free(b);
+        b = NULL;
+    }
+    sb_api_redis(req, b, sb_job_list_ids_cb);
+}
+
+/* ---- GET /agent/{type}/metrics?days= --------------------------------------------------------- */
+
+static void sb_job_metrics_cb(redisReply *reply, void *priv) {
+    sb_req_t *req = priv;
+    sb_metrics_summary_t s;
+    int days = req->num;
+    if (!reply) {
+        sb_req_unavailable(req);
+    } else if (reply->type != REDIS_REPLY_ARRAY || reply->elements != (size_t)days + 1 ||
+               sb_metrics_summary_parse(reply->element, days, &s) != SB_OK) {
+        sb_req_error(req, 500, "internal", "could not read the metrics");
+    } else {
+        cJSON *o = sb_metrics_summary_json(&s);
+        if (o) cJSON_AddNumberToObject(o, "days", days);
+        if (o) sb_req_json(req, 200, o);
+        else sb_req_error(req, 500, "internal", "out of memory");
+        cJSON_Delete(o);
+    }
+    sb_req_release(req);
+}
+
+void sb_api_job_metrics(sb_req_t *req) {
+    const char *type = sb_api_type(req);
+    if (!type) return;
+    req->num = sb_api_int_param(req, "days", 7, 1, SB_METRICS_MAX_DAYS);
+    if (req->num < 0) return;
+    sb_batch_t *b = sb_batch_create();
+    /* in MULTI so the days + 1 replies arrive as one EXEC array */
+    if (b && (sb_batch_add(b, "MULTI") != SB_OK ||
+              sb_metrics_summary_batch(b, type, req->num, sb_now_ms()) != SB_OK ||
+              sb_batch_add(b, "EXEC") != SB_OK)) {
+        sb_batch_free(b);
+        b = NULL;
+    }
+    sb_api_redis(req, b, sb_job_metrics_cb);
+}

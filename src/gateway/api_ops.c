@@ -1,0 +1,60 @@
+/* Operational routes: /healthz (the process answers), /readyz (Redis answers a PING, else
+ * 503) and /metrics (Prometheus text: request counters from stats.c plus connection state). */
+#include <stdio.h>
+#include <string.h>
+#include "gateway/api.h"
+#include "gateway/gateway.h"
+#include "switchboard/clock.h"
+#include "switchboard/prom.h"
+
+void sb_api_healthz(sb_req_t *req) {
+    char body[96];
+    int n = snprintf(body, sizeof body, "{\"status\":\"ok\",\"uptimeSeconds\":%lld}",
+                     (long long)((sb_now_ms() - req->gw->started_ms) / 1000));
+    sb_req_send(req, 200, "application/json", body, (size_t)n, NULL);
+}
+
+static void sb_readyz_cb(redisReply *reply, void *priv) {
+    sb_req_t *req = priv;
+    if (reply && reply->type == REDIS_REPLY_STATUS && !strcmp(reply->str, "PONG")) {
+        static const char ok[] = "{\"status\":\"ready\",\"redis\":\"up\"}";
+        sb_req_send(req, 200, "application/json", ok, sizeof ok - 1, NULL);
+    } else {
+        sb_req_unavailable(req);
+    }
+    sb_req_release(req);
+}
+
+void sb_api_readyz(sb_req_t *req) {
+    sb_batch_t *b = sb_batch_create();
+    if (b && sb_batch_add(b, "PING") != 0) {
+        sb_batch_free(b);
+        b = NULL;
+    }
+    sb_api_redis(req, b, sb_readyz_cb);
+}
+
+static void sb_prom_gauge(sb_prom_t *p, const char *name, const char *type, const char *help,
+                          double v) {
+    sb_prom_family(p, name, type, help);
+    sb_prom_sample(p, name, NULL, 0, v);
+}
+
+void sb_api_prometheus(sb_req_t *req) {
+    const sb_gateway_t *gw = req->gw;
+    sb_prom_t p;
+    sb_prom_init(&p);
+    sb_gw_stats_render(&gw->stats, &p);
+    sb_prom_gauge(&p, "gateway_redis_connected", "gauge",
+                  "1 while the command connection to Redis is up.", sb_aredis_up(gw->redis));
+    sb_prom_gauge(&p, "gateway_redis_reconnects_total", "counter",
+                  "Times the command connection to Redis was re-established after a loss.",
+                  (double)sb_aredis_reconnects(gw->redis));
+    sb_prom_gauge(&p, "gateway_start_time_seconds", "gauge",
+                  "Unix time the gateway started.", (double)gw->started_ms / 1000.0);
+    size_t len = 0;
+    const char *text = sb_prom_text(&p, &len);
+    if (text) sb_req_send(req, 200, SB_PROM_CONTENT_TYPE, text, len, NULL);
+    else sb_req_error(req, 500, "internal", "out of memory");
+    sb_prom_close(&p);
+}

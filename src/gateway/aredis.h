@@ -1,0 +1,46 @@
+/* The gateway's asynchronous Redis client: hiredis 0.14 async on the gateway's libuv loop
+ * (through aredis_uv.c, which replaces hiredis's adapters/libuv.h: see there why).
+ *
+ * One sb_aredis_t is one logical connection that reconnects by itself: when the connection
+ * is refused or lost it retries with capped exponential backoff (100 ms doubling to 5 s),
+ * logging the loss once and the recovery once. A watchdog drops a connection whose server
+ * stops answering (no reply for SB_AREDIS_STALL_MS while commands are pending) or that
+ * cannot be established in time, so a callback is never left hanging.
+ *
+ * Commands go out as pre-formatted sb_batch_t batches (the same bytes the blocking client
+ * sends). While disconnected, sending fails at once and the caller answers 503; nothing is
+ * queued behind the caller's back. Everything runs on the loop thread. */
+#ifndef SB_GATEWAY_AREDIS_H
+#define SB_GATEWAY_AREDIS_H
+
+#include <hiredis/hiredis.h>
+#include <uv.h>
+#include "switchboard/config.h"
+#include "switchboard/redis.h"
+
+#define SB_AREDIS_STALL_MS 3000
+
+typedef struct sb_aredis sb_aredis_t;
+
+/* Called exactly once per accepted send with the reply to the batch's last command, or with
+ * NULL when Redis went away before answering (the command may or may not have run). The
+ * reply belongs to hiredis and is valid only during the call. */
+typedef void (*sb_aredis_cb)(redisReply *reply, void *priv);
+
+/* Creates a client for addr (copied) on loop and starts connecting. name appears in logs.
+ * Returns NULL on allocation failure. */
+sb_aredis_t *sb_aredis_create(uv_loop_t *loop, const sb_redis_addr_t *addr, const char *name);
+/* Closes the connection (pending callbacks get NULL) and its timers; the struct is freed
+ * once libuv has closed them, during a later uv_run. NULL is fine. */
+void sb_aredis_close(sb_aredis_t *ar);
+
+/* 1 while connected. */
+int sb_aredis_up(const sb_aredis_t *ar);
+/* Successful reconnections after a loss, since creation. */
+unsigned long long sb_aredis_reconnects(const sb_aredis_t *ar);
+
+/* Sends every command of b in one write; cb gets the last command's reply. Returns 0 (cb
+ * will be called once), SB_EREDIS when not connected or SB_ENOMEM (cb is never called). */
+int sb_aredis_send(sb_aredis_t *ar, const sb_batch_t *b, sb_aredis_cb cb, void *priv);
+
+#endif

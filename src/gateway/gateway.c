@@ -1,0 +1,119 @@
+/* `switchboard gateway`: start-up, the event loop, and shutdown.
+ *
+ * Builds the libuv loop, the async Redis command connection (which connects and reconnects
+ * on its own: the gateway starts and stays up while Redis is down, answering 503), and the
+ * libwebsockets context on the same loop (foreign loop + LWS_SERVER_OPTION_LIBUV). SIGTERM or
+ * SIGINT closes Redis (pending requests are answered 503), starts destroying the lws context
+ * and closes our handles; uv_run then returns once libuv has nothing left, a second
+ * lws_context_destroy() frees what lws kept for that moment (the foreign-loop protocol), and
+ * the process exits 0. lws's own log lines are routed through sb_log. */
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <libwebsockets.h>
+#include "cli/cli.h"
+#include "gateway/gateway.h"
+#include "gateway/http.h"
+#include "switchboard/clock.h"
+#include "switchboard/log.h"
+
+int sb_gateway_type_known(const sb_gateway_t *gw, const char *type) {
+    const char *list = gw->cfg->job_types ? gw->cfg->job_types : "";
+    size_t tlen = strlen(type);
+    for (const char *p = list; *p;) {
+        while (*p == ' ' || *p == ',') p++;
+        size_t n = strcspn(p, ", ");
+        if (n == tlen && n && strncmp(p, type, n) == 0) return 1;
+        p += n;
+    }
+    return 0;
+}
+
+static void sb_lws_log(int level, const char *line) {
+    size_t n = strlen(line);
+    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r')) n--;
+    sb_log(level & LLL_ERR ? SB_LOG_ERROR : SB_LOG_WARN, "lws", "%.*s", (int)n, line);
+}
+
+typedef struct {
+    sb_gateway_t *gw;
+    uv_signal_t sigterm, sigint;
+} sb_gw_signals_t;
+
+static void sb_gw_signal_cb(uv_signal_t *h, int signum) {
+    sb_gw_signals_t *s = h->data;
+    sb_gateway_t *gw = s->gw;
+    if (gw->stopping) return;
+    gw->stopping = 1;
+    sb_info("gateway", "received %s: shutting down", signum == SIGTERM ? "SIGTERM" : "SIGINT");
+    sb_aredis_close(gw->redis);
+    gw->redis = NULL;
+    lws_context_destroy(gw->lws); /* first stage; lws finishes after its handles close */
+    uv_close((uv_handle_t *)&s->sigterm, NULL);
+    uv_close((uv_handle_t *)&s->sigint, NULL);
+}
+
+static const struct lws_protocols sb_gw_protocols[] = {
+    {"http", sb_http_callback, sizeof(sb_http_conn_t), 0, 0, NULL, 0},
+    {NULL, NULL, 0, 0, 0, NULL, 0},
+};
+
+static struct lws_context *sb_gw_lws_create(sb_gateway_t *gw) {
+    struct lws_context_creation_info info;
+    void *loops[1] = {gw->loop};
+    memset(&info, 0, sizeof info);
+    info.port = gw->cfg->port;
+    info.iface = gw->cfg->bind && strcmp(gw->cfg->bind, "0.0.0.0") && *gw->cfg->bind
+                     ? gw->cfg->bind
+                     : NULL;
+    info.protocols = sb_gw_protocols;
+    info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_DISABLE_IPV6;
+    info.foreign_loops = loops;
+    info.user = gw;
+    info.pcontext = &gw->lws; /* lws sets it to NULL once the context is wholly destroyed */
+    info.max_http_header_data = 16384;
+    info.keepalive_timeout = 30;
+    return lws_create_context(&info);
+}
+
+int sb_cmd_gateway(sb_config_t *cfg) {
+    if (!cfg->jwt_secret || !*cfg->jwt_secret) {
+        sb_error("gateway", "bad setting JWT_SECRET: it must be set (the HS256 key of tokens)");
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    lws_set_log_level(LLL_ERR | LLL_WARN, sb_lws_log);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    sb_gateway_t gw;
+    memset(&gw, 0, sizeof gw);
+    gw.cfg = cfg;
+    gw.loop = &loop;
+    gw.started_ms = sb_now_ms();
+    gw.redis = sb_aredis_create(&loop, &cfg->redis, "commands");
+    gw.lws = gw.redis ? sb_gw_lws_create(&gw) : NULL;
+    if (!gw.lws) {
+        sb_error("gateway", "cannot listen on %s:%d", cfg->bind, cfg->port);
+        sb_aredis_close(gw.redis);
+        uv_run(&loop, UV_RUN_DEFAULT);
+        uv_loop_close(&loop);
+        return 1;
+    }
+    sb_gw_signals_t sig = {.gw = &gw};
+    uv_signal_init(&loop, &sig.sigterm);
+    uv_signal_init(&loop, &sig.sigint);
+    sig.sigterm.data = sig.sigint.data = &sig;
+    uv_signal_start(&sig.sigterm, sb_gw_signal_cb, SIGTERM);
+    uv_signal_start(&sig.sigint, sb_gw_signal_cb, SIGINT);
+    char where[300];
+    sb_info("gateway", "listening on http://%s:%d (job types: %s; redis %s)", cfg->bind,
+            cfg->port, cfg->job_types, sb_redis_addr_str(&cfg->redis, where, sizeof where));
+    uv_run(&loop, UV_RUN_DEFAULT);
+    if (gw.lws) { /* foreign loop: the second call completes the destroy started on SIGTERM */
+        lws_context_destroy(gw.lws);
+        uv_run(&loop, UV_RUN_DEFAULT);
+    }
+    int rc = uv_loop_close(&loop);
+    sb_info("gateway", "stopped%s", rc ? " (some handles were still open)" : "");
+    return 0;
+}

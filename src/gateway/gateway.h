@@ -1,0 +1,30 @@
+/* `switchboard gateway`: the process-wide state every gateway module shares.
+ *
+ * One libuv loop carries everything: libwebsockets (HTTP; later WebSocket) on that loop as a
+ * foreign loop, and hiredis async connections attached to it. The struct is created by
+ * sb_cmd_gateway() (gateway.c), lives on its stack for the life of the process and is passed
+ * to handlers through each request; it is never a global. */
+#ifndef SB_GATEWAY_H
+#define SB_GATEWAY_H
+
+#include <uv.h>
+#include "gateway/aredis.h"
+#include "gateway/stats.h"
+#include "switchboard/config.h"
+
+struct lws_context;
+
+typedef struct sb_gateway {
+    const sb_config_t *cfg;
+    uv_loop_t *loop;
+    struct lws_context *lws;
+    sb_aredis_t *redis;        /* commands (a SUBSCRIBE connection will be separate) */
+    sb_gw_stats_t stats;       /* counters behind /metrics */
+    int64_t started_ms;
+    int stopping;              /* SIGTERM seen: new requests get 503 */
+} sb_gateway_t;
+
+/* 1 if type is one of cfg->job_types (comma-separated). */
+int sb_gateway_type_known(const sb_gateway_t *gw, const char *type);
+
+#endif

@@ -1,0 +1,338 @@
+/* HTTP on libwebsockets: request intake, bodies, answers, reference counting (see http.h).
+ *
+ * The lws callback sees a request in three steps: LWS_CALLBACK_HTTP (request line and
+ * headers: we copy what we need, because lws may recycle its header table), zero or more
+ * HTTP_BODY chunks (kept up to 64 KiB; beyond that only counted, so the client still reads
+ * a clean 413 on a kept-alive connection), then BODY_COMPLETION; requests without a body are
+ * dispatched at once. Answers are queued by sb_req_send and written from HTTP_WRITEABLE,
+ * one lws_write each (lws keeps any unsent tail and finishes it itself). */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include "gateway/gateway.h"
+#include "gateway/http.h"
+#include "switchboard/clock.h"
+#include "switchboard/json.h"
+#include "switchboard/log.h"
+
+/* ---- request objects ---------------------------------------------------------------------- */
+
+static int64_t sb_now_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void sb_req_free(sb_req_t *req) {
+    if (!req->status) { /* never answered: the client left first (nginx's 499) */
+        req->gw->stats.responses_orphaned++;
+        sb_gw_stats_request(&req->gw->stats, req->route ? req->route->label : "unmatched",
+                            req->method_name, 499, (double)(sb_now_us() - req->t0_us) / 1e6);
+    }
+    free(req->bearer);
+    free(req->body);
+    free(req->out);
+    sb_claims_close(&req->claims);
+    cJSON_Delete(req->doc);
+    free(req);
+}
+
+void sb_req_hold(sb_req_t *req) { req->refs++; }
+
+void sb_req_release(sb_req_t *req) {
+    if (req && --req->refs == 0) sb_req_free(req);
+}
+
+int sb_req_gone(const sb_req_t *req) { return req->wsi == NULL; }
+
+/* Detaches the request from its connection (which drops its reference). */
+static void sb_req_detach(sb_http_conn_t *conn) {
+    sb_req_t *req = conn->req;
+    conn->req = NULL;
+    if (!req) return;
+    req->wsi = NULL;
+    sb_req_release(req);
+}
+
+/* ---- answers ------------------------------------------------------------------------------ */
+
+static const struct {
+    int code;
+    const char *reason;
+} sb_reasons[] = {
+    {200, "OK"},          {202, "Accepted"},           {204, "No Content"},
+    {400, "Bad Request"}, {401, "Unauthorized"},       {403, "Forbidden"},
+    {404, "Not Found"},   {405, "Method Not Allowed"}, {409, "Conflict"},
+    {413, "Payload Too Large"}, {429, "Too Many Requests"}, {500, "Internal Server Error"},
+    {503, "Service Unavailable"},
+};
+
+/* lws leaves the reason phrase empty for codes it does not know (202, 429): we write the
+ * status line ourselves. */
+static const char *sb_http_reason(int code) {
+    for (size_t i = 0; i < sizeof sb_reasons / sizeof sb_reasons[0]; i++)
+        if (sb_reasons[i].code == code) return sb_reasons[i].reason;
+    return "Unknown";
+}
+
+void sb_req_send(sb_req_t *req, int status, const char *content_type, const char *body,
+                 size_t len, const char *extra_headers) {
+    if (req->status) return;
+    sb_gateway_t *gw = req->gw;
+    req->status = status;
+    sb_gw_stats_request(&gw->stats, req->route ? req->route->label : "unmatched",
+                        req->method_name, status, (double)(sb_now_us() - req->t0_us) / 1e6);
+    if (status == 503) gw->stats.redis_unavailable++;
+    if (!req->wsi) {
+        gw->stats.responses_orphaned++;
+        return;
+    }
+    char head[768];
+    int hlen = snprintf(head, sizeof head,
+                        "HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %zu\r\n"
+                        "cache-control: no-store\r\n%s\r\n",
+                        status, sb_http_reason(status), content_type, len,
+                        extra_headers ? extra_headers : "");
+    if (hlen < 0 || (size_t)hlen >= sizeof head) hlen = 0;
+    req->out = malloc(LWS_PRE + (size_t)hlen + len);
+    if (!req->out || !hlen) {
+        sb_error("gateway", "cannot build the answer to %s %s: closing", req->method_name,
+                 req->path);
+        lws_set_timeout(req->wsi, PENDING_TIMEOUT_KILLED_BY_PARENT, LWS_TO_KILL_ASYNC);
+        return;
+    }
+    memcpy(req->out + LWS_PRE, head, (size_t)hlen);
+    if (len) memcpy(req->out + LWS_PRE + hlen, body, len);
+    req->out_len = (size_t)hlen + len;
+    lws_callback_on_writable(req->wsi);
+}
+
+void sb_req_json(sb_req_t *req, int status, const cJSON *body) {
+    char *text = sb_json_print(body);
+    if (!text) {
+        sb_req_send(req, 500, "application/json", "{\"success\":false,\"error\":\"internal\"}",
+                    36, NULL);
+        return;
+    }
+    sb_req_send(req, status, "application/json", text, strlen(text), NULL);
+    free(text);
+}
+
+static void sb_req_verror(sb_req_t *req, int status, const char *headers, const char *code,
+                          const char *fmt, va_list ap) {
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    cJSON *o = cJSON_CreateObject();
+    if (o) {
+        cJSON_AddBoolToObject(o, "success", 0);
+        cJSON_AddStringToObject(o, "error", code);
+        cJSON_AddStringToObject(o, "message", msg);
+    }
+    char *text = o ? sb_json_print(o) : NULL;
+    cJSON_Delete(o);
+    if (text) sb_req_send(req, status, "application/json", text, strlen(text), headers);
+    else sb_req_send(req, 500, "application/json", "{\"success\":false,\"error\":\"internal\"}",
+                     36, NULL);
+    free(text);
+}
+
+void sb_req_error(sb_req_t *req, int status, const char *code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    sb_req_verror(req, status, NULL, code, fmt, ap);
+    va_end(ap);
+}
+
+void sb_req_error_h(sb_req_t *req, int status, const char *headers, const char *code,
+                    const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    sb_req_verror(req, status, headers, code, fmt, ap);
+    va_end(ap);
+}
+
+void sb_req_unavailable(sb_req_t *req) {
+    sb_req_error(req, 503, "redis_unavailable",
+                 "Redis is unavailable; nothing was changed, try again shortly");
+}
+
+int sb_req_query(const sb_req_t *req, const char *name, char *buf, size_t len) {
+    size_t nlen = strlen(name);
+    for (const char *p = req->query; *p;) {
+        const char *amp = strchr(p, '&');
+        size_t plen = amp ? (size_t)(amp - p) : strlen(p);
+        if (plen > nlen && strncmp(p, name, nlen) == 0 && p[nlen] == '=') {
+            snprintf(buf, len, "%.*s", (int)(plen - nlen - 1), p + nlen + 1);
+            return 1;
+        }
+        if (plen == nlen && strncmp(p, name, nlen) == 0) {
+            snprintf(buf, len, "%s", "");
+            return 1;
+        }
+        p += plen + (amp ? 1 : 0);
+    }
+    return 0;
+}
+
+/* ---- intake ------------------------------------------------------------------------------- */
+
+static const struct {
+    enum lws_token_indexes token;
+    int method;
+    const char *name;
+} sb_method_tokens[] = {
+    {WSI_TOKEN_GET_URI, SB_HTTP_GET, "GET"},          {WSI_TOKEN_POST_URI, SB_HTTP_POST, "POST"},
+    {WSI_TOKEN_PUT_URI, SB_HTTP_PUT, "PUT"},          {WSI_TOKEN_DELETE_URI, SB_HTTP_DELETE, "DELETE"},
+    {WSI_TOKEN_PATCH_URI, SB_HTTP_PATCH, "PATCH"},    {WSI_TOKEN_OPTIONS_URI, SB_HTTP_OPTIONS, "OPTIONS"},
+    {WSI_TOKEN_HEAD_URI, SB_HTTP_HEAD, "HEAD"},
+};
+
+static void sb_req_method(sb_req_t *req, struct lws *wsi) {
+    req->method_name = "OTHER";
+    for (size_t i = 0; i < sizeof sb_method_tokens / sizeof sb_method_tokens[0]; i++)
+        if (lws_hdr_total_length(wsi, sb_method_tokens[i].token) > 0) {
+            req->method = sb_method_tokens[i].method;
+            req->method_name = sb_method_tokens[i].name;
+            return;
+        }
+}
+
+/* Copies header h into a malloc'd string, or NULL when absent or longer than max. */
+static char *sb_hdr_dup(struct lws *wsi, enum lws_token_indexes h, int max) {
+    int n = lws_hdr_total_length(wsi, h);
+    if (n <= 0 || n > max) return NULL;
+    char *s = malloc((size_t)n + 1);
+    if (s && lws_hdr_copy(wsi, s, n + 1, h) < 0) {
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
+/* Joins the query arguments (lws keeps each as a fragment, already %-decoded) with '&'. A
+ * query longer than the buffer is dropped whole rather than cut. */
+static void sb_req_query_copy(sb_req_t *req, struct lws *wsi) {
+    size_t o = 0;
+    char frag[SB_HTTP_QUERY_MAX];
+    for (int i = 0; lws_hdr_copy_fragment(wsi, frag, sizeof frag, WSI_TOKEN_HTTP_URI_ARGS, i) >= 0;
+         i++) {
+        int w = snprintf(req->query + o, sizeof req->query - o, "%s%s", o ? "&" : "", frag);
+        if (w < 0 || (size_t)w >= sizeof req->query - o) {
+            req->query[0] = '\0';
+            return;
+        }
+        o += (size_t)w;
+    }
+}
+
+static void sb_req_headers(sb_req_t *req, struct lws *wsi) {
+    char buf[32];
+    sb_req_query_copy(req, wsi);
+    char *auth = sb_hdr_dup(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, SB_JWT_MAX_LEN + 64);
+    if (auth && strncasecmp(auth, "Bearer ", 7) == 0) {
+        const char *t = auth + 7;
+        while (*t == ' ') t++;
+        req->bearer = strdup(t);
+    }
+    free(auth);
+    req->content_length = -1;
+    if (lws_hdr_copy(wsi, buf, sizeof buf, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0)
+        req->content_length = strtoll(buf, NULL, 10);
+}
+
+static int sb_req_expects_body(struct lws *wsi, const sb_req_t *req) {
+    char te[64];
+    if (req->content_length > 0) return 1;
+    return lws_hdr_copy(wsi, te, sizeof te, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0 &&
+           strcasestr(te, "chunked") != NULL;
+}
+
+/* Runs the route and lifts lws's idle timeout while Redis answers (aredis has its own). */
+static void sb_req_run(sb_req_t *req) {
+    struct lws *wsi = req->wsi;
+    sb_api_dispatch(req);
+    if (!req->status && wsi) lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
+}
+
+static int sb_http_begin(struct lws *wsi, sb_http_conn_t *conn, const char *path) {
+    sb_gateway_t *gw = lws_context_user(lws_get_context(wsi));
+    if (!conn) return -1;
+    sb_req_detach(conn);
+    sb_req_t *req = calloc(1, sizeof *req);
+    if (!req) return -1;
+    req->gw = gw;
+    req->wsi = wsi;
+    req->refs = 1;
+    req->t0_us = sb_now_us();
+    conn->req = req;
+    sb_req_method(req, wsi);
+    if (snprintf(req->path, sizeof req->path, "%s", path ? path : "") >= (int)sizeof req->path)
+        req->path[0] = '\0'; /* too long: matches nothing, 404 */
+    sb_req_headers(req, wsi);
+    if (req->content_length > SB_HTTP_BODY_DRAIN_MAX) {
+        req->body_too_large = 1;
+        sb_req_run(req); /* answers 413; the connection closes after the write */
+        return 0;
+    }
+    if (!sb_req_expects_body(wsi, req)) sb_req_run(req);
+    return 0;
+}
+
+static void sb_http_body(sb_req_t *req, const void *in, size_t len) {
+    if (!len || !in) return;
+    if (req->body_too_large || req->body_len + len > SB_HTTP_BODY_MAX) {
+        req->body_too_large = 1;
+        free(req->body);
+        req->body = NULL;
+        req->body_len += len; /* keep counting what was drained */
+        return;
+    }
+    char *b = realloc(req->body, req->body_len + len + 1);
+    if (!b) {
+        req->body_too_large = 1;
+        return;
+    }
+    memcpy(b + req->body_len, in, len);
+    req->body = b;
+    req->body_len += len;
+    req->body[req->body_len] = '\0';
+}
+
+/* Writes the queued answer. Returns -1 to close the connection. */
+static int sb_http_writeable(struct lws *wsi, sb_http_conn_t *conn) {
+    sb_req_t *req = conn ? conn->req : NULL;
+    if (!req || !req->out) return 0;
+    int close_after = req->content_length > SB_HTTP_BODY_DRAIN_MAX;
+    int n = lws_write(wsi, req->out + LWS_PRE, req->out_len, LWS_WRITE_HTTP);
+    sb_req_detach(conn);
+    if (n < 0 || close_after) return -1;
+    return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
+int sb_http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                     size_t len) {
+    sb_http_conn_t *conn = user; /* NULL in some callbacks (e.g. CLOSED_HTTP) */
+    switch (reason) {
+    case LWS_CALLBACK_HTTP:
+        return sb_http_begin(wsi, conn, in);
+    case LWS_CALLBACK_HTTP_BODY:
+        if (conn && conn->req) {
+            sb_http_body(conn->req, in, len);
+            if (conn->req->body_len > SB_HTTP_BODY_DRAIN_MAX) return -1;
+        }
+        return 0;
+    case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+        if (conn && conn->req && !conn->req->status) sb_req_run(conn->req);
+        return 0;
+    case LWS_CALLBACK_HTTP_WRITEABLE:
+        return sb_http_writeable(wsi, conn);
+    case LWS_CALLBACK_CLOSED_HTTP:
+    case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
+        if (conn) sb_req_detach(conn);
+        return 0;
+    default:
+        return lws_callback_http_dummy(wsi, reason, user, in, len);
+    }
+}

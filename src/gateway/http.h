@@ -1,0 +1,98 @@
+/* HTTP requests of the gateway on libwebsockets: one sb_req_t per request, its body, its
+ * answer, and the lws protocol callback that drives them.
+ *
+ * Lifetime: a request is reference-counted. The connection holds one reference until the
+ * answer is written or the connection closes; every Redis call in flight holds one more
+ * (sb_req_hold before sending, sb_req_release in the callback). When the connection closes
+ * first, req->wsi becomes NULL and answers are dropped, so a late Redis reply never touches
+ * a freed connection. The answer is built whole (status line, headers, body) into one buffer
+ * and written with a single lws_write from the writeable callback. */
+#ifndef SB_GATEWAY_HTTP_H
+#define SB_GATEWAY_HTTP_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <cjson/cJSON.h>
+#include <libwebsockets.h>
+#include "switchboard/jwt.h"
+#include "switchboard/router.h"
+
+#define SB_HTTP_BODY_MAX (64 * 1024)       /* larger bodies get 413 */
+#define SB_HTTP_BODY_DRAIN_MAX (8 << 20)   /* beyond this a 413'd body is not even read */
+#define SB_HTTP_PATH_MAX 1024
+#define SB_HTTP_QUERY_MAX 1024
+
+struct sb_gateway;
+typedef struct sb_req sb_req_t;
+
+/* A route's handler: answers req now or later (after a Redis reply). */
+typedef void (*sb_api_handler_fn)(sb_req_t *req);
+
+/* What a route table row's `data` points to. */
+typedef struct {
+    const char *label;         /* metrics label: the full pattern, e.g. "/api/agent/{type}" */
+    sb_api_handler_fn handler;
+    int roles;                 /* sb_role_t mask allowed; 0 = no token needed */
+} sb_api_route_t;
+
+struct sb_req {
+    struct sb_gateway *gw;
+    struct lws *wsi;            /* NULL once the connection has gone: answers are dropped */
+    int refs;                   /* connection + Redis calls in flight */
+    int method;                 /* sb_http_method_t */
+    const char *method_name;    /* static */
+    char path[SB_HTTP_PATH_MAX];
+    char query[SB_HTTP_QUERY_MAX]; /* "a=1&b=2", decoded by lws */
+    char *bearer;               /* Authorization bearer token, or NULL */
+    long long content_length;   /* -1 when absent */
+    char *body;                 /* the request body (NUL-terminated), NULL when empty */
+    size_t body_len;
+    int body_too_large;         /* more than SB_HTTP_BODY_MAX arrived: answer 413 */
+    sb_route_match_t match;     /* parameters of the matched route */
+    const sb_api_route_t *route;/* NULL until matched */
+    sb_claims_t claims;         /* the verified token (routes with roles) */
+    cJSON *doc;                 /* handler scratch: parsed body, freed with the request */
+    char scratch[128];          /* handler scratch: job id, key parts */
+    int num;                    /* handler scratch: limit / days */
+    int64_t t0_us;              /* arrival, for the latency histogram */
+    int status;                 /* answer status, 0 until answered */
+    unsigned char *out;         /* LWS_PRE + answer bytes, until written */
+    size_t out_len;
+};
+
+/* Per-connection data lws allocates (may be NULL in some callbacks, e.g. CLOSED_HTTP). */
+typedef struct {
+    sb_req_t *req; /* the request being served on this connection, or NULL */
+} sb_http_conn_t;
+
+/* The lws protocol callback for HTTP (protocols[0]). */
+int sb_http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                     size_t len);
+
+void sb_req_hold(sb_req_t *req);
+void sb_req_release(sb_req_t *req); /* frees at zero references */
+/* 1 when the client has gone (an answer would be dropped). */
+int sb_req_gone(const sb_req_t *req);
+
+/* Answers with status, content type and body (copied); extra_headers is "Name: value\r\n"
+ * lines or NULL. A second answer to the same request is ignored. */
+void sb_req_send(sb_req_t *req, int status, const char *content_type, const char *body,
+                 size_t len, const char *extra_headers);
+/* Answers with the compact JSON of body (not consumed). */
+void sb_req_json(sb_req_t *req, int status, const cJSON *body);
+/* Answers {"success":false,"error":code,"message":<formatted>}. */
+void sb_req_error(sb_req_t *req, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Same with extra header lines (e.g. Retry-After, Allow). */
+void sb_req_error_h(sb_req_t *req, int status, const char *headers, const char *code,
+                    const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+/* 503 for Redis being unavailable. */
+void sb_req_unavailable(sb_req_t *req);
+
+/* Copies query parameter name into buf. Returns 1 if present, 0 if absent. */
+int sb_req_query(const sb_req_t *req, const char *name, char *buf, size_t len);
+
+/* Matches, authenticates and runs the route of a complete request (routes.c). */
+void sb_api_dispatch(sb_req_t *req);
+
+#endif

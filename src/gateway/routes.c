@@ -1,0 +1,146 @@
+/* The gateway's route tables and dispatch: match, refuse (404/405/413/503), authenticate,
+ * authorise, then run the row's handler.
+ *
+ * Two tables: API routes, served under /api/v1 and /api (SPEC §3), and root routes for
+ * probes and scraping. A row's data is an sb_api_route_t shared by both tables where a
+ * route appears in both, so its metrics label (and series) is the same. To add a route,
+ * add an sb_api_route_t and a row. */
+#include <stdio.h>
+#include <string.h>
+#include "gateway/api.h"
+#include "gateway/gateway.h"
+#include "switchboard/clock.h"
+#include "switchboard/error.h"
+#include "switchboard/job.h"
+
+#define SB_ANY_ROLE (SB_ROLE_USER | SB_ROLE_AGENT | SB_ROLE_ADMIN)
+
+static const sb_api_route_t sb_r_job_create = {"/agent/{type}", sb_api_job_create, SB_ANY_ROLE};
+static const sb_api_route_t sb_r_job_list = {"/agent/{type}/jobs", sb_api_job_list, SB_ANY_ROLE};
+static const sb_api_route_t sb_r_job_metrics = {"/agent/{type}/metrics", sb_api_job_metrics,
+                                                SB_ROLE_ADMIN};
+static const sb_api_route_t sb_r_job_get = {"/agent/{type}/{jobId}", sb_api_job_get,
+                                            SB_ANY_ROLE};
+static const sb_api_route_t sb_r_rebalance_get = {"/rebalance/{jobId}", sb_api_job_get,
+                                                  SB_ANY_ROLE};
+static const sb_api_route_t sb_r_healthz = {"/healthz", sb_api_healthz, 0};
+static const sb_api_route_t sb_r_readyz = {"/readyz", sb_api_readyz, 0};
+static const sb_api_route_t sb_r_metrics = {"/metrics", sb_api_prometheus, 0};
+
+/* Literal rows before overlapping parameter rows: the first match wins. */
+static const sb_route_t sb_api_routes[] = {
+    {SB_HTTP_POST, "/agent/{type}", &sb_r_job_create},
+    {SB_HTTP_GET, "/agent/{type}/jobs", &sb_r_job_list},
+    {SB_HTTP_GET, "/agent/{type}/metrics", &sb_r_job_metrics},
+    {SB_HTTP_GET, "/agent/{type}/{jobId}", &sb_r_job_get},
+    {SB_HTTP_GET, "/rebalance/{jobId}", &sb_r_rebalance_get},
+    {SB_HTTP_GET, "/healthz", &sb_r_healthz},
+    {SB_HTTP_GET, "/readyz", &sb_r_readyz},
+    {SB_HTTP_GET, "/metrics", &sb_r_metrics},
+};
+
+static const sb_route_t sb_root_routes[] = {
+    {SB_HTTP_GET, "/healthz", &sb_r_healthz},
+    {SB_HTTP_GET, "/readyz", &sb_r_readyz},
+    {SB_HTTP_GET, "/metrics", &sb_r_metrics},
+};
+
+#define SB_COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Verifies the bearer token and the role. Returns 0, or answers 401/403 and returns -1. */
+static int sb_api_authorize(sb_req_t *req) {
+    char err[160];
+    if (!req->bearer || !*req->bearer) {
+        sb_req_error(req, 401, "unauthorized", "missing bearer token in the Authorization header");
+        return -1;
+    }
+    if (sb_jwt_verify(req->bearer, req->gw->cfg->jwt_secret, sb_now_ms() / 1000, &req->claims,
+                      err, sizeof err) != SB_OK) {
+        sb_req_error(req, 401, "unauthorized", "%s", err);
+        return -1;
+    }
+    if (!(req->claims.role & req->route->roles)) {
+        sb_req_error(req, 403, "forbidden", "role %s may not use this route",
+                     sb_role_name(req->claims.role));
+        return -1;
+    }
+    return 0;
+}
+
+void sb_api_dispatch(sb_req_t *req) {
+    const char *api = sb_route_api_path(req->path);
+    sb_route_rc_t rc = api ? sb_route_match(sb_api_routes, SB_COUNT(sb_api_routes), req->method,
+                                            api, &req->match)
+                           : sb_route_match(sb_root_routes, SB_COUNT(sb_root_routes),
+                                            req->method, req->path, &req->match);
+    if (rc == SB_ROUTE_NOT_FOUND) {
+        sb_req_error(req, 404, "not_found", "no route for %s %s", req->method_name, req->path);
+        return;
+    }
+    if (rc == SB_ROUTE_BAD_METHOD) {
+        char allow[96], hdr[128];
+        snprintf(hdr, sizeof hdr, "allow: %s\r\n",
+                 sb_http_methods_str(req->match.allowed, allow, sizeof allow));
+        sb_req_error_h(req, 405, hdr, "method_not_allowed", "%s is not allowed here; use %s",
+                       req->method_name, allow);
+        return;
+    }
+    req->route = req->match.route->data;
+    if (req->body_too_large) {
+        sb_req_error(req, 413, "payload_too_large", "the request body exceeds %d bytes",
+                     SB_HTTP_BODY_MAX);
+        return;
+    }
+    if (req->gw->stopping) {
+        sb_req_error(req, 503, "shutting_down", "the gateway is shutting down");
+        return;
+    }
+    if (req->route->roles && sb_api_authorize(req) != 0) return;
+    req->route->handler(req);
+}
+
+/* ---- helpers shared by the handlers --------------------------------------------------------- */
+
+int sb_api_redis(sb_req_t *req, sb_batch_t *b, sb_aredis_cb cb) {
+    sb_req_hold(req);
+    int rc = b ? sb_aredis_send(req->gw->redis, b, cb, req) : SB_ENOMEM;
+    sb_batch_free(b);
+    if (rc == SB_OK) return SB_OK;
+    sb_req_unavailable(req);
+    sb_req_release(req);
+    return SB_EREDIS;
+}
+
+int sb_api_int_param(sb_req_t *req, const char *name, int def, int min, int max) {
+    char v[32];
+    if (!sb_req_query(req, name, v, sizeof v)) return def;
+    long n = 0;
+    size_t len = strlen(v);
+    for (size_t i = 0; i < len && len <= 9; i++) {
+        if (v[i] < '0' || v[i] > '9') {
+            len = 0;
+            break;
+        }
+        n = n * 10 + (v[i] - '0');
+    }
+    if (len == 0 || len > 9 || n < min || n > max) {
+        sb_req_error(req, 400, "bad_request", "%s must be an integer from %d to %d", name, min,
+                     max);
+        return -1;
+    }
+    return (int)n;
+}
+
+const char *sb_api_type(sb_req_t *req) {
+    const char *type = sb_route_param(&req->match, "type");
+    if (!type) return "rebalance"; /* /rebalance/{jobId} */
+    if (!sb_job_type_valid(type)) {
+        sb_req_error(req, 400, "bad_request", "type must match [a-z][a-z0-9_-]{0,31}");
+        return NULL;
+    }
+    if (!sb_gateway_type_known(req->gw, type)) {
+        sb_req_error(req, 404, "not_found", "unknown job type '%s'", type);
+        return NULL;
+    }
+    return type;
+}

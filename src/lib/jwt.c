@@ -1,0 +1,221 @@
+/* JWT HS256 verification and minting over libjwt 1.10 (see include/switchboard/jwt.h).
+ *
+ * libjwt verifies the HMAC but trusts the token's own `alg` header and checks no time claim,
+ * so this module decodes the header itself first (alg must be exactly "HS256"), lets libjwt
+ * check the signature, re-checks the algorithm libjwt saw, and then reads every claim from the
+ * grants JSON with cJSON so that types are checked too (an `exp` given as a string is
+ * refused, not read as 0). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <jwt.h>
+#include <cjson/cJSON.h>
+#include "switchboard/error.h"
+#include "switchboard/json.h"
+#include "switchboard/jwt.h"
+
+#define SB_JWT_HEADER_MAX 1024 /* a decoded JOSE header longer than this is refused */
+
+static const struct {
+    const char *name;
+    sb_role_t role;
+} sb_roles[] = {{"user", SB_ROLE_USER}, {"agent", SB_ROLE_AGENT}, {"admin", SB_ROLE_ADMIN}};
+
+sb_role_t sb_role_parse(const char *s) {
+    for (size_t i = 0; s && i < sizeof sb_roles / sizeof sb_roles[0]; i++)
+        if (strcmp(s, sb_roles[i].name) == 0) return sb_roles[i].role;
+    return SB_ROLE_NONE;
+}
+
+const char *sb_role_name(sb_role_t role) {
+    for (size_t i = 0; i < sizeof sb_roles / sizeof sb_roles[0]; i++)
+        if (sb_roles[i].role == role) return sb_roles[i].name;
+    return "none";
+}
+
+void sb_claims_close(sb_claims_t *c) {
+    if (!c) return;
+    free(c->sub);
+    free(c->public_key);
+    free(c->name);
+    free(c->email);
+    free(c->department_id);
+    free(c->department);
+    memset(c, 0, sizeof *c);
+}
+
+static int sb_fail(char *err, size_t errlen, const char *why) {
+    if (err && errlen) snprintf(err, errlen, "%s", why);
+    return SB_EINVAL;
+}
+
+/* ---- header pre-check ------------------------------------------------------------------- */
+
+static int sb_b64url_val(unsigned char c) {
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '-') return 62;
+    if (c == '_') return 63;
+    return -1;
+}
+
+/* Decodes unpadded base64url s[0..len) into out (cap bytes). Returns the decoded length or
+ * -1 on a bad character, a bad length or overflow. */
+static long sb_b64url_decode(const char *s, size_t len, unsigned char *out, size_t cap) {
+    size_t o = 0;
+    unsigned acc = 0;
+    int bits = 0;
+    if (len % 4 == 1) return -1;
+    for (size_t i = 0; i < len; i++) {
+        int v = sb_b64url_val((unsigned char)s[i]);
+        if (v < 0) return -1;
+        acc = (acc << 6) | (unsigned)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            if (o == cap) return -1;
+            out[o++] = (unsigned char)(acc >> bits);
+            acc &= (1u << bits) - 1;
+        }
+    }
+    return (long)o;
+}
+
+/* Checks the token's shape and that its header says alg "HS256". */
+static int sb_jwt_header_ok(const char *token, char *err, size_t errlen) {
+    const char *dot1 = strchr(token, '.');
+    const char *dot2 = dot1 ? strchr(dot1 + 1, '.') : NULL;
+    if (!dot1 || !dot2 || strchr(dot2 + 1, '.') || dot2[1] == '\0')
+        return sb_fail(err, errlen, "token is not a signed JWT (header.payload.signature)");
+    unsigned char hdr[SB_JWT_HEADER_MAX];
+    long n = sb_b64url_decode(token, (size_t)(dot1 - token), hdr, sizeof hdr);
+    cJSON *h = n > 0 ? sb_json_parse((const char *)hdr, (size_t)n) : NULL;
+    const char *alg = sb_json_str(h, "alg");
+    int ok = alg && strcmp(alg, "HS256") == 0;
+    cJSON_Delete(h);
+    if (!alg) return sb_fail(err, errlen, "token header is malformed");
+    return ok ? SB_OK : sb_fail(err, errlen, "token algorithm must be HS256");
+}
+
+/* ---- claims ------------------------------------------------------------------------------ */
+
+/* Copies an optional string claim. Returns 0, SB_EINVAL (present but not a string), or
+ * SB_ENOMEM. */
+static int sb_claim_str(const cJSON *grants, const char *name, char **out) {
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(grants, name);
+    if (!it || cJSON_IsNull(it)) return SB_OK;
+    if (!cJSON_IsString(it)) return SB_EINVAL;
+    return (*out = strdup(it->valuestring)) ? SB_OK : SB_ENOMEM;
+}
+
+/* Reads and checks the claims of a verified token. */
+static int sb_claims_read(const cJSON *g, int64_t now_s, sb_claims_t *c, char *err,
+                          size_t errlen) {
+    double exp, nbf;
+    if (sb_json_num(g, "exp", &exp) != SB_OK)
+        return sb_fail(err, errlen, "token has no numeric exp claim");
+    if ((int64_t)exp <= now_s) return sb_fail(err, errlen, "token has expired");
+    if (cJSON_GetObjectItemCaseSensitive(g, "nbf")) {
+        if (sb_json_num(g, "nbf", &nbf) != SB_OK)
+            return sb_fail(err, errlen, "token nbf claim is not a number");
+        if ((int64_t)nbf > now_s) return sb_fail(err, errlen, "token is not valid yet (nbf)");
+        c->nbf = (int64_t)nbf;
+    }
+    c->exp = (int64_t)exp;
+    c->role = sb_role_parse(sb_json_str(g, "role"));
+    if (c->role == SB_ROLE_NONE)
+        return sb_fail(err, errlen, "token role must be user, agent or admin");
+    static const struct {
+        const char *name;
+        size_t off;
+    } strs[] = {
+        {"sub", offsetof(sb_claims_t, sub)},
+        {"publicKey", offsetof(sb_claims_t, public_key)},
+        {"name", offsetof(sb_claims_t, name)},
+        {"email", offsetof(sb_claims_t, email)},
+        {"department_id", offsetof(sb_claims_t, department_id)},
+        {"department", offsetof(sb_claims_t, department)},
+    };
+    for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
+        int rc = sb_claim_str(g, strs[i].name, (char **)((char *)c + strs[i].off));
+        if (rc == SB_ENOMEM) return sb_fail(err, errlen, "out of memory");
+        if (rc != SB_OK) {
+            char why[96];
+            snprintf(why, sizeof why, "token claim %s must be a string", strs[i].name);
+            return sb_fail(err, errlen, why);
+        }
+    }
+    return SB_OK;
+}
+
+int sb_jwt_verify(const char *token, const char *secret, int64_t now_s, sb_claims_t *c,
+                  char *err, size_t errlen) {
+    memset(c, 0, sizeof *c);
+    if (!token || !*token) return sb_fail(err, errlen, "missing token");
+    if (!secret || !*secret) return sb_fail(err, errlen, "no JWT secret is configured");
+    if (strlen(token) > SB_JWT_MAX_LEN) return sb_fail(err, errlen, "token is too long");
+    int rc = sb_jwt_header_ok(token, err, errlen);
+    if (rc != SB_OK) return rc;
+    jwt_t *jwt = NULL;
+    if (jwt_decode(&jwt, token, (const unsigned char *)secret, (int)strlen(secret)) != 0 || !jwt)
+        return sb_fail(err, errlen, "token signature is invalid");
+    if (jwt_get_alg(jwt) != JWT_ALG_HS256) {
+        jwt_free(jwt);
+        return sb_fail(err, errlen, "token algorithm must be HS256");
+    }
+    char *json = jwt_get_grants_json(jwt, NULL);
+    jwt_free(jwt);
+    cJSON *grants = json ? sb_json_parse(json, strlen(json)) : NULL;
+    free(json);
+    if (!cJSON_IsObject(grants)) rc = sb_fail(err, errlen, "token claims are not an object");
+    else rc = sb_claims_read(grants, now_s, c, err, errlen);
+    cJSON_Delete(grants);
+    if (rc != SB_OK) sb_claims_close(c);
+    return rc;
+}
+
+/* ---- minting ----------------------------------------------------------------------------- */
+
+static cJSON *sb_claims_json(const sb_claims_t *c, int64_t now_s) {
+    cJSON *o = cJSON_CreateObject();
+    const char *names[] = {"sub", "publicKey", "name", "email", "department_id", "department"};
+    const char *vals[] = {c->sub, c->public_key, c->name, c->email, c->department_id,
+                          c->department};
+    int ok = o && cJSON_AddStringToObject(o, "role", sb_role_name(c->role)) &&
+             cJSON_AddNumberToObject(o, "iat", (double)now_s) &&
+             cJSON_AddNumberToObject(o, "exp", (double)c->exp) &&
+             (!c->nbf || cJSON_AddNumberToObject(o, "nbf", (double)c->nbf));
+    for (size_t i = 0; ok && i < sizeof names / sizeof names[0]; i++)
+        if (vals[i]) ok = cJSON_AddStringToObject(o, names[i], vals[i]) != NULL;
+    if (!ok) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
+}
+
+char *sb_jwt_mint(const sb_claims_t *c, const char *secret, int64_t now_s, char *err,
+                  size_t errlen) {
+    if (!secret || !*secret) {
+        sb_fail(err, errlen, "JWT_SECRET is not set");
+        return NULL;
+    }
+    if (c->role == SB_ROLE_NONE) {
+        sb_fail(err, errlen, "role must be user, agent or admin");
+        return NULL;
+    }
+    cJSON *claims = sb_claims_json(c, now_s);
+    char *json = claims ? sb_json_print(claims) : NULL;
+    cJSON_Delete(claims);
+    jwt_t *jwt = NULL;
+    char *token = NULL;
+    if (json && jwt_new(&jwt) == 0 &&
+        jwt_set_alg(jwt, JWT_ALG_HS256, (const unsigned char *)secret, (int)strlen(secret)) == 0 &&
+        jwt_add_grants_json(jwt, json) == 0)
+        token = jwt_encode_str(jwt);
+    jwt_free(jwt);
+    free(json);
+    if (!token) sb_fail(err, errlen, "could not encode the token");
+    return token;
+}

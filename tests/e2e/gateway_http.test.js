@@ -1,0 +1,575 @@
+// `switchboard gateway` over real HTTP (fetch), against a private redis-server: every route,
+// role and error code of SPEC §3; tokens forged every way the spec refuses; the rate limit
+// under concurrency; Prometheus text checked by promtool; the full POST → agent → done flow;
+// Redis killed, stalled and restarted with no half-written job. Tests run in order and share
+// one gateway; each uses its own users so rate limits never leak between tests.
+'use strict';
+const test = require('node:test');
+const assert = require('node:assert');
+const net = require('node:net');
+const { execFileSync } = require('node:child_process');
+const jwt = require('jsonwebtoken');
+const { startRedis, startSwitchboard, runSwitchboard, waitFor, freePort } = require('./lib/harness');
+
+const SECRET = 'e2e-gateway-secret';
+const TYPE_RE = /^\d{1,16}-[0-9a-f]{8}$/;
+let redis, rc, gw, base, port;
+let userSeq = 0;
+
+// A fresh identity: {pk, sub, token(role, extra)}.
+function user(role = 'user', extra = {}) {
+  const n = ++userSeq;
+  const pk = `PK-${process.pid}-${n}`;
+  const sub = `u-${n}`;
+  const token = jwt.sign({ sub, publicKey: pk, role, ...extra }, SECRET,
+    { algorithm: 'HS256', expiresIn: '1h' });
+  return { pk, sub, token, auth: { authorization: `Bearer ${token}` } };
+}
+
+async function call(method, path, { headers = {}, body, raw } = {}) {
+  const init = { method, headers: { ...headers } };
+  if (body !== undefined) {
+    init.body = raw ? body : JSON.stringify(body);
+    init.headers['content-type'] = 'application/json';
+  }
+  const res = await fetch(base + path, init);
+  const text = await res.text();
+  let json;
+  try { json = JSON.parse(text); } catch { json = undefined; }
+  return { status: res.status, headers: res.headers, text, json };
+}
+
+function assertError(r, status, code, needle) {
+  assert.strictEqual(r.status, status, `expected ${status}, got ${r.status}: ${r.text}`);
+  assert.strictEqual(r.json.success, false);
+  assert.strictEqual(r.json.error, code);
+  assert.strictEqual(typeof r.json.message, 'string');
+  if (needle) assert.match(r.json.message, needle);
+}
+
+async function startGateway(env = {}) {
+  const g = startSwitchboard(['gateway'], { REDIS_URL: redis.url, JWT_SECRET: SECRET,
+    PORT: String(port), BIND: '127.0.0.1', JOB_TYPES: 'rebalance,report', ...env }, 'gateway');
+  await g.waitForOutput(/listening on/);
+  await waitFor(async () => {
+    try { return (await fetch(`${base}/readyz`)).status === 200; } catch { return false; }
+  }, { what: 'gateway /readyz' });
+  return g;
+}
+
+test.before(async () => {
+  redis = await startRedis({ aof: true });
+  rc = redis.client();
+  rc.on('error', () => {}); // Redis is killed on purpose below
+  port = await freePort();
+  base = `http://127.0.0.1:${port}`;
+  gw = await startGateway();
+});
+
+test.after(async () => {
+  if (gw && gw.exitCode === null) gw.kill('SIGKILL');
+  rc.disconnect();
+  await redis.stop();
+});
+
+test('probes answer at the root and under /api and /api/v1', async () => {
+  for (const prefix of ['', '/api', '/api/v1']) {
+    const h = await call('GET', `${prefix}/healthz`);
+    assert.strictEqual(h.status, 200);
+    assert.strictEqual(h.json.status, 'ok');
+    const r = await call('GET', `${prefix}/readyz`);
+    assert.strictEqual(r.status, 200);
+    assert.strictEqual(r.json.status, 'ready');
+  }
+});
+
+test('POST /agent/rebalance queues the job atomically and announces it', async () => {
+  const u = user();
+  const sub = redis.client();
+  const events = [];
+  await sub.subscribe('agent:rebalance:events');
+  sub.on('message', (_c, m) => events.push(JSON.parse(m)));
+  const jobsBefore = Number(await rc.get(`metrics:agent:rebalance:counters:${today()}:jobs`) || 0);
+  for (const prefix of ['/api/v1', '/api']) {
+    const r = await call('POST', `${prefix}/agent/rebalance`, { headers: u.auth,
+      body: { amount: 1000, priority: 'high' } });
+    assert.strictEqual(r.status, 202, r.text);
+    assert.deepStrictEqual(Object.keys(r.json).sort(), ['jobId', 'status']);
+    assert.strictEqual(r.json.status, 'queued');
+    assert.match(r.json.jobId, TYPE_RE);
+    const id = r.json.jobId;
+    const rec = JSON.parse(await rc.get(`agent:rebalance:job:${id}`));
+    assert.strictEqual(rec.jobId, id);
+    assert.strictEqual(rec.type, 'rebalance');
+    assert.strictEqual(rec.status, 'queued');
+    assert.deepStrictEqual(rec.user, { publicKey: u.pk, id: u.sub });
+    assert.deepStrictEqual(rec.payload, { amount: 1000, priority: 'high' });
+    assert.strictEqual(rec.attempts, 0);
+    const ttl = await rc.ttl(`agent:rebalance:job:${id}`);
+    assert.ok(ttl > 86000 && ttl <= 86400, `ttl ${ttl}`);
+    assert.ok((await rc.lrange('agent:rebalance:jobs', 0, -1)).includes(id));
+    assert.notStrictEqual(await rc.zscore(`agent:rebalance:user:${u.pk}`, id), null);
+    await waitFor(() => events.find((e) => e.data.jobId === id), { what: 'created event' });
+    const ev = events.find((e) => e.data.jobId === id);
+    assert.deepStrictEqual(ev, { event: 'rebalance:created', room: `user:${u.pk}`, data: { jobId: id } });
+  }
+  const jobsAfter = Number(await rc.get(`metrics:agent:rebalance:counters:${today()}:jobs`));
+  assert.strictEqual(jobsAfter - jobsBefore, 2);
+  sub.disconnect();
+});
+
+test('bad payloads get 400 naming the field and change nothing', async () => {
+  const u = user();
+  const len = await rc.llen('agent:rebalance:jobs');
+  const cases = [
+    [{}, /amount/], [{ amount: 0 }, /amount/], [{ amount: -5 }, /amount/],
+    [{ amount: '100' }, /amount/], [{ amount: null }, /amount/],
+    [{ amount: 10, priority: 'urgent' }, /priority/], [{ amount: 10, priority: 3 }, /priority/],
+    [[1, 2], /JSON object/], ['"text"', /JSON object/],
+  ];
+  for (const [body, needle] of cases) {
+    const r = await call('POST', '/api/v1/agent/rebalance', { headers: u.auth,
+      body: typeof body === 'string' ? body : JSON.stringify(body), raw: true });
+    assertError(r, 400, 'bad_request', needle);
+  }
+  for (const raw of ['{"amount": 1', 'not json', '', '{"amount":1e999}x', '{"a":' + '['.repeat(100) + ']'.repeat(100) + '}']) {
+    const r = await call('POST', '/api/v1/agent/rebalance', { headers: u.auth, body: raw, raw: true });
+    assert.strictEqual(r.status, 400, `${raw}: ${r.text}`);
+    assert.strictEqual(r.json.success, false);
+  }
+  const inf = await call('POST', '/api/v1/agent/rebalance', { headers: u.auth, body: '{"amount":1e999}', raw: true });
+  assertError(inf, 400, 'bad_request', /amount/);
+  assert.strictEqual(await rc.llen('agent:rebalance:jobs'), len);
+  assert.strictEqual(await rc.exists(`metrics:agent:rebalance:rate:${u.sub}`), 0);
+  assert.strictEqual(await rc.exists(`agent:rebalance:user:${u.pk}`), 0);
+  // other configured types take any object
+  const ok = await call('POST', '/api/v1/agent/report', { headers: u.auth, body: { anything: [1] } });
+  assert.strictEqual(ok.status, 202, ok.text);
+});
+
+test('tokens: missing, none, HS512, expired, not yet valid, tampered, wrong key are 401', async () => {
+  const claims = { sub: 'u-x', publicKey: 'PK-x', role: 'admin' };
+  const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const good = jwt.sign(claims, SECRET, { algorithm: 'HS256', expiresIn: 60 });
+  const [h, p, s] = good.split('.');
+  const tokens = {
+    none: `${b64({ alg: 'none', typ: 'JWT' })}.${b64({ ...claims, exp: now() + 60 })}.`,
+    noneSigned: `${b64({ alg: 'none', typ: 'JWT' })}.${b64({ ...claims, exp: now() + 60 })}.${s}`,
+    hs512: jwt.sign(claims, SECRET, { algorithm: 'HS512', expiresIn: 60 }),
+    hs384: jwt.sign(claims, SECRET, { algorithm: 'HS384', expiresIn: 60 }),
+    expired: jwt.sign({ ...claims, exp: now() - 10 }, SECRET, { algorithm: 'HS256' }),
+    noExp: jwt.sign(claims, SECRET, { algorithm: 'HS256' }),
+    notBefore: jwt.sign(claims, SECRET, { algorithm: 'HS256', expiresIn: 600, notBefore: 300 }),
+    tampered: `${h}.${b64({ ...JSON.parse(Buffer.from(p, 'base64url')), role: 'admin', publicKey: 'PK-other' })}.${s}`,
+    badSig: `${h}.${p}.${s.slice(0, -2)}${s.endsWith('AA') ? 'BB' : 'AA'}`,
+    wrongKey: jwt.sign(claims, 'not-the-secret', { algorithm: 'HS256', expiresIn: 60 }),
+    badRole: jwt.sign({ ...claims, role: 'root' }, SECRET, { algorithm: 'HS256', expiresIn: 60 }),
+    garbage: 'abc.def',
+  };
+  const expect = { none: /signed JWT|HS256/, noneSigned: /HS256/, hs512: /HS256/, hs384: /HS256/,
+    expired: /expired/, noExp: /exp/, notBefore: /nbf/, tampered: /signature/, badSig: /signature/,
+    wrongKey: /signature/, badRole: /role/, garbage: /signed JWT/ };
+  for (const [name, token] of Object.entries(tokens)) {
+    for (const [method, path, body] of [['POST', '/api/v1/agent/rebalance', { amount: 1 }],
+      ['GET', '/api/v1/agent/rebalance/metrics'], ['GET', '/api/v1/rebalance/1-a']]) {
+      const r = await call(method, path, { headers: { authorization: `Bearer ${token}` }, body });
+      assertError(r, 401, 'unauthorized', expect[name]);
+    }
+  }
+  assertError(await call('POST', '/api/v1/agent/rebalance', { body: { amount: 1 } }), 401, 'unauthorized', /bearer/i);
+  assertError(await call('GET', '/api/v1/agent/rebalance/jobs', { headers: { authorization: `Basic ${good}` } }),
+    401, 'unauthorized', /bearer/i);
+  assertError(await call('GET', '/api/v1/agent/rebalance/jobs', { headers: { authorization: 'Bearer ' } }),
+    401, 'unauthorized');
+  assert.strictEqual((await call('GET', '/api/v1/agent/rebalance/metrics',
+    { headers: { authorization: `Bearer ${good}` } })).status, 200);
+});
+
+test('roles: user and agent may create, only admin reads metrics; owners and admins read jobs', async () => {
+  const alice = user('user'), bob = user('user'), agent = user('agent'), admin = user('admin');
+  const a = await call('POST', '/api/v1/agent/rebalance', { headers: alice.auth, body: { amount: 7 } });
+  assert.strictEqual(a.status, 202);
+  const ag = await call('POST', '/api/v1/agent/rebalance', { headers: agent.auth, body: { amount: 8 } });
+  assert.strictEqual(ag.status, 202);
+  const id = a.json.jobId;
+  for (const path of [`/api/v1/agent/rebalance/${id}`, `/api/v1/rebalance/${id}`, `/api/rebalance/${id}`]) {
+    const mine = await call('GET', path, { headers: alice.auth });
+    assert.strictEqual(mine.status, 200);
+    assert.strictEqual(mine.json.jobId, id);
+    assert.strictEqual(mine.json.user.publicKey, alice.pk);
+    assertError(await call('GET', path, { headers: bob.auth }), 404, 'not_found');
+    assert.strictEqual((await call('GET', path, { headers: admin.auth })).status, 200);
+  }
+  // absent and other-owned look the same
+  assertError(await call('GET', '/api/v1/rebalance/1731304200000-a7f3e2k', { headers: alice.auth }), 404, 'not_found');
+  assertError(await call('GET', '/api/v1/agent/rebalance/metrics', { headers: alice.auth }), 403, 'forbidden', /user/);
+  assertError(await call('GET', '/api/v1/agent/rebalance/metrics', { headers: agent.auth }), 403, 'forbidden', /agent/);
+  // a token without publicKey cannot own jobs
+  const anon = jwt.sign({ sub: 'x', role: 'user' }, SECRET, { algorithm: 'HS256', expiresIn: 60 });
+  assertError(await call('POST', '/api/v1/agent/rebalance', { headers: { authorization: `Bearer ${anon}` },
+    body: { amount: 1 } }), 403, 'forbidden', /publicKey/);
+  // identity comes from the token, never from the body
+  const spoof = await call('POST', '/api/v1/agent/rebalance', { headers: bob.auth,
+    body: { amount: 1, user: { publicKey: alice.pk }, publicKey: alice.pk } });
+  assert.strictEqual(spoof.status, 202);
+  const rec = JSON.parse(await rc.get(`agent:rebalance:job:${spoof.json.jobId}`));
+  assert.strictEqual(rec.user.publicKey, bob.pk);
+  assert.strictEqual(await rc.zscore(`agent:rebalance:user:${alice.pk}`, spoof.json.jobId), null);
+});
+
+test('404, 405 with Allow, bad ids, bad types, unknown types', async () => {
+  const u = user();
+  assertError(await call('GET', '/api/v1/nope', { headers: u.auth }), 404, 'not_found');
+  assertError(await call('GET', '/nope'), 404, 'not_found');
+  assertError(await call('GET', '/agent/rebalance/jobs', { headers: u.auth }), 404, 'not_found'); // no prefix
+  for (const [method, path, allow] of [['GET', '/api/v1/agent/rebalance', 'POST'],
+    ['DELETE', '/api/v1/agent/rebalance', 'POST'], ['PUT', '/api/v1/agent/rebalance/jobs', 'GET'],
+    ['POST', '/api/v1/rebalance/1-a', 'GET'], ['PATCH', '/healthz', 'GET'], ['POST', '/metrics', 'GET']]) {
+    const r = await call(method, path, { headers: u.auth });
+    assertError(r, 405, 'method_not_allowed');
+    assert.strictEqual(r.headers.get('allow'), allow, `${method} ${path}`);
+  }
+  for (const bad of ['1731304200000_a7f3e2c1', 'abc', '12345678901234567-a', '1-' + 'a'.repeat(33),
+    '1-ABC', '1-', '-a', '1-a%20b']) {
+    assertError(await call('GET', `/api/v1/rebalance/${bad}`, { headers: u.auth }), 400, 'bad_request', /jobId/);
+    assertError(await call('GET', `/api/v1/agent/rebalance/${bad}`, { headers: u.auth }), 400, 'bad_request', /jobId/);
+  }
+  assertError(await call('POST', '/api/v1/agent/Rebalance', { headers: u.auth, body: { amount: 1 } }), 400, 'bad_request', /type/);
+  assertError(await call('POST', '/api/v1/agent/unknowntype', { headers: u.auth, body: { amount: 1 } }), 404, 'not_found', /unknowntype/);
+  assertError(await call('GET', '/api/v1/agent/unknowntype/jobs', { headers: u.auth }), 404, 'not_found');
+});
+
+test('bodies over 64 KiB get 413 and the connection stays usable', async () => {
+  const u = user();
+  const big = JSON.stringify({ amount: 1, pad: 'x'.repeat(70 * 1024) });
+  const r = await call('POST', '/api/v1/agent/rebalance', { headers: u.auth, body: big, raw: true });
+  assertError(r, 413, 'payload_too_large', /65536/);
+  const justUnder = JSON.stringify({ amount: 1, pad: 'x'.repeat(60 * 1024) });
+  assert.strictEqual((await call('POST', '/api/v1/agent/rebalance', { headers: u.auth, body: justUnder, raw: true })).status, 202);
+  // 10 MB announced: refused without reading it all (the connection may be cut)
+  try {
+    const huge = await call('POST', '/api/v1/agent/rebalance', { headers: u.auth, body: 'x'.repeat(10 << 20), raw: true });
+    assert.strictEqual(huge.status, 413);
+  } catch (e) {
+    assert.match(String(e.cause && e.cause.code || e), /EPIPE|ECONNRESET|UND_ERR_SOCKET|other side closed|fetch failed/);
+  }
+  assert.strictEqual((await call('GET', '/healthz')).status, 200);
+  assert.strictEqual(await rc.exists(`agent:rebalance:user:${u.pk}`), 1);
+  assert.strictEqual(await rc.zcard(`agent:rebalance:user:${u.pk}`), 1);
+});
+
+test('GET /agent/{type}/jobs lists the caller\'s jobs newest first, limit validated', async () => {
+  const u = user(), other = user();
+  const ids = [];
+  for (let i = 0; i < 4; i++) {
+    const r = await call('POST', '/api/v1/agent/rebalance', { headers: u.auth, body: { amount: i + 1 } });
+    assert.strictEqual(r.status, 202);
+    ids.push(r.json.jobId);
+    await new Promise((res) => setImmediate(res));
+  }
+  await call('POST', '/api/v1/agent/rebalance', { headers: other.auth, body: { amount: 99 } });
+  const all = await call('GET', '/api/v1/agent/rebalance/jobs', { headers: u.auth });
+  assert.strictEqual(all.status, 200);
+  assert.strictEqual(all.json.success, true);
+  assert.strictEqual(all.json.count, 4);
+  assert.deepStrictEqual(all.json.jobs.map((j) => j.payload.amount), [4, 3, 2, 1]);
+  assert.ok(all.json.jobs.every((j) => j.user.publicKey === u.pk));
+  const two = await call('GET', '/api/agent/rebalance/jobs?limit=2', { headers: u.auth });
+  assert.deepStrictEqual(two.json.jobs.map((j) => j.jobId), [ids[3], ids[2]]);
+  // an expired record is skipped, not an error
+  await rc.del(`agent:rebalance:job:${ids[3]}`);
+  const after = await call('GET', '/api/v1/agent/rebalance/jobs?limit=2', { headers: u.auth });
+  assert.deepStrictEqual(after.json.jobs.map((j) => j.jobId), [ids[2]]);
+  for (const bad of ['0', '101', 'abc', '-1', '1.5', '', '99999999999']) {
+    assertError(await call('GET', `/api/v1/agent/rebalance/jobs?limit=${bad}`, { headers: u.auth }),
+      400, 'bad_request', /limit/);
+  }
+  const none = await call('GET', '/api/v1/agent/report/jobs', { headers: u.auth });
+  assert.deepStrictEqual(none.json, { success: true, count: 0, jobs: [] });
+});
+
+test('GET /agent/{type}/metrics returns the summary for 1-30 days', async () => {
+  const admin = user('admin');
+  const day = today();
+  await rc.set(`metrics:agent:report:counters:${day}:jobs`, 40);
+  await rc.set(`metrics:agent:report:counters:${day}:failed`, 3);
+  await rc.set(`metrics:agent:report:counters:${day}:rate_hits`, 55);
+  await rc.set(`metrics:agent:report:counters:${day}:rate_blocked`, 5);
+  await rc.set(`metrics:agent:report:counters:${dayBefore(2)}:jobs`, 2);
+  await rc.zadd('metrics:agent:report:execution_times', ...[100, 'a', 200, 'b', 300, 'c', 400, 'd']);
+  const r = await call('GET', '/api/v1/agent/report/metrics', { headers: admin.auth });
+  assert.strictEqual(r.status, 200, r.text);
+  assert.strictEqual(r.json.totalJobs, 42);
+  assert.strictEqual(r.json.failedJobs, 3);
+  assert.strictEqual(r.json.avgExecutionTime, 250);
+  assert.strictEqual(r.json.p95ExecutionTime, 400);
+  assert.deepStrictEqual(r.json.rateLimit, { hits: 55, blocked: 5 });
+  const one = await call('GET', '/api/v1/agent/report/metrics?days=1', { headers: admin.auth });
+  assert.strictEqual(one.json.totalJobs, 40);
+  const among = await call('GET', '/api/v1/agent/report/metrics?x=1&days=1&y=', { headers: admin.auth });
+  assert.strictEqual(among.json.days, 1);
+  assert.strictEqual(among.json.totalJobs, 40);
+  assert.strictEqual((await call('GET', '/api/agent/report/metrics?days=30', { headers: admin.auth })).status, 200);
+  for (const bad of ['0', '31', 'x', '-3', '7d']) {
+    assertError(await call('GET', `/api/v1/agent/report/metrics?days=${bad}`, { headers: admin.auth }),
+      400, 'bad_request', /days/);
+  }
+});
+
+test('rate limit: 50 concurrent POSTs with limit 10 admit exactly 10', async () => {
+  const u = user();
+  const day = today();
+  const hits0 = Number(await rc.get(`metrics:agent:rebalance:counters:${day}:rate_hits`) || 0);
+  const blocked0 = Number(await rc.get(`metrics:agent:rebalance:counters:${day}:rate_blocked`) || 0);
+  const results = await Promise.all(Array.from({ length: 50 }, (_, i) =>
+    call('POST', '/api/v1/agent/rebalance', { headers: u.auth, body: { amount: i + 1 } })));
+  const byStatus = {};
+  for (const r of results) byStatus[r.status] = (byStatus[r.status] || 0) + 1;
+  assert.deepStrictEqual(byStatus, { 202: 10, 429: 40 });
+  for (const r of results.filter((x) => x.status === 429)) {
+    assertError(r, 429, 'rate_limited', /10 job requests per 60 s/);
+    const ra = Number(r.headers.get('retry-after'));
+    assert.ok(Number.isInteger(ra) && ra >= 1 && ra <= 60, `retry-after ${ra}`);
+  }
+  const key = `metrics:agent:rebalance:rate:${u.sub}`;
+  assert.strictEqual(await rc.zcard(key), 10);
+  const pttl = await rc.pttl(key);
+  assert.ok(pttl > 0 && pttl <= 60000, `pttl ${pttl}`);
+  assert.strictEqual(await rc.zcard(`agent:rebalance:user:${u.pk}`), 10);
+  assert.strictEqual(Number(await rc.get(`metrics:agent:rebalance:counters:${day}:rate_hits`)) - hits0, 50);
+  assert.strictEqual(Number(await rc.get(`metrics:agent:rebalance:counters:${day}:rate_blocked`)) - blocked0, 40);
+  // the window slides: with a 1 s window the user is admitted again once it has passed
+  const g2port = await freePort();
+  const g2 = startSwitchboard(['gateway'], { REDIS_URL: redis.url, JWT_SECRET: SECRET, PORT: String(g2port),
+    BIND: '127.0.0.1', RATE_LIMIT: '2', RATE_WINDOW: '1' }, 'gateway2');
+  try {
+    await g2.waitForOutput(/listening on/);
+    const v = user();
+    const post = async () => (await fetch(`http://127.0.0.1:${g2port}/api/v1/agent/rebalance`, {
+      method: 'POST', headers: { ...v.auth, 'content-type': 'application/json' },
+      body: '{"amount":1}' })).status;
+    await waitFor(async () => (await post()) === 202, { what: 'gateway2 up' });
+    assert.strictEqual(await post(), 202);
+    assert.strictEqual(await post(), 429);
+    await waitFor(async () => (await post()) === 202, { timeoutMs: 3000, intervalMs: 100, what: 'window to slide' });
+  } finally {
+    g2.kill('SIGTERM');
+    assert.deepStrictEqual(await g2.exited, { code: 0, signal: null });
+  }
+});
+
+test('/metrics is valid Prometheus text (promtool) with the request series', async () => {
+  const r = await fetch(`${base}/metrics`);
+  assert.strictEqual(r.status, 200);
+  assert.match(r.headers.get('content-type'), /^text\/plain; version=0\.0\.4/);
+  const text = await r.text();
+  promtool(text);
+  assert.match(text, /^gateway_http_requests_total\{route="\/agent\/\{type\}",method="POST",code="202"\} \d+$/m);
+  assert.match(text, /^gateway_http_requests_total\{route="\/agent\/\{type\}",method="POST",code="429"\} 4\d$/m);
+  assert.match(text, /^gateway_http_request_duration_seconds_bucket\{route="\/agent\/\{type\}",le="\+Inf"\} \d+$/m);
+  assert.match(text, /^gateway_redis_connected 1$/m);
+  assert.match(text, /^gateway_redis_reconnects_total 0$/m);
+  assert.match(text, /^gateway_rate_limited_total \d+$/m);
+  const api = await fetch(`${base}/api/v1/metrics`);
+  assert.strictEqual(api.status, 200);
+});
+
+test('full flow: POST, `switchboard agent` runs it, GET shows done; agent /metrics valid', async () => {
+  const u = user();
+  const r = await call('POST', '/api/v1/agent/rebalance', { headers: u.auth, body: { amount: 1000, priority: 'low' } });
+  assert.strictEqual(r.status, 202);
+  const mport = await freePort();
+  const agent = startSwitchboard(['agent', '--metrics-port', String(mport)],
+    { REDIS_URL: redis.url, BIND: '127.0.0.1' }, 'agent');
+  try {
+    const done = await waitFor(async () => {
+      const g = await call('GET', `/api/v1/rebalance/${r.json.jobId}`, { headers: u.auth });
+      return g.json && g.json.status === 'done' ? g.json : null;
+    }, { timeoutMs: 20000, what: 'job done' });
+    assert.strictEqual(done.result.fee, 20);
+    assert.strictEqual(done.result.remainingAmount, 980);
+    assert.strictEqual(done.attempts, 1);
+    const text = await waitFor(async () => {
+      const t = await (await fetch(`http://127.0.0.1:${mport}/metrics`)).text();
+      return /agent_jobs_processed_total\{status="done"\} [1-9]/.test(t) ? t : null;
+    }, { what: 'agent metrics' });
+    promtool(text);
+    assert.match(text, /^agent_job_duration_seconds_bucket\{le="60"\} [1-9]\d*$/m);
+    assert.match(text, /^agent_job_duration_seconds_bucket\{le="\+Inf"\} [1-9]\d*$/m);
+    assert.match(text, /^agent_job_retries_total 0$/m);
+    assert.match(text, /^agent_jobs_recovered_total \d+$/m);
+    assert.strictEqual((await fetch(`http://127.0.0.1:${mport}/nope`)).status, 404);
+  } finally {
+    agent.kill('SIGTERM');
+    assert.deepStrictEqual(await agent.exited, { code: 0, signal: null });
+  }
+});
+
+test('garbage on the socket never hurts the gateway', async () => {
+  const junk = ['GARBAGE\r\n\r\n', 'GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n',
+    '\x00\x01\x02\xff\xfe'.repeat(100), `GET /${'a'.repeat(20000)} HTTP/1.1\r\nHost: x\r\n\r\n`,
+    `GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'b'.repeat(40000)}\r\n\r\n`,
+    'POST /api/v1/agent/rebalance HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"amount"'];
+  for (const j of junk) {
+    await new Promise((resolve) => {
+      const s = net.connect(port, '127.0.0.1', () => s.end(j));
+      s.on('data', () => {});
+      s.on('error', resolve);
+      s.on('close', resolve);
+      s.setTimeout(3000, () => s.destroy());
+    });
+  }
+  assert.strictEqual((await call('GET', '/healthz')).status, 200);
+  assert.strictEqual(gw.exitCode, null);
+  // pipelined requests on one connection are answered in order
+  const answers = await new Promise((resolve, reject) => {
+    let got = '';
+    const s = net.connect(port, '127.0.0.1', () => s.write(
+      'GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /readyz HTTP/1.1\r\nHost: x\r\n\r\n'));
+    s.on('data', (d) => { got += d; if ((got.match(/HTTP\/1\.1 200 OK/g) || []).length === 2) { s.destroy(); resolve(got); } });
+    s.on('error', reject);
+    s.setTimeout(3000, () => { s.destroy(); reject(new Error(`pipelined answers: ${got}`)); });
+  });
+  assert.ok(answers.indexOf('"status":"ok"') < answers.indexOf('"status":"ready"'));
+});
+
+test('a client that leaves while Redis is slow is forgotten safely', async () => {
+  const u = user();
+  const orphaned = async () => Number((await (await fetch(`${base}/metrics`)).text())
+    .match(/^gateway_responses_orphaned_total (\d+)$/m)[1]);
+  const before = await orphaned();
+  redis.proc.kill('SIGSTOP');
+  try {
+    const ac = new AbortController();
+    const p = fetch(`${base}/api/v1/agent/rebalance`, { method: 'POST', signal: ac.signal,
+      headers: { ...u.auth, 'content-type': 'application/json' }, body: '{"amount":1}' }).catch((e) => e);
+    await new Promise((res) => setTimeout(res, 300));
+    ac.abort();
+    await p;
+  } finally {
+    redis.proc.kill('SIGCONT');
+  }
+  await waitFor(async () => (await orphaned()) === before + 1,
+    { what: 'the orphaned request to be counted' });
+  assert.match(await (await fetch(`${base}/metrics`)).text(),
+    /^gateway_http_requests_total\{route="\/agent\/\{type\}",method="POST",code="499"\} [1-9]/m);
+  await waitFor(async () => (await call('GET', '/readyz')).status === 200, { what: 'ready again' });
+  assert.strictEqual(await rc.exists(`agent:rebalance:user:${u.pk}`), 0, 'no job for a client that left');
+});
+
+test('Redis stalled (SIGSTOP): requests get 503 within seconds, then recovery', async () => {
+  const u = user();
+  redis.proc.kill('SIGSTOP');
+  let r;
+  const t0 = Date.now();
+  try {
+    r = await call('POST', '/api/v1/agent/rebalance', { headers: u.auth, body: { amount: 1 } });
+  } finally {
+    redis.proc.kill('SIGCONT');
+  }
+  assertError(r, 503, 'redis_unavailable');
+  assert.ok(Date.now() - t0 < 8000, `took ${Date.now() - t0} ms`);
+  await waitFor(async () => (await call('GET', '/readyz')).status === 200, { what: 'ready after stall' });
+  assert.strictEqual((await call('POST', '/api/v1/agent/rebalance', { headers: u.auth, body: { amount: 1 } })).status, 202);
+});
+
+test('Redis killed: 503 and no half-written job; the gateway reconnects after restart', async () => {
+  const acked = [];
+  let stop = false, unavailable = 0, others = 0, first503 = 0;
+  async function producer() {
+    while (!stop) {
+      const u = user();
+      try {
+        const r = await call('POST', '/api/v1/agent/rebalance', { headers: u.auth, body: { amount: 5 } });
+        if (r.status === 202) acked.push({ id: r.json.jobId, pk: u.pk });
+        else if (r.status === 503) {
+          assert.strictEqual(r.json.error, 'redis_unavailable');
+          if (!unavailable++) first503 = Date.now();
+        }
+        else others++;
+      } catch { others++; if (others > 20) stop = true; /* the gateway is gone: give up */ }
+    }
+  }
+  // enough concurrent writers that Redis usually dies with unread input, so the kernel resets
+  // the connection (POLLERR) instead of closing it: both must be noticed at once
+  const producers = Array.from({ length: 16 }, producer);
+  await waitFor(() => acked.length >= 200, { what: 'some jobs before the kill' });
+  const killedAt = Date.now();
+  await redis.kill('SIGKILL');
+  await waitFor(() => unavailable >= 10, { what: '503s while redis is down' });
+  assert.ok(first503 - killedAt < 1500, `first 503 came ${first503 - killedAt} ms after the kill`);
+  assertError(await call('GET', '/readyz'), 503, 'redis_unavailable');
+  assertError(await call('GET', '/api/v1/rebalance/1-a', { headers: user().auth }), 503, 'redis_unavailable');
+  assert.strictEqual((await call('GET', '/healthz')).status, 200);
+  stop = true;
+  await Promise.all(producers);
+  assert.strictEqual(others, 0, 'only 202 and 503 answers');
+  await redis.start(); // same dir: the append-only file brings the data back
+  await waitFor(async () => (await call('GET', '/readyz')).status === 200, { timeoutMs: 15000, what: 'reconnect' });
+  const c = redis.client();
+  try {
+    const queued = new Set(await c.lrange('agent:rebalance:jobs', 0, -1));
+    for (const { id, pk } of acked) {
+      assert.ok(queued.has(id), `acknowledged job ${id} is queued`);
+      assert.ok(await c.exists(`agent:rebalance:job:${id}`), `acknowledged job ${id} has its record`);
+      assert.notStrictEqual(await c.zscore(`agent:rebalance:user:${pk}`, id), null);
+    }
+    const recordIds = (await c.keys('agent:rebalance:job:*')).map((k) => k.split(':').pop());
+    for (const id of recordIds) {
+      const rec = JSON.parse(await c.get(`agent:rebalance:job:${id}`));
+      if (rec.status === 'queued') assert.ok(queued.has(id), `record ${id} without its queue entry`);
+    }
+    for (const id of queued) assert.ok(recordIds.includes(id), `queued id ${id} without a record`);
+  } finally {
+    c.disconnect();
+  }
+  const m = await (await fetch(`${base}/metrics`)).text();
+  assert.match(m, /^gateway_redis_reconnects_total [1-9]/m);
+  assert.match(m, /^gateway_redis_connected 1$/m);
+  const u = user();
+  assert.strictEqual((await call('POST', '/api/v1/agent/rebalance', { headers: u.auth, body: { amount: 1 } })).status, 202);
+  rc.disconnect();
+  rc = redis.client();
+});
+
+test('`switchboard token` mints HS256 tokens the gateway and jsonwebtoken accept', async () => {
+  const r = await runSwitchboard(['token', '--role', 'admin', '--public-key', 'PK-cli', '--ttl', '120'],
+    { JWT_SECRET: SECRET });
+  assert.strictEqual(r.code, 0, r.stderr);
+  const token = r.stdout.trim();
+  const claims = jwt.verify(token, SECRET, { algorithms: ['HS256'] });
+  assert.strictEqual(claims.role, 'admin');
+  assert.strictEqual(claims.publicKey, 'PK-cli');
+  assert.strictEqual(claims.sub, 'PK-cli');
+  assert.strictEqual(claims.exp - claims.iat, 120);
+  assert.strictEqual((await call('GET', '/api/v1/agent/rebalance/metrics',
+    { headers: { authorization: `Bearer ${token}` } })).status, 200);
+  const bad = await runSwitchboard(['token', '--role', 'root', '--public-key', 'x'], { JWT_SECRET: SECRET });
+  assert.strictEqual(bad.code, 2);
+  assert.match(bad.stderr, /--role/);
+  const nosecret = await runSwitchboard(['token', '--role', 'user', '--public-key', 'x'], { JWT_SECRET: '' });
+  assert.strictEqual(nosecret.code, 2);
+  assert.match(nosecret.stderr, /JWT_SECRET/);
+});
+
+test('the gateway refuses to start without JWT_SECRET, and exits 0 on SIGTERM', async () => {
+  const r = await runSwitchboard(['gateway'], { REDIS_URL: redis.url, JWT_SECRET: '', PORT: String(await freePort()) });
+  assert.strictEqual(r.code, 2);
+  assert.match(r.stderr, /JWT_SECRET/);
+  gw.kill('SIGTERM');
+  assert.deepStrictEqual(await gw.exited, { code: 0, signal: null });
+  assert.match(gw.output, /received SIGTERM: shutting down/);
+});
+
+function promtool(text) {
+  try {
+    execFileSync('promtool', ['check', 'metrics'], { input: text, stdio: ['pipe', 'pipe', 'pipe'] });
+  } catch (e) {
+    if (e.code === 'ENOENT') throw new Error('promtool not found: install Debian package prometheus (scripts/deps.sh)');
+    throw new Error(`promtool check metrics failed:\n${e.stdout}${e.stderr}\n--- text ---\n${text}`);
+  }
+}
+
+function now() { return Math.floor(Date.now() / 1000); }
+function today() { return new Date().toISOString().slice(0, 10); }
+function dayBefore(n) { return new Date(Date.now() - n * 86400000).toISOString().slice(0, 10); }

@@ -1,0 +1,219 @@
+/* Unit tests of sb_jwt_verify / sb_jwt_mint: HS256 only, exp required and checked, nbf
+ * checked, claims typed; every forged or damaged token is refused with a reason. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <jwt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "switchboard/switchboard.h"
+
+#define SECRET "unit-test-secret"
+#define NOW 1800000000
+
+static char *b64url(const char *s) {
+    static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    size_t n = strlen(s);
+    char *out = malloc(n * 4 / 3 + 4), *o = out;
+    for (size_t i = 0; i < n; i += 3) {
+        unsigned v = (unsigned char)s[i] << 16;
+        if (i + 1 < n) v |= (unsigned char)s[i + 1] << 8;
+        if (i + 2 < n) v |= (unsigned char)s[i + 2];
+        *o++ = tbl[(v >> 18) & 63];
+        *o++ = tbl[(v >> 12) & 63];
+        if (i + 1 < n) *o++ = tbl[(v >> 6) & 63];
+        if (i + 2 < n) *o++ = tbl[v & 63];
+    }
+    *o = '\0';
+    return out;
+}
+
+/* A token with the given header/payload JSON and signature text (not a real HMAC). */
+static char *forge(const char *header, const char *payload, const char *sig) {
+    char *h = b64url(header), *p = b64url(payload);
+    char *t = malloc(strlen(h) + strlen(p) + strlen(sig) + 3);
+    sprintf(t, "%s.%s.%s", h, p, sig);
+    free(h);
+    free(p);
+    return t;
+}
+
+/* A properly signed token from libjwt with any algorithm and grants. */
+static char *sign(jwt_alg_t alg, const char *key, const char *grants) {
+    jwt_t *jwt = NULL;
+    assert_int_equal(jwt_new(&jwt), 0);
+    assert_int_equal(jwt_add_grants_json(jwt, grants), 0);
+    assert_int_equal(jwt_set_alg(jwt, alg, (const unsigned char *)key, (int)strlen(key)), 0);
+    char *t = jwt_encode_str(jwt);
+    jwt_free(jwt);
+    assert_non_null(t);
+    return t;
+}
+
+static void expect_refused(const char *token, const char *needle) {
+    sb_claims_t c;
+    char err[160] = "";
+    assert_int_equal(sb_jwt_verify(token, SECRET, NOW, &c, err, sizeof err), SB_EINVAL);
+    if (!strstr(err, needle)) fail_msg("error '%s' does not mention '%s'", err, needle);
+    assert_null(c.sub);
+    assert_int_equal(c.role, SB_ROLE_NONE);
+}
+
+static void test_mint_verify_roundtrip(void **state) {
+    (void)state;
+    sb_claims_t in = {.sub = "u-42", .public_key = "GXHEXYVepv5", .role = SB_ROLE_AGENT,
+                      .name = "Ann", .email = "ann@example.com", .department_id = "d-1",
+                      .department = "Support", .exp = NOW + 60};
+    char err[160];
+    char *t = sb_jwt_mint(&in, SECRET, NOW, err, sizeof err);
+    assert_non_null(t);
+    sb_claims_t c;
+    assert_int_equal(sb_jwt_verify(t, SECRET, NOW, &c, err, sizeof err), SB_OK);
+    assert_string_equal(c.sub, "u-42");
+    assert_string_equal(c.public_key, "GXHEXYVepv5");
+    assert_int_equal(c.role, SB_ROLE_AGENT);
+    assert_string_equal(c.name, "Ann");
+    assert_string_equal(c.email, "ann@example.com");
+    assert_string_equal(c.department_id, "d-1");
+    assert_string_equal(c.department, "Support");
+    assert_int_equal(c.exp, NOW + 60);
+    sb_claims_close(&c);
+    sb_claims_close(NULL);
+    free(t);
+}
+
+static void test_hs256_from_libjwt_accepted(void **state) {
+    (void)state;
+    char *t = sign(JWT_ALG_HS256, SECRET, "{\"role\":\"user\",\"publicKey\":\"PK\",\"exp\":1800000100}");
+    sb_claims_t c;
+    char err[160];
+    assert_int_equal(sb_jwt_verify(t, SECRET, NOW, &c, err, sizeof err), SB_OK);
+    assert_int_equal(c.role, SB_ROLE_USER);
+    assert_null(c.sub);
+    sb_claims_close(&c);
+    free(t);
+}
+
+static void test_other_algorithms_refused(void **state) {
+    (void)state;
+    const char *g = "{\"role\":\"admin\",\"publicKey\":\"PK\",\"exp\":1800000100}";
+    char *t = sign(JWT_ALG_HS512, SECRET, g); /* libjwt alone would accept this */
+    expect_refused(t, "HS256");
+    free(t);
+    t = sign(JWT_ALG_HS384, SECRET, g);
+    expect_refused(t, "HS256");
+    free(t);
+    t = forge("{\"alg\":\"none\",\"typ\":\"JWT\"}", g, "");
+    expect_refused(t, "signed JWT"); /* empty signature segment */
+    free(t);
+    t = forge("{\"alg\":\"none\",\"typ\":\"JWT\"}", g, "x");
+    expect_refused(t, "HS256");
+    free(t);
+    t = forge("{\"alg\":\"hs256\"}", g, "abc");
+    expect_refused(t, "HS256");
+    free(t);
+}
+
+static void test_signature_checks(void **state) {
+    (void)state;
+    const char *g = "{\"role\":\"user\",\"publicKey\":\"PK\",\"exp\":1800000100}";
+    char *t = sign(JWT_ALG_HS256, "another-key", g);
+    expect_refused(t, "signature");
+    free(t);
+    t = sign(JWT_ALG_HS256, SECRET, g);
+    /* tamper: swap the payload for an admin one, keep the signature */
+    char *dot1 = strchr(t, '.'), *dot2 = strchr(dot1 + 1, '.');
+    char *evil = b64url("{\"role\":\"admin\",\"publicKey\":\"PK\",\"exp\":1800000100}");
+    char *forged = malloc(strlen(t) + strlen(evil) + 2);
+    sprintf(forged, "%.*s.%s%s", (int)(dot1 - t), t, evil, dot2);
+    expect_refused(forged, "signature");
+    /* flip one signature character */
+    char *last = t + strlen(t) - 2;
+    *last = *last == 'A' ? 'B' : 'A';
+    expect_refused(t, "signature");
+    free(evil);
+    free(forged);
+    free(t);
+}
+
+/* Properly signed HS256 tokens whose claims are refused, and the word the error names. */
+static void test_claims_refused(void **state) {
+    (void)state;
+    static const struct {
+        const char *grants, *needle;
+    } cases[] = {
+        {"{\"role\":\"user\",\"exp\":1799999999}", "expired"},
+        {"{\"role\":\"user\",\"exp\":1800000000}", "expired"}, /* exp == now is expired */
+        {"{\"role\":\"user\"}", "exp"},
+        {"{\"role\":\"user\",\"exp\":\"1900000000\"}", "exp"},
+        {"{\"role\":\"user\",\"exp\":1900000000,\"nbf\":1800000500}", "nbf"},
+        {"{\"role\":\"user\",\"exp\":1900000000,\"nbf\":\"0\"}", "nbf"},
+        {"{\"role\":\"root\",\"exp\":1900000000}", "role"},
+        {"{\"exp\":1900000000}", "role"},
+        {"{\"role\":\"user\",\"exp\":1900000000,\"publicKey\":7}", "publicKey"},
+        {"{\"role\":\"user\",\"exp\":1900000000,\"sub\":{}}", "sub"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *t = sign(JWT_ALG_HS256, SECRET, cases[i].grants);
+        expect_refused(t, cases[i].needle);
+        free(t);
+    }
+}
+
+static void test_nbf_in_the_past_accepted(void **state) {
+    (void)state;
+    char *t = sign(JWT_ALG_HS256, SECRET, "{\"role\":\"user\",\"exp\":1900000000,\"nbf\":1700000000}");
+    sb_claims_t c;
+    char err[160];
+    assert_int_equal(sb_jwt_verify(t, SECRET, NOW, &c, err, sizeof err), SB_OK);
+    assert_int_equal(c.nbf, 1700000000);
+    sb_claims_close(&c);
+    free(t);
+}
+
+static void test_malformed_tokens(void **state) {
+    (void)state;
+    expect_refused("", "missing");
+    expect_refused("abc", "signed JWT");
+    expect_refused("a.b", "signed JWT");
+    expect_refused("a.b.c.d", "signed JWT");
+    expect_refused("!!!.e30.sig", "malformed");
+    expect_refused("e30.e30.sig", "malformed"); /* header {} has no alg */
+    char *big = malloc(SB_JWT_MAX_LEN + 10);
+    memset(big, 'a', SB_JWT_MAX_LEN + 9);
+    big[SB_JWT_MAX_LEN + 9] = '\0';
+    expect_refused(big, "too long");
+    free(big);
+    sb_claims_t c;
+    char err[64];
+    assert_int_equal(sb_jwt_verify("a.b.c", "", NOW, &c, err, sizeof err), SB_EINVAL);
+}
+
+static void test_mint_refuses(void **state) {
+    (void)state;
+    sb_claims_t in = {.role = SB_ROLE_NONE, .exp = NOW + 1};
+    char err[160];
+    assert_null(sb_jwt_mint(&in, SECRET, NOW, err, sizeof err));
+    in.role = SB_ROLE_USER;
+    assert_null(sb_jwt_mint(&in, "", NOW, err, sizeof err));
+    assert_int_equal(sb_role_parse("admin"), SB_ROLE_ADMIN);
+    assert_int_equal(sb_role_parse("Admin"), SB_ROLE_NONE);
+    assert_string_equal(sb_role_name(SB_ROLE_USER), "user");
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_mint_verify_roundtrip),
+        cmocka_unit_test(test_hs256_from_libjwt_accepted),
+        cmocka_unit_test(test_other_algorithms_refused),
+        cmocka_unit_test(test_signature_checks),
+        cmocka_unit_test(test_claims_refused),
+        cmocka_unit_test(test_nbf_in_the_past_accepted),
+        cmocka_unit_test(test_malformed_tokens),
+        cmocka_unit_test(test_mint_refuses),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
