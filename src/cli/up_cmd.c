@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -45,6 +46,7 @@ typedef struct {
     char conc[16];
     int grace_s;
     int fatal;                    /* a child refused its configuration: stop, do not retry */
+    char secret[128];             /* JWT secret the gateway was given */
 } sb_up_t;
 
 enum { SB_UP_REDIS, SB_UP_GATEWAY, SB_UP_AGENT };
@@ -93,6 +95,34 @@ static int sb_up_wait_redis(sb_up_t *u) {
     return ok ? 0 : -1;
 }
 
+/* Development JWT secret: JWT_SECRET when given, else one kept in DATA_DIR/dev-jwt-secret
+ * (made from getrandom on first use, so tokens survive a restart). Exported to the children. */
+static int sb_up_secret(const sb_config_t *cfg, char *secret, size_t len) {
+    if (cfg->jwt_secret && *cfg->jwt_secret) {
+        snprintf(secret, len, "%s", cfg->jwt_secret);
+        return 0;
+    }
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/dev-jwt-secret", cfg->data_dir);
+    FILE *f = fopen(path, "r");
+    if (f) {
+        int ok = fgets(secret, (int)len, f) != NULL;
+        fclose(f);
+        secret[strcspn(secret, "\n")] = '\0';
+        if (ok && *secret) return setenv("JWT_SECRET", secret, 1);
+    }
+    unsigned char rnd[24];
+    if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd || len < 2 * sizeof rnd + 1) return -1;
+    for (size_t i = 0; i < sizeof rnd; i++) snprintf(secret + 2 * i, 3, "%02x", rnd[i]);
+    f = fopen(path, "w");
+    if (f) {
+        fchmod(fileno(f), 0600);
+        fprintf(f, "%s\n", secret);
+        fclose(f);
+    }
+    return setenv("JWT_SECRET", secret, 1);
+}
+
 static int sb_up_prepare(sb_up_t *u, const sb_config_t *cfg) {
     ssize_t n = readlink("/proc/self/exe", u->exe, sizeof u->exe - 1);
     if (n <= 0) return -1;
@@ -100,12 +130,14 @@ static int sb_up_prepare(sb_up_t *u, const sb_config_t *cfg) {
     snprintf(u->conc, sizeof u->conc, "%d", cfg->concurrency);
     u->grace_s = cfg->shutdown_grace;
     u->first = cfg->redis_explicit ? SB_UP_GATEWAY : SB_UP_REDIS;
+    if (mkdir(cfg->data_dir, 0700) < 0 && errno != EEXIST) {
+        sb_error("up", "cannot create %s: %s", cfg->data_dir, strerror(errno));
+        return -1;
+    }
+    if (!realpath(cfg->data_dir, u->dir) || sb_up_secret(cfg, u->secret, sizeof u->secret) != 0)
+        return -1;
+    if (!getenv("SB_DEV")) setenv("SB_DEV", "1", 1); /* the dashboard may mint tokens */
     if (!cfg->redis_explicit) {
-        if (mkdir(cfg->data_dir, 0700) < 0 && errno != EEXIST) {
-            sb_error("up", "cannot create %s: %s", cfg->data_dir, strerror(errno));
-            return -1;
-        }
-        if (!realpath(cfg->data_dir, u->dir)) return -1;
         snprintf(u->sock, sizeof u->sock, "%s/redis.sock", u->dir);
         snprintf(u->url, sizeof u->url, "unix://%s", u->sock);
         unlink(u->sock);
@@ -175,14 +207,31 @@ static void sb_up_stop_range(sb_up_t *u, int from, int to, int wait_ms) {
     for (int i = from; i <= to; i++) u->child[i].pid = 0;
 }
 
+/* A development token for the banner; malloc'd, NULL on failure. */
+static char *sb_up_token(const sb_up_t *u, const char *role, const char *pk) {
+    char err[128];
+    int64_t now = sb_now_ms() / 1000;
+    sb_claims_t c = {.sub = (char *)pk, .public_key = (char *)pk, .role = sb_role_parse(role),
+                     .exp = now + 7 * 86400};
+    return sb_jwt_mint(&c, u->secret, now, err, sizeof err);
+}
+
 static void sb_up_banner(const sb_up_t *u, const sb_config_t *cfg) {
+    char *user = sb_up_token(u, "user", "demo-user"), *admin = sb_up_token(u, "admin", "demo-admin");
     printf("switchboard is up\n");
     if (u->first == SB_UP_REDIS) printf("  redis:     private redis-server, data in %s\n", u->dir);
     printf("  dashboard: http://localhost:%d/\n", cfg->port);
     printf("  agent:     rebalance, concurrency %d\n", cfg->concurrency);
     printf("  try:       REDIS_URL=%s %s enqueue --wait '{\"amount\":1000}'\n",
            getenv("REDIS_URL") ? getenv("REDIS_URL") : "redis://127.0.0.1:6379", u->exe);
+    printf("  user token (demo-user, 7 days):\n    %s\n", user ? user : "?");
+    printf("  admin token (demo-admin, 7 days):\n    %s\n", admin ? admin : "?");
+    printf("  e.g.       curl -H 'Authorization: Bearer <user token>' -H 'Content-Type: "
+           "application/json' \\\n               -d '{\"amount\":1000}' "
+           "http://localhost:%d/api/v1/agent/rebalance\n", cfg->port);
     printf("Ctrl-C stops everything.\n");
+    free(user);
+    free(admin);
     fflush(stdout);
 }
 
