@@ -8,7 +8,7 @@ ifeq ($(CI),true)
 CMAKE_FLAGS += -DSB_WERROR=ON
 endif
 
-.PHONY: all deps build asan run test test-asan bench clean
+.PHONY: all deps build asan run test test-release fuzz bench clean
 
 all: build
 
@@ -27,9 +27,15 @@ asan: deps
 run: build
 	@$(BUILD)/switchboard up
 
-# Every test, in the ASan+UBSan build (unit, integration against a real redis-server, end to end).
+# Every test, in the ASan+UBSan build (unit, integration against a real redis-server, end to
+# end), then every fuzzer for a bounded time (FUZZ_SECONDS each).
 test: asan
 	@cd $(ASAN_BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 300
+	@FUZZ_SECONDS=$${FUZZ_SECONDS:-10} scripts/fuzz.sh
+
+# libFuzzer targets (clang, ASan+UBSan) for FUZZ_SECONDS each (default 30).
+fuzz: deps
+	@scripts/fuzz.sh
 
 # Same tests on the optimised build.
 test-release: build

@@ -1,4 +1,5 @@
 /* Job ids, key names, job records and status messages (SPEC §2). */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,6 +107,13 @@ fail:
     return NULL;
 }
 
+/* A count read from JSON as an int: negative → 0, beyond INT_MAX (or NaN) → INT_MAX.
+ * (Converting an out-of-range double to int is undefined behaviour.) */
+static int sb_clamp_count(double v) {
+    if (!(v < (double)INT_MAX)) return INT_MAX;
+    return v < 0 ? 0 : (int)v;
+}
+
 /* Re-reads the views of job from its root. */
 static void sb_job_refresh(sb_job_t *job) {
     const cJSON *user = cJSON_GetObjectItemCaseSensitive(job->root, "user");
@@ -115,7 +123,8 @@ static void sb_job_refresh(sb_job_t *job) {
     job->status = sb_json_str(job->root, "status");
     job->public_key = sb_json_str(user, "publicKey");
     job->payload = cJSON_GetObjectItemCaseSensitive(job->root, "payload");
-    job->attempts = sb_json_num(job->root, "attempts", &attempts) == SB_OK ? (int)attempts : 0;
+    job->attempts = sb_json_num(job->root, "attempts", &attempts) == SB_OK
+                        ? sb_clamp_count(attempts) : 0;
 }
 
 int sb_job_parse(const char *json, size_t len, sb_job_t *job, char *err, size_t errlen) {
@@ -204,7 +213,7 @@ int sb_status_parse(const char *buf, size_t len, cJSON **root_out, sb_status_t *
         st->details = sb_json_str(root, "details");
         st->result = cJSON_GetObjectItemCaseSensitive(root, "result");
         double a;
-        if (sb_json_num(root, "attempts", &a) == SB_OK) st->attempts = (int)a;
+        if (sb_json_num(root, "attempts", &a) == SB_OK) st->attempts = sb_clamp_count(a);
         if (!st->job_id) why = "status message has no jobId string";
         else if (!sb_status_valid(st->status)) why = "status must be processing, done or error";
         else if (!st->user_id || !*st->user_id) why = "status message has no userId string";

@@ -5,6 +5,7 @@
  * check the signature, re-checks the algorithm libjwt saw, and then reads every claim from the
  * grants JSON with cJSON so that types are checked too (an `exp` given as a string is
  * refused, not read as 0). */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,14 +116,15 @@ static int sb_claims_read(const cJSON *g, int64_t now_s, sb_claims_t *c, char *e
     double exp, nbf;
     if (sb_json_num(g, "exp", &exp) != SB_OK)
         return sb_fail(err, errlen, "token has no numeric exp claim");
-    if ((int64_t)exp <= now_s) return sb_fail(err, errlen, "token has expired");
+    /* compare as doubles: converting an out-of-range double to int64 is undefined */
+    if (exp <= (double)now_s) return sb_fail(err, errlen, "token has expired");
     if (cJSON_GetObjectItemCaseSensitive(g, "nbf")) {
         if (sb_json_num(g, "nbf", &nbf) != SB_OK)
             return sb_fail(err, errlen, "token nbf claim is not a number");
-        if ((int64_t)nbf > now_s) return sb_fail(err, errlen, "token is not valid yet (nbf)");
-        c->nbf = (int64_t)nbf;
+        if (nbf > (double)now_s) return sb_fail(err, errlen, "token is not valid yet (nbf)");
+        c->nbf = nbf < -9.2e18 ? INT64_MIN : (int64_t)nbf;
     }
-    c->exp = (int64_t)exp;
+    c->exp = exp > 9.2e18 ? INT64_MAX : (int64_t)exp;
     c->role = sb_role_parse(sb_json_str(g, "role"));
     if (c->role == SB_ROLE_NONE)
         return sb_fail(err, errlen, "token role must be user, agent or admin");
