@@ -1,0 +1,118 @@
+// Fault injection under load (SPEC §9): jobs are POSTed to two gateways while agents and
+// gateways are killed with SIGKILL and restarted, Redis (AOF, fsync always) is killed and
+// restarted, and Redis is paused with SIGSTOP beyond the clients' patience. Afterwards every
+// acknowledged job (HTTP 202) must have ended `done` exactly once (one entry in the
+// job.completed audit stream, written by the same script that finishes the job), nothing may
+// be left in a processing list or the queue, and the counts are printed.
+'use strict';
+const test = require('node:test');
+const assert = require('node:assert');
+const jwt = require('jsonwebtoken');
+const { startRedis, startSwitchboard, waitFor, freePort } = require('../e2e/lib/harness');
+
+const SECRET = 'chaos-secret';
+const JOBS = Number(process.env.CHAOS_JOBS || 300);
+const FAST = { AGENT_STATUS_TTL: '2', HEARTBEAT_INTERVAL: '1', RECOVERY_INTERVAL: '1',
+  RETRY_BACKOFF_MS: '20', RATE_LIMIT: '1000000', LOG_LEVEL: 'warn' };
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+test('chaos: kill -9 agents and gateways, restart and pause Redis, under load: nothing lost', async () => {
+  const redis = await startRedis({ aof: true });
+  const env = { ...FAST, REDIS_URL: redis.url, JWT_SECRET: SECRET, BIND: '127.0.0.1' };
+  const ports = [await freePort(), await freePort()];
+  const procs = { gw: [], agent: [] };
+  const startGw = async (i) => {
+    procs.gw[i] = startSwitchboard(['gateway'], { ...env, PORT: String(ports[i]) }, `gateway-${i}`);
+    await procs.gw[i].waitForOutput(/listening on/);
+  };
+  const startAgent = (i) => {
+    procs.agent[i] = startSwitchboard(['agent', '--concurrency', '4', '--exec',
+      'sleep 0.01; echo \'{"ok":true}\''], env, `agent-${i}`);
+  };
+  await startGw(0); await startGw(1);
+  startAgent(0); startAgent(1);
+
+  const token = jwt.sign({ sub: 'chaos', publicKey: 'PK-chaos', role: 'user' }, SECRET,
+    { algorithm: 'HS256', expiresIn: '1h' });
+  const acked = new Set();
+  let sent = 0, refused = 0, attempts = 0;
+  let loadDone = false;
+
+  // Producer: each job is POSTed until a gateway acknowledges it (202). A failed attempt
+  // (503, connection refused) queued nothing, so trying again cannot duplicate a job.
+  async function produce(worker) {
+    for (;;) {
+      const n = sent++;
+      if (n >= JOBS) return;
+      for (let tries = 0; ; tries++) {
+        attempts++;
+        const port = ports[(n + tries + worker) % 2];
+        try {
+          const res = await fetch(`http://127.0.0.1:${port}/api/v1/agent/rebalance`, {
+            method: 'POST', signal: AbortSignal.timeout(5000),
+            headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+            body: JSON.stringify({ amount: 100 + n }) });
+          if (res.status === 202) { acked.add((await res.json()).jobId); break; }
+          await res.text();
+          refused++;
+        } catch { refused++; }
+        await sleep(50);
+      }
+    }
+  }
+
+  // Chaos: one fault at a time, in a fixed cycle, while the load runs.
+  const faults = [
+    async () => { procs.agent[0].kill('SIGKILL'); await procs.agent[0].exited; startAgent(0); },
+    async () => { procs.gw[1].kill('SIGKILL'); await procs.gw[1].exited; await startGw(1); },
+    async () => { await redis.restart(); },
+    async () => { procs.agent[1].kill('SIGKILL'); await procs.agent[1].exited; startAgent(1); },
+    async () => { redis.proc.kill('SIGSTOP'); await sleep(4000); redis.proc.kill('SIGCONT'); },
+    async () => { procs.gw[0].kill('SIGKILL'); await procs.gw[0].exited; await startGw(0); },
+  ];
+  const counts = { faults: 0 };
+  async function chaos() {
+    for (let i = 0; !loadDone; i++) {
+      await sleep(300);
+      if (loadDone) break;
+      await faults[i % faults.length]();
+      counts.faults++;
+    }
+  }
+
+  const load = Promise.all([0, 1, 2, 3, 4, 5, 6, 7].map(produce)).then(() => { loadDone = true; });
+  await Promise.all([load, chaos()]);
+
+  const r = redis.client();
+  r.on('error', () => {});
+  try {
+    const ids = [...acked];
+    const status = async () => (await r.mget(ids.map((id) => `agent:rebalance:job:${id}`)))
+      .map((x) => (x ? JSON.parse(x).status : 'missing'));
+    await waitFor(async () => {
+      try { return (await status()).every((s) => s === 'done' || s === 'error'); } catch { return false; }
+    }, { timeoutMs: 120000, intervalMs: 200, what: 'every acknowledged job finished' });
+    const final = await status();
+    const completed = new Map();
+    for (const [, fields] of await r.xrange('agent:stream:job.completed', '-', '+')) {
+      const data = JSON.parse(fields[fields.indexOf('data') + 1]);
+      completed.set(data.jobId, (completed.get(data.jobId) || 0) + 1);
+    }
+    const twice = ids.filter((id) => (completed.get(id) || 0) > 1);
+    const lost = ids.filter((id, i) => final[i] !== 'done');
+    console.log(`chaos: jobs sent=${JOBS} acknowledged=${ids.length} attempts=${attempts} ` +
+      `refused=${refused} faults=${counts.faults} finished=${final.filter((s) => s === 'done').length} ` +
+      `finished-twice=${twice.length} lost=${lost.length}`);
+    assert.strictEqual(ids.length, JOBS, 'every job was eventually acknowledged');
+    assert.deepStrictEqual(lost, [], 'no acknowledged job lost or failed');
+    assert.deepStrictEqual(twice, [], 'no job finished twice');
+    for (const id of ids) assert.strictEqual(completed.get(id), 1, `job ${id} completed once`);
+    assert.deepStrictEqual(await r.keys('agent:rebalance:processing:*'), [], 'nothing stuck');
+    assert.strictEqual(await r.llen('agent:rebalance:jobs'), 0, 'queue drained');
+    assert.ok(counts.faults >= 6, `a full cycle of faults ran (${counts.faults})`);
+  } finally {
+    r.disconnect();
+    for (const p of [...procs.gw, ...procs.agent]) if (p.exitCode === null) p.kill('SIGKILL');
+    await redis.stop();
+  }
+});
