@@ -12,6 +12,7 @@ int sb_cmd_enqueue(sb_config_t *cfg);
 int sb_cmd_job(sb_config_t *cfg);
 int sb_cmd_queue(sb_config_t *cfg);
 int sb_cmd_events(sb_config_t *cfg);
+int sb_cmd_presence(sb_config_t *cfg);
 
 /* Connects a blocking client for a CLI verb, or prints why not and returns NULL. */
 struct sb_redis;
