@@ -129,7 +129,9 @@ static void test_heartbeat_list_get_stats(void **state) {
     assert_int_equal(sb_presence_get(r, "6b0e8400-e29b-41d4-a716-446655440000", NULL),
                      SB_ENOTFOUND);
     assert_int_equal(sb_presence_get(r, "bad id", NULL), SB_EINVAL);
-    assert_int_equal(sb_presence_list(r, &ctx, "bad dept", &d1), SB_EINVAL);
+    cJSON *none = NULL;
+    assert_int_equal(sb_presence_list(r, &ctx, "bad dept", &none), SB_EINVAL);
+    assert_null(none);
 
     /* TTLs exactly per SPEC §5 */
     char key[SB_PRESENCE_KEY_LEN];
@@ -146,9 +148,9 @@ static void test_heartbeat_list_get_stats(void **state) {
     assert_true(num(by, "online") == 2 && num(by, "busy") == 1 && num(by, "away") == 1);
     const cJSON *depts = sb_json_obj(stats, "departments");
     assert_int_equal(cJSON_GetArraySize(depts), 3);
-    const cJSON *none = cJSON_GetArrayItem(depts, 0), *dd1 = cJSON_GetArrayItem(depts, 1);
-    assert_string_equal(sb_json_str(none, "department_id"), "");
-    assert_true(num(none, "total") == 1);
+    const cJSON *nodept = cJSON_GetArrayItem(depts, 0), *dd1 = cJSON_GetArrayItem(depts, 1);
+    assert_string_equal(sb_json_str(nodept, "department_id"), "");
+    assert_true(num(nodept, "total") == 1);
     assert_string_equal(sb_json_str(dd1, "department_id"), "d1");
     assert_true(num(dd1, "total") == 2 && num(dd1, "online") == 1 && num(dd1, "busy") == 1);
     assert_true(num(dd1, "max_chats") == 10);
