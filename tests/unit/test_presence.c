@@ -46,6 +46,11 @@ static void test_agent_ids(void **state) {
     assert_false(sb_agent_id_is_uuid("550e8400-e29b-41d4-a716-44665544000g"));
     assert_false(sb_agent_id_is_uuid("550e8400e29b-41d4-a716-4466554400000"));
     assert_true(sb_agent_id_valid("web-1.example.com-4242-a1b2c3d4"));
+    assert_true(sb_agent_id_valid("host-123-abcd1234"));
+    assert_false(sb_agent_id_valid("a b"));
+    assert_false(sb_agent_id_valid("x*"));
+    assert_false(sb_agent_id_valid(""));
+    assert_false(sb_agent_id_valid(NULL));
     assert_false(sb_agent_id_valid("-x"));
     assert_false(sb_agent_id_valid("x-"));
     assert_false(sb_agent_id_valid("a:b"));
@@ -60,6 +65,9 @@ static void test_agent_ids(void **state) {
     assert_false(sb_presence_dept_valid(""));
     assert_false(sb_presence_dept_valid("a b"));
     assert_false(sb_presence_dept_valid("a*"));
+    assert_true(sb_presence_status_valid("busy"));
+    assert_false(sb_presence_status_valid("gone"));
+    assert_false(sb_presence_status_valid(NULL));
 }
 
 static void test_notify_flags(void **state) {
