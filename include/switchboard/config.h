@@ -46,6 +46,7 @@ typedef struct {
     int shutdown_grace;     /* seconds to finish running jobs on SIGTERM */
     int agent_status_ttl;   /* presence key TTL, seconds */
     int heartbeat_interval; /* seconds between presence heartbeats */
+    int max_chats;          /* MAX_CHATS: default chat capacity of a person agent */
     int recovery_interval;  /* seconds between scans for jobs of dead agents */
     int metrics_port;       /* agent: Prometheus port, 0 = off */
     sb_log_level_t log_level;

@@ -79,6 +79,16 @@ void sb_script_init(sb_script_t *s, const char *source);
 redisReply *sb_redis_eval(sb_redis_t *r, const sb_script_t *s, int nkeys, int argc,
                           const char **argv, const size_t *lens);
 
+/* For async callers: appends EVALSHA (SB_SCRIPT_EVALSHA) or EVAL (SB_SCRIPT_EVAL) of s with
+ * nkeys keys followed by the arguments (argc in all; lens NULL: strlen). Send EVALSHA first and,
+ * when the reply is NOSCRIPT (sb_reply_is_noscript), the same call built with SB_SCRIPT_EVAL.
+ * Returns 0, SB_EINVAL (argc over 64), SB_ENOMEM. */
+typedef enum { SB_SCRIPT_EVALSHA = 0, SB_SCRIPT_EVAL = 1 } sb_script_mode_t;
+int sb_batch_add_script(sb_batch_t *b, const sb_script_t *s, sb_script_mode_t mode, int nkeys,
+                        int argc, const char **argv, const size_t *lens);
+/* 1 if reply is the NOSCRIPT error (the server does not know the script's SHA1). */
+int sb_reply_is_noscript(const redisReply *reply);
+
 /* Reply helpers: 1 if reply is a non-error reply of that shape. */
 int sb_reply_ok(const redisReply *reply);          /* status "OK" / "QUEUED" or any non-error */
 int sb_reply_is_error(const redisReply *reply);    /* NULL or REDIS_REPLY_ERROR */

@@ -15,6 +15,7 @@ int sb_cmd_up(sb_config_t *cfg);
 int sb_cmd_events(sb_config_t *cfg);
 int sb_cmd_gateway(sb_config_t *cfg);
 int sb_cmd_token(sb_config_t *cfg);
+int sb_cmd_presence(sb_config_t *cfg);
 
 /* Connects a blocking client for a CLI verb, or prints why not and returns NULL. */
 struct sb_redis;

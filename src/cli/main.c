@@ -31,6 +31,22 @@ static const char sb_events_detail[] =
     "  --max-deliveries (or malformed) it goes to agent:stream:dead:{TYPE}. With --respond the\n"
     "  program's stdout (JSON) is sent to the request's data.response_stream.\n";
 
+static const char sb_presence_detail[] =
+    "  presence [list [DEPARTMENT_ID]] [--json]  online agents, grouped by department\n"
+    "  presence stats [--json]                   online count per department and per status\n"
+    "  presence agent AGENT_ID                   one agent's record (exit 1: offline)\n"
+    "  presence assign DEPARTMENT_ID             count a chat against the least-loaded online\n"
+    "                                            agent with free capacity (exit 1: none)\n"
+    "  presence release AGENT_ID                 a chat ended: one chat less\n"
+    "  presence offline AGENT_ID                 mark an agent offline now\n"
+    "  presence sweep                            retire agents whose key expired (one pass)\n"
+    "  presence watch [--max-events N] [--timeout S]\n"
+    "                                            print agent:online|status|offline events as\n"
+    "                                            JSON lines; turns expired key events on\n"
+    "  Keys: agent:online:{id} (TTL --agent-status-ttl), agents:all, agents:dept:{id},\n"
+    "  agents:meta; events on channel agent:presence. Worker agents are in department\n"
+    "  'workers'; people get --max-chats chats each.\n";
+
 static const sb_verb_t sb_verbs[] = {
     {"up", sb_cmd_up, "up [--concurrency N] [--data-dir DIR]",
      "the whole system here: private redis-server (unless REDIS_URL), gateway, agent"},
@@ -45,6 +61,8 @@ static const sb_verb_t sb_verbs[] = {
     {"job", sb_cmd_job, "job [--type T] JOB_ID", "print a job record"},
     {"queue", sb_cmd_queue, "queue [--type T] [--limit N]",
      "pending, processing (per agent) and dead jobs of a type"},
+    {"presence", sb_cmd_presence, "presence [list [DEPT]|stats|agent ID|assign DEPT|...]",
+     "who is online, by department (switchboard presence --help)", sb_presence_detail},
     {"events", sb_cmd_events, "events publish|request|tail|replay|pending|info|consume ...",
      "event bus on Redis Streams (switchboard events --help)", sb_events_detail},
 };

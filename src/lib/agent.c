@@ -106,6 +106,7 @@ struct sb_agent {
     sb_handler_cb cb;
     void *user;
     sb_script_t finish, recover, cas;
+    sb_presence_ctx_t presence; /* presence scripts; TTL AGENT_STATUS_TTL */
 
     atomic_int stop;       /* workers: take no more jobs */
     atomic_int cancel;     /* handlers and retry waits: give up now */
@@ -508,18 +509,8 @@ static int sb_agent_heartbeat(sb_agent_t *a) {
     sb_presence_t p = {.agent_id = a->id, .name = name, .email = "",
                        .department_id = SB_WORKER_DEPT, .department = SB_WORKER_DEPT,
                        .status = inflight >= a->nworkers ? "busy" : "online",
-                       .current_chats = inflight, .max_chats = a->nworkers};
-    sb_batch_t *b = sb_batch_create();
-    int rc = b ? sb_presence_heartbeat(b, &p, a->status_ttl, sb_now_ms()) : SB_ENOMEM;
-    redisReply *replies[8];
-    size_t n = b ? sb_batch_count(b) : 0;
-    if (rc == SB_OK && (rc = sb_redis_pipeline(a->maint_redis, b, replies)) == SB_OK) {
-        for (size_t i = 0; i < n; i++)
-            if (sb_reply_is_error(replies[i])) rc = SB_EPROTO;
-        sb_replies_free(replies, n);
-    }
-    sb_batch_free(b);
-    return rc;
+                       .set_chats = 1, .current_chats = inflight, .max_chats = a->nworkers};
+    return sb_presence_heartbeat(a->maint_redis, &a->presence, &p, sb_now_ms(), NULL);
 }
 
 /* Marks the records of recovered ids as queued again, if they still say "processing". The
@@ -607,7 +598,12 @@ static void *sb_maint_main(void *arg) {
                             a->nworkers);
                 next_hb = now + (int64_t)a->heartbeat_s * 1000;
             } else {
-                continue; /* connection dropped: ensure() and try again */
+                /* connection dropped: ensure() and try again; anything else: not in a hot loop */
+                if (sb_redis_connected(a->maint_redis)) {
+                    sb_error("agent", "presence heartbeat refused by redis");
+                    sb_sleep_ms(1000, &a->maint_stop);
+                }
+                continue;
             }
         }
         if (now >= next_scan && atomic_load(&a->present)) {
@@ -631,6 +627,8 @@ void sb_agent_default_id(char *buf, size_t len) {
     for (char *p = host; *p; p++)
         if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9')))
             *p = '-';
+    if (!host[0]) snprintf(host, sizeof host, "host");
+    else if (host[0] == '-') host[0] = 'h'; /* ids start with a letter or digit */
     if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) memset(rnd, 0, sizeof rnd);
     snprintf(buf, len, "%s-%ld-%02x%02x%02x%02x", host, (long)getpid(), rnd[0], rnd[1], rnd[2],
              rnd[3]);
@@ -644,7 +642,8 @@ sb_agent_t *sb_agent_create(const sb_config_t *cfg, sb_handler_cb cb, void *user
         return NULL;
     }
     if (cfg->agent_id && !sb_agent_id_valid(cfg->agent_id)) {
-        snprintf(err, errlen, "bad setting AGENT_ID: use 1-128 of [A-Za-z0-9._:-]");
+        snprintf(err, errlen, "bad setting AGENT_ID: use 1-128 of [A-Za-z0-9._-], starting "
+                 "and ending with a letter or digit");
         return NULL;
     }
     sb_agent_t *a = calloc(1, sizeof *a);
@@ -667,6 +666,7 @@ sb_agent_t *sb_agent_create(const sb_config_t *cfg, sb_handler_cb cb, void *user
     sb_script_init(&a->finish, SB_FINISH_LUA);
     sb_script_init(&a->recover, SB_RECOVER_LUA);
     sb_script_init(&a->cas, SB_RECORD_CAS_LUA);
+    sb_presence_init(&a->presence, cfg->agent_status_ttl, cfg->concurrency);
     pthread_mutex_init(&a->lock, NULL);
     pthread_cond_init(&a->cond, NULL);
     pthread_mutex_init(&a->stats_lock, NULL);
@@ -748,16 +748,10 @@ static void sb_agent_requeue_abandoned(sb_agent_t *a) {
 }
 
 static void sb_agent_offline(sb_agent_t *a) {
-    sb_batch_t *b = sb_batch_create();
-    redisReply *replies[4];
     char err[128];
     if (!sb_redis_connected(a->maint_redis)) sb_redis_connect(a->maint_redis, err, sizeof err);
-    if (b && sb_presence_offline(b, a->id, SB_WORKER_DEPT) == SB_OK &&
-        sb_redis_pipeline(a->maint_redis, b, replies) == SB_OK) {
-        sb_replies_free(replies, sb_batch_count(b));
+    if (sb_presence_offline(a->maint_redis, &a->presence, a->id, sb_now_ms(), NULL) == SB_OK)
         sb_info("agent", "agent %s offline", a->id);
-    }
-    sb_batch_free(b);
 }
 
 void sb_agent_wait(sb_agent_t *a, int grace_s) {

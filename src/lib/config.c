@@ -69,6 +69,8 @@ static const sb_setting_t sb_settings[] = {
      "300", "presence TTL, seconds"},
     {"HEARTBEAT_INTERVAL", "heartbeat-interval", SB_SET_INT, OFF(heartbeat_interval), 1, 86400,
      "180", "seconds between presence heartbeats"},
+    {"MAX_CHATS", "max-chats", SB_SET_INT, OFF(max_chats), 1, 100000, "5",
+     "chats a person agent takes at once (presence assign)"},
     {"RECOVERY_INTERVAL", "recovery-interval", SB_SET_INT, OFF(recovery_interval), 1, 86400,
      "30", "seconds between scans for jobs of dead agents"},
     {"METRICS_PORT", "metrics-port", SB_SET_INT, OFF(metrics_port), 0, 65535, "0",

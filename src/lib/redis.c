@@ -278,29 +278,57 @@ void sb_script_init(sb_script_t *s, const char *source) {
     for (int i = 0; i < SHA_DIGEST_LENGTH; i++) snprintf(s->sha1 + 2 * i, 3, "%02x", md[i]);
 }
 
-redisReply *sb_redis_eval(sb_redis_t *r, const sb_script_t *s, int nkeys, int argc,
-                          const char **argv, const size_t *lens) {
-    enum { MAXARGS = 64 };
-    if (argc + 3 > MAXARGS) return NULL;
-    const char *av[MAXARGS];
-    size_t al[MAXARGS];
-    char nk[16];
-    snprintf(nk, sizeof nk, "%d", nkeys);
-    av[0] = "EVALSHA"; al[0] = 7;
-    av[1] = s->sha1;   al[1] = 40;
-    av[2] = nk;        al[2] = strlen(nk);
+enum { SB_SCRIPT_MAXARGS = 64 };
+
+/* EVALSHA/EVAL argv for a script call into av/al (SB_SCRIPT_MAXARGS slots; nk holds the key
+ * count text). Returns the argument count, or -1 when there are too many. */
+static int sb_script_argv(const sb_script_t *s, sb_script_mode_t mode, int nkeys, int argc,
+                          const char **argv, const size_t *lens, const char **av, size_t *al,
+                          char nk[16]) {
+    if (argc < 0 || argc + 3 > SB_SCRIPT_MAXARGS) return -1;
+    snprintf(nk, 16, "%d", nkeys);
+    av[0] = mode == SB_SCRIPT_EVAL ? "EVAL" : "EVALSHA";
+    al[0] = strlen(av[0]);
+    av[1] = mode == SB_SCRIPT_EVAL ? s->source : s->sha1;
+    al[1] = strlen(av[1]);
+    av[2] = nk;
+    al[2] = strlen(nk);
     for (int i = 0; i < argc; i++) {
         av[3 + i] = argv[i];
         al[3 + i] = lens ? lens[i] : strlen(argv[i]);
     }
-    redisReply *rep = sb_redis_cmdargv(r, argc + 3, av, al);
-    if (rep && rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "NOSCRIPT", 8) == 0) {
+    return argc + 3;
+}
+
+int sb_reply_is_noscript(const redisReply *reply) {
+    return reply && reply->type == REDIS_REPLY_ERROR && reply->str &&
+           strncmp(reply->str, "NOSCRIPT", 8) == 0;
+}
+
+redisReply *sb_redis_eval(sb_redis_t *r, const sb_script_t *s, int nkeys, int argc,
+                          const char **argv, const size_t *lens) {
+    const char *av[SB_SCRIPT_MAXARGS];
+    size_t al[SB_SCRIPT_MAXARGS];
+    char nk[16];
+    int n = sb_script_argv(s, SB_SCRIPT_EVALSHA, nkeys, argc, argv, lens, av, al, nk);
+    if (n < 0) return NULL;
+    redisReply *rep = sb_redis_cmdargv(r, n, av, al);
+    if (sb_reply_is_noscript(rep)) {
         freeReplyObject(rep);
         av[0] = "EVAL"; al[0] = 4;
         av[1] = s->source; al[1] = strlen(s->source);
-        rep = sb_redis_cmdargv(r, argc + 3, av, al);
+        rep = sb_redis_cmdargv(r, n, av, al);
     }
     return rep;
+}
+
+int sb_batch_add_script(sb_batch_t *b, const sb_script_t *s, sb_script_mode_t mode, int nkeys,
+                        int argc, const char **argv, const size_t *lens) {
+    const char *av[SB_SCRIPT_MAXARGS];
+    size_t al[SB_SCRIPT_MAXARGS];
+    char nk[16];
+    int n = sb_script_argv(s, mode, nkeys, argc, argv, lens, av, al, nk);
+    return n < 0 ? SB_EINVAL : sb_batch_addargv(b, n, av, al);
 }
 
 int sb_reply_is_error(const redisReply *reply) {

@@ -240,17 +240,6 @@ static void test_poll_backoff(void **state) {
     assert_int_equal(sb_poll_delay_ms(&o, 50), 5000);
 }
 
-static void test_presence_ids(void **state) {
-    (void)state;
-    assert_true(sb_agent_id_valid("550e8400-e29b-41d4-a716-446655440000"));
-    assert_true(sb_agent_id_valid("host-123-abcd1234"));
-    assert_false(sb_agent_id_valid("a b"));
-    assert_false(sb_agent_id_valid("x*"));
-    assert_false(sb_agent_id_valid(""));
-    assert_true(sb_presence_status_valid("busy"));
-    assert_false(sb_presence_status_valid("gone"));
-}
-
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config_defaults),    cmocka_unit_test(test_config_env_and_flags),
@@ -259,7 +248,6 @@ int main(void) {
         cmocka_unit_test(test_keys),               cmocka_unit_test(test_record_roundtrip),
         cmocka_unit_test(test_status_messages),    cmocka_unit_test(test_json_limits),
         cmocka_unit_test(test_clock),              cmocka_unit_test(test_poll_backoff),
-        cmocka_unit_test(test_presence_ids),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
