@@ -31,6 +31,7 @@ typedef struct {
     int port;               /* PORT, default 3001 */
     char *jwt_secret;       /* JWT_SECRET (HS256 key) */
     int dev_mode;           /* SB_DEV: development conveniences (token minting on the dashboard) */
+    char *web_dir;          /* WEB_DIR: dashboard files; NULL = found next to the executable */
     char *job_types;        /* JOB_TYPES: comma-separated types the gateway accepts */
     int rate_limit;         /* requests per window per user */
     int rate_window;        /* seconds */

@@ -14,6 +14,7 @@
 #include "cli/cli.h"
 #include "gateway/gateway.h"
 #include "gateway/http.h"
+#include "gateway/static.h"
 #include "switchboard/clock.h"
 #include "switchboard/log.h"
 
@@ -53,6 +54,23 @@ static void sb_gw_signal_cb(uv_signal_t *h, int signum) {
     uv_close((uv_handle_t *)&s->sigint, NULL);
 }
 
+/* Loads the dashboard files from WEB_DIR (or the default next to the executable). A missing
+ * folder is logged and leaves the page answering 404; only running out of memory fails. */
+static int sb_gw_web_load(sb_gateway_t *gw) {
+    char dir[4096];
+    const char *d = gw->cfg->web_dir && *gw->cfg->web_dir
+                        ? gw->cfg->web_dir
+                        : sb_static_default_dir(dir, sizeof dir);
+    gw->web = sb_static_load(d ? d : "web");
+    if (!gw->web) return -1;
+    if (sb_static_has_index(gw->web))
+        sb_info("gateway", "dashboard: %zu files from %s", sb_static_count(gw->web), d);
+    else
+        sb_warn("gateway", "dashboard: no index.html in %s (set WEB_DIR): / answers 404",
+                d ? d : "web");
+    return 0;
+}
+
 static const struct lws_protocols sb_gw_protocols[] = {
     {"http", sb_http_callback, sizeof(sb_http_conn_t), 0, 0, NULL, 0},
     {NULL, NULL, 0, 0, 0, NULL, 0},
@@ -90,13 +108,15 @@ int sb_cmd_gateway(sb_config_t *cfg) {
     gw.cfg = cfg;
     gw.loop = &loop;
     gw.started_ms = sb_now_ms();
-    gw.redis = sb_aredis_create(&loop, &cfg->redis, "commands");
+    gw.redis = sb_gw_web_load(&gw) == 0 ? sb_aredis_create(&loop, &cfg->redis, "commands")
+                                        : NULL;
     gw.lws = gw.redis ? sb_gw_lws_create(&gw) : NULL;
     if (!gw.lws) {
         sb_error("gateway", "cannot listen on %s:%d", cfg->bind, cfg->port);
         sb_aredis_close(gw.redis);
         uv_run(&loop, UV_RUN_DEFAULT);
         uv_loop_close(&loop);
+        sb_static_free(gw.web);
         return 1;
     }
     sb_gw_signals_t sig = {.gw = &gw};
@@ -114,6 +134,7 @@ int sb_cmd_gateway(sb_config_t *cfg) {
         uv_run(&loop, UV_RUN_DEFAULT);
     }
     int rc = uv_loop_close(&loop);
+    sb_static_free(gw.web);
     sb_info("gateway", "stopped%s", rc ? " (some handles were still open)" : "");
     return 0;
 }

@@ -20,6 +20,7 @@ typedef struct sb_gateway {
     struct lws_context *lws;
     sb_aredis_t *redis;        /* commands (a SUBSCRIBE connection will be separate) */
     sb_gw_stats_t stats;       /* counters behind /metrics */
+    struct sb_static *web;     /* dashboard files, loaded at start-up (static.c) */
     int64_t started_ms;
     int stopping;              /* SIGTERM seen: new requests get 503 */
 } sb_gateway_t;

@@ -63,6 +63,7 @@ static const struct {
     const char *reason;
 } sb_reasons[] = {
     {200, "OK"},          {202, "Accepted"},           {204, "No Content"},
+    {304, "Not Modified"},
     {400, "Bad Request"}, {401, "Unauthorized"},       {403, "Forbidden"},
     {404, "Not Found"},   {405, "Method Not Allowed"}, {409, "Conflict"},
     {413, "Payload Too Large"}, {429, "Too Many Requests"}, {500, "Internal Server Error"},
@@ -89,11 +90,14 @@ void sb_req_send(sb_req_t *req, int status, const char *content_type, const char
         gw->stats.responses_orphaned++;
         return;
     }
-    char head[768];
+    char head[1280], clen[48] = "";
+    if (status != 304) /* a 304 has no body, and its length would describe the 200's */
+        snprintf(clen, sizeof clen, "content-length: %zu\r\n", len);
     int hlen = snprintf(head, sizeof head,
-                        "HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %zu\r\n"
-                        "cache-control: no-store\r\n%s\r\n",
-                        status, sb_http_reason(status), content_type, len,
+                        "HTTP/1.1 %d %s\r\ncontent-type: %s\r\n%s"
+                        "cache-control: %s\r\n%s\r\n",
+                        status, sb_http_reason(status), content_type, clen,
+                        req->cache_control ? req->cache_control : "no-store",
                         extra_headers ? extra_headers : "");
     if (hlen < 0 || (size_t)hlen >= sizeof head) hlen = 0;
     req->out = malloc(LWS_PRE + (size_t)hlen + len);
@@ -237,6 +241,9 @@ static void sb_req_headers(sb_req_t *req, struct lws *wsi) {
         req->bearer = strdup(t);
     }
     free(auth);
+    if (lws_hdr_copy(wsi, req->if_none_match, sizeof req->if_none_match,
+                     WSI_TOKEN_HTTP_IF_NONE_MATCH) < 0)
+        req->if_none_match[0] = '\0';
     req->content_length = -1;
     if (lws_hdr_copy(wsi, buf, sizeof buf, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0)
         req->content_length = strtoll(buf, NULL, 10);

@@ -44,6 +44,8 @@ struct sb_req {
     char path[SB_HTTP_PATH_MAX];
     char query[SB_HTTP_QUERY_MAX]; /* "a=1&b=2", decoded by lws */
     char *bearer;               /* Authorization bearer token, or NULL */
+    char if_none_match[48];     /* If-None-Match (ETag revalidation), "" when absent/too long */
+    const char *cache_control;  /* static value for the answer; NULL = "no-store" */
     long long content_length;   /* -1 when absent */
     char *body;                 /* the request body (NUL-terminated), NULL when empty */
     size_t body_len;
@@ -54,6 +56,7 @@ struct sb_req {
     cJSON *doc;                 /* handler scratch: parsed body, freed with the request */
     char scratch[128];          /* handler scratch: job id, key parts */
     int num;                    /* handler scratch: limit / days */
+    int64_t now_ms;             /* handler scratch: the time a multi-step handler started */
     int64_t t0_us;              /* arrival, for the latency histogram */
     int status;                 /* answer status, 0 until answered */
     unsigned char *out;         /* LWS_PRE + answer bytes, until written */

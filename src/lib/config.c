@@ -75,6 +75,8 @@ static const sb_setting_t sb_settings[] = {
      "agent Prometheus port (0 = off)"},
     {"SB_DATA_DIR", "data-dir", SB_SET_STR, OFF(data_dir), 0, 0, ".run",
      "`up`: folder of the private redis-server's data"},
+    {"WEB_DIR", "web-dir", SB_SET_STR, OFF(web_dir), 0, 0, NULL,
+     "gateway: dashboard files [<exe dir>/../web, else <exe dir>/../share/switchboard/web]"},
     {"LOG_LEVEL", "log-level", SB_SET_LEVEL, OFF(log_level), 0, 0, "info",
      "debug | info | warn | error"},
     {NULL, "wait", SB_SET_BOOL, OFF(wait), 0, 1, "0", "wait until the job finishes"},
@@ -289,6 +291,7 @@ void sb_config_close(sb_config_t *cfg) {
     free(cfg->exec_cmd);
     free(cfg->agent_id);
     free(cfg->data_dir);
+    free(cfg->web_dir);
     free(cfg->user);
     free(cfg->user_id);
     free(cfg->group);
