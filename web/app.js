@@ -27,6 +27,7 @@
     jobs: new Map(),        // jobId -> record (+ via: 'live' | 'http')
     timers: [],
     metricsTimer: null,
+    lastMetrics: null,      // last summary drawn (redrawn on resize)
   };
 
   const $ = (id) => document.getElementById(id);
@@ -65,14 +66,14 @@
   function fmtTime(iso) {
     if (!iso) return '';
     const d = new Date(iso);
-    return isNaN(d) ? iso : d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+    return isNaN(d) ? iso : d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit', hourCycle: 'h23' });
   }
 
   function fmtDateTime(iso) {
     const d = new Date(iso);
     if (isNaN(d)) return iso || '';
     const today = new Date().toDateString() === d.toDateString();
-    return today ? fmtTime(iso) : d.toLocaleString([], { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit' });
+    return today ? fmtTime(iso) : d.toLocaleString([], { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', hourCycle: 'h23' });
   }
 
   function fmtMs(ms) {
@@ -134,7 +135,7 @@
   function signOut(reason) {
     if (state.socket) { state.socket.removeAllListeners(); state.socket.disconnect(); }
     state.timers.forEach(clearInterval);
-    Object.assign(state, { token: null, claims: null, socket: null, live: false, timers: [] });
+    Object.assign(state, { token: null, claims: null, socket: null, live: false, timers: [], lastMetrics: null });
     state.jobs.clear();
     try { localStorage.removeItem(TOKEN_KEY); } catch { /* private mode */ }
     $('feed').replaceChildren();
@@ -238,7 +239,8 @@
 
   function onJobEvent(name, data) {
     if (!data || !data.jobId) return;
-    addFeed(name, data, data.error || (data.details && data.status !== 'done' ? data.details : ''));
+    if (data.error) addFeed(name, data, data.error, 'err');
+    else addFeed(name, data, data.status === 'done' ? '' : data.details);
     if (!applyUpdate(data, 'live')) fetchJob(data.jobId, data);
   }
 
@@ -344,14 +346,14 @@
 
   // ---- live feed ---------------------------------------------------------------------------
 
-  function addFeed(name, data, extra) {
+  function addFeed(name, data, extra, kind) {
     const feed = $('feed');
     const status = name.split(':')[1];
     const item = el('li', { 'data-event': name, 'data-job-id': data.jobId || '' },
       el('time', { text: fmtTime(data.timestamp || new Date().toISOString()) }),
       el('span', { class: 'ev', 'data-status': status, text: name }),
       el('span', { class: 'mono', text: data.jobId || '' }),
-      extra ? el('span', { class: 'extra', text: extra }) : null);
+      extra ? el('span', { class: 'extra', 'data-kind': kind || '', text: extra }) : null);
     feed.prepend(item);
     while (feed.children.length > FEED_MAX) feed.lastChild.remove();
     $('feed-empty').hidden = true;
@@ -430,12 +432,14 @@
     renderMetrics(r.json);
   }
 
-  function tile(label, value, kind) {
-    return el('div', { class: 'tile', 'data-kind': kind || '' },
+  function tile(label, value, kind, title) {
+    return el('div', { class: 'tile', 'data-kind': kind || '', title },
       el('div', { class: 'tile-value', text: value }), el('div', { class: 'tile-label', text: label }));
   }
 
   function renderMetrics(m) {
+    state.lastMetrics = m;
+    const rl = m.rateLimit || {};
     const finished = (m.doneJobs || 0) + (m.failedJobs || 0);
     const rate = finished ? `${Math.round((100 * (m.failedJobs || 0)) / finished)} %` : '–';
     $('metrics-tiles').replaceChildren(
@@ -445,7 +449,8 @@
       tile('failure rate', rate),
       tile('avg time', fmtMs(m.avgExecutionTime)),
       tile('p95 time', fmtMs(m.p95ExecutionTime)),
-      tile('rate-limited', `${fmtNum(m.rateLimit && m.rateLimit.blocked)} / ${fmtNum(m.rateLimit && m.rateLimit.hits)}`));
+      tile('rate-limited', fmtNum(rl.blocked || 0), rl.blocked ? 'err' : '',
+        `${fmtNum(rl.blocked || 0)} of ${fmtNum(rl.hits || 0)} job requests refused by the rate limit`));
     const daily = m.daily || [];
     barChart($('chart-daily'), {
       labels: daily.map((d) => d.date.slice(5)),
@@ -457,9 +462,10 @@
     });
     const ex = m.executionTimes || { histogram: [] };
     const hist = ex.histogram || [];
-    $('exec-caption').textContent = ex.count ? `${fmtNum(ex.count)} jobs · p50 ${fmtMs(ex.p50)} · p95 ${fmtMs(ex.p95)} · max ${fmtMs(ex.max)}` : '';
+    $('exec-caption').textContent = ex.count ? `(${fmtNum(ex.count)} recent job${ex.count === 1 ? '' : 's'})` : '';
+    $('exec-stats').textContent = ex.count ? `p50 ${fmtMs(ex.p50)} · p95 ${fmtMs(ex.p95)} · max ${fmtMs(ex.max)}` : '';
     barChart($('chart-exec'), {
-      labels: hist.map((b, i) => (b.le === null ? `>${shortMs(hist[i - 1] ? hist[i - 1].le : 0)}` : `≤${shortMs(b.le)}`)),
+      labels: hist.map((b, i) => (b.le === null ? `>${shortMs(hist[i - 1] ? hist[i - 1].le : 0)}` : shortMs(b.le))),
       series: [{ name: 'jobs', cls: 's-exec', values: hist.map((b) => b.count) }],
       empty: 'No finished jobs yet.',
     });
@@ -469,7 +475,7 @@
 
   // A grouped bar chart in inline SVG: labels on x, one bar per series in each group.
   function barChart(box, { labels, series, empty }) {
-    const W = 420, H = 170, L = 34, R = 6, T = 16, B = 22;
+    const W = Math.max(240, Math.round(box.clientWidth || 420)), H = 180, L = 34, R = 6, T = 10, B = 20;
     const max = Math.max(0, ...series.flatMap((s) => s.values));
     if (!labels.length || (empty && max === 0)) {
       box.replaceChildren(el('p', { class: 'empty muted', text: empty || 'No data.' }));
@@ -484,7 +490,8 @@
       root.append(svg('text', { x: L - 4, y: y + 3, class: 'tick', 'text-anchor': 'end' }, fmtTick(v)));
     }
     const gw = plotW / labels.length, pad = Math.min(8, gw * 0.2), bw = Math.max(1, (gw - 2 * pad) / series.length);
-    const every = Math.ceil(labels.length / 10);
+    const longest = Math.max(...labels.map((l) => l.length));
+    const every = Math.max(1, Math.ceil((longest * 6.5 + 8) / gw)); // labels never overlap
     labels.forEach((label, i) => {
       const x0 = L + i * gw + pad;
       series.forEach((s, k) => {
@@ -523,6 +530,11 @@
     $('job-form').addEventListener('submit', createJob);
     $('jobs-refresh').addEventListener('click', loadJobs);
     $('metrics-days').addEventListener('change', loadMetrics);
+    let resizeTimer = null;
+    window.addEventListener('resize', () => {
+      clearTimeout(resizeTimer);
+      resizeTimer = setTimeout(() => { if (state.lastMetrics && state.token) renderMetrics(state.lastMetrics); }, 150);
+    });
     probeDevMode();
     let saved = null;
     try { saved = localStorage.getItem(TOKEN_KEY); } catch { /* private mode */ }
