@@ -103,5 +103,7 @@ const char *sb_redis_addr_str(const sb_redis_addr_t *addr, char *buf, size_t len
 
 /* Prints every setting: flag, environment name, default and help. */
 void sb_config_usage(FILE *out);
+/* The same for the settings whose flag (without "--") is in the space-separated list. */
+void sb_config_usage_only(FILE *out, const char *flags);
 
 #endif
