@@ -146,7 +146,8 @@ void sb_api_dev_token(sb_req_t *req) {
                 c.public_key ? c.public_key : "-");
         sb_req_json(req, 200, o);
     } else {
-        sb_req_error(req, 500, "internal", "could not mint the token: %s", token ? "" : err);
+        sb_req_error(req, 500, "internal", "could not mint the token: %s",
+                     token ? "out of memory" : err);
     }
     cJSON_Delete(o);
     free(token);
