@@ -139,6 +139,7 @@
     state.jobs.clear();
     try { localStorage.removeItem(TOKEN_KEY); } catch { /* private mode */ }
     $('feed').replaceChildren();
+    $('feed-empty').hidden = false;
     $('app').hidden = true;
     $('who').hidden = true;
     $('signin').hidden = false;
@@ -414,6 +415,7 @@
     $('metrics-body').hidden = !!text;
     $('metrics-msg').hidden = !text;
     $('metrics-msg').textContent = text || '';
+    $('metrics-days').hidden = !!text && state.claims && state.claims.role !== 'admin';
   }
 
   async function loadMetrics() {
