@@ -8,7 +8,8 @@ PKGS=(build-essential cmake ninja-build pkg-config git
       libuv1-dev libwebsockets-dev libwebsockets-evlib-uv libhiredis-dev libcjson-dev
       libjwt-dev libssl-dev libcmocka-dev redis-server redis-tools
       nodejs npm python3 python3-redis curl clang libclang-rt-14-dev
-      prometheus)  # promtool: the e2e tests validate both /metrics outputs with a real parser
+      prometheus   # promtool: the e2e tests validate both /metrics outputs with a real parser
+      chromium)    # headless browser of the dashboard's e2e test (driven by npm playwright-core)
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -26,8 +27,9 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# Node packages used only as real clients by the end-to-end tests and benchmarks.
-for dir in tests/e2e; do
+# Node packages: web/ holds the browser assets the gateway serves with the dashboard (the
+# official socket.io client); tests/e2e the real clients of the end-to-end tests.
+for dir in web tests/e2e; do
   if [[ -f $dir/package-lock.json && ( ! -d $dir/node_modules || $dir/package-lock.json -nt $dir/node_modules/.stamp ) ]]; then
     echo "deps: npm ci in $dir"
     (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.stamp)

@@ -31,6 +31,7 @@ typedef struct {
     int port;               /* PORT, default 3001 */
     char *jwt_secret;       /* JWT_SECRET (HS256 key) */
     int dev_mode;           /* SB_DEV: development conveniences (token minting on the dashboard) */
+    char *web_dir;          /* WEB_DIR: dashboard files; NULL = found next to the executable */
     char *job_types;        /* JOB_TYPES: comma-separated types the gateway accepts */
     int rate_limit;         /* requests per window per user */
     int rate_window;        /* seconds */
@@ -103,5 +104,7 @@ const char *sb_redis_addr_str(const sb_redis_addr_t *addr, char *buf, size_t len
 
 /* Prints every setting: flag, environment name, default and help. */
 void sb_config_usage(FILE *out);
+/* The same for the settings whose flag (without "--") is in the space-separated list. */
+void sb_config_usage_only(FILE *out, const char *flags);
 
 #endif

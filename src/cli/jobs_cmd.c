@@ -20,18 +20,44 @@ sb_redis_t *sb_cli_connect(const sb_config_t *cfg) {
     return r;
 }
 
+/* One progress line on stderr: the status first (scripts match on it), the time since the
+ * job was queued, then what the agent said. */
+static void sb_enqueue_progress(const sb_status_t *st, int64_t t0_ms) {
+    double secs = (double)(sb_mono_ms() - t0_ms) / 1000.0;
+    char *result = st->result ? sb_json_print(st->result) : NULL;
+    if (result && strlen(result) > 100) strcpy(result + 96, "...}");
+    const char *what = st->error     ? st->error
+                       : result      ? result
+                       : st->details ? st->details
+                                     : "";
+    int both = st->error && st->details;
+    fprintf(stderr, "%-10s +%.3f s  %s%s%s%s\n", st->status, secs, what, both ? " (" : "",
+            both ? st->details : "", both ? ")" : "");
+    free(result);
+}
+
 /* Prints the job's status messages (read from `sub`, already subscribed) until it is done
  * or failed, then the final record. Returns 0 for done, 1 for error, 3 on timeout or a lost
  * connection. */
 static int sb_enqueue_follow(sb_redis_t *sub, sb_redis_t *r, const sb_config_t *cfg,
                              const char *id) {
+    int64_t t0 = sb_mono_ms();
+    char last[16] = "queued";
     sb_redis_set_timeout(sub, cfg->timeout > 0 ? cfg->timeout * 1000 : 0);
+    if (cfg->timeout > 0)
+        fprintf(stderr, "queued     +0.000 s  waiting for an agent, up to %d s for each update "
+                        "(Ctrl-C stops waiting; the job stays queued)\n", cfg->timeout);
+    else
+        fprintf(stderr, "queued     +0.000 s  waiting for an agent (Ctrl-C stops waiting; the "
+                        "job stays queued)\n");
     int rc = -1;
     while (rc < 0) {
         redisReply *msg = sb_redis_read(sub);
         if (!msg) {
-            fprintf(stderr, "switchboard enqueue: %s while waiting for job %s\n",
-                    cfg->timeout > 0 ? "timed out" : "lost redis", id);
+            fprintf(stderr, "switchboard enqueue: %s after %.1f s waiting for job %s (last "
+                    "status: %s); it is not cancelled: see `switchboard job %s`\n",
+                    cfg->timeout > 0 ? "timed out" : "lost redis",
+                    (double)(sb_mono_ms() - t0) / 1000.0, id, last, id);
             return 3;
         }
         cJSON *root = NULL;
@@ -41,8 +67,8 @@ static int sb_enqueue_follow(sb_redis_t *sub, sb_redis_t *r, const sb_config_t *
             !strcmp(msg->element[0]->str, "message") &&
             sb_status_parse(msg->element[2]->str, msg->element[2]->len, &root, &st, err,
                             sizeof err) == SB_OK && !strcmp(st.job_id, id)) {
-            fprintf(stderr, "%s %s%s%s\n", st.status, st.details ? st.details : "",
-                    st.error ? " error: " : "", st.error ? st.error : "");
+            sb_enqueue_progress(&st, t0);
+            snprintf(last, sizeof last, "%s", st.status);
             if (!strcmp(st.status, "done")) rc = 0;
             else if (!strcmp(st.status, "error")) rc = 1;
         }
@@ -57,7 +83,8 @@ static int sb_enqueue_follow(sb_redis_t *sub, sb_redis_t *r, const sb_config_t *
 
 int sb_cmd_enqueue(sb_config_t *cfg) {
     if (cfg->nargs != 1) {
-        fprintf(stderr, "usage: switchboard enqueue [--type T] [--user PK] 'PAYLOAD-JSON'\n");
+        fprintf(stderr, "usage: switchboard enqueue [--type T] [--user PK] [--wait] "
+                        "'PAYLOAD-JSON' (see switchboard enqueue --help)\n");
         return 2;
     }
     cJSON *payload = sb_json_parse(cfg->args[0], strlen(cfg->args[0]));

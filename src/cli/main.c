@@ -11,8 +11,59 @@ typedef struct {
     int (*run)(sb_config_t *cfg);
     const char *usage;
     const char *summary;
-    const char *detail; /* more lines for `switchboard VERB --help`, or NULL */
+    const char *detail;   /* more lines for `switchboard VERB --help`, or NULL */
+    const char *settings; /* flags (without --) this verb reads, for its --help */
 } sb_verb_t;
+
+#define SB_REDIS_FLAGS "redis-url redis-host redis-port redis-password redis-db log-level "
+
+static const char sb_up_detail[] =
+    "  Starts a private redis-server (unix socket, AOF, in --data-dir) unless a REDIS_* setting\n"
+    "  is given, then a gateway in development mode (SB_DEV=1) and an agent; restarts a part\n"
+    "  that crashes. Prints the dashboard URL and a user and an admin token (7 days, signed\n"
+    "  with JWT_SECRET or a secret kept in DATA_DIR/dev-jwt-secret). Ctrl-C stops the gateway\n"
+    "  and agent first (running jobs finish), Redis last. Exit: 0 stopped, 1 failed to start.\n"
+    "  e.g.  switchboard up --port 3001 --concurrency 4     then open http://localhost:3001/\n";
+
+static const char sb_gateway_detail[] =
+    "  One process: the REST API under /api/v1 (and /api), Socket.IO at /socket.io/, the\n"
+    "  dashboard at / (files from WEB_DIR, the socket.io client at /vendor/socket.io.min.js),\n"
+    "  /healthz, /readyz and Prometheus /metrics. With --dev (SB_DEV=1) POST /api/v1/dev/token\n"
+    "  mints tokens for the dashboard; without it that route does not exist (404).\n"
+    "  Exit: 0 after SIGTERM/SIGINT, 1 cannot listen, 2 bad setting (e.g. no JWT_SECRET).\n"
+    "  e.g.  JWT_SECRET=change-me switchboard gateway --port 3001 --dev\n";
+
+static const char sb_token_detail[] =
+    "  Prints an HS256 JWT signed with JWT_SECRET: claims sub, publicKey, role, exp (+ name,\n"
+    "  email, department_id, department for people who are agents). --public-key is required\n"
+    "  except for role agent. Exit: 0 printed, 2 bad or missing claim.\n"
+    "  e.g.  TOKEN=$(switchboard token --role admin --public-key demo-admin --ttl 86400)\n";
+
+static const char sb_agent_detail[] =
+    "  Takes ids from agent:{type}:jobs (BLMOVE into its processing list), runs the handler\n"
+    "  (built-in rebalance, or --exec CMD: job JSON on stdin, result JSON on stdout, non-zero\n"
+    "  exit = failure with stderr as the error), publishes processing/done/error, retries with\n"
+    "  backoff, dead-letters, heartbeats its presence and requeues the jobs of dead agents.\n"
+    "  SIGTERM/SIGINT: finish running jobs within --grace, put back the rest, exit 0.\n"
+    "  e.g.  switchboard agent --concurrency 8\n"
+    "        switchboard agent --type chat --exec ./answer.py --job-timeout 60\n";
+
+static const char sb_enqueue_detail[] =
+    "  Queues a job atomically (record + id + user index + counter) and prints its id on\n"
+    "  stdout. With --wait it subscribes first, prints each status on stderr as it arrives\n"
+    "  (\"processing +0.012 s  attempt 1 of 3 by host-1-ab12\"), then the final record on\n"
+    "  stdout; --timeout S gives up after S s without an update (the job stays queued).\n"
+    "  Exit: 0 queued (with --wait: done), 1 failed (--wait: error), 2 usage, 3 Redis\n"
+    "  unavailable or --wait timed out.\n"
+    "  e.g.  switchboard enqueue --wait --timeout 60 --user GXHEXYVepv5 '{\"amount\":1000}'\n";
+
+static const char sb_job_detail[] =
+    "  Prints the record of agent:{type}:job:{JOB_ID}, pretty (--json: as stored).\n"
+    "  Exit: 0 found, 1 not found or expired, 2 bad id, 3 Redis unavailable.\n";
+
+static const char sb_queue_detail[] =
+    "  Lists pending ids (next out first), the processing list of each agent, and the dead\n"
+    "  letters of a job type, at most --limit of each. Exit: 0, 3 Redis unavailable.\n";
 
 static const char sb_events_detail[] =
     "  events publish TYPE 'DATA-JSON' [--maxlen N] [--correlation-id ID] [--json]\n"
@@ -48,32 +99,59 @@ static const char sb_presence_detail[] =
     "  'workers'; people get --max-chats chats each.\n";
 
 static const sb_verb_t sb_verbs[] = {
-    {"up", sb_cmd_up, "up [--concurrency N] [--data-dir DIR]",
-     "the whole system here: private redis-server (unless REDIS_URL), gateway, agent"},
-    {"gateway", sb_cmd_gateway, "gateway [--port N] [--bind ADDR] [--job-types a,b]",
-     "serve the HTTP API (/api/v1), /healthz, /readyz and Prometheus /metrics"},
-    {"token", sb_cmd_token, "token --role R --public-key PK [--sub S] [--ttl SECONDS]",
-     "mint a development JWT (HS256 with JWT_SECRET) and print it"},
+    {"up", sb_cmd_up, "up [--port N] [--concurrency N] [--data-dir DIR]",
+     "the whole system here: private redis-server (unless REDIS_URL), gateway, agent, dashboard",
+     sb_up_detail,
+     SB_REDIS_FLAGS "port bind jwt-secret job-types web-dir concurrency grace data-dir"},
+    {"gateway", sb_cmd_gateway, "gateway [--port N] [--bind ADDR] [--dev] [--job-types a,b]",
+     "serve the HTTP API (/api/v1), Socket.IO, the dashboard (/), probes and /metrics",
+     sb_gateway_detail,
+     SB_REDIS_FLAGS "port bind jwt-secret dev web-dir job-types rate-limit rate-window"},
+    {"token", sb_cmd_token, "token --role R --public-key PK [--sub S] [--ttl SECONDS] [...]",
+     "mint a development JWT (HS256 with JWT_SECRET) and print it", sb_token_detail,
+     "jwt-secret role public-key sub name email department-id department ttl"},
     {"agent", sb_cmd_agent, "agent [--type T] [--concurrency N] [--exec CMD]",
-     "run a worker: take jobs, run the handler, publish status, retry, recover"},
-    {"enqueue", sb_cmd_enqueue, "enqueue [--type T] [--user PK] [--wait] 'PAYLOAD-JSON'",
-     "queue a job (atomically) and print its id; --wait follows it to the end"},
-    {"job", sb_cmd_job, "job [--type T] JOB_ID", "print a job record"},
+     "run a worker: take jobs, run the handler, publish status, retry, recover",
+     sb_agent_detail,
+     SB_REDIS_FLAGS "type concurrency exec agent-id max-attempts retry-backoff-ms "
+                    "retry-backoff-max-ms job-timeout grace agent-status-ttl heartbeat-interval "
+                    "recovery-interval metrics-port bind"},
+    {"enqueue", sb_cmd_enqueue,
+     "enqueue [--type T] [--user PK] [--wait] [--timeout S] 'JSON'",
+     "queue a job (atomically) and print its id; --wait follows it to the end",
+     sb_enqueue_detail, SB_REDIS_FLAGS "type user user-id wait timeout"},
+    {"job", sb_cmd_job, "job [--type T] [--json] JOB_ID", "print a job record", sb_job_detail,
+     SB_REDIS_FLAGS "type json"},
     {"queue", sb_cmd_queue, "queue [--type T] [--limit N]",
-     "pending, processing (per agent) and dead jobs of a type"},
+     "pending, processing (per agent) and dead jobs of a type", sb_queue_detail,
+     SB_REDIS_FLAGS "type limit"},
     {"presence", sb_cmd_presence, "presence [list [DEPT]|stats|agent ID|assign DEPT|...]",
-     "who is online, by department (switchboard presence --help)", sb_presence_detail},
+     "who is online, by department", sb_presence_detail,
+     SB_REDIS_FLAGS "json agent-status-ttl max-chats max-events timeout"},
     {"events", sb_cmd_events, "events publish|request|tail|replay|pending|info|consume ...",
-     "event bus on Redis Streams (switchboard events --help)", sb_events_detail},
+     "event bus on Redis Streams (switchboard events --help)", sb_events_detail,
+     SB_REDIS_FLAGS "group consumer maxlen count block-ms min-idle-ms max-deliveries "
+                    "idempotency-ttl from correlation-id respond max-events exec job-timeout "
+                    "json limit timeout"},
 };
 #define SB_NVERBS (sizeof sb_verbs / sizeof sb_verbs[0])
 
 static void sb_usage(FILE *out) {
     fprintf(out, "switchboard %s — real-time jobs for agents on Redis\n\nusage:\n", SB_VERSION);
     for (size_t i = 0; i < SB_NVERBS; i++)
-        fprintf(out, "  switchboard %-58s %s\n", sb_verbs[i].usage, sb_verbs[i].summary);
-    fprintf(out, "\nsettings (flag, environment, meaning [default]):\n");
+        fprintf(out, "  switchboard %-62s %s\n", sb_verbs[i].usage, sb_verbs[i].summary);
+    fprintf(out, "  switchboard %-62s %s\n", "version", "print the version");
+    fprintf(out, "\n`switchboard VERB --help` shows one verb: what it does, its exit codes and "
+                 "settings.\nFirst run: `switchboard up`, then open the dashboard URL it prints."
+                 "\n\nsettings (flag, environment, meaning [default]; flags win):\n");
     sb_config_usage(out);
+}
+
+static void sb_verb_usage(const sb_verb_t *verb) {
+    printf("usage: switchboard %s\n  %s\n\n%s\nsettings (flag, environment, meaning [default]; "
+           "flags win; all: switchboard --help):\n", verb->usage, verb->summary,
+           verb->detail ? verb->detail : "");
+    sb_config_usage_only(stdout, verb->settings);
 }
 
 static int sb_wants_help(int argc, char **argv) {
@@ -101,9 +179,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     if (sb_wants_help(argc - 1, argv + 1)) {
-        printf("usage: switchboard %s\n  %s\n%s\nsettings (flag, environment, meaning "
-               "[default]):\n", verb->usage, verb->summary, verb->detail ? verb->detail : "");
-        sb_config_usage(stdout);
+        sb_verb_usage(verb);
         return 0;
     }
     sb_config_t cfg;

@@ -47,6 +47,7 @@ typedef struct {
     int grace_s;
     int fatal;                    /* a child refused its configuration: stop, do not retry */
     char secret[128];             /* JWT secret the gateway was given */
+    int dev;                      /* the gateway runs in development mode (mints tokens) */
 } sb_up_t;
 
 enum { SB_UP_REDIS, SB_UP_GATEWAY, SB_UP_AGENT };
@@ -123,6 +124,19 @@ static int sb_up_secret(const sb_config_t *cfg, char *secret, size_t len) {
     return setenv("JWT_SECRET", secret, 1);
 }
 
+/* Passes the settings given to `up` (as flags or environment) on to the gateway and agent
+ * through their environment, so `up --port 4000` serves where its banner says. */
+static void sb_up_export(const sb_config_t *cfg) {
+    char num[16];
+    snprintf(num, sizeof num, "%d", cfg->port);
+    setenv("PORT", num, 1);
+    snprintf(num, sizeof num, "%d", cfg->shutdown_grace);
+    setenv("SHUTDOWN_GRACE", num, 1);
+    if (cfg->bind) setenv("BIND", cfg->bind, 1);
+    if (cfg->job_types) setenv("JOB_TYPES", cfg->job_types, 1);
+    if (cfg->web_dir) setenv("WEB_DIR", cfg->web_dir, 1);
+}
+
 static int sb_up_prepare(sb_up_t *u, const sb_config_t *cfg) {
     ssize_t n = readlink("/proc/self/exe", u->exe, sizeof u->exe - 1);
     if (n <= 0) return -1;
@@ -136,7 +150,9 @@ static int sb_up_prepare(sb_up_t *u, const sb_config_t *cfg) {
     }
     if (!realpath(cfg->data_dir, u->dir) || sb_up_secret(cfg, u->secret, sizeof u->secret) != 0)
         return -1;
+    u->dev = cfg->dev_mode || !getenv("SB_DEV");
     if (!getenv("SB_DEV")) setenv("SB_DEV", "1", 1); /* the dashboard may mint tokens */
+    sb_up_export(cfg);
     if (!cfg->redis_explicit) {
         snprintf(u->sock, sizeof u->sock, "%s/redis.sock", u->dir);
         snprintf(u->url, sizeof u->url, "unix://%s", u->sock);
@@ -220,7 +236,8 @@ static void sb_up_banner(const sb_up_t *u, const sb_config_t *cfg) {
     char *user = sb_up_token(u, "user", "demo-user"), *admin = sb_up_token(u, "admin", "demo-admin");
     printf("switchboard is up\n");
     if (u->first == SB_UP_REDIS) printf("  redis:     private redis-server, data in %s\n", u->dir);
-    printf("  dashboard: http://localhost:%d/\n", cfg->port);
+    printf("  dashboard: http://localhost:%d/  (sign in with a token below%s)\n", cfg->port,
+           u->dev ? ", or mint one on the page" : "");
     printf("  agent:     rebalance, concurrency %d\n", cfg->concurrency);
     printf("  try:       REDIS_URL=%s %s enqueue --wait '{\"amount\":1000}'\n",
            getenv("REDIS_URL") ? getenv("REDIS_URL") : "redis://127.0.0.1:6379", u->exe);

@@ -31,6 +31,11 @@ void sb_api_job_get(sb_req_t *req);
 void sb_api_job_list(sb_req_t *req);
 void sb_api_job_metrics(sb_req_t *req);
 
+/* dashboard (api_dashboard.c): static files; development tokens (404 unless dev mode) */
+void sb_api_static(sb_req_t *req);
+void sb_api_dev_info(sb_req_t *req);
+void sb_api_dev_token(sb_req_t *req);
+
 /* operations (api_ops.c) */
 void sb_api_healthz(sb_req_t *req);
 void sb_api_readyz(sb_req_t *req);

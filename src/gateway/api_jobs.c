@@ -323,7 +323,7 @@ static void sb_job_metrics_cb(redisReply *reply, void *priv) {
     if (!reply) {
         sb_req_unavailable(req);
     } else if (reply->type != REDIS_REPLY_ARRAY || reply->elements != (size_t)days + 1 ||
-               sb_metrics_summary_parse(reply->element, days, &s) != SB_OK) {
+               sb_metrics_summary_parse(reply->element, days, req->now_ms, &s) != SB_OK) {
         sb_req_error(req, 500, "internal", "could not read the metrics");
     } else {
         cJSON *o = sb_metrics_summary_json(&s);
@@ -340,10 +340,11 @@ void sb_api_job_metrics(sb_req_t *req) {
     if (!type) return;
     req->num = sb_api_int_param(req, "days", 7, 1, SB_METRICS_MAX_DAYS);
     if (req->num < 0) return;
+    req->now_ms = sb_now_ms(); /* names the days in the batch and in the parse */
     sb_batch_t *b = sb_batch_create();
     /* in MULTI so the days + 1 replies arrive as one EXEC array */
     if (b && (sb_batch_add(b, "MULTI") != SB_OK ||
-              sb_metrics_summary_batch(b, type, req->num, sb_now_ms()) != SB_OK ||
+              sb_metrics_summary_batch(b, type, req->num, req->now_ms) != SB_OK ||
               sb_batch_add(b, "EXEC") != SB_OK)) {
         sb_batch_free(b);
         b = NULL;

@@ -14,6 +14,8 @@
 #include "cli/cli.h"
 #include "gateway/gateway.h"
 #include "gateway/http.h"
+#include "gateway/socketio.h"
+#include "gateway/static.h"
 #include "switchboard/clock.h"
 #include "switchboard/log.h"
 
@@ -46,11 +48,29 @@ static void sb_gw_signal_cb(uv_signal_t *h, int signum) {
     if (gw->stopping) return;
     gw->stopping = 1;
     sb_info("gateway", "received %s: shutting down", signum == SIGTERM ? "SIGTERM" : "SIGINT");
-    sb_aredis_close(gw->redis);
+    sb_aredis_close(gw->redis); /* pending replies (replays too) get NULL now */
     gw->redis = NULL;
+    sb_socketio_stop(gw->sio);
     lws_context_destroy(gw->lws); /* first stage; lws finishes after its handles close */
     uv_close((uv_handle_t *)&s->sigterm, NULL);
     uv_close((uv_handle_t *)&s->sigint, NULL);
+}
+
+/* Loads the dashboard files from WEB_DIR (or the default next to the executable). A missing
+ * folder is logged and leaves the page answering 404; only running out of memory fails. */
+static int sb_gw_web_load(sb_gateway_t *gw) {
+    char dir[4096];
+    const char *d = gw->cfg->web_dir && *gw->cfg->web_dir
+                        ? gw->cfg->web_dir
+                        : sb_static_default_dir(dir, sizeof dir);
+    gw->web = sb_static_load(d ? d : "web");
+    if (!gw->web) return -1;
+    if (sb_static_has_index(gw->web))
+        sb_info("gateway", "dashboard: %zu files from %s", sb_static_count(gw->web), d);
+    else
+        sb_warn("gateway", "dashboard: no index.html in %s (set WEB_DIR): / answers 404",
+                d ? d : "web");
+    return 0;
 }
 
 static const struct lws_protocols sb_gw_protocols[] = {
@@ -90,13 +110,18 @@ int sb_cmd_gateway(sb_config_t *cfg) {
     gw.cfg = cfg;
     gw.loop = &loop;
     gw.started_ms = sb_now_ms();
-    gw.redis = sb_aredis_create(&loop, &cfg->redis, "commands");
-    gw.lws = gw.redis ? sb_gw_lws_create(&gw) : NULL;
+    gw.redis = sb_gw_web_load(&gw) == 0 ? sb_aredis_create(&loop, &cfg->redis, "commands")
+                                        : NULL;
+    gw.sio = gw.redis ? sb_socketio_create(&gw) : NULL;
+    gw.lws = gw.sio ? sb_gw_lws_create(&gw) : NULL;
     if (!gw.lws) {
         sb_error("gateway", "cannot listen on %s:%d", cfg->bind, cfg->port);
         sb_aredis_close(gw.redis);
+        sb_socketio_stop(gw.sio);
         uv_run(&loop, UV_RUN_DEFAULT);
+        sb_socketio_free(gw.sio);
         uv_loop_close(&loop);
+        sb_static_free(gw.web);
         return 1;
     }
     sb_gw_signals_t sig = {.gw = &gw};
@@ -113,7 +138,9 @@ int sb_cmd_gateway(sb_config_t *cfg) {
         lws_context_destroy(gw.lws);
         uv_run(&loop, UV_RUN_DEFAULT);
     }
+    sb_socketio_free(gw.sio); /* lws has closed every connection: no conn is left attached */
     int rc = uv_loop_close(&loop);
+    sb_static_free(gw.web);
     sb_info("gateway", "stopped%s", rc ? " (some handles were still open)" : "");
     return 0;
 }

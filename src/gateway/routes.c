@@ -26,6 +26,10 @@ static const sb_api_route_t sb_r_rebalance_get = {"/rebalance/{jobId}", sb_api_j
 static const sb_api_route_t sb_r_healthz = {"/healthz", sb_api_healthz, 0};
 static const sb_api_route_t sb_r_readyz = {"/readyz", sb_api_readyz, 0};
 static const sb_api_route_t sb_r_metrics = {"/metrics", sb_api_prometheus, 0};
+static const sb_api_route_t sb_r_dev_info = {"/dev/token", sb_api_dev_info, 0};
+static const sb_api_route_t sb_r_dev_token = {"/dev/token", sb_api_dev_token, 0};
+/* dashboard files: one label for all, so /metrics has no series per file name */
+static const sb_api_route_t sb_r_static = {"/web", sb_api_static, 0};
 
 /* Literal rows before overlapping parameter rows: the first match wins. */
 static const sb_route_t sb_api_routes[] = {
@@ -37,12 +41,18 @@ static const sb_route_t sb_api_routes[] = {
     {SB_HTTP_GET, "/healthz", &sb_r_healthz},
     {SB_HTTP_GET, "/readyz", &sb_r_readyz},
     {SB_HTTP_GET, "/metrics", &sb_r_metrics},
+    {SB_HTTP_GET, "/dev/token", &sb_r_dev_info},
+    {SB_HTTP_POST, "/dev/token", &sb_r_dev_token},
 };
 
+/* Never a row under /socket.io/: that path is the Engine.IO endpoint. */
 static const sb_route_t sb_root_routes[] = {
     {SB_HTTP_GET, "/healthz", &sb_r_healthz},
     {SB_HTTP_GET, "/readyz", &sb_r_readyz},
     {SB_HTTP_GET, "/metrics", &sb_r_metrics},
+    {SB_HTTP_GET, "/", &sb_r_static},
+    {SB_HTTP_GET, "/web/{file}", &sb_r_static},
+    {SB_HTTP_GET, "/vendor/{file}", &sb_r_static},
 };
 
 #define SB_COUNT(a) (sizeof(a) / sizeof((a)[0]))

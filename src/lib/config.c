@@ -77,6 +77,8 @@ static const sb_setting_t sb_settings[] = {
      "agent Prometheus port (0 = off)"},
     {"SB_DATA_DIR", "data-dir", SB_SET_STR, OFF(data_dir), 0, 0, ".run",
      "`up`: folder of the private redis-server's data"},
+    {"WEB_DIR", "web-dir", SB_SET_STR, OFF(web_dir), 0, 0, NULL,
+     "gateway: dashboard files [<exe dir>/../web, else <exe dir>/../share/switchboard/web]"},
     {"LOG_LEVEL", "log-level", SB_SET_LEVEL, OFF(log_level), 0, 0, "info",
      "debug | info | warn | error"},
     {NULL, "wait", SB_SET_BOOL, OFF(wait), 0, 1, "0", "wait until the job finishes"},
@@ -291,6 +293,7 @@ void sb_config_close(sb_config_t *cfg) {
     free(cfg->exec_cmd);
     free(cfg->agent_id);
     free(cfg->data_dir);
+    free(cfg->web_dir);
     free(cfg->user);
     free(cfg->user_id);
     free(cfg->group);
@@ -443,12 +446,27 @@ const char *sb_redis_addr_str(const sb_redis_addr_t *a, char *buf, size_t len) {
     return buf;
 }
 
-void sb_config_usage(FILE *out) {
+/* 1 if flag is one of the space-separated names in list (NULL = every flag). */
+static int sb_flag_listed(const char *list, const char *flag) {
+    size_t n = strlen(flag);
+    for (const char *p = list; p && *p;) {
+        while (*p == ' ') p++;
+        size_t w = strcspn(p, " ");
+        if (w == n && !strncmp(p, flag, n)) return 1;
+        p += w;
+    }
+    return list == NULL;
+}
+
+void sb_config_usage_only(FILE *out, const char *flags) {
     for (size_t i = 0; i < SB_NSETTINGS; i++) {
         const sb_setting_t *s = &sb_settings[i];
         char flag[64];
+        if (!sb_flag_listed(flags, s->flag)) continue;
         snprintf(flag, sizeof flag, "--%s%s", s->flag, s->kind == SB_SET_BOOL ? "" : " V");
         fprintf(out, "  %-26s %-22s %s%s%s%s\n", flag, s->env ? s->env : "", s->help,
                 s->def ? " [" : "", s->def ? s->def : "", s->def ? "]" : "");
     }
 }
+
+void sb_config_usage(FILE *out) { sb_config_usage_only(out, NULL); }

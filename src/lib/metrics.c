@@ -22,16 +22,35 @@ static const char SB_EXEC_ADD_LUA[] =
     "end\n"
     "return 1\n";
 
-/* Returns {count, sum, p95} of the scores as strings. */
+/* Returns {count, sum, p95, p50, max, histogram counts...} of the scores as strings; ARGV are
+ * the histogram's upper bounds (ms), ascending; one more bucket counts what is above. */
 static const char SB_EXEC_STATS_LUA[] =
     "local n = redis.call('ZCARD', KEYS[1])\n"
-    "if n == 0 then return {'0', '0', '0'} end\n"
-    "local sum = 0\n"
-    "local all = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')\n"
-    "for i = 2, #all, 2 do sum = sum + tonumber(all[i]) end\n"
-    "local idx = math.ceil(0.95 * n) - 1\n"
-    "local p = redis.call('ZRANGE', KEYS[1], idx, idx, 'WITHSCORES')\n"
-    "return {tostring(n), tostring(sum), p[2]}\n";
+    "local out = {tostring(n), '0', '0', '0', '0'}\n"
+    "if n > 0 then\n"
+    "  local sum = 0\n"
+    "  local all = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')\n"
+    "  for i = 2, #all, 2 do sum = sum + tonumber(all[i]) end\n"
+    "  out[2] = tostring(sum)\n"
+    "  out[3] = all[2 * (math.ceil(0.95 * n))]\n"
+    "  out[4] = all[2 * (math.ceil(0.50 * n))]\n"
+    "  out[5] = all[#all]\n"
+    "end\n"
+    "local lo = '-inf'\n"
+    "for i = 1, #ARGV do\n"
+    "  out[#out + 1] = tostring(redis.call('ZCOUNT', KEYS[1], lo, ARGV[i]))\n"
+    "  lo = '(' .. ARGV[i]\n"
+    "end\n"
+    "out[#out + 1] = tostring(redis.call('ZCOUNT', KEYS[1], lo, '+inf'))\n"
+    "return out\n";
+#define SB_EXEC_STATS_FIXED 5 /* count, sum, p95, p50, max before the histogram */
+
+static const long sb_hist_bounds[SB_METRICS_HIST_BUCKETS - 1] = {
+    10, 50, 100, 250, 500, 1000, 5000, 10000, 30000, 60000};
+
+long sb_metrics_hist_bound(int i) {
+    return i >= 0 && i < SB_METRICS_HIST_BUCKETS - 1 ? sb_hist_bounds[i] : 0;
+}
 
 char *sb_metrics_key(char *buf, size_t len, const char *type, const char *what,
                             const char *arg) {
@@ -123,27 +142,49 @@ int sb_metrics_summary_batch(sb_batch_t *b, const char *type, int days, int64_t 
         }
         rc = sb_batch_addargv(b, 1 + SB_NCOUNTERS, argv, NULL);
     }
-    char ekey[256];
+    char ekey[256], bounds[SB_METRICS_HIST_BUCKETS - 1][24];
+    const char *argv[4 + SB_METRICS_HIST_BUCKETS] = {"EVAL", SB_EXEC_STATS_LUA, "1", ekey};
     if (rc == SB_OK && !sb_metrics_key(ekey, sizeof ekey, type, "execution_times", NULL))
         rc = SB_EINVAL;
-    if (rc == SB_OK) rc = sb_batch_add(b, "EVAL %s 1 %s", SB_EXEC_STATS_LUA, ekey);
+    for (int i = 0; i < SB_METRICS_HIST_BUCKETS - 1; i++) {
+        snprintf(bounds[i], sizeof bounds[i], "%ld", sb_hist_bounds[i]);
+        argv[4 + i] = bounds[i];
+    }
+    if (rc == SB_OK) rc = sb_batch_addargv(b, 3 + SB_METRICS_HIST_BUCKETS, argv, NULL);
     return rc;
 }
 
-int sb_metrics_summary_parse(redisReply *const *replies, int days, sb_metrics_summary_t *out) {
+/* Day d of the summary (0 = today) into out->daily, oldest first. */
+static void sb_summary_day(sb_metrics_summary_t *out, int d, const redisReply *m,
+                           int64_t now_ms) {
+    sb_metrics_day_t *day = &out->daily[out->days - 1 - d];
+    sb_utc_date(now_ms - (int64_t)d * 86400000, day->date);
+    if (!m || m->type != REDIS_REPLY_ARRAY || m->elements != SB_NCOUNTERS) return;
+    long long v[SB_NCOUNTERS];
+    for (int c = 0; c < SB_NCOUNTERS; c++) v[c] = sb_reply_ll(m->element[c]);
+    day->jobs = v[0], day->failed = v[1], day->done = v[2];
+    out->total_jobs += v[0], out->failed_jobs += v[1], out->done_jobs += v[2];
+    out->rate_hits += v[3], out->rate_blocked += v[4];
+}
+
+int sb_metrics_summary_parse(redisReply *const *replies, int days, int64_t now_ms,
+                             sb_metrics_summary_t *out) {
     memset(out, 0, sizeof *out);
-    long long *fields[SB_NCOUNTERS] = {&out->total_jobs, &out->failed_jobs, &out->done_jobs,
-                                       &out->rate_hits, &out->rate_blocked};
-    for (int d = 0; d < days; d++) {
-        const redisReply *m = replies[d];
-        if (!m || m->type != REDIS_REPLY_ARRAY || m->elements != SB_NCOUNTERS) continue;
-        for (int c = 0; c < SB_NCOUNTERS; c++) *fields[c] += sb_reply_ll(m->element[c]);
-    }
+    if (days < 1 || days > SB_METRICS_MAX_DAYS) return SB_EPROTO;
+    out->days = days;
+    for (int d = 0; d < days; d++) sb_summary_day(out, d, replies[d], now_ms);
     const redisReply *st = replies[days];
-    if (!st || st->type != REDIS_REPLY_ARRAY || st->elements != 3) return SB_EPROTO;
-    double n = sb_reply_double(st->element[0]);
-    out->avg_exec_ms = n > 0 ? sb_reply_double(st->element[1]) / n : 0;
+    if (!st || st->type != REDIS_REPLY_ARRAY ||
+        st->elements != SB_EXEC_STATS_FIXED + SB_METRICS_HIST_BUCKETS)
+        return SB_EPROTO;
+    out->exec_count = sb_reply_ll(st->element[0]);
+    out->avg_exec_ms = out->exec_count > 0
+                           ? sb_reply_double(st->element[1]) / (double)out->exec_count : 0;
     out->p95_exec_ms = sb_reply_double(st->element[2]);
+    out->p50_exec_ms = sb_reply_double(st->element[3]);
+    out->max_exec_ms = sb_reply_double(st->element[4]);
+    for (int i = 0; i < SB_METRICS_HIST_BUCKETS; i++)
+        out->hist[i] = sb_reply_ll(st->element[SB_EXEC_STATS_FIXED + i]);
     return SB_OK;
 }
 
@@ -157,16 +198,61 @@ int sb_metrics_summary(sb_redis_t *r, const char *type, int days, int64_t now_ms
     redisReply *replies[SB_METRICS_MAX_DAYS + 1];
     if (rc == SB_OK) rc = sb_redis_pipeline(r, b, replies);
     if (rc == SB_OK) {
-        rc = sb_metrics_summary_parse(replies, days, out);
+        rc = sb_metrics_summary_parse(replies, days, now_ms, out);
         sb_replies_free(replies, sb_batch_count(b));
     }
     sb_batch_free(b);
     return rc;
 }
 
+static cJSON *sb_summary_daily_json(const sb_metrics_summary_t *s) {
+    cJSON *a = cJSON_CreateArray();
+    for (int d = 0; a && d < s->days; d++) {
+        cJSON *o = cJSON_CreateObject();
+        if (!o || !cJSON_AddItemToArray(a, o)) {
+            cJSON_Delete(o);
+            cJSON_Delete(a);
+            return NULL;
+        }
+        cJSON_AddStringToObject(o, "date", s->daily[d].date);
+        cJSON_AddNumberToObject(o, "jobs", (double)s->daily[d].jobs);
+        cJSON_AddNumberToObject(o, "done", (double)s->daily[d].done);
+        cJSON_AddNumberToObject(o, "failed", (double)s->daily[d].failed);
+    }
+    return a;
+}
+
+static cJSON *sb_summary_exec_json(const sb_metrics_summary_t *s) {
+    cJSON *o = cJSON_CreateObject(), *h = cJSON_CreateArray();
+    if (!o || !h || !cJSON_AddItemToObject(o, "histogram", h)) {
+        cJSON_Delete(o);
+        cJSON_Delete(h);
+        return NULL;
+    }
+    cJSON_AddNumberToObject(o, "count", (double)s->exec_count);
+    cJSON_AddNumberToObject(o, "avg", round(s->avg_exec_ms * 100) / 100);
+    cJSON_AddNumberToObject(o, "p50", s->p50_exec_ms);
+    cJSON_AddNumberToObject(o, "p95", s->p95_exec_ms);
+    cJSON_AddNumberToObject(o, "max", s->max_exec_ms);
+    for (int i = 0; i < SB_METRICS_HIST_BUCKETS; i++) {
+        cJSON *b = cJSON_CreateObject();
+        if (!b || !cJSON_AddItemToArray(h, b)) {
+            cJSON_Delete(b);
+            cJSON_Delete(o);
+            return NULL;
+        }
+        long le = sb_metrics_hist_bound(i);
+        if (le) cJSON_AddNumberToObject(b, "le", (double)le);
+        else cJSON_AddNullToObject(b, "le");
+        cJSON_AddNumberToObject(b, "count", (double)s->hist[i]);
+    }
+    return o;
+}
+
 cJSON *sb_metrics_summary_json(const sb_metrics_summary_t *s) {
     cJSON *o = cJSON_CreateObject(), *rl = cJSON_CreateObject();
-    if (!o || !rl) goto fail;
+    cJSON *daily = sb_summary_daily_json(s), *exec = sb_summary_exec_json(s);
+    if (!o || !rl || !daily || !exec) goto fail;
     cJSON_AddNumberToObject(rl, "hits", (double)s->rate_hits);
     cJSON_AddNumberToObject(rl, "blocked", (double)s->rate_blocked);
     cJSON_AddNumberToObject(o, "totalJobs", (double)s->total_jobs);
@@ -175,9 +261,13 @@ cJSON *sb_metrics_summary_json(const sb_metrics_summary_t *s) {
     cJSON_AddNumberToObject(o, "avgExecutionTime", round(s->avg_exec_ms * 100) / 100);
     cJSON_AddNumberToObject(o, "p95ExecutionTime", s->p95_exec_ms);
     cJSON_AddItemToObject(o, "rateLimit", rl);
+    cJSON_AddItemToObject(o, "daily", daily);
+    cJSON_AddItemToObject(o, "executionTimes", exec);
     return o;
 fail:
     cJSON_Delete(o);
     cJSON_Delete(rl);
+    cJSON_Delete(daily);
+    cJSON_Delete(exec);
     return NULL;
 }

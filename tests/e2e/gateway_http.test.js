@@ -304,8 +304,18 @@ test('GET /agent/{type}/metrics returns the summary for 1-30 days', async () => 
   assert.strictEqual(r.json.avgExecutionTime, 250);
   assert.strictEqual(r.json.p95ExecutionTime, 400);
   assert.deepStrictEqual(r.json.rateLimit, { hits: 55, blocked: 5 });
+  // what the dashboard's charts draw: counters per day (oldest first), execution-time histogram
+  assert.strictEqual(r.json.daily.length, 7);
+  assert.deepStrictEqual(r.json.daily[6], { date: day, jobs: 40, done: 0, failed: 3 });
+  assert.deepStrictEqual(r.json.daily[4], { date: dayBefore(2), jobs: 2, done: 0, failed: 0 });
+  const ex = r.json.executionTimes;
+  assert.deepStrictEqual([ex.count, ex.avg, ex.p50, ex.p95, ex.max], [4, 250, 200, 400, 400]);
+  assert.deepStrictEqual(ex.histogram.map((b) => b.le),
+    [10, 50, 100, 250, 500, 1000, 5000, 10000, 30000, 60000, null]);
+  assert.deepStrictEqual(ex.histogram.map((b) => b.count), [0, 0, 1, 1, 2, 0, 0, 0, 0, 0, 0]);
   const one = await call('GET', '/api/v1/agent/report/metrics?days=1', { headers: admin.auth });
   assert.strictEqual(one.json.totalJobs, 40);
+  assert.deepStrictEqual(one.json.daily.map((d) => d.date), [day]);
   const among = await call('GET', '/api/v1/agent/report/metrics?x=1&days=1&y=', { headers: admin.auth });
   assert.strictEqual(among.json.days, 1);
   assert.strictEqual(among.json.totalJobs, 40);

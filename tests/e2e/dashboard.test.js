@@ -1,0 +1,245 @@
+// The dashboard (SPEC §8) in a real headless Chromium (Debian `chromium`, driven by
+// playwright-core) against a real redis-server, a gateway in development mode and a real
+// `switchboard agent`: sign in by minting a development token, create a job and watch its
+// status arrive live over Socket.IO until `done`, see an error job show its error, find both
+// in the list after a reload, read the metrics and charts. Also the static file server
+// (traversal and unknown files refused, ETag revalidation, CSP) and the development-only
+// /dev/token route (404 without SB_DEV). A screenshot is saved next to the binary and in /tmp.
+'use strict';
+const test = require('node:test');
+const assert = require('node:assert');
+const fs = require('node:fs');
+const net = require('node:net');
+const os = require('node:os');
+const path = require('node:path');
+const jwt = require('jsonwebtoken');
+const { chromium } = require('playwright-core');
+const { SB_BIN, startRedis, startSwitchboard, runSwitchboard, waitFor, freePort } = require('./lib/harness');
+
+const SECRET = 'e2e-dashboard-secret';
+const CHROMIUM = process.env.SB_CHROMIUM || '/usr/bin/chromium';
+const SHOTS = [path.join(path.dirname(SB_BIN), 'dashboard.png'), path.join(os.tmpdir(), 'switchboard-dashboard.png')];
+let redis, gw, agent, base, browser, profile;
+
+async function startGateway(env) {
+  const port = await freePort();
+  const g = startSwitchboard(['gateway'], { REDIS_URL: redis.url, JWT_SECRET: SECRET,
+    PORT: String(port), BIND: '127.0.0.1', RATE_LIMIT: '1000', ...env }, 'gateway');
+  await g.waitForOutput(/listening on/);
+  g.base = `http://127.0.0.1:${port}`;
+  await waitFor(async () => {
+    try { return (await fetch(`${g.base}/readyz`)).status === 200; } catch { return false; }
+  }, { what: 'gateway /readyz' });
+  return g;
+}
+
+// Sends a request line as written (fetch would normalise "..") and resolves {status, text}.
+function rawGet(baseUrl, target) {
+  const { hostname, port } = new URL(baseUrl);
+  return new Promise((resolve, reject) => {
+    const s = net.connect(Number(port), hostname, () =>
+      s.end(`GET ${target} HTTP/1.1\r\nHost: ${hostname}\r\nConnection: close\r\n\r\n`));
+    let text = '';
+    s.on('data', (d) => { text += d; });
+    s.on('error', reject);
+    s.on('close', () => resolve({ status: Number((text.match(/^HTTP\/1\.1 (\d{3})/) || [])[1]), text }));
+  });
+}
+
+test.before(async () => {
+  redis = await startRedis();
+  gw = await startGateway({ SB_DEV: '1' });
+  base = gw.base;
+  agent = startSwitchboard(['agent'], { REDIS_URL: redis.url }, 'agent');
+  await agent.waitForOutput(/heartbeat|online|started|taking/i).catch(() => {});
+  profile = fs.mkdtempSync(path.join(os.tmpdir(), 'sb-chromium-'));
+  browser = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    viewport: { width: 1280, height: 800 },
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', '--disable-quic', '--no-first-run'],
+  });
+});
+
+test.after(async () => {
+  if (browser) await browser.close();
+  for (const p of [agent, gw]) if (p && p.exitCode === null) p.kill('SIGKILL');
+  await redis.stop();
+  fs.rmSync(profile, { recursive: true, force: true });
+});
+
+test('static files: page, assets and the socket.io client; ETag revalidation; CSP', async () => {
+  const page = await fetch(`${base}/`);
+  assert.strictEqual(page.status, 200);
+  assert.match(page.headers.get('content-type'), /^text\/html/);
+  assert.match(page.headers.get('content-security-policy'), /script-src 'self'/);
+  assert.strictEqual(page.headers.get('x-content-type-options'), 'nosniff');
+  assert.strictEqual(page.headers.get('cache-control'), 'no-cache');
+  const html = await page.text();
+  assert.match(html, /<script src="\/vendor\/socket\.io\.min\.js"/);
+  const etag = page.headers.get('etag');
+  assert.match(etag, /^"[0-9a-f]{16}-[0-9a-f]+"$/);
+  const again = await fetch(`${base}/`, { headers: { 'if-none-match': etag } });
+  assert.strictEqual(again.status, 304);
+  assert.strictEqual((await again.text()).length, 0);
+  for (const [p, type] of [['/web/app.js', /^text\/javascript/], ['/web/style.css', /^text\/css/],
+    ['/web/index.html', /^text\/html/], ['/vendor/socket.io.min.js', /^text\/javascript/]]) {
+    const r = await fetch(base + p);
+    assert.strictEqual(r.status, 200, p);
+    assert.match(r.headers.get('content-type'), type, p);
+    assert.ok((await r.text()).length > 100, p);
+  }
+  // the Engine.IO endpoint is not a file path: no client script is served from there
+  const sio = await fetch(`${base}/socket.io/socket.io.js`);
+  assert.notStrictEqual(sio.status, 200);
+});
+
+test('static files: traversal and unknown files are refused with 404', async () => {
+  for (const target of ['/..%2f..%2fetc/passwd', '/web/..%2f..%2fetc/passwd', '/web/../../etc/passwd',
+    '/../../etc/passwd', '/web/%2e%2e/%2e%2e/etc/passwd', '/web/..%5c..%5cetc%5cpasswd',
+    '/vendor/..%2f..%2fCMakeLists.txt', '/web/../CMakeLists.txt', '/web/package.json',
+    '/web/node_modules/socket.io-client/package.json', '/web/', '/web', '/web/nope.js',
+    '/web/.hidden', '/vendor/socket.io.js', '/index.html', '/etc/passwd']) {
+    const r = await rawGet(base, target);
+    assert.strictEqual(r.status, 404, `${target}: ${r.text.slice(0, 200)}`);
+    assert.doesNotMatch(r.text, /root:|cmake_minimum_required|"dependencies"/, target);
+  }
+  const r = await fetch(`${base}/web/nope.js`);
+  assert.strictEqual(r.status, 404);
+  assert.strictEqual((await r.json()).error, 'not_found');
+  assert.strictEqual((await fetch(`${base}/web/app.js`, { method: 'POST' })).status, 405);
+});
+
+test('POST /dev/token mints a token in development mode; bad input is 400', async () => {
+  const info = await fetch(`${base}/api/v1/dev/token`);
+  assert.strictEqual(info.status, 200);
+  assert.strictEqual((await info.json()).devMode, true);
+  const r = await fetch(`${base}/api/v1/dev/token`, { method: 'POST', headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ publicKey: 'dev-pk-1', role: 'admin', ttl: 600 }) });
+  assert.strictEqual(r.status, 200);
+  const body = await r.json();
+  const claims = jwt.verify(body.token, SECRET, { algorithms: ['HS256'] });
+  assert.strictEqual(claims.publicKey, 'dev-pk-1');
+  assert.strictEqual(claims.role, 'admin');
+  assert.strictEqual(claims.sub, 'dev-pk-1');
+  assert.ok(claims.exp - claims.iat === 600);
+  const jobs = await fetch(`${base}/api/v1/agent/rebalance/jobs`, { headers: { authorization: `Bearer ${body.token}` } });
+  assert.strictEqual(jobs.status, 200);
+  for (const bad of [{ role: 'root', publicKey: 'x' }, { role: 'user' }, { role: 'user', publicKey: 'a b' },
+    { role: 'user', publicKey: 'x', ttl: 10 }, { role: 'user', publicKey: 'x', name: 5 }]) {
+    const b = await fetch(`${base}/api/dev/token`, { method: 'POST', body: JSON.stringify(bad) });
+    assert.strictEqual(b.status, 400, JSON.stringify(bad));
+  }
+  assert.strictEqual((await fetch(`${base}/api/v1/dev/token`, { method: 'POST', body: '{' })).status, 400);
+});
+
+test('/dev/token does not exist outside development mode (404)', async () => {
+  const prod = await startGateway({ SB_DEV: '0' });
+  try {
+    for (const [method, p] of [['GET', '/api/v1/dev/token'], ['POST', '/api/v1/dev/token'], ['POST', '/api/dev/token']]) {
+      const r = await fetch(prod.base + p, { method, body: method === 'POST' ? '{"publicKey":"x","role":"admin"}' : undefined });
+      assert.strictEqual(r.status, 404, `${method} ${p}`);
+      assert.strictEqual((await r.json()).error, 'not_found');
+    }
+    assert.strictEqual((await fetch(`${prod.base}/`)).status, 200, 'the page itself is served');
+  } finally {
+    prod.kill('SIGTERM');
+    await prod.exited;
+  }
+});
+
+test('browser: sign in, create a job, live status to done, an error job, list, metrics', async () => {
+  const page = await browser.newPage();
+  const problems = [];
+  page.on('pageerror', (e) => problems.push(`pageerror: ${e.message}`));
+  // the only acceptable console errors: 404s of presence routes not on this gateway yet
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !/\/api\/v1\/agent-status\//.test(m.location().url || ''))
+      problems.push(`console: ${m.text()} (${m.location().url})`);
+  });
+  await page.goto(`${base}/`);
+
+  // development mode: the page offers to mint a token
+  await page.locator('#dev-box').waitFor({ state: 'visible' });
+  await page.fill('#dev-pk', 'dash-admin');
+  await page.selectOption('#dev-role', 'admin');
+  await page.click('#dev-mint');
+  await page.locator('#app').waitFor({ state: 'visible' });
+  assert.strictEqual(await page.textContent('#who-key'), 'dash-admin');
+  await page.waitForSelector('#conn[data-state="live"]', { timeout: 10000 });
+
+  // a job through the form: its status must arrive live over Socket.IO
+  await page.fill('#job-amount', '1000');
+  await page.selectOption('#job-priority', 'high');
+  await page.click('#job-submit');
+  await page.waitForSelector('#job-note[data-kind="ok"]');
+  const jobId = (await page.textContent('#job-note')).replace('Queued ', '').trim();
+  assert.match(jobId, /^\d{1,16}-[0-9a-f]{8}$/);
+  const row = `#jobs tr[data-job-id="${jobId}"]`;
+  await page.waitForSelector(`#feed li[data-event="rebalance:done"][data-job-id="${jobId}"]`, { timeout: 15000 });
+  await page.waitForSelector(`${row}[data-status="done"][data-via="live"]`);
+  assert.match(await page.textContent(`${row} .outcome`), /fee 20 · remaining 980/);
+  assert.ok(await page.locator(`#feed li[data-event="rebalance:processing"][data-job-id="${jobId}"]`).count() >= 1,
+    'processing arrived live before done');
+
+  // an error job (a producer that skipped validation): unknown to the page until its events
+  const bad = await runSwitchboard(['enqueue', '--user', 'dash-admin', '{"amount":-5}'], { REDIS_URL: redis.url });
+  assert.strictEqual(bad.code, 0, bad.stderr);
+  const badId = bad.stdout.trim();
+  await page.waitForSelector(`#feed li[data-event="rebalance:error"][data-job-id="${badId}"]`, { timeout: 15000 });
+  await page.waitForSelector(`#jobs tr[data-job-id="${badId}"][data-status="error"]`);
+  assert.match(await page.textContent(`#jobs tr[data-job-id="${badId}"] .outcome`), /Invalid amount/);
+
+  // metrics (admin): tiles and both charts
+  await waitFor(async () => Number((await page.textContent('#metrics-tiles .tile:first-child .tile-value')).replace(/\D/g, '')) >= 2,
+    { what: 'metrics to count both jobs' });
+  assert.ok(await page.locator('#chart-daily svg rect').count() >= 3);
+  assert.ok(await page.locator('#chart-exec svg rect').count() >= 1);
+  // presence: a list, or a clear message while the routes are not there
+  const agentsMsg = await page.textContent('#agents-msg');
+  const agentsCount = await page.locator('#agents li').count();
+  assert.ok(agentsCount > 0 || /not available|No agent/.test(agentsMsg), agentsMsg);
+
+  for (const shot of SHOTS) await page.screenshot({ path: shot });
+
+  // after a reload (token kept), the list comes from GET /jobs
+  await page.reload();
+  await page.waitForSelector(`#jobs tr[data-job-id="${jobId}"][data-status="done"]`);
+  await page.waitForSelector(`#jobs tr[data-job-id="${badId}"][data-status="error"]`);
+
+  // a user token sees no metrics, and sign-out returns to the sign-in form
+  await page.click('#sign-out');
+  await page.locator('#signin').waitFor({ state: 'visible' });
+  await page.fill('#dev-pk', 'dash-user');
+  await page.selectOption('#dev-role', 'user');
+  await page.click('#dev-mint');
+  await page.waitForSelector('#metrics-msg:not([hidden])');
+  assert.match(await page.textContent('#metrics-msg'), /admins/);
+  assert.strictEqual(await page.locator('#jobs tbody tr').count(), 0, 'another user sees none of those jobs');
+  assert.deepStrictEqual(problems, []);
+  await page.close();
+});
+
+test('browser: a pasted token works, a bad one is refused with a message', async () => {
+  const page = await browser.newPage();
+  await page.goto(`${base}/`);
+  await page.evaluate(() => localStorage.clear());
+  await page.reload();
+  await page.fill('#token-input', 'not-a-token');
+  await page.click('#token-form button');
+  assert.match(await page.textContent('#signin-error'), /not a JWT/);
+  const token = jwt.sign({ sub: 'u-paste', publicKey: 'paste-user', role: 'user' }, SECRET,
+    { algorithm: 'HS256', expiresIn: '1h' });
+  await page.fill('#token-input', token);
+  await page.click('#token-form button');
+  await page.waitForSelector('#conn[data-state="live"]', { timeout: 10000 });
+  assert.strictEqual(await page.textContent('#who-key'), 'paste-user');
+  const forged = jwt.sign({ sub: 'x', publicKey: 'forged', role: 'user' }, 'wrong-secret', { expiresIn: '1h' });
+  await page.click('#sign-out');
+  await page.fill('#token-input', forged);
+  await page.click('#token-form button');
+  await page.locator('#signin').waitFor({ state: 'visible' });
+  await waitFor(async () => /Signed out/.test(await page.textContent('#signin-error')), { what: 'forged token refused' });
+  await page.close();
+});

@@ -1,0 +1,549 @@
+// Switchboard dashboard (SPEC §8): plain browser JavaScript, no build step.
+//
+// State lives in one object (`state`); every change goes through a small function that
+// updates it and re-renders the part of the page it affects. Sources of truth:
+//   - REST (/api/v1): the job list, job records, metrics, presence, development tokens;
+//   - Socket.IO (official client from /vendor/socket.io.min.js): `rebalance:created`,
+//     `rebalance:processing|done|error` for the signed-in user's room, and for admins
+//     `agent:online|offline|status`. While the socket is not connected, jobs still in
+//     flight are polled over HTTP, so the page never gets stuck (and says so).
+// Routes that may not exist on this gateway (presence) degrade to a message on 404.
+'use strict';
+
+(() => {
+  const API = '/api/v1';
+  const TYPE = 'rebalance';
+  const TOKEN_KEY = 'switchboard.token';
+  const FEED_MAX = 60;
+  const POLL_MS = 2000;
+  const REFRESH_MS = 20000;
+  const TERMINAL = new Set(['done', 'error']);
+
+  const state = {
+    token: null,
+    claims: null,
+    socket: null,
+    live: false,            // socket connected
+    jobs: new Map(),        // jobId -> record (+ via: 'live' | 'http')
+    timers: [],
+    metricsTimer: null,
+    lastMetrics: null,      // last summary drawn (redrawn on resize)
+  };
+
+  const $ = (id) => document.getElementById(id);
+
+  // ---- small helpers -----------------------------------------------------------------------
+
+  function el(tag, attrs = {}, ...children) {
+    const e = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs)) {
+      if (v === undefined || v === null || v === false) continue;
+      if (k === 'class') e.className = v;
+      else if (k === 'text') e.textContent = v;
+      else if (k.startsWith('data-')) e.setAttribute(k, v);
+      else e[k] = v;
+    }
+    for (const c of children) if (c !== null && c !== undefined) e.append(c);
+    return e;
+  }
+
+  function svg(tag, attrs = {}, text) {
+    const e = document.createElementNS('http://www.w3.org/2000/svg', tag);
+    for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+    if (text !== undefined) e.textContent = text;
+    return e;
+  }
+
+  function decodeJwt(token) {
+    const parts = token.split('.');
+    if (parts.length !== 3) throw new Error('a token has three dot-separated parts');
+    const b64 = parts[1].replace(/-/g, '+').replace(/_/g, '/');
+    const json = decodeURIComponent(Array.from(atob(b64.padEnd(b64.length + (4 - b64.length % 4) % 4, '=')),
+      (c) => '%' + c.charCodeAt(0).toString(16).padStart(2, '0')).join(''));
+    return JSON.parse(json);
+  }
+
+  function fmtTime(iso) {
+    if (!iso) return '';
+    const d = new Date(iso);
+    return isNaN(d) ? iso : d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit', hourCycle: 'h23' });
+  }
+
+  function fmtDateTime(iso) {
+    const d = new Date(iso);
+    if (isNaN(d)) return iso || '';
+    const today = new Date().toDateString() === d.toDateString();
+    return today ? fmtTime(iso) : d.toLocaleString([], { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', hourCycle: 'h23' });
+  }
+
+  function fmtMs(ms) {
+    if (!Number.isFinite(ms)) return '–';
+    if (ms < 1000) return `${Math.round(ms)} ms`;
+    return `${(ms / 1000).toFixed(ms < 10000 ? 2 : 1)} s`;
+  }
+
+  function fmtNum(n) {
+    return Number.isFinite(n) ? n.toLocaleString() : '–';
+  }
+
+  async function api(method, path, body) {
+    const headers = {};
+    if (state.token) headers.Authorization = `Bearer ${state.token}`;
+    if (body !== undefined) headers['Content-Type'] = 'application/json';
+    let res;
+    try {
+      res = await fetch(API + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    } catch (e) {
+      return { status: 0, ok: false, json: null, message: 'the gateway is unreachable' };
+    }
+    let json = null;
+    try { json = await res.json(); } catch { /* not JSON */ }
+    const message = (json && json.message) || `HTTP ${res.status}`;
+    if (res.status === 401 && state.token) signOut(`Signed out: ${message}`);
+    return { status: res.status, ok: res.ok, json, message };
+  }
+
+  // ---- sign in -----------------------------------------------------------------------------
+
+  function signIn(token) {
+    let claims;
+    try {
+      claims = decodeJwt(token);
+    } catch (e) {
+      showSignInError(`That is not a JWT: ${e.message}`);
+      return false;
+    }
+    if (claims.exp && claims.exp * 1000 < Date.now()) {
+      showSignInError('That token has expired.');
+      return false;
+    }
+    state.token = token;
+    state.claims = claims;
+    try { localStorage.setItem(TOKEN_KEY, token); } catch { /* private mode */ }
+    $('signin').hidden = true;
+    $('app').hidden = false;
+    renderWho();
+    connectSocket();
+    loadJobs();
+    loadAgents();
+    loadMetrics();
+    state.timers.push(setInterval(pollActive, POLL_MS));
+    state.timers.push(setInterval(() => { loadAgents(); loadMetrics(); }, REFRESH_MS));
+    return true;
+  }
+
+  function signOut(reason) {
+    if (state.socket) { state.socket.removeAllListeners(); state.socket.disconnect(); }
+    state.timers.forEach(clearInterval);
+    Object.assign(state, { token: null, claims: null, socket: null, live: false, timers: [], lastMetrics: null });
+    state.jobs.clear();
+    try { localStorage.removeItem(TOKEN_KEY); } catch { /* private mode */ }
+    $('feed').replaceChildren();
+    $('feed-empty').hidden = false;
+    $('app').hidden = true;
+    $('who').hidden = true;
+    $('signin').hidden = false;
+    setConn('off', 'signed out');
+    showSignInError(reason || '');
+  }
+
+  function showSignInError(msg) { $('signin-error').textContent = msg; }
+
+  function renderWho() {
+    const c = state.claims;
+    $('who').hidden = false;
+    $('who-key').textContent = c.publicKey || c.sub || '(no publicKey)';
+    $('who-role').textContent = c.role || 'no role';
+    $('who-role').dataset.role = c.role || '';
+    $('who-exp').textContent = c.exp ? `until ${fmtDateTime(new Date(c.exp * 1000).toISOString())}` : '';
+  }
+
+  async function probeDevMode() {
+    const r = await api('GET', '/dev/token');
+    $('dev-box').hidden = !(r.ok && r.json && r.json.devMode);
+  }
+
+  async function mintDevToken(ev) {
+    ev.preventDefault();
+    const publicKey = $('dev-pk').value.trim();
+    const role = $('dev-role').value;
+    $('dev-mint').disabled = true;
+    const r = await api('POST', '/dev/token', { publicKey, role });
+    $('dev-mint').disabled = false;
+    if (r.ok && r.json && r.json.token) signIn(r.json.token);
+    else if (r.status === 404) showSignInError('This gateway is not in development mode: paste a token instead.');
+    else showSignInError(`Could not mint a token: ${r.message}`);
+  }
+
+  // ---- real time ---------------------------------------------------------------------------
+
+  function setConn(kind, text) {
+    $('conn').dataset.state = kind;
+    $('conn-text').textContent = text;
+  }
+
+  function connectSocket() {
+    if (typeof window.io !== 'function') {
+      setConn('poll', 'live updates unavailable · polling');
+      return;
+    }
+    setConn('wait', 'connecting…');
+    const socket = window.io({ auth: { token: state.token }, reconnectionDelayMax: 5000 });
+    state.socket = socket;
+    socket.on('connect', () => {
+      state.live = true;
+      setConn('live', `live · ${socket.io.engine.transport.name}`);
+      socket.io.engine.once('upgrade', (t) => setConn('live', `live · ${t.name}`));
+      loadJobs(); // catch up on anything missed while disconnected
+    });
+    socket.on('disconnect', (reason) => {
+      state.live = false;
+      setConn('wait', `reconnecting… (${reason}) · polling`);
+    });
+    socket.on('connect_error', (err) => {
+      state.live = false;
+      if (socket.active) setConn('wait', 'cannot reach the live endpoint · polling');
+      else setConn('bad', `live updates refused: ${err.message} · polling`);
+    });
+    socket.on(`${TYPE}:created`, (d) => onJobEvent(`${TYPE}:created`, { status: 'queued', ...d }));
+    for (const status of ['processing', 'done', 'error'])
+      socket.on(`${TYPE}:${status}`, (d) => onJobEvent(`${TYPE}:${status}`, { status, ...d }));
+    for (const name of ['agent:online', 'agent:offline', 'agent:status'])
+      socket.on(name, (d) => { addFeed(name, d, agentLabel(d)); loadAgents(); });
+  }
+
+  function agentLabel(d) {
+    const a = (d && (d.agent || d)) || {};
+    return [a.name || a.agent_id, a.status].filter(Boolean).join(' · ');
+  }
+
+  // ---- jobs --------------------------------------------------------------------------------
+
+  const STATUS_RANK = { queued: 0, processing: 1, done: 2, error: 2 };
+
+  // Applies a status update (from the socket or a poll) to the job it names.
+  function applyUpdate(update, via) {
+    const job = state.jobs.get(update.jobId);
+    if (!job) return false;
+    const newer = !job.updatedAt || !update.timestamp || update.timestamp >= job.updatedAt;
+    const forward = (STATUS_RANK[update.status] ?? 0) >= (STATUS_RANK[job.status] ?? 0);
+    if (!newer && !forward) return true; // stale: a replay of something older
+    if (TERMINAL.has(job.status) && !TERMINAL.has(update.status) && !newer) return true;
+    job.status = update.status || job.status;
+    for (const k of ['result', 'error', 'details', 'attempts']) if (update[k] !== undefined) job[k] = update[k];
+    if (update.timestamp) job.updatedAt = update.timestamp;
+    job.via = via;
+    renderJobs(update.jobId);
+    if (TERMINAL.has(job.status)) scheduleMetrics();
+    return true;
+  }
+
+  function onJobEvent(name, data) {
+    if (!data || !data.jobId) return;
+    if (data.error) addFeed(name, data, data.error, 'err');
+    else addFeed(name, data, data.status === 'done' ? '' : data.details);
+    if (!applyUpdate(data, 'live')) fetchJob(data.jobId, data);
+  }
+
+  // A job we did not know (made elsewhere, e.g. the CLI): read its record, then apply data.
+  async function fetchJob(jobId, data) {
+    const r = await api('GET', `/agent/${TYPE}/${encodeURIComponent(jobId)}`);
+    if (!r.ok || !r.json || !r.json.jobId) return;
+    if (!state.jobs.has(jobId)) state.jobs.set(jobId, { ...r.json, via: 'http' });
+    if (data && data.status !== 'queued') applyUpdate(data, 'live');
+    else renderJobs(jobId);
+  }
+
+  async function loadJobs() {
+    const r = await api('GET', `/agent/${TYPE}/jobs?limit=50`);
+    if (!r.ok || !r.json) {
+      $('jobs-empty').textContent = `Could not list jobs: ${r.message}`;
+      return;
+    }
+    for (const rec of r.json.jobs || []) {
+      const known = state.jobs.get(rec.jobId);
+      // keep a live update that is newer than the stored record
+      if (known && known.updatedAt && rec.updatedAt && known.updatedAt > rec.updatedAt) continue;
+      state.jobs.set(rec.jobId, { ...rec, via: known ? known.via : 'http' });
+    }
+    renderJobs();
+  }
+
+  // While the socket is down, jobs still in flight are read over HTTP.
+  async function pollActive() {
+    if (state.live || !state.token) return;
+    const active = [...state.jobs.values()].filter((j) => !TERMINAL.has(j.status));
+    for (const j of active.slice(0, 10)) {
+      const r = await api('GET', `/agent/${TYPE}/${encodeURIComponent(j.jobId)}`);
+      if (r.ok && r.json && r.json.status !== j.status)
+        applyUpdate({ ...r.json, timestamp: r.json.updatedAt }, 'http');
+    }
+  }
+
+  async function createJob(ev) {
+    ev.preventDefault();
+    const amount = Number($('job-amount').value);
+    const priority = $('job-priority').value;
+    const note = $('job-note');
+    if (!(amount > 0)) {
+      note.dataset.kind = 'error';
+      note.textContent = 'Amount must be a number greater than 0.';
+      return;
+    }
+    $('job-submit').disabled = true;
+    const body = priority ? { amount, priority } : { amount };
+    const r = await api('POST', `/agent/${TYPE}`, body);
+    $('job-submit').disabled = false;
+    if (r.status === 202 && r.json && r.json.jobId) {
+      const now = new Date().toISOString();
+      const id = r.json.jobId;
+      if (!state.jobs.has(id))
+        state.jobs.set(id, { jobId: id, type: TYPE, status: 'queued', payload: body, attempts: 0,
+          createdAt: now, updatedAt: now, via: 'http' });
+      note.dataset.kind = 'ok';
+      note.textContent = `Queued ${id}`;
+      renderJobs(id);
+    } else {
+      note.dataset.kind = 'error';
+      const retry = r.status === 429 ? ' (rate limited)' : '';
+      note.textContent = `Not queued${retry}: ${r.message}`;
+    }
+  }
+
+  function outcome(job) {
+    if (job.status === 'error') return el('span', { class: 'outcome err', text: job.error || 'failed', title: job.details || '' });
+    if (job.status === 'done') {
+      const r = job.result;
+      let text;
+      if (r && typeof r === 'object' && 'fee' in r && 'remainingAmount' in r)
+        text = `fee ${fmtNum(r.fee)} · remaining ${fmtNum(r.remainingAmount)}`;
+      else text = r === undefined || r === null ? 'done' : JSON.stringify(r);
+      return el('span', { class: 'outcome ok', text, title: JSON.stringify(r) });
+    }
+    const attempts = job.attempts > 1 ? `attempt ${job.attempts}` : '';
+    return el('span', { class: 'outcome muted', text: [job.details, attempts].filter(Boolean).join(' · ') });
+  }
+
+  function jobRow(job, flash) {
+    const p = job.payload || {};
+    const pill = el('span', { class: 'pill', 'data-status': job.status, text: job.status });
+    const via = el('span', { class: 'via', text: job.via === 'live' ? 'live' : '', title: 'last update arrived over Socket.IO' });
+    return el('tr', { 'data-job-id': job.jobId, 'data-status': job.status, 'data-via': job.via || 'http', class: flash ? 'flash' : '' },
+      el('td', { class: 'mono', text: job.jobId, title: job.jobId }),
+      el('td', { class: 'status' }, pill, via),
+      el('td', { class: 'num', text: fmtNum(Number(p.amount)) }),
+      el('td', { text: p.priority || '–' }),
+      el('td', { text: fmtDateTime(job.createdAt), title: job.createdAt || '' }),
+      el('td', {}, outcome(job)));
+  }
+
+  function renderJobs(changedId) {
+    const jobs = [...state.jobs.values()].sort((a, b) => (b.createdAt || '').localeCompare(a.createdAt || ''));
+    $('jobs').tBodies[0].replaceChildren(...jobs.map((j) => jobRow(j, j.jobId === changedId)));
+    $('jobs-empty').hidden = jobs.length > 0;
+    const active = jobs.filter((j) => !TERMINAL.has(j.status)).length;
+    $('jobs-count').textContent = jobs.length ? `${jobs.length} shown${active ? ` · ${active} in flight` : ''}` : '';
+  }
+
+  // ---- live feed ---------------------------------------------------------------------------
+
+  function addFeed(name, data, extra, kind) {
+    const feed = $('feed');
+    const status = name.split(':')[1];
+    const item = el('li', { 'data-event': name, 'data-job-id': data.jobId || '' },
+      el('time', { text: fmtTime(data.timestamp || new Date().toISOString()) }),
+      el('span', { class: 'ev', 'data-status': status, text: name }),
+      el('span', { class: 'mono', text: data.jobId || '' }),
+      extra ? el('span', { class: 'extra', 'data-kind': kind || '', text: extra }) : null);
+    feed.prepend(item);
+    while (feed.children.length > FEED_MAX) feed.lastChild.remove();
+    $('feed-empty').hidden = true;
+  }
+
+  // ---- presence ----------------------------------------------------------------------------
+
+  function agentsOf(json) {
+    if (Array.isArray(json)) return json;
+    for (const k of ['agents', 'data', 'onlineAgents', 'online'])
+      if (json && Array.isArray(json[k])) return json[k];
+    return [];
+  }
+
+  async function loadAgents() {
+    if (!state.token) return;
+    const r = await api('GET', '/agent-status/online');
+    const box = $('agents');
+    const msg = $('agents-msg');
+    if (r.status === 404 || r.status === 405) {
+      box.replaceChildren();
+      msg.textContent = 'Presence is not available on this gateway yet.';
+      $('agents-count').textContent = '';
+      return;
+    }
+    if (!r.ok) {
+      box.replaceChildren();
+      msg.textContent = `Could not load agents: ${r.message}`;
+      return;
+    }
+    const agents = agentsOf(r.json);
+    const byDept = new Map();
+    for (const a of agents) {
+      const dept = a.department || a.department_id || 'no department';
+      if (!byDept.has(dept)) byDept.set(dept, []);
+      byDept.get(dept).push(a);
+    }
+    const groups = [...byDept.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([dept, list]) =>
+      el('div', { class: 'dept' },
+        el('h3', {}, dept, el('span', { class: 'muted', text: ` ${list.length}` })),
+        el('ul', {}, ...list.map((a) => el('li', { 'data-status': a.status || 'online' },
+          el('span', { class: 'dot' }),
+          el('span', { text: a.name || a.agent_id || '?' , title: a.agent_id || '' }),
+          el('span', { class: 'muted', text: a.max_chats ? `${a.current_chats || 0}/${a.max_chats}` : (a.status || '') }))))));
+    box.replaceChildren(...groups);
+    msg.textContent = agents.length ? '' : 'No agent is online.';
+    $('agents-count').textContent = agents.length ? `${agents.length} online` : '';
+  }
+
+  // ---- metrics -----------------------------------------------------------------------------
+
+  function scheduleMetrics() {
+    clearTimeout(state.metricsTimer);
+    state.metricsTimer = setTimeout(loadMetrics, 800);
+  }
+
+  function metricsMessage(text) {
+    $('metrics-body').hidden = !!text;
+    $('metrics-msg').hidden = !text;
+    $('metrics-msg').textContent = text || '';
+    $('metrics-days').hidden = !!text && state.claims && state.claims.role !== 'admin';
+  }
+
+  async function loadMetrics() {
+    if (!state.token) return;
+    if (state.claims.role !== 'admin') {
+      metricsMessage('Metrics are for admins: sign in with an admin token to see them.');
+      return;
+    }
+    const days = $('metrics-days').value;
+    const r = await api('GET', `/agent/${TYPE}/metrics?days=${days}`);
+    if (!r.ok || !r.json) {
+      metricsMessage(`Could not load metrics: ${r.message}`);
+      return;
+    }
+    metricsMessage('');
+    renderMetrics(r.json);
+  }
+
+  function tile(label, value, kind, title) {
+    return el('div', { class: 'tile', 'data-kind': kind || '', title },
+      el('div', { class: 'tile-value', text: value }), el('div', { class: 'tile-label', text: label }));
+  }
+
+  function renderMetrics(m) {
+    state.lastMetrics = m;
+    const rl = m.rateLimit || {};
+    const finished = (m.doneJobs || 0) + (m.failedJobs || 0);
+    const rate = finished ? `${Math.round((100 * (m.failedJobs || 0)) / finished)} %` : '–';
+    $('metrics-tiles').replaceChildren(
+      tile('jobs', fmtNum(m.totalJobs)),
+      tile('done', fmtNum(m.doneJobs), 'ok'),
+      tile('failed', fmtNum(m.failedJobs), m.failedJobs ? 'err' : ''),
+      tile('failure rate', rate),
+      tile('avg time', fmtMs(m.avgExecutionTime)),
+      tile('p95 time', fmtMs(m.p95ExecutionTime)),
+      tile('rate-limited', fmtNum(rl.blocked || 0), rl.blocked ? 'err' : '',
+        `${fmtNum(rl.blocked || 0)} of ${fmtNum(rl.hits || 0)} job requests refused by the rate limit`));
+    const daily = m.daily || [];
+    barChart($('chart-daily'), {
+      labels: daily.map((d) => d.date.slice(5)),
+      series: [
+        { name: 'submitted', cls: 's-jobs', values: daily.map((d) => d.jobs) },
+        { name: 'done', cls: 's-done', values: daily.map((d) => d.done) },
+        { name: 'failed', cls: 's-failed', values: daily.map((d) => d.failed) },
+      ],
+    });
+    const ex = m.executionTimes || { histogram: [] };
+    const hist = ex.histogram || [];
+    $('exec-caption').textContent = ex.count ? `(${fmtNum(ex.count)} recent job${ex.count === 1 ? '' : 's'})` : '';
+    $('exec-stats').textContent = ex.count ? `p50 ${fmtMs(ex.p50)} · p95 ${fmtMs(ex.p95)} · max ${fmtMs(ex.max)}` : '';
+    barChart($('chart-exec'), {
+      labels: hist.map((b, i) => (b.le === null ? `>${shortMs(hist[i - 1] ? hist[i - 1].le : 0)}` : shortMs(b.le))),
+      series: [{ name: 'jobs', cls: 's-exec', values: hist.map((b) => b.count) }],
+      empty: 'No finished jobs yet.',
+    });
+  }
+
+  function shortMs(ms) { return ms >= 1000 ? `${ms / 1000}s` : `${ms}ms`; }
+
+  // A grouped bar chart in inline SVG: labels on x, one bar per series in each group.
+  function barChart(box, { labels, series, empty }) {
+    const W = Math.max(240, Math.round(box.clientWidth || 420)), H = 180, L = 34, R = 6, T = 10, B = 20;
+    const max = Math.max(0, ...series.flatMap((s) => s.values));
+    if (!labels.length || (empty && max === 0)) {
+      box.replaceChildren(el('p', { class: 'empty muted', text: empty || 'No data.' }));
+      return;
+    }
+    const top = niceMax(max);
+    const root = svg('svg', { viewBox: `0 0 ${W} ${H}`, role: 'img', class: 'bars' });
+    const plotH = H - T - B, plotW = W - L - R;
+    for (let i = 0; i <= 4; i++) {
+      const v = (top * i) / 4, y = T + plotH - (plotH * i) / 4;
+      root.append(svg('line', { x1: L, x2: W - R, y1: y, y2: y, class: i ? 'grid' : 'axis' }));
+      root.append(svg('text', { x: L - 4, y: y + 3, class: 'tick', 'text-anchor': 'end' }, fmtTick(v)));
+    }
+    const gw = plotW / labels.length, pad = Math.min(8, gw * 0.2), bw = Math.max(1, (gw - 2 * pad) / series.length);
+    const longest = Math.max(...labels.map((l) => l.length));
+    const every = Math.max(1, Math.ceil((longest * 6.5 + 8) / gw)); // labels never overlap
+    labels.forEach((label, i) => {
+      const x0 = L + i * gw + pad;
+      series.forEach((s, k) => {
+        const v = s.values[i] || 0, h = top ? (plotH * v) / top : 0;
+        const rect = svg('rect', { x: x0 + k * bw, y: T + plotH - h, width: Math.max(1, bw - 1), height: h, class: s.cls });
+        rect.append(svg('title', {}, `${label}: ${v} ${s.name}`));
+        root.append(rect);
+      });
+      if (i % every === 0)
+        root.append(svg('text', { x: L + i * gw + gw / 2, y: H - 6, class: 'tick', 'text-anchor': 'middle' }, label));
+    });
+    const legend = series.length > 1 ? el('div', { class: 'legend' }, ...series.map((s) =>
+      el('span', {}, el('i', { class: s.cls }), s.name))) : null;
+    box.replaceChildren(root, ...(legend ? [legend] : []));
+  }
+
+  function niceMax(v) {
+    if (v <= 4) return 4;
+    const p = 10 ** Math.floor(Math.log10(v));
+    for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v) return m * p;
+    return 10 * p;
+  }
+
+  function fmtTick(v) { return v >= 1000 ? `${+(v / 1000).toFixed(1)}k` : `${+v.toFixed(1)}`; }
+
+  // ---- start -------------------------------------------------------------------------------
+
+  function start() {
+    $('token-form').addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      const t = $('token-input').value.trim();
+      if (t) signIn(t); else showSignInError('Paste a token first.');
+    });
+    $('dev-form').addEventListener('submit', mintDevToken);
+    $('sign-out').addEventListener('click', () => signOut());
+    $('job-form').addEventListener('submit', createJob);
+    $('jobs-refresh').addEventListener('click', loadJobs);
+    $('metrics-days').addEventListener('change', loadMetrics);
+    let resizeTimer = null;
+    window.addEventListener('resize', () => {
+      clearTimeout(resizeTimer);
+      resizeTimer = setTimeout(() => { if (state.lastMetrics && state.token) renderMetrics(state.lastMetrics); }, 150);
+    });
+    probeDevMode();
+    let saved = null;
+    try { saved = localStorage.getItem(TOKEN_KEY); } catch { /* private mode */ }
+    if (saved && !signIn(saved)) {
+      try { localStorage.removeItem(TOKEN_KEY); } catch { /* private mode */ }
+    }
+  }
+
+  start();
+})();
