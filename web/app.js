@@ -25,6 +25,8 @@
     socket: null,
     live: false,            // socket connected
     jobs: new Map(),        // jobId -> record (+ via: 'live' | 'http')
+    pending: new Map(),     // jobId -> live update that arrived before the job was listed
+    session: 0,             // bumped on sign-in and sign-out; answers from an older one are dropped
     timers: [],
     metricsTimer: null,
     lastMetrics: null,      // last summary drawn (redrawn on resize)
@@ -86,7 +88,10 @@
     return Number.isFinite(n) ? n.toLocaleString() : '–';
   }
 
-  async function api(method, path, body) {
+  // Every answer is checked against the session it was asked in: a reply that arrives after a
+  // sign-out (or a sign-in as someone else) is dropped instead of leaking into the new session.
+  async function api(method, path, body, { anySession = false } = {}) {
+    const session = state.session;
     const headers = {};
     if (state.token) headers.Authorization = `Bearer ${state.token}`;
     if (body !== undefined) headers['Content-Type'] = 'application/json';
@@ -98,6 +103,7 @@
     }
     let json = null;
     try { json = await res.json(); } catch { /* not JSON */ }
+    if (!anySession && session !== state.session) return { status: 0, ok: false, stale: true, json: null, message: 'signed out' };
     const message = (json && json.message) || `HTTP ${res.status}`;
     if (res.status === 401 && state.token) signOut(`Signed out: ${message}`);
     return { status: res.status, ok: res.ok, json, message };
@@ -117,6 +123,7 @@
       showSignInError('That token has expired.');
       return false;
     }
+    state.session++;
     state.token = token;
     state.claims = claims;
     try { localStorage.setItem(TOKEN_KEY, token); } catch { /* private mode */ }
@@ -136,7 +143,10 @@
     if (state.socket) { state.socket.removeAllListeners(); state.socket.disconnect(); }
     state.timers.forEach(clearInterval);
     Object.assign(state, { token: null, claims: null, socket: null, live: false, timers: [], lastMetrics: null });
+    state.session++;
     state.jobs.clear();
+    state.pending.clear();
+    renderJobs();
     try { localStorage.removeItem(TOKEN_KEY); } catch { /* private mode */ }
     $('feed').replaceChildren();
     $('feed-empty').hidden = false;
@@ -159,7 +169,7 @@
   }
 
   async function probeDevMode() {
-    const r = await api('GET', '/dev/token');
+    const r = await api('GET', '/dev/token', undefined, { anySession: true }); // about the gateway
     $('dev-box').hidden = !(r.ok && r.json && r.json.devMode);
   }
 
@@ -242,20 +252,32 @@
     if (!data || !data.jobId) return;
     if (data.error) addFeed(name, data, data.error, 'err');
     else addFeed(name, data, data.status === 'done' ? '' : data.details);
-    if (!applyUpdate(data, 'live')) fetchJob(data.jobId, data);
+    if (applyUpdate(data, 'live')) return;
+    // Not listed yet (its POST answer is still on the way, or it was made elsewhere): keep the
+    // most advanced update until the job appears, and read the record meanwhile.
+    const held = state.pending.get(data.jobId);
+    if (!held || (STATUS_RANK[data.status] ?? 0) >= (STATUS_RANK[held.status] ?? 0))
+      state.pending.set(data.jobId, data);
+    if (!held) fetchJob(data.jobId);
   }
 
-  // A job we did not know (made elsewhere, e.g. the CLI): read its record, then apply data.
-  async function fetchJob(jobId, data) {
+  // Adds a job to the list (if new) and applies a live update held for it.
+  function addJob(job) {
+    if (!state.jobs.has(job.jobId)) state.jobs.set(job.jobId, job);
+    const held = state.pending.get(job.jobId);
+    state.pending.delete(job.jobId);
+    if (!held || !applyUpdate(held, 'live')) renderJobs(job.jobId);
+  }
+
+  // A job we did not know (made elsewhere, e.g. the CLI): read its record.
+  async function fetchJob(jobId) {
     const r = await api('GET', `/agent/${TYPE}/${encodeURIComponent(jobId)}`);
-    if (!r.ok || !r.json || !r.json.jobId) return;
-    if (!state.jobs.has(jobId)) state.jobs.set(jobId, { ...r.json, via: 'http' });
-    if (data && data.status !== 'queued') applyUpdate(data, 'live');
-    else renderJobs(jobId);
+    if (r.ok && r.json && r.json.jobId) addJob({ ...r.json, via: 'http' });
   }
 
   async function loadJobs() {
     const r = await api('GET', `/agent/${TYPE}/jobs?limit=50`);
+    if (r.stale) return;
     if (!r.ok || !r.json) {
       $('jobs-empty').textContent = `Could not list jobs: ${r.message}`;
       return;
@@ -266,6 +288,8 @@
       if (known && known.updatedAt && rec.updatedAt && known.updatedAt > rec.updatedAt) continue;
       state.jobs.set(rec.jobId, { ...rec, via: known ? known.via : 'http' });
     }
+    for (const [id, held] of state.pending)
+      if (state.jobs.has(id)) { state.pending.delete(id); applyUpdate(held, 'live'); }
     renderJobs();
   }
 
@@ -297,12 +321,11 @@
     if (r.status === 202 && r.json && r.json.jobId) {
       const now = new Date().toISOString();
       const id = r.json.jobId;
-      if (!state.jobs.has(id))
-        state.jobs.set(id, { jobId: id, type: TYPE, status: 'queued', payload: body, attempts: 0,
-          createdAt: now, updatedAt: now, via: 'http' });
+      // updatedAt stays unknown: the browser's clock is not the agents' clock
+      addJob({ jobId: id, type: TYPE, status: 'queued', payload: body, attempts: 0,
+        createdAt: now, via: 'http' });
       note.dataset.kind = 'ok';
       note.textContent = `Queued ${id}`;
-      renderJobs(id);
     } else {
       note.dataset.kind = 'error';
       const retry = r.status === 429 ? ' (rate limited)' : '';

@@ -152,6 +152,7 @@ test('/dev/token does not exist outside development mode (404)', async () => {
 test('browser: sign in, create a job, live status to done, an error job, list, metrics', async () => {
   const page = await browser.newPage();
   const problems = [];
+
   page.on('pageerror', (e) => problems.push(`pageerror: ${e.message}`));
   // the only acceptable console errors: 404s of presence routes not on this gateway yet
   page.on('console', (m) => {
@@ -178,7 +179,12 @@ test('browser: sign in, create a job, live status to done, an error job, list, m
   assert.match(jobId, /^\d{1,16}-[0-9a-f]{8}$/);
   const row = `#jobs tr[data-job-id="${jobId}"]`;
   await page.waitForSelector(`#feed li[data-event="rebalance:done"][data-job-id="${jobId}"]`, { timeout: 15000 });
-  await page.waitForSelector(`${row}[data-status="done"][data-via="live"]`);
+  await page.waitForSelector(`${row}[data-status="done"][data-via="live"]`, { timeout: 15000 })
+    .catch(async (e) => {
+      // say what the page shows instead, so a failure explains itself
+      e.message += `\nrow: ${await page.locator(row).evaluate((n) => n.outerHTML).catch(() => 'none')}`;
+      throw e;
+    });
   assert.match(await page.textContent(`${row} .outcome`), /fee 20 · remaining 980/);
   assert.ok(await page.locator(`#feed li[data-event="rebalance:processing"][data-job-id="${jobId}"]`).count() >= 1,
     'processing arrived live before done');
