@@ -86,14 +86,16 @@ function cpuSeconds(pid) {
   return (Number(f[11]) + Number(f[12])) / CLK_TCK; // utime, stime (fields 14, 15)
 }
 
-/** {command: calls} from INFO commandstats, without the orchestrator's own commands. */
+/** {command: {calls, usec}} from INFO commandstats, without the orchestrator's own commands. */
 async function commandStats(admin) {
-  const calls = {};
+  const stats = {};
   for (const line of (await admin.info('commandstats')).split('\n')) {
-    const m = /^cmdstat_([^:]+):calls=(\d+)/.exec(line.trim());
-    if (m && !['info', 'config|resetstat', 'flushall', 'ping', 'config'].includes(m[1])) calls[m[1]] = Number(m[2]);
+    const m = /^cmdstat_([^:]+):calls=(\d+),usec=(\d+)/.exec(line.trim());
+    if (m && !['info', 'config|resetstat', 'flushall', 'ping', 'config'].includes(m[1])) {
+      stats[m[1]] = { calls: Number(m[2]), usec: Number(m[3]) };
+    }
   }
-  return calls;
+  return stats;
 }
 
 const quantile = (sorted, q) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] : NaN);
@@ -194,15 +196,15 @@ async function phase(admin, redisPid, sys, gens, spec) {
   const secs = Number(b.t - a.t) / 1e9;
   const done = replies.reduce((s, r) => s + r.window.done, 0);
   const latencies = replies.flatMap((r) => r.window.latencies).sort((x, y) => x - y);
-  const commands = {};
+  const commands = {}; // per job: calls, and µs Redis spent in them (a script's own time includes its calls)
   for (const [k, v] of Object.entries(b.commands)) {
-    const d = v - (a.commands[k] || 0);
-    if (d > 0) commands[k] = d / done;
+    const calls = v.calls - (a.commands[k]?.calls || 0);
+    if (calls > 0) commands[k] = { calls: calls / done, usec: (v.usec - (a.commands[k]?.usec || 0)) / done };
   }
   return {
     secs, done, rate: done / secs,
     p50: quantile(latencies, 0.5), p99: quantile(latencies, 0.99),
-    commands, commandsPerJob: Object.values(commands).reduce((s, v) => s + v, 0),
+    commands, commandsPerJob: Object.values(commands).reduce((s, v) => s + v.calls, 0),
     redisUs: ((b.redisCpu - a.redisCpu) / done) * 1e6,
     gatewayUs: ((b.gatewayCpu - a.gatewayCpu) / done) * 1e6,
     agentUs: ((b.agentCpu - a.agentCpu) / done) * 1e6,
@@ -274,17 +276,19 @@ function report(results) {
   const nd = by('node-design');
   if (nd.length) p(`- node design server CPU per job / Redis CPU per job: ${f(mean(nd.map((r) => r.sat.gatewayUs / r.sat.redisUs)), 2)}`);
 
-  p('\nRedis commands per job by command (saturation window, first run; commands inside scripts and MULTI counted):\n');
+  p('\nRedis commands per job by command, saturation window of the first run: calls/job (µs/job inside Redis).');
+  p('Commands run by scripts and MULTI are counted, and their time is also inside the eval/evalsha/exec time.\n');
   const firsts = cfg.systems.map((n) => by(n)[0]).filter(Boolean);
+  const calls = (r, c) => r.sat.commands[c]?.calls || 0;
   const names = [...new Set(firsts.flatMap((r) => Object.keys(r.sat.commands)))]
-    .sort((x, y) => Math.max(...firsts.map((r) => r.sat.commands[y] || 0)) - Math.max(...firsts.map((r) => r.sat.commands[x] || 0)));
+    .sort((x, y) => Math.max(...firsts.map((r) => calls(r, y))) - Math.max(...firsts.map((r) => calls(r, x))) || x.localeCompare(y));
   p(`| command | ${firsts.map((r) => LABEL[r.name]).join(' | ')} |`);
   p(`|---|${firsts.map(() => '---:').join('|')}|`);
   for (const c of names) {
-    const row = firsts.map((r) => r.sat.commands[c] || 0);
-    if (Math.max(...row) < 0.005) continue;
-    p(`| ${c} | ${row.map((v) => f(v, 2)).join(' | ')} |`);
+    if (Math.max(...firsts.map((r) => calls(r, c))) < 0.005) continue;
+    p(`| ${c} | ${firsts.map((r) => (r.sat.commands[c] ? `${f(r.sat.commands[c].calls, 2)} (${f(r.sat.commands[c].usec, 1)})` : '')).join(' | ')} |`);
   }
+  p(`| **all** | ${firsts.map((r) => `**${f(r.sat.commandsPerJob, 1)}**`).join(' | ')} |`);
   const failures = results.filter((r) => r.totals.failed || r.totals.posted !== r.totals.done);
   p(failures.length ? `\nFAILED: ${failures.map((r) => `${r.name} run ${r.run}: ${r.totals.posted - r.totals.done} of ${r.totals.posted} jobs did not reach done (${r.totals.errors.slice(0, 3).join('; ')})`).join('\n')}`
     : `\nEvery posted job reached \`done\` at its owner (${results.reduce((s, r) => s + r.totals.posted, 0)} jobs).`);
