@@ -56,9 +56,18 @@ static void sb_gw_signal_cb(uv_signal_t *h, int signum) {
 }
 
 static const struct lws_protocols sb_gw_protocols[] = {
-    {"http", sb_http_callback, sizeof(sb_http_conn_t), 0, 0, NULL, 0},
+    /* rx_buffer_size: lws gives every WebSocket a receive buffer of this size; Socket.IO
+     * clients send small packets (bigger ones arrive in pieces and are reassembled), so a
+     * small one saves ~4 KiB per connection */
+    {"http", sb_http_callback, sizeof(sb_http_conn_t), SB_SOCKETIO_RX_BUFFER, 0, NULL, 0},
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
+
+/* No lws validity (idle ping / hangup) timers: Engine.IO has its own heartbeat, and lws keeps
+ * those timers in one sorted list, re-inserted on every write of every connection (O(n) each
+ * with n connections: the top cost of a fan-out to 10k sockets before this). */
+static const lws_retry_bo_t sb_gw_no_validity = {.secs_since_valid_ping = 0,
+                                                 .secs_since_valid_hangup = 0};
 
 static struct lws_context *sb_gw_lws_create(sb_gateway_t *gw) {
     struct lws_context_creation_info info;
@@ -75,6 +84,7 @@ static struct lws_context *sb_gw_lws_create(sb_gateway_t *gw) {
     info.pcontext = &gw->lws; /* lws sets it to NULL once the context is wholly destroyed */
     info.max_http_header_data = 16384;
     info.keepalive_timeout = 30;
+    info.retry_and_idle_policy = &sb_gw_no_validity;
     return lws_create_context(&info);
 }
 

@@ -5,7 +5,10 @@
  * HTTP_BODY chunks (kept up to 64 KiB; beyond that only counted, so the client still reads
  * a clean 413 on a kept-alive connection), then BODY_COMPLETION; requests without a body are
  * dispatched at once. Answers are queued by sb_req_send and written from HTTP_WRITEABLE,
- * one lws_write each (lws keeps any unsent tail and finishes it itself). */
+ * one lws_write each (lws keeps any unsent tail and finishes it itself). Requests under
+ * /socket.io/ go to socketio.c instead of the route table, and so do the WebSocket reasons
+ * of connections upgraded there; LWS_CALLBACK_WSI_DESTROY, the one callback every connection
+ * gets with its data intact, detaches whatever is left. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -332,7 +335,8 @@ static int sb_http_writeable(struct lws *wsi, sb_http_conn_t *conn) {
 int sb_http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                      size_t len) {
     sb_http_conn_t *conn = user; /* NULL in some callbacks (e.g. CLOSED_HTTP) */
-    if (sb_socketio_ws_reason(reason)) return sb_socketio_ws_callback(wsi, reason, conn ? &conn->ws : NULL, in, len);
+    if (sb_socketio_ws_reason(reason)) /* the WebSocket side: Socket.IO */
+        return sb_socketio_ws_callback(wsi, reason, conn ? &conn->ws : NULL, in, len);
     switch (reason) {
     case LWS_CALLBACK_HTTP:
         return sb_http_begin(wsi, conn, in);

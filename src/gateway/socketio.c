@@ -21,6 +21,8 @@
 
 #define SB_SOCKETIO_TICK_MS 250 /* heartbeat timer period (the core wants ≥ 1 per second) */
 #define SB_SOCKETIO_CORS_MAX 1024
+#define SB_SOCKETIO_BURST 64             /* packets framed into one write at most */
+#define SB_SOCKETIO_BURST_BYTES 65536    /* ... and about this many bytes */
 
 struct sb_socketio {
     sb_gateway_t *gw;
@@ -364,20 +366,71 @@ static int sb_socketio_ws_receive(sb_socketio_t *io, struct lws *wsi, sb_socketi
     return 0;
 }
 
-/* One queued packet per writeable callback, one lws_write each. */
+/* Writes a WebSocket text frame header for len bytes at out; returns its length (2..10). */
+static size_t sb_socketio_frame_header(unsigned char *out, size_t len) {
+    out[0] = 0x81; /* FIN, text */
+    if (len < 126) {
+        out[1] = (unsigned char)len;
+        return 2;
+    }
+    if (len <= 0xffff) {
+        out[1] = 126;
+        out[2] = (unsigned char)(len >> 8);
+        out[3] = (unsigned char)len;
+        return 4;
+    }
+    out[1] = 127;
+    for (int i = 0; i < 8; i++) out[2 + i] = (unsigned char)((uint64_t)len >> (56 - 8 * i));
+    return 10;
+}
+
+/* Several queued packets framed by us into one buffer, written raw (LWS_WRITE_HTTP is sent
+ * as is on a WebSocket): one syscall for a burst instead of one per packet. Takes the
+ * references in pkts. Returns lws_write's result. */
+static int sb_socketio_ws_write_batch(struct lws *wsi, sb_eio_buf_t **pkts, int n) {
+    size_t total = 0;
+    for (int i = 0; i < n; i++) total += pkts[i]->len + 10;
+    unsigned char *buf = malloc(LWS_PRE + total), *o = buf ? buf + LWS_PRE : NULL;
+    for (int i = 0; i < n; i++) {
+        if (o) {
+            o += sb_socketio_frame_header(o, pkts[i]->len);
+            memcpy(o, pkts[i]->data, pkts[i]->len);
+            o += pkts[i]->len;
+        }
+        sb_eio_buf_unref(pkts[i]);
+    }
+    int rc = buf ? lws_write(wsi, buf + LWS_PRE, (size_t)(o - (buf + LWS_PRE)), LWS_WRITE_HTTP)
+                 : -1;
+    free(buf);
+    return rc;
+}
+
+/* Sends what the core has queued: one lws_write per writeable callback, either one packet as
+ * a text frame straight from its shared buffer, or a burst of up to SB_SOCKETIO_BURST packets
+ * (SB_SOCKETIO_BURST_BYTES) framed into one buffer. A close is acted on once the queue ahead
+ * of it has been written. */
 static int sb_socketio_ws_writeable(sb_socketio_t *io, struct lws *wsi, sb_socketio_ws_t *ws) {
     if (!io || !ws->attached) return -1;
-    sb_eio_buf_t *b = NULL;
-    int rc = sb_eio_ws_pull(io->eio, ws->id, wsi, &b);
-    if (rc == SB_EIO_CLOSE) {
+    sb_eio_buf_t *pkts[SB_SOCKETIO_BURST];
+    size_t bytes = 0;
+    int n = 0, rc = 0;
+    while (n < SB_SOCKETIO_BURST && bytes < SB_SOCKETIO_BURST_BYTES &&
+           (rc = sb_eio_ws_pull(io->eio, ws->id, wsi, &pkts[n])) == 1)
+        bytes += pkts[n++]->len;
+    if (n == 0 && rc == SB_EIO_CLOSE) {
         sb_socketio_ws_detach(io, wsi, ws);
         lws_close_reason(wsi, LWS_CLOSE_STATUS_NORMAL, NULL, 0);
         return -1;
     }
-    if (rc != 1) return 0;
-    int n = lws_write(wsi, (unsigned char *)b->data, b->len, LWS_WRITE_TEXT);
-    sb_eio_buf_unref(b);
-    if (n < 0) return -1;
+    if (n == 0) return 0;
+    int w;
+    if (n == 1) {
+        w = lws_write(wsi, (unsigned char *)pkts[0]->data, pkts[0]->len, LWS_WRITE_TEXT);
+        sb_eio_buf_unref(pkts[0]);
+    } else {
+        w = sb_socketio_ws_write_batch(wsi, pkts, n);
+    }
+    if (w < 0) return -1;
     lws_callback_on_writable(wsi);
     return 0;
 }

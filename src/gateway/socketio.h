@@ -23,6 +23,8 @@
 #include <libwebsockets.h>
 #include "switchboard/prom.h"
 
+#define SB_SOCKETIO_RX_BUFFER 1024 /* lws per-WebSocket receive buffer (protocol rx_buffer_size) */
+
 struct sb_gateway;
 typedef struct sb_req sb_req_t;
 typedef struct sb_socketio sb_socketio_t;

@@ -81,8 +81,8 @@ cJSON *sb_status_event_payload(const cJSON *src, const char *job_id, const char 
         if (!ok) cJSON_Delete(dup);
     }
     char now[SB_ISO_LEN];
-    if (ok) ok = cJSON_AddStringToObject(o, "timestamp",
-                                         timestamp ? timestamp : sb_iso8601(sb_now_ms(), now)) != NULL;
+    if (ok && !timestamp) timestamp = sb_iso8601(sb_now_ms(), now);
+    if (ok) ok = cJSON_AddStringToObject(o, "timestamp", timestamp) != NULL;
     if (!ok) {
         cJSON_Delete(o);
         return NULL;

@@ -1,0 +1,107 @@
+// Driver of bench/socketio_fanout.sh for one server: connects N raw clients through W worker
+// processes (client.js), measures the server's RSS per idle connection, then fan-out:
+//   many rooms — R rounds of one status PUBLISH per user (agent:rebalance:status, pipelined),
+//                each delivered to that user's one socket;
+//   one room   — M PUBLISHes of an event to room `admins` (agent:rebalance:events), each
+//                delivered to all N sockets.
+// Delivery is counted at the clients; the rate is deliveries / (last delivery − first publish),
+// and per server CPU-second: deliveries / (the server's utime + stime over the same phase),
+// which stays meaningful when the load generator competes with the server for the cores.
+// Prints one JSON line with the results.
+'use strict';
+const { fork } = require('node:child_process');
+const fs = require('node:fs');
+const path = require('node:path');
+const Redis = require('ioredis');
+
+const [name, url, pidS, nS, wS, mS, rS, redisUrl, secret, addrs] = process.argv.slice(2);
+const N = Number(nS), W = Number(wS), M = Number(mS), R = Number(rS);
+const rssKb = () => Number(fs.readFileSync(`/proc/${pidS}/status`, 'utf8').match(/VmRSS:\s+(\d+)/)[1]);
+// utime + stime of the server in seconds (clock ticks of 1/100 s on Linux)
+const cpuS = () => {
+  const f = fs.readFileSync(`/proc/${pidS}/stat`, 'utf8').split(') ')[1].split(' ');
+  return (Number(f[11]) + Number(f[12])) / 100;
+};
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+const workers = [];
+function counts() {
+  return Promise.all(workers.map((w) => new Promise((resolve) => {
+    w.once('message', resolve);
+    w.send({ cmd: 'count' });
+  }))).then((cs) => cs.reduce((a, c) => ({ received: a.received + c.received,
+    connected: a.connected + c.connected, errors: a.errors + c.errors,
+    settled: a.settled + c.settled }), { received: 0, connected: 0, errors: 0, settled: 0 }));
+}
+
+async function waitReceived(target, timeoutMs) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const c = await counts();
+    if (c.received >= target || Date.now() > deadline) return { c, t: Date.now() };
+    await sleep(5);
+  }
+}
+
+async function main() {
+  const redis = new Redis(redisUrl);
+  const rss0 = rssKb();
+  const t0 = Date.now();
+  const per = Math.ceil(N / W);
+  for (let i = 0; i < W; i++) {
+    const count = Math.min(per, N - i * per);
+    workers.push(fork(path.join(__dirname, 'client.js'),
+      [url, String(count), String(i * per), '0', secret, addrs], { stdio: 'inherit' }));
+  }
+  let c;
+  for (;;) {
+    c = await counts();
+    if (c.settled >= N) break;
+    if (Date.now() - t0 > 600000) throw new Error(`${name}: connecting timed out (${JSON.stringify(c)})`);
+    await sleep(100);
+  }
+  const connectS = (Date.now() - t0) / 1000;
+  await sleep(1500);
+  const rss1 = rssKb();
+  const res = { name, n: N, connected: c.connected, errors: c.errors, connectS,
+    rssBaseMb: rss0 / 1024, rssMb: rss1 / 1024, kbPerConn: (rss1 - rss0) / c.connected };
+
+  // many rooms: one status message per user per round
+  let base = (await counts()).received;
+  let start = Date.now();
+  let cpu0 = cpuS();
+  for (let r = 0; r < R; r++) {
+    for (let i = 0; i < N; i += 1000) {
+      const p = redis.pipeline();
+      for (let j = i; j < Math.min(N, i + 1000); j++) {
+        p.publish('agent:rebalance:status', JSON.stringify({ jobId: `${r}-b${j}`,
+          status: 'processing', userId: `BENCH-${j}` }));
+      }
+      await p.exec();
+    }
+  }
+  let w = await waitReceived(base + c.connected * R, 120000);
+  res.manyRoomsDelivered = w.c.received - base;
+  res.manyRoomsPerS = res.manyRoomsDelivered / ((w.t - start) / 1000);
+  res.manyRoomsPerCpuS = res.manyRoomsDelivered / Math.max(0.01, cpuS() - cpu0);
+
+  // one room: M events to `admins`, each to every socket
+  base = w.c.received;
+  start = Date.now();
+  cpu0 = cpuS();
+  const p = redis.pipeline();
+  for (let m = 0; m < M; m++) {
+    p.publish('agent:rebalance:events', JSON.stringify({ event: 'rebalance:bench',
+      room: 'admins', data: { seq: m, note: 'fan-out to every connected admin' } }));
+  }
+  await p.exec();
+  w = await waitReceived(base + c.connected * M, 120000);
+  res.oneRoomDelivered = w.c.received - base;
+  res.oneRoomPerS = res.oneRoomDelivered / ((w.t - start) / 1000);
+  res.oneRoomPerCpuS = res.oneRoomDelivered / Math.max(0.01, cpuS() - cpu0);
+  res.rssAfterMb = rssKb() / 1024;
+  console.log(JSON.stringify(res));
+  for (const wk of workers) wk.send({ cmd: 'exit' });
+  redis.disconnect();
+}
+main().catch((e) => { console.error(e); process.exit(1); });

@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Socket.IO: idle connections and memory per connection, and fan-out messages/s, for
+# `switchboard gateway` against the seeds' Node real-time backend (bench/peers/node-socketio:
+# socket.io 4 + @socket.io/redis-adapter + ioredis), same private redis-server, same run.
+#
+#   bench/socketio_fanout.sh                  # N=10000 connections
+#   bench/socketio_fanout.sh --n 50000        # the 50k target (N=50000 works too)
+#   N=5000 WORKERS=4 ROUNDS=3 MESSAGES=20 bench/socketio_fanout.sh
+#
+# Load: WORKERS node processes (peers/node-socketio/client.js) hold N raw WebSocket clients
+# speaking the Engine.IO/Socket.IO text protocol (no socket.io-client overhead), spread over
+# several loopback source addresses. For each server the driver (driver.js) measures
+#   - connect time and the server's RSS growth per connection (idle, each socket in its own
+#     user room and in `admins`),
+#   - many rooms: ROUNDS × N status PUBLISHes on agent:rebalance:status, one per user, each
+#     delivered to that user's socket,
+#   - one room: MESSAGES PUBLISHes to room `admins` on agent:rebalance:events, each delivered
+#     to all N sockets,
+# counting deliveries at the clients. Then prints a table with the ratios.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+N=${N:-10000}
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --n) N=$2; shift 2 ;;
+    *) echo "usage: $0 [--n N]" >&2; exit 2 ;;
+  esac
+done
+SB_BIN=${SB_BIN:-build/switchboard}
+WORKERS=${WORKERS:-4}
+ROUNDS=${ROUNDS:-3}
+MESSAGES=${MESSAGES:-20}
+SECRET=bench-secret
+PEER=bench/peers/node-socketio
+
+[[ -x $SB_BIN ]] || { echo "bench: $SB_BIN not built (cmake --build build)" >&2; exit 2; }
+if [[ ! -d $PEER/node_modules ]]; then
+  (cd $PEER && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi
+# every connection is a descriptor in the server (and one in a client process); the hard
+# limit can only be raised with CAP_SYS_RESOURCE (50k needs it: ulimit -Hn 60000 or more)
+want=$((N * 2 + 4096))
+if (( $(ulimit -Hn) < want )); then ulimit -Hn "$want" 2>/dev/null || true; fi
+ulimit -n "$(( $(ulimit -Hn) < want ? $(ulimit -Hn) : want ))"
+(( $(ulimit -n) >= N + 256 )) || { echo "bench: ulimit -n $(ulimit -n) is too low for N=$N" >&2; exit 2; }
+# loopback source addresses: ~28k ephemeral ports each
+addrs=$(seq -s, -f '127.0.0.%g' 2 $((2 + N / 20000 + 1)))
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+
+work=$(mktemp -d /tmp/sb-bench-sio.XXXXXX)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+rport=$(free_port)
+redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --dir "$work" \
+  --maxclients $((N + 1000)) --loglevel warning >"$work/redis.log" 2>&1 &
+pids+=($!)
+until redis-cli -p "$rport" ping >/dev/null 2>&1; do sleep 0.05; done
+export JWT_SECRET=$SECRET REDIS_URL=redis://127.0.0.1:$rport
+
+wait_http() { # url
+  for _ in $(seq 1 200); do
+    curl -s -o /dev/null "$1" && return 0
+    sleep 0.05
+  done
+  echo "bench: $1 never answered" >&2; exit 1
+}
+
+run() { # name port pid
+  node "$PEER/driver.js" "$1" "ws://127.0.0.1:$2" "$3" "$N" "$WORKERS" "$MESSAGES" "$ROUNDS" \
+    "$REDIS_URL" "$SECRET" "$addrs" | tail -1
+}
+
+sport=$(free_port)
+PORT=$sport BIND=127.0.0.1 "$SB_BIN" gateway >"$work/gateway.log" 2>&1 &
+spid=$!
+pids+=($spid)
+wait_http "http://127.0.0.1:$sport/healthz"
+echo "switchboard gateway: $N connections..." >&2
+sb=$(run switchboard "$sport" "$spid")
+kill "$spid"; wait "$spid" 2>/dev/null || true
+
+nport=$(free_port)
+PORT=$nport node --max-old-space-size=8192 "$PEER/server.js" >"$work/node.log" 2>&1 &
+npid=$!
+pids+=($npid)
+wait_http "http://127.0.0.1:$nport/"
+echo "node socket.io: $N connections..." >&2
+nd=$(run node-socketio "$nport" "$npid")
+
+python3 - "$sb" "$nd" <<'PY'
+import json, sys
+s, n = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+rows = [
+    ("connections held", "connected", "{:.0f}", None),
+    ("connect errors", "errors", "{:.0f}", None),
+    ("time to connect all (s)", "connectS", "{:.1f}", "low"),
+    ("server RSS, idle (MB)", "rssBaseMb", "{:.1f}", None),
+    ("server RSS with N (MB)", "rssMb", "{:.1f}", "low"),
+    ("RSS per connection (KB)", "kbPerConn", "{:.2f}", "low"),
+    ("fan-out, many rooms (msg/s)", "manyRoomsPerS", "{:.0f}", "high"),
+    ("fan-out, one room (msg/s)", "oneRoomPerS", "{:.0f}", "high"),
+    ("many rooms, per server CPU-s", "manyRoomsPerCpuS", "{:.0f}", "high"),
+    ("one room, per server CPU-s", "oneRoomPerCpuS", "{:.0f}", "high"),
+]
+print(f"N = {s['n']}")
+print(f"| {'metric':<30} | {'switchboard':>12} | {'node socket.io':>14} | {'ratio':>7} |")
+print(f"|{'-'*32}|{'-'*14}|{'-'*16}|{'-'*9}|")
+for label, k, fmt, better in rows:
+    a, b = s[k], n[k]
+    ratio = ""
+    if better == "high" and b: ratio = f"{a / b:.1f}x"
+    if better == "low" and a: ratio = f"{b / a:.1f}x"
+    print(f"| {label:<30} | {fmt.format(a):>12} | {fmt.format(b):>14} | {ratio:>7} |")
+print("ratio: how many times better switchboard is (higher rate, lower memory / time)")
+for r in (s, n):
+    if r["manyRoomsDelivered"] < r["connected"] or r["oneRoomDelivered"] < r["connected"]:
+        print(f"WARNING: {r['name']} lost deliveries: {r}")
+PY
