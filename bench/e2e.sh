@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# End to end: HTTP POST → agent → `done` event at the job owner's socket.io-client, for
+#   (a) switchboard: `switchboard gateway` + `switchboard agent --concurrency N`,
+#   (b) the seeds' Node design (bench/peers/node-design: express + ioredis + socket.io server
+#       with the Redis status subscriber; ioredis BRPOP agents publishing processing/done),
+#   (c) BullMQ (bench/peers/bullmq: Queue.add → Worker → QueueEvents `completed`; no HTTP),
+# one after the other (never at once) on one private redis-server (free loopback port, no
+# persistence), FLUSHALL before each system, all in the same invocation. For each system:
+#   - jobs/s at saturation: closed loop, INFLIGHT jobs in flight over USERS users, after a
+#     WARMUP, over a DURATION window;
+#   - p50/p99 end-to-end latency in an open loop paced at LATENCY_LOAD (50 %) of that system's
+#     own saturation rate, measured from each job's scheduled time;
+#   - Redis commands per job (INFO commandstats deltas, commands inside scripts and MULTI
+#     included) and Redis, gateway, agent CPU per job (/proc/PID/stat utime+stime deltas)
+#     over the saturation window; the load generators' own CPU, to judge whether they limit.
+# Every system gets the same agent/worker concurrency (CONCURRENCY, split over AGENT_PROCS
+# processes) and the same client side (USERS sockets, CONNECTIONS keep-alive HTTP connections,
+# LOADGEN_PROCS Node load generators using undici and the official socket.io-client over
+# WebSocket). Every posted job is followed to `done`; any that is not fails the run (exit 1).
+# Prints one table with the ratios, then Redis commands per job by command.
+#
+#   bench/e2e.sh [build/switchboard]
+#   DURATION=30 WARMUP=5 RUNS=3 bench/e2e.sh         # longer runs
+#   SYSTEMS=switchboard,bullmq CONCURRENCY=16 bench/e2e.sh
+# Knobs (defaults): DURATION=10 WARMUP=3 RUNS=2 USERS=64 CONNECTIONS=32 INFLIGHT=256
+#   CONCURRENCY=8 AGENT_PROCS=2 LOADGEN_PROCS=2 LATENCY_LOAD=0.5
+#   SYSTEMS=switchboard,node-design,bullmq
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export SB_BIN=${1:-${SB_BIN:-build/switchboard}}
+[[ -x $SB_BIN ]] || { echo "bench: $SB_BIN not built (cmake --build build)" >&2; exit 2; }
+command -v redis-server >/dev/null || { echo "bench: redis-server is not installed" >&2; exit 2; }
+for dir in bench/e2e bench/peers/node-design bench/peers/bullmq; do
+  if [[ ! -d $dir/node_modules ]]; then
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  fi
+done
+exec node bench/e2e/orchestrate.js
