@@ -43,13 +43,14 @@ static const char SB_FINISH_LUA[] =
     "if ARGV[5] == 'requeue' then\n"
     "  redis.call('RPUSH', KEYS[3], ARGV[1])\n"
     "else\n"
-    "  redis.call('INCR', KEYS[4])\n"
-    "  redis.call('EXPIRE', KEYS[4], ARGV[9])\n"
+    "  if redis.call('INCR', KEYS[4]) == 1 then redis.call('EXPIRE', KEYS[4], ARGV[9]) end\n"
     "  if ARGV[5] == 'done' then\n"
     "    redis.call('ZADD', KEYS[5], ARGV[6], ARGV[1])\n"
     "    redis.call('EXPIRE', KEYS[5], ARGV[9])\n"
-    "    if redis.call('ZCARD', KEYS[5]) > tonumber(ARGV[8]) then\n"
-    "      redis.call('ZREM', KEYS[5], redis.call('ZRANDMEMBER', KEYS[5]))\n"
+    /* over the bound by 10 %: evict the excess at random in one go (amortised) */
+    "    local card, cap = redis.call('ZCARD', KEYS[5]), tonumber(ARGV[8])\n"
+    "    if card > cap + cap / 10 then\n"
+    "      redis.call('ZREM', KEYS[5], unpack(redis.call('ZRANDMEMBER', KEYS[5], card - cap)))\n"
     "    end\n"
     "  else\n"
     "    redis.call('LPUSH', KEYS[3], ARGV[1])\n"
@@ -63,6 +64,14 @@ static const char SB_FINISH_LUA[] =
     "             'event_type', ARGV[12], 'timestamp', ARGV[13], 'data', ARGV[14])\n"
     "end\n"
     "return 1\n";
+
+/* Takes the next job without blocking: moves its id into our processing list and reads its
+ * record, in one round trip. KEYS: 1 jobs list, 2 processing list. ARGV: 1 record key prefix.
+ * Returns nil when the queue is empty, else {id, record or nil (expired)}. */
+static const char SB_TAKE_LUA[] =
+    "local id = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')\n"
+    "if not id then return false end\n"
+    "return {id, redis.call('GET', ARGV[1] .. id)}\n";
 
 /* Moves a dead agent's processing list back to the consuming end of the queue, oldest taken
  * ending rightmost (next out). KEYS: 1 processing list, 2 its presence key, 3 jobs list.
@@ -105,7 +114,8 @@ struct sb_agent {
     int status_ttl, heartbeat_s, recovery_s;
     sb_handler_cb cb;
     void *user;
-    sb_script_t finish, recover, cas;
+    sb_script_t finish, recover, cas, take;
+    char k_job_prefix[SB_KEY_LEN]; /* agent:{type}:job: */
     sb_presence_ctx_t presence; /* presence scripts; TTL AGENT_STATUS_TTL */
 
     atomic_int stop;       /* workers: take no more jobs */
@@ -445,27 +455,77 @@ static void sb_run_attempts(sb_run_t *r) {
     }
 }
 
-static void sb_worker_process(sb_worker_t *w, const char *id) {
+/* A job taken from the queue: its id, and its record when the take already read it. */
+typedef struct {
+    char *id;       /* malloc'd */
+    char *record;   /* malloc'd; NULL when expired or not read */
+    int have_record;
+} sb_taken_t;
+
+static void sb_taken_free(sb_taken_t *t) {
+    free(t->id);
+    free(t->record);
+    memset(t, 0, sizeof *t);
+}
+
+/* Takes the next job. Under load the take script moves the id and reads the record in one
+ * round trip; when the queue is empty BLMOVE waits (up to SB_TAKE_TIMEOUT_S) and the record is
+ * read afterwards. Returns 1 with *t filled, 0 when nothing came, -1 on a Redis error. */
+static int sb_worker_take(sb_worker_t *w, sb_taken_t *t) {
     sb_agent_t *a = w->agent;
-    char *json = NULL, why[256];
-    int rc = sb_worker_get(w, id, &json);
+    const char *argv[] = {a->k_jobs, a->k_proc, a->k_job_prefix};
+    redisReply *rep = sb_redis_eval(w->redis, &a->take, 2, 3, argv, NULL);
+    if (rep && rep->type == REDIS_REPLY_NIL) {
+        freeReplyObject(rep);
+        rep = sb_redis_cmd(w->redis, "BLMOVE %s %s RIGHT LEFT %d", a->k_jobs, a->k_proc,
+                           SB_TAKE_TIMEOUT_S);
+    }
+    if (!rep) return -1;
+    int rc = 0;
+    if (rep->type == REDIS_REPLY_STRING) { /* BLMOVE */
+        t->id = strndup(rep->str, rep->len);
+        rc = t->id ? 1 : -1;
+    } else if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
+               rep->element[0]->type == REDIS_REPLY_STRING) { /* take script */
+        t->id = strndup(rep->element[0]->str, rep->element[0]->len);
+        t->have_record = 1;
+        if (rep->element[1]->type == REDIS_REPLY_STRING)
+            t->record = strndup(rep->element[1]->str, rep->element[1]->len);
+        rc = t->id && (t->record || rep->element[1]->type != REDIS_REPLY_STRING) ? 1 : -1;
+    } else if (rep->type == REDIS_REPLY_ERROR) {
+        sb_error("agent", "taking a job failed: %s", rep->str);
+        rc = -1;
+    }
+    freeReplyObject(rep);
+    if (rc < 0) sb_taken_free(t);
+    return rc;
+}
+
+static void sb_worker_process(sb_worker_t *w, sb_taken_t *t) {
+    sb_agent_t *a = w->agent;
+    const char *id = t->id;
+    char why[256];
+    int too_long = strlen(id) >= SB_JOB_ID_LEN; /* no job of ours has such an id */
+    int rc = too_long ? SB_ENOTFOUND
+             : t->have_record ? (t->record ? SB_OK : SB_ENOTFOUND)
+                              : sb_worker_get(w, id, &t->record);
     if (rc == SB_ENOTFOUND) {
         /* nothing to run and nobody to tell: just forget the id */
         redisReply *rep = sb_redis_cmd(w->redis, "LREM %s 1 %s", a->k_proc, id);
         if (rep) freeReplyObject(rep);
-        sb_warn("agent", "job %s: record expired or missing; id dropped", id);
+        sb_warn("agent", "job %.64s: %s; id dropped", id,
+                too_long ? "id longer than any job id" : "record expired or missing");
         sb_stat_add(a, &a->stats.bad_records, 1);
         return;
     }
     if (rc != SB_OK) return; /* canceled while Redis was down: recovery will requeue it */
     sb_run_t r = {.w = w, .id = id};
-    if (sb_job_parse(json, strlen(json), &r.job, why, sizeof why) != SB_OK) {
+    if (sb_job_parse(t->record, strlen(t->record), &r.job, why, sizeof why) != SB_OK) {
         sb_run_bad_record(w, id, why);
     } else {
         sb_run_attempts(&r);
         sb_job_close(&r.job);
     }
-    free(json);
 }
 
 /* ---- worker thread ----------------------------------------------------------------------- */
@@ -476,22 +536,18 @@ static void *sb_worker_main(void *arg) {
     while (!atomic_load(&a->stop) && !atomic_load(&a->present)) sb_sleep_ms(50, &a->stop);
     while (!atomic_load(&a->stop)) {
         if (sb_redis_ensure(w->redis, &a->stop) != SB_OK) break;
-        redisReply *rep = sb_redis_cmd(w->redis, "BLMOVE %s %s RIGHT LEFT %d", a->k_jobs,
-                                       a->k_proc, SB_TAKE_TIMEOUT_S);
-        if (!rep) continue;
-        if (rep->type == REDIS_REPLY_STRING) {
-            char id[SB_JOB_ID_LEN];
-            snprintf(id, sizeof id, "%.*s", (int)rep->len, rep->str);
-            sb_worker_set_job(w, id);
+        sb_taken_t t = {0};
+        int rc = sb_worker_take(w, &t);
+        if (rc == 1) {
+            sb_worker_set_job(w, t.id);
             atomic_fetch_add(&a->inflight, 1);
-            sb_worker_process(w, id);
+            sb_worker_process(w, &t);
             atomic_fetch_sub(&a->inflight, 1);
             sb_worker_set_job(w, NULL);
-        } else if (rep->type == REDIS_REPLY_ERROR) {
-            sb_error("agent", "BLMOVE failed: %s", rep->str);
-            sb_sleep_ms(1000, &a->stop);
+            sb_taken_free(&t);
+        } else if (rc < 0 && sb_redis_connected(w->redis)) {
+            sb_sleep_ms(1000, &a->stop); /* a Redis error reply: do not spin */
         }
-        freeReplyObject(rep);
     }
     pthread_mutex_lock(&a->lock);
     a->active--;
@@ -655,6 +711,7 @@ sb_agent_t *sb_agent_create(const sb_config_t *cfg, sb_handler_cb cb, void *user
     sb_key(a->k_proc, sizeof a->k_proc, SB_KEY_PROCESSING, a->type, a->id);
     sb_key(a->k_dead, sizeof a->k_dead, SB_KEY_DEAD, a->type, NULL);
     sb_key(a->k_status, sizeof a->k_status, SB_KEY_STATUS, a->type, NULL);
+    sb_key(a->k_job_prefix, sizeof a->k_job_prefix, SB_KEY_JOB, a->type, "");
     a->max_attempts = cfg->max_attempts;
     a->backoff_ms = cfg->retry_backoff_ms;
     a->backoff_max_ms = cfg->retry_backoff_max_ms;
@@ -666,6 +723,7 @@ sb_agent_t *sb_agent_create(const sb_config_t *cfg, sb_handler_cb cb, void *user
     sb_script_init(&a->finish, SB_FINISH_LUA);
     sb_script_init(&a->recover, SB_RECOVER_LUA);
     sb_script_init(&a->cas, SB_RECORD_CAS_LUA);
+    sb_script_init(&a->take, SB_TAKE_LUA);
     sb_presence_init(&a->presence, cfg->agent_status_ttl, cfg->concurrency);
     pthread_mutex_init(&a->lock, NULL);
     pthread_cond_init(&a->cond, NULL);

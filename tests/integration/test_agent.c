@@ -242,6 +242,11 @@ static void test_bad_records_are_counted_and_skipped(void **state) {
     }
     rep = sb_redis_cmd(r, "LPUSH agent:rebalance:jobs 3-expired");
     freeReplyObject(rep);
+    char longid[200];
+    memset(longid, 'x', sizeof longid - 1);
+    longid[sizeof longid - 1] = '\0';
+    rep = sb_redis_cmd(r, "LPUSH agent:rebalance:jobs %s", longid);
+    freeReplyObject(rep);
     char good[SB_JOB_ID_LEN];
     enqueue(r, "{\"n\":7}", good);
     sb_config_t cfg = test_config();
@@ -252,8 +257,43 @@ static void test_bad_records_are_counted_and_skipped(void **state) {
     free(st);
     sb_agent_stats_t stats;
     sb_agent_stats(a, &stats);
-    assert_int_equal(stats.bad_records, 3);
+    assert_int_equal(stats.bad_records, 4);
     assert_int_equal(llen(r, "agent:rebalance:dead"), 2); /* the two unreadable records */
+    rep = sb_redis_cmd(r, "KEYS agent:rebalance:processing:*");
+    assert_int_equal(rep->elements, 0); /* nothing stuck, not even the over-long id */
+    freeReplyObject(rep);
+    sb_agent_wait(a, 5);
+    sb_agent_free(a);
+    sb_config_close(&cfg);
+    sb_redis_free(r);
+}
+
+/* The execution-time sample stays bounded: past the bound by 10 % the excess is evicted. */
+static void test_execution_times_stay_bounded(void **state) {
+    (void)state;
+    sb_redis_t *r = sb_test_redis_client(&srv);
+    sb_batch_t *b = sb_batch_create();
+    int extra = SB_METRICS_EXEC_MAX + SB_METRICS_EXEC_MAX / 10;
+    for (int i = 0; i < extra; i++)
+        assert_int_equal(sb_batch_add(b, "ZADD metrics:agent:rebalance:execution_times %d old-%d",
+                                      i % 500, i), 0);
+    redisReply **replies = calloc(sb_batch_count(b), sizeof *replies);
+    assert_int_equal(sb_redis_pipeline(r, b, replies), 0);
+    sb_replies_free(replies, sb_batch_count(b));
+    free(replies);
+    sb_batch_free(b);
+    char id[SB_JOB_ID_LEN];
+    enqueue(r, "{\"n\":1}", id);
+    sb_config_t cfg = test_config();
+    probe_t p = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    sb_agent_t *a = start_agent(&cfg, &p);
+    free(wait_terminal(r, id));
+    redisReply *rep = sb_redis_cmd(r, "ZCARD metrics:agent:rebalance:execution_times");
+    assert_int_equal(rep->integer, SB_METRICS_EXEC_MAX);
+    freeReplyObject(rep);
+    rep = sb_redis_cmd(r, "TTL metrics:agent:rebalance:execution_times");
+    assert_true(rep->integer > 0);
+    freeReplyObject(rep);
     sb_agent_wait(a, 5);
     sb_agent_free(a);
     sb_config_close(&cfg);
@@ -407,6 +447,7 @@ int main(void) {
         cmocka_unit_test_setup(test_enqueue_is_atomic_and_complete, setup),
         cmocka_unit_test_setup(test_fifo_retry_and_dead_letter, setup),
         cmocka_unit_test_setup(test_bad_records_are_counted_and_skipped, setup),
+        cmocka_unit_test_setup(test_execution_times_stay_bounded, setup),
         cmocka_unit_test_setup(test_recovers_jobs_of_a_dead_agent, setup),
         cmocka_unit_test_setup(test_shutdown_puts_back_unfinished_jobs, setup),
         cmocka_unit_test_setup(test_survives_redis_restart, setup),
