@@ -59,6 +59,8 @@ typedef struct {
     char *user_id;          /* --user-id: its user id */
     int limit;              /* --limit: how many items a listing shows */
     int timeout;            /* --timeout: seconds a waiting verb waits (0 = forever) */
+    int days;               /* --days: metrics window, 1..30 */
+    int jobs;               /* --jobs: how many jobs `bench` sends */
     /* event bus (switchboard events …) */
     char *group;            /* --group: consumer group (agent-group) */
     char *consumer;         /* --consumer: consumer name (default {hostname}-{pid}) */

@@ -46,6 +46,10 @@ redisReply *sb_redis_cmdargv(sb_redis_t *r, int argc, const char **argv, const s
 /* Reads the next reply without sending anything (pub/sub messages after SUBSCRIBE). NULL on
  * timeout or I/O error (the connection is then dropped). */
 redisReply *sb_redis_read(sb_redis_t *r);
+/* The same, waiting at most timeout_ms: NULL with *timed_out = 1 when nothing arrived (the
+ * connection stays usable — unlike a socket timeout, after which hiredis drops it), NULL with
+ * *timed_out = 0 on an I/O error (the connection is then dropped). */
+redisReply *sb_redis_read_wait(sb_redis_t *r, int timeout_ms, int *timed_out);
 
 /* ---- pipelines ------------------------------------------------------------------------- */
 typedef struct sb_batch sb_batch_t;

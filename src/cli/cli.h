@@ -12,6 +12,8 @@ int sb_cmd_enqueue(sb_config_t *cfg);
 int sb_cmd_job(sb_config_t *cfg);
 int sb_cmd_queue(sb_config_t *cfg);
 int sb_cmd_up(sb_config_t *cfg);
+int sb_cmd_metrics(sb_config_t *cfg);
+int sb_cmd_bench(sb_config_t *cfg);
 int sb_cmd_events(sb_config_t *cfg);
 int sb_cmd_gateway(sb_config_t *cfg);
 int sb_cmd_token(sb_config_t *cfg);

@@ -98,6 +98,20 @@ static const char sb_presence_detail[] =
     "  agents:meta; events on channel agent:presence. Worker agents are in department\n"
     "  'workers'; people get --max-chats chats each.\n";
 
+static const char sb_metrics_detail[] =
+    "  The summary of SPEC §4 (what GET /api/v1/agent/{type}/metrics answers), read from\n"
+    "  Redis: jobs submitted, done and failed, average and p95 execution time, rate-limit\n"
+    "  checks and refusals, and jobs per day. --json prints the route's JSON document.\n"
+    "  Exit codes: 0 ok, 2 usage, 3 Redis unavailable.\n";
+
+static const char sb_bench_detail[] =
+    "  Measures this installation end to end through Redis: sends --jobs jobs (atomic\n"
+    "  enqueue, pipelined 100 per round trip) for the agents that are running, follows their\n"
+    "  status messages, prints progress every second on stderr, then jobs/s and the\n"
+    "  enqueue → done latency (p50/p95/p99). Example, with `switchboard up` running:\n"
+    "    REDIS_URL=unix://$PWD/.run/redis.sock switchboard bench --jobs 20000\n"
+    "  Exit codes: 0 all finished, 1 timed out (--timeout, default 300 s), 3 Redis unavailable.\n";
+
 static const sb_verb_t sb_verbs[] = {
     {"up", sb_cmd_up, "up [--port N] [--concurrency N] [--data-dir DIR]",
      "the whole system here: private redis-server (unless REDIS_URL), gateway, agent, dashboard",
@@ -128,6 +142,12 @@ static const sb_verb_t sb_verbs[] = {
     {"presence", sb_cmd_presence, "presence [list [DEPT]|stats|agent ID|assign DEPT|...]",
      "who is online, by department", sb_presence_detail,
      SB_REDIS_FLAGS "json agent-status-ttl max-chats max-events timeout"},
+    {"metrics", sb_cmd_metrics, "metrics [--type T] [--days N] [--json]",
+     "the jobs metrics summary (totals, failures, execution times, rate limit, per day)",
+     sb_metrics_detail, SB_REDIS_FLAGS "type days json"},
+    {"bench", sb_cmd_bench, "bench [--type T] [--jobs N] [--timeout S]",
+     "send N jobs to the running agents and measure jobs/s and latency", sb_bench_detail,
+     SB_REDIS_FLAGS "type jobs timeout"},
     {"events", sb_cmd_events, "events publish|request|tail|replay|pending|info|consume ...",
      "event bus on Redis Streams (switchboard events --help)", sb_events_detail,
      SB_REDIS_FLAGS "group consumer maxlen count block-ms min-idle-ms max-deliveries "

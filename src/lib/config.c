@@ -86,6 +86,8 @@ static const sb_setting_t sb_settings[] = {
     {NULL, "user", SB_SET_STR, OFF(user), 0, 0, "cli", "publicKey of the user a job belongs to"},
     {NULL, "user-id", SB_SET_STR, OFF(user_id), 0, 0, NULL, "user id of that user"},
     {NULL, "limit", SB_SET_INT, OFF(limit), 1, 100000, "10", "items a listing shows"},
+    {NULL, "days", SB_SET_INT, OFF(days), 1, 30, "7", "metrics: summary over the last N days"},
+    {NULL, "jobs", SB_SET_INT, OFF(jobs), 1, 10000000, "10000", "bench: jobs to send"},
     {NULL, "timeout", SB_SET_INT, OFF(timeout), 0, 86400, "0",
      "seconds a waiting verb waits (0 = forever)"},
     {"EVENTS_GROUP", "group", SB_SET_STR, OFF(group), 0, 0, "agent-group",

@@ -4,6 +4,8 @@
  * context unusable after one), so "connected" always means "the last command worked".
  * sb_redis_ensure() owns reconnecting: capped exponential backoff, one log line when the
  * connection is lost and one when it is back, however many attempts lie between. */
+#include <errno.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -175,6 +177,28 @@ redisReply *sb_redis_read(sb_redis_t *r) {
         return NULL;
     }
     return rep;
+}
+
+redisReply *sb_redis_read_wait(sb_redis_t *r, int timeout_ms, int *timed_out) {
+    void *rep = NULL;
+    *timed_out = 0;
+    if (!r->ctx) return NULL;
+    if (redisGetReplyFromReader(r->ctx, &rep) != REDIS_OK) goto broken;
+    if (rep) return rep; /* already buffered */
+    struct pollfd p = {.fd = r->ctx->fd, .events = POLLIN};
+    int n = poll(&p, 1, timeout_ms);
+    if (n == 0 || (n < 0 && errno == EINTR)) {
+        *timed_out = 1;
+        return NULL;
+    }
+    if (n < 0 || redisBufferRead(r->ctx) != REDIS_OK ||
+        redisGetReplyFromReader(r->ctx, &rep) != REDIS_OK)
+        goto broken;
+    if (!rep) *timed_out = 1; /* a partial reply: the rest comes with the next read */
+    return rep;
+broken:
+    sb_redis_broken(r);
+    return NULL;
 }
 
 /* ---- pipelines ------------------------------------------------------------------------- */

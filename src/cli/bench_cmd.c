@@ -1,0 +1,192 @@
+/* `switchboard bench`: how fast is this installation? Sends --jobs jobs of --type straight to
+ * Redis (the atomic enqueue, pipelined 100 per round trip) for whatever agents are running,
+ * and follows their status messages until every job is done or failed. Prints progress once a
+ * second on stderr, then jobs/s and the enqueue → done latency percentiles.
+ *
+ * A second thread reads the status channel (subscribed before the first enqueue) and stamps
+ * each final message as it arrives, so latency is not distorted by the sending loop; the two
+ * threads share only the job table, whose slots are written once each. */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "cli/cli.h"
+#include "switchboard/switchboard.h"
+
+#define SB_BENCH_BATCH 100
+
+typedef struct {
+    char id[SB_JOB_ID_LEN];
+    int64_t sent_ms;              /* monotonic, when its batch was written */
+    _Atomic int64_t done_ms;      /* monotonic, when its final status arrived (0: not yet) */
+    atomic_int failed;
+} sb_bench_job_t;
+
+typedef struct {
+    sb_bench_job_t *jobs;         /* sorted by id once all are created */
+    size_t n;
+    atomic_size_t finished;
+    atomic_int stop;
+    sb_redis_t *sub;
+    char user[64];
+} sb_bench_t;
+
+static int sb_bench_cmp(const void *a, const void *b) {
+    return strcmp(((const sb_bench_job_t *)a)->id, ((const sb_bench_job_t *)b)->id);
+}
+
+static sb_bench_job_t *sb_bench_find(sb_bench_t *b, const char *id) {
+    sb_bench_job_t key;
+    snprintf(key.id, sizeof key.id, "%s", id);
+    return bsearch(&key, b->jobs, b->n, sizeof *b->jobs, sb_bench_cmp);
+}
+
+/* The subscriber thread: stamps every job's first done/error message. */
+static void *sb_bench_listen(void *arg) {
+    sb_bench_t *b = arg;
+    while (!atomic_load(&b->stop)) {
+        int idle;
+        redisReply *msg = sb_redis_read_wait(b->sub, 200, &idle);
+        if (!msg) {
+            if (!idle) break; /* connection lost: the main loop reports what finished */
+            continue;         /* nothing for 200 ms: check stop */
+        }
+        cJSON *root = NULL;
+        sb_status_t st;
+        char err[64];
+        if (msg->type == REDIS_REPLY_ARRAY && msg->elements == 3 &&
+            sb_status_parse(msg->element[2]->str, msg->element[2]->len, &root, &st, err,
+                            sizeof err) == SB_OK &&
+            strcmp(st.user_id, b->user) == 0 && strcmp(st.status, "processing") != 0) {
+            sb_bench_job_t *j = sb_bench_find(b, st.job_id);
+            int64_t zero = 0;
+            if (j && atomic_compare_exchange_strong(&j->done_ms, &zero, sb_mono_ms())) {
+                atomic_store(&j->failed, strcmp(st.status, "error") == 0);
+                atomic_fetch_add(&b->finished, 1);
+            }
+        }
+        cJSON_Delete(root);
+        freeReplyObject(msg);
+    }
+    return NULL;
+}
+
+/* Creates every job's id and record up front (so the listener can look ids up). */
+static int sb_bench_prepare(sb_bench_t *b, size_t n) {
+    b->jobs = calloc(n, sizeof *b->jobs);
+    if (!b->jobs) return SB_ENOMEM;
+    b->n = n;
+    for (size_t i = 0; i < n; i++)
+        if (sb_job_id_new(b->jobs[i].id) != SB_OK) return SB_ERR;
+    qsort(b->jobs, n, sizeof *b->jobs, sb_bench_cmp);
+    return SB_OK;
+}
+
+/* Sends the jobs SB_BENCH_BATCH at a time, each an atomic enqueue, one round trip per batch. */
+static int sb_bench_send(sb_bench_t *b, sb_redis_t *r, const char *type) {
+    sb_batch_t *batch = sb_batch_create();
+    cJSON *payload = cJSON_Parse("{\"amount\":1000,\"bench\":true}");
+    sb_user_t user = {.public_key = b->user};
+    redisReply **replies = calloc(SB_BENCH_BATCH * 16, sizeof *replies);
+    int rc = batch && payload && replies ? SB_OK : SB_ENOMEM;
+    for (size_t i = 0; i < b->n && rc == SB_OK; i += SB_BENCH_BATCH) {
+        sb_batch_reset(batch);
+        int64_t now = sb_now_ms();
+        for (size_t k = i; k < b->n && k < i + SB_BENCH_BATCH && rc == SB_OK; k++) {
+            cJSON *rec = sb_job_record_new(type, b->jobs[k].id, &user, payload, now);
+            char *json = rec ? sb_json_print(rec) : NULL;
+            rc = json ? sb_job_enqueue_batch(batch, type, b->jobs[k].id, b->user, json, now)
+                      : SB_ENOMEM;
+            cJSON_Delete(rec);
+            free(json);
+        }
+        int64_t sent = sb_mono_ms();
+        for (size_t k = i; k < b->n && k < i + SB_BENCH_BATCH; k++) b->jobs[k].sent_ms = sent;
+        if (rc == SB_OK && (rc = sb_redis_pipeline(r, batch, replies)) == SB_OK)
+            sb_replies_free(replies, sb_batch_count(batch));
+    }
+    free(replies);
+    cJSON_Delete(payload);
+    sb_batch_free(batch);
+    return rc;
+}
+
+static int sb_cmp_i64(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static void sb_bench_report(sb_bench_t *b, int64_t started, int64_t ended) {
+    int64_t *lat = malloc(b->n * sizeof *lat);
+    size_t n = 0, failed = 0;
+    for (size_t i = 0; lat && i < b->n; i++) {
+        int64_t d = atomic_load(&b->jobs[i].done_ms);
+        if (!d) continue;
+        lat[n++] = d - b->jobs[i].sent_ms;
+        failed += atomic_load(&b->jobs[i].failed) != 0;
+    }
+    double secs = (ended - started) / 1000.0;
+    printf("jobs:       %zu sent, %zu finished (%zu failed), %zu unfinished\n", b->n, n, failed,
+           b->n - n);
+    printf("throughput: %.0f jobs/s (%.2f s)\n", secs > 0 ? n / secs : 0.0, secs);
+    if (n) {
+        qsort(lat, n, sizeof *lat, sb_cmp_i64);
+        printf("latency:    p50 %lld ms, p95 %lld ms, p99 %lld ms, max %lld ms (enqueue → final "
+               "status)\n", (long long)lat[n / 2], (long long)lat[(n * 95) / 100],
+               (long long)lat[(n * 99) / 100], (long long)lat[n - 1]);
+    }
+    free(lat);
+}
+
+int sb_cmd_bench(sb_config_t *cfg) {
+    sb_bench_t b = {0};
+    snprintf(b.user, sizeof b.user, "bench-%ld", (long)getpid());
+    sb_redis_t *r = sb_cli_connect(cfg);
+    b.sub = r ? sb_cli_connect(cfg) : NULL;
+    char chan[SB_KEY_LEN];
+    redisReply *rep = b.sub ? sb_redis_cmd(b.sub, "SUBSCRIBE %s",
+                                           sb_key(chan, sizeof chan, SB_KEY_STATUS, cfg->job_type,
+                                                  NULL)) : NULL;
+    int rc = rep ? sb_bench_prepare(&b, (size_t)cfg->jobs) : SB_EREDIS;
+    if (rep) freeReplyObject(rep);
+    pthread_t listener;
+    int listening = 0;
+    if (rc == SB_OK) {
+        listening = pthread_create(&listener, NULL, sb_bench_listen, &b) == 0;
+        if (!listening) rc = SB_ERR;
+    }
+    int64_t started = sb_mono_ms(), deadline = started + (int64_t)(cfg->timeout ? cfg->timeout : 300) * 1000;
+    if (rc == SB_OK) {
+        fprintf(stderr, "bench: sending %d %s jobs as user %s (agents must be running)\n",
+                cfg->jobs, cfg->job_type, b.user);
+        rc = sb_bench_send(&b, r, cfg->job_type);
+    }
+    int64_t next = started;
+    while (rc == SB_OK && atomic_load(&b.finished) < b.n && sb_mono_ms() < deadline) {
+        if (sb_mono_ms() >= next) {
+            size_t f = atomic_load(&b.finished);
+            double secs = (sb_mono_ms() - started) / 1000.0;
+            fprintf(stderr, "\rbench: %zu/%zu finished, %.0f jobs/s   ", f, b.n,
+                    secs > 0 ? f / secs : 0.0);
+            next += 1000;
+        }
+        sb_sleep_ms(20, NULL);
+    }
+    int64_t ended = sb_mono_ms();
+    atomic_store(&b.stop, 1);
+    if (listening) pthread_join(listener, NULL);
+    if (rc == SB_OK) {
+        fprintf(stderr, "\n");
+        sb_bench_report(&b, started, ended);
+        if (atomic_load(&b.finished) < b.n)
+            fprintf(stderr, "bench: timed out; are agents running for type %s?\n", cfg->job_type);
+    } else {
+        fprintf(stderr, "switchboard bench: %s\n", sb_strerror(rc));
+    }
+    int finished_all = atomic_load(&b.finished) == b.n;
+    free(b.jobs);
+    sb_redis_free(b.sub);
+    sb_redis_free(r);
+    return rc != SB_OK ? 3 : finished_all ? 0 : 1;
+}
