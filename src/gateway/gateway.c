@@ -90,6 +90,7 @@ int sb_cmd_gateway(sb_config_t *cfg) {
     gw.cfg = cfg;
     gw.loop = &loop;
     gw.started_ms = sb_now_ms();
+    sb_presence_init(&gw.presence, cfg->agent_status_ttl, cfg->max_chats);
     gw.redis = sb_aredis_create(&loop, &cfg->redis, "commands");
     gw.lws = gw.redis ? sb_gw_lws_create(&gw) : NULL;
     if (!gw.lws) {

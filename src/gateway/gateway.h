@@ -11,6 +11,7 @@
 #include "gateway/aredis.h"
 #include "gateway/stats.h"
 #include "switchboard/config.h"
+#include "switchboard/presence.h"
 
 struct lws_context;
 
@@ -20,6 +21,7 @@ typedef struct sb_gateway {
     struct lws_context *lws;
     sb_aredis_t *redis;        /* commands (a SUBSCRIBE connection will be separate) */
     sb_gw_stats_t stats;       /* counters behind /metrics */
+    sb_presence_ctx_t presence;/* presence scripts and settings (read-only after start) */
     int64_t started_ms;
     int stopping;              /* SIGTERM seen: new requests get 503 */
 } sb_gateway_t;
