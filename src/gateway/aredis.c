@@ -41,6 +41,10 @@ struct sb_aredis {
     int64_t progress_ms;    /* monotonic time of the last reply, or of the first send */
     int64_t since_ms;       /* when the current attempt started / the connection came up */
     unsigned long long reconnects;
+    void (*on_up)(void *ud); /* runs each time the connection comes up */
+    void *on_up_ud;
+    sb_aredis_cb push_cb;   /* subscription messages (push mode) */
+    void *push_priv;
 };
 
 typedef struct {
@@ -89,6 +93,7 @@ static void sb_aredis_on_connect(const redisAsyncContext *ac, int status) {
                 sb_redis_addr_str(&ar->addr, where, sizeof where));
     }
     ar->lost = 0;
+    if (ar->on_up) ar->on_up(ar->on_up_ud);
 }
 
 static void sb_aredis_on_disconnect(const redisAsyncContext *ac, int status) {
@@ -226,5 +231,32 @@ int sb_aredis_send(sb_aredis_t *ar, const sb_batch_t *b, sb_aredis_cb cb, void *
         }
     }
     if (ar->pending++ == 0) ar->progress_ms = sb_mono_ms();
+    return SB_OK;
+}
+
+/* ---- push mode ------------------------------------------------------------------------------ */
+
+void sb_aredis_on_up(sb_aredis_t *ar, void (*fn)(void *ud), void *ud) {
+    ar->on_up = fn;
+    ar->on_up_ud = ud;
+}
+
+/* hiredis keeps this callback per channel and calls it for every push reply of it. */
+static void sb_aredis_push(redisAsyncContext *ac, void *reply, void *privdata) {
+    sb_aredis_t *ar = privdata;
+    (void)ac;
+    if (ar->push_cb) ar->push_cb(reply, ar->push_priv);
+}
+
+int sb_aredis_subscribe(sb_aredis_t *ar, const sb_batch_t *b, sb_aredis_cb cb, void *priv) {
+    if (ar->state != SB_AR_UP) return SB_EREDIS;
+    ar->push_cb = cb;
+    ar->push_priv = priv;
+    for (size_t i = 0; i < sb_batch_count(b); i++) {
+        size_t len;
+        const char *cmd = sb_batch_cmd(b, i, &len);
+        if (redisAsyncFormattedCommand(ar->ac, sb_aredis_push, ar, cmd, len) != REDIS_OK)
+            return SB_EREDIS;
+    }
     return SB_OK;
 }

@@ -9,7 +9,12 @@
  *
  * Commands go out as pre-formatted sb_batch_t batches (the same bytes the blocking client
  * sends). While disconnected, sending fails at once and the caller answers 503; nothing is
- * queued behind the caller's back. Everything runs on the loop thread. */
+ * queued behind the caller's back. Everything runs on the loop thread.
+ *
+ * Push mode (a SUBSCRIBE connection): sb_aredis_subscribe() sends SUBSCRIBE commands whose
+ * callback runs for every message of the subscription (and with NULL when the connection
+ * goes), and an on-up hook (sb_aredis_on_up) runs each time the connection is (re)made, so
+ * the owner subscribes again after every reconnect. */
 #ifndef SB_GATEWAY_AREDIS_H
 #define SB_GATEWAY_AREDIS_H
 
@@ -42,5 +47,14 @@ unsigned long long sb_aredis_reconnects(const sb_aredis_t *ar);
 /* Sends every command of b in one write; cb gets the last command's reply. Returns 0 (cb
  * will be called once), SB_EREDIS when not connected or SB_ENOMEM (cb is never called). */
 int sb_aredis_send(sb_aredis_t *ar, const sb_batch_t *b, sb_aredis_cb cb, void *priv);
+
+/* Installs the hook run every time the connection comes up (replacing any previous one). */
+void sb_aredis_on_up(sb_aredis_t *ar, void (*fn)(void *ud), void *ud);
+/* Sends the SUBSCRIBE / PSUBSCRIBE commands of b. cb(reply, priv) then runs for every push
+ * reply of those channels (["subscribe",ch,n], ["message",ch,payload]) for as long as the
+ * connection lives, and with NULL (once per channel) when it goes or is closed, including
+ * from inside sb_aredis_close. Subscriptions do not survive a reconnect: resubscribe from the
+ * on-up hook. Returns 0, or SB_EREDIS when not connected. */
+int sb_aredis_subscribe(sb_aredis_t *ar, const sb_batch_t *b, sb_aredis_cb cb, void *priv);
 
 #endif

@@ -14,6 +14,7 @@
 #include "cli/cli.h"
 #include "gateway/gateway.h"
 #include "gateway/http.h"
+#include "gateway/socketio.h"
 #include "switchboard/clock.h"
 #include "switchboard/log.h"
 
@@ -46,8 +47,9 @@ static void sb_gw_signal_cb(uv_signal_t *h, int signum) {
     if (gw->stopping) return;
     gw->stopping = 1;
     sb_info("gateway", "received %s: shutting down", signum == SIGTERM ? "SIGTERM" : "SIGINT");
-    sb_aredis_close(gw->redis);
+    sb_aredis_close(gw->redis); /* pending replies (replays too) get NULL now */
     gw->redis = NULL;
+    sb_socketio_stop(gw->sio);
     lws_context_destroy(gw->lws); /* first stage; lws finishes after its handles close */
     uv_close((uv_handle_t *)&s->sigterm, NULL);
     uv_close((uv_handle_t *)&s->sigint, NULL);
@@ -92,11 +94,14 @@ int sb_cmd_gateway(sb_config_t *cfg) {
     gw.started_ms = sb_now_ms();
     sb_presence_init(&gw.presence, cfg->agent_status_ttl, cfg->max_chats);
     gw.redis = sb_aredis_create(&loop, &cfg->redis, "commands");
-    gw.lws = gw.redis ? sb_gw_lws_create(&gw) : NULL;
+    gw.sio = gw.redis ? sb_socketio_create(&gw) : NULL;
+    gw.lws = gw.sio ? sb_gw_lws_create(&gw) : NULL;
     if (!gw.lws) {
         sb_error("gateway", "cannot listen on %s:%d", cfg->bind, cfg->port);
         sb_aredis_close(gw.redis);
+        sb_socketio_stop(gw.sio);
         uv_run(&loop, UV_RUN_DEFAULT);
+        sb_socketio_free(gw.sio);
         uv_loop_close(&loop);
         return 1;
     }
@@ -114,6 +119,7 @@ int sb_cmd_gateway(sb_config_t *cfg) {
         lws_context_destroy(gw.lws);
         uv_run(&loop, UV_RUN_DEFAULT);
     }
+    sb_socketio_free(gw.sio); /* lws has closed every connection: no conn is left attached */
     int rc = uv_loop_close(&loop);
     sb_info("gateway", "stopped%s", rc ? " (some handles were still open)" : "");
     return 0;

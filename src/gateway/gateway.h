@@ -1,6 +1,6 @@
 /* `switchboard gateway`: the process-wide state every gateway module shares.
  *
- * One libuv loop carries everything: libwebsockets (HTTP; later WebSocket) on that loop as a
+ * One libuv loop carries everything: libwebsockets (HTTP and WebSocket) on that loop as a
  * foreign loop, and hiredis async connections attached to it. The struct is created by
  * sb_cmd_gateway() (gateway.c), lives on its stack for the life of the process and is passed
  * to handlers through each request; it is never a global. */
@@ -19,7 +19,8 @@ typedef struct sb_gateway {
     const sb_config_t *cfg;
     uv_loop_t *loop;
     struct lws_context *lws;
-    sb_aredis_t *redis;        /* commands (a SUBSCRIBE connection will be separate) */
+    sb_aredis_t *redis;        /* commands (the SUBSCRIBE connection is the subscriber's) */
+    struct sb_socketio *sio;   /* Socket.IO at /socket.io/ (socketio.h) */
     sb_gw_stats_t stats;       /* counters behind /metrics */
     sb_presence_ctx_t presence;/* presence scripts and settings (read-only after start) */
     int64_t started_ms;

@@ -32,6 +32,8 @@ static void sb_req_free(sb_req_t *req) {
                             req->method_name, 499, (double)(sb_now_us() - req->t0_us) / 1e6);
     }
     free(req->bearer);
+    free(req->origin);
+    free(req->acr_headers);
     free(req->body);
     free(req->out);
     sb_claims_close(&req->claims);
@@ -47,11 +49,16 @@ void sb_req_release(sb_req_t *req) {
 
 int sb_req_gone(const sb_req_t *req) { return req->wsi == NULL; }
 
-/* Detaches the request from its connection (which drops its reference). */
+/* Detaches the request from its connection (which drops its reference). A held request is
+ * told first, while req->wsi is still the connection it was held on. */
 static void sb_req_detach(sb_http_conn_t *conn) {
     sb_req_t *req = conn->req;
     conn->req = NULL;
     if (!req) return;
+    void (*gone)(sb_req_t *) = req->gone;
+    req->gone = NULL;
+    req->pull = NULL;
+    if (gone) gone(req);
     req->wsi = NULL;
     sb_req_release(req);
 }
@@ -82,6 +89,8 @@ void sb_req_send(sb_req_t *req, int status, const char *content_type, const char
     if (req->status) return;
     sb_gateway_t *gw = req->gw;
     req->status = status;
+    req->pull = NULL;
+    req->gone = NULL;
     sb_gw_stats_request(&gw->stats, req->route ? req->route->label : "unmatched",
                         req->method_name, status, (double)(sb_now_us() - req->t0_us) / 1e6);
     if (status == 503) gw->stats.redis_unavailable++;
@@ -159,8 +168,12 @@ void sb_req_unavailable(sb_req_t *req) {
 }
 
 int sb_req_query(const sb_req_t *req, const char *name, char *buf, size_t len) {
+    return sb_query_get(req->query, name, buf, len);
+}
+
+int sb_query_get(const char *query, const char *name, char *buf, size_t len) {
     size_t nlen = strlen(name);
-    for (const char *p = req->query; *p;) {
+    for (const char *p = query; *p;) {
         const char *amp = strchr(p, '&');
         size_t plen = amp ? (size_t)(amp - p) : strlen(p);
         if (plen > nlen && strncmp(p, name, nlen) == 0 && p[nlen] == '=') {
@@ -211,16 +224,15 @@ static char *sb_hdr_dup(struct lws *wsi, enum lws_token_indexes h, int max) {
     return s;
 }
 
-/* Joins the query arguments (lws keeps each as a fragment, already %-decoded) with '&'. A
- * query longer than the buffer is dropped whole rather than cut. */
-static void sb_req_query_copy(sb_req_t *req, struct lws *wsi) {
+void sb_http_query_join(struct lws *wsi, char *out, size_t len) {
     size_t o = 0;
     char frag[SB_HTTP_QUERY_MAX];
+    out[0] = '\0';
     for (int i = 0; lws_hdr_copy_fragment(wsi, frag, sizeof frag, WSI_TOKEN_HTTP_URI_ARGS, i) >= 0;
          i++) {
-        int w = snprintf(req->query + o, sizeof req->query - o, "%s%s", o ? "&" : "", frag);
-        if (w < 0 || (size_t)w >= sizeof req->query - o) {
-            req->query[0] = '\0';
+        int w = snprintf(out + o, len - o, "%s%s", o ? "&" : "", frag);
+        if (w < 0 || (size_t)w >= len - o) {
+            out[0] = '\0';
             return;
         }
         o += (size_t)w;
@@ -229,7 +241,7 @@ static void sb_req_query_copy(sb_req_t *req, struct lws *wsi) {
 
 static void sb_req_headers(sb_req_t *req, struct lws *wsi) {
     char buf[32];
-    sb_req_query_copy(req, wsi);
+    sb_http_query_join(wsi, req->query, sizeof req->query);
     char *auth = sb_hdr_dup(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, SB_JWT_MAX_LEN + 64);
     if (auth && strncasecmp(auth, "Bearer ", 7) == 0) {
         const char *t = auth + 7;
@@ -249,10 +261,13 @@ static int sb_req_expects_body(struct lws *wsi, const sb_req_t *req) {
            strcasestr(te, "chunked") != NULL;
 }
 
-/* Runs the route and lifts lws's idle timeout while Redis answers (aredis has its own). */
+/* Runs the route (or the Socket.IO polling transport) and lifts lws's idle timeout while
+ * Redis answers (aredis has its own) or a long-poll is held (the Engine.IO heartbeat
+ * bounds it). */
 static void sb_req_run(sb_req_t *req) {
     struct lws *wsi = req->wsi;
-    sb_api_dispatch(req);
+    if (sb_socketio_path(req->path)) sb_socketio_request(req);
+    else sb_api_dispatch(req);
     if (!req->status && wsi) lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
 }
 
@@ -271,6 +286,8 @@ static int sb_http_begin(struct lws *wsi, sb_http_conn_t *conn, const char *path
     if (snprintf(req->path, sizeof req->path, "%s", path ? path : "") >= (int)sizeof req->path)
         req->path[0] = '\0'; /* too long: matches nothing, 404 */
     sb_req_headers(req, wsi);
+    req->body_max = SB_HTTP_BODY_MAX;
+    if (sb_socketio_path(req->path)) sb_socketio_request_headers(req, wsi);
     if (req->content_length > SB_HTTP_BODY_DRAIN_MAX) {
         req->body_too_large = 1;
         sb_req_run(req); /* answers 413; the connection closes after the write */
@@ -282,7 +299,7 @@ static int sb_http_begin(struct lws *wsi, sb_http_conn_t *conn, const char *path
 
 static void sb_http_body(sb_req_t *req, const void *in, size_t len) {
     if (!len || !in) return;
-    if (req->body_too_large || req->body_len + len > SB_HTTP_BODY_MAX) {
+    if (req->body_too_large || req->body_len + len > req->body_max) {
         req->body_too_large = 1;
         free(req->body);
         req->body = NULL;
@@ -303,6 +320,7 @@ static void sb_http_body(sb_req_t *req, const void *in, size_t len) {
 /* Writes the queued answer. Returns -1 to close the connection. */
 static int sb_http_writeable(struct lws *wsi, sb_http_conn_t *conn) {
     sb_req_t *req = conn ? conn->req : NULL;
+    if (req && !req->out && req->pull) req->pull(req);
     if (!req || !req->out) return 0;
     int close_after = req->content_length > SB_HTTP_BODY_DRAIN_MAX;
     int n = lws_write(wsi, req->out + LWS_PRE, req->out_len, LWS_WRITE_HTTP);
@@ -314,6 +332,7 @@ static int sb_http_writeable(struct lws *wsi, sb_http_conn_t *conn) {
 int sb_http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                      size_t len) {
     sb_http_conn_t *conn = user; /* NULL in some callbacks (e.g. CLOSED_HTTP) */
+    if (sb_socketio_ws_reason(reason)) return sb_socketio_ws_callback(wsi, reason, conn ? &conn->ws : NULL, in, len);
     switch (reason) {
     case LWS_CALLBACK_HTTP:
         return sb_http_begin(wsi, conn, in);
@@ -331,6 +350,12 @@ int sb_http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *us
     case LWS_CALLBACK_CLOSED_HTTP:
     case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
         if (conn) sb_req_detach(conn);
+        return 0;
+    case LWS_CALLBACK_WSI_DESTROY: /* the last word on every connection; user still intact */
+        if (conn) {
+            sb_req_detach(conn);
+            sb_socketio_ws_callback(wsi, reason, &conn->ws, in, len);
+        }
         return 0;
     default:
         return lws_callback_http_dummy(wsi, reason, user, in, len);

@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <cjson/cJSON.h>
 #include <libwebsockets.h>
+#include "gateway/socketio.h"
 #include "switchboard/jwt.h"
 #include "switchboard/router.h"
 
@@ -58,11 +59,25 @@ struct sb_req {
     int status;                 /* answer status, 0 until answered */
     unsigned char *out;         /* LWS_PRE + answer bytes, until written */
     size_t out_len;
+    size_t body_max;            /* larger bodies get 413: SB_HTTP_BODY_MAX, or Socket.IO's
+                                   maxPayload under /socket.io/ */
+    char *origin;               /* Origin header (Socket.IO requests only, for CORS) or NULL */
+    char *acr_headers;          /* Access-Control-Request-Headers (idem) or NULL */
+    /* A handler that holds the request open for a later answer (a Socket.IO long-poll) sets
+     * these: pull runs on writeable before an answer is looked for, so it may sb_req_send;
+     * gone runs once when the connection goes away first. Both are cleared on answering. */
+    void (*pull)(sb_req_t *req);
+    void (*gone)(sb_req_t *req);
+    uint64_t hold_id;           /* the holding handler's handle (an Engine.IO session) */
 };
 
-/* Per-connection data lws allocates (may be NULL in some callbacks, e.g. CLOSED_HTTP). */
+/* Per-connection data lws allocates (may be NULL in some callbacks, e.g. CLOSED_HTTP). The
+ * same protocol serves HTTP and, after an upgrade on /socket.io/, the WebSocket (clients
+ * without a subprotocol land on protocols[0]); lws gives the upgraded connection fresh,
+ * zeroed data. */
 typedef struct {
-    sb_req_t *req; /* the request being served on this connection, or NULL */
+    sb_req_t *req;          /* the HTTP request being served on this connection, or NULL */
+    sb_socketio_ws_t ws;    /* Socket.IO WebSocket state (zero on plain HTTP) */
 } sb_http_conn_t;
 
 /* The lws protocol callback for HTTP (protocols[0]). */
@@ -91,6 +106,11 @@ void sb_req_unavailable(sb_req_t *req);
 
 /* Copies query parameter name into buf. Returns 1 if present, 0 if absent. */
 int sb_req_query(const sb_req_t *req, const char *name, char *buf, size_t len);
+/* The same over a joined query string "a=1&b=2". */
+int sb_query_get(const char *query, const char *name, char *buf, size_t len);
+/* Joins wsi's query arguments (lws keeps each as a %-decoded fragment) with '&' into out;
+ * a query longer than len is dropped whole (out is then ""). */
+void sb_http_query_join(struct lws *wsi, char *out, size_t len);
 
 /* Matches, authenticates and runs the route of a complete request (routes.c). */
 void sb_api_dispatch(sb_req_t *req);

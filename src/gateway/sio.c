@@ -290,7 +290,10 @@ static void sb_sio_eio_open(void *ud, sb_eio_id_t id, int64_t now) {
 static void sb_sio_eio_message(void *ud, sb_eio_id_t id, const char *data, size_t len,
                                int binary, int64_t now) {
     sb_sio_t *sio = ud;
-    if (binary) return; /* attachments of binary packets: not supported, ignored */
+    if (binary) { /* attachments of binary packets: not supported, ignored once connected; */
+        if (!sb_sio_socket(sio, id)) sb_eio_close(sio->eio, id, 0, "parse error"); /* garbage */
+        return;
+    }
     sb_sio_packet_t p;
     if (sb_sio_decode(data, len, &p)) {
         sb_eio_close(sio->eio, id, 0, "parse error");

@@ -1,0 +1,451 @@
+/* Socket.IO on libwebsockets: polling requests, WebSocket connections, auth, heartbeat timer,
+ * counters (see socketio.h for the design).
+ *
+ * Banners: life cycle · auth and connect · polling (HTTP) · WebSocket · emitting and metrics.
+ * Time given to the core is the monotonic clock in ms. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "gateway/eio.h"
+#include "gateway/gateway.h"
+#include "gateway/http.h"
+#include "gateway/replay.h"
+#include "gateway/sio.h"
+#include "gateway/socketio.h"
+#include "gateway/subscriber.h"
+#include "switchboard/clock.h"
+#include "switchboard/error.h"
+#include "switchboard/job.h"
+#include "switchboard/jwt.h"
+#include "switchboard/log.h"
+
+#define SB_SOCKETIO_TICK_MS 250 /* heartbeat timer period (the core wants ≥ 1 per second) */
+#define SB_SOCKETIO_CORS_MAX 1024
+
+struct sb_socketio {
+    sb_gateway_t *gw;
+    sb_eio_server_t *eio;
+    sb_sio_t *sio;
+    sb_subscriber_t *sub;
+    uv_timer_t tick;       /* heartbeats, timeouts, frees of closed sessions */
+    int tick_running;
+    unsigned long long ws_opened, polling_opened, auth_refused;
+};
+
+/* Metrics label of every /socket.io/ HTTP request (the handler is never called by routes.c). */
+static const sb_api_route_t sb_r_socketio = {"/socket.io/", NULL, 0};
+
+static sb_socketio_t *sb_socketio_of(struct lws *wsi) {
+    sb_gateway_t *gw = lws_context_user(lws_get_context(wsi));
+    return gw ? gw->sio : NULL;
+}
+
+/* ================================================================ life cycle */
+
+/* The core's wake: conn (a wsi) has something to send. */
+static void sb_socketio_wake(void *ud, void *conn) {
+    (void)ud;
+    lws_callback_on_writable(conn);
+}
+
+static void sb_socketio_tick_cb(uv_timer_t *t) {
+    sb_socketio_t *io = t->data;
+    sb_eio_tick(io->eio, sb_mono_ms());
+}
+
+static int sb_socketio_auth(void *ud, const char *token, sb_sio_identity_t *who, char *err,
+                            size_t errlen);
+static void sb_socketio_on_connect(void *ud, sb_eio_id_t id, const sb_sio_identity_t *who);
+
+sb_socketio_t *sb_socketio_create(sb_gateway_t *gw) {
+    sb_socketio_t *io = calloc(1, sizeof *io);
+    if (!io) return NULL;
+    io->gw = gw;
+    sb_eio_config_t cfg;
+    sb_eio_config_default(&cfg);
+    cfg.headroom = LWS_PRE;
+    sb_eio_io_cb_t wake = {sb_socketio_wake, io};
+    sb_sio_callbacks_t cb = {.auth = sb_socketio_auth, .on_connect = sb_socketio_on_connect,
+                             .ud = io};
+    io->eio = sb_eio_create(&cfg, &wake);
+    io->sio = io->eio ? sb_sio_create(io->eio, &cb, NULL) : NULL;
+    io->sub = io->sio ? sb_subscriber_create(gw->loop, &gw->cfg->redis, gw->cfg->job_types,
+                                             io->sio)
+                      : NULL;
+    if (!io->sub) {
+        sb_sio_free(io->sio);
+        sb_eio_free(io->eio);
+        free(io);
+        return NULL;
+    }
+    uv_timer_init(gw->loop, &io->tick);
+    io->tick.data = io;
+    uv_timer_start(&io->tick, sb_socketio_tick_cb, SB_SOCKETIO_TICK_MS, SB_SOCKETIO_TICK_MS);
+    io->tick_running = 1;
+    return io;
+}
+
+void sb_socketio_stop(sb_socketio_t *io) {
+    if (!io || !io->tick_running) return;
+    io->tick_running = 0;
+    uv_close((uv_handle_t *)&io->tick, NULL);
+    sb_subscriber_close(io->sub);
+    io->sub = NULL;
+}
+
+void sb_socketio_free(sb_socketio_t *io) {
+    if (!io) return;
+    sb_socketio_stop(io);
+    sb_sio_free(io->sio);
+    sb_eio_free(io->eio);
+    free(io);
+}
+
+/* ================================================================ auth and connect */
+
+/* The CONNECT auth payload's token, checked as the HTTP API checks a bearer token. */
+static int sb_socketio_auth(void *ud, const char *token, sb_sio_identity_t *who, char *err,
+                            size_t errlen) {
+    sb_socketio_t *io = ud;
+    sb_claims_t c;
+    int rc = -1;
+    if (!token || !*token) {
+        snprintf(err, errlen, "missing token in the auth payload ({auth:{token}})");
+    } else if (sb_jwt_verify(token, io->gw->cfg->jwt_secret, sb_now_ms() / 1000, &c, err,
+                             errlen) == SB_OK) {
+        if (!sb_public_key_valid(c.public_key) || strlen(c.public_key) >= SB_SIO_ID_MAX ||
+            (c.sub && strlen(c.sub) >= SB_SIO_ID_MAX)) {
+            snprintf(err, errlen, "the token carries no valid publicKey claim");
+        } else {
+            snprintf(who->public_key, sizeof who->public_key, "%s", c.public_key);
+            snprintf(who->user_id, sizeof who->user_id, "%s", c.sub ? c.sub : "");
+            snprintf(who->role, sizeof who->role, "%s", sb_role_name(c.role));
+            rc = 0;
+        }
+        sb_claims_close(&c);
+    }
+    if (rc) {
+        io->auth_refused++;
+        sb_info("gateway", "socket.io connect refused: %s", err);
+    }
+    return rc;
+}
+
+static void sb_socketio_on_connect(void *ud, sb_eio_id_t id, const sb_sio_identity_t *who) {
+    sb_socketio_t *io = ud;
+    sb_debug("gateway", "socket.io connect: user=%s role=%s", who->public_key, who->role);
+    sb_replay_start(io->gw->redis, io->sio, id, who->public_key, io->gw->cfg->job_types,
+                    sb_now_ms());
+}
+
+/* ================================================================ polling (HTTP) */
+
+int sb_socketio_path(const char *path) {
+    return !strcmp(path, "/socket.io/") || !strcmp(path, "/socket.io");
+}
+
+/* Copies header h (custom name when h < 0) into a malloc'd string, or NULL. */
+static char *sb_socketio_hdr(struct lws *wsi, int h, const char *custom) {
+    char buf[512];
+    int n = custom ? lws_hdr_custom_copy(wsi, buf, sizeof buf, custom, (int)strlen(custom))
+                   : lws_hdr_copy(wsi, buf, sizeof buf, (enum lws_token_indexes)h);
+    return n > 0 ? strdup(buf) : NULL;
+}
+
+void sb_socketio_request_headers(sb_req_t *req, struct lws *wsi) {
+    sb_socketio_t *io = req->gw->sio;
+    if (io) req->body_max = sb_eio_max_payload(io->eio);
+    req->origin = sb_socketio_hdr(wsi, WSI_TOKEN_ORIGIN, NULL);
+    req->acr_headers = sb_socketio_hdr(wsi, -1, "access-control-request-headers:");
+}
+
+/* 1 for characters a header value may carry as is (no CR/LF/control bytes). */
+static int sb_socketio_header_safe(const char *s) {
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f) return 0;
+    return 1;
+}
+
+/* CORS headers for a polling response (preflight: also methods and headers). */
+static void sb_socketio_cors(const sb_req_t *req, int preflight, char *out, size_t len) {
+    int n = 0;
+    out[0] = '\0';
+    if (req->origin && sb_socketio_header_safe(req->origin))
+        n = snprintf(out, len,
+                     "access-control-allow-origin: %s\r\nvary: Origin\r\n"
+                     "access-control-allow-credentials: true\r\n",
+                     req->origin);
+    else
+        n = snprintf(out, len, "access-control-allow-origin: *\r\n");
+    if (n < 0 || (size_t)n >= len || !preflight) return;
+    const char *ah = req->acr_headers && sb_socketio_header_safe(req->acr_headers)
+                         ? req->acr_headers
+                         : "content-type";
+    snprintf(out + n, len - (size_t)n,
+             "access-control-allow-methods: GET, POST, OPTIONS\r\n"
+             "access-control-allow-headers: %s\r\naccess-control-max-age: 86400\r\n",
+             ah);
+}
+
+/* Sends the core's reply (status != 0) with CORS headers and releases its body. */
+static void sb_socketio_answer(sb_req_t *req, sb_eio_reply_t *r) {
+    char cors[SB_SOCKETIO_CORS_MAX];
+    sb_socketio_cors(req, 0, cors, sizeof cors);
+    sb_req_send(req, r->status, r->content_type ? r->content_type : "text/plain; charset=UTF-8",
+                r->body ? r->body->data : "", r->body ? r->body->len : 0, cors);
+    sb_eio_buf_unref(r->body);
+    r->body = NULL;
+}
+
+/* Writeable on a held GET (after the core's wake): answer if the core has something. */
+static void sb_socketio_pull(sb_req_t *req) {
+    sb_socketio_t *io = req->gw->sio;
+    sb_eio_reply_t r;
+    if (!io || !req->wsi) return;
+    if (sb_eio_poll_pull(io->eio, req->hold_id, req->wsi, &r) == 1) sb_socketio_answer(req, &r);
+}
+
+/* The connection of a held GET went away: the core closes the session (as the reference). */
+static void sb_socketio_gone(sb_req_t *req) {
+    sb_socketio_t *io = req->gw->sio;
+    if (io && req->wsi) sb_eio_detach(io->eio, req->hold_id, req->wsi);
+}
+
+static const char *sb_socketio_arg(const char *query, const char *name, char *buf,
+                                   size_t len) {
+    return sb_query_get(query, name, buf, len) ? buf : NULL;
+}
+
+/* An Engine.IO error answer {"code","message"} built by the core. */
+static void sb_socketio_error(sb_req_t *req, int code, int status) {
+    sb_eio_reply_t r;
+    sb_eio_error_reply(req->gw->sio->eio, code, status, &r);
+    r.status = status;
+    sb_socketio_answer(req, &r);
+}
+
+void sb_socketio_request(sb_req_t *req) {
+    sb_socketio_t *io = req->gw->sio;
+    req->route = &sb_r_socketio;
+    if (req->method == SB_HTTP_OPTIONS) {
+        char cors[SB_SOCKETIO_CORS_MAX];
+        sb_socketio_cors(req, 1, cors, sizeof cors);
+        sb_req_send(req, 204, "text/plain", "", 0, cors);
+        return;
+    }
+    if (!io) {
+        sb_req_error(req, 503, "unavailable", "Socket.IO is not running");
+        return;
+    }
+    if (req->gw->stopping) {
+        sb_socketio_error(req, SB_EIO_ERR_BAD, 503);
+        return;
+    }
+    if (req->body_too_large) {
+        sb_socketio_error(req, SB_EIO_ERR_BAD, 413);
+        return;
+    }
+    char eio[8], transport[16], sid[64];
+    sb_eio_req_t r = {
+        .method = req->method == SB_HTTP_GET    ? SB_EIO_GET
+                  : req->method == SB_HTTP_POST ? SB_EIO_POST
+                                                : SB_EIO_OTHER,
+        .eio = sb_socketio_arg(req->query, "EIO", eio, sizeof eio),
+        .transport = sb_socketio_arg(req->query, "transport", transport, sizeof transport),
+        .sid = sb_socketio_arg(req->query, "sid", sid, sizeof sid),
+        .body = req->body,
+        .body_len = req->body_len,
+    };
+    sb_eio_reply_t out;
+    int status = sb_eio_http(io->eio, &r, req->wsi, sb_mono_ms(), &out);
+    if (status == 200 && !r.sid) io->polling_opened++;
+    if (status != SB_EIO_HOLD) {
+        sb_socketio_answer(req, &out);
+        return;
+    }
+    req->hold_id = out.id;
+    req->pull = sb_socketio_pull;
+    req->gone = sb_socketio_gone;
+}
+
+/* ================================================================ WebSocket */
+
+int sb_socketio_ws_reason(enum lws_callback_reasons reason) {
+    return reason == LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION ||
+           reason == LWS_CALLBACK_ESTABLISHED || reason == LWS_CALLBACK_RECEIVE ||
+           reason == LWS_CALLBACK_SERVER_WRITEABLE || reason == LWS_CALLBACK_CLOSED;
+}
+
+/* Reads the upgrade request's path and query into an sb_eio_req_t (strings in bufs). */
+typedef struct {
+    char query[SB_HTTP_QUERY_MAX];
+    char eio[8], transport[16], sid[64];
+} sb_socketio_wsq_t;
+
+static int sb_socketio_ws_request(struct lws *wsi, sb_socketio_wsq_t *q, sb_eio_req_t *r) {
+    char path[64];
+    if (lws_hdr_copy(wsi, path, sizeof path, WSI_TOKEN_GET_URI) <= 0 || !sb_socketio_path(path))
+        return -1;
+    sb_http_query_join(wsi, q->query, sizeof q->query);
+    *r = (sb_eio_req_t){
+        .method = SB_EIO_GET,
+        .websocket = 1,
+        .eio = sb_socketio_arg(q->query, "EIO", q->eio, sizeof q->eio),
+        .transport = sb_socketio_arg(q->query, "transport", q->transport, sizeof q->transport),
+        .sid = sb_socketio_arg(q->query, "sid", q->sid, sizeof q->sid),
+    };
+    return 0;
+}
+
+/* Before the 101: refuse upgrades outside /socket.io/ and ones the core would refuse. */
+static int sb_socketio_ws_filter(sb_socketio_t *io, struct lws *wsi) {
+    sb_socketio_wsq_t q;
+    sb_eio_req_t r;
+    sb_eio_reply_t out;
+    if (!io || io->gw->stopping || sb_socketio_ws_request(wsi, &q, &r) != 0) return -1;
+    if (sb_eio_check(io->eio, &r, &out) == 0) return 0;
+    sb_eio_buf_unref(out.body);
+    return -1;
+}
+
+static int sb_socketio_ws_open(sb_socketio_t *io, struct lws *wsi, sb_socketio_ws_t *ws) {
+    sb_socketio_wsq_t q;
+    sb_eio_req_t r;
+    sb_eio_reply_t out;
+    if (!io || sb_socketio_ws_request(wsi, &q, &r) != 0) return -1;
+    int status = sb_eio_http(io->eio, &r, wsi, sb_mono_ms(), &out);
+    sb_eio_buf_unref(out.body);
+    if (status != 101) return -1;
+    ws->id = out.id;
+    ws->attached = 1;
+    io->ws_opened++;
+    lws_callback_on_writable(wsi);
+    return 0;
+}
+
+static void sb_socketio_ws_detach(sb_socketio_t *io, struct lws *wsi, sb_socketio_ws_t *ws) {
+    free(ws->rx);
+    ws->rx = NULL;
+    ws->rx_len = 0;
+    if (!ws->attached) return;
+    ws->attached = 0;
+    if (io) sb_eio_detach(io->eio, ws->id, wsi);
+}
+
+/* A fragment of a message: reassembled up to maxPayload, then handed to the core whole. */
+static int sb_socketio_ws_receive(sb_socketio_t *io, struct lws *wsi, sb_socketio_ws_t *ws,
+                                  const char *in, size_t len) {
+    if (!io || !ws->attached) return -1;
+    int final = lws_is_final_fragment(wsi);
+    const char *msg = in;
+    size_t mlen = len;
+    if (ws->rx || !final) {
+        size_t max = sb_eio_max_payload(io->eio);
+        char *b = ws->rx_len + len <= max ? realloc(ws->rx, ws->rx_len + len + 1) : NULL;
+        if (!b) { /* beyond maxPayload (or no memory): close, as the reference does */
+            sb_socketio_ws_detach(io, wsi, ws);
+            lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, NULL, 0);
+            return -1;
+        }
+        memcpy(b + ws->rx_len, in, len);
+        ws->rx = b;
+        ws->rx_len += len;
+        if (!final) return 0;
+        msg = ws->rx;
+        mlen = ws->rx_len;
+    }
+    int rc = sb_eio_ws_frame(io->eio, ws->id, wsi, msg, mlen, lws_frame_is_binary(wsi),
+                             sb_mono_ms());
+    free(ws->rx);
+    ws->rx = NULL;
+    ws->rx_len = 0;
+    if (rc == SB_ENOTFOUND) return -1;
+    if (rc != SB_OK) lws_callback_on_writable(wsi); /* the core closed it: pull says CLOSE */
+    return 0;
+}
+
+/* One queued packet per writeable callback, one lws_write each. */
+static int sb_socketio_ws_writeable(sb_socketio_t *io, struct lws *wsi, sb_socketio_ws_t *ws) {
+    if (!io || !ws->attached) return -1;
+    sb_eio_buf_t *b = NULL;
+    int rc = sb_eio_ws_pull(io->eio, ws->id, wsi, &b);
+    if (rc == SB_EIO_CLOSE) {
+        sb_socketio_ws_detach(io, wsi, ws);
+        lws_close_reason(wsi, LWS_CLOSE_STATUS_NORMAL, NULL, 0);
+        return -1;
+    }
+    if (rc != 1) return 0;
+    int n = lws_write(wsi, (unsigned char *)b->data, b->len, LWS_WRITE_TEXT);
+    sb_eio_buf_unref(b);
+    if (n < 0) return -1;
+    lws_callback_on_writable(wsi);
+    return 0;
+}
+
+int sb_socketio_ws_callback(struct lws *wsi, enum lws_callback_reasons reason,
+                            sb_socketio_ws_t *ws, void *in, size_t len) {
+    sb_socketio_t *io = sb_socketio_of(wsi);
+    if (reason == LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION) return sb_socketio_ws_filter(io, wsi);
+    if (!ws) return reason == LWS_CALLBACK_CLOSED || reason == LWS_CALLBACK_WSI_DESTROY ? 0 : -1;
+    switch (reason) {
+    case LWS_CALLBACK_ESTABLISHED: return sb_socketio_ws_open(io, wsi, ws);
+    case LWS_CALLBACK_RECEIVE: return sb_socketio_ws_receive(io, wsi, ws, in, len);
+    case LWS_CALLBACK_SERVER_WRITEABLE: return sb_socketio_ws_writeable(io, wsi, ws);
+    default: /* CLOSED, WSI_DESTROY */
+        sb_socketio_ws_detach(io, wsi, ws);
+        return 0;
+    }
+}
+
+/* ================================================================ emitting and metrics */
+
+int sb_socketio_emit_room(sb_socketio_t *io, const char *room, const char *event,
+                          const char *json, size_t len) {
+    return sb_sio_emit_room_json(io->sio, room, event, json, len);
+}
+
+int sb_socketio_emit_admins(sb_socketio_t *io, const char *event, const char *json,
+                            size_t len) {
+    return sb_socketio_emit_room(io, "admins", event, json, len);
+}
+
+static void sb_socketio_metric(sb_prom_t *p, const char *name, const char *type,
+                               const char *help, double v) {
+    sb_prom_family(p, name, type, help);
+    sb_prom_sample(p, name, NULL, 0, v);
+}
+
+void sb_socketio_render(const sb_socketio_t *io, sb_prom_t *p) {
+    if (!io) return;
+    const sb_subscriber_stats_t *st = io->sub ? sb_subscriber_stats(io->sub) : NULL;
+    sb_socketio_metric(p, "gateway_socketio_connections", "gauge",
+                       "Open Socket.IO connections (sockets connected to the main namespace).",
+                       sb_sio_count(io->sio));
+    sb_socketio_metric(p, "gateway_engineio_sessions", "gauge",
+                       "Open Engine.IO sessions (connected or not yet).", sb_eio_count(io->eio));
+    sb_socketio_metric(p, "gateway_engineio_opened_total", "counter",
+                       "Engine.IO sessions opened by a polling handshake.",
+                       (double)io->polling_opened);
+    sb_socketio_metric(p, "gateway_websocket_opened_total", "counter",
+                       "WebSocket connections accepted (new sessions and upgrades).",
+                       (double)io->ws_opened);
+    sb_socketio_metric(p, "gateway_socketio_auth_refused_total", "counter",
+                       "Socket.IO CONNECTs refused for a bad or missing token.",
+                       (double)io->auth_refused);
+    if (!st) return;
+    sb_socketio_metric(p, "gateway_status_messages_received_total", "counter",
+                       "Messages read from the status and event channels.",
+                       (double)st->received);
+    sb_socketio_metric(p, "gateway_status_messages_forwarded_total", "counter",
+                       "Valid status / event messages emitted to their Socket.IO room.",
+                       (double)st->forwarded);
+    sb_socketio_metric(p, "gateway_status_messages_dropped_total", "counter",
+                       "Invalid status / event messages dropped (bad JSON or missing field).",
+                       (double)st->dropped);
+    sb_socketio_metric(p, "gateway_socketio_deliveries_total", "counter",
+                       "Packets queued to sockets by forwarded messages.",
+                       (double)st->deliveries);
+    sb_socketio_metric(p, "gateway_subscriber_connected", "gauge",
+                       "1 while the SUBSCRIBE connection to Redis is up.",
+                       sb_subscriber_up(io->sub));
+}

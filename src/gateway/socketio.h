@@ -1,0 +1,74 @@
+/* Socket.IO at /socket.io/ on the gateway: the glue between libwebsockets (http.c) and the
+ * transport-independent Engine.IO / Socket.IO core (eio.h, sio.h).
+ *
+ * Polling: http.c hands every request under /socket.io/ to sb_socketio_request() as an
+ * ordinary sb_req_t (bodies up to maxPayload, CORS headers captured). The answer is either
+ * immediate, or the GET is held: the request keeps a pull hook that runs on writeable after
+ * the core's wake, and a gone hook that detaches it from its session when the client leaves.
+ * WebSocket: the upgrade arrives on protocols[0] (no subprotocol); the per-connection data
+ * holds the session handle and a reassembly buffer for fragmented messages. Outgoing packets
+ * stay in the core's bounded per-session queue (a slow consumer is dropped there); each
+ * writeable callback sends exactly one of them with one lws_write. The eio "conn" of both
+ * transports is the wsi itself, detached at the latest on LWS_CALLBACK_WSI_DESTROY, so the
+ * core never wakes a freed connection.
+ *
+ * Around the core it runs: the auth callback (the token of the CONNECT auth payload, checked
+ * like the HTTP API's), the heartbeat timer (sb_eio_tick), the status subscriber
+ * (subscriber.c) and the replay of recent job states on connect (replay.c). */
+#ifndef SB_GATEWAY_SOCKETIO_H
+#define SB_GATEWAY_SOCKETIO_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <libwebsockets.h>
+#include "switchboard/prom.h"
+
+struct sb_gateway;
+typedef struct sb_req sb_req_t;
+typedef struct sb_socketio sb_socketio_t;
+
+/* Per-WebSocket state, embedded in lws's per-connection data (zeroed by lws). */
+typedef struct {
+    uint64_t id;   /* the Engine.IO session (sb_eio_id_t), 0 when not attached */
+    char *rx;      /* a message being reassembled from fragments (owned), or NULL */
+    size_t rx_len;
+    int attached;  /* 1 between ESTABLISHED and the detach */
+} sb_socketio_ws_t;
+
+/* Creates the Engine.IO server, the Socket.IO namespace, the heartbeat timer and the status
+ * subscriber on gw's loop. Returns NULL on allocation failure (nothing left behind). */
+sb_socketio_t *sb_socketio_create(struct sb_gateway *gw);
+/* Shutdown, first stage: stops the timer and the subscriber (their handles close during the
+ * rest of uv_run). Sessions stay until lws has closed its connections. Accepts NULL. */
+void sb_socketio_stop(sb_socketio_t *io);
+/* Frees everything, once uv_run has returned and lws is destroyed. Accepts NULL. */
+void sb_socketio_free(sb_socketio_t *io);
+
+/* 1 if path is served by Socket.IO ("/socket.io/" or "/socket.io"). */
+int sb_socketio_path(const char *path);
+/* Called by http.c when the request line of a /socket.io/ request has been read: sets the
+ * body cap to maxPayload and copies the CORS request headers. */
+void sb_socketio_request_headers(sb_req_t *req, struct lws *wsi);
+/* Serves a complete polling request (OPTIONS preflight, handshake, GET, POST). */
+void sb_socketio_request(sb_req_t *req);
+
+/* 1 for the lws reasons of the WebSocket side (filter, established, receive, writeable,
+ * closed), which http.c forwards to sb_socketio_ws_callback. */
+int sb_socketio_ws_reason(enum lws_callback_reasons reason);
+/* Drives a Socket.IO WebSocket; ws may be NULL (then nothing is done). Also called on
+ * LWS_CALLBACK_WSI_DESTROY for every connection. Returns what the lws callback returns. */
+int sb_socketio_ws_callback(struct lws *wsi, enum lws_callback_reasons reason,
+                            sb_socketio_ws_t *ws, void *in, size_t len);
+
+/* Emits event with data (JSON text, len bytes, trusted valid; NULL = no argument) to every
+ * socket of room on this gateway. Returns the number of sockets or SB_ENOMEM. */
+int sb_socketio_emit_room(sb_socketio_t *io, const char *room, const char *event,
+                          const char *json, size_t len);
+/* The same to room `admins` (presence events: agent:online / agent:offline / agent:status). */
+int sb_socketio_emit_admins(sb_socketio_t *io, const char *event, const char *json,
+                            size_t len);
+
+/* Appends the Socket.IO families (connections, status messages) to p. */
+void sb_socketio_render(const sb_socketio_t *io, sb_prom_t *p);
+
+#endif

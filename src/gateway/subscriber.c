@@ -1,0 +1,206 @@
+/* Status and gateway-event forwarding from Redis pub/sub to Socket.IO rooms (subscriber.h).
+ *
+ * The connection is an aredis client in push mode: its on-up hook sends one SUBSCRIBE for
+ * all channels each time it (re)connects, and every push reply comes back to
+ * sb_subscriber_push. A channel name says which job type and which kind of message it
+ * carries (agent:{type}:status or agent:{type}:events), so no table of channels is kept. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "gateway/aredis.h"
+#include "gateway/subscriber.h"
+#include "switchboard/clock.h"
+#include "switchboard/error.h"
+#include "switchboard/job.h"
+#include "switchboard/json.h"
+#include "switchboard/log.h"
+
+#define SB_SUB_MAX_TYPES 64
+
+struct sb_subscriber {
+    sb_aredis_t *ar;
+    sb_sio_t *sio;
+    char *types;          /* owned copy of the comma-separated job types */
+    int closing;
+    sb_subscriber_stats_t stats;
+};
+
+/* ---- subscribing ------------------------------------------------------------------------ */
+
+/* Appends SUBSCRIBE agent:{t}:status agent:{t}:events for every type to b. */
+static int sb_subscriber_batch(const sb_subscriber_t *s, sb_batch_t *b) {
+    const char *argv[1 + 2 * SB_SUB_MAX_TYPES];
+    char keys[2 * SB_SUB_MAX_TYPES][SB_KEY_LEN];
+    int argc = 0, nk = 0;
+    argv[argc++] = "SUBSCRIBE";
+    for (const char *p = s->types; *p && nk < 2 * SB_SUB_MAX_TYPES;) {
+        while (*p == ' ' || *p == ',') p++;
+        size_t n = strcspn(p, ", ");
+        char type[SB_TYPE_MAX + 1];
+        if (n && n <= SB_TYPE_MAX) {
+            memcpy(type, p, n);
+            type[n] = '\0';
+            if (sb_job_type_valid(type) &&
+                sb_key(keys[nk], SB_KEY_LEN, SB_KEY_STATUS, type, NULL) &&
+                sb_key(keys[nk + 1], SB_KEY_LEN, SB_KEY_EVENTS, type, NULL)) {
+                argv[argc++] = keys[nk];
+                argv[argc++] = keys[nk + 1];
+                nk += 2;
+            }
+        }
+        p += n;
+    }
+    if (argc == 1) return SB_EINVAL;
+    return sb_batch_addargv(b, argc, argv, NULL);
+}
+
+static void sb_subscriber_push(redisReply *reply, void *priv);
+
+static void sb_subscriber_on_up(void *ud) {
+    sb_subscriber_t *s = ud;
+    sb_batch_t *b = sb_batch_create();
+    int rc = b ? sb_subscriber_batch(s, b) : SB_ENOMEM;
+    if (rc == SB_OK) rc = sb_aredis_subscribe(s->ar, b, sb_subscriber_push, s);
+    sb_batch_free(b);
+    if (rc != SB_OK) sb_error("gateway", "cannot subscribe to the status channels (%d)", rc);
+}
+
+/* ---- forwarding ------------------------------------------------------------------------- */
+
+cJSON *sb_status_event_payload(const cJSON *src, const char *job_id, const char *status,
+                               const char *timestamp) {
+    static const char *const copied[] = {"result", "error", "details"};
+    cJSON *o = cJSON_CreateObject();
+    int ok = o && cJSON_AddStringToObject(o, "jobId", job_id) &&
+             cJSON_AddStringToObject(o, "status", status);
+    for (size_t i = 0; ok && i < sizeof copied / sizeof copied[0]; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(src, copied[i]);
+        if (!v || cJSON_IsNull(v)) continue;
+        cJSON *dup = cJSON_Duplicate(v, 1);
+        ok = dup && cJSON_AddItemToObject(o, copied[i], dup);
+        if (!ok) cJSON_Delete(dup);
+    }
+    char now[SB_ISO_LEN];
+    if (ok) ok = cJSON_AddStringToObject(o, "timestamp",
+                                         timestamp ? timestamp : sb_iso8601(sb_now_ms(), now)) != NULL;
+    if (!ok) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
+}
+
+/* Emits data to room as event; counts the deliveries. Returns 0 or SB_ENOMEM. */
+static int sb_subscriber_emit(sb_subscriber_t *s, const char *room, const char *event,
+                              const cJSON *data) {
+    int n = sb_sio_emit_room(s->sio, room, event, data);
+    if (n < 0) return n;
+    s->stats.deliveries += (unsigned long long)n;
+    s->stats.forwarded++;
+    sb_debug("gateway", "[%s] room=%s sockets=%d", event, room, n);
+    return SB_OK;
+}
+
+static int sb_subscriber_status(sb_subscriber_t *s, const char *type, const char *msg,
+                                size_t len) {
+    cJSON *root = NULL;
+    sb_status_t st;
+    char err[128], event[SB_TYPE_MAX + 16], room[SB_PUBKEY_MAX + 8];
+    if (sb_status_parse(msg, len, &root, &st, err, sizeof err) != SB_OK) {
+        sb_warn("gateway", "dropped a status message on agent:%s:status: %s", type, err);
+        return SB_EINVAL;
+    }
+    if (!sb_public_key_valid(st.user_id)) {
+        sb_warn("gateway", "dropped a status message on agent:%s:status: bad userId", type);
+        cJSON_Delete(root);
+        return SB_EINVAL;
+    }
+    snprintf(event, sizeof event, "%s:%s", type, st.status);
+    snprintf(room, sizeof room, "user:%s", st.user_id);
+    cJSON *payload = sb_status_event_payload(root, st.job_id, st.status, st.timestamp);
+    int rc = payload ? sb_subscriber_emit(s, room, event, payload) : SB_ENOMEM;
+    cJSON_Delete(payload);
+    cJSON_Delete(root);
+    return rc == SB_OK ? SB_OK : SB_EINVAL;
+}
+
+/* {"event":"{type}:...","room":"...","data":...} published by a gateway. */
+static int sb_subscriber_event(sb_subscriber_t *s, const char *type, const char *msg,
+                               size_t len) {
+    cJSON *root = sb_json_parse(msg, len);
+    const char *event = sb_json_str(root, "event"), *room = sb_json_str(root, "room");
+    size_t tlen = strlen(type);
+    int rc = SB_EINVAL;
+    if (!event || !room || !*room || strlen(room) > 256 || strlen(event) > 128 ||
+        strncmp(event, type, tlen) != 0 || event[tlen] != ':')
+        sb_warn("gateway", "dropped a message on agent:%s:events: not {event:\"%s:...\",room}",
+                type, type);
+    else
+        rc = sb_subscriber_emit(s, room, event, cJSON_GetObjectItemCaseSensitive(root, "data"));
+    cJSON_Delete(root);
+    return rc == SB_OK ? SB_OK : SB_EINVAL;
+}
+
+int sb_subscriber_handle(sb_subscriber_t *s, const char *channel, const char *msg, size_t len) {
+    char type[SB_TYPE_MAX + 1];
+    s->stats.received++;
+    const char *rest = strncmp(channel, "agent:", 6) == 0 ? channel + 6 : NULL;
+    const char *colon = rest ? strrchr(rest, ':') : NULL;
+    size_t tlen = colon ? (size_t)(colon - rest) : 0;
+    int rc = SB_EINVAL;
+    if (tlen && tlen <= SB_TYPE_MAX) {
+        memcpy(type, rest, tlen);
+        type[tlen] = '\0';
+        if (!strcmp(colon, ":status")) rc = sb_subscriber_status(s, type, msg, len);
+        else if (!strcmp(colon, ":events")) rc = sb_subscriber_event(s, type, msg, len);
+    }
+    if (rc != SB_OK) s->stats.dropped++;
+    return rc;
+}
+
+/* A push reply: ["message", channel, payload] is forwarded; subscribe confirmations and the
+ * NULLs of a lost connection need nothing (the on-up hook resubscribes). */
+static void sb_subscriber_push(redisReply *reply, void *priv) {
+    sb_subscriber_t *s = priv;
+    if (s->closing || !reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 3)
+        return;
+    redisReply **e = reply->element;
+    if (e[0]->type == REDIS_REPLY_STRING && !strcmp(e[0]->str, "message") &&
+        e[1]->type == REDIS_REPLY_STRING && e[2]->type == REDIS_REPLY_STRING)
+        sb_subscriber_handle(s, e[1]->str, e[2]->str, e[2]->len);
+    else if (e[0]->type == REDIS_REPLY_STRING && !strcmp(e[0]->str, "subscribe"))
+        sb_info("gateway", "subscribed to %s", e[1]->type == REDIS_REPLY_STRING ? e[1]->str : "?");
+}
+
+/* ---- life cycle --------------------------------------------------------------------------- */
+
+sb_subscriber_t *sb_subscriber_create(uv_loop_t *loop, const sb_redis_addr_t *addr,
+                                      const char *job_types, sb_sio_t *sio) {
+    sb_subscriber_t *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    s->sio = sio;
+    s->types = strdup(job_types ? job_types : "");
+    s->ar = s->types ? sb_aredis_create(loop, addr, "subscriber") : NULL;
+    if (!s->ar) {
+        free(s->types);
+        free(s);
+        return NULL;
+    }
+    sb_aredis_on_up(s->ar, sb_subscriber_on_up, s);
+    return s;
+}
+
+void sb_subscriber_close(sb_subscriber_t *s) {
+    if (!s) return;
+    s->closing = 1;
+    sb_aredis_on_up(s->ar, NULL, NULL);
+    sb_aredis_close(s->ar); /* runs the push callback with NULL; it ignores it (closing) */
+    free(s->types);
+    free(s);
+}
+
+const sb_subscriber_stats_t *sb_subscriber_stats(const sb_subscriber_t *s) { return &s->stats; }
+int sb_subscriber_up(const sb_subscriber_t *s) { return sb_aredis_up(s->ar); }
+unsigned long long sb_subscriber_reconnects(const sb_subscriber_t *s) {
+    return sb_aredis_reconnects(s->ar);
+}

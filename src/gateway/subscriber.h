@@ -1,0 +1,56 @@
+/* The gateway's one SUBSCRIBE connection: status updates and gateway events from Redis to
+ * Socket.IO rooms (SPEC §6).
+ *
+ * For every configured job type it subscribes to agent:{type}:status and agent:{type}:events
+ * on its own async connection (aredis in push mode, on the gateway's loop), and subscribes
+ * again each time that connection comes back (aredis reconnects with capped backoff).
+ *   - A status message ({jobId,status,userId,...}, validated by sb_status_parse) becomes the
+ *     event `{type}:{status}` with {jobId,status,result?,error?,details?,timestamp} for room
+ *     user:{userId}.
+ *   - A gateway event ({"event","room","data"}, e.g. `{type}:created` published by the
+ *     gateway that took a POST) is emitted as is to its room, so every gateway's clients see
+ *     it, whichever gateway took the request. Its event name must start with `{type}:`.
+ * A message that does not parse or lacks a field is counted as dropped and logged; never
+ * fatal. Counters feed /metrics. */
+#ifndef SB_GATEWAY_SUBSCRIBER_H
+#define SB_GATEWAY_SUBSCRIBER_H
+
+#include <stddef.h>
+#include <uv.h>
+#include <cjson/cJSON.h>
+#include "gateway/sio.h"
+#include "switchboard/config.h"
+
+typedef struct sb_subscriber sb_subscriber_t;
+
+typedef struct {
+    unsigned long long received;   /* messages read from the channels */
+    unsigned long long forwarded;  /* valid messages emitted to their room */
+    unsigned long long dropped;    /* invalid messages (bad JSON, missing field, bad name) */
+    unsigned long long deliveries; /* socket sends those emits queued on this gateway */
+} sb_subscriber_stats_t;
+
+/* Starts subscribing (connects in the background) for the comma-separated job_types and
+ * forwards into sio (not owned; must outlive the subscriber). Returns NULL on allocation
+ * failure. */
+sb_subscriber_t *sb_subscriber_create(uv_loop_t *loop, const sb_redis_addr_t *addr,
+                                      const char *job_types, sb_sio_t *sio);
+/* Closes the connection (its handles finish closing during uv_run) and frees s. NULL ok. */
+void sb_subscriber_close(sb_subscriber_t *s);
+
+const sb_subscriber_stats_t *sb_subscriber_stats(const sb_subscriber_t *s);
+int sb_subscriber_up(const sb_subscriber_t *s);                 /* 1 while connected */
+unsigned long long sb_subscriber_reconnects(const sb_subscriber_t *s);
+
+/* Handles one message as if it arrived on channel (exposed for tests). Returns 0 when it was
+ * forwarded, SB_EINVAL when dropped. */
+int sb_subscriber_handle(sb_subscriber_t *s, const char *channel, const char *msg, size_t len);
+
+/* The client-facing payload of a status event: {jobId,status,result?,error?,details?,
+ * timestamp}, with result / error / details copied from src (a status message or a job
+ * record) when present. Returns a new object (caller deletes) or NULL on ENOMEM. Shared with
+ * the replay on connect. */
+cJSON *sb_status_event_payload(const cJSON *src, const char *job_id, const char *status,
+                               const char *timestamp);
+
+#endif
