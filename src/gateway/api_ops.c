@@ -4,6 +4,7 @@
 #include <string.h>
 #include "gateway/api.h"
 #include "gateway/gateway.h"
+#include "gateway/presence_watch.h"
 #include "gateway/socketio.h"
 #include "switchboard/clock.h"
 #include "switchboard/prom.h"
@@ -47,6 +48,7 @@ void sb_api_prometheus(sb_req_t *req) {
     sb_prom_init(&p);
     sb_gw_stats_render(&gw->stats, &p);
     sb_socketio_render(gw->sio, &p);
+    sb_presence_watch_render(gw->presence_watch, &p);
     sb_prom_gauge(&p, "gateway_redis_connected", "gauge",
                   "1 while the command connection to Redis is up.", sb_aredis_up(gw->redis));
     sb_prom_gauge(&p, "gateway_redis_reconnects_total", "counter",

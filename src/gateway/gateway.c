@@ -14,6 +14,7 @@
 #include "cli/cli.h"
 #include "gateway/gateway.h"
 #include "gateway/http.h"
+#include "gateway/presence_watch.h"
 #include "gateway/socketio.h"
 #include "switchboard/clock.h"
 #include "switchboard/log.h"
@@ -49,6 +50,7 @@ static void sb_gw_signal_cb(uv_signal_t *h, int signum) {
     sb_info("gateway", "received %s: shutting down", signum == SIGTERM ? "SIGTERM" : "SIGINT");
     sb_aredis_close(gw->redis); /* pending replies (replays too) get NULL now */
     gw->redis = NULL;
+    sb_presence_watch_stop(gw->presence_watch);
     sb_socketio_stop(gw->sio);
     lws_context_destroy(gw->lws); /* first stage; lws finishes after its handles close */
     uv_close((uv_handle_t *)&s->sigterm, NULL);
@@ -105,6 +107,9 @@ int sb_cmd_gateway(sb_config_t *cfg) {
         uv_loop_close(&loop);
         return 1;
     }
+    gw.presence_watch = sb_presence_watch_create(&gw);
+    if (!gw.presence_watch)
+        sb_warn("gateway", "presence events to admins are off (out of memory)");
     sb_gw_signals_t sig = {.gw = &gw};
     uv_signal_init(&loop, &sig.sigterm);
     uv_signal_init(&loop, &sig.sigint);
@@ -119,6 +124,7 @@ int sb_cmd_gateway(sb_config_t *cfg) {
         lws_context_destroy(gw.lws);
         uv_run(&loop, UV_RUN_DEFAULT);
     }
+    sb_presence_watch_free(gw.presence_watch);
     sb_socketio_free(gw.sio); /* lws has closed every connection: no conn is left attached */
     int rc = uv_loop_close(&loop);
     sb_info("gateway", "stopped%s", rc ? " (some handles were still open)" : "");

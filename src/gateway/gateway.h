@@ -23,6 +23,7 @@ typedef struct sb_gateway {
     struct sb_socketio *sio;   /* Socket.IO at /socket.io/ (socketio.h) */
     sb_gw_stats_t stats;       /* counters behind /metrics */
     sb_presence_ctx_t presence;/* presence scripts and settings (read-only after start) */
+    struct sb_presence_watch *presence_watch; /* admins' live presence (presence_watch.h) */
     int64_t started_ms;
     int stopping;              /* SIGTERM seen: new requests get 503 */
 } sb_gateway_t;
