@@ -2,8 +2,10 @@
  *
  * Builds the libuv loop, the async Redis command connection (which connects and reconnects
  * on its own: the gateway starts and stays up while Redis is down, answering 503), and the
- * libwebsockets context on the same loop (foreign loop + LWS_SERVER_OPTION_LIBUV). SIGTERM or
- * SIGINT closes Redis (pending requests are answered 503), starts destroying the lws context
+ * libwebsockets context on the same loop (foreign loop + LWS_SERVER_OPTION_LIBUV), plus
+ * Socket.IO (socketio.c) and live presence for admins (presence_watch.c). SIGTERM or SIGINT
+ * closes Redis (pending requests are answered 503), stops the presence timer and the
+ * subscriber, starts destroying the lws context
  * and closes our handles; uv_run then returns once libuv has nothing left, a second
  * lws_context_destroy() frees what lws kept for that moment (the foreign-loop protocol), and
  * the process exits 0. lws's own log lines are routed through sb_log. */
