@@ -56,6 +56,8 @@ struct sb_req {
     char scratch[128];          /* handler scratch: job id, key parts */
     int num;                    /* handler scratch: limit / days */
     int64_t t0_us;              /* arrival, for the latency histogram */
+    int dispatched;             /* the route ran (once per request, even when lws also
+                                 * reports a body completion for a POST without a body) */
     int status;                 /* answer status, 0 until answered */
     unsigned char *out;         /* LWS_PRE + answer bytes, until written */
     size_t out_len;

@@ -152,6 +152,29 @@ test('heartbeat takes the identity from the token, never from the body', async (
   await call('POST', '/api/v1/agent-status/offline', { headers: admin.auth });
 });
 
+test('a POST without a body (content-length: 0) runs its script once; NOSCRIPT → EVAL', async () => {
+  const a = agent('support');
+  await rc.script('FLUSH'); // each script is then sent as EVALSHA, refused, and sent as EVAL
+  const mon = await rc.monitor();
+  const seen = [];
+  mon.on('monitor', (_t, args, source) => { // commands the gateway sent, not the scripts' own
+    if (source !== 'lua' && args.some((x) => String(x).includes(a.sub))) seen.push(args[0].toLowerCase());
+  });
+  try {
+    const r = await fetch(`${base}/api/v1/agent-status/heartbeat`, { method: 'POST', headers: a.auth });
+    assert.strictEqual(r.status, 200);
+    assertOk(await one(a.sub)); // its GET follows any duplicate on the same connection
+    await waitFor(() => seen.includes('get'), { what: 'the GET in MONITOR' });
+    const offline = await fetch(`${base}/api/v1/agent-status/offline`, { method: 'POST', headers: a.auth });
+    assert.strictEqual(offline.status, 200);
+    assertError(await one(a.sub), 404, 'not_found');
+    await waitFor(() => seen.filter((c) => c === 'get').length === 2, { what: 'the second GET' });
+    assert.deepStrictEqual(seen.filter((c) => c !== 'get'), ['evalsha', 'eval', 'evalsha', 'eval']);
+  } finally {
+    mon.disconnect();
+  }
+});
+
 test('a token without department_id is accepted: online, in no department', async () => {
   const a = agent(null);
   const d = assertOk(await heartbeat(a, { status: 'online' }));
