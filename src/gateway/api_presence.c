@@ -189,14 +189,20 @@ static int sb_build_release(sb_batch_t *b, sb_req_t *req, sb_script_mode_t mode)
 
 /* ---- answers ------------------------------------------------------------------------------ */
 
-static void sb_answer_heartbeat(sb_req_t *req, const redisReply *reply) {
+/* A record reply (heartbeat, get, assign, release). Returns the record (caller's), or NULL
+ * after answering: status/code/why when there is none (nil), 500 for anything unexpected. */
+static cJSON *sb_pres_record(sb_req_t *req, const redisReply *reply, const char *what, int status,
+                             const char *code, const char *why) {
     cJSON *rec = NULL;
     int rc = sb_presence_record_reply(reply, &rec);
-    if (rc != SB_OK) {
-        sb_pres_bad_reply(req, "heartbeat", rc);
-        return;
-    }
-    sb_pres_ok(req, "Heartbeat updated successfully", rec);
+    if (rc == SB_ENOTFOUND) sb_req_error(req, status, code, "%s", why);
+    else if (rc != SB_OK) sb_pres_bad_reply(req, what, rc);
+    return rec;
+}
+
+static void sb_answer_heartbeat(sb_req_t *req, const redisReply *reply) {
+    cJSON *rec = sb_pres_record(req, reply, "heartbeat", 500, "internal", "no record stored");
+    if (rec) sb_pres_ok(req, "Heartbeat updated successfully", rec);
 }
 
 static void sb_answer_offline(sb_req_t *req, const redisReply *reply) {
@@ -243,51 +249,34 @@ static void sb_answer_stats(sb_req_t *req, const redisReply *reply) {
     sb_pres_ok(req, "Department statistics retrieved", stats);
 }
 
+/* "agent {id} is offline" into buf. */
+static const char *sb_pres_offline_why(char *buf, size_t len, const char *id) {
+    snprintf(buf, len, "agent %s is offline", id ? id : "");
+    return buf;
+}
+
 static void sb_answer_get(sb_req_t *req, const redisReply *reply) {
-    cJSON *rec = NULL;
-    int rc = sb_presence_record_reply(reply, &rec);
-    if (rc == SB_ENOTFOUND) {
-        sb_req_error(req, 404, "not_found", "agent %s is offline",
-                            sb_route_param(&req->match, "agent_id"));
-        return;
-    }
-    if (rc != SB_OK) {
-        sb_pres_bad_reply(req, "get", rc);
-        return;
-    }
-    sb_pres_ok(req, "Agent status retrieved", rec);
+    char why[SB_AGENT_ID_MAX + 32];
+    sb_pres_offline_why(why, sizeof why, sb_route_param(&req->match, "agent_id"));
+    cJSON *rec = sb_pres_record(req, reply, "get", 404, "not_found", why);
+    if (rec) sb_pres_ok(req, "Agent status retrieved", rec);
 }
 
 static void sb_answer_assign(sb_req_t *req, const redisReply *reply) {
-    cJSON *rec = NULL;
+    char why[SB_PRESENCE_DEPT_MAX + 64];
     const char *dept = sb_json_str(req->doc, "department_id");
-    int rc = sb_presence_record_reply(reply, &rec);
-    if (rc == SB_ENOTFOUND) {
-        sb_req_error(req, 409, "no_agent_available",
-                            "no online agent of department %s has free capacity", dept);
-        return;
-    }
-    if (rc != SB_OK) {
-        sb_pres_bad_reply(req, "assign", rc);
-        return;
-    }
+    snprintf(why, sizeof why, "no online agent of department %s has free capacity", dept);
+    cJSON *rec = sb_pres_record(req, reply, "assign", 409, "no_agent_available", why);
+    if (!rec) return;
     sb_info("gateway", "chat assigned: department=%s agent=%s", dept, sb_json_str(rec, "agent_id"));
     sb_pres_ok(req, "Agent assigned", rec);
 }
 
 static void sb_answer_release(sb_req_t *req, const redisReply *reply) {
-    cJSON *rec = NULL;
-    int rc = sb_presence_record_reply(reply, &rec);
-    if (rc == SB_ENOTFOUND) {
-        sb_req_error(req, 404, "not_found", "agent %s is offline",
-                            sb_json_str(req->doc, "agent_id"));
-        return;
-    }
-    if (rc != SB_OK) {
-        sb_pres_bad_reply(req, "release", rc);
-        return;
-    }
-    sb_pres_ok(req, "Chat released", rec);
+    char why[SB_AGENT_ID_MAX + 32];
+    sb_pres_offline_why(why, sizeof why, sb_json_str(req->doc, "agent_id"));
+    cJSON *rec = sb_pres_record(req, reply, "release", 404, "not_found", why);
+    if (rec) sb_pres_ok(req, "Chat released", rec);
 }
 
 /* ---- the ops ------------------------------------------------------------------------------ */

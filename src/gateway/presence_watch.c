@@ -231,29 +231,29 @@ void sb_presence_watch_free(sb_presence_watch_t *pw) {
 
 /* ---- metrics ------------------------------------------------------------------------------- */
 
-static void sb_pw_metric(sb_prom_t *p, const char *name, const char *type, const char *help,
-                         double v) {
-    sb_prom_family(p, name, type, help);
-    sb_prom_sample(p, name, NULL, 0, v);
-}
-
 void sb_presence_watch_render(const sb_presence_watch_t *pw, sb_prom_t *p) {
     if (!pw) return;
-    sb_pw_metric(p, "gateway_presence_events_forwarded_total", "counter",
-                 "Presence events (agent:online/status/offline) emitted to room admins.",
-                 (double)pw->forwarded);
-    sb_pw_metric(p, "gateway_presence_events_dropped_total", "counter",
-                 "Messages on agent:presence that were not presence events.",
-                 (double)pw->dropped);
-    sb_pw_metric(p, "gateway_presence_expiries_total", "counter",
-                 "Expired-key events of agent:online:* keys received.", (double)pw->expiries);
-    sb_pw_metric(p, "gateway_presence_offline_announced_total", "counter",
-                 "Agents this gateway announced offline after their key expired.",
-                 (double)pw->announced);
-    sb_pw_metric(p, "gateway_presence_sweeps_total", "counter",
-                 "Sweep passes over agents:meta started.", (double)pw->sweeps);
-    sb_pw_metric(p, "gateway_presence_keyspace_notifications", "gauge",
-                 "1 when Redis sends expired-key events, 0 when CONFIG was refused or not yet "
-                 "known (the sweep then finds departures).",
-                 pw->notify == SB_NOTIFY_ON);
+    const struct {
+        const char *name, *type, *help;
+        double value;
+    } rows[] = {
+        {"gateway_presence_events_forwarded_total", "counter",
+         "Presence events (agent:online/status/offline) emitted to room admins.",
+         (double)pw->forwarded},
+        {"gateway_presence_events_dropped_total", "counter",
+         "Messages on agent:presence that were not presence events.", (double)pw->dropped},
+        {"gateway_presence_expiries_total", "counter",
+         "Expired-key events of agent:online:* keys received.", (double)pw->expiries},
+        {"gateway_presence_offline_announced_total", "counter",
+         "Agents this gateway announced offline after their key expired.",
+         (double)pw->announced},
+        {"gateway_presence_sweeps_total", "counter", "Sweep passes over agents:meta started.",
+         (double)pw->sweeps},
+        {"gateway_presence_keyspace_notifications", "gauge",
+         "1 when Redis sends expired-key events, 0 when CONFIG was refused or not yet known "
+         "(the sweep then finds departures).",
+         pw->notify == SB_NOTIFY_ON},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
+        sb_prom_single(p, rows[i].name, rows[i].type, rows[i].help, rows[i].value);
 }

@@ -12,6 +12,7 @@ const assert = require('node:assert');
 const crypto = require('node:crypto');
 const jwt = require('jsonwebtoken');
 const { startRedis, startSwitchboard, waitFor, freePort } = require('./lib/harness');
+const { request, assertError } = require('./lib/http');
 
 const SECRET = 'e2e-presence-secret';
 let redis, rc, gw, gwShort, base, baseShort;
@@ -34,18 +35,7 @@ function agent(dept = 'support', extra = {}) {
 const ADMIN = () => token('admin');
 const USER = () => token('user');
 
-async function call(method, path, { headers = {}, body, raw, at = base, signal } = {}) {
-  const init = { method, headers: { ...headers }, signal };
-  if (body !== undefined) {
-    init.body = raw ? body : JSON.stringify(body);
-    init.headers['content-type'] = 'application/json';
-  }
-  const res = await fetch(at + path, init);
-  const text = await res.text();
-  let json;
-  try { json = JSON.parse(text); } catch { json = undefined; }
-  return { status: res.status, headers: res.headers, text, json };
-}
+const call = (method, path, { at = base, ...opts } = {}) => request(method, at + path, opts);
 
 function assertOk(r, message) {
   assert.strictEqual(r.status, 200, r.text);
@@ -53,14 +43,6 @@ function assertOk(r, message) {
   if (message) assert.strictEqual(r.json.message, message);
   assert.ok(r.json.data !== undefined, 'data');
   return r.json.data;
-}
-
-function assertError(r, status, code, needle) {
-  assert.strictEqual(r.status, status, `expected ${status}, got ${r.status}: ${r.text}`);
-  assert.strictEqual(r.json.success, false);
-  assert.strictEqual(r.json.error, code);
-  assert.strictEqual(typeof r.json.message, 'string');
-  if (needle) assert.match(r.json.message, needle);
 }
 
 const heartbeat = (who, body, opts = {}) =>
