@@ -31,6 +31,9 @@ void sb_prom_family(sb_prom_t *p, const char *name, const char *type, const char
 /* `name{labels} value`; labels may be NULL when n is 0. */
 void sb_prom_sample(sb_prom_t *p, const char *name, const sb_prom_label_t *labels, size_t n,
                     double value);
+/* A family with one unlabelled sample: sb_prom_family() then `name value`. */
+void sb_prom_single(sb_prom_t *p, const char *name, const char *type, const char *help,
+                    double value);
 /* A histogram's samples: name_bucket{labels,le="b"} for each bound (cumulative counts), the
  * +Inf bucket (= count), name_sum and name_count. bounds are ascending and finite. */
 void sb_prom_histogram(sb_prom_t *p, const char *name, const sb_prom_label_t *labels, size_t n,

@@ -2,9 +2,8 @@
  *
  * Handlers are listed in the route table of routes.c; each answers its request either at
  * once or from the callback of one Redis batch sent with sb_api_redis(). Job routes live in
- * api_jobs.c, operational routes (/healthz, /readyz, /metrics) in api_ops.c; presence
- * routes (/agent-status/...) will be rows of the same table with handlers in their own
- * file. */
+ * api_jobs.c, operational routes (/healthz, /readyz, /metrics) in api_ops.c, presence
+ * routes (/agent-status/...) in api_presence.c. */
 #ifndef SB_GATEWAY_API_H
 #define SB_GATEWAY_API_H
 
@@ -35,6 +34,15 @@ void sb_api_job_metrics(sb_req_t *req);
 void sb_api_static(sb_req_t *req);
 void sb_api_dev_info(sb_req_t *req);
 void sb_api_dev_token(sb_req_t *req);
+/* presence (api_presence.c) */
+void sb_api_presence_heartbeat(sb_req_t *req);
+void sb_api_presence_offline(sb_req_t *req);
+void sb_api_presence_online(sb_req_t *req);
+void sb_api_presence_department(sb_req_t *req);
+void sb_api_presence_agent(sb_req_t *req);
+void sb_api_presence_stats(sb_req_t *req);
+void sb_api_presence_assign(sb_req_t *req);
+void sb_api_presence_release(sb_req_t *req);
 
 /* operations (api_ops.c) */
 void sb_api_healthz(sb_req_t *req);

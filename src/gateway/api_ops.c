@@ -4,6 +4,7 @@
 #include <string.h>
 #include "gateway/api.h"
 #include "gateway/gateway.h"
+#include "gateway/presence_watch.h"
 #include "gateway/socketio.h"
 #include "switchboard/clock.h"
 #include "switchboard/prom.h"
@@ -35,25 +36,20 @@ void sb_api_readyz(sb_req_t *req) {
     sb_api_redis(req, b, sb_readyz_cb);
 }
 
-static void sb_prom_gauge(sb_prom_t *p, const char *name, const char *type, const char *help,
-                          double v) {
-    sb_prom_family(p, name, type, help);
-    sb_prom_sample(p, name, NULL, 0, v);
-}
-
 void sb_api_prometheus(sb_req_t *req) {
     const sb_gateway_t *gw = req->gw;
     sb_prom_t p;
     sb_prom_init(&p);
     sb_gw_stats_render(&gw->stats, &p);
     sb_socketio_render(gw->sio, &p);
-    sb_prom_gauge(&p, "gateway_redis_connected", "gauge",
-                  "1 while the command connection to Redis is up.", sb_aredis_up(gw->redis));
-    sb_prom_gauge(&p, "gateway_redis_reconnects_total", "counter",
-                  "Times the command connection to Redis was re-established after a loss.",
-                  (double)sb_aredis_reconnects(gw->redis));
-    sb_prom_gauge(&p, "gateway_start_time_seconds", "gauge",
-                  "Unix time the gateway started.", (double)gw->started_ms / 1000.0);
+    sb_presence_watch_render(gw->presence_watch, &p);
+    sb_prom_single(&p, "gateway_redis_connected", "gauge",
+                   "1 while the command connection to Redis is up.", sb_aredis_up(gw->redis));
+    sb_prom_single(&p, "gateway_redis_reconnects_total", "counter",
+                   "Times the command connection to Redis was re-established after a loss.",
+                   (double)sb_aredis_reconnects(gw->redis));
+    sb_prom_single(&p, "gateway_start_time_seconds", "gauge",
+                   "Unix time the gateway started.", (double)gw->started_ms / 1000.0);
     size_t len = 0;
     const char *text = sb_prom_text(&p, &len);
     if (text) sb_req_send(req, 200, SB_PROM_CONTENT_TYPE, text, len, NULL);

@@ -2,8 +2,10 @@
  *
  * Builds the libuv loop, the async Redis command connection (which connects and reconnects
  * on its own: the gateway starts and stays up while Redis is down, answering 503), and the
- * libwebsockets context on the same loop (foreign loop + LWS_SERVER_OPTION_LIBUV). SIGTERM or
- * SIGINT closes Redis (pending requests are answered 503), starts destroying the lws context
+ * libwebsockets context on the same loop (foreign loop + LWS_SERVER_OPTION_LIBUV), plus
+ * Socket.IO (socketio.c) and live presence for admins (presence_watch.c). SIGTERM or SIGINT
+ * closes Redis (pending requests are answered 503), stops the presence timer and the
+ * subscriber, starts destroying the lws context
  * and closes our handles; uv_run then returns once libuv has nothing left, a second
  * lws_context_destroy() frees what lws kept for that moment (the foreign-loop protocol), and
  * the process exits 0. lws's own log lines are routed through sb_log. */
@@ -14,6 +16,7 @@
 #include "cli/cli.h"
 #include "gateway/gateway.h"
 #include "gateway/http.h"
+#include "gateway/presence_watch.h"
 #include "gateway/socketio.h"
 #include "gateway/static.h"
 #include "switchboard/clock.h"
@@ -50,6 +53,7 @@ static void sb_gw_signal_cb(uv_signal_t *h, int signum) {
     sb_info("gateway", "received %s: shutting down", signum == SIGTERM ? "SIGTERM" : "SIGINT");
     sb_aredis_close(gw->redis); /* pending replies (replays too) get NULL now */
     gw->redis = NULL;
+    sb_presence_watch_stop(gw->presence_watch);
     sb_socketio_stop(gw->sio);
     lws_context_destroy(gw->lws); /* first stage; lws finishes after its handles close */
     uv_close((uv_handle_t *)&s->sigterm, NULL);
@@ -120,6 +124,7 @@ int sb_cmd_gateway(sb_config_t *cfg) {
     gw.cfg = cfg;
     gw.loop = &loop;
     gw.started_ms = sb_now_ms();
+    sb_presence_init(&gw.presence, cfg->agent_status_ttl, cfg->max_chats);
     gw.redis = sb_gw_web_load(&gw) == 0 ? sb_aredis_create(&loop, &cfg->redis, "commands")
                                         : NULL;
     gw.sio = gw.redis ? sb_socketio_create(&gw) : NULL;
@@ -134,6 +139,9 @@ int sb_cmd_gateway(sb_config_t *cfg) {
         sb_static_free(gw.web);
         return 1;
     }
+    gw.presence_watch = sb_presence_watch_create(&gw);
+    if (!gw.presence_watch)
+        sb_warn("gateway", "presence events to admins are off (out of memory)");
     sb_gw_signals_t sig = {.gw = &gw};
     uv_signal_init(&loop, &sig.sigterm);
     uv_signal_init(&loop, &sig.sigint);
@@ -148,6 +156,7 @@ int sb_cmd_gateway(sb_config_t *cfg) {
         lws_context_destroy(gw.lws);
         uv_run(&loop, UV_RUN_DEFAULT);
     }
+    sb_presence_watch_free(gw.presence_watch);
     sb_socketio_free(gw.sio); /* lws has closed every connection: no conn is left attached */
     int rc = uv_loop_close(&loop);
     sb_static_free(gw.web);

@@ -11,6 +11,7 @@
 #include "gateway/aredis.h"
 #include "gateway/stats.h"
 #include "switchboard/config.h"
+#include "switchboard/presence.h"
 
 struct lws_context;
 
@@ -22,6 +23,8 @@ typedef struct sb_gateway {
     struct sb_socketio *sio;   /* Socket.IO at /socket.io/ (socketio.h) */
     sb_gw_stats_t stats;       /* counters behind /metrics */
     struct sb_static *web;     /* dashboard files, loaded at start-up (static.c) */
+    sb_presence_ctx_t presence;/* presence scripts and settings (read-only after start) */
+    struct sb_presence_watch *presence_watch; /* admins' live presence (presence_watch.h) */
     int64_t started_ms;
     int stopping;              /* SIGTERM seen: new requests get 503 */
 } sb_gateway_t;

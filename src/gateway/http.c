@@ -276,6 +276,8 @@ static int sb_req_expects_body(struct lws *wsi, const sb_req_t *req) {
  * bounds it). */
 static void sb_req_run(sb_req_t *req) {
     struct lws *wsi = req->wsi;
+    if (req->dispatched) return; /* "content-length: 0" runs it at once and at completion */
+    req->dispatched = 1;
     if (sb_socketio_path(req->path)) sb_socketio_request(req);
     else sb_api_dispatch(req);
     if (!req->status && wsi) lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);

@@ -14,6 +14,7 @@
 #include "switchboard/job.h"
 
 #define SB_ANY_ROLE (SB_ROLE_USER | SB_ROLE_AGENT | SB_ROLE_ADMIN)
+#define SB_AGENT_ROLES (SB_ROLE_AGENT | SB_ROLE_ADMIN)
 
 static const sb_api_route_t sb_r_job_create = {"/agent/{type}", sb_api_job_create, SB_ANY_ROLE};
 static const sb_api_route_t sb_r_job_list = {"/agent/{type}/jobs", sb_api_job_list, SB_ANY_ROLE};
@@ -23,6 +24,22 @@ static const sb_api_route_t sb_r_job_get = {"/agent/{type}/{jobId}", sb_api_job_
                                             SB_ANY_ROLE};
 static const sb_api_route_t sb_r_rebalance_get = {"/rebalance/{jobId}", sb_api_job_get,
                                                   SB_ANY_ROLE};
+static const sb_api_route_t sb_r_pres_heartbeat = {"/agent-status/heartbeat",
+                                                   sb_api_presence_heartbeat, SB_AGENT_ROLES};
+static const sb_api_route_t sb_r_pres_offline = {"/agent-status/offline", sb_api_presence_offline,
+                                                 SB_AGENT_ROLES};
+static const sb_api_route_t sb_r_pres_online = {"/agent-status/online", sb_api_presence_online,
+                                                SB_ANY_ROLE};
+static const sb_api_route_t sb_r_pres_dept = {"/agent-status/department/{department_id}",
+                                              sb_api_presence_department, SB_ANY_ROLE};
+static const sb_api_route_t sb_r_pres_agent = {"/agent-status/agent/{agent_id}",
+                                               sb_api_presence_agent, SB_ANY_ROLE};
+static const sb_api_route_t sb_r_pres_stats = {"/agent-status/stats", sb_api_presence_stats,
+                                               SB_ROLE_ADMIN};
+static const sb_api_route_t sb_r_pres_assign = {"/agent-status/assign", sb_api_presence_assign,
+                                                SB_ROLE_ADMIN};
+static const sb_api_route_t sb_r_pres_release = {"/agent-status/release",
+                                                 sb_api_presence_release, SB_ROLE_ADMIN};
 static const sb_api_route_t sb_r_healthz = {"/healthz", sb_api_healthz, 0};
 static const sb_api_route_t sb_r_readyz = {"/readyz", sb_api_readyz, 0};
 static const sb_api_route_t sb_r_metrics = {"/metrics", sb_api_prometheus, 0};
@@ -38,6 +55,14 @@ static const sb_route_t sb_api_routes[] = {
     {SB_HTTP_GET, "/agent/{type}/metrics", &sb_r_job_metrics},
     {SB_HTTP_GET, "/agent/{type}/{jobId}", &sb_r_job_get},
     {SB_HTTP_GET, "/rebalance/{jobId}", &sb_r_rebalance_get},
+    {SB_HTTP_POST, "/agent-status/heartbeat", &sb_r_pres_heartbeat},
+    {SB_HTTP_POST, "/agent-status/offline", &sb_r_pres_offline},
+    {SB_HTTP_GET, "/agent-status/online", &sb_r_pres_online},
+    {SB_HTTP_GET, "/agent-status/department/{department_id}", &sb_r_pres_dept},
+    {SB_HTTP_GET, "/agent-status/agent/{agent_id}", &sb_r_pres_agent},
+    {SB_HTTP_GET, "/agent-status/stats", &sb_r_pres_stats},
+    {SB_HTTP_POST, "/agent-status/assign", &sb_r_pres_assign},
+    {SB_HTTP_POST, "/agent-status/release", &sb_r_pres_release},
     {SB_HTTP_GET, "/healthz", &sb_r_healthz},
     {SB_HTTP_GET, "/readyz", &sb_r_readyz},
     {SB_HTTP_GET, "/metrics", &sb_r_metrics},

@@ -95,6 +95,8 @@ void sb_socketio_stop(sb_socketio_t *io) {
     io->sub = NULL;
 }
 
+struct sb_subscriber *sb_socketio_subscriber(sb_socketio_t *io) { return io ? io->sub : NULL; }
+
 void sb_socketio_free(sb_socketio_t *io) {
     if (!io) return;
     sb_socketio_stop(io);

@@ -70,6 +70,10 @@ int sb_socketio_emit_room(sb_socketio_t *io, const char *room, const char *event
 int sb_socketio_emit_admins(sb_socketio_t *io, const char *event, const char *json,
                             size_t len);
 
+/* The status subscriber (the process's one SUBSCRIBE connection), for other modules to watch
+ * channels on (sb_subscriber_watch); NULL once stopped. */
+struct sb_subscriber *sb_socketio_subscriber(sb_socketio_t *io);
+
 /* Appends the Socket.IO families (connections, status messages) to p. */
 void sb_socketio_render(const sb_socketio_t *io, sb_prom_t *p);
 

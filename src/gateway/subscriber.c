@@ -17,19 +17,28 @@
 
 #define SB_SUB_MAX_TYPES 64
 
+/* A channel another module watches (sb_subscriber_watch). */
+typedef struct {
+    char channel[SB_SUBSCRIBER_CHANNEL_MAX + 1];
+    sb_subscriber_fn fn;
+    void *ud;
+} sb_sub_watch_t;
+
 struct sb_subscriber {
     sb_aredis_t *ar;
     sb_sio_t *sio;
     char *types;          /* owned copy of the comma-separated job types */
     int closing;
     sb_subscriber_stats_t stats;
+    sb_sub_watch_t watch[SB_SUBSCRIBER_MAX_WATCH];
+    int nwatch;
 };
 
 /* ---- subscribing ------------------------------------------------------------------------ */
 
 /* Appends SUBSCRIBE agent:{t}:status agent:{t}:events for every type to b. */
 static int sb_subscriber_batch(const sb_subscriber_t *s, sb_batch_t *b) {
-    const char *argv[1 + 2 * SB_SUB_MAX_TYPES];
+    const char *argv[1 + 2 * SB_SUB_MAX_TYPES + SB_SUBSCRIBER_MAX_WATCH];
     char keys[2 * SB_SUB_MAX_TYPES][SB_KEY_LEN];
     int argc = 0, nk = 0;
     argv[argc++] = "SUBSCRIBE";
@@ -50,6 +59,7 @@ static int sb_subscriber_batch(const sb_subscriber_t *s, sb_batch_t *b) {
         }
         p += n;
     }
+    for (int i = 0; i < s->nwatch; i++) argv[argc++] = s->watch[i].channel;
     if (argc == 1) return SB_EINVAL;
     return sb_batch_addargv(b, argc, argv, NULL);
 }
@@ -63,6 +73,29 @@ static void sb_subscriber_on_up(void *ud) {
     if (rc == SB_OK) rc = sb_aredis_subscribe(s->ar, b, sb_subscriber_push, s);
     sb_batch_free(b);
     if (rc != SB_OK) sb_error("gateway", "cannot subscribe to the status channels (%d)", rc);
+}
+
+int sb_subscriber_watch(sb_subscriber_t *s, const char *channel, sb_subscriber_fn fn, void *ud) {
+    if (s->nwatch >= SB_SUBSCRIBER_MAX_WATCH || strlen(channel) > SB_SUBSCRIBER_CHANNEL_MAX)
+        return SB_EINVAL;
+    sb_sub_watch_t *w = &s->watch[s->nwatch++];
+    snprintf(w->channel, sizeof w->channel, "%s", channel);
+    w->fn = fn;
+    w->ud = ud;
+    if (!sb_aredis_up(s->ar)) return SB_OK; /* the on-up hook subscribes to it */
+    const char *argv[] = {"SUBSCRIBE", w->channel};
+    sb_batch_t *b = sb_batch_create();
+    if (b && sb_batch_addargv(b, 2, argv, NULL) == SB_OK)
+        sb_aredis_subscribe(s->ar, b, sb_subscriber_push, s);
+    sb_batch_free(b);
+    return SB_OK;
+}
+
+/* The watch of channel, or NULL. */
+static const sb_sub_watch_t *sb_subscriber_watched(const sb_subscriber_t *s, const char *channel) {
+    for (int i = 0; i < s->nwatch; i++)
+        if (!strcmp(s->watch[i].channel, channel)) return &s->watch[i];
+    return NULL;
 }
 
 /* ---- forwarding ------------------------------------------------------------------------- */
@@ -165,8 +198,13 @@ static void sb_subscriber_push(redisReply *reply, void *priv) {
     if (s->closing || !reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 3)
         return;
     redisReply **e = reply->element;
+    const sb_sub_watch_t *w = NULL;
     if (e[0]->type == REDIS_REPLY_STRING && !strcmp(e[0]->str, "message") &&
-        e[1]->type == REDIS_REPLY_STRING && e[2]->type == REDIS_REPLY_STRING)
+        e[1]->type == REDIS_REPLY_STRING && e[2]->type == REDIS_REPLY_STRING &&
+        (w = sb_subscriber_watched(s, e[1]->str)) != NULL)
+        w->fn(w->ud, reply);
+    else if (e[0]->type == REDIS_REPLY_STRING && !strcmp(e[0]->str, "message") &&
+             e[1]->type == REDIS_REPLY_STRING && e[2]->type == REDIS_REPLY_STRING)
         sb_subscriber_handle(s, e[1]->str, e[2]->str, e[2]->len);
     else if (e[0]->type == REDIS_REPLY_STRING && !strcmp(e[0]->str, "subscribe"))
         sb_info("gateway", "subscribed to %s", e[1]->type == REDIS_REPLY_STRING ? e[1]->str : "?");

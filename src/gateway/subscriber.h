@@ -11,13 +11,17 @@
  *     gateway that took a POST) is emitted as is to its room, so every gateway's clients see
  *     it, whichever gateway took the request. Its event name must start with `{type}:`.
  * A message that does not parse or lacks a field is counted as dropped and logged; never
- * fatal. Counters feed /metrics. */
+ * fatal. Counters feed /metrics.
+ * Other modules add channels of their own to the same connection with sb_subscriber_watch()
+ * (presence: agent:presence and the expired-key events); their messages go to their handler,
+ * not through the status path, and are not counted here. */
 #ifndef SB_GATEWAY_SUBSCRIBER_H
 #define SB_GATEWAY_SUBSCRIBER_H
 
 #include <stddef.h>
 #include <uv.h>
 #include <cjson/cJSON.h>
+#include <hiredis/hiredis.h>
 #include "gateway/sio.h"
 #include "switchboard/config.h"
 
@@ -35,6 +39,15 @@ typedef struct {
  * failure. */
 sb_subscriber_t *sb_subscriber_create(uv_loop_t *loop, const sb_redis_addr_t *addr,
                                       const char *job_types, sb_sio_t *sio);
+/* Handler of a watched channel: msg is the whole push reply ["message", channel, payload],
+ * valid only during the call. */
+typedef void (*sb_subscriber_fn)(void *ud, const redisReply *msg);
+#define SB_SUBSCRIBER_MAX_WATCH 4
+#define SB_SUBSCRIBER_CHANNEL_MAX 128
+/* Subscribes to channel too (now if connected, and after every reconnect) and hands its
+ * messages to fn(ud, msg). ud must outlive s, or the watch. Returns 0, or SB_EINVAL when
+ * SB_SUBSCRIBER_MAX_WATCH channels are already watched or channel is too long. */
+int sb_subscriber_watch(sb_subscriber_t *s, const char *channel, sb_subscriber_fn fn, void *ud);
 /* Closes the connection (its handles finish closing during uv_run) and frees s. NULL ok. */
 void sb_subscriber_close(sb_subscriber_t *s);
 

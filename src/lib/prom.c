@@ -101,6 +101,12 @@ void sb_prom_sample(sb_prom_t *p, const char *name, const sb_prom_label_t *label
     sb_prom_line(p, name, "", labels, n, NULL, value);
 }
 
+void sb_prom_single(sb_prom_t *p, const char *name, const char *type, const char *help,
+                    double value) {
+    sb_prom_family(p, name, type, help);
+    sb_prom_sample(p, name, NULL, 0, value);
+}
+
 void sb_prom_histogram(sb_prom_t *p, const char *name, const sb_prom_label_t *labels, size_t n,
                        const double *bounds, const unsigned long long *cumulative,
                        size_t nbounds, double sum, unsigned long long count) {

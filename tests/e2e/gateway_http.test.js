@@ -10,6 +10,7 @@ const net = require('node:net');
 const { execFileSync } = require('node:child_process');
 const jwt = require('jsonwebtoken');
 const { startRedis, startSwitchboard, runSwitchboard, waitFor, freePort } = require('./lib/harness');
+const { request, assertError } = require('./lib/http');
 
 const SECRET = 'e2e-gateway-secret';
 const TYPE_RE = /^\d{1,16}-[0-9a-f]{8}$/;
@@ -26,26 +27,7 @@ function user(role = 'user', extra = {}) {
   return { pk, sub, token, auth: { authorization: `Bearer ${token}` } };
 }
 
-async function call(method, path, { headers = {}, body, raw } = {}) {
-  const init = { method, headers: { ...headers } };
-  if (body !== undefined) {
-    init.body = raw ? body : JSON.stringify(body);
-    init.headers['content-type'] = 'application/json';
-  }
-  const res = await fetch(base + path, init);
-  const text = await res.text();
-  let json;
-  try { json = JSON.parse(text); } catch { json = undefined; }
-  return { status: res.status, headers: res.headers, text, json };
-}
-
-function assertError(r, status, code, needle) {
-  assert.strictEqual(r.status, status, `expected ${status}, got ${r.status}: ${r.text}`);
-  assert.strictEqual(r.json.success, false);
-  assert.strictEqual(r.json.error, code);
-  assert.strictEqual(typeof r.json.message, 'string');
-  if (needle) assert.match(r.json.message, needle);
-}
+const call = (method, path, opts) => request(method, base + path, opts);
 
 async function startGateway(env = {}) {
   const g = startSwitchboard(['gateway'], { REDIS_URL: redis.url, JWT_SECRET: SECRET,

@@ -126,6 +126,7 @@ static void test_prom_text(void **state) {
     unsigned long long cum[2] = {1, 3};
     sb_prom_label_t r[1] = {{"route", "/x"}};
     sb_prom_histogram(&p, "h_seconds", r, 1, bounds, cum, 2, 2.25, 4);
+    sb_prom_single(&p, "up", "gauge", "One sample.", 1);
     size_t len;
     const char *text = sb_prom_text(&p, &len);
     const char *want =
@@ -137,7 +138,10 @@ static void test_prom_text(void **state) {
         "h_seconds_bucket{route=\"/x\",le=\"1\"} 3\n"
         "h_seconds_bucket{route=\"/x\",le=\"+Inf\"} 4\n"
         "h_seconds_sum{route=\"/x\"} 2.25\n"
-        "h_seconds_count{route=\"/x\"} 4\n";
+        "h_seconds_count{route=\"/x\"} 4\n"
+        "# HELP up One sample.\n"
+        "# TYPE up gauge\n"
+        "up 1\n";
     assert_string_equal(text, want);
     assert_int_equal(len, strlen(want));
     sb_prom_close(&p);

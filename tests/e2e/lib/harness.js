@@ -60,7 +60,8 @@ function track(child, name) {
   return child;
 }
 
-// Starts a private redis-server. opts.aof turns on appendonly (survives restart).
+// Starts a private redis-server. opts.aof turns on appendonly (survives restart); opts.args
+// are extra server arguments (e.g. ['--rename-command', 'CONFIG', '']).
 async function startRedis(opts = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sb-e2e-redis-'));
   const port = await freePort();
@@ -68,7 +69,7 @@ async function startRedis(opts = {}) {
   r.start = async () => {
     r.proc = track(spawn(REDIS_SERVER, ['--port', String(port), '--bind', '127.0.0.1',
       '--dir', dir, '--save', '', '--appendonly', opts.aof ? 'yes' : 'no',
-      '--appendfsync', 'always', '--loglevel', 'warning'], { stdio: ['ignore', 'pipe', 'pipe'] }),
+      '--appendfsync', 'always', '--loglevel', 'warning', ...(opts.args || [])], { stdio: ['ignore', 'pipe', 'pipe'] }),
     'redis');
     const probe = new Redis(r.url, { lazyConnect: true, maxRetriesPerRequest: 0,
       retryStrategy: () => null });
