@@ -133,6 +133,8 @@ struct sb_agent {
 
     pthread_t maint;
     int maint_started;
+    char **suspects;       /* maintenance thread only: ids orphaned in our list at the last scan */
+    size_t nsuspects;
     sb_redis_t *maint_redis;
 
     pthread_mutex_t stats_lock;
@@ -641,6 +643,64 @@ static void sb_agent_recover(sb_agent_t *a) {
     } while (strcmp(cursor, "0") != 0 && !atomic_load(&a->maint_stop));
 }
 
+/* 1 if a worker holds id right now. */
+static int sb_agent_held(sb_agent_t *a, const char *id) {
+    int held = 0;
+    for (int i = 0; i < a->nworkers && !held; i++) {
+        pthread_mutex_lock(&a->workers[i].lock);
+        held = strcmp(a->workers[i].job_id, id) == 0;
+        pthread_mutex_unlock(&a->workers[i].lock);
+    }
+    return held;
+}
+
+static int sb_agent_suspected(const sb_agent_t *a, const char *id) {
+    for (size_t i = 0; i < a->nsuspects; i++)
+        if (strcmp(a->suspects[i], id) == 0) return 1;
+    return 0;
+}
+
+static void sb_agent_suspects_free(sb_agent_t *a) {
+    for (size_t i = 0; i < a->nsuspects; i++) free(a->suspects[i]);
+    free(a->suspects);
+    a->suspects = NULL;
+    a->nsuspects = 0;
+}
+
+/* A take whose reply was lost (Redis died after running it) leaves an id in our own
+ * processing list that no worker holds, and the recovery of dead agents never looks at a live
+ * agent's list. So each scan compares our list with what the workers hold: an id orphaned on
+ * two consecutive scans (not one whose take reply is just arriving) goes back on the queue
+ * through the guarded finish script. */
+static void sb_agent_reclaim_own(sb_agent_t *a) {
+    redisReply *rep = sb_redis_cmd(a->maint_redis, "LRANGE %s 0 -1", a->k_proc);
+    if (!rep || rep->type != REDIS_REPLY_ARRAY) {
+        if (rep) freeReplyObject(rep);
+        return;
+    }
+    char **next = calloc(rep->elements + 1, sizeof *next);
+    size_t nnext = 0;
+    sb_worker_t tmp = {.agent = a, .redis = a->maint_redis};
+    for (size_t i = 0; next && i < rep->elements; i++) {
+        const char *id = rep->element[i]->str;
+        if (!id || sb_agent_held(a, id)) continue;
+        if (!sb_agent_suspected(a, id)) {
+            if ((next[nnext] = strdup(id))) nnext++;
+            continue;
+        }
+        sb_finish_t f = {.mode = "requeue"};
+        if (sb_worker_finish(&tmp, id, &f) == 1) {
+            sb_warn("agent", "job %.64s was left in our processing list (a reply lost with "
+                    "redis); put back on the queue", id);
+            sb_stat_add(a, &a->stats.recovered, 1);
+        }
+    }
+    freeReplyObject(rep);
+    sb_agent_suspects_free(a);
+    a->suspects = next;
+    a->nsuspects = nnext;
+}
+
 static void *sb_maint_main(void *arg) {
     sb_agent_t *a = arg;
     int64_t next_hb = 0, next_scan = 0;
@@ -664,6 +724,7 @@ static void *sb_maint_main(void *arg) {
         }
         if (now >= next_scan && atomic_load(&a->present)) {
             sb_agent_recover(a);
+            sb_agent_reclaim_own(a);
             next_scan = now + (int64_t)a->recovery_s * 1000;
         }
         int64_t wake = next_hb < next_scan ? next_hb : next_scan;
@@ -838,6 +899,7 @@ void sb_agent_wait(sb_agent_t *a, int grace_s) {
 void sb_agent_free(sb_agent_t *a) {
     if (!a) return;
     if (a->abandoned) return; /* threads may still touch it: the process is about to exit */
+    sb_agent_suspects_free(a);
     for (int i = 0; a->workers && i < a->nworkers; i++) {
         sb_redis_free(a->workers[i].redis);
         pthread_mutex_destroy(&a->workers[i].lock);

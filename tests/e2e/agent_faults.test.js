@@ -81,9 +81,10 @@ test('Redis restarted mid-run (AOF on): the agent reconnects and carries on', as
   const redis = await startRedis({ aof: true });
   const r = redis.client();
   r.on('error', () => {});
+  let agent;
   try {
     const ids = await enqueueMany(r, 100);
-    const agent = startSwitchboard(['agent', '--concurrency', '2', '--exec',
+    agent = startSwitchboard(['agent', '--concurrency', '2', '--exec',
       'sleep 0.01; echo \'{"ok":true}\''], { ...FAST, REDIS_URL: redis.url });
     await waitFor(async () => (await statuses(r, ids)).filter((s) => s === 'done').length >= 20,
       { what: '20 jobs done before the restart' });
@@ -96,6 +97,7 @@ test('Redis restarted mid-run (AOF on): the agent reconnects and carries on', as
     agent.kill('SIGTERM');
     assert.strictEqual((await agent.exited).code, 0);
   } finally {
+    if (agent && agent.exitCode === null) agent.kill('SIGKILL');
     r.disconnect();
     await redis.stop();
   }

@@ -335,6 +335,41 @@ static void test_recovers_jobs_of_a_dead_agent(void **state) {
     sb_redis_free(r);
 }
 
+/* Redis ran a take and died before its reply reached us: the id sits in our own processing
+ * list and no worker holds it. The agent must notice and put it back, or it is lost. */
+static void test_reclaims_ids_orphaned_in_its_own_list(void **state) {
+    (void)state;
+    sb_redis_t *r = sb_test_redis_client(&srv);
+    sb_config_t cfg = test_config();
+    probe_t p = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    sb_agent_t *a = start_agent(&cfg, &p);
+    char id[SB_JOB_ID_LEN], key[SB_KEY_LEN], rkey[SB_KEY_LEN];
+    /* the record, and its id where a take would have put it: in the agent's own list */
+    assert_int_equal(sb_job_id_new(id), 0);
+    sb_user_t u = {.public_key = "PK1"};
+    cJSON *rec = sb_job_record_new("rebalance", id, &u, NULL, sb_now_ms());
+    char *json = sb_json_print(rec);
+    redisReply *rep = sb_redis_cmd(r, "SET %s %s", sb_key(rkey, sizeof rkey, SB_KEY_JOB,
+                                                         "rebalance", id), json);
+    freeReplyObject(rep);
+    free(json);
+    cJSON_Delete(rec);
+    rep = sb_redis_cmd(r, "LPUSH %s %s", sb_key(key, sizeof key, SB_KEY_PROCESSING, "rebalance",
+                                                  sb_agent_id(a)), id);
+    freeReplyObject(rep);
+    char *st = wait_terminal(r, id);
+    assert_string_equal(st, "done");
+    free(st);
+    sb_agent_stats_t stats;
+    sb_agent_stats(a, &stats);
+    assert_int_equal(stats.recovered, 1);
+    assert_int_equal(llen(r, key), 0);
+    sb_agent_wait(a, 5);
+    sb_agent_free(a);
+    sb_config_close(&cfg);
+    sb_redis_free(r);
+}
+
 static void test_shutdown_puts_back_unfinished_jobs(void **state) {
     (void)state;
     sb_redis_t *r = sb_test_redis_client(&srv);
@@ -449,6 +484,7 @@ int main(void) {
         cmocka_unit_test_setup(test_bad_records_are_counted_and_skipped, setup),
         cmocka_unit_test_setup(test_execution_times_stay_bounded, setup),
         cmocka_unit_test_setup(test_recovers_jobs_of_a_dead_agent, setup),
+        cmocka_unit_test_setup(test_reclaims_ids_orphaned_in_its_own_list, setup),
         cmocka_unit_test_setup(test_shutdown_puts_back_unfinished_jobs, setup),
         cmocka_unit_test_setup(test_survives_redis_restart, setup),
         cmocka_unit_test_setup(test_queue_library, setup),
