@@ -11,6 +11,7 @@
 #include "gateway/aredis.h"
 #include "gateway/stats.h"
 #include "switchboard/config.h"
+#include "switchboard/redis.h"
 
 struct lws_context;
 
@@ -22,6 +23,7 @@ typedef struct sb_gateway {
     struct sb_socketio *sio;   /* Socket.IO at /socket.io/ (socketio.h) */
     sb_gw_stats_t stats;       /* counters behind /metrics */
     struct sb_static *web;     /* dashboard files, loaded at start-up (static.c) */
+    sb_script_t submit;        /* the job submission script (submit.h), SHA1 computed once */
     int64_t started_ms;
     int stopping;              /* SIGTERM seen: new requests get 503 */
 } sb_gateway_t;
