@@ -22,8 +22,8 @@ char *sb_metrics_key(char *buf, size_t len, const char *type, const char *what, 
 char *sb_metrics_counter_key(char *buf, size_t len, const char *type, const char *name,
                              int64_t now_ms);
 
-/* INCR metrics:agent:{type}:counters:{date}:{name} (+ EXPIRE). Returns 0 or SB_ENOMEM. */
-int sb_metrics_count(sb_batch_t *b, const char *type, const char *name, int64_t now_ms);
+/* Daily counters are incremented inside scripts (submit.c, the agent's finish script), which
+ * give each counter key SB_METRICS_TTL (submit.c: when INCR creates it). */
 /* Adds a finished job's execution time. */
 int sb_metrics_exec_time(sb_batch_t *b, const char *type, const char *job_id, int64_t ms);
 /* Stores metrics:agent:{type}:failed:{jobId} = {jobId,error,details,payload,attempts,failedAt}. */

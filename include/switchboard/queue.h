@@ -1,8 +1,8 @@
 /* Queues: the atomic job enqueue of SPEC §2 and the general queue library of seed 002.
  *
  * Job queue: a job is its record (agent:{type}:job:{id}) plus its id on agent:{type}:jobs.
- * Enqueue writes both, and indexes the id under the user, in one MULTI/EXEC: either all of it
- * happened or none of it. Producers LPUSH; consumers take from the right (FIFO).
+ * Enqueue writes both, indexes the id under the user, counts it and appends the job.created
+ * audit event in one script (submit.h): either all of it happened or none of it. Producers LPUSH; consumers take from the right (FIFO).
  *
  * General queue: any list name; items are `{"id","payload","enqueuedAt"}` JSON. Dequeue blocks
  * with BRPOP; the polling worker uses RPOP for places without blocking commands and backs
@@ -15,23 +15,10 @@
 #include "switchboard/job.h"
 #include "switchboard/redis.h"
 
-/* Appends MULTI, SET record EX, LPUSH id, ZADD user index, EXPIRE, counters, the job.created
- * event (XADD agent:stream:job.created, see events.h), EXEC to b.
- * Returns 0 or SB_ENOMEM. The EXEC reply is the last one; check it with
- * sb_job_enqueue_check(). */
-int sb_job_enqueue_batch(sb_batch_t *b, const char *type, const char *job_id,
-                         const char *public_key, const char *record_json, int64_t now_ms);
-/* The same, with PUBLISH channel message inside the transaction (so the notification goes
- * out if and only if the job was queued). channel and message are both NULL or both set. */
-int sb_job_enqueue_batch_publish(sb_batch_t *b, const char *type, const char *job_id,
-                                 const char *public_key, const char *record_json, int64_t now_ms,
-                                 const char *channel, const char *message);
-/* 0 if the EXEC reply says every command ran, else SB_EREDIS / SB_EPROTO. */
-int sb_job_enqueue_check(const redisReply *exec_reply);
-
 /* Creates and enqueues a job atomically; writes its id into id_out. Returns 0; SB_EINVAL for
  * a bad type or user (reason in err); SB_EREDIS when Redis is unreachable — then nothing was
- * queued (or, if the connection broke after EXEC was sent, the outcome is unknown: err says). */
+ * queued (or, if the connection broke after the script was sent, the outcome is unknown: err
+ * says); SB_EPROTO when Redis refused the script (e.g. a key of the wrong type). */
 int sb_job_enqueue(sb_redis_t *r, const char *type, const sb_user_t *user, const cJSON *payload,
                    char id_out[SB_JOB_ID_LEN], char *err, size_t errlen);
 

@@ -1,12 +1,14 @@
 /* Job routes (SPEC §3): create, read, list, metrics summary.
  *
  * POST /agent/{type} validates everything it can without Redis first (bad input changes
- * nothing), then makes two round trips: the rate-limit script, and — if allowed — one
- * MULTI/EXEC that writes the record, queues the id, indexes it under the user, counts it and
- * PUBLISHes the `{type}:created` notification on agent:{type}:events:
+ * nothing), then makes one round trip: the submission script (submit.h, by EVALSHA) checks
+ * and records the rate limit and, when allowed, writes the record, queues the id, indexes it
+ * under the user, counts it, appends the job.created audit event and PUBLISHes the
+ * `{type}:created` notification on agent:{type}:events:
  *   {"event":"rebalance:created","room":"user:{publicKey}","data":{"jobId":"…"}}
  * so the Socket.IO layer of every gateway can emit it to the user's room. A job is therefore
- * either fully queued and announced, or not at all. */
+ * either fully queued and announced, or not at all; a refused request writes only the rate
+ * counters. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,8 +20,8 @@
 #include "switchboard/json.h"
 #include "switchboard/log.h"
 #include "switchboard/metrics.h"
-#include "switchboard/queue.h"
 #include "switchboard/ratelimit.h"
+#include "switchboard/submit.h"
 
 #define SB_LIST_DEFAULT 20
 #define SB_LIST_MAX 100
@@ -63,33 +65,6 @@ static const char *sb_api_owner(sb_req_t *req) {
 
 /* ---- POST /agent/{type} --------------------------------------------------------------------- */
 
-static void sb_job_queued_cb(redisReply *reply, void *priv) {
-    sb_req_t *req = priv;
-    int rc = sb_job_enqueue_check(reply);
-    const char *type = sb_route_param(&req->match, "type");
-    if (rc == SB_OK) {
-        char body[160];
-        int n = snprintf(body, sizeof body, "{\"jobId\":\"%s\",\"status\":\"queued\"}",
-                         req->scratch);
-        req->gw->stats.jobs_created++;
-        sb_info("gateway", "job queued: type=%s job=%s user=%s", type, req->scratch,
-                req->claims.public_key);
-        sb_req_send(req, 202, "application/json", body, (size_t)n, NULL);
-    } else if (rc == SB_EREDIS) {
-        sb_warn("gateway", "job %s: redis went away during EXEC; outcome unknown to the client",
-                req->scratch);
-        sb_req_error(req, 503, "redis_unavailable",
-                     "Redis became unavailable while queuing the job; it may not have been "
-                     "queued, check GET /agent/%s/jobs before retrying", type);
-    } else {
-        sb_error("gateway", "job %s: redis refused the transaction; nothing was queued",
-                 req->scratch);
-        sb_req_error(req, 503, "redis_unavailable",
-                     "Redis refused the transaction; nothing was queued");
-    }
-    sb_req_release(req);
-}
-
 /* The created notification published with the job. Returns malloc'd JSON or NULL. */
 static char *sb_created_event(const char *type, const char *job_id, const char *public_key) {
     char name[SB_TYPE_MAX + 16];
@@ -112,55 +87,99 @@ static char *sb_created_event(const char *type, const char *job_id, const char *
     return text;
 }
 
-static void sb_job_enqueue_async(sb_req_t *req) {
+/* The user the window counts: the token's sub when usable, else its publicKey. */
+static const char *sb_job_rate_user(const sb_req_t *req) {
+    return sb_public_key_valid(req->claims.sub) ? req->claims.sub : req->claims.public_key;
+}
+
+/* The submission script call for the job in req->scratch (EVALSHA or EVAL). NULL on failure
+ * (*rc says why: SB_EINVAL for a user id too long, else an internal error). */
+static sb_batch_t *sb_job_submit_build(sb_req_t *req, sb_script_mode_t mode, int *rc) {
     const char *type = sb_route_param(&req->match, "type");
+    const sb_config_t *cfg = req->gw->cfg;
     sb_user_t user = {req->claims.public_key, req->claims.sub};
     char chan[SB_KEY_LEN];
     int64_t now = sb_now_ms();
-    if (sb_job_id_new(req->scratch) != SB_OK) {
-        sb_req_error(req, 500, "internal", "no random source for the job id");
-        return;
-    }
     cJSON *rec = sb_job_record_new(type, req->scratch, &user, req->doc, now);
     char *json = rec ? sb_json_print(rec) : NULL;
     char *event = sb_created_event(type, req->scratch, user.public_key);
     cJSON_Delete(rec);
+    sb_submit_t q = {.type = type, .job_id = req->scratch, .public_key = user.public_key,
+                     .record_json = json, .now_ms = now, .rate_user = sb_job_rate_user(req),
+                     .limit = cfg->rate_limit, .window_s = cfg->rate_window,
+                     .channel = sb_key(chan, sizeof chan, SB_KEY_EVENTS, type, NULL),
+                     .message = event};
     sb_batch_t *b = json && event ? sb_batch_create() : NULL;
-    if (b && sb_job_enqueue_batch_publish(b, type, req->scratch, user.public_key, json, now,
-                                          sb_key(chan, sizeof chan, SB_KEY_EVENTS, type, NULL),
-                                          event) != SB_OK) {
-        sb_batch_free(b);
-        b = NULL;
-    }
+    *rc = b ? sb_submit_batch(b, &req->gw->submit, mode, &q) : SB_ENOMEM;
     free(json);
     free(event);
-    if (!b) sb_req_error(req, 500, "internal", "could not build the job");
-    else sb_api_redis(req, b, sb_job_queued_cb);
+    if (*rc == SB_OK) return b;
+    sb_batch_free(b);
+    return NULL;
 }
 
-static void sb_job_rate_cb(redisReply *reply, void *priv) {
+static void sb_job_submitted_cb(redisReply *reply, void *priv);
+
+/* Sends the submission script; answers the request itself when it cannot. */
+static void sb_job_submit_send(sb_req_t *req, sb_script_mode_t mode) {
+    int rc;
+    sb_batch_t *b = sb_job_submit_build(req, mode, &rc);
+    if (b) sb_api_redis(req, b, sb_job_submitted_cb);
+    else if (rc == SB_EINVAL) sb_req_error(req, 400, "bad_request", "the token's user id is too long");
+    else sb_req_error(req, 500, "internal", "could not build the job");
+}
+
+static void sb_job_answer_queued(sb_req_t *req, const char *type) {
+    char body[160];
+    int n = snprintf(body, sizeof body, "{\"jobId\":\"%s\",\"status\":\"queued\"}", req->scratch);
+    req->gw->stats.jobs_created++;
+    sb_info("gateway", "job queued: type=%s job=%s user=%s", type, req->scratch,
+            req->claims.public_key);
+    sb_req_send(req, 202, "application/json", body, (size_t)n, NULL);
+}
+
+static void sb_job_answer_limited(sb_req_t *req, const sb_rate_result_t *rate) {
+    char hdr[64];
+    long long secs = (rate->retry_ms + 999) / 1000;
+    snprintf(hdr, sizeof hdr, "retry-after: %lld\r\n", secs);
+    req->gw->stats.rate_limited++;
+    sb_info("gateway", "rate limited: user=%s", req->claims.public_key);
+    sb_req_error_h(req, 429, hdr, "rate_limited", "at most %d job requests per %d s; retry in %lld s",
+                   req->gw->cfg->rate_limit, req->gw->cfg->rate_window, secs);
+}
+
+/* The script's answer: queued (202), refused by the window (429), Redis gone mid-call (503,
+ * outcome unknown), or Redis refused the script (503). NOSCRIPT (the server's script cache
+ * is empty, e.g. after a restart or SCRIPT FLUSH) means nothing ran: send it once as EVAL.
+ * A client that left while the script was in flight gets no answer (counted as 499); its job
+ * is queued whole or not at all like any other, and listed under its user. */
+static void sb_job_submitted_cb(redisReply *reply, void *priv) {
     sb_req_t *req = priv;
+    const char *type = sb_route_param(&req->match, "type");
     sb_rate_result_t rate;
     int rc = sb_ratelimit_parse(reply, &rate);
     if (sb_req_gone(req)) {
-        /* the client left: queue nothing it cannot learn the id of */
+        /* counted as 499 on release; the job (if queued) is listed by GET /agent/{type}/jobs */
+        if (rc == SB_OK && rate.allowed)
+            sb_info("gateway", "job queued for a client that left: type=%s job=%s user=%s",
+                    type, req->scratch, req->claims.public_key);
+    } else if (sb_reply_is_noscript(reply) && !req->num) {
+        req->num = 1;
+        sb_job_submit_send(req, SB_SCRIPT_EVAL);
+    } else if (rc == SB_OK && rate.allowed) {
+        sb_job_answer_queued(req, type);
+    } else if (rc == SB_OK) {
+        sb_job_answer_limited(req, &rate);
     } else if (rc == SB_EREDIS) {
-        sb_req_unavailable(req);
-    } else if (rc != SB_OK) {
-        sb_error("gateway", "rate-limit script answered %s",
-                 reply && reply->type == REDIS_REPLY_ERROR ? reply->str : "an unexpected shape");
-        sb_req_error(req, 500, "internal", "the rate limiter failed");
-    } else if (!rate.allowed) {
-        char hdr[64];
-        long long secs = (rate.retry_ms + 999) / 1000;
-        snprintf(hdr, sizeof hdr, "retry-after: %lld\r\n", secs);
-        req->gw->stats.rate_limited++;
-        sb_info("gateway", "rate limited: user=%s", req->claims.public_key);
-        sb_req_error_h(req, 429, hdr, "rate_limited",
-                       "at most %d job requests per %d s; retry in %lld s",
-                       req->gw->cfg->rate_limit, req->gw->cfg->rate_window, secs);
+        sb_warn("gateway", "job %s: redis went away during the submission; outcome unknown to "
+                "the client", req->scratch);
+        sb_req_error(req, 503, "redis_unavailable",
+                     "Redis became unavailable while queuing the job; it may not have been "
+                     "queued, check GET /agent/%s/jobs before retrying", type);
     } else {
-        sb_job_enqueue_async(req);
+        sb_error("gateway", "job %s: redis refused the submission script: %s", req->scratch,
+                 reply->type == REDIS_REPLY_ERROR ? reply->str : "an unexpected reply");
+        sb_req_error(req, 503, "redis_unavailable", "Redis refused the job; it was not queued");
     }
     sb_req_release(req);
 }
@@ -179,16 +198,12 @@ void sb_api_job_create(sb_req_t *req) {
         sb_req_error(req, 400, "bad_request", "%s", why);
         return;
     }
-    const char *rate_user = sb_public_key_valid(req->claims.sub) ? req->claims.sub : owner;
-    const sb_config_t *cfg = req->gw->cfg;
-    sb_batch_t *b = sb_batch_create();
-    if (b && sb_ratelimit_batch(b, type, rate_user, cfg->rate_limit, cfg->rate_window,
-                                sb_now_ms()) != SB_OK) {
-        sb_batch_free(b);
-        sb_req_error(req, 400, "bad_request", "the token's user id is too long");
+    if (sb_job_id_new(req->scratch) != SB_OK) {
+        sb_req_error(req, 500, "internal", "no random source for the job id");
         return;
     }
-    sb_api_redis(req, b, sb_job_rate_cb);
+    req->num = 0; /* 1 once the script was sent in full after a NOSCRIPT */
+    sb_job_submit_send(req, SB_SCRIPT_EVALSHA);
 }
 
 /* ---- GET /agent/{type}/{jobId} and /rebalance/{jobId} ---------------------------------------- */

@@ -3,7 +3,9 @@
  * resets the connection, libuv reports POLLERR as an error status and stops the poll, and
  * that adapter returns without telling hiredis — the context then hangs with its callbacks
  * pending. Here an error status makes hiredis read, see the reset and disconnect, so every
- * pending callback gets NULL at once. Otherwise it is the same small adapter. */
+ * pending callback gets NULL at once. It also keeps epoll quiet: the poll's mask changes only
+ * when it must, and commands are written once per loop turn from a uv_prepare handle rather
+ * than by polling for WRITE per command (see aredis_uv.c). */
 #ifndef SB_GATEWAY_AREDIS_UV_H
 #define SB_GATEWAY_AREDIS_UV_H
 

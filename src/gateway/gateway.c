@@ -21,6 +21,7 @@
 #include "gateway/static.h"
 #include "switchboard/clock.h"
 #include "switchboard/log.h"
+#include "switchboard/submit.h"
 
 int sb_gateway_type_known(const sb_gateway_t *gw, const char *type) {
     const char *list = gw->cfg->job_types ? gw->cfg->job_types : "";
@@ -125,6 +126,7 @@ int sb_cmd_gateway(sb_config_t *cfg) {
     gw.loop = &loop;
     gw.started_ms = sb_now_ms();
     sb_presence_init(&gw.presence, cfg->agent_status_ttl, cfg->max_chats);
+    sb_submit_script_init(&gw.submit);
     gw.redis = sb_gw_web_load(&gw) == 0 ? sb_aredis_create(&loop, &cfg->redis, "commands")
                                         : NULL;
     gw.sio = gw.redis ? sb_socketio_create(&gw) : NULL;

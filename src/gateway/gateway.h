@@ -12,6 +12,7 @@
 #include "gateway/stats.h"
 #include "switchboard/config.h"
 #include "switchboard/presence.h"
+#include "switchboard/redis.h"
 
 struct lws_context;
 
@@ -25,6 +26,7 @@ typedef struct sb_gateway {
     struct sb_static *web;     /* dashboard files, loaded at start-up (static.c) */
     sb_presence_ctx_t presence;/* presence scripts and settings (read-only after start) */
     struct sb_presence_watch *presence_watch; /* admins' live presence (presence_watch.h) */
+    sb_script_t submit;        /* the job submission script (submit.h), SHA1 computed once */
     int64_t started_ms;
     int stopping;              /* SIGTERM seen: new requests get 503 */
 } sb_gateway_t;

@@ -410,7 +410,8 @@ static int sb_socketio_ws_write_batch(struct lws *wsi, sb_eio_buf_t **pkts, int 
 /* Sends what the core has queued: one lws_write per writeable callback, either one packet as
  * a text frame straight from its shared buffer, or a burst of up to SB_SOCKETIO_BURST packets
  * (SB_SOCKETIO_BURST_BYTES) framed into one buffer. A close is acted on once the queue ahead
- * of it has been written. */
+ * of it has been written. Another writeable callback is asked for only when something is
+ * left (the core wakes the connection when a packet lands in an empty queue). */
 static int sb_socketio_ws_writeable(sb_socketio_t *io, struct lws *wsi, sb_socketio_ws_t *ws) {
     if (!io || !ws->attached) return -1;
     sb_eio_buf_t *pkts[SB_SOCKETIO_BURST];
@@ -433,7 +434,11 @@ static int sb_socketio_ws_writeable(sb_socketio_t *io, struct lws *wsi, sb_socke
         w = sb_socketio_ws_write_batch(wsi, pkts, n);
     }
     if (w < 0) return -1;
-    lws_callback_on_writable(wsi);
+    /* more only if the burst stopped at its limits (rc 1) or a close waits behind it; an
+     * emptied queue is woken again by the core when its next packet arrives. Asking anyway
+     * costs a POLLOUT round (lws on libuv: uv_poll_start = epoll_ctl DEL + ADD, twice) and an
+     * empty callback per send. */
+    if (rc != 0) lws_callback_on_writable(wsi);
     return 0;
 }
 

@@ -101,8 +101,8 @@ static int sb_static_read(const char *path, char **data, size_t *len, const char
 /* Loads file path under URL url. Returns 0 (loaded or skipped with a warning), -1 on ENOMEM. */
 static int sb_static_add(sb_static_t *s, const char *path, const char *url, const char *type) {
     const char *why = NULL;
-    char *data;
-    size_t len;
+    char *data = NULL;
+    size_t len = 0;
     if (s->n == SB_STATIC_FILES_MAX) why = "too many files";
     else if (sb_static_read(path, &data, &len, &why) == 0 && s->total + len > SB_STATIC_TOTAL_MAX) {
         free(data);

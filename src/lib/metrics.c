@@ -71,13 +71,6 @@ char *sb_metrics_counter_key(char *buf, size_t len, const char *type, const char
     return sb_counter_key(buf, len, type, sb_utc_date(now_ms, date), name);
 }
 
-int sb_metrics_count(sb_batch_t *b, const char *type, const char *name, int64_t now_ms) {
-    char key[256];
-    if (!sb_metrics_counter_key(key, sizeof key, type, name, now_ms)) return SB_EINVAL;
-    int rc = sb_batch_add(b, "INCR %s", key);
-    return rc ? rc : sb_batch_add(b, "EXPIRE %s %d", key, SB_METRICS_TTL);
-}
-
 int sb_metrics_exec_time(sb_batch_t *b, const char *type, const char *job_id, int64_t ms) {
     char key[256];
     if (!sb_metrics_key(key, sizeof key, type, "execution_times", NULL)) return SB_EINVAL;

@@ -1,70 +1,17 @@
-/* Job enqueue (atomic, SPEC §2) and the general queue library with its polling worker. */
+/* Job enqueue (atomic, SPEC §2, through the submission script of submit.c) and the general
+ * queue library with its polling worker. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "switchboard/clock.h"
 #include "switchboard/error.h"
-#include "switchboard/events.h"
 #include "switchboard/json.h"
 #include "switchboard/log.h"
-#include "switchboard/metrics.h"
 #include "switchboard/queue.h"
+#include "switchboard/submit.h"
 
 /* ---- the job queue ----------------------------------------------------------------------- */
-
-/* Event bus audit trail (SPEC §7): XADD agent:stream:job.created {jobId, type, userId},
- * inside the enqueue transaction so the event exists exactly when the job does. */
-static int sb_job_created_event(sb_batch_t *b, const char *type, const char *job_id,
-                                const char *public_key) {
-    char key[SB_KEY_LEN], *data = NULL;
-    sb_envelope_t e;
-    cJSON *extra = cJSON_CreateObject();
-    if (extra && sb_json_set_str(extra, "userId", public_key) != SB_OK) {
-        cJSON_Delete(extra);
-        return SB_ENOMEM;
-    }
-    int rc = sb_events_job_envelope(&e, &data, SB_EVENT_JOB_CREATED, type, job_id, extra);
-    if (rc == SB_OK)
-        rc = sb_events_xadd_batch(b, sb_events_key(key, sizeof key, SB_EVENT_JOB_CREATED), &e,
-                                  SB_EVENTS_AUDIT_MAXLEN);
-    free(data);
-    return rc;
-}
-
-int sb_job_enqueue_batch_publish(sb_batch_t *b, const char *type, const char *job_id,
-                                 const char *public_key, const char *record_json, int64_t now_ms,
-                                 const char *channel, const char *message) {
-    char kjob[SB_KEY_LEN], kjobs[SB_KEY_LEN], kuser[SB_KEY_LEN];
-    if (!sb_key(kjob, sizeof kjob, SB_KEY_JOB, type, job_id) ||
-        !sb_key(kjobs, sizeof kjobs, SB_KEY_JOBS, type, NULL) ||
-        !sb_key(kuser, sizeof kuser, SB_KEY_USER, type, public_key) || (!channel != !message))
-        return SB_EINVAL;
-    int rc = sb_batch_add(b, "MULTI");
-    if (!rc) rc = sb_batch_add(b, "SET %s %s EX %d", kjob, record_json, SB_JOB_TTL);
-    if (!rc) rc = sb_batch_add(b, "LPUSH %s %s", kjobs, job_id);
-    if (!rc) rc = sb_batch_add(b, "ZADD %s %lld %s", kuser, (long long)now_ms, job_id);
-    if (!rc) rc = sb_batch_add(b, "EXPIRE %s %d", kuser, SB_JOB_TTL);
-    if (!rc) rc = sb_metrics_count(b, type, "jobs", now_ms);
-    if (!rc) rc = sb_job_created_event(b, type, job_id, public_key);
-    if (!rc && channel) rc = sb_batch_add(b, "PUBLISH %s %s", channel, message);
-    if (!rc) rc = sb_batch_add(b, "EXEC");
-    return rc;
-}
-
-int sb_job_enqueue_batch(sb_batch_t *b, const char *type, const char *job_id,
-                         const char *public_key, const char *record_json, int64_t now_ms) {
-    return sb_job_enqueue_batch_publish(b, type, job_id, public_key, record_json, now_ms, NULL,
-                                        NULL);
-}
-
-int sb_job_enqueue_check(const redisReply *exec) {
-    if (!exec) return SB_EREDIS;
-    if (exec->type != REDIS_REPLY_ARRAY) return SB_EPROTO; /* nil: aborted; error: EXECABORT */
-    for (size_t i = 0; i < exec->elements; i++)
-        if (exec->element[i]->type == REDIS_REPLY_ERROR) return SB_EPROTO;
-    return SB_OK;
-}
 
 int sb_job_enqueue(sb_redis_t *r, const char *type, const sb_user_t *user, const cJSON *payload,
                    char id_out[SB_JOB_ID_LEN], char *err, size_t errlen) {
@@ -84,25 +31,23 @@ int sb_job_enqueue(sb_redis_t *r, const char *type, const sb_user_t *user, const
     cJSON *rec = sb_job_record_new(type, id_out, user, payload, now);
     char *json = rec ? sb_json_print(rec) : NULL;
     cJSON_Delete(rec);
-    sb_batch_t *b = json ? sb_batch_create() : NULL;
-    int rc = b ? sb_job_enqueue_batch(b, type, id_out, user->public_key, json, now) : SB_ENOMEM;
-    free(json);
-    if (rc == SB_OK) {
-        size_t n = sb_batch_count(b);
-        redisReply *replies[16];
-        rc = sb_redis_pipeline(r, b, replies);
-        if (rc == SB_OK) {
-            rc = sb_job_enqueue_check(replies[n - 1]);
-            if (rc != SB_OK)
-                snprintf(err, errlen, "redis refused the transaction: nothing was queued");
-            sb_replies_free(replies, n);
-        } else {
-            snprintf(err, errlen, "redis unavailable: the job may not have been queued");
-        }
-    } else {
-        snprintf(err, errlen, "%s", sb_strerror(rc));
+    if (!json) {
+        snprintf(err, errlen, "%s", sb_strerror(SB_ENOMEM));
+        return SB_ENOMEM;
     }
-    sb_batch_free(b);
+    sb_script_t script;
+    sb_submit_script_init(&script);
+    sb_submit_t q = {.type = type, .job_id = id_out, .public_key = user->public_key,
+                     .record_json = json, .now_ms = now};
+    sb_rate_result_t res;
+    int rc = sb_submit_run(r, &script, &q, &res);
+    free(json);
+    if (rc == SB_EREDIS)
+        snprintf(err, errlen, "redis unavailable: the job may not have been queued");
+    else if (rc == SB_EPROTO)
+        snprintf(err, errlen, "redis refused the enqueue script: the job was not queued");
+    else if (rc != SB_OK)
+        snprintf(err, errlen, "%s", sb_strerror(rc));
     return rc;
 }
 

@@ -1,0 +1,55 @@
+/* Job submission in one round trip: rate limit, atomic enqueue and announcement in one script.
+ *
+ * One Lua script (sent with EVALSHA; EVAL only after a NOSCRIPT answer) does what used to be
+ * two round trips (the rate-limit script, then a MULTI/EXEC):
+ *   1. when a limit is given: the sliding window of ratelimit.h — drop entries older than the
+ *      window, count, INCR rate_hits; refused → INCR rate_blocked and return the retry time,
+ *      writing nothing else; allowed → record the request (ZADD + PEXPIRE the window);
+ *   2. when a job is given: SET the record EX 1 day, LPUSH its id, ZADD + EXPIRE the user
+ *      index, INCR the day's `jobs` counter, XADD the job.created audit event (events.h, same
+ *      fields and MAXLEN as sb_events_xadd_batch) and, when a channel is given, PUBLISH the
+ *      created notification.
+ * A script runs atomically, so a job is fully queued and announced or not at all, and the
+ * window entry and the job land together. Daily counters get their 7-day EXPIRE only when
+ * INCR returns 1 (the key was just created), so every counter key still expires.
+ *
+ * Reply: {allowed 0|1, remaining (-1 without a limit), retry_ms} — parse it with
+ * sb_ratelimit_parse(). The same bytes serve the blocking client (sb_submit_run, used by
+ * sb_job_enqueue) and the gateway's async client (sb_submit_batch). */
+#ifndef SB_SUBMIT_H
+#define SB_SUBMIT_H
+
+#include <stdint.h>
+#include "switchboard/ratelimit.h"
+#include "switchboard/redis.h"
+
+/* What to submit. Strings are borrowed for the duration of the call. */
+typedef struct {
+    const char *type;        /* job type (keys agent:{type}:…) */
+    const char *job_id;      /* NULL: rate check only (nothing else is written) */
+    const char *public_key;  /* owner (user index, audit event); required with job_id */
+    const char *record_json; /* the record; required with job_id */
+    int64_t now_ms;          /* user-index score, and the day of the counters */
+    const char *rate_user;   /* NULL: no rate limit (and no rate keys touched) */
+    int limit;               /* requests per window (> 0 with rate_user) */
+    int window_s;            /* window, seconds */
+    const char *channel;     /* NULL: no PUBLISH; else PUBLISH channel message */
+    const char *message;
+} sb_submit_t;
+
+/* The submission script (SHA1 computed once by sb_script_init; the caller keeps it). */
+void sb_submit_script_init(sb_script_t *s);
+
+/* Appends the script call for q to b, as EVALSHA or EVAL (mode). Returns 0; SB_EINVAL (a bad
+ * key part or user id over 128 characters, or channel/message not both set or both NULL);
+ * SB_ENOMEM; SB_ERR (no random source). b is unchanged on failure. */
+int sb_submit_batch(sb_batch_t *b, const sb_script_t *s, sb_script_mode_t mode,
+                    const sb_submit_t *q);
+
+/* Blocking: runs the script (EVALSHA, EVAL on NOSCRIPT) and parses the reply into out.
+ * Returns 0; SB_EINVAL as above; SB_EREDIS (connection lost: outcome unknown if the call was
+ * sent); SB_EPROTO (Redis answered an error: the script stopped at that command). */
+int sb_submit_run(sb_redis_t *r, const sb_script_t *s, const sb_submit_t *q,
+                  sb_rate_result_t *out);
+
+#endif

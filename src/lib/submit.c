@@ -1,0 +1,163 @@
+/* Job submission script: rate limit + atomic enqueue + announcement in one round trip (see
+ * include/switchboard/submit.h). The C side only names keys and arguments; every decision is
+ * taken inside the script, on Redis's clock.
+ *
+ * A script is atomic but not rolled back: a command that fails (a key of the wrong type) stops
+ * it with the earlier writes kept. So the job's writes start with LPUSH on the shared queue,
+ * the one a misconfigured deployment could break; after it nothing that can fail on type
+ * precedes the record. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "switchboard/error.h"
+#include "switchboard/events.h"
+#include "switchboard/job.h"
+#include "switchboard/json.h"
+#include "switchboard/metrics.h"
+#include "switchboard/submit.h"
+
+/* KEYS: 1 rate window, 2 rate_hits, 3 rate_blocked, 4 record, 5 queue, 6 user index,
+ *       7 jobs counter, 8 audit stream.
+ * ARGV: 1 limit (0: no rate limit), 2 window ms, 3 member suffix, 4 counter TTL,
+ *       5 job id ('': rate check only), 6 record, 7 job TTL, 8 created ms, 9 audit MAXLEN,
+ *       10 event_id, 11 event_type, 12 timestamp, 13 data, 14 channel ('': none), 15 message.
+ * Returns {allowed 0|1, remaining (-1 without a limit), retry_ms}. */
+static const char SB_SUBMIT_LUA[] =
+    "local function count(key)\n"
+    "  if redis.call('INCR', key) == 1 then redis.call('EXPIRE', key, ARGV[4]) end\n"
+    "end\n"
+    "local limit = tonumber(ARGV[1])\n"
+    "local remaining = -1\n"
+    "if limit > 0 then\n"
+    "  local t = redis.call('TIME')\n"
+    "  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "  local win = tonumber(ARGV[2])\n"
+    "  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - win)\n"
+    "  local n = redis.call('ZCARD', KEYS[1])\n"
+    "  count(KEYS[2])\n"
+    "  if n >= limit then\n"
+    "    count(KEYS[3])\n"
+    "    local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')\n"
+    "    local retry = win\n"
+    "    if oldest[2] then retry = tonumber(oldest[2]) + win - now end\n"
+    "    if retry < 1 then retry = 1 end\n"
+    "    return {0, 0, retry}\n"
+    "  end\n"
+    "  redis.call('ZADD', KEYS[1], now, t[1] .. t[2] .. '-' .. ARGV[3])\n"
+    "  redis.call('PEXPIRE', KEYS[1], win)\n"
+    "  remaining = limit - n - 1\n"
+    "end\n"
+    "if ARGV[5] ~= '' then\n"
+    "  redis.call('LPUSH', KEYS[5], ARGV[5])\n"
+    "  redis.call('SET', KEYS[4], ARGV[6], 'EX', ARGV[7])\n"
+    "  redis.call('ZADD', KEYS[6], ARGV[8], ARGV[5])\n"
+    "  redis.call('EXPIRE', KEYS[6], ARGV[7])\n"
+    "  count(KEYS[7])\n"
+    "  redis.call('XADD', KEYS[8], 'MAXLEN', '~', ARGV[9], '*', 'event_id', ARGV[10],\n"
+    "             'event_type', ARGV[11], 'timestamp', ARGV[12], 'data', ARGV[13])\n"
+    "  if ARGV[14] ~= '' then redis.call('PUBLISH', ARGV[14], ARGV[15]) end\n"
+    "end\n"
+    "return {1, remaining, 0}\n";
+
+enum { SB_SUBMIT_NKEYS = 8, SB_SUBMIT_NARGS = 15 };
+
+void sb_submit_script_init(sb_script_t *s) { sb_script_init(s, SB_SUBMIT_LUA); }
+
+/* Key and argument text of one call; argv points into it or into the caller's strings. */
+typedef struct {
+    char keys[SB_SUBMIT_NKEYS][SB_KEY_LEN];
+    char member[SB_RATE_MEMBER_LEN];
+    char limit[16], window[24], counter_ttl[16], job_ttl[16], created[24], maxlen[24];
+    sb_envelope_t env;    /* the job.created audit entry */
+    char *data;           /* its data JSON (owned) */
+    const char *argv[SB_SUBMIT_NKEYS + SB_SUBMIT_NARGS];
+} sb_submit_args_t;
+
+/* Rate keys 1–3 and ARGV 1–4. Without a rate user the keys are empty and the limit is 0. */
+static int sb_submit_rate_args(sb_submit_args_t *a, const sb_submit_t *q) {
+    a->keys[0][0] = a->keys[1][0] = a->keys[2][0] = a->member[0] = '\0';
+    int rc = q->rate_user ? sb_ratelimit_keys(q->type, q->rate_user, q->now_ms, a->keys[0],
+                                              a->keys[1], a->keys[2], a->member)
+                          : SB_OK;
+    if (q->rate_user && q->limit <= 0) rc = SB_EINVAL;
+    snprintf(a->limit, sizeof a->limit, "%d", q->rate_user ? q->limit : 0);
+    snprintf(a->window, sizeof a->window, "%lld", (long long)q->window_s * 1000);
+    snprintf(a->counter_ttl, sizeof a->counter_ttl, "%d", SB_METRICS_TTL);
+    return rc;
+}
+
+/* The job.created envelope {jobId, type, userId} of events.h, into a->env / a->data. */
+static int sb_submit_event(sb_submit_args_t *a, const sb_submit_t *q) {
+    cJSON *extra = cJSON_CreateObject();
+    if (!extra || sb_json_set_str(extra, "userId", q->public_key) != SB_OK) {
+        cJSON_Delete(extra);
+        return SB_ENOMEM;
+    }
+    return sb_events_job_envelope(&a->env, &a->data, SB_EVENT_JOB_CREATED, q->type, q->job_id,
+                                  extra);
+}
+
+/* Job keys 4–8 and ARGV 5–15 (all empty for a rate check only). */
+static int sb_submit_job_args(sb_submit_args_t *a, const sb_submit_t *q) {
+    for (int i = 3; i < SB_SUBMIT_NKEYS; i++) a->keys[i][0] = '\0';
+    snprintf(a->job_ttl, sizeof a->job_ttl, "%d", SB_JOB_TTL);
+    snprintf(a->created, sizeof a->created, "%lld", (long long)q->now_ms);
+    snprintf(a->maxlen, sizeof a->maxlen, "%d", SB_EVENTS_AUDIT_MAXLEN);
+    if (!q->job_id) return SB_OK;
+    if (!q->public_key || !q->record_json ||
+        !sb_key(a->keys[3], SB_KEY_LEN, SB_KEY_JOB, q->type, q->job_id) ||
+        !sb_key(a->keys[4], SB_KEY_LEN, SB_KEY_JOBS, q->type, NULL) ||
+        !sb_key(a->keys[5], SB_KEY_LEN, SB_KEY_USER, q->type, q->public_key) ||
+        !sb_metrics_counter_key(a->keys[6], SB_KEY_LEN, q->type, "jobs", q->now_ms) ||
+        !sb_events_key(a->keys[7], SB_KEY_LEN, SB_EVENT_JOB_CREATED))
+        return SB_EINVAL;
+    return sb_submit_event(a, q);
+}
+
+/* Fills a for q. Returns 0 or an SB_E* code; a->data must be freed either way. */
+static int sb_submit_args(sb_submit_args_t *a, const sb_submit_t *q) {
+    a->data = NULL;
+    if (!q->type || (!q->channel != !q->message)) return SB_EINVAL;
+    int rc = sb_submit_rate_args(a, q);
+    if (rc == SB_OK) rc = sb_submit_job_args(a, q);
+    if (rc != SB_OK) return rc;
+    for (int i = 0; i < SB_SUBMIT_NKEYS; i++) a->argv[i] = a->keys[i];
+    const char *args[SB_SUBMIT_NARGS] = {
+        a->limit, a->window, a->member, a->counter_ttl,
+        q->job_id ? q->job_id : "", q->job_id ? q->record_json : "", a->job_ttl, a->created,
+        a->maxlen, q->job_id ? a->env.event_id : "", q->job_id ? a->env.event_type : "",
+        q->job_id ? a->env.timestamp : "", a->data ? a->data : "",
+        q->job_id && q->channel ? q->channel : "", q->job_id && q->message ? q->message : ""};
+    memcpy(a->argv + SB_SUBMIT_NKEYS, args, sizeof args);
+    return SB_OK;
+}
+
+int sb_submit_batch(sb_batch_t *b, const sb_script_t *s, sb_script_mode_t mode,
+                    const sb_submit_t *q) {
+    sb_submit_args_t *a = malloc(sizeof *a);
+    if (!a) return SB_ENOMEM;
+    int rc = sb_submit_args(a, q);
+    if (rc == SB_OK)
+        rc = sb_batch_add_script(b, s, mode, SB_SUBMIT_NKEYS, SB_SUBMIT_NKEYS + SB_SUBMIT_NARGS,
+                                 a->argv, NULL);
+    free(a->data);
+    free(a);
+    return rc;
+}
+
+int sb_submit_run(sb_redis_t *r, const sb_script_t *s, const sb_submit_t *q,
+                  sb_rate_result_t *out) {
+    memset(out, 0, sizeof *out);
+    sb_submit_args_t *a = malloc(sizeof *a);
+    if (!a) return SB_ENOMEM;
+    int rc = sb_submit_args(a, q);
+    if (rc == SB_OK) {
+        redisReply *rep = sb_redis_eval(r, s, SB_SUBMIT_NKEYS, SB_SUBMIT_NKEYS + SB_SUBMIT_NARGS,
+                                        a->argv, NULL);
+        rc = sb_ratelimit_parse(rep, out);
+        if (rep) freeReplyObject(rep);
+    }
+    free(a->data);
+    free(a);
+    return rc;
+}
