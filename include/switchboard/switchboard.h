@@ -15,6 +15,7 @@
 #include "switchboard/proc.h"
 #include "switchboard/events.h"
 #include "switchboard/ratelimit.h"
+#include "switchboard/submit.h"
 #include "switchboard/jwt.h"
 #include "switchboard/prom.h"
 #include "switchboard/router.h"

@@ -83,30 +83,43 @@ static int sb_bench_prepare(sb_bench_t *b, size_t n) {
     return SB_OK;
 }
 
-/* Sends the jobs SB_BENCH_BATCH at a time, each an atomic enqueue, one round trip per batch. */
+/* Appends job k's submission (the same script the gateway runs, without a rate limit). */
+static int sb_bench_add(sb_bench_t *b, sb_batch_t *batch, const sb_script_t *script,
+                        sb_script_mode_t mode, const char *type, const cJSON *payload, size_t k) {
+    sb_user_t user = {.public_key = b->user};
+    int64_t now = sb_now_ms();
+    cJSON *rec = sb_job_record_new(type, b->jobs[k].id, &user, payload, now);
+    char *json = rec ? sb_json_print(rec) : NULL;
+    sb_submit_t q = {.type = type, .job_id = b->jobs[k].id, .public_key = b->user,
+                     .record_json = json, .now_ms = now};
+    int rc = json ? sb_submit_batch(batch, script, mode, &q) : SB_ENOMEM;
+    cJSON_Delete(rec);
+    free(json);
+    return rc;
+}
+
+/* Sends the jobs SB_BENCH_BATCH at a time, one round trip per batch: the first batch as EVAL
+ * (it also loads the script), the rest as EVALSHA. Every reply must be a success. */
 static int sb_bench_send(sb_bench_t *b, sb_redis_t *r, const char *type) {
+    sb_script_t script;
+    sb_submit_script_init(&script);
     sb_batch_t *batch = sb_batch_create();
     cJSON *payload = cJSON_Parse("{\"amount\":1000,\"bench\":true}");
-    sb_user_t user = {.public_key = b->user};
-    redisReply **replies = calloc(SB_BENCH_BATCH * 16, sizeof *replies);
-    int rc = batch && payload && replies ? SB_OK : SB_ENOMEM;
+    redisReply *replies[SB_BENCH_BATCH];
+    int rc = batch && payload ? SB_OK : SB_ENOMEM;
     for (size_t i = 0; i < b->n && rc == SB_OK; i += SB_BENCH_BATCH) {
         sb_batch_reset(batch);
-        int64_t now = sb_now_ms();
-        for (size_t k = i; k < b->n && k < i + SB_BENCH_BATCH && rc == SB_OK; k++) {
-            cJSON *rec = sb_job_record_new(type, b->jobs[k].id, &user, payload, now);
-            char *json = rec ? sb_json_print(rec) : NULL;
-            rc = json ? sb_job_enqueue_batch(batch, type, b->jobs[k].id, b->user, json, now)
-                      : SB_ENOMEM;
-            cJSON_Delete(rec);
-            free(json);
-        }
+        sb_script_mode_t mode = i == 0 ? SB_SCRIPT_EVAL : SB_SCRIPT_EVALSHA;
+        for (size_t k = i; k < b->n && k < i + SB_BENCH_BATCH && rc == SB_OK; k++)
+            rc = sb_bench_add(b, batch, &script, mode, type, payload, k);
         int64_t sent = sb_mono_ms();
         for (size_t k = i; k < b->n && k < i + SB_BENCH_BATCH; k++) b->jobs[k].sent_ms = sent;
-        if (rc == SB_OK && (rc = sb_redis_pipeline(r, batch, replies)) == SB_OK)
+        if (rc == SB_OK && (rc = sb_redis_pipeline(r, batch, replies)) == SB_OK) {
+            for (size_t k = 0; k < sb_batch_count(batch); k++)
+                if (sb_reply_is_error(replies[k])) rc = SB_EPROTO;
             sb_replies_free(replies, sb_batch_count(batch));
+        }
     }
-    free(replies);
     cJSON_Delete(payload);
     sb_batch_free(batch);
     return rc;
