@@ -31,6 +31,8 @@ struct sb_socketio {
     sb_subscriber_t *sub;
     uv_timer_t tick;       /* heartbeats, timeouts, frees of closed sessions */
     int tick_running;
+    uv_prepare_t flush;    /* writes the WebSockets woken during the loop turn, before the poll */
+    sb_socketio_ws_t *flush_head;
     unsigned long long ws_opened, polling_opened, auth_refused;
 };
 
@@ -44,10 +46,48 @@ static sb_socketio_t *sb_socketio_of(struct lws *wsi) {
 
 /* ================================================================ life cycle */
 
-/* The core's wake: conn (a wsi) has something to send. */
+/* The core's wake: conn (a wsi) has something to send. An attached WebSocket joins the flush
+ * list, written directly from the prepare handle once this loop turn's emits are queued
+ * (several emits, one write); anything else (a held polling GET, a WebSocket being closed by
+ * its peer) asks lws for a writeable callback. */
 static void sb_socketio_wake(void *ud, void *conn) {
-    (void)ud;
-    lws_callback_on_writable(conn);
+    sb_socketio_t *io = ud;
+    struct lws *wsi = conn;
+    sb_http_conn_t *c = lws_wsi_user(wsi);
+    sb_socketio_ws_t *ws = c ? &c->ws : NULL;
+    if (!ws || !ws->attached || ws->peer_closing || !io->tick_running) {
+        lws_callback_on_writable(wsi);
+        return;
+    }
+    if (ws->flush_prev) return; /* already listed */
+    ws->flush_wsi = wsi;
+    ws->flush_next = io->flush_head;
+    if (io->flush_head) io->flush_head->flush_prev = &ws->flush_next;
+    ws->flush_prev = &io->flush_head;
+    io->flush_head = ws;
+}
+
+static void sb_socketio_flush_unlink(sb_socketio_ws_t *ws) {
+    if (!ws->flush_prev) return;
+    *ws->flush_prev = ws->flush_next;
+    if (ws->flush_next) ws->flush_next->flush_prev = ws->flush_prev;
+    ws->flush_next = NULL;
+    ws->flush_prev = NULL;
+}
+
+static int sb_socketio_ws_send(sb_socketio_t *io, struct lws *wsi, sb_socketio_ws_t *ws,
+                               int direct);
+
+/* Before the loop polls: every WebSocket woken since the last turn is written now, outside
+ * lws's writeable callback (see sb_socketio_ws_send), which saves the POLLOUT round trip —
+ * on lws's libuv backend ~4 epoll_ctl and an empty callback per send. */
+static void sb_socketio_flush_cb(uv_prepare_t *h) {
+    sb_socketio_t *io = h->data;
+    while (io->flush_head) {
+        sb_socketio_ws_t *ws = io->flush_head;
+        sb_socketio_flush_unlink(ws);
+        sb_socketio_ws_send(io, ws->flush_wsi, ws, 1);
+    }
 }
 
 static void sb_socketio_tick_cb(uv_timer_t *t) {
@@ -84,6 +124,10 @@ sb_socketio_t *sb_socketio_create(sb_gateway_t *gw) {
     io->tick.data = io;
     uv_timer_start(&io->tick, sb_socketio_tick_cb, SB_SOCKETIO_TICK_MS, SB_SOCKETIO_TICK_MS);
     io->tick_running = 1;
+    uv_prepare_init(gw->loop, &io->flush);
+    io->flush.data = io;
+    uv_prepare_start(&io->flush, sb_socketio_flush_cb);
+    uv_unref((uv_handle_t *)&io->flush); /* keeps nothing alive */
     return io;
 }
 
@@ -91,6 +135,13 @@ void sb_socketio_stop(sb_socketio_t *io) {
     if (!io || !io->tick_running) return;
     io->tick_running = 0;
     uv_close((uv_handle_t *)&io->tick, NULL);
+    /* what is still listed goes back to lws's writeable callbacks */
+    while (io->flush_head) {
+        sb_socketio_ws_t *ws = io->flush_head;
+        sb_socketio_flush_unlink(ws);
+        lws_callback_on_writable(ws->flush_wsi);
+    }
+    uv_close((uv_handle_t *)&io->flush, NULL);
     sb_subscriber_close(io->sub);
     io->sub = NULL;
 }
@@ -277,7 +328,8 @@ void sb_socketio_request(sb_req_t *req) {
 int sb_socketio_ws_reason(enum lws_callback_reasons reason) {
     return reason == LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION ||
            reason == LWS_CALLBACK_ESTABLISHED || reason == LWS_CALLBACK_RECEIVE ||
-           reason == LWS_CALLBACK_SERVER_WRITEABLE || reason == LWS_CALLBACK_CLOSED;
+           reason == LWS_CALLBACK_SERVER_WRITEABLE || reason == LWS_CALLBACK_CLOSED ||
+           reason == LWS_CALLBACK_WS_PEER_INITIATED_CLOSE;
 }
 
 /* Reads the upgrade request's path and query into an sb_eio_req_t (strings in bufs). */
@@ -328,6 +380,7 @@ static int sb_socketio_ws_open(sb_socketio_t *io, struct lws *wsi, sb_socketio_w
 }
 
 static void sb_socketio_ws_detach(sb_socketio_t *io, struct lws *wsi, sb_socketio_ws_t *ws) {
+    sb_socketio_flush_unlink(ws);
     free(ws->rx);
     ws->rx = NULL;
     ws->rx_len = 0;
@@ -407,13 +460,25 @@ static int sb_socketio_ws_write_batch(struct lws *wsi, sb_eio_buf_t **pkts, int 
     return rc;
 }
 
-/* Sends what the core has queued: one lws_write per writeable callback, either one packet as
- * a text frame straight from its shared buffer, or a burst of up to SB_SOCKETIO_BURST packets
+/* Sends what the core has queued: one lws_write per call, either one packet as a text frame
+ * straight from its shared buffer, or a burst of up to SB_SOCKETIO_BURST packets
  * (SB_SOCKETIO_BURST_BYTES) framed into one buffer. A close is acted on once the queue ahead
  * of it has been written. Another writeable callback is asked for only when something is
- * left (the core wakes the connection when a packet lands in an empty queue). */
-static int sb_socketio_ws_writeable(sb_socketio_t *io, struct lws *wsi, sb_socketio_ws_t *ws) {
-    if (!io || !ws->attached) return -1;
+ * left (the core wakes the connection when a packet lands in an empty queue).
+ *
+ * direct = 0: from lws's SERVER_WRITEABLE callback (returns -1 to close the connection).
+ * direct = 1: from the flush, outside any callback, on one thread with lws: allowed while lws
+ * holds no unsent tail of an earlier write (lws_partial_buffered; with one, it waits for a
+ * writeable callback as before); a partial write is kept by lws, which finishes it on POLLOUT
+ * before the next writeable callback, so the one-write-per-callback rule still holds. A close
+ * or a write error is left to the writeable callback / lws's own close (returns 0). */
+static int sb_socketio_ws_send(sb_socketio_t *io, struct lws *wsi, sb_socketio_ws_t *ws,
+                               int direct) {
+    if (!io || !ws->attached) return direct ? 0 : -1;
+    if (direct && (ws->peer_closing || lws_partial_buffered(wsi))) {
+        lws_callback_on_writable(wsi);
+        return 0;
+    }
     sb_eio_buf_t *pkts[SB_SOCKETIO_BURST];
     size_t bytes = 0;
     int n = 0, rc = 0;
@@ -421,6 +486,10 @@ static int sb_socketio_ws_writeable(sb_socketio_t *io, struct lws *wsi, sb_socke
            (rc = sb_eio_ws_pull(io->eio, ws->id, wsi, &pkts[n])) == 1)
         bytes += pkts[n++]->len;
     if (n == 0 && rc == SB_EIO_CLOSE) {
+        if (direct) {
+            lws_callback_on_writable(wsi);
+            return 0;
+        }
         sb_socketio_ws_detach(io, wsi, ws);
         lws_close_reason(wsi, LWS_CLOSE_STATUS_NORMAL, NULL, 0);
         return -1;
@@ -433,7 +502,11 @@ static int sb_socketio_ws_writeable(sb_socketio_t *io, struct lws *wsi, sb_socke
     } else {
         w = sb_socketio_ws_write_batch(wsi, pkts, n);
     }
-    if (w < 0) return -1;
+    if (w < 0) {
+        if (!direct) return -1;
+        lws_set_timeout(wsi, PENDING_TIMEOUT_KILLED_BY_PARENT, LWS_TO_KILL_ASYNC);
+        return 0;
+    }
     /* more only if the burst stopped at its limits (rc 1) or a close waits behind it; an
      * emptied queue is woken again by the core when its next packet arrives. Asking anyway
      * costs a POLLOUT round (lws on libuv: uv_poll_start = epoll_ctl DEL + ADD, twice) and an
@@ -446,11 +519,19 @@ int sb_socketio_ws_callback(struct lws *wsi, enum lws_callback_reasons reason,
                             sb_socketio_ws_t *ws, void *in, size_t len) {
     sb_socketio_t *io = sb_socketio_of(wsi);
     if (reason == LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION) return sb_socketio_ws_filter(io, wsi);
-    if (!ws) return reason == LWS_CALLBACK_CLOSED || reason == LWS_CALLBACK_WSI_DESTROY ? 0 : -1;
+    if (!ws)
+        return reason == LWS_CALLBACK_CLOSED || reason == LWS_CALLBACK_WSI_DESTROY ||
+                       reason == LWS_CALLBACK_WS_PEER_INITIATED_CLOSE
+                   ? 0
+                   : -1;
     switch (reason) {
     case LWS_CALLBACK_ESTABLISHED: return sb_socketio_ws_open(io, wsi, ws);
     case LWS_CALLBACK_RECEIVE: return sb_socketio_ws_receive(io, wsi, ws, in, len);
-    case LWS_CALLBACK_SERVER_WRITEABLE: return sb_socketio_ws_writeable(io, wsi, ws);
+    case LWS_CALLBACK_SERVER_WRITEABLE: return sb_socketio_ws_send(io, wsi, ws, 0);
+    case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE: /* lws answers the close frame; no data after */
+        ws->peer_closing = 1;
+        sb_socketio_flush_unlink(ws);
+        return 0;
     default: /* CLOSED, WSI_DESTROY */
         sb_socketio_ws_detach(io, wsi, ws);
         return 0;

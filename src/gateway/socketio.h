@@ -30,11 +30,15 @@ typedef struct sb_req sb_req_t;
 typedef struct sb_socketio sb_socketio_t;
 
 /* Per-WebSocket state, embedded in lws's per-connection data (zeroed by lws). */
-typedef struct {
+typedef struct sb_socketio_ws {
     uint64_t id;   /* the Engine.IO session (sb_eio_id_t), 0 when not attached */
     char *rx;      /* a message being reassembled from fragments (owned), or NULL */
     size_t rx_len;
     int attached;  /* 1 between ESTABLISHED and the detach */
+    int peer_closing; /* the client sent a close frame: only lws writes from now on */
+    /* the flush list (socketio.c): woken this loop turn, written directly before the poll */
+    struct lws *flush_wsi;
+    struct sb_socketio_ws *flush_next, **flush_prev; /* flush_prev non-NULL while listed */
 } sb_socketio_ws_t;
 
 /* Creates the Engine.IO server, the Socket.IO namespace, the heartbeat timer and the status
