@@ -34,8 +34,9 @@ static const char sb_replay_lua[] =
 
 typedef struct {
     sb_sio_t *sio;
-    sb_eio_id_t id;
-    int64_t now_ms;
+    sb_eio_id_t id;       /* the one socket, when room is empty */
+    char room[SB_PUBKEY_MAX + 8]; /* user:{publicKey} for a catch-up, else "" */
+    int64_t since_ms;     /* states changed at or after this are emitted */
     int ntypes;
     char types[SB_REPLAY_MAX_TYPES][SB_TYPE_MAX + 1];
 } sb_replay_t;
@@ -62,12 +63,13 @@ static int sb_replay_record(sb_replay_t *r, const char *type, const char *json, 
     int64_t at;
     int sent = 0;
     if (job_id && sb_status_valid(status) && updated &&
-        sb_iso8601_parse(updated, &at) == SB_OK && r->now_ms - at <= SB_REPLAY_WINDOW_MS) {
+        sb_iso8601_parse(updated, &at) == SB_OK && at >= r->since_ms) {
         char event[SB_TYPE_MAX + 16];
         snprintf(event, sizeof event, "%s:%s", type, status);
         cJSON *payload = sb_status_event_payload(rec, job_id, status, updated);
         if (payload && cJSON_AddTrueToObject(payload, "replay"))
-            sent = sb_sio_emit(r->sio, r->id, event, payload) == SB_OK;
+            sent = r->room[0] ? sb_sio_emit_room(r->sio, r->room, event, payload) > 0
+                              : sb_sio_emit(r->sio, r->id, event, payload) == SB_OK;
         cJSON_Delete(payload);
     }
     cJSON_Delete(rec);
@@ -91,18 +93,22 @@ static void sb_replay_cb(redisReply *reply, void *priv) {
             }
         }
     }
-    if (sent) sb_info("gateway", "replayed %d recent job state(s) to a reconnecting socket", sent);
+    if (sent && r->room[0])
+        sb_info("gateway", "caught up %d job state(s) in room %s", sent, r->room);
+    else if (sent)
+        sb_info("gateway", "replayed %d recent job state(s) to a reconnecting socket", sent);
     free(r);
 }
 
 /* EVAL script nkeys keys... minscore limit prefixes... */
-static sb_batch_t *sb_replay_batch(const sb_replay_t *r, const char *public_key) {
+static sb_batch_t *sb_replay_batch(const sb_replay_t *r, const char *public_key,
+                                   int64_t now_ms) {
     const char *argv[3 + 3 * SB_REPLAY_MAX_TYPES + 2];
     char keys[SB_REPLAY_MAX_TYPES][SB_KEY_LEN], prefix[SB_REPLAY_MAX_TYPES][SB_KEY_LEN];
     char nkeys[16], min[32], limit[16];
     int argc = 0;
     snprintf(nkeys, sizeof nkeys, "%d", r->ntypes);
-    snprintf(min, sizeof min, "%lld", (long long)(r->now_ms - SB_REPLAY_CREATED_MS));
+    snprintf(min, sizeof min, "%lld", (long long)(now_ms - SB_REPLAY_CREATED_MS));
     snprintf(limit, sizeof limit, "%d", SB_REPLAY_MAX);
     argv[argc++] = "EVAL";
     argv[argc++] = sb_replay_lua;
@@ -124,16 +130,33 @@ static sb_batch_t *sb_replay_batch(const sb_replay_t *r, const char *public_key)
     return b;
 }
 
+/* Sends the read for r (owned; freed here when nothing was sent). */
+static int sb_replay_send(sb_aredis_t *redis, sb_replay_t *r, const char *public_key,
+                          const char *job_types, int64_t now_ms) {
+    sb_replay_types(r, job_types);
+    sb_batch_t *b = r->ntypes ? sb_replay_batch(r, public_key, now_ms) : NULL;
+    int rc = b ? sb_aredis_send(redis, b, sb_replay_cb, r) : SB_EINVAL;
+    sb_batch_free(b);
+    if (rc != SB_OK) free(r);
+    return rc;
+}
+
 int sb_replay_start(sb_aredis_t *redis, sb_sio_t *sio, sb_eio_id_t id, const char *public_key,
                     const char *job_types, int64_t now_ms) {
     if (!redis || !sb_aredis_up(redis)) return SB_EREDIS;
     sb_replay_t *r = calloc(1, sizeof *r);
     if (!r) return SB_ENOMEM;
-    *r = (sb_replay_t){.sio = sio, .id = id, .now_ms = now_ms};
-    sb_replay_types(r, job_types);
-    sb_batch_t *b = r->ntypes ? sb_replay_batch(r, public_key) : NULL;
-    int rc = b ? sb_aredis_send(redis, b, sb_replay_cb, r) : SB_EINVAL;
-    sb_batch_free(b);
-    if (rc != SB_OK) free(r);
-    return rc;
+    *r = (sb_replay_t){.sio = sio, .id = id, .since_ms = now_ms - SB_REPLAY_WINDOW_MS};
+    return sb_replay_send(redis, r, public_key, job_types, now_ms);
+}
+
+int sb_replay_user(sb_aredis_t *redis, sb_sio_t *sio, const char *public_key,
+                   const char *job_types, int64_t since_ms, int64_t now_ms) {
+    if (!redis || !sb_aredis_up(redis)) return SB_EREDIS;
+    if (!sb_public_key_valid(public_key)) return SB_EINVAL;
+    sb_replay_t *r = calloc(1, sizeof *r);
+    if (!r) return SB_ENOMEM;
+    *r = (sb_replay_t){.sio = sio, .since_ms = since_ms};
+    snprintf(r->room, sizeof r->room, "user:%s", public_key);
+    return sb_replay_send(redis, r, public_key, job_types, now_ms);
 }

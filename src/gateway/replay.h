@@ -10,8 +10,12 @@
  * "replay":true. Clients should treat events as idempotent state updates keyed by jobId: a
  * state may arrive twice (live and replayed) around a reconnect.
  *
- * The socket is named by its Engine.IO handle, so a socket gone before Redis answers is simply
- * skipped. Redis being down only means no replay (logged at debug). */
+ * Catch-up (sb_replay_user, driven by catchup.h after the status subscription had a gap): the
+ * same read for one user, emitting every state changed since a given time to all the sockets
+ * in room user:{publicKey} at once, so one Redis call serves all of that user's sockets.
+ *
+ * The socket is named by its Engine.IO handle (a catch-up by its room, looked up when the reply
+ * comes), so a socket gone before Redis answers is simply skipped. Redis being down only means no replay (logged at debug). */
 #ifndef SB_GATEWAY_REPLAY_H
 #define SB_GATEWAY_REPLAY_H
 
@@ -28,5 +32,9 @@
  * negative SB_E* code when nothing was sent (Redis down, no memory, bad input). */
 int sb_replay_start(sb_aredis_t *redis, sb_sio_t *sio, sb_eio_id_t id, const char *public_key,
                     const char *job_types, int64_t now_ms);
+/* Starts the catch-up of user public_key: states changed at or after since_ms, to every socket
+ * of room user:{public_key}. Same contract and return codes as sb_replay_start. */
+int sb_replay_user(sb_aredis_t *redis, sb_sio_t *sio, const char *public_key,
+                   const char *job_types, int64_t since_ms, int64_t now_ms);
 
 #endif

@@ -197,3 +197,16 @@ uint32_t sb_rooms_each(const sb_rooms_t *r, const char *name,
     for (uint32_t i = 0; i < n; i++) fn(ud, room->m[i].id);
     return n;
 }
+
+uint32_t sb_rooms_each_name(const sb_rooms_t *r, const char *prefix,
+                            void (*fn)(void *ud, const char *name), void *ud) {
+    size_t plen = strlen(prefix);
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < r->nbuckets; i++)
+        for (const sb_room_t *room = r->buckets[i]; room; room = room->next)
+            if (strncmp(room->name, prefix, plen) == 0) {
+                fn(ud, room->name);
+                n++;
+            }
+    return n;
+}

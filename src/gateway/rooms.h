@@ -60,5 +60,10 @@ uint32_t sb_rooms_count(const sb_rooms_t *r);
  * that room (sio.c defers closes, see sb_eio_batch_begin). */
 uint32_t sb_rooms_each(const sb_rooms_t *r, const char *room,
                        void (*fn)(void *ud, uint64_t id), void *ud);
+/* Calls fn(ud, name) for every non-empty room whose name starts with prefix ("" for all), in
+ * no particular order; returns how many. One walk of the table: O(rooms). fn must not join or
+ * leave any room (name is valid only during the call). */
+uint32_t sb_rooms_each_name(const sb_rooms_t *r, const char *prefix,
+                            void (*fn)(void *ud, const char *name), void *ud);
 
 #endif

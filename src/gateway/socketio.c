@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "gateway/catchup.h"
 #include "gateway/eio.h"
 #include "gateway/gateway.h"
 #include "gateway/http.h"
@@ -29,6 +30,7 @@ struct sb_socketio {
     sb_eio_server_t *eio;
     sb_sio_t *sio;
     sb_subscriber_t *sub;
+    sb_catchup_t *catchup; /* replays to connected users after a subscription gap */
     uv_timer_t tick;       /* heartbeats, timeouts, frees of closed sessions */
     int tick_running;
     uv_prepare_t flush;    /* writes the WebSockets woken during the loop turn, before the poll */
@@ -99,6 +101,12 @@ static int sb_socketio_auth(void *ud, const char *token, sb_sio_identity_t *who,
                             size_t errlen);
 static void sb_socketio_on_connect(void *ud, sb_eio_id_t id, const sb_sio_identity_t *who);
 
+/* The status subscription is back after a gap: catch the connected users up. */
+static void sb_socketio_on_gap(void *ud, int64_t since_ms) {
+    sb_socketio_t *io = ud;
+    sb_catchup_start(io->catchup, since_ms);
+}
+
 sb_socketio_t *sb_socketio_create(sb_gateway_t *gw) {
     sb_socketio_t *io = calloc(1, sizeof *io);
     if (!io) return NULL;
@@ -114,12 +122,16 @@ sb_socketio_t *sb_socketio_create(sb_gateway_t *gw) {
     io->sub = io->sio ? sb_subscriber_create(gw->loop, &gw->cfg->redis, gw->cfg->job_types,
                                              io->sio)
                       : NULL;
-    if (!io->sub) {
+    io->catchup = io->sub ? sb_catchup_create(gw->loop, gw->redis, io->sio, gw->cfg->job_types)
+                          : NULL;
+    if (!io->catchup) {
+        sb_subscriber_close(io->sub);
         sb_sio_free(io->sio);
         sb_eio_free(io->eio);
         free(io);
         return NULL;
     }
+    sb_subscriber_on_gap(io->sub, sb_socketio_on_gap, io);
     uv_timer_init(gw->loop, &io->tick);
     io->tick.data = io;
     uv_timer_start(&io->tick, sb_socketio_tick_cb, SB_SOCKETIO_TICK_MS, SB_SOCKETIO_TICK_MS);
@@ -144,6 +156,8 @@ void sb_socketio_stop(sb_socketio_t *io) {
     uv_close((uv_handle_t *)&io->flush, NULL);
     sb_subscriber_close(io->sub);
     io->sub = NULL;
+    sb_catchup_close(io->catchup);
+    io->catchup = NULL;
 }
 
 struct sb_subscriber *sb_socketio_subscriber(sb_socketio_t *io) { return io ? io->sub : NULL; }
@@ -589,4 +603,7 @@ void sb_socketio_render(const sb_socketio_t *io, sb_prom_t *p) {
     sb_socketio_metric(p, "gateway_subscriber_connected", "gauge",
                        "1 while the SUBSCRIBE connection to Redis is up.",
                        sb_subscriber_up(io->sub));
+    sb_socketio_metric(p, "gateway_catchup_users_total", "counter",
+                       "Users sent a catch-up replay after a gap in the status subscription.",
+                       (double)sb_catchup_users(io->catchup));
 }

@@ -16,6 +16,9 @@
 #include "switchboard/log.h"
 
 #define SB_SUB_MAX_TYPES 64
+/* A gap is taken to start this long before the loss was noticed (a silent connection is only
+ * noticed late); states replayed twice are harmless, lost ones are not. */
+#define SB_SUB_GAP_SLACK_MS 5000
 
 /* A channel another module watches (sb_subscriber_watch). */
 typedef struct {
@@ -32,6 +35,10 @@ struct sb_subscriber {
     sb_subscriber_stats_t stats;
     sb_sub_watch_t watch[SB_SUBSCRIBER_MAX_WATCH];
     int nwatch;
+    int64_t lost_ms;      /* unix ms the subscription was last lost (or created); 0: none */
+    int confirming;       /* SUBSCRIBE sent on (re)connect, confirmation not seen yet */
+    sb_subscriber_gap_fn on_gap;
+    void *on_gap_ud;
 };
 
 /* ---- subscribing ------------------------------------------------------------------------ */
@@ -72,6 +79,7 @@ static void sb_subscriber_on_up(void *ud) {
     int rc = b ? sb_subscriber_batch(s, b) : SB_ENOMEM;
     if (rc == SB_OK) rc = sb_aredis_subscribe(s->ar, b, sb_subscriber_push, s);
     sb_batch_free(b);
+    s->confirming = rc == SB_OK;
     if (rc != SB_OK) sb_error("gateway", "cannot subscribe to the status channels (%d)", rc);
 }
 
@@ -191,10 +199,22 @@ int sb_subscriber_handle(sb_subscriber_t *s, const char *channel, const char *ms
     return rc;
 }
 
-/* A push reply: ["message", channel, payload] is forwarded; subscribe confirmations and the
- * NULLs of a lost connection need nothing (the on-up hook resubscribes). */
+/* The first SUBSCRIBE confirmation after a (re)connect: every channel is subscribed again (one
+ * command), so messages flow; report the gap since the loss to the on-gap hook. */
+static void sb_subscriber_confirmed(sb_subscriber_t *s) {
+    s->confirming = 0;
+    if (!s->lost_ms) return;
+    int64_t since = s->lost_ms - SB_SUB_GAP_SLACK_MS;
+    s->lost_ms = 0;
+    if (s->on_gap) s->on_gap(s->on_gap_ud, since);
+}
+
+/* A push reply: ["message", channel, payload] is forwarded; the first subscribe confirmation
+ * closes a gap; the NULLs of a lost connection open one (the on-up hook resubscribes). */
 static void sb_subscriber_push(redisReply *reply, void *priv) {
     sb_subscriber_t *s = priv;
+    if (!s->closing && !reply && !s->lost_ms) s->lost_ms = sb_now_ms();
+    if (!s->closing && !reply) s->confirming = 0;
     if (s->closing || !reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 3)
         return;
     redisReply **e = reply->element;
@@ -206,8 +226,10 @@ static void sb_subscriber_push(redisReply *reply, void *priv) {
     else if (e[0]->type == REDIS_REPLY_STRING && !strcmp(e[0]->str, "message") &&
              e[1]->type == REDIS_REPLY_STRING && e[2]->type == REDIS_REPLY_STRING)
         sb_subscriber_handle(s, e[1]->str, e[2]->str, e[2]->len);
-    else if (e[0]->type == REDIS_REPLY_STRING && !strcmp(e[0]->str, "subscribe"))
+    else if (e[0]->type == REDIS_REPLY_STRING && !strcmp(e[0]->str, "subscribe")) {
         sb_info("gateway", "subscribed to %s", e[1]->type == REDIS_REPLY_STRING ? e[1]->str : "?");
+        if (s->confirming) sb_subscriber_confirmed(s);
+    }
 }
 
 /* ---- life cycle --------------------------------------------------------------------------- */
@@ -217,6 +239,7 @@ sb_subscriber_t *sb_subscriber_create(uv_loop_t *loop, const sb_redis_addr_t *ad
     sb_subscriber_t *s = calloc(1, sizeof *s);
     if (!s) return NULL;
     s->sio = sio;
+    s->lost_ms = sb_now_ms(); /* until the first subscription, nothing is forwarded either */
     s->types = strdup(job_types ? job_types : "");
     s->ar = s->types ? sb_aredis_create(loop, addr, "subscriber") : NULL;
     if (!s->ar) {
@@ -235,6 +258,11 @@ void sb_subscriber_close(sb_subscriber_t *s) {
     sb_aredis_close(s->ar); /* runs the push callback with NULL; it ignores it (closing) */
     free(s->types);
     free(s);
+}
+
+void sb_subscriber_on_gap(sb_subscriber_t *s, sb_subscriber_gap_fn fn, void *ud) {
+    s->on_gap = fn;
+    s->on_gap_ud = ud;
 }
 
 const sb_subscriber_stats_t *sb_subscriber_stats(const sb_subscriber_t *s) { return &s->stats; }

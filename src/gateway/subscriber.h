@@ -12,6 +12,11 @@
  *     it, whichever gateway took the request. Its event name must start with `{type}:`.
  * A message that does not parse or lacks a field is counted as dropped and logged; never
  * fatal. Counters feed /metrics.
+ * Gaps: pub/sub is fire-and-forget, so what is published while the connection is down (or
+ * before it subscribed) is never forwarded. The subscriber remembers when it lost the
+ * connection (or was created) and, at the first SUBSCRIBE confirmation after it is back, calls
+ * the on-gap hook with a time shortly before the loss; the owner replays from Redis what
+ * changed since (catchup.h).
  * Other modules add channels of their own to the same connection with sb_subscriber_watch()
  * (presence: agent:presence and the expired-key events); their messages go to their handler,
  * not through the status path, and are not counted here. */
@@ -19,6 +24,7 @@
 #define SB_GATEWAY_SUBSCRIBER_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <uv.h>
 #include <cjson/cJSON.h>
 #include <hiredis/hiredis.h>
@@ -48,6 +54,10 @@ typedef void (*sb_subscriber_fn)(void *ud, const redisReply *msg);
  * messages to fn(ud, msg). ud must outlive s, or the watch. Returns 0, or SB_EINVAL when
  * SB_SUBSCRIBER_MAX_WATCH channels are already watched or channel is too long. */
 int sb_subscriber_watch(sb_subscriber_t *s, const char *channel, sb_subscriber_fn fn, void *ud);
+/* Runs fn(ud, since_ms) each time the subscription is back after a gap (also after the first
+ * subscription): statuses published since since_ms (unix ms) may have been missed. */
+typedef void (*sb_subscriber_gap_fn)(void *ud, int64_t since_ms);
+void sb_subscriber_on_gap(sb_subscriber_t *s, sb_subscriber_gap_fn fn, void *ud);
 /* Closes the connection (its handles finish closing during uv_run) and frees s. NULL ok. */
 void sb_subscriber_close(sb_subscriber_t *s);
 

@@ -4,14 +4,21 @@
 // acknowledged job (HTTP 202) must have ended `done` exactly once (one entry in the
 // job.completed audit stream, written by the same script that finishes the job), nothing may
 // be left in a processing list or the queue, and the counts are printed.
+// Delivery (SPEC §9 "every status reaches its user"): jobs belong to USERS users, each with a
+// socket.io-client socket on one of the gateways for the whole run (it reconnects when its
+// gateway is killed), and the gateways' SUBSCRIBE connections are also cut on their own
+// (CLIENT KILL TYPE pubsub, a network blip) while agents keep publishing. Every acknowledged
+// job's owner must receive `rebalance:done` for it, live or replayed ("replay":true).
 'use strict';
 const test = require('node:test');
 const assert = require('node:assert');
 const jwt = require('jsonwebtoken');
+const { io } = require('socket.io-client');
 const { startRedis, startSwitchboard, waitFor, freePort } = require('../e2e/lib/harness');
 
 const SECRET = 'chaos-secret';
 const JOBS = Number(process.env.CHAOS_JOBS || 300);
+const USERS = 40; // jobs per user stay well under the replay's 50 newest per user
 const FAST = { AGENT_STATUS_TTL: '2', HEARTBEAT_INTERVAL: '1', RECOVERY_INTERVAL: '1',
   RETRY_BACKOFF_MS: '20', RATE_LIMIT: '1000000' };
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -32,8 +39,20 @@ test('chaos: kill -9 agents and gateways, restart and pause Redis, under load: n
   await startGw(0); await startGw(1);
   startAgent(0); startAgent(1);
 
-  const token = jwt.sign({ sub: 'chaos', publicKey: 'PK-chaos', role: 'user' }, SECRET,
-    { algorithm: 'HS256', expiresIn: '1h' });
+  // One socket per user, on gateway i % 2; `done` events are recorded by job id.
+  const users = [...Array(USERS).keys()].map((i) => {
+    const token = jwt.sign({ sub: `chaos-${i}`, publicKey: `PK-chaos-${i}`, role: 'user' }, SECRET,
+      { algorithm: 'HS256', expiresIn: '1h' });
+    const socket = io(`http://127.0.0.1:${ports[i % 2]}`, { auth: { token }, forceNew: true,
+      reconnectionDelay: 100, reconnectionDelayMax: 500, transports: ['websocket'] });
+    const done = new Map(); // jobId -> 'live' | 'replay' (first arrival)
+    socket.on('rebalance:done', (d) => { if (!done.has(d.jobId)) done.set(d.jobId, d.replay ? 'replay' : 'live'); });
+    return { token, socket, done, jobs: [] };
+  });
+  await Promise.all(users.map((u) => new Promise((resolve, reject) => {
+    u.socket.once('connect', resolve);
+    u.socket.once('connect_error', reject);
+  })));
   const acked = new Set();
   let sent = 0, refused = 0, attempts = 0;
   let chaosDone = false;
@@ -45,15 +64,21 @@ test('chaos: kill -9 agents and gateways, restart and pause Redis, under load: n
     for (;;) {
       if (sent >= JOBS && chaosDone) return; // at least JOBS, and load during every fault
       const n = sent++;
+      const owner = users[n % USERS];
       for (let tries = 0; ; tries++) {
         attempts++;
         const port = ports[(n + tries + worker) % 2];
         try {
           const res = await fetch(`http://127.0.0.1:${port}/api/v1/agent/rebalance`, {
             method: 'POST', signal: AbortSignal.timeout(5000),
-            headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+            headers: { authorization: `Bearer ${owner.token}`, 'content-type': 'application/json' },
             body: JSON.stringify({ amount: 100 + n }) });
-          if (res.status === 202) { acked.add((await res.json()).jobId); break; }
+          if (res.status === 202) {
+            const { jobId } = await res.json();
+            acked.add(jobId);
+            owner.jobs.push(jobId);
+            break;
+          }
           await res.text();
           refused++;
         } catch { refused++; }
@@ -62,14 +87,22 @@ test('chaos: kill -9 agents and gateways, restart and pause Redis, under load: n
     }
   }
 
+  // The gateways' SUBSCRIBE connections cut while Redis and the agents stay up.
+  const cutPubsub = async () => {
+    const c = redis.client();
+    c.on('error', () => {});
+    try { await c.client('KILL', 'TYPE', 'pubsub'); } finally { c.disconnect(); }
+  };
   // Chaos: one full cycle of faults, one at a time, while the load runs.
   const faults = [
+    cutPubsub,
     async () => { procs.agent[0].kill('SIGKILL'); await procs.agent[0].exited; startAgent(0); },
     async () => { procs.gw[1].kill('SIGKILL'); await procs.gw[1].exited; await startGw(1); },
     async () => { await redis.restart(); },
     async () => { procs.agent[1].kill('SIGKILL'); await procs.agent[1].exited; startAgent(1); },
     async () => { redis.proc.kill('SIGSTOP'); await sleep(4000); redis.proc.kill('SIGCONT'); },
     async () => { procs.gw[0].kill('SIGKILL'); await procs.gw[0].exited; await startGw(0); },
+    cutPubsub,
   ];
   const counts = { faults: 0 };
   async function chaos() {
@@ -109,9 +142,22 @@ test('chaos: kill -9 agents and gateways, restart and pause Redis, under load: n
     for (const id of ids) assert.strictEqual(completed.get(id), 1, `job ${id} completed once`);
     assert.deepStrictEqual(await r.keys('agent:rebalance:processing:*'), [], 'nothing stuck');
     assert.strictEqual(await r.llen('agent:rebalance:jobs'), 0, 'queue drained');
-    assert.ok(counts.faults >= 6, `a full cycle of faults ran (${counts.faults})`);
+    assert.ok(counts.faults >= faults.length, `a full cycle of faults ran (${counts.faults})`);
+
+    // Delivery: every owner got `done` for each of its jobs, live or replayed.
+    const missing = () => users.flatMap((u) => u.jobs.filter((id) => !u.done.has(id)));
+    await waitFor(() => missing().length === 0,
+      { timeoutMs: 30000, intervalMs: 100, what: 'every owner received done' }).catch(() => {});
+    const via = { live: 0, replay: 0 };
+    for (const u of users) for (const id of u.jobs) if (u.done.has(id)) via[u.done.get(id)]++;
+    const most = Math.max(...users.map((u) => u.jobs.length));
+    console.log(`delivery: users=${USERS} jobs=${ids.length} most-per-user=${most} ` +
+      `done-live=${via.live} done-replay=${via.replay} missing=${missing().length}`);
+    assert.ok(most <= 50, 'the replay limit (50 newest per user) is not the bottleneck');
+    assert.deepStrictEqual(missing(), [], 'every owner received done for every acknowledged job');
   } finally {
     r.disconnect();
+    for (const u of users) u.socket.close();
     for (const p of [...procs.gw, ...procs.agent]) if (p.exitCode === null) p.kill('SIGKILL');
     await redis.stop();
   }

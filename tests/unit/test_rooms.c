@@ -1,6 +1,7 @@
 /* Unit tests of room membership (src/gateway/rooms.c): join / leave / idempotence, rooms
  * freed when empty, name limits, members in many rooms, integrity after thousands of random
- * leaves (every member seen exactly once by the fan-out walk), and a 50k-member room. */
+ * leaves (every member seen exactly once by the fan-out walk), a 50k-member room and the walk
+ * over room names by prefix. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,6 +16,16 @@
 
 static void count_cb(void *ud, uint64_t id) {
     (void)id;
+    (*(uint32_t *)ud)++;
+}
+
+static void count_cb_any(void *ud, const char *name) {
+    (void)name;
+    (*(uint32_t *)ud)++;
+}
+
+static void count_name_cb(void *ud, const char *name) {
+    assert_int_equal(strncmp(name, "user:", 5), 0);
     (*(uint32_t *)ud)++;
 }
 
@@ -154,6 +165,11 @@ static void test_big_room(void **state) {
     assert_int_equal(sb_rooms_size(r, "user:49999"), 1);
     for (uint32_t i = 0; i < N; i += 2) sb_rooms_leave_all(r, &m[i]);
     assert_int_equal(sb_rooms_size(r, "admins"), N / 2);
+    n = 0; /* the rooms user:* by name, emptied ones gone */
+    assert_int_equal(sb_rooms_each_name(r, "user:", count_name_cb, &n), N / 2);
+    assert_int_equal(n, N / 2);
+    n = 0;
+    assert_int_equal(sb_rooms_each_name(r, "", count_cb_any, &n), N / 2 + 1);
     assert_int_equal(sb_rooms_count(r), N / 2 + 1);
     for (uint32_t i = 0; i < N; i++) sb_rooms_leave_all(r, &m[i]);
     free(m);

@@ -1,0 +1,41 @@
+/* Catch-up after a gap in the status subscription (SPEC §9: every status reaches its user).
+ *
+ * When the subscriber is back after its connection was lost (subscriber.h, on-gap hook), the
+ * sockets that stayed connected may have missed status messages. sb_catchup_start() takes a
+ * snapshot of the users with a connected socket (the rooms user:*, one entry per user however
+ * many sockets it has) and, spread over loop turns (SB_CATCHUP_PER_TURN users every
+ * SB_CATCHUP_TURN_MS), replays to each user's room the latest state of its jobs changed since
+ * the gap began (sb_replay_user: one Redis call per user). 50k users take ~2 s and never
+ * stall the loop. While the command connection is down the pass waits and goes on where it
+ * stopped. A new gap during a pass restarts it from a fresh snapshot with the earlier time.
+ *
+ * Sockets are reached through their room when the reply arrives, so a socket that closed
+ * meanwhile is simply not in it. Events carry "replay":true, like the replay on connect. */
+#ifndef SB_GATEWAY_CATCHUP_H
+#define SB_GATEWAY_CATCHUP_H
+
+#include <stdint.h>
+#include <uv.h>
+#include "gateway/aredis.h"
+#include "gateway/sio.h"
+
+#define SB_CATCHUP_PER_TURN 128 /* users whose replay is sent per turn */
+#define SB_CATCHUP_TURN_MS 5
+
+typedef struct sb_catchup sb_catchup_t;
+
+/* Creates an idle catch-up over redis (commands) and sio, neither owned; both must outlive it
+ * and its replies (gateway.c closes redis first, which answers them NULL). job_types is
+ * copied. NULL on ENOMEM. */
+sb_catchup_t *sb_catchup_create(uv_loop_t *loop, sb_aredis_t *redis, sb_sio_t *sio,
+                                const char *job_types);
+/* Starts (or restarts) a pass over every connected user for states changed since since_ms. */
+void sb_catchup_start(sb_catchup_t *c, int64_t since_ms);
+/* 1 while a pass is running. */
+int sb_catchup_running(const sb_catchup_t *c);
+/* Users caught up (a replay sent for them) since creation. */
+unsigned long long sb_catchup_users(const sb_catchup_t *c);
+/* Stops and frees c (its timer finishes closing during uv_run). NULL ok. */
+void sb_catchup_close(sb_catchup_t *c);
+
+#endif
