@@ -3,6 +3,7 @@
  *
  * Banners: life cycle · auth and connect · polling (HTTP) · WebSocket · emitting and metrics.
  * Time given to the core is the monotonic clock in ms. */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -564,46 +565,62 @@ int sb_socketio_emit_admins(sb_socketio_t *io, const char *event, const char *js
     return sb_socketio_emit_room(io, "admins", event, json, len);
 }
 
-static void sb_socketio_metric(sb_prom_t *p, const char *name, const char *type,
-                               const char *help, double v) {
-    sb_prom_family(p, name, type, help);
-    sb_prom_sample(p, name, NULL, 0, v);
-}
+/* The Socket.IO families of /metrics: one row each, read from a snapshot of the counters. */
+typedef struct {
+    double connections, sessions, polling_opened, ws_opened, auth_refused;
+    double received, forwarded, dropped, deliveries, subscriber_up, catchup_users;
+} sb_socketio_numbers_t;
+
+static const struct {
+    const char *name, *type, *help;
+    size_t offset; /* into sb_socketio_numbers_t */
+    int needs_sub; /* only when the subscriber exists */
+} sb_socketio_families[] = {
+#define SB_N(f) offsetof(sb_socketio_numbers_t, f)
+    {"gateway_socketio_connections", "gauge",
+     "Open Socket.IO connections (sockets connected to the main namespace).", SB_N(connections), 0},
+    {"gateway_engineio_sessions", "gauge", "Open Engine.IO sessions (connected or not yet).",
+     SB_N(sessions), 0},
+    {"gateway_engineio_opened_total", "counter", "Engine.IO sessions opened by a polling handshake.",
+     SB_N(polling_opened), 0},
+    {"gateway_websocket_opened_total", "counter",
+     "WebSocket connections accepted (new sessions and upgrades).", SB_N(ws_opened), 0},
+    {"gateway_socketio_auth_refused_total", "counter",
+     "Socket.IO CONNECTs refused for a bad or missing token.", SB_N(auth_refused), 0},
+    {"gateway_status_messages_received_total", "counter",
+     "Messages read from the status and event channels.", SB_N(received), 1},
+    {"gateway_status_messages_forwarded_total", "counter",
+     "Valid status / event messages emitted to their Socket.IO room.", SB_N(forwarded), 1},
+    {"gateway_status_messages_dropped_total", "counter",
+     "Invalid status / event messages dropped (bad JSON or missing field).", SB_N(dropped), 1},
+    {"gateway_socketio_deliveries_total", "counter",
+     "Packets queued to sockets by forwarded messages.", SB_N(deliveries), 1},
+    {"gateway_subscriber_connected", "gauge", "1 while the SUBSCRIBE connection to Redis is up.",
+     SB_N(subscriber_up), 1},
+    {"gateway_catchup_users_total", "counter",
+     "Users sent a catch-up replay after a gap in the status subscription.", SB_N(catchup_users), 1},
+#undef SB_N
+};
 
 void sb_socketio_render(const sb_socketio_t *io, sb_prom_t *p) {
     if (!io) return;
     const sb_subscriber_stats_t *st = io->sub ? sb_subscriber_stats(io->sub) : NULL;
-    sb_socketio_metric(p, "gateway_socketio_connections", "gauge",
-                       "Open Socket.IO connections (sockets connected to the main namespace).",
-                       sb_sio_count(io->sio));
-    sb_socketio_metric(p, "gateway_engineio_sessions", "gauge",
-                       "Open Engine.IO sessions (connected or not yet).", sb_eio_count(io->eio));
-    sb_socketio_metric(p, "gateway_engineio_opened_total", "counter",
-                       "Engine.IO sessions opened by a polling handshake.",
-                       (double)io->polling_opened);
-    sb_socketio_metric(p, "gateway_websocket_opened_total", "counter",
-                       "WebSocket connections accepted (new sessions and upgrades).",
-                       (double)io->ws_opened);
-    sb_socketio_metric(p, "gateway_socketio_auth_refused_total", "counter",
-                       "Socket.IO CONNECTs refused for a bad or missing token.",
-                       (double)io->auth_refused);
-    if (!st) return;
-    sb_socketio_metric(p, "gateway_status_messages_received_total", "counter",
-                       "Messages read from the status and event channels.",
-                       (double)st->received);
-    sb_socketio_metric(p, "gateway_status_messages_forwarded_total", "counter",
-                       "Valid status / event messages emitted to their Socket.IO room.",
-                       (double)st->forwarded);
-    sb_socketio_metric(p, "gateway_status_messages_dropped_total", "counter",
-                       "Invalid status / event messages dropped (bad JSON or missing field).",
-                       (double)st->dropped);
-    sb_socketio_metric(p, "gateway_socketio_deliveries_total", "counter",
-                       "Packets queued to sockets by forwarded messages.",
-                       (double)st->deliveries);
-    sb_socketio_metric(p, "gateway_subscriber_connected", "gauge",
-                       "1 while the SUBSCRIBE connection to Redis is up.",
-                       sb_subscriber_up(io->sub));
-    sb_socketio_metric(p, "gateway_catchup_users_total", "counter",
-                       "Users sent a catch-up replay after a gap in the status subscription.",
-                       (double)sb_catchup_users(io->catchup));
+    sb_socketio_numbers_t n = {
+        .connections = sb_sio_count(io->sio), .sessions = sb_eio_count(io->eio),
+        .polling_opened = (double)io->polling_opened, .ws_opened = (double)io->ws_opened,
+        .auth_refused = (double)io->auth_refused};
+    if (st) {
+        n.received = (double)st->received;
+        n.forwarded = (double)st->forwarded;
+        n.dropped = (double)st->dropped;
+        n.deliveries = (double)st->deliveries;
+        n.subscriber_up = sb_subscriber_up(io->sub);
+        n.catchup_users = (double)sb_catchup_users(io->catchup);
+    }
+    for (size_t i = 0; i < sizeof sb_socketio_families / sizeof sb_socketio_families[0]; i++) {
+        if (sb_socketio_families[i].needs_sub && !st) continue;
+        sb_prom_single(p, sb_socketio_families[i].name, sb_socketio_families[i].type,
+                       sb_socketio_families[i].help,
+                       *(const double *)((const char *)&n + sb_socketio_families[i].offset));
+    }
 }
