@@ -29,6 +29,7 @@ static int64_t sb_now_us(void) {
 }
 
 static void sb_req_free(sb_req_t *req) {
+    req->gw->stats.in_flight--;
     if (!req->status) { /* never answered: the client left first (nginx's 499) */
         req->gw->stats.responses_orphaned++;
         sb_gw_stats_request(&req->gw->stats, req->route ? req->route->label : "unmatched",
@@ -293,6 +294,7 @@ static int sb_http_begin(struct lws *wsi, sb_http_conn_t *conn, const char *path
     req->wsi = wsi;
     req->refs = 1;
     req->t0_us = sb_now_us();
+    gw->stats.in_flight++;
     conn->req = req;
     sb_req_method(req, wsi);
     if (snprintf(req->path, sizeof req->path, "%s", path ? path : "") >= (int)sizeof req->path)

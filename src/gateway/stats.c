@@ -74,4 +74,7 @@ void sb_gw_stats_render(const sb_gw_stats_t *s, sb_prom_t *p) {
     sb_gw_counter(p, "gateway_responses_orphaned_total",
                   "Answers dropped because the client closed the connection first.",
                   s->responses_orphaned);
+    sb_prom_single(p, "gateway_http_requests_in_flight", "gauge",
+                   "HTTP requests received and not finished (e.g. waiting for Redis).",
+                   (double)s->in_flight);
 }

@@ -38,6 +38,7 @@ typedef struct {
     unsigned long long rate_limited;
     unsigned long long redis_unavailable; /* requests answered 503 for Redis */
     unsigned long long responses_orphaned; /* answers dropped: the client had gone */
+    unsigned long long in_flight;  /* requests begun and not yet freed (gauge) */
 } sb_gw_stats_t;
 
 /* Counts one finished request that took secs. route and method must be static strings. */

@@ -455,12 +455,15 @@ test('a client that leaves while Redis is slow is forgotten safely', async () =>
   const orphaned = async () => Number((await (await fetch(`${base}/metrics`)).text())
     .match(/^gateway_responses_orphaned_total (\d+)$/m)[1]);
   const before = await orphaned();
+  const inFlight = async () => Number((await (await fetch(`${base}/metrics`)).text())
+    .match(/^gateway_http_requests_in_flight (\d+)$/m)[1]);
   redis.proc.kill('SIGSTOP');
   try {
     const ac = new AbortController();
     const p = fetch(`${base}/api/v1/agent/rebalance`, { method: 'POST', signal: ac.signal,
       headers: { ...u.auth, 'content-type': 'application/json' }, body: '{"amount":1}' }).catch((e) => e);
-    await new Promise((res) => setTimeout(res, 300));
+    // the POST has reached the gateway and waits for Redis (the /metrics GET itself is 1)
+    await waitFor(async () => (await inFlight()) >= 2, { what: 'the POST waiting for Redis' });
     ac.abort();
     await p;
   } finally {
