@@ -70,6 +70,13 @@ const char *sb_batch_cmd(const sb_batch_t *b, size_t i, size_t *len);
 int sb_redis_pipeline(sb_redis_t *r, const sb_batch_t *b, redisReply **replies);
 void sb_replies_free(redisReply **replies, size_t n);
 
+/* Sends every command of b now, in one write, without waiting for the replies: the next call
+ * that reads from r (any command, pipeline or read) reads them first and drops them, logging
+ * a Redis error among them as a warning, so they cost no round trip of their own. For
+ * commands whose outcome the caller can do without (a progress update that a later terminal
+ * write supersedes). Returns 0, or SB_EREDIS (connection dropped; some may have been sent). */
+int sb_redis_send_deferred(sb_redis_t *r, const sb_batch_t *b);
+
 /* ---- Lua scripts ----------------------------------------------------------------------- */
 typedef struct {
     const char *source;

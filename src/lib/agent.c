@@ -104,6 +104,8 @@ typedef struct {
     unsigned seed;                 /* jitter */
     pthread_mutex_t lock;          /* guards job_id (read by the shutdown path) */
     char job_id[SB_JOB_ID_LEN];    /* job in flight, "" when idle */
+    int can_prefetch;              /* a worker thread (not the maintenance thread's stand-in) */
+    redisReply *prefetch;          /* owned: take-script reply sent along with the last finish */
 } sb_worker_t;
 
 struct sb_agent {
@@ -176,11 +178,14 @@ static int sb_retry_delay_ms(sb_worker_t *w, int attempt) {
 /* ---- worker Redis steps ------------------------------------------------------------------ */
 
 /* Sends b until it gets through (reconnecting as needed). Returns 0, or SB_ECANCELED when the
- * grace period ended first. replies has sb_batch_count(b) slots. */
+ * grace period ended first. replies has sb_batch_count(b) slots, or is NULL: then the replies
+ * are not waited for but read with the worker's next command (sb_redis_send_deferred). */
 static int sb_worker_send(sb_worker_t *w, const sb_batch_t *b, redisReply **replies) {
     for (;;) {
         if (sb_redis_ensure(w->redis, &w->agent->cancel) != SB_OK) return SB_ECANCELED;
-        if (sb_redis_pipeline(w->redis, b, replies) == SB_OK) return SB_OK;
+        if ((replies ? sb_redis_pipeline(w->redis, b, replies)
+                     : sb_redis_send_deferred(w->redis, b)) == SB_OK)
+            return SB_OK;
     }
 }
 
@@ -230,6 +235,36 @@ static char *sb_finish_audit(const sb_worker_t *w, const char *id, const sb_fini
     return data;
 }
 
+/* Calls the finish script. A worker that goes on taking jobs sends the take script in the same
+ * write and keeps its reply in w->prefetch: one round trip per job under load instead of two.
+ * Returns the finish reply, or NULL on an I/O error (the take may then have run with its reply
+ * lost: sb_agent_reclaim_own puts such an id back). */
+static redisReply *sb_worker_finish_call(sb_worker_t *w, int argc, const char **argv) {
+    sb_agent_t *a = w->agent;
+    sb_batch_t *b = NULL;
+    redisReply *rep[2] = {NULL, NULL};
+    const char *targv[] = {a->k_jobs, a->k_proc, a->k_job_prefix};
+    if (!w->can_prefetch || w->prefetch || atomic_load(&a->stop) || !(b = sb_batch_create()) ||
+        sb_batch_add_script(b, &a->finish, SB_SCRIPT_EVALSHA, 7, argc, argv, NULL) != SB_OK ||
+        sb_batch_add_script(b, &a->take, SB_SCRIPT_EVALSHA, 2, 3, targv, NULL) != SB_OK) {
+        sb_batch_free(b);
+        return sb_redis_eval(w->redis, &a->finish, 7, argc, argv, NULL);
+    }
+    int rc = sb_redis_pipeline(w->redis, b, rep);
+    sb_batch_free(b);
+    if (rc != SB_OK) return NULL;
+    if (sb_reply_is_noscript(rep[1])) { /* nothing taken: the next take runs it by EVAL */
+        freeReplyObject(rep[1]);
+        rep[1] = NULL;
+    }
+    w->prefetch = rep[1];
+    if (sb_reply_is_noscript(rep[0])) {
+        freeReplyObject(rep[0]);
+        return sb_redis_eval(w->redis, &a->finish, 7, argc, argv, NULL);
+    }
+    return rep[0];
+}
+
 /* Runs the guarded terminal transition. Returns 1 applied, 0 not ours any more,
  * SB_ECANCELED. */
 static int sb_worker_finish(sb_worker_t *w, const char *id, const sb_finish_t *f) {
@@ -266,7 +301,7 @@ static int sb_worker_finish(sb_worker_t *w, const char *id, const sb_finish_t *f
             free(ev_data);
             return SB_ECANCELED;
         }
-        redisReply *rep = sb_redis_eval(w->redis, &a->finish, 7, 22, argv, NULL);
+        redisReply *rep = sb_worker_finish_call(w, 22, argv);
         if (!rep) continue;
         int rc = rep->type == REDIS_REPLY_INTEGER ? (int)rep->integer : -1;
         if (rc < 0) sb_error("agent", "job %s: finish script failed: %s", id,
@@ -286,9 +321,12 @@ typedef struct {
     int64_t started_ms;  /* monotonic start of the current attempt */
 } sb_run_t;
 
-/* Writes the record with its new status and publishes a status message, in one round trip. */
+/* Writes the record with its new status and publishes a status message, in one write. With
+ * wait = 0 the replies are read with the worker's next command (the finish), so the handler
+ * starts without waiting a round trip; a Redis error in them is logged, and the terminal
+ * transition overwrites the record anyway. */
 static int sb_run_update(sb_run_t *r, const char *status, const char *msg_status,
-                         const char *details) {
+                         const char *details, int wait) {
     sb_agent_t *a = r->w->agent;
     char key[SB_KEY_LEN];
     sb_job_set_status(&r->job, status, sb_now_ms());
@@ -303,7 +341,8 @@ static int sb_run_update(sb_run_t *r, const char *status, const char *msg_status
                                rec, SB_JOB_TTL);
     if (!rc) rc = sb_batch_add(b, "PUBLISH %s %s", a->k_status, msg);
     redisReply *replies[2];
-    if (!rc && (rc = sb_worker_send(r->w, b, replies)) == SB_OK) sb_replies_free(replies, 2);
+    if (!rc && (rc = sb_worker_send(r->w, b, wait ? replies : NULL)) == SB_OK && wait)
+        sb_replies_free(replies, 2);
     free(rec);
     free(msg);
     sb_batch_free(b);
@@ -420,7 +459,7 @@ static void sb_run_attempts(sb_run_t *r) {
         int attempt = r->job.attempts + 1;
         sb_job_set_attempts(&r->job, attempt);
         snprintf(details, sizeof details, "attempt %d of %d by %s", attempt, a->max_attempts, a->id);
-        if (sb_run_update(r, "processing", "processing", details) != SB_OK) {
+        if (sb_run_update(r, "processing", "processing", details, 0) != SB_OK) {
             sb_run_requeue(r);
             return;
         }
@@ -449,7 +488,7 @@ static void sb_run_attempts(sb_run_t *r) {
         sb_warn("agent", "job %s: %s user=%s", r->id, details, r->job.public_key);
         sb_stat_add(a, &a->stats.retries, 1);
         sb_json_set_str(r->job.root, "error", err);
-        if (sb_run_update(r, "queued", "processing", details) != SB_OK ||
+        if (sb_run_update(r, "queued", "processing", details, 1) != SB_OK ||
             sb_sleep_ms(delay, &a->cancel) != SB_OK) {
             sb_run_requeue(r);
             return;
@@ -470,19 +509,9 @@ static void sb_taken_free(sb_taken_t *t) {
     memset(t, 0, sizeof *t);
 }
 
-/* Takes the next job. Under load the take script moves the id and reads the record in one
- * round trip; when the queue is empty BLMOVE waits (up to SB_TAKE_TIMEOUT_S) and the record is
- * read afterwards. Returns 1 with *t filled, 0 when nothing came, -1 on a Redis error. */
-static int sb_worker_take(sb_worker_t *w, sb_taken_t *t) {
-    sb_agent_t *a = w->agent;
-    const char *argv[] = {a->k_jobs, a->k_proc, a->k_job_prefix};
-    redisReply *rep = sb_redis_eval(w->redis, &a->take, 2, 3, argv, NULL);
-    if (rep && rep->type == REDIS_REPLY_NIL) {
-        freeReplyObject(rep);
-        rep = sb_redis_cmd(w->redis, "BLMOVE %s %s RIGHT LEFT %d", a->k_jobs, a->k_proc,
-                           SB_TAKE_TIMEOUT_S);
-    }
-    if (!rep) return -1;
+/* Fills *t from a take-script reply ({id, record|nil}) or a BLMOVE reply (id). Consumes rep.
+ * Returns 1 with *t filled, 0 when nothing was taken, -1 on a Redis error. */
+static int sb_taken_parse(redisReply *rep, sb_taken_t *t) {
     int rc = 0;
     if (rep->type == REDIS_REPLY_STRING) { /* BLMOVE */
         t->id = strndup(rep->str, rep->len);
@@ -501,6 +530,37 @@ static int sb_worker_take(sb_worker_t *w, sb_taken_t *t) {
     freeReplyObject(rep);
     if (rc < 0) sb_taken_free(t);
     return rc;
+}
+
+/* Takes the next job. Under load the take script moves the id and reads the record in one
+ * round trip (or it already came back with the last finish: w->prefetch); when the queue is
+ * empty BLMOVE waits (up to SB_TAKE_TIMEOUT_S) and the record is read afterwards. Returns 1
+ * with *t filled, 0 when nothing came, -1 on a Redis error. */
+static int sb_worker_take(sb_worker_t *w, sb_taken_t *t) {
+    sb_agent_t *a = w->agent;
+    const char *argv[] = {a->k_jobs, a->k_proc, a->k_job_prefix};
+    redisReply *rep = w->prefetch ? w->prefetch : sb_redis_eval(w->redis, &a->take, 2, 3, argv, NULL);
+    w->prefetch = NULL;
+    if (rep && rep->type == REDIS_REPLY_NIL) {
+        freeReplyObject(rep);
+        rep = sb_redis_cmd(w->redis, "BLMOVE %s %s RIGHT LEFT %d", a->k_jobs, a->k_proc,
+                           SB_TAKE_TIMEOUT_S);
+    }
+    return rep ? sb_taken_parse(rep, t) : -1;
+}
+
+/* A worker that stops with a job taken along with its last finish puts it back, untouched. */
+static void sb_worker_return_prefetch(sb_worker_t *w) {
+    redisReply *rep = w->prefetch;
+    sb_taken_t t = {0};
+    w->prefetch = NULL;
+    if (!rep) return;
+    if (sb_taken_parse(rep, &t) == 1) {
+        sb_finish_t f = {.mode = "requeue"};
+        if (sb_worker_finish(w, t.id, &f) == 1)
+            sb_info("agent", "job %.64s taken but not started: put back on the queue", t.id);
+    }
+    sb_taken_free(&t);
 }
 
 static void sb_worker_process(sb_worker_t *w, sb_taken_t *t) {
@@ -551,6 +611,7 @@ static void *sb_worker_main(void *arg) {
             sb_sleep_ms(1000, &a->stop); /* a Redis error reply: do not spin */
         }
     }
+    sb_worker_return_prefetch(w);
     pthread_mutex_lock(&a->lock);
     a->active--;
     pthread_cond_broadcast(&a->cond);
@@ -797,6 +858,7 @@ sb_agent_t *sb_agent_create(const sb_config_t *cfg, sb_handler_cb cb, void *user
     for (int i = 0; i < a->nworkers; i++) {
         sb_worker_t *w = &a->workers[i];
         w->agent = a;
+        w->can_prefetch = 1;
         pthread_mutex_init(&w->lock, NULL);
         if (getrandom(&w->seed, sizeof w->seed, 0) != (ssize_t)sizeof w->seed) w->seed = (unsigned)i;
         if (!(w->redis = sb_redis_create(&cfg->redis, "agent"))) goto nomem;

@@ -28,6 +28,7 @@ struct sb_redis {
     int lost;               /* a loss was logged and no recovery yet */
     int backoff_ms;         /* wait before the next reconnect; grows while connections flap */
     int64_t connected_at;   /* monotonic ms of the last successful connect */
+    size_t deferred;        /* replies of sb_redis_send_deferred() not read yet */
 };
 
 sb_redis_t *sb_redis_create(const sb_redis_addr_t *addr, const char *component) {
@@ -51,6 +52,7 @@ void sb_redis_free(sb_redis_t *r) {
 void sb_redis_disconnect(sb_redis_t *r) {
     if (r->ctx) redisFree(r->ctx);
     r->ctx = NULL;
+    r->deferred = 0;
 }
 
 int sb_redis_connected(const sb_redis_t *r) { return r->ctx != NULL; }
@@ -152,38 +154,66 @@ static void sb_redis_broken(sb_redis_t *r) {
     sb_redis_disconnect(r);
 }
 
-redisReply *sb_redis_cmd(sb_redis_t *r, const char *fmt, ...) {
-    if (!r->ctx) return NULL;
-    va_list ap;
-    va_start(ap, fmt);
-    redisReply *rep = redisvCommand(r->ctx, fmt, ap);
-    va_end(ap);
-    if (!rep) sb_redis_broken(r);
-    return rep;
+/* Reads and drops the replies of earlier deferred sends (hiredis flushes whatever was appended
+ * since, so they share its write). A Redis error among them is logged. Returns REDIS_OK or
+ * REDIS_ERR (I/O: the caller drops the connection). */
+static int sb_redis_drain(sb_redis_t *r) {
+    while (r->deferred > 0) {
+        void *rep = NULL;
+        if (redisGetReply(r->ctx, &rep) != REDIS_OK || !rep) return REDIS_ERR;
+        r->deferred--;
+        redisReply *x = rep;
+        if (x->type == REDIS_REPLY_ERROR)
+            sb_warn(r->component, "a deferred redis command failed: %s", x->str);
+        freeReplyObject(x);
+    }
+    return REDIS_OK;
 }
 
-redisReply *sb_redis_cmdargv(sb_redis_t *r, int argc, const char **argv, const size_t *lens) {
-    if (!r->ctx) return NULL;
-    redisReply *rep = redisCommandArgv(r->ctx, argc, argv, lens);
-    if (!rep) sb_redis_broken(r);
-    return rep;
-}
-
-redisReply *sb_redis_read(sb_redis_t *r) {
+/* The reply of the command just appended, after those of deferred sends. */
+static redisReply *sb_redis_reply(sb_redis_t *r) {
     void *rep = NULL;
-    if (!r->ctx) return NULL;
-    if (redisGetReply(r->ctx, &rep) != REDIS_OK || !rep) {
+    if (sb_redis_drain(r) != REDIS_OK || redisGetReply(r->ctx, &rep) != REDIS_OK || !rep) {
+        if (rep) freeReplyObject(rep);
         sb_redis_broken(r);
         return NULL;
     }
     return rep;
 }
 
+redisReply *sb_redis_cmd(sb_redis_t *r, const char *fmt, ...) {
+    if (!r->ctx) return NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = redisvAppendCommand(r->ctx, fmt, ap);
+    va_end(ap);
+    if (rc != REDIS_OK) {
+        sb_redis_broken(r);
+        return NULL;
+    }
+    return sb_redis_reply(r);
+}
+
+redisReply *sb_redis_cmdargv(sb_redis_t *r, int argc, const char **argv, const size_t *lens) {
+    if (!r->ctx) return NULL;
+    if (redisAppendCommandArgv(r->ctx, argc, argv, lens) != REDIS_OK) {
+        sb_redis_broken(r);
+        return NULL;
+    }
+    return sb_redis_reply(r);
+}
+
+redisReply *sb_redis_read(sb_redis_t *r) {
+    if (!r->ctx) return NULL;
+    return sb_redis_reply(r);
+}
+
 redisReply *sb_redis_read_wait(sb_redis_t *r, int timeout_ms, int *timed_out) {
     void *rep = NULL;
     *timed_out = 0;
     if (!r->ctx) return NULL;
-    if (redisGetReplyFromReader(r->ctx, &rep) != REDIS_OK) goto broken;
+    if (sb_redis_drain(r) != REDIS_OK || redisGetReplyFromReader(r->ctx, &rep) != REDIS_OK)
+        goto broken;
     if (rep) return rep; /* already buffered */
     struct pollfd p = {.fd = r->ctx->fd, .events = POLLIN};
     int n = poll(&p, 1, timeout_ms);
@@ -281,6 +311,7 @@ int sb_redis_pipeline(sb_redis_t *r, const sb_batch_t *b, redisReply **replies) 
         if (redisAppendFormattedCommand(r->ctx, b->cmds[i].buf, b->cmds[i].len) != REDIS_OK)
             goto broken;
     }
+    if (sb_redis_drain(r) != REDIS_OK) goto broken;
     for (size_t i = 0; i < b->n; i++) {
         void *rep = NULL;
         if (redisGetReply(r->ctx, &rep) != REDIS_OK || !rep) goto broken;
@@ -289,6 +320,22 @@ int sb_redis_pipeline(sb_redis_t *r, const sb_batch_t *b, redisReply **replies) 
     return SB_OK;
 broken:
     sb_replies_free(replies, b->n);
+    sb_redis_broken(r);
+    return SB_EREDIS;
+}
+
+int sb_redis_send_deferred(sb_redis_t *r, const sb_batch_t *b) {
+    if (!r->ctx) return SB_EREDIS;
+    for (size_t i = 0; i < b->n; i++) {
+        if (redisAppendFormattedCommand(r->ctx, b->cmds[i].buf, b->cmds[i].len) != REDIS_OK)
+            goto broken;
+    }
+    int done = 0;
+    while (!done) /* blocking socket: one write unless the kernel buffer is full */
+        if (redisBufferWrite(r->ctx, &done) != REDIS_OK) goto broken;
+    r->deferred += b->n;
+    return SB_OK;
+broken:
     sb_redis_broken(r);
     return SB_EREDIS;
 }
