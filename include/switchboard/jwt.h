@@ -44,5 +44,7 @@ char *sb_jwt_mint(const sb_claims_t *claims, const char *secret, int64_t now_s, 
                   size_t errlen);
 
 void sb_claims_close(sb_claims_t *claims); /* frees the strings; NULL is fine */
+/* Deep copy of in into out (caller closes). Returns 0, or SB_ENOMEM with out zeroed. */
+int sb_claims_copy(const sb_claims_t *in, sb_claims_t *out);
 
 #endif

@@ -17,6 +17,7 @@
 #include "switchboard/ratelimit.h"
 #include "switchboard/submit.h"
 #include "switchboard/jwt.h"
+#include "switchboard/jwt_cache.h"
 #include "switchboard/prom.h"
 #include "switchboard/router.h"
 

@@ -20,8 +20,11 @@
 #include "gateway/socketio.h"
 #include "gateway/static.h"
 #include "switchboard/clock.h"
+#include "switchboard/jwt_cache.h"
 #include "switchboard/log.h"
 #include "switchboard/submit.h"
+
+#define SB_GW_TOKEN_CACHE_SLOTS 1024 /* verified bearer tokens kept (jwt_cache.h) */
 
 int sb_gateway_type_known(const sb_gateway_t *gw, const char *type) {
     const char *list = gw->cfg->job_types ? gw->cfg->job_types : "";
@@ -127,6 +130,7 @@ int sb_cmd_gateway(sb_config_t *cfg) {
     gw.started_ms = sb_now_ms();
     sb_presence_init(&gw.presence, cfg->agent_status_ttl, cfg->max_chats);
     sb_submit_script_init(&gw.submit);
+    gw.tokens = sb_jwt_cache_create(SB_GW_TOKEN_CACHE_SLOTS);
     gw.redis = sb_gw_web_load(&gw) == 0 ? sb_aredis_create(&loop, &cfg->redis, "commands")
                                         : NULL;
     gw.sio = gw.redis ? sb_socketio_create(&gw) : NULL;
@@ -139,6 +143,7 @@ int sb_cmd_gateway(sb_config_t *cfg) {
         sb_socketio_free(gw.sio);
         uv_loop_close(&loop);
         sb_static_free(gw.web);
+        sb_jwt_cache_free(gw.tokens);
         return 1;
     }
     gw.presence_watch = sb_presence_watch_create(&gw);
@@ -162,6 +167,7 @@ int sb_cmd_gateway(sb_config_t *cfg) {
     sb_socketio_free(gw.sio); /* lws has closed every connection: no conn is left attached */
     int rc = uv_loop_close(&loop);
     sb_static_free(gw.web);
+    sb_jwt_cache_free(gw.tokens);
     sb_info("gateway", "stopped%s", rc ? " (some handles were still open)" : "");
     return 0;
 }

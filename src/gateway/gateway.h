@@ -15,6 +15,7 @@
 #include "switchboard/redis.h"
 
 struct lws_context;
+struct sb_jwt_cache;
 
 typedef struct sb_gateway {
     const sb_config_t *cfg;
@@ -27,6 +28,7 @@ typedef struct sb_gateway {
     sb_presence_ctx_t presence;/* presence scripts and settings (read-only after start) */
     struct sb_presence_watch *presence_watch; /* admins' live presence (presence_watch.h) */
     sb_script_t submit;        /* the job submission script (submit.h), SHA1 computed once */
+    struct sb_jwt_cache *tokens; /* verified tokens (jwt_cache.h); NULL: verify every time */
     int64_t started_ms;
     int stopping;              /* SIGTERM seen: new requests get 503 */
 } sb_gateway_t;

@@ -12,6 +12,7 @@
 #include "switchboard/clock.h"
 #include "switchboard/error.h"
 #include "switchboard/job.h"
+#include "switchboard/jwt_cache.h"
 
 #define SB_ANY_ROLE (SB_ROLE_USER | SB_ROLE_AGENT | SB_ROLE_ADMIN)
 #define SB_AGENT_ROLES (SB_ROLE_AGENT | SB_ROLE_ADMIN)
@@ -89,8 +90,8 @@ static int sb_api_authorize(sb_req_t *req) {
         sb_req_error(req, 401, "unauthorized", "missing bearer token in the Authorization header");
         return -1;
     }
-    if (sb_jwt_verify(req->bearer, req->gw->cfg->jwt_secret, sb_now_ms() / 1000, &req->claims,
-                      err, sizeof err) != SB_OK) {
+    if (sb_jwt_verify_cached(req->gw->tokens, req->bearer, req->gw->cfg->jwt_secret,
+                             sb_now_ms() / 1000, &req->claims, err, sizeof err) != SB_OK) {
         sb_req_error(req, 401, "unauthorized", "%s", err);
         return -1;
     }

@@ -18,7 +18,7 @@
 #include "switchboard/clock.h"
 #include "switchboard/error.h"
 #include "switchboard/job.h"
-#include "switchboard/jwt.h"
+#include "switchboard/jwt_cache.h"
 #include "switchboard/log.h"
 
 #define SB_SOCKETIO_TICK_MS 250 /* heartbeat timer period (the core wants ≥ 1 per second) */
@@ -181,8 +181,8 @@ static int sb_socketio_auth(void *ud, const char *token, sb_sio_identity_t *who,
     int rc = -1;
     if (!token || !*token) {
         snprintf(err, errlen, "missing token in the auth payload ({auth:{token}})");
-    } else if (sb_jwt_verify(token, io->gw->cfg->jwt_secret, sb_now_ms() / 1000, &c, err,
-                             errlen) == SB_OK) {
+    } else if (sb_jwt_verify_cached(io->gw->tokens, token, io->gw->cfg->jwt_secret,
+                                    sb_now_ms() / 1000, &c, err, errlen) == SB_OK) {
         if (!sb_public_key_valid(c.public_key) || strlen(c.public_key) >= SB_SIO_ID_MAX ||
             (c.sub && strlen(c.sub) >= SB_SIO_ID_MAX)) {
             snprintf(err, errlen, "the token carries no valid publicKey claim");

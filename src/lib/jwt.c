@@ -45,6 +45,24 @@ void sb_claims_close(sb_claims_t *c) {
     memset(c, 0, sizeof *c);
 }
 
+int sb_claims_copy(const sb_claims_t *in, sb_claims_t *out) {
+    memset(out, 0, sizeof *out);
+    out->role = in->role;
+    out->exp = in->exp;
+    out->nbf = in->nbf;
+    const char *src[] = {in->sub, in->public_key, in->name, in->email, in->department_id,
+                         in->department};
+    char **dst[] = {&out->sub, &out->public_key, &out->name, &out->email, &out->department_id,
+                    &out->department};
+    for (size_t i = 0; i < sizeof src / sizeof src[0]; i++) {
+        if (src[i] && !(*dst[i] = strdup(src[i]))) {
+            sb_claims_close(out);
+            return SB_ENOMEM;
+        }
+    }
+    return SB_OK;
+}
+
 static int sb_fail(char *err, size_t errlen, const char *why) {
     if (err && errlen) snprintf(err, errlen, "%s", why);
     return SB_EINVAL;

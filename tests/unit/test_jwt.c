@@ -204,6 +204,85 @@ static void test_mint_refuses(void **state) {
     assert_string_equal(sb_role_name(SB_ROLE_USER), "user");
 }
 
+/* The verified-token cache answers exactly as sb_jwt_verify would, at every time. */
+static void test_cache_same_answers(void **state) {
+    (void)state;
+    sb_claims_t in = {.sub = "u-1", .public_key = "PK1", .role = SB_ROLE_USER, .exp = NOW + 60,
+                      .nbf = NOW - 5};
+    char err[160];
+    char *t = sb_jwt_mint(&in, SECRET, NOW - 10, err, sizeof err);
+    assert_non_null(t);
+    sb_jwt_cache_t *cache = sb_jwt_cache_create(8);
+    assert_non_null(cache);
+    uint64_t hits, misses;
+    sb_claims_t c;
+    for (int i = 0; i < 3; i++) { /* one verification, then two hits with equal claims */
+        assert_int_equal(sb_jwt_verify_cached(cache, t, SECRET, NOW, &c, err, sizeof err), SB_OK);
+        assert_string_equal(c.sub, "u-1");
+        assert_string_equal(c.public_key, "PK1");
+        assert_int_equal(c.role, SB_ROLE_USER);
+        assert_int_equal(c.exp, NOW + 60);
+        sb_claims_close(&c);
+    }
+    sb_jwt_cache_counts(cache, &hits, &misses);
+    assert_int_equal(hits, 2);
+    assert_int_equal(misses, 1);
+    /* before nbf and at/after exp a cached token is refused with the uncached reasons */
+    assert_int_equal(sb_jwt_verify_cached(cache, t, SECRET, NOW - 6, &c, err, sizeof err),
+                     SB_EINVAL);
+    assert_non_null(strstr(err, "not valid yet"));
+    assert_null(c.sub);
+    assert_int_equal(sb_jwt_verify_cached(cache, t, SECRET, NOW + 60, &c, err, sizeof err),
+                     SB_EINVAL);
+    assert_non_null(strstr(err, "expired"));
+    assert_null(c.public_key);
+    /* a damaged copy of a cached token is no hit: it fails verification */
+    assert_int_equal(sb_jwt_verify_cached(cache, t, SECRET, NOW, &c, err, sizeof err), SB_OK);
+    sb_claims_close(&c);
+    char *bad = strdup(t);
+    bad[strlen(bad) - 2] = bad[strlen(bad) - 2] == 'A' ? 'B' : 'A';
+    assert_int_equal(sb_jwt_verify_cached(cache, bad, SECRET, NOW, &c, err, sizeof err),
+                     SB_EINVAL);
+    assert_non_null(strstr(err, "signature"));
+    /* a wrong secret never gets a cached answer: the cache is per secret */
+    sb_jwt_cache_t *other = sb_jwt_cache_create(8);
+    assert_int_equal(sb_jwt_verify_cached(other, t, "another-secret", NOW, &c, err, sizeof err),
+                     SB_EINVAL);
+    /* no cache: plain verification */
+    assert_int_equal(sb_jwt_verify_cached(NULL, t, SECRET, NOW, &c, err, sizeof err), SB_OK);
+    sb_claims_close(&c);
+    sb_jwt_cache_free(other);
+    sb_jwt_cache_free(cache);
+    sb_jwt_cache_free(NULL);
+    free(bad);
+    free(t);
+}
+
+/* Many tokens through a small cache: collisions replace slots, answers stay right. */
+static void test_cache_collisions(void **state) {
+    (void)state;
+    sb_jwt_cache_t *cache = sb_jwt_cache_create(2);
+    char err[160], pk[16];
+    char *tokens[16];
+    for (int i = 0; i < 16; i++) {
+        snprintf(pk, sizeof pk, "PK%d", i);
+        sb_claims_t in = {.public_key = pk, .role = SB_ROLE_USER, .exp = NOW + 60};
+        tokens[i] = sb_jwt_mint(&in, SECRET, NOW, err, sizeof err);
+    }
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < 16; i++) {
+            sb_claims_t c;
+            snprintf(pk, sizeof pk, "PK%d", i);
+            assert_int_equal(sb_jwt_verify_cached(cache, tokens[i], SECRET, NOW, &c, err,
+                                                  sizeof err), SB_OK);
+            assert_string_equal(c.public_key, pk);
+            sb_claims_close(&c);
+        }
+    }
+    for (int i = 0; i < 16; i++) free(tokens[i]);
+    sb_jwt_cache_free(cache);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_mint_verify_roundtrip),
@@ -214,6 +293,8 @@ int main(void) {
         cmocka_unit_test(test_nbf_in_the_past_accepted),
         cmocka_unit_test(test_malformed_tokens),
         cmocka_unit_test(test_mint_refuses),
+        cmocka_unit_test(test_cache_same_answers),
+        cmocka_unit_test(test_cache_collisions),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
