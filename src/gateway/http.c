@@ -89,6 +89,24 @@ static const char *sb_http_reason(int code) {
     return "Unknown";
 }
 
+/* Writes an answer made outside lws's callbacks (in a Redis reply) at once and completes the
+ * transaction, instead of asking for HTTP_WRITEABLE: with lws on libuv that round costs
+ * several epoll_ctl calls and a loop turn. lws keeps what the socket does not take and defers
+ * the completion until it is sent, as it does in the writeable callback. Returns 1 when the
+ * request is done with (it may have been freed), 0 to leave it to HTTP_WRITEABLE. */
+static int sb_req_write_now(sb_req_t *req) {
+    struct lws *wsi = req->wsi;
+    sb_http_conn_t *conn = lws_wsi_user(wsi);
+    if (!conn || conn->req != req || req->content_length > SB_HTTP_BODY_DRAIN_MAX ||
+        lws_partial_buffered(wsi))
+        return 0;
+    int n = lws_write(wsi, req->out + LWS_PRE, req->out_len, LWS_WRITE_HTTP);
+    sb_req_detach(conn);
+    if (n < 0 || lws_http_transaction_completed(wsi))
+        lws_set_timeout(wsi, PENDING_TIMEOUT_KILLED_BY_PARENT, LWS_TO_KILL_ASYNC);
+    return 1;
+}
+
 void sb_req_send(sb_req_t *req, int status, const char *content_type, const char *body,
                  size_t len, const char *extra_headers) {
     if (req->status) return;
@@ -123,6 +141,7 @@ void sb_req_send(sb_req_t *req, int status, const char *content_type, const char
     memcpy(req->out + LWS_PRE, head, (size_t)hlen);
     if (len) memcpy(req->out + LWS_PRE + hlen, body, len);
     req->out_len = (size_t)hlen + len;
+    if (!req->in_dispatch && sb_req_write_now(req)) return;
     lws_callback_on_writable(req->wsi);
 }
 
@@ -279,8 +298,10 @@ static void sb_req_run(sb_req_t *req) {
     struct lws *wsi = req->wsi;
     if (req->dispatched) return; /* "content-length: 0" runs it at once and at completion */
     req->dispatched = 1;
+    req->in_dispatch = 1; /* answers made now go out from lws's own writeable callback */
     if (sb_socketio_path(req->path)) sb_socketio_request(req);
     else sb_api_dispatch(req);
+    req->in_dispatch = 0;
     if (!req->status && wsi) lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
 }
 
@@ -334,7 +355,11 @@ static void sb_http_body(sb_req_t *req, const void *in, size_t len) {
 /* Writes the queued answer. Returns -1 to close the connection. */
 static int sb_http_writeable(struct lws *wsi, sb_http_conn_t *conn) {
     sb_req_t *req = conn ? conn->req : NULL;
-    if (req && !req->out && req->pull) req->pull(req);
+    if (req && !req->out && req->pull) {
+        req->in_dispatch = 1; /* the answer pull makes is written just below */
+        req->pull(req);
+        req->in_dispatch = 0;
+    }
     if (!req || !req->out) return 0;
     int close_after = req->content_length > SB_HTTP_BODY_DRAIN_MAX;
     int n = lws_write(wsi, req->out + LWS_PRE, req->out_len, LWS_WRITE_HTTP);

@@ -59,6 +59,8 @@ struct sb_req {
     int num;                    /* handler scratch: limit / days */
     int64_t now_ms;             /* handler scratch: the time a multi-step handler started */
     int64_t t0_us;              /* arrival, for the latency histogram */
+    int in_dispatch;            /* in the route handler or pull, inside an lws callback: an
+                                 * answer waits for HTTP_WRITEABLE instead of going out now */
     int dispatched;             /* the route ran (once per request, even when lws also
                                  * reports a body completion for a POST without a body) */
     int status;                 /* answer status, 0 until answered */
