@@ -18,6 +18,7 @@
 #include "switchboard/submit.h"
 #include "switchboard/jwt.h"
 #include "switchboard/jwt_cache.h"
+#include "switchboard/random.h"
 #include "switchboard/prom.h"
 #include "switchboard/router.h"
 

@@ -204,6 +204,9 @@ typedef struct {
     const char *message;       /* status message or NULL */
     const char *failure;       /* failure JSON or NULL */
     long long exec_ms;
+    const char *user;          /* for the audit event: the job's owner, or NULL */
+    int attempts;              /* for the audit event: attempts made, 0 = unknown */
+    const char *error;         /* for the audit event of a failure */
 } sb_finish_t;
 
 /* Event bus audit trail: the envelope of the job.completed / job.failed event of a finish
@@ -213,23 +216,15 @@ static char *sb_finish_audit(const sb_worker_t *w, const char *id, const sb_fini
                              sb_envelope_t *e) {
     const sb_agent_t *a = w->agent;
     int done = !strcmp(f->mode, "done");
-    cJSON *rec = f->record ? sb_json_parse(f->record, strlen(f->record)) : NULL;
-    cJSON *fail = f->failure ? sb_json_parse(f->failure, strlen(f->failure)) : NULL;
     cJSON *x = cJSON_CreateObject();
-    const char *user = sb_json_str(sb_json_obj(rec, "user"), "publicKey");
-    const char *error = sb_json_str(fail, "error");
-    double attempts;
     char *data = NULL;
     if (x) {
         cJSON_AddStringToObject(x, "agentId", a->id);
-        if (user) cJSON_AddStringToObject(x, "userId", user);
-        if (sb_json_num(rec, "attempts", &attempts) == SB_OK)
-            cJSON_AddNumberToObject(x, "attempts", attempts);
+        if (f->user) cJSON_AddStringToObject(x, "userId", f->user);
+        if (f->attempts > 0) cJSON_AddNumberToObject(x, "attempts", f->attempts);
         if (done) cJSON_AddNumberToObject(x, "durationMs", (double)f->exec_ms);
-        if (error) cJSON_AddStringToObject(x, "error", error);
+        if (f->error) cJSON_AddStringToObject(x, "error", f->error);
     }
-    cJSON_Delete(rec);
-    cJSON_Delete(fail);
     if (x) sb_events_job_envelope(e, &data, done ? SB_EVENT_JOB_COMPLETED : SB_EVENT_JOB_FAILED,
                                   a->type, id, x);
     return data;
@@ -377,7 +372,8 @@ static void sb_run_done(sb_run_t *r, cJSON *result) {
                       .result = cJSON_GetObjectItemCaseSensitive(r->job.root, "result"),
                       .attempts = r->job.attempts};
     char *msg = sb_status_build(&st);
-    sb_finish_t f = {.mode = "done", .record = rec, .message = msg, .exec_ms = ms};
+    sb_finish_t f = {.mode = "done", .record = rec, .message = msg, .exec_ms = ms,
+                     .user = r->job.public_key, .attempts = r->job.attempts};
     int rc = rec && msg ? sb_worker_finish(r->w, r->id, &f) : SB_ENOMEM;
     if (rc == 1) {
         sb_info("agent", "job %s done in %lld ms (attempt %d) user=%s", r->id, (long long)ms,
@@ -414,7 +410,8 @@ static void sb_run_error(sb_run_t *r, const char *error, const char *details) {
         failure = sb_json_print(fo);
         cJSON_Delete(fo);
     }
-    sb_finish_t f = {.mode = "error", .record = rec, .message = msg, .failure = failure};
+    sb_finish_t f = {.mode = "error", .record = rec, .message = msg, .failure = failure,
+                     .user = r->job.public_key, .attempts = r->job.attempts, .error = error};
     int rc = rec && msg && failure ? sb_worker_finish(r->w, r->id, &f) : SB_ENOMEM;
     if (rc == 1) {
         sb_warn("agent", "job %s failed after %d attempt(s): %s user=%s", r->id,
@@ -438,7 +435,7 @@ static void sb_run_bad_record(sb_worker_t *w, const char *id, const char *why) {
         failure = sb_json_print(fo);
         cJSON_Delete(fo);
     }
-    sb_finish_t f = {.mode = "error", .failure = failure ? failure : "{}"};
+    sb_finish_t f = {.mode = "error", .failure = failure ? failure : "{}", .error = why};
     if (sb_worker_finish(w, id, &f) == 1)
         sb_error("agent", "job %s: %s; moved to %s", id, why, a->k_dead);
     sb_stat_add(a, &a->stats.bad_records, 1);

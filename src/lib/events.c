@@ -13,6 +13,7 @@
 #include "switchboard/events.h"
 #include "switchboard/json.h"
 #include "switchboard/log.h"
+#include "switchboard/random.h"
 
 #define SB_EVENTS_PREFIX "agent:stream:"
 #define SB_EVENTS_RESPONSE_PREFIX "agent:stream:response:"
@@ -54,10 +55,16 @@ int sb_uuid_v4(char out[SB_EVENT_ID_LEN]) {
     if (getrandom(b, sizeof b, 0) != (ssize_t)sizeof b) return SB_ERR;
     b[6] = (unsigned char)((b[6] & 0x0f) | 0x40); /* version 4 */
     b[8] = (unsigned char)((b[8] & 0x3f) | 0x80); /* RFC 4122 variant */
-    snprintf(out, SB_EVENT_ID_LEN,
-             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
-             b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
-             b[15]);
+    /* 8-4-4-4-12 hex digits */
+    static const unsigned char groups[] = {4, 2, 2, 2, 6};
+    char *o = out;
+    const unsigned char *in = b;
+    for (size_t g = 0; g < sizeof groups; g++) {
+        if (g) *o++ = '-';
+        sb_hex_encode(o, in, groups[g]);
+        o += 2 * groups[g];
+        in += groups[g];
+    }
     return SB_OK;
 }
 

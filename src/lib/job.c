@@ -3,18 +3,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include "switchboard/clock.h"
 #include "switchboard/error.h"
 #include "switchboard/job.h"
 #include "switchboard/json.h"
+#include "switchboard/random.h"
 
 int sb_job_id_new(char out[SB_JOB_ID_LEN]) {
-    unsigned char rnd[4];
-    if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) return SB_ERR;
-    snprintf(out, SB_JOB_ID_LEN, "%lld-%02x%02x%02x%02x", (long long)sb_now_ms(), rnd[0], rnd[1],
-             rnd[2], rnd[3]);
-    return SB_OK;
+    int n = snprintf(out, SB_JOB_ID_LEN, "%lld-", (long long)sb_now_ms());
+    if (n < 0 || n + 9 > SB_JOB_ID_LEN) return SB_ERR;
+    return sb_random_hex(out + n, 4);
 }
 
 /* Counts the leading characters of s accepted by ok(); stops at max + 1. */

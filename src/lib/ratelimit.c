@@ -2,23 +2,20 @@
  * include/switchboard/ratelimit.h; the Lua is in submit.c, which checks and enqueues at once). */
 #include <stdio.h>
 #include <string.h>
-#include <sys/random.h>
 #include "switchboard/error.h"
 #include "switchboard/job.h"
 #include "switchboard/metrics.h"
+#include "switchboard/random.h"
 #include "switchboard/ratelimit.h"
 
 int sb_ratelimit_keys(const char *type, const char *user, int64_t now_ms, char *kwin,
                       char *khits, char *kblocked, char member[SB_RATE_MEMBER_LEN]) {
-    unsigned char rnd[8];
     if (!user || !*user || strlen(user) > SB_RATE_USER_MAX ||
         !sb_metrics_key(kwin, SB_KEY_LEN, type, "rate", user) ||
         !sb_metrics_counter_key(khits, SB_KEY_LEN, type, "rate_hits", now_ms) ||
         !sb_metrics_counter_key(kblocked, SB_KEY_LEN, type, "rate_blocked", now_ms))
         return SB_EINVAL;
-    if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) return SB_ERR;
-    for (int i = 0; i < 8; i++) snprintf(member + 2 * i, 3, "%02x", rnd[i]);
-    return SB_OK;
+    return sb_random_hex(member, (SB_RATE_MEMBER_LEN - 1) / 2);
 }
 
 int sb_ratelimit_parse(const redisReply *r, sb_rate_result_t *out) {

@@ -104,6 +104,27 @@ static void test_redis_urls(void **state) {
     free(a.password);
 }
 
+static void test_random_ids(void **state) {
+    (void)state;
+    char hex[33], uuid[SB_EVENT_ID_LEN], uuid2[SB_EVENT_ID_LEN];
+    const unsigned char bytes[] = {0x00, 0x0f, 0xa5, 0xff};
+    sb_hex_encode(hex, bytes, sizeof bytes);
+    assert_string_equal(hex, "000fa5ff");
+    assert_int_equal(sb_random_hex(hex, 16), 0);
+    assert_int_equal(strlen(hex), 32);
+    assert_int_equal(strspn(hex, "0123456789abcdef"), 32);
+    assert_int_equal(sb_uuid_v4(uuid), 0);
+    assert_int_equal(sb_uuid_v4(uuid2), 0);
+    assert_string_not_equal(uuid, uuid2);
+    assert_int_equal(strlen(uuid), 36); /* 8-4-4-4-12, version 4, RFC 4122 variant */
+    for (int i = 0; i < 36; i++) {
+        if (i == 8 || i == 13 || i == 18 || i == 23) assert_int_equal(uuid[i], '-');
+        else assert_non_null(strchr("0123456789abcdef", uuid[i]));
+    }
+    assert_int_equal(uuid[14], '4');
+    assert_non_null(strchr("89ab", uuid[19]));
+}
+
 static void test_job_ids(void **state) {
     (void)state;
     char id[SB_JOB_ID_LEN], id2[SB_JOB_ID_LEN];
@@ -245,6 +266,7 @@ int main(void) {
         cmocka_unit_test(test_config_defaults),    cmocka_unit_test(test_config_env_and_flags),
         cmocka_unit_test(test_config_errors_name_the_setting),
         cmocka_unit_test(test_redis_urls),         cmocka_unit_test(test_job_ids),
+        cmocka_unit_test(test_random_ids),
         cmocka_unit_test(test_keys),               cmocka_unit_test(test_record_roundtrip),
         cmocka_unit_test(test_status_messages),    cmocka_unit_test(test_json_limits),
         cmocka_unit_test(test_clock),              cmocka_unit_test(test_poll_backoff),
