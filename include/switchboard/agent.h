@@ -8,6 +8,12 @@
  * to the consuming end of the queue. Workers take nothing until the first heartbeat landed,
  * so a live agent's jobs are never mistaken for a dead one's.
  *
+ * Round trips: under load a worker takes with a script (LMOVE + GET) instead of BLMOVE, sends
+ * the `processing` update without waiting (its replies are read with the next command), and
+ * sends the finish script and the next take in one write, keeping the take's reply for its
+ * next turn: one round trip per job. A worker that stops with such a prefetched job puts it
+ * back on the queue untouched.
+ *
  * Every terminal transition (done, error, requeue) is one script guarded by LREM on the
  * processing list: it takes effect at most once, even if the reply was lost and the call is
  * retried after a reconnect, or if the job was meanwhile recovered by another agent. */

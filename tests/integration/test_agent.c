@@ -394,6 +394,49 @@ static void test_shutdown_puts_back_unfinished_jobs(void **state) {
     sb_redis_free(r);
 }
 
+/* A busy worker takes its next job along with each finish; stopping in the middle of a stream
+ * leaves every job done or back on the queue untouched, none in a processing list. */
+static void test_stop_mid_stream_leaves_no_job_taken(void **state) {
+    (void)state;
+    enum { N = 400 };
+    sb_redis_t *r = sb_test_redis_client(&srv);
+    char (*ids)[SB_JOB_ID_LEN] = calloc(N, SB_JOB_ID_LEN);
+    for (int i = 0; i < N; i++) enqueue(r, "{\"n\":1}", ids[i]);
+    sb_config_t cfg = test_config();
+    cfg.concurrency = 4;
+    probe_t p = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    sb_agent_t *a = start_agent(&cfg, &p);
+    sb_agent_stats_t stats = {0};
+    int64_t deadline = sb_mono_ms() + 15000;
+    while (stats.done < 50 && sb_mono_ms() < deadline) {
+        sb_sleep_ms(1, NULL);
+        sb_agent_stats(a, &stats);
+    }
+    sb_agent_wait(a, 5);
+    sb_agent_stats(a, &stats);
+    sb_agent_free(a);
+    assert_true(stats.done >= 50);
+    int done = 0, queued = 0;
+    for (int i = 0; i < N; i++) {
+        char *st = record_status(r, ids[i]);
+        assert_non_null(st);
+        if (!strcmp(st, "done")) done++;
+        else if (!strcmp(st, "queued")) queued++;
+        else fail_msg("job %s is %s after the agent stopped", ids[i], st);
+        free(st);
+    }
+    assert_int_equal(done, (int)stats.done);
+    assert_int_equal(done + queued, N);
+    assert_int_equal(llen(r, "agent:rebalance:jobs"), queued);
+    redisReply *keys = sb_redis_cmd(r, "KEYS agent:rebalance:processing:*");
+    for (size_t i = 0; i < keys->elements; i++)
+        assert_int_equal(llen(r, keys->element[i]->str), 0);
+    freeReplyObject(keys);
+    free(ids);
+    sb_config_close(&cfg);
+    sb_redis_free(r);
+}
+
 static void test_survives_redis_restart(void **state) {
     (void)state;
     sb_config_t cfg = test_config();
@@ -486,6 +529,7 @@ int main(void) {
         cmocka_unit_test_setup(test_recovers_jobs_of_a_dead_agent, setup),
         cmocka_unit_test_setup(test_reclaims_ids_orphaned_in_its_own_list, setup),
         cmocka_unit_test_setup(test_shutdown_puts_back_unfinished_jobs, setup),
+        cmocka_unit_test_setup(test_stop_mid_stream_leaves_no_job_taken, setup),
         cmocka_unit_test_setup(test_survives_redis_restart, setup),
         cmocka_unit_test_setup(test_queue_library, setup),
     };
