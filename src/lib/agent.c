@@ -460,7 +460,8 @@ static void sb_run_attempts(sb_run_t *r) {
             sb_run_requeue(r);
             return;
         }
-        sb_info("agent", "job %s processing (attempt %d/%d) user=%s", r->id, attempt,
+        /* the start of an attempt is logged at debug: done / error / retry lines say how it went */
+        sb_debug("agent", "job %s processing (attempt %d/%d) user=%s", r->id, attempt,
                 a->max_attempts, r->job.public_key);
         sb_handler_out_t out = {0};
         r->started_ms = sb_mono_ms();
