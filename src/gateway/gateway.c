@@ -25,6 +25,7 @@
 #include "switchboard/submit.h"
 
 #define SB_GW_TOKEN_CACHE_SLOTS 1024 /* verified bearer tokens kept (jwt_cache.h) */
+#define SB_GW_TX_CHUNK (64 * 1024)    /* largest piece lws sends of a buffered answer */
 
 int sb_gateway_type_known(const sb_gateway_t *gw, const char *type) {
     const char *list = gw->cfg->job_types ? gw->cfg->job_types : "";
@@ -84,8 +85,11 @@ static int sb_gw_web_load(sb_gateway_t *gw) {
 static const struct lws_protocols sb_gw_protocols[] = {
     /* rx_buffer_size: lws gives every WebSocket a receive buffer of this size; Socket.IO
      * clients send small packets (bigger ones arrive in pieces and are reassembled), so a
-     * small one saves ~4 KiB per connection */
-    {"http", sb_http_callback, sizeof(sb_http_conn_t), SB_SOCKETIO_RX_BUFFER, 0, NULL, 0},
+     * small one saves ~4 KiB per connection. tx_packet_size: without it lws sends what the
+     * socket did not take at once in rx_buffer_size pieces, one syscall per KiB of a large
+     * answer; it sizes no buffer */
+    {"http", sb_http_callback, sizeof(sb_http_conn_t), SB_SOCKETIO_RX_BUFFER, 0, NULL,
+     SB_GW_TX_CHUNK},
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 

@@ -295,6 +295,28 @@ test('GET /agent/{type}/jobs lists the caller\'s jobs newest first, limit valida
   assert.deepStrictEqual(none.json, { success: true, count: 0, jobs: [] });
 });
 
+test('a large answer reaches a slow reader whole, and its kept-alive connection goes on', async () => {
+  // answers made in a Redis reply are written at once; what the socket does not take, lws
+  // keeps and sends as the reader drains, and only then is the next request served
+  const u = user();
+  const pad = 'x'.repeat(60000);
+  for (let i = 0; i < 8; i++) {
+    const r = await call('POST', '/api/v1/agent/rebalance', { headers: u.auth, body: { amount: 1, priority: 'high', pad } });
+    assert.strictEqual(r.status, 202);
+  }
+  const path = '/api/v1/agent/rebalance/jobs?limit=100';
+  const out = execFileSync('python3', [`${__dirname}/lib/slow_reader.py`, String(port), u.token, path, path],
+    { encoding: 'utf8', timeout: 60000 });
+  const answers = out.trim().split('\n').map((l) => JSON.parse(l));
+  assert.strictEqual(answers.length, 2);
+  for (const a of answers) {
+    assert.strictEqual(a.status, 200);
+    assert.ok(a.length > 480000, `answer of ${a.length} bytes`);
+    assert.strictEqual(a.received, a.length);
+    assert.strictEqual(a.count, 8);
+  }
+});
+
 test('GET /agent/{type}/metrics returns the summary for 1-30 days', async () => {
   const admin = user('admin');
   const day = today();
