@@ -3,7 +3,9 @@
  *
  * Sessions live in a slot table (slots[], gens[] generations, due[] next deadline) and a sid
  * hash chained through the sessions; handles are generation << 32 | slot, so a stale handle is
- * simply not found. Each session keeps a ring of references to shared sb_eio_buf_t packets.
+ * simply not found (a live session keeps its slot's generation, so finding it by handle reads
+ * slots[] and the session only). Each session keeps a ring of references to shared
+ * sb_eio_buf_t packets, inside the session while it holds at most SB_EIO_MIN_QCAP of them.
  * Closing only marks the session and lists it in pending[]; settle() runs the app's on_close,
  * wakes the attached conns and frees the session when the outermost call returns (depth 0).
  * Time only enters through `now` arguments: tick() scans due[] and runs what is due. See the
@@ -48,9 +50,11 @@ typedef struct sb_eio_session {
     void *poll_conn;    /* the held poll GET, NULL when none */
     void *ws_conn;      /* the WebSocket (active or probe), NULL when none */
     void *app;          /* application layer's per-session data (sio.c) */
-    sb_eio_buf_t **q;   /* outgoing ring, qcap entries (power of 2) */
+    sb_eio_buf_t **q;   /* outgoing ring, qcap entries (power of 2): q_small or malloc'd */
     uint32_t qcap, qhead, qlen;
     uint32_t qbytes;    /* sum of the queued packets' lengths */
+    uint32_t gen;       /* generation of its slot (gens[slot]) */
+    sb_eio_buf_t *q_small[SB_EIO_MIN_QCAP]; /* the ring until a burst needs more */
 } sb_eio_session_t;
 
 struct sb_eio_server {
@@ -182,7 +186,8 @@ void sb_eio_config_default(sb_eio_config_t *cfg) {
 }
 
 static sb_eio_id_t sb_eio_id(const sb_eio_server_t *srv, const sb_eio_session_t *s) {
-    return (sb_eio_id_t)srv->gens[s->slot] << 32 | s->slot;
+    (void)srv;
+    return (sb_eio_id_t)s->gen << 32 | s->slot;
 }
 
 static sb_eio_buf_t *sb_eio_const(const sb_eio_server_t *srv, const char *s) {
@@ -208,6 +213,14 @@ sb_eio_server_t *sb_eio_create(const sb_eio_config_t *cfg, const sb_eio_io_cb_t 
     return srv;
 }
 
+/* Back to the ring inside the session (empty), freeing a malloc'd one. */
+static void sb_eio_q_release(sb_eio_session_t *s) {
+    if (s->q != s->q_small) free(s->q);
+    s->q = s->q_small;
+    s->qcap = SB_EIO_MIN_QCAP;
+    s->qhead = 0;
+}
+
 static void sb_eio_q_clear(sb_eio_session_t *s) {
     for (uint32_t i = 0; i < s->qlen; i++)
         sb_eio_buf_unref(s->q[(s->qhead + i) & (s->qcap - 1)]);
@@ -222,7 +235,7 @@ void sb_eio_free(sb_eio_server_t *srv) {
         if (!(s->flags & F_NOTIFIED) && srv->app.on_close)
             srv->app.on_close(srv->app.ud, sb_eio_id(srv, s), "server shutdown");
         sb_eio_q_clear(s);
-        free(s->q);
+        sb_eio_q_release(s);
         free(s);
     }
     free(srv->slots);
@@ -251,8 +264,9 @@ uint32_t sb_eio_count(const sb_eio_server_t *srv) { return srv->nopen; }
 
 static sb_eio_session_t *sb_eio_get(const sb_eio_server_t *srv, sb_eio_id_t id) {
     uint32_t slot = (uint32_t)id, gen = (uint32_t)(id >> 32);
-    if (slot >= srv->hw || srv->gens[slot] != gen) return NULL;
-    return srv->slots[slot];
+    if (slot >= srv->hw) return NULL;
+    sb_eio_session_t *s = srv->slots[slot];
+    return s && s->gen == gen ? s : NULL;
 }
 
 static uint32_t sb_eio_hash(const char *sid, size_t n) {
@@ -324,6 +338,7 @@ static int sb_eio_slot_take(sb_eio_server_t *srv, sb_eio_session_t *s) {
         srv->gens[s->slot] = 1;
     }
     srv->slots[s->slot] = s;
+    s->gen = srv->gens[s->slot];
     srv->due[s->slot] = SB_EIO_NEVER;
     srv->count++;
     sb_eio_hash_insert(srv, s);
@@ -340,7 +355,7 @@ static void sb_eio_session_free(sb_eio_server_t *srv, sb_eio_session_t *s) {
     srv->free_slots[srv->nfree++] = slot;
     srv->count--;
     sb_eio_q_clear(s);
-    free(s->q);
+    sb_eio_q_release(s);
     free(s);
 }
 
@@ -447,12 +462,12 @@ int sb_eio_close(sb_eio_server_t *srv, sb_eio_id_t id, int graceful, const char 
 /* ================================================================ outgoing queue */
 
 static int sb_eio_q_grow(sb_eio_session_t *s, uint32_t limit) {
-    uint32_t n = s->qcap ? s->qcap * 2 : SB_EIO_MIN_QCAP;
+    uint32_t n = s->qcap * 2;
     if (n > limit * 2) return SB_ENOMEM;
     sb_eio_buf_t **q = malloc(n * sizeof *q);
     if (!q) return SB_ENOMEM;
     for (uint32_t i = 0; i < s->qlen; i++) q[i] = s->q[(s->qhead + i) & (s->qcap - 1)];
-    free(s->q);
+    if (s->q != s->q_small) free(s->q);
     s->q = q;
     s->qcap = n;
     s->qhead = 0;
@@ -464,11 +479,7 @@ static sb_eio_buf_t *sb_eio_q_pop(sb_eio_session_t *s) {
     s->qhead = (s->qhead + 1) & (s->qcap - 1);
     s->qlen--;
     s->qbytes -= b->len;
-    if (s->qlen == 0 && s->qcap > SB_EIO_MIN_QCAP) { /* give back what a burst took */
-        free(s->q);
-        s->q = NULL;
-        s->qcap = s->qhead = 0;
-    }
+    if (s->qlen == 0 && s->qcap > SB_EIO_MIN_QCAP) sb_eio_q_release(s); /* a burst's ring */
     return b;
 }
 
@@ -685,6 +696,8 @@ static sb_eio_buf_t *sb_eio_open_packet(sb_eio_server_t *srv, const sb_eio_sessi
 static sb_eio_session_t *sb_eio_session_open(sb_eio_server_t *srv, void *ws_conn, int64_t now) {
     sb_eio_session_t *s = calloc(1, sizeof *s);
     if (!s) return NULL;
+    s->q = s->q_small;
+    s->qcap = SB_EIO_MIN_QCAP;
     do {
         if (sb_eio_random_id(s->sid)) {
             free(s);

@@ -46,10 +46,9 @@
  *   Access-Control-Allow-Headers: <Access-Control-Request-Headers> (at least content-type),
  *   and Cache-Control: no-store on poll responses.
  *
- * Memory: sb_eio_session_t is 120 bytes on x86-64 (sid inline; sb_eio_session_size()), plus
- * 20 bytes of per-slot tables (slots, gens, due) and a hash bucket; the outgoing ring (4
- * pointers) is allocated on the first packet, and a ring grown by a burst is freed once
- * drained. Measured with glibc mallinfo2 over 50k sessions: 176 bytes of heap per idle
+ * Memory: sb_eio_session_t is 160 bytes on x86-64 (sid and the outgoing ring's first 4
+ * entries inline; sb_eio_session_size()), plus 20 bytes of per-slot tables (slots, gens, due)
+ * and a hash bucket; a ring grown by a burst is malloc'd and freed once drained. Measured with glibc mallinfo2 over 50k sessions: 176 bytes of heap per idle
  * session; 640 bytes per Socket.IO-connected socket including its own `user:` room. */
 #ifndef SB_GATEWAY_EIO_H
 #define SB_GATEWAY_EIO_H

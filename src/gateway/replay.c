@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "gateway/replay.h"
-#include "gateway/subscriber.h"
+#include "gateway/status_event.h"
 #include "switchboard/clock.h"
 #include "switchboard/error.h"
 #include "switchboard/job.h"

@@ -1,5 +1,8 @@
 /* Room membership: a chained hash of rooms by name, each room a dense array of members, each
- * member a small array of (room, position) back-references for O(1) swap-remove. See rooms.h. */
+ * member a small array of (room, position) back-references for O(1) swap-remove. See rooms.h.
+ * A room's first member is kept inside the room (most rooms are one user's one socket), so
+ * emitting to such a room reads no separate array; a second member moves the array to the
+ * heap. */
 #include "gateway/rooms.h"
 
 #include <stdlib.h>
@@ -16,7 +19,8 @@ typedef struct sb_room {
     struct sb_room *next; /* hash chain */
     uint32_t hash;
     uint32_t n, cap;      /* members, capacity of m */
-    sb_room_entry_t *m;
+    sb_room_entry_t *m;   /* &one, or malloc'd once a second member joins */
+    sb_room_entry_t one;  /* the members while there is room for only one */
     char name[];
 } sb_room_t;
 
@@ -30,6 +34,11 @@ static uint32_t sb_rooms_hash(const char *s, size_t n) {
     uint32_t h = 2166136261u; /* FNV-1a */
     for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 16777619u;
     return h;
+}
+
+static void sb_rooms_room_free(sb_room_t *room) {
+    if (room->m != &room->one) free(room->m);
+    free(room);
 }
 
 sb_rooms_t *sb_rooms_create(void) {
@@ -50,8 +59,7 @@ void sb_rooms_free(sb_rooms_t *r) {
         sb_room_t *room = r->buckets[i];
         while (room) {
             sb_room_t *next = room->next;
-            free(room->m);
-            free(room);
+            sb_rooms_room_free(room);
             room = next;
         }
     }
@@ -99,6 +107,8 @@ static sb_room_t *sb_rooms_add(sb_rooms_t *r, const char *name, size_t len, uint
     if (!room) return NULL;
     memcpy(room->name, name, len);
     room->hash = hash;
+    room->m = &room->one;
+    room->cap = 1;
     if (r->count >= r->nbuckets) sb_rooms_rehash(r);
     room->next = r->buckets[hash & (r->nbuckets - 1)];
     r->buckets[hash & (r->nbuckets - 1)] = room;
@@ -111,8 +121,7 @@ static void sb_rooms_drop(sb_rooms_t *r, sb_room_t *room) {
     while (*link != room) link = &(*link)->next;
     *link = room->next;
     r->count--;
-    free(room->m);
-    free(room);
+    sb_rooms_room_free(room);
 }
 
 /* Makes room for one more element in an array of elem-sized items. */
@@ -123,6 +132,19 @@ static int sb_rooms_reserve(void **arr, uint32_t n, uint32_t *cap, size_t elem) 
     if (!p) return SB_ENOMEM;
     *arr = p;
     *cap = c;
+    return SB_OK;
+}
+
+/* Makes room for one more member in room (the inline entry moves to the heap). */
+static int sb_rooms_room_reserve(sb_room_t *room) {
+    if (room->n < room->cap) return SB_OK;
+    uint32_t c = room->cap * 2;
+    sb_room_entry_t *m = room->m == &room->one ? malloc(c * sizeof *m)
+                                               : realloc(room->m, c * sizeof *m);
+    if (!m) return SB_ENOMEM;
+    if (room->m == &room->one) m[0] = room->one;
+    room->m = m;
+    room->cap = c;
     return SB_OK;
 }
 
@@ -140,7 +162,7 @@ int sb_rooms_join(sb_rooms_t *r, sb_rooms_member_t *m, const char *name) {
     if (room && sb_rooms_index(m, room) >= 0) return SB_OK;
     if (sb_rooms_reserve((void **)&m->in, m->n, &m->cap, sizeof *m->in)) return SB_ENOMEM;
     if (!room && !(room = sb_rooms_add(r, name, len, hash))) return SB_ENOMEM;
-    if (sb_rooms_reserve((void **)&room->m, room->n, &room->cap, sizeof *room->m)) {
+    if (sb_rooms_room_reserve(room)) {
         if (room->n == 0) sb_rooms_drop(r, room);
         return SB_ENOMEM;
     }

@@ -8,7 +8,8 @@
  * 64-bit values (sio.c uses Engine.IO session handles). Single-threaded.
  *
  * Memory: 16 bytes per membership in the room + 16 in the member, a member struct of 24 bytes,
- * and per room 32 bytes + its name. */
+ * and per room 48 bytes + its name, which hold its first membership (a one-member room has
+ * no separate array). */
 #ifndef SB_GATEWAY_ROOMS_H
 #define SB_GATEWAY_ROOMS_H
 

@@ -423,33 +423,46 @@ int sb_sio_emit(sb_sio_t *sio, sb_eio_id_t id, const char *event, const cJSON *d
     return rc;
 }
 
+/* One emit's walk of a room. The packet is either given, or encoded from (event, json, len)
+ * when the walk meets the room's first member: the room is looked up once, and an emit to
+ * an empty room encodes nothing. */
 typedef struct sb_sio_fanout {
     sb_eio_server_t *eio;
-    sb_eio_buf_t *pkt;
-    int sent;
+    sb_eio_buf_t *pkt;        /* NULL until encoded */
+    const char *event, *json; /* what to encode */
+    size_t len;
+    int sent;                 /* sockets the packet was queued to */
+    int failed;               /* encoding ran out of memory: nothing was queued */
 } sb_sio_fanout_t;
 
 static void sb_sio_fanout_one(void *ud, uint64_t id) {
     sb_sio_fanout_t *f = ud;
-    if (sb_eio_send(f->eio, id, f->pkt) == SB_OK) f->sent++;
+    if (!f->pkt && !f->failed) {
+        f->pkt = sb_sio_encode_event(sb_eio_config(f->eio)->headroom, f->event, f->json, f->len);
+        f->failed = f->pkt == NULL;
+    }
+    if (f->pkt && sb_eio_send(f->eio, id, f->pkt) == SB_OK) f->sent++;
+}
+
+/* Walks room with f; drops happen after the walk, not under it. */
+static void sb_sio_fanout(sb_sio_t *sio, const char *room, sb_sio_fanout_t *f) {
+    sb_eio_batch_begin(sio->eio);
+    sb_rooms_each(sio->rooms, room, sb_sio_fanout_one, f);
+    sb_eio_batch_end(sio->eio);
 }
 
 int sb_sio_broadcast(sb_sio_t *sio, const char *room, sb_eio_buf_t *pkt) {
-    sb_sio_fanout_t f = {sio->eio, pkt, 0};
-    sb_eio_batch_begin(sio->eio); /* drops happen after the walk, not under it */
-    sb_rooms_each(sio->rooms, room, sb_sio_fanout_one, &f);
-    sb_eio_batch_end(sio->eio);
+    sb_sio_fanout_t f = {.eio = sio->eio, .pkt = pkt};
+    sb_sio_fanout(sio, room, &f);
     return f.sent;
 }
 
 int sb_sio_emit_room_json(sb_sio_t *sio, const char *room, const char *event, const char *json,
                           size_t len) {
-    if (sb_rooms_size(sio->rooms, room) == 0) return 0;
-    sb_eio_buf_t *b = sb_sio_encode_event(sb_eio_config(sio->eio)->headroom, event, json, len);
-    if (!b) return SB_ENOMEM;
-    int n = sb_sio_broadcast(sio, room, b);
-    sb_eio_buf_unref(b);
-    return n;
+    sb_sio_fanout_t f = {.eio = sio->eio, .event = event, .json = json, .len = len};
+    sb_sio_fanout(sio, room, &f);
+    sb_eio_buf_unref(f.pkt);
+    return f.failed ? SB_ENOMEM : f.sent;
 }
 
 int sb_sio_emit_room(sb_sio_t *sio, const char *room, const char *event, const cJSON *data) {

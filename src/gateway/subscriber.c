@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "gateway/aredis.h"
+#include "gateway/status_event.h"
 #include "gateway/subscriber.h"
 #include "switchboard/clock.h"
 #include "switchboard/error.h"
@@ -19,6 +20,9 @@
 /* A gap is taken to start this long before the loss was noticed (a silent connection is only
  * noticed late); states replayed twice are harmless, lost ones are not. */
 #define SB_SUB_GAP_SLACK_MS 5000
+/* A status event's payload is written on the stack up to this size; a longer one (a large
+ * result) goes through a cJSON object instead. */
+#define SB_SUB_PAYLOAD_MAX 2048
 
 /* A channel another module watches (sb_subscriber_watch). */
 typedef struct {
@@ -39,6 +43,8 @@ struct sb_subscriber {
     int confirming;       /* SUBSCRIBE sent on (re)connect, confirmation not seen yet */
     sb_subscriber_gap_fn on_gap;
     void *on_gap_ud;
+    int64_t now_ms;            /* the unix ms now_iso was written for */
+    char now_iso[SB_ISO_LEN];  /* timestamp of status messages that carry none */
 };
 
 /* ---- subscribing ------------------------------------------------------------------------ */
@@ -108,33 +114,8 @@ static const sb_sub_watch_t *sb_subscriber_watched(const sb_subscriber_t *s, con
 
 /* ---- forwarding ------------------------------------------------------------------------- */
 
-cJSON *sb_status_event_payload(const cJSON *src, const char *job_id, const char *status,
-                               const char *timestamp) {
-    static const char *const copied[] = {"result", "error", "details"};
-    cJSON *o = cJSON_CreateObject();
-    int ok = o && cJSON_AddStringToObject(o, "jobId", job_id) &&
-             cJSON_AddStringToObject(o, "status", status);
-    for (size_t i = 0; ok && i < sizeof copied / sizeof copied[0]; i++) {
-        const cJSON *v = cJSON_GetObjectItemCaseSensitive(src, copied[i]);
-        if (!v || cJSON_IsNull(v)) continue;
-        cJSON *dup = cJSON_Duplicate(v, 1);
-        ok = dup && cJSON_AddItemToObject(o, copied[i], dup);
-        if (!ok) cJSON_Delete(dup);
-    }
-    char now[SB_ISO_LEN];
-    if (ok && !timestamp) timestamp = sb_iso8601(sb_now_ms(), now);
-    if (ok) ok = cJSON_AddStringToObject(o, "timestamp", timestamp) != NULL;
-    if (!ok) {
-        cJSON_Delete(o);
-        return NULL;
-    }
-    return o;
-}
-
-/* Emits data to room as event; counts the deliveries. Returns 0 or SB_ENOMEM. */
-static int sb_subscriber_emit(sb_subscriber_t *s, const char *room, const char *event,
-                              const cJSON *data) {
-    int n = sb_sio_emit_room(s->sio, room, event, data);
+/* Counts an emit that reached n sockets (n < 0: it failed, returned as is). */
+static int sb_subscriber_count(sb_subscriber_t *s, const char *room, const char *event, int n) {
     if (n < 0) return n;
     s->stats.deliveries += (unsigned long long)n;
     s->stats.forwarded++;
@@ -142,11 +123,56 @@ static int sb_subscriber_emit(sb_subscriber_t *s, const char *room, const char *
     return SB_OK;
 }
 
+/* Emits data to room as event; counts the deliveries. Returns 0 or SB_ENOMEM. */
+static int sb_subscriber_emit(sb_subscriber_t *s, const char *room, const char *event,
+                              const cJSON *data) {
+    return sb_subscriber_count(s, room, event, sb_sio_emit_room(s->sio, room, event, data));
+}
+
+/* Same with data already JSON text. */
+static int sb_subscriber_emit_json(sb_subscriber_t *s, const char *room, const char *event,
+                                   const char *json, size_t len) {
+    return sb_subscriber_count(s, room, event,
+                               sb_sio_emit_room_json(s->sio, room, event, json, len));
+}
+
+/* The ISO 8601 text of now, formatted once per millisecond (many messages share one). */
+static const char *sb_subscriber_now(sb_subscriber_t *s) {
+    int64_t ms = sb_now_ms();
+    if (ms != s->now_ms) {
+        sb_iso8601(ms, s->now_iso);
+        s->now_ms = ms;
+    }
+    return s->now_iso;
+}
+
+/* a then b into out (cap bytes), cut to fit; callers size out for the longest valid a, b. */
+static void sb_subscriber_concat(char *out, size_t cap, const char *a, const char *b) {
+    size_t na = strnlen(a, cap - 1), nb = strnlen(b, cap - 1 - na);
+    memcpy(out, a, na);
+    memcpy(out + na, b, nb);
+    out[na + nb] = '\0';
+}
+
+/* The event of a valid status (root parsed into st) for room: its payload written straight
+ * to text (no allocation), or built as a cJSON object when it does not fit. */
+static int sb_subscriber_status_emit(sb_subscriber_t *s, const cJSON *root, const sb_status_t *st,
+                                     const char *room, const char *event) {
+    const char *ts = st->timestamp ? st->timestamp : sb_subscriber_now(s);
+    char text[SB_SUB_PAYLOAD_MAX];
+    int n = sb_status_event_write(root, st->job_id, st->status, ts, text, sizeof text);
+    if (n >= 0) return sb_subscriber_emit_json(s, room, event, text, (size_t)n);
+    cJSON *payload = sb_status_event_payload(root, st->job_id, st->status, ts);
+    int rc = payload ? sb_subscriber_emit(s, room, event, payload) : SB_ENOMEM;
+    cJSON_Delete(payload);
+    return rc;
+}
+
 static int sb_subscriber_status(sb_subscriber_t *s, const char *type, const char *msg,
                                 size_t len) {
     cJSON *root = NULL;
     sb_status_t st;
-    char err[128], event[SB_TYPE_MAX + 16], room[SB_PUBKEY_MAX + 8];
+    char err[128], event[SB_TYPE_MAX + 16], room[SB_PUBKEY_MAX + 8], pre[SB_TYPE_MAX + 2];
     if (sb_status_parse(msg, len, &root, &st, err, sizeof err) != SB_OK) {
         sb_warn("gateway", "dropped a status message on agent:%s:status: %s", type, err);
         return SB_EINVAL;
@@ -156,11 +182,10 @@ static int sb_subscriber_status(sb_subscriber_t *s, const char *type, const char
         cJSON_Delete(root);
         return SB_EINVAL;
     }
-    snprintf(event, sizeof event, "%s:%s", type, st.status);
-    snprintf(room, sizeof room, "user:%s", st.user_id);
-    cJSON *payload = sb_status_event_payload(root, st.job_id, st.status, st.timestamp);
-    int rc = payload ? sb_subscriber_emit(s, room, event, payload) : SB_ENOMEM;
-    cJSON_Delete(payload);
+    sb_subscriber_concat(pre, sizeof pre, type, ":");
+    sb_subscriber_concat(event, sizeof event, pre, st.status);
+    sb_subscriber_concat(room, sizeof room, "user:", st.user_id);
+    int rc = sb_subscriber_status_emit(s, root, &st, room, event);
     cJSON_Delete(root);
     return rc == SB_OK ? SB_OK : SB_EINVAL;
 }
@@ -218,15 +243,13 @@ static void sb_subscriber_push(redisReply *reply, void *priv) {
     if (s->closing || !reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 3)
         return;
     redisReply **e = reply->element;
-    const sb_sub_watch_t *w = NULL;
-    if (e[0]->type == REDIS_REPLY_STRING && !strcmp(e[0]->str, "message") &&
-        e[1]->type == REDIS_REPLY_STRING && e[2]->type == REDIS_REPLY_STRING &&
-        (w = sb_subscriber_watched(s, e[1]->str)) != NULL)
-        w->fn(w->ud, reply);
-    else if (e[0]->type == REDIS_REPLY_STRING && !strcmp(e[0]->str, "message") &&
-             e[1]->type == REDIS_REPLY_STRING && e[2]->type == REDIS_REPLY_STRING)
-        sb_subscriber_handle(s, e[1]->str, e[2]->str, e[2]->len);
-    else if (e[0]->type == REDIS_REPLY_STRING && !strcmp(e[0]->str, "subscribe")) {
+    if (e[0]->type != REDIS_REPLY_STRING) return;
+    if (!strcmp(e[0]->str, "message") && e[1]->type == REDIS_REPLY_STRING &&
+        e[2]->type == REDIS_REPLY_STRING) {
+        const sb_sub_watch_t *w = s->nwatch ? sb_subscriber_watched(s, e[1]->str) : NULL;
+        if (w) w->fn(w->ud, reply);
+        else sb_subscriber_handle(s, e[1]->str, e[2]->str, e[2]->len);
+    } else if (!strcmp(e[0]->str, "subscribe")) {
         sb_info("gateway", "subscribed to %s", e[1]->type == REDIS_REPLY_STRING ? e[1]->str : "?");
         if (s->confirming) sb_subscriber_confirmed(s);
     }

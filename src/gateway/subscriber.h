@@ -69,11 +69,4 @@ unsigned long long sb_subscriber_reconnects(const sb_subscriber_t *s);
  * forwarded, SB_EINVAL when dropped. */
 int sb_subscriber_handle(sb_subscriber_t *s, const char *channel, const char *msg, size_t len);
 
-/* The client-facing payload of a status event: {jobId,status,result?,error?,details?,
- * timestamp}, with result / error / details copied from src (a status message or a job
- * record) when present. Returns a new object (caller deletes) or NULL on ENOMEM. Shared with
- * the replay on connect. */
-cJSON *sb_status_event_payload(const cJSON *src, const char *job_id, const char *status,
-                               const char *timestamp);
-
 #endif

@@ -31,8 +31,8 @@ function open(i) {
   let ok = false;
   const done = () => { settled++; next(); };
   ws.on('message', (data) => {
+    if (data[0] === 0x34 && data[1] === 0x32) { received++; return; } // `42`: an event
     const s = data.toString();
-    if (s.startsWith('42')) { received++; return; }
     if (s === '2') { ws.send('3'); return; }
     if (s[0] === '0') { ws.send(`40${JSON.stringify({ token: token(pk) })}`); return; }
     if (s.startsWith('40')) { ok = true; connected++; done(); return; }
