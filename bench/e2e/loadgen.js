@@ -10,11 +10,12 @@
 //               · {cmd:'mark'} (measurement window begins) · {cmd:'stop'} (window ends; stop
 //               submitting, drain) · {cmd:'close'}
 // Messages out: {type:'ready'} · {type:'stopped', window:{done, latencies}, posted, done,
-//               failed, errors, undrained, cpuMs} · {type:'error', message}
+//               failed, errors, undrained, cpuMs, loopP99 (ms: p99 of its event-loop delay)}
+//               · {type:'error', message}
 // Every job submitted is followed to its end: `posted` must equal `done` after the drain, and
 // anything else is reported as failed (with the first few reasons).
 'use strict';
-const { performance } = require('node:perf_hooks');
+const { performance, monitorEventLoopDelay } = require('node:perf_hooks');
 
 const DRAIN_TIMEOUT_MS = Number(process.env.DRAIN_TIMEOUT_MS || 30000);
 let driver;
@@ -27,6 +28,7 @@ const totals = { posted: 0, done: 0, failed: 0 };
 const errors = [];
 const outstanding = new Set();
 let cpuMark = process.cpuUsage();
+let loopDelay = null; // this process's event-loop delay over the window: its share of every latency
 
 function pickUser() {
   const u = users[nextUser];
@@ -91,15 +93,20 @@ const handlers = {
     window = { done: 0, latencies: [] };
     measuring = true;
     cpuMark = process.cpuUsage();
+    loopDelay = monitorEventLoopDelay({ resolution: 1 });
+    loopDelay.enable();
   },
   async stop() {
     const cpu = process.cpuUsage(cpuMark);
+    loopDelay.disable();
+    const loopP99 = loopDelay.percentile(99) / 1e6;
     measuring = false;
     running = false;
     const w = window;
     const undrained = await drain();
     process.send({ type: 'stopped', window: w, posted: totals.posted, done: totals.done,
-      failed: totals.failed + undrained, errors, undrained, cpuMs: (cpu.user + cpu.system) / 1000 });
+      failed: totals.failed + undrained, errors, undrained, cpuMs: (cpu.user + cpu.system) / 1000,
+      loopP99 });
   },
   async close() {
     await driver.close();
