@@ -6,6 +6,7 @@
 #   bench/socketio_fanout.sh                  # N=10000 connections
 #   bench/socketio_fanout.sh --n 50000        # the 50k target (N=50000 works too)
 #   N=5000 WORKERS=4 ROUNDS=3 MESSAGES=20 bench/socketio_fanout.sh
+#   bench/socketio_fanout.sh --n 50000 --gateways 3   # N over 3 gateways on one Redis
 #
 # Load: WORKERS node processes (peers/node-socketio/client.js) hold N raw WebSocket clients
 # speaking the Engine.IO/Socket.IO text protocol (no socket.io-client overhead), spread over
@@ -17,18 +18,28 @@
 #   - one room: MESSAGES PUBLISHes to room `admins` on agent:rebalance:events, each delivered
 #     to all N sockets,
 # counting deliveries at the clients. Then prints a table with the ratios.
+#
+# --gateways K (K > 1) runs K `switchboard gateway` processes on the one Redis, the clients
+# spread evenly over them, and measures them together (RSS and CPU summed): a way to hold
+# more connections than one process's descriptor limit allows. The Node peer is not run in
+# that mode (the seed's subscriber emits through the redis-adapter from every instance, so
+# K instances would deliver every status K times); its figures come from a K = 1 run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 N=${N:-10000}
+GATEWAYS=${GATEWAYS:-1}
 while [[ $# -gt 0 ]]; do
   case $1 in
     --n) N=$2; shift 2 ;;
-    *) echo "usage: $0 [--n N]" >&2; exit 2 ;;
+    --gateways) GATEWAYS=$2; shift 2 ;;
+    *) echo "usage: $0 [--n N] [--gateways K]" >&2; exit 2 ;;
   esac
 done
 SB_BIN=${SB_BIN:-build/switchboard}
-WORKERS=${WORKERS:-4}
+WORKERS=${WORKERS:-$(( GATEWAYS > 1 ? 2 * GATEWAYS : 4 ))}
+(( GATEWAYS >= 1 && WORKERS % GATEWAYS == 0 )) ||
+  { echo "bench: WORKERS ($WORKERS) must be a multiple of --gateways ($GATEWAYS)" >&2; exit 2; }
 ROUNDS=${ROUNDS:-3}
 MESSAGES=${MESSAGES:-20}
 SECRET=bench-secret
@@ -38,12 +49,19 @@ PEER=bench/peers/node-socketio
 if [[ ! -d $PEER/node_modules ]]; then
   (cd $PEER && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 fi
-# every connection is a descriptor in the server (and one in a client process); the hard
-# limit can only be raised with CAP_SYS_RESOURCE (50k needs it: ulimit -Hn 60000 or more)
-want=$((N * 2 + 4096))
+# every connection is a descriptor in a server process and one in a client process; the hard
+# limit can only be raised with CAP_SYS_RESOURCE (one process holding 50k needs it: ulimit
+# -Hn 60000 or more; without it, --gateways spreads them over several processes)
+per_proc=$(( (N + GATEWAYS - 1) / GATEWAYS ))
+per_worker=$(( (N + WORKERS - 1) / WORKERS ))
+(( per_worker > per_proc )) && per_proc=$per_worker
+want=$((per_proc * 2 + 4096))
 if (( $(ulimit -Hn) < want )); then ulimit -Hn "$want" 2>/dev/null || true; fi
 ulimit -n "$(( $(ulimit -Hn) < want ? $(ulimit -Hn) : want ))"
-(( $(ulimit -n) >= N + 256 )) || { echo "bench: ulimit -n $(ulimit -n) is too low for N=$N" >&2; exit 2; }
+(( $(ulimit -n) >= per_proc + 256 )) || {
+  echo "bench: ulimit -n $(ulimit -n) is too low for $per_proc connections per process (N=$N): use --gateways" >&2
+  exit 2
+}
 # loopback source addresses: ~28k ephemeral ports each
 addrs=$(seq -s, -f '127.0.0.%g' 2 $((2 + N / 20000 + 1)))
 
@@ -74,14 +92,38 @@ run() { # name port pid
     "$REDIS_URL" "$SECRET" "$addrs" | tail -1
 }
 
-sport=$(free_port)
-PORT=$sport BIND=127.0.0.1 "$SB_BIN" gateway >"$work/gateway.log" 2>&1 &
-spid=$!
-pids+=($spid)
-wait_http "http://127.0.0.1:$sport/healthz"
-echo "switchboard gateway: $N connections..." >&2
-sb=$(run switchboard "$sport" "$spid")
-kill "$spid"; wait "$spid" 2>/dev/null || true
+surls=() spids=()
+for ((g = 0; g < GATEWAYS; g++)); do
+  sport=$(free_port)
+  PORT=$sport BIND=127.0.0.1 "$SB_BIN" gateway >"$work/gateway-$g.log" 2>&1 &
+  spids+=($!)
+  pids+=($!)
+  wait_http "http://127.0.0.1:$sport/healthz"
+  surls+=("ws://127.0.0.1:$sport")
+done
+echo "switchboard gateway x$GATEWAYS: $N connections..." >&2
+sb=$(node "$PEER/driver.js" switchboard "$(IFS=,; echo "${surls[*]}")" "$(IFS=,; echo "${spids[*]}")" \
+  "$N" "$WORKERS" "$MESSAGES" "$ROUNDS" "$REDIS_URL" "$SECRET" "$addrs" | tail -1)
+kill "${spids[@]}"; wait "${spids[@]}" 2>/dev/null || true
+
+if (( GATEWAYS > 1 )); then
+  python3 - "$sb" <<'PY'
+import json, sys
+s = json.loads(sys.argv[1])
+print(f"N = {s['n']} over {s['processes']} switchboard gateways on one Redis (RSS and CPU summed)")
+for label, k, fmt in [("connections held", "connected", "{:.0f}"), ("connect errors", "errors", "{:.0f}"),
+                      ("time to connect all (s)", "connectS", "{:.1f}"), ("RSS, idle (MB)", "rssBaseMb", "{:.1f}"),
+                      ("RSS with N (MB)", "rssMb", "{:.1f}"), ("RSS per connection (KB)", "kbPerConn", "{:.2f}"),
+                      ("fan-out, many rooms (msg/s)", "manyRoomsPerS", "{:.0f}"),
+                      ("fan-out, one room (msg/s)", "oneRoomPerS", "{:.0f}"),
+                      ("many rooms, per server CPU-s", "manyRoomsPerCpuS", "{:.0f}"),
+                      ("one room, per server CPU-s", "oneRoomPerCpuS", "{:.0f}")]:
+    print(f"| {label:<30} | {fmt.format(s[k]):>12} |")
+if s["manyRoomsDelivered"] < s["connected"] * 1 or s["oneRoomDelivered"] < s["connected"]:
+    print(f"WARNING: lost deliveries: {s}")
+PY
+  exit 0
+fi
 
 nport=$(free_port)
 PORT=$nport node --max-old-space-size=8192 "$PEER/server.js" >"$work/node.log" 2>&1 &

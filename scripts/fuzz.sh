@@ -6,9 +6,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${1:-build-fuzz}
 SECS=${FUZZ_SECONDS:-30}
-cmake -S . -B "$BUILD" -G Ninja -DCMAKE_C_COMPILER=clang -DSB_FUZZ=ON -DBUILD_TESTING=OFF >/dev/null
-cmake --build "$BUILD" --target fuzz_eio fuzz_records fuzz_jwt fuzz_config >/dev/null
 mkdir -p "$BUILD/artifacts"
+# quiet when it works; on a failed configure or build, say so and show why
+if ! { cmake -S . -B "$BUILD" -G Ninja -DCMAKE_C_COMPILER=clang -DSB_FUZZ=ON -DBUILD_TESTING=OFF &&
+       cmake --build "$BUILD" --target fuzz_eio fuzz_records fuzz_jwt fuzz_config; } \
+     >"$BUILD/artifacts/build.log" 2>&1; then
+  echo "fuzz: building the fuzz targets failed:" >&2
+  grep -E 'error|Error' "$BUILD/artifacts/build.log" | head -20 >&2
+  exit 1
+fi
 status=0
 for t in eio records jwt config; do
   scratch=$(mktemp -d)

@@ -7,6 +7,8 @@
 // Delivery is counted at the clients; the rate is deliveries / (last delivery − first publish),
 // and per server CPU-second: deliveries / (the server's utime + stime over the same phase),
 // which stays meaningful when the load generator competes with the server for the cores.
+// The server may be several processes on one Redis (comma-separated URLs and PIDs): worker i
+// connects to URL i mod K, and RSS and CPU are summed over the PIDs.
 // Prints one JSON line with the results.
 'use strict';
 const { fork } = require('node:child_process');
@@ -15,14 +17,16 @@ const net = require('node:net');
 const path = require('node:path');
 const Redis = require('ioredis');
 
-const [name, url, pidS, nS, wS, mS, rS, redisUrl, secret, addrs] = process.argv.slice(2);
+const [name, urlS, pidS, nS, wS, mS, rS, redisUrl, secret, addrs] = process.argv.slice(2);
 const N = Number(nS), W = Number(wS), M = Number(mS), R = Number(rS);
-const rssKb = () => Number(fs.readFileSync(`/proc/${pidS}/status`, 'utf8').match(/VmRSS:\s+(\d+)/)[1]);
+const urls = urlS.split(','), pids = pidS.split(',');
+const sum = (f) => pids.reduce((s, pid) => s + f(pid), 0);
+const rssKb = () => sum((pid) => Number(fs.readFileSync(`/proc/${pid}/status`, 'utf8').match(/VmRSS:\s+(\d+)/)[1]));
 // utime + stime of the server in seconds (clock ticks of 1/100 s on Linux)
-const cpuS = () => {
-  const f = fs.readFileSync(`/proc/${pidS}/stat`, 'utf8').split(') ')[1].split(' ');
+const cpuS = () => sum((pid) => {
+  const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
   return (Number(f[11]) + Number(f[12])) / 100;
-};
+});
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // The many-rooms publisher: PUBLISH commands written as raw RESP on a connection of its own,
@@ -97,7 +101,7 @@ async function main() {
   for (let i = 0; i < W; i++) {
     const count = Math.min(per, N - i * per);
     workers.push(fork(path.join(__dirname, 'client.js'),
-      [url, String(count), String(i * per), '0', secret, addrs], { stdio: 'inherit' }));
+      [urls[i % urls.length], String(count), String(i * per), '0', secret, addrs], { stdio: 'inherit' }));
   }
   let c;
   for (;;) {
@@ -109,7 +113,7 @@ async function main() {
   const connectS = (Date.now() - t0) / 1000;
   await sleep(1500);
   const rss1 = rssKb();
-  const res = { name, n: N, connected: c.connected, errors: c.errors, connectS,
+  const res = { name, n: N, processes: pids.length, connected: c.connected, errors: c.errors, connectS,
     rssBaseMb: rss0 / 1024, rssMb: rss1 / 1024, kbPerConn: (rss1 - rss0) / c.connected };
 
   // many rooms: one status message per user per round
