@@ -119,8 +119,11 @@ for label, k, fmt in [("connections held", "connected", "{:.0f}"), ("connect err
                       ("many rooms, per server CPU-s", "manyRoomsPerCpuS", "{:.0f}"),
                       ("one room, per server CPU-s", "oneRoomPerCpuS", "{:.0f}")]:
     print(f"| {label:<30} | {fmt.format(s[k]):>12} |")
-if s["manyRoomsDelivered"] < s["connected"] * 1 or s["oneRoomDelivered"] < s["connected"]:
-    print(f"WARNING: lost deliveries: {s}")
+if (s["manyRoomsDelivered"] != s["connected"] * s["rounds"]
+        or s["oneRoomDelivered"] != s["connected"] * s["messages"]):
+    print(f"WARNING: deliveries lost or repeated: {s}")
+else:
+    print(f"every delivery arrived once: {s['manyRoomsDelivered']} + {s['oneRoomDelivered']}")
 PY
   exit 0
 fi
@@ -159,6 +162,7 @@ for label, k, fmt, better in rows:
     print(f"| {label:<30} | {fmt.format(a):>12} | {fmt.format(b):>14} | {ratio:>7} |")
 print("ratio: how many times better switchboard is (higher rate, lower memory / time)")
 for r in (s, n):
-    if r["manyRoomsDelivered"] < r["connected"] or r["oneRoomDelivered"] < r["connected"]:
-        print(f"WARNING: {r['name']} lost deliveries: {r}")
+    if (r["manyRoomsDelivered"] != r["connected"] * r["rounds"]
+            or r["oneRoomDelivered"] != r["connected"] * r["messages"]):
+        print(f"WARNING: {r['name']} lost or repeated deliveries: {r}")
 PY

@@ -113,7 +113,7 @@ async function main() {
   const connectS = (Date.now() - t0) / 1000;
   await sleep(1500);
   const rss1 = rssKb();
-  const res = { name, n: N, processes: pids.length, connected: c.connected, errors: c.errors, connectS,
+  const res = { name, n: N, processes: pids.length, rounds: R, messages: M, connected: c.connected, errors: c.errors, connectS,
     rssBaseMb: rss0 / 1024, rssMb: rss1 / 1024, kbPerConn: (rss1 - rss0) / c.connected };
 
   // many rooms: one status message per user per round
