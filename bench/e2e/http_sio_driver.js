@@ -3,7 +3,8 @@
 // reconnection: a dropped socket is a failure, not something to hide), and one keep-alive
 // undici Pool for the POSTs. submit(user) POSTs a job as that user and resolves when the
 // user's socket receives `rebalance:done` for the returned jobId; it rejects on a non-202,
-// on `rebalance:error`, or when the user's socket drops.
+// on `rebalance:error`, or when the user's socket drops. answered() is called when the 202
+// has been read.
 'use strict';
 const { Pool } = require('undici');
 const { io } = require('socket.io-client');
@@ -38,12 +39,13 @@ async function createDriver({ url, users, connections }) {
 
   return {
     name: 'http+socket.io',
-    async submit(user) {
+    async submit(user, answered = () => {}) {
       const res = await pool.request({ path: '/api/v1/agent/rebalance', method: 'POST', body: BODY,
         headers: { 'content-type': 'application/json', authorization: `Bearer ${user.token}` } });
       const text = await res.body.text();
       if (res.statusCode !== 202) throw new Error(`POST answered ${res.statusCode}: ${text.slice(0, 200)}`);
       const { jobId } = JSON.parse(text);
+      answered();
       return new Promise((resolve, reject) => {
         const got = early.get(jobId);
         if (got) { early.delete(jobId); return got.ok ? resolve() : reject(new Error(got.error)); }

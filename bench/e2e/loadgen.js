@@ -9,7 +9,11 @@
 // Messages in:  {cmd:'init', driver, options} · {cmd:'start', mode, inflight|rate}
 //               · {cmd:'mark'} (measurement window begins) · {cmd:'stop'} (window ends; stop
 //               submitting, drain) · {cmd:'close'}
-// Messages out: {type:'ready'} · {type:'stopped', window:{done, latencies}, posted, done,
+// Each measured job also records where its latency went: release lag (scheduled time → the
+// moment it was submitted: this process's own timer and event-loop delay), answer (submitted →
+// the submission acknowledged: the 202, or BullMQ's add()), and answer → done.
+// Messages out: {type:'ready'} · {type:'stopped', window:{done, latencies, lag, answer, tail},
+//               posted, done,
 //               failed, errors, undrained, cpuMs, loopP99 (ms: p99 of its event-loop delay)}
 //               · {type:'error', message}
 // Every job submitted is followed to its end: `posted` must equal `done` after the drain, and
@@ -23,7 +27,8 @@ let users = [];
 let nextUser = 0;
 let running = false;
 let measuring = false;
-let window = { done: 0, latencies: [] };
+const emptyWindow = () => ({ done: 0, latencies: [], lag: [], answer: [], tail: [] });
+let window = emptyWindow();
 const totals = { posted: 0, done: 0, failed: 0 };
 const errors = [];
 const outstanding = new Set();
@@ -39,11 +44,17 @@ function pickUser() {
 // Submits one job; latency counts from `t0` (now, or the scheduled time in open mode).
 function one(t0) {
   totals.posted++;
-  const p = driver.submit(pickUser()).then(() => {
+  const sent = performance.now();
+  let answeredAt = sent;
+  const p = driver.submit(pickUser(), () => { answeredAt = performance.now(); }).then(() => {
     totals.done++;
     if (measuring) {
+      const now = performance.now();
       window.done++;
-      window.latencies.push(performance.now() - t0);
+      window.latencies.push(now - t0);
+      window.lag.push(sent - t0);
+      window.answer.push(answeredAt - sent);
+      window.tail.push(now - answeredAt);
     }
   }, (e) => {
     totals.failed++;
@@ -90,7 +101,7 @@ const handlers = {
     else openLoop(rate);
   },
   mark() {
-    window = { done: 0, latencies: [] };
+    window = emptyWindow();
     measuring = true;
     cpuMark = process.cpuUsage();
     loopDelay = monitorEventLoopDelay({ resolution: 1 });

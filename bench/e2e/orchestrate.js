@@ -205,6 +205,8 @@ async function phase(admin, redisPid, sys, gens, spec) {
     secs, done, rate: done / secs,
     p50: quantile(latencies, 0.5), p99: quantile(latencies, 0.99),
     loopP99: Math.max(...replies.map((r) => r.loopP99)),
+    ...Object.fromEntries(['lag', 'answer', 'tail'].map((k) => [`${k}P99`,
+      quantile(replies.flatMap((r) => r.window[k]).sort((x, y) => x - y), 0.99)])),
     commands, commandsPerJob: Object.values(commands).reduce((s, v) => s + v.calls, 0),
     redisUs: ((b.redisCpu - a.redisCpu) / done) * 1e6,
     gatewayUs: ((b.gatewayCpu - a.gatewayCpu) / done) * 1e6,
@@ -250,10 +252,11 @@ function report(results) {
     `window ${cfg.duration} s after ${cfg.warmup} s warm-up; ${cfg.users} users, ${cfg.connections} HTTP connections, ` +
     `${cfg.inflight} jobs in flight (closed loop); concurrency ${cfg.concurrency} in ${cfg.agentProcs} agent processes; ` +
     `${cfg.loadgenProcs} load-generator processes; latency at ${cfg.latencyLoad * 100} % of each system's saturation rate\n`);
-  p('| system | run | jobs/s (saturation) | paced at jobs/s | p50 ms | p99 ms | load-gen loop delay p99 ms | Redis cmds/job | Redis CPU µs/job | gateway CPU µs/job | agents CPU µs/job | Redis cores busy | load-gen cores | jobs posted | not done |');
-  p('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+  p('| system | run | jobs/s (saturation) | paced at jobs/s | p50 ms | p99 ms | p99 of: release lag / answer / answer→done ms | load-gen loop delay p99 ms | Redis cmds/job | Redis CPU µs/job | gateway CPU µs/job | agents CPU µs/job | Redis cores busy | load-gen cores | jobs posted | not done |');
+  p('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
   for (const r of results) {
-    p(`| ${LABEL[r.name]} | ${r.run} | ${f(r.sat.rate)} | ${f(r.lat.rate)} | ${f(r.lat.p50, 2)} | ${f(r.lat.p99, 2)} | ${f(r.lat.loopP99, 2)} | ` +
+    p(`| ${LABEL[r.name]} | ${r.run} | ${f(r.sat.rate)} | ${f(r.lat.rate)} | ${f(r.lat.p50, 2)} | ${f(r.lat.p99, 2)} | ` +
+      `${f(r.lat.lagP99, 2)} / ${f(r.lat.answerP99, 2)} / ${f(r.lat.tailP99, 2)} | ${f(r.lat.loopP99, 2)} | ` +
       `${f(r.sat.commandsPerJob, 1)} | ${f(r.sat.redisUs, 1)} | ${r.name === 'bullmq' ? '–' : f(r.sat.gatewayUs, 1)} | ` +
       `${f(r.sat.agentUs, 1)} | ${f(r.sat.redisCores, 2)} | ${f(r.sat.loadgenCores, 2)} | ${r.totals.posted} | ${r.totals.posted - r.totals.done} |`);
   }

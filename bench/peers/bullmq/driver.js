@@ -1,6 +1,7 @@
 // BullMQ peer of bench/e2e.sh, producer side: the load generator's driver for BullMQ (no
 // HTTP, no Socket.IO). submit() is Queue.add of one job; it resolves when QueueEvents reports
-// the job `completed` (rejects on `failed`), which is BullMQ's own "done" notification.
+// the job `completed` (rejects on `failed`), which is BullMQ's own "done" notification;
+// answered() is called when add() returns (the submission is acknowledged).
 'use strict';
 const { Queue, QueueEvents } = require('bullmq');
 const IORedis = require('ioredis');
@@ -23,8 +24,9 @@ async function createDriver({ redisUrl }) {
 
   return {
     name: 'bullmq',
-    async submit() {
+    async submit(user, answered = () => {}) {
       const job = await queue.add('rebalance', { amount: 1000, priority: 'high' });
+      answered();
       return new Promise((resolve, reject) => {
         const got = early.get(job.id);
         if (got) { early.delete(job.id); return got.ok ? resolve() : reject(new Error(got.error)); }
