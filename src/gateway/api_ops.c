@@ -7,6 +7,7 @@
 #include "gateway/presence_watch.h"
 #include "gateway/socketio.h"
 #include "switchboard/clock.h"
+#include "switchboard/jwt_cache.h"
 #include "switchboard/prom.h"
 
 void sb_api_healthz(sb_req_t *req) {
@@ -48,6 +49,13 @@ void sb_api_prometheus(sb_req_t *req) {
     sb_prom_single(&p, "gateway_redis_reconnects_total", "counter",
                    "Times the command connection to Redis was re-established after a loss.",
                    (double)sb_aredis_reconnects(gw->redis));
+    uint64_t hits, misses;
+    sb_jwt_cache_counts(gw->tokens, &hits, &misses);
+    sb_prom_single(&p, "gateway_token_cache_hits_total", "counter",
+                   "Bearer and CONNECT tokens answered from the verified-token cache.",
+                   (double)hits);
+    sb_prom_single(&p, "gateway_token_cache_misses_total", "counter",
+                   "Tokens verified in full (new, evicted, or refused).", (double)misses);
     sb_prom_single(&p, "gateway_start_time_seconds", "gauge",
                    "Unix time the gateway started.", (double)gw->started_ms / 1000.0);
     size_t len = 0;

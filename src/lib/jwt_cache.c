@@ -84,8 +84,10 @@ static int sb_jwt_cache_hit(sb_jwt_slot_t *s, int64_t now_s, sb_claims_t *claims
 int sb_jwt_verify_cached(sb_jwt_cache_t *c, const char *token, const char *secret,
                          int64_t now_s, sb_claims_t *claims, char *err, size_t errlen) {
     size_t len = token ? strnlen(token, SB_JWT_CACHE_TOKEN_MAX + 1) : 0;
-    if (!c || len == 0 || len > SB_JWT_CACHE_TOKEN_MAX || !secret || !*secret)
+    if (!c || len == 0 || len > SB_JWT_CACHE_TOKEN_MAX || !secret || !*secret) {
+        if (c) c->misses++;
         return sb_jwt_verify(token, secret, now_s, claims, err, errlen);
+    }
     uint64_t h = sb_jwt_hash(c->seed, token, len);
     sb_jwt_slot_t *s = &c->slots[h % c->nslots];
     if (s->token && s->hash == h && s->len == len && CRYPTO_memcmp(s->token, token, len) == 0) {

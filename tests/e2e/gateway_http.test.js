@@ -409,6 +409,9 @@ test('/metrics is valid Prometheus text (promtool) with the request series', asy
   assert.match(text, /^gateway_redis_connected 1$/m);
   assert.match(text, /^gateway_redis_reconnects_total 0$/m);
   assert.match(text, /^gateway_rate_limited_total \d+$/m);
+  // the rate-limit test sent 50 POSTs with one token: verified once, then answered from cache
+  assert.match(text, /^gateway_token_cache_hits_total [1-9]\d+$/m);
+  assert.match(text, /^gateway_token_cache_misses_total [1-9]\d*$/m);
   const api = await fetch(`${base}/api/v1/metrics`);
   assert.strictEqual(api.status, 200);
 });
