@@ -7,9 +7,9 @@
  * hit is a token that was checked with the same secret; exp and nbf are checked again against
  * the time of each call, so a cached token stops working exactly when it would uncached.
  *
- * Direct-mapped: each token has one slot, chosen by a hash seeded at random per cache (so
- * nobody can aim tokens at a slot from outside); a colliding token just replaces it. Not
- * thread-safe: one cache per event loop. */
+ * 4-way set associative: each token has one set of 4 slots, chosen by a hash seeded at random
+ * per cache (so nobody can aim tokens at a set from outside); a new token replaces the set's
+ * least recently used one. Not thread-safe: one cache per event loop. */
 #ifndef SB_JWT_CACHE_H
 #define SB_JWT_CACHE_H
 
@@ -21,7 +21,7 @@
 
 typedef struct sb_jwt_cache sb_jwt_cache_t;
 
-/* A cache of `slots` entries (at least 1). NULL on allocation failure. */
+/* A cache of `slots` entries (rounded up to a multiple of 4). NULL on allocation failure. */
 sb_jwt_cache_t *sb_jwt_cache_create(size_t slots);
 void sb_jwt_cache_free(sb_jwt_cache_t *cache); /* NULL is fine */
 

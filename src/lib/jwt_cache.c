@@ -1,10 +1,12 @@
 /* Verified-token cache: see include/switchboard/jwt_cache.h.
  *
- * Each slot owns a copy of a token that verified and the claims it carried. Lookup: FNV-1a of
- * the token mixed with the cache's random seed picks the slot; the stored hash and length
- * filter, then CRYPTO_memcmp compares every byte in constant time, so response timing tells
- * nothing about how much of a cached token a guess matched. A hit re-checks exp/nbf (the
- * time-dependent part of verification) and copies the claims out. */
+ * Each slot owns a copy of a token that verified and the claims it carried. Slots come in sets
+ * of SB_JWT_WAYS: FNV-1a of the token mixed with the cache's random seed picks the set (a
+ * direct-mapped table made two of 64 tokens evict each other on every request), and a new
+ * token replaces the set's least recently used slot. Within the set the stored hash and
+ * length filter, then CRYPTO_memcmp compares every byte in constant time, so response timing
+ * tells nothing about how much of a cached token a guess matched. A hit re-checks exp/nbf
+ * (the time-dependent part of verification) and copies the claims out. */
 #include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,24 +15,30 @@
 #include "switchboard/error.h"
 #include "switchboard/jwt_cache.h"
 
+#define SB_JWT_WAYS 4 /* slots per set */
+
 typedef struct {
     char *token;        /* owned; NULL when the slot is empty */
     size_t len;
     uint64_t hash;
+    uint64_t used;      /* the cache's clock at the last hit or fill: LRU within a set */
     sb_claims_t claims; /* owned */
 } sb_jwt_slot_t;
 
 struct sb_jwt_cache {
-    sb_jwt_slot_t *slots;
-    size_t nslots;
+    sb_jwt_slot_t *slots; /* nsets * SB_JWT_WAYS */
+    size_t nslots, nsets;
     uint64_t seed;
+    uint64_t clock;       /* counts lookups */
     uint64_t hits, misses;
 };
 
 sb_jwt_cache_t *sb_jwt_cache_create(size_t slots) {
     sb_jwt_cache_t *c = calloc(1, sizeof *c);
     if (!c) return NULL;
-    c->nslots = slots ? slots : 1;
+    c->nsets = (slots + SB_JWT_WAYS - 1) / SB_JWT_WAYS;
+    if (!c->nsets) c->nsets = 1;
+    c->nslots = c->nsets * SB_JWT_WAYS;
     if (!(c->slots = calloc(c->nslots, sizeof *c->slots))) {
         free(c);
         return NULL;
@@ -89,11 +97,18 @@ int sb_jwt_verify_cached(sb_jwt_cache_t *c, const char *token, const char *secre
         return sb_jwt_verify(token, secret, now_s, claims, err, errlen);
     }
     uint64_t h = sb_jwt_hash(c->seed, token, len);
-    sb_jwt_slot_t *s = &c->slots[h % c->nslots];
-    if (s->token && s->hash == h && s->len == len && CRYPTO_memcmp(s->token, token, len) == 0) {
-        memset(claims, 0, sizeof *claims);
-        c->hits++;
-        return sb_jwt_cache_hit(s, now_s, claims, err, errlen);
+    sb_jwt_slot_t *set = &c->slots[(h % c->nsets) * SB_JWT_WAYS], *victim = set;
+    c->clock++;
+    for (sb_jwt_slot_t *s = set; s < set + SB_JWT_WAYS; s++) {
+        if (s->token && s->hash == h && s->len == len &&
+            CRYPTO_memcmp(s->token, token, len) == 0) {
+            memset(claims, 0, sizeof *claims);
+            c->hits++;
+            s->used = c->clock;
+            return sb_jwt_cache_hit(s, now_s, claims, err, errlen);
+        }
+        if (!s->token ? victim->token != NULL : victim->token && s->used < victim->used)
+            victim = s; /* an empty slot, else the least recently used */
     }
     c->misses++;
     int rc = sb_jwt_verify(token, secret, now_s, claims, err, errlen);
@@ -105,7 +120,8 @@ int sb_jwt_verify_cached(sb_jwt_cache_t *c, const char *token, const char *secre
         return SB_OK;
     }
     memcpy(dup, token, len + 1);
-    sb_jwt_slot_clear(s);
-    *s = (sb_jwt_slot_t){.token = dup, .len = len, .hash = h, .claims = copy};
+    sb_jwt_slot_clear(victim);
+    *victim = (sb_jwt_slot_t){.token = dup, .len = len, .hash = h, .used = c->clock,
+                              .claims = copy};
     return SB_OK;
 }

@@ -279,6 +279,34 @@ static void test_cache_collisions(void **state) {
             sb_claims_close(&c);
         }
     }
+    sb_jwt_cache_free(cache);
+    /* a set holds 4 tokens: 4 tokens through a 4-slot cache miss once each, then always hit */
+    cache = sb_jwt_cache_create(4);
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < 4; i++) {
+            sb_claims_t c;
+            assert_int_equal(sb_jwt_verify_cached(cache, tokens[i], SECRET, NOW, &c, err,
+                                                  sizeof err), SB_OK);
+            sb_claims_close(&c);
+        }
+    }
+    uint64_t hits, misses;
+    sb_jwt_cache_counts(cache, &hits, &misses);
+    assert_int_equal(misses, 4);
+    assert_int_equal(hits, 8);
+    /* a fifth token evicts the least recently used one (token 0, last used first) */
+    sb_claims_t c;
+    assert_int_equal(sb_jwt_verify_cached(cache, tokens[4], SECRET, NOW, &c, err, sizeof err), SB_OK);
+    sb_claims_close(&c);
+    assert_int_equal(sb_jwt_verify_cached(cache, tokens[1], SECRET, NOW, &c, err, sizeof err), SB_OK);
+    sb_claims_close(&c);
+    sb_jwt_cache_counts(cache, &hits, &misses);
+    assert_int_equal(misses, 5);
+    assert_int_equal(hits, 9);
+    assert_int_equal(sb_jwt_verify_cached(cache, tokens[0], SECRET, NOW, &c, err, sizeof err), SB_OK);
+    sb_claims_close(&c);
+    sb_jwt_cache_counts(cache, &hits, &misses);
+    assert_int_equal(misses, 6);
     for (int i = 0; i < 16; i++) free(tokens[i]);
     sb_jwt_cache_free(cache);
 }
