@@ -89,6 +89,27 @@ static const char *sb_http_reason(int code) {
     return "Unknown";
 }
 
+/* A request with a body and another request pipelined behind it on the same connection: lws
+ * 4.1 then calls BODY_COMPLETION for the first again and again, once per loop turn, for as
+ * long as the second waits in its buffer (a busy loop), and after the first transaction it
+ * hands the second to us without its body. RFC 9112 already tells clients not to pipeline
+ * after a non-idempotent request, so on the first repeat the gateway stops reading and
+ * closes the connection once the first answer is out (with `connection: close` when the
+ * answer is not built yet); the client sends the rest again on a new connection. */
+static void sb_http_pipelined_after_body(struct lws *wsi, sb_http_conn_t *conn) {
+    if (conn->close_after) return;
+    conn->close_after = 1;
+    lws_rx_flow_control(wsi, 0);
+}
+
+/* Ends the transaction of an answered request: the connection stays open for the next one
+ * (keep-alive), or closes (returns -1) when lws says so or a request was pipelined after a
+ * body. */
+static int sb_http_completed(struct lws *wsi, sb_http_conn_t *conn) {
+    if (conn->close_after) return -1;
+    return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
 /* Writes an answer made outside lws's callbacks (in a Redis reply) at once and completes the
  * transaction, instead of asking for HTTP_WRITEABLE: with lws on libuv that round costs
  * several epoll_ctl calls and a loop turn. lws keeps what the socket does not take and defers
@@ -102,7 +123,9 @@ static int sb_req_write_now(sb_req_t *req) {
         return 0;
     int n = lws_write(wsi, req->out + LWS_PRE, req->out_len, LWS_WRITE_HTTP);
     sb_req_detach(conn);
-    if (n < 0 || lws_http_transaction_completed(wsi))
+    if (n >= 0 && conn->close_after && lws_partial_buffered(wsi))
+        lws_callback_on_writable(wsi); /* closes from HTTP_WRITEABLE once the tail is out */
+    else if (n < 0 || sb_http_completed(wsi, conn) < 0)
         lws_set_timeout(wsi, PENDING_TIMEOUT_KILLED_BY_PARENT, LWS_TO_KILL_ASYNC);
     return 1;
 }
@@ -124,11 +147,13 @@ void sb_req_send(sb_req_t *req, int status, const char *content_type, const char
     char head[1280], clen[48] = "";
     if (status != 304) /* a 304 has no body, and its length would describe the 200's */
         snprintf(clen, sizeof clen, "content-length: %zu\r\n", len);
+    sb_http_conn_t *conn = lws_wsi_user(req->wsi);
     int hlen = snprintf(head, sizeof head,
                         "HTTP/1.1 %d %s\r\ncontent-type: %s\r\n%s"
-                        "cache-control: %s\r\n%s\r\n",
+                        "cache-control: %s\r\n%s%s\r\n",
                         status, sb_http_reason(status), content_type, clen,
                         req->cache_control ? req->cache_control : "no-store",
+                        conn && conn->close_after ? "connection: close\r\n" : "",
                         extra_headers ? extra_headers : "");
     if (hlen < 0 || (size_t)hlen >= sizeof head) hlen = 0;
     req->out = malloc(LWS_PRE + (size_t)hlen + len);
@@ -355,6 +380,7 @@ static void sb_http_body(sb_req_t *req, const void *in, size_t len) {
 /* Writes the queued answer. Returns -1 to close the connection. */
 static int sb_http_writeable(struct lws *wsi, sb_http_conn_t *conn) {
     sb_req_t *req = conn ? conn->req : NULL;
+    if (!req && conn && conn->close_after) return -1; /* the answer's tail is out: close */
     if (req && !req->out && req->pull) {
         req->in_dispatch = 1; /* the answer pull makes is written just below */
         req->pull(req);
@@ -365,7 +391,11 @@ static int sb_http_writeable(struct lws *wsi, sb_http_conn_t *conn) {
     int n = lws_write(wsi, req->out + LWS_PRE, req->out_len, LWS_WRITE_HTTP);
     sb_req_detach(conn);
     if (n < 0 || close_after) return -1;
-    return lws_http_transaction_completed(wsi) ? -1 : 0;
+    if (conn->close_after && lws_partial_buffered(wsi)) {
+        lws_callback_on_writable(wsi); /* close once lws has sent the tail */
+        return 0;
+    }
+    return sb_http_completed(wsi, conn);
 }
 
 int sb_http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
@@ -383,7 +413,9 @@ int sb_http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *us
         }
         return 0;
     case LWS_CALLBACK_HTTP_BODY_COMPLETION:
-        if (conn && conn->req && !conn->req->status) sb_req_run(conn->req);
+        if (!conn || !conn->req) return 0;
+        if (++conn->req->completions > 1) sb_http_pipelined_after_body(wsi, conn); /* a repeat */
+        else if (!conn->req->status) sb_req_run(conn->req);
         return 0;
     case LWS_CALLBACK_HTTP_WRITEABLE:
         return sb_http_writeable(wsi, conn);
