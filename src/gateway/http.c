@@ -102,30 +102,32 @@ static void sb_http_pipelined_after_body(struct lws *wsi, sb_http_conn_t *conn) 
     lws_rx_flow_control(wsi, 0);
 }
 
-/* Ends the transaction of an answered request: the connection stays open for the next one
- * (keep-alive), or closes (returns -1) when lws says so or a request was pipelined after a
- * body. */
-static int sb_http_completed(struct lws *wsi, sb_http_conn_t *conn) {
-    if (conn->close_after) return -1;
+/* Writes req's answer (lws keeps what the socket does not take and sends it itself) and ends
+ * the transaction: the connection stays open for the next request (keep-alive), or closes —
+ * returns -1 to close it now — after a body too large to drain, when lws says so, or when a
+ * request was pipelined after a body (then once lws has sent the answer's tail). */
+static int sb_http_write_answer(struct lws *wsi, sb_http_conn_t *conn, sb_req_t *req) {
+    int drain_close = req->content_length > SB_HTTP_BODY_DRAIN_MAX;
+    int n = lws_write(wsi, req->out + LWS_PRE, req->out_len, LWS_WRITE_HTTP);
+    sb_req_detach(conn);
+    if (n < 0 || drain_close) return -1;
+    if (conn->close_after) {
+        if (!lws_partial_buffered(wsi)) return -1;
+        lws_callback_on_writable(wsi); /* HTTP_WRITEABLE closes once the tail is out */
+        return 0;
+    }
     return lws_http_transaction_completed(wsi) ? -1 : 0;
 }
 
-/* Writes an answer made outside lws's callbacks (in a Redis reply) at once and completes the
- * transaction, instead of asking for HTTP_WRITEABLE: with lws on libuv that round costs
- * several epoll_ctl calls and a loop turn. lws keeps what the socket does not take and defers
- * the completion until it is sent, as it does in the writeable callback. Returns 1 when the
- * request is done with (it may have been freed), 0 to leave it to HTTP_WRITEABLE. */
+/* Writes an answer made outside lws's callbacks (in a Redis reply) at once, instead of asking
+ * for HTTP_WRITEABLE: with lws on libuv that round costs several epoll_ctl calls and a loop
+ * turn. Returns 1 when the request is done with (it may have been freed), 0 to leave it to
+ * HTTP_WRITEABLE (lws still holds an earlier answer's tail). */
 static int sb_req_write_now(sb_req_t *req) {
     struct lws *wsi = req->wsi;
     sb_http_conn_t *conn = lws_wsi_user(wsi);
-    if (!conn || conn->req != req || req->content_length > SB_HTTP_BODY_DRAIN_MAX ||
-        lws_partial_buffered(wsi))
-        return 0;
-    int n = lws_write(wsi, req->out + LWS_PRE, req->out_len, LWS_WRITE_HTTP);
-    sb_req_detach(conn);
-    if (n >= 0 && conn->close_after && lws_partial_buffered(wsi))
-        lws_callback_on_writable(wsi); /* closes from HTTP_WRITEABLE once the tail is out */
-    else if (n < 0 || sb_http_completed(wsi, conn) < 0)
+    if (!conn || conn->req != req || lws_partial_buffered(wsi)) return 0;
+    if (sb_http_write_answer(wsi, conn, req) < 0) /* not inside a callback: close from the loop */
         lws_set_timeout(wsi, PENDING_TIMEOUT_KILLED_BY_PARENT, LWS_TO_KILL_ASYNC);
     return 1;
 }
@@ -387,15 +389,7 @@ static int sb_http_writeable(struct lws *wsi, sb_http_conn_t *conn) {
         req->in_dispatch = 0;
     }
     if (!req || !req->out) return 0;
-    int close_after = req->content_length > SB_HTTP_BODY_DRAIN_MAX;
-    int n = lws_write(wsi, req->out + LWS_PRE, req->out_len, LWS_WRITE_HTTP);
-    sb_req_detach(conn);
-    if (n < 0 || close_after) return -1;
-    if (conn->close_after && lws_partial_buffered(wsi)) {
-        lws_callback_on_writable(wsi); /* close once lws has sent the tail */
-        return 0;
-    }
-    return sb_http_completed(wsi, conn);
+    return sb_http_write_answer(wsi, conn, req);
 }
 
 int sb_http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,

@@ -304,13 +304,18 @@ void sb_replies_free(redisReply **replies, size_t n) {
     }
 }
 
+/* Appends every command of b to the context's output buffer (sent by the next write). */
+static int sb_redis_append(sb_redis_t *r, const sb_batch_t *b) {
+    for (size_t i = 0; i < b->n; i++)
+        if (redisAppendFormattedCommand(r->ctx, b->cmds[i].buf, b->cmds[i].len) != REDIS_OK)
+            return REDIS_ERR;
+    return REDIS_OK;
+}
+
 int sb_redis_pipeline(sb_redis_t *r, const sb_batch_t *b, redisReply **replies) {
     for (size_t i = 0; i < b->n; i++) replies[i] = NULL;
     if (!r->ctx) return SB_EREDIS;
-    for (size_t i = 0; i < b->n; i++) {
-        if (redisAppendFormattedCommand(r->ctx, b->cmds[i].buf, b->cmds[i].len) != REDIS_OK)
-            goto broken;
-    }
+    if (sb_redis_append(r, b) != REDIS_OK) goto broken;
     if (sb_redis_drain(r) != REDIS_OK) goto broken;
     for (size_t i = 0; i < b->n; i++) {
         void *rep = NULL;
@@ -326,10 +331,7 @@ broken:
 
 int sb_redis_send_deferred(sb_redis_t *r, const sb_batch_t *b) {
     if (!r->ctx) return SB_EREDIS;
-    for (size_t i = 0; i < b->n; i++) {
-        if (redisAppendFormattedCommand(r->ctx, b->cmds[i].buf, b->cmds[i].len) != REDIS_OK)
-            goto broken;
-    }
+    if (sb_redis_append(r, b) != REDIS_OK) goto broken;
     int done = 0;
     while (!done) /* blocking socket: one write unless the kernel buffer is full */
         if (redisBufferWrite(r->ctx, &done) != REDIS_OK) goto broken;
