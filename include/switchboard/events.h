@@ -31,6 +31,7 @@
 #include <cjson/cJSON.h>
 #include "switchboard/clock.h"
 #include "switchboard/config.h"
+#include "switchboard/random.h"
 #include "switchboard/redis.h"
 
 #define SB_EVENT_ID_LEN 37            /* UUID text + NUL */
@@ -49,8 +50,8 @@ int sb_event_type_valid(const char *type);
  * is invalid or the key does not fit. */
 char *sb_events_key(char *buf, size_t len, const char *type);
 char *sb_events_dead_key(char *buf, size_t len, const char *type);
-/* A random UUID v4 (getrandom). Returns 0 or SB_ERR. */
-int sb_uuid_v4(char out[SB_EVENT_ID_LEN]);
+/* A random UUID v4 from pool (random.h; NULL: getrandom). Returns 0 or SB_ERR. */
+int sb_uuid_v4(char out[SB_EVENT_ID_LEN], sb_rand_t *pool);
 
 /* ---- publishing -------------------------------------------------------------------------- */
 
@@ -91,11 +92,14 @@ int sb_events_publish(sb_redis_t *r, const char *type, const char *data_json,
 #define SB_EVENT_JOB_COMPLETED "job.completed" /* written by the agent's finish script */
 #define SB_EVENT_JOB_FAILED "job.failed"       /* likewise, for a final failure */
 
-/* The envelope of a job lifecycle event: data = extra (taken over, may be NULL) plus jobId and
- * type. *data_out is the data text e->data points at (malloc'd, caller frees). Returns 0,
- * SB_ENOMEM, SB_ERR (no random source); on failure *data_out is NULL. */
+/* The envelope of a job lifecycle event: data = {jobId, type, userId (when user_id is not
+ * NULL), then the members of extra (borrowed, may be NULL)}, written as text directly
+ * (jsonw.h); its event id comes from pool (random.h; NULL: getrandom). *data_out is the data
+ * text e->data points at (malloc'd, caller frees). Returns 0, SB_ENOMEM, SB_ERR (no random
+ * source); on failure *data_out is NULL. */
 int sb_events_job_envelope(sb_envelope_t *e, char **data_out, const char *event,
-                           const char *type, const char *job_id, cJSON *extra);
+                           const char *type, const char *job_id, const char *user_id,
+                           const cJSON *extra, sb_rand_t *pool);
 
 /* ---- reading ----------------------------------------------------------------------------- */
 

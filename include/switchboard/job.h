@@ -1,7 +1,8 @@
 /* Jobs: ids, Redis key names, job records and status messages (SPEC §2).
  *
  * Every key of a job type derives from `agent:{type}`; sb_key() formats them from one table so
- * that the names exist in exactly one place. Records and status messages are cJSON documents;
+ * that the names exist in exactly one place. Records and status messages are read as cJSON
+ * documents (a new record is written as text directly);
  * the sb_job_t / sb_status_t views point into a parsed document and live as long as it does. */
 #ifndef SB_JOB_H
 #define SB_JOB_H
@@ -9,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cjson/cJSON.h>
+#include "switchboard/random.h"
 
 #define SB_JOB_ID_LEN 64      /* buffer for any valid job id (max 16+1+32 chars) + NUL */
 #define SB_KEY_LEN 512        /* buffer for any key sb_key() formats */
@@ -16,8 +18,9 @@
 #define SB_PUBKEY_MAX 128     /* longest user publicKey accepted */
 #define SB_JOB_TTL 86400      /* seconds a record and a user's job index live */
 
-/* Creates `{unix ms}-{8 lowercase hex}` from getrandom(). Returns 0 or SB_ERR. */
-int sb_job_id_new(char out[SB_JOB_ID_LEN]);
+/* Creates `{unix ms}-{8 lowercase hex}` from pool (random.h; NULL: getrandom). Returns 0 or
+ * SB_ERR. */
+int sb_job_id_new(char out[SB_JOB_ID_LEN], sb_rand_t *pool);
 /* 1 if id matches ^[0-9]{1,16}-[0-9a-z]{1,32}$ (what lookups accept), else 0. */
 int sb_job_id_valid(const char *id);
 /* 1 if type matches ^[a-z][a-z0-9_-]{0,31}$, else 0. */
@@ -46,9 +49,11 @@ typedef struct {
     const char *id;         /* optional user id (token `sub`) */
 } sb_user_t;
 
-/* New record {jobId,type,status:"queued",user,payload,attempts:0,createdAt,updatedAt}.
- * payload is copied (may be NULL: {}). Returns a cJSON object the caller deletes, or NULL. */
-cJSON *sb_job_record_new(const char *type, const char *job_id, const sb_user_t *user,
+/* The JSON text of a new record {jobId,type,status:"queued",user:{publicKey,id?},payload,
+ * attempts:0,createdAt,updatedAt}, written directly (jsonw.h: the bytes cJSON would print for
+ * the same object). payload may be NULL ({}). Returns malloc'd text the caller frees, or NULL
+ * on ENOMEM or a payload nested deeper than SB_JSON_MAX_DEPTH. */
+char *sb_job_record_text(const char *type, const char *job_id, const sb_user_t *user,
                          const cJSON *payload, int64_t now_ms);
 
 /* A parsed record. Pointers are views into root. */

@@ -11,6 +11,7 @@
 #define SB_RATELIMIT_H
 
 #include <stdint.h>
+#include "switchboard/random.h"
 #include "switchboard/redis.h"
 
 #define SB_RATE_USER_MAX 128
@@ -23,10 +24,12 @@ typedef struct {
 } sb_rate_result_t;
 
 /* The keys of one check: window set, the day's rate_hits and rate_blocked counters (each
- * buffer SB_KEY_LEN bytes), and a fresh random member suffix. now_ms picks the day. Returns 0,
- * SB_EINVAL (empty user, user over SB_RATE_USER_MAX, key too long), SB_ERR (no random). */
+ * buffer SB_KEY_LEN bytes), and a fresh random member suffix (from pool, random.h; NULL:
+ * getrandom). now_ms picks the day. Returns 0, SB_EINVAL (empty user, user over
+ * SB_RATE_USER_MAX, key too long), SB_ERR (no random). */
 int sb_ratelimit_keys(const char *type, const char *user, int64_t now_ms, char *kwin,
-                      char *khits, char *kblocked, char member[SB_RATE_MEMBER_LEN]);
+                      char *khits, char *kblocked, char member[SB_RATE_MEMBER_LEN],
+                      sb_rand_t *pool);
 /* Reads the script's reply {allowed, remaining, retry_ms}. Returns 0, or SB_EREDIS (NULL
  * reply) / SB_EPROTO (an error or another shape). */
 int sb_ratelimit_parse(const redisReply *reply, sb_rate_result_t *out);

@@ -35,6 +35,7 @@ typedef struct {
     int window_s;            /* window, seconds */
     const char *channel;     /* NULL: no PUBLISH; else PUBLISH channel message */
     const char *message;
+    sb_rand_t *rand;         /* the ids' random bytes (random.h); NULL: each from getrandom */
 } sb_submit_t;
 
 /* The submission script (SHA1 computed once by sb_script_init; the caller keeps it). */

@@ -6,6 +6,7 @@
 #include "switchboard/log.h"
 #include "switchboard/clock.h"
 #include "switchboard/json.h"
+#include "switchboard/jsonw.h"
 #include "switchboard/config.h"
 #include "switchboard/redis.h"
 #include "switchboard/job.h"

@@ -78,7 +78,7 @@ static int sb_bench_prepare(sb_bench_t *b, size_t n) {
     if (!b->jobs) return SB_ENOMEM;
     b->n = n;
     for (size_t i = 0; i < n; i++)
-        if (sb_job_id_new(b->jobs[i].id) != SB_OK) return SB_ERR;
+        if (sb_job_id_new(b->jobs[i].id, NULL) != SB_OK) return SB_ERR;
     qsort(b->jobs, n, sizeof *b->jobs, sb_bench_cmp);
     return SB_OK;
 }
@@ -88,12 +88,10 @@ static int sb_bench_add(sb_bench_t *b, sb_batch_t *batch, const sb_script_t *scr
                         sb_script_mode_t mode, const char *type, const cJSON *payload, size_t k) {
     sb_user_t user = {.public_key = b->user};
     int64_t now = sb_now_ms();
-    cJSON *rec = sb_job_record_new(type, b->jobs[k].id, &user, payload, now);
-    char *json = rec ? sb_json_print(rec) : NULL;
+    char *json = sb_job_record_text(type, b->jobs[k].id, &user, payload, now);
     sb_submit_t q = {.type = type, .job_id = b->jobs[k].id, .public_key = b->user,
                      .record_json = json, .now_ms = now};
     int rc = json ? sb_submit_batch(batch, script, mode, &q) : SB_ENOMEM;
-    cJSON_Delete(rec);
     free(json);
     return rc;
 }

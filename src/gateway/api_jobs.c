@@ -18,6 +18,7 @@
 #include "switchboard/error.h"
 #include "switchboard/job.h"
 #include "switchboard/json.h"
+#include "switchboard/jsonw.h"
 #include "switchboard/log.h"
 #include "switchboard/metrics.h"
 #include "switchboard/ratelimit.h"
@@ -67,24 +68,19 @@ static const char *sb_api_owner(sb_req_t *req) {
 
 /* The created notification published with the job. Returns malloc'd JSON or NULL. */
 static char *sb_created_event(const char *type, const char *job_id, const char *public_key) {
-    char name[SB_TYPE_MAX + 16];
+    char name[SB_TYPE_MAX + 16], room[SB_PUBKEY_MAX + 8];
     snprintf(name, sizeof name, "%s:created", type);
-    cJSON *o = cJSON_CreateObject(), *d = cJSON_CreateObject();
-    char *room = malloc(strlen(public_key) + 6);
-    char *text = NULL;
-    if (o && d && room) {
-        sprintf(room, "user:%s", public_key);
-        cJSON_AddStringToObject(d, "jobId", job_id);
-        cJSON_AddStringToObject(o, "event", name);
-        cJSON_AddStringToObject(o, "room", room);
-        cJSON_AddItemToObject(o, "data", d);
-        d = NULL;
-        text = sb_json_print(o);
-    }
-    cJSON_Delete(o);
-    cJSON_Delete(d);
-    free(room);
-    return text;
+    snprintf(room, sizeof room, "user:%s", public_key);
+    sb_jw_t w;
+    sb_jw_init(&w);
+    sb_jw_lit(&w, "{\"event\":");
+    sb_jw_str(&w, name);
+    sb_jw_lit(&w, ",\"room\":");
+    sb_jw_str(&w, room);
+    sb_jw_lit(&w, ",\"data\":{\"jobId\":");
+    sb_jw_str(&w, job_id);
+    sb_jw_lit(&w, "}}");
+    return sb_jw_take(&w, NULL);
 }
 
 /* The user the window counts: the token's sub when usable, else its publicKey. */
@@ -100,15 +96,13 @@ static sb_batch_t *sb_job_submit_build(sb_req_t *req, sb_script_mode_t mode, int
     sb_user_t user = {req->claims.public_key, req->claims.sub};
     char chan[SB_KEY_LEN];
     int64_t now = sb_now_ms();
-    cJSON *rec = sb_job_record_new(type, req->scratch, &user, req->doc, now);
-    char *json = rec ? sb_json_print(rec) : NULL;
+    char *json = sb_job_record_text(type, req->scratch, &user, req->doc, now);
     char *event = sb_created_event(type, req->scratch, user.public_key);
-    cJSON_Delete(rec);
     sb_submit_t q = {.type = type, .job_id = req->scratch, .public_key = user.public_key,
                      .record_json = json, .now_ms = now, .rate_user = sb_job_rate_user(req),
                      .limit = cfg->rate_limit, .window_s = cfg->rate_window,
                      .channel = sb_key(chan, sizeof chan, SB_KEY_EVENTS, type, NULL),
-                     .message = event};
+                     .message = event, .rand = &req->gw->rand};
     sb_batch_t *b = json && event ? sb_batch_create() : NULL;
     *rc = b ? sb_submit_batch(b, &req->gw->submit, mode, &q) : SB_ENOMEM;
     free(json);
@@ -198,7 +192,7 @@ void sb_api_job_create(sb_req_t *req) {
         sb_req_error(req, 400, "bad_request", "%s", why);
         return;
     }
-    if (sb_job_id_new(req->scratch) != SB_OK) {
+    if (sb_job_id_new(req->scratch, &req->gw->rand) != SB_OK) {
         sb_req_error(req, 500, "internal", "no random source for the job id");
         return;
     }

@@ -134,6 +134,7 @@ int sb_cmd_gateway(sb_config_t *cfg) {
     gw.started_ms = sb_now_ms();
     sb_presence_init(&gw.presence, cfg->agent_status_ttl, cfg->max_chats);
     sb_submit_script_init(&gw.submit);
+    sb_rand_init(&gw.rand);
     gw.tokens = sb_jwt_cache_create(SB_GW_TOKEN_CACHE_SLOTS);
     gw.redis = sb_gw_web_load(&gw) == 0 ? sb_aredis_create(&loop, &cfg->redis, "commands")
                                         : NULL;
@@ -148,6 +149,7 @@ int sb_cmd_gateway(sb_config_t *cfg) {
         uv_loop_close(&loop);
         sb_static_free(gw.web);
         sb_jwt_cache_free(gw.tokens);
+        sb_rand_close(&gw.rand);
         return 1;
     }
     gw.presence_watch = sb_presence_watch_create(&gw);
@@ -172,6 +174,7 @@ int sb_cmd_gateway(sb_config_t *cfg) {
     int rc = uv_loop_close(&loop);
     sb_static_free(gw.web);
     sb_jwt_cache_free(gw.tokens);
+    sb_rand_close(&gw.rand);
     sb_info("gateway", "stopped%s", rc ? " (some handles were still open)" : "");
     return 0;
 }

@@ -12,6 +12,7 @@
 #include "gateway/stats.h"
 #include "switchboard/config.h"
 #include "switchboard/presence.h"
+#include "switchboard/random.h"
 #include "switchboard/redis.h"
 
 struct lws_context;
@@ -29,6 +30,7 @@ typedef struct sb_gateway {
     struct sb_presence_watch *presence_watch; /* admins' live presence (presence_watch.h) */
     sb_script_t submit;        /* the job submission script (submit.h), SHA1 computed once */
     struct sb_jwt_cache *tokens; /* verified tokens (jwt_cache.h); NULL: verify every time */
+    sb_rand_t rand;            /* random bytes for job, window-member and event ids (random.h) */
     int64_t started_ms;
     int stopping;              /* SIGTERM seen: new requests get 503 */
 } sb_gateway_t;

@@ -183,6 +183,7 @@ void sb_req_json(sb_req_t *req, int status, const cJSON *body) {
     free(text);
 }
 
+__attribute__((format(printf, 5, 0)))
 static void sb_req_verror(sb_req_t *req, int status, const char *headers, const char *code,
                           const char *fmt, va_list ap) {
     char msg[512];

@@ -210,7 +210,7 @@ typedef struct {
 } sb_finish_t;
 
 /* Event bus audit trail: the envelope of the job.completed / job.failed event of a finish
- * ({jobId, type, agentId, userId?, attempts?, durationMs | error}). Returns its data text
+ * ({jobId, type, userId?, agentId, attempts?, durationMs | error}). Returns its data text
  * (malloc'd; e points at it) or NULL, in which case no event is written. */
 static char *sb_finish_audit(const sb_worker_t *w, const char *id, const sb_finish_t *f,
                              sb_envelope_t *e) {
@@ -220,13 +220,13 @@ static char *sb_finish_audit(const sb_worker_t *w, const char *id, const sb_fini
     char *data = NULL;
     if (x) {
         cJSON_AddStringToObject(x, "agentId", a->id);
-        if (f->user) cJSON_AddStringToObject(x, "userId", f->user);
         if (f->attempts > 0) cJSON_AddNumberToObject(x, "attempts", f->attempts);
         if (done) cJSON_AddNumberToObject(x, "durationMs", (double)f->exec_ms);
         if (f->error) cJSON_AddStringToObject(x, "error", f->error);
     }
     if (x) sb_events_job_envelope(e, &data, done ? SB_EVENT_JOB_COMPLETED : SB_EVENT_JOB_FAILED,
-                                  a->type, id, x);
+                                  a->type, id, f->user, x, NULL);
+    cJSON_Delete(x);
     return data;
 }
 

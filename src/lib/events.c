@@ -12,6 +12,7 @@
 #include "switchboard/error.h"
 #include "switchboard/events.h"
 #include "switchboard/json.h"
+#include "switchboard/jsonw.h"
 #include "switchboard/log.h"
 #include "switchboard/random.h"
 
@@ -50,9 +51,9 @@ char *sb_events_dead_key(char *buf, size_t len, const char *type) {
     return sb_events_fmt(buf, len, "dead:", type);
 }
 
-int sb_uuid_v4(char out[SB_EVENT_ID_LEN]) {
+int sb_uuid_v4(char out[SB_EVENT_ID_LEN], sb_rand_t *pool) {
     unsigned char b[16];
-    if (getrandom(b, sizeof b, 0) != (ssize_t)sizeof b) return SB_ERR;
+    if (sb_random_bytes(pool, b, sizeof b) != SB_OK) return SB_ERR;
     b[6] = (unsigned char)((b[6] & 0x0f) | 0x40); /* version 4 */
     b[8] = (unsigned char)((b[8] & 0x3f) | 0x80); /* RFC 4122 variant */
     /* 8-4-4-4-12 hex digits */
@@ -75,7 +76,7 @@ int sb_envelope_init(sb_envelope_t *e, const char *event_type, const char *data_
     memset(e, 0, sizeof *e);
     if (!sb_event_type_valid(event_type)) return SB_EINVAL;
     if (event_id) snprintf(e->event_id, sizeof e->event_id, "%s", event_id);
-    else if (sb_uuid_v4(e->event_id) != SB_OK) return SB_ERR;
+    else if (sb_uuid_v4(e->event_id, NULL) != SB_OK) return SB_ERR;
     sb_iso8601(sb_now_ms(), e->timestamp);
     e->event_type = event_type;
     e->data = data_json;
@@ -155,15 +156,29 @@ int sb_events_publish(sb_redis_t *r, const char *type, const char *data_json,
 /* ---- job lifecycle audit trail ----------------------------------------------------------- */
 
 int sb_events_job_envelope(sb_envelope_t *e, char **data_out, const char *event,
-                           const char *type, const char *job_id, cJSON *extra) {
-    cJSON *d = extra ? extra : cJSON_CreateObject();
-    *data_out = NULL;
-    if (d && sb_json_set_str(d, "jobId", job_id) == SB_OK &&
-        sb_json_set_str(d, "type", type) == SB_OK)
-        *data_out = sb_json_print(d);
-    cJSON_Delete(d);
-    if (!*data_out) return SB_ENOMEM;
-    int rc = sb_envelope_init(e, event, *data_out, NULL, NULL);
+                           const char *type, const char *job_id, const char *user_id,
+                           const cJSON *extra, sb_rand_t *pool) {
+    sb_jw_t w;
+    sb_jw_init(&w);
+    sb_jw_lit(&w, "{\"jobId\":");
+    sb_jw_str(&w, job_id);
+    sb_jw_lit(&w, ",\"type\":");
+    sb_jw_str(&w, type);
+    if (user_id) {
+        sb_jw_lit(&w, ",\"userId\":");
+        sb_jw_str(&w, user_id);
+    }
+    for (const cJSON *m = extra ? extra->child : NULL; m; m = m->next) {
+        sb_jw_lit(&w, ",");
+        sb_jw_str(&w, m->string);
+        sb_jw_lit(&w, ":");
+        sb_jw_value(&w, m);
+    }
+    sb_jw_lit(&w, "}");
+    if (!(*data_out = sb_jw_take(&w, NULL))) return SB_ENOMEM;
+    char id[SB_EVENT_ID_LEN];
+    int rc = sb_uuid_v4(id, pool);
+    if (rc == SB_OK) rc = sb_envelope_init(e, event, *data_out, NULL, id);
     if (rc != SB_OK) {
         free(*data_out);
         *data_out = NULL;
@@ -431,7 +446,7 @@ int sb_events_request(sb_redis_t *r, const char *type, const char *data_json, in
         snprintf(err, errlen, "bad event type");
         return SB_EINVAL;
     }
-    if (sb_uuid_v4(cid) != SB_OK) {
+    if (sb_uuid_v4(cid, NULL) != SB_OK) {
         snprintf(err, errlen, "no random source for the correlation id");
         return SB_ERR;
     }

@@ -6,13 +6,14 @@
 #include "switchboard/clock.h"
 #include "switchboard/error.h"
 #include "switchboard/job.h"
+#include "switchboard/jsonw.h"
 #include "switchboard/json.h"
 #include "switchboard/random.h"
 
-int sb_job_id_new(char out[SB_JOB_ID_LEN]) {
+int sb_job_id_new(char out[SB_JOB_ID_LEN], sb_rand_t *pool) {
     int n = snprintf(out, SB_JOB_ID_LEN, "%lld-", (long long)sb_now_ms());
     if (n < 0 || n + 9 > SB_JOB_ID_LEN) return SB_ERR;
-    return sb_random_hex(out + n, 4);
+    return sb_random_hex(pool, out + n, 4);
 }
 
 /* Counts the leading characters of s accepted by ok(); stops at max + 1. */
@@ -76,33 +77,31 @@ char *sb_key(char *buf, size_t len, sb_key_kind_t kind, const char *type, const 
 
 /* ---- records ----------------------------------------------------------------------------- */
 
-cJSON *sb_job_record_new(const char *type, const char *job_id, const sb_user_t *user,
+char *sb_job_record_text(const char *type, const char *job_id, const sb_user_t *user,
                          const cJSON *payload, int64_t now_ms) {
     char ts[SB_ISO_LEN];
     sb_iso8601(now_ms, ts);
-    cJSON *rec = cJSON_CreateObject(), *u = cJSON_CreateObject();
-    cJSON *pl = payload ? cJSON_Duplicate(payload, 1) : cJSON_CreateObject();
-    if (!rec || !u || !pl) goto fail;
-    if (!cJSON_AddStringToObject(u, "publicKey", user->public_key)) goto fail;
-    if (user->id && !cJSON_AddStringToObject(u, "id", user->id)) goto fail;
-    if (!cJSON_AddStringToObject(rec, "jobId", job_id) ||
-        !cJSON_AddStringToObject(rec, "type", type) ||
-        !cJSON_AddStringToObject(rec, "status", "queued"))
-        goto fail;
-    cJSON_AddItemToObject(rec, "user", u);
-    u = NULL;
-    cJSON_AddItemToObject(rec, "payload", pl);
-    pl = NULL;
-    if (!cJSON_AddNumberToObject(rec, "attempts", 0) ||
-        !cJSON_AddStringToObject(rec, "createdAt", ts) ||
-        !cJSON_AddStringToObject(rec, "updatedAt", ts))
-        goto fail;
-    return rec;
-fail:
-    cJSON_Delete(rec);
-    cJSON_Delete(u);
-    cJSON_Delete(pl);
-    return NULL;
+    sb_jw_t w;
+    sb_jw_init(&w);
+    sb_jw_lit(&w, "{\"jobId\":");
+    sb_jw_str(&w, job_id);
+    sb_jw_lit(&w, ",\"type\":");
+    sb_jw_str(&w, type);
+    sb_jw_lit(&w, ",\"status\":\"queued\",\"user\":{\"publicKey\":");
+    sb_jw_str(&w, user->public_key);
+    if (user->id) {
+        sb_jw_lit(&w, ",\"id\":");
+        sb_jw_str(&w, user->id);
+    }
+    sb_jw_lit(&w, "},\"payload\":");
+    if (payload) sb_jw_value(&w, payload);
+    else sb_jw_lit(&w, "{}");
+    sb_jw_lit(&w, ",\"attempts\":0,\"createdAt\":");
+    sb_jw_str(&w, ts);
+    sb_jw_lit(&w, ",\"updatedAt\":");
+    sb_jw_str(&w, ts);
+    sb_jw_lit(&w, "}");
+    return sb_jw_take(&w, NULL);
 }
 
 /* A count read from JSON as an int: negative → 0, beyond INT_MAX (or NaN) → INT_MAX.

@@ -23,14 +23,12 @@ int sb_job_enqueue(sb_redis_t *r, const char *type, const sb_user_t *user, const
         snprintf(err, errlen, "bad user publicKey");
         return SB_EINVAL;
     }
-    if (sb_job_id_new(id_out) != SB_OK) {
+    if (sb_job_id_new(id_out, NULL) != SB_OK) {
         snprintf(err, errlen, "no random source for the job id");
         return SB_ERR;
     }
     int64_t now = sb_now_ms();
-    cJSON *rec = sb_job_record_new(type, id_out, user, payload, now);
-    char *json = rec ? sb_json_print(rec) : NULL;
-    cJSON_Delete(rec);
+    char *json = sb_job_record_text(type, id_out, user, payload, now);
     if (!json) {
         snprintf(err, errlen, "%s", sb_strerror(SB_ENOMEM));
         return SB_ENOMEM;
@@ -70,7 +68,7 @@ int sb_job_get(sb_redis_t *r, const char *type, const char *job_id, char **json_
 int sb_queue_enqueue(sb_redis_t *r, const char *list, const cJSON *payload,
                      char id_out[SB_JOB_ID_LEN]) {
     char ts[SB_ISO_LEN];
-    if (sb_job_id_new(id_out) != SB_OK) return SB_ERR;
+    if (sb_job_id_new(id_out, NULL) != SB_OK) return SB_ERR;
     cJSON *item = cJSON_CreateObject();
     cJSON *pl = payload ? cJSON_Duplicate(payload, 1) : cJSON_CreateNull();
     if (!item || !pl || !cJSON_AddStringToObject(item, "id", id_out) ||

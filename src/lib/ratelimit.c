@@ -9,13 +9,14 @@
 #include "switchboard/ratelimit.h"
 
 int sb_ratelimit_keys(const char *type, const char *user, int64_t now_ms, char *kwin,
-                      char *khits, char *kblocked, char member[SB_RATE_MEMBER_LEN]) {
+                      char *khits, char *kblocked, char member[SB_RATE_MEMBER_LEN],
+                      sb_rand_t *pool) {
     if (!user || !*user || strlen(user) > SB_RATE_USER_MAX ||
         !sb_metrics_key(kwin, SB_KEY_LEN, type, "rate", user) ||
         !sb_metrics_counter_key(khits, SB_KEY_LEN, type, "rate_hits", now_ms) ||
         !sb_metrics_counter_key(kblocked, SB_KEY_LEN, type, "rate_blocked", now_ms))
         return SB_EINVAL;
-    return sb_random_hex(member, (SB_RATE_MEMBER_LEN - 1) / 2);
+    return sb_random_hex(pool, member, (SB_RATE_MEMBER_LEN - 1) / 2);
 }
 
 int sb_ratelimit_parse(const redisReply *r, sb_rate_result_t *out) {

@@ -77,7 +77,7 @@ typedef struct {
 static int sb_submit_rate_args(sb_submit_args_t *a, const sb_submit_t *q) {
     a->keys[0][0] = a->keys[1][0] = a->keys[2][0] = a->member[0] = '\0';
     int rc = q->rate_user ? sb_ratelimit_keys(q->type, q->rate_user, q->now_ms, a->keys[0],
-                                              a->keys[1], a->keys[2], a->member)
+                                              a->keys[1], a->keys[2], a->member, q->rand)
                           : SB_OK;
     if (q->rate_user && q->limit <= 0) rc = SB_EINVAL;
     snprintf(a->limit, sizeof a->limit, "%d", q->rate_user ? q->limit : 0);
@@ -88,13 +88,8 @@ static int sb_submit_rate_args(sb_submit_args_t *a, const sb_submit_t *q) {
 
 /* The job.created envelope {jobId, type, userId} of events.h, into a->env / a->data. */
 static int sb_submit_event(sb_submit_args_t *a, const sb_submit_t *q) {
-    cJSON *extra = cJSON_CreateObject();
-    if (!extra || sb_json_set_str(extra, "userId", q->public_key) != SB_OK) {
-        cJSON_Delete(extra);
-        return SB_ENOMEM;
-    }
     return sb_events_job_envelope(&a->env, &a->data, SB_EVENT_JOB_CREATED, q->type, q->job_id,
-                                  extra);
+                                  q->public_key, NULL, q->rand);
 }
 
 /* Job keys 4–8 and ARGV 5–15 (all empty for a rate check only). */

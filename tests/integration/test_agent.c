@@ -345,15 +345,13 @@ static void test_reclaims_ids_orphaned_in_its_own_list(void **state) {
     sb_agent_t *a = start_agent(&cfg, &p);
     char id[SB_JOB_ID_LEN], key[SB_KEY_LEN], rkey[SB_KEY_LEN];
     /* the record, and its id where a take would have put it: in the agent's own list */
-    assert_int_equal(sb_job_id_new(id), 0);
+    assert_int_equal(sb_job_id_new(id, NULL), 0);
     sb_user_t u = {.public_key = "PK1"};
-    cJSON *rec = sb_job_record_new("rebalance", id, &u, NULL, sb_now_ms());
-    char *json = sb_json_print(rec);
+    char *json = sb_job_record_text("rebalance", id, &u, NULL, sb_now_ms());
     redisReply *rep = sb_redis_cmd(r, "SET %s %s", sb_key(rkey, sizeof rkey, SB_KEY_JOB,
                                                          "rebalance", id), json);
     freeReplyObject(rep);
     free(json);
-    cJSON_Delete(rec);
     rep = sb_redis_cmd(r, "LPUSH %s %s", sb_key(key, sizeof key, SB_KEY_PROCESSING, "rebalance",
                                                   sb_agent_id(a)), id);
     freeReplyObject(rep);

@@ -104,17 +104,44 @@ static void test_redis_urls(void **state) {
     free(a.password);
 }
 
+/* A pool hands each byte out once, wipes it, refills when it runs out, and its ids are
+ * distinct (16 random bytes: a repeat means a byte was handed out twice). */
+static void test_random_pool(void **state) {
+    (void)state;
+    sb_rand_t pool;
+    sb_rand_init(&pool);
+    enum { N = 3 * SB_RAND_POOL / 16 + 5 };
+    static unsigned char ids[N][16];
+    for (int i = 0; i < N; i++) {
+        size_t before = pool.pos;
+        assert_int_equal(sb_random_bytes(&pool, ids[i], 16), 0);
+        assert_true(pool.pos >= 16 && pool.pos <= SB_RAND_POOL);
+        assert_true(before == SB_RAND_POOL || pool.pos == before + 16);
+        for (size_t k = 0; k < pool.pos; k++) assert_int_equal(pool.buf[k], 0); /* wiped */
+        for (int j = 0; j < i; j++) assert_memory_not_equal(ids[i], ids[j], 16);
+    }
+    char id[SB_JOB_ID_LEN];
+    assert_int_equal(sb_job_id_new(id, &pool), 0);
+    assert_true(sb_job_id_valid(id));
+    unsigned char big[SB_RAND_POOL]; /* over a quarter of the pool: straight from the kernel */
+    size_t pos = pool.pos;
+    assert_int_equal(sb_random_bytes(&pool, big, sizeof big), 0);
+    assert_int_equal(pool.pos, pos);
+    sb_rand_close(&pool);
+    for (size_t k = 0; k < SB_RAND_POOL; k++) assert_int_equal(pool.buf[k], 0);
+}
+
 static void test_random_ids(void **state) {
     (void)state;
     char hex[33], uuid[SB_EVENT_ID_LEN], uuid2[SB_EVENT_ID_LEN];
     const unsigned char bytes[] = {0x00, 0x0f, 0xa5, 0xff};
     sb_hex_encode(hex, bytes, sizeof bytes);
     assert_string_equal(hex, "000fa5ff");
-    assert_int_equal(sb_random_hex(hex, 16), 0);
+    assert_int_equal(sb_random_hex(NULL, hex, 16), 0);
     assert_int_equal(strlen(hex), 32);
     assert_int_equal(strspn(hex, "0123456789abcdef"), 32);
-    assert_int_equal(sb_uuid_v4(uuid), 0);
-    assert_int_equal(sb_uuid_v4(uuid2), 0);
+    assert_int_equal(sb_uuid_v4(uuid, NULL), 0);
+    assert_int_equal(sb_uuid_v4(uuid2, NULL), 0);
     assert_string_not_equal(uuid, uuid2);
     assert_int_equal(strlen(uuid), 36); /* 8-4-4-4-12, version 4, RFC 4122 variant */
     for (int i = 0; i < 36; i++) {
@@ -128,8 +155,8 @@ static void test_random_ids(void **state) {
 static void test_job_ids(void **state) {
     (void)state;
     char id[SB_JOB_ID_LEN], id2[SB_JOB_ID_LEN];
-    assert_int_equal(sb_job_id_new(id), 0);
-    assert_int_equal(sb_job_id_new(id2), 0);
+    assert_int_equal(sb_job_id_new(id, NULL), 0);
+    assert_int_equal(sb_job_id_new(id2, NULL), 0);
     assert_true(sb_job_id_valid(id));
     assert_string_not_equal(id, id2);
     const char *dash = strchr(id, '-');
@@ -166,12 +193,59 @@ static void test_keys(void **state) {
     assert_false(sb_job_type_valid("re:balance"));
 }
 
+/* The JSON writer prints what cJSON_PrintUnformatted prints, and its errors stick. */
+static void test_json_writer(void **state) {
+    (void)state;
+    static const char *const docs[] = {
+        "{}", "[]", "null", "true", "0", "-0", "1", "-17", "999999999999999", "1000000000000000",
+        "-999999999999999", "1e300", "-1e-300", "0.1", "2.5", "1.7976931348623157e308",
+        "123456789.123456789", "4503599627370497", "\"\"", "\"a\\\"b\\\\c\\/d\"",
+        "\"\\b\\f\\n\\r\\t\\u0001\\u001f\\u007f\\u00e9\\ud83d\\ude00\"",
+        "{\"a\":[1,2.5,{\"b\":null,\"c\":[true,false]}],\"\\u0000k\":\"v\"}",
+        "[[[[[[[[[[\"deep\"]]]]]]]]]]", "{\"amount\":1000,\"fee\":20.000000000000004}"};
+    for (size_t i = 0; i < sizeof docs / sizeof docs[0]; i++) {
+        cJSON *doc = sb_json_parse(docs[i], strlen(docs[i]));
+        assert_non_null(doc);
+        char *want = cJSON_PrintUnformatted(doc);
+        sb_jw_t w;
+        sb_jw_init(&w);
+        sb_jw_value(&w, doc);
+        size_t len = 0;
+        char *got = sb_jw_take(&w, &len);
+        assert_non_null(got);
+        assert_string_equal(got, want);
+        assert_int_equal(len, strlen(want));
+        free(got);
+        free(want);
+        cJSON_Delete(doc);
+    }
+    char small[8];
+    sb_jw_t w;
+    sb_jw_init_fixed(&w, small, sizeof small);
+    sb_jw_str(&w, "1234567"); /* 9 bytes with its quotes: does not fit */
+    sb_jw_lit(&w, "x");
+    assert_null(sb_jw_finish(&w, NULL));
+    sb_jw_init_fixed(&w, small, sizeof small);
+    sb_jw_int(&w, -123456);
+    size_t len = 0;
+    assert_string_equal(sb_jw_finish(&w, &len), "-123456");
+    assert_int_equal(len, 7);
+    sb_jw_init(&w);
+    for (int i = 0; i < 1000; i++) sb_jw_lit(&w, "0123456789");
+    char *big = sb_jw_take(&w, &len);
+    assert_int_equal(len, 10000);
+    free(big);
+}
+
 static void test_record_roundtrip(void **state) {
     (void)state;
     cJSON *payload = cJSON_Parse("{\"amount\":1000,\"priority\":\"high\"}");
     sb_user_t u = {.public_key = "GXHEX", .id = "u-42"};
-    cJSON *rec = sb_job_record_new("rebalance", "1-abc", &u, payload, 1731321000000LL);
-    char *json = sb_json_print(rec);
+    char *json = sb_job_record_text("rebalance", "1-abc", &u, payload, 1731321000000LL);
+    assert_string_equal(json, "{\"jobId\":\"1-abc\",\"type\":\"rebalance\",\"status\":\"queued\","
+                              "\"user\":{\"publicKey\":\"GXHEX\",\"id\":\"u-42\"},\"payload\":"
+                              "{\"amount\":1000,\"priority\":\"high\"},\"attempts\":0,\"createdAt\":"
+                              "\"2024-11-11T10:30:00.000Z\",\"updatedAt\":\"2024-11-11T10:30:00.000Z\"}");
     sb_job_t job;
     char err[128];
     assert_int_equal(sb_job_parse(json, strlen(json), &job, err, sizeof err), 0);
@@ -185,7 +259,6 @@ static void test_record_roundtrip(void **state) {
     assert_string_equal(sb_json_str(job.root, "updatedAt"), "2024-11-11T10:30:01.000Z");
     sb_job_close(&job);
     free(json);
-    cJSON_Delete(rec);
     cJSON_Delete(payload);
     assert_int_equal(sb_job_parse("{bad", 4, &job, err, sizeof err), SB_EINVAL);
     assert_null(job.root);
@@ -268,6 +341,7 @@ int main(void) {
         cmocka_unit_test(test_redis_urls),         cmocka_unit_test(test_job_ids),
         cmocka_unit_test(test_random_ids),
         cmocka_unit_test(test_keys),               cmocka_unit_test(test_record_roundtrip),
+        cmocka_unit_test(test_json_writer), cmocka_unit_test(test_random_pool),
         cmocka_unit_test(test_status_messages),    cmocka_unit_test(test_json_limits),
         cmocka_unit_test(test_clock),              cmocka_unit_test(test_poll_backoff),
     };
