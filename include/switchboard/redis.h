@@ -10,7 +10,9 @@
  * (signal(SIGPIPE, SIG_IGN)) or a server that goes away kills it. `switchboard` does so in main.
  *
  * sb_batch_t holds pre-formatted commands (RESP bytes) so the same batch can be sent by the
- * blocking client here or by the gateway's async client. */
+ * blocking client here or by the gateway's async client. Argument-vector commands are written by
+ * our own RESP encoder (no printf: the gateway builds one per HTTP request), printf-style ones by
+ * hiredis's formatter; replies are always read and parsed by hiredis. */
 #ifndef SB_REDIS_H
 #define SB_REDIS_H
 
@@ -59,9 +61,13 @@ void sb_batch_free(sb_batch_t *b);        /* NULL is fine */
 void sb_batch_reset(sb_batch_t *b);       /* empties it for reuse */
 /* Appends a command in hiredis format syntax (%s, %b, %d...). Returns 0, SB_ENOMEM, SB_EINVAL. */
 int sb_batch_add(sb_batch_t *b, const char *fmt, ...);
+/* Appends the command argv[0..argc) (lens: byte lengths, binary-safe; NULL: strlen of each),
+ * the same bytes redisFormatCommandArgv would write. Returns 0, SB_EINVAL (argc <= 0, a NULL
+ * argument, absurd total size) or SB_ENOMEM; b is unchanged on error. */
 int sb_batch_addargv(sb_batch_t *b, int argc, const char **argv, const size_t *lens);
 size_t sb_batch_count(const sb_batch_t *b);
-/* The i-th formatted command (RESP bytes) and its length. */
+/* The i-th formatted command (RESP bytes, followed by a NUL not counted in *len) and its length.
+ * Valid until the batch is reset or freed. */
 const char *sb_batch_cmd(const sb_batch_t *b, size_t i, size_t *len);
 
 /* Sends every command of b in one write and reads one reply per command into replies

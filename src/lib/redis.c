@@ -3,10 +3,17 @@
  * The context is dropped as soon as hiredis reports an I/O or protocol error (hiredis leaves a
  * context unusable after one), so "connected" always means "the last command worked".
  * sb_redis_ensure() owns reconnecting: capped exponential backoff, one log line when the
- * connection is lost and one when it is back, however many attempts lie between. */
+ * connection is lost and one when it is back, however many attempts lie between.
+ *
+ * Batches hold commands already written as RESP. Argument-vector commands (the hot path: the
+ * gateway builds one EVALSHA per HTTP request) are written by the small encoder below, which
+ * sizes the command exactly, allocates once and writes lengths without printf, giving the same
+ * bytes as hiredis's redisFormatCommandArgv; printf-style commands (sb_batch_add, cold paths)
+ * still go through hiredis's formatter. Reading and parsing replies is all hiredis's. */
 #include <errno.h>
 #include <poll.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -231,11 +238,80 @@ broken:
     return NULL;
 }
 
+/* ---- RESP encoding of argument vectors ------------------------------------------------- */
+/* A command is "*<argc>\r\n" then "$<len>\r\n<bytes>\r\n" per argument, byte for byte what
+ * redisFormatCommandArgv writes (NUL after the end included). One pass sizes it exactly, the
+ * second writes it into a single allocation. */
+
+/* Longest command (and argument) we write: a sum of two such sizes plus a header cannot wrap. */
+#define SB_RESP_MAX (SIZE_MAX / 4)
+
+/* Decimal digits of v (1 for 0). */
+static size_t sb_resp_digits(size_t v) {
+    size_t n = 1;
+    while (v >= 10) {
+        v /= 10;
+        n++;
+    }
+    return n;
+}
+
+/* Bytes of the header "<type><n>\r\n". */
+static size_t sb_resp_header_len(size_t n) { return 1 + sb_resp_digits(n) + 2; }
+
+/* Writes the header "<type><n>\r\n" at p; returns the byte after it. */
+static char *sb_resp_header(char *p, char type, size_t n) {
+    *p++ = type;
+    char *end = p + sb_resp_digits(n);
+    p = end;
+    do {
+        *--p = (char)('0' + n % 10);
+        n /= 10;
+    } while (n);
+    end[0] = '\r';
+    end[1] = '\n';
+    return end + 2;
+}
+
+static size_t sb_resp_arglen(const char **argv, const size_t *lens, int i) {
+    return lens ? lens[i] : strlen(argv[i]);
+}
+
+/* Exact size of the command, or 0 when it cannot be written (argc <= 0, a NULL argument, over
+ * SB_RESP_MAX). */
+static size_t sb_resp_argv_len(int argc, const char **argv, const size_t *lens) {
+    if (argc <= 0 || !argv) return 0;
+    size_t total = sb_resp_header_len((size_t)argc);
+    for (int i = 0; i < argc; i++) {
+        if (!argv[i]) return 0;
+        size_t len = sb_resp_arglen(argv, lens, i);
+        if (len > SB_RESP_MAX) return 0;
+        total += sb_resp_header_len(len) + len + 2; /* total and len <= SB_RESP_MAX: no wrap */
+        if (total > SB_RESP_MAX) return 0;
+    }
+    return total;
+}
+
+/* Writes the command (total bytes, from sb_resp_argv_len) and a NUL into buf. */
+static void sb_resp_argv(char *buf, size_t total, int argc, const char **argv,
+                         const size_t *lens) {
+    char *p = sb_resp_header(buf, '*', (size_t)argc);
+    for (int i = 0; i < argc; i++) {
+        size_t len = sb_resp_arglen(argv, lens, i);
+        p = sb_resp_header(p, '$', len);
+        memcpy(p, argv[i], len);
+        p += len;
+        *p++ = '\r';
+        *p++ = '\n';
+    }
+    buf[total] = '\0';
+}
+
 /* ---- pipelines ------------------------------------------------------------------------- */
 
 typedef struct {
-    char *buf; /* RESP bytes, malloc'd by hiredis's formatter */
-    size_t len;
+    char *buf;  /* RESP bytes plus a NUL, malloc'd by hiredis's formatter or sb_resp_argv() */
+    size_t len; /* without the NUL */
 } sb_fcmd_t;
 
 struct sb_batch {
@@ -257,8 +333,9 @@ void sb_batch_free(sb_batch_t *b) {
     free(b);
 }
 
-static int sb_batch_push(sb_batch_t *b, char *buf, long long len) {
-    if (len <= 0 || !buf) return len == -1 ? SB_EINVAL : SB_ENOMEM;
+/* Appends buf (malloc'd, len bytes of RESP). b owns it from here on: sb_batch_reset() frees it,
+ * and so does this function when it fails. Returns 0 or SB_ENOMEM. */
+static int sb_batch_take(sb_batch_t *b, char *buf, size_t len) {
     if (b->n == b->cap) {
         size_t cap = b->cap ? b->cap * 2 : 8;
         sb_fcmd_t *c = realloc(b->cmds, cap * sizeof *c);
@@ -270,9 +347,16 @@ static int sb_batch_push(sb_batch_t *b, char *buf, long long len) {
         b->cap = cap;
     }
     b->cmds[b->n].buf = buf;
-    b->cmds[b->n].len = (size_t)len;
+    b->cmds[b->n].len = len;
     b->n++;
     return SB_OK;
+}
+
+/* Appends what a hiredis formatter returned: its length, -1 for a bad format (hiredis 0.14 also
+ * returns -1 when malloc fails; we cannot tell the two apart). */
+static int sb_batch_push(sb_batch_t *b, char *buf, long long len) {
+    if (len <= 0 || !buf) return len == -1 ? SB_EINVAL : SB_ENOMEM;
+    return sb_batch_take(b, buf, (size_t)len);
 }
 
 int sb_batch_add(sb_batch_t *b, const char *fmt, ...) {
@@ -285,9 +369,12 @@ int sb_batch_add(sb_batch_t *b, const char *fmt, ...) {
 }
 
 int sb_batch_addargv(sb_batch_t *b, int argc, const char **argv, const size_t *lens) {
-    char *buf = NULL;
-    int len = redisFormatCommandArgv(&buf, argc, argv, lens);
-    return sb_batch_push(b, buf, len);
+    size_t total = sb_resp_argv_len(argc, argv, lens);
+    if (total == 0) return SB_EINVAL;
+    char *buf = malloc(total + 1);
+    if (!buf) return SB_ENOMEM;
+    sb_resp_argv(buf, total, argc, argv, lens);
+    return sb_batch_take(b, buf, total);
 }
 
 size_t sb_batch_count(const sb_batch_t *b) { return b->n; }
