@@ -10,9 +10,15 @@
 
 int64_t sb_now_ms(void);       /* wall clock, Unix milliseconds */
 int64_t sb_mono_ms(void);      /* monotonic clock, milliseconds */
-/* Writes `YYYY-MM-DDTHH:MM:SS.mmmZ` for unix ms into buf (>= SB_ISO_LEN). Returns buf. */
+/* Writes `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC) for unix ms into buf (>= SB_ISO_LEN). Returns buf.
+ * Defined for every int64_t, lock-free and locale-free. Milliseconds are floor-divided, so a
+ * negative value is the instant before 1970 it denotes (-1 -> 1969-12-31T23:59:59.999Z), as
+ * gmtime_r gives for the floor-divided seconds. Years outside 1000..9999 are written as
+ * strftime's %Y does: no zero padding, '-' when negative (`999-...`, `-1-...`, `10000-...`;
+ * at most 30 characters), which sb_iso8601_parse does not accept. */
 char *sb_iso8601(int64_t unix_ms, char *buf);
-/* Writes `YYYY-MM-DD` (UTC) for unix ms into buf (>= 11 bytes). Returns buf. */
+/* Writes `YYYY-MM-DD` (UTC), the date part of sb_iso8601, into buf (>= 11 bytes). Returns buf.
+ * A date longer than 10 characters (year above 9999 or below -999) is cut to its first 10. */
 char *sb_utc_date(int64_t unix_ms, char *buf);
 /* Parses an ISO 8601 UTC timestamp as written by sb_iso8601 (fraction and Z optional).
  * Returns 0 and sets *out_ms, or SB_EINVAL. */

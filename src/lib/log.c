@@ -1,8 +1,17 @@
 /* Logging to stderr, one line per event: timestamp, level, component, message.
  *
- * The line is formatted into a local buffer and written with one fputs so lines from several
- * threads never interleave. The minimum level is the library's only process-wide setting,
- * written once by main() before threads start and read with relaxed atomics. */
+ * This runs on every request, so the line is built in a local buffer without a format string
+ * for the prefix: the timestamp is written in place by sb_iso8601, the level and component are
+ * copied and padded (as "%s %-5s %-8s " did), the message is one vsnprintf whose return value
+ * gives the length. A line longer than the buffer is cut, and always ends with '\n'.
+ *
+ * The line goes out with one fwrite on stderr. stderr is unbuffered, so that is one write(2) per
+ * line and lines from several threads never interleave. It goes through stdio rather than
+ * write(2) on fd 2 because other code writes to stderr with fprintf: stdio's stream lock keeps
+ * those calls and ours in order, and a buffered or reopened stderr still works.
+ *
+ * The minimum level is the library's only process-wide setting, written once by main() before
+ * threads start and read with relaxed atomics. */
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -29,18 +38,55 @@ int sb_log_level_parse(const char *s, sb_log_level_t *out) {
     return SB_EINVAL;
 }
 
+#define SB_LOG_LINE 2048             /* line buffer */
+#define SB_LOG_MAX (SB_LOG_LINE - 2) /* longest line without its '\n' (the old cut) */
+#define SB_LOG_COMPONENT_WIDTH 8
+
+/* The level names as "%-5s" wrote them. */
+static const char sb_level_cols[][6] = {"debug", "info ", "warn ", "error"};
+
+/* Appends n bytes of s at line[len], cut at SB_LOG_MAX. Returns the new length. */
+static size_t sb_log_put(char *line, size_t len, const char *s, size_t n) {
+    if (n > SB_LOG_MAX - len) n = SB_LOG_MAX - len;
+    memcpy(line + len, s, n);
+    return len + n;
+}
+
+/* Writes "<timestamp> <level> <component> " as "%s %-5s %-8s " did. Returns its length. */
+static size_t sb_log_prefix(char *line, sb_log_level_t level, const char *component) {
+    static const char spaces[SB_LOG_COMPONENT_WIDTH + 2] = "         "; /* width + 1 */
+    size_t len = strlen(sb_iso8601(sb_now_ms(), line)); /* < SB_ISO_LEN */
+    line[len++] = ' ';
+    memcpy(line + len, sb_level_cols[level], 5);
+    len += 5;
+    line[len++] = ' ';
+    if (!component) component = "(null)"; /* what glibc's %s printed */
+    size_t n = strnlen(component, SB_LOG_MAX);
+    len = sb_log_put(line, len, component, n);
+    size_t pad = n < SB_LOG_COMPONENT_WIDTH ? SB_LOG_COMPONENT_WIDTH - n : 0;
+    return sb_log_put(line, len, spaces, pad + 1);
+}
+
+/* Builds and writes one line. Out of line so that sb_log's early return stays a few
+ * instructions (the 2 KiB buffer and saved registers are only set up for lines written). */
+__attribute__((noinline, format(printf, 3, 0))) static void
+sb_log_line(sb_log_level_t level, const char *component, const char *fmt, va_list ap) {
+    char line[SB_LOG_LINE];
+    size_t len = sb_log_prefix(line, level, component);
+    if (len < SB_LOG_MAX) {
+        line[len] = '\0'; /* what is left if vsnprintf fails */
+        int r = vsnprintf(line + len, sizeof line - len, fmt, ap);
+        size_t n = r >= 0 ? (size_t)r : strnlen(line + len, sizeof line - len);
+        len += n < SB_LOG_MAX - len ? n : SB_LOG_MAX - len;
+    }
+    line[len++] = '\n';
+    fwrite(line, 1, len, stderr);
+}
+
 void sb_log(sb_log_level_t level, const char *component, const char *fmt, ...) {
     if ((int)level < atomic_load_explicit(&sb_log_min, memory_order_relaxed)) return;
-    char line[2048], ts[SB_ISO_LEN];
-    int n = snprintf(line, sizeof line, "%s %-5s %-8s ", sb_iso8601(sb_now_ms(), ts),
-                     sb_level_names[level], component);
     va_list ap;
     va_start(ap, fmt);
-    if (n > 0 && (size_t)n < sizeof line) vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
+    sb_log_line(level, component, fmt, ap);
     va_end(ap);
-    size_t len = strlen(line);
-    if (len == sizeof line - 1) len--; /* truncated: keep room for the newline */
-    line[len] = '\n';
-    line[len + 1] = '\0';
-    fputs(line, stderr);
 }

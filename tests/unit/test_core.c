@@ -1,12 +1,16 @@
 /* Unit tests of the pure parts of libswitchboard: config, URLs, ids, keys, records, status
- * messages, JSON limits, clock, backoff schedule. */
+ * messages, JSON limits, clock (formatting checked against gmtime_r + strftime), the log line
+ * format, backoff schedule. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 #include "switchboard/switchboard.h"
 
 static void test_config_defaults(void **state) {
@@ -324,6 +328,166 @@ static void test_clock(void **state) {
     assert_int_equal(sb_iso8601_parse("yesterday", &ms), SB_EINVAL);
 }
 
+/* ---- sb_iso8601 / sb_utc_date against gmtime_r + strftime ---------------------------------- */
+
+/* The previous implementation, with the seconds floor-divided (it truncated, which only differs
+ * for negative values that are not whole seconds, where it wrote `.-01Z`). */
+static void ref_iso8601(int64_t unix_ms, char *buf) {
+    time_t secs = (time_t)(unix_ms / 1000);
+    int ms = (int)(unix_ms % 1000);
+    if (ms < 0) {
+        secs -= 1;
+        ms += 1000;
+    }
+    struct tm tm;
+    assert_non_null(gmtime_r(&secs, &tm));
+    size_t n = strftime(buf, SB_ISO_LEN, "%Y-%m-%dT%H:%M:%S", &tm);
+    assert_true(n > 0);
+    snprintf(buf + n, SB_ISO_LEN - n, ".%03dZ", ms);
+}
+
+/* Compares both functions with the reference for one value; counts and shows mismatches. */
+static void check_clock_ms(int64_t unix_ms, int *bad) {
+    char want[SB_ISO_LEN], got[SB_ISO_LEN], want_date[11], got_date[11];
+    ref_iso8601(unix_ms, want);
+    memset(got, 'x', sizeof got);
+    sb_iso8601(unix_ms, got);
+    snprintf(want_date, sizeof want_date, "%.*s", (int)(strchr(want, 'T') - want), want);
+    memset(got_date, 'x', sizeof got_date);
+    sb_utc_date(unix_ms, got_date);
+    int ok = memchr(got, '\0', sizeof got) && strcmp(want, got) == 0 &&
+             memchr(got_date, '\0', sizeof got_date) && strcmp(want_date, got_date) == 0;
+    if (!ok && (*bad)++ < 10)
+        print_error("unix_ms %lld: want %s %s, got %.*s %.*s\n", (long long)unix_ms, want,
+                    want_date, (int)sizeof got, got, (int)sizeof got_date, got_date);
+}
+
+/* Around midnight of every day from 1900 to 2100, and at an odd time of day. */
+static void sweep_days(int *bad) {
+    const int64_t day = 86400000;
+    for (int64_t d = -25567; d <= 47846; d++) { /* 1900-01-01 .. 2100-12-31 */
+        check_clock_ms(d * day - 1, bad);
+        check_clock_ms(d * day, bad);
+        check_clock_ms(d * day + 1, bad);
+        check_clock_ms(d * day + 45296789, bad); /* 12:34:56.789 */
+    }
+}
+
+/* End of February, 1 March and New Year of every year from -1000 to 10000 (leap rules). */
+static void sweep_years(int *bad) {
+    const int64_t day = 86400000;
+    for (int y = -1000; y <= 10000; y++) {
+        struct tm tm = {.tm_year = y - 1900, .tm_mon = 1, .tm_mday = 28};
+        int64_t feb28 = (int64_t)timegm(&tm) * 1000;
+        for (int k = 0; k <= 2; k++) {
+            check_clock_ms(feb28 + k * day - 1, bad);
+            check_clock_ms(feb28 + k * day, bad);
+        }
+        struct tm jan1 = {.tm_year = y - 1900, .tm_mday = 1};
+        int64_t ny = (int64_t)timegm(&jan1) * 1000;
+        check_clock_ms(ny - 1, bad);
+        check_clock_ms(ny, bad);
+    }
+}
+
+/* Fixed-seed LCG values: up to year 9999, around now, and over the whole int64_t range. */
+static void sweep_random(int *bad) {
+    uint64_t x = 0x5eedc10cULL;
+    for (int i = 0; i < 6000; i++) {
+        x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+        uint64_t r = x >> 11;
+        switch (i % 3) {
+        case 0: check_clock_ms((int64_t)(r % 253402300800000ULL), bad); break;
+        case 1: check_clock_ms(1700000000000LL + (int64_t)(r % 1000000000000ULL), bad); break;
+        default: check_clock_ms((int64_t)x, bad); break;
+        }
+    }
+}
+
+static void test_clock_matches_gmtime(void **state) {
+    (void)state;
+    char buf[SB_ISO_LEN], date[11];
+    int bad = 0;
+    sweep_days(&bad);
+    sweep_years(&bad);
+    sweep_random(&bad);
+    const int64_t fixed[] = {0, 1, 999, 1000, -1, -999, -1000, -1001,
+                             951782400000LL,             /* 2000-02-29 */
+                             4107542400000LL,            /* 2100-03-01 */
+                             253402300799999LL,          /* 9999-12-31T23:59:59.999 */
+                             253402300800000LL,          /* 10000-01-01 */
+                             -62167219200000LL - 1,      /* -1-12-31T23:59:59.999 */
+                             INT64_MAX, INT64_MIN, INT64_MIN + 1};
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) check_clock_ms(fixed[i], &bad);
+    assert_int_equal(bad, 0);
+    assert_string_equal(sb_iso8601(-1, buf), "1969-12-31T23:59:59.999Z");
+    assert_string_equal(sb_iso8601(951868799999LL, buf), "2000-02-29T23:59:59.999Z");
+    assert_string_equal(sb_iso8601(4107542400000LL, buf), "2100-03-01T00:00:00.000Z");
+    assert_string_equal(sb_iso8601(253402300799999LL, buf), "9999-12-31T23:59:59.999Z");
+    assert_string_equal(sb_iso8601(INT64_MIN, buf), "-292275055-05-16T16:47:04.192Z");
+    assert_string_equal(sb_utc_date(-1, date), "1969-12-31");
+    assert_string_equal(sb_utc_date(253402300800000LL, date), "10000-01-0"); /* cut to 10 */
+}
+
+/* ---- sb_log's line format ------------------------------------------------------------------ */
+
+/* One line of each kind the format has, with stderr sent to a temporary file. */
+static void write_log_lines(void) {
+    static char msg[3000];
+    memset(msg, 'm', sizeof msg - 1);
+    sb_log_set_level(SB_LOG_INFO);
+    sb_debug("gw", "below the level");
+    sb_info("gw", "hello %d", 42);
+    sb_warn("component13", "x");
+    sb_error("gw", "%s", msg);              /* cut to 2046 characters and '\n' */
+    sb_error("gw", "%.*s", 2045 - 40, msg); /* 40: the prefix; 2045 characters: whole */
+    sb_error("gw", "%.*s", 2046 - 40, msg); /* whole */
+    sb_error("gw", "%.*s", 2047 - 40, msg); /* cut to 2046 */
+}
+
+static void test_log_format(void **state) {
+    (void)state;
+    FILE *tmp = tmpfile();
+    assert_non_null(tmp);
+    fflush(stderr);
+    int saved = dup(2);
+    assert_true(saved >= 0 && dup2(fileno(tmp), 2) == 2);
+    write_log_lines();
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    static char out[16384];
+    rewind(tmp);
+    size_t n = fread(out, 1, sizeof out - 1, tmp);
+    fclose(tmp);
+    out[n] = '\0';
+    char *line[6];
+    size_t len[6];
+    char *p = out;
+    for (int i = 0; i < 6; i++) {
+        char *nl = strchr(p, '\n');
+        assert_non_null(nl);
+        line[i] = p;
+        len[i] = (size_t)(nl - p) + 1;
+        int64_t ms;
+        char ts[SB_ISO_LEN];
+        snprintf(ts, sizeof ts, "%.24s", p);
+        assert_int_equal(sb_iso8601_parse(ts, &ms), SB_OK);
+        p = nl + 1;
+    }
+    assert_string_equal(p, "");
+    assert_memory_equal(line[0] + 24, " info  gw       hello 42\n", len[0] - 24);
+    assert_int_equal(len[0], 24 + 25);
+    assert_memory_equal(line[1] + 24, " warn  component13 x\n", len[1] - 24);
+    assert_int_equal(len[1], 24 + 21);
+    assert_memory_equal(line[2] + 24, " error gw       mmm", 19);
+    const size_t lens[] = {2047, 2046, 2047, 2047}; /* with the '\n' */
+    for (int i = 2; i < 6; i++) {
+        assert_int_equal(len[i], lens[i - 2]);
+        assert_int_equal(line[i][len[i] - 2], 'm');
+    }
+}
+
 static void test_poll_backoff(void **state) {
     (void)state;
     sb_poll_opts_t o = {500, 5000, 1.5};
@@ -343,7 +507,8 @@ int main(void) {
         cmocka_unit_test(test_keys),               cmocka_unit_test(test_record_roundtrip),
         cmocka_unit_test(test_json_writer), cmocka_unit_test(test_random_pool),
         cmocka_unit_test(test_status_messages),    cmocka_unit_test(test_json_limits),
-        cmocka_unit_test(test_clock),              cmocka_unit_test(test_poll_backoff),
+        cmocka_unit_test(test_clock),              cmocka_unit_test(test_clock_matches_gmtime),
+        cmocka_unit_test(test_log_format),         cmocka_unit_test(test_poll_backoff),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
