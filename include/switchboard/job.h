@@ -52,7 +52,8 @@ typedef struct {
 /* The JSON text of a new record {jobId,type,status:"queued",user:{publicKey,id?},payload,
  * attempts:0,createdAt,updatedAt}, written directly (jsonw.h: the bytes cJSON would print for
  * the same object). payload may be NULL ({}). Returns malloc'd text the caller frees, or NULL
- * on ENOMEM or a payload nested deeper than SB_JSON_MAX_DEPTH. */
+ * on ENOMEM or a payload nested deeper than SB_JW_MAX_DEPTH (jsonw.h; none that
+ * sb_json_parse accepts is). */
 char *sb_job_record_text(const char *type, const char *job_id, const sb_user_t *user,
                          const cJSON *payload, int64_t now_ms);
 

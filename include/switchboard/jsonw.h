@@ -16,6 +16,10 @@
 #include <stddef.h>
 #include <cjson/cJSON.h>
 
+/* Nesting the writer follows before it gives up (it recurses): well above what it is given —
+ * documents parsed with at most SB_JSON_MAX_DEPTH levels, wrapped in a few levels of ours. */
+#define SB_JW_MAX_DEPTH 256
+
 typedef struct {
     char *buf;
     size_t len, cap; /* bytes written; size of buf (one byte is always kept for the NUL) */
@@ -35,8 +39,8 @@ void sb_jw_raw(sb_jw_t *w, const char *s, size_t n); /* n bytes as they are */
 #define sb_jw_lit(w, s) sb_jw_raw((w), "" s, sizeof(s) - 1) /* a string literal as it is */
 void sb_jw_str(sb_jw_t *w, const char *s);           /* s as a JSON string literal */
 void sb_jw_int(sb_jw_t *w, long long v);             /* a whole number */
-/* Any cJSON value (objects and arrays recursively, at most SB_JSON_MAX_DEPTH deep: deeper
- * marks the writer failed). NULL writes null. */
+/* Any cJSON value (objects and arrays recursively, at most SB_JW_MAX_DEPTH deep: deeper marks
+ * the writer failed). NULL writes null. */
 void sb_jw_value(sb_jw_t *w, const cJSON *v);
 
 /* NUL-terminates and returns the text (its length in *len when len is not NULL), or NULL when

@@ -323,7 +323,7 @@ typedef struct {
 static int sb_run_update(sb_run_t *r, const char *status, const char *msg_status,
                          const char *details, int wait) {
     sb_agent_t *a = r->w->agent;
-    char key[SB_KEY_LEN];
+    char key[SB_KEY_LEN], ttl[16];
     sb_job_set_status(&r->job, status, sb_now_ms());
     if (details) sb_json_set_str(r->job.root, "details", details);
     char *rec = sb_json_print(r->job.root);
@@ -332,9 +332,11 @@ static int sb_run_update(sb_run_t *r, const char *status, const char *msg_status
     char *msg = sb_status_build(&st);
     sb_batch_t *b = sb_batch_create();
     int rc = rec && msg && b ? SB_OK : SB_ENOMEM;
-    if (!rc) rc = sb_batch_add(b, "SET %s %s EX %d", sb_key(key, sizeof key, SB_KEY_JOB, a->type, r->id),
-                               rec, SB_JOB_TTL);
-    if (!rc) rc = sb_batch_add(b, "PUBLISH %s %s", a->k_status, msg);
+    snprintf(ttl, sizeof ttl, "%d", SB_JOB_TTL);
+    const char *set[] = {"SET", sb_key(key, sizeof key, SB_KEY_JOB, a->type, r->id), rec, "EX", ttl};
+    const char *pub[] = {"PUBLISH", a->k_status, msg};
+    if (!rc) rc = set[1] ? sb_batch_addargv(b, 5, set, NULL) : SB_EINVAL;
+    if (!rc) rc = sb_batch_addargv(b, 3, pub, NULL);
     redisReply *replies[2];
     if (!rc && (rc = sb_worker_send(r->w, b, wait ? replies : NULL)) == SB_OK && wait)
         sb_replies_free(replies, 2);

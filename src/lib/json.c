@@ -1,8 +1,10 @@
-/* JSON helpers over cJSON: bounded parsing and typed member access. */
+/* JSON helpers over cJSON: bounded parsing, typed member access, and printing (through the
+ * writer of jsonw.h: cJSON's bytes without its printf / sscanf round trip for whole numbers). */
 #include <math.h>
 #include <string.h>
 #include "switchboard/error.h"
 #include "switchboard/json.h"
+#include "switchboard/jsonw.h"
 
 /* cJSON has no depth limit of its own that we can set at run time, so refuse deep nesting
  * before handing it the text: count brackets outside strings. */
@@ -82,5 +84,8 @@ int sb_json_set_num(cJSON *obj, const char *name, double value) {
 }
 
 char *sb_json_print(const cJSON *item) {
-    return cJSON_PrintUnformatted(item);
+    sb_jw_t w;
+    sb_jw_init(&w);
+    sb_jw_value(&w, item);
+    return sb_jw_take(&w, NULL);
 }

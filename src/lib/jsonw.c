@@ -13,7 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "switchboard/json.h"
 
 #define SB_JW_FIRST_CAP 256
 
@@ -114,7 +113,7 @@ static void sb_jw_value_at(sb_jw_t *w, const cJSON *v, int depth);
 
 /* The children of an object or array between open and close ("{}" / "[]"). */
 static void sb_jw_children(sb_jw_t *w, const cJSON *v, int depth, int object) {
-    if (depth >= SB_JSON_MAX_DEPTH) {
+    if (depth >= SB_JW_MAX_DEPTH) {
         w->failed = 1;
         return;
     }

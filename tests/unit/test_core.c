@@ -223,6 +223,22 @@ static void test_json_writer(void **state) {
         free(want);
         cJSON_Delete(doc);
     }
+    /* the deepest document sb_json_parse accepts, printed alone and inside a record */
+    char deep[2 * SB_JSON_MAX_DEPTH + 1];
+    memset(deep, '[', SB_JSON_MAX_DEPTH);
+    memset(deep + SB_JSON_MAX_DEPTH, ']', SB_JSON_MAX_DEPTH);
+    deep[2 * SB_JSON_MAX_DEPTH] = '\0';
+    cJSON *ddoc = sb_json_parse(deep, strlen(deep));
+    assert_non_null(ddoc);
+    char *dtext = sb_json_print(ddoc);
+    assert_string_equal(dtext, deep);
+    sb_user_t du = {.public_key = "PK"};
+    char *drec = sb_job_record_text("t", "1-a", &du, ddoc, 0);
+    assert_non_null(drec);
+    assert_non_null(strstr(drec, deep));
+    free(drec);
+    free(dtext);
+    cJSON_Delete(ddoc);
     char small[8];
     sb_jw_t w;
     sb_jw_init_fixed(&w, small, sizeof small);
