@@ -23,21 +23,28 @@
 #define SB_TAKE_TIMEOUT_S 1        /* BLMOVE timeout: how soon an idle worker notices stop */
 #define SB_CANCEL_WAIT_MS 5000     /* after cancel, how long handlers get to return */
 #define SB_WORKER_DEPT "workers"
+#define SB_FINISH_NKEYS 8          /* KEYS of SB_FINISH_LUA */
 
 const double sb_agent_buckets[SB_AGENT_NBUCKETS] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                                                     0.5,   1,    5,     10,   30,  60};
 
 /* ---- scripts ----------------------------------------------------------------------------- */
 
-/* The terminal transition of a job, guarded by its presence in our processing list.
+/* The terminal transition of a job, guarded by its presence in our processing list, and
+ * optionally the take of the next job (as SB_TAKE_LUA does), so that a worker under load
+ * spends one script call and one round trip per job.
  * KEYS: 1 processing list, 2 record, 3 target list (dead | jobs), 4 counter, 5 exec times,
- *       6 failure record, 7 audit stream (agent:stream:job.completed | job.failed).
+ *       6 failure record, 7 audit stream (agent:stream:job.completed | job.failed),
+ *       8 jobs list (the take's source).
  * ARGV: 1 id, 2 record JSON ('' = keep), 3 channel, 4 status message ('' = none),
  *       5 mode (done | error | requeue), 6 exec ms, 7 failure JSON, 8 exec-set bound,
  *       9 metrics TTL, 10 record TTL,
- *       11-14 audit event_id, event_type, timestamp, data ('' = no event), 15 its MAXLEN.
- * Returns 1 if applied, 0 if the id was no longer ours (already finished or recovered). */
+ *       11-14 audit event_id, event_type, timestamp, data ('' = no event), 15 its MAXLEN,
+ *       16 record key prefix of the take ('' = take nothing).
+ * Returns 1 if applied, 0 if the id was no longer ours (already finished or recovered); with a
+ * take, {that, id, record or nil} when a job was taken, else {that}. */
 static const char SB_FINISH_LUA[] =
+    "local function finish()\n"
     "if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end\n"
     "if ARGV[2] ~= '' then redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[10]) end\n"
     "if ARGV[5] == 'requeue' then\n"
@@ -63,7 +70,13 @@ static const char SB_FINISH_LUA[] =
     "  redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[15], '*', 'event_id', ARGV[11],\n"
     "             'event_type', ARGV[12], 'timestamp', ARGV[13], 'data', ARGV[14])\n"
     "end\n"
-    "return 1\n";
+    "return 1\n"
+    "end\n"
+    "local applied = finish()\n"
+    "if ARGV[16] == '' then return applied end\n"
+    "local id = redis.call('LMOVE', KEYS[8], KEYS[1], 'RIGHT', 'LEFT')\n"
+    "if not id then return {applied} end\n"
+    "return {applied, id, redis.call('GET', ARGV[16] .. id)}\n";
 
 /* Takes the next job without blocking: moves its id into our processing list and reads its
  * record, in one round trip. KEYS: 1 jobs list, 2 processing list. ARGV: 1 record key prefix.
@@ -96,6 +109,20 @@ static const char SB_RECORD_CAS_LUA[] =
 
 /* ---- types ------------------------------------------------------------------------------- */
 
+/* A job taken from the queue: its id, and its record when the take already read it. */
+typedef struct {
+    char *id;       /* malloc'd */
+    char *record;   /* malloc'd; NULL when expired or not read */
+    int have_record;
+} sb_taken_t;
+
+/* What the take that went with a worker's last finish found. */
+typedef enum {
+    SB_PREFETCH_NONE = 0, /* no take went with it: the next take runs the take script */
+    SB_PREFETCH_EMPTY,    /* the queue was empty: the next take waits with BLMOVE */
+    SB_PREFETCH_JOB,      /* a job was taken: it is the worker's next */
+} sb_prefetch_t;
+
 typedef struct {
     sb_agent_t *agent;
     pthread_t thread;
@@ -105,7 +132,8 @@ typedef struct {
     pthread_mutex_t lock;          /* guards job_id (read by the shutdown path) */
     char job_id[SB_JOB_ID_LEN];    /* job in flight, "" when idle */
     int can_prefetch;              /* a worker thread (not the maintenance thread's stand-in) */
-    redisReply *prefetch;          /* owned: take-script reply sent along with the last finish */
+    sb_prefetch_t prefetch;        /* what the take of the last finish found */
+    sb_taken_t next;               /* with SB_PREFETCH_JOB: the job it took (owned) */
 } sb_worker_t;
 
 struct sb_agent {
@@ -230,34 +258,72 @@ static char *sb_finish_audit(const sb_worker_t *w, const char *id, const sb_fini
     return data;
 }
 
-/* Calls the finish script. A worker that goes on taking jobs sends the take script in the same
- * write and keeps its reply in w->prefetch: one round trip per job under load instead of two.
- * Returns the finish reply, or NULL on an I/O error (the take may then have run with its reply
- * lost: sb_agent_reclaim_own puts such an id back). */
+/* ---- taking jobs ------------------------------------------------------------------------- */
+
+static void sb_taken_free(sb_taken_t *t) {
+    free(t->id);
+    free(t->record);
+    memset(t, 0, sizeof *t);
+}
+
+/* Fills *t from the {id, record|nil} pair a take script returns (the take script's whole reply,
+ * or elements 2-3 of a finish-and-take reply). Returns 1, or -1 (out of memory; *t empty). */
+static int sb_taken_fill(sb_taken_t *t, const redisReply *id, const redisReply *record) {
+    t->id = strndup(id->str, id->len);
+    t->have_record = 1;
+    if (record->type == REDIS_REPLY_STRING) t->record = strndup(record->str, record->len);
+    if (t->id && (t->record || record->type != REDIS_REPLY_STRING)) return 1;
+    sb_taken_free(t);
+    return -1;
+}
+
+/* Fills *t from a take-script reply ({id, record|nil}) or a BLMOVE reply (id). Consumes rep.
+ * Returns 1 with *t filled, 0 when nothing was taken, -1 on a Redis error. */
+static int sb_taken_parse(redisReply *rep, sb_taken_t *t) {
+    int rc = 0;
+    if (rep->type == REDIS_REPLY_STRING) { /* BLMOVE */
+        t->id = strndup(rep->str, rep->len);
+        rc = t->id ? 1 : -1;
+    } else if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
+               rep->element[0]->type == REDIS_REPLY_STRING) { /* take script */
+        rc = sb_taken_fill(t, rep->element[0], rep->element[1]);
+    } else if (rep->type == REDIS_REPLY_ERROR) {
+        sb_error("agent", "taking a job failed: %s", rep->str);
+        rc = -1;
+    }
+    freeReplyObject(rep);
+    if (rc < 0) sb_taken_free(t);
+    return rc;
+}
+
+/* The outcome of a finish script call: 1 applied, 0 not ours, -1 an unexpected reply (logged).
+ * With a take ({applied} or {applied, id, record|nil}) the job taken becomes w's next. */
+static int sb_finish_reply(sb_worker_t *w, const char *id, const redisReply *rep) {
+    const redisReply *applied = rep;
+    if (rep->type == REDIS_REPLY_ARRAY && rep->elements >= 1) {
+        applied = rep->element[0];
+        w->prefetch = SB_PREFETCH_EMPTY;
+        if (rep->elements == 3 && rep->element[1]->type == REDIS_REPLY_STRING &&
+            sb_taken_fill(&w->next, rep->element[1], rep->element[2]) == 1)
+            w->prefetch = SB_PREFETCH_JOB;
+        /* a take whose id could not be copied stays in our processing list: reclaimed */
+    }
+    if (applied->type == REDIS_REPLY_INTEGER) return (int)applied->integer;
+    sb_error("agent", "job %s: finish script failed: %s", id,
+             rep->type == REDIS_REPLY_ERROR ? rep->str : "unexpected reply");
+    return -1;
+}
+
+/* Calls the finish script (argv as sb_worker_finish builds it, its last argument the take's
+ * record key prefix, '' here). A worker that goes on taking jobs has the same call take its next
+ * one (sb_finish_reply keeps it): one script call and one round trip per job under load.
+ * Returns the reply, or NULL on an I/O error (the take may then have run with its reply lost:
+ * sb_agent_reclaim_own puts such an id back). */
 static redisReply *sb_worker_finish_call(sb_worker_t *w, int argc, const char **argv) {
     sb_agent_t *a = w->agent;
-    sb_batch_t *b = NULL;
-    redisReply *rep[2] = {NULL, NULL};
-    const char *targv[] = {a->k_jobs, a->k_proc, a->k_job_prefix};
-    if (!w->can_prefetch || w->prefetch || atomic_load(&a->stop) || !(b = sb_batch_create()) ||
-        sb_batch_add_script(b, &a->finish, SB_SCRIPT_EVALSHA, 7, argc, argv, NULL) != SB_OK ||
-        sb_batch_add_script(b, &a->take, SB_SCRIPT_EVALSHA, 2, 3, targv, NULL) != SB_OK) {
-        sb_batch_free(b);
-        return sb_redis_eval(w->redis, &a->finish, 7, argc, argv, NULL);
-    }
-    int rc = sb_redis_pipeline(w->redis, b, rep);
-    sb_batch_free(b);
-    if (rc != SB_OK) return NULL;
-    if (sb_reply_is_noscript(rep[1])) { /* nothing taken: the next take runs it by EVAL */
-        freeReplyObject(rep[1]);
-        rep[1] = NULL;
-    }
-    w->prefetch = rep[1];
-    if (sb_reply_is_noscript(rep[0])) {
-        freeReplyObject(rep[0]);
-        return sb_redis_eval(w->redis, &a->finish, 7, argc, argv, NULL);
-    }
-    return rep[0];
+    int take = w->can_prefetch && w->prefetch == SB_PREFETCH_NONE && !atomic_load(&a->stop);
+    argv[argc - 1] = take ? a->k_job_prefix : "";
+    return sb_redis_eval(w->redis, &a->finish, SB_FINISH_NKEYS, argc, argv, NULL);
 }
 
 /* Runs the guarded terminal transition. Returns 1 applied, 0 not ours any more,
@@ -285,22 +351,20 @@ static int sb_worker_finish(sb_worker_t *w, const char *id, const sb_finish_t *f
     char audit_max[16];
     snprintf(audit_max, sizeof audit_max, "%d", SB_EVENTS_AUDIT_MAXLEN);
     const char *argv[] = {a->k_proc, k_rec, requeue ? a->k_jobs : a->k_dead, k_cnt, k_exec, k_fail,
-                          k_audit,
+                          k_audit, a->k_jobs,
                           id, f->record ? f->record : "", a->k_status,
                           f->message ? f->message : "", f->mode, ms,
                           f->failure ? f->failure : "", bound, mttl, jttl,
                           ev.event_id, ev.event_type ? ev.event_type : "", ev.timestamp,
-                          ev_data ? ev_data : "", audit_max};
+                          ev_data ? ev_data : "", audit_max, ""};
     for (;;) {
         if (sb_redis_ensure(w->redis, &a->cancel) != SB_OK) {
             free(ev_data);
             return SB_ECANCELED;
         }
-        redisReply *rep = sb_worker_finish_call(w, 22, argv);
+        redisReply *rep = sb_worker_finish_call(w, (int)(sizeof argv / sizeof argv[0]), argv);
         if (!rep) continue;
-        int rc = rep->type == REDIS_REPLY_INTEGER ? (int)rep->integer : -1;
-        if (rc < 0) sb_error("agent", "job %s: finish script failed: %s", id,
-                             rep->type == REDIS_REPLY_ERROR ? rep->str : "unexpected reply");
+        int rc = sb_finish_reply(w, id, rep);
         freeReplyObject(rep);
         free(ev_data);
         return rc < 0 ? 0 : rc;
@@ -496,66 +560,37 @@ static void sb_run_attempts(sb_run_t *r) {
     }
 }
 
-/* A job taken from the queue: its id, and its record when the take already read it. */
-typedef struct {
-    char *id;       /* malloc'd */
-    char *record;   /* malloc'd; NULL when expired or not read */
-    int have_record;
-} sb_taken_t;
-
-static void sb_taken_free(sb_taken_t *t) {
-    free(t->id);
-    free(t->record);
-    memset(t, 0, sizeof *t);
-}
-
-/* Fills *t from a take-script reply ({id, record|nil}) or a BLMOVE reply (id). Consumes rep.
- * Returns 1 with *t filled, 0 when nothing was taken, -1 on a Redis error. */
-static int sb_taken_parse(redisReply *rep, sb_taken_t *t) {
-    int rc = 0;
-    if (rep->type == REDIS_REPLY_STRING) { /* BLMOVE */
-        t->id = strndup(rep->str, rep->len);
-        rc = t->id ? 1 : -1;
-    } else if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
-               rep->element[0]->type == REDIS_REPLY_STRING) { /* take script */
-        t->id = strndup(rep->element[0]->str, rep->element[0]->len);
-        t->have_record = 1;
-        if (rep->element[1]->type == REDIS_REPLY_STRING)
-            t->record = strndup(rep->element[1]->str, rep->element[1]->len);
-        rc = t->id && (t->record || rep->element[1]->type != REDIS_REPLY_STRING) ? 1 : -1;
-    } else if (rep->type == REDIS_REPLY_ERROR) {
-        sb_error("agent", "taking a job failed: %s", rep->str);
-        rc = -1;
-    }
-    freeReplyObject(rep);
-    if (rc < 0) sb_taken_free(t);
-    return rc;
-}
-
 /* Takes the next job. Under load the take script moves the id and reads the record in one
- * round trip (or it already came back with the last finish: w->prefetch); when the queue is
- * empty BLMOVE waits (up to SB_TAKE_TIMEOUT_S) and the record is read afterwards. Returns 1
- * with *t filled, 0 when nothing came, -1 on a Redis error. */
+ * round trip (or the last finish already took it: w->next); when the queue is empty BLMOVE
+ * waits (up to SB_TAKE_TIMEOUT_S) and the record is read afterwards. Returns 1 with *t filled,
+ * 0 when nothing came, -1 on a Redis error. */
 static int sb_worker_take(sb_worker_t *w, sb_taken_t *t) {
     sb_agent_t *a = w->agent;
     const char *argv[] = {a->k_jobs, a->k_proc, a->k_job_prefix};
-    redisReply *rep = w->prefetch ? w->prefetch : sb_redis_eval(w->redis, &a->take, 2, 3, argv, NULL);
-    w->prefetch = NULL;
-    if (rep && rep->type == REDIS_REPLY_NIL) {
-        freeReplyObject(rep);
+    sb_prefetch_t pre = w->prefetch;
+    w->prefetch = SB_PREFETCH_NONE;
+    if (pre == SB_PREFETCH_JOB) {
+        *t = w->next;
+        memset(&w->next, 0, sizeof w->next);
+        return 1;
+    }
+    redisReply *rep = pre == SB_PREFETCH_EMPTY ? NULL
+                                               : sb_redis_eval(w->redis, &a->take, 2, 3, argv, NULL);
+    if (pre == SB_PREFETCH_EMPTY || (rep && rep->type == REDIS_REPLY_NIL)) {
+        if (rep) freeReplyObject(rep);
         rep = sb_redis_cmd(w->redis, "BLMOVE %s %s RIGHT LEFT %d", a->k_jobs, a->k_proc,
                            SB_TAKE_TIMEOUT_S);
     }
     return rep ? sb_taken_parse(rep, t) : -1;
 }
 
-/* A worker that stops with a job taken along with its last finish puts it back, untouched. */
+/* A worker that stops with a job taken by its last finish puts it back, untouched. */
 static void sb_worker_return_prefetch(sb_worker_t *w) {
-    redisReply *rep = w->prefetch;
-    sb_taken_t t = {0};
-    w->prefetch = NULL;
-    if (!rep) return;
-    if (sb_taken_parse(rep, &t) == 1) {
+    sb_taken_t t = w->next;
+    int have = w->prefetch == SB_PREFETCH_JOB;
+    memset(&w->next, 0, sizeof w->next);
+    w->prefetch = SB_PREFETCH_NONE;
+    if (have) {
         sb_finish_t f = {.mode = "requeue"};
         if (sb_worker_finish(w, t.id, &f) == 1)
             sb_info("agent", "job %.64s taken but not started: put back on the queue", t.id);
