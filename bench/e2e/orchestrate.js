@@ -79,11 +79,12 @@ async function until(what, fn, timeoutMs = 20000) {
   }
 }
 
-/** CPU seconds (user + system) of a process so far, from /proc/PID/stat. */
-function cpuSeconds(pid) {
+/** CPU seconds of a process so far, from /proc/PID/stat: user + system, or one of them. */
+function cpuSeconds(pid, which = 'all') {
   const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
   const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(f[11]) + Number(f[12])) / CLK_TCK; // utime, stime (fields 14, 15)
+  const user = Number(f[11]), sys = Number(f[12]); // utime, stime (fields 14, 15)
+  return (which === 'user' ? user : which === 'sys' ? sys : user + sys) / CLK_TCK;
 }
 
 /** {command: {calls, usec}} from INFO commandstats, without the orchestrator's own commands. */
@@ -177,7 +178,9 @@ async function snapshot(admin, redisPid, sys, gens) {
     t: process.hrtime.bigint(),
     commands: await commandStats(admin),
     redisCpu: cpuSeconds(redisPid),
+    redisUser: cpuSeconds(redisPid, 'user'),
     gatewayCpu: sys.gateway ? cpuSeconds(sys.gateway.pid) : 0,
+    gatewayUser: sys.gateway ? cpuSeconds(sys.gateway.pid, 'user') : 0,
     agentCpu: sys.agents.reduce((s, a) => s + cpuSeconds(a.pid), 0),
     loadgenCpu: gens.reduce((s, g) => s + cpuSeconds(g.pid), 0),
   };
@@ -210,6 +213,8 @@ async function phase(admin, redisPid, sys, gens, spec) {
     commands, commandsPerJob: Object.values(commands).reduce((s, v) => s + v.calls, 0),
     redisUs: ((b.redisCpu - a.redisCpu) / done) * 1e6,
     gatewayUs: ((b.gatewayCpu - a.gatewayCpu) / done) * 1e6,
+    redisUserUs: ((b.redisUser - a.redisUser) / done) * 1e6,
+    gatewayUserUs: ((b.gatewayUser - a.gatewayUser) / done) * 1e6,
     agentUs: ((b.agentCpu - a.agentCpu) / done) * 1e6,
     loadgenCores: (b.loadgenCpu - a.loadgenCpu) / secs,
     redisCores: (b.redisCpu - a.redisCpu) / secs,
@@ -275,7 +280,11 @@ function report(results) {
   ratioLine('bullmq', 'BullMQ');
   ratioLine('node-design', 'the Node design');
   if (sb.length) {
-    p(`- switchboard gateway CPU per job / Redis CPU per job: **${f(mean(sb.map((r) => r.sat.gatewayUs / r.sat.redisUs)), 2)}**`);
+    p(`- switchboard gateway CPU per job / Redis CPU per job: **${f(mean(sb.map((r) => r.sat.gatewayUs / r.sat.redisUs)), 2)}**` +
+      ` (user time only: gateway ${f(mean(sb.map((r) => r.sat.gatewayUserUs)), 1)} µs vs Redis ` +
+      `${f(mean(sb.map((r) => r.sat.redisUserUs)), 1)} µs per job, ` +
+      `${f(mean(sb.map((r) => r.sat.gatewayUserUs / r.sat.redisUserUs)), 2)}; the rest is kernel time: ` +
+      `TCP on loopback, where a sender also runs the receiver's input path, and epoll)`);
   }
   const nd = by('node-design');
   if (nd.length) p(`- node design server CPU per job / Redis CPU per job: ${f(mean(nd.map((r) => r.sat.gatewayUs / r.sat.redisUs)), 2)}`);
