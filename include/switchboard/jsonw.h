@@ -38,6 +38,8 @@ void sb_jw_close(sb_jw_t *w);
 void sb_jw_raw(sb_jw_t *w, const char *s, size_t n); /* n bytes as they are */
 #define sb_jw_lit(w, s) sb_jw_raw((w), "" s, sizeof(s) - 1) /* a string literal as it is */
 void sb_jw_str(sb_jw_t *w, const char *s);           /* s as a JSON string literal */
+/* A literal (separators and the quoted member name, e.g. ",\"type\":"), then s as a string. */
+#define sb_jw_member(w, lit, s) (sb_jw_lit((w), lit), sb_jw_str((w), (s)))
 void sb_jw_int(sb_jw_t *w, long long v);             /* a whole number */
 /* Any cJSON value (objects and arrays recursively, at most SB_JW_MAX_DEPTH deep: deeper marks
  * the writer failed). NULL writes null. */

@@ -73,12 +73,9 @@ static char *sb_created_event(const char *type, const char *job_id, const char *
     snprintf(room, sizeof room, "user:%s", public_key);
     sb_jw_t w;
     sb_jw_init(&w);
-    sb_jw_lit(&w, "{\"event\":");
-    sb_jw_str(&w, name);
-    sb_jw_lit(&w, ",\"room\":");
-    sb_jw_str(&w, room);
-    sb_jw_lit(&w, ",\"data\":{\"jobId\":");
-    sb_jw_str(&w, job_id);
+    sb_jw_member(&w, "{\"event\":", name);
+    sb_jw_member(&w, ",\"room\":", room);
+    sb_jw_member(&w, ",\"data\":{\"jobId\":", job_id);
     sb_jw_lit(&w, "}}");
     return sb_jw_take(&w, NULL);
 }

@@ -44,20 +44,16 @@ int sb_status_event_write(const cJSON *src, const char *job_id, const char *stat
                           const char *timestamp, char *out, size_t cap) {
     sb_jw_t w;
     sb_jw_init_fixed(&w, out, cap);
-    sb_jw_lit(&w, "{\"jobId\":");
-    sb_jw_str(&w, job_id);
-    sb_jw_lit(&w, ",\"status\":");
-    sb_jw_str(&w, status);
+    sb_jw_member(&w, "{\"jobId\":", job_id);
+    sb_jw_member(&w, ",\"status\":", status);
     for (size_t i = 0; i < SB_SEV_NCOPIED; i++) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(src, sb_status_event_copied[i]);
         if (!v || cJSON_IsNull(v)) continue;
-        sb_jw_lit(&w, ",");
-        sb_jw_str(&w, sb_status_event_copied[i]);
+        sb_jw_member(&w, ",", sb_status_event_copied[i]);
         sb_jw_lit(&w, ":");
         sb_jw_value(&w, v);
     }
-    sb_jw_lit(&w, ",\"timestamp\":");
-    sb_jw_str(&w, timestamp);
+    sb_jw_member(&w, ",\"timestamp\":", timestamp);
     sb_jw_lit(&w, "}");
     size_t len;
     if (!sb_jw_finish(&w, &len) || len > (size_t)INT_MAX) return SB_ENOMEM;

@@ -160,17 +160,11 @@ int sb_events_job_envelope(sb_envelope_t *e, char **data_out, const char *event,
                            const cJSON *extra, sb_rand_t *pool) {
     sb_jw_t w;
     sb_jw_init(&w);
-    sb_jw_lit(&w, "{\"jobId\":");
-    sb_jw_str(&w, job_id);
-    sb_jw_lit(&w, ",\"type\":");
-    sb_jw_str(&w, type);
-    if (user_id) {
-        sb_jw_lit(&w, ",\"userId\":");
-        sb_jw_str(&w, user_id);
-    }
+    sb_jw_member(&w, "{\"jobId\":", job_id);
+    sb_jw_member(&w, ",\"type\":", type);
+    if (user_id) sb_jw_member(&w, ",\"userId\":", user_id);
     for (const cJSON *m = extra ? extra->child : NULL; m; m = m->next) {
-        sb_jw_lit(&w, ",");
-        sb_jw_str(&w, m->string);
+        sb_jw_member(&w, ",", m->string);
         sb_jw_lit(&w, ":");
         sb_jw_value(&w, m);
     }

@@ -83,23 +83,15 @@ char *sb_job_record_text(const char *type, const char *job_id, const sb_user_t *
     sb_iso8601(now_ms, ts);
     sb_jw_t w;
     sb_jw_init(&w);
-    sb_jw_lit(&w, "{\"jobId\":");
-    sb_jw_str(&w, job_id);
-    sb_jw_lit(&w, ",\"type\":");
-    sb_jw_str(&w, type);
-    sb_jw_lit(&w, ",\"status\":\"queued\",\"user\":{\"publicKey\":");
-    sb_jw_str(&w, user->public_key);
-    if (user->id) {
-        sb_jw_lit(&w, ",\"id\":");
-        sb_jw_str(&w, user->id);
-    }
+    sb_jw_member(&w, "{\"jobId\":", job_id);
+    sb_jw_member(&w, ",\"type\":", type);
+    sb_jw_member(&w, ",\"status\":\"queued\",\"user\":{\"publicKey\":", user->public_key);
+    if (user->id) sb_jw_member(&w, ",\"id\":", user->id);
     sb_jw_lit(&w, "},\"payload\":");
     if (payload) sb_jw_value(&w, payload);
     else sb_jw_lit(&w, "{}");
-    sb_jw_lit(&w, ",\"attempts\":0,\"createdAt\":");
-    sb_jw_str(&w, ts);
-    sb_jw_lit(&w, ",\"updatedAt\":");
-    sb_jw_str(&w, ts);
+    sb_jw_member(&w, ",\"attempts\":0,\"createdAt\":", ts);
+    sb_jw_member(&w, ",\"updatedAt\":", ts);
     sb_jw_lit(&w, "}");
     return sb_jw_take(&w, NULL);
 }
