@@ -9,7 +9,9 @@
 #   - jobs/s at saturation: closed loop, INFLIGHT jobs in flight over USERS users, after a
 #     WARMUP, over a DURATION window;
 #   - p50/p99 end-to-end latency in an open loop paced at LATENCY_LOAD (50 %) of that system's
-#     own saturation rate, measured from each job's scheduled time;
+#     own saturation rate, measured from each job's scheduled time; and, for the other systems,
+#     also at the Node design's paced rate (same offered load; it runs first in each run;
+#     COMMON_LOAD=0 skips that window);
 #   - Redis commands per job (INFO commandstats deltas, commands inside scripts and MULTI
 #     included) and Redis, gateway, agent CPU per job (/proc/PID/stat utime+stime deltas)
 #     over the saturation window; the load generators' own CPU, to judge whether they limit.
@@ -23,7 +25,7 @@
 #   DURATION=30 WARMUP=5 RUNS=3 bench/e2e.sh         # longer runs
 #   SYSTEMS=switchboard,bullmq CONCURRENCY=16 bench/e2e.sh
 # Knobs (defaults): DURATION=10 WARMUP=3 RUNS=2 USERS=64 CONNECTIONS=32 INFLIGHT=256
-#   CONCURRENCY=8 AGENT_PROCS=2 LOADGEN_PROCS=2 LATENCY_LOAD=0.5
+#   CONCURRENCY=8 AGENT_PROCS=2 LOADGEN_PROCS=2 LATENCY_LOAD=0.5 COMMON_LOAD=1
 #   SYSTEMS=switchboard,node-design,bullmq
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -4,6 +4,9 @@
 // the saturation rate in a closed loop, then the latency in an open loop paced at
 // LATENCY_LOAD × that rate, stop the system, and finally print one table with the ratios and
 // the per-command breakdown. Exit status 1 when any job did not reach `done`.
+// The Node design runs first in each run (when it is measured): its paced rate is then also
+// offered to the other systems, so their latency is known at the same load as well as at
+// their own 50 % (COMMON_LOAD=0 turns that extra window off).
 'use strict';
 const { spawn, fork, execFileSync } = require('node:child_process');
 const fs = require('node:fs');
@@ -26,6 +29,7 @@ const cfg = {
   agentProcs: Number(env('AGENT_PROCS', 2)),    // agent/worker processes (concurrency split)
   loadgenProcs: Number(env('LOADGEN_PROCS', 2)),
   latencyLoad: Number(env('LATENCY_LOAD', 0.5)), // open-loop rate as a fraction of saturation
+  commonLoad: env('COMMON_LOAD', '1') !== '0',  // also pace every system at the Node design's rate
   runs: Number(env('RUNS', 2)),
   systems: env('SYSTEMS', 'switchboard,node-design,bullmq').split(',').map((s) => s.trim()).filter(Boolean),
   secret: 'bench-secret',
@@ -223,7 +227,7 @@ async function phase(admin, redisPid, sys, gens, spec) {
   };
 }
 
-async function measure(name, admin, redis, users) {
+async function measure(name, admin, redis, users, commonRate) {
   await admin.flushall();
   await admin.config('RESETSTAT');
   const sys = await systems[name](redis.url);
@@ -234,9 +238,14 @@ async function measure(name, admin, redis, users) {
     const rate = Math.max(1, Math.round(sat.rate * cfg.latencyLoad));
     log(`${name}: ${sat.rate.toFixed(0)} jobs/s; open loop at ${rate} jobs/s`);
     const lat = await phase(admin, redis.pid, sys, gens, { mode: 'open', rate });
+    let common = null;
+    if (commonRate && name !== 'node-design') {
+      log(`${name}: open loop at the Node design's ${commonRate} jobs/s`);
+      common = await phase(admin, redis.pid, sys, gens, { mode: 'open', rate: commonRate });
+    }
     // the load generators' totals are cumulative: the last phase's reply covers the whole run
-    const totals = lat.totals;
-    return { name, sat, lat, rate, totals };
+    const totals = (common || lat).totals;
+    return { name, sat, lat, common, rate, totals };
   } finally {
     await Promise.all(gens.map((g) => new Promise((r) => { g.once('exit', r); g.send({ cmd: 'close' }); })));
     await Promise.all([sys.gateway, ...sys.agents].map(stop));
@@ -267,6 +276,17 @@ function report(results) {
   }
   const by = (n) => results.filter((r) => r.name === n);
   const sb = by('switchboard');
+  const same = results.filter((r) => r.common || (r.name === 'node-design' && results.some((o) => o.common)));
+  if (same.length) {
+    p(`\nSame offered load: every system paced at the Node design's rate of that run (${cfg.latencyLoad * 100} % of its saturation)\n`);
+    p('| system | run | paced at jobs/s | p50 ms | p99 ms | p99 of: release lag / answer / answer→done ms |');
+    p('|---|---:|---:|---:|---:|---:|');
+    for (const r of same) {
+      const w = r.common || r.lat;
+      p(`| ${LABEL[r.name]} | ${r.run} | ${f(w.rate)} | ${f(w.p50, 2)} | ${f(w.p99, 2)} | ` +
+        `${f(w.lagP99, 2)} / ${f(w.answerP99, 2)} / ${f(w.tailP99, 2)} |`);
+    }
+  }
   const ratioLine = (peer, label) => {
     const pr = by(peer);
     if (!sb.length || !pr.length) return;
@@ -279,6 +299,13 @@ function report(results) {
   p('\nRatios (switchboard / peer, means over runs):');
   ratioLine('bullmq', 'BullMQ');
   ratioLine('node-design', 'the Node design');
+  const nodeRuns = by('node-design');
+  if (sb.some((r) => r.common) && nodeRuns.length) {
+    const mine = mean(sb.filter((r) => r.common).map((r) => r.common.p99));
+    const theirs = mean(nodeRuns.map((r) => r.lat.p99));
+    p(`- at the same offered load (the Node design's 50 % rate): p99 ${f(mine, 2)} ms vs ${f(theirs, 2)} ms ` +
+      `(**${f(mine / theirs, 2)}×** of the Node design's)`);
+  }
   if (sb.length) {
     p(`- switchboard gateway CPU per job / Redis CPU per job: **${f(mean(sb.map((r) => r.sat.gatewayUs / r.sat.redisUs)), 2)}**` +
       ` (user time only: gateway ${f(mean(sb.map((r) => r.sat.gatewayUserUs)), 1)} µs vs Redis ` +
@@ -321,10 +348,14 @@ async function main() {
   await until('redis-server', async () => { await admin.connect().catch(() => {}); return (await admin.ping()) === 'PONG'; });
   const users = mintUsers();
   const results = [];
+  const order = [...cfg.systems].sort((a, b) => (b === 'node-design') - (a === 'node-design'));
   for (let run = 1; run <= cfg.runs; run++) {
-    for (const name of cfg.systems) {
+    let commonRate = null;
+    for (const name of order) {
       if (!systems[name]) throw new Error(`unknown system ${name}`);
-      results.push({ run, ...(await measure(name, admin, redis, users)) });
+      const r = await measure(name, admin, redis, users, commonRate);
+      if (name === 'node-design' && cfg.commonLoad) commonRate = r.rate;
+      results.push({ run, ...r });
     }
   }
   const ok = report(results);

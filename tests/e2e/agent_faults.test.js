@@ -133,7 +133,8 @@ test('SIGTERM: a job that outlives the grace period is put back, the agent exits
     await waitFor(async () => (await statuses(r, [id]))[0] === 'processing', { what: 'processing' });
     agent.kill('SIGTERM');
     assert.deepStrictEqual(await agent.exited, { code: 0, signal: null });
-    assert.match(agent.output, /put back on the queue/);
+    // 'exit' can come before the last of its output is read: wait for the line
+    await waitFor(() => /put back on the queue/.test(agent.output), { what: 'the put-back log line' });
     assert.deepStrictEqual(await r.lrange('agent:rebalance:jobs', 0, -1), [id]);
     assert.strictEqual((await statuses(r, [id]))[0], 'queued');
     assert.deepStrictEqual(await r.keys('agent:online:*'), [], 'marked offline');

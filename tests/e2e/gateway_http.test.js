@@ -634,7 +634,7 @@ test('the gateway refuses to start without JWT_SECRET, and exits 0 on SIGTERM', 
   assert.match(r.stderr, /JWT_SECRET/);
   gw.kill('SIGTERM');
   assert.deepStrictEqual(await gw.exited, { code: 0, signal: null });
-  assert.match(gw.output, /received SIGTERM: shutting down/);
+  await waitFor(() => /received SIGTERM: shutting down/.test(gw.output), { what: 'the SIGTERM log line' });
 });
 
 function promtool(text) {

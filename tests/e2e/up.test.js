@@ -39,8 +39,9 @@ test('switchboard up: private redis, gateway and agent; a job goes through; Ctrl
     assert.strictEqual(job.result.fee, 20);
     up.kill('SIGINT');
     assert.deepStrictEqual(await up.exited, { code: 0, signal: null });
-    assert.match(up.output, /agent .* offline/);
-    assert.match(up.output, /up +stopped/);
+    // 'exit' can come before the last of its output is read: wait for the lines
+    await waitFor(() => /agent .* offline/.test(up.output) && /up +stopped/.test(up.output),
+      { what: 'the offline and stopped lines' });
     assert.ok(fs.existsSync(path.join(dir, 'appendonlydir')), 'AOF kept in the data dir');
   } finally {
     if (up.exitCode === null) up.kill('SIGKILL');
