@@ -90,7 +90,8 @@ typedef struct {
 
 /* 1 if s is processing | done | error. */
 int sb_status_valid(const char *s);
-/* The JSON text of a status message; malloc'd, caller frees. NULL on ENOMEM. */
+/* The JSON text of a status message {jobId,status,userId,timestamp,result?,error?,details?,
+ * attempts?}, written directly (jsonw.h); malloc'd, caller frees. NULL on ENOMEM. */
 char *sb_status_build(const sb_status_t *st);
 /* Parses and validates a status message. On success returns 0 and *root_out owns the
  * document st points into (caller cJSON_Delete()s it). On failure returns SB_EINVAL with a

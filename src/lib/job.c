@@ -166,23 +166,24 @@ int sb_status_valid(const char *s) {
 
 char *sb_status_build(const sb_status_t *st) {
     char ts[SB_ISO_LEN];
-    cJSON *o = cJSON_CreateObject();
-    if (!o) return NULL;
-    int ok = cJSON_AddStringToObject(o, "jobId", st->job_id) &&
-             cJSON_AddStringToObject(o, "status", st->status) &&
-             cJSON_AddStringToObject(o, "userId", st->user_id) &&
-             cJSON_AddStringToObject(o, "timestamp",
-                                     st->timestamp ? st->timestamp : sb_iso8601(sb_now_ms(), ts));
-    if (ok && st->result) {
-        cJSON *dup = cJSON_Duplicate(st->result, 1);
-        ok = dup && cJSON_AddItemToObject(o, "result", dup);
+    sb_jw_t w;
+    sb_jw_init(&w);
+    sb_jw_member(&w, "{\"jobId\":", st->job_id);
+    sb_jw_member(&w, ",\"status\":", st->status);
+    sb_jw_member(&w, ",\"userId\":", st->user_id);
+    sb_jw_member(&w, ",\"timestamp\":", st->timestamp ? st->timestamp : sb_iso8601(sb_now_ms(), ts));
+    if (st->result) {
+        sb_jw_lit(&w, ",\"result\":");
+        sb_jw_value(&w, st->result);
     }
-    if (ok && st->error) ok = cJSON_AddStringToObject(o, "error", st->error) != NULL;
-    if (ok && st->details) ok = cJSON_AddStringToObject(o, "details", st->details) != NULL;
-    if (ok && st->attempts >= 0) ok = cJSON_AddNumberToObject(o, "attempts", st->attempts) != NULL;
-    char *out = ok ? sb_json_print(o) : NULL;
-    cJSON_Delete(o);
-    return out;
+    if (st->error) sb_jw_member(&w, ",\"error\":", st->error);
+    if (st->details) sb_jw_member(&w, ",\"details\":", st->details);
+    if (st->attempts >= 0) {
+        sb_jw_lit(&w, ",\"attempts\":");
+        sb_jw_int(&w, st->attempts);
+    }
+    sb_jw_lit(&w, "}");
+    return sb_jw_take(&w, NULL);
 }
 
 int sb_status_parse(const char *buf, size_t len, cJSON **root_out, sb_status_t *st, char *err,

@@ -305,6 +305,14 @@ static void test_status_messages(void **state) {
     assert_non_null(back.result);
     cJSON_Delete(root);
     free(msg);
+    sb_status_t full = {.job_id = "1-a", .status = "error", .user_id = "P\"K", .result = result,
+                        .timestamp = "2024-11-11T10:30:00.000Z", .error = "bad\n",
+                        .details = "retrying", .attempts = 3};
+    msg = sb_status_build(&full);
+    assert_string_equal(msg, "{\"jobId\":\"1-a\",\"status\":\"error\",\"userId\":\"P\\\"K\","
+                             "\"timestamp\":\"2024-11-11T10:30:00.000Z\",\"result\":{\"fee\":20},"
+                             "\"error\":\"bad\\n\",\"details\":\"retrying\",\"attempts\":3}");
+    free(msg);
     cJSON_Delete(result);
     const char *bad[] = {"not json", "[]", "{\"jobId\":\"1-a\",\"status\":\"done\"}",
                          "{\"jobId\":\"1-a\",\"status\":\"queued\",\"userId\":\"x\"}",
