@@ -3,6 +3,7 @@
 #define SWITCHBOARD_H
 
 #include "switchboard/error.h"
+#include "switchboard/fmt.h"
 #include "switchboard/log.h"
 #include "switchboard/clock.h"
 #include "switchboard/json.h"

@@ -13,6 +13,7 @@
 #include "switchboard/clock.h"
 #include "switchboard/error.h"
 #include "switchboard/events.h"
+#include "switchboard/fmt.h"
 #include "switchboard/json.h"
 #include "switchboard/log.h"
 #include "switchboard/metrics.h"
@@ -330,8 +331,9 @@ static redisReply *sb_worker_finish_call(sb_worker_t *w, int argc, const char **
  * SB_ECANCELED. */
 static int sb_worker_finish(sb_worker_t *w, const char *id, const sb_finish_t *f) {
     sb_agent_t *a = w->agent;
-    char k_rec[SB_KEY_LEN], k_cnt[256], k_exec[256], k_fail[256], ms[32], bound[16], mttl[16],
-        jttl[16];
+    char k_rec[SB_KEY_LEN], k_cnt[256], k_exec[256], k_fail[256], ms[SB_FMT_INT_LEN + 1],
+        bound[SB_FMT_INT_LEN + 1], mttl[SB_FMT_INT_LEN + 1], jttl[SB_FMT_INT_LEN + 1],
+        audit_max[SB_FMT_INT_LEN + 1];
     int64_t now = sb_now_ms();
     int requeue = !strcmp(f->mode, "requeue");
     sb_key(k_rec, sizeof k_rec, SB_KEY_JOB, a->type, id);
@@ -339,17 +341,16 @@ static int sb_worker_finish(sb_worker_t *w, const char *id, const sb_finish_t *f
                            now);
     sb_metrics_key(k_exec, sizeof k_exec, a->type, "execution_times", NULL);
     sb_metrics_key(k_fail, sizeof k_fail, a->type, "failed", id);
-    snprintf(ms, sizeof ms, "%lld", f->exec_ms);
-    snprintf(bound, sizeof bound, "%d", SB_METRICS_EXEC_MAX);
-    snprintf(mttl, sizeof mttl, "%d", SB_METRICS_TTL);
-    snprintf(jttl, sizeof jttl, "%d", SB_JOB_TTL);
+    sb_fmt_llz(ms, f->exec_ms);
+    sb_fmt_llz(bound, SB_METRICS_EXEC_MAX);
+    sb_fmt_llz(mttl, SB_METRICS_TTL);
+    sb_fmt_llz(jttl, SB_JOB_TTL);
+    sb_fmt_llz(audit_max, SB_EVENTS_AUDIT_MAXLEN);
     /* event bus audit trail: the job.completed / job.failed entry the script XADDs */
     sb_envelope_t ev = {0};
     char k_audit[SB_KEY_LEN], *ev_data = requeue ? NULL : sb_finish_audit(w, id, f, &ev);
     sb_events_key(k_audit, sizeof k_audit, strcmp(f->mode, "done") ? SB_EVENT_JOB_FAILED
                                                                     : SB_EVENT_JOB_COMPLETED);
-    char audit_max[16];
-    snprintf(audit_max, sizeof audit_max, "%d", SB_EVENTS_AUDIT_MAXLEN);
     const char *argv[] = {a->k_proc, k_rec, requeue ? a->k_jobs : a->k_dead, k_cnt, k_exec, k_fail,
                           k_audit, a->k_jobs,
                           id, f->record ? f->record : "", a->k_status,
@@ -387,7 +388,7 @@ typedef struct {
 static int sb_run_update(sb_run_t *r, const char *status, const char *msg_status,
                          const char *details, int wait) {
     sb_agent_t *a = r->w->agent;
-    char key[SB_KEY_LEN], ttl[16];
+    char key[SB_KEY_LEN], ttl[SB_FMT_INT_LEN + 1];
     sb_job_set_status(&r->job, status, sb_now_ms());
     if (details) sb_json_set_str(r->job.root, "details", details);
     char *rec = sb_json_print(r->job.root);
@@ -396,7 +397,7 @@ static int sb_run_update(sb_run_t *r, const char *status, const char *msg_status
     char *msg = sb_status_build(&st);
     sb_batch_t *b = sb_batch_create();
     int rc = rec && msg && b ? SB_OK : SB_ENOMEM;
-    snprintf(ttl, sizeof ttl, "%d", SB_JOB_TTL);
+    sb_fmt_llz(ttl, SB_JOB_TTL);
     const char *set[] = {"SET", sb_key(key, sizeof key, SB_KEY_JOB, a->type, r->id), rec, "EX", ttl};
     const char *pub[] = {"PUBLISH", a->k_status, msg};
     if (!rc) rc = set[1] ? sb_batch_addargv(b, 5, set, NULL) : SB_EINVAL;

@@ -12,6 +12,7 @@
 #include <time.h>
 #include "switchboard/clock.h"
 #include "switchboard/error.h"
+#include "switchboard/fmt.h"
 
 int64_t sb_now_ms(void) {
     struct timespec ts;
@@ -78,16 +79,7 @@ static char *sb_put_year(char *p, int64_t y) {
         p = sb_put2(p, (unsigned)y / 100);
         return sb_put2(p, (unsigned)y % 100);
     }
-    char digits[24];
-    int n = 0;
-    uint64_t u = y < 0 ? 0 - (uint64_t)y : (uint64_t)y;
-    do {
-        digits[n++] = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
-    if (y < 0) *p++ = '-';
-    while (n) *p++ = digits[--n];
-    return p;
+    return p + sb_fmt_ll(p, (long long)y);
 }
 
 /* Writes `Y-MM-DD` for days since 1970-01-01; returns the end (no terminator). At most 16 bytes. */

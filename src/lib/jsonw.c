@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "switchboard/fmt.h"
+
 
 #define SB_JW_FIRST_CAP 256
 
@@ -84,14 +86,8 @@ void sb_jw_str(sb_jw_t *w, const char *s) {
 }
 
 void sb_jw_int(sb_jw_t *w, long long v) {
-    char digits[24], *p = digits + sizeof digits;
-    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
-    do {
-        *--p = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
-    if (v < 0) *--p = '-';
-    sb_jw_raw(w, p, (size_t)(digits + sizeof digits - p));
+    char digits[SB_FMT_INT_LEN];
+    sb_jw_raw(w, digits, sb_fmt_ll(digits, v));
 }
 
 /* A number as cJSON prints it. */

@@ -20,6 +20,7 @@
 #include <openssl/sha.h>
 #include "switchboard/clock.h"
 #include "switchboard/error.h"
+#include "switchboard/fmt.h"
 #include "switchboard/log.h"
 #include "switchboard/redis.h"
 
@@ -259,18 +260,14 @@ static size_t sb_resp_digits(size_t v) {
 /* Bytes of the header "<type><n>\r\n". */
 static size_t sb_resp_header_len(size_t n) { return 1 + sb_resp_digits(n) + 2; }
 
-/* Writes the header "<type><n>\r\n" at p; returns the byte after it. */
+/* Writes the header "<type><n>\r\n" at p (n <= SB_RESP_MAX fits a long long); returns the byte
+ * after it. */
 static char *sb_resp_header(char *p, char type, size_t n) {
     *p++ = type;
-    char *end = p + sb_resp_digits(n);
-    p = end;
-    do {
-        *--p = (char)('0' + n % 10);
-        n /= 10;
-    } while (n);
-    end[0] = '\r';
-    end[1] = '\n';
-    return end + 2;
+    p += sb_fmt_ll(p, (long long)n);
+    *p++ = '\r';
+    *p++ = '\n';
+    return p;
 }
 
 static size_t sb_resp_arglen(const char **argv, const size_t *lens, int i) {

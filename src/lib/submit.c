@@ -11,6 +11,7 @@
 #include <string.h>
 #include "switchboard/error.h"
 #include "switchboard/events.h"
+#include "switchboard/fmt.h"
 #include "switchboard/job.h"
 #include "switchboard/json.h"
 #include "switchboard/metrics.h"
@@ -67,7 +68,8 @@ void sb_submit_script_init(sb_script_t *s) { sb_script_init(s, SB_SUBMIT_LUA); }
 typedef struct {
     char keys[SB_SUBMIT_NKEYS][SB_KEY_LEN];
     char member[SB_RATE_MEMBER_LEN];
-    char limit[16], window[24], counter_ttl[16], job_ttl[16], created[24], maxlen[24];
+    char limit[SB_FMT_INT_LEN + 1], window[SB_FMT_INT_LEN + 1], counter_ttl[SB_FMT_INT_LEN + 1],
+        job_ttl[SB_FMT_INT_LEN + 1], created[SB_FMT_INT_LEN + 1], maxlen[SB_FMT_INT_LEN + 1];
     sb_envelope_t env;    /* the job.created audit entry */
     char *data;           /* its data JSON (owned) */
     const char *argv[SB_SUBMIT_NKEYS + SB_SUBMIT_NARGS];
@@ -80,9 +82,9 @@ static int sb_submit_rate_args(sb_submit_args_t *a, const sb_submit_t *q) {
                                               a->keys[1], a->keys[2], a->member, q->rand)
                           : SB_OK;
     if (q->rate_user && q->limit <= 0) rc = SB_EINVAL;
-    snprintf(a->limit, sizeof a->limit, "%d", q->rate_user ? q->limit : 0);
-    snprintf(a->window, sizeof a->window, "%lld", (long long)q->window_s * 1000);
-    snprintf(a->counter_ttl, sizeof a->counter_ttl, "%d", SB_METRICS_TTL);
+    sb_fmt_llz(a->limit, q->rate_user ? q->limit : 0);
+    sb_fmt_llz(a->window, (long long)q->window_s * 1000);
+    sb_fmt_llz(a->counter_ttl, SB_METRICS_TTL);
     return rc;
 }
 
@@ -95,9 +97,9 @@ static int sb_submit_event(sb_submit_args_t *a, const sb_submit_t *q) {
 /* Job keys 4–8 and ARGV 5–15 (all empty for a rate check only). */
 static int sb_submit_job_args(sb_submit_args_t *a, const sb_submit_t *q) {
     for (int i = 3; i < SB_SUBMIT_NKEYS; i++) a->keys[i][0] = '\0';
-    snprintf(a->job_ttl, sizeof a->job_ttl, "%d", SB_JOB_TTL);
-    snprintf(a->created, sizeof a->created, "%lld", (long long)q->now_ms);
-    snprintf(a->maxlen, sizeof a->maxlen, "%d", SB_EVENTS_AUDIT_MAXLEN);
+    sb_fmt_llz(a->job_ttl, SB_JOB_TTL);
+    sb_fmt_llz(a->created, q->now_ms);
+    sb_fmt_llz(a->maxlen, SB_EVENTS_AUDIT_MAXLEN);
     if (!q->job_id) return SB_OK;
     if (!q->public_key || !q->record_json ||
         !sb_key(a->keys[3], SB_KEY_LEN, SB_KEY_JOB, q->type, q->job_id) ||

@@ -197,6 +197,25 @@ static void test_keys(void **state) {
     assert_false(sb_job_type_valid("re:balance"));
 }
 
+/* Decimal numbers are what printf("%lld") writes, for the edges and a sweep of magnitudes. */
+static void test_fmt_numbers(void **state) {
+    (void)state;
+    long long edge[] = {0, 1, -1, 9, 10, -10, 99, 100, 2147483647LL, -2147483648LL,
+                        9223372036854775807LL, -9223372036854775807LL - 1};
+    char got[SB_FMT_INT_LEN + 1], want[32];
+    for (size_t i = 0; i < sizeof edge / sizeof edge[0]; i++) {
+        snprintf(want, sizeof want, "%lld", edge[i]);
+        assert_string_equal(sb_fmt_llz(got, edge[i]), want);
+        assert_int_equal(sb_fmt_ll(got, edge[i]), strlen(want));
+    }
+    for (long long v = 1; v > 0 && v < 922337203685477580LL; v = v * 7 + 3) {
+        snprintf(want, sizeof want, "%lld", -v);
+        assert_string_equal(sb_fmt_llz(got, -v), want);
+        snprintf(want, sizeof want, "%lld", v);
+        assert_string_equal(sb_fmt_llz(got, v), want);
+    }
+}
+
 /* The JSON writer prints what cJSON_PrintUnformatted prints, and its errors stick. */
 static void test_json_writer(void **state) {
     (void)state;
@@ -529,7 +548,7 @@ int main(void) {
         cmocka_unit_test(test_redis_urls),         cmocka_unit_test(test_job_ids),
         cmocka_unit_test(test_random_ids),
         cmocka_unit_test(test_keys),               cmocka_unit_test(test_record_roundtrip),
-        cmocka_unit_test(test_json_writer), cmocka_unit_test(test_random_pool),
+        cmocka_unit_test(test_json_writer), cmocka_unit_test(test_fmt_numbers), cmocka_unit_test(test_random_pool),
         cmocka_unit_test(test_status_messages),    cmocka_unit_test(test_json_limits),
         cmocka_unit_test(test_clock),              cmocka_unit_test(test_clock_matches_gmtime),
         cmocka_unit_test(test_log_format),         cmocka_unit_test(test_poll_backoff),
