@@ -287,6 +287,8 @@ function report(results) {
         `${f(w.lagP99, 2)} / ${f(w.answerP99, 2)} / ${f(w.tailP99, 2)} |`);
     }
   }
+  // What one Redis core could carry if nothing else limited the system: 1 / Redis CPU per job.
+  const ceiling = (rs) => 1e6 / mean(rs.map((r) => r.sat.redisUs));
   const ratioLine = (peer, label) => {
     const pr = by(peer);
     if (!sb.length || !pr.length) return;
@@ -294,7 +296,9 @@ function report(results) {
       `p99 latency ${f(mean(sb.map((r) => r.lat.p99)), 2)} ms vs ${f(mean(pr.map((r) => r.lat.p99)), 2)} ms ` +
       `(**${f(mean(sb.map((r) => r.lat.p99)) / mean(pr.map((r) => r.lat.p99)), 2)}×** of the peer's); ` +
       `Redis commands/job ${f(mean(sb.map((r) => r.sat.commandsPerJob)), 1)} vs ${f(mean(pr.map((r) => r.sat.commandsPerJob)), 1)}; ` +
-      `Redis CPU/job ${f(mean(sb.map((r) => r.sat.redisUs)), 1)} µs vs ${f(mean(pr.map((r) => r.sat.redisUs)), 1)} µs`);
+      `Redis CPU/job ${f(mean(sb.map((r) => r.sat.redisUs)), 1)} µs vs ${f(mean(pr.map((r) => r.sat.redisUs)), 1)} µs ` +
+      `(Redis-bound ceiling, one Redis core for jobs alone: ${f(ceiling(sb))} vs ${f(ceiling(pr))} jobs/s, ` +
+      `**${f(ceiling(sb) / ceiling(pr), 2)}×**)`);
   };
   p('\nRatios (switchboard / peer, means over runs):');
   ratioLine('bullmq', 'BullMQ');

@@ -51,6 +51,7 @@ typedef sb_handler_rc_t (*sb_handler_cb)(const sb_job_t *job, int attempt,
 extern const double sb_agent_buckets[SB_AGENT_NBUCKETS];
 typedef struct {
     unsigned long long done, failed, retries, recovered, bad_records, requeued;
+    unsigned long long refused; /* Redis answers LOADING, BUSY...: the command is sent again */
     unsigned long long duration_count;
     double duration_sum;
     unsigned long long duration_bucket[SB_AGENT_NBUCKETS]; /* cumulative counts */

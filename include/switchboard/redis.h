@@ -105,6 +105,10 @@ int sb_batch_add_script(sb_batch_t *b, const sb_script_t *s, sb_script_mode_t mo
                         int argc, const char **argv, const size_t *lens);
 /* 1 if reply is the NOSCRIPT error (the server does not know the script's SHA1). */
 int sb_reply_is_noscript(const redisReply *reply);
+/* 1 if reply is an error the server gives instead of running the command, so that sending it
+ * again later is safe and may succeed: LOADING (restarting from disk), BUSY (a script is
+ * running), TRYAGAIN, MASTERDOWN, READONLY (a replica), OOM. */
+int sb_reply_is_transient(const redisReply *reply);
 
 /* Reply helpers: 1 if reply is a non-error reply of that shape. */
 int sb_reply_ok(const redisReply *reply);          /* status "OK" / "QUEUED" or any non-error */

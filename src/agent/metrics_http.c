@@ -47,6 +47,9 @@ void sb_agent_metrics_render(const sb_agent_stats_t *s, sb_prom_t *p) {
          offsetof(sb_agent_stats_t, requeued)},
         {"agent_bad_records_total", "Job ids whose record was missing or unreadable.",
          offsetof(sb_agent_stats_t, bad_records)},
+        {"agent_redis_refusals_total",
+         "Commands Redis refused for now (LOADING, BUSY...) and that were sent again.",
+         offsetof(sb_agent_stats_t, refused)},
     };
     for (size_t i = 0; i < sizeof counters / sizeof counters[0]; i++) {
         sb_prom_family(p, counters[i].name, "counter", counters[i].help);

@@ -25,6 +25,8 @@
 #define SB_CANCEL_WAIT_MS 5000     /* after cancel, how long handlers get to return */
 #define SB_WORKER_DEPT "workers"
 #define SB_FINISH_NKEYS 8          /* KEYS of SB_FINISH_LUA */
+#define SB_TRANSIENT_FIRST_MS 100  /* wait after LOADING, BUSY...: doubling up to */
+#define SB_TRANSIENT_MAX_MS 2000
 
 const double sb_agent_buckets[SB_AGENT_NBUCKETS] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                                                     0.5,   1,    5,     10,   30,  60};
@@ -43,7 +45,8 @@ const double sb_agent_buckets[SB_AGENT_NBUCKETS] = {0.005, 0.01, 0.025, 0.05, 0.
  *       11-14 audit event_id, event_type, timestamp, data ('' = no event), 15 its MAXLEN,
  *       16 record key prefix of the take ('' = take nothing).
  * Returns 1 if applied, 0 if the id was no longer ours (already finished or recovered); with a
- * take, {that, id, record or nil} when a job was taken, else {that}. */
+ * take, {that, id, record or nil or an error} when a job was taken (as SB_TAKE_LUA), else
+ * {that}. */
 static const char SB_FINISH_LUA[] =
     "local function finish()\n"
     "if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end\n"
@@ -77,15 +80,16 @@ static const char SB_FINISH_LUA[] =
     "if ARGV[16] == '' then return applied end\n"
     "local id = redis.call('LMOVE', KEYS[8], KEYS[1], 'RIGHT', 'LEFT')\n"
     "if not id then return {applied} end\n"
-    "return {applied, id, redis.call('GET', ARGV[16] .. id)}\n";
+    "return {applied, id, redis.pcall('GET', ARGV[16] .. id)}\n";
 
 /* Takes the next job without blocking: moves its id into our processing list and reads its
  * record, in one round trip. KEYS: 1 jobs list, 2 processing list. ARGV: 1 record key prefix.
- * Returns nil when the queue is empty, else {id, record or nil (expired)}. */
+ * Returns nil when the queue is empty, else {id, record or nil (expired) or an error (the key
+ * holds something else: pcall, so that the id taken is still returned and dead-lettered)}. */
 static const char SB_TAKE_LUA[] =
     "local id = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')\n"
     "if not id then return false end\n"
-    "return {id, redis.call('GET', ARGV[1] .. id)}\n";
+    "return {id, redis.pcall('GET', ARGV[1] .. id)}\n";
 
 /* Moves a dead agent's processing list back to the consuming end of the queue, oldest taken
  * ending rightmost (next out). KEYS: 1 processing list, 2 its presence key, 3 jobs list.
@@ -115,6 +119,7 @@ typedef struct {
     char *id;       /* malloc'd */
     char *record;   /* malloc'd; NULL when expired or not read */
     int have_record;
+    char *error;    /* malloc'd: the error Redis gave reading the record (wrong type), or NULL */
 } sb_taken_t;
 
 /* What the take that went with a worker's last finish found. */
@@ -133,6 +138,7 @@ typedef struct {
     pthread_mutex_t lock;          /* guards job_id (read by the shutdown path) */
     char job_id[SB_JOB_ID_LEN];    /* job in flight, "" when idle */
     int can_prefetch;              /* a worker thread (not the maintenance thread's stand-in) */
+    const atomic_int *quit;        /* ends its Redis waits: the agent's cancel, or maint_stop */
     sb_prefetch_t prefetch;        /* what the take of the last finish found */
     sb_taken_t next;               /* with SB_PREFETCH_JOB: the job it took (owned) */
 } sb_worker_t;
@@ -211,20 +217,58 @@ static int sb_retry_delay_ms(sb_worker_t *w, int attempt) {
  * are not waited for but read with the worker's next command (sb_redis_send_deferred). */
 static int sb_worker_send(sb_worker_t *w, const sb_batch_t *b, redisReply **replies) {
     for (;;) {
-        if (sb_redis_ensure(w->redis, &w->agent->cancel) != SB_OK) return SB_ECANCELED;
+        if (sb_redis_ensure(w->redis, w->quit) != SB_OK) return SB_ECANCELED;
         if ((replies ? sb_redis_pipeline(w->redis, b, replies)
                      : sb_redis_send_deferred(w->redis, b)) == SB_OK)
             return SB_OK;
     }
 }
 
-/* GET the record, retrying through reconnects. SB_ENOTFOUND when absent. */
-static int sb_worker_get(sb_worker_t *w, const char *id, char **json) {
-    for (;;) {
-        if (sb_redis_ensure(w->redis, &w->agent->cancel) != SB_OK) return SB_ECANCELED;
-        int rc = sb_job_get(w->redis, w->agent->type, id, json);
-        if (rc != SB_EREDIS) return rc;
+/* Waits before sending a refused command again (sb_reply_is_transient); logs the first refusal
+ * of a call. Returns 0, or SB_ECANCELED when w's quit flag was raised meanwhile. */
+static int sb_worker_backoff(sb_worker_t *w, const char *what, const char *id,
+                             const redisReply *rep, int *delay) {
+    if (*delay == SB_TRANSIENT_FIRST_MS)
+        sb_warn("agent", "job %.64s: redis refused the %s for now (%s); retrying", id, what,
+                rep->str);
+    sb_stat_add(w->agent, &w->agent->stats.refused, 1);
+    int rc = sb_sleep_ms(*delay, w->quit);
+    *delay = *delay * 2 > SB_TRANSIENT_MAX_MS ? SB_TRANSIENT_MAX_MS : *delay * 2;
+    return rc;
+}
+
+/* A GET reply as a record: 0 with *json (malloc'd), SB_ENOTFOUND (nil), SB_ENOMEM, or
+ * SB_EPROTO when the key cannot be read as a record (why says what Redis answered). */
+static int sb_record_reply(const redisReply *rep, char **json, char *why, size_t whylen) {
+    if (rep->type == REDIS_REPLY_NIL) return SB_ENOTFOUND;
+    if (rep->type == REDIS_REPLY_STRING)
+        return (*json = strndup(rep->str, rep->len)) ? SB_OK : SB_ENOMEM;
+    snprintf(why, whylen, "record unreadable: %s",
+             rep->type == REDIS_REPLY_ERROR ? rep->str : "not a string");
+    return SB_EPROTO;
+}
+
+/* GET the record, through reconnects and refusals (LOADING...). Returns as sb_record_reply, or
+ * SB_ECANCELED. */
+static int sb_worker_get(sb_worker_t *w, const char *id, char **json, char *why, size_t whylen) {
+    char key[SB_KEY_LEN];
+    int delay = SB_TRANSIENT_FIRST_MS;
+    *json = NULL;
+    if (!sb_key(key, sizeof key, SB_KEY_JOB, w->agent->type, id)) return SB_ENOTFOUND;
+    while (sb_redis_ensure(w->redis, w->quit) == SB_OK) {
+        redisReply *rep = sb_redis_cmd(w->redis, "GET %s", key);
+        if (!rep) continue;
+        if (sb_reply_is_transient(rep)) {
+            int wait = sb_worker_backoff(w, "read", id, rep, &delay);
+            freeReplyObject(rep);
+            if (wait != SB_OK) break;
+            continue;
+        }
+        int rc = sb_record_reply(rep, json, why, whylen);
+        freeReplyObject(rep);
+        return rc;
     }
+    return SB_ECANCELED;
 }
 
 typedef struct {
@@ -264,6 +308,7 @@ static char *sb_finish_audit(const sb_worker_t *w, const char *id, const sb_fini
 static void sb_taken_free(sb_taken_t *t) {
     free(t->id);
     free(t->record);
+    free(t->error);
     memset(t, 0, sizeof *t);
 }
 
@@ -272,8 +317,11 @@ static void sb_taken_free(sb_taken_t *t) {
 static int sb_taken_fill(sb_taken_t *t, const redisReply *id, const redisReply *record) {
     t->id = strndup(id->str, id->len);
     t->have_record = 1;
-    if (record->type == REDIS_REPLY_STRING) t->record = strndup(record->str, record->len);
-    if (t->id && (t->record || record->type != REDIS_REPLY_STRING)) return 1;
+    char **copy = record->type == REDIS_REPLY_STRING  ? &t->record
+                  : record->type == REDIS_REPLY_ERROR ? &t->error
+                                                      : NULL;
+    if (copy) *copy = strndup(record->str, record->len);
+    if (t->id && (!copy || *copy)) return 1;
     sb_taken_free(t);
     return -1;
 }
@@ -327,8 +375,9 @@ static redisReply *sb_worker_finish_call(sb_worker_t *w, int argc, const char **
     return sb_redis_eval(w->redis, &a->finish, SB_FINISH_NKEYS, argc, argv, NULL);
 }
 
-/* Runs the guarded terminal transition. Returns 1 applied, 0 not ours any more,
- * SB_ECANCELED. */
+/* Runs the guarded terminal transition, through reconnects and refusals that leave it unrun
+ * (LOADING after a restart, BUSY...: the LREM guard makes sending it again safe). Returns 1
+ * applied, 0 not ours any more (or a Redis error mid-script, logged), SB_ECANCELED. */
 static int sb_worker_finish(sb_worker_t *w, const char *id, const sb_finish_t *f) {
     sb_agent_t *a = w->agent;
     char k_rec[SB_KEY_LEN], k_cnt[256], k_exec[256], k_fail[256], ms[SB_FMT_INT_LEN + 1],
@@ -358,18 +407,23 @@ static int sb_worker_finish(sb_worker_t *w, const char *id, const sb_finish_t *f
                           f->failure ? f->failure : "", bound, mttl, jttl,
                           ev.event_id, ev.event_type ? ev.event_type : "", ev.timestamp,
                           ev_data ? ev_data : "", audit_max, ""};
-    for (;;) {
-        if (sb_redis_ensure(w->redis, &a->cancel) != SB_OK) {
-            free(ev_data);
-            return SB_ECANCELED;
-        }
+    int delay = SB_TRANSIENT_FIRST_MS, rc = SB_ECANCELED;
+    while (sb_redis_ensure(w->redis, w->quit) == SB_OK) {
         redisReply *rep = sb_worker_finish_call(w, (int)(sizeof argv / sizeof argv[0]), argv);
         if (!rep) continue;
-        int rc = sb_finish_reply(w, id, rep);
+        if (sb_reply_is_transient(rep)) {
+            int wait = sb_worker_backoff(w, "finish", id, rep, &delay);
+            freeReplyObject(rep);
+            if (wait != SB_OK) break;
+            continue;
+        }
+        rc = sb_finish_reply(w, id, rep);
+        rc = rc < 0 ? 0 : rc;
         freeReplyObject(rep);
-        free(ev_data);
-        return rc < 0 ? 0 : rc;
+        break;
     }
+    free(ev_data);
+    return rc;
 }
 
 /* ---- the job state machine --------------------------------------------------------------- */
@@ -604,9 +658,13 @@ static void sb_worker_process(sb_worker_t *w, sb_taken_t *t) {
     const char *id = t->id;
     char why[256];
     int too_long = strlen(id) >= SB_JOB_ID_LEN; /* no job of ours has such an id */
-    int rc = too_long ? SB_ENOTFOUND
-             : t->have_record ? (t->record ? SB_OK : SB_ENOTFOUND)
-                              : sb_worker_get(w, id, &t->record);
+    int rc;
+    if (too_long) rc = SB_ENOTFOUND;
+    else if (t->error) {
+        snprintf(why, sizeof why, "record unreadable: %s", t->error); /* as sb_record_reply */
+        rc = SB_EPROTO;
+    } else if (t->have_record) rc = t->record ? SB_OK : SB_ENOTFOUND;
+    else rc = sb_worker_get(w, id, &t->record, why, sizeof why);
     if (rc == SB_ENOTFOUND) {
         /* nothing to run and nobody to tell: just forget the id */
         redisReply *rep = sb_redis_cmd(w->redis, "LREM %s 1 %s", a->k_proc, id);
@@ -614,6 +672,10 @@ static void sb_worker_process(sb_worker_t *w, sb_taken_t *t) {
         sb_warn("agent", "job %.64s: %s; id dropped", id,
                 too_long ? "id longer than any job id" : "record expired or missing");
         sb_stat_add(a, &a->stats.bad_records, 1);
+        return;
+    }
+    if (rc == SB_EPROTO) {
+        sb_run_bad_record(w, id, why); /* the key holds something else: dead-letter the id */
         return;
     }
     if (rc != SB_OK) return; /* canceled while Redis was down: recovery will requeue it */
@@ -777,7 +839,7 @@ static void sb_agent_reclaim_own(sb_agent_t *a) {
     }
     char **next = calloc(rep->elements + 1, sizeof *next);
     size_t nnext = 0;
-    sb_worker_t tmp = {.agent = a, .redis = a->maint_redis};
+    sb_worker_t tmp = {.agent = a, .redis = a->maint_redis, .quit = &a->maint_stop};
     for (size_t i = 0; next && i < rep->elements; i++) {
         const char *id = rep->element[i]->str;
         if (!id || sb_agent_held(a, id)) continue;
@@ -798,10 +860,24 @@ static void sb_agent_reclaim_own(sb_agent_t *a) {
     a->nsuspects = nnext;
 }
 
+/* 1 once Redis has been up for a presence TTL: before that, presence keys of live agents may
+ * have expired while it was down (or been lost with it) and not been written again yet. A
+ * server that does not tell its uptime (INFO renamed away) counts as settled. */
+static int sb_agent_redis_settled(sb_agent_t *a) {
+    redisReply *rep = sb_redis_cmd(a->maint_redis, "INFO server");
+    if (!rep) return 0;
+    const char *up = rep->type == REDIS_REPLY_STRING ? strstr(rep->str, "uptime_in_seconds:") : NULL;
+    int settled = !up || atol(up + strlen("uptime_in_seconds:")) >= a->status_ttl;
+    freeReplyObject(rep);
+    return settled;
+}
+
 static void *sb_maint_main(void *arg) {
     sb_agent_t *a = arg;
-    int64_t next_hb = 0, next_scan = 0;
+    int64_t next_hb = 0, next_scan = 0, grace_until = 0;
+    int lost = 0; /* redis was out of reach since the last heartbeat that landed */
     while (!atomic_load(&a->maint_stop)) {
+        lost |= !sb_redis_connected(a->maint_redis) && atomic_load(&a->present);
         if (sb_redis_ensure(a->maint_redis, &a->maint_stop) != SB_OK) break;
         int64_t now = sb_mono_ms();
         if (now >= next_hb) {
@@ -809,8 +885,17 @@ static void *sb_maint_main(void *arg) {
                 if (!atomic_exchange(&a->present, 1))
                     sb_info("agent", "agent %s online (type %s, concurrency %d)", a->id, a->type,
                             a->nworkers);
+                if (lost) {
+                    /* the others' heartbeats may not have landed either: give them a TTL */
+                    grace_until = now + (int64_t)a->status_ttl * 1000;
+                    sb_info("agent", "redis back: jobs of agents whose presence expired are "
+                            "recovered after %d s, once live agents had time to heartbeat",
+                            a->status_ttl);
+                    lost = 0;
+                }
                 next_hb = now + (int64_t)a->heartbeat_s * 1000;
             } else {
+                lost = 1;
                 /* connection dropped: ensure() and try again; anything else: not in a hot loop */
                 if (sb_redis_connected(a->maint_redis)) {
                     sb_error("agent", "presence heartbeat refused by redis");
@@ -820,9 +905,10 @@ static void *sb_maint_main(void *arg) {
             }
         }
         if (now >= next_scan && atomic_load(&a->present)) {
-            sb_agent_recover(a);
+            if (now >= grace_until && sb_agent_redis_settled(a)) sb_agent_recover(a);
             sb_agent_reclaim_own(a);
-            next_scan = now + (int64_t)a->recovery_s * 1000;
+            /* from the scan's end: two scans are never closer than the interval */
+            next_scan = sb_mono_ms() + (int64_t)a->recovery_s * 1000;
         }
         int64_t wake = next_hb < next_scan ? next_hb : next_scan;
         int64_t wait = wake - sb_mono_ms();
@@ -895,6 +981,7 @@ sb_agent_t *sb_agent_create(const sb_config_t *cfg, sb_handler_cb cb, void *user
         sb_worker_t *w = &a->workers[i];
         w->agent = a;
         w->can_prefetch = 1;
+        w->quit = &a->cancel;
         pthread_mutex_init(&w->lock, NULL);
         if (getrandom(&w->seed, sizeof w->seed, 0) != (ssize_t)sizeof w->seed) w->seed = (unsigned)i;
         if (!(w->redis = sb_redis_create(&cfg->redis, "agent"))) goto nomem;
@@ -951,7 +1038,7 @@ static int sb_agent_wait_workers(sb_agent_t *a, int64_t deadline) {
 /* Last resort for workers stuck in a handler that ignores cancel: put their jobs back from
  * this thread (the guarded script makes a late finish by the worker a no-op). */
 static void sb_agent_requeue_abandoned(sb_agent_t *a) {
-    sb_worker_t tmp = {.agent = a, .redis = a->maint_redis};
+    sb_worker_t tmp = {.agent = a, .redis = a->maint_redis, .quit = &a->cancel};
     for (int i = 0; i < a->nworkers; i++) {
         char id[SB_JOB_ID_LEN];
         pthread_mutex_lock(&a->workers[i].lock);

@@ -462,6 +462,15 @@ int sb_reply_is_noscript(const redisReply *reply) {
            strncmp(reply->str, "NOSCRIPT", 8) == 0;
 }
 
+int sb_reply_is_transient(const redisReply *reply) {
+    static const char *const codes[] = {"LOADING ", "BUSY ", "TRYAGAIN ", "MASTERDOWN ",
+                                        "READONLY ", "OOM "};
+    if (!reply || reply->type != REDIS_REPLY_ERROR || !reply->str) return 0;
+    for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
+        if (strncmp(reply->str, codes[i], strlen(codes[i])) == 0) return 1;
+    return 0;
+}
+
 redisReply *sb_redis_eval(sb_redis_t *r, const sb_script_t *s, int nkeys, int argc,
                           const char **argv, const size_t *lens) {
     const char *av[SB_SCRIPT_MAXARGS];

@@ -66,6 +66,31 @@ static char *wait_terminal(sb_redis_t *r, const char *id) {
     return NULL;
 }
 
+/* Waits (bounded) until key holds n items. */
+static void wait_llen(sb_redis_t *r, const char *key, long long n) {
+    int64_t deadline = sb_mono_ms() + 15000;
+    while (llen(r, key) != n && sb_mono_ms() < deadline) sb_sleep_ms(5, NULL);
+    assert_int_equal(llen(r, key), n);
+}
+
+/* The last_heartbeat of an agent's presence record ("" when absent); waits (bounded) until it
+ * differs from prev, so a caller can count the agent's heartbeats. */
+static void wait_heartbeat(sb_redis_t *r, const char *agent_id, char *prev, size_t len) {
+    int64_t deadline = sb_mono_ms() + 15000;
+    while (sb_mono_ms() < deadline) {
+        redisReply *rep = sb_redis_cmd(r, "GET agent:online:%s", agent_id);
+        cJSON *doc = rep && rep->type == REDIS_REPLY_STRING ? cJSON_Parse(rep->str) : NULL;
+        const char *hb = sb_json_str(doc, "last_heartbeat");
+        int changed = hb && strcmp(hb, prev) != 0;
+        if (changed) snprintf(prev, len, "%s", hb);
+        cJSON_Delete(doc);
+        if (rep) freeReplyObject(rep);
+        if (changed) return;
+        sb_sleep_ms(5, NULL);
+    }
+    fail_msg("agent %s never heartbeat", agent_id);
+}
+
 static void enqueue(sb_redis_t *r, const char *payload_json, char id[SB_JOB_ID_LEN]) {
     cJSON *payload = cJSON_Parse(payload_json);
     sb_user_t u = {.public_key = "PK1", .id = "u1"};
@@ -75,12 +100,13 @@ static void enqueue(sb_redis_t *r, const char *payload_json, char id[SB_JOB_ID_L
 }
 
 /* Handler whose behaviour the payload chooses: {"mode":"ok"|"fail"|"fail_twice"|"permanent"
- * |"block"}. Records the order it saw jobs in. */
+ * |"block"|"gate"}. Records the order it saw jobs in. */
 typedef struct {
     pthread_mutex_t lock;
     int seen[64];
     int nseen;
-    atomic_int blocked;
+    atomic_int blocked;   /* a "block" or "gate" job is running */
+    atomic_int release;   /* a "gate" job may finish (done) */
 } probe_t;
 
 static sb_handler_rc_t probe_handler(const sb_job_t *job, int attempt, const atomic_int *cancel,
@@ -98,6 +124,12 @@ static sb_handler_rc_t probe_handler(const sb_job_t *job, int attempt, const ato
     }
     if (!strcmp(mode, "fail_twice") && attempt >= 3) {
         out->result = cJSON_CreateString("third time lucky");
+        return SB_HANDLER_OK;
+    }
+    if (!strcmp(mode, "gate")) {
+        atomic_store(&p->blocked, 1);
+        while (!atomic_load(&p->release) && !atomic_load(cancel)) sb_sleep_ms(5, NULL);
+        out->result = cJSON_CreateString("released");
         return SB_HANDLER_OK;
     }
     if (!strcmp(mode, "block")) {
@@ -247,6 +279,11 @@ static void test_bad_records_are_counted_and_skipped(void **state) {
     longid[sizeof longid - 1] = '\0';
     rep = sb_redis_cmd(r, "LPUSH agent:rebalance:jobs %s", longid);
     freeReplyObject(rep);
+    /* a record key of another type: the take script reads it with pcall */
+    rep = sb_redis_cmd(r, "HSET agent:rebalance:job:4-hash x y");
+    freeReplyObject(rep);
+    rep = sb_redis_cmd(r, "LPUSH agent:rebalance:jobs 4-hash");
+    freeReplyObject(rep);
     char good[SB_JOB_ID_LEN];
     enqueue(r, "{\"n\":7}", good);
     sb_config_t cfg = test_config();
@@ -255,10 +292,16 @@ static void test_bad_records_are_counted_and_skipped(void **state) {
     char *st = wait_terminal(r, good);
     assert_string_equal(st, "done");
     free(st);
+    wait_llen(r, "agent:rebalance:dead", 3); /* the three unreadable records */
+    /* the same once the queue is empty: the id comes from BLMOVE, the record from a GET */
+    rep = sb_redis_cmd(r, "SADD agent:rebalance:job:5-set x");
+    freeReplyObject(rep);
+    rep = sb_redis_cmd(r, "LPUSH agent:rebalance:jobs 5-set");
+    freeReplyObject(rep);
+    wait_llen(r, "agent:rebalance:dead", 4);
     sb_agent_stats_t stats;
     sb_agent_stats(a, &stats);
-    assert_int_equal(stats.bad_records, 4);
-    assert_int_equal(llen(r, "agent:rebalance:dead"), 2); /* the two unreadable records */
+    assert_int_equal(stats.bad_records, 6);
     rep = sb_redis_cmd(r, "KEYS agent:rebalance:processing:*");
     assert_int_equal(rep->elements, 0); /* nothing stuck, not even the over-long id */
     freeReplyObject(rep);
@@ -458,6 +501,122 @@ static void test_survives_redis_restart(void **state) {
     sb_redis_free(r);
 }
 
+/* Redis refuses the finish for now (BUSY: another script is running; LOADING after a restart
+ * is the same case): the agent sends it again once Redis can run it, and the job ends done —
+ * not left in the processing list to be run a second time, nor failed. */
+static void *busy_script(void *arg) {
+    redisReply *rep = sb_redis_cmd(arg, "EVAL %s 0", "while true do end");
+    if (rep) freeReplyObject(rep); /* the error of SCRIPT KILL */
+    return NULL;
+}
+
+static int redis_busy(sb_redis_t *r) {
+    redisReply *rep = sb_redis_cmd(r, "PING");
+    int busy = rep && rep->type == REDIS_REPLY_ERROR && !strncmp(rep->str, "BUSY", 4);
+    if (rep) freeReplyObject(rep);
+    return busy;
+}
+
+static void test_finish_waits_out_a_busy_redis(void **state) {
+    (void)state;
+    sb_redis_t *r = sb_test_redis_client(&srv), *blocker = sb_test_redis_client(&srv);
+    redisReply *rep = sb_redis_cmd(r, "CONFIG SET busy-reply-threshold 50");
+    freeReplyObject(rep);
+    char id[SB_JOB_ID_LEN];
+    enqueue(r, "{\"n\":1,\"mode\":\"gate\"}", id);
+    sb_config_t cfg = test_config();
+    probe_t p = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    sb_agent_t *a = start_agent(&cfg, &p);
+    int64_t deadline = sb_mono_ms() + 10000;
+    while (!atomic_load(&p.blocked) && sb_mono_ms() < deadline) sb_sleep_ms(5, NULL);
+    assert_true(atomic_load(&p.blocked));
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, busy_script, blocker), 0);
+    while (!redis_busy(r) && sb_mono_ms() < deadline) sb_sleep_ms(5, NULL);
+    assert_true(redis_busy(r));
+    atomic_store(&p.release, 1); /* the handler returns: the finish meets BUSY */
+    sb_agent_stats_t stats = {0};
+    while (stats.refused == 0 && sb_mono_ms() < deadline) {
+        sb_sleep_ms(5, NULL);
+        sb_agent_stats(a, &stats);
+    }
+    assert_true(stats.refused > 0);
+    rep = sb_redis_cmd(r, "SCRIPT KILL");
+    freeReplyObject(rep);
+    pthread_join(t, NULL);
+    char *st = wait_terminal(r, id);
+    assert_string_equal(st, "done");
+    free(st);
+    sb_agent_stats(a, &stats);
+    assert_int_equal(stats.done, 1);
+    assert_int_equal(stats.recovered, 0);
+    char key[SB_KEY_LEN];
+    assert_int_equal(llen(r, sb_key(key, sizeof key, SB_KEY_PROCESSING, "rebalance",
+                                    sb_agent_id(a))), 0);
+    sb_agent_wait(a, 5);
+    sb_agent_free(a);
+    rep = sb_redis_cmd(r, "CONFIG SET busy-reply-threshold 5000");
+    freeReplyObject(rep);
+    sb_config_close(&cfg);
+    sb_redis_free(blocker);
+    sb_redis_free(r);
+}
+
+/* Redis restarts from disk after an outage longer than the presence TTL: the presence key of an
+ * agent that is alive (and still running its jobs) is gone until its next heartbeat. The agents
+ * that reconnect give it a TTL to heartbeat before they recover its jobs. */
+static void test_recovery_waits_for_live_agents_after_a_restart(void **state) {
+    (void)state;
+    const char *alive = "agent:rebalance:processing:a-2-bb";
+    sb_redis_t *r = sb_test_redis_client(&srv);
+    char ids[2][SB_JOB_ID_LEN], hb[64] = "";
+    for (int i = 0; i < 2; i++) {
+        enqueue(r, "{\"n\":1}", ids[i]);
+        redisReply *rep = sb_redis_cmd(r, "LMOVE agent:rebalance:jobs %s RIGHT LEFT", alive);
+        freeReplyObject(rep);
+    }
+    redisReply *rep = sb_redis_cmd(r, "SET agent:online:a-2-bb {} EX 60");
+    freeReplyObject(rep);
+    sb_config_t cfg = test_config();
+    cfg.agent_id = strdup("b-1-aa");
+    probe_t p = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    sb_agent_t *a = start_agent(&cfg, &p);
+    wait_heartbeat(r, "b-1-aa", hb, sizeof hb);
+    /* a-2-bb's key expires while Redis is down: gone when the snapshot is loaded again */
+    int64_t expire_at = sb_now_ms() + 200;
+    rep = sb_redis_cmd(r, "PEXPIREAT agent:online:a-2-bb %lld", (long long)expire_at);
+    freeReplyObject(rep);
+    rep = sb_redis_cmd(r, "SAVE");
+    freeReplyObject(rep);
+    sb_redis_free(r);
+    kill(srv.pid, SIGSTOP); /* down (nothing answers) until the key's time has passed */
+    while (sb_now_ms() <= expire_at) sb_sleep_ms(5, NULL);
+    assert_int_equal(sb_test_redis_restart(&srv), 0);
+    r = sb_test_redis_client(&srv);
+    assert_int_equal(llen(r, alive), 2);
+    rep = sb_redis_cmd(r, "EXISTS agent:online:a-2-bb");
+    assert_int_equal(rep->integer, 0);
+    freeReplyObject(rep);
+    wait_heartbeat(r, "b-1-aa", hb, sizeof hb); /* b is back; its scans start now */
+    rep = sb_redis_cmd(r, "SET agent:online:a-2-bb {} EX 60"); /* a's next heartbeat lands */
+    freeReplyObject(rep);
+    for (int i = 0; i < 2; i++) wait_heartbeat(r, "b-1-aa", hb, sizeof hb);
+    sb_agent_stats_t stats;
+    sb_agent_stats(a, &stats);
+    assert_int_equal(stats.recovered, 0);
+    assert_int_equal(llen(r, alive), 2);
+    /* a really dies: its jobs are recovered once the grace is over */
+    rep = sb_redis_cmd(r, "DEL agent:online:a-2-bb");
+    freeReplyObject(rep);
+    for (int i = 0; i < 2; i++) free(wait_terminal(r, ids[i]));
+    sb_agent_stats(a, &stats);
+    assert_int_equal(stats.recovered, 2);
+    sb_agent_wait(a, 5);
+    sb_agent_free(a);
+    sb_config_close(&cfg);
+    sb_redis_free(r);
+}
+
 /* ---- the general queue library ----------------------------------------------------------- */
 
 typedef struct {
@@ -529,6 +688,8 @@ int main(void) {
         cmocka_unit_test_setup(test_shutdown_puts_back_unfinished_jobs, setup),
         cmocka_unit_test_setup(test_stop_mid_stream_leaves_no_job_taken, setup),
         cmocka_unit_test_setup(test_survives_redis_restart, setup),
+        cmocka_unit_test_setup(test_finish_waits_out_a_busy_redis, setup),
+        cmocka_unit_test_setup(test_recovery_waits_for_live_agents_after_a_restart, setup),
         cmocka_unit_test_setup(test_queue_library, setup),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
