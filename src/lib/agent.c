@@ -248,27 +248,43 @@ static int sb_record_reply(const redisReply *rep, char **json, char *why, size_t
     return SB_EPROTO;
 }
 
+/* One attempt at a command for sb_worker_retry: the reply, or NULL on an I/O error. */
+typedef redisReply *(*sb_attempt_fn)(sb_worker_t *w, void *ctx);
+
+/* Runs attempt until Redis answers it other than with a refusal (sb_reply_is_transient),
+ * through reconnects and refusals (what and id name it in the log). Returns that reply, or
+ * NULL when w's quit flag was raised first. */
+static redisReply *sb_worker_retry(sb_worker_t *w, const char *what, const char *id,
+                                   sb_attempt_fn attempt, void *ctx) {
+    int delay = SB_TRANSIENT_FIRST_MS;
+    while (sb_redis_ensure(w->redis, w->quit) == SB_OK) {
+        redisReply *rep = attempt(w, ctx);
+        if (!rep || !sb_reply_is_transient(rep)) {
+            if (rep) return rep;
+            continue;
+        }
+        int wait = sb_worker_backoff(w, what, id, rep, &delay);
+        freeReplyObject(rep);
+        if (wait != SB_OK) break;
+    }
+    return NULL;
+}
+
+static redisReply *sb_get_attempt(sb_worker_t *w, void *key) {
+    return sb_redis_cmd(w->redis, "GET %s", (const char *)key);
+}
+
 /* GET the record, through reconnects and refusals (LOADING...). Returns as sb_record_reply, or
  * SB_ECANCELED. */
 static int sb_worker_get(sb_worker_t *w, const char *id, char **json, char *why, size_t whylen) {
     char key[SB_KEY_LEN];
-    int delay = SB_TRANSIENT_FIRST_MS;
     *json = NULL;
     if (!sb_key(key, sizeof key, SB_KEY_JOB, w->agent->type, id)) return SB_ENOTFOUND;
-    while (sb_redis_ensure(w->redis, w->quit) == SB_OK) {
-        redisReply *rep = sb_redis_cmd(w->redis, "GET %s", key);
-        if (!rep) continue;
-        if (sb_reply_is_transient(rep)) {
-            int wait = sb_worker_backoff(w, "read", id, rep, &delay);
-            freeReplyObject(rep);
-            if (wait != SB_OK) break;
-            continue;
-        }
-        int rc = sb_record_reply(rep, json, why, whylen);
-        freeReplyObject(rep);
-        return rc;
-    }
-    return SB_ECANCELED;
+    redisReply *rep = sb_worker_retry(w, "read", id, sb_get_attempt, key);
+    if (!rep) return SB_ECANCELED;
+    int rc = sb_record_reply(rep, json, why, whylen);
+    freeReplyObject(rep);
+    return rc;
 }
 
 typedef struct {
@@ -363,16 +379,22 @@ static int sb_finish_reply(sb_worker_t *w, const char *id, const redisReply *rep
     return -1;
 }
 
+typedef struct {
+    int argc;
+    const char **argv;
+} sb_argv_t;
+
 /* Calls the finish script (argv as sb_worker_finish builds it, its last argument the take's
  * record key prefix, '' here). A worker that goes on taking jobs has the same call take its next
  * one (sb_finish_reply keeps it): one script call and one round trip per job under load.
  * Returns the reply, or NULL on an I/O error (the take may then have run with its reply lost:
  * sb_agent_reclaim_own puts such an id back). */
-static redisReply *sb_worker_finish_call(sb_worker_t *w, int argc, const char **argv) {
+static redisReply *sb_finish_attempt(sb_worker_t *w, void *args) {
     sb_agent_t *a = w->agent;
+    sb_argv_t *v = args;
     int take = w->can_prefetch && w->prefetch == SB_PREFETCH_NONE && !atomic_load(&a->stop);
-    argv[argc - 1] = take ? a->k_job_prefix : "";
-    return sb_redis_eval(w->redis, &a->finish, SB_FINISH_NKEYS, argc, argv, NULL);
+    v->argv[v->argc - 1] = take ? a->k_job_prefix : "";
+    return sb_redis_eval(w->redis, &a->finish, SB_FINISH_NKEYS, v->argc, v->argv, NULL);
 }
 
 /* Runs the guarded terminal transition, through reconnects and refusals that leave it unrun
@@ -407,20 +429,12 @@ static int sb_worker_finish(sb_worker_t *w, const char *id, const sb_finish_t *f
                           f->failure ? f->failure : "", bound, mttl, jttl,
                           ev.event_id, ev.event_type ? ev.event_type : "", ev.timestamp,
                           ev_data ? ev_data : "", audit_max, ""};
-    int delay = SB_TRANSIENT_FIRST_MS, rc = SB_ECANCELED;
-    while (sb_redis_ensure(w->redis, w->quit) == SB_OK) {
-        redisReply *rep = sb_worker_finish_call(w, (int)(sizeof argv / sizeof argv[0]), argv);
-        if (!rep) continue;
-        if (sb_reply_is_transient(rep)) {
-            int wait = sb_worker_backoff(w, "finish", id, rep, &delay);
-            freeReplyObject(rep);
-            if (wait != SB_OK) break;
-            continue;
-        }
-        rc = sb_finish_reply(w, id, rep);
-        rc = rc < 0 ? 0 : rc;
+    sb_argv_t args = {(int)(sizeof argv / sizeof argv[0]), argv};
+    redisReply *rep = sb_worker_retry(w, "finish", id, sb_finish_attempt, &args);
+    int rc = SB_ECANCELED;
+    if (rep) {
+        rc = sb_finish_reply(w, id, rep) == 1; /* an unexpected reply (logged) counts as 0 */
         freeReplyObject(rep);
-        break;
     }
     free(ev_data);
     return rc;

@@ -149,6 +149,15 @@ static sb_agent_t *start_agent(sb_config_t *cfg, probe_t *p) {
     return a;
 }
 
+/* Starts an agent and waits (bounded) until its handler runs a "block" or "gate" job. */
+static sb_agent_t *start_agent_blocked(sb_config_t *cfg, probe_t *p) {
+    sb_agent_t *a = start_agent(cfg, p);
+    int64_t deadline = sb_mono_ms() + 10000;
+    while (!atomic_load(&p->blocked) && sb_mono_ms() < deadline) sb_sleep_ms(5, NULL);
+    assert_true(atomic_load(&p->blocked));
+    return a;
+}
+
 static int setup(void **state) {
     (void)state;
     sb_test_redis_flush(&srv);
@@ -418,10 +427,7 @@ static void test_shutdown_puts_back_unfinished_jobs(void **state) {
     enqueue(r, "{\"n\":1,\"mode\":\"block\"}", id);
     sb_config_t cfg = test_config();
     probe_t p = {.lock = PTHREAD_MUTEX_INITIALIZER};
-    sb_agent_t *a = start_agent(&cfg, &p);
-    int64_t deadline = sb_mono_ms() + 10000;
-    while (!atomic_load(&p.blocked) && sb_mono_ms() < deadline) sb_sleep_ms(5, NULL);
-    assert_true(atomic_load(&p.blocked));
+    sb_agent_t *a = start_agent_blocked(&cfg, &p);
     sb_agent_wait(a, 0); /* no grace: cancel at once */
     sb_agent_stats_t stats;
     sb_agent_stats(a, &stats);
@@ -526,10 +532,8 @@ static void test_finish_waits_out_a_busy_redis(void **state) {
     enqueue(r, "{\"n\":1,\"mode\":\"gate\"}", id);
     sb_config_t cfg = test_config();
     probe_t p = {.lock = PTHREAD_MUTEX_INITIALIZER};
-    sb_agent_t *a = start_agent(&cfg, &p);
+    sb_agent_t *a = start_agent_blocked(&cfg, &p);
     int64_t deadline = sb_mono_ms() + 10000;
-    while (!atomic_load(&p.blocked) && sb_mono_ms() < deadline) sb_sleep_ms(5, NULL);
-    assert_true(atomic_load(&p.blocked));
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, busy_script, blocker), 0);
     while (!redis_busy(r) && sb_mono_ms() < deadline) sb_sleep_ms(5, NULL);
