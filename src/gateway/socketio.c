@@ -25,6 +25,10 @@
 #define SB_SOCKETIO_CORS_MAX 1024
 #define SB_SOCKETIO_BURST 64             /* packets framed into one write at most */
 #define SB_SOCKETIO_BURST_BYTES 65536    /* ... and about this many bytes */
+/* A WebSocket whose session closed while output is still pending (lws's unsent tail, or a full
+ * kernel buffer) gets this long to take it; a client that stopped reading never does, so the
+ * connection is then killed rather than left waiting for a writeable callback. */
+#define SB_SOCKETIO_CLOSE_WAIT_S 3
 
 struct sb_socketio {
     sb_gateway_t *gw;
@@ -475,6 +479,13 @@ static int sb_socketio_ws_write_batch(struct lws *wsi, sb_eio_buf_t **pkts, int 
     return rc;
 }
 
+/* The session is over but the close waits for a writeable callback (output still pending):
+ * bounds that wait, since a client that stopped reading never makes the socket writeable.
+ * lws kills the connection when the time is up (CLOSED then detaches it as usual). */
+static void sb_socketio_close_soon(struct lws *wsi) {
+    lws_set_timeout(wsi, PENDING_TIMEOUT_CLOSE_SEND, SB_SOCKETIO_CLOSE_WAIT_S);
+}
+
 /* Sends what the core has queued: one lws_write per call, either one packet as a text frame
  * straight from its shared buffer, or a burst of up to SB_SOCKETIO_BURST packets
  * (SB_SOCKETIO_BURST_BYTES) framed into one buffer. A close is acted on once the queue ahead
@@ -486,11 +497,13 @@ static int sb_socketio_ws_write_batch(struct lws *wsi, sb_eio_buf_t **pkts, int 
  * holds no unsent tail of an earlier write (lws_partial_buffered; with one, it waits for a
  * writeable callback as before); a partial write is kept by lws, which finishes it on POLLOUT
  * before the next writeable callback, so the one-write-per-callback rule still holds. A close
- * or a write error is left to the writeable callback / lws's own close (returns 0). */
+ * or a write error is left to the writeable callback / lws's own close (returns 0); a close
+ * waiting that way is bounded by SB_SOCKETIO_CLOSE_WAIT_S (sb_socketio_close_soon). */
 static int sb_socketio_ws_send(sb_socketio_t *io, struct lws *wsi, sb_socketio_ws_t *ws,
                                int direct) {
     if (!io || !ws->attached) return direct ? 0 : -1;
     if (direct && (ws->peer_closing || lws_partial_buffered(wsi))) {
+        if (!sb_eio_is_open(io->eio, ws->id)) sb_socketio_close_soon(wsi);
         lws_callback_on_writable(wsi);
         return 0;
     }
@@ -502,6 +515,7 @@ static int sb_socketio_ws_send(sb_socketio_t *io, struct lws *wsi, sb_socketio_w
         bytes += pkts[n++]->len;
     if (n == 0 && rc == SB_EIO_CLOSE) {
         if (direct) {
+            sb_socketio_close_soon(wsi);
             lws_callback_on_writable(wsi);
             return 0;
         }
