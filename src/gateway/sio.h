@@ -36,6 +36,7 @@
 
 #include "gateway/eio.h"
 #include "gateway/rooms.h"
+#include "switchboard/job.h"
 
 enum {
     SB_SIO_CONNECT = 0,
@@ -47,7 +48,8 @@ enum {
     SB_SIO_BINARY_ACK = 6,
 };
 
-#define SB_SIO_ID_MAX 96     /* public key / user id buffer, NUL included */
+/* public key / user id buffer, NUL included: any publicKey the HTTP API accepts fits */
+#define SB_SIO_ID_MAX (SB_PUBKEY_MAX + 1)
 #define SB_SIO_ROLE_MAX 16   /* role buffer, NUL included */
 #define SB_SIO_NSP_MAX 256   /* longest namespace accepted in a packet */
 #define SB_SIO_MAX_ATTACHMENTS 64

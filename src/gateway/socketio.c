@@ -187,12 +187,14 @@ static int sb_socketio_auth(void *ud, const char *token, sb_sio_identity_t *who,
         snprintf(err, errlen, "missing token in the auth payload ({auth:{token}})");
     } else if (sb_jwt_verify_cached(io->gw->tokens, token, io->gw->cfg->jwt_secret,
                                     sb_now_ms() / 1000, &c, err, errlen) == SB_OK) {
-        if (!sb_public_key_valid(c.public_key) || strlen(c.public_key) >= SB_SIO_ID_MAX ||
-            (c.sub && strlen(c.sub) >= SB_SIO_ID_MAX)) {
+        /* the HTTP API's rules: any valid publicKey (SB_SIO_ID_MAX holds the longest); a sub
+         * that is not usable as an id is as good as none */
+        if (!sb_public_key_valid(c.public_key)) {
             snprintf(err, errlen, "the token carries no valid publicKey claim");
         } else {
             snprintf(who->public_key, sizeof who->public_key, "%s", c.public_key);
-            snprintf(who->user_id, sizeof who->user_id, "%s", c.sub ? c.sub : "");
+            snprintf(who->user_id, sizeof who->user_id, "%s",
+                     sb_public_key_valid(c.sub) ? c.sub : "");
             snprintf(who->role, sizeof who->role, "%s", sb_role_name(c.role));
             rc = 0;
         }
