@@ -277,7 +277,7 @@ sb_subscriber_t *sb_subscriber_create(uv_loop_t *loop, const sb_redis_addr_t *ad
 void sb_subscriber_close(sb_subscriber_t *s) {
     if (!s) return;
     s->closing = 1;
-    sb_aredis_on_up(s->ar, NULL, NULL);
+    sb_aredis_on_up_remove(s->ar, sb_subscriber_on_up, s);
     sb_aredis_close(s->ar); /* runs the push callback with NULL; it ignores it (closing) */
     free(s->types);
     free(s);
