@@ -49,7 +49,7 @@
  * Memory: sb_eio_session_t is 160 bytes on x86-64 (sid and the outgoing ring's first 4
  * entries inline; sb_eio_session_size()), plus 20 bytes of per-slot tables (slots, gens, due)
  * and a hash bucket; a ring grown by a burst is malloc'd and freed once drained. Measured with glibc mallinfo2 over 50k sessions: 176 bytes of heap per idle
- * session; 640 bytes per Socket.IO-connected socket including its own `user:` room. */
+ * session; 704 bytes per Socket.IO-connected socket including its own `user:` room. */
 #ifndef SB_GATEWAY_EIO_H
 #define SB_GATEWAY_EIO_H
 
