@@ -41,8 +41,10 @@ struct sb_aredis {
     int64_t progress_ms;    /* monotonic time of the last reply, or of the first send */
     int64_t since_ms;       /* when the current attempt started / the connection came up */
     unsigned long long reconnects;
-    void (*on_up)(void *ud); /* runs each time the connection comes up */
-    void *on_up_ud;
+    struct {
+        void (*fn)(void *ud);
+        void *ud;
+    } up[SB_AREDIS_MAX_UP_HOOKS]; /* run each time the connection comes up; fn NULL = free */
     sb_aredis_cb push_cb;   /* subscription messages (push mode) */
     void *push_priv;
 };
@@ -77,6 +79,12 @@ static void sb_aredis_schedule(sb_aredis_t *ar, const char *why) {
                                                                     : ar->backoff_ms * 2;
 }
 
+/* Runs every hook in its slot's order; a hook removed by an earlier one is skipped. */
+static void sb_aredis_run_up_hooks(sb_aredis_t *ar) {
+    for (int i = 0; i < SB_AREDIS_MAX_UP_HOOKS; i++)
+        if (ar->up[i].fn) ar->up[i].fn(ar->up[i].ud);
+}
+
 static void sb_aredis_on_connect(const redisAsyncContext *ac, int status) {
     sb_aredis_t *ar = ac->data;
     if (status != REDIS_OK) {
@@ -93,7 +101,7 @@ static void sb_aredis_on_connect(const redisAsyncContext *ac, int status) {
                 sb_redis_addr_str(&ar->addr, where, sizeof where));
     }
     ar->lost = 0;
-    if (ar->on_up) ar->on_up(ar->on_up_ud);
+    sb_aredis_run_up_hooks(ar);
 }
 
 static void sb_aredis_on_disconnect(const redisAsyncContext *ac, int status) {
@@ -236,9 +244,19 @@ int sb_aredis_send(sb_aredis_t *ar, const sb_batch_t *b, sb_aredis_cb cb, void *
 
 /* ---- push mode ------------------------------------------------------------------------------ */
 
-void sb_aredis_on_up(sb_aredis_t *ar, void (*fn)(void *ud), void *ud) {
-    ar->on_up = fn;
-    ar->on_up_ud = ud;
+int sb_aredis_on_up(sb_aredis_t *ar, void (*fn)(void *ud), void *ud) {
+    for (int i = 0; fn && i < SB_AREDIS_MAX_UP_HOOKS; i++) {
+        if (ar->up[i].fn) continue;
+        ar->up[i].fn = fn;
+        ar->up[i].ud = ud;
+        return SB_OK;
+    }
+    return SB_EINVAL;
+}
+
+void sb_aredis_on_up_remove(sb_aredis_t *ar, void (*fn)(void *ud), void *ud) {
+    for (int i = 0; i < SB_AREDIS_MAX_UP_HOOKS; i++)
+        if (ar->up[i].fn == fn && ar->up[i].ud == ud) ar->up[i].fn = NULL;
 }
 
 /* hiredis keeps this callback per channel and calls it for every push reply of it. */

@@ -13,8 +13,10 @@
  *
  * Push mode (a SUBSCRIBE connection): sb_aredis_subscribe() sends SUBSCRIBE commands whose
  * callback runs for every message of the subscription (and with NULL when the connection
- * goes), and an on-up hook (sb_aredis_on_up) runs each time the connection is (re)made, so
- * the owner subscribes again after every reconnect. */
+ * goes), and the on-up hooks (sb_aredis_on_up) run each time the connection is (re)made, so
+ * the owner subscribes again after every reconnect. Any connection may carry several hooks
+ * (the command connection: presence's keyspace-events check and the replays that waited for
+ * Redis). */
 #ifndef SB_GATEWAY_AREDIS_H
 #define SB_GATEWAY_AREDIS_H
 
@@ -24,6 +26,7 @@
 #include "switchboard/redis.h"
 
 #define SB_AREDIS_STALL_MS 3000
+#define SB_AREDIS_MAX_UP_HOOKS 4 /* on-up hooks one connection carries at most */
 
 typedef struct sb_aredis sb_aredis_t;
 
@@ -48,8 +51,13 @@ unsigned long long sb_aredis_reconnects(const sb_aredis_t *ar);
  * will be called once), SB_EREDIS when not connected or SB_ENOMEM (cb is never called). */
 int sb_aredis_send(sb_aredis_t *ar, const sb_batch_t *b, sb_aredis_cb cb, void *priv);
 
-/* Installs the hook run every time the connection comes up (replacing any previous one). */
-void sb_aredis_on_up(sb_aredis_t *ar, void (*fn)(void *ud), void *ud);
+/* Adds fn(ud) to the hooks run, in the order added, every time the connection comes up
+ * (not now if it is already up). Returns 0, or SB_EINVAL when fn is NULL or
+ * SB_AREDIS_MAX_UP_HOOKS hooks are already installed (nothing added). */
+int sb_aredis_on_up(sb_aredis_t *ar, void (*fn)(void *ud), void *ud);
+/* Removes the hook (fn, ud) added by sb_aredis_on_up; an unknown one is ignored. A hook may
+ * remove itself or another while the hooks run. */
+void sb_aredis_on_up_remove(sb_aredis_t *ar, void (*fn)(void *ud), void *ud);
 /* Sends the SUBSCRIBE / PSUBSCRIBE commands of b. cb(reply, priv) then runs for every push
  * reply of those channels (["subscribe",ch,n], ["message",ch,payload]) for as long as the
  * connection lives, and with NULL (once per channel) when it goes or is closed, including

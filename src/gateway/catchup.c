@@ -15,9 +15,8 @@
 
 struct sb_catchup {
     uv_timer_t timer; /* data = this; the struct is freed in its close callback */
-    sb_aredis_t *redis;
+    sb_replays_t *replays;
     sb_sio_t *sio;
-    char *types;
     int64_t since_ms;
     int running;
     char *keys;       /* snapshot: public keys, each NUL-terminated */
@@ -68,7 +67,7 @@ static void sb_catchup_turn(uv_timer_t *t) {
     int64_t now = sb_now_ms();
     for (int i = 0; i < SB_CATCHUP_PER_TURN && c->pos < c->len; i++) {
         const char *pk = c->keys + c->pos;
-        int rc = sb_replay_user(c->redis, c->sio, pk, c->types, c->since_ms, now);
+        int rc = sb_replays_user(c->replays, pk, c->since_ms, now);
         if (rc == SB_EREDIS) return; /* commands down: the same user next turn */
         if (rc != SB_OK) sb_warn("gateway", "catch-up of user %s skipped (%d)", pk, rc);
         else c->users++;
@@ -97,16 +96,10 @@ void sb_catchup_start(sb_catchup_t *c, int64_t since_ms) {
 
 /* ---- life cycle ---------------------------------------------------------------------------- */
 
-sb_catchup_t *sb_catchup_create(uv_loop_t *loop, sb_aredis_t *redis, sb_sio_t *sio,
-                                const char *job_types) {
+sb_catchup_t *sb_catchup_create(uv_loop_t *loop, sb_replays_t *replays, sb_sio_t *sio) {
     sb_catchup_t *c = calloc(1, sizeof *c);
     if (!c) return NULL;
-    c->types = strdup(job_types ? job_types : "");
-    if (!c->types) {
-        free(c);
-        return NULL;
-    }
-    c->redis = redis;
+    c->replays = replays;
     c->sio = sio;
     uv_timer_init(loop, &c->timer);
     c->timer.data = c;
@@ -119,7 +112,6 @@ unsigned long long sb_catchup_users(const sb_catchup_t *c) { return c->users; }
 static void sb_catchup_closed(uv_handle_t *h) {
     sb_catchup_t *c = h->data;
     free(c->keys);
-    free(c->types);
     free(c);
 }
 

@@ -5,18 +5,19 @@
  * snapshot of the users with a connected socket (the rooms user:*, one entry per user however
  * many sockets it has) and, spread over loop turns (SB_CATCHUP_PER_TURN users every
  * SB_CATCHUP_TURN_MS), replays to each user's room the latest state of its jobs changed since
- * the gap began (sb_replay_user: one Redis call per user). 50k users take ~2 s and never
+ * the gap began (sb_replays_user: one Redis call per user). 50k users take ~2 s and never
  * stall the loop. While the command connection is down the pass waits and goes on where it
  * stopped. A new gap during a pass restarts it from a fresh snapshot with the earlier time.
  *
  * Sockets are reached through their room when the reply arrives, so a socket that closed
- * meanwhile is simply not in it. Events carry "replay":true, like the replay on connect. */
+ * meanwhile is simply not in it. Events carry "replay":true, like the replay on connect, and
+ * obey the same byte budget and order guard (replay.h). */
 #ifndef SB_GATEWAY_CATCHUP_H
 #define SB_GATEWAY_CATCHUP_H
 
 #include <stdint.h>
 #include <uv.h>
-#include "gateway/aredis.h"
+#include "gateway/replay.h"
 #include "gateway/sio.h"
 
 #define SB_CATCHUP_PER_TURN 128 /* users whose replay is sent per turn */
@@ -24,11 +25,10 @@
 
 typedef struct sb_catchup sb_catchup_t;
 
-/* Creates an idle catch-up over redis (commands) and sio, neither owned; both must outlive it
- * and its replies (gateway.c closes redis first, which answers them NULL). job_types is
- * copied. NULL on ENOMEM. */
-sb_catchup_t *sb_catchup_create(uv_loop_t *loop, sb_aredis_t *redis, sb_sio_t *sio,
-                                const char *job_types);
+/* Creates an idle catch-up that sends its reads through replays (and so over its command
+ * connection and job types) to sio's rooms, neither owned; both must outlive it (the replies
+ * are the replays service's). NULL on ENOMEM. */
+sb_catchup_t *sb_catchup_create(uv_loop_t *loop, sb_replays_t *replays, sb_sio_t *sio);
 /* Starts (or restarts) a pass over every connected user for states changed since since_ms. */
 void sb_catchup_start(sb_catchup_t *c, int64_t since_ms);
 /* 1 while a pass is running. */

@@ -488,10 +488,14 @@ static void *sb_eio_active_conn(const sb_eio_session_t *s) {
     return (s->flags & F_WS) ? s->ws_conn : s->poll_conn;
 }
 
+/* A packet joins the queue unless the queue would pass its limits: then the client is not
+ * reading and the session is dropped. A packet that finds the queue empty always joins it,
+ * however large: the client has read everything before it, so one big event (a large job
+ * result) is delivered rather than taken for a slow consumer. */
 static int sb_eio_q_push(sb_eio_server_t *srv, sb_eio_session_t *s, sb_eio_buf_t *b) {
     if (s->state != ST_OPEN) return SB_ENOTFOUND;
-    if (s->qlen + 1 > srv->cfg.max_queue_packets ||
-        (size_t)s->qbytes + b->len > srv->cfg.max_queue_bytes) {
+    if (s->qlen && (s->qlen + 1 > srv->cfg.max_queue_packets ||
+                    (size_t)s->qbytes + b->len > srv->cfg.max_queue_bytes)) {
         sb_eio_mark_closed(srv, s, 0, "slow consumer");
         return SB_ETIMEOUT;
     }
@@ -978,6 +982,11 @@ int sb_eio_set_app_data(sb_eio_server_t *srv, sb_eio_id_t id, void *p) {
 const char *sb_eio_sid(const sb_eio_server_t *srv, sb_eio_id_t id) {
     sb_eio_session_t *s = sb_eio_get(srv, id);
     return s ? s->sid : NULL;
+}
+
+int sb_eio_is_open(const sb_eio_server_t *srv, sb_eio_id_t id) {
+    sb_eio_session_t *s = sb_eio_get(srv, id);
+    return s && s->state == ST_OPEN;
 }
 
 int sb_eio_is_websocket(const sb_eio_server_t *srv, sb_eio_id_t id) {

@@ -49,7 +49,7 @@
  * Memory: sb_eio_session_t is 160 bytes on x86-64 (sid and the outgoing ring's first 4
  * entries inline; sb_eio_session_size()), plus 20 bytes of per-slot tables (slots, gens, due)
  * and a hash bucket; a ring grown by a burst is malloc'd and freed once drained. Measured with glibc mallinfo2 over 50k sessions: 176 bytes of heap per idle
- * session; 640 bytes per Socket.IO-connected socket including its own `user:` room. */
+ * session; 704 bytes per Socket.IO-connected socket including its own `user:` room. */
 #ifndef SB_GATEWAY_EIO_H
 #define SB_GATEWAY_EIO_H
 
@@ -90,7 +90,8 @@ typedef struct sb_eio_config {
     int upgrade_timeout_ms;   /* 10000: a probing WebSocket must send `5` by then */
     int close_grace_ms;       /* 30000: how long a closed polling session waits for its GET */
     size_t max_payload;       /* 1000000: largest POST body / WebSocket message accepted */
-    size_t max_queue_bytes;   /* 1 MiB: queued outgoing bytes before the session is dropped */
+    size_t max_queue_bytes;   /* 1 MiB: queued outgoing bytes before the session is dropped
+                                 (one packet alone in the queue may be larger) */
     uint32_t max_queue_packets; /* 1024: queued outgoing packets before it is dropped */
     uint32_t max_sessions;    /* 200000: handshakes beyond it get 503 */
     size_t headroom;          /* spare bytes before every buffer handed out (LWS_PRE) */
@@ -210,7 +211,9 @@ int64_t sb_eio_tick(sb_eio_server_t *srv, int64_t now);
 /* Queues packet b (a complete Engine.IO packet) on the session, taking one new reference.
  * Returns 0; SB_ENOTFOUND for an unknown or closing session (nothing queued); SB_ENOMEM; or
  * SB_ETIMEOUT when the packet would take the queue past max_queue_bytes / max_queue_packets:
- * the client is not reading, so the session is closed ("slow consumer") instead of growing. */
+ * the client is not reading, so the session is closed ("slow consumer") instead of growing.
+ * A packet that finds the queue empty is always queued, whatever its size, so one event
+ * larger than max_queue_bytes still reaches a client that reads. */
 int sb_eio_send(sb_eio_server_t *srv, sb_eio_id_t id, sb_eio_buf_t *b);
 /* Queues `4` + text (a message packet). Same returns as sb_eio_send. */
 int sb_eio_send_text(sb_eio_server_t *srv, sb_eio_id_t id, const char *text, size_t len);
@@ -230,6 +233,8 @@ int sb_eio_set_app_data(sb_eio_server_t *srv, sb_eio_id_t id, void *p);
 
 /* The sid of an open session, or NULL. Valid until the session is freed. */
 const char *sb_eio_sid(const sb_eio_server_t *srv, sb_eio_id_t id);
+/* 1 while the session is open, 0 once it is closing or gone. */
+int sb_eio_is_open(const sb_eio_server_t *srv, sb_eio_id_t id);
 /* 1 when the session's active transport is the WebSocket, 0 polling, SB_ENOTFOUND. */
 int sb_eio_is_websocket(const sb_eio_server_t *srv, sb_eio_id_t id);
 /* Queued outgoing packets of the session (0 when unknown). */

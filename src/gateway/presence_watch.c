@@ -219,7 +219,7 @@ sb_presence_watch_t *sb_presence_watch_create(sb_gateway_t *gw) {
 void sb_presence_watch_stop(sb_presence_watch_t *pw) {
     if (!pw || pw->stopped) return;
     pw->stopped = 1;
-    if (pw->gw->redis) sb_aredis_on_up(pw->gw->redis, NULL, NULL);
+    if (pw->gw->redis) sb_aredis_on_up_remove(pw->gw->redis, sb_pw_on_up, pw);
     uv_close((uv_handle_t *)&pw->sweep, NULL);
 }
 

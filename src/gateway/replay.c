@@ -1,9 +1,21 @@
-/* Replay of recent job states on connect (see replay.h).
+/* Replay of recent job states on connect and catch-up (see replay.h).
  *
  * One Lua script does the whole read in one round trip: for each user index key (KEYS) it
  * takes the newest ids within the creation window and MGETs their records (the record key
  * prefix of each type is an argument). The reply is an array per type of records (nil for
- * expired ones), newest first; the callback walks it backwards and emits. */
+ * expired ones), newest first. The callback turns the records that qualify into items (event
+ * name, printed payload, packet size, updatedAt), sorts them by updatedAt, keeps the newest
+ * that fit the byte budget and emits those oldest first.
+ *
+ * A socket's replay hangs on its socket (sb_sio_set_data), so the socket's departure and the
+ * live statuses of its user (a walk of room user:{publicKey}) find it in O(1), and sits in the
+ * service's list, which the on-up hook walks for the ones waiting. A catch-up (one per user,
+ * to its room) sits in a second list while in flight, scanned by public key on live statuses.
+ * States: WAITING → IN_FLIGHT (an EVAL is out; its callback will run) → emitted and freed, or
+ * back to WAITING when the reply is lost; GONE when it was unhooked (socket left, service
+ * freed) while in flight: the reply only frees it.
+ *
+ * Banners: reading · budget and emission · the sockets' replays · catch-up. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +28,41 @@
 #include "switchboard/log.h"
 
 #define SB_REPLAY_MAX_TYPES 16
+#define SB_REPLAY_SEEN_MAX 16384 /* bytes of job ids noted live while a replay is pending */
+
+typedef enum { SB_RP_WAITING, SB_RP_IN_FLIGHT, SB_RP_GONE } sb_replay_state_t;
+
+typedef struct sb_replay {
+    sb_replays_t *owner;      /* the service it belongs to */
+    sb_sio_t *sio;
+    sb_eio_id_t id;           /* the socket (owner set) */
+    char sid[SB_EIO_SID_LEN + 1];        /* its Socket.IO sid when the replay started */
+    char public_key[SB_PUBKEY_MAX + 1];
+    char room[SB_PUBKEY_MAX + 8];        /* user:{publicKey} for a catch-up, "" for a socket */
+    int64_t since_ms;         /* states changed at or after this are emitted */
+    sb_replay_state_t state;
+    struct sb_replay *next, **prev; /* the owner's list (list, or users for a catch-up); prev
+                                       non-NULL while listed; a listed socket replay is hung
+                                       on its socket (sb_sio_data) */
+    char *seen;               /* NUL-terminated job ids that went live meanwhile, packed */
+    size_t seen_len, seen_cap;
+    int seen_full;            /* more than SB_REPLAY_SEEN_MAX bytes of them: send nothing */
+    int ntypes;
+    char types[SB_REPLAY_MAX_TYPES][SB_TYPE_MAX + 1];
+} sb_replay_t;
+
+struct sb_replays {
+    sb_aredis_t *redis;
+    sb_sio_t *sio;
+    char *types;              /* comma-separated job types (owned) */
+    sb_replay_t *list;        /* replays hung on a socket, waiting or in flight */
+    unsigned pending;         /* their number */
+    sb_replay_t *users;       /* catch-ups in flight (few: catchup.h paces them) */
+    unsigned in_flight;       /* replies still to come */
+    int closing;              /* freed by its owner: the last reply frees the struct */
+};
+
+/* ================================================================ reading */
 
 static const char sb_replay_lua[] =
     "local out = {}\n"
@@ -32,17 +79,14 @@ static const char sb_replay_lua[] =
     "end\n"
     "return out\n";
 
-typedef struct {
-    sb_sio_t *sio;
-    sb_eio_id_t id;       /* the one socket, when room is empty */
-    char room[SB_PUBKEY_MAX + 8]; /* user:{publicKey} for a catch-up, else "" */
-    int64_t since_ms;     /* states changed at or after this are emitted */
-    int ntypes;
-    char types[SB_REPLAY_MAX_TYPES][SB_TYPE_MAX + 1];
-} sb_replay_t;
-
-/* Splits the comma-separated list into r->types (valid names only). */
-static void sb_replay_types(sb_replay_t *r, const char *list) {
+/* A new replay (not yet sent) for since_ms over the comma-separated list; NULL on ENOMEM. */
+static sb_replay_t *sb_replay_new(sb_sio_t *sio, const char *public_key, const char *list,
+                                  int64_t since_ms) {
+    sb_replay_t *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    r->sio = sio;
+    r->since_ms = since_ms;
+    snprintf(r->public_key, sizeof r->public_key, "%s", public_key);
     for (const char *p = list ? list : ""; *p && r->ntypes < SB_REPLAY_MAX_TYPES;) {
         while (*p == ' ' || *p == ',') p++;
         size_t n = strcspn(p, ", ");
@@ -53,56 +97,17 @@ static void sb_replay_types(sb_replay_t *r, const char *list) {
         }
         p += n;
     }
+    return r;
 }
 
-/* Emits one record if it changed recently and is past queued. Returns 1 when emitted. */
-static int sb_replay_record(sb_replay_t *r, const char *type, const char *json, size_t len) {
-    cJSON *rec = sb_json_parse(json, len);
-    const char *job_id = sb_json_str(rec, "jobId"), *status = sb_json_str(rec, "status");
-    const char *updated = sb_json_str(rec, "updatedAt");
-    int64_t at;
-    int sent = 0;
-    if (job_id && sb_status_valid(status) && updated &&
-        sb_iso8601_parse(updated, &at) == SB_OK && at >= r->since_ms) {
-        char event[SB_TYPE_MAX + 16];
-        snprintf(event, sizeof event, "%s:%s", type, status);
-        cJSON *payload = sb_status_event_payload(rec, job_id, status, updated);
-        if (payload && cJSON_AddTrueToObject(payload, "replay"))
-            sent = r->room[0] ? sb_sio_emit_room(r->sio, r->room, event, payload) > 0
-                              : sb_sio_emit(r->sio, r->id, event, payload) == SB_OK;
-        cJSON_Delete(payload);
-    }
-    cJSON_Delete(rec);
-    return sent;
-}
-
-static void sb_replay_cb(redisReply *reply, void *priv) {
-    sb_replay_t *r = priv;
-    int sent = 0;
-    if (!reply || reply->type != REDIS_REPLY_ARRAY) {
-        sb_debug("gateway", "replay skipped: %s",
-                 reply && reply->type == REDIS_REPLY_ERROR ? reply->str : "redis unavailable");
-    } else {
-        for (size_t t = 0; t < reply->elements && t < (size_t)r->ntypes; t++) {
-            const redisReply *recs = reply->element[t];
-            if (recs->type != REDIS_REPLY_ARRAY) continue;
-            for (size_t i = recs->elements; i-- > 0;) {
-                const redisReply *e = recs->element[i];
-                if (e->type == REDIS_REPLY_STRING)
-                    sent += sb_replay_record(r, r->types[t], e->str, e->len);
-            }
-        }
-    }
-    if (sent && r->room[0])
-        sb_info("gateway", "caught up %d job state(s) in room %s", sent, r->room);
-    else if (sent)
-        sb_info("gateway", "replayed %d recent job state(s) to a reconnecting socket", sent);
+static void sb_replay_free(sb_replay_t *r) {
+    if (!r) return;
+    free(r->seen);
     free(r);
 }
 
 /* EVAL script nkeys keys... minscore limit prefixes... */
-static sb_batch_t *sb_replay_batch(const sb_replay_t *r, const char *public_key,
-                                   int64_t now_ms) {
+static sb_batch_t *sb_replay_batch(const sb_replay_t *r, int64_t now_ms) {
     const char *argv[3 + 3 * SB_REPLAY_MAX_TYPES + 2];
     char keys[SB_REPLAY_MAX_TYPES][SB_KEY_LEN], prefix[SB_REPLAY_MAX_TYPES][SB_KEY_LEN];
     char nkeys[16], min[32], limit[16];
@@ -114,7 +119,7 @@ static sb_batch_t *sb_replay_batch(const sb_replay_t *r, const char *public_key,
     argv[argc++] = sb_replay_lua;
     argv[argc++] = nkeys;
     for (int t = 0; t < r->ntypes; t++) {
-        if (!sb_key(keys[t], SB_KEY_LEN, SB_KEY_USER, r->types[t], public_key) ||
+        if (!sb_key(keys[t], SB_KEY_LEN, SB_KEY_USER, r->types[t], r->public_key) ||
             !sb_key(prefix[t], SB_KEY_LEN, SB_KEY_JOB, r->types[t], ""))
             return NULL;
         argv[argc++] = keys[t];
@@ -130,33 +135,392 @@ static sb_batch_t *sb_replay_batch(const sb_replay_t *r, const char *public_key,
     return b;
 }
 
-/* Sends the read for r (owned; freed here when nothing was sent). */
-static int sb_replay_send(sb_aredis_t *redis, sb_replay_t *r, const char *public_key,
-                          const char *job_types, int64_t now_ms) {
-    sb_replay_types(r, job_types);
-    sb_batch_t *b = r->ntypes ? sb_replay_batch(r, public_key, now_ms) : NULL;
-    int rc = b ? sb_aredis_send(redis, b, sb_replay_cb, r) : SB_EINVAL;
+/* Sends r's read with cb. Returns 0 (cb will run once), SB_EREDIS (not connected), SB_ENOMEM
+ * or SB_EINVAL (no valid type); r is untouched either way. */
+static int sb_replay_send(sb_aredis_t *redis, sb_replay_t *r, sb_aredis_cb cb, int64_t now_ms) {
+    if (!redis || !sb_aredis_up(redis)) return SB_EREDIS;
+    if (!r->ntypes) return SB_EINVAL;
+    sb_batch_t *b = sb_replay_batch(r, now_ms);
+    int rc = b ? sb_aredis_send(redis, b, cb, r) : SB_ENOMEM;
     sb_batch_free(b);
-    if (rc != SB_OK) free(r);
     return rc;
 }
 
-int sb_replay_start(sb_aredis_t *redis, sb_sio_t *sio, sb_eio_id_t id, const char *public_key,
-                    const char *job_types, int64_t now_ms) {
-    if (!redis || !sb_aredis_up(redis)) return SB_EREDIS;
-    sb_replay_t *r = calloc(1, sizeof *r);
-    if (!r) return SB_ENOMEM;
-    *r = (sb_replay_t){.sio = sio, .id = id, .since_ms = now_ms - SB_REPLAY_WINDOW_MS};
-    return sb_replay_send(redis, r, public_key, job_types, now_ms);
+/* 1 when job_id went live while r was pending. */
+static int sb_replay_seen(const sb_replay_t *r, const char *job_id) {
+    for (size_t pos = 0; pos < r->seen_len; pos += strlen(r->seen + pos) + 1)
+        if (!strcmp(r->seen + pos, job_id)) return 1;
+    return 0;
 }
 
-int sb_replay_user(sb_aredis_t *redis, sb_sio_t *sio, const char *public_key,
-                   const char *job_types, int64_t since_ms, int64_t now_ms) {
-    if (!redis || !sb_aredis_up(redis)) return SB_EREDIS;
-    if (!sb_public_key_valid(public_key)) return SB_EINVAL;
-    sb_replay_t *r = calloc(1, sizeof *r);
+static void sb_replay_note_live(sb_replay_t *r, const char *job_id) {
+    size_t n = strlen(job_id) + 1;
+    if (r->seen_full || sb_replay_seen(r, job_id)) return;
+    if (r->seen_len + n > r->seen_cap) {
+        size_t cap = r->seen_cap ? r->seen_cap * 2 : 256;
+        while (cap < r->seen_len + n) cap *= 2;
+        char *p = cap <= SB_REPLAY_SEEN_MAX ? realloc(r->seen, cap) : NULL;
+        if (!p) {
+            r->seen_full = 1; /* cannot tell which jobs went live: replay none of them */
+            return;
+        }
+        r->seen = p;
+        r->seen_cap = cap;
+    }
+    memcpy(r->seen + r->seen_len, job_id, n);
+    r->seen_len += n;
+}
+
+/* ================================================================ budget and emission */
+
+/* One state that qualifies for the replay. */
+typedef struct {
+    char event[SB_TYPE_MAX + 16];
+    char *json;   /* the payload with "replay":true (owned) */
+    size_t bytes; /* the packet: 42["event",json] */
+    int64_t at;   /* updatedAt */
+    size_t order; /* position in the reply, the tie-break */
+    int keep;     /* within the budget */
+} sb_replay_item_t;
+
+/* What one reply gives: the items, and the states left out. */
+typedef struct {
+    sb_replay_item_t *items;
+    size_t n;
+    int live;    /* left out: their job had a live event meanwhile */
+    int skipped; /* left out: over the budget */
+} sb_replay_set_t;
+
+/* Turns one record into an item if it changed recently, is past queued and its job did not go
+ * live meanwhile. Returns 1 when an item was added (set->items has room for it). */
+static int sb_replay_item(const sb_replay_t *r, const char *type, const char *json, size_t len,
+                          sb_replay_set_t *set) {
+    cJSON *rec = sb_json_parse(json, len);
+    const char *job_id = sb_json_str(rec, "jobId"), *status = sb_json_str(rec, "status");
+    const char *updated = sb_json_str(rec, "updatedAt");
+    int64_t at;
+    int added = 0;
+    if (job_id && sb_status_valid(status) && updated &&
+        sb_iso8601_parse(updated, &at) == SB_OK && at >= r->since_ms) {
+        if (r->seen_full || sb_replay_seen(r, job_id)) {
+            set->live++;
+        } else {
+            sb_replay_item_t *it = &set->items[set->n];
+            cJSON *payload = sb_status_event_payload(rec, job_id, status, updated);
+            it->json = payload && cJSON_AddTrueToObject(payload, "replay") ? sb_json_print(payload)
+                                                                         : NULL;
+            cJSON_Delete(payload);
+            if (it->json) {
+                snprintf(it->event, sizeof it->event, "%s:%s", type, status);
+                it->bytes = 7 + strlen(it->event) + strlen(it->json); /* 42["", ] */
+                it->at = at;
+                it->order = set->n;
+                added = 1;
+            }
+        }
+    }
+    cJSON_Delete(rec);
+    return added;
+}
+
+/* Collects the items of reply (an array per type, newest first) oldest first per type. */
+static int sb_replay_collect(const sb_replay_t *r, const redisReply *reply,
+                             sb_replay_set_t *set) {
+    size_t max = 0;
+    for (size_t t = 0; t < reply->elements && t < (size_t)r->ntypes; t++)
+        if (reply->element[t]->type == REDIS_REPLY_ARRAY) max += reply->element[t]->elements;
+    set->items = max ? calloc(max, sizeof *set->items) : NULL;
+    if (max && !set->items) return SB_ENOMEM;
+    for (size_t t = 0; t < reply->elements && t < (size_t)r->ntypes; t++) {
+        const redisReply *recs = reply->element[t];
+        if (recs->type != REDIS_REPLY_ARRAY) continue;
+        for (size_t i = recs->elements; i-- > 0;) {
+            const redisReply *e = recs->element[i];
+            if (e->type == REDIS_REPLY_STRING)
+                set->n += (size_t)sb_replay_item(r, r->types[t], e->str, e->len, set);
+        }
+    }
+    return SB_OK;
+}
+
+static int sb_replay_item_cmp(const void *a, const void *b) {
+    const sb_replay_item_t *x = a, *y = b;
+    if (x->at != y->at) return x->at < y->at ? -1 : 1;
+    return x->order < y->order ? -1 : x->order > y->order;
+}
+
+/* Sorts the items oldest first and keeps, from the newest back, each one that still fits the
+ * budget (a state too large for it alone is skipped, older smaller ones may still go). */
+static void sb_replay_budget(sb_replay_set_t *set) {
+    if (set->n > 1) qsort(set->items, set->n, sizeof *set->items, sb_replay_item_cmp);
+    size_t left = SB_REPLAY_BUDGET;
+    for (size_t i = set->n; i-- > 0;) {
+        sb_replay_item_t *it = &set->items[i];
+        it->keep = it->bytes <= left;
+        if (it->keep) left -= it->bytes;
+        else set->skipped++;
+    }
+}
+
+/* Emits the kept items oldest first to r's socket or room; returns how many went out. */
+static int sb_replay_emit(const sb_replay_t *r, const sb_replay_set_t *set) {
+    int sent = 0;
+    for (size_t i = 0; i < set->n; i++) {
+        const sb_replay_item_t *it = &set->items[i];
+        if (!it->keep) continue;
+        size_t len = strlen(it->json);
+        sent += r->room[0] ? sb_sio_emit_room_json(r->sio, r->room, it->event, it->json, len) > 0
+                           : sb_sio_emit_json(r->sio, r->id, it->event, it->json, len) == SB_OK;
+    }
+    return sent;
+}
+
+static void sb_replay_set_close(sb_replay_set_t *set) {
+    for (size_t i = 0; i < set->n; i++) free(set->items[i].json);
+    free(set->items);
+}
+
+static void sb_replay_log(const sb_replay_t *r, int sent, const sb_replay_set_t *set) {
+    char whom[SB_PUBKEY_MAX + 64];
+    const char *verb = r->room[0] ? "caught up" : "replayed";
+    if (r->room[0]) snprintf(whom, sizeof whom, "room %s", r->room);
+    else snprintf(whom, sizeof whom, "socket %s (user %s)", r->sid, r->public_key);
+    if (set->skipped)
+        sb_info("gateway",
+                "%s %d recent job state(s) to %s; skipped %d that did not fit the %d-byte "
+                "replay budget (GET /api/v1/agent/{type}/{jobId} still has them)",
+                verb, sent, whom, set->skipped, SB_REPLAY_BUDGET);
+    else if (sent)
+        sb_info("gateway", "%s %d recent job state(s) to %s", verb, sent, whom);
+    if (set->live)
+        sb_debug("gateway", "replay to %s: %d state(s) left out, their job went live meanwhile",
+                 whom, set->live);
+}
+
+/* Reads a reply (array) and emits what qualifies, within the budget. */
+static void sb_replay_deliver(const sb_replay_t *r, const redisReply *reply) {
+    sb_replay_set_t set = {0};
+    if (sb_replay_collect(r, reply, &set) != SB_OK) {
+        sb_error("gateway", "replay to user %s: out of memory", r->public_key);
+        return;
+    }
+    sb_replay_budget(&set);
+    int sent = sb_replay_emit(r, &set);
+    sb_replay_log(r, sent, &set);
+    sb_replay_set_close(&set);
+}
+
+/* ================================================================ the sockets' replays */
+
+static void sb_replays_link(sb_replay_t **head, sb_replay_t *r) {
+    r->next = *head;
+    if (*head) (*head)->prev = &r->next;
+    r->prev = head;
+    *head = r;
+}
+
+static void sb_replays_unlink(sb_replay_t *r) {
+    *r->prev = r->next;
+    if (r->next) r->next->prev = r->prev;
+    r->next = NULL;
+    r->prev = NULL;
+}
+
+/* Hangs r on its socket and lists it (waiting or in flight). */
+static void sb_replays_attach(sb_replays_t *rp, sb_replay_t *r) {
+    sb_replays_link(&rp->list, r);
+    rp->pending++;
+    sb_sio_set_data(rp->sio, r->id, r);
+}
+
+/* Unhooks r from its socket and the list (if still there). */
+static void sb_replays_detach(sb_replays_t *rp, sb_replay_t *r) {
+    if (!r->prev) return;
+    sb_replays_unlink(r);
+    rp->pending--;
+    if (sb_sio_data(rp->sio, r->id) == r) sb_sio_set_data(rp->sio, r->id, NULL);
+}
+
+/* 1 while the socket r was started for is still the one connected on its engine session. */
+static int sb_replays_same_socket(const sb_replays_t *rp, const sb_replay_t *r) {
+    const char *sid = sb_sio_sid(rp->sio, r->id);
+    return sid && !strcmp(sid, r->sid);
+}
+
+static void sb_replays_cb(redisReply *reply, void *priv);
+
+/* Sends r now, or leaves it waiting for the command connection. Returns 0 (sent or waiting)
+ * or SB_ENOMEM / SB_EINVAL (nothing sent). */
+static int sb_replays_run(sb_replays_t *rp, sb_replay_t *r, int64_t now_ms) {
+    int rc = sb_replay_send(rp->redis, r, sb_replays_cb, now_ms);
+    r->state = rc == SB_OK ? SB_RP_IN_FLIGHT : SB_RP_WAITING;
+    if (rc == SB_OK) rp->in_flight++;
+    if (rc != SB_EREDIS) return rc;
+    sb_debug("gateway", "replay to socket %s waits for redis", r->sid);
+    return SB_OK;
+}
+
+/* The reply of a socket's replay. */
+static void sb_replays_cb(redisReply *reply, void *priv) {
+    sb_replay_t *r = priv;
+    sb_replays_t *rp = r->owner;
+    rp->in_flight--;
+    if (rp->closing || r->state == SB_RP_GONE) {
+        sb_replay_free(r);
+        if (rp->closing && !rp->in_flight) free(rp);
+        return;
+    }
+    if (!reply) { /* the connection went: sent again when it is back */
+        sb_debug("gateway", "replay to socket %s lost its reply; it waits for redis", r->sid);
+        r->state = SB_RP_WAITING;
+        return;
+    }
+    sb_replays_detach(rp, r);
+    if (reply->type != REDIS_REPLY_ARRAY)
+        sb_warn("gateway", "replay to socket %s (user %s) failed: %s", r->sid, r->public_key,
+                reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
+    else if (sb_replays_same_socket(rp, r))
+        sb_replay_deliver(r, reply);
+    sb_replay_free(r);
+}
+
+/* The command connection is (back) up: send every waiting replay whose socket is still there. */
+static void sb_replays_on_up(void *ud) {
+    sb_replays_t *rp = ud;
+    unsigned sent = 0;
+    int64_t now = sb_now_ms();
+    for (sb_replay_t *r = rp->list, *next; r; r = next) {
+        next = r->next;
+        if (r->state != SB_RP_WAITING) continue;
+        if (sb_replays_same_socket(rp, r) && sb_replays_run(rp, r, now) == SB_OK) {
+            sent += r->state == SB_RP_IN_FLIGHT;
+            continue;
+        }
+        sb_replays_detach(rp, r);
+        sb_replay_free(r);
+    }
+    if (sent) sb_info("gateway", "redis is back: sent %u replay(s) that waited for it", sent);
+}
+
+sb_replays_t *sb_replays_create(sb_aredis_t *redis, sb_sio_t *sio, const char *job_types) {
+    sb_replays_t *rp = calloc(1, sizeof *rp);
+    if (!rp) return NULL;
+    rp->redis = redis;
+    rp->sio = sio;
+    rp->types = strdup(job_types ? job_types : "");
+    if (!rp->types || sb_aredis_on_up(redis, sb_replays_on_up, rp) != SB_OK) {
+        free(rp->types);
+        free(rp);
+        return NULL;
+    }
+    return rp;
+}
+
+void sb_replays_free(sb_replays_t *rp) {
+    if (!rp) return;
+    sb_aredis_on_up_remove(rp->redis, sb_replays_on_up, rp);
+    while (rp->list) { /* a waiting one goes now; one in flight when its reply comes */
+        sb_replay_t *r = rp->list;
+        sb_replays_detach(rp, r);
+        if (r->state == SB_RP_IN_FLIGHT) r->state = SB_RP_GONE;
+        else sb_replay_free(r);
+    }
+    while (rp->users) sb_replays_unlink(rp->users); /* catch-ups: all in flight */
+    free(rp->types);
+    rp->types = NULL;
+    rp->closing = 1;
+    if (!rp->in_flight) free(rp);
+}
+
+int sb_replays_socket(sb_replays_t *rp, sb_eio_id_t id, int64_t now_ms) {
+    const sb_sio_identity_t *who = sb_sio_identity(rp->sio, id);
+    const char *sid = sb_sio_sid(rp->sio, id);
+    if (!who || !sid || sb_sio_data(rp->sio, id)) return SB_ENOTFOUND;
+    if (!sb_public_key_valid(who->public_key)) return SB_EINVAL;
+    sb_replay_t *r = sb_replay_new(rp->sio, who->public_key, rp->types,
+                                   now_ms - SB_REPLAY_WINDOW_MS);
     if (!r) return SB_ENOMEM;
-    *r = (sb_replay_t){.sio = sio, .since_ms = since_ms};
+    r->owner = rp;
+    r->id = id;
+    snprintf(r->sid, sizeof r->sid, "%s", sid);
+    int rc = sb_replays_run(rp, r, now_ms);
+    if (rc != SB_OK) {
+        sb_replay_free(r);
+        return rc;
+    }
+    sb_replays_attach(rp, r);
+    return SB_OK;
+}
+
+void sb_replays_forget(sb_replays_t *rp, sb_eio_id_t id) {
+    sb_replay_t *r = sb_sio_data(rp->sio, id);
+    if (!r) return;
+    sb_replays_detach(rp, r);
+    if (r->state == SB_RP_IN_FLIGHT) r->state = SB_RP_GONE; /* its reply frees it */
+    else sb_replay_free(r);
+}
+
+typedef struct {
+    const sb_replays_t *rp;
+    const char *job_id;
+} sb_replays_live_t;
+
+static void sb_replays_live_one(void *ud, uint64_t id) {
+    sb_replays_live_t *l = ud;
+    sb_replay_t *r = sb_sio_data(l->rp->sio, id);
+    if (r) sb_replay_note_live(r, l->job_id);
+}
+
+void sb_replays_live(sb_replays_t *rp, const char *public_key, const char *job_id) {
+    if (!rp || !job_id) return;
+    for (sb_replay_t *r = rp->users; r; r = r->next)
+        if (!strcmp(r->public_key, public_key)) sb_replay_note_live(r, job_id);
+    if (!rp->pending) return;
+    char room[SB_PUBKEY_MAX + 8];
+    snprintf(room, sizeof room, "user:%s", public_key);
+    sb_replays_live_t l = {rp, job_id};
+    sb_rooms_each(sb_sio_rooms(rp->sio), room, sb_replays_live_one, &l);
+}
+
+unsigned sb_replays_pending(const sb_replays_t *rp) { return rp ? rp->pending : 0; }
+
+/* ================================================================ catch-up */
+
+/* The reply of a catch-up: lost or refused, the catch-up of that user is skipped (catchup.h
+ * goes on with the others, as before a gap it could not see). */
+static void sb_replays_user_cb(redisReply *reply, void *priv) {
+    sb_replay_t *r = priv;
+    sb_replays_t *rp = r->owner;
+    rp->in_flight--;
+    if (r->prev) sb_replays_unlink(r);
+    if (rp->closing) {
+        sb_replay_free(r);
+        if (!rp->in_flight) free(rp);
+        return;
+    }
+    if (reply && reply->type == REDIS_REPLY_ARRAY)
+        sb_replay_deliver(r, reply);
+    else
+        sb_warn("gateway", "catch-up of %s skipped: %s", r->room,
+                reply && reply->type == REDIS_REPLY_ERROR ? reply->str : "redis went away");
+    sb_replay_free(r);
+}
+
+int sb_replays_user(sb_replays_t *rp, const char *public_key, int64_t since_ms,
+                    int64_t now_ms) {
+    if (!sb_aredis_up(rp->redis)) return SB_EREDIS;
+    if (!sb_public_key_valid(public_key)) return SB_EINVAL;
+    sb_replay_t *r = sb_replay_new(rp->sio, public_key, rp->types, since_ms);
+    if (!r) return SB_ENOMEM;
+    r->owner = rp;
     snprintf(r->room, sizeof r->room, "user:%s", public_key);
-    return sb_replay_send(redis, r, public_key, job_types, now_ms);
+    int rc = sb_replay_send(rp->redis, r, sb_replays_user_cb, now_ms);
+    if (rc != SB_OK) {
+        sb_replay_free(r);
+        return rc;
+    }
+    r->state = SB_RP_IN_FLIGHT;
+    rp->in_flight++;
+    sb_replays_link(&rp->users, r);
+    return SB_OK;
 }

@@ -14,6 +14,7 @@ typedef struct sb_sio_socket {
     sb_rooms_member_t member;        /* rooms this socket is in; member.id is the eio id */
     char sid[SB_EIO_SID_LEN + 1];    /* Socket.IO sid (not the engine's) */
     sb_sio_identity_t who;
+    void *data;                      /* the application's (sb_sio_set_data), not owned */
 } sb_sio_socket_t;
 
 struct sb_sio {
@@ -171,13 +172,14 @@ static sb_sio_socket_t *sb_sio_socket(const sb_sio_t *sio, sb_eio_id_t id) {
 
 size_t sb_sio_socket_size(void) { return sizeof(sb_sio_socket_t); }
 
-/* Leaves "/": rooms, state, and arms the connect timeout again. */
+/* Leaves "/": rooms, state, and arms the connect timeout again. on_disconnect still finds the
+ * socket (identity, sid, data) but no longer in its rooms. */
 static void sb_sio_socket_drop(sb_sio_t *sio, sb_eio_id_t id, sb_sio_socket_t *sock,
                                const char *reason, int64_t rearm_at) {
     sb_rooms_leave_all(sio->rooms, &sock->member);
-    sb_eio_set_app_data(sio->eio, id, NULL);
     sio->connected--;
     if (sio->cb.on_disconnect) sio->cb.on_disconnect(sio->cb.ud, id, reason);
+    sb_eio_set_app_data(sio->eio, id, NULL);
     free(sock);
     if (rearm_at) sb_eio_set_timer(sio->eio, id, rearm_at);
 }
@@ -365,6 +367,18 @@ const sb_sio_identity_t *sb_sio_identity(const sb_sio_t *sio, sb_eio_id_t id) {
 const char *sb_sio_sid(const sb_sio_t *sio, sb_eio_id_t id) {
     sb_sio_socket_t *sock = sb_sio_socket(sio, id);
     return sock ? sock->sid : NULL;
+}
+
+int sb_sio_set_data(sb_sio_t *sio, sb_eio_id_t id, void *data) {
+    sb_sio_socket_t *sock = sb_sio_socket(sio, id);
+    if (!sock) return SB_ENOTFOUND;
+    sock->data = data;
+    return SB_OK;
+}
+
+void *sb_sio_data(const sb_sio_t *sio, sb_eio_id_t id) {
+    sb_sio_socket_t *sock = sb_sio_socket(sio, id);
+    return sock ? sock->data : NULL;
 }
 
 int sb_sio_join(sb_sio_t *sio, sb_eio_id_t id, const char *room) {

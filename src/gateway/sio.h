@@ -23,10 +23,11 @@
  * sb_sio_socket_t), but for now no "pid" is sent, so clients never attempt it; replay is done by
  * the HTTP layer in on_connect from Redis (the SPEC's must-have).
  *
- * Memory: a connected socket adds one sb_sio_socket_t (sb_sio_socket_size(): 256 bytes with
+ * Memory: a connected socket adds one sb_sio_socket_t (sb_sio_socket_size(): 328 bytes with
  * the identity inline) plus its room memberships (16 bytes on each side per room); an engine
  * session that has not connected adds nothing. Total measured per connected socket, engine
- * session and a room of its own included: ~640 bytes of heap. */
+ * session and a room of its own included: ~704 bytes of heap (public keys up to 128
+ * characters inline). */
 #ifndef SB_GATEWAY_SIO_H
 #define SB_GATEWAY_SIO_H
 
@@ -36,6 +37,7 @@
 
 #include "gateway/eio.h"
 #include "gateway/rooms.h"
+#include "switchboard/job.h"
 
 enum {
     SB_SIO_CONNECT = 0,
@@ -47,7 +49,8 @@ enum {
     SB_SIO_BINARY_ACK = 6,
 };
 
-#define SB_SIO_ID_MAX 96     /* public key / user id buffer, NUL included */
+/* public key / user id buffer, NUL included: any publicKey the HTTP API accepts fits */
+#define SB_SIO_ID_MAX (SB_PUBKEY_MAX + 1)
 #define SB_SIO_ROLE_MAX 16   /* role buffer, NUL included */
 #define SB_SIO_NSP_MAX 256   /* longest namespace accepted in a packet */
 #define SB_SIO_MAX_ATTACHMENTS 64
@@ -102,7 +105,8 @@ typedef struct sb_sio_callbacks {
     /* A client EVENT: args is the whole array (item 0 is the name); ack_id -1 when none. */
     void (*on_event)(void *ud, sb_eio_id_t id, const char *event, const cJSON *args,
                      int64_t ack_id);
-    /* The socket left "/" (client disconnect, engine closed). reason is static. */
+    /* The socket left "/" (client disconnect, engine closed; e.g. "slow consumer"). reason is
+     * static. The socket has left its rooms; its identity, sid and data are still readable. */
     void (*on_disconnect)(void *ud, sb_eio_id_t id, const char *reason);
     void *ud;
 } sb_sio_callbacks_t;
@@ -123,8 +127,15 @@ sb_rooms_t *sb_sio_rooms(sb_sio_t *sio);
 uint32_t sb_sio_count(const sb_sio_t *sio); /* sockets connected to "/" (a gauge) */
 /* The identity of a connected socket, or NULL. Valid until it disconnects. */
 const sb_sio_identity_t *sb_sio_identity(const sb_sio_t *sio, sb_eio_id_t id);
-/* The Socket.IO sid of a connected socket, or NULL. */
+/* The Socket.IO sid of a connected socket, or NULL. A socket that disconnects and connects
+ * again on the same engine session (`41` then `40`) gets a new sid: (id, sid) names one
+ * socket. */
 const char *sb_sio_sid(const sb_sio_t *sio, sb_eio_id_t id);
+/* A pointer the application hangs on a connected socket (NULL at connect; not owned, never
+ * freed here): sb_sio_set_data returns 0 or SB_ENOTFOUND; sb_sio_data NULL when unset or not
+ * connected. Still readable during on_disconnect, gone after. */
+int sb_sio_set_data(sb_sio_t *sio, sb_eio_id_t id, void *data);
+void *sb_sio_data(const sb_sio_t *sio, sb_eio_id_t id);
 
 /* Joins / leaves a room for a connected socket. 0, SB_ENOTFOUND (not connected), SB_EINVAL
  * (bad name), SB_ENOMEM; leave also SB_ENOTFOUND when not in it. */

@@ -25,6 +25,10 @@
 #define SB_SOCKETIO_CORS_MAX 1024
 #define SB_SOCKETIO_BURST 64             /* packets framed into one write at most */
 #define SB_SOCKETIO_BURST_BYTES 65536    /* ... and about this many bytes */
+/* A WebSocket whose session closed while output is still pending (lws's unsent tail, or a full
+ * kernel buffer) gets this long to take it; a client that stopped reading never does, so the
+ * connection is then killed rather than left waiting for a writeable callback. */
+#define SB_SOCKETIO_CLOSE_WAIT_S 3
 
 struct sb_socketio {
     sb_gateway_t *gw;
@@ -32,6 +36,7 @@ struct sb_socketio {
     sb_sio_t *sio;
     sb_subscriber_t *sub;
     sb_catchup_t *catchup; /* replays to connected users after a subscription gap */
+    sb_replays_t *replays; /* replays to sockets that just connected; the catch-up reads */
     uv_timer_t tick;       /* heartbeats, timeouts, frees of closed sessions */
     int tick_running;
     uv_prepare_t flush;    /* writes the WebSockets woken during the loop turn, before the poll */
@@ -101,11 +106,18 @@ static void sb_socketio_tick_cb(uv_timer_t *t) {
 static int sb_socketio_auth(void *ud, const char *token, sb_sio_identity_t *who, char *err,
                             size_t errlen);
 static void sb_socketio_on_connect(void *ud, sb_eio_id_t id, const sb_sio_identity_t *who);
+static void sb_socketio_on_disconnect(void *ud, sb_eio_id_t id, const char *reason);
 
 /* The status subscription is back after a gap: catch the connected users up. */
 static void sb_socketio_on_gap(void *ud, int64_t since_ms) {
     sb_socketio_t *io = ud;
     sb_catchup_start(io->catchup, since_ms);
+}
+
+/* A live status went to room user:{user_id}: pending replays leave that job out. */
+static void sb_socketio_on_status(void *ud, const char *user_id, const char *job_id) {
+    sb_socketio_t *io = ud;
+    sb_replays_live(io->replays, user_id, job_id);
 }
 
 sb_socketio_t *sb_socketio_create(sb_gateway_t *gw) {
@@ -117,15 +129,16 @@ sb_socketio_t *sb_socketio_create(sb_gateway_t *gw) {
     cfg.headroom = LWS_PRE;
     sb_eio_io_cb_t wake = {sb_socketio_wake, io};
     sb_sio_callbacks_t cb = {.auth = sb_socketio_auth, .on_connect = sb_socketio_on_connect,
-                             .ud = io};
+                             .on_disconnect = sb_socketio_on_disconnect, .ud = io};
     io->eio = sb_eio_create(&cfg, &wake);
     io->sio = io->eio ? sb_sio_create(io->eio, &cb, NULL) : NULL;
     io->sub = io->sio ? sb_subscriber_create(gw->loop, &gw->cfg->redis, gw->cfg->job_types,
                                              io->sio)
                       : NULL;
-    io->catchup = io->sub ? sb_catchup_create(gw->loop, gw->redis, io->sio, gw->cfg->job_types)
-                          : NULL;
+    io->replays = io->sub ? sb_replays_create(gw->redis, io->sio, gw->cfg->job_types) : NULL;
+    io->catchup = io->replays ? sb_catchup_create(gw->loop, io->replays, io->sio) : NULL;
     if (!io->catchup) {
+        sb_replays_free(io->replays);
         sb_subscriber_close(io->sub);
         sb_sio_free(io->sio);
         sb_eio_free(io->eio);
@@ -133,6 +146,7 @@ sb_socketio_t *sb_socketio_create(sb_gateway_t *gw) {
         return NULL;
     }
     sb_subscriber_on_gap(io->sub, sb_socketio_on_gap, io);
+    sb_subscriber_on_status(io->sub, sb_socketio_on_status, io);
     uv_timer_init(gw->loop, &io->tick);
     io->tick.data = io;
     uv_timer_start(&io->tick, sb_socketio_tick_cb, SB_SOCKETIO_TICK_MS, SB_SOCKETIO_TICK_MS);
@@ -157,8 +171,10 @@ void sb_socketio_stop(sb_socketio_t *io) {
     uv_close((uv_handle_t *)&io->flush, NULL);
     sb_subscriber_close(io->sub);
     io->sub = NULL;
-    sb_catchup_close(io->catchup);
+    sb_catchup_close(io->catchup); /* before the replays it sends through */
     io->catchup = NULL;
+    sb_replays_free(io->replays);
+    io->replays = NULL;
 }
 
 struct sb_subscriber *sb_socketio_subscriber(sb_socketio_t *io) { return io ? io->sub : NULL; }
@@ -183,12 +199,14 @@ static int sb_socketio_auth(void *ud, const char *token, sb_sio_identity_t *who,
         snprintf(err, errlen, "missing token in the auth payload ({auth:{token}})");
     } else if (sb_jwt_verify_cached(io->gw->tokens, token, io->gw->cfg->jwt_secret,
                                     sb_now_ms() / 1000, &c, err, errlen) == SB_OK) {
-        if (!sb_public_key_valid(c.public_key) || strlen(c.public_key) >= SB_SIO_ID_MAX ||
-            (c.sub && strlen(c.sub) >= SB_SIO_ID_MAX)) {
+        /* the HTTP API's rules: any valid publicKey (SB_SIO_ID_MAX holds the longest); a sub
+         * that is not usable as an id is as good as none */
+        if (!sb_public_key_valid(c.public_key)) {
             snprintf(err, errlen, "the token carries no valid publicKey claim");
         } else {
             snprintf(who->public_key, sizeof who->public_key, "%s", c.public_key);
-            snprintf(who->user_id, sizeof who->user_id, "%s", c.sub ? c.sub : "");
+            snprintf(who->user_id, sizeof who->user_id, "%s",
+                     sb_public_key_valid(c.sub) ? c.sub : "");
             snprintf(who->role, sizeof who->role, "%s", sb_role_name(c.role));
             rc = 0;
         }
@@ -204,8 +222,23 @@ static int sb_socketio_auth(void *ud, const char *token, sb_sio_identity_t *who,
 static void sb_socketio_on_connect(void *ud, sb_eio_id_t id, const sb_sio_identity_t *who) {
     sb_socketio_t *io = ud;
     sb_debug("gateway", "socket.io connect: user=%s role=%s", who->public_key, who->role);
-    sb_replay_start(io->gw->redis, io->sio, id, who->public_key, io->gw->cfg->job_types,
-                    sb_now_ms());
+    int rc = io->replays ? sb_replays_socket(io->replays, id, sb_now_ms()) : SB_OK;
+    if (rc != SB_OK)
+        sb_warn("gateway", "no replay for a socket of user %s (%d)", who->public_key, rc);
+}
+
+/* The socket left "/": its pending replay goes; a slow consumer is worth a warning. */
+static void sb_socketio_on_disconnect(void *ud, sb_eio_id_t id, const char *reason) {
+    sb_socketio_t *io = ud;
+    if (io->replays) sb_replays_forget(io->replays, id);
+    if (strcmp(reason, "slow consumer") != 0) return;
+    const sb_sio_identity_t *who = sb_sio_identity(io->sio, id);
+    const char *sid = sb_eio_sid(io->eio, id);
+    sb_warn("gateway",
+            "socket.io session %s (user %s) dropped: slow consumer (it stopped reading; its "
+            "queue passed %zu bytes or %u packets)",
+            sid ? sid : "?", who ? who->public_key : "?", sb_eio_config(io->eio)->max_queue_bytes,
+            (unsigned)sb_eio_config(io->eio)->max_queue_packets);
 }
 
 /* ================================================================ polling (HTTP) */
@@ -475,6 +508,13 @@ static int sb_socketio_ws_write_batch(struct lws *wsi, sb_eio_buf_t **pkts, int 
     return rc;
 }
 
+/* The session is over but the close waits for a writeable callback (output still pending):
+ * bounds that wait, since a client that stopped reading never makes the socket writeable.
+ * lws kills the connection when the time is up (CLOSED then detaches it as usual). */
+static void sb_socketio_close_soon(struct lws *wsi) {
+    lws_set_timeout(wsi, PENDING_TIMEOUT_CLOSE_SEND, SB_SOCKETIO_CLOSE_WAIT_S);
+}
+
 /* Sends what the core has queued: one lws_write per call, either one packet as a text frame
  * straight from its shared buffer, or a burst of up to SB_SOCKETIO_BURST packets
  * (SB_SOCKETIO_BURST_BYTES) framed into one buffer. A close is acted on once the queue ahead
@@ -486,11 +526,13 @@ static int sb_socketio_ws_write_batch(struct lws *wsi, sb_eio_buf_t **pkts, int 
  * holds no unsent tail of an earlier write (lws_partial_buffered; with one, it waits for a
  * writeable callback as before); a partial write is kept by lws, which finishes it on POLLOUT
  * before the next writeable callback, so the one-write-per-callback rule still holds. A close
- * or a write error is left to the writeable callback / lws's own close (returns 0). */
+ * or a write error is left to the writeable callback / lws's own close (returns 0); a close
+ * waiting that way is bounded by SB_SOCKETIO_CLOSE_WAIT_S (sb_socketio_close_soon). */
 static int sb_socketio_ws_send(sb_socketio_t *io, struct lws *wsi, sb_socketio_ws_t *ws,
                                int direct) {
     if (!io || !ws->attached) return direct ? 0 : -1;
     if (direct && (ws->peer_closing || lws_partial_buffered(wsi))) {
+        if (!sb_eio_is_open(io->eio, ws->id)) sb_socketio_close_soon(wsi);
         lws_callback_on_writable(wsi);
         return 0;
     }
@@ -502,6 +544,7 @@ static int sb_socketio_ws_send(sb_socketio_t *io, struct lws *wsi, sb_socketio_w
         bytes += pkts[n++]->len;
     if (n == 0 && rc == SB_EIO_CLOSE) {
         if (direct) {
+            sb_socketio_close_soon(wsi);
             lws_callback_on_writable(wsi);
             return 0;
         }

@@ -43,6 +43,8 @@ struct sb_subscriber {
     int confirming;       /* SUBSCRIBE sent on (re)connect, confirmation not seen yet */
     sb_subscriber_gap_fn on_gap;
     void *on_gap_ud;
+    sb_subscriber_status_fn on_status;
+    void *on_status_ud;
     int64_t now_ms;            /* the unix ms now_iso was written for */
     char now_iso[SB_ISO_LEN];  /* timestamp of status messages that carry none */
 };
@@ -186,6 +188,7 @@ static int sb_subscriber_status(sb_subscriber_t *s, const char *type, const char
     sb_subscriber_concat(event, sizeof event, pre, st.status);
     sb_subscriber_concat(room, sizeof room, "user:", st.user_id);
     int rc = sb_subscriber_status_emit(s, root, &st, room, event);
+    if (s->on_status) s->on_status(s->on_status_ud, st.user_id, st.job_id);
     cJSON_Delete(root);
     return rc == SB_OK ? SB_OK : SB_EINVAL;
 }
@@ -277,7 +280,7 @@ sb_subscriber_t *sb_subscriber_create(uv_loop_t *loop, const sb_redis_addr_t *ad
 void sb_subscriber_close(sb_subscriber_t *s) {
     if (!s) return;
     s->closing = 1;
-    sb_aredis_on_up(s->ar, NULL, NULL);
+    sb_aredis_on_up_remove(s->ar, sb_subscriber_on_up, s);
     sb_aredis_close(s->ar); /* runs the push callback with NULL; it ignores it (closing) */
     free(s->types);
     free(s);
@@ -286,6 +289,11 @@ void sb_subscriber_close(sb_subscriber_t *s) {
 void sb_subscriber_on_gap(sb_subscriber_t *s, sb_subscriber_gap_fn fn, void *ud) {
     s->on_gap = fn;
     s->on_gap_ud = ud;
+}
+
+void sb_subscriber_on_status(sb_subscriber_t *s, sb_subscriber_status_fn fn, void *ud) {
+    s->on_status = fn;
+    s->on_status_ud = ud;
 }
 
 const sb_subscriber_stats_t *sb_subscriber_stats(const sb_subscriber_t *s) { return &s->stats; }

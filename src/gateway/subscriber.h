@@ -58,6 +58,12 @@ int sb_subscriber_watch(sb_subscriber_t *s, const char *channel, sb_subscriber_f
  * subscription): statuses published since since_ms (unix ms) may have been missed. */
 typedef void (*sb_subscriber_gap_fn)(void *ud, int64_t since_ms);
 void sb_subscriber_on_gap(sb_subscriber_t *s, sb_subscriber_gap_fn fn, void *ud);
+/* Runs fn(ud, user_id, job_id) right after each status message was emitted to room
+ * user:{user_id} (the replays' guard against a replayed state landing after a newer live one,
+ * replay.h). The strings are valid only during the call. */
+typedef void (*sb_subscriber_status_fn)(void *ud, const char *user_id, const char *job_id);
+void sb_subscriber_on_status(sb_subscriber_t *s, sb_subscriber_status_fn fn, void *ud);
+
 /* Closes the connection (its handles finish closing during uv_run) and frees s. NULL ok. */
 void sb_subscriber_close(sb_subscriber_t *s);
 

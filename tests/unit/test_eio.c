@@ -456,6 +456,38 @@ static void test_slow_consumer_dropped(void **state) {
     fixture_free(f);
 }
 
+/* One packet larger than the whole byte limit is delivered when it finds the queue empty (the
+ * client has read everything before it); behind another packet it is a slow consumer. */
+static void test_big_packet_into_empty_queue(void **state) {
+    (void)state;
+    sb_eio_config_t cfg;
+    sb_eio_config_default(&cfg);
+    cfg.max_queue_bytes = 1000;
+    fixture_t *f = fixture_new(&cfg);
+    void *ws = &f->http.conns[0];
+    sb_eio_id_t id = fake_ws_session(f->srv, ws, 0);
+    char huge[3000];
+    memset(huge, 'z', sizeof huge);
+    assert_int_equal(sb_eio_send_text(f->srv, id, huge, sizeof huge), 0);
+    sb_eio_buf_t *b = NULL;
+    assert_int_equal(sb_eio_ws_pull(f->srv, id, ws, &b), 1);
+    assert_int_equal(b->len, 1 + sizeof huge);
+    sb_eio_buf_unref(b);
+    assert_int_equal(sb_eio_send_text(f->srv, id, huge, sizeof huge), 0); /* empty again */
+    assert_int_equal(f->app.closes, 0);
+    assert_int_equal(sb_eio_send_text(f->srv, id, "x", 1), SB_ETIMEOUT); /* behind it: over */
+    assert_string_equal(f->app.reason, "slow consumer");
+    assert_int_equal(sb_eio_is_open(f->srv, id), 0);
+    sb_eio_detach(f->srv, id, ws);
+    id = fake_ws_session(f->srv, ws, 0);
+    assert_int_equal(sb_eio_is_open(f->srv, id), 1);
+    assert_int_equal(sb_eio_send_text(f->srv, id, "x", 1), 0);
+    assert_int_equal(sb_eio_send_text(f->srv, id, huge, sizeof huge), SB_ETIMEOUT);
+    assert_int_equal(f->app.closes, 2);
+    sb_eio_detach(f->srv, id, ws);
+    fixture_free(f);
+}
+
 static void test_garbage_closes_only_that_session(void **state) {
     fixture_t *f = *state;
     static const struct {
@@ -550,6 +582,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_client_ping_ends_session, setup, teardown),
         cmocka_unit_test(test_max_payload),
         cmocka_unit_test(test_slow_consumer_dropped),
+        cmocka_unit_test(test_big_packet_into_empty_queue),
         cmocka_unit_test_setup_teardown(test_garbage_closes_only_that_session, setup, teardown),
         cmocka_unit_test_setup_teardown(test_held_get_abort_closes, setup, teardown),
         cmocka_unit_test(test_decode_packet),
