@@ -1,9 +1,16 @@
 /* Running a handler program: `/bin/sh -c CMD` with some bytes on its stdin, its stdout and
- * stderr collected, a deadline and a cancel flag.
+ * stderr collected, one deadline and a cancel flag.
  *
- * The child runs in its own process group so a timeout or a cancel kills everything it
- * started. One poll() loop feeds stdin and drains stdout/stderr (a program that writes before
- * it reads cannot deadlock us), each output capped at max_output bytes. Used by the agent's
+ * The shell runs in a new process group under a small watchdog process (the group leader),
+ * so a timeout, a cancel or the death of the caller kills everything it started: the caller
+ * kills the group itself, and with die_with_parent the watchdog kills it when the caller is
+ * killed (even by SIGKILL). Processes that leave the group (setsid) are out of reach. The
+ * wait status is the shell's own (exit code, or the signal that killed it). The child gets
+ * stdin, stdout and stderr and no other descriptor of the caller.
+ *
+ * One poll() loop feeds stdin and drains stdout/stderr (a program that writes before it reads
+ * cannot deadlock us). Stdout is capped at max_output bytes; of stderr only the last
+ * SB_PROC_ERR_TAIL bytes are kept, and its volume is never an error. Used by the agent's
  * --exec handler (job JSON in, result JSON out) and by `events consume --exec`. */
 #ifndef SB_PROC_H
 #define SB_PROC_H
@@ -11,7 +18,8 @@
 #include <stdatomic.h>
 #include <stddef.h>
 
-#define SB_PROC_MAX_OUTPUT (1 << 20) /* default cap on stdout and on stderr */
+#define SB_PROC_MAX_OUTPUT (1 << 20) /* default cap on stdout */
+#define SB_PROC_ERR_TAIL (64 << 10)  /* bytes kept from the end of stderr */
 
 typedef struct {
     const char *cmd;             /* run with /bin/sh -c */
@@ -19,10 +27,11 @@ typedef struct {
                                   * they replace inherited variables of the same name */
     const char *input;           /* written to stdin, then stdin is closed */
     size_t input_len;
-    int timeout_ms;              /* killed after this long (per phase, see sb_proc_run) */
+    int timeout_ms;              /* killed this long after the start, whatever it is doing */
     const atomic_int *cancel;    /* killed as soon as *cancel is non-zero; may be NULL */
-    size_t max_output;           /* 0: SB_PROC_MAX_OUTPUT */
-    int die_with_parent;         /* SIGKILL the child when the forking thread dies */
+    size_t max_output;           /* cap on stdout; 0: SB_PROC_MAX_OUTPUT */
+    int die_with_parent;         /* SIGKILL the whole group if the caller dies first
+                                  * (kill -9 included) */
     int reset_signals;           /* unblock every signal in the child (a caller that blocks
                                   * SIGTERM/SIGINT to sigwait them would pass that on) */
 } sb_proc_opts_t;
@@ -30,9 +39,9 @@ typedef struct {
 /* How the run ended. */
 typedef enum {
     SB_PROC_EXITED = 0,  /* the program ran to its end: see status */
-    SB_PROC_TIMEOUT,     /* deadline reached: killed */
+    SB_PROC_TIMEOUT,     /* deadline reached (outputs open or not): killed */
     SB_PROC_CANCELED,    /* *cancel became non-zero: killed */
-    SB_PROC_TOO_BIG,     /* an output exceeded max_output: killed */
+    SB_PROC_TOO_BIG,     /* stdout exceeded max_output: killed */
     SB_PROC_NOSTART,     /* could not be started: see spawn_errno */
 } sb_proc_end_t;
 
@@ -42,14 +51,15 @@ typedef struct {
     int spawn_errno;     /* for SB_PROC_NOSTART */
     char *out;           /* stdout, NUL-terminated, malloc'd (NULL when empty) */
     size_t out_len;
-    char *err;           /* stderr, likewise */
+    char *err;           /* the last SB_PROC_ERR_TAIL bytes of stderr, likewise */
     size_t err_len;
 } sb_proc_result_t;
 
-/* Runs o->cmd to its end. The I/O phase ends when both outputs close, at the deadline
- * (timeout_ms after start), on cancel or on overflow; the child is then reaped, and killed if
- * it is still running timeout_ms later or on cancel. Always fills res (release it with
- * sb_proc_result_close) and returns res->end. */
+/* Runs o->cmd to its end: until both outputs are closed and the shell has exited. At the
+ * deadline (timeout_ms after the start), on cancel or when stdout overflows, whichever comes
+ * first and whether or not the outputs are still open, the group is killed and the run ends
+ * as TIMEOUT, CANCELED or TOO_BIG. Always fills res (release it with sb_proc_result_close)
+ * and returns res->end. */
 sb_proc_end_t sb_proc_run(const sb_proc_opts_t *o, sb_proc_result_t *res);
 void sb_proc_result_close(sb_proc_result_t *res); /* frees out/err; NULL is fine */
 

@@ -1,9 +1,10 @@
 /* The --exec handler: any program is an agent. The job record goes to its stdin, its stdout
  * is the result, a non-zero exit is a failure with stderr as the message.
  *
- * Running the program (process group, stdin/stdout/stderr pumping, output caps, deadline,
- * cancel) is the library's process runner (switchboard/proc.h); this file turns a job into its
- * input and environment, and the run's outcome into a handler verdict. */
+ * Running the program (process group killed with the agent, no inherited descriptors,
+ * stdin/stdout/stderr pumping, stdout cap and stderr tail, deadline, cancel) is the library's
+ * process runner (switchboard/proc.h); this file turns a job into its input and environment,
+ * and the run's outcome into a handler verdict. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +21,7 @@ static sb_handler_rc_t sb_exec_verdict(const sb_proc_result_t *run, const sb_exe
         return SB_HANDLER_RETRY;
     }
     if (run->end == SB_PROC_TOO_BIG) {
-        snprintf(res->error, sizeof res->error, "handler output exceeds %d bytes",
+        snprintf(res->error, sizeof res->error, "handler stdout exceeds %d bytes",
                  SB_PROC_MAX_OUTPUT);
         return SB_HANDLER_RETRY;
     }

@@ -61,7 +61,7 @@ static int sb_event_exec(const sb_config_t *cfg, const sb_event_t *ev, int timeo
     if (run->end == SB_PROC_NOSTART) snprintf(why, whylen, "could not start the handler");
     else if (run->end == SB_PROC_TIMEOUT) snprintf(why, whylen, "handler timed out after %d ms",
                                                    timeout_ms);
-    else if (run->end != SB_PROC_EXITED) snprintf(why, whylen, "handler output too large");
+    else if (run->end != SB_PROC_EXITED) snprintf(why, whylen, "handler stdout too large");
     else if (WIFSIGNALED(run->status)) snprintf(why, whylen, "handler killed by signal %d",
                                                 WTERMSIG(run->status));
     else if (run->err_len) sb_proc_err_tail(run, why, whylen);

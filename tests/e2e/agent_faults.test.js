@@ -1,8 +1,13 @@
 // The agent under faults: kill -9 in the middle of 200 jobs, Redis restarted mid-run (AOF on),
-// bad records, and graceful shutdown. Real `switchboard agent` processes, real redis-server.
+// bad records, and graceful shutdown; and the --exec runner's edges: kill -9 of the agent takes
+// the program along, stderr volume, inherited descriptors, one deadline for the whole run.
+// Real `switchboard agent` processes, real redis-server.
 'use strict';
 const test = require('node:test');
 const assert = require('node:assert');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
 const { startRedis, startSwitchboard, waitFor } = require('./lib/harness');
 
 const FAST = { AGENT_STATUS_TTL: '2', HEARTBEAT_INTERVAL: '1', RECOVERY_INTERVAL: '1',
@@ -173,4 +178,76 @@ test('--exec: stdout is the result, a non-zero exit is an error with stderr, ret
     r.disconnect();
     await redis.stop();
   }
+});
+
+// Alive and not a zombie (a killed orphan stays a zombie until its new parent reaps it).
+function running(pid) {
+  try { return !/^\d+ \(.*\) Z/.test(fs.readFileSync(`/proc/${pid}/stat`, 'utf8')); } catch { return false; }
+}
+
+test('kill -9 of an agent kills its --exec program, not just the shell', async () => {
+  const redis = await startRedis();
+  const r = redis.client();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sb-e2e-exec-'));
+  let pid = 0;
+  let agent;
+  try {
+    await enqueueMany(r, 1);
+    // dash forks for the inner sh (a command follows it); the inner sh becomes the program
+    const script = `sh -c 'echo $$ > ${dir}/p.tmp; mv ${dir}/p.tmp ${dir}/pid; exec sleep 102'; echo hi`;
+    agent = startSwitchboard(['agent', '--exec', script], { ...FAST, REDIS_URL: redis.url });
+    await waitFor(() => fs.existsSync(`${dir}/pid`), { what: 'the program to start' });
+    pid = Number(fs.readFileSync(`${dir}/pid`, 'utf8'));
+    assert.ok(running(pid), 'the program runs');
+    agent.kill('SIGKILL');
+    await agent.exited;
+    await waitFor(() => !running(pid), { timeoutMs: 10000, what: 'the program to die with the agent' });
+  } finally {
+    if (agent && agent.exitCode === null && agent.signalCode === null) agent.kill('SIGKILL');
+    if (pid && running(pid)) process.kill(pid, 'SIGKILL');
+    fs.rmSync(dir, { recursive: true, force: true });
+    r.disconnect();
+    await redis.stop();
+  }
+});
+
+// Runs one job through `switchboard agent ...args` and returns its final record.
+async function runOneJob(args) {
+  const redis = await startRedis();
+  const r = redis.client();
+  let agent;
+  try {
+    const [id] = await enqueueMany(r, 1);
+    agent = startSwitchboard(['agent', ...args], { ...FAST, REDIS_URL: redis.url });
+    await waitFor(async () => ['done', 'error'].includes((await statuses(r, [id]))[0]),
+      { what: 'the job finished' });
+    return JSON.parse(await r.get(`agent:rebalance:job:${id}`));
+  } finally {
+    if (agent) { agent.kill('SIGTERM'); await agent.exited; }
+    r.disconnect();
+    await redis.stop();
+  }
+}
+
+test('--exec: megabytes on stderr are not a failure', async () => {
+  const rec = await runOneJob(['--exec',
+    'head -c 3000000 /dev/zero | tr "\\0" x >&2; echo "{\\"a\\":1}"']);
+  assert.strictEqual(rec.status, 'done', rec.error);
+  assert.deepStrictEqual(rec.result, { a: 1 });
+});
+
+test('--exec: the program inherits fds 0-2 only, none of the agent\'s sockets or pipes', async () => {
+  // The listing becomes the error message (stderr). No pipe and no redirection of ls itself:
+  // the shell would hold the pipe's fds, or a saved copy of fd 1, while ls looks.
+  const rec = await runOneJob(['--max-attempts', '1', '--exec',
+    'exec 1>&2; ls /proc/$$/fd; exit 1']);
+  assert.strictEqual(rec.status, 'error');
+  assert.strictEqual(rec.error, '0\n1\n2');
+});
+
+test('--exec: JOB_TIMEOUT counts from the start, also after the program closed its outputs', async () => {
+  const rec = await runOneJob(['--job-timeout', '1', '--max-attempts', '1',
+    '--exec', 'exec >&- 2>&-; sleep 30']);
+  assert.strictEqual(rec.status, 'error');
+  assert.strictEqual(rec.error, 'handler timed out after 1 s');
 });
