@@ -146,6 +146,16 @@ test('bad payloads get 400 naming the field and change nothing', async () => {
   }
   const inf = await call('POST', '/api/v1/agent/rebalance', { headers: u.auth, body: '{"amount":1e999}', raw: true });
   assertError(inf, 400, 'bad_request', /amount/);
+  // a name twice in an object, at any depth: cJSON would check the first, while the stored
+  // record kept both and an agent in JavaScript or Python read the last
+  for (const [type, raw, name] of [
+    ['rebalance', '{"amount":1000,"amount":-5,"priority":"high","priority":{"x":1}}', 'amount'],
+    ['rebalance', '{"amount":5,"meta":{"a":1,"b":{"a":2,"a":3}}}', 'a'],
+    ['rebalance', '{"amount":5,"list":[{"k":1},{"k":2,"k":3}]}', 'k'],
+    ['report', '{"x":1,"x":2}', 'x']]) {
+    const r = await call('POST', `/api/v1/agent/${type}`, { headers: u.auth, body: raw, raw: true });
+    assertError(r, 400, 'bad_request', new RegExp(`^duplicate key "${name}"`));
+  }
   assert.strictEqual(await rc.llen('agent:rebalance:jobs'), len);
   assert.strictEqual(await rc.exists(`metrics:agent:rebalance:rate:${u.sub}`), 0);
   assert.strictEqual(await rc.exists(`agent:rebalance:user:${u.pk}`), 0);

@@ -357,6 +357,42 @@ static void test_json_limits(void **state) {
     cJSON_Delete(ok);
 }
 
+/* The duplicate member name of a JSON text, or NULL. */
+static void expect_duplicate(const char *text, const char *want) {
+    cJSON *doc = sb_json_parse(text, strlen(text));
+    assert_non_null(doc);
+    const char *dup = sb_json_duplicate_key(doc);
+    if (want) assert_string_equal(dup, want);
+    else assert_null(dup);
+    cJSON_Delete(doc);
+}
+
+static void test_json_duplicate_keys(void **state) {
+    (void)state;
+    expect_duplicate("{\"amount\":1000,\"amount\":-5,\"priority\":\"high\",\"priority\":{\"x\":1}}",
+                     "amount");
+    expect_duplicate("{\"a\":1,\"b\":{\"c\":[{\"d\":1,\"e\":2,\"d\":3}]}}", "d");
+    expect_duplicate("[1,{\"x\":1},{\"x\":2},[{\"y\":{},\"y\":[]}]]", "y");
+    expect_duplicate("{\"\":1,\"\":2}", "");
+    expect_duplicate("{\"a\\u0000b\":1,\"a\":2}", "a"); /* cJSON's names end at a NUL */
+    expect_duplicate("{\"a\":1,\"A\":2,\"b\":{\"a\":1},\"c\":[{\"a\":1},{\"a\":1}]}", NULL);
+    expect_duplicate("{}", NULL);
+    expect_duplicate("[]", NULL);
+    expect_duplicate("\"a\"", NULL);
+    assert_null(sb_json_duplicate_key(NULL));
+    /* objects beyond the pairwise size: names sorted, the duplicate found wherever it is */
+    char big[8192];
+    for (int dup = 0; dup < 2; dup++) {
+        size_t o = 0;
+        o += (size_t)snprintf(big + o, sizeof big - o, "{\"inner\":{");
+        for (int i = 0; i < 500; i++)
+            o += (size_t)snprintf(big + o, sizeof big - o, "%s\"k%d\":%d", i ? "," : "", i, i);
+        o += (size_t)snprintf(big + o, sizeof big - o, "%s}}", dup ? ",\"k250\":0" : "");
+        assert_true(o < sizeof big);
+        expect_duplicate(big, dup ? "k250" : NULL);
+    }
+}
+
 static void test_clock(void **state) {
     (void)state;
     char buf[SB_ISO_LEN], date[11];
@@ -550,6 +586,7 @@ int main(void) {
         cmocka_unit_test(test_keys),               cmocka_unit_test(test_record_roundtrip),
         cmocka_unit_test(test_json_writer), cmocka_unit_test(test_fmt_numbers), cmocka_unit_test(test_random_pool),
         cmocka_unit_test(test_status_messages),    cmocka_unit_test(test_json_limits),
+        cmocka_unit_test(test_json_duplicate_keys),
         cmocka_unit_test(test_clock),              cmocka_unit_test(test_clock_matches_gmtime),
         cmocka_unit_test(test_log_format),         cmocka_unit_test(test_poll_backoff),
     };
