@@ -32,8 +32,9 @@ cJSON *sb_json_obj(const cJSON *obj, const char *name);
 int sb_json_set(cJSON *obj, const char *name, cJSON *item);
 int sb_json_set_str(cJSON *obj, const char *name, const char *value);
 int sb_json_set_num(cJSON *obj, const char *name, double value);
-/* Compact text, the bytes cJSON_PrintUnformatted gives (written by jsonw.h); malloc'd, caller
- * frees; NULL on allocation failure or nesting deeper than SB_JW_MAX_DEPTH. */
+/* Compact text (written by jsonw.h: cJSON_PrintUnformatted's bytes, except that every number
+ * reads back exactly); malloc'd, caller frees; NULL on allocation failure or nesting deeper
+ * than SB_JW_MAX_DEPTH. */
 char *sb_json_print(const cJSON *item);
 
 #endif

@@ -509,6 +509,22 @@ test('garbage on the socket never hurts the gateway', async () => {
   assert.ok(cpuTicks() - t0 < 25, 'the gateway is idle, not spinning');
 });
 
+// Numbers are stored as the very doubles the client sent: cJSON's 15-digit printing stored
+// 0.30000000000000004 as 0.3 and 1.7976931348623157e308 as 1.79769313486232e+308 (infinity).
+test('numbers in a payload are stored exactly', async () => {
+  const u = user();
+  const raw = '{"amount":1.7976931348623157e308,"fee":0.30000000000000004,' +
+    '"big":9007199254740993,"tiny":5e-324,"neg":-2.5e-7,"whole":1000}';
+  const r = await call('POST', '/api/v1/agent/rebalance', { headers: u.auth, body: raw, raw: true });
+  assert.strictEqual(r.status, 202, r.text);
+  const stored = await rc.get(`agent:rebalance:job:${r.json.jobId}`);
+  const rec = JSON.parse(stored);
+  assert.deepStrictEqual(rec.payload, JSON.parse(raw)); // what the client's own parser reads
+  assert.ok(Number.isFinite(rec.payload.amount));
+  const listed = await call('GET', '/api/v1/agent/rebalance/jobs', { headers: u.auth });
+  assert.deepStrictEqual(listed.json.jobs[0].payload, JSON.parse(raw));
+});
+
 test('a client that leaves while Redis is slow is forgotten safely', async () => {
   const u = user();
   const orphaned = async () => Number((await (await fetch(`${base}/metrics`)).text())

@@ -216,32 +216,71 @@ static void test_fmt_numbers(void **state) {
     }
 }
 
-/* The JSON writer prints what cJSON_PrintUnformatted prints, and its errors stick. */
+/* The writer's text for the JSON text doc (parsed with sb_json_parse); caller frees. */
+static char *writer_text(const char *doc) {
+    cJSON *tree = sb_json_parse(doc, strlen(doc));
+    assert_non_null(tree);
+    sb_jw_t w;
+    sb_jw_init(&w);
+    sb_jw_value(&w, tree);
+    size_t len = 0;
+    char *got = sb_jw_take(&w, &len);
+    assert_non_null(got);
+    assert_int_equal(len, strlen(got));
+    cJSON_Delete(tree);
+    return got;
+}
+
+/* The JSON writer prints what cJSON_PrintUnformatted prints wherever cJSON's numbers read
+ * back exactly, every number exactly where cJSON's do not, and its errors stick. */
 static void test_json_writer(void **state) {
     (void)state;
-    static const char *const docs[] = {
+    static const char *const same[] = {
         "{}", "[]", "null", "true", "0", "-0", "1", "-17", "999999999999999", "1000000000000000",
-        "-999999999999999", "1e300", "-1e-300", "0.1", "2.5", "1.7976931348623157e308",
-        "123456789.123456789", "4503599627370497", "\"\"", "\"a\\\"b\\\\c\\/d\"",
+        "-999999999999999", "1e300", "-1e-300", "0.1", "2.5", "123.456", "1e21", "5e-324",
+        "2.2250738585072014e-308", "123456789.123456789", "4503599627370497", "1e999", "-1e999",
+        "\"\"", "\"a\\\"b\\\\c\\/d\"",
         "\"\\b\\f\\n\\r\\t\\u0001\\u001f\\u007f\\u00e9\\ud83d\\ude00\"",
         "{\"a\":[1,2.5,{\"b\":null,\"c\":[true,false]}],\"\\u0000k\":\"v\"}",
-        "[[[[[[[[[[\"deep\"]]]]]]]]]]", "{\"amount\":1000,\"fee\":20.000000000000004}"};
-    for (size_t i = 0; i < sizeof docs / sizeof docs[0]; i++) {
-        cJSON *doc = sb_json_parse(docs[i], strlen(docs[i]));
+        "[[[[[[[[[[\"deep\"]]]]]]]]]]"};
+    for (size_t i = 0; i < sizeof same / sizeof same[0]; i++) {
+        cJSON *doc = sb_json_parse(same[i], strlen(same[i]));
         assert_non_null(doc);
         char *want = cJSON_PrintUnformatted(doc);
-        sb_jw_t w;
-        sb_jw_init(&w);
-        sb_jw_value(&w, doc);
-        size_t len = 0;
-        char *got = sb_jw_take(&w, &len);
-        assert_non_null(got);
+        char *got = writer_text(same[i]);
         assert_string_equal(got, want);
-        assert_int_equal(len, strlen(want));
         free(got);
         free(want);
         cJSON_Delete(doc);
     }
+    /* where cJSON's 15 digits only read back approximately, the writer's read back exactly */
+    static const char *const exact[][2] = {
+        {"0.30000000000000004", "0.30000000000000004"},
+        {"9007199254740993", "9007199254740992"}, /* the double it reads as: 2^53 */
+        {"1.7976931348623157e308", "1.7976931348623157e+308"},
+        {"-1.7976931348623157e308", "-1.7976931348623157e+308"},
+        {"{\"amount\":1000,\"fee\":20.000000000000004}",
+         "{\"amount\":1000,\"fee\":20.000000000000004}"},
+        {"[1.0000000000000002,0.7999999999999999]", "[1.0000000000000002,0.7999999999999999]"}};
+    for (size_t i = 0; i < sizeof exact / sizeof exact[0]; i++) {
+        cJSON *doc = sb_json_parse(exact[i][0], strlen(exact[i][0]));
+        char *lossy = cJSON_PrintUnformatted(doc);
+        assert_string_not_equal(lossy, exact[i][1]); /* why the writer departs from cJSON */
+        char *got = writer_text(exact[i][0]);
+        assert_string_equal(got, exact[i][1]);
+        free(got);
+        free(lossy);
+        cJSON_Delete(doc);
+    }
+    /* where cJSON falls back to 17 digits and 16 already read back, the writer takes 16 */
+    char *fewer = writer_text("24444444444444441");
+    assert_string_equal(fewer, "2.444444444444444e+16"); /* cJSON: 24444444444444440 */
+    assert_true(strtod(fewer, NULL) == 24444444444444440.0);
+    free(fewer);
+    double dmax = strtod("1.7976931348623157e308", NULL);
+    char *text = writer_text("1.7976931348623157e308");
+    assert_true(strtod(text, NULL) == dmax); /* finite, the same double: not infinity */
+    free(text);
     /* the deepest document sb_json_parse accepts, printed alone and inside a record */
     char deep[2 * SB_JSON_MAX_DEPTH + 1];
     memset(deep, '[', SB_JSON_MAX_DEPTH);
