@@ -654,10 +654,22 @@ test('`switchboard token` mints HS256 tokens the gateway and jsonwebtoken accept
   assert.match(nosecret.stderr, /JWT_SECRET/);
 });
 
-test('the gateway refuses to start without JWT_SECRET, and exits 0 on SIGTERM', async () => {
+test('the gateway refuses to start without JWT_SECRET or with bad JOB_TYPES, and exits 0 on SIGTERM', async () => {
   const r = await runSwitchboard(['gateway'], { REDIS_URL: redis.url, JWT_SECRET: '', PORT: String(await freePort()) });
   assert.strictEqual(r.code, 2);
   assert.match(r.stderr, /JWT_SECRET/);
+  // a type list that names no valid type would serve nothing: one clear line, exit 2
+  for (const types of ['Bad*Type', '', ' , ', 'rebalance,Report']) {
+    const t = await runSwitchboard(['gateway'], { REDIS_URL: redis.url, JWT_SECRET: SECRET,
+      PORT: String(await freePort()), JOB_TYPES: types });
+    assert.strictEqual(t.code, 2, `JOB_TYPES=${JSON.stringify(types)}: ${t.stderr}`);
+    assert.match(t.stderr, /bad setting JOB_TYPES=/);
+    assert.strictEqual(t.stderr.trim().split('\n').length, 1, t.stderr);
+  }
+  const flag = await runSwitchboard(['gateway', '--job-types', 'no/slash'], { REDIS_URL: redis.url,
+    JWT_SECRET: SECRET, PORT: String(await freePort()) });
+  assert.strictEqual(flag.code, 2);
+  assert.match(flag.stderr, /JOB_TYPES='no\/slash'/);
   gw.kill('SIGTERM');
   assert.deepStrictEqual(await gw.exited, { code: 0, signal: null });
   await waitFor(() => /received SIGTERM: shutting down/.test(gw.output), { what: 'the SIGTERM log line' });

@@ -75,6 +75,23 @@ static void test_config_errors_name_the_setting(void **state) {
     expect_config_error("REDIS_URL", "redis://h:0", "port");
     expect_config_error("LOG_LEVEL", "loud", "LOG_LEVEL");
     expect_config_error("JOB_TYPE", "Bad Type", "JOB_TYPE");
+    /* JOB_TYPES: every name valid, at least one */
+    expect_config_error("JOB_TYPES", "Bad*Type", "JOB_TYPES='Bad*Type'");
+    expect_config_error("JOB_TYPES", "rebalance,Report", "JOB_TYPES='rebalance,Report'");
+    expect_config_error("JOB_TYPES", "", "JOB_TYPES=''");
+    expect_config_error("JOB_TYPES", " , ", "JOB_TYPES");
+    expect_config_error("JOB_TYPES", "a23456789012345678901234567890123", "JOB_TYPES");
+    setenv("JOB_TYPES", "rebalance, report,a2345678901234567890123456789012", 1);
+    sb_config_t ok;
+    char okerr[256];
+    char *okargv[] = {"x", NULL};
+    assert_int_equal(sb_config_load(&ok, 1, okargv, okerr, sizeof okerr), SB_OK);
+    sb_config_close(&ok);
+    char *flagargv[] = {"x", "--job-types", "x!", NULL}; /* the flag is checked too */
+    assert_int_equal(sb_config_load(&ok, 3, flagargv, okerr, sizeof okerr), SB_EINVAL);
+    assert_non_null(strstr(okerr, "JOB_TYPES"));
+    sb_config_close(&ok);
+    unsetenv("JOB_TYPES");
     sb_config_t cfg;
     char err[256];
     char *argv[] = {"x", "--nope", NULL};
