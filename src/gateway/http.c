@@ -295,13 +295,11 @@ void sb_http_query_join(struct lws *wsi, char *out, size_t len) {
 
 static void sb_req_headers(sb_req_t *req, struct lws *wsi) {
     char buf[32];
+    size_t tlen;
     sb_http_query_join(wsi, req->query, sizeof req->query);
     char *auth = sb_hdr_dup(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, SB_JWT_MAX_LEN + 64);
-    if (auth && strncasecmp(auth, "Bearer ", 7) == 0) {
-        const char *t = auth + 7;
-        while (*t == ' ') t++;
-        req->bearer = strdup(t);
-    }
+    const char *token = sb_jwt_bearer(auth, &tlen);
+    if (token) req->bearer = strndup(token, tlen);
     free(auth);
     if (lws_hdr_copy(wsi, req->if_none_match, sizeof req->if_none_match,
                      WSI_TOKEN_HTTP_IF_NONE_MATCH) < 0)

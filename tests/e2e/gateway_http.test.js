@@ -605,6 +605,22 @@ test('HTTP/1.0 and connection: close answers made in a Redis reply close the con
   }
 });
 
+// RFC 7235: "Bearer" 1*SP token; spaces or tabs around the token are tolerated, not part of it.
+test('Authorization: Bearer with tabs or extra spaces around the token is accepted', async () => {
+  const u = user();
+  for (const value of [`Bearer  ${u.token}`, `Bearer\t${u.token}`, `Bearer ${u.token} `,
+    `Bearer ${u.token}\t`, `bearer \t${u.token} \t `]) {
+    const x = await rawExchange(port, [`GET /api/v1/agent/rebalance/jobs HTTP/1.1\r\nHost: x\r\n` +
+      `Authorization: ${value}\r\n\r\n`], { answers: 1 });
+    assert.deepStrictEqual(x.statuses, [200], `${JSON.stringify(value)}: ${x.text}`);
+  }
+  for (const value of ['Bearer', 'Bearer \t ', `Bearer${u.token}`, `Basic ${u.token}`]) {
+    const x = await rawExchange(port, [`GET /api/v1/agent/rebalance/jobs HTTP/1.1\r\nHost: x\r\n` +
+      `Authorization: ${value}\r\n\r\n`], { answers: 1 });
+    assert.deepStrictEqual(x.statuses, [401], `${JSON.stringify(value)}: ${x.text}`);
+  }
+});
+
 // Numbers are stored as the very doubles the client sent: cJSON's 15-digit printing stored
 // 0.30000000000000004 as 0.3 and 1.7976931348623157e308 as 1.79769313486232e+308 (infinity).
 test('numbers in a payload are stored exactly', async () => {
