@@ -14,6 +14,15 @@
  * nested deeper than SB_JSON_MAX_DEPTH, or on trailing garbage. Caller frees with cJSON_Delete. */
 cJSON *sb_json_parse(const char *buf, size_t len);
 
+/* A member name that some object in item (item itself or one nested in it, at any depth)
+ * holds twice, or NULL when every object's names are distinct. Such a document reads
+ * differently to different readers: cJSON finds the first of the two members, JavaScript's
+ * and Python's JSON parsers keep the last. Names are compared as cJSON holds them (as C
+ * strings). The name returned points into item. Never fails: an object of many members is
+ * checked through a sorted copy of its names, and pairwise when that copy cannot be
+ * allocated. */
+const char *sb_json_duplicate_key(const cJSON *item);
+
 const char *sb_json_str(const cJSON *obj, const char *name);   /* string member or NULL */
 /* Number member into *out; returns 0, or SB_EINVAL if missing / not a finite number. */
 int sb_json_num(const cJSON *obj, const char *name, double *out);
@@ -23,8 +32,9 @@ cJSON *sb_json_obj(const cJSON *obj, const char *name);
 int sb_json_set(cJSON *obj, const char *name, cJSON *item);
 int sb_json_set_str(cJSON *obj, const char *name, const char *value);
 int sb_json_set_num(cJSON *obj, const char *name, double value);
-/* Compact text, the bytes cJSON_PrintUnformatted gives (written by jsonw.h); malloc'd, caller
- * frees; NULL on allocation failure or nesting deeper than SB_JW_MAX_DEPTH. */
+/* Compact text (written by jsonw.h: cJSON_PrintUnformatted's bytes, except that every number
+ * reads back exactly); malloc'd, caller frees; NULL on allocation failure or nesting deeper
+ * than SB_JW_MAX_DEPTH. */
 char *sb_json_print(const cJSON *item);
 
 #endif

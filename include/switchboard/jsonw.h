@@ -2,9 +2,13 @@
  * request or status message (job records, gateway events, audit data, status payloads),
  * where building a cJSON tree only to print and free it was most of their cost.
  *
- * Its output is byte for byte what cJSON_PrintUnformatted prints for the same values (strings
- * escaped the same way, numbers in the same notation), so the two can be mixed and compared
- * (tests/unit/test_core.c and the records fuzzer check it).
+ * Its output is what cJSON_PrintUnformatted prints for the same values (strings escaped the
+ * same way, numbers in the same notation), except for numbers cJSON prints inexactly: every
+ * number is written so that it reads back as exactly the same double (the fewest of 15-17
+ * significant digits that do, as JavaScript does; see jsonw.c), where cJSON keeps 15 digits
+ * that read back only approximately (0.30000000000000004 as 0.3, 1.7976931348623157e308 as
+ * 1.79769313486232e+308, which is infinity). tests/unit/test_core.c and the records fuzzer
+ * check both: cJSON's bytes where cJSON is exact, the exact value everywhere.
  *
  * Errors are sticky: an append that does not fit (fixed buffer) or cannot allocate (growing
  * buffer) marks the writer failed and every later append is a no-op, so a caller checks once,

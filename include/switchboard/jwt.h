@@ -43,6 +43,12 @@ int sb_jwt_verify(const char *token, const char *secret, int64_t now_s, sb_claim
 char *sb_jwt_mint(const sb_claims_t *claims, const char *secret, int64_t now_s, char *err,
                   size_t errlen);
 
+/* The token of an Authorization header value "Bearer <token>": the scheme matched without
+ * regard to case, then one or more spaces or tabs (RFC 7235 says 1*SP; tabs and extra spaces
+ * are tolerated), then the token, with trailing spaces and tabs left out. Returns a pointer
+ * into header and the token's length in *len, or NULL (another scheme, or no token). */
+const char *sb_jwt_bearer(const char *header, size_t *len);
+
 void sb_claims_close(sb_claims_t *claims); /* frees the strings; NULL is fine */
 /* Deep copy of in into out (caller closes). Returns 0, or SB_ENOMEM with out zeroed. */
 int sb_claims_copy(const sb_claims_t *in, sb_claims_t *out);

@@ -126,7 +126,7 @@ static cJSON *sb_dev_token_json(const char *token, const sb_claims_t *c) {
 
 void sb_api_dev_token(sb_req_t *req) {
     if (!sb_dev_only(req)) return;
-    req->doc = req->body ? sb_json_parse(req->body, req->body_len) : NULL;
+    if (sb_api_body_json(req) != 0) return;
     if (!cJSON_IsObject(req->doc)) {
         sb_req_error(req, 400, "invalid_json", "the body must be a JSON object");
         return;

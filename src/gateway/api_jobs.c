@@ -179,11 +179,7 @@ void sb_api_job_create(sb_req_t *req) {
     const char *type = sb_api_type(req);
     const char *owner = type ? sb_api_owner(req) : NULL;
     if (!owner) return;
-    req->doc = req->body ? sb_json_parse(req->body, req->body_len) : NULL;
-    if (!req->doc) {
-        sb_req_error(req, 400, "invalid_json", "the body must be a JSON object");
-        return;
-    }
+    if (sb_api_body_json(req) != 0) return;
     const char *why = sb_payload_check(type, req->doc);
     if (why) {
         sb_req_error(req, 400, "bad_request", "%s", why);

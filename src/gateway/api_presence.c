@@ -91,15 +91,15 @@ static void sb_pres_bad_reply(sb_req_t *req, const char *what, int rc) {
 
 /* ---- validation ------------------------------------------------------------------------- */
 
-/* Parses the body into req->doc. An absent body is fine unless required. Returns 0, or -1
- * after answering 400. */
+/* Parses the body into req->doc (sb_api_body_json: duplicate names refused). An absent body
+ * is fine unless required. Returns 0, or -1 after answering 400. */
 static int sb_pres_body(sb_req_t *req, int required) {
     if (!req->body || !req->body_len) {
         if (!required) return 0;
         sb_req_error(req, 400, "invalid_json", "the body must be a JSON object");
         return -1;
     }
-    req->doc = sb_json_parse(req->body, req->body_len);
+    if (sb_api_body_json(req) != 0) return -1;
     if (cJSON_IsObject(req->doc)) return 0;
     sb_req_error(req, 400, "invalid_json", "the body must be a JSON object");
     return -1;

@@ -45,6 +45,19 @@ static void sb_lws_log(int level, const char *line) {
     sb_log(level & LLL_ERR ? SB_LOG_ERROR : SB_LOG_WARN, "lws", "%.*s", (int)n, line);
 }
 
+/* The I/O poll phase bracket (gateway.h): libuv runs prepare handles right before it polls
+ * and check handles right after. */
+static void sb_gw_io_begin(uv_prepare_t *h) { ((sb_gateway_t *)h->data)->in_io_poll = 1; }
+static void sb_gw_io_end(uv_check_t *h) { ((sb_gateway_t *)h->data)->in_io_poll = 0; }
+
+static void sb_gw_io_watch(sb_gateway_t *gw) {
+    uv_prepare_init(gw->loop, &gw->io_begin);
+    uv_check_init(gw->loop, &gw->io_end);
+    gw->io_begin.data = gw->io_end.data = gw;
+    uv_prepare_start(&gw->io_begin, sb_gw_io_begin);
+    uv_check_start(&gw->io_end, sb_gw_io_end);
+}
+
 typedef struct {
     sb_gateway_t *gw;
     uv_signal_t sigterm, sigint;
@@ -61,6 +74,8 @@ static void sb_gw_signal_cb(uv_signal_t *h, int signum) {
     sb_presence_watch_stop(gw->presence_watch);
     sb_socketio_stop(gw->sio);
     lws_context_destroy(gw->lws); /* first stage; lws finishes after its handles close */
+    uv_close((uv_handle_t *)&gw->io_begin, NULL);
+    uv_close((uv_handle_t *)&gw->io_end, NULL);
     uv_close((uv_handle_t *)&s->sigterm, NULL);
     uv_close((uv_handle_t *)&s->sigint, NULL);
 }
@@ -152,6 +167,7 @@ int sb_cmd_gateway(sb_config_t *cfg) {
         sb_rand_close(&gw.rand);
         return 1;
     }
+    sb_gw_io_watch(&gw);
     gw.presence_watch = sb_presence_watch_create(&gw);
     if (!gw.presence_watch)
         sb_warn("gateway", "presence events to admins are off (out of memory)");

@@ -33,6 +33,13 @@ typedef struct sb_gateway {
     sb_rand_t rand;            /* random bytes for job, window-member and event ids (random.h) */
     int64_t started_ms;
     int stopping;              /* SIGTERM seen: new requests get 503 */
+    /* libuv's I/O poll phase, bracketed by a prepare handle (just before it) and a check
+     * handle (just after it): lws callbacks inside it come from socket events, and lws 4.1
+     * hands over a request it had buffered behind the previous one (a pipelined request) from
+     * its idle handler, outside it (http.c refuses such a request when it has a body). */
+    uv_prepare_t io_begin;
+    uv_check_t io_end;
+    int in_io_poll;            /* 1 between io_begin and io_end */
 } sb_gateway_t;
 
 /* 1 if type is one of cfg->job_types (comma-separated). */

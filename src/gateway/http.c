@@ -8,7 +8,14 @@
  * one lws_write each (lws keeps any unsent tail and finishes it itself). Requests under
  * /socket.io/ go to socketio.c instead of the route table, and so do the WebSocket reasons
  * of connections upgraded there; LWS_CALLBACK_WSI_DESTROY, the one callback every connection
- * gets with its data intact, detaches whatever is left. */
+ * gets with its data intact, detaches whatever is left.
+ *
+ * Two kinds of body lws 4.1 mishandles are refused at the header stage, answered at once with
+ * `connection: close`, and the connection closed without reading the body: one sent with a
+ * Transfer-Encoding (lws hands over the chunk framing and never reports the end: 411), and one
+ * pipelined behind another request (lws hands over the wrong bytes, then reports the body's
+ * end in a loop that never returns to libuv: 400). A request pipelined behind one with a body
+ * is dealt with at BODY_COMPLETION (sb_http_body_done). */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -77,6 +84,7 @@ static const struct {
     {304, "Not Modified"},
     {400, "Bad Request"}, {401, "Unauthorized"},       {403, "Forbidden"},
     {404, "Not Found"},   {405, "Method Not Allowed"}, {409, "Conflict"},
+    {411, "Length Required"},
     {413, "Payload Too Large"}, {429, "Too Many Requests"}, {500, "Internal Server Error"},
     {503, "Service Unavailable"},
 };
@@ -89,23 +97,10 @@ static const char *sb_http_reason(int code) {
     return "Unknown";
 }
 
-/* A request with a body and another request pipelined behind it on the same connection: lws
- * 4.1 then calls BODY_COMPLETION for the first again and again, once per loop turn, for as
- * long as the second waits in its buffer (a busy loop), and after the first transaction it
- * hands the second to us without its body. RFC 9112 already tells clients not to pipeline
- * after a non-idempotent request, so on the first repeat the gateway stops reading and
- * closes the connection once the first answer is out (with `connection: close` when the
- * answer is not built yet); the client sends the rest again on a new connection. */
-static void sb_http_pipelined_after_body(struct lws *wsi, sb_http_conn_t *conn) {
-    if (conn->close_after) return;
-    conn->close_after = 1;
-    lws_rx_flow_control(wsi, 0);
-}
-
 /* Writes req's answer (lws keeps what the socket does not take and sends it itself) and ends
  * the transaction: the connection stays open for the next request (keep-alive), or closes —
- * returns -1 to close it now — after a body too large to drain, when lws says so, or when a
- * request was pipelined after a body (then once lws has sent the answer's tail). */
+ * returns -1 to close it now — after a body too large to drain, when lws says so, or when the
+ * connection is marked close_after (then once lws has sent the answer's tail). */
 static int sb_http_write_answer(struct lws *wsi, sb_http_conn_t *conn, sb_req_t *req) {
     int drain_close = req->content_length > SB_HTTP_BODY_DRAIN_MAX;
     int n = lws_write(wsi, req->out + LWS_PRE, req->out_len, LWS_WRITE_HTTP);
@@ -122,13 +117,17 @@ static int sb_http_write_answer(struct lws *wsi, sb_http_conn_t *conn, sb_req_t 
 /* Writes an answer made outside lws's callbacks (in a Redis reply) at once, instead of asking
  * for HTTP_WRITEABLE: with lws on libuv that round costs several epoll_ctl calls and a loop
  * turn. Returns 1 when the request is done with (it may have been freed), 0 to leave it to
- * HTTP_WRITEABLE (lws still holds an earlier answer's tail). */
+ * HTTP_WRITEABLE (lws still holds an earlier answer's tail). A connection that must close
+ * after the answer (`connection: close`, HTTP/1.0, close_after) is closed here and now, with
+ * nothing left unsent: no connection is being serviced by lws at this point, which is what
+ * LWS_TO_KILL_SYNC asks. (LWS_TO_KILL_ASYNC would wait for lws's next timer check, seconds
+ * later, and HTTP_WRITEABLE does not come while lws holds a request pipelined behind a body.) */
 static int sb_req_write_now(sb_req_t *req) {
     struct lws *wsi = req->wsi;
     sb_http_conn_t *conn = lws_wsi_user(wsi);
     if (!conn || conn->req != req || lws_partial_buffered(wsi)) return 0;
-    if (sb_http_write_answer(wsi, conn, req) < 0) /* not inside a callback: close from the loop */
-        lws_set_timeout(wsi, PENDING_TIMEOUT_KILLED_BY_PARENT, LWS_TO_KILL_ASYNC);
+    if (sb_http_write_answer(wsi, conn, req) < 0)
+        lws_set_timeout(wsi, PENDING_TIMEOUT_KILLED_BY_PARENT, LWS_TO_KILL_SYNC);
     return 1;
 }
 
@@ -296,13 +295,11 @@ void sb_http_query_join(struct lws *wsi, char *out, size_t len) {
 
 static void sb_req_headers(sb_req_t *req, struct lws *wsi) {
     char buf[32];
+    size_t tlen;
     sb_http_query_join(wsi, req->query, sizeof req->query);
     char *auth = sb_hdr_dup(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, SB_JWT_MAX_LEN + 64);
-    if (auth && strncasecmp(auth, "Bearer ", 7) == 0) {
-        const char *t = auth + 7;
-        while (*t == ' ') t++;
-        req->bearer = strdup(t);
-    }
+    const char *token = sb_jwt_bearer(auth, &tlen);
+    if (token) req->bearer = strndup(token, tlen);
     free(auth);
     if (lws_hdr_copy(wsi, req->if_none_match, sizeof req->if_none_match,
                      WSI_TOKEN_HTTP_IF_NONE_MATCH) < 0)
@@ -312,11 +309,24 @@ static void sb_req_headers(sb_req_t *req, struct lws *wsi) {
         req->content_length = strtoll(buf, NULL, 10);
 }
 
-static int sb_req_expects_body(struct lws *wsi, const sb_req_t *req) {
+/* 1 for a method whose request lws 4.1 reads a body for even without a Content-Length: all
+ * that follows on the connection (a pipelined or the next kept-alive request). */
+static int sb_req_reads_to_close(const sb_req_t *req) {
+    return req->content_length < 0 &&
+           (req->method == SB_HTTP_POST || req->method == SB_HTTP_PUT ||
+            req->method == SB_HTTP_PATCH);
+}
+
+/* 1 when the request names a Transfer-Encoding other than identity (e.g. chunked). */
+static int sb_req_transfer_coded(struct lws *wsi) {
     char te[64];
-    if (req->content_length > 0) return 1;
-    return lws_hdr_copy(wsi, te, sizeof te, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0 &&
-           strcasestr(te, "chunked") != NULL;
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) <= 0) return 0;
+    if (lws_hdr_copy(wsi, te, sizeof te, WSI_TOKEN_HTTP_TRANSFER_ENCODING) < 0) return 1;
+    const char *v = te;
+    size_t n = strlen(v);
+    while (*v == ' ' || *v == '\t') v++, n--;
+    while (n && (v[n - 1] == ' ' || v[n - 1] == '\t')) n--;
+    return !(n == 8 && strncasecmp(v, "identity", 8) == 0);
 }
 
 /* Runs the route (or the Socket.IO polling transport) and lifts lws's idle timeout while
@@ -333,10 +343,39 @@ static void sb_req_run(sb_req_t *req) {
     if (!req->status && wsi) lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
 }
 
+/* Answers req at once with `connection: close` (lws allows a write in LWS_CALLBACK_HTTP) and
+ * returns -1, so lws closes the connection without reading the body the request announced.
+ * A tail the socket did not take at once is lost with the connection. */
+static int sb_http_refuse(struct lws *wsi, sb_http_conn_t *conn, sb_req_t *req, int status,
+                          const char *code, const char *message) {
+    conn->close_after = 1;
+    req->in_dispatch = 1; /* build the answer only: it is written just below */
+    sb_req_error(req, status, code, "%s", message);
+    req->in_dispatch = 0;
+    if (req->out && !lws_partial_buffered(wsi)) (void)sb_http_write_answer(wsi, conn, req);
+    return -1;
+}
+
+/* Refuses, at the header stage, a body lws 4.1 would mishandle (see the top of this file).
+ * Returns -1 after answering, or 0. A request with a body that lws hands over outside libuv's
+ * poll phase came from lws's buffer, not from the socket: it was pipelined. */
+static int sb_http_refuse_body(struct lws *wsi, sb_http_conn_t *conn, sb_req_t *req) {
+    if (sb_req_transfer_coded(wsi))
+        return sb_http_refuse(wsi, conn, req, 411, "length_required",
+                              "send the body with a Content-Length: Transfer-Encoding (e.g. "
+                              "chunked) is not supported");
+    if (req->content_length > 0 && !req->gw->in_io_poll)
+        return sb_http_refuse(wsi, conn, req, 400, "bad_request",
+                              "a request with a body may not be pipelined behind another "
+                              "request; send it again on a new connection");
+    return 0;
+}
+
 static int sb_http_begin(struct lws *wsi, sb_http_conn_t *conn, const char *path) {
     sb_gateway_t *gw = lws_context_user(lws_get_context(wsi));
     if (!conn) return -1;
     sb_req_detach(conn);
+    conn->completions = 0;
     sb_req_t *req = calloc(1, sizeof *req);
     if (!req) return -1;
     req->gw = gw;
@@ -351,17 +390,19 @@ static int sb_http_begin(struct lws *wsi, sb_http_conn_t *conn, const char *path
     sb_req_headers(req, wsi);
     req->body_max = SB_HTTP_BODY_MAX;
     if (sb_socketio_path(req->path)) sb_socketio_request_headers(req, wsi);
+    if (sb_http_refuse_body(wsi, conn, req) != 0) return -1;
+    if (sb_req_reads_to_close(req)) conn->close_after = 1; /* answered, then closed */
     if (req->content_length > SB_HTTP_BODY_DRAIN_MAX) {
         req->body_too_large = 1;
         sb_req_run(req); /* answers 413; the connection closes after the write */
         return 0;
     }
-    if (!sb_req_expects_body(wsi, req)) sb_req_run(req);
+    if (req->content_length <= 0) sb_req_run(req);
     return 0;
 }
 
 static void sb_http_body(sb_req_t *req, const void *in, size_t len) {
-    if (!len || !in) return;
+    if (!len || !in || req->content_length < 0) return; /* no length: not its body (see above) */
     if (req->body_too_large || req->body_len + len > req->body_max) {
         req->body_too_large = 1;
         free(req->body);
@@ -378,6 +419,27 @@ static void sb_http_body(sb_req_t *req, const void *in, size_t len) {
     req->body = b;
     req->body_len += len;
     req->body[req->body_len] = '\0';
+}
+
+/* The body is complete: run the request. lws 4.1 reports the completion again while another
+ * request waits in its buffer behind this one (RFC 9112 tells clients not to pipeline after a
+ * non-idempotent request): once per loop turn until reading is paused, and it gives no
+ * HTTP_WRITEABLE meanwhile. So on the first repeat the gateway stops reading, writes an answer
+ * already built, and closes the connection once the answer is out (with `connection: close`
+ * when it is not built yet); the client sends the rest again on a new connection. A further
+ * repeat would mean lws is spinning: the connection is closed at once. Returns -1 to close. */
+static int sb_http_body_done(struct lws *wsi, sb_http_conn_t *conn) {
+    sb_req_t *req = conn->req;
+    int n = ++conn->completions;
+    if (n == 1) {
+        if (req && !req->status) sb_req_run(req);
+        return 0;
+    }
+    if (n > 2) return -1;
+    conn->close_after = 1;
+    lws_rx_flow_control(wsi, 0);
+    if (req && req->out && !lws_partial_buffered(wsi)) return sb_http_write_answer(wsi, conn, req);
+    return 0;
 }
 
 /* Writes the queued answer. Returns -1 to close the connection. */
@@ -408,10 +470,7 @@ int sb_http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *us
         }
         return 0;
     case LWS_CALLBACK_HTTP_BODY_COMPLETION:
-        if (!conn || !conn->req) return 0;
-        if (++conn->req->completions > 1) sb_http_pipelined_after_body(wsi, conn); /* a repeat */
-        else if (!conn->req->status) sb_req_run(conn->req);
-        return 0;
+        return conn ? sb_http_body_done(wsi, conn) : 0;
     case LWS_CALLBACK_HTTP_WRITEABLE:
         return sb_http_writeable(wsi, conn);
     case LWS_CALLBACK_CLOSED_HTTP:

@@ -59,7 +59,6 @@ struct sb_req {
     int num;                    /* handler scratch: limit / days */
     int64_t now_ms;             /* handler scratch: the time a multi-step handler started */
     int64_t t0_us;              /* arrival, for the latency histogram */
-    int completions;            /* BODY_COMPLETION callbacks seen (lws repeats it, see http.c) */
     int in_dispatch;            /* in the route handler or pull, inside an lws callback: an
                                  * answer waits for HTTP_WRITEABLE instead of going out now */
     int dispatched;             /* the route ran (once per request, even when lws also
@@ -85,8 +84,12 @@ struct sb_req {
  * zeroed data. */
 typedef struct {
     sb_req_t *req;          /* the HTTP request being served on this connection, or NULL */
-    int close_after;        /* a request was pipelined behind one with a body: reading is
-                             * paused, and the connection closes once this answer is out */
+    int completions;        /* BODY_COMPLETION callbacks seen for the current request (lws
+                             * repeats it, see sb_http_body_done in http.c) */
+    int close_after;        /* the connection closes once the current answer is out (it
+                             * carries `connection: close` when built after this is set): a
+                             * request pipelined behind one with a body, a refused body, a
+                             * POST/PUT/PATCH without Content-Length (see http.c) */
     sb_socketio_ws_t ws;    /* Socket.IO WebSocket state (zero on plain HTTP) */
 } sb_http_conn_t;
 

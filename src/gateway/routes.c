@@ -12,6 +12,7 @@
 #include "switchboard/clock.h"
 #include "switchboard/error.h"
 #include "switchboard/job.h"
+#include "switchboard/json.h"
 #include "switchboard/jwt_cache.h"
 
 #define SB_ANY_ROLE (SB_ROLE_USER | SB_ROLE_AGENT | SB_ROLE_ADMIN)
@@ -145,6 +146,21 @@ int sb_api_redis(sb_req_t *req, sb_batch_t *b, sb_aredis_cb cb) {
     sb_req_unavailable(req);
     sb_req_release(req);
     return SB_EREDIS;
+}
+
+int sb_api_body_json(sb_req_t *req) {
+    req->doc = req->body ? sb_json_parse(req->body, req->body_len) : NULL;
+    if (!req->doc) {
+        sb_req_error(req, 400, "invalid_json", "the body must be a JSON object");
+        return -1;
+    }
+    const char *dup = sb_json_duplicate_key(req->doc);
+    if (dup) {
+        sb_req_error(req, 400, "bad_request",
+                     "duplicate key \"%.64s\": a name may appear only once in an object", dup);
+        return -1;
+    }
+    return 0;
 }
 
 int sb_api_int_param(sb_req_t *req, const char *name, int def, int min, int max) {

@@ -7,8 +7,9 @@
  *     to it before printing);
  *   - sb_status_event_write writes the JSON text straight into a caller's buffer, with no
  *     allocation: the subscriber's path, run once per status message on the fan-out's hot
- *     path. It uses the JSON writer of jsonw.h, whose text is the one cJSON_PrintUnformatted
- *     prints, so both give the same bytes (tests/unit/test_status_event.c checks it). */
+ *     path. It uses the JSON writer of jsonw.h, which also prints the object of the first
+ *     way (sb_json_print), so both give the same bytes (tests/unit/test_status_event.c
+ *     checks it). */
 #ifndef SB_GATEWAY_STATUS_EVENT_H
 #define SB_GATEWAY_STATUS_EVENT_H
 

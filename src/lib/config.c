@@ -255,6 +255,41 @@ too_many:
     return SB_EINVAL;
 }
 
+/* 1 when list names at least one job type and every name in it is one (sb_job_type_valid);
+ * names are separated by commas and/or spaces, as the gateway reads them. */
+static int sb_job_types_valid(const char *list) {
+    int count = 0;
+    for (const char *p = list ? list : "";;) {
+        p += strspn(p, ", ");
+        size_t n = strcspn(p, ", ");
+        if (!n) return count > 0;
+        char type[SB_TYPE_MAX + 1];
+        if (n > SB_TYPE_MAX) return 0;
+        memcpy(type, p, n);
+        type[n] = '\0';
+        if (!sb_job_type_valid(type)) return 0;
+        count++;
+        p += n;
+    }
+}
+
+/* The checks no single setting's kind covers: job type names. */
+static int sb_config_check(const sb_config_t *cfg, char *err, size_t errlen) {
+    if (!sb_job_type_valid(cfg->job_type)) {
+        sb_errf(err, errlen, "bad setting JOB_TYPE='%s': expected [a-z][a-z0-9_-]{0,31}",
+                cfg->job_type ? cfg->job_type : "");
+        return SB_EINVAL;
+    }
+    if (!sb_job_types_valid(cfg->job_types)) {
+        sb_errf(err, errlen,
+                "bad setting JOB_TYPES='%s': expected one or more job types separated by "
+                "commas, each [a-z][a-z0-9_-]{0,31}",
+                cfg->job_types ? cfg->job_types : "");
+        return SB_EINVAL;
+    }
+    return SB_OK;
+}
+
 int sb_config_load(sb_config_t *cfg, int argc, char **argv, char *err, size_t errlen) {
     memset(cfg, 0, sizeof *cfg);
     int rc;
@@ -277,12 +312,7 @@ int sb_config_load(sb_config_t *cfg, int argc, char **argv, char *err, size_t er
             return rc;
     }
     if ((rc = sb_config_flags(cfg, argc, argv, err, errlen)) != SB_OK) return rc;
-    if (!sb_job_type_valid(cfg->job_type)) {
-        sb_errf(err, errlen, "bad setting JOB_TYPE='%s': expected [a-z][a-z0-9_-]{0,31}",
-                cfg->job_type ? cfg->job_type : "");
-        return SB_EINVAL;
-    }
-    return SB_OK;
+    return sb_config_check(cfg, err, errlen);
 }
 
 void sb_config_close(sb_config_t *cfg) {

@@ -1,6 +1,7 @@
-/* JSON helpers over cJSON: bounded parsing, typed member access, and printing (through the
- * writer of jsonw.h: cJSON's bytes without its printf / sscanf round trip for whole numbers). */
+/* JSON helpers over cJSON: bounded parsing, the duplicate member name check, typed member
+ * access, and printing (through the writer of jsonw.h). */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include "switchboard/error.h"
 #include "switchboard/json.h"
@@ -41,6 +42,52 @@ cJSON *sb_json_parse(const char *buf, size_t len) {
     }
     return root;
 }
+
+/* ---- duplicate member names -------------------------------------------------------------- */
+
+#define SB_JSON_PAIRWISE_MAX 16 /* objects with up to this many members are checked pairwise */
+
+static const char *sb_json_name(const cJSON *member) {
+    return member->string ? member->string : "";
+}
+
+/* A name obj's own members repeat, found by comparing every pair, or NULL. */
+static const char *sb_json_dup_pairwise(const cJSON *obj) {
+    for (const cJSON *a = obj->child; a; a = a->next)
+        for (const cJSON *b = a->next; b; b = b->next)
+            if (strcmp(sb_json_name(a), sb_json_name(b)) == 0) return sb_json_name(a);
+    return NULL;
+}
+
+static int sb_json_name_cmp(const void *a, const void *b) {
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* A name obj's own members repeat, or NULL: a sorted copy of the names puts equal ones side
+ * by side (n log n for the large objects a 64 KiB body can hold). */
+static const char *sb_json_dup_members(const cJSON *obj) {
+    size_t n = 0;
+    for (const cJSON *c = obj->child; c; c = c->next) n++;
+    const char **names = n > SB_JSON_PAIRWISE_MAX ? malloc(n * sizeof *names) : NULL;
+    if (!names) return sb_json_dup_pairwise(obj);
+    size_t i = 0;
+    for (const cJSON *c = obj->child; c; c = c->next) names[i++] = sb_json_name(c);
+    qsort(names, n, sizeof *names, sb_json_name_cmp);
+    const char *dup = NULL;
+    for (i = 1; i < n && !dup; i++)
+        if (strcmp(names[i - 1], names[i]) == 0) dup = names[i];
+    free(names);
+    return dup;
+}
+
+const char *sb_json_duplicate_key(const cJSON *item) {
+    if (!item) return NULL;
+    const char *dup = cJSON_IsObject(item) ? sb_json_dup_members(item) : NULL;
+    for (const cJSON *c = item->child; c && !dup; c = c->next) dup = sb_json_duplicate_key(c);
+    return dup;
+}
+
+/* ---- typed access ------------------------------------------------------------------------- */
 
 const char *sb_json_str(const cJSON *obj, const char *name) {
     const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, name);

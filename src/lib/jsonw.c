@@ -1,15 +1,22 @@
 /* JSON text writer (jsonw.h): appends to a fixed or a growing buffer with sticky errors.
  *
- * Byte compatibility with cJSON_PrintUnformatted (cJSON 1.7.15, Debian 12) is the point of
- * the details below: strings are escaped as print_string_ptr does, and numbers are printed as
- * print_number does ("%1.15g", or "%1.17g" when that does not round-trip). Whole numbers of
- * fewer than 16 digits, which "%1.15g" prints as plain digits, take a digit loop instead of
- * printf and sscanf; every other number is handed to cJSON itself. */
+ * Strings are escaped as cJSON_PrintUnformatted (cJSON 1.7.15, Debian 12) escapes them
+ * (print_string_ptr), byte for byte. Numbers are written so that they read back exactly:
+ * whole numbers below 1e15 in magnitude as plain digits (a digit loop, no printf), every
+ * other finite number with the fewest of 15, 16 or 17 significant digits ("%.15g",
+ * "%.16g", "%.17g") that strtod reads back as the very same double, as JavaScript's
+ * shortest round trip does; NaN and infinities as null. That is cJSON's text wherever cJSON's
+ * is exact. It departs where cJSON's is not: cJSON keeps its 15 digits when they read back
+ * merely close (within its compare_double tolerance), which changes the value stored:
+ * 0.30000000000000004 became 0.3, 9007199254740993 (read as 9007199254740992) became
+ * 9.00719925474099e+15, and 1.7976931348623157e308 became 1.79769313486232e+308, which reads
+ * back as infinity. */
 #include "switchboard/jsonw.h"
 
 #include <limits.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -90,19 +97,27 @@ void sb_jw_int(sb_jw_t *w, long long v) {
     sb_jw_raw(w, digits, sb_fmt_ll(digits, v));
 }
 
-/* A number as cJSON prints it. */
-static void sb_jw_number(sb_jw_t *w, const cJSON *v) {
-    double d = v->valuedouble;
-    if (isfinite(d) && d == floor(d) && fabs(d) < 1e15 && !(d == 0 && signbit(d))) {
-        sb_jw_int(w, (long long)d);
-        return;
+/* d with the fewest significant digits (15 to 17) that read back as d itself. */
+static void sb_jw_double(sb_jw_t *w, double d) {
+    char text[32];
+    int n = 0;
+    for (int digits = 15; digits <= 17; digits++) {
+        n = snprintf(text, sizeof text, "%.*g", digits, d);
+        if (n > 0 && (size_t)n < sizeof text && strtod(text, NULL) == d) break;
     }
-    char text[64];
-    if (!cJSON_PrintPreallocated((cJSON *)v, text, (int)sizeof text, 0)) {
+    if (n <= 0 || (size_t)n >= sizeof text) { /* cannot happen: 17 digits and an exponent fit */
         w->failed = 1;
         return;
     }
-    sb_jw_raw(w, text, strlen(text));
+    sb_jw_raw(w, text, (size_t)n);
+}
+
+/* A number that reads back exactly (see the top of this file). */
+static void sb_jw_number(sb_jw_t *w, const cJSON *v) {
+    double d = v->valuedouble;
+    if (!isfinite(d)) sb_jw_lit(w, "null"); /* as cJSON: JSON has no NaN or infinity */
+    else if (d == floor(d) && fabs(d) < 1e15 && !(d == 0 && signbit(d))) sb_jw_int(w, (long long)d);
+    else sb_jw_double(w, d); /* -0 too: "-0", as cJSON */
 }
 
 static void sb_jw_value_at(sb_jw_t *w, const cJSON *v, int depth);

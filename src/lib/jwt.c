@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <jwt.h>
 #include <cjson/cJSON.h>
 #include "switchboard/error.h"
@@ -32,6 +33,19 @@ const char *sb_role_name(sb_role_t role) {
     for (size_t i = 0; i < sizeof sb_roles / sizeof sb_roles[0]; i++)
         if (sb_roles[i].role == role) return sb_roles[i].name;
     return "none";
+}
+
+static int sb_is_ows(char c) { return c == ' ' || c == '\t'; }
+
+const char *sb_jwt_bearer(const char *header, size_t *len) {
+    if (!header || strncasecmp(header, "Bearer", 6) != 0 || !sb_is_ows(header[6])) return NULL;
+    const char *t = header + 6;
+    while (sb_is_ows(*t)) t++;
+    size_t n = strlen(t);
+    while (n && sb_is_ows(t[n - 1])) n--;
+    if (!n) return NULL;
+    *len = n;
+    return t;
 }
 
 void sb_claims_close(sb_claims_t *c) {

@@ -132,6 +132,10 @@ test('POST /dev/token mints a token in development mode; bad input is 400', asyn
     assert.strictEqual(b.status, 400, JSON.stringify(bad));
   }
   assert.strictEqual((await fetch(`${base}/api/v1/dev/token`, { method: 'POST', body: '{' })).status, 400);
+  const dup = await fetch(`${base}/api/v1/dev/token`, { method: 'POST',
+    body: '{"publicKey":"dev-pk-2","role":"user","role":"admin"}' });
+  assert.strictEqual(dup.status, 400);
+  assert.match((await dup.json()).message, /duplicate key "role"/);
 });
 
 test('/dev/token does not exist outside development mode (404)', async () => {

@@ -275,6 +275,15 @@ test('malformed ids, department ids, status and bodies are 400 and change nothin
       400, body === undefined ? 'invalid_json' : 'bad_request');
   assertError(await call('POST', '/api/v1/agent-status/release', { headers: ADMIN().auth, body: {} }),
     400, 'bad_request', /agent_id/);
+  // a name twice in an object: cJSON would read the first, a JavaScript agent the last
+  assertError(await heartbeat(a, '{"status":"busy","status":"away"}', { raw: true }), 400,
+    'bad_request', /duplicate key "status"/);
+  assertError(await call('POST', '/api/v1/agent-status/assign', { headers: ADMIN().auth,
+    body: '{"department_id":"support","department_id":"sales"}', raw: true }), 400, 'bad_request',
+  /duplicate key "department_id"/);
+  assertError(await call('POST', '/api/v1/agent-status/release', { headers: ADMIN().auth,
+    body: `{"agent_id":"${a.sub}","x":{"y":1,"y":2}}`, raw: true }), 400, 'bad_request',
+  /duplicate key "y"/);
   // claims that cannot name an agent or a department
   assertError(await heartbeat(token('agent', { sub: 'has space' })), 400, 'bad_request', /sub/);
   assertError(await heartbeat(token('agent', { department_id: 'bad dept' })), 400, 'bad_request',

@@ -75,6 +75,23 @@ static void test_config_errors_name_the_setting(void **state) {
     expect_config_error("REDIS_URL", "redis://h:0", "port");
     expect_config_error("LOG_LEVEL", "loud", "LOG_LEVEL");
     expect_config_error("JOB_TYPE", "Bad Type", "JOB_TYPE");
+    /* JOB_TYPES: every name valid, at least one */
+    expect_config_error("JOB_TYPES", "Bad*Type", "JOB_TYPES='Bad*Type'");
+    expect_config_error("JOB_TYPES", "rebalance,Report", "JOB_TYPES='rebalance,Report'");
+    expect_config_error("JOB_TYPES", "", "JOB_TYPES=''");
+    expect_config_error("JOB_TYPES", " , ", "JOB_TYPES");
+    expect_config_error("JOB_TYPES", "a23456789012345678901234567890123", "JOB_TYPES");
+    setenv("JOB_TYPES", "rebalance, report,a2345678901234567890123456789012", 1);
+    sb_config_t ok;
+    char okerr[256];
+    char *okargv[] = {"x", NULL};
+    assert_int_equal(sb_config_load(&ok, 1, okargv, okerr, sizeof okerr), SB_OK);
+    sb_config_close(&ok);
+    char *flagargv[] = {"x", "--job-types", "x!", NULL}; /* the flag is checked too */
+    assert_int_equal(sb_config_load(&ok, 3, flagargv, okerr, sizeof okerr), SB_EINVAL);
+    assert_non_null(strstr(okerr, "JOB_TYPES"));
+    sb_config_close(&ok);
+    unsetenv("JOB_TYPES");
     sb_config_t cfg;
     char err[256];
     char *argv[] = {"x", "--nope", NULL};
@@ -216,32 +233,71 @@ static void test_fmt_numbers(void **state) {
     }
 }
 
-/* The JSON writer prints what cJSON_PrintUnformatted prints, and its errors stick. */
+/* The writer's text for the JSON text doc (parsed with sb_json_parse); caller frees. */
+static char *writer_text(const char *doc) {
+    cJSON *tree = sb_json_parse(doc, strlen(doc));
+    assert_non_null(tree);
+    sb_jw_t w;
+    sb_jw_init(&w);
+    sb_jw_value(&w, tree);
+    size_t len = 0;
+    char *got = sb_jw_take(&w, &len);
+    assert_non_null(got);
+    assert_int_equal(len, strlen(got));
+    cJSON_Delete(tree);
+    return got;
+}
+
+/* The JSON writer prints what cJSON_PrintUnformatted prints wherever cJSON's numbers read
+ * back exactly, every number exactly where cJSON's do not, and its errors stick. */
 static void test_json_writer(void **state) {
     (void)state;
-    static const char *const docs[] = {
+    static const char *const same[] = {
         "{}", "[]", "null", "true", "0", "-0", "1", "-17", "999999999999999", "1000000000000000",
-        "-999999999999999", "1e300", "-1e-300", "0.1", "2.5", "1.7976931348623157e308",
-        "123456789.123456789", "4503599627370497", "\"\"", "\"a\\\"b\\\\c\\/d\"",
+        "-999999999999999", "1e300", "-1e-300", "0.1", "2.5", "123.456", "1e21", "5e-324",
+        "2.2250738585072014e-308", "123456789.123456789", "4503599627370497", "1e999", "-1e999",
+        "\"\"", "\"a\\\"b\\\\c\\/d\"",
         "\"\\b\\f\\n\\r\\t\\u0001\\u001f\\u007f\\u00e9\\ud83d\\ude00\"",
         "{\"a\":[1,2.5,{\"b\":null,\"c\":[true,false]}],\"\\u0000k\":\"v\"}",
-        "[[[[[[[[[[\"deep\"]]]]]]]]]]", "{\"amount\":1000,\"fee\":20.000000000000004}"};
-    for (size_t i = 0; i < sizeof docs / sizeof docs[0]; i++) {
-        cJSON *doc = sb_json_parse(docs[i], strlen(docs[i]));
+        "[[[[[[[[[[\"deep\"]]]]]]]]]]"};
+    for (size_t i = 0; i < sizeof same / sizeof same[0]; i++) {
+        cJSON *doc = sb_json_parse(same[i], strlen(same[i]));
         assert_non_null(doc);
         char *want = cJSON_PrintUnformatted(doc);
-        sb_jw_t w;
-        sb_jw_init(&w);
-        sb_jw_value(&w, doc);
-        size_t len = 0;
-        char *got = sb_jw_take(&w, &len);
-        assert_non_null(got);
+        char *got = writer_text(same[i]);
         assert_string_equal(got, want);
-        assert_int_equal(len, strlen(want));
         free(got);
         free(want);
         cJSON_Delete(doc);
     }
+    /* where cJSON's 15 digits only read back approximately, the writer's read back exactly */
+    static const char *const exact[][2] = {
+        {"0.30000000000000004", "0.30000000000000004"},
+        {"9007199254740993", "9007199254740992"}, /* the double it reads as: 2^53 */
+        {"1.7976931348623157e308", "1.7976931348623157e+308"},
+        {"-1.7976931348623157e308", "-1.7976931348623157e+308"},
+        {"{\"amount\":1000,\"fee\":20.000000000000004}",
+         "{\"amount\":1000,\"fee\":20.000000000000004}"},
+        {"[1.0000000000000002,0.7999999999999999]", "[1.0000000000000002,0.7999999999999999]"}};
+    for (size_t i = 0; i < sizeof exact / sizeof exact[0]; i++) {
+        cJSON *doc = sb_json_parse(exact[i][0], strlen(exact[i][0]));
+        char *lossy = cJSON_PrintUnformatted(doc);
+        assert_string_not_equal(lossy, exact[i][1]); /* why the writer departs from cJSON */
+        char *got = writer_text(exact[i][0]);
+        assert_string_equal(got, exact[i][1]);
+        free(got);
+        free(lossy);
+        cJSON_Delete(doc);
+    }
+    /* where cJSON falls back to 17 digits and 16 already read back, the writer takes 16 */
+    char *fewer = writer_text("24444444444444441");
+    assert_string_equal(fewer, "2.444444444444444e+16"); /* cJSON: 24444444444444440 */
+    assert_true(strtod(fewer, NULL) == 24444444444444440.0);
+    free(fewer);
+    double dmax = strtod("1.7976931348623157e308", NULL);
+    char *text = writer_text("1.7976931348623157e308");
+    assert_true(strtod(text, NULL) == dmax); /* finite, the same double: not infinity */
+    free(text);
     /* the deepest document sb_json_parse accepts, printed alone and inside a record */
     char deep[2 * SB_JSON_MAX_DEPTH + 1];
     memset(deep, '[', SB_JSON_MAX_DEPTH);
@@ -355,6 +411,42 @@ static void test_json_limits(void **state) {
     double v;
     assert_int_equal(sb_json_num(ok, "a", &v), SB_EINVAL);
     cJSON_Delete(ok);
+}
+
+/* The duplicate member name of a JSON text, or NULL. */
+static void expect_duplicate(const char *text, const char *want) {
+    cJSON *doc = sb_json_parse(text, strlen(text));
+    assert_non_null(doc);
+    const char *dup = sb_json_duplicate_key(doc);
+    if (want) assert_string_equal(dup, want);
+    else assert_null(dup);
+    cJSON_Delete(doc);
+}
+
+static void test_json_duplicate_keys(void **state) {
+    (void)state;
+    expect_duplicate("{\"amount\":1000,\"amount\":-5,\"priority\":\"high\",\"priority\":{\"x\":1}}",
+                     "amount");
+    expect_duplicate("{\"a\":1,\"b\":{\"c\":[{\"d\":1,\"e\":2,\"d\":3}]}}", "d");
+    expect_duplicate("[1,{\"x\":1},{\"x\":2},[{\"y\":{},\"y\":[]}]]", "y");
+    expect_duplicate("{\"\":1,\"\":2}", "");
+    expect_duplicate("{\"a\\u0000b\":1,\"a\":2}", "a"); /* cJSON's names end at a NUL */
+    expect_duplicate("{\"a\":1,\"A\":2,\"b\":{\"a\":1},\"c\":[{\"a\":1},{\"a\":1}]}", NULL);
+    expect_duplicate("{}", NULL);
+    expect_duplicate("[]", NULL);
+    expect_duplicate("\"a\"", NULL);
+    assert_null(sb_json_duplicate_key(NULL));
+    /* objects beyond the pairwise size: names sorted, the duplicate found wherever it is */
+    char big[8192];
+    for (int dup = 0; dup < 2; dup++) {
+        size_t o = 0;
+        o += (size_t)snprintf(big + o, sizeof big - o, "{\"inner\":{");
+        for (int i = 0; i < 500; i++)
+            o += (size_t)snprintf(big + o, sizeof big - o, "%s\"k%d\":%d", i ? "," : "", i, i);
+        o += (size_t)snprintf(big + o, sizeof big - o, "%s}}", dup ? ",\"k250\":0" : "");
+        assert_true(o < sizeof big);
+        expect_duplicate(big, dup ? "k250" : NULL);
+    }
 }
 
 static void test_clock(void **state) {
@@ -550,6 +642,7 @@ int main(void) {
         cmocka_unit_test(test_keys),               cmocka_unit_test(test_record_roundtrip),
         cmocka_unit_test(test_json_writer), cmocka_unit_test(test_fmt_numbers), cmocka_unit_test(test_random_pool),
         cmocka_unit_test(test_status_messages),    cmocka_unit_test(test_json_limits),
+        cmocka_unit_test(test_json_duplicate_keys),
         cmocka_unit_test(test_clock),              cmocka_unit_test(test_clock_matches_gmtime),
         cmocka_unit_test(test_log_format),         cmocka_unit_test(test_poll_backoff),
     };

@@ -192,6 +192,37 @@ static void test_malformed_tokens(void **state) {
     assert_int_equal(sb_jwt_verify("a.b.c", "", NOW, &c, err, sizeof err), SB_EINVAL);
 }
 
+/* The token of an Authorization value, or NULL; spaces and tabs around it are not part of it. */
+static void expect_bearer(const char *header, const char *want) {
+    size_t len = 0;
+    const char *t = sb_jwt_bearer(header, &len);
+    if (!want) {
+        assert_null(t);
+        return;
+    }
+    assert_non_null(t);
+    assert_int_equal(len, strlen(want));
+    assert_memory_equal(t, want, len);
+}
+
+static void test_bearer_header(void **state) {
+    (void)state;
+    expect_bearer("Bearer a.b.c", "a.b.c");
+    expect_bearer("bearer a.b.c", "a.b.c");
+    expect_bearer("BEARER   a.b.c", "a.b.c");
+    expect_bearer("Bearer\ta.b.c", "a.b.c");
+    expect_bearer("Bearer \t a.b.c \t ", "a.b.c");
+    expect_bearer("Bearer a.b.c  ", "a.b.c");
+    expect_bearer("Bearer a.b.c\t", "a.b.c");
+    expect_bearer("Bearer", NULL);
+    expect_bearer("Bearer ", NULL);
+    expect_bearer("Bearer \t ", NULL);
+    expect_bearer("Bearera.b.c", NULL);
+    expect_bearer("Basic dXNlcjpwYXNz", NULL);
+    expect_bearer("", NULL);
+    expect_bearer(NULL, NULL);
+}
+
 static void test_mint_refuses(void **state) {
     (void)state;
     sb_claims_t in = {.role = SB_ROLE_NONE, .exp = NOW + 1};
@@ -320,6 +351,7 @@ int main(void) {
         cmocka_unit_test(test_claims_refused),
         cmocka_unit_test(test_nbf_in_the_past_accepted),
         cmocka_unit_test(test_malformed_tokens),
+        cmocka_unit_test(test_bearer_header),
         cmocka_unit_test(test_mint_refuses),
         cmocka_unit_test(test_cache_same_answers),
         cmocka_unit_test(test_cache_collisions),

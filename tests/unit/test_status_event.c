@@ -1,5 +1,5 @@
 /* Unit tests of status event payloads (src/gateway/status_event.c): the direct writer gives
- * byte for byte the text cJSON prints for the object sb_status_event_payload builds — for
+ * byte for byte the text sb_json_print prints for the object sb_status_event_payload builds — for
  * plain statuses, every escaped character, non-ASCII bytes, copied result / error / details
  * of every JSON type (null ones skipped) — and refuses a buffer too small at every size
  * instead of writing past it. */
