@@ -2,11 +2,13 @@
  *
  * Strings are escaped as cJSON_PrintUnformatted (cJSON 1.7.15, Debian 12) escapes them
  * (print_string_ptr), byte for byte. Numbers are written so that they read back exactly:
- * whole numbers below 1e15 in magnitude as plain digits (a digit loop, no printf), every
- * other finite number with the fewest of 15, 16 or 17 significant digits ("%.15g",
- * "%.16g", "%.17g") that strtod reads back as the very same double, as JavaScript's
- * shortest round trip does; NaN and infinities as null. That is cJSON's text wherever cJSON's
- * is exact. It departs where cJSON's is not: cJSON keeps its 15 digits when they read back
+ * whole numbers below 2^63 in magnitude as plain digits (a digit loop, no printf: the exact
+ * value, so a reader that has integers reads one), every other finite number with the fewest
+ * of 15, 16 or 17 significant digits ("%.15g", "%.16g", "%.17g") that strtod reads back as the
+ * very same double, as JavaScript's shortest round trip does; NaN and infinities as null.
+ * That is cJSON's text wherever cJSON's is exact, except that cJSON writes whole numbers from
+ * 1e15 in exponent form ("1e+15"). It departs where cJSON's is not: cJSON keeps its 15 digits
+ * when they read back
  * merely close (within its compare_double tolerance), which changes the value stored:
  * 0.30000000000000004 became 0.3, 9007199254740993 (read as 9007199254740992) became
  * 9.00719925474099e+15, and 1.7976931348623157e308 became 1.79769313486232e+308, which reads
@@ -116,7 +118,8 @@ static void sb_jw_double(sb_jw_t *w, double d) {
 static void sb_jw_number(sb_jw_t *w, const cJSON *v) {
     double d = v->valuedouble;
     if (!isfinite(d)) sb_jw_lit(w, "null"); /* as cJSON: JSON has no NaN or infinity */
-    else if (d == floor(d) && fabs(d) < 1e15 && !(d == 0 && signbit(d))) sb_jw_int(w, (long long)d);
+    else if (d == floor(d) && fabs(d) < 0x1p63 && !(d == 0 && signbit(d)))
+        sb_jw_int(w, (long long)d);
     else sb_jw_double(w, d); /* -0 too: "-0", as cJSON */
 }
 
