@@ -15,6 +15,7 @@ const jwt = require('jsonwebtoken');
 const WebSocket = require('ws');
 const { io } = require('socket.io-client');
 const { startRedis, startSwitchboard, waitFor, freePort } = require('./lib/harness');
+const { recordingSocket } = require('./lib/sio');
 
 const SECRET = 'e2e-socketio-secret';
 let redis, rc, gwA, gwB, agent, reportAgent, baseA, baseB, gateFile;
@@ -31,19 +32,7 @@ function user(role = 'user') {
 
 // A socket.io-client socket that records every event; .next(name, pred) waits for one.
 function connect(base, token, opts = {}) {
-  const s = io(base, { auth: { token }, reconnectionDelay: 100, reconnectionDelayMax: 200,
-    forceNew: true, ...opts });
-  sockets.add(s);
-  s.events = [];
-  s.onAny((name, data) => s.events.push({ name, data }));
-  s.next = (name, pred = () => true, what = name) => waitFor(
-    () => s.events.find((e) => e.name === name && pred(e.data)), { what });
-  s.connected$ = () => new Promise((resolve, reject) => {
-    if (s.connected) return resolve();
-    s.once('connect', resolve);
-    s.once('connect_error', reject);
-  });
-  return s;
+  return recordingSocket(sockets, base, token, opts);
 }
 
 async function post(base, token, type, body) {

@@ -17,6 +17,7 @@ const jwt = require('jsonwebtoken');
 const WebSocket = require('ws');
 const { io } = require('socket.io-client');
 const { startRedis, startSwitchboard, waitFor, freePort } = require('./lib/harness');
+const { recordingSocket } = require('./lib/sio');
 
 const SECRET = 'e2e-sio-delivery-secret';
 const BUDGET = 256 * 1024; // the replay's byte budget (replay.h SB_REPLAY_BUDGET)
@@ -32,23 +33,7 @@ function user(pk = `DLV-${process.pid}-${++seq}`) {
 
 // A socket.io-client socket recording every event, connect and disconnect.
 function connect(token, opts = {}) {
-  const s = io(base, { auth: { token }, reconnectionDelay: 100, reconnectionDelayMax: 200,
-    forceNew: true, ...opts });
-  sockets.add(s);
-  s.events = [];
-  s.connects = 0;
-  s.disconnects = [];
-  s.on('connect', () => { s.connects++; });
-  s.on('disconnect', (reason) => { s.disconnects.push(reason); });
-  s.onAny((name, data) => s.events.push({ name, data }));
-  s.next = (name, pred = () => true, what = name) => waitFor(
-    () => s.events.find((e) => e.name === name && pred(e.data)), { what });
-  s.connected$ = () => new Promise((resolve, reject) => {
-    if (s.connected) return resolve();
-    s.once('connect', resolve);
-    s.once('connect_error', reject);
-  });
-  return s;
+  return recordingSocket(sockets, base, token, opts);
 }
 
 // A raw Engine.IO WebSocket (no client library): every text message is kept.
