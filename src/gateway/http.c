@@ -84,7 +84,7 @@ static const struct {
     {304, "Not Modified"},
     {400, "Bad Request"}, {401, "Unauthorized"},       {403, "Forbidden"},
     {404, "Not Found"},   {405, "Method Not Allowed"}, {409, "Conflict"},
-    {411, "Length Required"},
+    {411, "Length Required"}, {414, "URI Too Long"},
     {413, "Payload Too Large"}, {429, "Too Many Requests"}, {500, "Internal Server Error"},
     {503, "Service Unavailable"},
 };
@@ -278,25 +278,27 @@ static char *sb_hdr_dup(struct lws *wsi, enum lws_token_indexes h, int max) {
     return s;
 }
 
-void sb_http_query_join(struct lws *wsi, char *out, size_t len) {
+int sb_http_query_join(struct lws *wsi, char *out, size_t len) {
     size_t o = 0;
     char frag[SB_HTTP_QUERY_MAX];
     out[0] = '\0';
-    for (int i = 0; lws_hdr_copy_fragment(wsi, frag, sizeof frag, WSI_TOKEN_HTTP_URI_ARGS, i) >= 0;
-         i++) {
-        int w = snprintf(out + o, len - o, "%s%s", o ? "&" : "", frag);
-        if (w < 0 || (size_t)w >= len - o) {
-            out[0] = '\0';
-            return;
+    for (int i = 0;; i++) {
+        if (lws_hdr_copy_fragment(wsi, frag, sizeof frag, WSI_TOKEN_HTTP_URI_ARGS, i) < 0) {
+            if (lws_hdr_fragment_length(wsi, WSI_TOKEN_HTTP_URI_ARGS, i) <= 0) return 0; /* end */
+            break; /* a fragment longer than frag */
         }
+        int w = snprintf(out + o, len - o, "%s%s", o ? "&" : "", frag);
+        if (w < 0 || (size_t)w >= len - o) break;
         o += (size_t)w;
     }
+    out[0] = '\0';
+    return -1;
 }
 
 static void sb_req_headers(sb_req_t *req, struct lws *wsi) {
     char buf[32];
     size_t tlen;
-    sb_http_query_join(wsi, req->query, sizeof req->query);
+    req->query_too_long = sb_http_query_join(wsi, req->query, sizeof req->query) != 0;
     char *auth = sb_hdr_dup(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, SB_JWT_MAX_LEN + 64);
     const char *token = sb_jwt_bearer(auth, &tlen);
     if (token) req->bearer = strndup(token, tlen);
@@ -360,6 +362,9 @@ static int sb_http_refuse(struct lws *wsi, sb_http_conn_t *conn, sb_req_t *req, 
  * Returns -1 after answering, or 0. A request with a body that lws hands over outside libuv's
  * poll phase came from lws's buffer, not from the socket: it was pipelined. */
 static int sb_http_refuse_body(struct lws *wsi, sb_http_conn_t *conn, sb_req_t *req) {
+    if (req->query_too_long) /* its arguments cannot be read: none is better than some */
+        return sb_http_refuse(wsi, conn, req, 414, "uri_too_long",
+                              "the query string is longer than the gateway reads");
     if (sb_req_transfer_coded(wsi))
         return sb_http_refuse(wsi, conn, req, 411, "length_required",
                               "send the body with a Content-Length: Transfer-Encoding (e.g. "

@@ -44,6 +44,7 @@ struct sb_req {
     const char *method_name;    /* static */
     char path[SB_HTTP_PATH_MAX];
     char query[SB_HTTP_QUERY_MAX]; /* "a=1&b=2", decoded by lws */
+    int query_too_long;            /* the query did not fit: refused with 414 */
     char *bearer;               /* Authorization bearer token, or NULL */
     char if_none_match[48];     /* If-None-Match (ETag revalidation), "" when absent/too long */
     const char *cache_control;  /* static value for the answer; NULL = "no-store" */
@@ -121,9 +122,10 @@ void sb_req_unavailable(sb_req_t *req);
 int sb_req_query(const sb_req_t *req, const char *name, char *buf, size_t len);
 /* The same over a joined query string "a=1&b=2". */
 int sb_query_get(const char *query, const char *name, char *buf, size_t len);
-/* Joins wsi's query arguments (lws keeps each as a %-decoded fragment) with '&' into out;
- * a query longer than len is dropped whole (out is then ""). */
-void sb_http_query_join(struct lws *wsi, char *out, size_t len);
+/* Joins wsi's query arguments (lws keeps each as a %-decoded fragment) with '&' into out.
+ * Returns 0, or -1 when they do not fit in len (out is then ""): such a request is refused
+ * (414), never served as if it had no arguments. */
+int sb_http_query_join(struct lws *wsi, char *out, size_t len);
 
 /* Matches, authenticates and runs the route of a complete request (routes.c). */
 void sb_api_dispatch(sb_req_t *req);

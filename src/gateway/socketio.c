@@ -390,7 +390,7 @@ static int sb_socketio_ws_request(struct lws *wsi, sb_socketio_wsq_t *q, sb_eio_
     char path[64];
     if (lws_hdr_copy(wsi, path, sizeof path, WSI_TOKEN_GET_URI) <= 0 || !sb_socketio_path(path))
         return -1;
-    sb_http_query_join(wsi, q->query, sizeof q->query);
+    if (sb_http_query_join(wsi, q->query, sizeof q->query) != 0) return -1; /* refused */
     *r = (sb_eio_req_t){
         .method = SB_EIO_GET,
         .websocket = 1,

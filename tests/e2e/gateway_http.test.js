@@ -259,6 +259,25 @@ test('404, 405 with Allow, bad ids, bad types, unknown types', async () => {
   assertError(await call('GET', '/api/v1/agent/unknowntype/jobs', { headers: u.auth }), 404, 'not_found');
 });
 
+// A query that does not fit the gateway's buffer is refused, not read as if it had no arguments
+// (a polling GET with a 1.1 KB sid used to open a new session).
+test('an over-long query string gets 414 and opens nothing', async () => {
+  const u = user();
+  const opened = async () => Number((await (await fetch(`${base}/metrics`)).text())
+    .match(/^gateway_engineio_opened_total (\d+)$/m)[1]);
+  const before = await opened();
+  const sid = 'x'.repeat(1100);
+  assertError(await call('GET', `/socket.io/?EIO=4&transport=polling&sid=${sid}`), 414, 'uri_too_long');
+  // every argument fits, all of them do not (lws itself drops a query of over ~64 arguments)
+  assertError(await call('GET', `/socket.io/?EIO=4&transport=polling&a=${'p'.repeat(600)}` +
+    `&b=${'q'.repeat(600)}`), 414, 'uri_too_long');
+  assertError(await call('GET', `/api/v1/agent/rebalance/jobs?limit=5&pad=${'p'.repeat(1500)}`,
+    { headers: u.auth }), 414, 'uri_too_long');
+  assert.strictEqual(await opened(), before);
+  const ok = await call('GET', '/api/v1/agent/rebalance/jobs?limit=5', { headers: u.auth });
+  assert.strictEqual(ok.status, 200, ok.text);
+});
+
 test('bodies over 64 KiB get 413 and the connection stays usable', async () => {
   const u = user();
   const big = JSON.stringify({ amount: 1, pad: 'x'.repeat(70 * 1024) });
