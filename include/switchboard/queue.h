@@ -6,7 +6,9 @@
  *
  * General queue: any list name; items are `{"id","payload","enqueuedAt"}` JSON. Dequeue blocks
  * with BRPOP; the polling worker uses RPOP for places without blocking commands and backs
- * off on empty polls (interval × factor up to a maximum). */
+ * off on empty polls (interval × factor up to a maximum). Delivery is at most once, as in the
+ * seed's queue.js: an item taken by a process that dies before its handler returns is gone.
+ * Work that must not be lost goes through the job queue (reliable fetch, recovery). */
 #ifndef SB_QUEUE_H
 #define SB_QUEUE_H
 
