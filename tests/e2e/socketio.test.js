@@ -12,10 +12,9 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const jwt = require('jsonwebtoken');
-const WebSocket = require('ws');
 const { io } = require('socket.io-client');
 const { startRedis, startSwitchboard, waitFor, freePort } = require('./lib/harness');
-const { recordingSocket } = require('./lib/sio');
+const { recordingSocket, rawWs } = require('./lib/sio');
 
 const SECRET = 'e2e-socketio-secret';
 let redis, rc, gwA, gwB, agent, reportAgent, baseA, baseB, gateFile;
@@ -265,16 +264,6 @@ async function handshake(base) {
   const text = await r.text();
   assert.strictEqual(text[0], '0');
   return JSON.parse(text.slice(1)).sid;
-}
-
-function rawWs(base, query = 'EIO=4&transport=websocket') {
-  const ws = new WebSocket(`${base.replace('http', 'ws')}/socket.io/?${query}`);
-  ws.msgs = [];
-  ws.on('message', (m) => ws.msgs.push(m.toString()));
-  ws.on('error', () => {});
-  ws.closed = new Promise((resolve) => ws.on('close', (code) => resolve(code)));
-  ws.opened = new Promise((resolve, reject) => { ws.on('open', resolve); ws.on('error', reject); });
-  return ws;
 }
 
 test('garbage closes only its own session; a connected client keeps receiving', async () => {

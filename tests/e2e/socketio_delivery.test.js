@@ -14,10 +14,9 @@ const test = require('node:test');
 const assert = require('node:assert');
 const fs = require('node:fs');
 const jwt = require('jsonwebtoken');
-const WebSocket = require('ws');
 const { io } = require('socket.io-client');
 const { startRedis, startSwitchboard, waitFor, freePort } = require('./lib/harness');
-const { recordingSocket } = require('./lib/sio');
+const { recordingSocket, rawWs: rawWsAt } = require('./lib/sio');
 
 const SECRET = 'e2e-sio-delivery-secret';
 const BUDGET = 256 * 1024; // the replay's byte budget (replay.h SB_REPLAY_BUDGET)
@@ -38,13 +37,7 @@ function connect(token, opts = {}) {
 
 // A raw Engine.IO WebSocket (no client library): every text message is kept.
 function rawWs(query = 'EIO=4&transport=websocket') {
-  const ws = new WebSocket(`${base.replace('http', 'ws')}/socket.io/?${query}`);
-  ws.msgs = [];
-  ws.on('message', (m) => ws.msgs.push(m.toString()));
-  ws.on('error', () => {});
-  ws.closed = new Promise((resolve) => ws.on('close', (code) => resolve(code)));
-  ws.opened = new Promise((resolve, reject) => { ws.on('open', resolve); ws.on('error', reject); });
-  return ws;
+  return rawWsAt(base, query);
 }
 
 const iso = (ms) => new Date(ms).toISOString();

@@ -1,8 +1,10 @@
-// A socket.io-client socket that records what it receives, for end-to-end tests: every event
-// (s.events), connects and disconnect reasons; s.next(name, pred) waits for an event,
-// s.connected$() for the connection. Sockets are added to the caller's set so that it can
-// disconnect them all after the tests.
+// Socket.IO clients for end-to-end tests. recordingSocket: a socket.io-client socket that
+// records what it receives: every event (s.events), connects and disconnect reasons;
+// s.next(name, pred) waits for an event, s.connected$() for the connection. Sockets are added
+// to the caller's set so that it can disconnect them all after the tests. rawWs: an Engine.IO
+// WebSocket without a client library, every text message kept.
 'use strict';
+const WebSocket = require('ws');
 const { io } = require('socket.io-client');
 const { waitFor } = require('./harness');
 
@@ -26,4 +28,14 @@ function recordingSocket(sockets, base, token, opts = {}) {
   return s;
 }
 
-module.exports = { recordingSocket };
+function rawWs(base, query = 'EIO=4&transport=websocket') {
+  const ws = new WebSocket(`${base.replace('http', 'ws')}/socket.io/?${query}`);
+  ws.msgs = [];
+  ws.on('message', (m) => ws.msgs.push(m.toString()));
+  ws.on('error', () => {});
+  ws.closed = new Promise((resolve) => ws.on('close', (code) => resolve(code)));
+  ws.opened = new Promise((resolve, reject) => { ws.on('open', resolve); ws.on('error', reject); });
+  return ws;
+}
+
+module.exports = { recordingSocket, rawWs };
