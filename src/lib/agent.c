@@ -27,6 +27,7 @@
 #define SB_FINISH_NKEYS 8          /* KEYS of SB_FINISH_LUA */
 #define SB_TRANSIENT_FIRST_MS 100  /* wait after LOADING, BUSY...: doubling up to */
 #define SB_TRANSIENT_MAX_MS 2000
+#define SB_STALL_MS 1000           /* a heartbeat slower than this: redis was stalled */
 
 const double sb_agent_buckets[SB_AGENT_NBUCKETS] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                                                     0.5,   1,    5,     10,   30,  60};
@@ -886,45 +887,68 @@ static int sb_agent_redis_settled(sb_agent_t *a) {
     return settled;
 }
 
+/* The maintenance thread's schedule and what it knows of Redis's recent past. */
+typedef struct {
+    int64_t next_hb, next_scan;
+    int64_t grace_until; /* no recovery of other agents' lists before this */
+    int lost;            /* redis was out of reach (or stalled) since the last heartbeat landed */
+} sb_maint_t;
+
+/* A heartbeat. Returns 0 when it landed. The first one after redis was lost starts the grace:
+ * the others' heartbeats may not have landed either, so they get a TTL before their jobs are
+ * taken for those of dead agents. */
+static int sb_maint_heartbeat(sb_agent_t *a, sb_maint_t *m, int64_t now) {
+    int rc = sb_agent_heartbeat(a);
+    m->lost |= sb_mono_ms() - now > SB_STALL_MS && atomic_load(&a->present); /* paused */
+    if (rc != SB_OK) {
+        m->lost = 1;
+        return rc;
+    }
+    if (!atomic_exchange(&a->present, 1))
+        sb_info("agent", "agent %s online (type %s, concurrency %d)", a->id, a->type, a->nworkers);
+    if (m->lost) {
+        m->grace_until = now + (int64_t)a->status_ttl * 1000;
+        sb_info("agent", "redis back: jobs of agents whose presence expired are recovered after "
+                "%d s, once live agents had time to heartbeat", a->status_ttl);
+        m->lost = 0;
+    }
+    m->next_hb = now + (int64_t)a->heartbeat_s * 1000;
+    return SB_OK;
+}
+
+/* A scan: other agents' lists (unless redis was lost lately, see sb_maint_heartbeat), then
+ * our own. */
+static void sb_maint_scan(sb_agent_t *a, sb_maint_t *m, int64_t now) {
+    int64_t t0 = sb_mono_ms();
+    int settled = !m->lost && now >= m->grace_until && sb_agent_redis_settled(a);
+    if (sb_mono_ms() - t0 > SB_STALL_MS) { /* stalled right now: heartbeat, then a TTL */
+        m->lost = 1;
+        settled = 0;
+    }
+    if (settled) sb_agent_recover(a);
+    sb_agent_reclaim_own(a);
+    /* from the scan's end: two scans are never closer than the interval */
+    m->next_scan = sb_mono_ms() + (int64_t)a->recovery_s * 1000;
+}
+
 static void *sb_maint_main(void *arg) {
     sb_agent_t *a = arg;
-    int64_t next_hb = 0, next_scan = 0, grace_until = 0;
-    int lost = 0; /* redis was out of reach since the last heartbeat that landed */
+    sb_maint_t m = {0};
     while (!atomic_load(&a->maint_stop)) {
-        lost |= !sb_redis_connected(a->maint_redis) && atomic_load(&a->present);
+        m.lost |= !sb_redis_connected(a->maint_redis) && atomic_load(&a->present);
         if (sb_redis_ensure(a->maint_redis, &a->maint_stop) != SB_OK) break;
         int64_t now = sb_mono_ms();
-        if (now >= next_hb) {
-            if (sb_agent_heartbeat(a) == SB_OK) {
-                if (!atomic_exchange(&a->present, 1))
-                    sb_info("agent", "agent %s online (type %s, concurrency %d)", a->id, a->type,
-                            a->nworkers);
-                if (lost) {
-                    /* the others' heartbeats may not have landed either: give them a TTL */
-                    grace_until = now + (int64_t)a->status_ttl * 1000;
-                    sb_info("agent", "redis back: jobs of agents whose presence expired are "
-                            "recovered after %d s, once live agents had time to heartbeat",
-                            a->status_ttl);
-                    lost = 0;
-                }
-                next_hb = now + (int64_t)a->heartbeat_s * 1000;
-            } else {
-                lost = 1;
-                /* connection dropped: ensure() and try again; anything else: not in a hot loop */
-                if (sb_redis_connected(a->maint_redis)) {
-                    sb_error("agent", "presence heartbeat refused by redis");
-                    sb_sleep_ms(1000, &a->maint_stop);
-                }
-                continue;
+        if (m.lost) m.next_hb = now; /* our own key may be gone too: write it again at once */
+        if (now >= m.next_hb && sb_maint_heartbeat(a, &m, now) != SB_OK) {
+            /* connection dropped: ensure() and try again; anything else: not in a hot loop */
+            if (sb_redis_connected(a->maint_redis)) {
+                sb_error("agent", "presence heartbeat refused by redis");
+                sb_sleep_ms(1000, &a->maint_stop);
             }
+            continue;
         }
-        if (now >= next_scan && atomic_load(&a->present)) {
-            if (now >= grace_until && sb_agent_redis_settled(a)) sb_agent_recover(a);
-            sb_agent_reclaim_own(a);
-            /* from the scan's end: two scans are never closer than the interval */
-            next_scan = sb_mono_ms() + (int64_t)a->recovery_s * 1000;
-        }
-        int64_t wake = next_hb < next_scan ? next_hb : next_scan;
+        if (now >= m.next_scan && atomic_load(&a->present)) sb_maint_scan(a, &m, now);
+        int64_t wake = m.next_hb < m.next_scan ? m.next_hb : m.next_scan;
         int64_t wait = wake - sb_mono_ms();
         if (wait > 0) sb_sleep_ms((int)(wait > 1000 ? 1000 : wait), &a->maint_stop);
     }
