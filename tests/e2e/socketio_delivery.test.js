@@ -157,6 +157,29 @@ test('a state too large for the replay is skipped (logged); one as large arrives
 
 // ---- replay vs live order ------------------------------------------------------------------------
 
+// The agent finishes job x of user u: record, then publish, in one script.
+function finishJob(u, x, now) {
+  return rc.eval("redis.call('SET', KEYS[1], ARGV[1]); return redis.call('PUBLISH', KEYS[2], ARGV[2])",
+    2, `agent:rebalance:job:${x}`, 'agent:rebalance:status',
+    JSON.stringify({ jobId: x, type: 'rebalance', status: 'done', user: { publicKey: u.pk },
+      payload: {}, result: { ok: 1 }, createdAt: iso(now - 2000), updatedAt: iso(Date.now()) }),
+    JSON.stringify({ jobId: x, status: 'done', userId: u.pk, result: { ok: 1 } }));
+}
+
+// Once a sentinel published now has arrived (after anything a replay queued): x got its live
+// done, no replayed state of x followed it, and it is x's last event.
+async function assertLiveLast(s, u, x, what) {
+  await rc.publish('agent:rebalance:status', JSON.stringify({ jobId: '1-sentinel', status: 'done',
+    userId: u.pk }));
+  await s.next('rebalance:done', (d) => d.jobId === '1-sentinel');
+  const xs = s.events.filter((e) => e.data && e.data.jobId === x)
+    .map((e) => `${e.name}${e.data.replay ? '(replay)' : '(live)'}`);
+  const firstLive = xs.indexOf('rebalance:done(live)');
+  assert.ok(firstLive >= 0 && xs.slice(firstLive).every((e) => e.endsWith('(live)')),
+    `${what}: events of ${x}: ${xs.join(' -> ')}`);
+  assert.strictEqual(xs[xs.length - 1], 'rebalance:done(live)', what);
+}
+
 test('a replayed state never arrives after a newer live event of the same job', async () => {
   for (let round = 0; round < 6; round++) {
     const u = user();
@@ -169,26 +192,13 @@ test('a replayed state never arrives after a newer live event of the same job', 
     const s = connect(u.token, { transports: ['websocket'], autoConnect: false });
     s.once('connect', () => {
       // the agent finishes x right as the client connects: record, then publish (one script)
-      rc.eval("redis.call('SET', KEYS[1], ARGV[1]); return redis.call('PUBLISH', KEYS[2], ARGV[2])",
-        2, `agent:rebalance:job:${x}`, 'agent:rebalance:status',
-        JSON.stringify({ jobId: x, type: 'rebalance', status: 'done', user: { publicKey: u.pk },
-          payload: {}, result: { ok: 1 }, createdAt: iso(now - 2000), updatedAt: iso(Date.now()) }),
-        JSON.stringify({ jobId: x, status: 'done', userId: u.pk, result: { ok: 1 } }));
+      finishJob(u, x, now);
     });
     s.connect();
     await s.next('rebalance:done', (d) => d.jobId === x && !d.replay, 'live done');
     await waitFor(() => s.events.filter((e) => e.data && e.data.replay && e.data.jobId !== x)
       .length === ids.length, { what: 'the other jobs replayed' });
-    // a sentinel published now arrives after anything the replay queued
-    await rc.publish('agent:rebalance:status', JSON.stringify({ jobId: '1-sentinel', status: 'done',
-      userId: u.pk }));
-    await s.next('rebalance:done', (d) => d.jobId === '1-sentinel');
-    const xs = s.events.filter((e) => e.data && e.data.jobId === x)
-      .map((e) => `${e.name}${e.data.replay ? '(replay)' : '(live)'}`);
-    const firstLive = xs.indexOf('rebalance:done(live)');
-    assert.ok(xs.slice(firstLive).every((e) => e.endsWith('(live)')),
-      `round ${round}: events of ${x}: ${xs.join(' -> ')}`);
-    assert.strictEqual(xs[xs.length - 1], 'rebalance:done(live)');
+    await assertLiveLast(s, u, x, `round ${round}`);
     s.disconnect();
   }
 });
@@ -210,21 +220,10 @@ test('after a subscription gap, a caught-up state never arrives after a newer li
     await rc.client('KILL', 'TYPE', 'pubsub'); // a gap in the gateway's subscription
     await logLine(/status subscription back: catching up/, from);
     // the agent finishes x as the catch-up reads
-    await rc.eval("redis.call('SET', KEYS[1], ARGV[1]); return redis.call('PUBLISH', KEYS[2], ARGV[2])",
-      2, `agent:rebalance:job:${x}`, 'agent:rebalance:status',
-      JSON.stringify({ jobId: x, type: 'rebalance', status: 'done', user: { publicKey: u.pk },
-        payload: {}, result: { ok: 1 }, createdAt: iso(now - 2000), updatedAt: iso(Date.now()) }),
-      JSON.stringify({ jobId: x, status: 'done', userId: u.pk, result: { ok: 1 } }));
+    await finishJob(u, x, now);
     await s.next('rebalance:done', (d) => d.jobId === x && !d.replay, 'live done');
     await logLine(new RegExp(`caught up \\d+ recent job state\\(s\\) to room user:${u.pk}\\b`), from);
-    await rc.publish('agent:rebalance:status', JSON.stringify({ jobId: '1-sentinel', status: 'done',
-      userId: u.pk }));
-    await s.next('rebalance:done', (d) => d.jobId === '1-sentinel');
-    const xs = s.events.filter((e) => e.data && e.data.jobId === x)
-      .map((e) => `${e.name}${e.data.replay ? '(replay)' : '(live)'}`);
-    const firstLive = xs.indexOf('rebalance:done(live)');
-    assert.ok(xs.slice(firstLive).every((e) => e.endsWith('(live)')),
-      `round ${round}: events of ${x}: ${xs.join(' -> ')}`);
+    await assertLiveLast(s, u, x, `round ${round}`);
     s.disconnect();
   }
 });

@@ -15,6 +15,15 @@
 
 enum { MAXARGS = 1000 };
 
+/* The i-th command of b is exactly want (len bytes), NUL-terminated. */
+static void expect_cmd(const sb_batch_t *b, size_t i, const char *want, size_t want_len) {
+    size_t len;
+    const char *got = sb_batch_cmd(b, i, &len);
+    assert_int_equal(len, want_len);
+    assert_memory_equal(got, want, len);
+    assert_int_equal(got[len], '\0');
+}
+
 /* Appends the command to a fresh batch and compares its bytes with hiredis's. */
 static void expect_hiredis_bytes(int argc, const char **argv, const size_t *lens) {
     sb_batch_t *b = sb_batch_create();
@@ -24,10 +33,7 @@ static void expect_hiredis_bytes(int argc, const char **argv, const size_t *lens
     char *want = NULL;
     int wlen = redisFormatCommandArgv(&want, argc, argv, lens);
     assert_true(wlen > 0);
-    size_t len;
-    const char *got = sb_batch_cmd(b, 0, &len);
-    assert_int_equal(len, (size_t)wlen);
-    assert_memory_equal(got, want, len + 1); /* both end with a NUL */
+    expect_cmd(b, 0, want, (size_t)wlen);
     redisFreeCommand(want);
     sb_batch_free(b);
 }
@@ -144,17 +150,11 @@ static void test_batch_of_several(void **state) {
         for (size_t i = 0; i < 20; i++) {
             char *want = NULL;
             int wlen = redisFormatCommandArgv(&want, 2, argv + 2 * (i % 3), NULL);
-            size_t len;
-            const char *got = sb_batch_cmd(b, i, &len);
-            assert_int_equal(len, (size_t)wlen);
-            assert_memory_equal(got, want, len);
+            expect_cmd(b, i, want, (size_t)wlen);
             redisFreeCommand(want);
         }
-        size_t len;
-        const char *get = sb_batch_cmd(b, 20, &len);
         static const char want_get[] = "*2\r\n$3\r\nGET\r\n$1\r\nx\r\n";
-        assert_int_equal(len, sizeof want_get - 1);
-        assert_memory_equal(get, want_get, sizeof want_get);
+        expect_cmd(b, 20, want_get, sizeof want_get - 1);
         sb_batch_reset(b);
         assert_int_equal(sb_batch_count(b), 0);
     }
@@ -182,11 +182,8 @@ static void test_errors_leave_the_batch_unchanged(void **state) {
     const char *six[] = {"a", "b", "c", "d", "e", "f"};
     assert_int_equal(sb_batch_addargv(b, 6, six, sum), SB_EINVAL);
     assert_int_equal(sb_batch_count(b), 1);
-    size_t len;
-    const char *cmd = sb_batch_cmd(b, 0, &len);
     static const char want[] = "*1\r\n$4\r\nPING\r\n";
-    assert_int_equal(len, sizeof want - 1);
-    assert_memory_equal(cmd, want, sizeof want);
+    expect_cmd(b, 0, want, sizeof want - 1);
     sb_batch_free(b);
 }
 
