@@ -128,7 +128,8 @@ test('static files: page, assets and the socket.io client; ETag revalidation; CS
   }
   // the Engine.IO endpoint is not a file path: no client script is served from there
   const sio = await fetch(`${base}/socket.io/socket.io.js`);
-  assert.notStrictEqual(sio.status, 200);
+  assert.strictEqual(sio.status, 404);
+  assert.strictEqual((await sio.json()).error, 'not_found');
 });
 
 test('static files: traversal and unknown files are refused with 404', async () => {
