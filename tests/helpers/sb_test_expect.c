@@ -135,12 +135,16 @@ static int sb_expect_is(sb_expect_t *e, int type) {
         va_end(ap);                           \
     } while (0)
 
+/* Frees e's reply when ok; else fails the test saying what was wanted. */
+static void sb_expect_settle(sb_expect_t *e, int ok, const char *want) {
+    if (ok) freeReplyObject(e->reply);
+    else sb_expect_fail(e, want);
+}
+
 void sb_expect_ok_at(const char *file, int line, sb_redis_t *r, const char *fmt, ...) {
     SB_EXPECT_RUN(e, r, fmt);
-    if (!e.reply || e.reply->type != REDIS_REPLY_STATUS || strcmp(e.reply->str, "OK") != 0)
-        sb_expect_fail(&e, "status OK");
-    else
-        freeReplyObject(e.reply);
+    sb_expect_settle(&e, e.reply && e.reply->type == REDIS_REPLY_STATUS &&
+                             !strcmp(e.reply->str, "OK"), "status OK");
 }
 
 void sb_expect_int_at(const char *file, int line, sb_redis_t *r, long long want,
@@ -148,36 +152,27 @@ void sb_expect_int_at(const char *file, int line, sb_redis_t *r, long long want,
     SB_EXPECT_RUN(e, r, fmt);
     char w[64];
     snprintf(w, sizeof w, "integer %lld", want);
-    if (!e.reply || e.reply->type != REDIS_REPLY_INTEGER || e.reply->integer != want)
-        sb_expect_fail(&e, w);
-    else
-        freeReplyObject(e.reply);
+    sb_expect_settle(&e, e.reply && e.reply->type == REDIS_REPLY_INTEGER &&
+                             e.reply->integer == want, w);
 }
 
 void sb_expect_str_at(const char *file, int line, sb_redis_t *r, const char *want,
                       const char *fmt, ...) {
     SB_EXPECT_RUN(e, r, fmt);
     char w[200];
-    if (want) snprintf(w, sizeof w, "string \"%.120s\"", want);
-    else snprintf(w, sizeof w, "nil");
-    int same = e.reply && (want ? e.reply->type == REDIS_REPLY_STRING &&
-                                      e.reply->len == strlen(want) &&
-                                      !memcmp(e.reply->str, want, e.reply->len)
-                                : e.reply->type == REDIS_REPLY_NIL);
-    if (!same)
-        sb_expect_fail(&e, w);
-    else
-        freeReplyObject(e.reply);
+    snprintf(w, sizeof w, want ? "string \"%.120s\"" : "nil", want);
+    sb_expect_settle(&e, e.reply && (want ? e.reply->type == REDIS_REPLY_STRING &&
+                                                e.reply->len == strlen(want) &&
+                                                !memcmp(e.reply->str, want, e.reply->len)
+                                          : e.reply->type == REDIS_REPLY_NIL), w);
 }
 
 void sb_expect_len_at(const char *file, int line, sb_redis_t *r, size_t n, const char *fmt, ...) {
     SB_EXPECT_RUN(e, r, fmt);
     char w[64];
     snprintf(w, sizeof w, "array of %zu", n);
-    if (!e.reply || e.reply->type != REDIS_REPLY_ARRAY || e.reply->elements != n)
-        sb_expect_fail(&e, w);
-    else
-        freeReplyObject(e.reply);
+    sb_expect_settle(&e, e.reply && e.reply->type == REDIS_REPLY_ARRAY && e.reply->elements == n,
+                     w);
 }
 
 void sb_expect_type_at(const char *file, int line, sb_redis_t *r, int type, const char *fmt, ...) {

@@ -119,6 +119,7 @@ static void read_and_die(sb_redis_t *r, const char *key, const char *name, int n
 }
 
 /* Every test's setup and teardown: an empty server with default settings. */
+#define WITH_RESET(test) cmocka_unit_test_setup_teardown(test, reset, reset)
 static int reset(void **state) {
     (void)state;
     return sb_test_redis_reset(&g_redis);
@@ -471,19 +472,19 @@ int main(void) {
     signal(SIGPIPE, SIG_IGN); /* a write to a dead Redis must fail, not kill us */
     sb_log_set_level(SB_LOG_ERROR);
     struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_envelope_fields, reset, reset),
-        cmocka_unit_test_setup_teardown(test_publish_consume_ack, reset, reset),
-        cmocka_unit_test_setup_teardown(test_retry_acks_only_after_success, reset, reset),
-        cmocka_unit_test_setup_teardown(test_claims_dead_consumers_entries, reset, reset),
-        cmocka_unit_test_setup_teardown(test_batch_entry_taken_over_is_skipped, reset, reset),
-        cmocka_unit_test_setup_teardown(test_dead_letter_after_max_deliveries, reset, reset),
-        cmocka_unit_test_setup_teardown(test_malformed_entries_are_dead_lettered, reset, reset),
-        cmocka_unit_test_setup_teardown(test_idempotency_by_event_id, reset, reset),
-        cmocka_unit_test_setup_teardown(test_trimming_bounds_the_stream, reset, reset),
-        cmocka_unit_test_setup_teardown(test_request_response, reset, reset),
-        cmocka_unit_test_setup_teardown(test_replay_by_id_and_time, reset, reset),
-        cmocka_unit_test_setup_teardown(test_consumer_survives_redis_restart, reset, reset),
-        cmocka_unit_test_setup_teardown(test_job_created_audit_event, reset, reset),
+        WITH_RESET(test_envelope_fields),
+        WITH_RESET(test_publish_consume_ack),
+        WITH_RESET(test_retry_acks_only_after_success),
+        WITH_RESET(test_claims_dead_consumers_entries),
+        WITH_RESET(test_batch_entry_taken_over_is_skipped),
+        WITH_RESET(test_dead_letter_after_max_deliveries),
+        WITH_RESET(test_malformed_entries_are_dead_lettered),
+        WITH_RESET(test_idempotency_by_event_id),
+        WITH_RESET(test_trimming_bounds_the_stream),
+        WITH_RESET(test_request_response),
+        WITH_RESET(test_replay_by_id_and_time),
+        WITH_RESET(test_consumer_survives_redis_restart),
+        WITH_RESET(test_job_created_audit_event),
     };
     int rc = sb_test_run("integration/test_events", tests, sizeof tests / sizeof tests[0]);
     sb_test_redis_stop(&g_redis);

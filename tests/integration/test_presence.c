@@ -23,6 +23,7 @@ static sb_test_redis_t srv;
 
 /* Every test's setup and teardown: an empty server with default settings (a test that
  * turns keyspace notifications on and fails half-way leaves them to nobody). */
+#define WITH_RESET(test) cmocka_unit_test_setup_teardown(test, reset, reset)
 static int reset(void **state) {
     (void)state;
     return sb_test_redis_reset(&srv);
@@ -549,16 +550,16 @@ int main(void) {
     }
     sb_log_set_level(SB_LOG_ERROR);
     struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_heartbeat_list_get_stats, reset, reset),
-        cmocka_unit_test_setup_teardown(test_heartbeat_without_department_and_bad_input, reset, reset),
-        cmocka_unit_test_setup_teardown(test_heartbeat_keeps_chats_and_changes_department, reset, reset),
-        cmocka_unit_test_setup_teardown(test_expired_agent_is_not_listed_and_is_cleaned, reset, reset),
-        cmocka_unit_test_setup_teardown(test_events_are_published_exactly, reset, reset),
-        cmocka_unit_test_setup_teardown(test_keyspace_expiry_notification, reset, reset),
-        cmocka_unit_test_setup_teardown(test_fallback_sweep, reset, reset),
-        cmocka_unit_test_setup_teardown(test_thousand_agents_concurrently, reset, reset),
-        cmocka_unit_test_setup_teardown(test_concurrent_assign_respects_capacity, reset, reset),
-        cmocka_unit_test_setup_teardown(test_eval_fallback_after_script_flush, reset, reset),
+        WITH_RESET(test_heartbeat_list_get_stats),
+        WITH_RESET(test_heartbeat_without_department_and_bad_input),
+        WITH_RESET(test_heartbeat_keeps_chats_and_changes_department),
+        WITH_RESET(test_expired_agent_is_not_listed_and_is_cleaned),
+        WITH_RESET(test_events_are_published_exactly),
+        WITH_RESET(test_keyspace_expiry_notification),
+        WITH_RESET(test_fallback_sweep),
+        WITH_RESET(test_thousand_agents_concurrently),
+        WITH_RESET(test_concurrent_assign_respects_capacity),
+        WITH_RESET(test_eval_fallback_after_script_flush),
     };
     int rc = sb_test_run("integration/test_presence", tests, sizeof tests / sizeof tests[0]);
     sb_test_redis_stop(&srv);
