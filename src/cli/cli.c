@@ -1,6 +1,8 @@
 /* What every CLI verb shares: the blocking Redis client a verb starts with, and the mapping of
  * outcomes onto the exit statuses of cli.h. */
+#include <arpa/inet.h>
 #include <stdio.h>
+#include <string.h>
 #include "cli/cli.h"
 #include "switchboard/switchboard.h"
 
@@ -31,4 +33,11 @@ int sb_cli_exit(int rc) {
 int sb_cli_watch_end(int stopped, int max_events, long long seen) {
     if (stopped || max_events <= 0 || seen >= max_events) return SB_EXIT_OK;
     return SB_EXIT_TIMEOUT;
+}
+
+int sb_cli_loopback(const char *addr) {
+    struct in_addr a;
+    if (!addr || !*addr) return 0;
+    if (!strcmp(addr, "localhost") || !strcmp(addr, "::1")) return 1;
+    return inet_pton(AF_INET, addr, &a) == 1 && (ntohl(a.s_addr) >> 24) == 127;
 }

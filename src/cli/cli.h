@@ -42,6 +42,10 @@ int sb_cli_exit(int sb_rc);
  * --timeout ended it first. */
 int sb_cli_watch_end(int stopped, int max_events, long long seen);
 
+/* 1 when the listen address addr only accepts connections from this host (127.0.0.0/8, ::1,
+ * localhost); 0 for anything else, 0.0.0.0 included. */
+int sb_cli_loopback(const char *addr);
+
 /* Connects a blocking client for a CLI verb, or prints why not and returns NULL. */
 struct sb_redis;
 struct sb_redis *sb_cli_connect(const sb_config_t *cfg);
