@@ -6,6 +6,7 @@
 const test = require('node:test');
 const assert = require('node:assert');
 const { startRedis, startSwitchboard, runSwitchboard } = require('./lib/harness');
+const { recordingSocket } = require('./lib/sio');
 
 let redis;
 test.before(async () => { redis = await startRedis(); });
@@ -94,4 +95,36 @@ test('exit statuses: usage 2, not found 1, Redis unavailable 3, timed out 4', as
   const c = redis.client();
   await c.flushall();
   c.disconnect();
+});
+
+test('switchboard enqueue announces {type}:created to the owner\'s sockets, as the POST does', async () => {
+  const env = { REDIS_URL: redis.url, JWT_SECRET: 'cli-secret' };
+  const gw = startSwitchboard(['gateway', '--port', '0', '--bind', '127.0.0.1'], env);
+  const sockets = new Set();
+  try {
+    await gw.waitForOutput(/listening on http:\/\/127\.0\.0\.1:\d+/);
+    const base = gw.output.match(/listening on (http:\/\/127\.0\.0\.1:\d+)/)[1];
+    const mint = async (pk) => (await runSwitchboard(['token', '--role', 'user', '--public-key', pk],
+      env)).stdout.trim();
+    const mine = recordingSocket(sockets, base, await mint('PK-enq'));
+    const other = recordingSocket(sockets, base, await mint('PK-other'));
+    await mine.connected$();
+    await other.connected$();
+    const q = await runSwitchboard(['enqueue', '--user', 'PK-enq', '{"amount":5}'], env);
+    assert.strictEqual(q.code, 0, q.stderr);
+    const id = q.stdout.trim();
+    const ev = await mine.next('rebalance:created', (d) => d.jobId === id);
+    assert.deepStrictEqual(ev.data, { jobId: id });
+    const marker = await runSwitchboard(['enqueue', '--user', 'PK-other', '{"amount":6}'], env);
+    await other.next('rebalance:created', (d) => d.jobId === marker.stdout.trim());
+    assert.deepStrictEqual(other.events.filter((e) => e.name === 'rebalance:created').map((e) => e.data.jobId),
+      [marker.stdout.trim()], 'only the owner hears of a job');
+  } finally {
+    for (const s of sockets) s.disconnect();
+    gw.kill('SIGTERM');
+    await gw.exited;
+    const c = redis.client();
+    await c.flushall();
+    c.disconnect();
+  }
 });
