@@ -300,9 +300,9 @@ class EventsInterop(unittest.TestCase):
         self.assertEqual(reply["result"], "abab")
         self.assertEqual(reply["status"], "success")
         self.assertEqual(redis_client.keys("agent:stream:response:*"), [])
-        # and with nobody listening, a timeout with exit status 1
+        # and with nobody listening, a timeout: exit status 4 (README "Exit codes")
         r = sb("request", "nobody.home", "{}", "--timeout", "1", check=False)
-        self.assertEqual(r.returncode, 1)
+        self.assertEqual(r.returncode, 4)
 
     def test_kill_9_mid_batch_loses_nothing(self):
         stream = "agent:stream:task.crash"
