@@ -164,6 +164,7 @@ void sb_req_send(sb_req_t *req, int status, const char *content_type, const char
         lws_set_timeout(req->wsi, PENDING_TIMEOUT_KILLED_BY_PARENT, LWS_TO_KILL_ASYNC);
         return;
     }
+    if (req->method == SB_HTTP_HEAD) len = 0; /* the GET's headers, Content-Length included */
     memcpy(req->out + LWS_PRE, head, (size_t)hlen);
     if (len) memcpy(req->out + LWS_PRE + hlen, body, len);
     req->out_len = (size_t)hlen + len;
@@ -295,6 +296,43 @@ int sb_http_query_join(struct lws *wsi, char *out, size_t len) {
     return -1;
 }
 
+#define SB_HTTP_CL_BAD (-2) /* sb_req_content_length: a framing the request cannot have */
+
+/* The request's Content-Length: -1 when absent, SB_HTTP_CL_BAD when it is given twice (lws
+ * keeps each repeat of a header as one more fragment of it, and would read the first), empty,
+ * or anything but 1*DIGIT (lws reads "0x2f" as 0 and the body as the next request) — RFC
+ * 9112 §6.3: such framing is an unrecoverable error, answered 400 and closed. */
+static long long sb_req_content_length(struct lws *wsi) {
+    char v[32];
+    int n = lws_hdr_copy_fragment(wsi, v, sizeof v, WSI_TOKEN_HTTP_CONTENT_LENGTH, 0);
+    if (n < 0 && lws_hdr_fragment_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH, 0) <= 0)
+        return -1; /* absent */
+    if (n < 0 || lws_hdr_fragment_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH, 1) > 0)
+        return SB_HTTP_CL_BAD;
+    const char *d = v;
+    while (*d == ' ' || *d == '\t') d++;
+    while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t')) n--;
+    int digits = n - (int)(d - v);
+    if (digits <= 0 || digits > 18) return SB_HTTP_CL_BAD;
+    long long len = 0;
+    for (int i = 0; i < digits; i++) {
+        if (d[i] < '0' || d[i] > '9') return SB_HTTP_CL_BAD;
+        len = len * 10 + (d[i] - '0');
+    }
+    return len;
+}
+
+/* 1 when a Content-Type value names application/json (any case; parameters such as
+ * "; charset=utf-8" allowed after it). */
+static int sb_http_media_json(const char *v) {
+    static const char json[] = "application/json";
+    while (*v == ' ' || *v == '\t') v++;
+    if (strncasecmp(v, json, sizeof json - 1) != 0) return 0;
+    v += sizeof json - 1;
+    while (*v == ' ' || *v == '\t') v++;
+    return *v == '\0' || *v == ';';
+}
+
 static void sb_req_headers(sb_req_t *req, struct lws *wsi) {
     char buf[32];
     size_t tlen;
@@ -306,9 +344,11 @@ static void sb_req_headers(sb_req_t *req, struct lws *wsi) {
     if (lws_hdr_copy(wsi, req->if_none_match, sizeof req->if_none_match,
                      WSI_TOKEN_HTTP_IF_NONE_MATCH) < 0)
         req->if_none_match[0] = '\0';
-    req->content_length = -1;
-    if (lws_hdr_copy(wsi, buf, sizeof buf, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0)
-        req->content_length = strtoll(buf, NULL, 10);
+    req->content_length = sb_req_content_length(wsi);
+    req->content_length_bad = req->content_length == SB_HTTP_CL_BAD;
+    if (req->content_length_bad) req->content_length = -1;
+    if (lws_hdr_copy(wsi, buf, sizeof buf, WSI_TOKEN_HTTP_CONTENT_TYPE) > 0)
+        req->json_body = sb_http_media_json(buf);
 }
 
 /* 1 for a method whose request lws 4.1 reads a body for even without a Content-Length: all
@@ -329,6 +369,25 @@ static int sb_req_transfer_coded(struct lws *wsi) {
     while (*v == ' ' || *v == '\t') v++, n--;
     while (n && (v[n - 1] == ' ' || v[n - 1] == '\t')) n--;
     return !(n == 8 && strncasecmp(v, "identity", 8) == 0);
+}
+
+/* 1 when the connection must close after this request's answer, as the client asked
+ * (RFC 9112 §9.6): a "close" option in Connection, or HTTP/1.0 without exactly
+ * "Connection: keep-alive" (lws's own test, so that whenever lws would close the answer says
+ * so too). */
+static int sb_req_asks_close(struct lws *wsi) {
+    char v[128], ver[16];
+    int n = lws_hdr_copy(wsi, v, sizeof v, WSI_TOKEN_CONNECTION);
+    if (n < 0) v[0] = '\0'; /* too long to be one lws reads either */
+    int http10 = !(lws_hdr_copy(wsi, ver, sizeof ver, WSI_TOKEN_HTTP) > 7 && ver[5] == '1' &&
+                   ver[7] == '1');
+    if (http10 && strcasecmp(v, "keep-alive") != 0) return 1;
+    for (char *save = NULL, *t = strtok_r(v, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        while (*t == ' ' || *t == '\t') t++;
+        size_t len = strcspn(t, " \t");
+        if (len == 5 && strncasecmp(t, "close", 5) == 0) return 1;
+    }
+    return 0;
 }
 
 /* Runs the route (or the Socket.IO polling transport) and lifts lws's idle timeout while
@@ -365,6 +424,9 @@ static int sb_http_refuse_body(struct lws *wsi, sb_http_conn_t *conn, sb_req_t *
     if (req->query_too_long) /* its arguments cannot be read: none is better than some */
         return sb_http_refuse(wsi, conn, req, 414, "uri_too_long",
                               "the query string is longer than the gateway reads");
+    if (req->content_length_bad)
+        return sb_http_refuse(wsi, conn, req, 400, "bad_request",
+                              "Content-Length must be given once, as a decimal number of bytes");
     if (sb_req_transfer_coded(wsi))
         return sb_http_refuse(wsi, conn, req, 411, "length_required",
                               "send the body with a Content-Length: Transfer-Encoding (e.g. "
@@ -396,8 +458,10 @@ static int sb_http_begin(struct lws *wsi, sb_http_conn_t *conn, const char *path
     req->body_max = SB_HTTP_BODY_MAX;
     if (sb_socketio_path(req->path)) sb_socketio_request_headers(req, wsi);
     if (sb_http_refuse_body(wsi, conn, req) != 0) return -1;
-    if (sb_req_reads_to_close(req)) conn->close_after = 1; /* answered, then closed */
+    if (sb_req_reads_to_close(req) || sb_req_asks_close(wsi))
+        conn->close_after = 1; /* answered with `connection: close`, then closed */
     if (req->content_length > SB_HTTP_BODY_DRAIN_MAX) {
+        conn->close_after = 1; /* the body is not read */
         req->body_too_large = 1;
         sb_req_run(req); /* answers 413; the connection closes after the write */
         return 0;

@@ -49,6 +49,8 @@ struct sb_req {
     char if_none_match[48];     /* If-None-Match (ETag revalidation), "" when absent/too long */
     const char *cache_control;  /* static value for the answer; NULL = "no-store" */
     long long content_length;   /* -1 when absent */
+    int content_length_bad;     /* Content-Length repeated, empty or not 1*DIGIT: refused */
+    int json_body;              /* Content-Type is application/json (parameters allowed) */
     char *body;                 /* the request body (NUL-terminated), NULL when empty */
     size_t body_len;
     int body_too_large;         /* more than SB_HTTP_BODY_MAX arrived: answer 413 */
