@@ -167,7 +167,14 @@ test('bad payloads get 400 naming the field and change nothing', async () => {
   assert.strictEqual(ok.status, 202, ok.text);
 });
 
-test('tokens: missing, none, HS512, expired, not yet valid, tampered, wrong key are 401', async () => {
+// An HS256 token over exactly these header and payload texts (jsonwebtoken re-encodes JSON).
+function signRaw(header, payload) {
+  const crypto = require('node:crypto');
+  const hp = `${Buffer.from(header).toString('base64url')}.${Buffer.from(payload).toString('base64url')}`;
+  return `${hp}.${crypto.createHmac('sha256', SECRET).update(hp).digest('base64url')}`;
+}
+
+test('tokens: missing, none, HS512, expired, not yet valid, tampered, wrong key, a claim twice, crit are 401', async () => {
   const claims = { sub: 'u-x', publicKey: 'PK-x', role: 'admin' };
   const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
   const good = jwt.sign(claims, SECRET, { algorithm: 'HS256', expiresIn: 60 });
@@ -185,10 +192,15 @@ test('tokens: missing, none, HS512, expired, not yet valid, tampered, wrong key 
     wrongKey: jwt.sign(claims, 'not-the-secret', { algorithm: 'HS256', expiresIn: 60 }),
     badRole: jwt.sign({ ...claims, role: 'root' }, SECRET, { algorithm: 'HS256', expiresIn: 60 }),
     garbage: 'abc.def',
+    // signed right, but read differently by different readers: libjwt kept the last "role"
+    twiceRole: signRaw('{"alg":"HS256","typ":"JWT"}',
+      `{"sub":"u-x","publicKey":"PK-x","role":"user","role":"admin","exp":${now() + 60}}`),
+    crit: signRaw('{"alg":"HS256","crit":["b64"],"b64":false}', JSON.stringify({ ...claims, exp: now() + 60 })),
   };
   const expect = { none: /signed JWT|HS256/, noneSigned: /HS256/, hs512: /HS256/, hs384: /HS256/,
     expired: /expired/, noExp: /exp/, notBefore: /nbf/, tampered: /signature/, badSig: /signature/,
-    wrongKey: /signature/, badRole: /role/, garbage: /signed JWT/ };
+    wrongKey: /signature/, badRole: /role/, garbage: /signed JWT/, twiceRole: /"role" twice/,
+    crit: /crit/ };
   for (const [name, token] of Object.entries(tokens)) {
     for (const [method, path, body] of [['POST', '/api/v1/agent/rebalance', { amount: 1 }],
       ['GET', '/api/v1/agent/rebalance/metrics'], ['GET', '/api/v1/rebalance/1-a']]) {
