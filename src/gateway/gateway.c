@@ -123,11 +123,16 @@ static struct lws_context *sb_gw_lws_create(sb_gateway_t *gw) {
                      ? gw->cfg->bind
                      : NULL;
     info.protocols = sb_gw_protocols;
-    info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_DISABLE_IPV6;
+    /* FALLBACK: a request line lws cannot parse comes to http.c as raw bytes, for a JSON
+     * refusal instead of lws's HTML 403 */
+    info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_DISABLE_IPV6 |
+                   LWS_SERVER_OPTION_FALLBACK_TO_APPLY_LISTEN_ACCEPT_CONFIG;
     info.foreign_loops = loops;
     info.user = gw;
     info.pcontext = &gw->lws; /* lws sets it to NULL once the context is wholly destroyed */
-    info.max_http_header_data = 16384;
+    /* room for every header of a request at once: an Authorization longer than a token may
+     * be (SB_JWT_MAX_LEN) still fits, so it gets 431 rather than a silent close */
+    info.max_http_header_data = SB_HTTP_HEADER_MAX;
     info.keepalive_timeout = 30;
     info.retry_and_idle_policy = &sb_gw_no_validity;
     return lws_create_context(&info);

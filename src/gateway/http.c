@@ -84,9 +84,10 @@ static const struct {
     {304, "Not Modified"},
     {400, "Bad Request"}, {401, "Unauthorized"},       {403, "Forbidden"},
     {404, "Not Found"},   {405, "Method Not Allowed"}, {409, "Conflict"},
-    {411, "Length Required"}, {414, "URI Too Long"},
-    {413, "Payload Too Large"}, {429, "Too Many Requests"}, {500, "Internal Server Error"},
-    {503, "Service Unavailable"},
+    {408, "Request Timeout"}, {411, "Length Required"}, {414, "URI Too Long"},
+    {413, "Payload Too Large"}, {415, "Unsupported Media Type"}, {429, "Too Many Requests"},
+    {431, "Request Header Fields Too Large"}, {500, "Internal Server Error"},
+    {501, "Not Implemented"}, {503, "Service Unavailable"}, {505, "HTTP Version Not Supported"},
 };
 
 /* lws leaves the reason phrase empty for codes it does not know (202, 429): we write the
@@ -183,11 +184,8 @@ void sb_req_json(sb_req_t *req, int status, const cJSON *body) {
     free(text);
 }
 
-__attribute__((format(printf, 5, 0)))
-static void sb_req_verror(sb_req_t *req, int status, const char *headers, const char *code,
-                          const char *fmt, va_list ap) {
-    char msg[512];
-    vsnprintf(msg, sizeof msg, fmt, ap);
+/* {"success":false,"error":code,"message":msg}, malloc'd; NULL when out of memory. */
+static char *sb_http_error_json(const char *code, const char *msg) {
     cJSON *o = cJSON_CreateObject();
     if (o) {
         cJSON_AddBoolToObject(o, "success", 0);
@@ -196,6 +194,15 @@ static void sb_req_verror(sb_req_t *req, int status, const char *headers, const 
     }
     char *text = o ? sb_json_print(o) : NULL;
     cJSON_Delete(o);
+    return text;
+}
+
+__attribute__((format(printf, 5, 0)))
+static void sb_req_verror(sb_req_t *req, int status, const char *headers, const char *code,
+                          const char *fmt, va_list ap) {
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    char *text = sb_http_error_json(code, msg);
     if (text) sb_req_send(req, status, "application/json", text, strlen(text), headers);
     else sb_req_send(req, 500, "application/json", "{\"success\":false,\"error\":\"internal\"}",
                      36, NULL);
@@ -337,7 +344,8 @@ static void sb_req_headers(sb_req_t *req, struct lws *wsi) {
     char buf[32];
     size_t tlen;
     req->query_too_long = sb_http_query_join(wsi, req->query, sizeof req->query) != 0;
-    char *auth = sb_hdr_dup(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, SB_JWT_MAX_LEN + 64);
+    req->auth_too_long = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_AUTHORIZATION) > SB_HTTP_AUTH_MAX;
+    char *auth = sb_hdr_dup(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, SB_HTTP_AUTH_MAX);
     const char *token = sb_jwt_bearer(auth, &tlen);
     if (token) req->bearer = strndup(token, tlen);
     free(auth);
@@ -511,6 +519,82 @@ static int sb_http_body_done(struct lws *wsi, sb_http_conn_t *conn) {
     return 0;
 }
 
+/* ---- what lws cannot parse as HTTP -------------------------------------------------------- */
+
+/* lws 4.1 hands a connection whose first line names a method it does not know (garbage, the
+ * HTTP/2 preface "PRI * HTTP/2.0", BREW, TRACE) to the raw-socket role on protocols[0], i.e.
+ * here, with the bytes read so far (LWS_SERVER_OPTION_FALLBACK_TO_APPLY_LISTEN_ACCEPT_CONFIG;
+ * without it lws answers an HTML 403 itself), and so it does with CONNECT. The gateway answers
+ * a JSON refusal once, with `connection: close`, and closes. (What lws refuses later in the
+ * request — an absolute URI, a path that climbs above the root — it answers with its own HTML
+ * 403 and closes, with no callback to the application; headers larger than
+ * max_http_header_data make it close without an answer.) */
+
+/* The status, code and message for the first bytes of a connection that is not HTTP/1. */
+static int sb_http_raw_refusal(const char *in, size_t len, const char **code, char *msg,
+                               size_t msglen) {
+    static const char h2[] = "PRI * HTTP/2.0";
+    size_t m = 0;
+    while (m < len && m < 16 && in[m] >= 'A' && in[m] <= 'Z') m++;
+    if (len >= sizeof h2 - 1 && memcmp(in, h2, sizeof h2 - 1) == 0) {
+        *code = "http_version_not_supported";
+        snprintf(msg, msglen, "HTTP/2 is not served here; use HTTP/1.1");
+        return 505;
+    }
+    if (m > 0 && m < len && in[m] == ' ' && memmem(in, len, " HTTP/1.", 8)) {
+        *code = "not_implemented";
+        snprintf(msg, msglen, "method %.*s is not implemented; use GET, HEAD, POST or OPTIONS",
+                 (int)m, in);
+        return 501;
+    }
+    *code = "bad_request";
+    snprintf(msg, msglen, "the request is not HTTP/1.1");
+    return 400;
+}
+
+/* The first bytes of a connection lws gave up parsing as HTTP: prepares the refusal and asks
+ * for RAW_WRITEABLE, which writes it and closes. Returns -1 to close at once. */
+static int sb_http_raw_rx(struct lws *wsi, sb_http_conn_t *conn, const void *in, size_t len) {
+    const char *code;
+    char msg[160], head[256];
+    if (!conn) return -1;
+    if (conn->raw_out) return 0; /* answered already: what follows is not read */
+    int status = sb_http_raw_refusal(in ? in : "", in ? len : 0, &code, msg, sizeof msg);
+    sb_gateway_t *gw = lws_context_user(lws_get_context(wsi));
+    sb_gw_stats_request(&gw->stats, "unmatched", "OTHER", status, 0);
+    char *body = sb_http_error_json(code, msg);
+    if (!body) return -1;
+    size_t blen = strlen(body);
+    int hlen = snprintf(head, sizeof head,
+                        "HTTP/1.1 %d %s\r\ncontent-type: application/json\r\n"
+                        "content-length: %zu\r\ncache-control: no-store\r\n"
+                        "connection: close\r\n\r\n",
+                        status, sb_http_reason(status), blen);
+    conn->raw_out = malloc(LWS_PRE + (size_t)hlen + blen);
+    if (conn->raw_out) {
+        memcpy(conn->raw_out + LWS_PRE, head, (size_t)hlen);
+        memcpy(conn->raw_out + LWS_PRE + hlen, body, blen);
+        conn->raw_len = (size_t)hlen + blen;
+        lws_callback_on_writable(wsi);
+    }
+    free(body);
+    return conn->raw_out ? 0 : -1;
+}
+
+/* Writes the refusal prepared by sb_http_raw_rx, then closes once lws has sent it all. */
+static int sb_http_raw_writeable(struct lws *wsi, sb_http_conn_t *conn) {
+    if (!conn || !conn->raw_out) return -1;
+    if (conn->raw_len) {
+        int n = lws_write(wsi, conn->raw_out + LWS_PRE, conn->raw_len, LWS_WRITE_RAW);
+        conn->raw_len = 0;
+        if (n >= 0 && lws_partial_buffered(wsi)) {
+            lws_callback_on_writable(wsi); /* lws sends the tail, then we are called again */
+            return 0;
+        }
+    }
+    return -1;
+}
+
 /* Writes the queued answer. Returns -1 to close the connection. */
 static int sb_http_writeable(struct lws *wsi, sb_http_conn_t *conn) {
     sb_req_t *req = conn ? conn->req : NULL;
@@ -546,8 +630,16 @@ int sb_http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *us
     case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
         if (conn) sb_req_detach(conn);
         return 0;
+    case LWS_CALLBACK_RAW_ADOPT:
+        return 0;
+    case LWS_CALLBACK_RAW_RX:
+        return sb_http_raw_rx(wsi, conn, in, len);
+    case LWS_CALLBACK_RAW_WRITEABLE:
+        return sb_http_raw_writeable(wsi, conn);
     case LWS_CALLBACK_WSI_DESTROY: /* the last word on every connection; user still intact */
         if (conn) {
+            free(conn->raw_out);
+            conn->raw_out = NULL;
             sb_req_detach(conn);
             sb_socketio_ws_callback(wsi, reason, &conn->ws, in, len);
         }

@@ -20,6 +20,8 @@
 
 #define SB_HTTP_BODY_MAX (64 * 1024)       /* larger bodies get 413 */
 #define SB_HTTP_BODY_DRAIN_MAX (8 << 20)   /* beyond this a 413'd body is not even read */
+#define SB_HTTP_HEADER_MAX 32768      /* lws's header buffer: all headers of a request */
+#define SB_HTTP_AUTH_MAX (SB_JWT_MAX_LEN + 64) /* longer Authorization headers get 431 */
 #define SB_HTTP_PATH_MAX 1024
 #define SB_HTTP_QUERY_MAX 1024
 
@@ -46,6 +48,7 @@ struct sb_req {
     char query[SB_HTTP_QUERY_MAX]; /* "a=1&b=2", decoded by lws */
     int query_too_long;            /* the query did not fit: refused with 414 */
     char *bearer;               /* Authorization bearer token, or NULL */
+    int auth_too_long;          /* Authorization longer than SB_HTTP_AUTH_MAX: 431 */
     char if_none_match[48];     /* If-None-Match (ETag revalidation), "" when absent/too long */
     const char *cache_control;  /* static value for the answer; NULL = "no-store" */
     long long content_length;   /* -1 when absent */
@@ -94,6 +97,10 @@ typedef struct {
                              * request pipelined behind one with a body, a refused body, a
                              * POST/PUT/PATCH without Content-Length (see http.c) */
     sb_socketio_ws_t ws;    /* Socket.IO WebSocket state (zero on plain HTTP) */
+    unsigned char *raw_out; /* LWS_PRE + the JSON refusal of bytes lws could not parse as a
+                             * request (see sb_http_raw_rx in http.c), until written; malloc'd,
+                             * freed with the connection */
+    size_t raw_len;
 } sb_http_conn_t;
 
 /* The lws protocol callback for HTTP (protocols[0]). */

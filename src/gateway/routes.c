@@ -88,6 +88,11 @@ static const sb_route_t sb_root_routes[] = {
 /* Verifies the bearer token and the role. Returns 0, or answers 401/403 and returns -1. */
 static int sb_api_authorize(sb_req_t *req) {
     char err[160];
+    if (req->auth_too_long) {
+        sb_req_error(req, 431, "request_header_too_large",
+                     "the Authorization header is longer than %d bytes", SB_HTTP_AUTH_MAX);
+        return -1;
+    }
     if (!req->bearer || !*req->bearer) {
         sb_req_error(req, 401, "unauthorized", "missing bearer token in the Authorization header");
         return -1;

@@ -510,6 +510,33 @@ test('garbage on the socket never hurts the gateway', async () => {
   assert.strictEqual(gw.exitCode, null);
 });
 
+// lws 4.1 answered every request line it could not parse with an HTML 403 (and held a CONNECT
+// open until its timeout); a token of 8-16 KB read as "missing bearer token". Now JSON errors
+// with the status that says why, connection: close, and the connection closed.
+test('unparseable requests get JSON 400/501/505, an over-long Authorization 431', async () => {
+  for (const [req, status, code, needle] of [
+    ['GARBAGE\r\n\r\n', 400, 'bad_request', /not HTTP\/1\.1/],
+    ['\x00\x01\x02\x7f\r\n\r\n', 400, 'bad_request', /not HTTP\/1\.1/],
+    ['PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 505, 'http_version_not_supported', /HTTP\/2/],
+    ['BREW /healthz HTTP/1.1\r\nHost: x\r\n\r\n', 501, 'not_implemented', /BREW/],
+    ['TRACE /healthz HTTP/1.1\r\nHost: x\r\n\r\n', 501, 'not_implemented', /TRACE/],
+    ['CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n', 501, 'not_implemented', /CONNECT/]]) {
+    const x = await rawExchange(port, [req], { timeoutMs: 2000 });
+    assert.deepStrictEqual(x.statuses, [status], `${JSON.stringify(req)}: ${x.text}`);
+    assert.match(x.text, /\r\ncontent-type: application\/json\r\n/);
+    assert.match(x.text, /\r\nconnection: close\r\n/i);
+    assert.deepStrictEqual(Object.keys(x.last).sort(), ['error', 'message', 'success']);
+    assert.strictEqual(x.last.error, code);
+    assert.match(x.last.message, needle);
+    assert.ok(x.closed, `${JSON.stringify(req)}: closed by the gateway`);
+  }
+  for (const size of [9000, 16000, 30000]) {
+    const r = await call('GET', '/api/v1/agent/rebalance/jobs', { headers: { authorization: `Bearer ${'a'.repeat(size)}` } });
+    assertError(r, 431, 'request_header_too_large', /Authorization/);
+  }
+  assert.strictEqual((await call('GET', '/healthz')).status, 200);
+});
+
 // Pipelining in every order on one connection, with a user whose jobs are counted at the end.
 // lws 4.1 mishandles a request with a body pipelined behind another (it handed over the wrong
 // bytes as the body, then looped inside one call and froze the whole gateway) and any request
