@@ -498,6 +498,17 @@ static void sb_http_body(sb_req_t *req, const void *in, size_t len) {
     req->body[req->body_len] = '\0';
 }
 
+#define SB_STR2(x) #x
+#define SB_STR(x) SB_STR2(x)
+
+/* 1 when req's body is still arriving SB_HTTP_BODY_DEADLINE_S after its headers. lws gives a
+ * body only a timeout between two pieces (re-armed by each), so a client sending a byte every
+ * few seconds would hold the request open for ever; this bounds the whole. Checked as each
+ * piece arrives: a client that stops sending altogether is closed by lws's own timeout. */
+static int sb_http_body_late(const sb_req_t *req) {
+    return !req->status && sb_now_us() - req->t0_us > (int64_t)SB_HTTP_BODY_DEADLINE_S * 1000000;
+}
+
 /* The body is complete: run the request. lws 4.1 reports the completion again while another
  * request waits in its buffer behind this one (RFC 9112 tells clients not to pipeline after a
  * non-idempotent request): once per loop turn until reading is paused, and it gives no
@@ -618,6 +629,10 @@ int sb_http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *us
         return sb_http_begin(wsi, conn, in);
     case LWS_CALLBACK_HTTP_BODY:
         if (conn && conn->req) {
+            if (sb_http_body_late(conn->req))
+                return sb_http_refuse(wsi, conn, conn->req, 408, "request_timeout",
+                                      "the request body did not arrive within "
+                                      SB_STR(SB_HTTP_BODY_DEADLINE_S) " s of its headers");
             sb_http_body(conn->req, in, len);
             if (conn->req->body_len > SB_HTTP_BODY_DRAIN_MAX) return -1;
         }

@@ -22,6 +22,7 @@
 #define SB_HTTP_BODY_DRAIN_MAX (8 << 20)   /* beyond this a 413'd body is not even read */
 #define SB_HTTP_HEADER_MAX 32768      /* lws's header buffer: all headers of a request */
 #define SB_HTTP_AUTH_MAX (SB_JWT_MAX_LEN + 64) /* longer Authorization headers get 431 */
+#define SB_HTTP_BODY_DEADLINE_S 30 /* a body not complete this long after its headers: 408 */
 #define SB_HTTP_PATH_MAX 1024
 #define SB_HTTP_QUERY_MAX 1024
 
