@@ -94,8 +94,9 @@ typedef struct {
     int completions;        /* BODY_COMPLETION callbacks seen for the current request (lws
                              * repeats it, see sb_http_body_done in http.c) */
     int close_after;        /* the connection closes once the current answer is out (it
-                             * carries `connection: close` when built after this is set): a
-                             * request pipelined behind one with a body, a refused body, a
+                             * carries `connection: close` when built after this is set): the
+                             * client asked (Connection: close, HTTP/1.0), a request pipelined
+                             * behind one with a body, a refused or unread body, a
                              * POST/PUT/PATCH without Content-Length (see http.c) */
     sb_socketio_ws_t ws;    /* Socket.IO WebSocket state (zero on plain HTTP) */
     unsigned char *raw_out; /* LWS_PRE + the JSON refusal of bytes lws could not parse as a
