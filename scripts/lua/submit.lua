@@ -5,7 +5,8 @@
 --       7 jobs counter, 8 audit stream.
 -- ARGV: 1 limit (0: no rate limit), 2 window ms, 3 member suffix, 4 counter TTL,
 --       5 job id ('': rate check only), 6 record, 7 job TTL, 8 created ms, 9 audit MAXLEN,
---       10 event_id, 11 event_type, 12 timestamp, 13 data, 14 channel ('': none), 15 message.
+--       10 event_id, 11 event_type, 12 timestamp, 13 data, 14 channel ('': none), 15 message
+--       (the {type}:created notification for the owner's Socket.IO room).
 -- Returns {allowed 0|1, remaining (-1 without a limit), retry_ms}.
 local function count(key)
   if redis.call('INCR', key) == 1 then redis.call('EXPIRE', key, ARGV[4]) end
