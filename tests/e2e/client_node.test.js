@@ -37,9 +37,11 @@ test.after(async () => {
 test.beforeEach(async () => { await rc.flushall(); await rc.script('FLUSH'); });
 
 const env = (extra = {}) => ({ REDIS_URL: redis.url, ...extra });
+// Each test gets a deadline: a hang is a failure that names its test.
+const it = (name, fn) => test(name, { timeout: 120000 }, fn);
 const sha1 = (s) => crypto.createHash('sha1').update(s).digest('hex');
 
-test('enqueue writes what switchboard job reads and switchboard agent runs; wait follows it', async () => {
+it('enqueue writes what switchboard job reads and switchboard agent runs; wait follows it', async () => {
   const jobId = await client.enqueue('rebalance', { amount: 1000, priority: 'high' }, { publicKey: PK, id: 'u-42' });
   const out = await runSwitchboard(['job', '--json', jobId], env());
   assert.strictEqual(out.code, 0, out.stderr);
@@ -61,7 +63,7 @@ test('enqueue writes what switchboard job reads and switchboard agent runs; wait
   await assert.rejects(client.enqueue('rebalance', {}, 'has space'), TypeError);
 });
 
-test('wait ends through polling when no status message ever comes', async () => {
+it('wait ends through polling when no status message ever comes', async () => {
   const jobId = await client.enqueue('rebalance', { amount: 1 }, PK);
   const rec = await client.job(jobId);
   setTimeout(() => rc.set(`agent:rebalance:job:${jobId}`, JSON.stringify({ ...rec, status: 'error' })), 300);
@@ -69,7 +71,7 @@ test('wait ends through polling when no status message ever comes', async () => 
   await assert.rejects(client.wait(await client.enqueue('rebalance', {}, PK), { timeoutMs: 300 }), /timeout/);
 });
 
-test('the Lua scripts are byte-identical to the ones the C build embeds', async () => {
+it('the Lua scripts are byte-identical to the ones the C build embeds', async () => {
   assert.strictEqual((await runSwitchboard(['enqueue', '--user', PK, '{"amount":5}'], env())).code, 0);
   assert.strictEqual((await runSwitchboard(['metrics', '--json'], env())).code, 0);
   for (const name of ['submit', 'exec_stats']) {
@@ -82,7 +84,7 @@ test('the Lua scripts are byte-identical to the ones the C build embeds', async 
   assert.deepStrictEqual(await rc.script('EXISTS', sha1(common.lua('submit')), sha1(common.lua('exec_stats'))), [1, 1]);
 });
 
-test('metricsSummary equals switchboard metrics; checkRateLimit is a sliding window', async () => {
+it('metricsSummary equals switchboard metrics; checkRateLimit is a sliding window', async () => {
   for (let i = 0; i < 3; i++) await client.enqueue('rebalance', { amount: 1 }, PK);
   await rc.zadd('metrics:agent:rebalance:execution_times', 10, 'a', 30, 'b');
   assert.deepStrictEqual(await Promise.all([1, 2, 3].map(() => client.checkRateLimit('u7', 2, 60))).then((r) => r.sort()),
@@ -98,7 +100,7 @@ test('metricsSummary equals switchboard metrics; checkRateLimit is a sliding win
     sb.RateLimited);
 });
 
-test('event bus: our publish → switchboard events consume; switchboard events publish → our consumer', async () => {
+it('event bus: our publish → switchboard events consume; switchboard events publish → our consumer', async () => {
   const bus = new sb.EventBus({ url: redis.url, blockMs: 100 });
   const eventId = await bus.publish('task.created', { task_id: '123' }, 'corr-1');
   const out = await runSwitchboard(['events', 'consume', 'task.created', '--exec', 'cat', '--max-events', '1', '--group', 'cli'], env());
@@ -118,7 +120,7 @@ test('event bus: our publish → switchboard events consume; switchboard events 
   assert.strictEqual((await rc.xpending('agent:stream:task.created', 'agent-group'))[0], 0);
 });
 
-test('event bus: request/response both ways with switchboard events', async () => {
+it('event bus: request/response both ways with switchboard events', async () => {
   const responder = path.join(dir, 'r.sh');
   fs.writeFileSync(responder, '#!/bin/sh\necho \'{"result":"ok"}\'\n', { mode: 0o755 });
   const cons = startSwitchboard(['events', 'consume', 'document.process', '--exec', responder, '--respond', '--max-events', '1'], env());
@@ -135,7 +137,7 @@ test('event bus: request/response both ways with switchboard events', async () =
   assert.deepStrictEqual(await rc.keys('agent:stream:response:*'), []);
 });
 
-test('event bus: claims a dead consumer\'s entries, dead-letters poison and malformed ones, suppresses duplicates', async () => {
+it('event bus: claims a dead consumer\'s entries, dead-letters poison and malformed ones, suppresses duplicates', async () => {
   const s = 'agent:stream:task.created';
   await rc.xgroup('CREATE', s, 'agent-group', '0', 'MKSTREAM');
   await rc.xadd(s, '*', 'event_id', 'x', 'event_type', 'task.created');
@@ -163,7 +165,7 @@ test('event bus: claims a dead consumer\'s entries, dead-letters poison and malf
   assert.ok(dead.every((d) => d.source_stream === s && d.group === 'agent-group'));
 });
 
-test('JobTracker follows a job over Socket.IO (gateway + agent), and by polling alone', async () => {
+it('JobTracker follows a job over Socket.IO (gateway + agent), and by polling alone', async () => {
   const port = await freePort();
   const gw = startSwitchboard(['gateway'], env({ JWT_SECRET: SECRET, PORT: String(port), BIND: '127.0.0.1' }));
   const base = `http://127.0.0.1:${port}`;
@@ -173,7 +175,7 @@ test('JobTracker follows a job over Socket.IO (gateway + agent), and by polling 
       { what: 'gateway /readyz' });
     const token = jwt.sign({ sub: 'u-1', publicKey: PK, role: 'user' }, SECRET, { algorithm: 'HS256', expiresIn: '1h' });
     const t = new sb.JobTracker({ url: base, token });
-    await new Promise((r) => t.socket.once('connect', r));
+    if (!t.socket.connected) await new Promise((r) => t.socket.once('connect', r));
     const steps = [];
     const rec = await t.createAndFollow({ amount: 1000 }, { onStatus: (s) => steps.push(s.status), pollMs: 60000 });
     assert.strictEqual(rec.status, 'done');
@@ -195,7 +197,7 @@ test('JobTracker follows a job over Socket.IO (gateway + agent), and by polling 
   }
 });
 
-test('worker() speaks the --worker protocol', async () => {
+it('worker() speaks the --worker protocol', async () => {
   const prog = `require(${JSON.stringify(path.resolve(__dirname, '../../clients/node'))}).worker(async (job) => {
     console.log('noise');
     if (job.payload === 0) throw new (require(${JSON.stringify(path.resolve(__dirname, '../../clients/node'))}).Permanent)('zero');
