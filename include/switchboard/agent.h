@@ -22,6 +22,7 @@
 
 #include <stdatomic.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <cjson/cJSON.h>
 #include "switchboard/config.h"
 #include "switchboard/job.h"
@@ -60,10 +61,37 @@ typedef struct {
 
 typedef struct sb_agent sb_agent_t;
 
-/* Creates an agent for cfg->job_type (cfg is copied where needed and must outlive nothing).
- * Returns NULL with a reason in err. */
-sb_agent_t *sb_agent_create(const sb_config_t *cfg, sb_handler_cb cb, void *user, char *err,
-                            size_t errlen);
+/* A monotonic clock in milliseconds, for the agent's schedules: heartbeats, recovery scans and
+ * the grace after an outage follow it (durations of Redis calls, job timings and retry waits
+ * use the real clock). Tests pass one they move by hand. */
+typedef int64_t (*sb_agent_clock_cb)(void *ctx);
+
+/* What an agent does, apart from where Redis is. Fill it with sb_agent_opts_init, then change
+ * what you need; sb_agent_create copies what it keeps. */
+typedef struct {
+    const char *type;         /* job type: keys agent:{type}:... (required) */
+    const char *agent_id;     /* NULL: sb_agent_default_id() */
+    int concurrency;          /* jobs run at once (worker threads) */
+    int max_attempts;         /* attempts before a job fails for good */
+    int retry_backoff_ms;     /* wait before attempt n+1: this × n, capped, plus <= 25 % jitter */
+    int retry_backoff_max_ms; /* the cap */
+    int status_ttl_s;         /* presence TTL (AGENT_STATUS_TTL) */
+    int heartbeat_s;          /* seconds between presence heartbeats; below status_ttl_s */
+    int recovery_s;           /* seconds between scans for jobs of dead agents */
+    int shutdown_grace_s;     /* sb_agent_run: seconds running jobs get on SIGTERM */
+    sb_agent_clock_cb clock;  /* NULL: sb_mono_ms */
+    void *clock_ctx;          /* given to clock */
+} sb_agent_opts_t;
+
+/* Defaults (those of the settings table): type "rebalance", id NULL, concurrency 1, 3 attempts,
+ * backoff 1000 ms capped at 30000 ms, presence TTL 300 s with a heartbeat every 180 s,
+ * recovery scans every 30 s, grace 30 s, the real clock. */
+void sb_agent_opts_init(sb_agent_opts_t *o);
+
+/* Creates an agent for o->type that connects to redis (both are copied; neither needs to
+ * outlive the call). Returns NULL with a reason in err for bad options or no memory. */
+sb_agent_t *sb_agent_create(const sb_redis_addr_t *redis, const sb_agent_opts_t *o,
+                            sb_handler_cb cb, void *user, char *err, size_t errlen);
 /* Starts the threads. Returns 0 or SB_ERR. */
 int sb_agent_start(sb_agent_t *a);
 /* Asks the workers to stop taking jobs (returns at once). */
@@ -81,7 +109,8 @@ void sb_agent_default_id(char *buf, size_t len);
 
 /* Runs an agent until SIGTERM or SIGINT, then shuts down gracefully. Blocks those signals in
  * the calling thread (call it before starting other threads). Returns 0 on a clean stop. */
-int sb_agent_run(const sb_config_t *cfg, sb_handler_cb cb, void *user);
+int sb_agent_run(const sb_redis_addr_t *redis, const sb_agent_opts_t *o, sb_handler_cb cb,
+                 void *user);
 
 /* Optional companions of a running agent (e.g. a /metrics listener). started(a, ctx) runs once
  * the agent's threads run (threads it starts inherit the blocked signals); a non-zero return
@@ -93,7 +122,7 @@ typedef struct {
     void *ctx;
 } sb_agent_hooks_t;
 /* sb_agent_run with hooks (NULL: none). */
-int sb_agent_run_hooks(const sb_config_t *cfg, sb_handler_cb cb, void *user,
-                       const sb_agent_hooks_t *hooks);
+int sb_agent_run_hooks(const sb_redis_addr_t *redis, const sb_agent_opts_t *o, sb_handler_cb cb,
+                       void *user, const sb_agent_hooks_t *hooks);
 
 #endif

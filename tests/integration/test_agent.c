@@ -19,21 +19,16 @@ static sb_test_redis_t srv;
 
 /* ---- helpers ----------------------------------------------------------------------------- */
 
-static sb_config_t test_config(void) {
-    sb_config_t cfg;
-    char err[256];
-    char *argv[] = {"test", NULL};
-    unsetenv("REDIS_URL");
-    assert_int_equal(sb_config_load(&cfg, 1, argv, err, sizeof err), 0);
-    free(cfg.redis.host);
-    cfg.redis.host = NULL;
-    cfg.redis.unix_path = strdup(srv.sock);
-    cfg.retry_backoff_ms = 10;
-    cfg.retry_backoff_max_ms = 50;
-    cfg.heartbeat_interval = 1;
-    cfg.agent_status_ttl = 3;
-    cfg.recovery_interval = 1;
-    return cfg;
+/* Fast settings for tests: short TTLs and intervals, 10 ms retry backoff. */
+static sb_agent_opts_t test_config(void) {
+    sb_agent_opts_t o;
+    sb_agent_opts_init(&o);
+    o.retry_backoff_ms = 10;
+    o.retry_backoff_max_ms = 50;
+    o.heartbeat_s = 1;
+    o.status_ttl_s = 3;
+    o.recovery_s = 1;
+    return o;
 }
 
 static long long llen(sb_redis_t *r, const char *key) {
@@ -141,16 +136,16 @@ static sb_handler_rc_t probe_handler(const sb_job_t *job, int attempt, const ato
     return !strcmp(mode, "permanent") ? SB_HANDLER_FAIL : SB_HANDLER_RETRY;
 }
 
-static sb_agent_t *start_agent(sb_config_t *cfg, probe_t *p) {
+static sb_agent_t *start_agent(const sb_agent_opts_t *cfg, probe_t *p) {
     char err[128];
-    sb_agent_t *a = sb_agent_create(cfg, probe_handler, p, err, sizeof err);
+    sb_agent_t *a = sb_agent_create(&srv.addr, cfg, probe_handler, p, err, sizeof err);
     assert_non_null(a);
     assert_int_equal(sb_agent_start(a), 0);
     return a;
 }
 
 /* Starts an agent and waits (bounded) until its handler runs a "block" or "gate" job. */
-static sb_agent_t *start_agent_blocked(sb_config_t *cfg, probe_t *p) {
+static sb_agent_t *start_agent_blocked(const sb_agent_opts_t *cfg, probe_t *p) {
     sb_agent_t *a = start_agent(cfg, p);
     int64_t deadline = sb_mono_ms() + 10000;
     while (!atomic_load(&p->blocked) && sb_mono_ms() < deadline) sb_sleep_ms(5, NULL);
@@ -209,7 +204,7 @@ static void test_fifo_retry_and_dead_letter(void **state) {
                               "{\"n\":3,\"mode\":\"fail\"}", "{\"n\":4,\"mode\":\"permanent\"}",
                               "{\"n\":5}"};
     for (int i = 0; i < 6; i++) enqueue(r, payloads[i], ids[i]);
-    sb_config_t cfg = test_config();
+    sb_agent_opts_t cfg = test_config();
     probe_t p = {.lock = PTHREAD_MUTEX_INITIALIZER};
     sb_agent_t *a = start_agent(&cfg, &p);
     const char *want[] = {"done", "done", "done", "error", "error", "done"};
@@ -265,7 +260,6 @@ static void test_fifo_retry_and_dead_letter(void **state) {
     rep = sb_redis_cmd(r, "KEYS agent:online:*");
     assert_int_equal(rep->elements, 0);
     freeReplyObject(rep);
-    sb_config_close(&cfg);
     sb_redis_free(r);
 }
 
@@ -295,7 +289,7 @@ static void test_bad_records_are_counted_and_skipped(void **state) {
     freeReplyObject(rep);
     char good[SB_JOB_ID_LEN];
     enqueue(r, "{\"n\":7}", good);
-    sb_config_t cfg = test_config();
+    sb_agent_opts_t cfg = test_config();
     probe_t p = {.lock = PTHREAD_MUTEX_INITIALIZER};
     sb_agent_t *a = start_agent(&cfg, &p);
     char *st = wait_terminal(r, good);
@@ -316,7 +310,6 @@ static void test_bad_records_are_counted_and_skipped(void **state) {
     freeReplyObject(rep);
     sb_agent_wait(a, 5);
     sb_agent_free(a);
-    sb_config_close(&cfg);
     sb_redis_free(r);
 }
 
@@ -336,7 +329,7 @@ static void test_execution_times_stay_bounded(void **state) {
     sb_batch_free(b);
     char id[SB_JOB_ID_LEN];
     enqueue(r, "{\"n\":1}", id);
-    sb_config_t cfg = test_config();
+    sb_agent_opts_t cfg = test_config();
     probe_t p = {.lock = PTHREAD_MUTEX_INITIALIZER};
     sb_agent_t *a = start_agent(&cfg, &p);
     free(wait_terminal(r, id));
@@ -348,7 +341,6 @@ static void test_execution_times_stay_bounded(void **state) {
     freeReplyObject(rep);
     sb_agent_wait(a, 5);
     sb_agent_free(a);
-    sb_config_close(&cfg);
     sb_redis_free(r);
 }
 
@@ -368,7 +360,7 @@ static void test_recovers_jobs_of_a_dead_agent(void **state) {
     freeReplyObject(rep);
     rep = sb_redis_cmd(r, "LPUSH agent:rebalance:processing:alive-2-bb 9-keep");
     freeReplyObject(rep);
-    sb_config_t cfg = test_config();
+    sb_agent_opts_t cfg = test_config();
     probe_t p = {.lock = PTHREAD_MUTEX_INITIALIZER};
     sb_agent_t *a = start_agent(&cfg, &p);
     for (int i = 0; i < 3; i++) {
@@ -383,7 +375,6 @@ static void test_recovers_jobs_of_a_dead_agent(void **state) {
     assert_int_equal(llen(r, "agent:rebalance:processing:alive-2-bb"), 1);
     sb_agent_wait(a, 5);
     sb_agent_free(a);
-    sb_config_close(&cfg);
     sb_redis_free(r);
 }
 
@@ -392,7 +383,7 @@ static void test_recovers_jobs_of_a_dead_agent(void **state) {
 static void test_reclaims_ids_orphaned_in_its_own_list(void **state) {
     (void)state;
     sb_redis_t *r = sb_test_redis_client(&srv);
-    sb_config_t cfg = test_config();
+    sb_agent_opts_t cfg = test_config();
     probe_t p = {.lock = PTHREAD_MUTEX_INITIALIZER};
     sb_agent_t *a = start_agent(&cfg, &p);
     char id[SB_JOB_ID_LEN], key[SB_KEY_LEN], rkey[SB_KEY_LEN];
@@ -416,7 +407,6 @@ static void test_reclaims_ids_orphaned_in_its_own_list(void **state) {
     assert_int_equal(llen(r, key), 0);
     sb_agent_wait(a, 5);
     sb_agent_free(a);
-    sb_config_close(&cfg);
     sb_redis_free(r);
 }
 
@@ -425,7 +415,7 @@ static void test_shutdown_puts_back_unfinished_jobs(void **state) {
     sb_redis_t *r = sb_test_redis_client(&srv);
     char id[SB_JOB_ID_LEN];
     enqueue(r, "{\"n\":1,\"mode\":\"block\"}", id);
-    sb_config_t cfg = test_config();
+    sb_agent_opts_t cfg = test_config();
     probe_t p = {.lock = PTHREAD_MUTEX_INITIALIZER};
     sb_agent_t *a = start_agent_blocked(&cfg, &p);
     sb_agent_wait(a, 0); /* no grace: cancel at once */
@@ -437,7 +427,6 @@ static void test_shutdown_puts_back_unfinished_jobs(void **state) {
     char *st = record_status(r, id);
     assert_string_equal(st, "queued");
     free(st);
-    sb_config_close(&cfg);
     sb_redis_free(r);
 }
 
@@ -449,7 +438,7 @@ static void test_stop_mid_stream_leaves_no_job_taken(void **state) {
     sb_redis_t *r = sb_test_redis_client(&srv);
     char (*ids)[SB_JOB_ID_LEN] = calloc(N, SB_JOB_ID_LEN);
     for (int i = 0; i < N; i++) enqueue(r, "{\"n\":1}", ids[i]);
-    sb_config_t cfg = test_config();
+    sb_agent_opts_t cfg = test_config();
     cfg.concurrency = 4;
     probe_t p = {.lock = PTHREAD_MUTEX_INITIALIZER};
     sb_agent_t *a = start_agent(&cfg, &p);
@@ -480,13 +469,12 @@ static void test_stop_mid_stream_leaves_no_job_taken(void **state) {
         assert_int_equal(llen(r, keys->element[i]->str), 0);
     freeReplyObject(keys);
     free(ids);
-    sb_config_close(&cfg);
     sb_redis_free(r);
 }
 
 static void test_survives_redis_restart(void **state) {
     (void)state;
-    sb_config_t cfg = test_config();
+    sb_agent_opts_t cfg = test_config();
     probe_t p = {.lock = PTHREAD_MUTEX_INITIALIZER};
     sb_agent_t *a = start_agent(&cfg, &p);
     sb_redis_t *r = sb_test_redis_client(&srv);
@@ -503,7 +491,6 @@ static void test_survives_redis_restart(void **state) {
     free(st);
     sb_agent_wait(a, 5);
     sb_agent_free(a);
-    sb_config_close(&cfg);
     sb_redis_free(r);
 }
 
@@ -530,7 +517,7 @@ static void test_finish_waits_out_a_busy_redis(void **state) {
     freeReplyObject(rep);
     char id[SB_JOB_ID_LEN];
     enqueue(r, "{\"n\":1,\"mode\":\"gate\"}", id);
-    sb_config_t cfg = test_config();
+    sb_agent_opts_t cfg = test_config();
     probe_t p = {.lock = PTHREAD_MUTEX_INITIALIZER};
     sb_agent_t *a = start_agent_blocked(&cfg, &p);
     int64_t deadline = sb_mono_ms() + 10000;
@@ -561,7 +548,6 @@ static void test_finish_waits_out_a_busy_redis(void **state) {
     sb_agent_free(a);
     rep = sb_redis_cmd(r, "CONFIG SET busy-reply-threshold 5000");
     freeReplyObject(rep);
-    sb_config_close(&cfg);
     sb_redis_free(blocker);
     sb_redis_free(r);
 }
@@ -581,8 +567,8 @@ static void test_recovery_waits_for_live_agents_after_a_restart(void **state) {
     }
     redisReply *rep = sb_redis_cmd(r, "SET agent:online:a-2-bb {} EX 60");
     freeReplyObject(rep);
-    sb_config_t cfg = test_config();
-    cfg.agent_id = strdup("b-1-aa");
+    sb_agent_opts_t cfg = test_config();
+    cfg.agent_id = "b-1-aa";
     probe_t p = {.lock = PTHREAD_MUTEX_INITIALIZER};
     sb_agent_t *a = start_agent(&cfg, &p);
     wait_heartbeat(r, "b-1-aa", hb, sizeof hb);
@@ -617,7 +603,6 @@ static void test_recovery_waits_for_live_agents_after_a_restart(void **state) {
     assert_int_equal(stats.recovered, 2);
     sb_agent_wait(a, 5);
     sb_agent_free(a);
-    sb_config_close(&cfg);
     sb_redis_free(r);
 }
 
