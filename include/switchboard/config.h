@@ -49,6 +49,7 @@ typedef struct {
     int heartbeat_interval; /* seconds between presence heartbeats */
     int max_chats;          /* MAX_CHATS: default chat capacity of a person agent */
     int recovery_interval;  /* seconds between scans for jobs of dead agents */
+    int job_lease;          /* JOB_LEASE_TTL: seconds an agent owns its jobs without renewing */
     int metrics_port;       /* agent: Prometheus port, 0 = off */
     sb_log_level_t log_level;
     char *data_dir;         /* `up`: where the private redis-server keeps its data */

@@ -40,6 +40,7 @@ static void sb_agent_opts_from(const sb_config_t *cfg, sb_agent_opts_t *o) {
     o->status_ttl_s = cfg->agent_status_ttl;
     o->heartbeat_s = cfg->heartbeat_interval;
     o->recovery_s = cfg->recovery_interval;
+    o->lease_ms = cfg->job_lease * 1000;
     o->shutdown_grace_s = cfg->shutdown_grace;
 }
 

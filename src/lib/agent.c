@@ -69,7 +69,7 @@ void sb_agent_opts_init(sb_agent_opts_t *o) {
     *o = (sb_agent_opts_t){.type = "rebalance", .concurrency = 1, .max_attempts = 3,
                            .retry_backoff_ms = 1000, .retry_backoff_max_ms = 30000,
                            .status_ttl_s = 300, .heartbeat_s = 180, .recovery_s = 30,
-                           .shutdown_grace_s = 30};
+                           .lease_ms = 15000, .shutdown_grace_s = 30};
 }
 
 /* NULL when o is usable, else the sentence for the user (written into err). */
@@ -83,6 +83,9 @@ static const char *sb_agent_opts_check(const sb_agent_opts_t *o, char *err, size
              o->heartbeat_s < 1 || o->recovery_s < 1 || o->retry_backoff_ms < 0 ||
              o->retry_backoff_max_ms < 0 || o->shutdown_grace_s < 0)
         snprintf(err, errlen, "agent options out of range (counts and periods must be >= 1)");
+    else if (o->lease_ms < 100 || o->lease_renew_ms < 0 || o->lease_renew_ms >= o->lease_ms)
+        snprintf(err, errlen, "the job lease (%d ms) must be at least 100 ms and longer than "
+                 "its renewal interval (%d ms)", o->lease_ms, o->lease_renew_ms);
     else if (o->heartbeat_s >= o->status_ttl_s)
         snprintf(err, errlen, "HEARTBEAT_INTERVAL (%d) must be less than AGENT_STATUS_TTL (%d)",
                  o->heartbeat_s, o->status_ttl_s);
@@ -125,6 +128,10 @@ sb_agent_t *sb_agent_create(const sb_redis_addr_t *redis, const sb_agent_opts_t 
     sb_key(a->k_dead, sizeof a->k_dead, SB_KEY_DEAD, a->type, NULL);
     sb_key(a->k_status, sizeof a->k_status, SB_KEY_STATUS, a->type, NULL);
     sb_key(a->k_job_prefix, sizeof a->k_job_prefix, SB_KEY_JOB, a->type, "");
+    /* beside agent:{type}:jobs, as sb_key names the others */
+    snprintf(a->k_leases, sizeof a->k_leases, "agent:%s:leases", a->type);
+    a->lease_renew_ms = o->lease_renew_ms ? o->lease_renew_ms : o->lease_ms / 3;
+    if (a->lease_renew_ms < 1) a->lease_renew_ms = 1;
     a->cb = cb;
     a->user = user;
     sb__scripts_init(&a->scripts);
@@ -202,6 +209,8 @@ static void sb_agent_offline(sb_agent_t *a) {
     if (!sb_redis_connected(a->maint_redis)) sb_redis_connect(a->maint_redis, err, sizeof err);
     if (sb_presence_offline(a->maint_redis, &a->presence, a->id, sb_now_ms(), NULL) == SB_OK)
         sb_info("agent", "agent %s offline", a->id);
+    /* jobs a stuck handler still holds are recovered once the lease lapses */
+    if (!a->abandoned) sb__lease_drop(a);
 }
 
 void sb_agent_wait(sb_agent_t *a, int grace_s) {

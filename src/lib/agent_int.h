@@ -32,6 +32,8 @@ typedef struct {
     sb_script_t take;    /* take without blocking: SB__TAKE_* */
     sb_script_t recover; /* move a dead agent's list back: SB__REC_* */
     sb_script_t cas;     /* compare-and-set of a record: SB__CAS_* */
+    sb_script_t renew;   /* renew our job lease: SB__RENEW_* */
+    sb_script_t lapsed;  /* agents whose lease has lapsed: SB__LAPSED_* */
 } sb__scripts_t;
 
 void sb__scripts_init(sb__scripts_t *s);
@@ -108,9 +110,28 @@ enum {
     SB__TAKE_A_PREFIX = SB__TAKE_NKEYS, /* record key prefix (agent:{type}:job:) */
     SB__TAKE_ARGC
 };
-/* KEYS of the recovery script. */
-enum { SB__REC_K_PROC, SB__REC_K_PRESENCE, SB__REC_K_JOBS, SB__REC_NKEYS };
-#define SB__REC_ARGC SB__REC_NKEYS
+/* KEYS then ARGV of the recovery script. */
+enum {
+    SB__REC_K_PROC, SB__REC_K_PRESENCE, SB__REC_K_JOBS, SB__REC_K_LEASES, SB__REC_NKEYS,
+    SB__REC_A_AGENT = SB__REC_NKEYS, /* the agent whose list it is */
+    SB__REC_A_LEASE_OK,    /* '1': a lapsed lease may be acted on (not in a grace period) */
+    SB__REC_A_PRESENCE_OK, /* '1': an agent without a lease may be judged by its presence */
+    SB__REC_ARGC
+};
+/* KEYS then ARGV of the lease renewal. */
+enum {
+    SB__RENEW_K_LEASES, SB__RENEW_NKEYS,
+    SB__RENEW_A_AGENT = SB__RENEW_NKEYS, /* our id */
+    SB__RENEW_A_LEASE_MS,                /* the lease runs this long from now (Redis time) */
+    SB__RENEW_A_TTL,                     /* seconds the leases set lives without renewals */
+    SB__RENEW_ARGC
+};
+/* KEYS then ARGV of the listing of lapsed leases. */
+enum {
+    SB__LAPSED_K_LEASES, SB__LAPSED_NKEYS,
+    SB__LAPSED_A_LIMIT = SB__LAPSED_NKEYS, /* at most this many agents per call */
+    SB__LAPSED_ARGC
+};
 /* KEYS then ARGV of the record compare-and-set. */
 enum {
     SB__CAS_K_RECORD, SB__CAS_NKEYS,
@@ -193,6 +214,7 @@ struct sb_agent {
     char type[SB_TYPE_MAX + 1];
     char k_jobs[SB_KEY_LEN], k_proc[SB_KEY_LEN], k_dead[SB_KEY_LEN], k_status[SB_KEY_LEN];
     char k_job_prefix[SB_KEY_LEN]; /* agent:{type}:job: */
+    char k_leases[SB_KEY_LEN];     /* agent:{type}:leases: agent id -> lease deadline */
     sb_agent_opts_t o;             /* copy; o.type and o.agent_id point at type and id */
     sb_handler_cb cb;
     void *user;
@@ -214,6 +236,7 @@ struct sb_agent {
 
     pthread_t maint;
     int maint_started;
+    int lease_renew_ms;    /* o.lease_renew_ms, or o.lease_ms / 3 */
     char **suspects;       /* maintenance thread only: ids orphaned in our list at the last scan */
     size_t nsuspects;
     sb_redis_t *maint_redis;
@@ -236,6 +259,8 @@ void sb__job_process(sb__worker_t *w, sb__taken_t *t);
 
 /* The maintenance thread (agent_maint.c); arg is the agent. */
 void *sb__maint_main(void *arg);
+/* Removes our lease entry (clean shutdown: nothing of ours is left to recover). */
+void sb__lease_drop(sb_agent_t *a);
 void sb__maint_close(sb_agent_t *a); /* frees what the thread kept between scans */
 
 #endif

@@ -70,7 +70,7 @@ static void sb_run_requeue(sb_run_t *r) {
         sb__stat_add(r->w->conn.agent, &r->w->conn.agent->stats.requeued, 1);
     } else if (rc == SB_ECANCELED) {
         sb_warn("agent", "job %s left in the processing list (redis unreachable): it will be "
-                "recovered once this agent's presence expires", r->id);
+                "recovered once this agent's job lease lapses", r->id);
     }
     free(rec);
 }

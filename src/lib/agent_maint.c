@@ -1,11 +1,15 @@
-/* The maintenance thread: heartbeats the agent's presence, and every recovery interval moves
- * the processing lists of dead agents back to the queue and puts back ids orphaned in its own
- * list. Its schedule follows the agent's clock (sb__agent_now); how long a Redis call took is
- * measured on the real monotonic clock (a call slower than SB_STALL_MS means Redis stalled).
+/* The maintenance thread: renews the agent's job lease, heartbeats its presence, acts on the
+ * lapsed leases of other agents (every renewal interval), and every recovery interval SCANs
+ * all processing lists (agents without a lease are judged by their presence) and puts back
+ * ids orphaned in its own list. See agent.h for the lease design.
  *
+ * Its schedule follows the agent's clock (sb__agent_now); how long a Redis call took is
+ * measured on the real monotonic clock (a call slower than SB_STALL_MS means Redis stalled).
  * It never recovers other agents' jobs while Redis is lost, nor for a grace period after
- * Redis was lost or stalled, nor while Redis itself has been up for less than that period: the
- * keys that prove live agents alive may have expired meanwhile and not been written again. */
+ * Redis was lost or stalled, nor while Redis itself has been up for less than that period:
+ * the keys that prove live agents alive may have expired meanwhile and not been written
+ * again. The grace is one lease for leases, one presence TTL for presence. */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,13 +23,23 @@
 #define SB_WORKER_DEPT "workers"
 #define SB_STALL_MS 1000  /* a heartbeat or check slower than this: redis was stalled */
 #define SB_MAINT_TICK_MS 1000 /* the longest the thread sleeps between looks at its connection */
+#define SB_LAPSED_BATCH "100" /* lapsed leases acted on per check */
 
 /* The maintenance thread's schedule (agent clock) and what it knows of Redis's recent past. */
 typedef struct {
-    int64_t next_hb, next_scan;
-    int64_t grace_until; /* no recovery of other agents' lists before this */
-    int lost;            /* redis was out of reach (or stalled) since the last heartbeat landed */
+    int64_t next_renew, next_hb, next_check, next_scan;
+    int64_t lease_grace_until;    /* no acting on lapsed leases before this */
+    int64_t presence_grace_until; /* no judging agents by their presence before this */
+    int64_t lease_until;          /* real clock: our lease runs at least until this (0: none) */
+    int uptime_read;     /* Redis's uptime was read since we (re)connected (sb_maint_may) */
+    int lost;            /* redis was out of reach (or stalled) since the last write landed */
 } sb_maint_t;
+
+/* What recovery may act on now (see the file comment). */
+typedef struct {
+    int lease;    /* lapsed leases */
+    int presence; /* expired presence of agents without a lease */
+} sb_maint_may_t;
 
 static int sb_agent_heartbeat(sb_agent_t *a) {
     int inflight = atomic_load(&a->inflight);
@@ -71,27 +85,47 @@ static void sb_agent_requeue_records(sb_agent_t *a, const redisReply *ids, const
     }
 }
 
-static void sb_agent_recover_one(sb_agent_t *a, const char *proc_key, const char *dead) {
+/* Recovers the list proc_key of agent dead if the recovery script finds it dead. */
+static void sb_agent_recover_one(sb_agent_t *a, const char *proc_key, const char *dead,
+                                 sb_maint_may_t may) {
     char pkey[256];
     if (!sb_agent_id_valid(dead) || !sb_presence_key(pkey, sizeof pkey, dead)) return;
-    const char *argv[SB__REC_ARGC] = {[SB__REC_K_PROC] = proc_key, [SB__REC_K_PRESENCE] = pkey,
-                                      [SB__REC_K_JOBS] = a->k_jobs};
+    const char *argv[SB__REC_ARGC] = {
+        [SB__REC_K_PROC] = proc_key, [SB__REC_K_PRESENCE] = pkey, [SB__REC_K_JOBS] = a->k_jobs,
+        [SB__REC_K_LEASES] = a->k_leases, [SB__REC_A_AGENT] = dead,
+        [SB__REC_A_LEASE_OK] = may.lease ? "1" : "0",
+        [SB__REC_A_PRESENCE_OK] = may.presence ? "1" : "0"};
     redisReply *rep = sb_redis_eval(a->maint_redis, &a->scripts.recover, SB__REC_NKEYS,
                                     SB__REC_ARGC, argv, NULL);
     if (!rep) return;
-    if (rep->type == REDIS_REPLY_ARRAY && rep->elements > 0) {
-        sb_warn("agent", "recovered %zu job(s) of agent %s (presence expired): back on %s",
-                rep->elements, dead, a->k_jobs);
-        sb__stat_add(a, &a->stats.recovered, rep->elements);
-        sb_agent_requeue_records(a, rep, dead);
+    if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
+        rep->element[0]->type == REDIS_REPLY_STRING &&
+        rep->element[1]->type == REDIS_REPLY_ARRAY && rep->element[1]->elements > 0) {
+        const redisReply *ids = rep->element[1];
+        sb_warn("agent", "recovered %zu job(s) of agent %s (%s expired): back on %s",
+                ids->elements, dead, rep->element[0]->str, a->k_jobs);
+        sb__stat_add(a, &a->stats.recovered, ids->elements);
+        sb_agent_requeue_records(a, ids, dead);
     } else if (rep->type == REDIS_REPLY_ERROR) {
         sb_error("agent", "recovery script failed: %s", rep->str);
     }
     freeReplyObject(rep);
 }
 
+static int sb_maint_beat(sb_agent_t *a, sb_maint_t *m, int64_t now);
+
+/* Mid-scan: writes our lease and presence if due (a long scan must not cost us our jobs).
+ * Returns 1 to go on, 0 when redis was lost or stalled meanwhile (a grace started at
+ * grace_was, or lost is set): what the scan may act on is no longer known. */
+static int sb_maint_go_on(sb_agent_t *a, sb_maint_t *m, int64_t grace_was) {
+    return !atomic_load(&a->maint_stop) && sb_maint_beat(a, m, sb__agent_now(a)) == SB_OK &&
+           !m->lost && m->lease_grace_until == grace_was;
+}
+
 /* SCANs agent:{type}:processing:* and recovers every list whose agent is gone. */
-static void sb_agent_recover(sb_agent_t *a) {
+static void sb_agent_recover(sb_agent_t *a, sb_maint_t *m, sb_maint_may_t may) {
+    int64_t grace = m->lease_grace_until;
+    int go = 1;
     char pattern[SB_KEY_LEN + 1], prefix[SB_KEY_LEN];
     sb_key(prefix, sizeof prefix, SB_KEY_PROCESSING, a->type, "");
     snprintf(pattern, sizeof pattern, "%s*", prefix);
@@ -107,13 +141,32 @@ static void sb_agent_recover(sb_agent_t *a) {
         }
         snprintf(cursor, sizeof cursor, "%s", rep->element[0]->str);
         const redisReply *keys = rep->element[1];
-        for (size_t i = 0; i < keys->elements && !atomic_load(&a->maint_stop); i++) {
+        for (size_t i = 0; i < keys->elements && (go = sb_maint_go_on(a, m, grace)); i++) {
             const char *key = keys->element[i]->str;
             if (strlen(key) > plen && strcmp(key + plen, a->id) != 0)
-                sb_agent_recover_one(a, key, key + plen);
+                sb_agent_recover_one(a, key, key + plen, may);
         }
         freeReplyObject(rep);
-    } while (strcmp(cursor, "0") != 0 && !atomic_load(&a->maint_stop));
+    } while (strcmp(cursor, "0") != 0 && go);
+}
+
+/* Recovers the lists of the agents whose lease has lapsed (never our own: a late renewal of
+ * ours writes it again). */
+static void sb_agent_recover_lapsed(sb_agent_t *a, sb_maint_may_t may) {
+    const char *argv[SB__LAPSED_ARGC] = {[SB__LAPSED_K_LEASES] = a->k_leases,
+                                         [SB__LAPSED_A_LIMIT] = SB_LAPSED_BATCH};
+    redisReply *rep = sb_redis_eval(a->maint_redis, &a->scripts.lapsed, SB__LAPSED_NKEYS,
+                                    SB__LAPSED_ARGC, argv, NULL);
+    if (!rep) return;
+    for (size_t i = 0; rep->type == REDIS_REPLY_ARRAY && i < rep->elements; i++) {
+        const char *dead = rep->element[i]->str;
+        char key[SB_KEY_LEN];
+        if (!dead || !strcmp(dead, a->id) || atomic_load(&a->maint_stop)) continue;
+        if (sb_key(key, sizeof key, SB_KEY_PROCESSING, a->type, dead))
+            sb_agent_recover_one(a, key, dead, may);
+    }
+    if (rep->type == REDIS_REPLY_ERROR) sb_error("agent", "lease check failed: %s", rep->str);
+    freeReplyObject(rep);
 }
 
 /* ---- ids orphaned in our own list ---------------------------------------------------------- */
@@ -167,55 +220,130 @@ static void sb_agent_reclaim_own(sb_agent_t *a) {
 
 /* ---- the schedule ------------------------------------------------------------------------- */
 
-/* 1 once Redis has been up for a presence TTL: before that, presence keys of live agents may
- * have expired while it was down (or been lost with it) and not been written again yet. A
- * server that does not tell its uptime (INFO renamed away) counts as settled. */
-static int sb_agent_redis_settled(sb_agent_t *a) {
+/* Seconds Redis has been up: LLONG_MAX when it does not tell (INFO renamed away: counts as
+ * settled), -1 when the call failed. */
+static long long sb_redis_uptime(sb_agent_t *a) {
     redisReply *rep = sb_redis_cmd(a->maint_redis, "INFO server");
-    if (!rep) return 0;
+    if (!rep) return -1;
     const char *up = rep->type == REDIS_REPLY_STRING ? strstr(rep->str, "uptime_in_seconds:") : NULL;
-    int settled = !up || atol(up + strlen("uptime_in_seconds:")) >= a->o.status_ttl_s;
+    long long secs = up ? atoll(up + strlen("uptime_in_seconds:")) : LLONG_MAX;
     freeReplyObject(rep);
-    return settled;
+    return secs;
 }
 
-/* A heartbeat. Returns 0 when it landed. The first one after redis was lost starts the grace:
- * the others' heartbeats may not have landed either, so they get a TTL before their jobs are
- * taken for those of dead agents. */
-static int sb_maint_heartbeat(sb_agent_t *a, sb_maint_t *m, int64_t now) {
+/* Extends *until so that it is at least wait_ms after Redis started (up seconds ago). */
+static void sb_grace_since_start(int64_t *until, int64_t now, long long up, int64_t wait_ms) {
+    if (up > wait_ms / 1000) return; /* up long enough (or it does not say: LLONG_MAX) */
+    int64_t end = now + wait_ms - up * 1000;
+    if (end > *until) *until = end;
+}
+
+/* What recovery may act on now: nothing while redis was lost lately (see sb_maint_beat) or
+ * stalls right now; a kind of key only after its grace. The first time after a (re)connect,
+ * a Redis that has been up for less than a grace extends it to that long after its start:
+ * keys of live agents may have expired while it was down, or been lost with it, and not been
+ * written again yet. */
+static sb_maint_may_t sb_maint_may(sb_agent_t *a, sb_maint_t *m, int64_t now) {
+    sb_maint_may_t may = {0};
+    if (m->lost) return may;
+    if (!m->uptime_read) {
+        int64_t t0 = sb_mono_ms();
+        long long up = sb_redis_uptime(a);
+        if (sb_mono_ms() - t0 > SB_STALL_MS || up < 0) { /* stalled or lost right now */
+            m->lost = 1;
+            return may;
+        }
+        sb_grace_since_start(&m->lease_grace_until, now, up, a->o.lease_ms);
+        sb_grace_since_start(&m->presence_grace_until, now, up, (int64_t)a->o.status_ttl_s * 1000);
+        m->uptime_read = 1;
+    }
+    may.lease = now >= m->lease_grace_until;
+    may.presence = now >= m->presence_grace_until;
+    return may;
+}
+
+static int sb_lease_renew(sb_agent_t *a) {
+    char ms[SB_FMT_INT_LEN + 1], ttl[SB_FMT_INT_LEN + 1];
+    sb_fmt_llz(ms, a->o.lease_ms);
+    /* the set outlives any lease and presence: entries of dead agents stay until acted on */
+    sb_fmt_llz(ttl, (long long)a->o.status_ttl_s + a->o.lease_ms / 1000 + 86400);
+    const char *argv[SB__RENEW_ARGC] = {[SB__RENEW_K_LEASES] = a->k_leases,
+                                        [SB__RENEW_A_AGENT] = a->id, [SB__RENEW_A_LEASE_MS] = ms,
+                                        [SB__RENEW_A_TTL] = ttl};
+    redisReply *rep = sb_redis_eval(a->maint_redis, &a->scripts.renew, SB__RENEW_NKEYS,
+                                    SB__RENEW_ARGC, argv, NULL);
+    int rc = rep && rep->type == REDIS_REPLY_INTEGER ? SB_OK : SB_EREDIS;
+    if (rep && rc != SB_OK)
+        sb_error("agent", "job lease renewal refused by redis: %s",
+                 rep->type == REDIS_REPLY_ERROR ? rep->str : "unexpected reply");
+    if (rep) freeReplyObject(rep);
+    return rc;
+}
+
+void sb__lease_drop(sb_agent_t *a) {
+    redisReply *rep = sb_redis_cmd(a->maint_redis, "ZREM %s %s", a->k_leases, a->id);
+    if (rep) freeReplyObject(rep);
+}
+
+/* A renewal sent at now (agent clock) and t0 (real clock: the lease lapses in real time)
+ * landed: says so if our lease had lapsed before (our jobs may have been recovered by others:
+ * their finish here will be refused), and notes the new end. */
+static void sb_maint_renewed(sb_agent_t *a, sb_maint_t *m, int64_t now, int64_t t0) {
+    int64_t landed = sb_mono_ms();
+    if (m->lease_until && landed > m->lease_until)
+        sb_warn("agent", "our job lease lapsed for %lld ms (redis out of reach or this process "
+                "stalled): other agents may have taken our jobs back",
+                (long long)(landed - m->lease_until));
+    m->lease_until = t0 + a->o.lease_ms;
+    m->next_renew = now + a->lease_renew_ms;
+}
+
+/* Renews the lease and heartbeats presence, each when due. Returns 0 when what was due landed.
+ * The first success after redis was lost starts the grace periods: the other agents' writes
+ * may not have landed either. */
+static int sb_maint_beat(sb_agent_t *a, sb_maint_t *m, int64_t now) {
+    int renew = now >= m->next_renew, hb = now >= m->next_hb;
+    if (!renew && !hb) return SB_OK;
     int64_t t0 = sb_mono_ms();
-    int rc = sb_agent_heartbeat(a);
+    int rc = renew ? sb_lease_renew(a) : SB_OK;
+    if (rc == SB_OK && renew) sb_maint_renewed(a, m, now, t0);
+    if (rc == SB_OK && hb) rc = sb_agent_heartbeat(a);
     m->lost |= sb_mono_ms() - t0 > SB_STALL_MS && atomic_load(&a->present); /* paused */
     if (rc != SB_OK) {
         m->lost = 1;
         return rc;
     }
-    if (!atomic_exchange(&a->present, 1))
+    if (hb) m->next_hb = now + (int64_t)a->o.heartbeat_s * 1000;
+    if (hb && !atomic_exchange(&a->present, 1))
         sb_info("agent", "agent %s online (type %s, concurrency %d)", a->id, a->type, a->nworkers);
     if (m->lost) {
-        m->grace_until = now + (int64_t)a->o.status_ttl_s * 1000;
-        sb_info("agent", "redis back: jobs of agents whose presence expired are recovered after "
-                "%d s, once live agents had time to heartbeat", a->o.status_ttl_s);
+        m->lease_grace_until = now + a->o.lease_ms;
+        m->presence_grace_until = now + (int64_t)a->o.status_ttl_s * 1000;
+        sb_info("agent", "redis back: jobs of dead agents are recovered after %d ms (lease) or "
+                "%d s (presence), once live agents had time to write theirs again",
+                a->o.lease_ms, a->o.status_ttl_s);
         m->lost = 0;
+        m->uptime_read = 0;
     }
-    m->next_hb = now + (int64_t)a->o.heartbeat_s * 1000;
     return SB_OK;
 }
 
-/* A scan: other agents' lists (unless redis was lost lately, see sb_maint_heartbeat), then
- * our own. */
-static void sb_maint_scan(sb_agent_t *a, sb_maint_t *m, int64_t now) {
-    int64_t t0 = sb_mono_ms();
-    int settled = !m->lost && now >= m->grace_until && sb_agent_redis_settled(a);
-    if (sb_mono_ms() - t0 > SB_STALL_MS) { /* stalled right now: heartbeat, then a TTL */
-        m->lost = 1;
-        settled = 0;
-    }
-    if (settled) sb_agent_recover(a);
-    sb_agent_reclaim_own(a);
-    /* from the scan's end: two scans are never closer than the interval */
-    m->next_scan = sb__agent_now(a) + (int64_t)a->o.recovery_s * 1000;
+/* The lease check (every renewal interval) and the scan of all lists with the check of our
+ * own (every recovery interval), as due. */
+static void sb_maint_recover(sb_agent_t *a, sb_maint_t *m, int64_t now) {
+    int check = now >= m->next_check, scan = now >= m->next_scan;
+    if (!check && !scan) return;
+    sb_maint_may_t may = sb_maint_may(a, m, now);
+    sb__stat_add(a, &a->stats.checks, 1);
+    if (check && may.lease) sb_agent_recover_lapsed(a, may);
+    if (scan && (may.lease || may.presence)) sb_agent_recover(a, m, may);
+    if (scan) sb_agent_reclaim_own(a);
+    /* from the end: two of them are never closer than the interval */
+    if (check) m->next_check = sb__agent_now(a) + a->lease_renew_ms;
+    if (scan) m->next_scan = sb__agent_now(a) + (int64_t)a->o.recovery_s * 1000;
 }
+
+static int64_t sb_min64(int64_t x, int64_t y) { return x < y ? x : y; }
 
 /* Sleeps until the agent clock reaches wake, at most SB_MAINT_TICK_MS of real time. */
 static void sb_maint_sleep(sb_agent_t *a, int64_t wake) {
@@ -231,17 +359,18 @@ void *sb__maint_main(void *arg) {
         m.lost |= !sb_redis_connected(a->maint_redis) && atomic_load(&a->present);
         if (sb_redis_ensure(a->maint_redis, &a->maint_stop) != SB_OK) break;
         int64_t now = sb__agent_now(a);
-        if (m.lost) m.next_hb = now; /* our own key may be gone too: write it again at once */
-        if (now >= m.next_hb && sb_maint_heartbeat(a, &m, now) != SB_OK) {
+        if (m.lost) m.next_hb = m.next_renew = now; /* ours may be gone too: write them at once */
+        if (sb_maint_beat(a, &m, now) != SB_OK) {
             /* connection dropped: ensure() and try again; anything else: not in a hot loop */
             if (sb_redis_connected(a->maint_redis)) {
-                sb_error("agent", "presence heartbeat refused by redis");
+                sb_error("agent", "lease renewal or presence heartbeat refused by redis");
                 sb_sleep_ms(1000, &a->maint_stop);
             }
             continue;
         }
-        if (now >= m.next_scan && atomic_load(&a->present)) sb_maint_scan(a, &m, now);
-        sb_maint_sleep(a, m.next_hb < m.next_scan ? m.next_hb : m.next_scan);
+        if (atomic_load(&a->present)) sb_maint_recover(a, &m, now);
+        sb_maint_sleep(a, sb_min64(sb_min64(m.next_hb, m.next_renew),
+                                   sb_min64(m.next_check, m.next_scan)));
     }
     return NULL;
 }

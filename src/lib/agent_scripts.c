@@ -63,19 +63,55 @@ static const char SB_TAKE_LUA[] =
     "if not id then return false end\n"
     "return {id, redis.pcall('GET', prefix .. id)}\n";
 
+/* Redis server time in ms, for the lease scripts. */
+#define SB_LUA_NOW_MS \
+    "local function now_ms()\n" \
+    "  local t = redis.call('TIME')\n" \
+    "  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n" \
+    "end\n"
+
 /* Moves a dead agent's processing list back to the consuming end of the queue, oldest taken
- * ending rightmost (next out). KEYS: SB__REC_K_*. Returns the moved ids, or -1 when the agent
- * is alive. */
+ * ending rightmost (next out), and drops its lease entry. An agent with a lease entry is dead
+ * when the lease has lapsed (and lease_ok); one without, when its presence key is gone (and
+ * presence_ok). KEYS / ARGV: SB__REC_*. Returns {'lease' | 'presence', {moved ids}}, or -1
+ * when the agent counts as alive. */
 static const char SB_RECOVER_LUA[] =
-    "local k_proc, k_presence, k_jobs = unpack(KEYS)\n"
-    "if redis.call('EXISTS', k_presence) == 1 then return -1 end\n"
+    SB_LUA_NOW_MS
+    "local k_proc, k_presence, k_jobs, k_leases = unpack(KEYS)\n"
+    "local agent, lease_ok, presence_ok = unpack(ARGV)\n"
+    "local deadline = redis.call('ZSCORE', k_leases, agent)\n"
+    "local how = 'presence'\n"
+    "if deadline then\n"
+    "  if lease_ok ~= '1' or tonumber(deadline) >= now_ms() then return -1 end\n"
+    "  how = 'lease'\n"
+    "elseif presence_ok ~= '1' or redis.call('EXISTS', k_presence) == 1 then\n"
+    "  return -1\n"
+    "end\n"
     "local moved = {}\n"
     "while true do\n"
     "  local id = redis.call('LMOVE', k_proc, k_jobs, 'LEFT', 'RIGHT')\n"
     "  if not id then break end\n"
     "  moved[#moved + 1] = id\n"
     "end\n"
-    "return moved\n";
+    "redis.call('ZREM', k_leases, agent)\n"
+    "return {how, moved}\n";
+
+/* Renews our lease to now + lease_ms (Redis time) and keeps the set alive. KEYS / ARGV:
+ * SB__RENEW_*. Returns 1. */
+static const char SB_RENEW_LUA[] =
+    SB_LUA_NOW_MS
+    "local k_leases = KEYS[1]\n"
+    "local agent, lease_ms, ttl = unpack(ARGV)\n"
+    "redis.call('ZADD', k_leases, now_ms() + tonumber(lease_ms), agent)\n"
+    "redis.call('EXPIRE', k_leases, ttl)\n"
+    "return 1\n";
+
+/* The agents whose lease has lapsed. KEYS / ARGV: SB__LAPSED_*. Returns their ids. */
+static const char SB_LAPSED_LUA[] =
+    SB_LUA_NOW_MS
+    "local k_leases = KEYS[1]\n"
+    "return redis.call('ZRANGEBYSCORE', k_leases, '-inf', '(' .. now_ms(), 'LIMIT', 0,\n"
+    "                  tonumber(ARGV[1]))\n";
 
 /* Compare-and-set of a record: writes the new text only if the key still holds the old, so a
  * recovery never overwrites a newer state written by the worker that took the job meanwhile.
@@ -92,6 +128,8 @@ void sb__scripts_init(sb__scripts_t *s) {
     sb_script_init(&s->take, SB_TAKE_LUA);
     sb_script_init(&s->recover, SB_RECOVER_LUA);
     sb_script_init(&s->cas, SB_RECORD_CAS_LUA);
+    sb_script_init(&s->renew, SB_RENEW_LUA);
+    sb_script_init(&s->lapsed, SB_LAPSED_LUA);
 }
 
 static const char *const sb_finish_mode_names[] = {

@@ -153,6 +153,54 @@ static sb_agent_t *start_agent_blocked(const sb_agent_opts_t *cfg, probe_t *p) {
     return a;
 }
 
+/* A schedule clock the tests move ahead: the real monotonic clock plus *ctx ms. */
+static int64_t skip_clock(void *ctx) {
+    return sb_mono_ms() + atomic_load((atomic_llong *)ctx);
+}
+
+/* Waits (bounded) until the agent has looked for dead agents' jobs n times in all. */
+static void wait_checks(sb_agent_t *a, unsigned long long n) {
+    sb_agent_stats_t st = {0};
+    int64_t deadline = sb_mono_ms() + 15000;
+    for (sb_agent_stats(a, &st); st.checks < n && sb_mono_ms() < deadline; sb_agent_stats(a, &st))
+        sb_sleep_ms(5, NULL);
+    assert_true(st.checks >= n);
+}
+
+/* Waits (bounded) until Redis has been up for secs seconds. */
+static void wait_uptime(sb_redis_t *r, long secs) {
+    int64_t deadline = sb_mono_ms() + 15000;
+    long up = -1;
+    while (up < secs && sb_mono_ms() < deadline) {
+        redisReply *rep = sb_redis_cmd(r, "INFO server");
+        assert_non_null(rep);
+        const char *s = strstr(rep->str, "uptime_in_seconds:");
+        up = s ? atol(s + strlen("uptime_in_seconds:")) : -1;
+        freeReplyObject(rep);
+        if (up < secs) sb_sleep_ms(50, NULL);
+    }
+    assert_true(up >= secs);
+}
+
+/* Enqueues n jobs and moves them into list, as an agent's take would. */
+static void enqueue_held(sb_redis_t *r, const char *list, char (*ids)[SB_JOB_ID_LEN], int n) {
+    for (int i = 0; i < n; i++) {
+        enqueue(r, "{\"n\":1}", ids[i]);
+        redisReply *rep = sb_redis_cmd(r, "LMOVE agent:rebalance:jobs %s RIGHT LEFT", list);
+        assert_int_equal(rep->type, REDIS_REPLY_STRING);
+        freeReplyObject(rep);
+    }
+}
+
+/* Runs a Redis command (sb_redis_cmd's arguments) and checks that it did not fail. */
+#define EXPECT_OK(r, ...)                                              \
+    do {                                                              \
+        redisReply *rep_ = sb_redis_cmd((r), __VA_ARGS__);            \
+        assert_non_null(rep_);                                        \
+        assert_int_not_equal(rep_->type, REDIS_REPLY_ERROR);          \
+        freeReplyObject(rep_);                                        \
+    } while (0)
+
 static int setup(void **state) {
     (void)state;
     sb_test_redis_flush(&srv);
@@ -606,6 +654,103 @@ static void test_recovery_waits_for_live_agents_after_a_restart(void **state) {
     sb_redis_free(r);
 }
 
+/* The default lease is 15 s: a killed agent's jobs come back within seconds, even though its
+ * presence key (TTL 300 s) still says it is online. The waits on the way follow the agent's
+ * clock, which the test moves ahead: Redis was just started, so leases get a lease of grace
+ * (live agents' entries may have been lost with a restart), and the lapsed lease is acted on
+ * only once the clock has passed it. A live lease (even without presence) and an agent of an
+ * earlier version (presence, no lease) keep their jobs. */
+static void test_lapsed_lease_is_recovered_on_the_agent_clock(void **state) {
+    (void)state;
+    assert_int_equal(sb_test_redis_restart(&srv), 0); /* up for 0 s */
+    sb_test_redis_flush(&srv); /* what the last test saved was loaded again */
+    sb_redis_t *r = sb_test_redis_client(&srv);
+    char dead[2][SB_JOB_ID_LEN], live[1][SB_JOB_ID_LEN], old[1][SB_JOB_ID_LEN];
+    const char *k_dead = "agent:rebalance:processing:d-1-aa",
+               *k_live = "agent:rebalance:processing:l-2-bb",
+               *k_old = "agent:rebalance:processing:o-3-cc";
+    enqueue_held(r, k_dead, dead, 2);
+    enqueue_held(r, k_live, live, 1);
+    enqueue_held(r, k_old, old, 1);
+    EXPECT_OK(r, "ZADD agent:rebalance:leases 1 d-1-aa 99999999999999 l-2-bb");
+    EXPECT_OK(r, "SET agent:online:d-1-aa {} EX 60"); /* killed a moment ago */
+    EXPECT_OK(r, "SET agent:online:o-3-cc {} EX 60"); /* an earlier version: presence only */
+    atomic_llong skip = 0;
+    sb_agent_opts_t cfg = test_config();
+    cfg.clock = skip_clock;
+    cfg.clock_ctx = &skip;
+    probe_t p = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    sb_agent_t *a = start_agent(&cfg, &p);
+    wait_checks(a, 1);
+    assert_int_equal(llen(r, k_dead), 2); /* redis is young: a lease of grace */
+    sb_agent_stats_t stats;
+    sb_agent_stats(a, &stats);
+    atomic_fetch_add(&skip, 5000); /* a renewal interval: the next lease check */
+    wait_checks(a, stats.checks + 2);
+    assert_int_equal(llen(r, k_dead), 2); /* still in the grace */
+    atomic_fetch_add(&skip, 15000);
+    for (int i = 0; i < 2; i++) {
+        char *st = wait_terminal(r, dead[i]);
+        assert_string_equal(st, "done");
+        free(st);
+    }
+    sb_agent_stats(a, &stats);
+    assert_int_equal(stats.recovered, 2);
+    redisReply *rep = sb_redis_cmd(r, "ZSCORE agent:rebalance:leases d-1-aa");
+    assert_int_equal(rep->type, REDIS_REPLY_NIL); /* the entry goes with the jobs */
+    freeReplyObject(rep);
+    wait_checks(a, stats.checks + 3); /* presence is judged too by now (3 s TTL, skipped) */
+    assert_int_equal(llen(r, k_live), 1);
+    assert_int_equal(llen(r, k_old), 1);
+    sb_agent_wait(a, 5);
+    sb_agent_free(a);
+    sb_redis_free(r);
+}
+
+/* An agent whose job runs for several leases keeps it: the lease is renewed by the
+ * maintenance thread whatever the worker does. A second agent that looks for lapsed leases
+ * every third of a lease (and recovers a really dead agent's job meanwhile) leaves it alone,
+ * and the job runs and finishes once. */
+static void test_live_agent_keeps_a_job_longer_than_its_lease(void **state) {
+    (void)state;
+    sb_redis_t *r = sb_test_redis_client(&srv);
+    wait_uptime(r, 2); /* a 1 s lease is acted on once Redis has been up that long */
+    char id[SB_JOB_ID_LEN], dead[1][SB_JOB_ID_LEN], key[SB_KEY_LEN];
+    enqueue(r, "{\"n\":1,\"mode\":\"gate\"}", id);
+    sb_agent_opts_t cfg = test_config();
+    cfg.lease_ms = 1000;
+    cfg.agent_id = "a-1-aa";
+    probe_t p = {.lock = PTHREAD_MUTEX_INITIALIZER}, q = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    sb_agent_t *a = start_agent_blocked(&cfg, &p);
+    enqueue_held(r, "agent:rebalance:processing:d-9-zz", dead, 1);
+    EXPECT_OK(r, "ZADD agent:rebalance:leases 1 d-9-zz");
+    cfg.agent_id = "b-2-bb";
+    sb_agent_t *b = start_agent(&cfg, &q);
+    free(wait_terminal(r, dead[0]));
+    wait_checks(b, 12); /* about 4 s: 12 looks at 333 ms, and scans every second */
+    sb_key(key, sizeof key, SB_KEY_PROCESSING, "rebalance", "a-1-aa");
+    assert_int_equal(llen(r, key), 1);
+    atomic_store(&p.release, 1);
+    char *st = wait_terminal(r, id);
+    assert_string_equal(st, "done");
+    free(st);
+    sb_agent_stats_t sa, sb;
+    sb_agent_stats(a, &sa);
+    sb_agent_stats(b, &sb);
+    assert_int_equal(sa.done, 1);
+    assert_int_equal(sb.recovered, 1); /* the dead agent's job only */
+    assert_int_equal(p.nseen, 1);
+    assert_int_equal(q.nseen, 1);
+    sb_agent_wait(b, 5);
+    sb_agent_wait(a, 5);
+    sb_agent_free(b);
+    sb_agent_free(a);
+    redisReply *rep = sb_redis_cmd(r, "ZCARD agent:rebalance:leases");
+    assert_int_equal(rep->integer, 0); /* a clean stop drops the entry */
+    freeReplyObject(rep);
+    sb_redis_free(r);
+}
+
 /* ---- the general queue library ----------------------------------------------------------- */
 
 typedef struct {
@@ -679,6 +824,8 @@ int main(void) {
         cmocka_unit_test_setup(test_survives_redis_restart, setup),
         cmocka_unit_test_setup(test_finish_waits_out_a_busy_redis, setup),
         cmocka_unit_test_setup(test_recovery_waits_for_live_agents_after_a_restart, setup),
+        cmocka_unit_test_setup(test_lapsed_lease_is_recovered_on_the_agent_clock, setup),
+        cmocka_unit_test_setup(test_live_agent_keeps_a_job_longer_than_its_lease, setup),
         cmocka_unit_test_setup(test_queue_library, setup),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
