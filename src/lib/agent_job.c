@@ -11,6 +11,7 @@
 #include "switchboard/error.h"
 #include "switchboard/json.h"
 #include "switchboard/log.h"
+#include "switchboard/utf8.h"
 
 /* Retry wait before attempt+1: backoff × attempt, capped, plus up to 25 % jitter. */
 static int sb_retry_delay_ms(sb__worker_t *w, int attempt) {
@@ -137,13 +138,17 @@ static void sb_run_error(sb_run_t *r, const char *error, const char *details) {
     free(failure);
 }
 
-/* A record that cannot be run: dead-letter the id without touching the record. */
-static void sb_run_bad_record(sb__worker_t *w, const char *id, const char *why) {
+/* A record that cannot be run: dead-letter the id without touching the record. The texts
+ * stored are repaired UTF-8 (anyone can push any bytes as an id). */
+static void sb_run_bad_record(sb__worker_t *w, const char *id, const char *reason) {
     sb_agent_t *a = w->conn.agent;
-    char ts[SB_ISO_LEN], *failure = NULL;
+    char ts[SB_ISO_LEN], *failure = NULL, shown[SB_JOB_ID_LEN * 3], why[256];
+    sb_utf8_sanitize(shown, sizeof shown, id);
+    snprintf(why, sizeof why, "%s", reason);
+    sb_utf8_sanitize_buf(why, sizeof why);
     cJSON *fo = cJSON_CreateObject();
     if (fo) {
-        cJSON_AddStringToObject(fo, "jobId", id);
+        cJSON_AddStringToObject(fo, "jobId", shown);
         cJSON_AddStringToObject(fo, "error", why);
         cJSON_AddStringToObject(fo, "failedAt", sb_iso8601(sb_now_ms(), ts));
         failure = sb_json_print(fo);
@@ -154,6 +159,22 @@ static void sb_run_bad_record(sb__worker_t *w, const char *id, const char *why) 
         sb_error("agent", "job %s: %s; moved to %s", id, why, a->k_dead);
     sb__stat_add(a, &a->stats.bad_records, 1);
     free(failure);
+}
+
+/* Nothing invalid leaves the agent: a result that is not valid UTF-8 fails the attempt (it
+ * would be stored, then break the WebSocket text frames that carry it), and error texts
+ * (stderr of an --exec program...) are repaired, each bad byte becoming U+FFFD. */
+static sb_handler_rc_t sb_run_check_output(sb_handler_rc_t hrc, sb_handler_out_t *out) {
+    if (hrc == SB_HANDLER_OK && !sb_utf8_json_valid(out->result)) {
+        cJSON_Delete(out->result);
+        out->result = NULL;
+        snprintf(out->error, sizeof out->error, "handler output is not valid UTF-8");
+        out->details[0] = '\0';
+        return SB_HANDLER_RETRY;
+    }
+    sb_utf8_sanitize_buf(out->error, sizeof out->error);
+    sb_utf8_sanitize_buf(out->details, sizeof out->details);
+    return hrc;
 }
 
 /* Runs attempts until done, final error, or cancel. */
@@ -179,7 +200,8 @@ static void sb_run_attempts(sb_run_t *r) {
                 a->o.max_attempts, r->job.public_key);
         sb_handler_out_t out = {0};
         r->started_ms = sb_mono_ms();
-        sb_handler_rc_t hrc = a->cb(&r->job, attempt, &a->cancel, &out, a->user);
+        sb_handler_rc_t hrc =
+            sb_run_check_output(a->cb(&r->job, attempt, &a->cancel, &out, a->user), &out);
         if (hrc == SB_HANDLER_OK) {
             sb_run_done(r, out.result);
             return;

@@ -6,6 +6,7 @@
 #include "agent_int.h"
 #include "switchboard/clock.h"
 #include "switchboard/metrics.h"
+#include "switchboard/utf8.h"
 
 /* The terminal transition of a job, guarded by its presence in our processing list, and
  * optionally the take of the next job (as SB_TAKE_LUA does), so that a worker under load
@@ -142,7 +143,8 @@ static char *sb_finish_audit(const sb_agent_t *a, const char *id, const sb__fini
                              sb_envelope_t *e) {
     int done = f->mode == SB__FINISH_DONE;
     cJSON *x = cJSON_CreateObject();
-    char *data = NULL;
+    char *data = NULL, shown[SB_JOB_ID_LEN * 3];
+    sb_utf8_sanitize(shown, sizeof shown, id); /* a bad record's id may be any bytes */
     if (x) {
         cJSON_AddStringToObject(x, "agentId", a->id);
         if (f->attempts > 0) cJSON_AddNumberToObject(x, "attempts", f->attempts);
@@ -150,7 +152,7 @@ static char *sb_finish_audit(const sb_agent_t *a, const char *id, const sb__fini
         if (f->error) cJSON_AddStringToObject(x, "error", f->error);
     }
     if (x) sb_events_job_envelope(e, &data, done ? SB_EVENT_JOB_COMPLETED : SB_EVENT_JOB_FAILED,
-                                  a->type, id, f->user, x, NULL);
+                                  a->type, shown, f->user, x, NULL);
     cJSON_Delete(x);
     return data;
 }

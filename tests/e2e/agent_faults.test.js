@@ -211,7 +211,8 @@ test('kill -9 of an agent kills its --exec program, not just the shell', async (
   }
 });
 
-// Runs one job through `switchboard agent ...args` and returns its final record.
+// Runs one job through `switchboard agent ...args` and returns its final record, which must
+// be valid UTF-8 (TextDecoder with fatal throws on anything else).
 async function runOneJob(args) {
   const redis = await startRedis();
   const r = redis.client();
@@ -221,7 +222,8 @@ async function runOneJob(args) {
     agent = startSwitchboard(['agent', ...args], { ...FAST, REDIS_URL: redis.url });
     await waitFor(async () => ['done', 'error'].includes((await statuses(r, [id]))[0]),
       { what: 'the job finished' });
-    return JSON.parse(await r.get(`agent:rebalance:job:${id}`));
+    const raw = await r.getBuffer(`agent:rebalance:job:${id}`);
+    return JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(raw));
   } finally {
     if (agent) { agent.kill('SIGTERM'); await agent.exited; }
     r.disconnect();
@@ -250,6 +252,16 @@ test('--exec: JOB_TIMEOUT counts from the start, also after the program closed i
     '--exec', 'exec >&- 2>&-; sleep 30']);
   assert.strictEqual(rec.status, 'error');
   assert.strictEqual(rec.error, 'handler timed out after 1 s');
+});
+
+test('--exec: stdout that is not UTF-8 fails the attempt; stderr that is not is repaired', async () => {
+  let rec = await runOneJob(['--max-attempts', '1', '--exec', "printf '{\"a\":\"caf\\351\"}'"]);
+  assert.strictEqual(rec.status, 'error');
+  assert.strictEqual(rec.error, 'handler output is not valid UTF-8');
+  assert.strictEqual(rec.result, undefined);
+  rec = await runOneJob(['--max-attempts', '1', '--exec', "printf 'bad \\377 byte' >&2; exit 1"]);
+  assert.strictEqual(rec.status, 'error');
+  assert.strictEqual(rec.error, 'bad \ufffd byte');
 });
 
 // Job ownership lease (default JOB_LEASE_TTL 15 s): the jobs of a kill -9ed agent run on

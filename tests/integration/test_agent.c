@@ -14,6 +14,7 @@
 #include "sb_test_redis.h"
 #include "switchboard/agent.h"
 #include "switchboard/switchboard.h"
+#include "switchboard/utf8.h"
 
 static sb_test_redis_t srv;
 
@@ -95,7 +96,7 @@ static void enqueue(sb_redis_t *r, const char *payload_json, char id[SB_JOB_ID_L
 }
 
 /* Handler whose behaviour the payload chooses: {"mode":"ok"|"fail"|"fail_twice"|"permanent"
- * |"block"|"gate"}. Records the order it saw jobs in. */
+ * |"block"|"gate"|"latin1"|"bad_error"}. Records the order it saw jobs in. */
 typedef struct {
     pthread_mutex_t lock;
     int seen[64];
@@ -116,6 +117,16 @@ static sb_handler_rc_t probe_handler(const sb_job_t *job, int attempt, const ato
     if (!mode || !strcmp(mode, "ok")) {
         out->result = cJSON_CreateNumber(n);
         return SB_HANDLER_OK;
+    }
+    if (!strcmp(mode, "latin1")) { /* a result that is not UTF-8 */
+        out->result = cJSON_CreateObject();
+        cJSON_AddStringToObject(out->result, "text", "caf\xe9");
+        return SB_HANDLER_OK;
+    }
+    if (!strcmp(mode, "bad_error")) {
+        snprintf(out->error, sizeof out->error, "bad \xff\xfe bytes");
+        snprintf(out->details, sizeof out->details, "truncated \xe2\x82");
+        return SB_HANDLER_FAIL;
     }
     if (!strcmp(mode, "fail_twice") && attempt >= 3) {
         out->result = cJSON_CreateString("third time lucky");
@@ -734,6 +745,8 @@ static void test_live_agent_keeps_a_job_longer_than_its_lease(void **state) {
     char *st = wait_terminal(r, id);
     assert_string_equal(st, "done");
     free(st);
+    sb_agent_wait(b, 5);
+    sb_agent_wait(a, 5); /* its stats are final once its workers have stopped */
     sb_agent_stats_t sa, sb;
     sb_agent_stats(a, &sa);
     sb_agent_stats(b, &sb);
@@ -741,13 +754,75 @@ static void test_live_agent_keeps_a_job_longer_than_its_lease(void **state) {
     assert_int_equal(sb.recovered, 1); /* the dead agent's job only */
     assert_int_equal(p.nseen, 1);
     assert_int_equal(q.nseen, 1);
-    sb_agent_wait(b, 5);
-    sb_agent_wait(a, 5);
     sb_agent_free(b);
     sb_agent_free(a);
     redisReply *rep = sb_redis_cmd(r, "ZCARD agent:rebalance:leases");
     assert_int_equal(rep->integer, 0); /* a clean stop drops the entry */
     freeReplyObject(rep);
+    sb_redis_free(r);
+}
+
+/* The raw text of key, which must be valid UTF-8 (caller frees). */
+static char *get_utf8(sb_redis_t *r, const char *key) {
+    redisReply *rep = sb_redis_cmd(r, "GET %s", key);
+    assert_int_equal(rep->type, REDIS_REPLY_STRING);
+    assert_true(sb_utf8_valid(rep->str, rep->len));
+    char *s = strdup(rep->str);
+    freeReplyObject(rep);
+    return s;
+}
+
+/* Nothing that is not UTF-8 is stored or published: a result that is not fails the attempt
+ * (and the job, once attempts run out); error texts are repaired with U+FFFD. */
+static void test_output_that_is_not_utf8(void **state) {
+    (void)state;
+    sb_redis_t *r = sb_test_redis_client(&srv), *sub = sb_test_redis_client(&srv);
+    redisReply *rep = sb_redis_cmd(sub, "SUBSCRIBE agent:rebalance:status");
+    freeReplyObject(rep);
+    char ids[2][SB_JOB_ID_LEN], key[SB_KEY_LEN];
+    enqueue(r, "{\"n\":1,\"mode\":\"latin1\"}", ids[0]);
+    enqueue(r, "{\"n\":2,\"mode\":\"bad_error\"}", ids[1]);
+    sb_agent_opts_t cfg = test_config();
+    probe_t p = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    sb_agent_t *a = start_agent(&cfg, &p);
+    const char *want[2][2] = {{"handler output is not valid UTF-8", NULL},
+                              {"bad \xef\xbf\xbd\xef\xbf\xbd bytes", "truncated \xef\xbf\xbd"}};
+    for (int i = 0; i < 2; i++) {
+        char *st = wait_terminal(r, ids[i]);
+        assert_string_equal(st, "error");
+        free(st);
+        char *json = get_utf8(r, sb_key(key, sizeof key, SB_KEY_JOB, "rebalance", ids[i]));
+        cJSON *rec = cJSON_Parse(json);
+        assert_string_equal(sb_json_str(rec, "error"), want[i][0]);
+        if (want[i][1]) assert_string_equal(sb_json_str(rec, "details"), want[i][1]);
+        assert_null(cJSON_GetObjectItem(rec, "result"));
+        cJSON_Delete(rec);
+        free(json);
+        sb_metrics_key(key, sizeof key, "rebalance", "failed", ids[i]);
+        free(get_utf8(r, key));
+    }
+    double attempts = 0;
+    char *json = NULL;
+    assert_int_equal(sb_job_get(r, "rebalance", ids[0], &json), 0);
+    cJSON *rec = cJSON_Parse(json);
+    sb_json_num(rec, "attempts", &attempts);
+    assert_int_equal((int)attempts, 3); /* each attempt failed */
+    cJSON_Delete(rec);
+    free(json);
+    sb_agent_wait(a, 5);
+    sb_agent_free(a);
+    /* every status message published was UTF-8 (two jobs: 3 + 1 processing, 2 errors, and
+     * the retries' processing updates) */
+    int n = 0, timed_out = 0;
+    while ((rep = sb_redis_read_wait(sub, 200, &timed_out)) != NULL) {
+        assert_int_equal(rep->type, REDIS_REPLY_ARRAY);
+        assert_true(sb_utf8_valid(rep->element[2]->str, rep->element[2]->len));
+        freeReplyObject(rep);
+        n++;
+    }
+    assert_true(timed_out);
+    assert_true(n >= 6);
+    sb_redis_free(sub);
     sb_redis_free(r);
 }
 
@@ -826,6 +901,7 @@ int main(void) {
         cmocka_unit_test_setup(test_recovery_waits_for_live_agents_after_a_restart, setup),
         cmocka_unit_test_setup(test_lapsed_lease_is_recovered_on_the_agent_clock, setup),
         cmocka_unit_test_setup(test_live_agent_keeps_a_job_longer_than_its_lease, setup),
+        cmocka_unit_test_setup(test_output_that_is_not_utf8, setup),
         cmocka_unit_test_setup(test_queue_library, setup),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
