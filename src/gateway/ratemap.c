@@ -114,7 +114,7 @@ int sb_ratemap_take(sb_ratemap_t *m, const char *key, double cost, int64_t now_m
         return 1;
     }
     sb_ratemap_refill(m, e, now_ms);
-    if (e->tokens <= 0) return 0;
+    if (e->tokens <= 0 || e->tokens < (cost < m->burst ? cost : m->burst)) return 0;
     e->tokens -= cost;
     return 1;
 }

@@ -3,9 +3,10 @@
  * (socketio.c, replay.c). No Redis round trip: each gateway limits what reaches it.
  *
  * Each key has a bucket of `burst` tokens refilled at burst / period_ms per ms. A take is
- * allowed while the bucket holds more than zero tokens; it then removes its cost, which may
- * take the bucket below zero (a debt paid back by the refill: a cost known only afterwards,
- * such as the bytes a replay read, is charged in full). A refused take removes nothing.
+ * allowed while the bucket holds its cost (at most burst) and more than zero tokens; it then
+ * removes its cost. A take of 0 asks only for a positive bucket, and a cost known only
+ * afterwards (the bytes a replay read) is charged in full with sb_ratemap_charge, which may
+ * take the bucket below zero: a debt paid back by the refill. A refused take removes nothing.
  *
  * Memory: one entry per key whose bucket is not full, in a chained hash table. A full bucket
  * is the same as no entry, so each take also sweeps two chains and frees the entries that have
@@ -29,8 +30,8 @@ sb_ratemap_t *sb_ratemap_create(double burst, int64_t period_ms, size_t max_keys
 void sb_ratemap_free(sb_ratemap_t *m); /* NULL ok */
 
 /* Takes cost (>= 0) tokens from key's bucket at now_ms (a monotonic clock). Returns 1 when
- * allowed (the bucket held more than zero tokens; cost removed), 0 when refused (nothing
- * changed). */
+ * allowed (the bucket held min(cost, burst) tokens and more than zero; cost removed), 0 when
+ * refused (nothing changed). */
 int sb_ratemap_take(sb_ratemap_t *m, const char *key, double cost, int64_t now_ms);
 /* Removes cost more from key's bucket without asking (a cost learned after an allowed take);
  * no effect for an unlimited map or when the map is full. */
