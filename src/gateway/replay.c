@@ -63,6 +63,8 @@ struct sb_replays {
     sb_ratemap_t *budget;     /* replay bytes each user may still read (SB_REPLAY_USER_BYTES) */
     unsigned long long limited; /* socket replays not run: their user's budget was spent */
     int closing;              /* freed by its owner: the last reply frees the struct */
+    sb_replays_retry_fn on_retry; /* a catch-up whose reply was lost or transient */
+    void *on_retry_ud;
 };
 
 /* ================================================================ reading */
@@ -583,8 +585,8 @@ unsigned long long sb_replays_limited(const sb_replays_t *rp) { return rp ? rp->
 
 /* ================================================================ catch-up */
 
-/* The reply of a catch-up: lost or refused, the catch-up of that user is skipped (catchup.h
- * goes on with the others, as before a gap it could not see). */
+/* The reply of a catch-up: lost or a transient error (LOADING after a restart...), the user
+ * goes to the on-retry hook (catchup.h sends it again later); any other error skips it. */
 static void sb_replays_user_cb(redisReply *reply, void *priv) {
     sb_replay_t *r = priv;
     sb_replays_t *rp = r->owner;
@@ -597,6 +599,8 @@ static void sb_replays_user_cb(redisReply *reply, void *priv) {
     }
     if (reply && reply->type == REDIS_REPLY_ARRAY)
         sb_replay_deliver(r, reply);
+    else if ((!reply || sb_reply_is_transient(reply)) && rp->on_retry)
+        rp->on_retry(rp->on_retry_ud, r->public_key, reply ? reply->str : "redis went away");
     else
         sb_warn("gateway", "catch-up of %s skipped: %s", r->room,
                 reply && reply->type == REDIS_REPLY_ERROR ? reply->str : "redis went away");
@@ -620,4 +624,9 @@ int sb_replays_user(sb_replays_t *rp, const char *public_key, int64_t since_ms,
     rp->in_flight++;
     sb_replays_link(&rp->users, r);
     return SB_OK;
+}
+
+void sb_replays_on_retry(sb_replays_t *rp, sb_replays_retry_fn fn, void *ud) {
+    rp->on_retry = fn;
+    rp->on_retry_ud = ud;
 }

@@ -6,7 +6,7 @@
  * SB_REPLAY_MAX ids created within SB_REPLAY_CREATED_MS) and their records. Each record whose
  * status is processing, done or error and whose updatedAt is within SB_REPLAY_WINDOW_MS is
  * emitted to that socket alone, oldest updatedAt first, as the live event would be
- * (`{type}:{status}` with {jobId,status,result?,error?,details?,timestamp}) plus
+ * (`{type}:{status}` with {jobId,status,result?,error?,details?,attempts?,timestamp}) plus
  * "replay":true. Clients should treat events as idempotent state updates keyed by jobId: a
  * state may arrive twice (live and replayed) around a reconnect.
  *
@@ -46,7 +46,9 @@
  * sockets in room user:{publicKey} at once (one Redis call serves all of that user's sockets),
  * with the same budget and the same guard against live events (the user's live statuses while
  * it is in flight). Its sockets are found through the room when the reply comes; a lost reply
- * is logged at warn and that user is skipped (catchup.h moves on). */
+ * or a transient error (LOADING while Redis reloads its data after a restart, BUSY...) goes
+ * to the on-retry hook (catchup.h sends it again with backoff); another error is logged at
+ * warn and that user is skipped. */
 #ifndef SB_GATEWAY_REPLAY_H
 #define SB_GATEWAY_REPLAY_H
 
@@ -98,5 +100,11 @@ unsigned long long sb_replays_limited(const sb_replays_t *rp);
  * command connection is down; SB_ENOMEM; SB_EINVAL: bad key or no valid job type). */
 int sb_replays_user(sb_replays_t *rp, const char *public_key, int64_t since_ms,
                     int64_t now_ms);
+
+/* Runs fn(ud, public_key, why) for each catch-up whose reply was lost or a transient error
+ * (sb_reply_is_transient): nothing was sent to that user; fn may call sb_replays_user again
+ * later. NULL fn removes the hook. The strings are valid only during the call. */
+typedef void (*sb_replays_retry_fn)(void *ud, const char *public_key, const char *why);
+void sb_replays_on_retry(sb_replays_t *rp, sb_replays_retry_fn fn, void *ud);
 
 #endif

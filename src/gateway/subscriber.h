@@ -5,7 +5,7 @@
  * on its own async connection (aredis in push mode, on the gateway's loop), and subscribes
  * again each time that connection comes back (aredis reconnects with capped backoff).
  *   - A status message ({jobId,status,userId,...}, validated by sb_status_parse) becomes the
- *     event `{type}:{status}` with {jobId,status,result?,error?,details?,timestamp} for room
+ *     event `{type}:{status}` with {jobId,status,result?,error?,details?,attempts?,timestamp} for room
  *     user:{userId}.
  *   - A gateway event ({"event","room","data"}, e.g. `{type}:created` published by the
  *     gateway that took a POST) is emitted as is to its room, so every gateway's clients see
