@@ -11,6 +11,7 @@
 #include "gateway/eio.h"
 #include "gateway/gateway.h"
 #include "gateway/http.h"
+#include "gateway/interop.h"
 #include "gateway/ratemap.h"
 #include "gateway/replay.h"
 #include "gateway/sio.h"
@@ -38,6 +39,7 @@ struct sb_socketio {
     sb_subscriber_t *sub;
     sb_catchup_t *catchup; /* replays to connected users after a subscription gap */
     sb_replays_t *replays; /* replays to sockets that just connected; the catch-up reads */
+    sb_interop_t *interop; /* records moved forward by seed-style agents' status messages */
     uv_timer_t tick;       /* heartbeats, timeouts, frees of closed sessions */
     int tick_running;
     uv_prepare_t flush;    /* writes the WebSockets woken during the loop turn, before the poll */
@@ -121,6 +123,14 @@ static void sb_socketio_on_gap(void *ud, int64_t since_ms) {
     sb_catchup_start(io->catchup, since_ms);
 }
 
+/* A status message whose publisher did not record it: move the record forward. */
+static void sb_socketio_on_foreign(void *ud, const char *type, const sb_status_t *st) {
+    sb_socketio_t *io = ud;
+    int rc = sb_interop_advance(io->interop, type, st);
+    if (rc != SB_OK)
+        sb_debug("gateway", "job %s: record not moved to %s (%d)", st->job_id, st->status, rc);
+}
+
 /* A live status went to room user:{user_id}: pending replays leave that job out. */
 static void sb_socketio_on_status(void *ud, const char *user_id, const char *job_id) {
     sb_socketio_t *io = ud;
@@ -144,9 +154,11 @@ sb_socketio_t *sb_socketio_create(sb_gateway_t *gw) {
                       : NULL;
     io->replays = io->sub ? sb_replays_create(gw->redis, io->sio, gw->cfg->job_types) : NULL;
     io->catchup = io->replays ? sb_catchup_create(gw->loop, io->replays, io->sio) : NULL;
+    io->interop = sb_interop_create(gw->redis);
     io->connects_user = sb_ratemap_create(gw->cfg->sio_connect_rate, 60 * 1000, 0);
     io->connects_ip = sb_ratemap_create(gw->cfg->sio_connect_rate_ip, 60 * 1000, 0);
-    if (!io->catchup || !io->connects_user || !io->connects_ip) {
+    if (!io->catchup || !io->connects_user || !io->connects_ip || !io->interop) {
+        sb_interop_free(io->interop);
         sb_ratemap_free(io->connects_user);
         sb_ratemap_free(io->connects_ip);
         sb_catchup_close(io->catchup);
@@ -159,6 +171,7 @@ sb_socketio_t *sb_socketio_create(sb_gateway_t *gw) {
     }
     sb_subscriber_on_gap(io->sub, sb_socketio_on_gap, io);
     sb_subscriber_on_status(io->sub, sb_socketio_on_status, io);
+    sb_subscriber_on_foreign(io->sub, sb_socketio_on_foreign, io);
     uv_timer_init(gw->loop, &io->tick);
     io->tick.data = io;
     uv_timer_start(&io->tick, sb_socketio_tick_cb, SB_SOCKETIO_TICK_MS, SB_SOCKETIO_TICK_MS);
@@ -187,6 +200,8 @@ void sb_socketio_stop(sb_socketio_t *io) {
     io->catchup = NULL;
     sb_replays_free(io->replays);
     io->replays = NULL;
+    sb_interop_free(io->interop);
+    io->interop = NULL;
 }
 
 struct sb_subscriber *sb_socketio_subscriber(sb_socketio_t *io) { return io ? io->sub : NULL; }

@@ -30,6 +30,7 @@
 #include <hiredis/hiredis.h>
 #include "gateway/sio.h"
 #include "switchboard/config.h"
+#include "switchboard/job.h"
 
 typedef struct sb_subscriber sb_subscriber_t;
 
@@ -63,6 +64,11 @@ void sb_subscriber_on_gap(sb_subscriber_t *s, sb_subscriber_gap_fn fn, void *ud)
  * replay.h). The strings are valid only during the call. */
 typedef void (*sb_subscriber_status_fn)(void *ud, const char *user_id, const char *job_id);
 void sb_subscriber_on_status(sb_subscriber_t *s, sb_subscriber_status_fn fn, void *ud);
+/* Runs fn(ud, type, st) after each valid status message that lacks "recorded":true, i.e. whose
+ * publisher did not write the state into the job record (a seed-style agent; interop.h). st
+ * and its strings are valid only during the call. */
+typedef void (*sb_subscriber_foreign_fn)(void *ud, const char *type, const sb_status_t *st);
+void sb_subscriber_on_foreign(sb_subscriber_t *s, sb_subscriber_foreign_fn fn, void *ud);
 
 /* Closes the connection (its handles finish closing during uv_run) and frees s. NULL ok. */
 void sb_subscriber_close(sb_subscriber_t *s);
