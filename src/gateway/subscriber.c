@@ -15,6 +15,7 @@
 #include "switchboard/job.h"
 #include "switchboard/json.h"
 #include "switchboard/log.h"
+#include "switchboard/utf8.h"
 
 #define SB_SUB_MAX_TYPES 64
 /* A gap is taken to start this long before the loss was noticed (a silent connection is only
@@ -217,6 +218,11 @@ static int sb_subscriber_event(sb_subscriber_t *s, const char *type, const char 
 int sb_subscriber_handle(sb_subscriber_t *s, const char *channel, const char *msg, size_t len) {
     char type[SB_TYPE_MAX + 1];
     s->stats.received++;
+    if (!sb_utf8_valid(msg, len)) { /* it would go out in WebSocket text frames */
+        sb_warn("gateway", "dropped a message on %s: not valid UTF-8", channel);
+        s->stats.dropped++;
+        return SB_EINVAL;
+    }
     const char *rest = strncmp(channel, "agent:", 6) == 0 ? channel + 6 : NULL;
     const char *colon = rest ? strrchr(rest, ':') : NULL;
     size_t tlen = colon ? (size_t)(colon - rest) : 0;

@@ -10,8 +10,9 @@
  *   - A gateway event ({"event","room","data"}, e.g. `{type}:created` published by the
  *     gateway that took a POST) is emitted as is to its room, so every gateway's clients see
  *     it, whichever gateway took the request. Its event name must start with `{type}:`.
- * A message that does not parse or lacks a field is counted as dropped and logged; never
- * fatal. Counters feed /metrics.
+ * A message that is not valid UTF-8 (it would reach clients in WebSocket text frames, which
+ * they drop and reconnect over), does not parse or lacks a field is counted as dropped and
+ * logged; never fatal. Counters feed /metrics.
  * Gaps: pub/sub is fire-and-forget, so what is published while the connection is down (or
  * before it subscribed) is never forwarded. The subscriber remembers when it lost the
  * connection (or was created) and, at the first SUBSCRIBE confirmation after it is back, calls
@@ -37,7 +38,7 @@ typedef struct sb_subscriber sb_subscriber_t;
 typedef struct {
     unsigned long long received;   /* messages read from the channels */
     unsigned long long forwarded;  /* valid messages emitted to their room */
-    unsigned long long dropped;    /* invalid messages (bad JSON, missing field, bad name) */
+    unsigned long long dropped;    /* invalid messages (not UTF-8, bad JSON, missing field...) */
     unsigned long long deliveries; /* socket sends those emits queued on this gateway */
 } sb_subscriber_stats_t;
 
