@@ -1,7 +1,7 @@
 /* Moving the records of publish-only agents forward (interop.h).
  *
  * One sb_advance_t per message, owned by the reply callbacks in flight (exactly one at a time):
- * GET → (record behind the message) compare-and-set EVAL → done, or GET again when the record
+ * GET → (record behind the message) compare-and-set script (sb_aredis_eval) → done, or GET again when the record
  * changed meanwhile. The service counts what is in flight so that its struct outlives them. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +20,7 @@ static const char sb_interop_cas_lua[] =
 
 struct sb_interop {
     sb_aredis_t *redis;
+    sb_script_t cas;         /* sb_interop_cas_lua, SHA1 computed once */
     unsigned in_flight;
     int closing;             /* freed by its owner: the last reply frees the struct */
     unsigned long long advanced;
@@ -34,6 +35,7 @@ typedef struct {
     char *result;            /* printed JSON, or NULL */
     char *error, *details;   /* or NULL */
     char *old;               /* the record text the compare-and-set expects */
+    char *next;              /* ... and the one it writes */
     int tries;
 } sb_advance_t;
 
@@ -42,6 +44,7 @@ static void sb_advance_free(sb_advance_t *a) {
     free(a->error);
     free(a->details);
     free(a->old);
+    free(a->next);
     free(a);
 }
 
@@ -99,13 +102,16 @@ static void sb_interop_cas_cb(redisReply *reply, void *priv) {
     sb_advance_free(a);
 }
 
-/* Sends the compare-and-set of the record from a->old to next. Returns 0 or a SB_E* code. */
-static int sb_interop_cas(sb_advance_t *a, const char *next) {
-    const char *argv[] = {"EVAL", sb_interop_cas_lua, "1", a->key, a->old, next};
-    sb_batch_t *b = sb_batch_create();
-    int rc = b ? sb_batch_addargv(b, 6, argv, NULL) : SB_ENOMEM;
-    if (rc == SB_OK) rc = sb_aredis_send(a->owner->redis, b, sb_interop_cas_cb, a);
-    sb_batch_free(b);
+/* The compare-and-set call of a (an sb_aredis_build_fn). */
+static int sb_interop_cas_build(sb_batch_t *b, sb_script_mode_t mode, void *priv) {
+    const sb_advance_t *a = priv;
+    const char *argv[] = {a->key, a->old, a->next};
+    return sb_batch_add_script(b, &a->owner->cas, mode, 1, 3, argv, NULL);
+}
+
+/* Sends the compare-and-set of the record from a->old to a->next. Returns 0 or a SB_E* code. */
+static int sb_interop_cas(sb_advance_t *a) {
+    int rc = sb_aredis_eval(a->owner->redis, sb_interop_cas_build, sb_interop_cas_cb, a);
     if (rc == SB_OK) a->owner->in_flight++;
     return rc;
 }
@@ -113,16 +119,16 @@ static int sb_interop_cas(sb_advance_t *a, const char *next) {
 static void sb_interop_get_cb(redisReply *reply, void *priv) {
     sb_advance_t *a = priv;
     if (sb_interop_reply_done(a)) return;
-    char *next = NULL;
+    free(a->old);
+    free(a->next);
+    a->old = a->next = NULL;
     if (reply && reply->type == REDIS_REPLY_STRING) {
         cJSON *rec = sb_json_parse(reply->str, reply->len);
-        next = rec ? sb_interop_next(a, rec) : NULL;
+        a->next = rec ? sb_interop_next(a, rec) : NULL;
         cJSON_Delete(rec);
-        free(a->old);
-        a->old = next ? strndup(reply->str, reply->len) : NULL;
+        a->old = a->next ? strndup(reply->str, reply->len) : NULL;
     }
-    if (!next || !a->old || sb_interop_cas(a, next) != SB_OK) sb_advance_free(a);
-    free(next);
+    if (!a->next || !a->old || sb_interop_cas(a) != SB_OK) sb_advance_free(a);
 }
 
 static int sb_interop_get(sb_advance_t *a) {
@@ -168,7 +174,9 @@ int sb_interop_advance(sb_interop_t *io, const char *type, const sb_status_t *st
 
 sb_interop_t *sb_interop_create(sb_aredis_t *redis) {
     sb_interop_t *io = calloc(1, sizeof *io);
-    if (io) io->redis = redis;
+    if (!io) return NULL;
+    io->redis = redis;
+    sb_script_init(&io->cas, sb_interop_cas_lua);
     return io;
 }
 

@@ -41,6 +41,7 @@ typedef struct sb_replay {
     char public_key[SB_PUBKEY_MAX + 1];
     char room[SB_PUBKEY_MAX + 8];        /* user:{publicKey} for a catch-up, "" for a socket */
     int64_t since_ms;         /* states changed at or after this are emitted */
+    int64_t now_ms;           /* unix time the read was started for (its creation window) */
     sb_replay_state_t state;
     struct sb_replay *next, **prev; /* the owner's list (list, or users for a catch-up); prev
                                        non-NULL while listed; a listed socket replay is hung
@@ -60,6 +61,7 @@ struct sb_replays {
     unsigned pending;         /* their number */
     sb_replay_t *users;       /* catch-ups in flight (few: catchup.h paces them) */
     unsigned in_flight;       /* replies still to come */
+    sb_script_t script;       /* the read (sb_replay_lua), SHA1 computed once */
     sb_ratemap_t *budget;     /* replay bytes each user may still read (SB_REPLAY_USER_BYTES) */
     unsigned long long limited; /* socket replays not run: their user's budget was spent */
     int closing;              /* freed by its owner: the last reply frees the struct */
@@ -131,26 +133,24 @@ static void sb_replay_free(sb_replay_t *r) {
     free(r);
 }
 
-/* EVAL script nkeys keys... minscore limit inline head readmax touchmax prefixes... */
-static sb_batch_t *sb_replay_batch(const sb_replay_t *r, int64_t now_ms) {
-    const char *argv[3 + 2 * SB_REPLAY_MAX_TYPES + 6];
+/* Appends the read of r (an sb_aredis_build_fn): EVALSHA/EVAL nkeys keys... minscore limit
+ * inline head readmax touchmax prefixes... */
+static int sb_replay_build(sb_batch_t *b, sb_script_mode_t mode, void *priv) {
+    const sb_replay_t *r = priv;
+    const char *argv[2 * SB_REPLAY_MAX_TYPES + 6];
     char keys[SB_REPLAY_MAX_TYPES][SB_KEY_LEN], prefix[SB_REPLAY_MAX_TYPES][SB_KEY_LEN];
-    char nkeys[16], min[32], limit[16], inline_max[16], head_max[16], read_max[16], touch[16];
+    char min[32], limit[16], inline_max[16], head_max[16], read_max[16], touch[16];
     int argc = 0;
-    snprintf(nkeys, sizeof nkeys, "%d", r->ntypes);
-    snprintf(min, sizeof min, "%lld", (long long)(now_ms - SB_REPLAY_CREATED_MS));
+    snprintf(min, sizeof min, "%lld", (long long)(r->now_ms - SB_REPLAY_CREATED_MS));
     snprintf(limit, sizeof limit, "%d", SB_REPLAY_MAX);
     snprintf(inline_max, sizeof inline_max, "%d", SB_REPLAY_INLINE_MAX);
     snprintf(head_max, sizeof head_max, "%d", SB_REPLAY_HEAD_MAX);
     snprintf(read_max, sizeof read_max, "%d", SB_REPLAY_READ_MAX);
     snprintf(touch, sizeof touch, "%d", SB_REPLAY_TOUCH_MAX);
-    argv[argc++] = "EVAL";
-    argv[argc++] = sb_replay_lua;
-    argv[argc++] = nkeys;
     for (int t = 0; t < r->ntypes; t++) {
         if (!sb_key(keys[t], SB_KEY_LEN, SB_KEY_USER, r->types[t], r->public_key) ||
             !sb_key(prefix[t], SB_KEY_LEN, SB_KEY_JOB, r->types[t], ""))
-            return NULL;
+            return SB_EINVAL;
         argv[argc++] = keys[t];
     }
     argv[argc++] = min;
@@ -160,12 +160,7 @@ static sb_batch_t *sb_replay_batch(const sb_replay_t *r, int64_t now_ms) {
     argv[argc++] = read_max;
     argv[argc++] = touch;
     for (int t = 0; t < r->ntypes; t++) argv[argc++] = prefix[t];
-    sb_batch_t *b = sb_batch_create();
-    if (b && sb_batch_addargv(b, argc, argv, NULL) != SB_OK) {
-        sb_batch_free(b);
-        b = NULL;
-    }
-    return b;
+    return sb_batch_add_script(b, &r->owner->script, mode, r->ntypes, argc, argv, NULL);
 }
 
 /* Sends r's read with cb. Returns 0 (cb will run once), SB_EREDIS (not connected), SB_ENOMEM
@@ -173,10 +168,8 @@ static sb_batch_t *sb_replay_batch(const sb_replay_t *r, int64_t now_ms) {
 static int sb_replay_send(sb_aredis_t *redis, sb_replay_t *r, sb_aredis_cb cb, int64_t now_ms) {
     if (!redis || !sb_aredis_up(redis)) return SB_EREDIS;
     if (!r->ntypes) return SB_EINVAL;
-    sb_batch_t *b = sb_replay_batch(r, now_ms);
-    int rc = b ? sb_aredis_send(redis, b, cb, r) : SB_ENOMEM;
-    sb_batch_free(b);
-    return rc;
+    r->now_ms = now_ms;
+    return sb_aredis_eval(redis, sb_replay_build, cb, r);
 }
 
 /* 1 when job_id went live while r was pending. */
@@ -494,6 +487,7 @@ sb_replays_t *sb_replays_create(sb_aredis_t *redis, sb_sio_t *sio, const char *j
     if (!rp) return NULL;
     rp->redis = redis;
     rp->sio = sio;
+    sb_script_init(&rp->script, sb_replay_lua);
     rp->types = strdup(job_types ? job_types : "");
     rp->budget = sb_ratemap_create(SB_REPLAY_USER_BYTES, 60 * 1000, 0);
     if (!rp->types || !rp->budget || sb_aredis_on_up(redis, sb_replays_on_up, rp) != SB_OK) {
