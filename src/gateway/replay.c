@@ -277,7 +277,8 @@ static int sb_replay_element(const sb_replay_t *r, const char *type, const redis
         rec = sb_json_parse(text, head->len + 1);
         free(text);
     }
-    if (!rec || cJSON_GetObjectItemCaseSensitive(rec, "result")) {
+    if (!rec || cJSON_GetObjectItemCaseSensitive(rec, "result") || !sb_json_str(rec, "status") ||
+        !sb_json_str(rec, "updatedAt")) { /* cut elsewhere, or the state comes after result */
         set->large++;
         cJSON_Delete(rec);
         return 0;
