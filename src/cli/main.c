@@ -157,7 +157,7 @@ static const sb_verb_t sb_verbs[] = {
 #define SB_NVERBS (sizeof sb_verbs / sizeof sb_verbs[0])
 
 static void sb_usage(FILE *out) {
-    fprintf(out, "switchboard %s — real-time jobs for agents on Redis\n\nusage:\n", SB_VERSION);
+    fprintf(out, "switchboard %s — real-time jobs for agents on Redis\n\nusage:\n", sb_version());
     for (size_t i = 0; i < SB_NVERBS; i++)
         fprintf(out, "  switchboard %-62s %s\n", sb_verbs[i].usage, sb_verbs[i].summary);
     fprintf(out, "  switchboard %-62s %s\n", "version", "print the version");
@@ -188,7 +188,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version")) {
-        printf("switchboard %s\n", SB_VERSION);
+        printf("switchboard %s\n", sb_version());
         return 0;
     }
     const sb_verb_t *verb = NULL;
