@@ -19,6 +19,7 @@
 #include "gateway/presence_watch.h"
 #include "gateway/socketio.h"
 #include "gateway/static.h"
+#include "gateway/tls.h"
 #include "switchboard/clock.h"
 #include "switchboard/jwt_cache.h"
 #include "switchboard/log.h"
@@ -60,8 +61,14 @@ static void sb_gw_io_watch(sb_gateway_t *gw) {
 
 typedef struct {
     sb_gateway_t *gw;
-    uv_signal_t sigterm, sigint;
+    uv_signal_t sigterm, sigint, sighup; /* SIGHUP: reload the TLS certificate (tls.h) */
 } sb_gw_signals_t;
+
+static void sb_gw_sighup_cb(uv_signal_t *h, int signum) {
+    (void)signum;
+    sb_gateway_t *gw = ((sb_gw_signals_t *)h->data)->gw;
+    if (!gw->stopping) sb_gw_tls_reload(gw->lws, gw->cfg);
+}
 
 static void sb_gw_signal_cb(uv_signal_t *h, int signum) {
     sb_gw_signals_t *s = h->data;
@@ -78,6 +85,7 @@ static void sb_gw_signal_cb(uv_signal_t *h, int signum) {
     uv_close((uv_handle_t *)&gw->io_end, NULL);
     uv_close((uv_handle_t *)&s->sigterm, NULL);
     uv_close((uv_handle_t *)&s->sigint, NULL);
+    uv_close((uv_handle_t *)&s->sighup, NULL);
 }
 
 /* Loads the dashboard files from WEB_DIR (or the default next to the executable). A missing
@@ -130,12 +138,18 @@ static struct lws_context *sb_gw_lws_create(sb_gateway_t *gw) {
     info.max_http_header_data = 16384;
     info.keepalive_timeout = 30;
     info.retry_and_idle_policy = &sb_gw_no_validity;
+    sb_gw_tls_info(gw->cfg, &info);
     return lws_create_context(&info);
 }
 
 int sb_cmd_gateway(sb_config_t *cfg) {
     if (!cfg->jwt_secret || !*cfg->jwt_secret) {
         sb_error("gateway", "bad setting JWT_SECRET: it must be set (the HS256 key of tokens)");
+        return 2;
+    }
+    char tls_err[512];
+    if (sb_gw_tls_wanted(cfg) && sb_gw_tls_check(cfg, tls_err, sizeof tls_err) != 0) {
+        sb_error("gateway", "%s", tls_err);
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
@@ -174,12 +188,14 @@ int sb_cmd_gateway(sb_config_t *cfg) {
     sb_gw_signals_t sig = {.gw = &gw};
     uv_signal_init(&loop, &sig.sigterm);
     uv_signal_init(&loop, &sig.sigint);
-    sig.sigterm.data = sig.sigint.data = &sig;
+    uv_signal_init(&loop, &sig.sighup);
+    sig.sigterm.data = sig.sigint.data = sig.sighup.data = &sig;
+    uv_signal_start(&sig.sighup, sb_gw_sighup_cb, SIGHUP);
     uv_signal_start(&sig.sigterm, sb_gw_signal_cb, SIGTERM);
     uv_signal_start(&sig.sigint, sb_gw_signal_cb, SIGINT);
     char where[300];
-    sb_info("gateway", "listening on http://%s:%d (job types: %s; redis %s)", cfg->bind,
-            cfg->port, cfg->job_types, sb_redis_addr_str(&cfg->redis, where, sizeof where));
+    sb_info("gateway", "listening on %s://%s:%d (job types: %s; redis %s)",
+            sb_gw_tls_wanted(cfg) ? "https" : "http", cfg->bind, cfg->port, cfg->job_types, sb_redis_addr_str(&cfg->redis, where, sizeof where));
     uv_run(&loop, UV_RUN_DEFAULT);
     if (gw.lws) { /* foreign loop: the second call completes the destroy started on SIGTERM */
         lws_context_destroy(gw.lws);
