@@ -147,9 +147,11 @@ int sb_cmd_gateway(sb_config_t *cfg) {
         sb_error("gateway", "bad setting JWT_SECRET: it must be set (the HS256 key of tokens)");
         return 2;
     }
-    char tls_err[512];
-    if (sb_gw_tls_wanted(cfg) && sb_gw_tls_check(cfg, tls_err, sizeof tls_err) != 0) {
-        sb_error("gateway", "%s", tls_err);
+    char err[512];
+    sb_proxies_t proxies;
+    if ((sb_gw_tls_wanted(cfg) && sb_gw_tls_check(cfg, err, sizeof err) != 0) ||
+        sb_proxies_parse(&proxies, cfg->trusted_proxies, err, sizeof err) != 0) {
+        sb_error("gateway", "%s", err);
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
@@ -159,6 +161,7 @@ int sb_cmd_gateway(sb_config_t *cfg) {
     sb_gateway_t gw;
     memset(&gw, 0, sizeof gw);
     gw.cfg = cfg;
+    gw.proxies = proxies;
     gw.loop = &loop;
     gw.started_ms = sb_now_ms();
     sb_presence_init(&gw.presence, cfg->agent_status_ttl, cfg->max_chats);
