@@ -11,7 +11,7 @@
 #include "gateway/aredis.h"
 #include "gateway/client_ip.h"
 #include "gateway/stats.h"
-#include "switchboard/config.h"
+#include "cli/settings.h"
 #include "switchboard/presence.h"
 #include "switchboard/random.h"
 #include "switchboard/redis.h"

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include "cli/settings.h"
 #include "switchboard/switchboard.h"
 
 static void test_config_defaults(void **state) {
@@ -101,6 +102,39 @@ static void test_config_errors_name_the_setting(void **state) {
     char *argv2[] = {"x", "--port", NULL};
     assert_int_equal(sb_config_load(&cfg, 2, argv2, err, sizeof err), SB_EINVAL);
     assert_non_null(strstr(err, "needs a value"));
+    sb_config_close(&cfg);
+}
+
+/* A verb takes only its own flags; another verb's environment variable is not even read. */
+static void test_config_only_the_verbs_settings(void **state) {
+    (void)state;
+    sb_config_t cfg;
+    char err[256] = "";
+    char *argv[] = {"token", "--role", "user", "--concurrency", "8", NULL};
+    assert_int_equal(sb_config_load_only(&cfg, 5, argv, "role public-key", err, sizeof err),
+                     SB_EINVAL);
+    assert_non_null(strstr(err, "--concurrency is not an option of this command"));
+    sb_config_close(&cfg);
+    setenv("CONCURRENCY", "not-a-number", 1);
+    setenv("JOB_TYPES", "Bad*Type", 1);
+    assert_int_equal(sb_config_load_only(&cfg, 3, argv, "role public-key", err, sizeof err),
+                     SB_OK);
+    assert_string_equal(cfg.role, "user");
+    assert_int_equal(cfg.concurrency, 1); /* the default: CONCURRENCY is the agent's */
+    sb_config_close(&cfg);
+    char *agent[] = {"agent", NULL};
+    assert_int_equal(sb_config_load_only(&cfg, 1, agent, "concurrency", err, sizeof err),
+                     SB_EINVAL); /* the verb that reads it refuses the bad value */
+    assert_non_null(strstr(err, "CONCURRENCY='not-a-number'"));
+    sb_config_close(&cfg);
+    unsetenv("CONCURRENCY");
+    unsetenv("JOB_TYPES");
+    char *bind[] = {"up", "--bind", "0.0.0.0", NULL};
+    assert_int_equal(sb_config_load_only(&cfg, 3, bind, "bind port", err, sizeof err), SB_OK);
+    assert_int_equal(cfg.bind_explicit, 1);
+    sb_config_close(&cfg);
+    assert_int_equal(sb_config_load_only(&cfg, 1, bind, "bind port", err, sizeof err), SB_OK);
+    assert_int_equal(cfg.bind_explicit, 0);
     sb_config_close(&cfg);
 }
 
@@ -645,6 +679,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config_defaults),    cmocka_unit_test(test_config_env_and_flags),
         cmocka_unit_test(test_config_errors_name_the_setting),
+        cmocka_unit_test(test_config_only_the_verbs_settings),
         cmocka_unit_test(test_redis_urls),         cmocka_unit_test(test_job_ids),
         cmocka_unit_test(test_random_ids),
         cmocka_unit_test(test_keys),               cmocka_unit_test(test_record_roundtrip),
