@@ -23,6 +23,7 @@
 #include "switchboard/random.h"
 #include "switchboard/prom.h"
 #include "switchboard/router.h"
+#include "switchboard/utf8.h"
 #include "switchboard/version.h"
 
 /* The version of the API in these headers; sb_version() is the build's (from its git tag). */

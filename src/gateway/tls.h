@@ -11,7 +11,7 @@
 
 #include <stddef.h>
 #include <libwebsockets.h>
-#include "switchboard/config.h"
+#include "cli/settings.h"
 
 /* 1 when cfg asks for TLS (TLS_CERT or TLS_KEY set). */
 int sb_gw_tls_wanted(const sb_config_t *cfg);
