@@ -180,3 +180,28 @@ for (const kind of ['haproxy', 'nginx']) {
     }
   });
 }
+
+// SIO_CONNECT_RATE_IP counts the client's address: behind a trusted proxy the one its
+// X-Forwarded-For names, else the TCP peer (a client cannot pick its own address).
+test('per-IP connect limit: X-Forwarded-For counts from TRUSTED_PROXIES only', async () => {
+  const handshake = async (port, xff) => (await fetch(
+    `http://127.0.0.1:${port}/socket.io/?EIO=4&transport=polling`,
+    { headers: xff ? { 'x-forwarded-for': xff } : {} })).status;
+  for (const trusted of [true, false]) {
+    const port = await freePort();
+    const g = startSwitchboard(['gateway', '--port', String(port), '--bind', '127.0.0.1'],
+      { ...env(), SIO_CONNECT_RATE_IP: '2', ...(trusted ? { TRUSTED_PROXIES: '127.0.0.0/8' } : {}) },
+      trusted ? 'gw-trusting' : 'gw-plain');
+    try {
+      await g.waitForOutput(/listening on/);
+      const got = [];
+      for (const xff of ['203.0.113.1', '203.0.113.1', '203.0.113.1', '203.0.113.2', '198.51.100.9, 203.0.113.3'])
+        got.push(await handshake(port, xff));
+      // trusted: two per forwarded address; plain: two for 127.0.0.1 whatever the header says
+      assert.deepStrictEqual(got, trusted ? [200, 200, 429, 200, 200] : [200, 200, 429, 429, 429]);
+    } finally {
+      g.kill('SIGTERM');
+      await g.exited;
+    }
+  }
+});
