@@ -16,7 +16,9 @@ typedef struct {
     const char *settings; /* flags (without --) this verb reads, for its --help */
 } sb_verb_t;
 
-#define SB_REDIS_FLAGS "redis-url redis-host redis-port redis-password redis-db log-level "
+#define SB_REDIS_FLAGS                                                                        \
+    "redis-url redis-host redis-port redis-password redis-db redis-sentinels "                  \
+    "redis-sentinel-master redis-sentinel-password log-level "
 
 static const char sb_up_detail[] =
     "  Starts a private redis-server (unix socket, AOF, in --data-dir) unless a REDIS_* setting\n"
@@ -136,7 +138,7 @@ static const sb_verb_t sb_verbs[] = {
      "serve the HTTP API (/api/v1), Socket.IO, the dashboard (/), probes and /metrics",
      sb_gateway_detail,
      SB_REDIS_FLAGS "port bind jwt-secret dev web-dir job-types rate-limit rate-window "
-                    "agent-status-ttl max-chats"},
+                    "agent-status-ttl max-chats redis-wait-replicas redis-wait-timeout-ms"},
     {"token", sb_cmd_token, "token --role R --public-key PK [--sub S] [--ttl SECONDS] [...]",
      "mint a development JWT (HS256 with JWT_SECRET) and print it", sb_token_detail,
      "jwt-secret role public-key sub name email department-id department ttl"},

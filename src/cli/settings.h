@@ -32,6 +32,8 @@ typedef struct {
     char *job_types;        /* JOB_TYPES: comma-separated types the gateway accepts */
     int rate_limit;         /* requests per window per user */
     int rate_window;        /* seconds */
+    int wait_replicas;      /* REDIS_WAIT_REPLICAS: 202 only once WAIT confirms N replicas */
+    int wait_timeout_ms;    /* REDIS_WAIT_TIMEOUT_MS: WAIT's timeout */
     /* jobs and agents */
     char *job_type;         /* JOB_TYPE / --type: the type an agent or CLI verb works on */
     int max_attempts;

@@ -23,6 +23,7 @@
 #include "switchboard/fmt.h"
 #include "switchboard/log.h"
 #include "switchboard/redis.h"
+#include "switchboard/sentinel.h"
 
 #define SB_REDIS_CONNECT_TIMEOUT_MS 2000
 #define SB_REDIS_BACKOFF_MIN_MS 100
@@ -37,6 +38,7 @@ struct sb_redis {
     int backoff_ms;         /* wait before the next reconnect; grows while connections flap */
     int64_t connected_at;   /* monotonic ms of the last successful connect */
     size_t deferred;        /* replies of sb_redis_send_deferred() not read yet */
+    char server[300];       /* with Sentinels: the master last connected to, "" before */
 };
 
 sb_redis_t *sb_redis_create(const sb_redis_addr_t *addr, const char *component) {
@@ -75,17 +77,18 @@ void sb_redis_set_timeout(sb_redis_t *r, int ms) {
     if (r->ctx && ms > 0) redisSetTimeout(r->ctx, sb_tv(ms));
 }
 
-/* AUTH and SELECT on a fresh context. */
-static int sb_redis_handshake(sb_redis_t *r, char *err, size_t errlen) {
+/* AUTH and SELECT on a fresh context, with the credentials of the server reached (to). */
+static int sb_redis_handshake(sb_redis_t *r, const sb_redis_addr_t *to, char *err,
+                              size_t errlen) {
     redisReply *rep = NULL;
-    if (r->addr.password) {
-        rep = r->addr.user ? redisCommand(r->ctx, "AUTH %s %s", r->addr.user, r->addr.password)
-                           : redisCommand(r->ctx, "AUTH %s", r->addr.password);
+    if (to->password) {
+        rep = to->user ? redisCommand(r->ctx, "AUTH %s %s", to->user, to->password)
+                       : redisCommand(r->ctx, "AUTH %s", to->password);
         if (!rep || rep->type == REDIS_REPLY_ERROR) goto fail;
         freeReplyObject(rep);
     }
-    if (r->addr.db) {
-        rep = redisCommand(r->ctx, "SELECT %d", r->addr.db);
+    if (to->db) {
+        rep = redisCommand(r->ctx, "SELECT %d", to->db);
         if (!rep || rep->type == REDIS_REPLY_ERROR) goto fail;
         freeReplyObject(rep);
     }
@@ -96,29 +99,49 @@ fail:
     return SB_EREDIS;
 }
 
+/* The address to connect to now: a copy of r's, or the master found through the Sentinels
+ * (sentinel.h), logging when it moved. Returns 0 (free *to), or an error with err. */
+static int sb_redis_target(sb_redis_t *r, sb_redis_addr_t *to, char *err, size_t errlen) {
+    if (!sb_sentinel_enabled(&r->addr)) return sb_redis_addr_copy(to, &r->addr);
+    int rc = sb_sentinel_resolve(&r->addr, to, err, errlen);
+    if (rc != SB_OK) return rc;
+    char now[sizeof r->server];
+    sb_redis_addr_str(to, now, sizeof now);
+    if (r->server[0] && strcmp(r->server, now) != 0)
+        sb_info(r->component, "redis master '%s' moved from %s to %s: following the failover",
+                r->addr.sentinel_master ? r->addr.sentinel_master : "(sentinel)", r->server, now);
+    snprintf(r->server, sizeof r->server, "%s", now);
+    return SB_OK;
+}
+
 int sb_redis_connect(sb_redis_t *r, char *err, size_t errlen) {
     sb_redis_disconnect(r);
+    sb_redis_addr_t to;
+    int rc = sb_redis_target(r, &to, err, errlen);
+    if (rc != SB_OK) return rc;
     struct timeval tv = sb_tv(SB_REDIS_CONNECT_TIMEOUT_MS);
-    redisContext *c = r->addr.unix_path ? redisConnectUnixWithTimeout(r->addr.unix_path, tv)
-                                        : redisConnectWithTimeout(r->addr.host, r->addr.port, tv);
+    redisContext *c = to.unix_path ? redisConnectUnixWithTimeout(to.unix_path, tv)
+                                   : redisConnectWithTimeout(to.host, to.port, tv);
     if (!c) {
         snprintf(err, errlen, "out of memory");
-        return SB_ENOMEM;
-    }
-    if (c->err) {
+        rc = SB_ENOMEM;
+    } else if (c->err) {
         snprintf(err, errlen, "%s", c->errstr);
         redisFree(c);
-        return SB_EREDIS;
+        rc = SB_EREDIS;
+    } else {
+        r->ctx = c;
+        rc = sb_redis_handshake(r, &to, err, errlen);
     }
-    r->ctx = c;
-    if (sb_redis_handshake(r, err, errlen) != SB_OK) {
+    if (rc == SB_OK) {
+        if (r->timeout_ms > 0) redisSetTimeout(c, sb_tv(r->timeout_ms));
+        if (!to.unix_path) redisEnableKeepAlive(c); /* TCP only: fails on unix sockets */
+        r->connected_at = sb_mono_ms();
+    } else if (r->ctx) {
         sb_redis_disconnect(r);
-        return SB_EREDIS;
     }
-    if (r->timeout_ms > 0) redisSetTimeout(c, sb_tv(r->timeout_ms));
-    if (!r->addr.unix_path) redisEnableKeepAlive(c); /* TCP only: fails on unix sockets */
-    r->connected_at = sb_mono_ms();
-    return SB_OK;
+    sb_redis_addr_free(&to);
+    return rc;
 }
 
 /* Capped exponential backoff: 0 → 100 ms → 200 ms … → 5 s. */
@@ -162,6 +185,17 @@ static void sb_redis_broken(sb_redis_t *r) {
     sb_redis_disconnect(r);
 }
 
+/* With Sentinels, a READONLY reply means the server was demoted: drop the connection so the
+ * next ensure finds the master again (the caller still gets the reply). */
+static void sb_redis_check_demoted(sb_redis_t *r, const redisReply *reply) {
+    if (!r->ctx || !sb_sentinel_enabled(&r->addr) || !sb_sentinel_readonly(reply)) return;
+    sb_warn(r->component, "redis at %s is a replica now (READONLY): finding the master through "
+            "the Sentinels", r->server);
+    r->lost = 1;
+    r->backoff_ms = 0;
+    sb_redis_disconnect(r);
+}
+
 /* Reads and drops the replies of earlier deferred sends (hiredis flushes whatever was appended
  * since, so they share its write). A Redis error among them is logged. Returns REDIS_OK or
  * REDIS_ERR (I/O: the caller drops the connection). */
@@ -173,7 +207,9 @@ static int sb_redis_drain(sb_redis_t *r) {
         redisReply *x = rep;
         if (x->type == REDIS_REPLY_ERROR)
             sb_warn(r->component, "a deferred redis command failed: %s", x->str);
+        int demoted = sb_sentinel_enabled(&r->addr) && sb_sentinel_readonly(x);
         freeReplyObject(x);
+        if (demoted) return REDIS_ERR;
     }
     return REDIS_OK;
 }
@@ -186,6 +222,7 @@ static redisReply *sb_redis_reply(sb_redis_t *r) {
         sb_redis_broken(r);
         return NULL;
     }
+    sb_redis_check_demoted(r, rep);
     return rep;
 }
 
@@ -406,6 +443,7 @@ int sb_redis_pipeline(sb_redis_t *r, const sb_batch_t *b, redisReply **replies) 
         if (redisGetReply(r->ctx, &rep) != REDIS_OK || !rep) goto broken;
         replies[i] = rep;
     }
+    for (size_t i = 0; i < b->n; i++) sb_redis_check_demoted(r, replies[i]);
     return SB_OK;
 broken:
     sb_replies_free(replies, b->n);
