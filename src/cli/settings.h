@@ -34,6 +34,8 @@ typedef struct {
     int rate_window;        /* seconds */
     int wait_replicas;      /* REDIS_WAIT_REPLICAS: 202 only once WAIT confirms N replicas */
     int wait_timeout_ms;    /* REDIS_WAIT_TIMEOUT_MS: WAIT's timeout */
+    int sio_connect_rate;   /* Socket.IO CONNECTs per user per minute (0 = no limit) */
+    int sio_connect_rate_ip; /* Engine.IO sessions per client address per minute (0 = none) */
     /* jobs and agents */
     char *job_type;         /* JOB_TYPE / --type: the type an agent or CLI verb works on */
     int max_attempts;
