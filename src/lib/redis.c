@@ -24,6 +24,7 @@
 #include "switchboard/log.h"
 #include "switchboard/redis.h"
 #include "switchboard/sentinel.h"
+#include "rest.h"
 
 #define SB_REDIS_CONNECT_TIMEOUT_MS 2000
 #define SB_REDIS_BACKOFF_MIN_MS 100
@@ -39,7 +40,16 @@ struct sb_redis {
     int64_t connected_at;   /* monotonic ms of the last successful connect */
     size_t deferred;        /* replies of sb_redis_send_deferred() not read yet */
     char server[300];       /* with Sentinels: the master last connected to, "" before */
+    sb_rest_t *rest;        /* Upstash REST transport instead of ctx (rest.h), or NULL */
+    int rest_up;            /* REST: the last request worked */
 };
+
+/* The Upstash REST transport's side of the calls below (at the end of this file). */
+static int sb_redis_rest_connect(sb_redis_t *r, char *err, size_t errlen);
+static redisReply *sb_redis_rest_vcmd(sb_redis_t *r, const char *fmt, va_list ap);
+static redisReply *sb_redis_rest_argv(sb_redis_t *r, int argc, const char **argv,
+                                      const size_t *lens);
+static int sb_redis_rest_pipeline(sb_redis_t *r, const sb_batch_t *b, redisReply **replies);
 
 sb_redis_t *sb_redis_create(const sb_redis_addr_t *addr, const char *component) {
     sb_redis_t *r = calloc(1, sizeof *r);
@@ -49,12 +59,18 @@ sb_redis_t *sb_redis_create(const sb_redis_addr_t *addr, const char *component) 
         return NULL;
     }
     snprintf(r->component, sizeof r->component, "%s", component ? component : "redis");
+    if (addr->rest_url &&
+        !(r->rest = sb_rest_create(addr->rest_url, addr->rest_token ? addr->rest_token : ""))) {
+        sb_redis_free(r);
+        return NULL;
+    }
     return r;
 }
 
 void sb_redis_free(sb_redis_t *r) {
     if (!r) return;
     if (r->ctx) redisFree(r->ctx);
+    sb_rest_free(r->rest);
     sb_redis_addr_free(&r->addr);
     free(r);
 }
@@ -63,9 +79,10 @@ void sb_redis_disconnect(sb_redis_t *r) {
     if (r->ctx) redisFree(r->ctx);
     r->ctx = NULL;
     r->deferred = 0;
+    r->rest_up = 0;
 }
 
-int sb_redis_connected(const sb_redis_t *r) { return r->ctx != NULL; }
+int sb_redis_connected(const sb_redis_t *r) { return r->ctx != NULL || r->rest_up; }
 
 static struct timeval sb_tv(int ms) {
     struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
@@ -74,6 +91,7 @@ static struct timeval sb_tv(int ms) {
 
 void sb_redis_set_timeout(sb_redis_t *r, int ms) {
     r->timeout_ms = ms;
+    if (r->rest) sb_rest_set_timeout(r->rest, ms);
     if (r->ctx && ms > 0) redisSetTimeout(r->ctx, sb_tv(ms));
 }
 
@@ -116,6 +134,7 @@ static int sb_redis_target(sb_redis_t *r, sb_redis_addr_t *to, char *err, size_t
 
 int sb_redis_connect(sb_redis_t *r, char *err, size_t errlen) {
     sb_redis_disconnect(r);
+    if (r->rest) return sb_redis_rest_connect(r, err, errlen);
     sb_redis_addr_t to;
     int rc = sb_redis_target(r, &to, err, errlen);
     if (rc != SB_OK) return rc;
@@ -152,7 +171,7 @@ static int sb_backoff_next(int ms) {
 
 int sb_redis_ensure(sb_redis_t *r, const atomic_int *stop) {
     char err[256], where[300];
-    while (!r->ctx) {
+    while (!sb_redis_connected(r)) {
         if (r->backoff_ms && sb_sleep_ms(r->backoff_ms, stop) != SB_OK) return SB_ECANCELED;
         if (stop && atomic_load(stop)) return SB_ECANCELED;
         if (sb_redis_connect(r, err, sizeof err) == SB_OK) {
@@ -227,8 +246,14 @@ static redisReply *sb_redis_reply(sb_redis_t *r) {
 }
 
 redisReply *sb_redis_cmd(sb_redis_t *r, const char *fmt, ...) {
-    if (!r->ctx) return NULL;
     va_list ap;
+    if (r->rest) {
+        va_start(ap, fmt);
+        redisReply *rep = sb_redis_rest_vcmd(r, fmt, ap);
+        va_end(ap);
+        return rep;
+    }
+    if (!r->ctx) return NULL;
     va_start(ap, fmt);
     int rc = redisvAppendCommand(r->ctx, fmt, ap);
     va_end(ap);
@@ -240,6 +265,7 @@ redisReply *sb_redis_cmd(sb_redis_t *r, const char *fmt, ...) {
 }
 
 redisReply *sb_redis_cmdargv(sb_redis_t *r, int argc, const char **argv, const size_t *lens) {
+    if (r->rest) return sb_redis_rest_argv(r, argc, argv, lens);
     if (!r->ctx) return NULL;
     if (redisAppendCommandArgv(r->ctx, argc, argv, lens) != REDIS_OK) {
         sb_redis_broken(r);
@@ -393,13 +419,18 @@ static int sb_batch_push(sb_batch_t *b, char *buf, long long len) {
     return sb_batch_take(b, buf, (size_t)len);
 }
 
-int sb_batch_add(sb_batch_t *b, const char *fmt, ...) {
+static int sb_batch_vadd(sb_batch_t *b, const char *fmt, va_list ap) {
     char *buf = NULL;
+    int len = redisvFormatCommand(&buf, fmt, ap);
+    return sb_batch_push(b, buf, len);
+}
+
+int sb_batch_add(sb_batch_t *b, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    int len = redisvFormatCommand(&buf, fmt, ap);
+    int rc = sb_batch_vadd(b, fmt, ap);
     va_end(ap);
-    return sb_batch_push(b, buf, len);
+    return rc;
 }
 
 int sb_batch_addargv(sb_batch_t *b, int argc, const char **argv, const size_t *lens) {
@@ -435,6 +466,7 @@ static int sb_redis_append(sb_redis_t *r, const sb_batch_t *b) {
 
 int sb_redis_pipeline(sb_redis_t *r, const sb_batch_t *b, redisReply **replies) {
     for (size_t i = 0; i < b->n; i++) replies[i] = NULL;
+    if (r->rest) return sb_redis_rest_pipeline(r, b, replies);
     if (!r->ctx) return SB_EREDIS;
     if (sb_redis_append(r, b) != REDIS_OK) goto broken;
     if (sb_redis_drain(r) != REDIS_OK) goto broken;
@@ -452,6 +484,15 @@ broken:
 }
 
 int sb_redis_send_deferred(sb_redis_t *r, const sb_batch_t *b) {
+    if (r->rest) { /* no connection to leave replies on: run it now, errors logged */
+        redisReply *replies[b->n ? b->n : 1];
+        int rc = sb_redis_rest_pipeline(r, b, replies);
+        for (size_t i = 0; rc == SB_OK && i < b->n; i++)
+            if (replies[i]->type == REDIS_REPLY_ERROR)
+                sb_warn(r->component, "a deferred redis command failed: %s", replies[i]->str);
+        if (rc == SB_OK) sb_replies_free(replies, b->n);
+        return rc;
+    }
     if (!r->ctx) return SB_EREDIS;
     if (sb_redis_append(r, b) != REDIS_OK) goto broken;
     int done = 0;
@@ -540,3 +581,56 @@ int sb_reply_is_error(const redisReply *reply) {
 }
 
 int sb_reply_ok(const redisReply *reply) { return !sb_reply_is_error(reply); }
+
+/* ---- Upstash REST transport (rest.h) ------------------------------------------------------ */
+
+/* Every command goes through sb_rest_run as a batch; a failed request counts as a lost
+ * connection (logged once, sb_redis_ensure "reconnects" with a PING). */
+static int sb_redis_rest_pipeline(sb_redis_t *r, const sb_batch_t *b, redisReply **replies) {
+    char err[300];
+    if (!r->rest_up) return SB_EREDIS;
+    int rc = sb_rest_run(r->rest, b, replies, err, sizeof err);
+    if (rc == SB_EREDIS) {
+        if (!r->lost) sb_warn(r->component, "redis connection lost: %s", err);
+        r->lost = 1;
+        r->rest_up = 0;
+    } else if (rc != SB_OK) {
+        sb_warn(r->component, "%s", err);
+    }
+    return rc;
+}
+
+/* Runs the one command of b (freed here) and returns its reply, or NULL. */
+static redisReply *sb_redis_rest_one(sb_redis_t *r, sb_batch_t *b, int rc) {
+    redisReply *rep = NULL;
+    if (rc == SB_OK && sb_redis_rest_pipeline(r, b, &rep) != SB_OK) rep = NULL;
+    sb_batch_free(b);
+    return rep;
+}
+
+static redisReply *sb_redis_rest_vcmd(sb_redis_t *r, const char *fmt, va_list ap) {
+    sb_batch_t *b = sb_batch_create();
+    return sb_redis_rest_one(r, b, b ? sb_batch_vadd(b, fmt, ap) : SB_ENOMEM);
+}
+
+static redisReply *sb_redis_rest_argv(sb_redis_t *r, int argc, const char **argv,
+                                      const size_t *lens) {
+    sb_batch_t *b = sb_batch_create();
+    return sb_redis_rest_one(r, b, b ? sb_batch_addargv(b, argc, argv, lens) : SB_ENOMEM);
+}
+
+/* "Connecting" is a PING that must come back: URL, token and service all work. */
+static int sb_redis_rest_connect(sb_redis_t *r, char *err, size_t errlen) {
+    sb_batch_t *b = sb_batch_create();
+    redisReply *rep = NULL;
+    int rc = b ? sb_batch_add(b, "PING") : SB_ENOMEM;
+    if (rc == SB_OK) rc = sb_rest_run(r->rest, b, &rep, err, errlen);
+    sb_batch_free(b);
+    if (rc == SB_OK && rep->type == REDIS_REPLY_ERROR) {
+        snprintf(err, errlen, "%s", rep->str);
+        rc = SB_EREDIS;
+    }
+    if (rep) freeReplyObject(rep);
+    if (rc == SB_OK) r->rest_up = 1;
+    return rc == SB_OK ? SB_OK : SB_EREDIS;
+}
