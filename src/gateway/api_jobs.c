@@ -8,7 +8,10 @@
  *   {"event":"rebalance:created","room":"user:{publicKey}","data":{"jobId":"…"}}
  * so the Socket.IO layer of every gateway can emit it to the user's room. A job is therefore
  * either fully queued and announced, or not at all; a refused request writes only the rate
- * counters. */
+ * counters. With REDIS_WAIT_REPLICAS=N the queued job is answered 202 only after WAIT N
+ * (sent on the same connection right after the script's reply, so it covers the job's writes)
+ * confirms N replicas hold it; fewer in REDIS_WAIT_TIMEOUT_MS is a 503 whose job may still
+ * exist and run. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -121,6 +124,40 @@ static void sb_job_answer_limited(sb_req_t *req, const sb_rate_result_t *rate) {
                    req->gw->cfg->rate_limit, req->gw->cfg->rate_window, secs);
 }
 
+/* WAIT's answer: enough replicas hold the job (202), or not (503: it is on the master, which
+ * may still run it, or lose it if it fails before a replica copies it). */
+static void sb_job_replicated_cb(redisReply *reply, void *priv) {
+    sb_req_t *req = priv;
+    const char *type = sb_route_param(&req->match, "type");
+    int want = req->gw->cfg->wait_replicas;
+    long long got = reply && reply->type == REDIS_REPLY_INTEGER ? reply->integer : -1;
+    if (sb_req_gone(req)) {
+        /* counted as 499 on release */
+    } else if (got >= want) {
+        sb_job_answer_queued(req, type);
+    } else {
+        sb_warn("gateway", "job %s: queued but %lld of %d replicas confirmed it (WAIT)",
+                req->scratch, got < 0 ? 0 : got, want);
+        sb_req_error(req, 503, "replicas_unavailable",
+                     "the job %s was queued on the Redis master but only %lld of %d replicas "
+                     "confirmed it within %d ms; it may still run: check GET /agent/%s/%s "
+                     "before retrying", req->scratch, got < 0 ? 0 : got, want,
+                     req->gw->cfg->wait_timeout_ms, type, req->scratch);
+    }
+    sb_req_release(req);
+}
+
+/* Sends WAIT on the connection that ran the script; answers the request when it cannot. */
+static void sb_job_wait_replicas(sb_req_t *req) {
+    sb_batch_t *b = sb_batch_create();
+    if (b && sb_batch_add(b, "WAIT %d %d", req->gw->cfg->wait_replicas,
+                          req->gw->cfg->wait_timeout_ms) != SB_OK) {
+        sb_batch_free(b);
+        b = NULL;
+    }
+    sb_api_redis(req, b, sb_job_replicated_cb);
+}
+
 /* The script's answer: queued (202), refused by the window (429), Redis gone mid-call (503,
  * outcome unknown), or Redis refused the script (503). NOSCRIPT (the server's script cache
  * is empty, e.g. after a restart or SCRIPT FLUSH) means nothing ran: send it once as EVAL.
@@ -139,6 +176,8 @@ static void sb_job_submitted_cb(redisReply *reply, void *priv) {
     } else if (sb_reply_is_noscript(reply) && !req->num) {
         req->num = 1;
         sb_job_submit_send(req, SB_SCRIPT_EVAL);
+    } else if (rc == SB_OK && rate.allowed && req->gw->cfg->wait_replicas > 0) {
+        sb_job_wait_replicas(req);
     } else if (rc == SB_OK && rate.allowed) {
         sb_job_answer_queued(req, type);
     } else if (rc == SB_OK) {
