@@ -1,4 +1,4 @@
-/* Unit tests of the Engine.IO v4 session machine (src/gateway/eio.c), driven with byte strings,
+/* Unit tests of the Engine.IO v4 session machine (src/gateway/eio*.c), driven with byte strings,
  * a fake HTTP layer (sb_fake_http.h) and a fake clock: handshake, errors, polling, payload
  * splitting, the upgrade, heartbeats, limits, slow consumers, garbage, stale handles. */
 #include <setjmp.h>
