@@ -28,6 +28,8 @@ typedef enum { SB_NOTIFY_UNKNOWN = 0, SB_NOTIFY_ON, SB_NOTIFY_REFUSED } sb_notif
 struct sb_presence_watch {
     sb_gateway_t *gw;
     uv_timer_t sweep;          /* the sweep's period timer */
+    sb_aredis_hook_t up_hook;  /* on the command connection: notifications on again */
+    sb_subscriber_watch_t events_watch, expired_watch; /* on the SUBSCRIBE connection */
     int stopped;               /* stop() ran: send nothing more */
     sb_notify_t notify;
     int refusal_logged;        /* the CONFIG refusal was logged (once per process) */
@@ -202,16 +204,16 @@ sb_presence_watch_t *sb_presence_watch_create(sb_gateway_t *gw) {
     if (!pw) return NULL;
     pw->gw = gw;
     if (!sb_presence_expired_channel(pw->expired_channel, sizeof pw->expired_channel,
-                                     gw->cfg->redis.db) ||
-        sb_subscriber_watch(sub, SB_PRESENCE_CHANNEL, sb_pw_on_event, pw) != SB_OK ||
-        sb_subscriber_watch(sub, pw->expired_channel, sb_pw_on_expired, pw) != SB_OK) {
-        free(pw); /* only reachable before the subscriber connects: nothing was sent */
+                                     gw->cfg->redis.db)) {
+        free(pw);
         return NULL;
     }
+    sb_subscriber_watch(sub, &pw->events_watch, SB_PRESENCE_CHANNEL, sb_pw_on_event, pw);
+    sb_subscriber_watch(sub, &pw->expired_watch, pw->expired_channel, sb_pw_on_expired, pw);
     uv_timer_init(gw->loop, &pw->sweep);
     pw->sweep.data = pw;
     uv_timer_start(&pw->sweep, sb_pw_tick, SB_PRESENCE_FALLBACK_MS, SB_PRESENCE_FALLBACK_MS);
-    sb_aredis_on_up(gw->redis, sb_pw_on_up, pw);
+    sb_aredis_on_up(gw->redis, &pw->up_hook, sb_pw_on_up, pw);
     if (sb_aredis_up(gw->redis)) sb_pw_on_up(pw);
     return pw;
 }
@@ -219,7 +221,9 @@ sb_presence_watch_t *sb_presence_watch_create(sb_gateway_t *gw) {
 void sb_presence_watch_stop(sb_presence_watch_t *pw) {
     if (!pw || pw->stopped) return;
     pw->stopped = 1;
-    if (pw->gw->redis) sb_aredis_on_up_remove(pw->gw->redis, sb_pw_on_up, pw);
+    sb_aredis_on_up_remove(&pw->up_hook);
+    sb_subscriber_unwatch(&pw->events_watch); /* nothing reaches pw once it is freed */
+    sb_subscriber_unwatch(&pw->expired_watch);
     uv_close((uv_handle_t *)&pw->sweep, NULL);
 }
 

@@ -53,6 +53,7 @@ typedef struct sb_replay {
 
 struct sb_replays {
     sb_aredis_t *redis;
+    sb_aredis_hook_t up_hook; /* sends the waiting replays when redis is back */
     sb_sio_t *sio;
     char *types;              /* comma-separated job types (owned) */
     sb_replay_t *list;        /* replays hung on a socket, waiting or in flight */
@@ -408,17 +409,17 @@ sb_replays_t *sb_replays_create(sb_aredis_t *redis, sb_sio_t *sio, const char *j
     rp->redis = redis;
     rp->sio = sio;
     rp->types = strdup(job_types ? job_types : "");
-    if (!rp->types || sb_aredis_on_up(redis, sb_replays_on_up, rp) != SB_OK) {
-        free(rp->types);
+    if (!rp->types) {
         free(rp);
         return NULL;
     }
+    sb_aredis_on_up(redis, &rp->up_hook, sb_replays_on_up, rp);
     return rp;
 }
 
 void sb_replays_free(sb_replays_t *rp) {
     if (!rp) return;
-    sb_aredis_on_up_remove(rp->redis, sb_replays_on_up, rp);
+    sb_aredis_on_up_remove(&rp->up_hook);
     while (rp->list) { /* a waiting one goes now; one in flight when its reply comes */
         sb_replay_t *r = rp->list;
         sb_replays_detach(rp, r);
