@@ -440,6 +440,9 @@ test('switchboard agent workers are listed under department workers', async () =
 const orphaned = async () => Number((await (await fetch(`${base}/metrics`)).text())
   .match(/^gateway_responses_orphaned_total (\d+)/m)[1]);
 
+const inFlight = async () => Number((await (await fetch(`${base}/metrics`)).text())
+  .match(/^gateway_http_requests_in_flight (\d+)/m)[1]);
+
 test('clients that leave while their Redis reply is in flight are forgotten safely', async () => {
   const a = agent('support');
   const before = await orphaned();
@@ -454,9 +457,10 @@ test('clients that leave while their Redis reply is in flight are forgotten safe
         body: { agent_id: a.sub }, signal: ctl.signal }).catch((e) => e));
       calls.push(assign('support').catch(() => null)); // kept: answered once Redis resumes
     }
-    // the gateway serves connections in order: once a later /metrics is answered, the
-    // requests above have been read and are waiting on the stopped Redis
-    await orphaned();
+    // all 30 requests have been read and wait on the stopped Redis (the 31st in flight is
+    // the /metrics request that reads the gauge); connections are not served in order
+    await waitFor(async () => (await inFlight()) >= 31,
+      { what: 'the 30 requests to reach the gateway' });
     ctl.abort();
     redis.proc.kill('SIGCONT');
     await Promise.all(calls);

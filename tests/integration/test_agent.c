@@ -54,6 +54,18 @@ static char *record_status(sb_redis_t *r, const char *id) {
 }
 
 /* Waits (bounded) until job id's record has a terminal status; returns it (caller frees). */
+/* Waits until the agent has counted done and failed finishes: a record reads "done" as soon as
+ * the finish script ran in Redis, before the agent thread has its reply and counts it. */
+static void wait_counted(sb_agent_t *a, unsigned long long done, unsigned long long failed) {
+    sb_agent_stats_t stats = {0};
+    int64_t deadline = sb_mono_ms() + 10000;
+    for (;;) {
+        sb_agent_stats(a, &stats);
+        if ((stats.done >= done && stats.failed >= failed) || sb_mono_ms() > deadline) break;
+        sb_sleep_ms(5, NULL);
+    }
+}
+
 static char *wait_terminal(sb_redis_t *r, const char *id) {
     int64_t deadline = sb_mono_ms() + 15000;
     while (sb_mono_ms() < deadline) {
@@ -251,6 +263,7 @@ static void test_fifo_retry_and_dead_letter(void **state) {
     assert_int_equal(sum.total_jobs, 6);
     assert_int_equal(sum.failed_jobs, 2);
     assert_int_equal(sum.done_jobs, 4);
+    wait_counted(a, 4, 2);
     sb_agent_stats_t stats;
     sb_agent_stats(a, &stats);
     assert_int_equal(stats.done, 4);
@@ -551,6 +564,7 @@ static void test_finish_waits_out_a_busy_redis(void **state) {
     char *st = wait_terminal(r, id);
     assert_string_equal(st, "done");
     free(st);
+    wait_counted(a, 1, 0);
     sb_agent_stats(a, &stats);
     assert_int_equal(stats.done, 1);
     assert_int_equal(stats.recovered, 0);
