@@ -17,10 +17,10 @@
 #include "gateway/gateway.h"
 #include "gateway/http.h"
 #include "gateway/presence_watch.h"
-#include "gateway/socketio.h"
+#include "gateway/socketio/socketio.h"
 #include "gateway/static.h"
 #include "switchboard/clock.h"
-#include "switchboard/jwt_cache.h"
+#include "gateway/jwt_cache.h"
 #include "switchboard/log.h"
 #include "switchboard/submit.h"
 

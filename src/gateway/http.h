@@ -14,9 +14,9 @@
 #include <stdint.h>
 #include <cjson/cJSON.h>
 #include <libwebsockets.h>
-#include "gateway/socketio.h"
+#include "gateway/socketio/socketio.h"
 #include "switchboard/jwt.h"
-#include "switchboard/router.h"
+#include "gateway/router.h"
 
 #define SB_HTTP_BODY_MAX (64 * 1024)       /* larger bodies get 413 */
 #define SB_HTTP_BODY_DRAIN_MAX (8 << 20)   /* beyond this a 413'd body is not even read */

@@ -15,7 +15,7 @@
 #include <string.h>
 #include "gateway/gateway.h"
 #include "gateway/presence_watch.h"
-#include "gateway/socketio.h"
+#include "gateway/socketio/socketio.h"
 #include "gateway/subscriber.h"
 #include "switchboard/clock.h"
 #include "switchboard/error.h"

@@ -46,7 +46,7 @@
 
 #include <stdint.h>
 #include "gateway/aredis.h"
-#include "gateway/sio.h"
+#include "gateway/socketio/sio.h"
 
 #define SB_REPLAY_MAX 50                    /* newest ids per type looked at */
 #define SB_REPLAY_CREATED_MS (3600 * 1000)  /* only jobs created in the last hour */

@@ -28,7 +28,7 @@
 #include <uv.h>
 #include <cjson/cJSON.h>
 #include <hiredis/hiredis.h>
-#include "gateway/sio.h"
+#include "gateway/socketio/sio.h"
 #include "switchboard/config.h"
 
 typedef struct sb_subscriber sb_subscriber_t;

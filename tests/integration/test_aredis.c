@@ -18,7 +18,7 @@
 #include "gateway/aredis.h"
 #include "gateway/gateway.h"
 #include "gateway/presence_watch.h"
-#include "gateway/socketio.h"
+#include "gateway/socketio/socketio.h"
 #include "gateway/subscriber.h"
 #include "sb_test_redis.h"
 #include "switchboard/switchboard.h"

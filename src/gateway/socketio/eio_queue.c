@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gateway/eio_internal.h"
+#include "gateway/socketio/eio_internal.h"
 #include "switchboard/error.h"
 
 /* ================================================================ the ring */

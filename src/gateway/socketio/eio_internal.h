@@ -12,7 +12,7 @@
 
 #include <stdint.h>
 
-#include "gateway/eio.h"
+#include "gateway/socketio/eio.h"
 
 enum { ST_OPEN = 1, ST_CLOSING = 2 };
 

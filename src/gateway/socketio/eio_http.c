@@ -5,7 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "gateway/eio_internal.h"
+#include "gateway/socketio/eio_internal.h"
 #include "switchboard/error.h"
 
 static const char CT_TEXT[] = "text/plain; charset=UTF-8";

@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gateway/eio_internal.h"
+#include "gateway/socketio/eio_internal.h"
 #include "switchboard/error.h"
 
 const char sb__eio_r_parse[] = "parse error";

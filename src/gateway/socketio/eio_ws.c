@@ -3,7 +3,7 @@
  * One received message is one packet; each writeable callback pulls one queued packet. */
 #include <string.h>
 
-#include "gateway/eio_internal.h"
+#include "gateway/socketio/eio_internal.h"
 #include "switchboard/error.h"
 
 /* ================================================================ attach and upgrade */

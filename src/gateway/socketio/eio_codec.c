@@ -5,7 +5,7 @@
 #include <string.h>
 #include <sys/random.h>
 
-#include "gateway/eio.h"
+#include "gateway/socketio/eio.h"
 #include "switchboard/error.h"
 
 /* ================================================================ buffers */
