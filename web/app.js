@@ -8,6 +8,8 @@
 //     `agent:online|offline|status`. While the socket is not connected, jobs still in
 //     flight are polled over HTTP, so the page never gets stuck (and says so).
 // Routes that may not exist on this gateway (presence) degrade to a message on 404.
+// A token is checked for shape before use (whitespace dropped, three base64url parts); sign-out
+// puts every per-user part of the page back as it was loaded (resetUserUi).
 'use strict';
 
 (() => {
@@ -33,6 +35,7 @@
   };
 
   const $ = (id) => document.getElementById(id);
+  const INITIAL = {};       // texts and values of the page as loaded (see resetUserUi)
 
   // ---- small helpers -----------------------------------------------------------------------
 
@@ -56,13 +59,30 @@
     return e;
   }
 
-  function decodeJwt(token) {
-    const parts = token.split('.');
-    if (parts.length !== 3) throw new Error('a token has three dot-separated parts');
-    const b64 = parts[1].replace(/-/g, '+').replace(/_/g, '/');
+  // A JWT is three base64url parts joined by dots; HS256 tokens have a non-empty signature.
+  const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
+
+  function base64urlJson(part) {
+    const b64 = part.replace(/-/g, '+').replace(/_/g, '/');
     const json = decodeURIComponent(Array.from(atob(b64.padEnd(b64.length + (4 - b64.length % 4) % 4, '=')),
       (c) => '%' + c.charCodeAt(0).toString(16).padStart(2, '0')).join(''));
-    return JSON.parse(json);
+    const v = JSON.parse(json);
+    if (!v || typeof v !== 'object' || Array.isArray(v)) throw new Error('not a JSON object');
+    return v;
+  }
+
+  // Reads a pasted token: whitespace anywhere (a trailing newline, a token wrapped over lines)
+  // is dropped, since a JWT never contains any. Returns {token, claims}; throws an Error whose
+  // message says what is wrong when the text is not a well-formed JWT.
+  function parseToken(raw) {
+    const token = String(raw || '').replace(/\s+/g, '');
+    if (!JWT_SHAPE.test(token))
+      throw new Error('a token is three base64url parts joined by dots (header.payload.signature)');
+    const [header, payload] = token.split('.');
+    try { base64urlJson(header); } catch { throw new Error('its header is not base64url-encoded JSON'); }
+    try { return { token, claims: base64urlJson(payload) }; } catch {
+      throw new Error('its payload is not base64url-encoded JSON');
+    }
   }
 
   function fmtTime(iso) {
@@ -111,14 +131,17 @@
 
   // ---- sign in -----------------------------------------------------------------------------
 
-  function signIn(token) {
-    let claims;
+  // Signs in with a token (pasted, minted, saved or from /#token=); false with a message in the
+  // sign-in form when it is not a well-formed, unexpired JWT.
+  function signIn(raw) {
+    let parsed;
     try {
-      claims = decodeJwt(token);
+      parsed = parseToken(raw);
     } catch (e) {
-      showSignInError(`That is not a JWT: ${e.message}`);
+      showSignInError(`That is not a JWT: ${e.message}.`);
       return false;
     }
+    const { token, claims } = parsed;
     if (claims.exp && claims.exp * 1000 < Date.now()) {
       showSignInError('That token has expired.');
       return false;
@@ -127,6 +150,8 @@
     state.token = token;
     state.claims = claims;
     try { localStorage.setItem(TOKEN_KEY, token); } catch { /* private mode */ }
+    showSignInError('');
+    $('token-input').value = '';
     $('signin').hidden = true;
     $('app').hidden = false;
     renderWho();
@@ -142,19 +167,53 @@
   function signOut(reason) {
     if (state.socket) { state.socket.removeAllListeners(); state.socket.disconnect(); }
     state.timers.forEach(clearInterval);
-    Object.assign(state, { token: null, claims: null, socket: null, live: false, timers: [], lastMetrics: null });
+    clearTimeout(state.metricsTimer);
+    Object.assign(state, { token: null, claims: null, socket: null, live: false, timers: [],
+      metricsTimer: null, lastMetrics: null });
     state.session++;
     state.jobs.clear();
     state.pending.clear();
-    renderJobs();
     try { localStorage.removeItem(TOKEN_KEY); } catch { /* private mode */ }
-    $('feed').replaceChildren();
-    $('feed-empty').hidden = false;
+    resetUserUi();
     $('app').hidden = true;
-    $('who').hidden = true;
     $('signin').hidden = false;
     setConn('off', 'signed out');
     showSignInError(reason || '');
+  }
+
+  // Puts every part of the page that shows something of the signed-in user back as the page
+  // was loaded, so nothing of one user (a form note, a list, a count, a chart) is shown to the
+  // next one.
+  function resetUserUi() {
+    $('job-form').reset();
+    $('job-submit').disabled = false;
+    setNote('', '');
+    renderJobs();
+    $('jobs-empty').textContent = INITIAL.jobsEmpty;
+    $('feed').replaceChildren();
+    $('feed-empty').hidden = false;
+    $('agents').replaceChildren();
+    $('agents-msg').textContent = '';
+    $('agents-count').textContent = '';
+    for (const id of ['metrics-tiles', 'chart-daily', 'chart-exec']) $(id).replaceChildren();
+    for (const id of ['exec-caption', 'exec-stats']) $(id).textContent = '';
+    $('metrics-days').value = INITIAL.metricsDays;
+    metricsMessage('');
+    $('metrics-days').hidden = false;
+    for (const id of ['who-key', 'who-role', 'who-exp']) $(id).textContent = '';
+    $('who-role').dataset.role = '';
+    $('who').hidden = true;
+  }
+
+  // /#token=JWT signs in with that token (ending any session) and takes it out of the address
+  // bar and history. False when the address holds no token.
+  function signInFromHash() {
+    const token = new URLSearchParams(location.hash.slice(1)).get('token');
+    if (token === null) return false;
+    history.replaceState(null, '', location.pathname + location.search);
+    if (state.token) signOut();
+    signIn(token);
+    return true;
   }
 
   function showSignInError(msg) { $('signin-error').textContent = msg; }
@@ -304,19 +363,24 @@
     }
   }
 
+  function setNote(kind, text) {
+    const note = $('job-note');
+    if (kind) note.dataset.kind = kind; else delete note.dataset.kind;
+    note.textContent = text;
+  }
+
   async function createJob(ev) {
     ev.preventDefault();
     const amount = Number($('job-amount').value);
     const priority = $('job-priority').value;
-    const note = $('job-note');
     if (!(amount > 0)) {
-      note.dataset.kind = 'error';
-      note.textContent = 'Amount must be a number greater than 0.';
+      setNote('error', 'Amount must be a number greater than 0.');
       return;
     }
     $('job-submit').disabled = true;
     const body = priority ? { amount, priority } : { amount };
     const r = await api('POST', `/agent/${TYPE}`, body);
+    if (r.stale) return; // signed out meanwhile: the answer belongs to nobody on this page
     $('job-submit').disabled = false;
     if (r.status === 202 && r.json && r.json.jobId) {
       const now = new Date().toISOString();
@@ -324,12 +388,10 @@
       // updatedAt stays unknown: the browser's clock is not the agents' clock
       addJob({ jobId: id, type: TYPE, status: 'queued', payload: body, attempts: 0,
         createdAt: now, via: 'http' });
-      note.dataset.kind = 'ok';
-      note.textContent = `Queued ${id}`;
+      setNote('ok', `Queued ${id}`);
     } else {
-      note.dataset.kind = 'error';
       const retry = r.status === 429 ? ' (rate limited)' : '';
-      note.textContent = `Not queued${retry}: ${r.message}`;
+      setNote('error', `Not queued${retry}: ${r.message}`);
     }
   }
 
@@ -385,30 +447,39 @@
 
   // ---- presence ----------------------------------------------------------------------------
 
+  // GET /agent-status/online answers {success, data: {count, agents: [records…]}} (README,
+  // "HTTP API"); null for any other shape, which the panel reports instead of "no agent".
   function agentsOf(json) {
-    if (Array.isArray(json)) return json;
-    for (const k of ['agents', 'data', 'onlineAgents', 'online'])
-      if (json && Array.isArray(json[k])) return json[k];
-    return [];
+    const agents = json && json.data && json.data.agents;
+    return Array.isArray(agents) ? agents : null;
+  }
+
+  function agentItem(a) {
+    return el('li', { 'data-agent-id': a.agent_id || '', 'data-status': a.status || 'online' },
+      el('span', { class: 'dot' }),
+      el('span', { class: 'agent-name', text: a.name || a.agent_id || '?', title: a.agent_id || '' }),
+      el('span', { class: 'muted', text: a.max_chats ? `${a.current_chats || 0}/${a.max_chats}` : (a.status || '') }));
+  }
+
+  function agentsMessage(text) {
+    $('agents').replaceChildren();
+    $('agents-msg').textContent = text;
+    $('agents-count').textContent = '';
   }
 
   async function loadAgents() {
     if (!state.token) return;
     const r = await api('GET', '/agent-status/online');
-    const box = $('agents');
-    const msg = $('agents-msg');
+    if (r.stale) return;
     if (r.status === 404 || r.status === 405) {
-      box.replaceChildren();
-      msg.textContent = 'Presence is not available on this gateway yet.';
-      $('agents-count').textContent = '';
+      agentsMessage('Presence is not available on this gateway yet.');
       return;
     }
-    if (!r.ok) {
-      box.replaceChildren();
-      msg.textContent = `Could not load agents: ${r.message}`;
+    const agents = r.ok ? agentsOf(r.json) : null;
+    if (!agents) {
+      agentsMessage(`Could not load agents: ${r.ok ? 'unexpected answer' : r.message}`);
       return;
     }
-    const agents = agentsOf(r.json);
     const byDept = new Map();
     for (const a of agents) {
       const dept = a.department || a.department_id || 'no department';
@@ -416,14 +487,11 @@
       byDept.get(dept).push(a);
     }
     const groups = [...byDept.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([dept, list]) =>
-      el('div', { class: 'dept' },
+      el('div', { class: 'dept', 'data-department': dept },
         el('h3', {}, dept, el('span', { class: 'muted', text: ` ${list.length}` })),
-        el('ul', {}, ...list.map((a) => el('li', { 'data-status': a.status || 'online' },
-          el('span', { class: 'dot' }),
-          el('span', { text: a.name || a.agent_id || '?' , title: a.agent_id || '' }),
-          el('span', { class: 'muted', text: a.max_chats ? `${a.current_chats || 0}/${a.max_chats}` : (a.status || '') }))))));
-    box.replaceChildren(...groups);
-    msg.textContent = agents.length ? '' : 'No agent is online.';
+        el('ul', {}, ...list.map(agentItem))));
+    $('agents').replaceChildren(...groups);
+    $('agents-msg').textContent = agents.length ? '' : 'No agent is online.';
     $('agents-count').textContent = agents.length ? `${agents.length} online` : '';
   }
 
@@ -449,6 +517,7 @@
     }
     const days = $('metrics-days').value;
     const r = await api('GET', `/agent/${TYPE}/metrics?days=${days}`);
+    if (r.stale) return;
     if (!r.ok || !r.json) {
       metricsMessage(`Could not load metrics: ${r.message}`);
       return;
@@ -545,10 +614,12 @@
   // ---- start -------------------------------------------------------------------------------
 
   function start() {
+    INITIAL.jobsEmpty = $('jobs-empty').textContent;
+    INITIAL.metricsDays = $('metrics-days').value;
     $('token-form').addEventListener('submit', (ev) => {
       ev.preventDefault();
-      const t = $('token-input').value.trim();
-      if (t) signIn(t); else showSignInError('Paste a token first.');
+      const t = $('token-input').value;
+      if (t.trim()) signIn(t); else showSignInError('Paste a token first.');
     });
     $('dev-form').addEventListener('submit', mintDevToken);
     $('sign-out').addEventListener('click', () => signOut());
@@ -561,6 +632,8 @@
       resizeTimer = setTimeout(() => { if (state.lastMetrics && state.token) renderMetrics(state.lastMetrics); }, 150);
     });
     probeDevMode();
+    window.addEventListener('hashchange', signInFromHash);
+    if (signInFromHash()) return;
     let saved = null;
     try { saved = localStorage.getItem(TOKEN_KEY); } catch { /* private mode */ }
     if (saved && !signIn(saved)) {

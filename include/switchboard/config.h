@@ -1,19 +1,19 @@
-/* Configuration: environment variables first, then matching command-line flags.
+/* The library's connection options: where Redis is.
  *
- * Every setting is a row of one table (config.c): its environment name, its flag, its type and
- * range, and a line of help. sb_config_load() fills an sb_config_t from the defaults, then the
- * environment, then argv; anything malformed or out of range stops with one sentence naming
- * the setting. Strings in the struct are owned by it and released by sb_config_close(). */
+ * Every library object that talks to Redis (sb_redis_create, sb_consumer_create,
+ * sb_poller_start, the gateway's async clients) takes an sb_redis_addr_t: start from
+ * sb_redis_addr_init() (127.0.0.1:6379, database 0) and set what differs, or parse a Redis URL
+ * into it. Strings are owned by the struct: sb_redis_addr_free() releases them. The command
+ * line's settings (environment and flags) are the program's business: src/cli/settings.h. */
 #ifndef SB_CONFIG_H
 #define SB_CONFIG_H
 
 #include <stddef.h>
-#include <stdio.h>
-#include "switchboard/log.h"
 
-#define SB_CONFIG_MAX_ARGS 32
+#define SB_REDIS_DEFAULT_HOST "127.0.0.1"
+#define SB_REDIS_DEFAULT_PORT 6379
 
-/* Where Redis is. Either unix_path is set, or host/port. */
+/* Where Redis is. Either unix_path is set, or host/port (host NULL: SB_REDIS_DEFAULT_HOST). */
 typedef struct {
     char *host;
     int port;
@@ -23,9 +23,32 @@ typedef struct {
     int db;
 } sb_redis_addr_t;
 
+/* The defaults: TCP to SB_REDIS_DEFAULT_HOST:SB_REDIS_DEFAULT_PORT, database 0, no AUTH.
+ * Allocates nothing. */
+void sb_redis_addr_init(sb_redis_addr_t *addr);
+/* Parses a redis URL (redis://[user:pass@]host:port[/db] or unix:///path[?db=N]) into addr
+ * (strings malloc'd, previous ones freed). Returns 0 or SB_EINVAL with a reason in err. */
+int sb_redis_url_parse(const char *url, sb_redis_addr_t *addr, char *err, size_t errlen);
+/* Deep-copies src into dst (dst's previous strings are not freed; a TCP address without a host
+ * gets SB_REDIS_DEFAULT_HOST). Returns 0, or SB_ENOMEM with dst holding no allocation. */
+int sb_redis_addr_copy(sb_redis_addr_t *dst, const sb_redis_addr_t *src);
+/* Frees the strings of a and NULLs them; NULL is fine. */
+void sb_redis_addr_free(sb_redis_addr_t *a);
+/* "host:port" or the socket path, for log lines; writes into buf. */
+const char *sb_redis_addr_str(const sb_redis_addr_t *addr, char *buf, size_t len);
+
+/* ---- transitional ---------------------------------------------------------------------------
+ * The command line's settings (src/cli/settings.h loads them). They stay visible here only while
+ * sb_agent_create (agent.h) still takes them; once it takes its own sb_agent_opts_t this struct
+ * moves to src/cli/settings.h and no library function reads it. */
+#include "switchboard/log.h"
+
+#define SB_CONFIG_MAX_ARGS 32
+
 typedef struct {
     sb_redis_addr_t redis;
     int redis_explicit;     /* some REDIS_* variable or --redis-* flag was given */
+    int bind_explicit;      /* BIND or --bind was given (`up` listens on loopback otherwise) */
     /* gateway */
     char *bind;             /* listen address of the gateway */
     int port;               /* PORT, default 3001 */
@@ -87,26 +110,5 @@ typedef struct {
     int nargs;
     char *args[SB_CONFIG_MAX_ARGS];
 } sb_config_t;
-
-/* Fills cfg from defaults, environment and argv (argv[0] is not read). Returns 0, or
- * SB_EINVAL with a sentence in err naming the bad setting; cfg must still be closed. */
-int sb_config_load(sb_config_t *cfg, int argc, char **argv, char *err, size_t errlen);
-void sb_config_close(sb_config_t *cfg);
-
-/* Parses a redis URL (redis://[user:pass@]host:port[/db] or unix:///path[?db=N]) into addr
- * (strings malloc'd, previous ones freed). Returns 0 or SB_EINVAL with a reason in err. */
-int sb_redis_url_parse(const char *url, sb_redis_addr_t *addr, char *err, size_t errlen);
-/* Deep-copies src into dst (dst's previous strings are not freed). Returns 0, or SB_ENOMEM
- * with dst holding no allocation. */
-int sb_redis_addr_copy(sb_redis_addr_t *dst, const sb_redis_addr_t *src);
-/* Frees the strings of a and NULLs them; NULL is fine. */
-void sb_redis_addr_free(sb_redis_addr_t *a);
-/* "host:port" or the socket path, for log lines; writes into buf. */
-const char *sb_redis_addr_str(const sb_redis_addr_t *addr, char *buf, size_t len);
-
-/* Prints every setting: flag, environment name, default and help. */
-void sb_config_usage(FILE *out);
-/* The same for the settings whose flag (without "--") is in the space-separated list. */
-void sb_config_usage_only(FILE *out, const char *flags);
 
 #endif

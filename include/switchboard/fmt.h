@@ -13,5 +13,8 @@
 size_t sb_fmt_ll(char *out, long long v);
 /* The same followed by a NUL (room for one more byte). Returns out. */
 char *sb_fmt_llz(char *out, long long v);
+/* Reads s, all of it, as a decimal number from min to max into *out. Returns 0, or SB_EINVAL
+ * (not a number, trailing text, out of range) leaving *out unchanged. */
+int sb_fmt_parse_long(const char *s, long min, long max, long *out);
 
 #endif

@@ -7,8 +7,9 @@
  *      writing nothing else; allowed → record the request (ZADD + PEXPIRE the window);
  *   2. when a job is given: SET the record EX 1 day, LPUSH its id, ZADD + EXPIRE the user
  *      index, INCR the day's `jobs` counter, XADD the job.created audit event (events.h, same
- *      fields and MAXLEN as sb_events_xadd_batch) and, when a channel is given, PUBLISH the
- *      created notification.
+ *      fields and MAXLEN as sb_events_xadd_batch) and PUBLISH the {type}:created notification
+ *      on agent:{type}:events, which every gateway relays to the owner's Socket.IO room
+ *      user:{publicKey} — whoever queued the job (gateway POST, `switchboard enqueue`, bench).
  * A script runs atomically, so a job is fully queued and announced or not at all, and the
  * window entry and the job land together. Daily counters get their 7-day EXPIRE only when
  * INCR returns 1 (the key was just created), so every counter key still expires.
@@ -33,8 +34,6 @@ typedef struct {
     const char *rate_user;   /* NULL: no rate limit (and no rate keys touched) */
     int limit;               /* requests per window (> 0 with rate_user) */
     int window_s;            /* window, seconds */
-    const char *channel;     /* NULL: no PUBLISH; else PUBLISH channel message */
-    const char *message;
     sb_rand_t *rand;         /* the ids' random bytes (random.h); NULL: each from getrandom */
 } sb_submit_t;
 
@@ -42,7 +41,7 @@ typedef struct {
 void sb_submit_script_init(sb_script_t *s);
 
 /* Appends the script call for q to b, as EVALSHA or EVAL (mode). Returns 0; SB_EINVAL (a bad
- * key part or user id over 128 characters, or channel/message not both set or both NULL);
+ * key part or user id over 128 characters);
  * SB_ENOMEM; SB_ERR (no random source). b is unchanged on failure. */
 int sb_submit_batch(sb_batch_t *b, const sb_script_t *s, sb_script_mode_t mode,
                     const sb_submit_t *q);

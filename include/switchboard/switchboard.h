@@ -21,6 +21,7 @@
 #include "switchboard/jwt.h"
 #include "switchboard/random.h"
 #include "switchboard/prom.h"
+#include "switchboard/utf8.h"
 
 #define SB_VERSION "0.1.0"
 

@@ -199,5 +199,6 @@ int sb_cmd_bench(sb_config_t *cfg) {
     free(b.jobs);
     sb_redis_free(b.sub);
     sb_redis_free(r);
-    return rc != SB_OK ? 3 : finished_all ? 0 : 1;
+    if (rc != SB_OK) return rc == SB_ERR || rc == SB_ENOMEM ? SB_EXIT_FAIL : SB_EXIT_REDIS;
+    return finished_all ? SB_EXIT_OK : SB_EXIT_TIMEOUT;
 }

@@ -128,38 +128,38 @@ static int sb_publish_lines(sb_redis_t *r, const sb_config_t *cfg, const char *t
     sb_batch_free(b);
     fprintf(stderr, "published %lld event(s) to %s%s", sent, key, bad ? "; " : "\n");
     if (bad) fprintf(stderr, "%lld line(s) skipped: not valid JSON\n", bad);
-    return rc == SB_OK ? (bad ? 1 : 0) : 3;
+    return rc != SB_OK ? SB_EXIT_REDIS : bad ? SB_EXIT_USAGE : SB_EXIT_OK;
 }
 
 static int sb_events_publish_cmd(sb_config_t *cfg, sb_redis_t *r) {
     char key[SB_EVENT_TYPE_MAX + 32], eid[SB_EVENT_ID_LEN], sid[SB_STREAM_ID_LEN];
     if (!sb_types_ok(cfg, 0, "publish") || cfg->nargs != 3) {
         fprintf(stderr, "usage: switchboard events publish TYPE 'DATA-JSON' | -\n");
-        return 2;
+        return SB_EXIT_USAGE;
     }
     const char *type = cfg->args[1];
     if (!strcmp(cfg->args[2], "-"))
         return sb_publish_lines(r, cfg, type, sb_events_key(key, sizeof key, type));
     const char *data = sb_data_arg(cfg, 2, "publish");
-    if (!data) return 2;
+    if (!data) return SB_EXIT_USAGE;
     sb_publish_opts_t po = {.correlation_id = cfg->correlation_id, .maxlen = cfg->maxlen};
     int rc = sb_events_publish(r, type, data, &po, eid, sid);
     if (rc != SB_OK) {
         fprintf(stderr, "switchboard events publish: %s\n", sb_strerror(rc));
-        return 3;
+        return sb_cli_exit(rc);
     }
     if (cfg->json_out) printf("{\"event_id\":\"%s\",\"id\":\"%s\"}\n", eid, sid);
     else printf("%s\n", eid);
-    return 0;
+    return SB_EXIT_OK;
 }
 
 static int sb_events_request_cmd(sb_config_t *cfg, sb_redis_t *r) {
     if (!sb_types_ok(cfg, 0, "request") || cfg->nargs != 3) {
         fprintf(stderr, "usage: switchboard events request TYPE 'DATA-JSON' [--timeout S]\n");
-        return 2;
+        return SB_EXIT_USAGE;
     }
     const char *data = sb_data_arg(cfg, 2, "request");
-    if (!data) return 2;
+    if (!data) return SB_EXIT_USAGE;
     sb_sigwatch_t sw;
     sb_sigwatch_start(&sw);
     char *reply = NULL, err[256];
@@ -170,7 +170,7 @@ static int sb_events_request_cmd(sb_config_t *cfg, sb_redis_t *r) {
     if (rc == SB_OK) printf("%s\n", reply);
     else fprintf(stderr, "switchboard events request: %s\n", err);
     free(reply);
-    return rc == SB_OK ? 0 : rc == SB_ETIMEOUT ? 1 : 3;
+    return sb_cli_exit(rc);
 }
 
 /* ---- tail / replay ----------------------------------------------------------------------- */
@@ -206,31 +206,31 @@ static int sb_visit_exec(const sb_event_t *ev, void *user) {
 
 static int sb_events_replay_cmd(sb_config_t *cfg, sb_redis_t *r) {
     char from[SB_STREAM_ID_LEN];
-    if (!sb_types_ok(cfg, 0, "replay") || cfg->nargs != 2) return 2;
+    if (!sb_types_ok(cfg, 0, "replay") || cfg->nargs != 2) return SB_EXIT_USAGE;
     if (sb_events_parse_from(cfg->from ? cfg->from : "-", from) != SB_OK || !strcmp(from, "$")) {
         fprintf(stderr, "switchboard events replay: bad --from '%s' (a stream id, unix ms or "
                 "ISO 8601 time)\n", cfg->from);
-        return 2;
+        return SB_EXIT_USAGE;
     }
     sb_visit_ctx_t v = {.cfg = cfg};
     long n = sb_events_replay(r, cfg->args[1], from, cfg->max_events,
                               cfg->exec_cmd ? sb_visit_exec : sb_visit_print, &v);
     if (n < 0) {
         fprintf(stderr, "switchboard events replay: %s\n", sb_strerror((int)n));
-        return 3;
+        return sb_cli_exit((int)n);
     }
     fprintf(stderr, "replayed %ld event(s) from %s%s\n", n, from, v.failed ? " (some failed)" : "");
-    return v.failed ? 1 : 0;
+    return v.failed ? SB_EXIT_FAIL : SB_EXIT_OK;
 }
 
 static int sb_events_tail_cmd(sb_config_t *cfg, sb_redis_t *r) {
     enum { MAXT = 32 };
     char last[MAXT][SB_STREAM_ID_LEN], from[SB_STREAM_ID_LEN];
     int n = cfg->nargs - 1;
-    if (!sb_types_ok(cfg, 1, "tail") || n > MAXT) return 2;
+    if (!sb_types_ok(cfg, 1, "tail") || n > MAXT) return SB_EXIT_USAGE;
     if (sb_events_parse_from(cfg->from ? cfg->from : "$", from) != SB_OK) {
         fprintf(stderr, "switchboard events tail: bad --from '%s'\n", cfg->from);
-        return 2;
+        return SB_EXIT_USAGE;
     }
     if (!strcmp(from, "-")) snprintf(from, sizeof from, "0");
     for (int i = 0; i < n; i++) memcpy(last[i], from, sizeof from);
@@ -245,8 +245,10 @@ static int sb_events_tail_cmd(sb_config_t *cfg, sb_redis_t *r) {
                             cfg->count, sb_visit_print, &v);
         if (rc == SB_EREDIS) rc = sb_redis_ensure(r, &sw.stop); /* then carry on from last */
     }
+    int stopped = atomic_load(&sw.stop);
     sb_sigwatch_stop(&sw);
-    return rc >= 0 || rc == SB_ECANCELED ? 0 : 3;
+    if (rc < 0 && rc != SB_ECANCELED) return SB_EXIT_REDIS;
+    return sb_cli_watch_end(stopped, cfg->max_events, v.seen);
 }
 
 /* ---- pending / info ---------------------------------------------------------------------- */
@@ -268,14 +270,14 @@ out:
 
 static int sb_events_pending_cmd(sb_config_t *cfg, sb_redis_t *r) {
     char key[SB_EVENT_TYPE_MAX + 32];
-    if (!sb_types_ok(cfg, 0, "pending") || cfg->nargs != 2) return 2;
+    if (!sb_types_ok(cfg, 0, "pending") || cfg->nargs != 2) return SB_EXIT_USAGE;
     sb_events_key(key, sizeof key, cfg->args[1]);
     redisReply *rep = sb_redis_cmd(r, "XPENDING %s %s", key, cfg->group);
     if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 4) {
         fprintf(stderr, "switchboard events pending: %s\n",
                 rep && rep->type == REDIS_REPLY_ERROR ? rep->str : "redis unavailable");
         if (rep) freeReplyObject(rep);
-        return rep ? 1 : 3;
+        return rep ? SB_EXIT_FAIL : SB_EXIT_REDIS;
     }
     printf("stream: %s\ngroup: %s\npending: %lld", key, cfg->group, rep->element[0]->integer);
     if (rep->element[0]->integer)
@@ -287,7 +289,7 @@ static int sb_events_pending_cmd(sb_config_t *cfg, sb_redis_t *r) {
                rep->element[3]->element[i]->element[1]->str);
     freeReplyObject(rep);
     sb_print_pending_entries(r, key, cfg->group, cfg->limit);
-    return 0;
+    return SB_EXIT_OK;
 }
 
 /* Prints a flat [name, value, name, value…] reply as "indent name: value" lines. */
@@ -320,7 +322,7 @@ static int sb_info_stream(sb_redis_t *r, const char *type) {
         fprintf(stderr, "switchboard events info: %s: %s\n", key,
                 rep && rep->type == REDIS_REPLY_ERROR ? rep->str : "redis unavailable");
         if (rep) freeReplyObject(rep);
-        return rep ? 1 : 3;
+        return rep ? SB_EXIT_FAIL : SB_EXIT_REDIS;
     }
     printf("stream: %s\n", key);
     sb_print_pairs(rep, "  ");
@@ -339,7 +341,7 @@ static int sb_info_stream(sb_redis_t *r, const char *type) {
         if (cons) freeReplyObject(cons);
     }
     if (rep) freeReplyObject(rep);
-    return 0;
+    return SB_EXIT_OK;
 }
 
 /* Every stream under agent:stream:* with its length. */
@@ -351,7 +353,7 @@ static int sb_info_all(sb_redis_t *r) {
         if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 2) {
             if (rep) freeReplyObject(rep);
             fprintf(stderr, "switchboard events info: redis unavailable\n");
-            return 3;
+            return SB_EXIT_REDIS;
         }
         snprintf(cursor, sizeof cursor, "%s", rep->element[0]->str);
         for (size_t i = 0; i < rep->element[1]->elements; i++) {
@@ -360,16 +362,16 @@ static int sb_info_all(sb_redis_t *r) {
         }
         freeReplyObject(rep);
     } while (strcmp(cursor, "0") != 0);
-    return 0;
+    return SB_EXIT_OK;
 }
 
 static int sb_events_info_cmd(sb_config_t *cfg, sb_redis_t *r) {
     if (cfg->nargs == 1) return sb_info_all(r);
-    if (!sb_types_ok(cfg, 1, "info")) return 2;
-    int rc = 0;
+    if (!sb_types_ok(cfg, 1, "info")) return SB_EXIT_USAGE;
+    int rc = SB_EXIT_OK;
     for (int i = 1; i < cfg->nargs; i++) {
         int one = sb_info_stream(r, cfg->args[i]);
-        if (one > rc) rc = one;
+        if (rc == SB_EXIT_OK || one == SB_EXIT_REDIS) rc = one; /* Redis lost wins */
     }
     return rc;
 }
@@ -454,10 +456,10 @@ static sb_consumer_t *sb_consume_create(const sb_config_t *cfg, sb_consume_ctx_t
 
 static int sb_events_consume_cmd(sb_config_t *cfg, sb_redis_t *r) {
     (void)r;
-    if (!sb_types_ok(cfg, 1, "consume")) return 2;
+    if (!sb_types_ok(cfg, 1, "consume")) return SB_EXIT_USAGE;
     if (cfg->respond && !cfg->exec_cmd) {
         fprintf(stderr, "switchboard events consume: --respond needs --exec CMD\n");
-        return 2;
+        return SB_EXIT_USAGE;
     }
     sb_consume_ctx_t x = {.cfg = cfg};
     sb_sigwatch_t sw;
@@ -465,7 +467,7 @@ static int sb_events_consume_cmd(sb_config_t *cfg, sb_redis_t *r) {
     sb_consumer_t *c = sb_consume_create(cfg, &x);
     if (!c) {
         sb_sigwatch_stop(&sw);
-        return 2;
+        return SB_EXIT_USAGE;
     }
     sb_info("events", "consumer %s of group %s reading %d stream(s)", sb_consumer_name(c),
             cfg->group, cfg->nargs - 1);
@@ -481,7 +483,7 @@ static int sb_events_consume_cmd(sb_config_t *cfg, sb_redis_t *r) {
             st.retried, st.dead, st.malformed, st.duplicates, st.claimed);
     sb_consumer_free(c);
     sb_sigwatch_stop(&sw);
-    return 0;
+    return SB_EXIT_OK;
 }
 
 /* ---- dispatch ---------------------------------------------------------------------------- */
@@ -506,10 +508,10 @@ int sb_cmd_events(sb_config_t *cfg) {
     if (!sv) {
         fprintf(stderr, "usage: switchboard events publish|request|tail|replay|pending|info|"
                 "consume … (see switchboard events --help)\n");
-        return 2;
+        return SB_EXIT_USAGE;
     }
     sb_redis_t *r = sv->needs_redis ? sb_cli_connect(cfg) : NULL;
-    if (sv->needs_redis && !r) return 3;
+    if (sv->needs_redis && !r) return SB_EXIT_REDIS;
     int rc = sv->run(cfg, r);
     sb_redis_free(r);
     return rc;

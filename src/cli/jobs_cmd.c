@@ -6,20 +6,6 @@
 #include "cli/cli.h"
 #include "switchboard/switchboard.h"
 
-sb_redis_t *sb_cli_connect(const sb_config_t *cfg) {
-    char err[256], where[300];
-    sb_redis_t *r = sb_redis_create(&cfg->redis, "cli");
-    if (!r) return NULL;
-    sb_redis_set_timeout(r, 10000);
-    if (sb_redis_connect(r, err, sizeof err) != SB_OK) {
-        fprintf(stderr, "switchboard: cannot reach redis at %s: %s\n",
-                sb_redis_addr_str(&cfg->redis, where, sizeof where), err);
-        sb_redis_free(r);
-        return NULL;
-    }
-    return r;
-}
-
 /* One progress line on stderr: the status first (scripts match on it), the time since the
  * job was queued, then what the agent said. */
 static void sb_enqueue_progress(const sb_status_t *st, int64_t t0_ms) {
@@ -36,43 +22,63 @@ static void sb_enqueue_progress(const sb_status_t *st, int64_t t0_ms) {
     free(result);
 }
 
+/* The next message on `sub` within the --timeout of one update (0: wait forever). NULL with
+ * *timed_out = 1 when none came in time, NULL with *timed_out = 0 when Redis was lost. */
+static redisReply *sb_enqueue_next(sb_redis_t *sub, int timeout_s, int *timed_out) {
+    int64_t deadline = sb_mono_ms() + (int64_t)timeout_s * 1000;
+    for (;;) {
+        int64_t left = deadline - sb_mono_ms();
+        if (timeout_s > 0 && left <= 0) return *timed_out = 1, NULL;
+        redisReply *msg = sb_redis_read_wait(sub, timeout_s > 0 ? (int)left : -1, timed_out);
+        if (msg || !*timed_out) return msg; /* timed_out here may be a partial reply: go on */
+    }
+}
+
+/* Prints one status message when it is about job `id`. Returns SB_EXIT_OK (done),
+ * SB_EXIT_FAIL (error), or -1 (not final, or another job's). */
+static int sb_enqueue_update(const redisReply *msg, const char *id, int64_t t0, char *last,
+                             size_t lastlen) {
+    cJSON *root = NULL;
+    sb_status_t st;
+    char err[128];
+    int rc = -1;
+    if (msg->type == REDIS_REPLY_ARRAY && msg->elements == 3 &&
+        !strcmp(msg->element[0]->str, "message") &&
+        sb_status_parse(msg->element[2]->str, msg->element[2]->len, &root, &st, err,
+                        sizeof err) == SB_OK && !strcmp(st.job_id, id)) {
+        sb_enqueue_progress(&st, t0);
+        snprintf(last, lastlen, "%s", st.status);
+        if (!strcmp(st.status, "done")) rc = SB_EXIT_OK;
+        else if (!strcmp(st.status, "error")) rc = SB_EXIT_FAIL;
+    }
+    cJSON_Delete(root);
+    return rc;
+}
+
 /* Prints the job's status messages (read from `sub`, already subscribed) until it is done
- * or failed, then the final record. Returns 0 for done, 1 for error, 3 on timeout or a lost
- * connection. */
+ * or failed, then the final record. Returns SB_EXIT_OK for done, SB_EXIT_FAIL for error,
+ * SB_EXIT_TIMEOUT when --timeout passed without an update, SB_EXIT_REDIS when Redis was lost. */
 static int sb_enqueue_follow(sb_redis_t *sub, sb_redis_t *r, const sb_config_t *cfg,
                              const char *id) {
     int64_t t0 = sb_mono_ms();
     char last[16] = "queued";
-    sb_redis_set_timeout(sub, cfg->timeout > 0 ? cfg->timeout * 1000 : 0);
     if (cfg->timeout > 0)
         fprintf(stderr, "queued     +0.000 s  waiting for an agent, up to %d s for each update "
                         "(Ctrl-C stops waiting; the job stays queued)\n", cfg->timeout);
     else
         fprintf(stderr, "queued     +0.000 s  waiting for an agent (Ctrl-C stops waiting; the "
                         "job stays queued)\n");
-    int rc = -1;
+    int rc = -1, timed_out = 0;
     while (rc < 0) {
-        redisReply *msg = sb_redis_read(sub);
+        redisReply *msg = sb_enqueue_next(sub, cfg->timeout, &timed_out);
         if (!msg) {
             fprintf(stderr, "switchboard enqueue: %s after %.1f s waiting for job %s (last "
                     "status: %s); it is not cancelled: see `switchboard job %s`\n",
-                    cfg->timeout > 0 ? "timed out" : "lost redis",
+                    timed_out ? "timed out" : "lost redis",
                     (double)(sb_mono_ms() - t0) / 1000.0, id, last, id);
-            return 3;
+            return timed_out ? SB_EXIT_TIMEOUT : SB_EXIT_REDIS;
         }
-        cJSON *root = NULL;
-        sb_status_t st;
-        char err[128];
-        if (msg->type == REDIS_REPLY_ARRAY && msg->elements == 3 &&
-            !strcmp(msg->element[0]->str, "message") &&
-            sb_status_parse(msg->element[2]->str, msg->element[2]->len, &root, &st, err,
-                            sizeof err) == SB_OK && !strcmp(st.job_id, id)) {
-            sb_enqueue_progress(&st, t0);
-            snprintf(last, sizeof last, "%s", st.status);
-            if (!strcmp(st.status, "done")) rc = 0;
-            else if (!strcmp(st.status, "error")) rc = 1;
-        }
-        cJSON_Delete(root);
+        rc = sb_enqueue_update(msg, id, t0, last, sizeof last);
         freeReplyObject(msg);
     }
     char *json = NULL;
@@ -85,15 +91,15 @@ int sb_cmd_enqueue(sb_config_t *cfg) {
     if (cfg->nargs != 1) {
         fprintf(stderr, "usage: switchboard enqueue [--type T] [--user PK] [--wait] "
                         "'PAYLOAD-JSON' (see switchboard enqueue --help)\n");
-        return 2;
+        return SB_EXIT_USAGE;
     }
     cJSON *payload = sb_json_parse(cfg->args[0], strlen(cfg->args[0]));
     if (!payload) {
         fprintf(stderr, "switchboard enqueue: the payload is not valid JSON\n");
-        return 2;
+        return SB_EXIT_USAGE;
     }
     sb_redis_t *r = sb_cli_connect(cfg), *sub = NULL;
-    int rc = r ? 0 : 3;
+    int rc = r ? SB_EXIT_OK : SB_EXIT_REDIS;
     char chan[SB_KEY_LEN];
     if (r && cfg->wait) {
         /* subscribe before enqueuing so no update can slip between the two */
@@ -101,15 +107,17 @@ int sb_cmd_enqueue(sb_config_t *cfg) {
         redisReply *rep = sub ? sb_redis_cmd(sub, "SUBSCRIBE %s",
                                              sb_key(chan, sizeof chan, SB_KEY_STATUS,
                                                     cfg->job_type, NULL)) : NULL;
-        if (!rep) rc = 3;
+        if (!rep) rc = SB_EXIT_REDIS;
         else freeReplyObject(rep);
     }
     char id[SB_JOB_ID_LEN], err[256];
     sb_user_t user = {.public_key = cfg->user, .id = cfg->user_id};
-    if (rc == 0 && sb_job_enqueue(r, cfg->job_type, &user, payload, id, err, sizeof err) != SB_OK) {
+    int qrc = rc == SB_EXIT_OK ? sb_job_enqueue(r, cfg->job_type, &user, payload, id, err,
+                                                sizeof err) : SB_OK;
+    if (qrc != SB_OK) {
         fprintf(stderr, "switchboard enqueue: %s\n", err);
-        rc = 1;
-    } else if (rc == 0) {
+        rc = sb_cli_exit(qrc);
+    } else if (rc == SB_EXIT_OK) {
         printf("%s\n", id);
         fflush(stdout);
         if (sub) rc = sb_enqueue_follow(sub, r, cfg, id);
@@ -124,10 +132,10 @@ int sb_cmd_job(sb_config_t *cfg) {
     if (cfg->nargs != 1 || !sb_job_id_valid(cfg->args[0])) {
         fprintf(stderr, "usage: switchboard job [--type T] JOB_ID (ids look like "
                 "1731304200000-a7f3e2c1)\n");
-        return 2;
+        return SB_EXIT_USAGE;
     }
     sb_redis_t *r = sb_cli_connect(cfg);
-    if (!r) return 3;
+    if (!r) return SB_EXIT_REDIS;
     char *json = NULL;
     int rc = sb_job_get(r, cfg->job_type, cfg->args[0], &json);
     if (rc == SB_OK) {
@@ -142,7 +150,7 @@ int sb_cmd_job(sb_config_t *cfg) {
     }
     free(json);
     sb_redis_free(r);
-    return rc == SB_OK ? 0 : rc == SB_ENOTFOUND ? 1 : 3;
+    return rc == SB_OK ? SB_EXIT_OK : rc == SB_ENOTFOUND ? SB_EXIT_FAIL : SB_EXIT_REDIS;
 }
 
 /* Prints up to limit ids of a list, from the consuming (right) end. */
@@ -188,7 +196,7 @@ static void sb_print_processing(sb_redis_t *r, const char *type, int limit) {
 
 int sb_cmd_queue(sb_config_t *cfg) {
     sb_redis_t *r = sb_cli_connect(cfg);
-    if (!r) return 3;
+    if (!r) return SB_EXIT_REDIS;
     char jobs[SB_KEY_LEN], dead[SB_KEY_LEN];
     sb_key(jobs, sizeof jobs, SB_KEY_JOBS, cfg->job_type, NULL);
     sb_key(dead, sizeof dead, SB_KEY_DEAD, cfg->job_type, NULL);
@@ -196,7 +204,7 @@ int sb_cmd_queue(sb_config_t *cfg) {
     if (pending < 0) {
         fprintf(stderr, "switchboard queue: redis unavailable\n");
         sb_redis_free(r);
-        return 3;
+        return SB_EXIT_REDIS;
     }
     printf("type: %s\npending: %lld (next out first)\n", cfg->job_type, pending);
     sb_print_ids(r, jobs, cfg->limit, "  ");
@@ -204,5 +212,5 @@ int sb_cmd_queue(sb_config_t *cfg) {
     printf("dead: %lld\n", sb_llen(r, dead));
     sb_print_ids(r, dead, cfg->limit, "  ");
     sb_redis_free(r);
-    return 0;
+    return SB_EXIT_OK;
 }

@@ -1,5 +1,6 @@
 /* `switchboard VERB [flags]`: one program for the gateway, the agent and the CLI verbs.
- * The verb table below is the whole dispatch; each verb lives in its own file. */
+ * The verb table below is the whole dispatch; each verb lives in its own file and accepts
+ * only the flags its row lists (settings.h). */
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -20,17 +21,23 @@ typedef struct {
 static const char sb_up_detail[] =
     "  Starts a private redis-server (unix socket, AOF, in --data-dir) unless a REDIS_* setting\n"
     "  is given, then a gateway in development mode (SB_DEV=1) and an agent; restarts a part\n"
-    "  that crashes. Prints the dashboard URL and a user and an admin token (7 days, signed\n"
-    "  with JWT_SECRET or a secret kept in DATA_DIR/dev-jwt-secret). Ctrl-C stops the gateway\n"
-    "  and agent first (running jobs finish), Redis last. Exit: 0 stopped, 1 failed to start.\n"
-    "  e.g.  switchboard up --port 3001 --concurrency 4     then open http://localhost:3001/\n";
+    "  that crashes. Once the gateway listens, prints the dashboard URL and a user and an admin\n"
+    "  token (7 days, signed with JWT_SECRET or a secret kept in DATA_DIR/dev-jwt-secret).\n"
+    "  Listens on 127.0.0.1 unless --bind is given (development mode mints admin tokens for\n"
+    "  anyone who can reach it); --port 0 takes a free port. One `up` per --data-dir (a lock\n"
+    "  file). Ctrl-C stops the gateway and agent first (running jobs finish), Redis last.\n"
+    "  Exit: 0 stopped, 1 failed to start (port taken, data dir in use, no redis-server),\n"
+    "  2 bad setting.\n"
+    "  e.g.  switchboard up --port 3001 --concurrency 4     then open http://127.0.0.1:3001/\n";
 
 static const char sb_gateway_detail[] =
     "  One process: the REST API under /api/v1 (and /api), Socket.IO at /socket.io/, the\n"
     "  dashboard at / (files from WEB_DIR, the socket.io client at /vendor/socket.io.min.js),\n"
     "  /healthz, /readyz and Prometheus /metrics. With --dev (SB_DEV=1) POST /api/v1/dev/token\n"
-    "  mints tokens for the dashboard; without it that route does not exist (404).\n"
-    "  Exit: 0 after SIGTERM/SIGINT, 1 cannot listen, 2 bad setting (e.g. no JWT_SECRET).\n"
+    "  mints tokens for the dashboard; without it that route does not exist (404). --port 0\n"
+    "  takes a free port; the log line `listening on http://ADDR:PORT` names the one it got.\n"
+    "  Exit: 0 after SIGTERM/SIGINT, 1 cannot listen (or a handle left open at shutdown),\n"
+    "  2 bad setting (e.g. no JWT_SECRET).\n"
     "  e.g.  JWT_SECRET=change-me switchboard gateway --port 3001 --dev\n";
 
 static const char sb_token_detail[] =
@@ -45,6 +52,7 @@ static const char sb_agent_detail[] =
     "  exit = failure with stderr as the error), publishes processing/done/error, retries with\n"
     "  backoff, dead-letters, heartbeats its presence and requeues the jobs of dead agents.\n"
     "  SIGTERM/SIGINT: finish running jobs within --grace, put back the rest, exit 0.\n"
+    "  Exit: 0 stopped, 1 could not start, 2 bad setting.\n"
     "  e.g.  switchboard agent --concurrency 8\n"
     "        switchboard agent --type chat --exec ./answer.py --job-timeout 60\n";
 
@@ -53,22 +61,24 @@ static const char sb_enqueue_detail[] =
     "  stdout. With --wait it subscribes first, prints each status on stderr as it arrives\n"
     "  (\"processing +0.012 s  attempt 1 of 3 by host-1-ab12\"), then the final record on\n"
     "  stdout; --timeout S gives up after S s without an update (the job stays queued).\n"
-    "  Exit: 0 queued (with --wait: done), 1 failed (--wait: error), 2 usage, 3 Redis\n"
-    "  unavailable or --wait timed out.\n"
+    "  Also announces {type}:created to the user's Socket.IO room, as the gateway's POST does.\n"
+    "  Exit: 0 queued (with --wait: done), 1 the job failed (--wait), 2 usage or bad JSON,\n"
+    "  3 Redis unavailable or lost, 4 --wait timed out.\n"
     "  e.g.  switchboard enqueue --wait --timeout 60 --user GXHEXYVepv5 '{\"amount\":1000}'\n";
 
 static const char sb_job_detail[] =
     "  Prints the record of agent:{type}:job:{JOB_ID}, pretty (--json: as stored).\n"
-    "  Exit: 0 found, 1 not found or expired, 2 bad id, 3 Redis unavailable.\n";
+    "  Exit: 0 found, 1 not found or expired, 2 malformed id (not DIGITS-alnum), 3 Redis\n"
+    "  unavailable.\n";
 
 static const char sb_queue_detail[] =
     "  Lists pending ids (next out first), the processing list of each agent, and the dead\n"
-    "  letters of a job type, at most --limit of each. Exit: 0, 3 Redis unavailable.\n";
+    "  letters of a job type, at most --limit of each. Exit: 0 listed, 3 Redis unavailable.\n";
 
 static const char sb_events_detail[] =
     "  events publish TYPE 'DATA-JSON' [--maxlen N] [--correlation-id ID] [--json]\n"
     "  events publish TYPE - [--count N]        one event per stdin line, pipelined\n"
-    "  events request TYPE 'DATA-JSON' [--timeout S]   print the reply's data (exit 1: none)\n"
+    "  events request TYPE 'DATA-JSON' [--timeout S]   print the reply's data (exit 4: none)\n"
     "  events tail TYPE... [--from ID|MS|ISO|$] [--max-events N] [--timeout S]\n"
     "  events replay TYPE [--from ID|MS|ISO|-] [--max-events N] [--exec CMD]\n"
     "  events pending TYPE [--group G] [--limit N]\n"
@@ -80,7 +90,10 @@ static const char sb_events_detail[] =
     "  SB_EVENT_TYPE, SB_STREAM_ID, SB_DELIVERIES in its environment; exit 0 acknowledges,\n"
     "  anything else leaves the entry pending for a retry after --min-idle-ms; past\n"
     "  --max-deliveries (or malformed) it goes to agent:stream:dead:{TYPE}. With --respond the\n"
-    "  program's stdout (JSON) is sent to the request's data.response_stream.\n";
+    "  program's stdout (JSON) is sent to the request's data.response_stream.\n"
+    "  Exit: 0 ok, 1 not found (pending, info) or an --exec run failed (replay), 2 usage or\n"
+    "  bad JSON (publish -: some lines; the others are published), 3 Redis unavailable,\n"
+    "  4 timed out (request: no reply; tail: --timeout before --max-events events).\n";
 
 static const char sb_presence_detail[] =
     "  presence [list [DEPARTMENT_ID]] [--json]  online agents, grouped by department\n"
@@ -96,13 +109,15 @@ static const char sb_presence_detail[] =
     "                                            JSON lines; turns expired key events on\n"
     "  Keys: agent:online:{id} (TTL --agent-status-ttl), agents:all, agents:dept:{id},\n"
     "  agents:meta; events on channel agent:presence. Worker agents are in department\n"
-    "  'workers'; people get --max-chats chats each.\n";
+    "  'workers'; people get --max-chats chats each.\n"
+    "  Exit: 0 ok, 1 none (agent offline, no free agent), 2 usage or malformed id, 3 Redis\n"
+    "  unavailable, 4 watch: --timeout before --max-events events.\n";
 
 static const char sb_metrics_detail[] =
     "  The summary of SPEC §4 (what GET /api/v1/agent/{type}/metrics answers), read from\n"
     "  Redis: jobs submitted, done and failed, average and p95 execution time, rate-limit\n"
     "  checks and refusals, and jobs per day. --json prints the route's JSON document.\n"
-    "  Exit codes: 0 ok, 2 usage, 3 Redis unavailable.\n";
+    "  Exit: 0 ok, 2 usage, 3 Redis unavailable.\n";
 
 static const char sb_bench_detail[] =
     "  Measures this installation end to end through Redis: sends --jobs jobs (atomic\n"
@@ -110,7 +125,7 @@ static const char sb_bench_detail[] =
     "  status messages, prints progress every second on stderr, then jobs/s and the\n"
     "  enqueue → done latency (p50/p95/p99). Example, with `switchboard up` running:\n"
     "    REDIS_URL=unix://$PWD/.run/redis.sock switchboard bench --jobs 20000\n"
-    "  Exit codes: 0 all finished, 1 timed out (--timeout, default 300 s), 3 Redis unavailable.\n";
+    "  Exit: 0 all finished, 3 Redis unavailable, 4 timed out (--timeout, default 300 s).\n";
 
 static const sb_verb_t sb_verbs[] = {
     {"up", sb_cmd_up, "up [--port N] [--concurrency N] [--data-dir DIR]",
@@ -120,7 +135,8 @@ static const sb_verb_t sb_verbs[] = {
     {"gateway", sb_cmd_gateway, "gateway [--port N] [--bind ADDR] [--dev] [--job-types a,b]",
      "serve the HTTP API (/api/v1), Socket.IO, the dashboard (/), probes and /metrics",
      sb_gateway_detail,
-     SB_REDIS_FLAGS "port bind jwt-secret dev web-dir job-types rate-limit rate-window"},
+     SB_REDIS_FLAGS "port bind jwt-secret dev web-dir job-types rate-limit rate-window "
+                    "agent-status-ttl max-chats"},
     {"token", sb_cmd_token, "token --role R --public-key PK [--sub S] [--ttl SECONDS] [...]",
      "mint a development JWT (HS256 with JWT_SECRET) and print it", sb_token_detail,
      "jwt-secret role public-key sub name email department-id department ttl"},
@@ -163,7 +179,8 @@ static void sb_usage(FILE *out) {
     fprintf(out, "  switchboard %-62s %s\n", "version", "print the version");
     fprintf(out, "\n`switchboard VERB --help` shows one verb: what it does, its exit codes and "
                  "settings.\nFirst run: `switchboard up`, then open the dashboard URL it prints."
-                 "\n\nsettings (flag, environment, meaning [default]; flags win):\n");
+                 "\n\n" SB_EXIT_HELP "\nsettings (flag, environment, meaning [default]; flags "
+                 "win; each verb takes only its own flags):\n");
     sb_config_usage(out);
 }
 
@@ -182,32 +199,35 @@ static int sb_wants_help(int argc, char **argv) {
 
 int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN); /* a lost Redis or client must be an error, never a death */
-    if (argc < 2 || !strcmp(argv[1], "help") || !strcmp(argv[1], "--help") ||
-        !strcmp(argv[1], "-h")) {
+    if (argc < 2) {
+        sb_usage(stderr);
+        return SB_EXIT_USAGE;
+    }
+    if (!strcmp(argv[1], "help") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         sb_usage(stdout);
-        return 0;
+        return SB_EXIT_OK;
     }
     if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version")) {
         printf("switchboard %s\n", SB_VERSION);
-        return 0;
+        return SB_EXIT_OK;
     }
     const sb_verb_t *verb = NULL;
     for (size_t i = 0; i < SB_NVERBS; i++)
         if (!strcmp(argv[1], sb_verbs[i].name)) verb = &sb_verbs[i];
     if (!verb) {
         fprintf(stderr, "switchboard: unknown verb '%s' (see switchboard --help)\n", argv[1]);
-        return 2;
+        return SB_EXIT_USAGE;
     }
     if (sb_wants_help(argc - 1, argv + 1)) {
         sb_verb_usage(verb);
-        return 0;
+        return SB_EXIT_OK;
     }
     sb_config_t cfg;
     char err[512];
-    if (sb_config_load(&cfg, argc - 1, argv + 1, err, sizeof err) != SB_OK) {
+    if (sb_config_load_only(&cfg, argc - 1, argv + 1, verb->settings, err, sizeof err) != SB_OK) {
         fprintf(stderr, "switchboard %s: %s\n", verb->name, err);
         sb_config_close(&cfg);
-        return 2;
+        return SB_EXIT_USAGE;
     }
     sb_log_set_level(cfg.log_level);
     int rc = verb->run(&cfg);

@@ -28,16 +28,16 @@ static void sb_metrics_print(const cJSON *m, const sb_config_t *cfg) {
 
 int sb_cmd_metrics(sb_config_t *cfg) {
     sb_redis_t *r = sb_cli_connect(cfg);
-    if (!r) return 3;
+    if (!r) return SB_EXIT_REDIS;
     sb_metrics_summary_t sum;
     int rc = sb_metrics_summary(r, cfg->job_type, cfg->days, sb_now_ms(), &sum);
     sb_redis_free(r);
     if (rc != SB_OK) {
         fprintf(stderr, "switchboard metrics: %s\n", sb_strerror(rc));
-        return 3;
+        return sb_cli_exit(rc);
     }
     cJSON *doc = sb_metrics_summary_json(&sum);
-    if (!doc) return 3;
+    if (!doc) return SB_EXIT_FAIL;
     if (cfg->json_out) {
         char *txt = sb_json_print(doc);
         if (txt) printf("%s\n", txt);
@@ -46,5 +46,5 @@ int sb_cmd_metrics(sb_config_t *cfg) {
         sb_metrics_print(doc, cfg);
     }
     cJSON_Delete(doc);
-    return 0;
+    return SB_EXIT_OK;
 }

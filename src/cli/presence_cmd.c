@@ -19,7 +19,7 @@ typedef struct {
 static int sb_pcli_fail(const char *what, int rc) {
     fprintf(stderr, "switchboard presence %s: %s\n", what,
             rc == SB_EINVAL ? "malformed id" : sb_strerror(rc));
-    return rc == SB_EINVAL ? 2 : 3;
+    return sb_cli_exit(rc);
 }
 
 /* Prints doc as JSON: compact with --json, indented otherwise. */
@@ -65,7 +65,7 @@ static int sb_pcli_list(sb_pcli_t *c) {
     if (c->cfg->json_out) sb_pcli_print_json(c, agents);
     else sb_pcli_print_table(agents);
     cJSON_Delete(agents);
-    return 0;
+    return SB_EXIT_OK;
 }
 
 static int sb_pcli_stats(sb_pcli_t *c) {
@@ -93,7 +93,7 @@ static int sb_pcli_stats(sb_pcli_t *c) {
         }
     }
     cJSON_Delete(stats);
-    return 0;
+    return SB_EXIT_OK;
 }
 
 /* agent ID, assign DEPT, release ID: one record, or exit 1 when there is none. */
@@ -102,7 +102,7 @@ static int sb_pcli_record(sb_pcli_t *c, const char *what, int rc, cJSON *rec, co
     else if (rc != SB_OK) return sb_pcli_fail(what, rc);
     else sb_pcli_print_json(c, rec);
     cJSON_Delete(rec);
-    return rc == SB_OK ? 0 : 1;
+    return rc == SB_OK ? SB_EXIT_OK : SB_EXIT_FAIL;
 }
 
 static int sb_pcli_agent(sb_pcli_t *c) {
@@ -128,7 +128,7 @@ static int sb_pcli_offline(sb_pcli_t *c) {
     int rc = sb_presence_offline(c->r, &c->ctx, c->arg, sb_now_ms(), &was);
     if (rc != SB_OK) return sb_pcli_fail("offline", rc);
     printf("%s\n", was ? "offline" : "was not online");
-    return 0;
+    return SB_EXIT_OK;
 }
 
 /* One full pass over agents:meta. */
@@ -141,7 +141,7 @@ static int sb_pcli_sweep(sb_pcli_t *c) {
         total += n;
     } while (strcmp(cursor, "0") != 0);
     printf("%d agent(s) retired\n", total);
-    return 0;
+    return SB_EXIT_OK;
 }
 
 /* Handles one message of the watch connection. Returns 1 when an event was printed. */
@@ -159,11 +159,10 @@ static int sb_pcli_watch_msg(sb_pcli_t *c, const redisReply *msg) {
     return 1;
 }
 
-/* A subscriber for watch: no read timeout unless --timeout is given. */
+/* A subscriber for watch (reads wait in sb_pcli_watch, up to --timeout). */
 static sb_redis_t *sb_pcli_subscriber(const sb_config_t *cfg) {
     char err[256], chan[64];
     sb_redis_t *sub = sb_redis_create(&cfg->redis, "cli");
-    if (sub) sb_redis_set_timeout(sub, cfg->timeout * 1000);
     redisReply *rep = NULL;
     if (sub && sb_redis_connect(sub, err, sizeof err) == SB_OK)
         rep = sb_redis_cmd(sub, "SUBSCRIBE %s %s", SB_PRESENCE_CHANNEL,
@@ -183,16 +182,20 @@ static int sb_pcli_watch(sb_pcli_t *c) {
         fprintf(stderr, "switchboard presence watch: expired key events unavailable (%s); run "
                 "`switchboard presence sweep` periodically\n", sb_strerror(rc));
     sb_redis_t *sub = sb_pcli_subscriber(c->cfg);
-    if (!sub) return 3;
-    int n = 0, max = c->cfg->max_events;
-    while (max == 0 || n < max) {
-        redisReply *msg = sb_redis_read(sub); /* subscribe confirmations are skipped below */
-        if (!msg) break;
+    if (!sub) return SB_EXIT_REDIS;
+    int64_t deadline = c->cfg->timeout > 0 ? sb_mono_ms() + c->cfg->timeout * 1000LL : 0;
+    int n = 0, max = c->cfg->max_events, timed_out = 0, lost = 0;
+    while (!lost && (max == 0 || n < max) && (!deadline || sb_mono_ms() < deadline)) {
+        int wait_ms = deadline ? (int)(deadline - sb_mono_ms()) : -1;
+        redisReply *msg = sb_redis_read_wait(sub, wait_ms, &timed_out);
+        if (!msg && !timed_out) lost = 1;
+        if (!msg) continue; /* subscribe confirmations are skipped by sb_pcli_watch_msg */
         n += sb_pcli_watch_msg(c, msg);
         freeReplyObject(msg);
     }
     sb_redis_free(sub);
-    return max && n >= max ? 0 : 3;
+    if (lost) fprintf(stderr, "switchboard presence watch: lost redis\n");
+    return lost ? SB_EXIT_REDIS : sb_cli_watch_end(0, max, n);
 }
 
 typedef struct {
@@ -216,11 +219,11 @@ int sb_cmd_presence(sb_config_t *cfg) {
     if (!sub || nargs > (sub->arg ? 1 : 0) || (sub->arg == 1 && nargs != 1)) {
         fprintf(stderr, "usage: switchboard presence [list [DEPT]|stats|agent ID|assign DEPT|"
                 "release ID|offline ID|sweep|watch] [--json] (switchboard presence --help)\n");
-        return 2;
+        return SB_EXIT_USAGE;
     }
     sb_pcli_t c = {.cfg = cfg, .arg = nargs ? cfg->args[1] : NULL};
     sb_presence_init(&c.ctx, cfg->agent_status_ttl, cfg->max_chats);
-    if (!(c.r = sb_cli_connect(cfg))) return 3;
+    if (!(c.r = sb_cli_connect(cfg))) return SB_EXIT_REDIS;
     int rc = sub->run(&c);
     sb_redis_free(c.r);
     return rc;

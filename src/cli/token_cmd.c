@@ -22,18 +22,18 @@ int sb_cmd_token(sb_config_t *cfg) {
     if (c.role == SB_ROLE_NONE) {
         fprintf(stderr, "switchboard token: bad setting --role='%s': expected user, agent or "
                         "admin\n", cfg->role ? cfg->role : "");
-        return 2;
+        return SB_EXIT_USAGE;
     }
     if (!cfg->public_key && c.role != SB_ROLE_AGENT) {
         fprintf(stderr, "switchboard token: --public-key is required for role %s\n", cfg->role);
-        return 2;
+        return SB_EXIT_USAGE;
     }
     char *token = sb_jwt_mint(&c, cfg->jwt_secret, now, err, sizeof err);
     if (!token) {
         fprintf(stderr, "switchboard token: %s\n", err);
-        return 2;
+        return SB_EXIT_USAGE;
     }
     printf("%s\n", token);
     free(token);
-    return 0;
+    return SB_EXIT_OK;
 }

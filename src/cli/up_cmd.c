@@ -5,13 +5,23 @@
  * in its own process group so that Ctrl-C reaches only us and the shutdown order is ours:
  * gateway and agent first (they finish their jobs), Redis last. A child that dies is started
  * again with backoff. Signals are taken with sigtimedwait() in this one thread: no handlers,
- * no shared state. */
+ * no shared state.
+ *
+ * One `up` per data directory: a lock (flock on DATA_DIR/up.lock, held for our lifetime) is
+ * taken before anything in it is touched, so a second `up` cannot start a second redis-server
+ * on the same files and socket. The gateway reports the port it listens on through a pipe
+ * (SB_READY_FD); the banner waits for it, so it prints the real URL (--port 0 too), and a
+ * gateway that cannot listen stops `up` with exit 1. Development mode mints admin tokens, so
+ * we listen on 127.0.0.1 unless --bind says otherwise. */
 #include <errno.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -25,6 +35,7 @@
 #define SB_UP_BACKOFF_MIN_MS 500
 #define SB_UP_BACKOFF_MAX_MS 30000
 #define SB_UP_STABLE_MS 60000 /* a child that ran this long gets its backoff reset */
+#define SB_UP_READY_MS 30000  /* how long the first gateway may take to listen */
 
 typedef struct {
     const char *name;
@@ -34,6 +45,7 @@ typedef struct {
     int64_t started_ms;
     int backoff_ms;
     int64_t restart_at_ms;        /* 0: not scheduled */
+    int ready_fd;                 /* > 0: write end of the ready pipe, passed as SB_READY_FD */
 } sb_child_t;
 
 typedef struct {
@@ -48,6 +60,9 @@ typedef struct {
     int fatal;                    /* a child refused its configuration: stop, do not retry */
     char secret[128];             /* JWT secret the gateway was given */
     int dev;                      /* the gateway runs in development mode (mints tokens) */
+    int lock_fd;                  /* DATA_DIR/up.lock, flock'd while we run; -1 before */
+    const char *bind;             /* where the gateway listens */
+    int port;                     /* the port it listens on (known once it is ready) */
 } sb_up_t;
 
 enum { SB_UP_REDIS, SB_UP_GATEWAY, SB_UP_AGENT };
@@ -59,6 +74,11 @@ static void sb_up_exec_child(const sb_child_t *c, pid_t parent) {
     setpgid(0, 0);
     prctl(PR_SET_PDEATHSIG, SIGTERM); /* `up` killed: children stop too */
     if (getppid() != parent) _exit(127);
+    if (c->ready_fd > 0) { /* the only descriptor of ours a child keeps across exec */
+        char fd[16];
+        snprintf(fd, sizeof fd, "%d", c->ready_fd);
+        if (fcntl(c->ready_fd, F_SETFD, 0) != 0 || setenv("SB_READY_FD", fd, 1) != 0) _exit(127);
+    }
     /* exec* take char *const[] for historical reasons; they do not modify the strings */
     if (strchr(c->path, '/')) execv(c->path, (char *const *)c->argv);
     else execvp(c->path, (char *const *)c->argv);
@@ -126,15 +146,39 @@ static int sb_up_secret(const sb_config_t *cfg, char *secret, size_t len) {
 
 /* Passes the settings given to `up` (as flags or environment) on to the gateway and agent
  * through their environment, so `up --port 4000` serves where its banner says. */
-static void sb_up_export(const sb_config_t *cfg) {
+static void sb_up_export(const sb_up_t *u, const sb_config_t *cfg) {
     char num[16];
     snprintf(num, sizeof num, "%d", cfg->port);
     setenv("PORT", num, 1);
     snprintf(num, sizeof num, "%d", cfg->shutdown_grace);
     setenv("SHUTDOWN_GRACE", num, 1);
-    if (cfg->bind) setenv("BIND", cfg->bind, 1);
+    setenv("BIND", u->bind, 1);
     if (cfg->job_types) setenv("JOB_TYPES", cfg->job_types, 1);
     if (cfg->web_dir) setenv("WEB_DIR", cfg->web_dir, 1);
+}
+
+/* Takes DATA_DIR/up.lock (flock, held while we run; the children do not inherit it). Returns
+ * 0, or -1 having said why (another `up` holds it) with nothing in the directory touched. */
+static int sb_up_lock(sb_up_t *u, const char *dir) {
+    char path[PATH_MAX + 16], pid[32] = "";
+    snprintf(path, sizeof path, "%s/up.lock", dir);
+    u->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (u->lock_fd >= 0 && flock(u->lock_fd, LOCK_EX | LOCK_NB) == 0) {
+        if (ftruncate(u->lock_fd, 0) == 0) dprintf(u->lock_fd, "%ld\n", (long)getpid());
+        return 0;
+    }
+    if (u->lock_fd < 0 || errno != EWOULDBLOCK) {
+        sb_error("up", "cannot lock %s: %s", path, strerror(errno));
+    } else {
+        ssize_t n = read(u->lock_fd, pid, sizeof pid - 1);
+        pid[n > 0 ? n : 0] = '\0';
+        pid[strcspn(pid, "\n")] = '\0';
+        sb_error("up", "%s is in use by another `switchboard up` (pid %s): stop it first, or "
+                 "give this one another --data-dir", dir, *pid ? pid : "?");
+    }
+    if (u->lock_fd >= 0) close(u->lock_fd);
+    u->lock_fd = -1;
+    return -1;
 }
 
 static int sb_up_prepare(sb_up_t *u, const sb_config_t *cfg) {
@@ -148,11 +192,13 @@ static int sb_up_prepare(sb_up_t *u, const sb_config_t *cfg) {
         sb_error("up", "cannot create %s: %s", cfg->data_dir, strerror(errno));
         return -1;
     }
+    if (sb_up_lock(u, cfg->data_dir) != 0) return -1;
     if (!realpath(cfg->data_dir, u->dir) || sb_up_secret(cfg, u->secret, sizeof u->secret) != 0)
         return -1;
     u->dev = cfg->dev_mode || !getenv("SB_DEV");
     if (!getenv("SB_DEV")) setenv("SB_DEV", "1", 1); /* the dashboard may mint tokens */
-    sb_up_export(cfg);
+    u->bind = cfg->bind_explicit && cfg->bind ? cfg->bind : "127.0.0.1";
+    sb_up_export(u, cfg);
     if (!cfg->redis_explicit) {
         snprintf(u->sock, sizeof u->sock, "%s/redis.sock", u->dir);
         snprintf(u->url, sizeof u->url, "unix://%s", u->sock);
@@ -232,12 +278,57 @@ static char *sb_up_token(const sb_up_t *u, const char *role, const char *pk) {
     return sb_jwt_mint(&c, u->secret, now, err, sizeof err);
 }
 
+/* Starts the gateway and waits until it listens: it writes its port into the ready pipe.
+ * Returns 0 (u->port set, and exported so that a restarted gateway takes the same one), or -1
+ * having said why: it exited without listening (port taken, bad setting) or took too long. */
+static int sb_up_start_gateway(sb_up_t *u) {
+    sb_child_t *c = &u->child[SB_UP_GATEWAY];
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0) return -1;
+    c->ready_fd = fds[1];
+    int rc = sb_up_start(c);
+    close(fds[1]);
+    c->ready_fd = 0;
+    char buf[16];
+    size_t got = 0;
+    int64_t deadline = sb_mono_ms() + SB_UP_READY_MS;
+    while (rc == 0 && got < sizeof buf - 1 && !memchr(buf, '\n', got) && sb_mono_ms() < deadline) {
+        struct pollfd p = {.fd = fds[0], .events = POLLIN};
+        if (poll(&p, 1, 200) <= 0) continue;
+        ssize_t n = read(fds[0], buf + got, sizeof buf - 1 - got);
+        if (n <= 0) break; /* end of file: the gateway exited without listening */
+        got += (size_t)n;
+    }
+    close(fds[0]);
+    buf[got] = '\0';
+    buf[strcspn(buf, "\n")] = '\0';
+    long port;
+    if (rc == 0 && sb_fmt_parse_long(buf, 1, 65535, &port) == SB_OK) {
+        u->port = (int)port;
+        setenv("PORT", buf, 1);
+        return 0;
+    }
+    if (rc == 0) sb_error("up", "the gateway did not start listening (see above: port taken?)");
+    return -1;
+}
+
+/* The dashboard's URL: the listen address, or this host's loopback when it listens on all. */
+static void sb_up_url(const sb_up_t *u, char *buf, size_t len) {
+    snprintf(buf, len, "http://%s:%d/", strcmp(u->bind, "0.0.0.0") ? u->bind : "127.0.0.1",
+             u->port);
+}
+
 static void sb_up_banner(const sb_up_t *u, const sb_config_t *cfg) {
     char *user = sb_up_token(u, "user", "demo-user"), *admin = sb_up_token(u, "admin", "demo-admin");
+    char url[300];
+    sb_up_url(u, url, sizeof url);
     printf("switchboard is up\n");
     if (u->first == SB_UP_REDIS) printf("  redis:     private redis-server, data in %s\n", u->dir);
-    printf("  dashboard: http://localhost:%d/  (sign in with a token below%s)\n", cfg->port,
+    printf("  dashboard: %s  (sign in with a token below%s)\n", url,
            u->dev ? ", or mint one on the page" : "");
+    if (u->dev && !sb_cli_loopback(u->bind))
+        printf("  WARNING:   development mode listens on %s: anyone who can reach it can mint "
+               "admin tokens\n", u->bind);
     printf("  agent:     rebalance, concurrency %d\n", cfg->concurrency);
     printf("  try:       REDIS_URL=%s %s enqueue --wait '{\"amount\":1000}'\n",
            getenv("REDIS_URL") ? getenv("REDIS_URL") : "redis://127.0.0.1:6379", u->exe);
@@ -245,7 +336,7 @@ static void sb_up_banner(const sb_up_t *u, const sb_config_t *cfg) {
     printf("  admin token (demo-admin, 7 days):\n    %s\n", admin ? admin : "?");
     printf("  e.g.       curl -H 'Authorization: Bearer <user token>' -H 'Content-Type: "
            "application/json' \\\n               -d '{\"amount\":1000}' "
-           "http://localhost:%d/api/v1/agent/rebalance\n", cfg->port);
+           "%sapi/v1/agent/rebalance\n", url);
     printf("Ctrl-C stops everything.\n");
     free(user);
     free(admin);
@@ -253,20 +344,27 @@ static void sb_up_banner(const sb_up_t *u, const sb_config_t *cfg) {
 }
 
 int sb_cmd_up(sb_config_t *cfg) {
-    sb_up_t u = {0};
+    sb_up_t u = {.lock_fd = -1};
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGCHLD);
     sigprocmask(SIG_BLOCK, &set, NULL);
-    if (sb_up_prepare(&u, cfg) != 0) return 1;
-    if (u.first == SB_UP_REDIS &&
-        (sb_up_start(&u.child[SB_UP_REDIS]) != 0 || sb_up_wait_redis(&u) != 0)) {
-        sb_up_stop_range(&u, SB_UP_REDIS, SB_UP_REDIS, 1000);
-        return 1;
+    if (sb_up_prepare(&u, cfg) != 0) {
+        if (u.lock_fd >= 0) close(u.lock_fd);
+        return SB_EXIT_FAIL;
     }
-    for (int i = SB_UP_GATEWAY; i <= SB_UP_AGENT; i++) sb_up_start(&u.child[i]);
+    if ((u.first == SB_UP_REDIS &&
+         (sb_up_start(&u.child[SB_UP_REDIS]) != 0 || sb_up_wait_redis(&u) != 0)) ||
+        sb_up_start_gateway(&u) != 0) {
+        sb_up_stop_range(&u, SB_UP_GATEWAY, SB_UP_GATEWAY, 5000);
+        if (u.first == SB_UP_REDIS) sb_up_stop_range(&u, SB_UP_REDIS, SB_UP_REDIS, 10000);
+        close(u.lock_fd);
+        sb_error("up", "could not start; stopped");
+        return SB_EXIT_FAIL;
+    }
+    sb_up_start(&u.child[SB_UP_AGENT]);
     sb_up_banner(&u, cfg);
     for (;;) {
         struct timespec tick = {0, 200 * 1000000L};
@@ -288,5 +386,6 @@ int sb_cmd_up(sb_config_t *cfg) {
     sb_up_stop_range(&u, SB_UP_GATEWAY, SB_UP_AGENT, (u.grace_s + 5) * 1000);
     if (u.first == SB_UP_REDIS) sb_up_stop_range(&u, SB_UP_REDIS, SB_UP_REDIS, 10000);
     sb_info("up", "stopped");
-    return u.fatal ? 1 : 0;
+    close(u.lock_fd);
+    return u.fatal ? SB_EXIT_FAIL : SB_EXIT_OK;
 }

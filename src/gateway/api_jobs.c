@@ -66,20 +66,6 @@ static const char *sb_api_owner(sb_req_t *req) {
 
 /* ---- POST /agent/{type} --------------------------------------------------------------------- */
 
-/* The created notification published with the job. Returns malloc'd JSON or NULL. */
-static char *sb_created_event(const char *type, const char *job_id, const char *public_key) {
-    char name[SB_TYPE_MAX + 16], room[SB_PUBKEY_MAX + 8];
-    snprintf(name, sizeof name, "%s:created", type);
-    snprintf(room, sizeof room, "user:%s", public_key);
-    sb_jw_t w;
-    sb_jw_init(&w);
-    sb_jw_member(&w, "{\"event\":", name);
-    sb_jw_member(&w, ",\"room\":", room);
-    sb_jw_member(&w, ",\"data\":{\"jobId\":", job_id);
-    sb_jw_lit(&w, "}}");
-    return sb_jw_take(&w, NULL);
-}
-
 /* The user the window counts: the token's sub when usable, else its publicKey. */
 static const char *sb_job_rate_user(const sb_req_t *req) {
     return sb_public_key_valid(req->claims.sub) ? req->claims.sub : req->claims.public_key;
@@ -91,20 +77,16 @@ static sb_batch_t *sb_job_submit_build(sb_req_t *req, sb_script_mode_t mode, int
     const char *type = sb_route_param(&req->match, "type");
     const sb_config_t *cfg = req->gw->cfg;
     sb_user_t user = {req->claims.public_key, req->claims.sub};
-    char chan[SB_KEY_LEN];
     int64_t now = sb_now_ms();
     const char *id = req->ctx.submit.job_id;
     char *json = sb_job_record_text(type, id, &user, req->doc, now);
-    char *event = sb_created_event(type, id, user.public_key);
     sb_submit_t q = {.type = type, .job_id = id, .public_key = user.public_key,
                      .record_json = json, .now_ms = now, .rate_user = sb_job_rate_user(req),
                      .limit = cfg->rate_limit, .window_s = cfg->rate_window,
-                     .channel = sb_key(chan, sizeof chan, SB_KEY_EVENTS, type, NULL),
-                     .message = event, .rand = &req->gw->rand};
-    sb_batch_t *b = json && event ? sb_batch_create() : NULL;
+                     .rand = &req->gw->rand};
+    sb_batch_t *b = json ? sb_batch_create() : NULL;
     *rc = b ? sb_submit_batch(b, &req->gw->submit, mode, &q) : SB_ENOMEM;
     free(json);
-    free(event);
     if (*rc == SB_OK) return b;
     sb_batch_free(b);
     return NULL;

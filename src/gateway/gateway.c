@@ -8,10 +8,17 @@
  * subscriber, starts destroying the lws context
  * and closes our handles; uv_run then returns once libuv has nothing left, a second
  * lws_context_destroy() frees what lws kept for that moment (the foreign-loop protocol), and
- * the process exits 0. lws's own log lines are routed through sb_log. */
+ * the process exits 0 (1 if a handle was left open). lws's own log lines are routed through
+ * sb_log.
+ *
+ * Start-up fails (exit 1) when the port cannot be bound: lws is asked to fail rather than run
+ * without a listener. Port 0 takes a free port; the `listening on` line names the real one,
+ * and when SB_READY_FD names a pipe (set by `switchboard up`) the port is written to it. */
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <libwebsockets.h>
 #include "cli/cli.h"
 #include "gateway/gateway.h"
@@ -21,6 +28,8 @@
 #include "gateway/static.h"
 #include "switchboard/clock.h"
 #include "gateway/jwt_cache.h"
+#include "switchboard/error.h"
+#include "switchboard/fmt.h"
 #include "switchboard/log.h"
 #include "switchboard/submit.h"
 
@@ -114,7 +123,11 @@ static const struct lws_protocols sb_gw_protocols[] = {
 static const lws_retry_bo_t sb_gw_no_validity = {.secs_since_valid_ping = 0,
                                                  .secs_since_valid_hangup = 0};
 
-static struct lws_context *sb_gw_lws_create(sb_gateway_t *gw) {
+/* The lws context on our loop, then its one vhost, which listens. A vhost that cannot bind
+ * is refused (FAIL_UPON_UNABLE_TO_BIND) while the context stays whole: a context whose own
+ * creation fails on a foreign loop is torn down by lws before libuv has closed its handles.
+ * *port: the port the vhost got (port 0: the kernel's pick), or -1 when it could not listen. */
+static struct lws_context *sb_gw_lws_create(sb_gateway_t *gw, int *port) {
     struct lws_context_creation_info info;
     void *loops[1] = {gw->loop};
     memset(&info, 0, sizeof info);
@@ -123,20 +136,61 @@ static struct lws_context *sb_gw_lws_create(sb_gateway_t *gw) {
                      ? gw->cfg->bind
                      : NULL;
     info.protocols = sb_gw_protocols;
-    info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_DISABLE_IPV6;
+    info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_DISABLE_IPV6 |
+                   LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
     info.foreign_loops = loops;
     info.user = gw;
     info.pcontext = &gw->lws; /* lws sets it to NULL once the context is wholly destroyed */
-    info.max_http_header_data = 16384;
+    /* room for every header of a request at once: an Authorization longer than a token may
+     * be (SB_JWT_MAX_LEN) still fits, so it gets 431 rather than a silent close */
+    info.max_http_header_data = SB_HTTP_HEADER_MAX;
     info.keepalive_timeout = 30;
     info.retry_and_idle_policy = &sb_gw_no_validity;
-    return lws_create_context(&info);
+    struct lws_context *lws = lws_create_context(&info);
+    *port = -1;
+    if (!lws) return NULL;
+    /* FALLBACK: a request line lws cannot parse comes to http.c as raw bytes, for a JSON
+     * refusal instead of lws's HTML 403 */
+    info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_DISABLE_IPV6 |
+                   LWS_SERVER_OPTION_FAIL_UPON_UNABLE_TO_BIND |
+                   LWS_SERVER_OPTION_FALLBACK_TO_APPLY_LISTEN_ACCEPT_CONFIG;
+    info.vhost_name = "default";
+    struct lws_vhost *vh = lws_create_vhost(lws, &info);
+    if (vh && lws_get_vhost_listen_port(vh) > 0) *port = lws_get_vhost_listen_port(vh);
+    return lws;
+}
+
+/* Tells the process that started us (SB_READY_FD: a pipe from `switchboard up`) that we
+ * listen, and on which port. */
+static void sb_gw_ready(int port) {
+    const char *fd_text = getenv("SB_READY_FD");
+    long fd;
+    if (!fd_text || sb_fmt_parse_long(fd_text, 3, 1 << 20, &fd) != SB_OK) return;
+    char line[16];
+    int n = snprintf(line, sizeof line, "%d\n", port);
+    if (write((int)fd, line, (size_t)n) != n)
+        sb_warn("gateway", "cannot report the port on SB_READY_FD %ld", fd);
+    close((int)fd);
+    unsetenv("SB_READY_FD");
+}
+
+static void sb_gw_listening(const sb_gateway_t *gw, int port) {
+    const sb_config_t *cfg = gw->cfg;
+    const char *bind = cfg->bind && *cfg->bind ? cfg->bind : "0.0.0.0";
+    char where[300];
+    sb_info("gateway", "listening on http://%s:%d (job types: %s; redis %s)", bind, port,
+            cfg->job_types, sb_redis_addr_str(&cfg->redis, where, sizeof where));
+    if (cfg->dev_mode && !sb_cli_loopback(bind))
+        sb_warn("gateway", "WARNING: development mode is reachable from other hosts on %s:%d: "
+                "anyone who can connect can mint admin tokens (POST /api/v1/dev/token). Use "
+                "--bind 127.0.0.1, or turn development mode off (SB_DEV=0)", bind, port);
+    sb_gw_ready(port);
 }
 
 int sb_cmd_gateway(sb_config_t *cfg) {
     if (!cfg->jwt_secret || !*cfg->jwt_secret) {
         sb_error("gateway", "bad setting JWT_SECRET: it must be set (the HS256 key of tokens)");
-        return 2;
+        return SB_EXIT_USAGE;
     }
     signal(SIGPIPE, SIG_IGN);
     lws_set_log_level(LLL_ERR | LLL_WARN, sb_lws_log);
@@ -154,18 +208,22 @@ int sb_cmd_gateway(sb_config_t *cfg) {
     gw.redis = sb_gw_web_load(&gw) == 0 ? sb_aredis_create(&loop, &cfg->redis, "commands")
                                         : NULL;
     gw.sio = gw.redis ? sb_socketio_create(&gw) : NULL;
-    gw.lws = gw.sio ? sb_gw_lws_create(&gw) : NULL;
-    if (!gw.lws) {
-        sb_error("gateway", "cannot listen on %s:%d", cfg->bind, cfg->port);
+    int port = -1;
+    gw.lws = gw.sio ? sb_gw_lws_create(&gw, &port) : NULL;
+    if (!gw.lws || port < 0) {
+        sb_error("gateway", "cannot listen on %s:%d (see the lws error above: port taken?)",
+                 cfg->bind ? cfg->bind : "0.0.0.0", cfg->port);
         sb_aredis_close(gw.redis);
         sb_socketio_stop(gw.sio);
+        if (gw.lws) lws_context_destroy(gw.lws); /* no listener: the foreign-loop teardown */
         uv_run(&loop, UV_RUN_DEFAULT);
+        if (gw.lws) lws_context_destroy(gw.lws);
         sb_socketio_free(gw.sio);
         uv_loop_close(&loop);
         sb_static_free(gw.web);
         sb_jwt_cache_free(gw.tokens);
         sb_rand_close(&gw.rand);
-        return 1;
+        return SB_EXIT_FAIL;
     }
     sb_gw_io_watch(&gw);
     gw.presence_watch = sb_presence_watch_create(&gw);
@@ -177,9 +235,7 @@ int sb_cmd_gateway(sb_config_t *cfg) {
     sig.sigterm.data = sig.sigint.data = &sig;
     uv_signal_start(&sig.sigterm, sb_gw_signal_cb, SIGTERM);
     uv_signal_start(&sig.sigint, sb_gw_signal_cb, SIGINT);
-    char where[300];
-    sb_info("gateway", "listening on http://%s:%d (job types: %s; redis %s)", cfg->bind,
-            cfg->port, cfg->job_types, sb_redis_addr_str(&cfg->redis, where, sizeof where));
+    sb_gw_listening(&gw, port);
     uv_run(&loop, UV_RUN_DEFAULT);
     if (gw.lws) { /* foreign loop: the second call completes the destroy started on SIGTERM */
         lws_context_destroy(gw.lws);
@@ -191,6 +247,8 @@ int sb_cmd_gateway(sb_config_t *cfg) {
     sb_static_free(gw.web);
     sb_jwt_cache_free(gw.tokens);
     sb_rand_close(&gw.rand);
-    sb_info("gateway", "stopped%s", rc ? " (some handles were still open)" : "");
-    return 0;
+    if (rc) sb_error("gateway", "stopped with handles still open (uv_loop_close: %s)",
+                     uv_strerror(rc));
+    else sb_info("gateway", "stopped");
+    return rc ? SB_EXIT_FAIL : SB_EXIT_OK;
 }

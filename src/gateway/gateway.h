@@ -10,7 +10,7 @@
 #include <uv.h>
 #include "gateway/aredis.h"
 #include "gateway/stats.h"
-#include "switchboard/config.h"
+#include "cli/settings.h"
 #include "switchboard/presence.h"
 #include "switchboard/random.h"
 #include "switchboard/redis.h"

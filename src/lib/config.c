@@ -1,131 +1,13 @@
-/* Configuration from the environment and command-line flags (SPEC §1).
- *
- * sb_settings[] is the single list of settings: each row names its environment variable, its
- * flag, its kind (int, string, bool, log level, Redis URL), its range and a help line. Loading
- * walks the table three times: defaults, environment, then argv (flags win). A bad value stops
- * loading with one sentence that names the setting. */
-#include <errno.h>
-#include <limits.h>
+/* Where Redis is (config.h): the library's connection options, their defaults and the Redis
+ * URL parser. The command line's settings table lives with the program (src/cli/settings.c);
+ * the library only ever sees an sb_redis_addr_t filled by whoever embeds it. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "switchboard/config.h"
 #include "switchboard/error.h"
-#include "switchboard/job.h"
-
-typedef enum { SB_SET_INT, SB_SET_STR, SB_SET_BOOL, SB_SET_LEVEL, SB_SET_URL } sb_set_kind_t;
-
-typedef struct {
-    const char *env;   /* environment name (NULL: flag only) */
-    const char *flag;  /* without the leading "--" */
-    sb_set_kind_t kind;
-    size_t offset;     /* into sb_config_t */
-    long min, max;     /* for SB_SET_INT */
-    const char *def;   /* default, as text (NULL: unset) */
-    const char *help;
-} sb_setting_t;
-
-#define OFF(f) offsetof(sb_config_t, f)
-static const sb_setting_t sb_settings[] = {
-    {"REDIS_URL", "redis-url", SB_SET_URL, 0, 0, 0, NULL,
-     "redis://[user:pass@]host:port[/db] or unix:///path (wins over REDIS_HOST...)"},
-    {"REDIS_HOST", "redis-host", SB_SET_STR, OFF(redis.host), 0, 0, "127.0.0.1", "Redis host"},
-    {"REDIS_PORT", "redis-port", SB_SET_INT, OFF(redis.port), 1, 65535, "6379", "Redis port"},
-    {"REDIS_PASSWORD", "redis-password", SB_SET_STR, OFF(redis.password), 0, 0, NULL,
-     "Redis password"},
-    {"REDIS_DB", "redis-db", SB_SET_INT, OFF(redis.db), 0, 15, "0", "Redis database number"},
-    {"BIND", "bind", SB_SET_STR, OFF(bind), 0, 0, "0.0.0.0", "gateway listen address"},
-    {"PORT", "port", SB_SET_INT, OFF(port), 1, 65535, "3001", "gateway port"},
-    {"JWT_SECRET", "jwt-secret", SB_SET_STR, OFF(jwt_secret), 0, 0, NULL,
-     "HS256 key for tokens"},
-    {"SB_DEV", "dev", SB_SET_BOOL, OFF(dev_mode), 0, 1, "0",
-     "development mode (dashboard can mint tokens)"},
-    {"JOB_TYPES", "job-types", SB_SET_STR, OFF(job_types), 0, 0, "rebalance",
-     "comma-separated job types the gateway accepts"},
-    {"RATE_LIMIT", "rate-limit", SB_SET_INT, OFF(rate_limit), 1, 1000000, "10",
-     "job requests per user per window"},
-    {"RATE_WINDOW", "rate-window", SB_SET_INT, OFF(rate_window), 1, 86400, "60",
-     "rate-limit window, seconds"},
-    {"JOB_TYPE", "type", SB_SET_STR, OFF(job_type), 0, 0, "rebalance",
-     "job type an agent or CLI verb works on"},
-    {"MAX_ATTEMPTS", "max-attempts", SB_SET_INT, OFF(max_attempts), 1, 100, "3",
-     "attempts before a job fails for good"},
-    {"RETRY_BACKOFF_MS", "retry-backoff-ms", SB_SET_INT, OFF(retry_backoff_ms), 0, 3600000,
-     "1000", "retry wait per attempt, ms (plus jitter)"},
-    {"RETRY_BACKOFF_MAX_MS", "retry-backoff-max-ms", SB_SET_INT, OFF(retry_backoff_max_ms), 0,
-     3600000, "30000", "cap on the retry wait, ms"},
-    {"JOB_TIMEOUT", "job-timeout", SB_SET_INT, OFF(job_timeout), 1, 86400, "300",
-     "seconds an --exec handler may run"},
-    {"CONCURRENCY", "concurrency", SB_SET_INT, OFF(concurrency), 1, 1024, "1",
-     "jobs an agent runs at once"},
-    {"AGENT_EXEC", "exec", SB_SET_STR, OFF(exec_cmd), 0, 0, NULL,
-     "handler program: job JSON on stdin, result JSON on stdout"},
-    {"AGENT_ID", "agent-id", SB_SET_STR, OFF(agent_id), 0, 0, NULL,
-     "agent id (default {hostname}-{pid}-{random})"},
-    {"SHUTDOWN_GRACE", "grace", SB_SET_INT, OFF(shutdown_grace), 0, 3600, "30",
-     "seconds to finish running jobs on SIGTERM"},
-    {"AGENT_STATUS_TTL", "agent-status-ttl", SB_SET_INT, OFF(agent_status_ttl), 1, 86400,
-     "300", "presence TTL, seconds"},
-    {"HEARTBEAT_INTERVAL", "heartbeat-interval", SB_SET_INT, OFF(heartbeat_interval), 1, 86400,
-     "180", "seconds between presence heartbeats"},
-    {"MAX_CHATS", "max-chats", SB_SET_INT, OFF(max_chats), 1, 100000, "5",
-     "chats a person agent takes at once (presence assign)"},
-    {"RECOVERY_INTERVAL", "recovery-interval", SB_SET_INT, OFF(recovery_interval), 1, 86400,
-     "30", "seconds between scans for jobs of dead agents"},
-    {"METRICS_PORT", "metrics-port", SB_SET_INT, OFF(metrics_port), 0, 65535, "0",
-     "agent Prometheus port (0 = off)"},
-    {"SB_DATA_DIR", "data-dir", SB_SET_STR, OFF(data_dir), 0, 0, ".run",
-     "`up`: folder of the private redis-server's data"},
-    {"WEB_DIR", "web-dir", SB_SET_STR, OFF(web_dir), 0, 0, NULL,
-     "gateway: dashboard files [<exe dir>/../web, else <exe dir>/../share/switchboard/web]"},
-    {"LOG_LEVEL", "log-level", SB_SET_LEVEL, OFF(log_level), 0, 0, "info",
-     "debug | info | warn | error"},
-    {NULL, "wait", SB_SET_BOOL, OFF(wait), 0, 1, "0", "wait until the job finishes"},
-    {NULL, "json", SB_SET_BOOL, OFF(json_out), 0, 1, "0", "machine-readable output"},
-    {NULL, "user", SB_SET_STR, OFF(user), 0, 0, "cli", "publicKey of the user a job belongs to"},
-    {NULL, "user-id", SB_SET_STR, OFF(user_id), 0, 0, NULL, "user id of that user"},
-    {NULL, "limit", SB_SET_INT, OFF(limit), 1, 100000, "10", "items a listing shows"},
-    {NULL, "days", SB_SET_INT, OFF(days), 1, 30, "7", "metrics: summary over the last N days"},
-    {NULL, "jobs", SB_SET_INT, OFF(jobs), 1, 10000000, "10000", "bench: jobs to send"},
-    {NULL, "timeout", SB_SET_INT, OFF(timeout), 0, 86400, "0",
-     "seconds a waiting verb waits (0 = forever)"},
-    {"EVENTS_GROUP", "group", SB_SET_STR, OFF(group), 0, 0, "agent-group",
-     "events: consumer group"},
-    {"EVENTS_CONSUMER", "consumer", SB_SET_STR, OFF(consumer), 0, 0, NULL,
-     "events: consumer name (default {hostname}-{pid})"},
-    {"EVENTS_MAXLEN", "maxlen", SB_SET_INT, OFF(maxlen), 0, 1000000000, "0",
-     "events publish: trim the stream to about N entries (0 = never)"},
-    {"EVENTS_COUNT", "count", SB_SET_INT, OFF(count), 1, 100000, "10",
-     "events: entries per read (batch size)"},
-    {"EVENTS_BLOCK_MS", "block-ms", SB_SET_INT, OFF(block_ms), 1, 3600000, "1000",
-     "events: how long one read blocks, ms"},
-    {"EVENTS_MIN_IDLE_MS", "min-idle-ms", SB_SET_INT, OFF(min_idle_ms), 1, 86400000, "30000",
-     "events consume: pending this long → claimed and delivered again (retries, dead consumers)"},
-    {"EVENTS_MAX_DELIVERIES", "max-deliveries", SB_SET_INT, OFF(max_deliveries), 1, 1000, "5",
-     "events consume: deliveries before an entry goes to agent:stream:dead:{type}"},
-    {"EVENTS_IDEMPOTENCY_TTL", "idempotency-ttl", SB_SET_INT, OFF(idempotency_ttl), 0, 31536000,
-     "0", "events consume: skip event ids processed in the last N s (0 = off)"},
-    {NULL, "from", SB_SET_STR, OFF(from), 0, 0, NULL,
-     "events tail|replay: stream id, unix ms or ISO 8601 time (- = start, $ = new only)"},
-    {NULL, "correlation-id", SB_SET_STR, OFF(correlation_id), 0, 0, NULL,
-     "events publish: correlation id field"},
-    {NULL, "respond", SB_SET_BOOL, OFF(respond), 0, 1, "0",
-     "events consume: reply to requests with the --exec program's stdout"},
-    {NULL, "max-events", SB_SET_INT, OFF(max_events), 0, 1000000000, "0",
-     "events consume|tail|replay: stop after N events (0 = never)"},
-    {NULL, "role", SB_SET_STR, OFF(role), 0, 0, "user", "token: role claim (user|agent|admin)"},
-    {NULL, "public-key", SB_SET_STR, OFF(public_key), 0, 0, NULL, "token: publicKey claim"},
-    {NULL, "sub", SB_SET_STR, OFF(sub), 0, 0, NULL, "token: sub claim (default: publicKey)"},
-    {NULL, "name", SB_SET_STR, OFF(name), 0, 0, NULL, "token: name claim"},
-    {NULL, "email", SB_SET_STR, OFF(email), 0, 0, NULL, "token: email claim"},
-    {NULL, "department-id", SB_SET_STR, OFF(department_id), 0, 0, NULL,
-     "token: department_id claim"},
-    {NULL, "department", SB_SET_STR, OFF(department), 0, 0, NULL, "token: department claim"},
-    {NULL, "ttl", SB_SET_INT, OFF(ttl), 1, 31536000, "3600", "token: seconds until it expires"},
-};
-#undef OFF
-#define SB_NSETTINGS (sizeof sb_settings / sizeof sb_settings[0])
+#include "switchboard/fmt.h"
 
 static void sb_errf(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -137,25 +19,6 @@ static void sb_errf(char *err, size_t errlen, const char *fmt, ...) {
     va_end(ap);
 }
 
-static int sb_parse_long(const char *s, long min, long max, long *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end != '\0' || v < min || v > max) return SB_EINVAL;
-    *out = v;
-    return SB_OK;
-}
-
-static int sb_parse_bool(const char *s, int *out) {
-    static const char *const yes[] = {"1", "true", "yes", "on"};
-    static const char *const no[] = {"0", "false", "no", "off", ""};
-    for (size_t i = 0; i < 4; i++)
-        if (strcmp(s, yes[i]) == 0) return *out = 1, SB_OK;
-    for (size_t i = 0; i < 5; i++)
-        if (strcmp(s, no[i]) == 0) return *out = 0, SB_OK;
-    return SB_EINVAL;
-}
-
 static int sb_set_str(char **slot, const char *value) {
     char *copy = value ? strdup(value) : NULL;
     if (value && !copy) return SB_ENOMEM;
@@ -164,182 +27,9 @@ static int sb_set_str(char **slot, const char *value) {
     return SB_OK;
 }
 
-/* Applies one textual value to a setting. `from` says where it came from, for the error. */
-static int sb_setting_apply(sb_config_t *cfg, const sb_setting_t *s, const char *value,
-                            const char *from, char *err, size_t errlen) {
-    void *slot = (char *)cfg + s->offset;
-    long v;
-    int b, rc;
-    char why[256];
-    switch (s->kind) {
-    case SB_SET_INT:
-        if (sb_parse_long(value, s->min, s->max, &v) != SB_OK) {
-            sb_errf(err, errlen, "bad setting %s='%s': expected an integer from %ld to %ld",
-                    from, value, s->min, s->max);
-            return SB_EINVAL;
-        }
-        *(int *)slot = (int)v;
-        return SB_OK;
-    case SB_SET_BOOL:
-        if (sb_parse_bool(value, &b) != SB_OK) {
-            sb_errf(err, errlen, "bad setting %s='%s': expected true or false", from, value);
-            return SB_EINVAL;
-        }
-        *(int *)slot = b;
-        return SB_OK;
-    case SB_SET_LEVEL:
-        if (sb_log_level_parse(value, (sb_log_level_t *)slot) != SB_OK) {
-            sb_errf(err, errlen, "bad setting %s='%s': expected debug, info, warn or error",
-                    from, value);
-            return SB_EINVAL;
-        }
-        return SB_OK;
-    case SB_SET_URL:
-        rc = sb_redis_url_parse(value, &cfg->redis, why, sizeof why);
-        if (rc != SB_OK) sb_errf(err, errlen, "bad setting %s='%s': %s", from, value, why);
-        return rc;
-    case SB_SET_STR:
-        return sb_set_str((char **)slot, value);
-    }
-    return SB_EINVAL;
-}
-
-static const sb_setting_t *sb_setting_by_flag(const char *name, size_t len) {
-    for (size_t i = 0; i < SB_NSETTINGS; i++)
-        if (strlen(sb_settings[i].flag) == len && strncmp(sb_settings[i].flag, name, len) == 0)
-            return &sb_settings[i];
-    return NULL;
-}
-
-/* Pass 3: flags. Accepts --name value, --name=value, and bare --name for booleans. */
-static int sb_config_flags(sb_config_t *cfg, int argc, char **argv, char *err, size_t errlen) {
-    for (int i = 1; i < argc; i++) {
-        const char *arg = argv[i];
-        if (strcmp(arg, "--") == 0) {
-            for (i++; i < argc; i++) {
-                if (cfg->nargs == SB_CONFIG_MAX_ARGS) goto too_many;
-                cfg->args[cfg->nargs++] = argv[i];
-            }
-            break;
-        }
-        if (strncmp(arg, "--", 2) != 0 || arg[2] == '\0') {
-            if (cfg->nargs == SB_CONFIG_MAX_ARGS) goto too_many;
-            cfg->args[cfg->nargs++] = argv[i];
-            continue;
-        }
-        const char *name = arg + 2, *eq = strchr(name, '=');
-        size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
-        const sb_setting_t *s = sb_setting_by_flag(name, nlen);
-        if (!s) {
-            sb_errf(err, errlen, "unknown option '%.*s' (see --help)", (int)(nlen + 2), arg);
-            return SB_EINVAL;
-        }
-        const char *value = eq ? eq + 1 : NULL;
-        if (!value && s->kind == SB_SET_BOOL) value = "1";
-        if (!value) {
-            if (i + 1 >= argc) {
-                sb_errf(err, errlen, "option --%s needs a value", s->flag);
-                return SB_EINVAL;
-            }
-            value = argv[++i];
-        }
-        char from[64];
-        snprintf(from, sizeof from, "--%s", s->flag);
-        if (strncmp(s->flag, "redis-", 6) == 0) cfg->redis_explicit = 1;
-        int rc = sb_setting_apply(cfg, s, value, from, err, errlen);
-        if (rc != SB_OK) return rc;
-    }
-    return SB_OK;
-too_many:
-    sb_errf(err, errlen, "too many arguments (at most %d)", SB_CONFIG_MAX_ARGS);
-    return SB_EINVAL;
-}
-
-/* 1 when list names at least one job type and every name in it is one (sb_job_type_valid);
- * names are separated by commas and/or spaces, as the gateway reads them. */
-static int sb_job_types_valid(const char *list) {
-    int count = 0;
-    for (const char *p = list ? list : "";;) {
-        p += strspn(p, ", ");
-        size_t n = strcspn(p, ", ");
-        if (!n) return count > 0;
-        char type[SB_TYPE_MAX + 1];
-        if (n > SB_TYPE_MAX) return 0;
-        memcpy(type, p, n);
-        type[n] = '\0';
-        if (!sb_job_type_valid(type)) return 0;
-        count++;
-        p += n;
-    }
-}
-
-/* The checks no single setting's kind covers: job type names. */
-static int sb_config_check(const sb_config_t *cfg, char *err, size_t errlen) {
-    if (!sb_job_type_valid(cfg->job_type)) {
-        sb_errf(err, errlen, "bad setting JOB_TYPE='%s': expected [a-z][a-z0-9_-]{0,31}",
-                cfg->job_type ? cfg->job_type : "");
-        return SB_EINVAL;
-    }
-    if (!sb_job_types_valid(cfg->job_types)) {
-        sb_errf(err, errlen,
-                "bad setting JOB_TYPES='%s': expected one or more job types separated by "
-                "commas, each [a-z][a-z0-9_-]{0,31}",
-                cfg->job_types ? cfg->job_types : "");
-        return SB_EINVAL;
-    }
-    return SB_OK;
-}
-
-int sb_config_load(sb_config_t *cfg, int argc, char **argv, char *err, size_t errlen) {
-    memset(cfg, 0, sizeof *cfg);
-    int rc;
-    for (size_t i = 0; i < SB_NSETTINGS; i++) {
-        const sb_setting_t *s = &sb_settings[i];
-        if (s->def && (rc = sb_setting_apply(cfg, s, s->def, s->flag, err, errlen)) != SB_OK)
-            return rc;
-    }
-    for (size_t i = 0; i < SB_NSETTINGS; i++) {
-        const sb_setting_t *s = &sb_settings[i];
-        const char *v = s->env ? getenv(s->env) : NULL;
-        if (s->kind == SB_SET_URL) continue; /* applied last: REDIS_URL wins over REDIS_HOST */
-        if (v && (rc = sb_setting_apply(cfg, s, v, s->env, err, errlen)) != SB_OK) return rc;
-        if (v && strncmp(s->env, "REDIS_", 6) == 0) cfg->redis_explicit = 1;
-    }
-    const char *url = getenv("REDIS_URL");
-    if (url && *url) {
-        cfg->redis_explicit = 1;
-        if ((rc = sb_setting_apply(cfg, &sb_settings[0], url, "REDIS_URL", err, errlen)) != SB_OK)
-            return rc;
-    }
-    if ((rc = sb_config_flags(cfg, argc, argv, err, errlen)) != SB_OK) return rc;
-    return sb_config_check(cfg, err, errlen);
-}
-
-void sb_config_close(sb_config_t *cfg) {
-    if (!cfg) return;
-    sb_redis_addr_free(&cfg->redis);
-    free(cfg->bind);
-    free(cfg->jwt_secret);
-    free(cfg->job_types);
-    free(cfg->job_type);
-    free(cfg->exec_cmd);
-    free(cfg->agent_id);
-    free(cfg->data_dir);
-    free(cfg->web_dir);
-    free(cfg->user);
-    free(cfg->user_id);
-    free(cfg->group);
-    free(cfg->consumer);
-    free(cfg->from);
-    free(cfg->correlation_id);
-    free(cfg->role);
-    free(cfg->public_key);
-    free(cfg->sub);
-    free(cfg->name);
-    free(cfg->email);
-    free(cfg->department_id);
-    free(cfg->department);
-    memset(cfg, 0, sizeof *cfg);
+void sb_redis_addr_init(sb_redis_addr_t *a) {
+    memset(a, 0, sizeof *a);
+    a->port = SB_REDIS_DEFAULT_PORT;
 }
 
 /* Decodes %XX escapes of a URL component into a new string. NULL on bad escapes / ENOMEM. */
@@ -406,12 +96,12 @@ static int sb_url_tcp(const char *rest, sb_redis_addr_t *a, char *err, size_t er
     }
     if (pcolon) {
         *pcolon = '\0';
-        if (sb_parse_long(pcolon + 1, 1, 65535, &port) != SB_OK) {
+        if (sb_fmt_parse_long(pcolon + 1, 1, 65535, &port) != SB_OK) {
             sb_errf(err, errlen, "port must be 1-65535");
             return SB_EINVAL;
         }
     }
-    if (slash && slash[1] && sb_parse_long(slash + 1, 0, 15, &db) != SB_OK) {
+    if (slash && slash[1] && sb_fmt_parse_long(slash + 1, 0, 15, &db) != SB_OK) {
         sb_errf(err, errlen, "database must be 0-15");
         return SB_EINVAL;
     }
@@ -437,7 +127,7 @@ int sb_redis_url_parse(const char *url, sb_redis_addr_t *a, char *err, size_t er
             sb_errf(err, errlen, "unix:// needs an absolute path");
             return SB_EINVAL;
         }
-        if (q && (strncmp(q, "?db=", 4) != 0 || sb_parse_long(q + 4, 0, 15, &db) != SB_OK)) {
+        if (q && (strncmp(q, "?db=", 4) != 0 || sb_fmt_parse_long(q + 4, 0, 15, &db) != SB_OK)) {
             sb_errf(err, errlen, "only ?db=0-15 may follow the socket path");
             return SB_EINVAL;
         }
@@ -461,10 +151,15 @@ void sb_redis_addr_free(sb_redis_addr_t *a) {
     a->host = a->unix_path = a->user = a->password = NULL;
 }
 
+/* The host a TCP address without one connects to. */
+static const char *sb_redis_host(const sb_redis_addr_t *a) {
+    return a->host ? a->host : a->unix_path ? NULL : SB_REDIS_DEFAULT_HOST;
+}
+
 int sb_redis_addr_copy(sb_redis_addr_t *dst, const sb_redis_addr_t *src) {
     *dst = *src;
     dst->host = dst->unix_path = dst->user = dst->password = NULL;
-    if (sb_set_str(&dst->host, src->host) || sb_set_str(&dst->unix_path, src->unix_path) ||
+    if (sb_set_str(&dst->host, sb_redis_host(src)) || sb_set_str(&dst->unix_path, src->unix_path) ||
         sb_set_str(&dst->user, src->user) || sb_set_str(&dst->password, src->password)) {
         sb_redis_addr_free(dst);
         return SB_ENOMEM;
@@ -474,31 +169,7 @@ int sb_redis_addr_copy(sb_redis_addr_t *dst, const sb_redis_addr_t *src) {
 
 const char *sb_redis_addr_str(const sb_redis_addr_t *a, char *buf, size_t len) {
     if (a->unix_path) snprintf(buf, len, "%s", a->unix_path);
-    else snprintf(buf, len, "%s:%d", a->host ? a->host : "?", a->port);
+    else snprintf(buf, len, "%s:%d", sb_redis_host(a), a->port);
     return buf;
 }
 
-/* 1 if flag is one of the space-separated names in list (NULL = every flag). */
-static int sb_flag_listed(const char *list, const char *flag) {
-    size_t n = strlen(flag);
-    for (const char *p = list; p && *p;) {
-        while (*p == ' ') p++;
-        size_t w = strcspn(p, " ");
-        if (w == n && !strncmp(p, flag, n)) return 1;
-        p += w;
-    }
-    return list == NULL;
-}
-
-void sb_config_usage_only(FILE *out, const char *flags) {
-    for (size_t i = 0; i < SB_NSETTINGS; i++) {
-        const sb_setting_t *s = &sb_settings[i];
-        char flag[64];
-        if (!sb_flag_listed(flags, s->flag)) continue;
-        snprintf(flag, sizeof flag, "--%s%s", s->flag, s->kind == SB_SET_BOOL ? "" : " V");
-        fprintf(out, "  %-26s %-22s %s%s%s%s\n", flag, s->env ? s->env : "", s->help,
-                s->def ? " [" : "", s->def ? s->def : "", s->def ? "]" : "");
-    }
-}
-
-void sb_config_usage(FILE *out) { sb_config_usage_only(out, NULL); }

@@ -2,7 +2,10 @@
  * into a scratch buffer, then copied. The magnitude is taken as unsigned, so LLONG_MIN works. */
 #include "switchboard/fmt.h"
 
+#include <errno.h>
+#include <stdlib.h>
 #include <string.h>
+#include "switchboard/error.h"
 
 size_t sb_fmt_ll(char *out, long long v) {
     char digits[SB_FMT_INT_LEN], *p = digits + sizeof digits;
@@ -20,4 +23,13 @@ size_t sb_fmt_ll(char *out, long long v) {
 char *sb_fmt_llz(char *out, long long v) {
     out[sb_fmt_ll(out, v)] = '\0';
     return out;
+}
+
+int sb_fmt_parse_long(const char *s, long min, long max, long *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end != '\0' || v < min || v > max) return SB_EINVAL;
+    *out = v;
+    return SB_OK;
 }

@@ -14,6 +14,7 @@
 #include "switchboard/fmt.h"
 #include "switchboard/job.h"
 #include "switchboard/json.h"
+#include "switchboard/jsonw.h"
 #include "switchboard/metrics.h"
 #include "switchboard/submit.h"
 
@@ -21,7 +22,8 @@
  *       7 jobs counter, 8 audit stream.
  * ARGV: 1 limit (0: no rate limit), 2 window ms, 3 member suffix, 4 counter TTL,
  *       5 job id ('': rate check only), 6 record, 7 job TTL, 8 created ms, 9 audit MAXLEN,
- *       10 event_id, 11 event_type, 12 timestamp, 13 data, 14 channel ('': none), 15 message.
+ *       10 event_id, 11 event_type, 12 timestamp, 13 data, 14 channel ('': none), 15 message
+ *       (the {type}:created notification for the owner's Socket.IO room).
  * Returns {allowed 0|1, remaining (-1 without a limit), retry_ms}. */
 static const char SB_SUBMIT_LUA[] =
     "local function count(key)\n"
@@ -72,6 +74,8 @@ typedef struct {
         job_ttl[SB_FMT_INT_LEN + 1], created[SB_FMT_INT_LEN + 1], maxlen[SB_FMT_INT_LEN + 1];
     sb_envelope_t env;    /* the job.created audit entry */
     char *data;           /* its data JSON (owned) */
+    char channel[SB_KEY_LEN]; /* agent:{type}:events */
+    char *message;        /* the created notification published there (owned) */
     const char *argv[SB_SUBMIT_NKEYS + SB_SUBMIT_NARGS];
 } sb_submit_args_t;
 
@@ -94,6 +98,21 @@ static int sb_submit_event(sb_submit_args_t *a, const sb_submit_t *q) {
                                   q->public_key, NULL, q->rand);
 }
 
+/* The {type}:created notification every gateway relays to room user:{publicKey}:
+ * {"event":"{type}:created","room":"user:{publicKey}","data":{"jobId":"…"}}. NULL: no memory. */
+static char *sb_submit_created(const sb_submit_t *q) {
+    char name[SB_TYPE_MAX + 16], room[SB_PUBKEY_MAX + 8];
+    snprintf(name, sizeof name, "%s:created", q->type);
+    snprintf(room, sizeof room, "user:%s", q->public_key);
+    sb_jw_t w;
+    sb_jw_init(&w);
+    sb_jw_member(&w, "{\"event\":", name);
+    sb_jw_member(&w, ",\"room\":", room);
+    sb_jw_member(&w, ",\"data\":{\"jobId\":", q->job_id);
+    sb_jw_lit(&w, "}}");
+    return sb_jw_take(&w, NULL);
+}
+
 /* Job keys 4–8 and ARGV 5–15 (all empty for a rate check only). */
 static int sb_submit_job_args(sb_submit_args_t *a, const sb_submit_t *q) {
     for (int i = 3; i < SB_SUBMIT_NKEYS; i++) a->keys[i][0] = '\0';
@@ -106,15 +125,17 @@ static int sb_submit_job_args(sb_submit_args_t *a, const sb_submit_t *q) {
         !sb_key(a->keys[4], SB_KEY_LEN, SB_KEY_JOBS, q->type, NULL) ||
         !sb_key(a->keys[5], SB_KEY_LEN, SB_KEY_USER, q->type, q->public_key) ||
         !sb_metrics_counter_key(a->keys[6], SB_KEY_LEN, q->type, "jobs", q->now_ms) ||
-        !sb_events_key(a->keys[7], SB_KEY_LEN, SB_EVENT_JOB_CREATED))
+        !sb_events_key(a->keys[7], SB_KEY_LEN, SB_EVENT_JOB_CREATED) ||
+        !sb_key(a->channel, sizeof a->channel, SB_KEY_EVENTS, q->type, NULL))
         return SB_EINVAL;
+    if (!(a->message = sb_submit_created(q))) return SB_ENOMEM;
     return sb_submit_event(a, q);
 }
 
 /* Fills a for q. Returns 0 or an SB_E* code; a->data must be freed either way. */
 static int sb_submit_args(sb_submit_args_t *a, const sb_submit_t *q) {
-    a->data = NULL;
-    if (!q->type || (!q->channel != !q->message)) return SB_EINVAL;
+    a->data = a->message = NULL;
+    if (!q->type) return SB_EINVAL;
     int rc = sb_submit_rate_args(a, q);
     if (rc == SB_OK) rc = sb_submit_job_args(a, q);
     if (rc != SB_OK) return rc;
@@ -124,7 +145,7 @@ static int sb_submit_args(sb_submit_args_t *a, const sb_submit_t *q) {
         q->job_id ? q->job_id : "", q->job_id ? q->record_json : "", a->job_ttl, a->created,
         a->maxlen, q->job_id ? a->env.event_id : "", q->job_id ? a->env.event_type : "",
         q->job_id ? a->env.timestamp : "", a->data ? a->data : "",
-        q->job_id && q->channel ? q->channel : "", q->job_id && q->message ? q->message : ""};
+        q->job_id ? a->channel : "", a->message ? a->message : ""};
     memcpy(a->argv + SB_SUBMIT_NKEYS, args, sizeof args);
     return SB_OK;
 }
@@ -138,6 +159,7 @@ int sb_submit_batch(sb_batch_t *b, const sb_script_t *s, sb_script_mode_t mode,
         rc = sb_batch_add_script(b, s, mode, SB_SUBMIT_NKEYS, SB_SUBMIT_NKEYS + SB_SUBMIT_NARGS,
                                  a->argv, NULL);
     free(a->data);
+    free(a->message);
     free(a);
     return rc;
 }
@@ -155,6 +177,7 @@ int sb_submit_run(sb_redis_t *r, const sb_script_t *s, const sb_submit_t *q,
         if (rep) freeReplyObject(rep);
     }
     free(a->data);
+    free(a->message);
     free(a);
     return rc;
 }

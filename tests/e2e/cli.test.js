@@ -1,10 +1,12 @@
 // The CLI verbs that report on a running installation: `bench` sends jobs to the running
 // agents and measures them; `metrics` reads the summary of SPEC §4; both against a real
-// redis-server and a real `switchboard agent`.
+// redis-server and a real `switchboard agent`. And what every verb shares: each takes only its
+// own flags, and one exit status means one thing (README "Exit codes").
 'use strict';
 const test = require('node:test');
 const assert = require('node:assert');
 const { startRedis, startSwitchboard, runSwitchboard } = require('./lib/harness');
+const { recordingSocket } = require('./lib/sio');
 
 let redis;
 test.before(async () => { redis = await startRedis(); });
@@ -12,7 +14,7 @@ test.after(async () => { await redis.stop(); });
 
 test('bench with no agent running times out and says why', async () => {
   const r = await runSwitchboard(['bench', '--jobs', '10', '--timeout', '1'], { REDIS_URL: redis.url });
-  assert.strictEqual(r.code, 1, r.stderr);
+  assert.strictEqual(r.code, 4, r.stderr); /* timed out */
   assert.match(r.stdout, /10 sent, 0 finished/);
   assert.match(r.stderr, /are agents running/);
   const c = redis.client();
@@ -45,5 +47,84 @@ test('bench measures the running agents; metrics reports what they did', async (
   } finally {
     agent.kill('SIGTERM');
     await agent.exited;
+  }
+});
+
+test('each verb takes only its own flags; other verbs\' environment is ignored', async () => {
+  const r = await runSwitchboard(['token', '--role', 'user', '--public-key', 'PK', '--concurrency', '8',
+    '--maxlen', '5'], { JWT_SECRET: 's' });
+  assert.strictEqual(r.code, 2, r.stderr);
+  assert.match(r.stderr, /^switchboard token: --concurrency is not an option of this command/);
+  assert.strictEqual(r.stdout, '');
+  const ok = await runSwitchboard(['token', '--role', 'user', '--public-key', 'PK'],
+    { JWT_SECRET: 's', CONCURRENCY: 'lots', EVENTS_MAXLEN: '-1' });
+  assert.strictEqual(ok.code, 0, ok.stderr);
+  const help = await runSwitchboard(['token', '--help']);
+  const flags = [...help.stdout.matchAll(/^ {2}--([a-z-]+)/gm)].map((m) => m[1]);
+  assert.deepStrictEqual(flags.sort(), ['department', 'department-id', 'email', 'jwt-secret', 'name',
+    'public-key', 'role', 'sub', 'ttl']);
+  const unknown = await runSwitchboard(['job', '--nope', '1-a']);
+  assert.strictEqual(unknown.code, 2);
+  assert.match(unknown.stderr, /switchboard job: unknown option '--nope'/);
+});
+
+test('exit statuses: usage 2, not found 1, Redis unavailable 3, timed out 4', async () => {
+  const bare = await runSwitchboard([]);
+  assert.strictEqual(bare.code, 2);
+  assert.match(bare.stderr, /usage:/);
+  const help = await runSwitchboard(['--help']);
+  assert.strictEqual(help.code, 0);
+  assert.match(help.stdout, /exit status \(every verb\): 0 ok, 1 failed .*\n +2 usage or bad input, 3 Redis unavailable, 4 timed out/);
+  const env = { REDIS_URL: redis.url };
+  assert.strictEqual((await runSwitchboard(['job', 'not-an-id'], env)).code, 2);
+  const missing = await runSwitchboard(['job', '123-abc'], env); /* well-formed (SPEC §2), absent */
+  assert.strictEqual(missing.code, 1);
+  assert.match(missing.stderr, /no such job/);
+  const noRedis = { REDIS_URL: 'redis://127.0.0.1:1' };
+  assert.strictEqual((await runSwitchboard(['job', '123-abc'], noRedis)).code, 3);
+  assert.strictEqual((await runSwitchboard(['enqueue', '{}'], noRedis)).code, 3);
+  assert.strictEqual((await runSwitchboard(['enqueue', 'not json'], env)).code, 2);
+  const waited = await runSwitchboard(['enqueue', '--wait', '--timeout', '1', '{"amount":1}'], env);
+  assert.strictEqual(waited.code, 4, waited.stderr);
+  assert.match(waited.stderr, /timed out after 1\.\d s waiting for job/);
+  assert.doesNotMatch(waited.stderr, /connection lost|lost redis/);
+  const watch = await runSwitchboard(['presence', 'watch', '--timeout', '1', '--max-events', '1'], env);
+  assert.strictEqual(watch.code, 4, watch.stderr);
+  const watched = await runSwitchboard(['presence', 'watch', '--timeout', '1'], env);
+  assert.strictEqual(watched.code, 0, watched.stderr);
+  const c = redis.client();
+  await c.flushall();
+  c.disconnect();
+});
+
+test('switchboard enqueue announces {type}:created to the owner\'s sockets, as the POST does', async () => {
+  const env = { REDIS_URL: redis.url, JWT_SECRET: 'cli-secret' };
+  const gw = startSwitchboard(['gateway', '--port', '0', '--bind', '127.0.0.1'], env);
+  const sockets = new Set();
+  try {
+    await gw.waitForOutput(/listening on http:\/\/127\.0\.0\.1:\d+/);
+    const base = gw.output.match(/listening on (http:\/\/127\.0\.0\.1:\d+)/)[1];
+    const mint = async (pk) => (await runSwitchboard(['token', '--role', 'user', '--public-key', pk],
+      env)).stdout.trim();
+    const mine = recordingSocket(sockets, base, await mint('PK-enq'));
+    const other = recordingSocket(sockets, base, await mint('PK-other'));
+    await mine.connected$();
+    await other.connected$();
+    const q = await runSwitchboard(['enqueue', '--user', 'PK-enq', '{"amount":5}'], env);
+    assert.strictEqual(q.code, 0, q.stderr);
+    const id = q.stdout.trim();
+    const ev = await mine.next('rebalance:created', (d) => d.jobId === id);
+    assert.deepStrictEqual(ev.data, { jobId: id });
+    const marker = await runSwitchboard(['enqueue', '--user', 'PK-other', '{"amount":6}'], env);
+    await other.next('rebalance:created', (d) => d.jobId === marker.stdout.trim());
+    assert.deepStrictEqual(other.events.filter((e) => e.name === 'rebalance:created').map((e) => e.data.jobId),
+      [marker.stdout.trim()], 'only the owner hears of a job');
+  } finally {
+    for (const s of sockets) s.disconnect();
+    gw.kill('SIGTERM');
+    await gw.exited;
+    const c = redis.client();
+    await c.flushall();
+    c.disconnect();
   }
 });

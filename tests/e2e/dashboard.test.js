@@ -2,7 +2,9 @@
 // playwright-core) against a real redis-server, a gateway in development mode and a real
 // `switchboard agent`: sign in by minting a development token, create a job and watch its
 // status arrive live over Socket.IO until `done`, see an error job show its error, find both
-// in the list after a reload, read the metrics and charts. Also the static file server
+// in the list after a reload, read the metrics and charts; the online agents panel lists the
+// worker and a person agent that comes and goes live; sign-out leaves nothing of one user for
+// the next; pasted tokens are normalised or refused with a message. Also the static file server
 // (traversal and unknown files refused, ETag revalidation, CSP) and the development-only
 // /dev/token route (404 without SB_DEV). A screenshot is saved next to the binary and in /tmp.
 'use strict';
@@ -11,15 +13,17 @@ const assert = require('node:assert');
 const fs = require('node:fs');
 const net = require('node:net');
 const os = require('node:os');
+const crypto = require('node:crypto');
 const path = require('node:path');
 const jwt = require('jsonwebtoken');
 const { chromium } = require('playwright-core');
 const { SB_BIN, startRedis, startSwitchboard, runSwitchboard, waitFor, freePort } = require('./lib/harness');
 
 const SECRET = 'e2e-dashboard-secret';
+const JSON_TYPE = { 'content-type': 'application/json' };
 const CHROMIUM = process.env.SB_CHROMIUM || '/usr/bin/chromium';
 const SHOTS = [path.join(path.dirname(SB_BIN), 'dashboard.png'), path.join(os.tmpdir(), 'switchboard-dashboard.png')];
-let redis, gw, agent, base, browser, profile;
+let redis, gw, agent, workerId, base, browser, profile;
 
 async function startGateway(env) {
   const port = await freePort();
@@ -46,12 +50,45 @@ function rawGet(baseUrl, target) {
   });
 }
 
+// A new tab on baseUrl with no token kept from an earlier test (the profile is shared).
+async function freshPage(baseUrl = base) {
+  const page = await browser.newPage();
+  await page.goto(`${baseUrl}/`);
+  await page.evaluate(() => localStorage.clear());
+  await page.reload();
+  return page;
+}
+
+// Signs the page in through the development form as publicKey pk with role.
+async function mintSignIn(page, pk, role) {
+  await page.locator('#dev-box').waitFor({ state: 'visible' });
+  await page.fill('#dev-pk', pk);
+  await page.selectOption('#dev-role', role);
+  await page.click('#dev-mint');
+  await page.locator('#app').waitFor({ state: 'visible' });
+  assert.strictEqual(await page.textContent('#who-key'), pk);
+}
+
+// POST /agent-status/{what} with an agent's token; asserts 200.
+async function presencePost(token, what, body = {}) {
+  const r = await fetch(`${base}/api/v1/agent-status/${what}`, { method: 'POST',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  assert.strictEqual(r.status, 200, `${what}: ${await r.text()}`);
+}
+
 test.before(async () => {
   redis = await startRedis();
   gw = await startGateway({ SB_DEV: '1' });
   base = gw.base;
   agent = startSwitchboard(['agent'], { REDIS_URL: redis.url }, 'agent');
-  await agent.waitForOutput(/heartbeat|online|started|taking/i).catch(() => {});
+  // the worker is online once its presence record exists: that is what the panel must list
+  const r = redis.client();
+  try {
+    workerId = await waitFor(async () => {
+      const [id] = await r.smembers('agents:dept:workers');
+      return id && (await r.exists(`agent:online:${id}`)) ? id : null;
+    }, { what: 'the agent to heartbeat its presence' });
+  } finally { r.disconnect(); }
   profile = fs.mkdtempSync(path.join(os.tmpdir(), 'sb-chromium-'));
   browser = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
@@ -92,7 +129,8 @@ test('static files: page, assets and the socket.io client; ETag revalidation; CS
   }
   // the Engine.IO endpoint is not a file path: no client script is served from there
   const sio = await fetch(`${base}/socket.io/socket.io.js`);
-  assert.notStrictEqual(sio.status, 200);
+  assert.strictEqual(sio.status, 404);
+  assert.strictEqual((await sio.json()).error, 'not_found');
 });
 
 test('static files: traversal and unknown files are refused with 404', async () => {
@@ -128,11 +166,11 @@ test('POST /dev/token mints a token in development mode; bad input is 400', asyn
   assert.strictEqual(jobs.status, 200);
   for (const bad of [{ role: 'root', publicKey: 'x' }, { role: 'user' }, { role: 'user', publicKey: 'a b' },
     { role: 'user', publicKey: 'x', ttl: 10 }, { role: 'user', publicKey: 'x', name: 5 }]) {
-    const b = await fetch(`${base}/api/dev/token`, { method: 'POST', body: JSON.stringify(bad) });
+    const b = await fetch(`${base}/api/dev/token`, { method: 'POST', headers: JSON_TYPE, body: JSON.stringify(bad) });
     assert.strictEqual(b.status, 400, JSON.stringify(bad));
   }
-  assert.strictEqual((await fetch(`${base}/api/v1/dev/token`, { method: 'POST', body: '{' })).status, 400);
-  const dup = await fetch(`${base}/api/v1/dev/token`, { method: 'POST',
+  assert.strictEqual((await fetch(`${base}/api/v1/dev/token`, { method: 'POST', headers: JSON_TYPE, body: '{' })).status, 400);
+  const dup = await fetch(`${base}/api/v1/dev/token`, { method: 'POST', headers: JSON_TYPE,
     body: '{"publicKey":"dev-pk-2","role":"user","role":"admin"}' });
   assert.strictEqual(dup.status, 400);
   assert.match((await dup.json()).message, /duplicate key "role"/);
@@ -158,10 +196,8 @@ test('browser: sign in, create a job, live status to done, an error job, list, m
   const problems = [];
 
   page.on('pageerror', (e) => problems.push(`pageerror: ${e.message}`));
-  // the only acceptable console errors: 404s of presence routes not on this gateway yet
   page.on('console', (m) => {
-    if (m.type() === 'error' && !/\/api\/v1\/agent-status\//.test(m.location().url || ''))
-      problems.push(`console: ${m.text()} (${m.location().url})`);
+    if (m.type() === 'error') problems.push(`console: ${m.text()} (${m.location().url})`);
   });
   await page.goto(`${base}/`);
 
@@ -206,10 +242,8 @@ test('browser: sign in, create a job, live status to done, an error job, list, m
     { what: 'metrics to count both jobs' });
   assert.ok(await page.locator('#chart-daily svg rect').count() >= 3);
   assert.ok(await page.locator('#chart-exec svg rect').count() >= 1);
-  // presence: a list, or a clear message while the routes are not there
-  const agentsMsg = await page.textContent('#agents-msg');
-  const agentsCount = await page.locator('#agents li').count();
-  assert.ok(agentsCount > 0 || /not available|No agent/.test(agentsMsg), agentsMsg);
+  // presence: the running worker is listed under its department
+  await page.waitForSelector(`#agents [data-department="workers"] li[data-agent-id="${workerId}"]`);
 
   for (const shot of SHOTS) await page.screenshot({ path: shot });
 
@@ -232,19 +266,29 @@ test('browser: sign in, create a job, live status to done, an error job, list, m
 });
 
 test('browser: a pasted token works, a bad one is refused with a message', async () => {
-  const page = await browser.newPage();
-  await page.goto(`${base}/`);
-  await page.evaluate(() => localStorage.clear());
-  await page.reload();
-  await page.fill('#token-input', 'not-a-token');
-  await page.click('#token-form button');
-  assert.match(await page.textContent('#signin-error'), /not a JWT/);
+  const page = await freshPage();
   const token = jwt.sign({ sub: 'u-paste', publicKey: 'paste-user', role: 'user' }, SECRET,
     { algorithm: 'HS256', expiresIn: '1h' });
-  await page.fill('#token-input', token);
+  const [header, payload, sig] = token.split('.');
+  const three = /^That is not a JWT: a token is three base64url parts joined by dots/;
+  for (const [bad, why] of [['not-a-token', three], [`${header}.${payload}`, three],
+    [`${token}.${sig}`, three], [`%%%.${payload}.${sig}`, three], [`${header}.${payload}.`, three],
+    [`${header}.${payload}.si+g/`, three], [`aGVsbG8.${payload}.${sig}`, /header is not base64url-encoded JSON/],
+    [`${header}.WzFd.${sig}`, /payload is not base64url-encoded JSON/]]) {
+    await page.fill('#token-input', bad);
+    await page.click('#token-form button');
+    assert.match(await page.textContent('#signin-error'), why, bad);
+    assert.ok(await page.locator('#app').isHidden(), `${bad}: not signed in`);
+  }
+  // whitespace anywhere is dropped: around it, and a token wrapped over lines by a terminal
+  await page.fill('#token-input', `  ${token.slice(0, 40)}\n${token.slice(40, 90)}\r\n${token.slice(90)}\n`);
   await page.click('#token-form button');
   await page.waitForSelector('#conn[data-state="live"]', { timeout: 10000 });
   assert.strictEqual(await page.textContent('#who-key'), 'paste-user');
+  assert.strictEqual(await page.textContent('#signin-error'), '');
+  // and the gateway accepts it: a job is queued with it
+  await page.click('#job-submit');
+  await page.waitForSelector('#job-note[data-kind="ok"]');
   const forged = jwt.sign({ sub: 'x', publicKey: 'forged', role: 'user' }, 'wrong-secret', { expiresIn: '1h' });
   await page.click('#sign-out');
   await page.fill('#token-input', forged);
@@ -252,4 +296,100 @@ test('browser: a pasted token works, a bad one is refused with a message', async
   await page.locator('#signin').waitFor({ state: 'visible' });
   await waitFor(async () => /Signed out/.test(await page.textContent('#signin-error')), { what: 'forged token refused' });
   await page.close();
+});
+
+test('browser: /#token=JWT signs in and leaves the token out of the address bar', async () => {
+  const token = jwt.sign({ sub: 'u-hash', publicKey: 'hash-user', role: 'user' }, SECRET,
+    { algorithm: 'HS256', expiresIn: '1h' });
+  // opened with the token, and given one while open (a hash change: the page is not reloaded)
+  const opened = await browser.newPage();
+  await opened.goto(`${base}/#token=${token}%0A`);
+  const open = await freshPage();
+  await open.goto(`${base}/#token=${token}`);
+  for (const page of [opened, open]) {
+    await page.locator('#app').waitFor({ state: 'visible' });
+    assert.strictEqual(await page.textContent('#who-key'), 'hash-user');
+    assert.strictEqual(await page.evaluate(() => location.hash), '');
+    await page.waitForSelector('#conn[data-state="live"]', { timeout: 10000 });
+    await page.close();
+  }
+});
+
+test('browser: the online agents panel lists agents by department and follows them live', async () => {
+  const page = await freshPage();
+  await mintSignIn(page, 'dash-agents-admin', 'admin');
+  await page.waitForSelector('#conn[data-state="live"]', { timeout: 10000 });
+  const worker = page.locator(`#agents [data-department="workers"] li[data-agent-id="${workerId}"]`);
+  await worker.waitFor();
+  assert.strictEqual(await worker.locator('.agent-name').textContent(), 'switchboard agent (rebalance)');
+  assert.strictEqual(await page.textContent('#agents-count'), '1 online');
+  assert.strictEqual(await page.textContent('#agents-msg'), '');
+
+  // a person agent comes online: admins get agent:online and the panel lists it at once
+  // (well before the page's 20 s refresh)
+  const sub = crypto.randomUUID();
+  const token = jwt.sign({ sub, role: 'agent', name: 'Ada Lovelace', department_id: 'support',
+    department: 'Support' }, SECRET, { algorithm: 'HS256', expiresIn: '1h' });
+  await presencePost(token, 'heartbeat', { status: 'busy' });
+  const ada = page.locator(`#agents [data-department="Support"] li[data-agent-id="${sub}"]`);
+  await ada.waitFor({ timeout: 8000 });
+  assert.strictEqual(await ada.locator('.agent-name').textContent(), 'Ada Lovelace');
+  assert.strictEqual(await ada.getAttribute('data-status'), 'busy');
+  assert.strictEqual(await page.textContent('#agents-count'), '2 online');
+  assert.strictEqual(await page.locator('#feed li[data-event="agent:online"]').count(), 1);
+
+  // and goes offline: agent:offline removes it, the worker stays
+  await presencePost(token, 'offline');
+  await ada.waitFor({ state: 'detached', timeout: 8000 });
+  await page.waitForSelector('#feed li[data-event="agent:offline"]');
+  assert.strictEqual(await worker.count(), 1);
+  assert.strictEqual(await page.textContent('#agents-count'), '1 online');
+  await page.close();
+});
+
+test('browser: sign-out leaves nothing of one user for the next', async () => {
+  const limited = await startGateway({ SB_DEV: '1', RATE_LIMIT: '1' });
+  const page = await freshPage(limited.base);
+  try {
+    await mintSignIn(page, 'dash-limited', 'admin');
+    await page.waitForSelector('#conn[data-state="live"]', { timeout: 10000 });
+    await page.fill('#job-amount', '7');
+    await page.click('#job-submit');
+    await page.waitForSelector('#job-note[data-kind="ok"]');
+    await page.click('#job-submit');
+    await waitFor(async () => /^Not queued \(rate limited\)/.test(await page.textContent('#job-note')),
+      { what: 'the second job to be rate limited' });
+    await page.waitForSelector('#jobs tbody tr');
+    await page.waitForSelector('#feed li');
+    await page.waitForSelector(`#agents li[data-agent-id="${workerId}"]`);
+    await page.waitForSelector('#metrics-tiles .tile');
+
+    await page.click('#sign-out');
+    await page.locator('#signin').waitFor({ state: 'visible' });
+    const shown = () => page.evaluate(() => {
+      const $ = (id) => document.getElementById(id);
+      return { note: $('job-note').textContent, noteKind: $('job-note').dataset.kind || '',
+        amount: $('job-amount').value, jobs: $('jobs').tBodies[0].rows.length,
+        feed: $('feed').children.length, agents: $('agents').children.length,
+        agentsCount: $('agents-count').textContent, tiles: $('metrics-tiles').children.length,
+        charts: $('chart-daily').children.length + $('chart-exec').children.length,
+        who: $('who-key').textContent + $('who-role').textContent, whoHidden: $('who').hidden };
+    });
+    assert.deepStrictEqual(await shown(), { note: '', noteKind: '', amount: '1000', jobs: 0, feed: 0,
+      agents: 0, agentsCount: '', tiles: 0, charts: 0, who: '', whoHidden: true });
+
+    // the next user starts from a clean page: their own (empty) lists, no note of the last one
+    await mintSignIn(page, 'dash-next', 'user');
+    await page.waitForSelector(`#agents li[data-agent-id="${workerId}"]`);
+    const next = await shown();
+    assert.strictEqual(next.note, '');
+    assert.strictEqual(next.noteKind, '');
+    assert.strictEqual(next.jobs, 0);
+    assert.strictEqual(next.feed, 0);
+    assert.strictEqual(next.tiles, 0, 'a user sees no admin metrics');
+  } finally {
+    await page.close();
+    limited.kill('SIGTERM');
+    await limited.exited;
+  }
 });

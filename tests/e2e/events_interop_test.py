@@ -197,6 +197,11 @@ def lines(path):
         return []
 
 
+def redis_now_ms():
+    sec, usec = redis_client.time()
+    return sec * 1000 + usec // 1000
+
+
 def pending(stream, group="agent-group"):
     try:
         return redis_client.xpending(stream, group)["pending"]
@@ -210,7 +215,13 @@ class EventsInterop(unittest.TestCase):
 
     def test_seed_publisher_to_our_consumer(self):
         sent = [publish_event("task.created", {"task_id": f"task-{i}", "priority": "high"})
-                for i in range(20)]
+                for i in range(10)]
+        # the second half starts in a later millisecond than the first ended, so that a replay
+        # from its first timestamp must return exactly the second half
+        last_ms = int(redis_client.xrevrange("agent:stream:task.created", count=1)[0][0].split("-")[0])
+        wait_for(lambda: redis_now_ms() > last_ms, "the Redis clock to pass the 10th entry")
+        sent += [publish_event("task.created", {"task_id": f"task-{i}", "priority": "high"})
+                 for i in range(10, 20)]
         out = os.path.join(_dir, "consumed.jsonl")
         handler = script("record.sh", f'cat >> {out}; echo >> {out}\n')
         p = sb_start("consume", "task.created", "--exec", handler, "--max-events", "20",
@@ -227,7 +238,7 @@ class EventsInterop(unittest.TestCase):
         # replay from a Python timestamp (microseconds, +00:00) finds the events from then on
         r = sb("replay", "task.created", "--from", sent[10]["timestamp"])
         replayed = [json.loads(l)["event_id"] for l in r.stdout.splitlines()]
-        self.assertEqual(replayed[-10:], [s["event_id"] for s in sent[10:]])
+        self.assertEqual(replayed, [s["event_id"] for s in sent[10:]])
 
     def test_our_publisher_to_seed_consumer(self):
         ids = [sb("publish", "task.created", json.dumps({"task_id": f"t{i}"})).stdout.strip()
@@ -289,9 +300,9 @@ class EventsInterop(unittest.TestCase):
         self.assertEqual(reply["result"], "abab")
         self.assertEqual(reply["status"], "success")
         self.assertEqual(redis_client.keys("agent:stream:response:*"), [])
-        # and with nobody listening, a timeout with exit status 1
+        # and with nobody listening, a timeout: exit status 4 (README "Exit codes")
         r = sb("request", "nobody.home", "{}", "--timeout", "1", check=False)
-        self.assertEqual(r.returncode, 1)
+        self.assertEqual(r.returncode, 4)
 
     def test_kill_9_mid_batch_loses_nothing(self):
         stream = "agent:stream:task.crash"

@@ -1,4 +1,9 @@
 /* A private redis-server for C tests: see sb_test_redis.h. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -84,9 +89,57 @@ sb_redis_t *sb_test_redis_client(sb_test_redis_t *t) {
     return r;
 }
 
-void sb_test_redis_flush(sb_test_redis_t *t) {
+/* One command of a reset: a format with at most one %s, and its argument. */
+typedef struct {
+    const char *fmt;
+    const char *arg;
+} sb_test_cmd_t;
+
+/* Runs each command of cmds (up to one with fmt NULL) on a new client; 0 when every reply is
+ * OK, else -1 with the command and the reply on stderr. */
+static int sb_test_redis_all_ok(sb_test_redis_t *t, const sb_test_cmd_t *cmds) {
     sb_redis_t *r = sb_test_redis_client(t);
-    redisReply *rep = r ? sb_redis_cmd(r, "FLUSHALL") : NULL;
-    if (rep) freeReplyObject(rep);
+    int rc = r ? 0 : -1;
+    if (!r) fprintf(stderr, "test redis: cannot connect to %s\n", t->sock);
+    for (const sb_test_cmd_t *c = cmds; r && c->fmt; c++) {
+        redisReply *rep = sb_redis_cmd(r, c->fmt, c->arg);
+        if (!rep || rep->type != REDIS_REPLY_STATUS || strcmp(rep->str, "OK") != 0) {
+            fprintf(stderr, "test redis: %s (%s): %s\n", c->fmt, c->arg ? c->arg : "",
+                    rep && rep->str ? rep->str : "no reply");
+            rc = -1;
+        }
+        if (rep) freeReplyObject(rep);
+    }
     sb_redis_free(r);
+    return rc;
+}
+
+int sb_test_redis_flush(sb_test_redis_t *t) {
+    static const sb_test_cmd_t cmds[] = {{"FLUSHALL", NULL}, {NULL, NULL}};
+    return sb_test_redis_all_ok(t, cmds);
+}
+
+int sb_test_redis_reset(sb_test_redis_t *t) {
+    static const sb_test_cmd_t cmds[] = {
+        {"FLUSHALL", NULL},
+        {"SCRIPT FLUSH", NULL},
+        {"CONFIG SET notify-keyspace-events %s", ""}, /* the default: none */
+        {"CONFIG SET busy-reply-threshold %s", "5000"},
+        {NULL, NULL},
+    };
+    return sb_test_redis_all_ok(t, cmds);
+}
+
+int sb_test_run(const char *name, struct CMUnitTest *tests, size_t n) {
+    const char *filter = getenv("SB_TEST_FILTER");
+    const char *order = getenv("SB_TEST_ORDER");
+    if (filter && *filter) cmocka_set_test_filter(filter);
+    if (order && !strcmp(order, "reverse")) {
+        for (size_t i = 0; i < n / 2; i++) {
+            struct CMUnitTest tmp = tests[i];
+            tests[i] = tests[n - 1 - i];
+            tests[n - 1 - i] = tmp;
+        }
+    }
+    return _cmocka_run_group_tests(name, tests, n, NULL, NULL);
 }

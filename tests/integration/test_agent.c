@@ -13,6 +13,7 @@
 #include <string.h>
 #include "sb_test_redis.h"
 #include "switchboard/agent.h"
+#include "cli/settings.h"
 #include "switchboard/switchboard.h"
 
 static sb_test_redis_t srv;

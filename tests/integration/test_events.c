@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "sb_test_expect.h"
 #include "sb_test_redis.h"
 #include "switchboard/switchboard.h"
 
@@ -92,17 +93,14 @@ static void poll_until(sb_consumer_t *c, sb_consumer_stats_t *st,
     } while (metric(st) < want && sb_mono_ms() < deadline);
 }
 
-static long long int_cmd(sb_redis_t *r, const char *fmt, const char *a, const char *b) {
-    redisReply *rep = sb_redis_cmd(r, fmt, a, b);
-    assert_non_null(rep);
-    long long v = rep->type == REDIS_REPLY_INTEGER ? rep->integer
-                : rep->type == REDIS_REPLY_ARRAY && rep->elements ? rep->element[0]->integer : -1;
+/* The number of entries pending in the group (XPENDING's summary form). */
+static long long pending(sb_redis_t *r, const char *key) {
+    redisReply *rep = sb_expect_reply(r, REDIS_REPLY_ARRAY, "XPENDING %s %s", key, SB_EVENTS_GROUP);
+    assert_true(rep->elements >= 1);
+    assert_int_equal(rep->element[0]->type, REDIS_REPLY_INTEGER);
+    long long v = rep->element[0]->integer;
     freeReplyObject(rep);
     return v;
-}
-
-static long long pending(sb_redis_t *r, const char *key) {
-    return int_cmd(r, "XPENDING %s %s", key, SB_EVENTS_GROUP);
 }
 
 static void publish(sb_redis_t *r, const char *type, const char *data, char *eid, char *sid) {
@@ -112,20 +110,19 @@ static void publish(sb_redis_t *r, const char *type, const char *data, char *eid
 /* Reads up to n new entries as consumer `name` without acknowledging them: a consumer that
  * died mid-batch. */
 static void read_and_die(sb_redis_t *r, const char *key, const char *name, int n) {
-    redisReply *rep = sb_redis_cmd(r, "XGROUP CREATE %s %s 0 MKSTREAM", key, SB_EVENTS_GROUP);
-    freeReplyObject(rep);
-    rep = sb_redis_cmd(r, "XREADGROUP GROUP %s %s COUNT %d STREAMS %s >", SB_EVENTS_GROUP, name,
-                       n, key);
-    assert_non_null(rep);
-    assert_int_equal(rep->type, REDIS_REPLY_ARRAY);
+    sb_expect_ok(r, "XGROUP CREATE %s %s 0 MKSTREAM", key, SB_EVENTS_GROUP);
+    redisReply *rep = sb_expect_reply(r, REDIS_REPLY_ARRAY,
+                                      "XREADGROUP GROUP %s %s COUNT %d STREAMS %s >",
+                                      SB_EVENTS_GROUP, name, n, key);
     assert_int_equal((int)rep->element[0]->element[1]->elements, n);
     freeReplyObject(rep);
 }
 
-static int setup(void **state) {
+/* Every test's setup and teardown: an empty server with default settings. */
+#define WITH_RESET(test) cmocka_unit_test_setup_teardown(test, reset, reset)
+static int reset(void **state) {
     (void)state;
-    sb_test_redis_flush(&g_redis);
-    return 0;
+    return sb_test_redis_reset(&g_redis);
 }
 
 /* ---- tests ------------------------------------------------------------------------------- */
@@ -137,7 +134,7 @@ static void test_envelope_fields(void **state) {
     publish(r, "task.created", "{\"task_id\":\"t-1\"}", eid, sid);
     assert_int_equal(strlen(eid), 36);
     assert_int_equal(eid[14], '4'); /* UUID v4 */
-    redisReply *rep = sb_redis_cmd(r, "XRANGE agent:stream:task.created - +");
+    redisReply *rep = sb_expect_reply(r, REDIS_REPLY_ARRAY, "XRANGE agent:stream:task.created - +");
     assert_int_equal((int)rep->elements, 1);
     const redisReply *f = rep->element[0]->element[1];
     assert_int_equal((int)f->elements, 8); /* exactly the seed's four fields */
@@ -157,11 +154,11 @@ static void test_envelope_fields(void **state) {
     /* a correlation id is a fifth field */
     sb_publish_opts_t po = {.correlation_id = "corr-1"};
     assert_int_equal(sb_events_publish(r, "task.created", "{}", &po, NULL, NULL), SB_OK);
-    rep = sb_redis_cmd(r, "XREVRANGE agent:stream:task.created + - COUNT 1");
+    rep = sb_expect_reply(r, REDIS_REPLY_ARRAY, "XREVRANGE agent:stream:task.created + - COUNT 1");
     assert_int_equal((int)rep->element[0]->element[1]->elements, 10);
     assert_string_equal(rep->element[0]->element[1]->element[9]->str, "corr-1");
     freeReplyObject(rep);
-    assert_int_equal(int_cmd(r, "XLEN %s", "agent:stream:task.created", NULL), 2);
+    sb_expect_int(r, 2, "XLEN agent:stream:task.created");
     sb_redis_free(r);
 }
 
@@ -257,7 +254,8 @@ static void test_dead_letter_after_max_deliveries(void **state) {
     assert_int_equal((int)st.dead, 1);
     assert_int_equal(rec.calls, 3); /* the handler ran max_deliveries times, no more */
     assert_int_equal(pending(r, "agent:stream:task.poison"), 0);
-    redisReply *rep = sb_redis_cmd(r, "XRANGE agent:stream:dead:task.poison - +");
+    redisReply *rep = sb_expect_reply(r, REDIS_REPLY_ARRAY,
+                                      "XRANGE agent:stream:dead:task.poison - +");
     assert_int_equal((int)rep->elements, 1);
     const redisReply *f = rep->element[0]->element[1];
     int seen = 0;
@@ -278,11 +276,9 @@ static void test_dead_letter_after_max_deliveries(void **state) {
 static void test_malformed_entries_are_dead_lettered(void **state) {
     (void)state;
     sb_redis_t *r = sb_test_redis_client(&g_redis);
-    redisReply *rep = sb_redis_cmd(r, "XADD agent:stream:task.bad * event_id x event_type "
-                                      "task.bad timestamp t data {not-json");
-    freeReplyObject(rep);
-    rep = sb_redis_cmd(r, "XADD agent:stream:task.bad * something else");
-    freeReplyObject(rep);
+    sb_expect_type(r, REDIS_REPLY_STRING, "XADD agent:stream:task.bad * event_id x event_type "
+                                          "task.bad timestamp t data {not-json");
+    sb_expect_type(r, REDIS_REPLY_STRING, "XADD agent:stream:task.bad * something else");
     publish(r, "task.bad", "{}", NULL, NULL); /* a good one after them still flows */
     rec_t rec = {0};
     sb_consumer_t *c = consumer("task.bad", "c1", 30000, 5, 0, &rec);
@@ -291,7 +287,7 @@ static void test_malformed_entries_are_dead_lettered(void **state) {
     assert_int_equal((int)st.malformed, 2);
     assert_int_equal((int)st.dead, 2);
     assert_int_equal(rec.calls, 1);
-    assert_int_equal(int_cmd(r, "XLEN %s", "agent:stream:dead:task.bad", NULL), 2);
+    sb_expect_int(r, 2, "XLEN agent:stream:dead:task.bad");
     assert_int_equal(pending(r, "agent:stream:task.bad"), 0);
     sb_consumer_free(c);
     sb_redis_free(r);
@@ -309,8 +305,7 @@ static void test_idempotency_by_event_id(void **state) {
     publish(r, "task.idem", "{}", eid, NULL);
     read_and_die(r, "agent:stream:task.idem", "dead-1", 3);
     snprintf(key, sizeof key, "agent:events:processed:%s:%s", SB_EVENTS_GROUP, eid);
-    redisReply *rep = sb_redis_cmd(r, "SET %s 1 EX 60", key);
-    freeReplyObject(rep);
+    sb_expect_ok(r, "SET %s 1 EX 60", key);
     rec_t rec = {0};
     sb_consumer_t *c = consumer("task.idem", "survivor", 30, 5, 600, &rec);
     sb_consumer_stats_t st;
@@ -329,7 +324,7 @@ static void test_trimming_bounds_the_stream(void **state) {
     sb_publish_opts_t po = {.maxlen = 100};
     for (int i = 0; i < 2000; i++)
         assert_int_equal(sb_events_publish(r, "task.trim", "{}", &po, NULL, NULL), SB_OK);
-    long long n = int_cmd(r, "XLEN %s", "agent:stream:task.trim", NULL);
+    long long n = sb_query_int(r, "XLEN agent:stream:task.trim");
     /* MAXLEN ~ trims whole nodes (100 entries each by default): about 100, never unbounded */
     assert_true(n >= 100 && n <= 300);
     sb_redis_free(r);
@@ -365,9 +360,7 @@ static void test_request_response(void **state) {
     assert_string_equal(sb_json_str(echo, "doc_id"), "456");
     assert_non_null(strstr(sb_json_str(echo, "response_stream"), "agent:stream:response:"));
     /* the requester deleted its response stream */
-    redisReply *rep = sb_redis_cmd(r, "KEYS agent:stream:response:*");
-    assert_int_equal((int)rep->elements, 0);
-    freeReplyObject(rep);
+    sb_expect_len(r, 0, "KEYS agent:stream:response:*");
     cJSON_Delete(doc);
     free(reply);
     atomic_store(&rs.stop, 1);
@@ -455,7 +448,7 @@ static void test_job_created_audit_event(void **state) {
     cJSON *payload = cJSON_Parse("{\"amount\":1000}");
     assert_int_equal(sb_job_enqueue(r, "rebalance", &user, payload, id, err, sizeof err), SB_OK);
     cJSON_Delete(payload);
-    redisReply *rep = sb_redis_cmd(r, "XRANGE agent:stream:job.created - +");
+    redisReply *rep = sb_expect_reply(r, REDIS_REPLY_ARRAY, "XRANGE agent:stream:job.created - +");
     assert_int_equal((int)rep->elements, 1);
     sb_event_t ev;
     cJSON *data = NULL;
@@ -478,22 +471,22 @@ int main(void) {
     }
     signal(SIGPIPE, SIG_IGN); /* a write to a dead Redis must fail, not kill us */
     sb_log_set_level(SB_LOG_ERROR);
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup(test_envelope_fields, setup),
-        cmocka_unit_test_setup(test_publish_consume_ack, setup),
-        cmocka_unit_test_setup(test_retry_acks_only_after_success, setup),
-        cmocka_unit_test_setup(test_claims_dead_consumers_entries, setup),
-        cmocka_unit_test_setup(test_batch_entry_taken_over_is_skipped, setup),
-        cmocka_unit_test_setup(test_dead_letter_after_max_deliveries, setup),
-        cmocka_unit_test_setup(test_malformed_entries_are_dead_lettered, setup),
-        cmocka_unit_test_setup(test_idempotency_by_event_id, setup),
-        cmocka_unit_test_setup(test_trimming_bounds_the_stream, setup),
-        cmocka_unit_test_setup(test_request_response, setup),
-        cmocka_unit_test_setup(test_replay_by_id_and_time, setup),
-        cmocka_unit_test_setup(test_consumer_survives_redis_restart, setup),
-        cmocka_unit_test_setup(test_job_created_audit_event, setup),
+    struct CMUnitTest tests[] = {
+        WITH_RESET(test_envelope_fields),
+        WITH_RESET(test_publish_consume_ack),
+        WITH_RESET(test_retry_acks_only_after_success),
+        WITH_RESET(test_claims_dead_consumers_entries),
+        WITH_RESET(test_batch_entry_taken_over_is_skipped),
+        WITH_RESET(test_dead_letter_after_max_deliveries),
+        WITH_RESET(test_malformed_entries_are_dead_lettered),
+        WITH_RESET(test_idempotency_by_event_id),
+        WITH_RESET(test_trimming_bounds_the_stream),
+        WITH_RESET(test_request_response),
+        WITH_RESET(test_replay_by_id_and_time),
+        WITH_RESET(test_consumer_survives_redis_restart),
+        WITH_RESET(test_job_created_audit_event),
     };
-    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    int rc = sb_test_run("integration/test_events", tests, sizeof tests / sizeof tests[0]);
     sb_test_redis_stop(&g_redis);
     return rc;
 }

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "sb_test_expect.h"
 #include "sb_test_redis.h"
 #include "switchboard/switchboard.h"
 
@@ -20,19 +21,12 @@ static sb_test_redis_t srv;
 
 /* ---- helpers ----------------------------------------------------------------------------- */
 
-static int setup(void **state) {
+/* Every test's setup and teardown: an empty server with default settings (a test that
+ * turns keyspace notifications on and fails half-way leaves them to nobody). */
+#define WITH_RESET(test) cmocka_unit_test_setup_teardown(test, reset, reset)
+static int reset(void **state) {
     (void)state;
-    sb_test_redis_flush(&srv);
-    return 0;
-}
-
-static long long int_cmd(sb_redis_t *r, const char *fmt, const char *arg) {
-    redisReply *rep = sb_redis_cmd(r, fmt, arg);
-    assert_non_null(rep);
-    assert_int_equal(rep->type, REDIS_REPLY_INTEGER);
-    long long v = rep->integer;
-    freeReplyObject(rep);
-    return v;
+    return sb_test_redis_reset(&srv);
 }
 
 static void beat(sb_redis_t *r, const sb_presence_ctx_t *ctx, const char *id, const char *dept,
@@ -59,9 +53,7 @@ static double num(const cJSON *o, const char *name) {
 static sb_redis_t *subscriber(const char *channel) {
     sb_redis_t *sub = sb_test_redis_client(&srv);
     assert_non_null(sub);
-    redisReply *rep = sb_redis_cmd(sub, "SUBSCRIBE %s", channel);
-    assert_non_null(rep);
-    freeReplyObject(rep);
+    sb_expect_type(sub, REDIS_REPLY_ARRAY, "SUBSCRIBE %s", channel);
     sb_redis_set_timeout(sub, 5000);
     return sub;
 }
@@ -93,7 +85,7 @@ static void wait_gone(sb_redis_t *r, const char *id) {
     char key[SB_PRESENCE_KEY_LEN];
     sb_presence_key(key, sizeof key, id);
     int64_t deadline = sb_mono_ms() + 10000;
-    while (int_cmd(r, "EXISTS %s", key) == 1) {
+    while (sb_query_int(r, "EXISTS %s", key) == 1) {
         if (sb_mono_ms() > deadline) fail_msg("%s never expired", key);
         sb_sleep_ms(20, NULL);
     }
@@ -135,11 +127,11 @@ static void test_heartbeat_list_get_stats(void **state) {
 
     /* TTLs exactly per SPEC §5 */
     char key[SB_PRESENCE_KEY_LEN];
-    long long ttl = int_cmd(r, "TTL %s", sb_presence_key(key, sizeof key, a));
+    long long ttl = sb_query_int(r, "TTL %s", sb_presence_key(key, sizeof key, a));
     assert_true(ttl > 290 && ttl <= 300);
-    ttl = int_cmd(r, "TTL %s", "agents:all");
+    ttl = sb_query_int(r, "TTL %s", "agents:all");
     assert_true(ttl > 590 && ttl <= 600);
-    ttl = int_cmd(r, "TTL %s", "agents:dept:d1");
+    ttl = sb_query_int(r, "TTL %s", "agents:dept:d1");
     assert_true(ttl > 590 && ttl <= 600);
 
     assert_int_equal(sb_presence_stats(r, &ctx, &stats), SB_OK);
@@ -172,10 +164,8 @@ static void test_heartbeat_without_department_and_bad_input(void **state) {
     assert_int_equal(sb_presence_get(r, id, &rec), SB_OK);
     assert_string_equal(sb_json_str(rec, "department_id"), "");
     cJSON_Delete(rec);
-    assert_int_equal(int_cmd(r, "SISMEMBER agents:all %s", id), 1);
-    redisReply *keys = sb_redis_cmd(r, "KEYS agents:dept:*");
-    assert_int_equal(keys->elements, 0);
-    freeReplyObject(keys);
+    sb_expect_int(r, 1, "SISMEMBER agents:all %s", id);
+    sb_expect_len(r, 0, "KEYS agents:dept:*");
 
     sb_presence_t bad = {.agent_id = "x*", .status = "online"};
     assert_int_equal(sb_presence_heartbeat(r, &ctx, &bad, sb_now_ms(), NULL), SB_EINVAL);
@@ -205,7 +195,7 @@ static void test_heartbeat_keeps_chats_and_changes_department(void **state) {
     cJSON_Delete(rec);
     /* TTL kept by assign: still close to the full TTL, not -1 */
     char key[SB_PRESENCE_KEY_LEN];
-    assert_true(int_cmd(r, "TTL %s", sb_presence_key(key, sizeof key, id)) > 290);
+    assert_true(sb_query_int(r, "TTL %s", sb_presence_key(key, sizeof key, id)) > 290);
 
     assert_int_equal(sb_presence_release(r, &ctx, id, &rec), SB_OK);
     assert_true(num(rec, "current_chats") == 0);
@@ -215,8 +205,8 @@ static void test_heartbeat_keeps_chats_and_changes_department(void **state) {
     cJSON_Delete(rec);
 
     beat(r, &ctx, id, "support", NULL); /* moved: leaves the old department's set */
-    assert_int_equal(int_cmd(r, "SISMEMBER agents:dept:sales %s", id), 0);
-    assert_int_equal(int_cmd(r, "SISMEMBER agents:dept:support %s", id), 1);
+    sb_expect_int(r, 0, "SISMEMBER agents:dept:sales %s", id);
+    sb_expect_int(r, 1, "SISMEMBER agents:dept:support %s", id);
     assert_int_equal(sb_presence_release(r, &ctx, "2b0e8400-e29b-41d4-a716-446655440000", NULL),
                      SB_ENOTFOUND);
     sb_redis_free(r);
@@ -235,15 +225,15 @@ static void test_expired_agent_is_not_listed_and_is_cleaned(void **state) {
     sb_redis_t *sub = subscriber(SB_PRESENCE_CHANNEL);
     wait_gone(r, gone);
     /* the sets still name it until someone meets it */
-    assert_int_equal(int_cmd(r, "SISMEMBER agents:dept:d1 %s", gone), 1);
+    sb_expect_int(r, 1, "SISMEMBER agents:dept:d1 %s", gone);
     cJSON *list = NULL;
     assert_int_equal(sb_presence_list(r, &ctx, "d1", &list), SB_OK);
     assert_int_equal(cJSON_GetArraySize(list), 1);
     assert_false(has_agent(list, gone));
     cJSON_Delete(list);
-    assert_int_equal(int_cmd(r, "SISMEMBER agents:dept:d1 %s", gone), 0);
-    assert_int_equal(int_cmd(r, "SISMEMBER agents:all %s", gone), 0);
-    assert_int_equal(int_cmd(r, "HEXISTS agents:meta %s", gone), 0);
+    sb_expect_int(r, 0, "SISMEMBER agents:dept:d1 %s", gone);
+    sb_expect_int(r, 0, "SISMEMBER agents:all %s", gone);
+    sb_expect_int(r, 0, "HEXISTS agents:meta %s", gone);
     /* the list that met it announced it, with its department */
     cJSON *ev = expect_event(sub, "agent:offline", gone);
     assert_string_equal(sb_json_str(ev, "reason"), "expired");
@@ -288,9 +278,9 @@ static void test_events_are_published_exactly(void **state) {
     cJSON_Delete(ev);
 
     /* explicit offline cleaned every index */
-    assert_int_equal(int_cmd(r, "SISMEMBER agents:all %s", a), 0);
-    assert_int_equal(int_cmd(r, "SISMEMBER agents:dept:d1 %s", a), 0);
-    assert_int_equal(int_cmd(r, "HEXISTS agents:meta %s", a), 0);
+    sb_expect_int(r, 0, "SISMEMBER agents:all %s", a);
+    sb_expect_int(r, 0, "SISMEMBER agents:dept:d1 %s", a);
+    sb_expect_int(r, 0, "HEXISTS agents:meta %s", a);
     sb_redis_free(sub);
     sb_redis_free(r);
 }
@@ -301,10 +291,10 @@ static void test_keyspace_expiry_notification(void **state) {
     sb_presence_ctx_t ctx;
     sb_presence_init(&ctx, 1, 5);
     sb_redis_t *cfg = sb_test_redis_client(&srv);
-    redisReply *rep = sb_redis_cmd(cfg, "CONFIG SET notify-keyspace-events Kl");
-    freeReplyObject(rep);
+    sb_expect_ok(cfg, "CONFIG SET notify-keyspace-events Kl");
     assert_int_equal(sb_presence_notify_enable(r), SB_OK);
-    rep = sb_redis_cmd(cfg, "CONFIG GET notify-keyspace-events");
+    redisReply *rep = sb_expect_reply(cfg, REDIS_REPLY_ARRAY, "CONFIG GET notify-keyspace-events");
+    assert_int_equal(rep->elements, 2);
     const char *flags = rep->element[1]->str;
     assert_non_null(strchr(flags, 'K')); /* existing flags kept */
     assert_non_null(strchr(flags, 'l'));
@@ -338,14 +328,13 @@ static void test_keyspace_expiry_notification(void **state) {
     assert_string_equal(sb_json_str(ev, "reason"), "expired");
     assert_string_equal(sb_json_str(sb_json_obj(ev, "agent"), "department_id"), "d9");
     cJSON_Delete(ev);
-    assert_int_equal(int_cmd(r, "SISMEMBER agents:dept:d9 %s", id), 0);
+    sb_expect_int(r, 0, "SISMEMBER agents:dept:d9 %s", id);
 
     /* an agent that came back before the notification was handled is left alone */
     beat(r, &ctx, id, "d9", NULL);
     assert_int_equal(sb_presence_expire(r, &ctx, id, &announced), SB_OK);
     assert_int_equal(announced, 0);
-    rep = sb_redis_cmd(cfg, "CONFIG SET notify-keyspace-events %s", "");
-    freeReplyObject(rep);
+    sb_expect_ok(cfg, "CONFIG SET notify-keyspace-events %s", "");
     sb_redis_free(exp);
     sb_redis_free(sub);
     sb_redis_free(cfg);
@@ -376,8 +365,8 @@ static void test_fallback_sweep(void **state) {
         pages++;
     } while (strcmp(cursor, "0") != 0 && pages < 1000);
     assert_int_equal(total, 25);
-    assert_int_equal(int_cmd(r, "HLEN %s", "agents:meta"), 5);
-    assert_int_equal(int_cmd(r, "SCARD %s", "agents:all"), 5);
+    sb_expect_int(r, 5, "HLEN %s", "agents:meta");
+    sb_expect_int(r, 5, "SCARD %s", "agents:all");
     for (int i = 0; i < 25; i++) {
         redisReply *msg = next_message(sub);
         assert_non_null(strstr(msg->element[2]->str, "agent:offline"));
@@ -445,7 +434,7 @@ static void test_thousand_agents_concurrently(void **state) {
     assert_int_equal(cJSON_GetArraySize(depts), 10);
     cJSON_ArrayForEach(d, depts) assert_true(num(d, "total") == 100);
     cJSON_Delete(stats);
-    assert_int_equal(int_cmd(r, "HLEN %s", "agents:meta"), HB_AGENTS);
+    sb_expect_int(r, HB_AGENTS, "HLEN %s", "agents:meta");
     sb_redis_free(r);
 }
 
@@ -536,8 +525,7 @@ static void test_eval_fallback_after_script_flush(void **state) {
     sb_redis_t *r = sb_test_redis_client(&srv);
     sb_presence_ctx_t ctx;
     sb_presence_init(&ctx, 300, 5);
-    redisReply *rep = sb_redis_cmd(r, "SCRIPT FLUSH");
-    freeReplyObject(rep);
+    sb_expect_ok(r, "SCRIPT FLUSH");
     /* the builder's EVALSHA form is refused with NOSCRIPT; the EVAL form works */
     sb_batch_t *b = sb_batch_create();
     assert_int_equal(sb_presence_list_cmd(b, &ctx, NULL, sb_now_ms(), SB_SCRIPT_EVALSHA), SB_OK);
@@ -561,19 +549,19 @@ int main(void) {
         return 1;
     }
     sb_log_set_level(SB_LOG_ERROR);
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup(test_heartbeat_list_get_stats, setup),
-        cmocka_unit_test_setup(test_heartbeat_without_department_and_bad_input, setup),
-        cmocka_unit_test_setup(test_heartbeat_keeps_chats_and_changes_department, setup),
-        cmocka_unit_test_setup(test_expired_agent_is_not_listed_and_is_cleaned, setup),
-        cmocka_unit_test_setup(test_events_are_published_exactly, setup),
-        cmocka_unit_test_setup(test_keyspace_expiry_notification, setup),
-        cmocka_unit_test_setup(test_fallback_sweep, setup),
-        cmocka_unit_test_setup(test_thousand_agents_concurrently, setup),
-        cmocka_unit_test_setup(test_concurrent_assign_respects_capacity, setup),
-        cmocka_unit_test_setup(test_eval_fallback_after_script_flush, setup),
+    struct CMUnitTest tests[] = {
+        WITH_RESET(test_heartbeat_list_get_stats),
+        WITH_RESET(test_heartbeat_without_department_and_bad_input),
+        WITH_RESET(test_heartbeat_keeps_chats_and_changes_department),
+        WITH_RESET(test_expired_agent_is_not_listed_and_is_cleaned),
+        WITH_RESET(test_events_are_published_exactly),
+        WITH_RESET(test_keyspace_expiry_notification),
+        WITH_RESET(test_fallback_sweep),
+        WITH_RESET(test_thousand_agents_concurrently),
+        WITH_RESET(test_concurrent_assign_respects_capacity),
+        WITH_RESET(test_eval_fallback_after_script_flush),
     };
-    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    int rc = sb_test_run("integration/test_presence", tests, sizeof tests / sizeof tests[0]);
     sb_test_redis_stop(&srv);
     return rc;
 }

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include "cli/settings.h"
 #include "switchboard/switchboard.h"
 
 static void test_config_defaults(void **state) {
@@ -101,6 +102,39 @@ static void test_config_errors_name_the_setting(void **state) {
     char *argv2[] = {"x", "--port", NULL};
     assert_int_equal(sb_config_load(&cfg, 2, argv2, err, sizeof err), SB_EINVAL);
     assert_non_null(strstr(err, "needs a value"));
+    sb_config_close(&cfg);
+}
+
+/* A verb takes only its own flags; another verb's environment variable is not even read. */
+static void test_config_only_the_verbs_settings(void **state) {
+    (void)state;
+    sb_config_t cfg;
+    char err[256] = "";
+    char *argv[] = {"token", "--role", "user", "--concurrency", "8", NULL};
+    assert_int_equal(sb_config_load_only(&cfg, 5, argv, "role public-key", err, sizeof err),
+                     SB_EINVAL);
+    assert_non_null(strstr(err, "--concurrency is not an option of this command"));
+    sb_config_close(&cfg);
+    setenv("CONCURRENCY", "not-a-number", 1);
+    setenv("JOB_TYPES", "Bad*Type", 1);
+    assert_int_equal(sb_config_load_only(&cfg, 3, argv, "role public-key", err, sizeof err),
+                     SB_OK);
+    assert_string_equal(cfg.role, "user");
+    assert_int_equal(cfg.concurrency, 1); /* the default: CONCURRENCY is the agent's */
+    sb_config_close(&cfg);
+    char *agent[] = {"agent", NULL};
+    assert_int_equal(sb_config_load_only(&cfg, 1, agent, "concurrency", err, sizeof err),
+                     SB_EINVAL); /* the verb that reads it refuses the bad value */
+    assert_non_null(strstr(err, "CONCURRENCY='not-a-number'"));
+    sb_config_close(&cfg);
+    unsetenv("CONCURRENCY");
+    unsetenv("JOB_TYPES");
+    char *bind[] = {"up", "--bind", "0.0.0.0", NULL};
+    assert_int_equal(sb_config_load_only(&cfg, 3, bind, "bind port", err, sizeof err), SB_OK);
+    assert_int_equal(cfg.bind_explicit, 1);
+    sb_config_close(&cfg);
+    assert_int_equal(sb_config_load_only(&cfg, 1, bind, "bind port", err, sizeof err), SB_OK);
+    assert_int_equal(cfg.bind_explicit, 0);
     sb_config_close(&cfg);
 }
 
@@ -431,6 +465,36 @@ static void expect_duplicate(const char *text, const char *want) {
     cJSON_Delete(doc);
 }
 
+/* want: the member named, or NULL when no string holds U+0000. */
+static void expect_nul(const char *text, size_t len, const char *want) {
+    char member[16] = "unset";
+    cJSON *doc = sb_json_parse(text, len);
+    assert_non_null(doc);
+    cJSON_Delete(doc);
+    int found = sb_json_nul_member(text, len, member, sizeof member);
+    assert_int_equal(found, want != NULL);
+    if (want) assert_string_equal(member, want);
+}
+
+static void test_json_nul_member(void **state) {
+    (void)state;
+#define NUL_CASE(text, want) expect_nul(text, sizeof text - 1, want)
+    NUL_CASE("{\"priority\":\"high\\u0000x\"}", "priority");
+    NUL_CASE("{\"a\":1,\"p\\u0000q\":1}", "p\\u0000q"); /* the name itself */
+    NUL_CASE("{\"a\":{\"b\":1},\"tags\":[\"x\",[\"y\\u0000\"]]}", "tags");
+    NUL_CASE("{\"a\":[{\"b\":1},\"\\u0000\"]}", "a"); /* after a nested object: still a */
+    NUL_CASE("{\"note\":\"x\0y\"}", "note");              /* a raw NUL byte */
+    NUL_CASE("[\"\\u0000\"]", "");
+    NUL_CASE("\"\\u0000\"", "");
+    NUL_CASE("{\"a very long member name\":\"\\u0000\"}", "a very long mem"); /* cut to fit */
+    NUL_CASE("{\"a\":\"\\\\u0000\"}", NULL);   /* an escaped backslash, then text "u0000" */
+    NUL_CASE("{\"a\":\"\\u00001\",\"b\":2}", "a");
+    NUL_CASE("{\"a\":\"\\u0001\\u1000\\\"\\u0000\"}", "a");
+    NUL_CASE("{\"a\":\"\\u0001\",\"b\":\"\\\"x\",\"c\":{\"d\":[1,\"\\u00e9\"]}}", NULL);
+    NUL_CASE("{\"k:\\\"\":\"v\"}", NULL);
+#undef NUL_CASE
+}
+
 static void test_json_duplicate_keys(void **state) {
     (void)state;
     expect_duplicate("{\"amount\":1000,\"amount\":-5,\"priority\":\"high\",\"priority\":{\"x\":1}}",
@@ -645,12 +709,13 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config_defaults),    cmocka_unit_test(test_config_env_and_flags),
         cmocka_unit_test(test_config_errors_name_the_setting),
+        cmocka_unit_test(test_config_only_the_verbs_settings),
         cmocka_unit_test(test_redis_urls),         cmocka_unit_test(test_job_ids),
         cmocka_unit_test(test_random_ids),
         cmocka_unit_test(test_keys),               cmocka_unit_test(test_record_roundtrip),
         cmocka_unit_test(test_json_writer), cmocka_unit_test(test_fmt_numbers), cmocka_unit_test(test_random_pool),
         cmocka_unit_test(test_status_messages),    cmocka_unit_test(test_json_limits),
-        cmocka_unit_test(test_json_duplicate_keys),
+        cmocka_unit_test(test_json_duplicate_keys), cmocka_unit_test(test_json_nul_member),
         cmocka_unit_test(test_clock),              cmocka_unit_test(test_clock_matches_gmtime),
         cmocka_unit_test(test_log_format),         cmocka_unit_test(test_poll_backoff),
     };
