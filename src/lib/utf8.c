@@ -1,31 +1,36 @@
-/* Strict UTF-8 validation (see include/switchboard/utf8.h).
- *
- * Follows the table of well-formed byte sequences in Unicode §3.9 (Table 3-7): the lead byte
- * fixes the length of the sequence and the range its second byte must fall in (narrower than
- * 80..BF after E0, ED, F0 and F4, which is what excludes overlongs, surrogates and code
- * points above U+10FFFF); every later byte is 80..BF. Runs of ASCII are skipped eight bytes
- * at a time. */
+/* UTF-8 validation and repair (see utf8.h). One decoder, sb_utf8_scan, says how long the
+ * sequence at a position is and whether it is whole; the rest walk with it. Repair replaces
+ * each maximal start of a sequence that breaks off (or a byte that starts none) with one
+ * U+FFFD, as Unicode recommends (§3.9, "U+FFFD substitution of maximal subparts").
+ * Validation skips runs of ASCII eight bytes at a time. */
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include "switchboard/utf8.h"
 
-/* The sequence a lead byte starts: its length and the range of its second byte. */
-typedef struct {
-    unsigned char len;        /* 0: not a lead byte (80..C1, F5..FF) */
-    unsigned char lo, hi;     /* the second byte's range */
-} sb_utf8_lead_t;
+/* Scans the sequence at s (n > 0 bytes left): returns how many bytes of it are well formed
+ * (at least 1) and sets *whole when they make a valid character. The second byte's range
+ * excludes overlong forms (E0, F0), surrogates (ED) and code points above U+10FFFF (F4). */
+static size_t sb_utf8_scan(const unsigned char *s, size_t n, int *whole) {
+    unsigned char c = s[0];
+    size_t len = c < 0x80 ? 1 : c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3
+               : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+    *whole = len == 1;
+    if (len <= 1) return 1;
+    unsigned char lo = c == 0xE0 ? 0xA0 : c == 0xF0 ? 0x90 : 0x80;
+    unsigned char hi = c == 0xED ? 0x9F : c == 0xF4 ? 0x8F : 0xBF;
+    size_t i = 1;
+    if (n > 1 && s[1] >= lo && s[1] <= hi)
+        for (i = 2; i < len && i < n && (s[i] & 0xC0) == 0x80;) i++;
+    *whole = i == len;
+    return i;
+}
 
-static sb_utf8_lead_t sb_utf8_lead(unsigned char c) {
-    if (c < 0x80) return (sb_utf8_lead_t){1, 0, 0};
-    if (c < 0xC2) return (sb_utf8_lead_t){0, 0, 0};       /* continuation, or overlong C0/C1 */
-    if (c < 0xE0) return (sb_utf8_lead_t){2, 0x80, 0xBF};
-    if (c == 0xE0) return (sb_utf8_lead_t){3, 0xA0, 0xBF}; /* below: overlong */
-    if (c == 0xED) return (sb_utf8_lead_t){3, 0x80, 0x9F}; /* above: surrogates */
-    if (c < 0xF0) return (sb_utf8_lead_t){3, 0x80, 0xBF};
-    if (c == 0xF0) return (sb_utf8_lead_t){4, 0x90, 0xBF}; /* below: overlong */
-    if (c < 0xF4) return (sb_utf8_lead_t){4, 0x80, 0xBF};
-    if (c == 0xF4) return (sb_utf8_lead_t){4, 0x80, 0x8F}; /* above: > U+10FFFF */
-    return (sb_utf8_lead_t){0, 0, 0};
+/* Length of the valid UTF-8 character at s (n bytes left), or 0. */
+static size_t sb_utf8_seq(const unsigned char *s, size_t n) {
+    int whole;
+    size_t len = sb_utf8_scan(s, n, &whole);
+    return whole ? len : 0;
 }
 
 /* 1 when the eight bytes at p are all ASCII. */
@@ -35,20 +40,54 @@ static int sb_utf8_ascii8(const unsigned char *p) {
     return (w & 0x8080808080808080ULL) == 0;
 }
 
-int sb_utf8_valid(const char *buf, size_t len) {
-    const unsigned char *p = (const unsigned char *)buf;
-    size_t i = 0;
-    while (i < len) {
-        if (len - i >= 8 && sb_utf8_ascii8(p + i)) {
-            i += 8;
-            continue;
-        }
-        sb_utf8_lead_t lead = sb_utf8_lead(p[i]);
-        if (lead.len == 0 || len - i < lead.len) return 0;
-        if (lead.len > 1 && (p[i + 1] < lead.lo || p[i + 1] > lead.hi)) return 0;
-        for (size_t k = 2; k < lead.len; k++)
-            if ((p[i + k] & 0xC0) != 0x80) return 0;
-        i += lead.len;
+int sb_utf8_valid(const char *s, size_t len) {
+    const unsigned char *p = (const unsigned char *)s;
+    for (size_t i = 0, n; i < len; i += n) {
+        if (len - i >= 8 && sb_utf8_ascii8(p + i)) n = 8;
+        else if ((n = sb_utf8_seq(p + i, len - i)) == 0) return 0;
     }
     return 1;
+}
+
+static int sb_utf8_str_valid(const char *s) { return !s || sb_utf8_valid(s, strlen(s)); }
+
+int sb_utf8_json_valid(const cJSON *item) {
+    for (; item; item = item->next) {
+        if (!sb_utf8_str_valid(item->string)) return 0;
+        if (cJSON_IsString(item) && !sb_utf8_str_valid(item->valuestring)) return 0;
+        if (item->child && !sb_utf8_json_valid(item->child)) return 0;
+    }
+    return 1;
+}
+
+size_t sb_utf8_sanitize(char *dst, size_t dstlen, const char *src) {
+    static const char repl[] = "\xEF\xBF\xBD"; /* U+FFFD */
+    const unsigned char *p = (const unsigned char *)src;
+    size_t left = strlen(src), out = 0;
+    while (left > 0) {
+        int whole;
+        size_t n = sb_utf8_scan(p, left, &whole);
+        const char *from = whole ? (const char *)p : repl;
+        size_t len = whole ? n : sizeof repl - 1;
+        if (out + len >= dstlen) break;
+        memcpy(dst + out, from, len);
+        out += len;
+        p += n;
+        left -= n;
+    }
+    dst[out] = '\0';
+    return out;
+}
+
+void sb_utf8_sanitize_buf(char *buf, size_t size) {
+    size_t len = strlen(buf);
+    if (sb_utf8_valid(buf, len)) return;
+    char *copy = malloc(len + 1);
+    if (!copy) {
+        buf[0] = '\0'; /* nothing invalid leaves, even without memory */
+        return;
+    }
+    memcpy(copy, buf, len + 1);
+    sb_utf8_sanitize(buf, size, copy);
+    free(copy);
 }

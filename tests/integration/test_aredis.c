@@ -381,10 +381,12 @@ static void test_presence_watch_freed_before_subscriber(void **state) {
     subfix_t f = {0}; /* only its counters: the subscriber is socketio's */
     sb_subscriber_t *sub = sb_socketio_subscriber(gw.sio);
     sb_subscriber_on_gap(sub, on_gap, &f);
-    sb_subscriber_on_status(sub, on_status, &f);
+    watcher_t sync = {0}; /* a marker after the presence event on the same connection */
+    sb_subscriber_watch(sub, &sync.w, "watch:sync", watch_fn, &sync);
     run_until(&t, &f.gaps, 1); /* agent:presence is subscribed too (same command) */
     /* the gateway's shutdown order (presence_watch.h), but the subscriber lives on */
     sb_aredis_close(gw.redis);
+    gw.redis = NULL;
     sb_presence_watch_stop(gw.presence_watch);
     uv_run(&t.loop, UV_RUN_NOWAIT); /* its timer closes; UNSUBSCRIBE is written */
     sb_presence_watch_free(gw.presence_watch);
@@ -394,8 +396,9 @@ static void test_presence_watch_freed_before_subscriber(void **state) {
     assert_int_equal(int_cmd("PUBLISH %s %s", SB_PRESENCE_CHANNEL,
                              "{\"event\":\"agent:online\",\"agent\":{\"agent_id\":\"a1\"}}"),
                      0);
-    publish_status("job-4");
-    run_until(&t, &f.statuses, 1);
+    assert_int_equal(int_cmd("PUBLISH %s %s", "watch:sync", "after"), 1);
+    run_until(&t, &sync.calls, 1);
+    sb_subscriber_unwatch(&sync.w);
     sb_socketio_stop(gw.sio);
     uv_close((uv_handle_t *)&t.guard, NULL);
     uv_run(&t.loop, UV_RUN_DEFAULT);
