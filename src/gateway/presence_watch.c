@@ -7,9 +7,9 @@
  *   sweep   idle → pass in flight (one page per round trip, until the cursor is "0") → idle.
  *           A tick that finds a pass in flight does nothing.
  *   expire  one heap call per expired key in flight, freed by its callback.
- * Every script call is sent as EVALSHA and, on NOSCRIPT, once more as EVAL. Callbacks of the
- * command connection all run (with NULL when it closes) before sb_presence_watch_free: the
- * gateway closes that connection first on shutdown. */
+ * Every script call goes through sb_aredis_eval (EVALSHA, and on NOSCRIPT once more as EVAL).
+ * Callbacks of the command connection all run (with NULL when it closes) before
+ * sb_presence_watch_free: the gateway closes that connection first on shutdown. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,15 +79,14 @@ static void sb_pw_on_event(void *ud, const redisReply *msg) {
 
 /* ---- expiry: __keyevent@db__:expired → expire script -------------------------------------- */
 
-static void sb_pw_expire_send(sb_pw_expire_t *call, sb_script_mode_t mode);
+static int sb_pw_expire_build(sb_batch_t *b, sb_script_mode_t mode, void *priv) {
+    sb_pw_expire_t *call = priv;
+    return sb_presence_expire_cmd(b, &call->pw->gw->presence, call->id, sb_now_ms(), mode);
+}
 
 static void sb_pw_expire_cb(redisReply *reply, void *priv) {
     sb_pw_expire_t *call = priv;
     int announced = 0;
-    if (reply && sb_reply_is_noscript(reply)) {
-        sb_pw_expire_send(call, SB_SCRIPT_EVAL);
-        return;
-    }
     if (reply && sb_presence_expire_reply(reply, &announced) == SB_OK && announced)
         call->pw->announced++;
     else if (reply && reply->type == REDIS_REPLY_ERROR)
@@ -96,12 +95,11 @@ static void sb_pw_expire_cb(redisReply *reply, void *priv) {
 }
 
 /* Sends the expire script for call->id; frees call when it cannot (the sweep catches up). */
-static void sb_pw_expire_send(sb_pw_expire_t *call, sb_script_mode_t mode) {
+static void sb_pw_expire_send(sb_pw_expire_t *call) {
     sb_presence_watch_t *pw = call->pw;
-    sb_batch_t *b = sb_pw_can_send(pw) ? sb_batch_create() : NULL;
-    int built = b ? sb_presence_expire_cmd(b, &pw->gw->presence, call->id, sb_now_ms(), mode)
-                  : SB_EREDIS;
-    if (sb_pw_send(pw, b, built, sb_pw_expire_cb, call) != SB_OK) free(call);
+    if (!sb_pw_can_send(pw) ||
+        sb_aredis_eval(pw->gw->redis, sb_pw_expire_build, sb_pw_expire_cb, call) != SB_OK)
+        free(call);
 }
 
 static void sb_pw_on_expired(void *ud, const redisReply *msg) {
@@ -114,20 +112,16 @@ static void sb_pw_on_expired(void *ud, const redisReply *msg) {
         return;
     }
     pw->expiries++;
-    sb_pw_expire_send(call, SB_SCRIPT_EVALSHA);
+    sb_pw_expire_send(call);
 }
 
 /* ---- sweep: one pass over agents:meta ------------------------------------------------------ */
 
-static void sb_pw_sweep_page(sb_presence_watch_t *pw, sb_script_mode_t mode);
+static void sb_pw_sweep_page(sb_presence_watch_t *pw);
 
 static void sb_pw_sweep_cb(redisReply *reply, void *priv) {
     sb_presence_watch_t *pw = priv;
     int retired = 0;
-    if (reply && sb_reply_is_noscript(reply)) {
-        sb_pw_sweep_page(pw, SB_SCRIPT_EVAL);
-        return;
-    }
     if (!reply || sb_presence_sweep_reply(reply, pw->cursor, sizeof pw->cursor, &retired) != SB_OK) {
         if (reply) sb_warn("gateway", "presence sweep: unexpected reply from redis");
         pw->sweeping = 0;
@@ -135,15 +129,20 @@ static void sb_pw_sweep_cb(redisReply *reply, void *priv) {
     }
     pw->announced += (unsigned long long)retired;
     if (retired) sb_info("gateway", "presence sweep retired %d agent(s)", retired);
-    if (strcmp(pw->cursor, "0") != 0) sb_pw_sweep_page(pw, SB_SCRIPT_EVALSHA);
+    if (strcmp(pw->cursor, "0") != 0) sb_pw_sweep_page(pw);
     else pw->sweeping = 0;
 }
 
-static void sb_pw_sweep_page(sb_presence_watch_t *pw, sb_script_mode_t mode) {
-    sb_batch_t *b = sb_pw_can_send(pw) ? sb_batch_create() : NULL;
-    int built = b ? sb_presence_sweep_cmd(b, &pw->gw->presence, pw->cursor, 0, sb_now_ms(), mode)
-                  : SB_EREDIS;
-    if (sb_pw_send(pw, b, built, sb_pw_sweep_cb, pw) != SB_OK) pw->sweeping = 0;
+static int sb_pw_sweep_build(sb_batch_t *b, sb_script_mode_t mode, void *priv) {
+    sb_presence_watch_t *pw = priv;
+    return sb_presence_sweep_cmd(b, &pw->gw->presence, pw->cursor, 0, sb_now_ms(), mode);
+}
+
+/* Sends the sweep script for the page at pw->cursor; the pass ends when it cannot. */
+static void sb_pw_sweep_page(sb_presence_watch_t *pw) {
+    if (!sb_pw_can_send(pw) ||
+        sb_aredis_eval(pw->gw->redis, sb_pw_sweep_build, sb_pw_sweep_cb, pw) != SB_OK)
+        pw->sweeping = 0;
 }
 
 static void sb_pw_tick(uv_timer_t *t) {
@@ -152,7 +151,7 @@ static void sb_pw_tick(uv_timer_t *t) {
     pw->sweeping = 1;
     pw->sweeps++;
     snprintf(pw->cursor, sizeof pw->cursor, "0");
-    sb_pw_sweep_page(pw, SB_SCRIPT_EVALSHA);
+    sb_pw_sweep_page(pw);
 }
 
 /* The sweep's period follows the notification mode. */
