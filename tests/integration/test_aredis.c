@@ -406,26 +406,29 @@ static void test_presence_watch_freed_before_subscriber(void **state) {
     assert_int_equal(uv_loop_close(&t.loop), 0);
 }
 
-static int group_setup(void **state) {
+/* Every test's setup and teardown: an empty server with default settings (the presence watch
+ * turns keyspace notifications on). */
+#define WITH_RESET(test) cmocka_unit_test_setup_teardown(test, reset, reset)
+static int reset(void **state) {
     (void)state;
-    return sb_test_redis_start(&srv);
-}
-
-static int group_teardown(void **state) {
-    (void)state;
-    sb_test_redis_stop(&srv);
-    return 0;
+    return sb_test_redis_reset(&srv);
 }
 
 int main(void) {
+    if (sb_test_redis_start(&srv) != 0) {
+        fprintf(stderr, "could not start redis-server\n");
+        return 1;
+    }
     sb_log_set_level(SB_LOG_ERROR);
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_aredis_round_trip),
-        cmocka_unit_test(test_aredis_reconnect_runs_hooks),
-        cmocka_unit_test(test_aredis_server_restart),
-        cmocka_unit_test(test_subscriber_delivers),
-        cmocka_unit_test(test_subscriber_resubscribes),
-        cmocka_unit_test(test_presence_watch_freed_before_subscriber),
+    struct CMUnitTest tests[] = {
+        WITH_RESET(test_aredis_round_trip),
+        WITH_RESET(test_aredis_reconnect_runs_hooks),
+        WITH_RESET(test_aredis_server_restart),
+        WITH_RESET(test_subscriber_delivers),
+        WITH_RESET(test_subscriber_resubscribes),
+        WITH_RESET(test_presence_watch_freed_before_subscriber),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    int rc = sb_test_run("integration/test_aredis", tests, sizeof tests / sizeof tests[0]);
+    sb_test_redis_stop(&srv);
+    return rc;
 }
