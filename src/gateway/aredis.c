@@ -42,10 +42,8 @@ struct sb_aredis {
     int64_t progress_ms;    /* monotonic time of the last reply, or of the first send */
     int64_t since_ms;       /* when the current attempt started / the connection came up */
     unsigned long long reconnects;
-    struct {
-        void (*fn)(void *ud);
-        void *ud;
-    } up[SB_AREDIS_MAX_UP_HOOKS]; /* run each time the connection comes up; fn NULL = free */
+    sb_aredis_hook_t *hooks;     /* run, in this order, each time the connection comes up */
+    sb_aredis_hook_t *hook_next; /* while they run: the next one (removal moves it on) */
     sb_aredis_cb push_cb;   /* subscription messages (push mode) */
     void *push_priv;
     /* Sentinel (sentinel.h): the address is resolved on a libuv worker before each connect */
@@ -56,6 +54,7 @@ struct sb_aredis {
     sb_redis_addr_t target; /* what the worker found (owned while resolve_rc == 0) */
     char server[300];       /* the master last connected to, "" before */
     sb_aredis_t *watch;     /* a Sentinel connection subscribed to +switch-master, or NULL */
+    sb_aredis_hook_t watch_hook; /* on watch: subscribes again each time it comes up */
 };
 
 typedef struct {
@@ -88,10 +87,14 @@ static void sb_aredis_schedule(sb_aredis_t *ar, const char *why) {
                                                                     : ar->backoff_ms * 2;
 }
 
-/* Runs every hook in its slot's order; a hook removed by an earlier one is skipped. */
+/* Runs every hook in order; a hook removed by an earlier one is skipped (remove moves
+ * hook_next on), and closing the connection from a hook ends the run. */
 static void sb_aredis_run_up_hooks(sb_aredis_t *ar) {
-    for (int i = 0; i < SB_AREDIS_MAX_UP_HOOKS; i++)
-        if (ar->up[i].fn) ar->up[i].fn(ar->up[i].ud);
+    for (sb_aredis_hook_t *h = ar->hooks; h; h = ar->hook_next) {
+        ar->hook_next = h->next;
+        h->fn(h->ud);
+    }
+    ar->hook_next = NULL;
 }
 
 static void sb_aredis_on_connect(const redisAsyncContext *ac, int status) {
@@ -273,8 +276,11 @@ static void sb_aredis_watch_start(sb_aredis_t *ar) {
     char name[32];
     snprintf(name, sizeof name, "%.20s-sentinel", ar->name);
     ar->watch = sb_aredis_create(ar->loop, &sentinel, name);
-    if (!ar->watch || sb_aredis_on_up(ar->watch, sb_aredis_watch_up, ar) != SB_OK)
+    if (!ar->watch) {
         sb_warn("gateway", "redis (%s): cannot watch the Sentinels for failovers", ar->name);
+        return;
+    }
+    sb_aredis_on_up(ar->watch, &ar->watch_hook, sb_aredis_watch_up, ar);
 }
 
 /* ---- life cycle --------------------------------------------------------------------------- */
@@ -314,6 +320,7 @@ void sb_aredis_close(sb_aredis_t *ar) {
     ar->closing = 1;
     sb_aredis_close(ar->watch);
     ar->watch = NULL;
+    while (ar->hooks) sb_aredis_on_up_remove(ar->hooks);
     if (ar->ac) redisAsyncFree(ar->ac);
     ar->ac = NULL;
     ar->state = SB_AR_DOWN;
@@ -404,19 +411,22 @@ int sb_aredis_eval(sb_aredis_t *ar, sb_aredis_build_fn build, sb_aredis_cb cb, v
 
 /* ---- push mode ------------------------------------------------------------------------------ */
 
-int sb_aredis_on_up(sb_aredis_t *ar, void (*fn)(void *ud), void *ud) {
-    for (int i = 0; fn && i < SB_AREDIS_MAX_UP_HOOKS; i++) {
-        if (ar->up[i].fn) continue;
-        ar->up[i].fn = fn;
-        ar->up[i].ud = ud;
-        return SB_OK;
-    }
-    return SB_EINVAL;
+void sb_aredis_on_up(sb_aredis_t *ar, sb_aredis_hook_t *h, void (*fn)(void *ud), void *ud) {
+    *h = (sb_aredis_hook_t){.fn = fn, .ud = ud, .ar = ar};
+    sb_aredis_hook_t **link = &ar->hooks;
+    while (*link) link = &(*link)->next;
+    *link = h;
 }
 
-void sb_aredis_on_up_remove(sb_aredis_t *ar, void (*fn)(void *ud), void *ud) {
-    for (int i = 0; i < SB_AREDIS_MAX_UP_HOOKS; i++)
-        if (ar->up[i].fn == fn && ar->up[i].ud == ud) ar->up[i].fn = NULL;
+void sb_aredis_on_up_remove(sb_aredis_hook_t *h) {
+    sb_aredis_t *ar = h->ar;
+    if (!ar) return;
+    sb_aredis_hook_t **link = &ar->hooks;
+    while (*link != h) link = &(*link)->next;
+    *link = h->next;
+    if (ar->hook_next == h) ar->hook_next = h->next;
+    h->next = NULL;
+    h->ar = NULL;
 }
 
 /* hiredis keeps this callback per channel and calls it for every push reply of it. */
