@@ -13,7 +13,22 @@
 #define SB_REDIS_DEFAULT_HOST "127.0.0.1"
 #define SB_REDIS_DEFAULT_PORT 6379
 
-/* Where Redis is. Either unix_path is set, or host/port (host NULL: SB_REDIS_DEFAULT_HOST). */
+/* TLS to Redis (rediss://). Off unless enabled; when on, the server's certificate is verified
+ * against ca_file (NULL: the system's trust store) and must name the host we connect to (sni
+ * when set, else the address's host; an IP literal is checked as an IP). Strings are owned by
+ * the sb_redis_addr_t that holds them. */
+typedef struct {
+    int enabled;
+    char *ca_file;   /* PEM bundle of the CAs that may sign the server's certificate */
+    char *cert_file; /* client certificate (mutual TLS), PEM; needs key_file */
+    char *key_file;  /* its private key, PEM */
+    char *sni;       /* server name sent and verified; NULL: the host */
+    int insecure;    /* 1: no verification at all (development only; callers warn loudly) */
+} sb_redis_tls_t;
+
+/* Where Redis is. Either unix_path is set, or host/port (host NULL: SB_REDIS_DEFAULT_HOST).
+ * The address is final: whoever finds Redis some other way (a Sentinel) fills host/port
+ * before a client connects (see sb_conn_open in conn.h). */
 typedef struct {
     char *host;
     int port;
@@ -21,13 +36,16 @@ typedef struct {
     char *user;     /* ACL user, NULL for the default user */
     char *password; /* NULL when no AUTH is needed */
     int db;
+    sb_redis_tls_t tls; /* TCP only */
 } sb_redis_addr_t;
 
 /* The defaults: TCP to SB_REDIS_DEFAULT_HOST:SB_REDIS_DEFAULT_PORT, database 0, no AUTH.
  * Allocates nothing. */
 void sb_redis_addr_init(sb_redis_addr_t *addr);
-/* Parses a redis URL (redis://[user:pass@]host:port[/db] or unix:///path[?db=N]) into addr
- * (strings malloc'd, previous ones freed). Returns 0 or SB_EINVAL with a reason in err. */
+/* Parses a redis URL (redis[s]://[user:pass@]host:port[/db] or unix:///path[?db=N]) into addr
+ * (strings malloc'd, previous ones freed). rediss:// turns TLS on (tls.enabled = 1) and
+ * redis:// / unix:// turn it off; the other TLS options are left as they are. Returns 0 or
+ * SB_EINVAL with a reason in err. */
 int sb_redis_url_parse(const char *url, sb_redis_addr_t *addr, char *err, size_t errlen);
 /* Deep-copies src into dst (dst's previous strings are not freed; a TCP address without a host
  * gets SB_REDIS_DEFAULT_HOST). Returns 0, or SB_ENOMEM with dst holding no allocation. */

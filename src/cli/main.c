@@ -16,7 +16,9 @@ typedef struct {
     const char *settings; /* flags (without --) this verb reads, for its --help */
 } sb_verb_t;
 
-#define SB_REDIS_FLAGS "redis-url redis-host redis-port redis-password redis-db log-level "
+#define SB_REDIS_FLAGS                                                                    \
+    "redis-url redis-host redis-port redis-password redis-db redis-tls-ca redis-tls-cert "  \
+    "redis-tls-key redis-tls-sni redis-tls-insecure log-level "
 
 static const char sb_up_detail[] =
     "  Starts a private redis-server (unix socket, AOF, in --data-dir) unless a REDIS_* setting\n"
