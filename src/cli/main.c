@@ -232,6 +232,10 @@ int main(int argc, char **argv) {
         return SB_EXIT_USAGE;
     }
     sb_log_set_level(cfg.log_level);
+    if (cfg.redis.tls.enabled && cfg.redis.tls.insecure)
+        fprintf(stderr, "switchboard %s: WARNING: REDIS_TLS_INSECURE is on: the Redis server's "
+                "certificate and name are NOT checked; anyone on the network path can read and "
+                "change jobs. Use it for development only.\n", verb->name);
     int rc = verb->run(&cfg);
     sb_config_close(&cfg);
     return rc;

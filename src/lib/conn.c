@@ -35,6 +35,7 @@ struct sb_conn {
     SSL_CTX *ctx;     /* NULL for plain sockets */
     SSL *ssl;         /* NULL for plain sockets */
     char where[300];  /* host:port, for messages */
+    int cert_asked;   /* the server asked for a client certificate and we had none */
     char err[256];    /* why the last read/write failed */
 };
 
@@ -137,6 +138,17 @@ static int sb_tls_name(SSL *ssl, const char *name) {
     return X509_VERIFY_PARAM_set1_host(param, name, 0) == 1 ? 0 : -1;
 }
 
+/* Called by OpenSSL when the server asks for a client certificate and none is configured:
+ * we send none, and remember it, because a TLS 1.3 server refuses us only after the
+ * handshake, with an alert that a reset often swallows. */
+static int sb_tls_no_client_cert(SSL *ssl, X509 **x509, EVP_PKEY **pkey) {
+    (void)x509;
+    (void)pkey;
+    sb_conn_t *c = SSL_get_app_data(ssl);
+    c->cert_asked = 1;
+    return 0;
+}
+
 static int sb_conn_tls_init(sb_conn_t *c, const sb_redis_addr_t *a, char *err, size_t errlen) {
     const sb_redis_tls_t *t = &a->tls;
     c->ctx = SSL_CTX_new(TLS_client_method());
@@ -148,7 +160,9 @@ static int sb_conn_tls_init(sb_conn_t *c, const sb_redis_addr_t *a, char *err, s
     SSL_CTX_set_mode(c->ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     SSL_CTX_set_verify(c->ctx, t->insecure ? SSL_VERIFY_NONE : SSL_VERIFY_PEER, NULL);
     if (sb_tls_ctx_files(c->ctx, t, err, errlen) != 0) return -1;
+    if (!t->cert_file) SSL_CTX_set_client_cert_cb(c->ctx, sb_tls_no_client_cert);
     c->ssl = SSL_new(c->ctx);
+    if (c->ssl) SSL_set_app_data(c->ssl, c);
     const char *name = t->sni ? t->sni : a->host ? a->host : SB_REDIS_DEFAULT_HOST;
     if (!c->ssl || SSL_set_fd(c->ssl, c->fd) != 1 || sb_tls_name(c->ssl, name) != 0) {
         snprintf(err, errlen, "TLS: cannot set up the session for %s", name);
@@ -295,6 +309,8 @@ static ssize_t sb_conn_plain_result(sb_conn_t *c, ssize_t n, int is_read, int *w
     return -1;
 }
 
+static void sb_conn_explain(sb_conn_t *c);
+
 /* Result of SSL_read()/SSL_write(), the same contract. */
 static ssize_t sb_conn_ssl_result(sb_conn_t *c, int n) {
     if (n > 0) return n;
@@ -307,6 +323,7 @@ static ssize_t sb_conn_ssl_result(sb_conn_t *c, int n) {
     else
         snprintf(c->err, sizeof c->err, "TLS: %s", sb_ssl_errstr(why, sizeof why));
     ERR_clear_error();
+    sb_conn_explain(c);
     return -1;
 }
 
@@ -345,3 +362,11 @@ size_t sb_conn_pending(const sb_conn_t *c) {
 }
 
 const char *sb_conn_error(const sb_conn_t *c) { return c->err[0] ? c->err : "unknown error"; }
+
+/* Adds the likely cause to a TLS connection's failure: a client certificate it did not have. */
+static void sb_conn_explain(sb_conn_t *c) {
+    size_t n = strlen(c->err);
+    if (c->cert_asked && n < sizeof c->err)
+        snprintf(c->err + n, sizeof c->err - n,
+                 " (the server requires a client certificate: mutual TLS)");
+}

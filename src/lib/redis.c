@@ -186,9 +186,15 @@ static redisReply *sb_redis_setup_cmd(sb_redis_t *r, const char *fmt, ...) {
     return rep;
 }
 
-/* AUTH and SELECT on a fresh connection. */
+/* AUTH and SELECT on a fresh connection; over TLS a PING when neither is needed, because a
+ * TLS 1.3 server refuses a client certificate only after the handshake: the refusal is then a
+ * connect error ("tlsv13 alert certificate required"), not a lost first command. */
 static int sb_redis_handshake(sb_redis_t *r, char *err, size_t errlen) {
     redisReply *rep = NULL;
+    if (sb_conn_is_tls(r->conn) && !r->addr.password && !r->addr.db) {
+        if (!(rep = sb_redis_setup_cmd(r, "PING")) || rep->type == REDIS_REPLY_ERROR) goto fail;
+        freeReplyObject(rep);
+    }
     if (r->addr.password) {
         rep = r->addr.user ? sb_redis_setup_cmd(r, "AUTH %s %s", r->addr.user, r->addr.password)
                            : sb_redis_setup_cmd(r, "AUTH %s", r->addr.password);
