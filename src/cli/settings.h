@@ -32,6 +32,8 @@ typedef struct {
     char *job_types;        /* JOB_TYPES: comma-separated types the gateway accepts */
     int rate_limit;         /* requests per window per user */
     int rate_window;        /* seconds */
+    int sio_connect_rate;   /* Socket.IO CONNECTs per user per minute (0 = no limit) */
+    int sio_connect_rate_ip; /* Engine.IO sessions per client address per minute (0 = none) */
     /* jobs and agents */
     char *job_type;         /* JOB_TYPE / --type: the type an agent or CLI verb works on */
     int max_attempts;

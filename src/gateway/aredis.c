@@ -232,6 +232,48 @@ int sb_aredis_send(sb_aredis_t *ar, const sb_batch_t *b, sb_aredis_cb cb, void *
     return SB_OK;
 }
 
+/* ---- scripts ------------------------------------------------------------------------------ */
+
+typedef struct {
+    sb_aredis_t *ar;
+    sb_aredis_build_fn build;
+    sb_aredis_cb cb;
+    void *priv;
+    sb_script_mode_t mode;
+} sb_aeval_t;
+
+/* Builds and sends e's call in its mode. Returns 0 or a SB_E* code (nothing sent). */
+static int sb_aredis_eval_send(sb_aeval_t *e);
+
+static void sb_aredis_eval_reply(redisReply *reply, void *priv) {
+    sb_aeval_t *e = priv;
+    if (sb_reply_is_noscript(reply) && e->mode == SB_SCRIPT_EVALSHA) {
+        e->mode = SB_SCRIPT_EVAL;
+        if (sb_aredis_eval_send(e) == SB_OK) return;
+        reply = NULL; /* nothing ran and nothing will */
+    }
+    e->cb(reply, e->priv);
+    free(e);
+}
+
+static int sb_aredis_eval_send(sb_aeval_t *e) {
+    sb_batch_t *b = sb_batch_create();
+    int rc = b ? e->build(b, e->mode, e->priv) : SB_ENOMEM;
+    if (rc == SB_OK) rc = sb_aredis_send(e->ar, b, sb_aredis_eval_reply, e);
+    sb_batch_free(b);
+    return rc;
+}
+
+int sb_aredis_eval(sb_aredis_t *ar, sb_aredis_build_fn build, sb_aredis_cb cb, void *priv) {
+    if (!sb_aredis_up(ar)) return SB_EREDIS;
+    sb_aeval_t *e = malloc(sizeof *e);
+    if (!e) return SB_ENOMEM;
+    *e = (sb_aeval_t){ar, build, cb, priv, SB_SCRIPT_EVALSHA};
+    int rc = sb_aredis_eval_send(e);
+    if (rc != SB_OK) free(e);
+    return rc;
+}
+
 /* ---- push mode ------------------------------------------------------------------------------ */
 
 int sb_aredis_on_up(sb_aredis_t *ar, void (*fn)(void *ud), void *ud) {

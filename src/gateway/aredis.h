@@ -52,6 +52,17 @@ unsigned long long sb_aredis_reconnects(const sb_aredis_t *ar);
  * will be called once), SB_EREDIS when not connected or SB_ENOMEM (cb is never called). */
 int sb_aredis_send(sb_aredis_t *ar, const sb_batch_t *b, sb_aredis_cb cb, void *priv);
 
+/* A Lua script call, EVALSHA first: build(b, mode, priv) appends the whole call to b in the
+ * given mode (e.g. sb_batch_add_script with script, whose SHA1 sb_script_init computed once).
+ * When Redis answers NOSCRIPT (its script cache is empty: a restart, SCRIPT FLUSH) the call
+ * is built again with SB_SCRIPT_EVAL and sent once more. cb runs exactly once, with the
+ * final reply (NULL when Redis went away, including when the EVAL could not be sent; then
+ * nothing ran). build must be able to run again from priv until cb runs. Returns 0 (cb will
+ * be called), or the builder's error, SB_EREDIS (not connected) or SB_ENOMEM: cb is never
+ * called. */
+typedef int (*sb_aredis_build_fn)(sb_batch_t *b, sb_script_mode_t mode, void *priv);
+int sb_aredis_eval(sb_aredis_t *ar, sb_aredis_build_fn build, sb_aredis_cb cb, void *priv);
+
 /* Adds fn(ud) to the hooks run, in the order added, every time the connection comes up
  * (not now if it is already up). Returns 0, or SB_EINVAL when fn is NULL or
  * SB_AREDIS_MAX_UP_HOOKS hooks are already installed (nothing added). */

@@ -15,6 +15,7 @@
 #include "switchboard/job.h"
 #include "switchboard/json.h"
 #include "switchboard/log.h"
+#include "switchboard/utf8.h"
 
 #define SB_SUB_MAX_TYPES 64
 /* A gap is taken to start this long before the loss was noticed (a silent connection is only
@@ -45,6 +46,8 @@ struct sb_subscriber {
     void *on_gap_ud;
     sb_subscriber_status_fn on_status;
     void *on_status_ud;
+    sb_subscriber_foreign_fn on_foreign;
+    void *on_foreign_ud;
     int64_t now_ms;            /* the unix ms now_iso was written for */
     char now_iso[SB_ISO_LEN];  /* timestamp of status messages that carry none */
 };
@@ -189,6 +192,8 @@ static int sb_subscriber_status(sb_subscriber_t *s, const char *type, const char
     sb_subscriber_concat(room, sizeof room, "user:", st.user_id);
     int rc = sb_subscriber_status_emit(s, root, &st, room, event);
     if (s->on_status) s->on_status(s->on_status_ud, st.user_id, st.job_id);
+    if (s->on_foreign && !cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "recorded")))
+        s->on_foreign(s->on_foreign_ud, type, &st);
     cJSON_Delete(root);
     return rc == SB_OK ? SB_OK : SB_EINVAL;
 }
@@ -213,6 +218,11 @@ static int sb_subscriber_event(sb_subscriber_t *s, const char *type, const char 
 int sb_subscriber_handle(sb_subscriber_t *s, const char *channel, const char *msg, size_t len) {
     char type[SB_TYPE_MAX + 1];
     s->stats.received++;
+    if (!sb_utf8_valid(msg, len)) { /* it would go out in WebSocket text frames */
+        sb_warn("gateway", "dropped a message on %s: not valid UTF-8", channel);
+        s->stats.dropped++;
+        return SB_EINVAL;
+    }
     const char *rest = strncmp(channel, "agent:", 6) == 0 ? channel + 6 : NULL;
     const char *colon = rest ? strrchr(rest, ':') : NULL;
     size_t tlen = colon ? (size_t)(colon - rest) : 0;
@@ -294,6 +304,11 @@ void sb_subscriber_on_gap(sb_subscriber_t *s, sb_subscriber_gap_fn fn, void *ud)
 void sb_subscriber_on_status(sb_subscriber_t *s, sb_subscriber_status_fn fn, void *ud) {
     s->on_status = fn;
     s->on_status_ud = ud;
+}
+
+void sb_subscriber_on_foreign(sb_subscriber_t *s, sb_subscriber_foreign_fn fn, void *ud) {
+    s->on_foreign = fn;
+    s->on_foreign_ud = ud;
 }
 
 const sb_subscriber_stats_t *sb_subscriber_stats(const sb_subscriber_t *s) { return &s->stats; }

@@ -5,13 +5,14 @@
  * on its own async connection (aredis in push mode, on the gateway's loop), and subscribes
  * again each time that connection comes back (aredis reconnects with capped backoff).
  *   - A status message ({jobId,status,userId,...}, validated by sb_status_parse) becomes the
- *     event `{type}:{status}` with {jobId,status,result?,error?,details?,timestamp} for room
+ *     event `{type}:{status}` with {jobId,status,result?,error?,details?,attempts?,timestamp} for room
  *     user:{userId}.
  *   - A gateway event ({"event","room","data"}, e.g. `{type}:created` published by the
  *     gateway that took a POST) is emitted as is to its room, so every gateway's clients see
  *     it, whichever gateway took the request. Its event name must start with `{type}:`.
- * A message that does not parse or lacks a field is counted as dropped and logged; never
- * fatal. Counters feed /metrics.
+ * A message that is not valid UTF-8 (it would reach clients in WebSocket text frames, which
+ * they drop and reconnect over), does not parse or lacks a field is counted as dropped and
+ * logged; never fatal. Counters feed /metrics.
  * Gaps: pub/sub is fire-and-forget, so what is published while the connection is down (or
  * before it subscribed) is never forwarded. The subscriber remembers when it lost the
  * connection (or was created) and, at the first SUBSCRIBE confirmation after it is back, calls
@@ -30,13 +31,14 @@
 #include <hiredis/hiredis.h>
 #include "gateway/sio.h"
 #include "switchboard/config.h"
+#include "switchboard/job.h"
 
 typedef struct sb_subscriber sb_subscriber_t;
 
 typedef struct {
     unsigned long long received;   /* messages read from the channels */
     unsigned long long forwarded;  /* valid messages emitted to their room */
-    unsigned long long dropped;    /* invalid messages (bad JSON, missing field, bad name) */
+    unsigned long long dropped;    /* invalid messages (not UTF-8, bad JSON, missing field...) */
     unsigned long long deliveries; /* socket sends those emits queued on this gateway */
 } sb_subscriber_stats_t;
 
@@ -63,6 +65,11 @@ void sb_subscriber_on_gap(sb_subscriber_t *s, sb_subscriber_gap_fn fn, void *ud)
  * replay.h). The strings are valid only during the call. */
 typedef void (*sb_subscriber_status_fn)(void *ud, const char *user_id, const char *job_id);
 void sb_subscriber_on_status(sb_subscriber_t *s, sb_subscriber_status_fn fn, void *ud);
+/* Runs fn(ud, type, st) after each valid status message that lacks "recorded":true, i.e. whose
+ * publisher did not write the state into the job record (a seed-style agent; interop.h). st
+ * and its strings are valid only during the call. */
+typedef void (*sb_subscriber_foreign_fn)(void *ud, const char *type, const sb_status_t *st);
+void sb_subscriber_on_foreign(sb_subscriber_t *s, sb_subscriber_foreign_fn fn, void *ud);
 
 /* Closes the connection (its handles finish closing during uv_run) and frees s. NULL ok. */
 void sb_subscriber_close(sb_subscriber_t *s);
