@@ -50,6 +50,7 @@ int sb_cmd_agent(sb_config_t *cfg) {
     sb_agent_hooks_t hooks = {sb_agent_side_start, sb_agent_side_stop, &side};
     sb_agent_opts_t o;
     sb_agent_opts_from(cfg, &o);
+    sb_cli_warn_eviction(cfg, "agent");
     if (cfg->exec_cmd && *cfg->exec_cmd)
         return sb_agent_run_hooks(&cfg->redis, &o, sb_handler_exec, &exec, &hooks);
     if (strcmp(cfg->job_type, "rebalance") == 0)

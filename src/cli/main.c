@@ -129,6 +129,15 @@ static const char sb_bench_detail[] =
     "    REDIS_URL=unix://$PWD/.run/redis.sock switchboard bench --jobs 20000\n"
     "  Exit: 0 all finished, 3 Redis unavailable, 4 timed out (--timeout, default 300 s).\n";
 
+static const char sb_doctor_detail[] =
+    "  Checks the Redis of REDIS_URL for what Switchboard needs and says how to fix what is\n"
+    "  wrong: version (BLMOVE needs 6.2), scripting (EVAL), maxmemory-policy (anything but\n"
+    "  noeviction can evict job records), persistence (AOF / RDB), keyspace notifications\n"
+    "  (presence; the sweep is the fallback), latency (a few PINGs) and TLS. Warnings (no\n"
+    "  persistence, events off, slow, plain TCP off this host) do not fail it.\n"
+    "  Exit: 0 all checks pass, 1 a check failed, 2 usage, 3 Redis unavailable.\n"
+    "  e.g.  REDIS_URL=rediss://cache.example:6380 REDIS_TLS_CA=ca.pem switchboard doctor\n";
+
 static const sb_verb_t sb_verbs[] = {
     {"up", sb_cmd_up, "up [--port N] [--concurrency N] [--data-dir DIR]",
      "the whole system here: private redis-server (unless REDIS_URL), gateway, agent, dashboard",
@@ -163,6 +172,9 @@ static const sb_verb_t sb_verbs[] = {
     {"metrics", sb_cmd_metrics, "metrics [--type T] [--days N] [--json]",
      "the jobs metrics summary (totals, failures, execution times, rate limit, per day)",
      sb_metrics_detail, SB_REDIS_FLAGS "type days json"},
+    {"doctor", sb_cmd_doctor, "doctor [--json]",
+     "check a Redis for what Switchboard needs, and how to fix what is wrong", sb_doctor_detail,
+     SB_REDIS_FLAGS "json"},
     {"bench", sb_cmd_bench, "bench [--type T] [--jobs N] [--timeout S]",
      "send N jobs to the running agents and measure jobs/s and latency", sb_bench_detail,
      SB_REDIS_FLAGS "type jobs timeout"},

@@ -64,6 +64,10 @@ test('CLI verbs over verified TLS, by IP and by host name', async () => {
   // the certificate names localhost too: the name is checked and sent as SNI
   const byName = await runSwitchboard(['job', id], { ...env, REDIS_URL: `rediss://localhost:${redis.port}` });
   assert.strictEqual(byName.code, 0, byName.stderr);
+  const doc = await runSwitchboard(['doctor', '--json'], env);
+  assert.strictEqual(doc.code, 0, doc.stdout + doc.stderr);
+  assert.strictEqual(JSON.parse(doc.stdout).checks.find((c) => c.name === 'tls').detail,
+    'on, certificate and name verified');
   // flags work as well as the environment
   const flags = await runSwitchboard(['job', id, '--redis-url', redis.url, '--redis-tls-ca', certs.ca.cert]);
   assert.strictEqual(flags.code, 0, flags.stderr);
@@ -107,6 +111,9 @@ test('REDIS_TLS_INSECURE connects without checks and warns loudly', async () => 
     REDIS_TLS_INSECURE: '1' }));
   assert.strictEqual(r.code, 0, r.stderr);
   assert.match(r.stderr, /WARNING: REDIS_TLS_INSECURE is on/);
+  const doc = await runSwitchboard(['doctor', '--json'], tlsEnv(expired, { REDIS_TLS_INSECURE: '1' }));
+  const tls = JSON.parse(doc.stdout).checks.find((c) => c.name === 'tls');
+  assert.deepStrictEqual([tls.status, tls.detail], ['warn', 'on, NOT verified (REDIS_TLS_INSECURE)']);
 });
 
 function user() {
