@@ -346,9 +346,9 @@ function report(results) {
 
 async function main() {
   const port = await freePort();
-  // REDIS_TLS=1: Redis serves TLS only, with certificates made by tests/e2e/lib/tls.js, and
+  // REDIS_TLS=1: Redis serves TLS only, with certificates made by tests/e2e/lib/certs.js, and
   // every system connects with rediss:// and the CA (ioredis: the tls option)
-  const certs = cfg.tls ? require(path.join(ROOT, 'tests/e2e/lib/tls.js')).makeCerts() : null;
+  const certs = cfg.tls ? require(path.join(ROOT, 'tests/e2e/lib/certs.js')).makeCerts() : null;
   const listen = certs ? ['--port', '0', '--tls-port', String(port), '--tls-cert-file', certs.server.cert,
     '--tls-key-file', certs.server.key, '--tls-ca-cert-file', certs.ca.cert, '--tls-auth-clients', 'no']
     : ['--port', String(port)];

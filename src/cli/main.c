@@ -147,7 +147,8 @@ static const sb_verb_t sb_verbs[] = {
      "serve the HTTP API (/api/v1), Socket.IO, the dashboard (/), probes and /metrics",
      sb_gateway_detail,
      SB_REDIS_FLAGS "port bind jwt-secret dev web-dir job-types rate-limit rate-window "
-                    "agent-status-ttl max-chats sio-connect-rate sio-connect-rate-ip"},
+                    "agent-status-ttl max-chats sio-connect-rate sio-connect-rate-ip "
+                    "tls-cert tls-key trusted-proxies"},
     {"token", sb_cmd_token, "token --role R --public-key PK [--sub S] [--ttl SECONDS] [...]",
      "mint a development JWT (HS256 with JWT_SECRET) and print it", sb_token_detail,
      "jwt-secret role public-key sub name email department-id department ttl"},
@@ -187,7 +188,7 @@ static const sb_verb_t sb_verbs[] = {
 #define SB_NVERBS (sizeof sb_verbs / sizeof sb_verbs[0])
 
 static void sb_usage(FILE *out) {
-    fprintf(out, "switchboard %s — real-time jobs for agents on Redis\n\nusage:\n", SB_VERSION);
+    fprintf(out, "switchboard %s — real-time jobs for agents on Redis\n\nusage:\n", sb_version());
     for (size_t i = 0; i < SB_NVERBS; i++)
         fprintf(out, "  switchboard %-62s %s\n", sb_verbs[i].usage, sb_verbs[i].summary);
     fprintf(out, "  switchboard %-62s %s\n", "version", "print the version");
@@ -222,7 +223,7 @@ int main(int argc, char **argv) {
         return SB_EXIT_OK;
     }
     if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version")) {
-        printf("switchboard %s\n", SB_VERSION);
+        printf("switchboard %s\n", sb_version());
         return SB_EXIT_OK;
     }
     const sb_verb_t *verb = NULL;

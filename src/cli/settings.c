@@ -98,6 +98,12 @@ static const sb_setting_t sb_settings[] = {
      "`up`: folder of the private redis-server's data"},
     {"WEB_DIR", "web-dir", SB_SET_STR, OFF(web_dir), 0, 0, NULL,
      "gateway: dashboard files [<exe dir>/../web, else <exe dir>/../share/switchboard/web]"},
+    {"TLS_CERT", "tls-cert", SB_SET_STR, OFF(tls_cert), 0, 0, NULL,
+     "gateway: PEM certificate chain; with TLS_KEY it serves HTTPS/WSS (reloaded on SIGHUP)"},
+    {"TLS_KEY", "tls-key", SB_SET_STR, OFF(tls_key), 0, 0, NULL,
+     "gateway: PEM private key of TLS_CERT"},
+    {"TRUSTED_PROXIES", "trusted-proxies", SB_SET_STR, OFF(trusted_proxies), 0, 0, NULL,
+     "gateway: CIDRs whose X-Forwarded-For/-Proto are believed (e.g. 10.0.0.0/8,::1)"},
     {"LOG_LEVEL", "log-level", SB_SET_LEVEL, OFF(log_level), 0, 0, "info",
      "debug | info | warn | error"},
     {NULL, "wait", SB_SET_BOOL, OFF(wait), 0, 1, "0", "wait until the job finishes"},
@@ -403,6 +409,9 @@ void sb_config_close(sb_config_t *cfg) {
     free(cfg->agent_id);
     free(cfg->data_dir);
     free(cfg->web_dir);
+    free(cfg->tls_cert);
+    free(cfg->tls_key);
+    free(cfg->trusted_proxies);
     free(cfg->user);
     free(cfg->user_id);
     free(cfg->group);

@@ -364,8 +364,8 @@ static void sb_socketio_error(sb_req_t *req, int code, int status) {
 
 /* 1 when the client address of wsi may open one more Engine.IO session now (taken). */
 static int sb_socketio_ip_allowed(sb_socketio_t *io, struct lws *wsi) {
-    char ip[64];
-    if (!wsi || !lws_get_peer_simple(wsi, ip, sizeof ip)) return 1;
+    char ip[SB_CLIENT_IP_MAX]; /* behind TRUSTED_PROXIES: from X-Forwarded-For (client_ip.h) */
+    if (!wsi || !*sb_gw_client_ip(io->gw, wsi, ip, sizeof ip)) return 1;
     if (sb_ratemap_take(io->connects_ip, ip, 1, sb_mono_ms())) return 1;
     io->connect_limited++;
     sb_debug("gateway", "engine.io handshake from %s refused: %s", ip, SB_SOCKETIO_LIMITED);

@@ -1,182 +1,125 @@
-// TLS to Redis (rediss://) against Debian's redis-server with --tls-port and certificates made
-// here with openssl (lib/tls.js): the CLI verbs over verified TLS (by IP and by name), mutual
-// TLS, the one-line errors and exit 3 of a wrong CA, a wrong host name, an expired certificate
-// and a plain client on a TLS port (each fast: never a hang), REDIS_TLS_INSECURE's warning, the
-// gateway and an agent end to end over TLS (POST → agent → done → socket.io-client), and a TLS
-// Redis restart in the middle of paced POSTs, after which jobs keep flowing.
+// HTTPS and WSS served by the gateway itself (TLS_CERT/TLS_KEY), with real TLS clients that
+// trust only a CA this test makes with openssl: node https, curl --cacert, socket.io-client on
+// WebSocket and on long-polling (a job's status arriving live over wss), the certificate
+// replaced and reloaded on SIGHUP (new connections get the new one; a bad pair is refused and
+// the old one kept), and start-up refusing a bad pair with one line and exit 2.
 'use strict';
 const test = require('node:test');
 const assert = require('node:assert');
+const { execFile } = require('node:child_process');
+const fs = require('node:fs');
 const jwt = require('jsonwebtoken');
-const { startRedis, startSwitchboard, runSwitchboard, waitFor, freePort } = require('./lib/harness');
+const { startRedis, startSwitchboard, runSwitchboard, freePort } = require('./lib/harness');
 const { recordingSocket } = require('./lib/sio');
-const { makeCerts } = require('./lib/tls');
+const { makeCa, httpsRequest, peerCN } = require('./lib/tls');
 
 const SECRET = 'e2e-tls-secret';
-for (const k of Object.keys(process.env)) if (k.startsWith('REDIS_')) delete process.env[k];
-
-let certs, redis, mtls, expired;
+let redis, gw, agent, port, base, pki, live;
 const sockets = new Set();
 
+function token(pk) {
+  return jwt.sign({ sub: pk, publicKey: pk, role: 'user' }, SECRET, { expiresIn: '1h' });
+}
+
 test.before(async () => {
-  certs = makeCerts();
-  const { server, ca, client } = certs;
-  redis = await startRedis({ aof: true, tls: { cert: server.cert, key: server.key, ca: ca.cert } });
-  mtls = await startRedis({ tls: { cert: server.cert, key: server.key, ca: ca.cert,
-    authClients: 'yes', clientCert: client.cert, clientKey: client.key } });
-  expired = await startRedis({ tls: { cert: certs.expired.cert, key: certs.expired.key, ca: ca.cert } });
+  redis = await startRedis();
+  pki = makeCa();
+  const a = pki.cert('gateway-one');
+  // the gateway reads these paths; the SIGHUP test replaces their contents
+  live = { cert: `${pki.dir}/live.pem`, key: `${pki.dir}/live.key` };
+  fs.copyFileSync(a.cert, live.cert);
+  fs.copyFileSync(a.key, live.key);
+  port = await freePort();
+  base = `https://localhost:${port}`;
+  const env = { JWT_SECRET: SECRET, REDIS_URL: redis.url };
+  gw = startSwitchboard(['gateway', '--port', String(port), '--bind', '127.0.0.1',
+    '--tls-cert', live.cert, '--tls-key', live.key], env);
+  await gw.waitForOutput(/listening on https:/);
+  agent = startSwitchboard(['agent'], { ...env, RETRY_BACKOFF_MS: '10' });
+  // the agent needs no wait: a job POSTed before it takes jobs waits in the queue
 });
 
 test.after(async () => {
   for (const s of sockets) s.disconnect();
-  for (const r of [redis, mtls, expired]) if (r) await r.stop();
-  certs.cleanup();
+  for (const p of [gw, agent]) if (p) { p.kill('SIGTERM'); await p.exited; }
+  await redis.stop();
+  pki.remove();
 });
 
-function tlsEnv(r, extra = {}) {
-  return { REDIS_URL: r.url, REDIS_TLS_CA: certs.ca.cert, ...extra };
-}
-
-// Runs a verb that must fail on the TLS handshake: exit 3, one line naming the reason, fast.
-async function expectTlsRefusal(env, reason) {
-  const t0 = Date.now();
-  const r = await runSwitchboard(['queue'], env);
-  assert.strictEqual(r.code, 3, `exit 3 (Redis unavailable): ${r.stderr}`);
-  assert.match(r.stderr, reason);
-  assert.strictEqual(r.stderr.trim().split('\n').length, 1, `one line:\n${r.stderr}`);
-  assert.ok(Date.now() - t0 < 5000, 'fails at once, no hang');
-  return r.stderr;
-}
-
-test('CLI verbs over verified TLS, by IP and by host name', async () => {
-  const env = tlsEnv(redis);
-  const q = await runSwitchboard(['enqueue', '{"amount":5}'], env);
-  assert.strictEqual(q.code, 0, q.stderr);
-  const id = q.stdout.trim();
-  const job = await runSwitchboard(['job', '--json', id], env);
-  assert.strictEqual(job.code, 0, job.stderr);
-  assert.strictEqual(JSON.parse(job.stdout).status, 'queued');
-  for (const verb of [['queue'], ['metrics'], ['presence', 'stats'],
-    ['events', 'publish', 'audit', '{"x":1}']]) {
-    const r = await runSwitchboard(verb, env);
-    assert.strictEqual(r.code, 0, `${verb.join(' ')}: ${r.stderr}`);
-  }
-  // the certificate names localhost too: the name is checked and sent as SNI
-  const byName = await runSwitchboard(['job', id], { ...env, REDIS_URL: `rediss://localhost:${redis.port}` });
-  assert.strictEqual(byName.code, 0, byName.stderr);
-  const doc = await runSwitchboard(['doctor', '--json'], env);
-  assert.strictEqual(doc.code, 0, doc.stdout + doc.stderr);
-  assert.strictEqual(JSON.parse(doc.stdout).checks.find((c) => c.name === 'tls').detail,
-    'on, certificate and name verified');
-  // flags work as well as the environment
-  const flags = await runSwitchboard(['job', id, '--redis-url', redis.url, '--redis-tls-ca', certs.ca.cert]);
-  assert.strictEqual(flags.code, 0, flags.stderr);
-  const c = redis.client();
-  await c.flushall();
-  c.disconnect();
+test('https: the gateway answers with the certificate of the CA; plain TLS trust fails', async () => {
+  const r = await httpsRequest(`${base}/healthz`, pki.ca);
+  assert.strictEqual(r.status, 200);
+  assert.strictEqual(r.json.status, 'ok');
+  assert.strictEqual(r.peerCN, 'gateway-one');
+  await assert.rejects(httpsRequest(`${base}/healthz`, undefined), /self[- ]signed|unable to verify/i);
+  const plain = await fetch(`http://127.0.0.1:${port}/healthz`).then(() => 'answered', () => 'refused');
+  assert.strictEqual(plain, 'refused', 'plain HTTP on the TLS port must not be served');
 });
 
-test('a wrong CA, a wrong host name and an expired certificate: one line, exit 3', async () => {
-  await expectTlsRefusal(tlsEnv(redis, { REDIS_TLS_CA: certs.wrongCa.cert }),
-    /certificate verify failed: (unable to get local issuer certificate|self-signed certificate in certificate chain)/);
-  await expectTlsRefusal(tlsEnv(redis, { REDIS_TLS_SNI: 'redis.other.example' }),
-    /certificate verify failed: hostname mismatch/);
-  await expectTlsRefusal(tlsEnv(expired), /certificate verify failed: certificate has expired/);
-  // no CA given: the system store does not know ours
-  await expectTlsRefusal({ REDIS_URL: redis.url }, /certificate verify failed/);
-  // a plain client on the TLS port, a TLS client on... the same port speaking plain: no hang
-  const plain = await runSwitchboard(['queue'], { REDIS_URL: `redis://127.0.0.1:${redis.port}` });
-  assert.strictEqual(plain.code, 3, plain.stderr);
+test('curl --cacert: a job POSTed over https', async (t) => {
+  const curl = await new Promise((resolve) => execFile('curl', ['--version'], (e) => resolve(!e)));
+  if (!curl) return t.skip('curl is missing');
+  const out = await new Promise((resolve, reject) => execFile('curl', ['-sS', '--cacert',
+    `${pki.dir}/ca.pem`, '-H', `authorization: Bearer ${token('TLS-curl')}`, '-H',
+    'content-type: application/json', '-d', '{"amount":100}', '-w', '\n%{http_code}',
+    `${base}/api/v1/agent/rebalance`], (e, so, se) => (e ? reject(new Error(se)) : resolve(so))));
+  const [body, code] = out.split('\n');
+  assert.strictEqual(code, '202', out);
+  assert.match(JSON.parse(body).jobId, /^\d+-[0-9a-f]{8}$/);
 });
 
-test('bad TLS settings are exit 2 and name the setting', async () => {
-  const missing = await runSwitchboard(['queue'], tlsEnv(redis, { REDIS_TLS_CA: '/nonexistent/ca.pem' }));
-  assert.strictEqual(missing.code, 2);
-  assert.match(missing.stderr, /REDIS_TLS_CA='\/nonexistent\/ca.pem'/);
-  const plain = await runSwitchboard(['queue'], { REDIS_URL: 'redis://127.0.0.1:1', REDIS_TLS_CA: certs.ca.cert });
-  assert.strictEqual(plain.code, 2);
-  assert.match(plain.stderr, /need a rediss:\/\//);
-});
-
-test('mutual TLS: refused without a client certificate, works with one', async () => {
-  const stderr = await expectTlsRefusal(tlsEnv(mtls), /the server requires a client certificate/);
-  assert.doesNotMatch(stderr, /certificate verify failed/); // the server refused us, not we it
-  const ok = await runSwitchboard(['queue'], tlsEnv(mtls, { REDIS_TLS_CERT: certs.client.cert,
-    REDIS_TLS_KEY: certs.client.key }));
-  assert.strictEqual(ok.code, 0, ok.stderr);
-});
-
-test('REDIS_TLS_INSECURE connects without checks and warns loudly', async () => {
-  const r = await runSwitchboard(['queue'], tlsEnv(expired, { REDIS_TLS_CA: certs.wrongCa.cert,
-    REDIS_TLS_INSECURE: '1' }));
-  assert.strictEqual(r.code, 0, r.stderr);
-  assert.match(r.stderr, /WARNING: REDIS_TLS_INSECURE is on/);
-  const doc = await runSwitchboard(['doctor', '--json'], tlsEnv(expired, { REDIS_TLS_INSECURE: '1' }));
-  const tls = JSON.parse(doc.stdout).checks.find((c) => c.name === 'tls');
-  assert.deepStrictEqual([tls.status, tls.detail], ['warn', 'on, NOT verified (REDIS_TLS_INSECURE)']);
-});
-
-function user() {
-  const pk = `TLS-${process.pid}`;
-  return { pk, token: jwt.sign({ sub: 'u-tls', publicKey: pk, role: 'user' }, SECRET,
-    { algorithm: 'HS256', expiresIn: '1h' }) };
-}
-
-async function post(base, token, amount) {
-  const res = await fetch(`${base}/api/v1/agent/rebalance`, { method: 'POST',
-    headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
-    body: JSON.stringify({ amount }) });
-  return { status: res.status, json: await res.json() };
-}
-
-test('gateway and agent over TLS: POST → agent → done → socket.io-client; a TLS Redis restart under load', async () => {
-  const port = await freePort();
-  const env = tlsEnv(redis, { JWT_SECRET: SECRET, PORT: String(port), BIND: '127.0.0.1',
-    RATE_LIMIT: '100000', RETRY_BACKOFF_MS: '50' });
-  const gw = startSwitchboard(['gateway'], env, 'gateway');
-  const agent = startSwitchboard(['agent', '--concurrency', '4'], env, 'agent');
-  try {
-    await gw.waitForOutput(/subscribed to agent:rebalance:events/);
-    const base = `http://127.0.0.1:${port}`;
-    await waitFor(async () => {
-      try { return (await fetch(`${base}/readyz`)).status === 200; } catch { return false; }
-    }, { what: 'gateway /readyz' });
-    const u = user();
-    const s = recordingSocket(sockets, base, u.token, { transports: ['websocket'] });
+for (const transports of [['websocket'], ['polling']]) {
+  test(`socket.io-client over TLS (${transports}): a job's status arrives live`, async () => {
+    const pk = `TLS-${transports}`;
+    const s = recordingSocket(sockets, base, token(pk), { transports, ca: pki.ca });
     await s.connected$();
-    const first = await post(base, u.token, 1000);
-    assert.strictEqual(first.status, 202, JSON.stringify(first.json));
-    const done = await s.next('rebalance:done', (d) => d.jobId === first.json.jobId);
+    assert.strictEqual(s.io.engine.transport.name, transports[0]);
+    const r = await httpsRequest(`${base}/api/v1/agent/rebalance`, pki.ca, { method: 'POST',
+      headers: { authorization: `Bearer ${token(pk)}`, 'content-type': 'application/json' },
+      body: { amount: 1000 } });
+    assert.strictEqual(r.status, 202, r.text);
+    const done = await s.next('rebalance:done', (d) => d.jobId === r.json.jobId);
     assert.strictEqual(done.data.result.fee, 20);
+    s.disconnect();
+  });
+}
 
-    // paced POSTs; Redis (AOF) is killed and restarted in the middle; POSTs answered 202
-    // before and after it all reach done, and the ones during it are 503, never a hang
-    const accepted = [];
-    let stop = false, statuses = [];
-    const pacer = (async () => {
-      while (!stop) {
-        const r = await post(base, u.token, 100).catch(() => ({ status: 0 }));
-        statuses.push(r.status);
-        if (r.status === 202) accepted.push(r.json.jobId);
-        await new Promise((res) => setTimeout(res, 20));
-      }
-    })();
-    await waitFor(() => accepted.length >= 10, { what: '10 jobs accepted before the restart' });
-    const from = gw.output.length;
-    await redis.restart();
-    await waitFor(() => /redis \(commands\) reconnected/.test(gw.output.slice(from)),
-      { what: 'the gateway to reconnect over TLS' });
-    const after = accepted.length;
-    await waitFor(() => accepted.length >= after + 10, { what: '10 jobs accepted after the restart' });
-    stop = true;
-    await pacer;
-    assert.ok(statuses.every((c) => c === 202 || c === 503), `202 or 503 only: ${[...new Set(statuses)]}`);
-    // every job accepted after the restart is done, and its done event reaches the socket
-    for (const id of accepted.slice(after)) {
-      await s.next('rebalance:done', (d) => d.jobId === id, `done of ${id}`);
-    }
-    assert.match(agent.output, /reconnected/);
-  } finally {
-    for (const c of [gw, agent]) { c.kill('SIGTERM'); await c.exited; }
+test('SIGHUP reloads the certificate: new connections get the new one; a bad pair is refused', async () => {
+  assert.strictEqual(await peerCN(port, pki.ca), 'gateway-one');
+  const wss = recordingSocket(sockets, base, token('TLS-hup'), { transports: ['websocket'], ca: pki.ca });
+  await wss.connected$();
+  const b = pki.cert('gateway-two');
+  fs.copyFileSync(b.cert, `${live.cert}.new`); // replaced by rename, as an operator would
+  fs.copyFileSync(b.key, `${live.key}.new`);
+  fs.renameSync(`${live.key}.new`, live.key);
+  fs.renameSync(`${live.cert}.new`, live.cert);
+  const reloads = (gw.output.match(/reloaded the TLS certificate/g) || []).length;
+  gw.kill('SIGHUP');
+  await gw.waitForOutput(new RegExp(`(reloaded the TLS certificate[^]*){${reloads + 1}}`));
+  assert.strictEqual(await peerCN(port, pki.ca), 'gateway-two');
+  assert.strictEqual(wss.connected, true, 'an open WebSocket is kept across the reload');
+  // a key that does not match: refused, the running certificate stays
+  fs.copyFileSync(`${pki.dir}/ca.key`, live.key);
+  gw.kill('SIGHUP');
+  await gw.waitForOutput(/certificate not reloaded, the old one stays: bad setting TLS_KEY=.*does not match/);
+  assert.strictEqual(await peerCN(port, pki.ca), 'gateway-two');
+  assert.strictEqual((await httpsRequest(`${base}/healthz`, pki.ca)).status, 200);
+  wss.disconnect();
+});
+
+test('start-up: a bad or half TLS setting stops the gateway with one line and exit 2', async () => {
+  const c = pki.cert('startup');
+  const env = { JWT_SECRET: SECRET, REDIS_URL: redis.url };
+  const cases = [
+    [['--tls-cert', c.cert], /bad setting TLS_KEY: TLS_CERT and TLS_KEY go together/],
+    [['--tls-cert', `${pki.dir}/missing.pem`, '--tls-key', c.key], /bad setting TLS_CERT='.*missing.pem': No such file/],
+    [['--tls-cert', c.key, '--tls-key', c.key], /bad setting TLS_CERT='.*': not a PEM certificate chain/],
+    [['--tls-cert', c.cert, '--tls-key', `${pki.dir}/ca.key`], /bad setting TLS_KEY='.*': it does not match TLS_CERT/],
+  ];
+  for (const [args, re] of cases) {
+    const r = await runSwitchboard(['gateway', '--port', String(await freePort()), ...args], env);
+    assert.strictEqual(r.code, 2, r.stderr);
+    assert.match(r.stderr, re);
+    assert.strictEqual(r.stderr.trim().split('\n').length, 1, r.stderr);
   }
 });

@@ -1,68 +1,65 @@
-// Certificates for TLS tests, made with the real `openssl` command in a temporary folder: a CA,
-// a server certificate for 127.0.0.1 / localhost, a client certificate (mutual TLS), an expired
-// server certificate and a second, unrelated CA (the "wrong CA"). Signed with `openssl ca`,
-// which can backdate a certificate (-startdate/-enddate) to make the expired one.
+// TLS helpers for end-to-end tests: a private CA and server certificates made with the real
+// `openssl` command line (subjectAltName localhost and 127.0.0.1), and https requests that
+// trust that CA only, so an answer proves the certificate chain the gateway serves.
 'use strict';
 const { execFileSync } = require('node:child_process');
 const fs = require('node:fs');
+const https = require('node:https');
 const os = require('node:os');
 const path = require('node:path');
+const tls = require('node:tls');
 
-const CA_CNF = `[ ca ]
-default_ca = dflt
-[ dflt ]
-database = index.txt
-new_certs_dir = .
-serial = serial
-default_md = sha256
-policy = any
-copy_extensions = copy
-unique_subject = no
-[ any ]
-commonName = supplied
-`;
+function openssl(args, cwd) { execFileSync('openssl', args, { cwd, stdio: 'pipe' }); }
 
-function openssl(dir, args) {
-  execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
-}
-
-// A self-signed CA named name: {cert, key} paths.
-function makeCa(dir, name) {
-  openssl(dir, ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', `${name}.key`,
-    '-out', `${name}.pem`, '-days', '3', '-subj', `/CN=${name}`]);
-  return { cert: path.join(dir, `${name}.pem`), key: path.join(dir, `${name}.key`) };
-}
-
-// A key and a certificate signed by ca; san like 'IP:127.0.0.1,DNS:localhost' (or null);
-// dates: ['-days', '2'] or ['-startdate', ..., '-enddate', ...].
-function makeCert(dir, ca, name, san, dates) {
-  const ext = san ? ['-addext', `subjectAltName=${san}`] : [];
-  openssl(dir, ['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', `${name}.key`, '-out',
-    `${name}.csr`, '-subj', `/CN=${name}`, ...ext]);
-  openssl(dir, ['ca', '-batch', '-config', 'ca.cnf', '-cert', ca.cert, '-keyfile', ca.key,
-    '-in', `${name}.csr`, '-out', `${name}.pem`, ...dates]);
-  return { cert: path.join(dir, `${name}.pem`), key: path.join(dir, `${name}.key`) };
-}
-
-// Makes the whole set; returns paths and a cleanup().
-function makeCerts() {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sb-tls-'));
-  fs.writeFileSync(path.join(dir, 'ca.cnf'), CA_CNF);
-  fs.writeFileSync(path.join(dir, 'index.txt'), '');
-  fs.writeFileSync(path.join(dir, 'serial'), '01\n');
-  const ca = makeCa(dir, 'test-ca');
-  const wrongCa = makeCa(dir, 'other-ca');
-  const days = ['-days', '2'];
-  return {
-    dir,
-    ca,
-    wrongCa,
-    server: makeCert(dir, ca, 'server', 'IP:127.0.0.1,DNS:localhost', days),
-    client: makeCert(dir, ca, 'client', null, days),
-    expired: makeCert(dir, ca, 'expired', 'IP:127.0.0.1,DNS:localhost',
-      ['-startdate', '20200101000000Z', '-enddate', '20200102000000Z']),
-    cleanup: () => fs.rmSync(dir, { recursive: true, force: true }),
+// Makes dir/ca.pem (+ ca.key); returns {dir, ca, cert(name)}: cert(name) makes name.pem and
+// name.key signed by the CA and returns their paths.
+function makeCa() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sb-e2e-tls-'));
+  openssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem',
+    '-days', '2', '-subj', '/CN=Switchboard test CA'], dir);
+  fs.writeFileSync(path.join(dir, 'ext'), 'subjectAltName=DNS:localhost,IP:127.0.0.1\n');
+  let serial = 0;
+  const cert = (name) => {
+    openssl(['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.csr`,
+      '-subj', `/CN=${name}`], dir);
+    openssl(['x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca.key',
+      '-set_serial', String(1000 + ++serial), '-out', `${name}.pem`, '-days', '2',
+      '-extfile', 'ext'], dir);
+    return { cert: path.join(dir, `${name}.pem`), key: path.join(dir, `${name}.key`) };
   };
+  return { dir, ca: fs.readFileSync(path.join(dir, 'ca.pem')), cert,
+    remove: () => fs.rmSync(dir, { recursive: true, force: true }) };
 }
 
-module.exports = { makeCerts };
+// One https request trusting ca only; resolves {status, text, json, peerCN}.
+function httpsRequest(url, ca, { method = 'GET', headers = {}, body } = {}) {
+  return new Promise((resolve, reject) => {
+    const req = https.request(url, { method, ca, headers, agent: false }, (res) => {
+      let text = '';
+      const peerCN = res.socket.getPeerCertificate().subject?.CN;
+      res.on('data', (d) => { text += d; });
+      res.on('end', () => {
+        let json;
+        try { json = JSON.parse(text); } catch { json = undefined; }
+        resolve({ status: res.statusCode, text, json, peerCN });
+      });
+    });
+    req.on('error', reject);
+    if (body !== undefined) req.end(typeof body === 'string' ? body : JSON.stringify(body));
+    else req.end();
+  });
+}
+
+// The subject CN of the certificate a new TLS connection to port gets (trusting ca).
+function peerCN(port, ca) {
+  return new Promise((resolve, reject) => {
+    const s = tls.connect({ host: '127.0.0.1', port, ca, servername: 'localhost' }, () => {
+      const cn = s.getPeerCertificate().subject.CN;
+      s.end();
+      resolve(cn);
+    });
+    s.on('error', reject);
+  });
+}
+
+module.exports = { makeCa, httpsRequest, peerCN };
