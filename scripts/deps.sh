@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 PKGS=(build-essential cmake ninja-build pkg-config git
       libuv1-dev libwebsockets-dev libwebsockets-evlib-uv libhiredis-dev libcjson-dev
-      libjwt-dev libssl-dev libcmocka-dev redis-server redis-tools
+      libjwt-dev libssl-dev libcurl4-openssl-dev libcmocka-dev redis-server redis-tools
       nodejs npm python3 python3-redis curl clang libclang-rt-14-dev
       prometheus   # promtool: the e2e tests validate both /metrics outputs with a real parser
       chromium     # headless browser of the dashboard's e2e test (driven by npm playwright-core)

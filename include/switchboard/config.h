@@ -27,8 +27,13 @@ typedef struct {
 } sb_redis_tls_t;
 
 /* Where Redis is. Either unix_path is set, or host/port (host NULL: SB_REDIS_DEFAULT_HOST).
- * The address is final: whoever finds Redis some other way (a Sentinel) fills host/port
- * before a client connects (see sb_conn_open in conn.h). */
+ * With sentinels set, host/port are ignored: the master named sentinel_master is found through
+ * the Sentinels before every connection (sentinel.h); with sentinels set and no master name the
+ * connection goes to a Sentinel itself (used to watch for failovers). With rest_url set, the
+ * blocking client (sb_redis_t) talks to Upstash's REST API instead (no held connection: no
+ * SUBSCRIBE, no blocking reads); the gateway's async client does not take such an address.
+ * TLS options apply to the master and to the Sentinels alike (conn.h: the address given to
+ * sb_conn_open is the one resolved through the Sentinels). */
 typedef struct {
     char *host;
     int port;
@@ -36,6 +41,11 @@ typedef struct {
     char *user;     /* ACL user, NULL for the default user */
     char *password; /* NULL when no AUTH is needed */
     int db;
+    char *sentinels;         /* "host:port,host:port,...", NULL: no Sentinel */
+    char *sentinel_master;   /* the master's name at the Sentinels */
+    char *sentinel_password; /* AUTH for the Sentinels, NULL for none */
+    char *rest_url;          /* Upstash REST URL: the blocking client speaks HTTPS (rest.h) */
+    char *rest_token;        /* its Bearer token */
     sb_redis_tls_t tls; /* TCP only */
 } sb_redis_addr_t;
 

@@ -19,10 +19,8 @@
 #include "switchboard/ratelimit.h"
 #include "switchboard/submit.h"
 #include "switchboard/jwt.h"
-#include "switchboard/jwt_cache.h"
 #include "switchboard/random.h"
 #include "switchboard/prom.h"
-#include "switchboard/router.h"
 #include "switchboard/utf8.h"
 #include "switchboard/version.h"
 

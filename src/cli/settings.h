@@ -35,6 +35,8 @@ typedef struct {
     char *job_types;        /* JOB_TYPES: comma-separated types the gateway accepts */
     int rate_limit;         /* requests per window per user */
     int rate_window;        /* seconds */
+    int wait_replicas;      /* REDIS_WAIT_REPLICAS: 202 only once WAIT confirms N replicas */
+    int wait_timeout_ms;    /* REDIS_WAIT_TIMEOUT_MS: WAIT's timeout */
     int sio_connect_rate;   /* Socket.IO CONNECTs per user per minute (0 = no limit) */
     int sio_connect_rate_ip; /* Engine.IO sessions per client address per minute (0 = none) */
     /* jobs and agents */

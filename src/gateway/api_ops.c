@@ -5,9 +5,9 @@
 #include "gateway/api.h"
 #include "gateway/gateway.h"
 #include "gateway/presence_watch.h"
-#include "gateway/socketio.h"
+#include "gateway/socketio/socketio.h"
 #include "switchboard/clock.h"
-#include "switchboard/jwt_cache.h"
+#include "gateway/jwt_cache.h"
 #include "switchboard/prom.h"
 #include "switchboard/version.h"
 

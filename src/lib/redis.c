@@ -6,6 +6,9 @@
  * with what we read. Plain TCP costs the same system calls as hiredis's redisContext did (one
  * write, then read until a reply is complete); TLS swaps read/write for SSL_read/SSL_write.
  *
+ * With Sentinels the address is resolved (sb_redis_target) before every connection; with an
+ * Upstash REST URL the commands go over HTTPS instead (rest.h, at the end of this file).
+ *
  * The connection is dropped as soon as an I/O or protocol error happens (the stream is then
  * out of step), so "connected" always means "the last command worked". sb_redis_ensure()
  * owns reconnecting: capped exponential backoff, one log line when the connection is lost and
@@ -30,6 +33,8 @@
 #include "switchboard/fmt.h"
 #include "switchboard/log.h"
 #include "switchboard/redis.h"
+#include "switchboard/sentinel.h"
+#include "rest.h"
 
 #define SB_REDIS_CONNECT_TIMEOUT_MS 2000
 #define SB_REDIS_BACKOFF_MIN_MS 100
@@ -49,7 +54,17 @@ struct sb_redis {
     int backoff_ms;         /* wait before the next reconnect; grows while connections flap */
     int64_t connected_at;   /* monotonic ms of the last successful connect */
     size_t deferred;        /* replies of sb_redis_send_deferred() not read yet */
+    char server[300];       /* with Sentinels: the master last connected to, "" before */
+    sb_rest_t *rest;        /* Upstash REST transport instead of conn (rest.h), or NULL */
+    int rest_up;            /* REST: the last request worked */
 };
+
+/* The Upstash REST transport's side of the calls below (at the end of this file). */
+static int sb_redis_rest_connect(sb_redis_t *r, char *err, size_t errlen);
+static redisReply *sb_redis_rest_vcmd(sb_redis_t *r, const char *fmt, va_list ap);
+static redisReply *sb_redis_rest_argv(sb_redis_t *r, int argc, const char **argv,
+                                      const size_t *lens);
+static int sb_redis_rest_pipeline(sb_redis_t *r, const sb_batch_t *b, redisReply **replies);
 
 sb_redis_t *sb_redis_create(const sb_redis_addr_t *addr, const char *component) {
     sb_redis_t *r = calloc(1, sizeof *r);
@@ -59,7 +74,21 @@ sb_redis_t *sb_redis_create(const sb_redis_addr_t *addr, const char *component) 
         return NULL;
     }
     snprintf(r->component, sizeof r->component, "%s", component ? component : "redis");
+    if (addr->rest_url &&
+        !(r->rest = sb_rest_create(addr->rest_url, addr->rest_token ? addr->rest_token : ""))) {
+        sb_redis_free(r);
+        return NULL;
+    }
     return r;
+}
+
+void sb_redis_free(sb_redis_t *r) {
+    if (!r) return;
+    sb_redis_disconnect(r);
+    free(r->obuf);
+    sb_rest_free(r->rest);
+    sb_redis_addr_free(&r->addr);
+    free(r);
 }
 
 void sb_redis_disconnect(sb_redis_t *r) {
@@ -69,22 +98,16 @@ void sb_redis_disconnect(sb_redis_t *r) {
     r->reader = NULL;
     r->opos = r->olen = 0;
     r->deferred = 0;
+    r->rest_up = 0;
 }
 
-void sb_redis_free(sb_redis_t *r) {
-    if (!r) return;
-    sb_redis_disconnect(r);
-    free(r->obuf);
-    sb_redis_addr_free(&r->addr);
-    free(r);
-}
-
-int sb_redis_connected(const sb_redis_t *r) { return r->conn != NULL; }
+int sb_redis_connected(const sb_redis_t *r) { return r->conn != NULL || r->rest_up; }
 
 int sb_redis_is_tls(const sb_redis_t *r) { return r->conn && sb_conn_is_tls(r->conn); }
 
 void sb_redis_set_timeout(sb_redis_t *r, int ms) {
     r->timeout_ms = ms;
+    if (r->rest) sb_rest_set_timeout(r->rest, ms);
     if (r->conn) sb_conn_set_blocking(r->conn, ms);
 }
 
@@ -186,23 +209,24 @@ static redisReply *sb_redis_setup_cmd(sb_redis_t *r, const char *fmt, ...) {
     return rep;
 }
 
-/* AUTH and SELECT on a fresh connection; over TLS a PING when neither is needed, because a
+/* AUTH and SELECT on a fresh connection, with the credentials of the server reached (to); over TLS a PING when neither is needed, because a
  * TLS 1.3 server refuses a client certificate only after the handshake: the refusal is then a
  * connect error ("tlsv13 alert certificate required"), not a lost first command. */
-static int sb_redis_handshake(sb_redis_t *r, char *err, size_t errlen) {
+static int sb_redis_handshake(sb_redis_t *r, const sb_redis_addr_t *to, char *err,
+                              size_t errlen) {
     redisReply *rep = NULL;
-    if (sb_conn_is_tls(r->conn) && !r->addr.password && !r->addr.db) {
+    if (sb_conn_is_tls(r->conn) && !to->password && !to->db) {
         if (!(rep = sb_redis_setup_cmd(r, "PING")) || rep->type == REDIS_REPLY_ERROR) goto fail;
         freeReplyObject(rep);
     }
-    if (r->addr.password) {
-        rep = r->addr.user ? sb_redis_setup_cmd(r, "AUTH %s %s", r->addr.user, r->addr.password)
-                           : sb_redis_setup_cmd(r, "AUTH %s", r->addr.password);
+    if (to->password) {
+        rep = to->user ? sb_redis_setup_cmd(r, "AUTH %s %s", to->user, to->password)
+                           : sb_redis_setup_cmd(r, "AUTH %s", to->password);
         if (!rep || rep->type == REDIS_REPLY_ERROR) goto fail;
         freeReplyObject(rep);
     }
-    if (r->addr.db) {
-        rep = sb_redis_setup_cmd(r, "SELECT %d", r->addr.db);
+    if (to->db) {
+        rep = sb_redis_setup_cmd(r, "SELECT %d", to->db);
         if (!rep || rep->type == REDIS_REPLY_ERROR) goto fail;
         freeReplyObject(rep);
     }
@@ -213,25 +237,44 @@ fail:
     return SB_EREDIS;
 }
 
-/* ---- connecting ------------------------------------------------------------------------- */
+/* The address to connect to now: a copy of r's, or the master found through the Sentinels
+ * (sentinel.h), logging when it moved. Returns 0 (free *to), or an error with err. */
+static int sb_redis_target(sb_redis_t *r, sb_redis_addr_t *to, char *err, size_t errlen) {
+    if (!sb_sentinel_enabled(&r->addr)) return sb_redis_addr_copy(to, &r->addr);
+    int rc = sb_sentinel_resolve(&r->addr, to, err, errlen);
+    if (rc != SB_OK) return rc;
+    char now[sizeof r->server];
+    sb_redis_addr_str(to, now, sizeof now);
+    if (r->server[0] && strcmp(r->server, now) != 0)
+        sb_info(r->component, "redis master '%s' moved from %s to %s: following the failover",
+                r->addr.sentinel_master ? r->addr.sentinel_master : "(sentinel)", r->server, now);
+    snprintf(r->server, sizeof r->server, "%s", now);
+    return SB_OK;
+}
 
 int sb_redis_connect(sb_redis_t *r, char *err, size_t errlen) {
     sb_redis_disconnect(r);
-    /* Sentinel: resolve the master into an address here, and connect to that (conn.h) */
-    r->conn = sb_conn_connect(&r->addr, SB_REDIS_CONNECT_TIMEOUT_MS, err, errlen);
-    if (!r->conn) return SB_EREDIS;
-    r->reader = redisReaderCreate();
-    if (!r->reader || sb_conn_set_blocking(r->conn, r->timeout_ms) != SB_OK) {
-        snprintf(err, errlen, "%s", r->reader ? strerror(errno) : "out of memory");
-        sb_redis_disconnect(r);
-        return r->reader ? SB_EREDIS : SB_ENOMEM;
+    if (r->rest) return sb_redis_rest_connect(r, err, errlen);
+    sb_redis_addr_t to;
+    int rc = sb_redis_target(r, &to, err, errlen); /* with Sentinels: the master, now */
+    if (rc != SB_OK) return rc;
+    r->conn = sb_conn_connect(&to, SB_REDIS_CONNECT_TIMEOUT_MS, err, errlen);
+    r->reader = r->conn ? redisReaderCreate() : NULL;
+    if (!r->conn) {
+        rc = SB_EREDIS;
+    } else if (!r->reader) {
+        snprintf(err, errlen, "out of memory");
+        rc = SB_ENOMEM;
+    } else if (sb_conn_set_blocking(r->conn, r->timeout_ms) != SB_OK) {
+        snprintf(err, errlen, "%s", strerror(errno));
+        rc = SB_EREDIS;
+    } else {
+        rc = sb_redis_handshake(r, &to, err, errlen);
     }
-    if (sb_redis_handshake(r, err, errlen) != SB_OK) {
-        sb_redis_disconnect(r);
-        return SB_EREDIS;
-    }
-    r->connected_at = sb_mono_ms();
-    return SB_OK;
+    if (rc == SB_OK) r->connected_at = sb_mono_ms();
+    else sb_redis_disconnect(r);
+    sb_redis_addr_free(&to);
+    return rc;
 }
 
 /* Capped exponential backoff: 0 → 100 ms → 200 ms … → 5 s. */
@@ -242,7 +285,7 @@ static int sb_backoff_next(int ms) {
 
 int sb_redis_ensure(sb_redis_t *r, const atomic_int *stop) {
     char err[256], where[300];
-    while (!r->conn) {
+    while (!sb_redis_connected(r)) {
         if (r->backoff_ms && sb_sleep_ms(r->backoff_ms, stop) != SB_OK) return SB_ECANCELED;
         if (stop && atomic_load(stop)) return SB_ECANCELED;
         if (sb_redis_connect(r, err, sizeof err) == SB_OK) {
@@ -261,7 +304,7 @@ int sb_redis_ensure(sb_redis_t *r, const atomic_int *stop) {
     return SB_OK;
 }
 
-/* After a failed call: log the loss once and drop the connection. */
+/* After a failed call: log the loss once and drop the context. */
 static void sb_redis_broken(sb_redis_t *r) {
     if (!r->lost)
         sb_warn(r->component, "redis connection lost: %s",
@@ -275,11 +318,20 @@ static void sb_redis_broken(sb_redis_t *r) {
     sb_redis_disconnect(r);
 }
 
-/* ---- commands ---------------------------------------------------------------------------- */
+/* With Sentinels, a READONLY reply means the server was demoted: drop the connection so the
+ * next ensure finds the master again (the caller still gets the reply). */
+static void sb_redis_check_demoted(sb_redis_t *r, const redisReply *reply) {
+    if (!r->conn || !sb_sentinel_enabled(&r->addr) || !sb_sentinel_readonly(reply)) return;
+    sb_warn(r->component, "redis at %s is a replica now (READONLY): finding the master through "
+            "the Sentinels", r->server);
+    r->lost = 1;
+    r->backoff_ms = 0;
+    sb_redis_disconnect(r);
+}
 
 /* Reads and drops the replies of earlier deferred sends (whatever was appended since is
- * written first, so they share a write). A Redis error among them is logged. Returns REDIS_OK
- * or REDIS_ERR (I/O: the caller drops the connection). */
+ * written first, so they share a write). A Redis error among them is logged. Returns REDIS_OK or
+ * REDIS_ERR (I/O: the caller drops the connection). */
 static int sb_redis_drain(sb_redis_t *r) {
     while (r->deferred > 0) {
         void *rep = NULL;
@@ -288,7 +340,12 @@ static int sb_redis_drain(sb_redis_t *r) {
         redisReply *x = rep;
         if (x->type == REDIS_REPLY_ERROR)
             sb_warn(r->component, "a deferred redis command failed: %s", x->str);
+        int demoted = sb_sentinel_enabled(&r->addr) && sb_sentinel_readonly(x);
         freeReplyObject(x);
+        if (demoted) {
+            snprintf(r->errstr, sizeof r->errstr, "the server is a replica now (READONLY)");
+            return REDIS_ERR;
+        }
     }
     return REDIS_OK;
 }
@@ -300,12 +357,19 @@ static redisReply *sb_redis_reply(sb_redis_t *r) {
         sb_redis_broken(r);
         return NULL;
     }
+    sb_redis_check_demoted(r, rep);
     return rep;
 }
 
 redisReply *sb_redis_cmd(sb_redis_t *r, const char *fmt, ...) {
-    if (!r->conn) return NULL;
     va_list ap;
+    if (r->rest) {
+        va_start(ap, fmt);
+        redisReply *rep = sb_redis_rest_vcmd(r, fmt, ap);
+        va_end(ap);
+        return rep;
+    }
+    if (!r->conn) return NULL;
     va_start(ap, fmt);
     int rc = sb_redis_appendv(r, fmt, ap);
     va_end(ap);
@@ -320,6 +384,7 @@ redisReply *sb_redis_cmd(sb_redis_t *r, const char *fmt, ...) {
 static int sb_redis_append_argv(sb_redis_t *r, int argc, const char **argv, const size_t *lens);
 
 redisReply *sb_redis_cmdargv(sb_redis_t *r, int argc, const char **argv, const size_t *lens) {
+    if (r->rest) return sb_redis_rest_argv(r, argc, argv, lens);
     if (!r->conn) return NULL;
     if (sb_redis_append_argv(r, argc, argv, lens) != REDIS_OK) {
         sb_redis_broken(r);
@@ -495,13 +560,18 @@ static int sb_batch_push(sb_batch_t *b, char *buf, long long len) {
     return sb_batch_take(b, buf, (size_t)len);
 }
 
-int sb_batch_add(sb_batch_t *b, const char *fmt, ...) {
+static int sb_batch_vadd(sb_batch_t *b, const char *fmt, va_list ap) {
     char *buf = NULL;
+    int len = redisvFormatCommand(&buf, fmt, ap);
+    return sb_batch_push(b, buf, len);
+}
+
+int sb_batch_add(sb_batch_t *b, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    int len = redisvFormatCommand(&buf, fmt, ap);
+    int rc = sb_batch_vadd(b, fmt, ap);
     va_end(ap);
-    return sb_batch_push(b, buf, len);
+    return rc;
 }
 
 int sb_batch_addargv(sb_batch_t *b, int argc, const char **argv, const size_t *lens) {
@@ -536,6 +606,7 @@ static int sb_redis_append(sb_redis_t *r, const sb_batch_t *b) {
 
 int sb_redis_pipeline(sb_redis_t *r, const sb_batch_t *b, redisReply **replies) {
     for (size_t i = 0; i < b->n; i++) replies[i] = NULL;
+    if (r->rest) return sb_redis_rest_pipeline(r, b, replies);
     if (!r->conn) return SB_EREDIS;
     if (sb_redis_append(r, b) != REDIS_OK) goto broken;
     if (sb_redis_drain(r) != REDIS_OK) goto broken;
@@ -544,6 +615,7 @@ int sb_redis_pipeline(sb_redis_t *r, const sb_batch_t *b, redisReply **replies) 
         if (sb_redis_get_reply(r, &rep) != REDIS_OK) goto broken;
         replies[i] = rep;
     }
+    for (size_t i = 0; i < b->n; i++) sb_redis_check_demoted(r, replies[i]);
     return SB_OK;
 broken:
     sb_replies_free(replies, b->n);
@@ -552,6 +624,15 @@ broken:
 }
 
 int sb_redis_send_deferred(sb_redis_t *r, const sb_batch_t *b) {
+    if (r->rest) { /* no connection to leave replies on: run it now, errors logged */
+        redisReply *replies[b->n ? b->n : 1];
+        int rc = sb_redis_rest_pipeline(r, b, replies);
+        for (size_t i = 0; rc == SB_OK && i < b->n; i++)
+            if (replies[i]->type == REDIS_REPLY_ERROR)
+                sb_warn(r->component, "a deferred redis command failed: %s", replies[i]->str);
+        if (rc == SB_OK) sb_replies_free(replies, b->n);
+        return rc;
+    }
     if (!r->conn) return SB_EREDIS;
     /* blocking socket: one write unless the kernel buffer is full */
     if (sb_redis_append(r, b) != REDIS_OK || sb_redis_flush(r) != REDIS_OK) goto broken;
@@ -638,3 +719,56 @@ int sb_reply_is_error(const redisReply *reply) {
 }
 
 int sb_reply_ok(const redisReply *reply) { return !sb_reply_is_error(reply); }
+
+/* ---- Upstash REST transport (rest.h) ------------------------------------------------------ */
+
+/* Every command goes through sb_rest_run as a batch; a failed request counts as a lost
+ * connection (logged once, sb_redis_ensure "reconnects" with a PING). */
+static int sb_redis_rest_pipeline(sb_redis_t *r, const sb_batch_t *b, redisReply **replies) {
+    char err[300];
+    if (!r->rest_up) return SB_EREDIS;
+    int rc = sb_rest_run(r->rest, b, replies, err, sizeof err);
+    if (rc == SB_EREDIS) {
+        if (!r->lost) sb_warn(r->component, "redis connection lost: %s", err);
+        r->lost = 1;
+        r->rest_up = 0;
+    } else if (rc != SB_OK) {
+        sb_warn(r->component, "%s", err);
+    }
+    return rc;
+}
+
+/* Runs the one command of b (freed here) and returns its reply, or NULL. */
+static redisReply *sb_redis_rest_one(sb_redis_t *r, sb_batch_t *b, int rc) {
+    redisReply *rep = NULL;
+    if (rc == SB_OK && sb_redis_rest_pipeline(r, b, &rep) != SB_OK) rep = NULL;
+    sb_batch_free(b);
+    return rep;
+}
+
+static redisReply *sb_redis_rest_vcmd(sb_redis_t *r, const char *fmt, va_list ap) {
+    sb_batch_t *b = sb_batch_create();
+    return sb_redis_rest_one(r, b, b ? sb_batch_vadd(b, fmt, ap) : SB_ENOMEM);
+}
+
+static redisReply *sb_redis_rest_argv(sb_redis_t *r, int argc, const char **argv,
+                                      const size_t *lens) {
+    sb_batch_t *b = sb_batch_create();
+    return sb_redis_rest_one(r, b, b ? sb_batch_addargv(b, argc, argv, lens) : SB_ENOMEM);
+}
+
+/* "Connecting" is a PING that must come back: URL, token and service all work. */
+static int sb_redis_rest_connect(sb_redis_t *r, char *err, size_t errlen) {
+    sb_batch_t *b = sb_batch_create();
+    redisReply *rep = NULL;
+    int rc = b ? sb_batch_add(b, "PING") : SB_ENOMEM;
+    if (rc == SB_OK) rc = sb_rest_run(r->rest, b, &rep, err, errlen);
+    sb_batch_free(b);
+    if (rc == SB_OK && rep->type == REDIS_REPLY_ERROR) {
+        snprintf(err, errlen, "%s", rep->str);
+        rc = SB_EREDIS;
+    }
+    if (rep) freeReplyObject(rep);
+    if (rc == SB_OK) r->rest_up = 1;
+    return rc == SB_OK ? SB_OK : SB_EREDIS;
+}

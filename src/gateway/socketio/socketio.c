@@ -8,19 +8,19 @@
 #include <stdlib.h>
 #include <string.h>
 #include "gateway/catchup.h"
-#include "gateway/eio.h"
+#include "gateway/socketio/eio.h"
 #include "gateway/gateway.h"
 #include "gateway/http.h"
 #include "gateway/interop.h"
 #include "gateway/ratemap.h"
 #include "gateway/replay.h"
-#include "gateway/sio.h"
-#include "gateway/socketio.h"
+#include "gateway/socketio/sio.h"
+#include "gateway/socketio/socketio.h"
 #include "gateway/subscriber.h"
 #include "switchboard/clock.h"
 #include "switchboard/error.h"
 #include "switchboard/job.h"
-#include "switchboard/jwt_cache.h"
+#include "gateway/jwt_cache.h"
 #include "switchboard/log.h"
 
 #define SB_SOCKETIO_TICK_MS 250 /* heartbeat timer period (the core wants ≥ 1 per second) */
