@@ -73,6 +73,7 @@ int sb_cmd_agent(sb_config_t *cfg) {
     sb_agent_hooks_t hooks = {sb_agent_side_start, sb_agent_side_stop, &side};
     sb_agent_opts_t o;
     sb_agent_opts_from(cfg, &o);
+    sb_cli_warn_eviction(cfg, "agent");
     int has_exec = cfg->exec_cmd && *cfg->exec_cmd;
     int has_worker = cfg->worker_cmd && *cfg->worker_cmd;
     if (has_exec && has_worker) {
