@@ -3,10 +3,29 @@
  *
  * Threads: `concurrency` workers, each with its own Redis connection, loop on
  *   BLMOVE agent:{type}:jobs agent:{type}:processing:{agentId} RIGHT LEFT 1
- * and one maintenance thread heartbeats presence (agent:online:{agentId}, department
- * "workers") and periodically returns the processing lists of agents whose presence expired
- * to the consuming end of the queue. Workers take nothing until the first heartbeat landed,
- * so a live agent's jobs are never mistaken for a dead one's.
+ * and one maintenance thread renews the agent's job lease, heartbeats its presence
+ * (agent:online:{agentId}, department "workers") and returns the processing lists of dead
+ * agents to the consuming end of the queue. Workers take nothing until the first lease renewal
+ * and heartbeat landed, so a live agent's jobs are never mistaken for a dead one's.
+ *
+ * Job ownership lease: the sorted set agent:{type}:leases maps each agent id to the end of its
+ * lease, in Redis server time (TIME inside the scripts, so agents' clocks do not matter). The
+ * maintenance thread renews it every lease_renew_ms (default 5 s) to now + lease_ms (default
+ * 15 s), whatever the workers are doing, so a job of any length stays with a live agent. Every
+ * renewal interval each agent lists the lapsed entries (ZRANGEBYSCORE) and, for each, moves
+ * that agent's processing list back to the queue and removes the entry, in one script that
+ * checks the lease again. A `kill -9`ed agent's jobs are thus back on the queue within
+ * lease_ms + lease_renew_ms (20 s by default). Presence keeps seed 004's TTLs and is not used
+ * for agents that hold a lease.
+ * Agents of earlier versions never write a lease: a processing list whose agent has no entry
+ * is judged by its presence key as before, by a SCAN of agent:{type}:processing:* every
+ * recovery_s. An agent that stalls past its lease (SIGSTOP, a frozen VM) may find its jobs
+ * run elsewhere; its own late finish is then refused by the LREM guard below, and it logs
+ * that its lease lapsed.
+ * Safeguards: no recovery of other agents while Redis is lost; after Redis was lost or
+ * stalled (a call over 1 s), or while Redis has been up for less than the wait, lapsed leases
+ * are acted on only after one lease_ms, and expired presence only after one presence TTL:
+ * live agents get time to write their keys again.
  *
  * Round trips: under load a worker takes with a script (LMOVE + GET) instead of BLMOVE, sends
  * the `processing` update without waiting (its replies are read with the next command), and
@@ -22,6 +41,7 @@
 
 #include <stdatomic.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <cjson/cJSON.h>
 #include "switchboard/config.h"
 #include "switchboard/job.h"
@@ -52,6 +72,7 @@ extern const double sb_agent_buckets[SB_AGENT_NBUCKETS];
 typedef struct {
     unsigned long long done, failed, retries, recovered, bad_records, requeued;
     unsigned long long refused; /* Redis answers LOADING, BUSY...: the command is sent again */
+    unsigned long long checks;  /* looks for jobs of dead agents (lease checks and scans) */
     unsigned long long duration_count;
     double duration_sum;
     unsigned long long duration_bucket[SB_AGENT_NBUCKETS]; /* cumulative counts */
@@ -60,10 +81,40 @@ typedef struct {
 
 typedef struct sb_agent sb_agent_t;
 
-/* Creates an agent for cfg->job_type (cfg is copied where needed and must outlive nothing).
- * Returns NULL with a reason in err. */
-sb_agent_t *sb_agent_create(const sb_config_t *cfg, sb_handler_cb cb, void *user, char *err,
-                            size_t errlen);
+/* A monotonic clock in milliseconds, for the agent's schedules: heartbeats, recovery scans and
+ * the grace after an outage follow it (durations of Redis calls, job timings and retry waits
+ * use the real clock). Tests pass one they move by hand. */
+typedef int64_t (*sb_agent_clock_cb)(void *ctx);
+
+/* What an agent does, apart from where Redis is. Fill it with sb_agent_opts_init, then change
+ * what you need; sb_agent_create copies what it keeps. */
+typedef struct {
+    const char *type;         /* job type: keys agent:{type}:... (required) */
+    const char *agent_id;     /* NULL: sb_agent_default_id() */
+    int concurrency;          /* jobs run at once (worker threads) */
+    int max_attempts;         /* attempts before a job fails for good */
+    int retry_backoff_ms;     /* wait before attempt n+1: this × n, capped, plus <= 25 % jitter */
+    int retry_backoff_max_ms; /* the cap */
+    int status_ttl_s;         /* presence TTL (AGENT_STATUS_TTL) */
+    int heartbeat_s;          /* seconds between presence heartbeats; below status_ttl_s */
+    int recovery_s;           /* seconds between scans of all processing lists */
+    int lease_ms;             /* job ownership lease (JOB_LEASE_TTL): our jobs are ours while
+                               * it runs; renewed every lease_renew_ms, whatever the jobs do */
+    int lease_renew_ms;       /* 0: lease_ms / 3; must be below lease_ms */
+    int shutdown_grace_s;     /* sb_agent_run: seconds running jobs get on SIGTERM */
+    sb_agent_clock_cb clock;  /* NULL: sb_mono_ms */
+    void *clock_ctx;          /* given to clock */
+} sb_agent_opts_t;
+
+/* Defaults (those of the settings table): type "rebalance", id NULL, concurrency 1, 3 attempts,
+ * backoff 1000 ms capped at 30000 ms, presence TTL 300 s with a heartbeat every 180 s,
+ * scans every 30 s, a 15000 ms lease renewed every 5000 ms, grace 30 s, the real clock. */
+void sb_agent_opts_init(sb_agent_opts_t *o);
+
+/* Creates an agent for o->type that connects to redis (both are copied; neither needs to
+ * outlive the call). Returns NULL with a reason in err for bad options or no memory. */
+sb_agent_t *sb_agent_create(const sb_redis_addr_t *redis, const sb_agent_opts_t *o,
+                            sb_handler_cb cb, void *user, char *err, size_t errlen);
 /* Starts the threads. Returns 0 or SB_ERR. */
 int sb_agent_start(sb_agent_t *a);
 /* Asks the workers to stop taking jobs (returns at once). */
@@ -81,7 +132,8 @@ void sb_agent_default_id(char *buf, size_t len);
 
 /* Runs an agent until SIGTERM or SIGINT, then shuts down gracefully. Blocks those signals in
  * the calling thread (call it before starting other threads). Returns 0 on a clean stop. */
-int sb_agent_run(const sb_config_t *cfg, sb_handler_cb cb, void *user);
+int sb_agent_run(const sb_redis_addr_t *redis, const sb_agent_opts_t *o, sb_handler_cb cb,
+                 void *user);
 
 /* Optional companions of a running agent (e.g. a /metrics listener). started(a, ctx) runs once
  * the agent's threads run (threads it starts inherit the blocked signals); a non-zero return
@@ -93,7 +145,7 @@ typedef struct {
     void *ctx;
 } sb_agent_hooks_t;
 /* sb_agent_run with hooks (NULL: none). */
-int sb_agent_run_hooks(const sb_config_t *cfg, sb_handler_cb cb, void *user,
-                       const sb_agent_hooks_t *hooks);
+int sb_agent_run_hooks(const sb_redis_addr_t *redis, const sb_agent_opts_t *o, sb_handler_cb cb,
+                       void *user, const sb_agent_hooks_t *hooks);
 
 #endif

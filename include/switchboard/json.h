@@ -23,6 +23,15 @@ cJSON *sb_json_parse(const char *buf, size_t len);
  * allocated. */
 const char *sb_json_duplicate_key(const cJSON *item);
 
+/* 1 when a string of the JSON text buf[0..len) (one sb_json_parse accepted) holds U+0000,
+ * written as the escape \u0000 or as a raw NUL byte, else 0. cJSON keeps strings as C strings
+ * and would cut such a string short at the NUL, silently, so input holding one is refused
+ * rather than altered. On 1, member (cap bytes, NUL-terminated, cut to fit) receives the name
+ * of the member the string belongs to as written in the text (the name itself when it is the
+ * name that holds the NUL; the enclosing member's name for an array element; "" at the top
+ * level). Never fails, never allocates. */
+int sb_json_nul_member(const char *buf, size_t len, char *member, size_t cap);
+
 const char *sb_json_str(const cJSON *obj, const char *name);   /* string member or NULL */
 /* Number member into *out; returns 0, or SB_EINVAL if missing / not a finite number. */
 int sb_json_num(const cJSON *obj, const char *name, double *out);

@@ -2,9 +2,12 @@
  *
  * Verification checks, in order: size cap, three base64url segments, a header whose `alg` is
  * exactly "HS256" (so `none`, HS384/HS512 and every asymmetric algorithm are refused before
- * libjwt sees the token), the HMAC signature with libjwt, then the claims ourselves (libjwt
- * 1.10 checks neither exp nor nbf): `exp` a number in the future, `nbf` (if present) not in
- * the future, `role` one of user | agent | admin. Both verify and mint are pure functions of
+ * libjwt sees the token) and that has no `crit` (no extension is understood), header and
+ * claims that are UTF-8 JSON objects with no member name twice and no \u0000 (libjwt would
+ * keep the last of two names, cJSON the first), the HMAC signature with libjwt, then the
+ * claims ourselves, read from the signed bytes (libjwt 1.10 checks neither exp nor nbf):
+ * `exp` a number in the future, `nbf` (if present) not in the future, `role` one of
+ * user | agent | admin. Both verify and mint are pure functions of
  * their arguments: no globals, nothing printed. */
 #ifndef SB_JWT_H
 #define SB_JWT_H

@@ -72,7 +72,8 @@ void sb_proc_result_close(sb_proc_result_t *res); /* frees out/err; NULL is fine
 /* "NAME=value" (value NULL: empty) for sb_proc_opts_t.env; malloc'd, NULL on ENOMEM. */
 char *sb_proc_env_entry(const char *name, const char *value);
 
-/* The end of stderr, trailing newlines and spaces trimmed, into dst (len > 0). */
+/* The end of stderr, trailing newlines and spaces trimmed, into dst (len > 0). When the cut
+ * falls inside a UTF-8 character, the tail starts at the next one. */
 void sb_proc_err_tail(const sb_proc_result_t *res, char *dst, size_t len);
 
 #endif

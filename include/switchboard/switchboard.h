@@ -23,6 +23,7 @@
 #include "switchboard/random.h"
 #include "switchboard/prom.h"
 #include "switchboard/router.h"
+#include "switchboard/utf8.h"
 
 #define SB_VERSION "0.1.0"
 

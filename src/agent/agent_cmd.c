@@ -28,14 +28,32 @@ static void sb_agent_side_stop(void *ctx) {
     side->metrics = NULL;
 }
 
+/* The agent's options from the settings. */
+static void sb_agent_opts_from(const sb_config_t *cfg, sb_agent_opts_t *o) {
+    sb_agent_opts_init(o);
+    o->type = cfg->job_type;
+    o->agent_id = cfg->agent_id;
+    o->concurrency = cfg->concurrency;
+    o->max_attempts = cfg->max_attempts;
+    o->retry_backoff_ms = cfg->retry_backoff_ms;
+    o->retry_backoff_max_ms = cfg->retry_backoff_max_ms;
+    o->status_ttl_s = cfg->agent_status_ttl;
+    o->heartbeat_s = cfg->heartbeat_interval;
+    o->recovery_s = cfg->recovery_interval;
+    o->lease_ms = cfg->job_lease * 1000;
+    o->shutdown_grace_s = cfg->shutdown_grace;
+}
+
 int sb_cmd_agent(sb_config_t *cfg) {
     sb_exec_opts_t exec = {.cmd = cfg->exec_cmd, .timeout_s = cfg->job_timeout};
     sb_agent_side_t side = {.cfg = cfg};
     sb_agent_hooks_t hooks = {sb_agent_side_start, sb_agent_side_stop, &side};
+    sb_agent_opts_t o;
+    sb_agent_opts_from(cfg, &o);
     if (cfg->exec_cmd && *cfg->exec_cmd)
-        return sb_agent_run_hooks(cfg, sb_handler_exec, &exec, &hooks);
+        return sb_agent_run_hooks(&cfg->redis, &o, sb_handler_exec, &exec, &hooks);
     if (strcmp(cfg->job_type, "rebalance") == 0)
-        return sb_agent_run_hooks(cfg, sb_handler_rebalance, NULL, &hooks);
+        return sb_agent_run_hooks(&cfg->redis, &o, sb_handler_rebalance, NULL, &hooks);
     sb_error("agent", "no built-in handler for type '%s': give one with --exec CMD",
              cfg->job_type);
     return 2;

@@ -75,6 +75,8 @@ static const sb_setting_t sb_settings[] = {
      "chats a person agent takes at once (presence assign)"},
     {"RECOVERY_INTERVAL", "recovery-interval", SB_SET_INT, OFF(recovery_interval), 1, 86400,
      "30", "seconds between scans for jobs of dead agents"},
+    {"JOB_LEASE_TTL", "job-lease", SB_SET_INT, OFF(job_lease), 1, 3600, "15",
+     "job ownership lease, s: a dead agent's jobs return after it (renewed every third)"},
     {"METRICS_PORT", "metrics-port", SB_SET_INT, OFF(metrics_port), 0, 65535, "0",
      "agent Prometheus port (0 = off)"},
     {"SB_DATA_DIR", "data-dir", SB_SET_STR, OFF(data_dir), 0, 0, ".run",

@@ -14,6 +14,78 @@
 
 #include <stdio.h>
 #include "switchboard/config.h"
+#include "switchboard/log.h"
+
+/* The settings of every verb (each verb reads the ones in its row of the verb table). */
+#define SB_CONFIG_MAX_ARGS 32
+
+typedef struct {
+    sb_redis_addr_t redis;
+    int redis_explicit;     /* some REDIS_* variable or --redis-* flag was given */
+    int bind_explicit;      /* BIND or --bind was given (`up` listens on loopback otherwise) */
+    /* gateway */
+    char *bind;             /* listen address of the gateway */
+    int port;               /* PORT, default 3001 */
+    char *jwt_secret;       /* JWT_SECRET (HS256 key) */
+    int dev_mode;           /* SB_DEV: development conveniences (token minting on the dashboard) */
+    char *web_dir;          /* WEB_DIR: dashboard files; NULL = found next to the executable */
+    char *job_types;        /* JOB_TYPES: comma-separated types the gateway accepts */
+    int rate_limit;         /* requests per window per user */
+    int rate_window;        /* seconds */
+    /* jobs and agents */
+    char *job_type;         /* JOB_TYPE / --type: the type an agent or CLI verb works on */
+    int max_attempts;
+    int retry_backoff_ms;   /* first retry waits this × attempt, plus jitter */
+    int retry_backoff_max_ms;
+    int job_timeout;        /* seconds an --exec handler may run */
+    int concurrency;
+    char *exec_cmd;         /* --exec: handler program run through /bin/sh -c */
+    char *agent_id;         /* default {hostname}-{pid}-{random} */
+    int shutdown_grace;     /* seconds to finish running jobs on SIGTERM */
+    int agent_status_ttl;   /* presence key TTL, seconds */
+    int heartbeat_interval; /* seconds between presence heartbeats */
+    int max_chats;          /* MAX_CHATS: default chat capacity of a person agent */
+    int recovery_interval;  /* seconds between scans for jobs of dead agents */
+    int job_lease;          /* JOB_LEASE_TTL: seconds an agent owns its jobs without renewing */
+    int metrics_port;       /* agent: Prometheus port, 0 = off */
+    sb_log_level_t log_level;
+    char *data_dir;         /* `up`: where the private redis-server keeps its data */
+    /* verb-specific switches */
+    int wait;               /* --wait: block until the job finishes */
+    int json_out;           /* --json: machine-readable output */
+    char *user;             /* --user: publicKey a CLI-enqueued job belongs to */
+    char *user_id;          /* --user-id: its user id */
+    int limit;              /* --limit: how many items a listing shows */
+    int timeout;            /* --timeout: seconds a waiting verb waits (0 = forever) */
+    int days;               /* --days: metrics window, 1..30 */
+    int jobs;               /* --jobs: how many jobs `bench` sends */
+    /* event bus (switchboard events …) */
+    char *group;            /* --group: consumer group (agent-group) */
+    char *consumer;         /* --consumer: consumer name (default {hostname}-{pid}) */
+    int maxlen;             /* --maxlen: trim a published-to stream to about N (0 = never) */
+    int count;              /* --count: entries per read */
+    int block_ms;           /* --block-ms: XREADGROUP / XREAD BLOCK */
+    int min_idle_ms;        /* --min-idle-ms: pending this long → claimed and redelivered */
+    int max_deliveries;     /* --max-deliveries: more → dead-letter stream */
+    int idempotency_ttl;    /* --idempotency-ttl: seconds event ids are remembered (0 = off) */
+    char *from;             /* --from: stream id, unix ms or ISO 8601 time */
+    char *correlation_id;   /* --correlation-id: for publish */
+    int respond;            /* --respond: consume answers requests with the handler's stdout */
+    int max_events;         /* --max-events: stop after N events (0 = never) */
+    /* `token` verb: the claims of a development JWT */
+    char *role;             /* --role: user | agent | admin */
+    char *public_key;       /* --public-key */
+    char *sub;              /* --sub: user id (default: the publicKey) */
+    char *name;             /* --name, --email, --department-id, --department: for agents */
+    char *email;
+    char *department_id;
+    char *department;
+    int ttl;                /* --ttl: seconds until the token expires */
+    /* positional arguments left after the flags (pointers into argv, not owned) */
+    int nargs;
+    char *args[SB_CONFIG_MAX_ARGS];
+} sb_config_t;
+
 
 /* Fills cfg from defaults, environment and argv (argv[0] is not read), for the settings whose
  * flag (without "--") is in the space-separated list `flags` (NULL: every setting). Returns 0,

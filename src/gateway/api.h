@@ -16,10 +16,12 @@
  * failure answers 503 and returns SB_EREDIS (cb will not run). */
 int sb_api_redis(sb_req_t *req, sb_batch_t *b, sb_aredis_cb cb);
 
-/* Parses the request body into req->doc. Returns 0, or -1 after answering 400: invalid_json
- * when the body is absent or not JSON, bad_request naming a member name an object holds twice
- * (sb_json_duplicate_key: cJSON would validate the first, an agent in JavaScript or Python
- * would read the last). The caller still checks the document's shape. */
+/* Parses the request body into req->doc. Returns 0, or -1 after answering: 415 when the body
+ * is not declared application/json; 400 invalid_json when it is absent, not UTF-8 or not
+ * JSON; 400 bad_request naming a member name an object holds twice (sb_json_duplicate_key:
+ * cJSON would validate the first, an agent in JavaScript or Python would read the last) or a
+ * member whose string holds \u0000 (cJSON would cut it short). The caller still checks the
+ * document's shape. */
 int sb_api_body_json(sb_req_t *req);
 
 /* Reads integer query parameter name: def when absent, else it must be digits within

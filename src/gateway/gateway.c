@@ -141,14 +141,19 @@ static struct lws_context *sb_gw_lws_create(sb_gateway_t *gw, int *port) {
     info.foreign_loops = loops;
     info.user = gw;
     info.pcontext = &gw->lws; /* lws sets it to NULL once the context is wholly destroyed */
-    info.max_http_header_data = 16384;
+    /* room for every header of a request at once: an Authorization longer than a token may
+     * be (SB_JWT_MAX_LEN) still fits, so it gets 431 rather than a silent close */
+    info.max_http_header_data = SB_HTTP_HEADER_MAX;
     info.keepalive_timeout = 30;
     info.retry_and_idle_policy = &sb_gw_no_validity;
     struct lws_context *lws = lws_create_context(&info);
     *port = -1;
     if (!lws) return NULL;
+    /* FALLBACK: a request line lws cannot parse comes to http.c as raw bytes, for a JSON
+     * refusal instead of lws's HTML 403 */
     info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_DISABLE_IPV6 |
-                   LWS_SERVER_OPTION_FAIL_UPON_UNABLE_TO_BIND;
+                   LWS_SERVER_OPTION_FAIL_UPON_UNABLE_TO_BIND |
+                   LWS_SERVER_OPTION_FALLBACK_TO_APPLY_LISTEN_ACCEPT_CONFIG;
     info.vhost_name = "default";
     struct lws_vhost *vh = lws_create_vhost(lws, &info);
     if (vh && lws_get_vhost_listen_port(vh) > 0) *port = lws_get_vhost_listen_port(vh);

@@ -84,9 +84,10 @@ static const struct {
     {304, "Not Modified"},
     {400, "Bad Request"}, {401, "Unauthorized"},       {403, "Forbidden"},
     {404, "Not Found"},   {405, "Method Not Allowed"}, {409, "Conflict"},
-    {411, "Length Required"}, {414, "URI Too Long"},
-    {413, "Payload Too Large"}, {429, "Too Many Requests"}, {500, "Internal Server Error"},
-    {503, "Service Unavailable"},
+    {408, "Request Timeout"}, {411, "Length Required"}, {414, "URI Too Long"},
+    {413, "Payload Too Large"}, {415, "Unsupported Media Type"}, {429, "Too Many Requests"},
+    {431, "Request Header Fields Too Large"}, {500, "Internal Server Error"},
+    {501, "Not Implemented"}, {503, "Service Unavailable"}, {505, "HTTP Version Not Supported"},
 };
 
 /* lws leaves the reason phrase empty for codes it does not know (202, 429): we write the
@@ -164,6 +165,7 @@ void sb_req_send(sb_req_t *req, int status, const char *content_type, const char
         lws_set_timeout(req->wsi, PENDING_TIMEOUT_KILLED_BY_PARENT, LWS_TO_KILL_ASYNC);
         return;
     }
+    if (req->method == SB_HTTP_HEAD) len = 0; /* the GET's headers, Content-Length included */
     memcpy(req->out + LWS_PRE, head, (size_t)hlen);
     if (len) memcpy(req->out + LWS_PRE + hlen, body, len);
     req->out_len = (size_t)hlen + len;
@@ -182,11 +184,8 @@ void sb_req_json(sb_req_t *req, int status, const cJSON *body) {
     free(text);
 }
 
-__attribute__((format(printf, 5, 0)))
-static void sb_req_verror(sb_req_t *req, int status, const char *headers, const char *code,
-                          const char *fmt, va_list ap) {
-    char msg[512];
-    vsnprintf(msg, sizeof msg, fmt, ap);
+/* {"success":false,"error":code,"message":msg}, malloc'd; NULL when out of memory. */
+static char *sb_http_error_json(const char *code, const char *msg) {
     cJSON *o = cJSON_CreateObject();
     if (o) {
         cJSON_AddBoolToObject(o, "success", 0);
@@ -195,6 +194,15 @@ static void sb_req_verror(sb_req_t *req, int status, const char *headers, const 
     }
     char *text = o ? sb_json_print(o) : NULL;
     cJSON_Delete(o);
+    return text;
+}
+
+__attribute__((format(printf, 5, 0)))
+static void sb_req_verror(sb_req_t *req, int status, const char *headers, const char *code,
+                          const char *fmt, va_list ap) {
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    char *text = sb_http_error_json(code, msg);
     if (text) sb_req_send(req, status, "application/json", text, strlen(text), headers);
     else sb_req_send(req, 500, "application/json", "{\"success\":false,\"error\":\"internal\"}",
                      36, NULL);
@@ -295,20 +303,60 @@ int sb_http_query_join(struct lws *wsi, char *out, size_t len) {
     return -1;
 }
 
+#define SB_HTTP_CL_BAD (-2) /* sb_req_content_length: a framing the request cannot have */
+
+/* The request's Content-Length: -1 when absent, SB_HTTP_CL_BAD when it is given twice (lws
+ * keeps each repeat of a header as one more fragment of it, and would read the first), empty,
+ * or anything but 1*DIGIT (lws reads "0x2f" as 0 and the body as the next request) — RFC
+ * 9112 §6.3: such framing is an unrecoverable error, answered 400 and closed. */
+static long long sb_req_content_length(struct lws *wsi) {
+    char v[32];
+    int n = lws_hdr_copy_fragment(wsi, v, sizeof v, WSI_TOKEN_HTTP_CONTENT_LENGTH, 0);
+    if (n < 0 && lws_hdr_fragment_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH, 0) <= 0)
+        return -1; /* absent */
+    if (n < 0 || lws_hdr_fragment_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH, 1) > 0)
+        return SB_HTTP_CL_BAD;
+    const char *d = v;
+    while (*d == ' ' || *d == '\t') d++;
+    while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t')) n--;
+    int digits = n - (int)(d - v);
+    if (digits <= 0 || digits > 18) return SB_HTTP_CL_BAD;
+    long long len = 0;
+    for (int i = 0; i < digits; i++) {
+        if (d[i] < '0' || d[i] > '9') return SB_HTTP_CL_BAD;
+        len = len * 10 + (d[i] - '0');
+    }
+    return len;
+}
+
+/* 1 when a Content-Type value names application/json (any case; parameters such as
+ * "; charset=utf-8" allowed after it). */
+static int sb_http_media_json(const char *v) {
+    static const char json[] = "application/json";
+    while (*v == ' ' || *v == '\t') v++;
+    if (strncasecmp(v, json, sizeof json - 1) != 0) return 0;
+    v += sizeof json - 1;
+    while (*v == ' ' || *v == '\t') v++;
+    return *v == '\0' || *v == ';';
+}
+
 static void sb_req_headers(sb_req_t *req, struct lws *wsi) {
     char buf[32];
     size_t tlen;
     req->query_too_long = sb_http_query_join(wsi, req->query, sizeof req->query) != 0;
-    char *auth = sb_hdr_dup(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, SB_JWT_MAX_LEN + 64);
+    req->auth_too_long = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_AUTHORIZATION) > SB_HTTP_AUTH_MAX;
+    char *auth = sb_hdr_dup(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, SB_HTTP_AUTH_MAX);
     const char *token = sb_jwt_bearer(auth, &tlen);
     if (token) req->bearer = strndup(token, tlen);
     free(auth);
     if (lws_hdr_copy(wsi, req->if_none_match, sizeof req->if_none_match,
                      WSI_TOKEN_HTTP_IF_NONE_MATCH) < 0)
         req->if_none_match[0] = '\0';
-    req->content_length = -1;
-    if (lws_hdr_copy(wsi, buf, sizeof buf, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0)
-        req->content_length = strtoll(buf, NULL, 10);
+    req->content_length = sb_req_content_length(wsi);
+    req->content_length_bad = req->content_length == SB_HTTP_CL_BAD;
+    if (req->content_length_bad) req->content_length = -1;
+    if (lws_hdr_copy(wsi, buf, sizeof buf, WSI_TOKEN_HTTP_CONTENT_TYPE) > 0)
+        req->json_body = sb_http_media_json(buf);
 }
 
 /* 1 for a method whose request lws 4.1 reads a body for even without a Content-Length: all
@@ -329,6 +377,25 @@ static int sb_req_transfer_coded(struct lws *wsi) {
     while (*v == ' ' || *v == '\t') v++, n--;
     while (n && (v[n - 1] == ' ' || v[n - 1] == '\t')) n--;
     return !(n == 8 && strncasecmp(v, "identity", 8) == 0);
+}
+
+/* 1 when the connection must close after this request's answer, as the client asked
+ * (RFC 9112 §9.6): a "close" option in Connection, or HTTP/1.0 without exactly
+ * "Connection: keep-alive" (lws's own test, so that whenever lws would close the answer says
+ * so too). */
+static int sb_req_asks_close(struct lws *wsi) {
+    char v[128], ver[16];
+    int n = lws_hdr_copy(wsi, v, sizeof v, WSI_TOKEN_CONNECTION);
+    if (n < 0) v[0] = '\0'; /* too long to be one lws reads either */
+    int http10 = !(lws_hdr_copy(wsi, ver, sizeof ver, WSI_TOKEN_HTTP) > 7 && ver[5] == '1' &&
+                   ver[7] == '1');
+    if (http10 && strcasecmp(v, "keep-alive") != 0) return 1;
+    for (char *save = NULL, *t = strtok_r(v, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        while (*t == ' ' || *t == '\t') t++;
+        size_t len = strcspn(t, " \t");
+        if (len == 5 && strncasecmp(t, "close", 5) == 0) return 1;
+    }
+    return 0;
 }
 
 /* Runs the route (or the Socket.IO polling transport) and lifts lws's idle timeout while
@@ -365,6 +432,9 @@ static int sb_http_refuse_body(struct lws *wsi, sb_http_conn_t *conn, sb_req_t *
     if (req->query_too_long) /* its arguments cannot be read: none is better than some */
         return sb_http_refuse(wsi, conn, req, 414, "uri_too_long",
                               "the query string is longer than the gateway reads");
+    if (req->content_length_bad)
+        return sb_http_refuse(wsi, conn, req, 400, "bad_request",
+                              "Content-Length must be given once, as a decimal number of bytes");
     if (sb_req_transfer_coded(wsi))
         return sb_http_refuse(wsi, conn, req, 411, "length_required",
                               "send the body with a Content-Length: Transfer-Encoding (e.g. "
@@ -396,8 +466,10 @@ static int sb_http_begin(struct lws *wsi, sb_http_conn_t *conn, const char *path
     req->body_max = SB_HTTP_BODY_MAX;
     if (sb_socketio_path(req->path)) sb_socketio_request_headers(req, wsi);
     if (sb_http_refuse_body(wsi, conn, req) != 0) return -1;
-    if (sb_req_reads_to_close(req)) conn->close_after = 1; /* answered, then closed */
+    if (sb_req_reads_to_close(req) || sb_req_asks_close(wsi))
+        conn->close_after = 1; /* answered with `connection: close`, then closed */
     if (req->content_length > SB_HTTP_BODY_DRAIN_MAX) {
+        conn->close_after = 1; /* the body is not read */
         req->body_too_large = 1;
         sb_req_run(req); /* answers 413; the connection closes after the write */
         return 0;
@@ -426,6 +498,17 @@ static void sb_http_body(sb_req_t *req, const void *in, size_t len) {
     req->body[req->body_len] = '\0';
 }
 
+#define SB_STR2(x) #x
+#define SB_STR(x) SB_STR2(x)
+
+/* 1 when req's body is still arriving SB_HTTP_BODY_DEADLINE_S after its headers. lws gives a
+ * body only a timeout between two pieces (re-armed by each), so a client sending a byte every
+ * few seconds would hold the request open for ever; this bounds the whole. Checked as each
+ * piece arrives: a client that stops sending altogether is closed by lws's own timeout. */
+static int sb_http_body_late(const sb_req_t *req) {
+    return !req->status && sb_now_us() - req->t0_us > (int64_t)SB_HTTP_BODY_DEADLINE_S * 1000000;
+}
+
 /* The body is complete: run the request. lws 4.1 reports the completion again while another
  * request waits in its buffer behind this one (RFC 9112 tells clients not to pipeline after a
  * non-idempotent request): once per loop turn until reading is paused, and it gives no
@@ -445,6 +528,82 @@ static int sb_http_body_done(struct lws *wsi, sb_http_conn_t *conn) {
     lws_rx_flow_control(wsi, 0);
     if (req && req->out && !lws_partial_buffered(wsi)) return sb_http_write_answer(wsi, conn, req);
     return 0;
+}
+
+/* ---- what lws cannot parse as HTTP -------------------------------------------------------- */
+
+/* lws 4.1 hands a connection whose first line names a method it does not know (garbage, the
+ * HTTP/2 preface "PRI * HTTP/2.0", BREW, TRACE) to the raw-socket role on protocols[0], i.e.
+ * here, with the bytes read so far (LWS_SERVER_OPTION_FALLBACK_TO_APPLY_LISTEN_ACCEPT_CONFIG;
+ * without it lws answers an HTML 403 itself), and so it does with CONNECT. The gateway answers
+ * a JSON refusal once, with `connection: close`, and closes. (What lws refuses later in the
+ * request — an absolute URI, a path that climbs above the root — it answers with its own HTML
+ * 403 and closes, with no callback to the application; headers larger than
+ * max_http_header_data make it close without an answer.) */
+
+/* The status, code and message for the first bytes of a connection that is not HTTP/1. */
+static int sb_http_raw_refusal(const char *in, size_t len, const char **code, char *msg,
+                               size_t msglen) {
+    static const char h2[] = "PRI * HTTP/2.0";
+    size_t m = 0;
+    while (m < len && m < 16 && in[m] >= 'A' && in[m] <= 'Z') m++;
+    if (len >= sizeof h2 - 1 && memcmp(in, h2, sizeof h2 - 1) == 0) {
+        *code = "http_version_not_supported";
+        snprintf(msg, msglen, "HTTP/2 is not served here; use HTTP/1.1");
+        return 505;
+    }
+    if (m > 0 && m < len && in[m] == ' ' && memmem(in, len, " HTTP/1.", 8)) {
+        *code = "not_implemented";
+        snprintf(msg, msglen, "method %.*s is not implemented; use GET, HEAD, POST or OPTIONS",
+                 (int)m, in);
+        return 501;
+    }
+    *code = "bad_request";
+    snprintf(msg, msglen, "the request is not HTTP/1.1");
+    return 400;
+}
+
+/* The first bytes of a connection lws gave up parsing as HTTP: prepares the refusal and asks
+ * for RAW_WRITEABLE, which writes it and closes. Returns -1 to close at once. */
+static int sb_http_raw_rx(struct lws *wsi, sb_http_conn_t *conn, const void *in, size_t len) {
+    const char *code;
+    char msg[160], head[256];
+    if (!conn) return -1;
+    if (conn->raw_out) return 0; /* answered already: what follows is not read */
+    int status = sb_http_raw_refusal(in ? in : "", in ? len : 0, &code, msg, sizeof msg);
+    sb_gateway_t *gw = lws_context_user(lws_get_context(wsi));
+    sb_gw_stats_request(&gw->stats, "unmatched", "OTHER", status, 0);
+    char *body = sb_http_error_json(code, msg);
+    if (!body) return -1;
+    size_t blen = strlen(body);
+    int hlen = snprintf(head, sizeof head,
+                        "HTTP/1.1 %d %s\r\ncontent-type: application/json\r\n"
+                        "content-length: %zu\r\ncache-control: no-store\r\n"
+                        "connection: close\r\n\r\n",
+                        status, sb_http_reason(status), blen);
+    conn->raw_out = malloc(LWS_PRE + (size_t)hlen + blen);
+    if (conn->raw_out) {
+        memcpy(conn->raw_out + LWS_PRE, head, (size_t)hlen);
+        memcpy(conn->raw_out + LWS_PRE + hlen, body, blen);
+        conn->raw_len = (size_t)hlen + blen;
+        lws_callback_on_writable(wsi);
+    }
+    free(body);
+    return conn->raw_out ? 0 : -1;
+}
+
+/* Writes the refusal prepared by sb_http_raw_rx, then closes once lws has sent it all. */
+static int sb_http_raw_writeable(struct lws *wsi, sb_http_conn_t *conn) {
+    if (!conn || !conn->raw_out) return -1;
+    if (conn->raw_len) {
+        int n = lws_write(wsi, conn->raw_out + LWS_PRE, conn->raw_len, LWS_WRITE_RAW);
+        conn->raw_len = 0;
+        if (n >= 0 && lws_partial_buffered(wsi)) {
+            lws_callback_on_writable(wsi); /* lws sends the tail, then we are called again */
+            return 0;
+        }
+    }
+    return -1;
 }
 
 /* Writes the queued answer. Returns -1 to close the connection. */
@@ -470,6 +629,10 @@ int sb_http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *us
         return sb_http_begin(wsi, conn, in);
     case LWS_CALLBACK_HTTP_BODY:
         if (conn && conn->req) {
+            if (sb_http_body_late(conn->req))
+                return sb_http_refuse(wsi, conn, conn->req, 408, "request_timeout",
+                                      "the request body did not arrive within "
+                                      SB_STR(SB_HTTP_BODY_DEADLINE_S) " s of its headers");
             sb_http_body(conn->req, in, len);
             if (conn->req->body_len > SB_HTTP_BODY_DRAIN_MAX) return -1;
         }
@@ -482,8 +645,16 @@ int sb_http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *us
     case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
         if (conn) sb_req_detach(conn);
         return 0;
+    case LWS_CALLBACK_RAW_ADOPT:
+        return 0;
+    case LWS_CALLBACK_RAW_RX:
+        return sb_http_raw_rx(wsi, conn, in, len);
+    case LWS_CALLBACK_RAW_WRITEABLE:
+        return sb_http_raw_writeable(wsi, conn);
     case LWS_CALLBACK_WSI_DESTROY: /* the last word on every connection; user still intact */
         if (conn) {
+            free(conn->raw_out);
+            conn->raw_out = NULL;
             sb_req_detach(conn);
             sb_socketio_ws_callback(wsi, reason, &conn->ws, in, len);
         }

@@ -20,6 +20,9 @@
 
 #define SB_HTTP_BODY_MAX (64 * 1024)       /* larger bodies get 413 */
 #define SB_HTTP_BODY_DRAIN_MAX (8 << 20)   /* beyond this a 413'd body is not even read */
+#define SB_HTTP_HEADER_MAX 32768      /* lws's header buffer: all headers of a request */
+#define SB_HTTP_AUTH_MAX (SB_JWT_MAX_LEN + 64) /* longer Authorization headers get 431 */
+#define SB_HTTP_BODY_DEADLINE_S 30 /* a body not complete this long after its headers: 408 */
 #define SB_HTTP_PATH_MAX 1024
 #define SB_HTTP_QUERY_MAX 1024
 
@@ -46,9 +49,12 @@ struct sb_req {
     char query[SB_HTTP_QUERY_MAX]; /* "a=1&b=2", decoded by lws */
     int query_too_long;            /* the query did not fit: refused with 414 */
     char *bearer;               /* Authorization bearer token, or NULL */
+    int auth_too_long;          /* Authorization longer than SB_HTTP_AUTH_MAX: 431 */
     char if_none_match[48];     /* If-None-Match (ETag revalidation), "" when absent/too long */
     const char *cache_control;  /* static value for the answer; NULL = "no-store" */
     long long content_length;   /* -1 when absent */
+    int content_length_bad;     /* Content-Length repeated, empty or not 1*DIGIT: refused */
+    int json_body;              /* Content-Type is application/json (parameters allowed) */
     char *body;                 /* the request body (NUL-terminated), NULL when empty */
     size_t body_len;
     int body_too_large;         /* more than SB_HTTP_BODY_MAX arrived: answer 413 */
@@ -88,10 +94,15 @@ typedef struct {
     int completions;        /* BODY_COMPLETION callbacks seen for the current request (lws
                              * repeats it, see sb_http_body_done in http.c) */
     int close_after;        /* the connection closes once the current answer is out (it
-                             * carries `connection: close` when built after this is set): a
-                             * request pipelined behind one with a body, a refused body, a
+                             * carries `connection: close` when built after this is set): the
+                             * client asked (Connection: close, HTTP/1.0), a request pipelined
+                             * behind one with a body, a refused or unread body, a
                              * POST/PUT/PATCH without Content-Length (see http.c) */
     sb_socketio_ws_t ws;    /* Socket.IO WebSocket state (zero on plain HTTP) */
+    unsigned char *raw_out; /* LWS_PRE + the JSON refusal of bytes lws could not parse as a
+                             * request (see sb_http_raw_rx in http.c), until written; malloc'd,
+                             * freed with the connection */
+    size_t raw_len;
 } sb_http_conn_t;
 
 /* The lws protocol callback for HTTP (protocols[0]). */

@@ -14,6 +14,7 @@
 #include "switchboard/job.h"
 #include "switchboard/json.h"
 #include "switchboard/jwt_cache.h"
+#include "switchboard/utf8.h"
 
 #define SB_ANY_ROLE (SB_ROLE_USER | SB_ROLE_AGENT | SB_ROLE_ADMIN)
 #define SB_AGENT_ROLES (SB_ROLE_AGENT | SB_ROLE_ADMIN)
@@ -87,6 +88,11 @@ static const sb_route_t sb_root_routes[] = {
 /* Verifies the bearer token and the role. Returns 0, or answers 401/403 and returns -1. */
 static int sb_api_authorize(sb_req_t *req) {
     char err[160];
+    if (req->auth_too_long) {
+        sb_req_error(req, 431, "request_header_too_large",
+                     "the Authorization header is longer than %d bytes", SB_HTTP_AUTH_MAX);
+        return -1;
+    }
     if (!req->bearer || !*req->bearer) {
         sb_req_error(req, 401, "unauthorized", "missing bearer token in the Authorization header");
         return -1;
@@ -106,18 +112,21 @@ static int sb_api_authorize(sb_req_t *req) {
 
 void sb_api_dispatch(sb_req_t *req) {
     const char *api = sb_route_api_path(req->path);
-    sb_route_rc_t rc = api ? sb_route_match(sb_api_routes, SB_COUNT(sb_api_routes), req->method,
-                                            api, &req->match)
-                           : sb_route_match(sb_root_routes, SB_COUNT(sb_root_routes),
-                                            req->method, req->path, &req->match);
+    /* HEAD runs the GET route; sb_req_send leaves the body out (RFC 9110 §9.3.2) */
+    int method = req->method == SB_HTTP_HEAD ? SB_HTTP_GET : req->method;
+    sb_route_rc_t rc = api ? sb_route_match(sb_api_routes, SB_COUNT(sb_api_routes), method, api,
+                                            &req->match)
+                           : sb_route_match(sb_root_routes, SB_COUNT(sb_root_routes), method,
+                                            req->path, &req->match);
     if (rc == SB_ROUTE_NOT_FOUND) {
         sb_req_error(req, 404, "not_found", "no route for %s %s", req->method_name, req->path);
         return;
     }
     if (rc == SB_ROUTE_BAD_METHOD) {
         char allow[96], hdr[128];
-        snprintf(hdr, sizeof hdr, "allow: %s\r\n",
-                 sb_http_methods_str(req->match.allowed, allow, sizeof allow));
+        int mask = req->match.allowed;
+        if (mask & SB_HTTP_GET) mask |= SB_HTTP_HEAD;
+        snprintf(hdr, sizeof hdr, "allow: %s\r\n", sb_http_methods_str(mask, allow, sizeof allow));
         sb_req_error_h(req, 405, hdr, "method_not_allowed", "%s is not allowed here; use %s",
                        req->method_name, allow);
         return;
@@ -148,7 +157,26 @@ int sb_api_redis(sb_req_t *req, sb_batch_t *b, sb_aredis_cb cb) {
     return SB_EREDIS;
 }
 
+/* Answers 415 for a body that is not declared as JSON, 400 for one that is not UTF-8 (RFC
+ * 8259 §8.1: it would go out in WebSocket text frames, which clients drop). Returns -1 after
+ * answering, 0 when the body may be parsed. */
+static int sb_api_body_acceptable(sb_req_t *req) {
+    if (!req->body) return 0; /* absent: invalid_json below */
+    if (!req->json_body) {
+        sb_req_error(req, 415, "unsupported_media_type",
+                     "send the body with Content-Type: application/json");
+        return -1;
+    }
+    if (!sb_utf8_valid(req->body, req->body_len)) {
+        sb_req_error(req, 400, "invalid_json", "the body is not valid UTF-8");
+        return -1;
+    }
+    return 0;
+}
+
 int sb_api_body_json(sb_req_t *req) {
+    char member[72];
+    if (sb_api_body_acceptable(req) != 0) return -1;
     req->doc = req->body ? sb_json_parse(req->body, req->body_len) : NULL;
     if (!req->doc) {
         sb_req_error(req, 400, "invalid_json", "the body must be a JSON object");
@@ -158,6 +186,11 @@ int sb_api_body_json(sb_req_t *req) {
     if (dup) {
         sb_req_error(req, 400, "bad_request",
                      "duplicate key \"%.64s\": a name may appear only once in an object", dup);
+        return -1;
+    }
+    if (sb_json_nul_member(req->body, req->body_len, member, sizeof member)) {
+        sb_req_error(req, 400, "bad_request",
+                     "member \"%s\" holds \\u0000 (NUL), which no string may contain", member);
         return -1;
     }
     return 0;

@@ -1,6 +1,7 @@
 /* JSON helpers over cJSON: bounded parsing, the duplicate member name check, typed member
  * access, and printing (through the writer of jsonw.h). */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "switchboard/error.h"
@@ -85,6 +86,65 @@ const char *sb_json_duplicate_key(const cJSON *item) {
     const char *dup = cJSON_IsObject(item) ? sb_json_dup_members(item) : NULL;
     for (const cJSON *c = item->child; c && !dup; c = c->next) dup = sb_json_duplicate_key(c);
     return dup;
+}
+
+/* ---- NUL inside strings ------------------------------------------------------------------ */
+
+/* The innermost member name at each depth of a scan: a value's member is the name last seen at
+ * its depth; an array inherits its member's name. */
+typedef struct {
+    const char *name[SB_JSON_MAX_DEPTH + 2];
+    size_t len[SB_JSON_MAX_DEPTH + 2];
+    int depth;
+} sb_json_path_t;
+
+/* 1 when the string whose body starts at buf[i] (just after its opening quote) holds the escape
+ * \u0000 or a raw NUL byte; *end is set to the index of its closing quote (len if none). */
+static int sb_json_str_has_nul(const char *buf, size_t len, size_t i, size_t *end) {
+    int nul = 0;
+    for (; i < len && buf[i] != '"'; i++) {
+        if (buf[i] == '\0') nul = 1;
+        if (buf[i] != '\\') continue;
+        if (i + 5 < len && buf[i + 1] == 'u' && memcmp(buf + i + 2, "0000", 4) == 0) nul = 1;
+        i++; /* the escaped character (the \uXXXX digits hold no quote or backslash) */
+    }
+    *end = i;
+    return nul;
+}
+
+/* 1 when the next character after buf[i] that is not whitespace is a colon. */
+static int sb_json_colon_follows(const char *buf, size_t len, size_t i) {
+    while (++i < len && (buf[i] == ' ' || buf[i] == '\t' || buf[i] == '\n' || buf[i] == '\r')) {
+    }
+    return i < len && buf[i] == ':';
+}
+
+int sb_json_nul_member(const char *buf, size_t len, char *member, size_t cap) {
+    sb_json_path_t p = {.depth = 0};
+    for (size_t i = 0; i < len; i++) {
+        char c = buf[i];
+        if ((c == '{' || c == '[') && p.depth <= SB_JSON_MAX_DEPTH) {
+            p.depth++;
+            p.name[p.depth] = c == '[' ? p.name[p.depth - 1] : NULL;
+            p.len[p.depth] = c == '[' ? p.len[p.depth - 1] : 0;
+        } else if ((c == '}' || c == ']') && p.depth > 0) {
+            p.depth--;
+        } else if (c == '"') {
+            size_t end;
+            int nul = sb_json_str_has_nul(buf, len, i + 1, &end);
+            if (sb_json_colon_follows(buf, len, end)) { /* a member name */
+                p.name[p.depth] = buf + i + 1;
+                p.len[p.depth] = end - i - 1;
+            }
+            if (nul) {
+                snprintf(member, cap, "%.*s", (int)p.len[p.depth],
+                         p.name[p.depth] ? p.name[p.depth] : "");
+                return 1;
+            }
+            i = end;
+        }
+    }
+    return 0;
 }
 
 /* ---- typed access ------------------------------------------------------------------------- */

@@ -1,10 +1,12 @@
 /* JWT HS256 verification and minting over libjwt 1.10 (see include/switchboard/jwt.h).
  *
- * libjwt verifies the HMAC but trusts the token's own `alg` header and checks no time claim,
- * so this module decodes the header itself first (alg must be exactly "HS256"), lets libjwt
- * check the signature, re-checks the algorithm libjwt saw, and then reads every claim from the
- * grants JSON with cJSON so that types are checked too (an `exp` given as a string is
- * refused, not read as 0). */
+ * libjwt verifies the HMAC but trusts the token's own `alg` header, checks no time claim,
+ * ignores `crit`, and lets a claim given twice silently take its last value. So this module
+ * decodes the header itself first (alg must be exactly "HS256", no `crit`, no name twice),
+ * lets libjwt check the signature, re-checks the algorithm libjwt saw, and then decodes the
+ * signed payload itself and reads every claim from it with cJSON, so that a name given twice
+ * is refused and types are checked too (an `exp` given as a string is refused, not read as
+ * 0). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +17,7 @@
 #include "switchboard/error.h"
 #include "switchboard/json.h"
 #include "switchboard/jwt.h"
+#include "switchboard/utf8.h"
 
 #define SB_JWT_HEADER_MAX 1024 /* a decoded JOSE header longer than this is refused */
 
@@ -115,20 +118,53 @@ static long sb_b64url_decode(const char *s, size_t len, unsigned char *out, size
     return (long)o;
 }
 
-/* Checks the token's shape and that its header says alg "HS256". */
-static int sb_jwt_header_ok(const char *token, char *err, size_t errlen) {
+/* Decodes one base64url segment of a token and parses it as a JSON object, held to what
+ * bodies are held to: UTF-8, no member name twice in an object (cJSON reads the first, libjwt's
+ * jansson and every JavaScript verifier the last: `"role":"user","role":"admin"` would mean
+ * two things), no \u0000 in a string (cJSON would cut it short). Returns the document (caller
+ * deletes), or NULL with the reason in *why. */
+static cJSON *sb_jwt_segment(const char *seg, size_t len, const char *what, char *why,
+                             size_t whylen) {
+    char buf[SB_JWT_MAX_LEN], member[40];
+    long n = sb_b64url_decode(seg, len, (unsigned char *)buf, sizeof buf);
+    cJSON *doc = n > 0 && sb_utf8_valid(buf, (size_t)n) ? sb_json_parse(buf, (size_t)n) : NULL;
+    const char *dup = doc ? sb_json_duplicate_key(doc) : NULL;
+    if (!cJSON_IsObject(doc)) snprintf(why, whylen, "token %s is malformed", what);
+    else if (dup) snprintf(why, whylen, "token %s names \"%.32s\" twice", what, dup);
+    else if (sb_json_nul_member(buf, (size_t)n, member, sizeof member))
+        snprintf(why, whylen, "token %s member \"%s\" holds \\u0000", what, member);
+    else return doc;
+    cJSON_Delete(doc);
+    return NULL;
+}
+
+/* Checks the token's shape and its header: alg exactly "HS256", and no `crit` (RFC 7515
+ * §4.1.11: a token whose critical extensions the recipient does not understand is invalid,
+ * and the gateway understands none). On success *payload points at the payload segment. */
+static int sb_jwt_header_ok(const char *token, const char **payload, size_t *plen, char *err,
+                            size_t errlen) {
+    char why[128];
     const char *dot1 = strchr(token, '.');
     const char *dot2 = dot1 ? strchr(dot1 + 1, '.') : NULL;
     if (!dot1 || !dot2 || strchr(dot2 + 1, '.') || dot2[1] == '\0')
         return sb_fail(err, errlen, "token is not a signed JWT (header.payload.signature)");
-    unsigned char hdr[SB_JWT_HEADER_MAX];
-    long n = sb_b64url_decode(token, (size_t)(dot1 - token), hdr, sizeof hdr);
-    cJSON *h = n > 0 ? sb_json_parse((const char *)hdr, (size_t)n) : NULL;
+    if ((size_t)(dot1 - token) > SB_JWT_HEADER_MAX * 4 / 3 + 4)
+        return sb_fail(err, errlen, "token header is malformed");
+    cJSON *h = sb_jwt_segment(token, (size_t)(dot1 - token), "header", why, sizeof why);
+    if (!h) return sb_fail(err, errlen, why);
     const char *alg = sb_json_str(h, "alg");
     int ok = alg && strcmp(alg, "HS256") == 0;
+    int crit = cJSON_GetObjectItemCaseSensitive(h, "crit") != NULL;
     cJSON_Delete(h);
     if (!alg) return sb_fail(err, errlen, "token header is malformed");
-    return ok ? SB_OK : sb_fail(err, errlen, "token algorithm must be HS256");
+    if (!ok) return sb_fail(err, errlen, "token algorithm must be HS256");
+    if (crit)
+        return sb_fail(err, errlen,
+                       "token header lists critical extensions (crit) the gateway does not "
+                       "understand");
+    *payload = dot1 + 1;
+    *plen = (size_t)(dot2 - dot1 - 1);
+    return SB_OK;
 }
 
 /* ---- claims ------------------------------------------------------------------------------ */
@@ -189,21 +225,24 @@ int sb_jwt_verify(const char *token, const char *secret, int64_t now_s, sb_claim
     if (!token || !*token) return sb_fail(err, errlen, "missing token");
     if (!secret || !*secret) return sb_fail(err, errlen, "no JWT secret is configured");
     if (strlen(token) > SB_JWT_MAX_LEN) return sb_fail(err, errlen, "token is too long");
-    int rc = sb_jwt_header_ok(token, err, errlen);
+    const char *payload = NULL;
+    size_t plen = 0;
+    char why[128];
+    int rc = sb_jwt_header_ok(token, &payload, &plen, err, errlen);
     if (rc != SB_OK) return rc;
+    /* the claims are read from the signed bytes themselves, not from libjwt's re-encoding of
+     * them (in which a name given twice has already become one); decoded before libjwt sees
+     * them so that a refusal names its reason (libjwt fails alike on all of them) */
+    cJSON *grants = sb_jwt_segment(payload, plen, "claims", why, sizeof why);
+    if (!grants) return sb_fail(err, errlen, why);
     jwt_t *jwt = NULL;
     if (jwt_decode(&jwt, token, (const unsigned char *)secret, (int)strlen(secret)) != 0 || !jwt)
-        return sb_fail(err, errlen, "token signature is invalid");
-    if (jwt_get_alg(jwt) != JWT_ALG_HS256) {
-        jwt_free(jwt);
-        return sb_fail(err, errlen, "token algorithm must be HS256");
-    }
-    char *json = jwt_get_grants_json(jwt, NULL);
+        rc = sb_fail(err, errlen, "token signature is invalid");
+    else if (jwt_get_alg(jwt) != JWT_ALG_HS256)
+        rc = sb_fail(err, errlen, "token algorithm must be HS256");
+    else
+        rc = sb_claims_read(grants, now_s, c, err, errlen);
     jwt_free(jwt);
-    cJSON *grants = json ? sb_json_parse(json, strlen(json)) : NULL;
-    free(json);
-    if (!cJSON_IsObject(grants)) rc = sb_fail(err, errlen, "token claims are not an object");
-    else rc = sb_claims_read(grants, now_s, c, err, errlen);
     cJSON_Delete(grants);
     if (rc != SB_OK) sb_claims_close(c);
     return rc;

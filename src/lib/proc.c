@@ -395,5 +395,8 @@ void sb_proc_err_tail(const sb_proc_result_t *res, char *dst, size_t len) {
     size_t n = res->err_len;
     while (n > 0 && (res->err[n - 1] == '\n' || res->err[n - 1] == ' ')) n--;
     size_t start = n > len - 1 ? n - (len - 1) : 0;
+    /* cut in the middle of a UTF-8 character: start at the next one (up to 3 bytes on) */
+    for (int i = 0; i < 3 && start > 0 && start < n && (res->err[start] & 0xC0) == 0x80; i++)
+        start++;
     snprintf(dst, len, "%.*s", (int)(n - start), res->err ? res->err + start : "");
 }

@@ -211,7 +211,8 @@ test('kill -9 of an agent kills its --exec program, not just the shell', async (
   }
 });
 
-// Runs one job through `switchboard agent ...args` and returns its final record.
+// Runs one job through `switchboard agent ...args` and returns its final record, which must
+// be valid UTF-8 (TextDecoder with fatal throws on anything else).
 async function runOneJob(args) {
   const redis = await startRedis();
   const r = redis.client();
@@ -221,7 +222,8 @@ async function runOneJob(args) {
     agent = startSwitchboard(['agent', ...args], { ...FAST, REDIS_URL: redis.url });
     await waitFor(async () => ['done', 'error'].includes((await statuses(r, [id]))[0]),
       { what: 'the job finished' });
-    return JSON.parse(await r.get(`agent:rebalance:job:${id}`));
+    const raw = await r.getBuffer(`agent:rebalance:job:${id}`);
+    return JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(raw));
   } finally {
     if (agent) { agent.kill('SIGTERM'); await agent.exited; }
     r.disconnect();
@@ -250,4 +252,93 @@ test('--exec: JOB_TIMEOUT counts from the start, also after the program closed i
     '--exec', 'exec >&- 2>&-; sleep 30']);
   assert.strictEqual(rec.status, 'error');
   assert.strictEqual(rec.error, 'handler timed out after 1 s');
+});
+
+test('--exec: stdout that is not UTF-8 fails the attempt; stderr that is not is repaired', async () => {
+  let rec = await runOneJob(['--max-attempts', '1', '--exec', "printf '{\"a\":\"caf\\351\"}'"]);
+  assert.strictEqual(rec.status, 'error');
+  assert.strictEqual(rec.error, 'handler output is not valid UTF-8');
+  assert.strictEqual(rec.result, undefined);
+  rec = await runOneJob(['--max-attempts', '1', '--exec', "printf 'bad \\377 byte' >&2; exit 1"]);
+  assert.strictEqual(rec.status, 'error');
+  assert.strictEqual(rec.error, 'bad \ufffd byte');
+});
+
+// Job ownership lease (default JOB_LEASE_TTL 15 s): the jobs of a kill -9ed agent run on
+// another agent well within 30 s, though its presence key (TTL 300 s) still says it is online.
+test('kill -9 with default settings: the job runs on the other agent within 30 s, once', async (t) => {
+  const redis = await startRedis();
+  const r = redis.client();
+  const sub = redis.client();
+  await sub.subscribe('agent:rebalance:status');
+  const byJob = collectStatus(sub);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sb-e2e-lease-'));
+  const agents = {};
+  try {
+    const env = { REDIS_URL: redis.url }; // nothing else: the defaults are under test
+    const run = `echo "$SB_JOB_ID" >> ${dir}/runs; sleep 3; echo '{"ok":true}'`;
+    for (const name of ['lease-a', 'lease-b'])
+      agents[name] = startSwitchboard(['agent', '--agent-id', name, '--exec', run], env, name);
+    for (const name of Object.keys(agents)) await agents[name].waitForOutput(/online/);
+    const [id] = await enqueueMany(r, 1);
+    await waitFor(() => fs.existsSync(`${dir}/runs`), { what: 'an agent to run the job' });
+    const holder = (await r.keys('agent:rebalance:processing:*'))[0].split(':').pop();
+    const other = Object.keys(agents).find((n) => n !== holder);
+    agents[holder].kill('SIGKILL');
+    await agents[holder].exited;
+    const killedAt = Date.now();
+    assert.strictEqual(await r.exists(`agent:online:${holder}`), 1, 'its presence lives on');
+    await waitFor(async () => (await statuses(r, [id]))[0] === 'done',
+      { timeoutMs: 30000, what: 'the job done by the other agent within 30 s' });
+    const took = Date.now() - killedAt;
+    await agents[other].waitForOutput(new RegExp(`recovered 1 job\\(s\\) of agent ${holder} \\(lease expired\\)`));
+    await waitFor(() => (byJob.get(id) || []).includes('done'), { what: 'the done message' });
+    assert.deepStrictEqual(byJob.get(id).filter((s) => s === 'done'), ['done'], 'finished once');
+    assert.deepStrictEqual(fs.readFileSync(`${dir}/runs`, 'utf8').trim().split('\n'), [id, id],
+      'run by the killed agent, then once by the other');
+    assert.ok(took < 30000, `recovered in ${took} ms`);
+    t.diagnostic(`kill -9 to done: ${took} ms`);
+    agents[other].kill('SIGTERM');
+    assert.strictEqual((await agents[other].exited).code, 0);
+  } finally {
+    for (const a of Object.values(agents)) if (a.exitCode === null && a.signalCode === null) a.kill('SIGKILL');
+    fs.rmSync(dir, { recursive: true, force: true });
+    r.disconnect(); sub.disconnect();
+    await redis.stop();
+  }
+});
+
+test('a job longer than the lease stays with its live agent: run once, not recovered', async () => {
+  const redis = await startRedis();
+  const r = redis.client();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sb-e2e-lease-'));
+  let a; let b;
+  try {
+    // a 2 s lease (renewed every 666 ms), a job of 3 leases, a second agent looking meanwhile
+    const env = { REDIS_URL: redis.url, JOB_LEASE_TTL: '2', RECOVERY_INTERVAL: '1' };
+    const run = `echo "$SB_JOB_ID" >> ${dir}/runs; sleep 6; echo '{"ok":true}'`;
+    await waitFor(async () => Number(/uptime_in_seconds:(\d+)/.exec(await r.info('server'))[1]) >= 2,
+      { what: 'redis up for a lease (leases are acted on only then)' });
+    const [id, dead] = await enqueueMany(r, 2);
+    // control: a dead agent's job under a lapsed lease, which the live agents do recover
+    await r.lmove('agent:rebalance:jobs', 'agent:rebalance:processing:dead-z', 'LEFT', 'LEFT');
+    await r.zadd('agent:rebalance:leases', 1, 'dead-z');
+    a = startSwitchboard(['agent', '--agent-id', 'long-a', '--exec', run], env, 'long-a');
+    await waitFor(async () => (await statuses(r, [id]))[0] === 'processing', { what: 'processing' });
+    b = startSwitchboard(['agent', '--agent-id', 'long-b', '--exec', run], env, 'long-b');
+    await waitFor(async () => (await statuses(r, [id, dead])).every((s) => s === 'done'),
+      { timeoutMs: 20000, what: 'both jobs done' });
+    assert.deepStrictEqual(fs.readFileSync(`${dir}/runs`, 'utf8').trim().split('\n').sort(),
+      [id, dead].sort(), 'each run once');
+    assert.match(a.output + b.output, /recovered 1 job\(s\) of agent dead-z \(lease expired\)/);
+    assert.doesNotMatch(a.output + b.output, /of agent long-a/);
+    for (const p of [a, b]) p.kill('SIGTERM');
+    for (const p of [a, b]) assert.strictEqual((await p.exited).code, 0);
+    assert.strictEqual(await r.zcard('agent:rebalance:leases'), 0, 'clean stops drop their leases');
+  } finally {
+    for (const p of [a, b]) if (p && p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+    fs.rmSync(dir, { recursive: true, force: true });
+    r.disconnect();
+    await redis.stop();
+  }
 });

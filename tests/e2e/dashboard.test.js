@@ -20,6 +20,7 @@ const { chromium } = require('playwright-core');
 const { SB_BIN, startRedis, startSwitchboard, runSwitchboard, waitFor, freePort } = require('./lib/harness');
 
 const SECRET = 'e2e-dashboard-secret';
+const JSON_TYPE = { 'content-type': 'application/json' };
 const CHROMIUM = process.env.SB_CHROMIUM || '/usr/bin/chromium';
 const SHOTS = [path.join(path.dirname(SB_BIN), 'dashboard.png'), path.join(os.tmpdir(), 'switchboard-dashboard.png')];
 let redis, gw, agent, workerId, base, browser, profile;
@@ -165,11 +166,11 @@ test('POST /dev/token mints a token in development mode; bad input is 400', asyn
   assert.strictEqual(jobs.status, 200);
   for (const bad of [{ role: 'root', publicKey: 'x' }, { role: 'user' }, { role: 'user', publicKey: 'a b' },
     { role: 'user', publicKey: 'x', ttl: 10 }, { role: 'user', publicKey: 'x', name: 5 }]) {
-    const b = await fetch(`${base}/api/dev/token`, { method: 'POST', body: JSON.stringify(bad) });
+    const b = await fetch(`${base}/api/dev/token`, { method: 'POST', headers: JSON_TYPE, body: JSON.stringify(bad) });
     assert.strictEqual(b.status, 400, JSON.stringify(bad));
   }
-  assert.strictEqual((await fetch(`${base}/api/v1/dev/token`, { method: 'POST', body: '{' })).status, 400);
-  const dup = await fetch(`${base}/api/v1/dev/token`, { method: 'POST',
+  assert.strictEqual((await fetch(`${base}/api/v1/dev/token`, { method: 'POST', headers: JSON_TYPE, body: '{' })).status, 400);
+  const dup = await fetch(`${base}/api/v1/dev/token`, { method: 'POST', headers: JSON_TYPE,
     body: '{"publicKey":"dev-pk-2","role":"user","role":"admin"}' });
   assert.strictEqual(dup.status, 400);
   assert.match((await dup.json()).message, /duplicate key "role"/);

@@ -167,7 +167,14 @@ test('bad payloads get 400 naming the field and change nothing', async () => {
   assert.strictEqual(ok.status, 202, ok.text);
 });
 
-test('tokens: missing, none, HS512, expired, not yet valid, tampered, wrong key are 401', async () => {
+// An HS256 token over exactly these header and payload texts (jsonwebtoken re-encodes JSON).
+function signRaw(header, payload) {
+  const crypto = require('node:crypto');
+  const hp = `${Buffer.from(header).toString('base64url')}.${Buffer.from(payload).toString('base64url')}`;
+  return `${hp}.${crypto.createHmac('sha256', SECRET).update(hp).digest('base64url')}`;
+}
+
+test('tokens: missing, none, HS512, expired, not yet valid, tampered, wrong key, a claim twice, crit are 401', async () => {
   const claims = { sub: 'u-x', publicKey: 'PK-x', role: 'admin' };
   const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
   const good = jwt.sign(claims, SECRET, { algorithm: 'HS256', expiresIn: 60 });
@@ -185,10 +192,15 @@ test('tokens: missing, none, HS512, expired, not yet valid, tampered, wrong key 
     wrongKey: jwt.sign(claims, 'not-the-secret', { algorithm: 'HS256', expiresIn: 60 }),
     badRole: jwt.sign({ ...claims, role: 'root' }, SECRET, { algorithm: 'HS256', expiresIn: 60 }),
     garbage: 'abc.def',
+    // signed right, but read differently by different readers: libjwt kept the last "role"
+    twiceRole: signRaw('{"alg":"HS256","typ":"JWT"}',
+      `{"sub":"u-x","publicKey":"PK-x","role":"user","role":"admin","exp":${now() + 60}}`),
+    crit: signRaw('{"alg":"HS256","crit":["b64"],"b64":false}', JSON.stringify({ ...claims, exp: now() + 60 })),
   };
   const expect = { none: /signed JWT|HS256/, noneSigned: /HS256/, hs512: /HS256/, hs384: /HS256/,
     expired: /expired/, noExp: /exp/, notBefore: /nbf/, tampered: /signature/, badSig: /signature/,
-    wrongKey: /signature/, badRole: /role/, garbage: /signed JWT/ };
+    wrongKey: /signature/, badRole: /role/, garbage: /signed JWT/, twiceRole: /"role" twice/,
+    crit: /crit/ };
   for (const [name, token] of Object.entries(tokens)) {
     for (const [method, path, body] of [['POST', '/api/v1/agent/rebalance', { amount: 1 }],
       ['GET', '/api/v1/agent/rebalance/metrics'], ['GET', '/api/v1/rebalance/1-a']]) {
@@ -243,8 +255,9 @@ test('404, 405 with Allow, bad ids, bad types, unknown types', async () => {
   assertError(await call('GET', '/nope'), 404, 'not_found');
   assertError(await call('GET', '/agent/rebalance/jobs', { headers: u.auth }), 404, 'not_found'); // no prefix
   for (const [method, path, allow] of [['GET', '/api/v1/agent/rebalance', 'POST'],
-    ['DELETE', '/api/v1/agent/rebalance', 'POST'], ['PUT', '/api/v1/agent/rebalance/jobs', 'GET'],
-    ['POST', '/api/v1/rebalance/1-a', 'GET'], ['PATCH', '/healthz', 'GET'], ['POST', '/metrics', 'GET']]) {
+    ['DELETE', '/api/v1/agent/rebalance', 'POST'], ['PUT', '/api/v1/agent/rebalance/jobs', 'GET, HEAD'],
+    ['POST', '/api/v1/rebalance/1-a', 'GET, HEAD'], ['PATCH', '/healthz', 'GET, HEAD'],
+    ['POST', '/metrics', 'GET, HEAD']]) {
     const r = await call(method, path, { headers: u.auth });
     assertError(r, 405, 'method_not_allowed');
     assert.strictEqual(r.headers.get('allow'), allow, `${method} ${path}`);
@@ -497,6 +510,33 @@ test('garbage on the socket never hurts the gateway', async () => {
   assert.strictEqual(gw.exitCode, null);
 });
 
+// lws 4.1 answered every request line it could not parse with an HTML 403 (and held a CONNECT
+// open until its timeout); a token of 8-16 KB read as "missing bearer token". Now JSON errors
+// with the status that says why, connection: close, and the connection closed.
+test('unparseable requests get JSON 400/501/505, an over-long Authorization 431', async () => {
+  for (const [req, status, code, needle] of [
+    ['GARBAGE\r\n\r\n', 400, 'bad_request', /not HTTP\/1\.1/],
+    ['\x00\x01\x02\x7f\r\n\r\n', 400, 'bad_request', /not HTTP\/1\.1/],
+    ['PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 505, 'http_version_not_supported', /HTTP\/2/],
+    ['BREW /healthz HTTP/1.1\r\nHost: x\r\n\r\n', 501, 'not_implemented', /BREW/],
+    ['TRACE /healthz HTTP/1.1\r\nHost: x\r\n\r\n', 501, 'not_implemented', /TRACE/],
+    ['CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n', 501, 'not_implemented', /CONNECT/]]) {
+    const x = await rawExchange(port, [req], { timeoutMs: 2000 });
+    assert.deepStrictEqual(x.statuses, [status], `${JSON.stringify(req)}: ${x.text}`);
+    assert.match(x.text, /\r\ncontent-type: application\/json\r\n/);
+    assert.match(x.text, /\r\nconnection: close\r\n/i);
+    assert.deepStrictEqual(Object.keys(x.last).sort(), ['error', 'message', 'success']);
+    assert.strictEqual(x.last.error, code);
+    assert.match(x.last.message, needle);
+    assert.ok(x.closed, `${JSON.stringify(req)}: closed by the gateway`);
+  }
+  for (const size of [9000, 16000, 30000]) {
+    const r = await call('GET', '/api/v1/agent/rebalance/jobs', { headers: { authorization: `Bearer ${'a'.repeat(size)}` } });
+    assertError(r, 431, 'request_header_too_large', /Authorization/);
+  }
+  assert.strictEqual((await call('GET', '/healthz')).status, 200);
+});
+
 // Pipelining in every order on one connection, with a user whose jobs are counted at the end.
 // lws 4.1 mishandles a request with a body pipelined behind another (it handed over the wrong
 // bytes as the body, then looped inside one call and froze the whole gateway) and any request
@@ -609,11 +649,13 @@ test('Transfer-Encoding bodies get 411 at once, with connection: close, and chan
 
 // A connection that is not kept alive and whose answer comes from a Redis reply used to stay
 // open until lws's next timer check (10-30 s): it must close as soon as the answer is out.
-test('HTTP/1.0 and connection: close answers made in a Redis reply close the connection at once', async () => {
+test('HTTP/1.0 and connection: close answers close the connection at once and say connection: close', async () => {
   const u = user();
   const b = '{"amount":3}';
   for (const req of ['GET /readyz HTTP/1.0\r\n\r\n',
     'GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
+    'GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
+    'GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Close\r\n\r\n',
     `GET /api/v1/agent/rebalance/jobs HTTP/1.0\r\nAuthorization: Bearer ${u.token}\r\n\r\n`,
     `POST /api/v1/agent/rebalance HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer ${u.token}\r\n` +
     `Content-Type: application/json\r\nContent-Length: ${b.length}\r\n\r\n${b}`]) {
@@ -621,6 +663,18 @@ test('HTTP/1.0 and connection: close answers made in a Redis reply close the con
     assert.strictEqual(x.statuses.length, 1, x.text);
     assert.ok([200, 202].includes(x.statuses[0]), x.text);
     assert.ok(x.closed, 'closed by the gateway');
+    // RFC 9112 §9.6: the answer says so (a keep-alive client would reuse a dead socket)
+    assert.match(x.text, /\r\nconnection: close\r\n/i, x.text);
+  }
+  // so do the refusals after which the gateway closes
+  for (const [req, status] of [[`POST /api/v1/agent/rebalance HTTP/1.1\r\nHost: x\r\n` +
+    `Content-Type: application/json\r\nContent-Length: 99999999\r\n\r\n{"amount":`, 413],
+  [`GET /api/v1/healthz?a=${'a'.repeat(1100)}&b=${'b'.repeat(100)} HTTP/1.1\r\nHost: x\r\n\r\n`, 414],
+  ['POST /api/v1/agent/rebalance HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n', 411]]) {
+    const x = await rawExchange(port, [req], { timeoutMs: 1000 });
+    assert.deepStrictEqual(x.statuses, [status], x.text);
+    assert.ok(x.closed, `${status}: closed by the gateway`);
+    assert.match(x.text, /\r\nconnection: close\r\n/i, x.text);
   }
 });
 
@@ -637,6 +691,121 @@ test('Authorization: Bearer with tabs or extra spaces around the token is accept
     const x = await rawExchange(port, [`GET /api/v1/agent/rebalance/jobs HTTP/1.1\r\nHost: x\r\n` +
       `Authorization: ${value}\r\n\r\n`], { answers: 1 });
     assert.deepStrictEqual(x.statuses, [401], `${JSON.stringify(value)}: ${x.text}`);
+  }
+});
+
+// RFC 8259 §8.1: JSON text is UTF-8. A body that was not used to be stored as sent, then went
+// out in WebSocket text frames that socket.io-client drops (it reconnects in a loop). A \u0000
+// in a string used to cut the string short (cJSON keeps C strings): "high\u0000x" was stored
+// as "high". Both are refused with 400, and the body must be declared application/json (415).
+test('bodies: invalid UTF-8 and \\u0000 get 400, a type other than JSON 415; nothing is stored', async () => {
+  const u = user();
+  const post = (body, contentType) => request('POST', `${base}/api/v1/agent/rebalance`,
+    { headers: u.auth, body, raw: true, contentType });
+  const bytes = (...parts) => Buffer.concat(parts.map((p) => (typeof p === 'string' ? Buffer.from(p) : Buffer.from(p))));
+  for (const [what, bad] of [['a lone byte FF', [0xff]], ['overlong "/"', [0xc0, 0xaf]],
+    ['overlong NUL', [0xc0, 0x80]], ['a surrogate U+D800', [0xed, 0xa0, 0x80]],
+    ['U+110000', [0xf4, 0x90, 0x80, 0x80]], ['a truncated sequence', [0xe2, 0x82]],
+    ['a stray continuation byte', [0x80]]]) {
+    const r = await post(bytes('{"amount":1,"priority":"hi', bad, 'gh"}'));
+    assertError(r, 400, 'invalid_json', /UTF-8/);
+    const k = await post(bytes('{"amount":1,"n', bad, '":1}'));
+    assertError(k, 400, 'invalid_json', /UTF-8/, what);
+  }
+  for (const [raw, member] of [['{"amount":1,"priority":"high\\u0000x"}', 'priority'],
+    ['{"amount":1,"meta":{"tags":["a","b\\u0000"]}}', 'tags'],
+    ['{"amount":1,"a\\u0000b":1}', 'a\\\\u0000b'],
+    ['{"amount":1,"note":"x\u0000y"}', 'note']]) { // the last one a raw NUL byte
+    const r = await post(raw);
+    assertError(r, 400, 'bad_request', new RegExp(`^member "${member}" holds \\\\u0000`));
+  }
+  for (const ctype of ['text/plain', 'application/x-www-form-urlencoded', 'application/jsonx',
+    'application/json, text/plain']) {
+    const r = await post('{"amount":1}', ctype);
+    assertError(r, 415, 'unsupported_media_type', /application\/json/);
+  }
+  const none = await rawExchange(port, [`POST /api/v1/agent/rebalance HTTP/1.1\r\nHost: x\r\n` +
+    `Authorization: Bearer ${u.token}\r\nContent-Length: 12\r\n\r\n{"amount":1}`], { answers: 1 });
+  assert.deepStrictEqual(none.statuses, [415], none.text);
+  assert.strictEqual(await rc.exists(`agent:rebalance:user:${u.pk}`), 0);
+  // parameters and any case are fine; valid UTF-8 (and \u escapes of it) is kept exactly
+  const text = 'caf\u00e9 \u{1f600} \ud7ff\ue000\u{10ffff}';
+  for (const ctype of ['application/json; charset=utf-8', 'Application/JSON', 'application/json ;charset=UTF-8']) {
+    const r = await post(JSON.stringify({ amount: 2, note: text, esc: 'caf\\u00e9' }).replace('caf\\\\u00e9', 'caf\\u00e9'), ctype);
+    assert.strictEqual(r.status, 202, `${ctype}: ${r.text}`);
+    const rec = JSON.parse(await rc.get(`agent:rebalance:job:${r.json.jobId}`));
+    assert.strictEqual(rec.payload.note, text);
+    assert.strictEqual(rec.payload.esc, 'caf\u00e9');
+  }
+  assert.strictEqual(await rc.zcard(`agent:rebalance:user:${u.pk}`), 3);
+});
+
+// RFC 9112 §6.3: a Content-Length given twice with different values, or one that is not a
+// number, makes the framing unknowable; a proxy in front may have read it otherwise (request
+// smuggling). lws read the first of two, and "0x2f" as 0, then ran the body as a second
+// request. Now 400 with connection: close, the connection closed, and the body never run.
+test('Content-Length twice or not a number: 400, connection closed, the body never run', async () => {
+  const u = user();
+  const job = '{"amount":7}';
+  const smuggled = `POST /api/v1/agent/rebalance HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${u.token}\r\n` +
+    `Content-Type: application/json\r\nContent-Length: ${job.length}\r\n\r\n${job}`;
+  for (const cl of [['5', String(smuggled.length)], [String(smuggled.length), '0'], ['0x2f'],
+    ['-1'], ['+5'], ['5, 5'], ['1e3'], [''], ['99999999999999999999999']]) {
+    const heads = cl.map((v) => `Content-Length: ${v}\r\n`).join('');
+    const x = await rawExchange(port, [`POST /api/v1/agent/rebalance HTTP/1.1\r\nHost: x\r\n` +
+      `Authorization: Bearer ${u.token}\r\nContent-Type: application/json\r\n${heads}\r\n${smuggled}`]);
+    assert.deepStrictEqual(x.statuses, [400], `${JSON.stringify(cl)}: ${x.text}`);
+    assert.strictEqual(x.last.error, 'bad_request');
+    assert.match(x.last.message, /Content-Length/);
+    assert.match(x.text, /\r\nconnection: close\r\n/i);
+    assert.ok(x.closed, `${JSON.stringify(cl)}: closed by the gateway`);
+  }
+  assert.strictEqual(await rc.exists(`agent:rebalance:user:${u.pk}`), 0);
+  // whitespace around one valid value is not part of it (RFC 9110 §5.5)
+  const x = await rawExchange(port, [`POST /api/v1/agent/rebalance HTTP/1.1\r\nHost: x\r\n` +
+    `Authorization: Bearer ${u.token}\r\nContent-Type: application/json\r\nContent-Length:  ${job.length}\t\r\n\r\n${job}`],
+  { answers: 1 });
+  assert.deepStrictEqual(x.statuses, [202], x.text);
+});
+
+// RFC 9110 §9.3.2: HEAD is GET without the body. It used to get 405 with a body, which Node's
+// keep-alive client reads as the start of the next answer on the same socket.
+test('HEAD answers like GET without a body; a keep-alive client goes on on the same socket', async () => {
+  const http = require('node:http');
+  const u = user();
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  const one = (method, path, headers = {}) => new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port, method, path, agent, headers }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => { body += d; });
+      res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, body, reused: req.reusedSocket }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+  try {
+    for (const [path, headers] of [['/healthz', {}], ['/api/v1/agent/rebalance/jobs', u.auth],
+      ['/web/app.js', {}], ['/api/v1/nope', {}]]) {
+      const g = await one('GET', path, headers);
+      const h = await one('HEAD', path, headers);
+      assert.strictEqual(h.status, g.status, path);
+      assert.strictEqual(h.body, '', path);
+      assert.strictEqual(h.headers['content-type'], g.headers['content-type'], path);
+      // (the bodies of /healthz, with the uptime, and of a 404, naming the method, may differ)
+      if (g.status === 200 && path !== '/healthz')
+        assert.strictEqual(h.headers['content-length'], String(Buffer.byteLength(g.body)), path);
+      const after = await one('GET', '/readyz');
+      assert.strictEqual(after.status, 200, `${path}: the request after HEAD`);
+      assert.ok(after.reused, `${path}: the same socket was reused`);
+    }
+    const p = await one('HEAD', '/api/v1/agent/rebalance', u.auth); // a POST route: 405, no body
+    assert.strictEqual(p.status, 405);
+    assert.strictEqual(p.headers.allow, 'POST');
+    assert.strictEqual(p.body, '');
+    assert.strictEqual((await one('GET', '/healthz')).status, 200);
+  } finally {
+    agent.destroy();
   }
 });
 

@@ -74,6 +74,35 @@ test('slowloris: 200 connections trickling headers are cut off; others are serve
   assert.ok(rssKb(gw.pid) - before < 64 * 1024, 'memory stays bounded');
 });
 
+// lws times a body out only between two pieces: a byte every 2 s held the request (and its
+// connection) open for ever. The whole body now has 30 s from its headers: 408, connection:
+// close, closed. Long-poll GETs and WebSockets carry no body and are not touched by it.
+test('a body trickled a byte every 2 s gets 408 after 30 s and is closed', async () => {
+  const s = await rawConnect();
+  const t0 = Date.now();
+  s.write(`POST /api/v1/agent/rebalance HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token('slow')}\r\n` +
+    'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{');
+  const trickle = setInterval(() => { if (!s.destroyed) s.write(' '); }, 2000);
+  try {
+    assert.ok(await healthyWithin(2000) < 2000, 'others are served meanwhile');
+    let bound;
+    await Promise.race([s.gone, new Promise((_, reject) => {
+      bound = setTimeout(() => reject(new Error(`still open after 40 s: ${JSON.stringify(s.data)}`)), 40000);
+    })]);
+    clearTimeout(bound);
+  } finally {
+    clearInterval(trickle);
+    s.destroy();
+  }
+  const took = Date.now() - t0;
+  assert.ok(took >= 30000 && took < 36000, `closed after ${took} ms`);
+  assert.match(s.data, /^HTTP\/1\.1 408 Request Timeout\r\n/);
+  assert.match(s.data, /\r\nconnection: close\r\n/i);
+  const body = JSON.parse(s.data.slice(s.data.indexOf('\r\n\r\n') + 4));
+  assert.strictEqual(body.error, 'request_timeout');
+  assert.match(body.message, /30 s/);
+});
+
 test('oversized body: 413 without reading it; oversized headers: refused', async () => {
   const s = await rawConnect();
   s.write(`POST /api/v1/agent/rebalance HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token('big')}\r\n` +

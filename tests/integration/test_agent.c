@@ -15,26 +15,22 @@
 #include "switchboard/agent.h"
 #include "cli/settings.h"
 #include "switchboard/switchboard.h"
+#include "switchboard/utf8.h"
 
 static sb_test_redis_t srv;
 
 /* ---- helpers ----------------------------------------------------------------------------- */
 
-static sb_config_t test_config(void) {
-    sb_config_t cfg;
-    char err[256];
-    char *argv[] = {"test", NULL};
-    unsetenv("REDIS_URL");
-    assert_int_equal(sb_config_load(&cfg, 1, argv, err, sizeof err), 0);
-    free(cfg.redis.host);
-    cfg.redis.host = NULL;
-    cfg.redis.unix_path = strdup(srv.sock);
-    cfg.retry_backoff_ms = 10;
-    cfg.retry_backoff_max_ms = 50;
-    cfg.heartbeat_interval = 1;
-    cfg.agent_status_ttl = 3;
-    cfg.recovery_interval = 1;
-    return cfg;
+/* Fast settings for tests: short TTLs and intervals, 10 ms retry backoff. */
+static sb_agent_opts_t test_config(void) {
+    sb_agent_opts_t o;
+    sb_agent_opts_init(&o);
+    o.retry_backoff_ms = 10;
+    o.retry_backoff_max_ms = 50;
+    o.heartbeat_s = 1;
+    o.status_ttl_s = 3;
+    o.recovery_s = 1;
+    return o;
 }
 
 static long long llen(sb_redis_t *r, const char *key) {
@@ -113,7 +109,7 @@ static void enqueue(sb_redis_t *r, const char *payload_json, char id[SB_JOB_ID_L
 }
 
 /* Handler whose behaviour the payload chooses: {"mode":"ok"|"fail"|"fail_twice"|"permanent"
- * |"block"|"gate"}. Records the order it saw jobs in. */
+ * |"block"|"gate"|"latin1"|"bad_error"}. Records the order it saw jobs in. */
 typedef struct {
     pthread_mutex_t lock;
     int seen[64];
@@ -135,6 +131,16 @@ static sb_handler_rc_t probe_handler(const sb_job_t *job, int attempt, const ato
         out->result = cJSON_CreateNumber(n);
         return SB_HANDLER_OK;
     }
+    if (!strcmp(mode, "latin1")) { /* a result that is not UTF-8 */
+        out->result = cJSON_CreateObject();
+        cJSON_AddStringToObject(out->result, "text", "caf\xe9");
+        return SB_HANDLER_OK;
+    }
+    if (!strcmp(mode, "bad_error")) {
+        snprintf(out->error, sizeof out->error, "bad \xff\xfe bytes");
+        snprintf(out->details, sizeof out->details, "truncated \xe2\x82");
+        return SB_HANDLER_FAIL;
+    }
     if (!strcmp(mode, "fail_twice") && attempt >= 3) {
         out->result = cJSON_CreateString("third time lucky");
         return SB_HANDLER_OK;
@@ -154,22 +160,70 @@ static sb_handler_rc_t probe_handler(const sb_job_t *job, int attempt, const ato
     return !strcmp(mode, "permanent") ? SB_HANDLER_FAIL : SB_HANDLER_RETRY;
 }
 
-static sb_agent_t *start_agent(sb_config_t *cfg, probe_t *p) {
+static sb_agent_t *start_agent(const sb_agent_opts_t *cfg, probe_t *p) {
     char err[128];
-    sb_agent_t *a = sb_agent_create(cfg, probe_handler, p, err, sizeof err);
+    sb_agent_t *a = sb_agent_create(&srv.addr, cfg, probe_handler, p, err, sizeof err);
     assert_non_null(a);
     assert_int_equal(sb_agent_start(a), 0);
     return a;
 }
 
 /* Starts an agent and waits (bounded) until its handler runs a "block" or "gate" job. */
-static sb_agent_t *start_agent_blocked(sb_config_t *cfg, probe_t *p) {
+static sb_agent_t *start_agent_blocked(const sb_agent_opts_t *cfg, probe_t *p) {
     sb_agent_t *a = start_agent(cfg, p);
     int64_t deadline = sb_mono_ms() + 10000;
     while (!atomic_load(&p->blocked) && sb_mono_ms() < deadline) sb_sleep_ms(5, NULL);
     assert_true(atomic_load(&p->blocked));
     return a;
 }
+
+/* A schedule clock the tests move ahead: the real monotonic clock plus *ctx ms. */
+static int64_t skip_clock(void *ctx) {
+    return sb_mono_ms() + atomic_load((atomic_llong *)ctx);
+}
+
+/* Waits (bounded) until the agent has looked for dead agents' jobs n times in all. */
+static void wait_checks(sb_agent_t *a, unsigned long long n) {
+    sb_agent_stats_t st = {0};
+    int64_t deadline = sb_mono_ms() + 15000;
+    for (sb_agent_stats(a, &st); st.checks < n && sb_mono_ms() < deadline; sb_agent_stats(a, &st))
+        sb_sleep_ms(5, NULL);
+    assert_true(st.checks >= n);
+}
+
+/* Waits (bounded) until Redis has been up for secs seconds. */
+static void wait_uptime(sb_redis_t *r, long secs) {
+    int64_t deadline = sb_mono_ms() + 15000;
+    long up = -1;
+    while (up < secs && sb_mono_ms() < deadline) {
+        redisReply *rep = sb_redis_cmd(r, "INFO server");
+        assert_non_null(rep);
+        const char *s = strstr(rep->str, "uptime_in_seconds:");
+        up = s ? atol(s + strlen("uptime_in_seconds:")) : -1;
+        freeReplyObject(rep);
+        if (up < secs) sb_sleep_ms(50, NULL);
+    }
+    assert_true(up >= secs);
+}
+
+/* Enqueues n jobs and moves them into list, as an agent's take would. */
+static void enqueue_held(sb_redis_t *r, const char *list, char (*ids)[SB_JOB_ID_LEN], int n) {
+    for (int i = 0; i < n; i++) {
+        enqueue(r, "{\"n\":1}", ids[i]);
+        redisReply *rep = sb_redis_cmd(r, "LMOVE agent:rebalance:jobs %s RIGHT LEFT", list);
+        assert_int_equal(rep->type, REDIS_REPLY_STRING);
+        freeReplyObject(rep);
+    }
+}
+
+/* Runs a Redis command (sb_redis_cmd's arguments) and checks that it did not fail. */
+#define EXPECT_OK(r, ...)                                              \
+    do {                                                              \
+        redisReply *rep_ = sb_redis_cmd((r), __VA_ARGS__);            \
+        assert_non_null(rep_);                                        \
+        assert_int_not_equal(rep_->type, REDIS_REPLY_ERROR);          \
+        freeReplyObject(rep_);                                        \
+    } while (0)
 
 static int setup(void **state) {
     (void)state;
@@ -222,7 +276,7 @@ static void test_fifo_retry_and_dead_letter(void **state) {
                               "{\"n\":3,\"mode\":\"fail\"}", "{\"n\":4,\"mode\":\"permanent\"}",
                               "{\"n\":5}"};
     for (int i = 0; i < 6; i++) enqueue(r, payloads[i], ids[i]);
-    sb_config_t cfg = test_config();
+    sb_agent_opts_t cfg = test_config();
     probe_t p = {.lock = PTHREAD_MUTEX_INITIALIZER};
     sb_agent_t *a = start_agent(&cfg, &p);
     const char *want[] = {"done", "done", "done", "error", "error", "done"};
@@ -279,7 +333,6 @@ static void test_fifo_retry_and_dead_letter(void **state) {
     rep = sb_redis_cmd(r, "KEYS agent:online:*");
     assert_int_equal(rep->elements, 0);
     freeReplyObject(rep);
-    sb_config_close(&cfg);
     sb_redis_free(r);
 }
 
@@ -309,7 +362,7 @@ static void test_bad_records_are_counted_and_skipped(void **state) {
     freeReplyObject(rep);
     char good[SB_JOB_ID_LEN];
     enqueue(r, "{\"n\":7}", good);
-    sb_config_t cfg = test_config();
+    sb_agent_opts_t cfg = test_config();
     probe_t p = {.lock = PTHREAD_MUTEX_INITIALIZER};
     sb_agent_t *a = start_agent(&cfg, &p);
     char *st = wait_terminal(r, good);
@@ -330,7 +383,6 @@ static void test_bad_records_are_counted_and_skipped(void **state) {
     freeReplyObject(rep);
     sb_agent_wait(a, 5);
     sb_agent_free(a);
-    sb_config_close(&cfg);
     sb_redis_free(r);
 }
 
@@ -350,7 +402,7 @@ static void test_execution_times_stay_bounded(void **state) {
     sb_batch_free(b);
     char id[SB_JOB_ID_LEN];
     enqueue(r, "{\"n\":1}", id);
-    sb_config_t cfg = test_config();
+    sb_agent_opts_t cfg = test_config();
     probe_t p = {.lock = PTHREAD_MUTEX_INITIALIZER};
     sb_agent_t *a = start_agent(&cfg, &p);
     free(wait_terminal(r, id));
@@ -362,7 +414,6 @@ static void test_execution_times_stay_bounded(void **state) {
     freeReplyObject(rep);
     sb_agent_wait(a, 5);
     sb_agent_free(a);
-    sb_config_close(&cfg);
     sb_redis_free(r);
 }
 
@@ -382,7 +433,7 @@ static void test_recovers_jobs_of_a_dead_agent(void **state) {
     freeReplyObject(rep);
     rep = sb_redis_cmd(r, "LPUSH agent:rebalance:processing:alive-2-bb 9-keep");
     freeReplyObject(rep);
-    sb_config_t cfg = test_config();
+    sb_agent_opts_t cfg = test_config();
     probe_t p = {.lock = PTHREAD_MUTEX_INITIALIZER};
     sb_agent_t *a = start_agent(&cfg, &p);
     for (int i = 0; i < 3; i++) {
@@ -397,7 +448,6 @@ static void test_recovers_jobs_of_a_dead_agent(void **state) {
     assert_int_equal(llen(r, "agent:rebalance:processing:alive-2-bb"), 1);
     sb_agent_wait(a, 5);
     sb_agent_free(a);
-    sb_config_close(&cfg);
     sb_redis_free(r);
 }
 
@@ -406,7 +456,7 @@ static void test_recovers_jobs_of_a_dead_agent(void **state) {
 static void test_reclaims_ids_orphaned_in_its_own_list(void **state) {
     (void)state;
     sb_redis_t *r = sb_test_redis_client(&srv);
-    sb_config_t cfg = test_config();
+    sb_agent_opts_t cfg = test_config();
     probe_t p = {.lock = PTHREAD_MUTEX_INITIALIZER};
     sb_agent_t *a = start_agent(&cfg, &p);
     char id[SB_JOB_ID_LEN], key[SB_KEY_LEN], rkey[SB_KEY_LEN];
@@ -430,7 +480,6 @@ static void test_reclaims_ids_orphaned_in_its_own_list(void **state) {
     assert_int_equal(llen(r, key), 0);
     sb_agent_wait(a, 5);
     sb_agent_free(a);
-    sb_config_close(&cfg);
     sb_redis_free(r);
 }
 
@@ -439,7 +488,7 @@ static void test_shutdown_puts_back_unfinished_jobs(void **state) {
     sb_redis_t *r = sb_test_redis_client(&srv);
     char id[SB_JOB_ID_LEN];
     enqueue(r, "{\"n\":1,\"mode\":\"block\"}", id);
-    sb_config_t cfg = test_config();
+    sb_agent_opts_t cfg = test_config();
     probe_t p = {.lock = PTHREAD_MUTEX_INITIALIZER};
     sb_agent_t *a = start_agent_blocked(&cfg, &p);
     sb_agent_wait(a, 0); /* no grace: cancel at once */
@@ -451,7 +500,6 @@ static void test_shutdown_puts_back_unfinished_jobs(void **state) {
     char *st = record_status(r, id);
     assert_string_equal(st, "queued");
     free(st);
-    sb_config_close(&cfg);
     sb_redis_free(r);
 }
 
@@ -463,7 +511,7 @@ static void test_stop_mid_stream_leaves_no_job_taken(void **state) {
     sb_redis_t *r = sb_test_redis_client(&srv);
     char (*ids)[SB_JOB_ID_LEN] = calloc(N, SB_JOB_ID_LEN);
     for (int i = 0; i < N; i++) enqueue(r, "{\"n\":1}", ids[i]);
-    sb_config_t cfg = test_config();
+    sb_agent_opts_t cfg = test_config();
     cfg.concurrency = 4;
     probe_t p = {.lock = PTHREAD_MUTEX_INITIALIZER};
     sb_agent_t *a = start_agent(&cfg, &p);
@@ -494,13 +542,12 @@ static void test_stop_mid_stream_leaves_no_job_taken(void **state) {
         assert_int_equal(llen(r, keys->element[i]->str), 0);
     freeReplyObject(keys);
     free(ids);
-    sb_config_close(&cfg);
     sb_redis_free(r);
 }
 
 static void test_survives_redis_restart(void **state) {
     (void)state;
-    sb_config_t cfg = test_config();
+    sb_agent_opts_t cfg = test_config();
     probe_t p = {.lock = PTHREAD_MUTEX_INITIALIZER};
     sb_agent_t *a = start_agent(&cfg, &p);
     sb_redis_t *r = sb_test_redis_client(&srv);
@@ -517,7 +564,6 @@ static void test_survives_redis_restart(void **state) {
     free(st);
     sb_agent_wait(a, 5);
     sb_agent_free(a);
-    sb_config_close(&cfg);
     sb_redis_free(r);
 }
 
@@ -544,7 +590,7 @@ static void test_finish_waits_out_a_busy_redis(void **state) {
     freeReplyObject(rep);
     char id[SB_JOB_ID_LEN];
     enqueue(r, "{\"n\":1,\"mode\":\"gate\"}", id);
-    sb_config_t cfg = test_config();
+    sb_agent_opts_t cfg = test_config();
     probe_t p = {.lock = PTHREAD_MUTEX_INITIALIZER};
     sb_agent_t *a = start_agent_blocked(&cfg, &p);
     int64_t deadline = sb_mono_ms() + 10000;
@@ -576,7 +622,6 @@ static void test_finish_waits_out_a_busy_redis(void **state) {
     sb_agent_free(a);
     rep = sb_redis_cmd(r, "CONFIG SET busy-reply-threshold 5000");
     freeReplyObject(rep);
-    sb_config_close(&cfg);
     sb_redis_free(blocker);
     sb_redis_free(r);
 }
@@ -596,8 +641,8 @@ static void test_recovery_waits_for_live_agents_after_a_restart(void **state) {
     }
     redisReply *rep = sb_redis_cmd(r, "SET agent:online:a-2-bb {} EX 60");
     freeReplyObject(rep);
-    sb_config_t cfg = test_config();
-    cfg.agent_id = strdup("b-1-aa");
+    sb_agent_opts_t cfg = test_config();
+    cfg.agent_id = "b-1-aa";
     probe_t p = {.lock = PTHREAD_MUTEX_INITIALIZER};
     sb_agent_t *a = start_agent(&cfg, &p);
     wait_heartbeat(r, "b-1-aa", hb, sizeof hb);
@@ -632,7 +677,167 @@ static void test_recovery_waits_for_live_agents_after_a_restart(void **state) {
     assert_int_equal(stats.recovered, 2);
     sb_agent_wait(a, 5);
     sb_agent_free(a);
-    sb_config_close(&cfg);
+    sb_redis_free(r);
+}
+
+/* The default lease is 15 s: a killed agent's jobs come back within seconds, even though its
+ * presence key (TTL 300 s) still says it is online. The waits on the way follow the agent's
+ * clock, which the test moves ahead: Redis was just started, so leases get a lease of grace
+ * (live agents' entries may have been lost with a restart), and the lapsed lease is acted on
+ * only once the clock has passed it. A live lease (even without presence) and an agent of an
+ * earlier version (presence, no lease) keep their jobs. */
+static void test_lapsed_lease_is_recovered_on_the_agent_clock(void **state) {
+    (void)state;
+    assert_int_equal(sb_test_redis_restart(&srv), 0); /* up for 0 s */
+    sb_test_redis_flush(&srv); /* what the last test saved was loaded again */
+    sb_redis_t *r = sb_test_redis_client(&srv);
+    char dead[2][SB_JOB_ID_LEN], live[1][SB_JOB_ID_LEN], old[1][SB_JOB_ID_LEN];
+    const char *k_dead = "agent:rebalance:processing:d-1-aa",
+               *k_live = "agent:rebalance:processing:l-2-bb",
+               *k_old = "agent:rebalance:processing:o-3-cc";
+    enqueue_held(r, k_dead, dead, 2);
+    enqueue_held(r, k_live, live, 1);
+    enqueue_held(r, k_old, old, 1);
+    EXPECT_OK(r, "ZADD agent:rebalance:leases 1 d-1-aa 99999999999999 l-2-bb");
+    EXPECT_OK(r, "SET agent:online:d-1-aa {} EX 60"); /* killed a moment ago */
+    EXPECT_OK(r, "SET agent:online:o-3-cc {} EX 60"); /* an earlier version: presence only */
+    atomic_llong skip = 0;
+    sb_agent_opts_t cfg = test_config();
+    cfg.clock = skip_clock;
+    cfg.clock_ctx = &skip;
+    probe_t p = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    sb_agent_t *a = start_agent(&cfg, &p);
+    wait_checks(a, 1);
+    assert_int_equal(llen(r, k_dead), 2); /* redis is young: a lease of grace */
+    sb_agent_stats_t stats;
+    sb_agent_stats(a, &stats);
+    atomic_fetch_add(&skip, 5000); /* a renewal interval: the next lease check */
+    wait_checks(a, stats.checks + 2);
+    assert_int_equal(llen(r, k_dead), 2); /* still in the grace */
+    atomic_fetch_add(&skip, 15000);
+    for (int i = 0; i < 2; i++) {
+        char *st = wait_terminal(r, dead[i]);
+        assert_string_equal(st, "done");
+        free(st);
+    }
+    sb_agent_stats(a, &stats);
+    assert_int_equal(stats.recovered, 2);
+    redisReply *rep = sb_redis_cmd(r, "ZSCORE agent:rebalance:leases d-1-aa");
+    assert_int_equal(rep->type, REDIS_REPLY_NIL); /* the entry goes with the jobs */
+    freeReplyObject(rep);
+    wait_checks(a, stats.checks + 3); /* presence is judged too by now (3 s TTL, skipped) */
+    assert_int_equal(llen(r, k_live), 1);
+    assert_int_equal(llen(r, k_old), 1);
+    sb_agent_wait(a, 5);
+    sb_agent_free(a);
+    sb_redis_free(r);
+}
+
+/* An agent whose job runs for several leases keeps it: the lease is renewed by the
+ * maintenance thread whatever the worker does. A second agent that looks for lapsed leases
+ * every third of a lease (and recovers a really dead agent's job meanwhile) leaves it alone,
+ * and the job runs and finishes once. */
+static void test_live_agent_keeps_a_job_longer_than_its_lease(void **state) {
+    (void)state;
+    sb_redis_t *r = sb_test_redis_client(&srv);
+    wait_uptime(r, 2); /* a 1 s lease is acted on once Redis has been up that long */
+    char id[SB_JOB_ID_LEN], dead[1][SB_JOB_ID_LEN], key[SB_KEY_LEN];
+    enqueue(r, "{\"n\":1,\"mode\":\"gate\"}", id);
+    sb_agent_opts_t cfg = test_config();
+    cfg.lease_ms = 1000;
+    cfg.agent_id = "a-1-aa";
+    probe_t p = {.lock = PTHREAD_MUTEX_INITIALIZER}, q = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    sb_agent_t *a = start_agent_blocked(&cfg, &p);
+    enqueue_held(r, "agent:rebalance:processing:d-9-zz", dead, 1);
+    EXPECT_OK(r, "ZADD agent:rebalance:leases 1 d-9-zz");
+    cfg.agent_id = "b-2-bb";
+    sb_agent_t *b = start_agent(&cfg, &q);
+    free(wait_terminal(r, dead[0]));
+    wait_checks(b, 12); /* about 4 s: 12 looks at 333 ms, and scans every second */
+    sb_key(key, sizeof key, SB_KEY_PROCESSING, "rebalance", "a-1-aa");
+    assert_int_equal(llen(r, key), 1);
+    atomic_store(&p.release, 1);
+    char *st = wait_terminal(r, id);
+    assert_string_equal(st, "done");
+    free(st);
+    sb_agent_wait(b, 5);
+    sb_agent_wait(a, 5); /* its stats are final once its workers have stopped */
+    sb_agent_stats_t sa, sb;
+    sb_agent_stats(a, &sa);
+    sb_agent_stats(b, &sb);
+    assert_int_equal(sa.done, 1);
+    assert_int_equal(sb.recovered, 1); /* the dead agent's job only */
+    assert_int_equal(p.nseen, 1);
+    assert_int_equal(q.nseen, 1);
+    sb_agent_free(b);
+    sb_agent_free(a);
+    redisReply *rep = sb_redis_cmd(r, "ZCARD agent:rebalance:leases");
+    assert_int_equal(rep->integer, 0); /* a clean stop drops the entry */
+    freeReplyObject(rep);
+    sb_redis_free(r);
+}
+
+/* The raw text of key, which must be valid UTF-8 (caller frees). */
+static char *get_utf8(sb_redis_t *r, const char *key) {
+    redisReply *rep = sb_redis_cmd(r, "GET %s", key);
+    assert_int_equal(rep->type, REDIS_REPLY_STRING);
+    assert_true(sb_utf8_valid(rep->str, rep->len));
+    char *s = strdup(rep->str);
+    freeReplyObject(rep);
+    return s;
+}
+
+/* Nothing that is not UTF-8 is stored or published: a result that is not fails the attempt
+ * (and the job, once attempts run out); error texts are repaired with U+FFFD. */
+static void test_output_that_is_not_utf8(void **state) {
+    (void)state;
+    sb_redis_t *r = sb_test_redis_client(&srv), *sub = sb_test_redis_client(&srv);
+    redisReply *rep = sb_redis_cmd(sub, "SUBSCRIBE agent:rebalance:status");
+    freeReplyObject(rep);
+    char ids[2][SB_JOB_ID_LEN], key[SB_KEY_LEN];
+    enqueue(r, "{\"n\":1,\"mode\":\"latin1\"}", ids[0]);
+    enqueue(r, "{\"n\":2,\"mode\":\"bad_error\"}", ids[1]);
+    sb_agent_opts_t cfg = test_config();
+    probe_t p = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    sb_agent_t *a = start_agent(&cfg, &p);
+    const char *want[2][2] = {{"handler output is not valid UTF-8", NULL},
+                              {"bad \xef\xbf\xbd\xef\xbf\xbd bytes", "truncated \xef\xbf\xbd"}};
+    for (int i = 0; i < 2; i++) {
+        char *st = wait_terminal(r, ids[i]);
+        assert_string_equal(st, "error");
+        free(st);
+        char *json = get_utf8(r, sb_key(key, sizeof key, SB_KEY_JOB, "rebalance", ids[i]));
+        cJSON *rec = cJSON_Parse(json);
+        assert_string_equal(sb_json_str(rec, "error"), want[i][0]);
+        if (want[i][1]) assert_string_equal(sb_json_str(rec, "details"), want[i][1]);
+        assert_null(cJSON_GetObjectItem(rec, "result"));
+        cJSON_Delete(rec);
+        free(json);
+        sb_metrics_key(key, sizeof key, "rebalance", "failed", ids[i]);
+        free(get_utf8(r, key));
+    }
+    double attempts = 0;
+    char *json = NULL;
+    assert_int_equal(sb_job_get(r, "rebalance", ids[0], &json), 0);
+    cJSON *rec = cJSON_Parse(json);
+    sb_json_num(rec, "attempts", &attempts);
+    assert_int_equal((int)attempts, 3); /* each attempt failed */
+    cJSON_Delete(rec);
+    free(json);
+    sb_agent_wait(a, 5);
+    sb_agent_free(a);
+    /* every status message published was UTF-8 (two jobs: 3 + 1 processing, 2 errors, and
+     * the retries' processing updates) */
+    int n = 0, timed_out = 0;
+    while ((rep = sb_redis_read_wait(sub, 200, &timed_out)) != NULL) {
+        assert_int_equal(rep->type, REDIS_REPLY_ARRAY);
+        assert_true(sb_utf8_valid(rep->element[2]->str, rep->element[2]->len));
+        freeReplyObject(rep);
+        n++;
+    }
+    assert_true(timed_out);
+    assert_true(n >= 6);
+    sb_redis_free(sub);
     sb_redis_free(r);
 }
 
@@ -709,6 +914,9 @@ int main(void) {
         cmocka_unit_test_setup(test_survives_redis_restart, setup),
         cmocka_unit_test_setup(test_finish_waits_out_a_busy_redis, setup),
         cmocka_unit_test_setup(test_recovery_waits_for_live_agents_after_a_restart, setup),
+        cmocka_unit_test_setup(test_lapsed_lease_is_recovered_on_the_agent_clock, setup),
+        cmocka_unit_test_setup(test_live_agent_keeps_a_job_longer_than_its_lease, setup),
+        cmocka_unit_test_setup(test_output_that_is_not_utf8, setup),
         cmocka_unit_test_setup(test_queue_library, setup),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);

@@ -465,6 +465,36 @@ static void expect_duplicate(const char *text, const char *want) {
     cJSON_Delete(doc);
 }
 
+/* want: the member named, or NULL when no string holds U+0000. */
+static void expect_nul(const char *text, size_t len, const char *want) {
+    char member[16] = "unset";
+    cJSON *doc = sb_json_parse(text, len);
+    assert_non_null(doc);
+    cJSON_Delete(doc);
+    int found = sb_json_nul_member(text, len, member, sizeof member);
+    assert_int_equal(found, want != NULL);
+    if (want) assert_string_equal(member, want);
+}
+
+static void test_json_nul_member(void **state) {
+    (void)state;
+#define NUL_CASE(text, want) expect_nul(text, sizeof text - 1, want)
+    NUL_CASE("{\"priority\":\"high\\u0000x\"}", "priority");
+    NUL_CASE("{\"a\":1,\"p\\u0000q\":1}", "p\\u0000q"); /* the name itself */
+    NUL_CASE("{\"a\":{\"b\":1},\"tags\":[\"x\",[\"y\\u0000\"]]}", "tags");
+    NUL_CASE("{\"a\":[{\"b\":1},\"\\u0000\"]}", "a"); /* after a nested object: still a */
+    NUL_CASE("{\"note\":\"x\0y\"}", "note");              /* a raw NUL byte */
+    NUL_CASE("[\"\\u0000\"]", "");
+    NUL_CASE("\"\\u0000\"", "");
+    NUL_CASE("{\"a very long member name\":\"\\u0000\"}", "a very long mem"); /* cut to fit */
+    NUL_CASE("{\"a\":\"\\\\u0000\"}", NULL);   /* an escaped backslash, then text "u0000" */
+    NUL_CASE("{\"a\":\"\\u00001\",\"b\":2}", "a");
+    NUL_CASE("{\"a\":\"\\u0001\\u1000\\\"\\u0000\"}", "a");
+    NUL_CASE("{\"a\":\"\\u0001\",\"b\":\"\\\"x\",\"c\":{\"d\":[1,\"\\u00e9\"]}}", NULL);
+    NUL_CASE("{\"k:\\\"\":\"v\"}", NULL);
+#undef NUL_CASE
+}
+
 static void test_json_duplicate_keys(void **state) {
     (void)state;
     expect_duplicate("{\"amount\":1000,\"amount\":-5,\"priority\":\"high\",\"priority\":{\"x\":1}}",
@@ -685,7 +715,7 @@ int main(void) {
         cmocka_unit_test(test_keys),               cmocka_unit_test(test_record_roundtrip),
         cmocka_unit_test(test_json_writer), cmocka_unit_test(test_fmt_numbers), cmocka_unit_test(test_random_pool),
         cmocka_unit_test(test_status_messages),    cmocka_unit_test(test_json_limits),
-        cmocka_unit_test(test_json_duplicate_keys),
+        cmocka_unit_test(test_json_duplicate_keys), cmocka_unit_test(test_json_nul_member),
         cmocka_unit_test(test_clock),              cmocka_unit_test(test_clock_matches_gmtime),
         cmocka_unit_test(test_log_format),         cmocka_unit_test(test_poll_backoff),
     };

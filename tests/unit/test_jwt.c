@@ -6,6 +6,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <jwt.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,6 +52,25 @@ static char *sign(jwt_alg_t alg, const char *key, const char *grants) {
     char *t = jwt_encode_str(jwt);
     jwt_free(jwt);
     assert_non_null(t);
+    return t;
+}
+
+/* A token over exactly these header and payload bytes, HMAC-SHA256-signed with SECRET by
+ * OpenSSL (libjwt would re-encode the JSON, collapsing a name given twice). */
+static char *sign_raw(const char *header, const char *payload) {
+    char *unsigned_token = forge(header, payload, "");
+    size_t n = strlen(unsigned_token) - 1; /* without the last '.' */
+    unsigned char mac[EVP_MAX_MD_SIZE + 1];
+    unsigned int maclen = 0;
+    assert_non_null(HMAC(EVP_sha256(), SECRET, (int)strlen(SECRET),
+                         (const unsigned char *)unsigned_token, n, mac, &maclen));
+    mac[maclen] = '\0'; /* b64url() takes a C string: retry the rare MAC holding a zero byte */
+    assert_int_equal(strlen((char *)mac), maclen);
+    char *sig = b64url((char *)mac);
+    char *t = malloc(n + strlen(sig) + 2);
+    sprintf(t, "%.*s.%s", (int)n, unsigned_token, sig);
+    free(sig);
+    free(unsigned_token);
     return t;
 }
 
@@ -161,6 +182,42 @@ static void test_claims_refused(void **state) {
         expect_refused(t, cases[i].needle);
         free(t);
     }
+}
+
+/* Tokens that are signed right but that different readers would read differently: a name
+ * given twice (libjwt's jansson keeps the last, cJSON the first), a crit extension the
+ * gateway does not understand (RFC 7515 §4.1.11), a \u0000 or bytes that are not UTF-8. */
+static void test_ambiguous_tokens_refused(void **state) {
+    (void)state;
+    const char *hs = "{\"alg\":\"HS256\",\"typ\":\"JWT\"}";
+    const char *g = "{\"role\":\"user\",\"publicKey\":\"PK\",\"exp\":1900000000}";
+    static const struct {
+        const char *header, *payload, *needle;
+    } cases[] = {
+        {NULL, "{\"role\":\"user\",\"role\":\"admin\",\"exp\":1900000000}", "\"role\" twice"},
+        {NULL, "{\"role\":\"admin\",\"exp\":1,\"exp\":1900000000}", "\"exp\" twice"},
+        {NULL, "{\"role\":\"user\",\"exp\":1900000000,\"x\":{\"a\":1,\"a\":2}}", "\"a\" twice"},
+        {NULL, "{\"role\":\"user\",\"publicKey\":\"PK\\u0000x\",\"exp\":1900000000}",
+         "publicKey"},
+        {NULL, "{\"role\":\"user\",\"publicKey\":\"P\xc0\xafK\",\"exp\":1900000000}", "malformed"},
+        {"{\"alg\":\"HS256\",\"alg\":\"none\"}", NULL, "\"alg\" twice"},
+        {"{\"alg\":\"HS256\",\"crit\":[\"exp\"],\"exp\":1}", NULL, "crit"},
+        {"{\"alg\":\"HS256\",\"crit\":[]}", NULL, "crit"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *t = sign_raw(cases[i].header ? cases[i].header : hs,
+                           cases[i].payload ? cases[i].payload : g);
+        expect_refused(t, cases[i].needle);
+        free(t);
+    }
+    char *ok = sign_raw(hs, g); /* the same signing, unambiguous: accepted */
+    sb_claims_t c;
+    char err[160] = "";
+    assert_int_equal(sb_jwt_verify(ok, SECRET, NOW, &c, err, sizeof err), SB_OK);
+    assert_int_equal(c.role, SB_ROLE_USER);
+    assert_string_equal(c.public_key, "PK");
+    sb_claims_close(&c);
+    free(ok);
 }
 
 static void test_nbf_in_the_past_accepted(void **state) {
@@ -349,6 +406,7 @@ int main(void) {
         cmocka_unit_test(test_other_algorithms_refused),
         cmocka_unit_test(test_signature_checks),
         cmocka_unit_test(test_claims_refused),
+        cmocka_unit_test(test_ambiguous_tokens_refused),
         cmocka_unit_test(test_nbf_in_the_past_accepted),
         cmocka_unit_test(test_malformed_tokens),
         cmocka_unit_test(test_bearer_header),

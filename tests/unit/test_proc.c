@@ -107,6 +107,15 @@ static void test_stderr_volume_is_not_a_failure(void **state) {
     sb_proc_err_tail(&res, tail, sizeof tail);
     assert_string_equal(tail, "xxxxxxx the end");
     sb_proc_result_close(&res);
+    /* a cut inside a character starts at the next one: "é" is C3 A9, the cut falls on A9 */
+    assert_int_equal(run_sh("printf '\\303\\251\\303\\251abc' >&2; exit 1", 20000, &res),
+                     SB_PROC_EXITED);
+    char small[5];
+    sb_proc_err_tail(&res, small, sizeof small);
+    assert_string_equal(small, "abc");
+    sb_proc_err_tail(&res, tail, sizeof tail);
+    assert_string_equal(tail, "\xc3\xa9\xc3\xa9" "abc");
+    sb_proc_result_close(&res);
 }
 
 static void test_stdout_is_capped(void **state) {

@@ -6,13 +6,14 @@
 const assert = require('node:assert');
 const net = require('node:net');
 
-// method + url; opts: headers, body (sent as JSON, or as is with raw), signal.
+// method + url; opts: headers, body (sent as JSON, or as is with raw), contentType (of the
+// body; application/json unless given), signal.
 // Resolves {status, headers, text, json} (json undefined when the body is not JSON).
-async function request(method, url, { headers = {}, body, raw, signal } = {}) {
+async function request(method, url, { headers = {}, body, raw, signal, contentType = 'application/json' } = {}) {
   const init = { method, headers: { ...headers }, signal };
   if (body !== undefined) {
     init.body = raw ? body : JSON.stringify(body);
-    init.headers['content-type'] = 'application/json';
+    init.headers['content-type'] = contentType;
   }
   const res = await fetch(url, init);
   const text = await res.text();

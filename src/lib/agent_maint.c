@@ -1,0 +1,376 @@
+/* The maintenance thread: renews the agent's job lease, heartbeats its presence, acts on the
+ * lapsed leases of other agents (every renewal interval), and every recovery interval SCANs
+ * all processing lists (agents without a lease are judged by their presence) and puts back
+ * ids orphaned in its own list. See agent.h for the lease design.
+ *
+ * Its schedule follows the agent's clock (sb__agent_now); how long a Redis call took is
+ * measured on the real monotonic clock (a call slower than SB_STALL_MS means Redis stalled).
+ * It never recovers other agents' jobs while Redis is lost, nor for a grace period after
+ * Redis was lost or stalled, nor while Redis itself has been up for less than that period:
+ * the keys that prove live agents alive may have expired meanwhile and not been written
+ * again. The grace is one lease for leases, one presence TTL for presence. */
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "agent_int.h"
+#include "switchboard/clock.h"
+#include "switchboard/error.h"
+#include "switchboard/json.h"
+#include "switchboard/log.h"
+#include "switchboard/queue.h"
+
+#define SB_WORKER_DEPT "workers"
+#define SB_STALL_MS 1000  /* a heartbeat or check slower than this: redis was stalled */
+#define SB_MAINT_TICK_MS 1000 /* the longest the thread sleeps between looks at its connection */
+#define SB_LAPSED_BATCH "100" /* lapsed leases acted on per check */
+
+/* The maintenance thread's schedule (agent clock) and what it knows of Redis's recent past. */
+typedef struct {
+    int64_t next_renew, next_hb, next_check, next_scan;
+    int64_t lease_grace_until;    /* no acting on lapsed leases before this */
+    int64_t presence_grace_until; /* no judging agents by their presence before this */
+    int64_t lease_until;          /* real clock: our lease runs at least until this (0: none) */
+    int uptime_read;     /* Redis's uptime was read since we (re)connected (sb_maint_may) */
+    int lost;            /* redis was out of reach (or stalled) since the last write landed */
+} sb_maint_t;
+
+/* What recovery may act on now (see the file comment). */
+typedef struct {
+    int lease;    /* lapsed leases */
+    int presence; /* expired presence of agents without a lease */
+} sb_maint_may_t;
+
+static int sb_agent_heartbeat(sb_agent_t *a) {
+    int inflight = atomic_load(&a->inflight);
+    char name[SB_TYPE_MAX + 32];
+    snprintf(name, sizeof name, "switchboard agent (%s)", a->type);
+    sb_presence_t p = {.agent_id = a->id, .name = name, .email = "",
+                       .department_id = SB_WORKER_DEPT, .department = SB_WORKER_DEPT,
+                       .status = inflight >= a->nworkers ? "busy" : "online",
+                       .set_chats = 1, .current_chats = inflight, .max_chats = a->nworkers};
+    return sb_presence_heartbeat(a->maint_redis, &a->presence, &p, sb_now_ms(), NULL);
+}
+
+/* ---- recovery of dead agents' jobs --------------------------------------------------------- */
+
+/* Marks the records of recovered ids as queued again, if they still say "processing". The
+ * write is a compare-and-set against the text read: the job is already back on the queue and
+ * a worker may be writing a newer state. */
+static void sb_agent_requeue_records(sb_agent_t *a, const redisReply *ids, const char *dead) {
+    for (size_t i = 0; i < ids->elements; i++) {
+        const char *id = ids->element[i]->str;
+        char *json = NULL, why[128], details[256], key[SB_KEY_LEN];
+        if (!id || !sb_key(key, sizeof key, SB_KEY_JOB, a->type, id) ||
+            sb_job_get(a->maint_redis, a->type, id, &json) != SB_OK)
+            continue;
+        sb_job_t job;
+        if (sb_job_parse(json, strlen(json), &job, why, sizeof why) == SB_OK) {
+            if (job.status && !strcmp(job.status, "processing")) {
+                snprintf(details, sizeof details, "recovered from agent %s", dead);
+                sb_job_set_status(&job, "queued", sb_now_ms());
+                sb_json_set_str(job.root, "details", details);
+                char *rec = sb_json_print(job.root);
+                const char *argv[SB__CAS_ARGC] = {[SB__CAS_K_RECORD] = key,
+                                                  [SB__CAS_A_OLD] = json, [SB__CAS_A_NEW] = rec};
+                redisReply *rep = rec ? sb_redis_eval(a->maint_redis, &a->scripts.cas,
+                                                      SB__CAS_NKEYS, SB__CAS_ARGC, argv, NULL)
+                                      : NULL;
+                if (rep) freeReplyObject(rep);
+                free(rec);
+            }
+            sb_job_close(&job);
+        }
+        free(json);
+    }
+}
+
+/* Recovers the list proc_key of agent dead if the recovery script finds it dead. */
+static void sb_agent_recover_one(sb_agent_t *a, const char *proc_key, const char *dead,
+                                 sb_maint_may_t may) {
+    char pkey[256];
+    if (!sb_agent_id_valid(dead) || !sb_presence_key(pkey, sizeof pkey, dead)) return;
+    const char *argv[SB__REC_ARGC] = {
+        [SB__REC_K_PROC] = proc_key, [SB__REC_K_PRESENCE] = pkey, [SB__REC_K_JOBS] = a->k_jobs,
+        [SB__REC_K_LEASES] = a->k_leases, [SB__REC_A_AGENT] = dead,
+        [SB__REC_A_LEASE_OK] = may.lease ? "1" : "0",
+        [SB__REC_A_PRESENCE_OK] = may.presence ? "1" : "0"};
+    redisReply *rep = sb_redis_eval(a->maint_redis, &a->scripts.recover, SB__REC_NKEYS,
+                                    SB__REC_ARGC, argv, NULL);
+    if (!rep) return;
+    if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
+        rep->element[0]->type == REDIS_REPLY_STRING &&
+        rep->element[1]->type == REDIS_REPLY_ARRAY && rep->element[1]->elements > 0) {
+        const redisReply *ids = rep->element[1];
+        sb_warn("agent", "recovered %zu job(s) of agent %s (%s expired): back on %s",
+                ids->elements, dead, rep->element[0]->str, a->k_jobs);
+        sb__stat_add(a, &a->stats.recovered, ids->elements);
+        sb_agent_requeue_records(a, ids, dead);
+    } else if (rep->type == REDIS_REPLY_ERROR) {
+        sb_error("agent", "recovery script failed: %s", rep->str);
+    }
+    freeReplyObject(rep);
+}
+
+static int sb_maint_beat(sb_agent_t *a, sb_maint_t *m, int64_t now);
+
+/* Mid-scan: writes our lease and presence if due (a long scan must not cost us our jobs).
+ * Returns 1 to go on, 0 when redis was lost or stalled meanwhile (a grace started at
+ * grace_was, or lost is set): what the scan may act on is no longer known. */
+static int sb_maint_go_on(sb_agent_t *a, sb_maint_t *m, int64_t grace_was) {
+    return !atomic_load(&a->maint_stop) && sb_maint_beat(a, m, sb__agent_now(a)) == SB_OK &&
+           !m->lost && m->lease_grace_until == grace_was;
+}
+
+/* SCANs agent:{type}:processing:* and recovers every list whose agent is gone. */
+static void sb_agent_recover(sb_agent_t *a, sb_maint_t *m, sb_maint_may_t may) {
+    int64_t grace = m->lease_grace_until;
+    int go = 1;
+    char pattern[SB_KEY_LEN + 1], prefix[SB_KEY_LEN];
+    sb_key(prefix, sizeof prefix, SB_KEY_PROCESSING, a->type, "");
+    snprintf(pattern, sizeof pattern, "%s*", prefix);
+    size_t plen = strlen(prefix);
+    char cursor[32] = "0";
+    do {
+        redisReply *rep = sb_redis_cmd(a->maint_redis, "SCAN %s MATCH %s COUNT 500", cursor,
+                                       pattern);
+        if (!rep) return;
+        if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2) {
+            freeReplyObject(rep);
+            return;
+        }
+        snprintf(cursor, sizeof cursor, "%s", rep->element[0]->str);
+        const redisReply *keys = rep->element[1];
+        for (size_t i = 0; i < keys->elements && (go = sb_maint_go_on(a, m, grace)); i++) {
+            const char *key = keys->element[i]->str;
+            if (strlen(key) > plen && strcmp(key + plen, a->id) != 0)
+                sb_agent_recover_one(a, key, key + plen, may);
+        }
+        freeReplyObject(rep);
+    } while (strcmp(cursor, "0") != 0 && go);
+}
+
+/* Recovers the lists of the agents whose lease has lapsed (never our own: a late renewal of
+ * ours writes it again). */
+static void sb_agent_recover_lapsed(sb_agent_t *a, sb_maint_may_t may) {
+    const char *argv[SB__LAPSED_ARGC] = {[SB__LAPSED_K_LEASES] = a->k_leases,
+                                         [SB__LAPSED_A_LIMIT] = SB_LAPSED_BATCH};
+    redisReply *rep = sb_redis_eval(a->maint_redis, &a->scripts.lapsed, SB__LAPSED_NKEYS,
+                                    SB__LAPSED_ARGC, argv, NULL);
+    if (!rep) return;
+    for (size_t i = 0; rep->type == REDIS_REPLY_ARRAY && i < rep->elements; i++) {
+        const char *dead = rep->element[i]->str;
+        char key[SB_KEY_LEN];
+        if (!dead || !strcmp(dead, a->id) || atomic_load(&a->maint_stop)) continue;
+        if (sb_key(key, sizeof key, SB_KEY_PROCESSING, a->type, dead))
+            sb_agent_recover_one(a, key, dead, may);
+    }
+    if (rep->type == REDIS_REPLY_ERROR) sb_error("agent", "lease check failed: %s", rep->str);
+    freeReplyObject(rep);
+}
+
+/* ---- ids orphaned in our own list ---------------------------------------------------------- */
+
+static int sb_agent_suspected(const sb_agent_t *a, const char *id) {
+    for (size_t i = 0; i < a->nsuspects; i++)
+        if (strcmp(a->suspects[i], id) == 0) return 1;
+    return 0;
+}
+
+void sb__maint_close(sb_agent_t *a) {
+    for (size_t i = 0; i < a->nsuspects; i++) free(a->suspects[i]);
+    free(a->suspects);
+    a->suspects = NULL;
+    a->nsuspects = 0;
+}
+
+/* A take whose reply was lost (Redis died after running it) leaves an id in our own
+ * processing list that no worker holds, and the recovery of dead agents never looks at a live
+ * agent's list. So each scan compares our list with what the workers hold: an id orphaned on
+ * two consecutive scans (not one whose take reply is just arriving) goes back on the queue
+ * through the guarded finish script. */
+static void sb_agent_reclaim_own(sb_agent_t *a) {
+    redisReply *rep = sb_redis_cmd(a->maint_redis, "LRANGE %s 0 -1", a->k_proc);
+    if (!rep || rep->type != REDIS_REPLY_ARRAY) {
+        if (rep) freeReplyObject(rep);
+        return;
+    }
+    char **next = calloc(rep->elements + 1, sizeof *next);
+    size_t nnext = 0;
+    sb__conn_t conn = {.agent = a, .redis = a->maint_redis, .quit = &a->maint_stop};
+    for (size_t i = 0; next && i < rep->elements; i++) {
+        const char *id = rep->element[i]->str;
+        if (!id || sb__agent_held(a, id)) continue;
+        if (!sb_agent_suspected(a, id)) {
+            if ((next[nnext] = strdup(id))) nnext++;
+            continue;
+        }
+        sb__finish_t f = {.mode = SB__FINISH_REQUEUE};
+        if (sb__conn_finish(&conn, id, &f) == 1) {
+            sb_warn("agent", "job %.64s was left in our processing list (a reply lost with "
+                    "redis); put back on the queue", id);
+            sb__stat_add(a, &a->stats.recovered, 1);
+        }
+    }
+    freeReplyObject(rep);
+    sb__maint_close(a);
+    a->suspects = next;
+    a->nsuspects = nnext;
+}
+
+/* ---- the schedule ------------------------------------------------------------------------- */
+
+/* Seconds Redis has been up: LLONG_MAX when it does not tell (INFO renamed away: counts as
+ * settled), -1 when the call failed. */
+static long long sb_redis_uptime(sb_agent_t *a) {
+    redisReply *rep = sb_redis_cmd(a->maint_redis, "INFO server");
+    if (!rep) return -1;
+    const char *up = rep->type == REDIS_REPLY_STRING ? strstr(rep->str, "uptime_in_seconds:") : NULL;
+    long long secs = up ? atoll(up + strlen("uptime_in_seconds:")) : LLONG_MAX;
+    freeReplyObject(rep);
+    return secs;
+}
+
+/* Extends *until so that it is at least wait_ms after Redis started (up seconds ago). */
+static void sb_grace_since_start(int64_t *until, int64_t now, long long up, int64_t wait_ms) {
+    if (up > wait_ms / 1000) return; /* up long enough (or it does not say: LLONG_MAX) */
+    int64_t end = now + wait_ms - up * 1000;
+    if (end > *until) *until = end;
+}
+
+/* What recovery may act on now: nothing while redis was lost lately (see sb_maint_beat) or
+ * stalls right now; a kind of key only after its grace. The first time after a (re)connect,
+ * a Redis that has been up for less than a grace extends it to that long after its start:
+ * keys of live agents may have expired while it was down, or been lost with it, and not been
+ * written again yet. */
+static sb_maint_may_t sb_maint_may(sb_agent_t *a, sb_maint_t *m, int64_t now) {
+    sb_maint_may_t may = {0};
+    if (m->lost) return may;
+    if (!m->uptime_read) {
+        int64_t t0 = sb_mono_ms();
+        long long up = sb_redis_uptime(a);
+        if (sb_mono_ms() - t0 > SB_STALL_MS || up < 0) { /* stalled or lost right now */
+            m->lost = 1;
+            return may;
+        }
+        sb_grace_since_start(&m->lease_grace_until, now, up, a->o.lease_ms);
+        sb_grace_since_start(&m->presence_grace_until, now, up, (int64_t)a->o.status_ttl_s * 1000);
+        m->uptime_read = 1;
+    }
+    may.lease = now >= m->lease_grace_until;
+    may.presence = now >= m->presence_grace_until;
+    return may;
+}
+
+static int sb_lease_renew(sb_agent_t *a) {
+    char ms[SB_FMT_INT_LEN + 1], ttl[SB_FMT_INT_LEN + 1];
+    sb_fmt_llz(ms, a->o.lease_ms);
+    /* the set outlives any lease and presence: entries of dead agents stay until acted on */
+    sb_fmt_llz(ttl, (long long)a->o.status_ttl_s + a->o.lease_ms / 1000 + 86400);
+    const char *argv[SB__RENEW_ARGC] = {[SB__RENEW_K_LEASES] = a->k_leases,
+                                        [SB__RENEW_A_AGENT] = a->id, [SB__RENEW_A_LEASE_MS] = ms,
+                                        [SB__RENEW_A_TTL] = ttl};
+    redisReply *rep = sb_redis_eval(a->maint_redis, &a->scripts.renew, SB__RENEW_NKEYS,
+                                    SB__RENEW_ARGC, argv, NULL);
+    int rc = rep && rep->type == REDIS_REPLY_INTEGER ? SB_OK : SB_EREDIS;
+    if (rep && rc != SB_OK)
+        sb_error("agent", "job lease renewal refused by redis: %s",
+                 rep->type == REDIS_REPLY_ERROR ? rep->str : "unexpected reply");
+    if (rep) freeReplyObject(rep);
+    return rc;
+}
+
+void sb__lease_drop(sb_agent_t *a) {
+    redisReply *rep = sb_redis_cmd(a->maint_redis, "ZREM %s %s", a->k_leases, a->id);
+    if (rep) freeReplyObject(rep);
+}
+
+/* A renewal sent at now (agent clock) and t0 (real clock: the lease lapses in real time)
+ * landed: says so if our lease had lapsed before (our jobs may have been recovered by others:
+ * their finish here will be refused), and notes the new end. */
+static void sb_maint_renewed(sb_agent_t *a, sb_maint_t *m, int64_t now, int64_t t0) {
+    int64_t landed = sb_mono_ms();
+    if (m->lease_until && landed > m->lease_until)
+        sb_warn("agent", "our job lease lapsed for %lld ms (redis out of reach or this process "
+                "stalled): other agents may have taken our jobs back",
+                (long long)(landed - m->lease_until));
+    m->lease_until = t0 + a->o.lease_ms;
+    m->next_renew = now + a->lease_renew_ms;
+}
+
+/* Renews the lease and heartbeats presence, each when due. Returns 0 when what was due landed.
+ * The first success after redis was lost starts the grace periods: the other agents' writes
+ * may not have landed either. */
+static int sb_maint_beat(sb_agent_t *a, sb_maint_t *m, int64_t now) {
+    int renew = now >= m->next_renew, hb = now >= m->next_hb;
+    if (!renew && !hb) return SB_OK;
+    int64_t t0 = sb_mono_ms();
+    int rc = renew ? sb_lease_renew(a) : SB_OK;
+    if (rc == SB_OK && renew) sb_maint_renewed(a, m, now, t0);
+    if (rc == SB_OK && hb) rc = sb_agent_heartbeat(a);
+    m->lost |= sb_mono_ms() - t0 > SB_STALL_MS && atomic_load(&a->present); /* paused */
+    if (rc != SB_OK) {
+        m->lost = 1;
+        return rc;
+    }
+    if (hb) m->next_hb = now + (int64_t)a->o.heartbeat_s * 1000;
+    if (hb && !atomic_exchange(&a->present, 1))
+        sb_info("agent", "agent %s online (type %s, concurrency %d)", a->id, a->type, a->nworkers);
+    if (m->lost) {
+        m->lease_grace_until = now + a->o.lease_ms;
+        m->presence_grace_until = now + (int64_t)a->o.status_ttl_s * 1000;
+        sb_info("agent", "redis back: jobs of dead agents are recovered after %d ms (lease) or "
+                "%d s (presence), once live agents had time to write theirs again",
+                a->o.lease_ms, a->o.status_ttl_s);
+        m->lost = 0;
+        m->uptime_read = 0;
+    }
+    return SB_OK;
+}
+
+/* The lease check (every renewal interval) and the scan of all lists with the check of our
+ * own (every recovery interval), as due. */
+static void sb_maint_recover(sb_agent_t *a, sb_maint_t *m, int64_t now) {
+    int check = now >= m->next_check, scan = now >= m->next_scan;
+    if (!check && !scan) return;
+    sb_maint_may_t may = sb_maint_may(a, m, now);
+    sb__stat_add(a, &a->stats.checks, 1);
+    if (check && may.lease) sb_agent_recover_lapsed(a, may);
+    if (scan && (may.lease || may.presence)) sb_agent_recover(a, m, may);
+    if (scan) sb_agent_reclaim_own(a);
+    /* from the end: two of them are never closer than the interval */
+    if (check) m->next_check = sb__agent_now(a) + a->lease_renew_ms;
+    if (scan) m->next_scan = sb__agent_now(a) + (int64_t)a->o.recovery_s * 1000;
+}
+
+static int64_t sb_min64(int64_t x, int64_t y) { return x < y ? x : y; }
+
+/* Sleeps until the agent clock reaches wake, at most SB_MAINT_TICK_MS of real time. */
+static void sb_maint_sleep(sb_agent_t *a, int64_t wake) {
+    int64_t until = sb_mono_ms() + SB_MAINT_TICK_MS;
+    while (!atomic_load(&a->maint_stop) && sb__agent_now(a) < wake && sb_mono_ms() < until)
+        sb_sleep_ms(50, &a->maint_stop);
+}
+
+void *sb__maint_main(void *arg) {
+    sb_agent_t *a = arg;
+    sb_maint_t m = {0};
+    while (!atomic_load(&a->maint_stop)) {
+        m.lost |= !sb_redis_connected(a->maint_redis) && atomic_load(&a->present);
+        if (sb_redis_ensure(a->maint_redis, &a->maint_stop) != SB_OK) break;
+        int64_t now = sb__agent_now(a);
+        if (m.lost) m.next_hb = m.next_renew = now; /* ours may be gone too: write them at once */
+        if (sb_maint_beat(a, &m, now) != SB_OK) {
+            /* connection dropped: ensure() and try again; anything else: not in a hot loop */
+            if (sb_redis_connected(a->maint_redis)) {
+                sb_error("agent", "lease renewal or presence heartbeat refused by redis");
+                sb_sleep_ms(1000, &a->maint_stop);
+            }
+            continue;
+        }
+        if (atomic_load(&a->present)) sb_maint_recover(a, &m, now);
+        sb_maint_sleep(a, sb_min64(sb_min64(m.next_hb, m.next_renew),
+                                   sb_min64(m.next_check, m.next_scan)));
+    }
+    return NULL;
+}
