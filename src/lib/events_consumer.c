@@ -500,6 +500,7 @@ static int sb_claim_counts(sb_consumer_t *c, const sb_sub_t *s, const redisReply
  * end of the pending list (cursor back to 0-0), or a negative error. *more says whether the
  * cursor has not wrapped yet. */
 static int sb_claim_round(sb_consumer_t *c, sb_sub_t *s, int *more) {
+    int64_t got_at = sb_mono_ms(); /* before the claim: never later than Redis's reset */
     redisReply *rep = sb_redis_cmd(c->redis, "XAUTOCLAIM %s %s %s %d %s COUNT %d", s->key,
                                    c->group, c->name, c->o.min_idle_ms, s->claim_cursor,
                                    c->o.count);
@@ -514,7 +515,6 @@ static int sb_claim_round(sb_consumer_t *c, sb_sub_t *s, int *more) {
     snprintf(s->claim_cursor, sizeof s->claim_cursor, "%s", rep->element[0]->str);
     *more = strcmp(s->claim_cursor, "0-0") != 0;
     const redisReply *entries = rep->element[1];
-    int64_t got_at = sb_mono_ms();
     long long *counts = calloc(entries->elements + 1, sizeof *counts);
     int rc = counts ? sb_claim_counts(c, s, entries, counts) : SB_ENOMEM;
     for (size_t i = 0; rc == SB_OK && i < entries->elements; i++) {
@@ -581,8 +581,10 @@ static redisReply *sb_consumer_xreadgroup(sb_consumer_t *c) {
 }
 
 static int sb_consumer_read(sb_consumer_t *c) {
-    redisReply *rep = sb_consumer_xreadgroup(c);
+    /* taken before the read: a reply that reaches us late (a stalled consumer) looks as old
+     * as it may really be, and is renewed before its turn */
     int64_t got_at = sb_mono_ms();
+    redisReply *rep = sb_consumer_xreadgroup(c);
     if (!rep) return SB_EREDIS;
     int rc = SB_OK;
     if (rep->type == REDIS_REPLY_ERROR) {
