@@ -10,8 +10,9 @@
 - a handler that runs longer than --min-idle-ms, with a second consumer polling: run once
 - a poison entry and a malformed one end in the dead-letter stream
 
-Every wait polls an observable state (a file, a Redis key, a process exit) with a deadline;
-nothing sleeps a fixed time to let something happen.
+Every wait polls an observable state (a file, a Redis key, a process exit) with a deadline
+that progress pushes back (a hang fails, a slow machine does not); nothing sleeps a fixed time
+to let something happen, and no expectation depends on how fast the machine is.
 Run with /usr/bin/python3 (Debian python3-redis); SB_BIN names the switchboard binary."""
 import asyncio
 import json
@@ -42,14 +43,22 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_for(cond, what, timeout=WAIT_S):
+def wait_for(cond, what, timeout=WAIT_S, progress=None):
+    """Polls cond until it is true. Fails after timeout seconds without it, or, with progress
+    (a function reading the state the wait is about), after timeout seconds in which that
+    state did not change: a hang fails, a machine that is merely slow does not."""
     deadline = time.monotonic() + timeout
+    seen = progress() if progress else None
     while True:
         v = cond()
         if v:
             return v
+        now = progress() if progress else None
+        if now != seen:
+            seen, deadline = now, time.monotonic() + timeout
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+            raise AssertionError(f"timed out waiting for {what}"
+                                 + (f" (stuck at {seen})" if progress else ""))
         time.sleep(0.02)
 
 
@@ -227,7 +236,9 @@ class EventsInterop(unittest.TestCase):
         handler = script("record.sh", f'cat >> {out}; echo >> {out}\n')
         p = sb_start("consume", "task.created", "--exec", handler, "--max-events", "20",
                      "--block-ms", "200")
-        self.assertEqual(p.wait(timeout=WAIT_S), 0)
+        wait_for(lambda: p.poll() is not None, "the consumer to exit after 20 events",
+                 progress=lambda: len(lines(out)))
+        self.assertEqual(p.returncode, 0)
         got = [json.loads(l) for l in lines(out)]
         self.assertEqual([g["event_id"] for g in got], [s["event_id"] for s in sent])
         for g, s in zip(got, sent):
@@ -324,7 +335,8 @@ class EventsInterop(unittest.TestCase):
                   "--block-ms", "200"]
         a = sb_start("consume", "task.crash", "--consumer", "A", "--exec", handler_a, *common,
                      log=os.path.join(_dir, "A.log"))
-        hung = wait_for(lambda: lines(gate), "consumer A to hang in its fourth handler")[0]
+        hung = wait_for(lambda: lines(gate), "consumer A to hang in its fourth handler",
+                        progress=lambda: len(lines(done_a)))[0]
         a.kill()  # SIGKILL, mid-batch
         a.wait()
         self.assertEqual(lines(done_a), [e["event_id"] for e in sent[:3]])
@@ -335,7 +347,8 @@ class EventsInterop(unittest.TestCase):
         wait_for(lambda: pending(stream) == 0 and
                  redis_client.xinfo_groups(stream)[0]["lag"] == 0 and
                  len(set(lines(done_a) + lines(done_b))) == 30,
-                 "every event processed and acknowledged")
+                 "every event processed and acknowledged",
+                 progress=lambda: (pending(stream), len(lines(done_b))))
         b.send_signal(signal.SIGTERM)
         self.assertEqual(b.wait(timeout=WAIT_S), 0)
         # Exactly once each: A finished three and died in a handler that had not finished; B
@@ -364,7 +377,8 @@ class EventsInterop(unittest.TestCase):
         b = sb_start("consume", "task.long", "--consumer", "B", *common,
                      log=os.path.join(_dir, "long-B.log"))
         wait_for(lambda: len(lines(done)) == 2 and pending(stream) == 0,
-                 "both events handled and acknowledged")
+                 "both events handled and acknowledged",
+                 progress=lambda: (len(lines(started)), len(lines(done)), pending(stream)))
         for p in (a, b):
             p.send_signal(signal.SIGTERM)
             self.assertEqual(p.wait(timeout=WAIT_S), 0)
@@ -392,7 +406,8 @@ class EventsInterop(unittest.TestCase):
                      log=os.path.join(_dir, "poison-consumer.log"))
         dead = "agent:stream:dead:task.poison"
         wait_for(lambda: redis_client.xlen(dead) == 2 and pending(stream) == 0,
-                 "two dead letters and nothing pending")
+                 "two dead letters and nothing pending",
+                 progress=lambda: (len(lines(seen)), redis_client.xlen(dead), pending(stream)))
         p.send_signal(signal.SIGTERM)
         self.assertEqual(p.wait(timeout=WAIT_S), 0)
         entries = {e["event_id"]: e for _, e in redis_client.xrange(dead)}
