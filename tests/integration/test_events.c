@@ -296,7 +296,7 @@ static void test_long_handler_keeps_its_entry(void **state) {
 }
 
 /* A handler that stalls past min_idle_ms without keeping its entry loses it, and
- * sb_consumer_keep says so (and goes on saying so): the rival handles it, we do not ack it. */
+ * sb_consumer_keep says so: the rival handles it, we do not ack it. */
 static void test_keep_reports_a_lost_entry(void **state) {
     (void)state;
     sb_redis_t *r = sb_test_redis_client(&g_redis);
