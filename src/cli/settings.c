@@ -143,7 +143,7 @@ static const sb_setting_t sb_settings[] = {
     {"EVENTS_BLOCK_MS", "block-ms", SB_SET_INT, OFF(block_ms), 1, 3600000, "1000",
      "events: how long one read blocks, ms"},
     {"EVENTS_MIN_IDLE_MS", "min-idle-ms", SB_SET_INT, OFF(min_idle_ms), 1, 86400000, "30000",
-     "events consume: pending this long → claimed and delivered again (retries, dead consumers)"},
+     "events consume: idle this long → claimed and delivered again (retries, dead consumers)"},
     {"EVENTS_MAX_DELIVERIES", "max-deliveries", SB_SET_INT, OFF(max_deliveries), 1, 1000, "5",
      "events consume: deliveries before an entry goes to agent:stream:dead:{type}"},
     {"EVENTS_IDEMPOTENCY_TTL", "idempotency-ttl", SB_SET_INT, OFF(idempotency_ttl), 0, 31536000,

@@ -286,12 +286,25 @@ pid_t sb_proc_spawn(const sb_proc_opts_t *o, int fds[3]) {
     return pid;
 }
 
-static int sb_canceled(const atomic_int *cancel) { return cancel && atomic_load(cancel); }
+/* 1 when the run should end as CANCELED: *cancel set, or the tick (when due) asked for it.
+ * *next_tick is when the tick is due next. */
+static int sb_canceled(const sb_proc_opts_t *o, int64_t *next_tick) {
+    if (o->cancel && atomic_load(o->cancel)) return 1;
+    if (!o->tick || sb_mono_ms() < *next_tick) return 0;
+    *next_tick = sb_mono_ms() + o->tick_ms;
+    return o->tick(o->tick_user) != 0;
+}
+
+/* poll() timeout: SB_PROC_POLL_MS, or tick_ms when that is shorter. */
+static int sb_poll_ms(const sb_proc_opts_t *o) {
+    if (!o->tick || o->tick_ms >= SB_PROC_POLL_MS) return SB_PROC_POLL_MS;
+    return o->tick_ms > 0 ? o->tick_ms : 1;
+}
 
 /* Feeds input and collects output until both outputs close, the deadline, cancel or a
  * stdout over its cap. */
 static sb_proc_end_t sb_proc_pump(int fds[3], const sb_proc_opts_t *o, sb_pbuf_t *out,
-                                  sb_pbuf_t *err, int64_t deadline) {
+                                  sb_pbuf_t *err, int64_t deadline, int64_t *next_tick) {
     size_t sent = 0;
     char chunk[65536];
     for (;;) {
@@ -300,11 +313,11 @@ static sb_proc_end_t sb_proc_pump(int fds[3], const sb_proc_opts_t *o, sb_pbuf_t
             fds[0] = -1;
         }
         if (fds[1] < 0 && fds[2] < 0) return SB_PROC_EXITED;
-        if (sb_canceled(o->cancel)) return SB_PROC_CANCELED;
+        if (sb_canceled(o, next_tick)) return SB_PROC_CANCELED;
         if (sb_mono_ms() >= deadline) return SB_PROC_TIMEOUT;
         if (out->over) return SB_PROC_TOO_BIG;
         struct pollfd p[3] = {{fds[0], POLLOUT, 0}, {fds[1], POLLIN, 0}, {fds[2], POLLIN, 0}};
-        if (poll(p, 3, SB_PROC_POLL_MS) < 0 && errno != EINTR) return SB_PROC_EXITED;
+        if (poll(p, 3, sb_poll_ms(o)) < 0 && errno != EINTR) return SB_PROC_EXITED;
         if (fds[0] >= 0 && (p[0].revents & (POLLOUT | POLLERR | POLLHUP))) {
             ssize_t n = write(fds[0], o->input + sent, o->input_len - sent);
             if (n > 0) sent += (size_t)n;
@@ -326,12 +339,12 @@ static sb_proc_end_t sb_proc_pump(int fds[3], const sb_proc_opts_t *o, sb_pbuf_t
  * killed at the same deadline or on cancel, and the run then ends as TIMEOUT or CANCELED.
  * Returns how the run ended. */
 static sb_proc_end_t sb_proc_reap(pid_t pid, sb_proc_end_t end, int64_t deadline,
-                                  const atomic_int *cancel, int *status) {
+                                  const sb_proc_opts_t *o, int64_t *next_tick, int *status) {
     for (;;) {
         pid_t r = waitpid(pid, status, end == SB_PROC_EXITED ? WNOHANG : 0);
         if (r == pid || (r < 0 && errno != EINTR)) return end;
         if (r != 0) continue; /* EINTR */
-        if (sb_canceled(cancel)) end = SB_PROC_CANCELED;
+        if (sb_canceled(o, next_tick)) end = SB_PROC_CANCELED;
         else if (sb_mono_ms() >= deadline) end = SB_PROC_TIMEOUT;
         if (end != SB_PROC_EXITED) kill(-pid, SIGKILL);
         else sb_sleep_ms(SB_PROC_REAP_MS, NULL);
@@ -340,7 +353,7 @@ static sb_proc_end_t sb_proc_reap(pid_t pid, sb_proc_end_t end, int64_t deadline
 
 sb_proc_end_t sb_proc_run(const sb_proc_opts_t *o, sb_proc_result_t *res) {
     memset(res, 0, sizeof *res);
-    int64_t deadline = sb_mono_ms() + o->timeout_ms;
+    int64_t deadline = sb_mono_ms() + o->timeout_ms, next_tick = sb_mono_ms() + o->tick_ms;
     int fds[3];
     pid_t pid = sb_proc_spawn(o, fds);
     if (pid < 0) {
@@ -349,11 +362,11 @@ sb_proc_end_t sb_proc_run(const sb_proc_opts_t *o, sb_proc_result_t *res) {
     }
     sb_pbuf_t out = {.max = o->max_output ? o->max_output : SB_PROC_MAX_OUTPUT};
     sb_pbuf_t err = {.max = SB_PROC_ERR_TAIL, .keep_tail = 1};
-    sb_proc_end_t end = sb_proc_pump(fds, o, &out, &err, deadline);
+    sb_proc_end_t end = sb_proc_pump(fds, o, &out, &err, deadline, &next_tick);
     if (end != SB_PROC_EXITED) kill(-pid, SIGKILL); /* the group: watchdog, shell, the rest */
     for (int i = 0; i < 3; i++)
         if (fds[i] >= 0) close(fds[i]);
-    res->end = sb_proc_reap(pid, end, deadline, o->cancel, &res->status);
+    res->end = sb_proc_reap(pid, end, deadline, o, &next_tick, &res->status);
     res->out = out.data;
     res->out_len = out.len;
     res->err = err.data;
