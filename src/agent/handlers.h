@@ -18,7 +18,10 @@ typedef struct {
 /* exec: runs opts->cmd with the job record JSON on stdin and SB_JOB_ID, SB_JOB_TYPE,
  * SB_ATTEMPT in its environment. Exit 0: stdout is the result (JSON; empty = null).
  * Non-zero exit, a signal, a timeout or invalid JSON: SB_HANDLER_RETRY with stderr (or the
- * reason) as the error. Cancel kills the program's process group: SB_HANDLER_CANCELED. */
+ * reason) as the error. Cancel (shutdown, or an operator's cancel of the job) sends the
+ * program's process group SIGTERM, then SIGKILL after SB_EXEC_TERM_GRACE_MS:
+ * SB_HANDLER_CANCELED. */
+#define SB_EXEC_TERM_GRACE_MS 3000
 sb_handler_rc_t sb_handler_exec(const sb_job_t *job, int attempt, const atomic_int *cancel,
                                 sb_handler_out_t *out, void *user);
 

@@ -145,7 +145,7 @@ static const sb_verb_t sb_verbs[] = {
      sb_agent_detail,
      SB_REDIS_FLAGS "type concurrency exec agent-id max-attempts retry-backoff-ms "
                     "retry-backoff-max-ms job-timeout grace agent-status-ttl heartbeat-interval "
-                    "recovery-interval job-lease metrics-port bind"},
+                    "recovery-interval job-lease dead-retention dead-max metrics-port bind"},
     {"enqueue", sb_cmd_enqueue,
      "enqueue [--type T] [--user PK] [--wait] [--timeout S] 'JSON'",
      "queue a job (atomically) and print its id; --wait follows it to the end",

@@ -47,6 +47,8 @@ typedef struct {
     int max_chats;          /* MAX_CHATS: default chat capacity of a person agent */
     int recovery_interval;  /* seconds between scans for jobs of dead agents */
     int job_lease;          /* JOB_LEASE_TTL: seconds an agent owns its jobs without renewing */
+    int dead_retention;     /* DEAD_RETENTION: seconds a failed job's record is kept */
+    int dead_max;           /* DEAD_MAX: bound of the dead list */
     int metrics_port;       /* agent: Prometheus port, 0 = off */
     sb_log_level_t log_level;
     char *data_dir;         /* `up`: where the private redis-server keeps its data */

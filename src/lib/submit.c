@@ -19,11 +19,12 @@
 #include "switchboard/submit.h"
 
 /* KEYS: 1 rate window, 2 rate_hits, 3 rate_blocked, 4 record, 5 queue, 6 user index,
- *       7 jobs counter, 8 audit stream.
+ *       7 jobs counter, 8 audit stream, 9 all-jobs index, 10 the job's history (jobctl.h).
  * ARGV: 1 limit (0: no rate limit), 2 window ms, 3 member suffix, 4 counter TTL,
  *       5 job id ('': rate check only), 6 record, 7 job TTL, 8 created ms, 9 audit MAXLEN,
  *       10 event_id, 11 event_type, 12 timestamp, 13 data, 14 channel ('': none), 15 message
- *       (the {type}:created notification for the owner's Socket.IO room).
+ *       (the {type}:created notification for the owner's Socket.IO room), 16 the owner
+ *       (who, in the history).
  * Returns {allowed 0|1, remaining (-1 without a limit), retry_ms}. */
 static const char SB_SUBMIT_LUA[] =
     "local function count(key)\n"
@@ -62,7 +63,7 @@ static const char SB_SUBMIT_LUA[] =
     "end\n"
     "return {1, remaining, 0}\n";
 
-enum { SB_SUBMIT_NKEYS = 8, SB_SUBMIT_NARGS = 15 };
+enum { SB_SUBMIT_NKEYS = 10, SB_SUBMIT_NARGS = 16 };
 
 void sb_submit_script_init(sb_script_t *s) { sb_script_init(s, SB_SUBMIT_LUA); }
 
@@ -126,6 +127,8 @@ static int sb_submit_job_args(sb_submit_args_t *a, const sb_submit_t *q) {
         !sb_key(a->keys[5], SB_KEY_LEN, SB_KEY_USER, q->type, q->public_key) ||
         !sb_metrics_counter_key(a->keys[6], SB_KEY_LEN, q->type, "jobs", q->now_ms) ||
         !sb_events_key(a->keys[7], SB_KEY_LEN, SB_EVENT_JOB_CREATED) ||
+        !sb_key(a->keys[8], SB_KEY_LEN, SB_KEY_INDEX, q->type, NULL) ||
+        !sb_key(a->keys[9], SB_KEY_LEN, SB_KEY_HISTORY, q->type, q->job_id) ||
         !sb_key(a->channel, sizeof a->channel, SB_KEY_EVENTS, q->type, NULL))
         return SB_EINVAL;
     if (!(a->message = sb_submit_created(q))) return SB_ENOMEM;
@@ -145,7 +148,8 @@ static int sb_submit_args(sb_submit_args_t *a, const sb_submit_t *q) {
         q->job_id ? q->job_id : "", q->job_id ? q->record_json : "", a->job_ttl, a->created,
         a->maxlen, q->job_id ? a->env.event_id : "", q->job_id ? a->env.event_type : "",
         q->job_id ? a->env.timestamp : "", a->data ? a->data : "",
-        q->job_id ? a->channel : "", a->message ? a->message : ""};
+        q->job_id ? a->channel : "", a->message ? a->message : "",
+        q->job_id ? q->public_key : ""};
     memcpy(a->argv + SB_SUBMIT_NKEYS, args, sizeof args);
     return SB_OK;
 }
