@@ -60,6 +60,10 @@ static const char SB_SUBMIT_LUA[] =
     "  redis.call('XADD', KEYS[8], 'MAXLEN', '~', ARGV[9], '*', 'event_id', ARGV[10],\n"
     "             'event_type', ARGV[11], 'timestamp', ARGV[12], 'data', ARGV[13])\n"
     "  if ARGV[14] ~= '' then redis.call('PUBLISH', ARGV[14], ARGV[15]) end\n"
+    "  redis.call('ZADD', KEYS[9], ARGV[8], ARGV[5])\n"
+    "  redis.call('XADD', KEYS[10], 'MAXLEN', '~', 100, '*', 'status', 'queued', 'by', ARGV[16],\n"
+    "             'at', ARGV[12], 'detail', 'enqueued')\n"
+    "  redis.call('EXPIRE', KEYS[10], ARGV[7])\n"
     "end\n"
     "return {1, remaining, 0}\n";
 
