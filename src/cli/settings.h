@@ -23,6 +23,7 @@ typedef struct {
     sb_redis_addr_t redis;
     int redis_explicit;     /* some REDIS_* variable or --redis-* flag was given */
     int bind_explicit;      /* BIND or --bind was given (`up` listens on loopback otherwise) */
+    int user_explicit;      /* --user was given (job list: a filter, not the default owner) */
     /* gateway */
     char *bind;             /* listen address of the gateway */
     int port;               /* PORT, default 3001 */
@@ -58,6 +59,8 @@ typedef struct {
     char *user;             /* --user: publicKey a CLI-enqueued job belongs to */
     char *user_id;          /* --user-id: its user id */
     int limit;              /* --limit: how many items a listing shows */
+    char *state;            /* --state: job list filter (jobctl.h states) */
+    int all_dead;           /* --all-dead: job retry of every dead job (bounded by --limit) */
     int timeout;            /* --timeout: seconds a waiting verb waits (0 = forever) */
     int days;               /* --days: metrics window, 1..30 */
     int jobs;               /* --jobs: how many jobs `bench` sends */

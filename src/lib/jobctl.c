@@ -321,7 +321,8 @@ static int sb_act_run(sb_redis_t *r, sb_act_t *a, const char *owner, sb_act_plan
         if (rc == SB_OK && p.outcome == SB_JOBCTL_OK) {
             rc = sb_act_call(r, a, old, p.record, p.message, p.user, p.queued_only, &rep);
             if (rc == SB_OK) changed = sb_act_outcome(rep, res);
-            if (rc == SB_OK && !changed && res->outcome == SB_JOBCTL_OK)
+            if (rc == SB_OK && !changed && res->outcome == SB_JOBCTL_OK &&
+                !strcmp(a->action, "cancel"))
                 snprintf(res->agent, sizeof res->agent, "%s",
                          rep->elements > 1 && strcmp(rep->element[1]->str, "queued") &&
                                  strcmp(rep->element[1]->str, "unlisted")
