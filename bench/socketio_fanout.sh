@@ -95,7 +95,7 @@ run() { # name port pid
 surls=() spids=()
 for ((g = 0; g < GATEWAYS; g++)); do
   sport=$(free_port)
-  PORT=$sport BIND=127.0.0.1 "$SB_BIN" gateway >"$work/gateway-$g.log" 2>&1 &
+  PORT=$sport BIND=127.0.0.1 SIO_CONNECT_RATE_IP=0 "$SB_BIN" gateway >"$work/gateway-$g.log" 2>&1 &
   spids+=($!)
   pids+=($!)
   wait_http "http://127.0.0.1:$sport/healthz"

@@ -116,7 +116,8 @@ const systems = {
   async switchboard(redisUrl) {
     const port = await freePort();
     const common = { REDIS_URL: redisUrl, JWT_SECRET: cfg.secret, RATE_LIMIT: '1000000', RATE_WINDOW: '1' };
-    const gateway = start('switchboard-gateway', cfg.sbBin, ['gateway'], { ...common, PORT: String(port), BIND: '127.0.0.1' });
+    const gateway = start('switchboard-gateway', cfg.sbBin, ['gateway'], { ...common, PORT: String(port),
+      BIND: '127.0.0.1', SIO_CONNECT_RATE_IP: '0' }); // every client is on 127.0.0.1
     const agents = split(cfg.concurrency, cfg.agentProcs).map((n, i) =>
       start(`switchboard-agent-${i}`, cfg.sbBin, ['agent', '--concurrency', String(n)], common));
     const url = `http://127.0.0.1:${port}`;

@@ -101,7 +101,10 @@ typedef struct {
 /* 1 if s is processing | done | error | cancelled. */
 int sb_status_valid(const char *s);
 /* The JSON text of a status message {jobId,status,userId,timestamp,result?,error?,details?,
- * attempts?}, written directly (jsonw.h); malloc'd, caller frees. NULL on ENOMEM. */
+ * attempts?,recorded:true}, written directly (jsonw.h); malloc'd, caller frees. NULL on ENOMEM.
+ * "recorded":true tells gateways the publisher wrote this state into the job record itself
+ * (the agent does, before publishing); a message without it makes them move the record
+ * forward (src/gateway/interop.h): only publish what you recorded. */
 char *sb_status_build(const sb_status_t *st);
 /* Parses and validates a status message. On success returns 0 and *root_out owns the
  * document st points into (caller cJSON_Delete()s it). On failure returns SB_EINVAL with a

@@ -7,7 +7,10 @@
  * SB_CATCHUP_TURN_MS), replays to each user's room the latest state of its jobs changed since
  * the gap began (sb_replays_user: one Redis call per user). 50k users take ~2 s and never
  * stall the loop. While the command connection is down the pass waits and goes on where it
- * stopped. A new gap during a pass restarts it from a fresh snapshot with the earlier time.
+ * stopped. A user whose read is lost or answered with a transient error (LOADING: Redis is
+ * still reading its data after a restart) is sent again in a later pass, after a backoff of
+ * 100 ms doubling to 5 s, until Redis answers. A new gap during a pass restarts it from a
+ * fresh snapshot with the earlier time.
  *
  * Sockets are reached through their room when the reply arrives, so a socket that closed
  * meanwhile is simply not in it. Events carry "replay":true, like the replay on connect, and
@@ -18,7 +21,7 @@
 #include <stdint.h>
 #include <uv.h>
 #include "gateway/replay.h"
-#include "gateway/sio.h"
+#include "gateway/socketio/sio.h"
 
 #define SB_CATCHUP_PER_TURN 128 /* users whose replay is sent per turn */
 #define SB_CATCHUP_TURN_MS 5

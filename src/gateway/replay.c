@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "gateway/ratemap.h"
 #include "gateway/replay.h"
 #include "gateway/status_event.h"
 #include "switchboard/clock.h"
@@ -40,6 +41,7 @@ typedef struct sb_replay {
     char public_key[SB_PUBKEY_MAX + 1];
     char room[SB_PUBKEY_MAX + 8];        /* user:{publicKey} for a catch-up, "" for a socket */
     int64_t since_ms;         /* states changed at or after this are emitted */
+    int64_t now_ms;           /* unix time the read was started for (its creation window) */
     sb_replay_state_t state;
     struct sb_replay *next, **prev; /* the owner's list (list, or users for a catch-up); prev
                                        non-NULL while listed; a listed socket replay is hung
@@ -53,30 +55,56 @@ typedef struct sb_replay {
 
 struct sb_replays {
     sb_aredis_t *redis;
+    sb_aredis_hook_t up_hook; /* sends the waiting replays when redis is back */
     sb_sio_t *sio;
     char *types;              /* comma-separated job types (owned) */
     sb_replay_t *list;        /* replays hung on a socket, waiting or in flight */
     unsigned pending;         /* their number */
     sb_replay_t *users;       /* catch-ups in flight (few: catchup.h paces them) */
     unsigned in_flight;       /* replies still to come */
+    sb_script_t script;       /* the read (sb_replay_lua), SHA1 computed once */
+    sb_ratemap_t *budget;     /* replay bytes each user may still read (SB_REPLAY_USER_BYTES) */
+    unsigned long long limited; /* socket replays not run: their user's budget was spent */
     int closing;              /* freed by its owner: the last reply frees the struct */
+    sb_replays_retry_fn on_retry; /* a catch-up whose reply was lost or transient */
+    void *on_retry_ud;
 };
 
 /* ================================================================ reading */
 
+/* KEYS: the user indexes; ARGV: min score, ids per type, inline max, head max, read max,
+ * touch max, then the record key prefix of each type. Per record: STRLEN (O(1)); a record up
+ * to the inline max is read whole; a larger one only up to the head max, cut before its first
+ * `,"result":` (a key: the text cannot occur inside a JSON string) and returned as {head,
+ * length}, {"", length} when no cut was found. Reading stops once read max bytes were read or
+ * touch max records touched: the last element of the reply is the number of records left
+ * unread. Cost: ~0.5 ms for 50 records of 120 KB (2 redis.call each), whatever their size. */
 static const char sb_replay_lua[] =
-    "local out = {}\n"
+    "local out, left, touch, skipped = {}, tonumber(ARGV[5]), tonumber(ARGV[6]), 0\n"
+    "local inline, head = tonumber(ARGV[3]), tonumber(ARGV[4])\n"
     "for i, k in ipairs(KEYS) do\n"
     "  local ids = redis.call('ZREVRANGEBYSCORE', k, '+inf', ARGV[1], 'LIMIT', 0, "
     "tonumber(ARGV[2]))\n"
     "  local recs = {}\n"
-    "  if #ids > 0 then\n"
-    "    local keys = {}\n"
-    "    for j, id in ipairs(ids) do keys[j] = ARGV[2 + i] .. id end\n"
-    "    recs = redis.call('MGET', unpack(keys))\n"
+    "  for j, id in ipairs(ids) do\n"
+    "    if left <= 0 or touch <= 0 then skipped = skipped + 1; recs[j] = false\n"
+    "    else\n"
+    "      local key = ARGV[6 + i] .. id\n"
+    "      local n = redis.call('STRLEN', key)\n"
+    "      touch = touch - 1\n"
+    "      if n == 0 then recs[j] = false\n"
+    "      elseif n <= inline then recs[j] = redis.call('GET', key); left = left - n\n"
+    "      else\n"
+    "        local h = redis.call('GETRANGE', key, 0, head - 1)\n"
+    "        local cut = string.find(h, ',\"result\":', 1, true)\n"
+    "        recs[j] = {cut and string.sub(h, 1, cut - 1) or '', n}\n"
+    "        left = left - head\n"
+    "      end\n"
+    "    end\n"
     "  end\n"
     "  out[i] = recs\n"
     "end\n"
+    "out[#KEYS + 1] = skipped\n"
     "return out\n";
 
 /* A new replay (not yet sent) for since_ms over the comma-separated list; NULL on ENOMEM. */
@@ -106,33 +134,34 @@ static void sb_replay_free(sb_replay_t *r) {
     free(r);
 }
 
-/* EVAL script nkeys keys... minscore limit prefixes... */
-static sb_batch_t *sb_replay_batch(const sb_replay_t *r, int64_t now_ms) {
-    const char *argv[3 + 3 * SB_REPLAY_MAX_TYPES + 2];
+/* Appends the read of r (an sb_aredis_build_fn): EVALSHA/EVAL nkeys keys... minscore limit
+ * inline head readmax touchmax prefixes... */
+static int sb_replay_build(sb_batch_t *b, sb_script_mode_t mode, void *priv) {
+    const sb_replay_t *r = priv;
+    const char *argv[2 * SB_REPLAY_MAX_TYPES + 6];
     char keys[SB_REPLAY_MAX_TYPES][SB_KEY_LEN], prefix[SB_REPLAY_MAX_TYPES][SB_KEY_LEN];
-    char nkeys[16], min[32], limit[16];
+    char min[32], limit[16], inline_max[16], head_max[16], read_max[16], touch[16];
     int argc = 0;
-    snprintf(nkeys, sizeof nkeys, "%d", r->ntypes);
-    snprintf(min, sizeof min, "%lld", (long long)(now_ms - SB_REPLAY_CREATED_MS));
+    snprintf(min, sizeof min, "%lld", (long long)(r->now_ms - SB_REPLAY_CREATED_MS));
     snprintf(limit, sizeof limit, "%d", SB_REPLAY_MAX);
-    argv[argc++] = "EVAL";
-    argv[argc++] = sb_replay_lua;
-    argv[argc++] = nkeys;
+    snprintf(inline_max, sizeof inline_max, "%d", SB_REPLAY_INLINE_MAX);
+    snprintf(head_max, sizeof head_max, "%d", SB_REPLAY_HEAD_MAX);
+    snprintf(read_max, sizeof read_max, "%d", SB_REPLAY_READ_MAX);
+    snprintf(touch, sizeof touch, "%d", SB_REPLAY_TOUCH_MAX);
     for (int t = 0; t < r->ntypes; t++) {
         if (!sb_key(keys[t], SB_KEY_LEN, SB_KEY_USER, r->types[t], r->public_key) ||
             !sb_key(prefix[t], SB_KEY_LEN, SB_KEY_JOB, r->types[t], ""))
-            return NULL;
+            return SB_EINVAL;
         argv[argc++] = keys[t];
     }
     argv[argc++] = min;
     argv[argc++] = limit;
+    argv[argc++] = inline_max;
+    argv[argc++] = head_max;
+    argv[argc++] = read_max;
+    argv[argc++] = touch;
     for (int t = 0; t < r->ntypes; t++) argv[argc++] = prefix[t];
-    sb_batch_t *b = sb_batch_create();
-    if (b && sb_batch_addargv(b, argc, argv, NULL) != SB_OK) {
-        sb_batch_free(b);
-        b = NULL;
-    }
-    return b;
+    return sb_batch_add_script(b, &r->owner->script, mode, r->ntypes, argc, argv, NULL);
 }
 
 /* Sends r's read with cb. Returns 0 (cb will run once), SB_EREDIS (not connected), SB_ENOMEM
@@ -140,10 +169,8 @@ static sb_batch_t *sb_replay_batch(const sb_replay_t *r, int64_t now_ms) {
 static int sb_replay_send(sb_aredis_t *redis, sb_replay_t *r, sb_aredis_cb cb, int64_t now_ms) {
     if (!redis || !sb_aredis_up(redis)) return SB_EREDIS;
     if (!r->ntypes) return SB_EINVAL;
-    sb_batch_t *b = sb_replay_batch(r, now_ms);
-    int rc = b ? sb_aredis_send(redis, b, cb, r) : SB_ENOMEM;
-    sb_batch_free(b);
-    return rc;
+    r->now_ms = now_ms;
+    return sb_aredis_eval(redis, sb_replay_build, cb, r);
 }
 
 /* 1 when job_id went live while r was pending. */
@@ -189,13 +216,22 @@ typedef struct {
     size_t n;
     int live;    /* left out: their job had a live event meanwhile */
     int skipped; /* left out: over the budget */
+    int large;   /* left out: large records whose state could not be read from their head */
+    long long unread; /* left unread: over SB_REPLAY_READ_MAX */
 } sb_replay_set_t;
 
+/* Adds "resultUrl" (where the omitted result is read) to payload; 0 or SB_ENOMEM. */
+static int sb_replay_result_url(cJSON *payload, const char *type, const char *job_id) {
+    char url[SB_TYPE_MAX + SB_JOB_ID_LEN + 32];
+    snprintf(url, sizeof url, "/api/v1/agent/%s/%s", type, job_id);
+    return cJSON_AddStringToObject(payload, "resultUrl", url) ? SB_OK : SB_ENOMEM;
+}
+
 /* Turns one record into an item if it changed recently, is past queued and its job did not go
- * live meanwhile. Returns 1 when an item was added (set->items has room for it). */
-static int sb_replay_item(const sb_replay_t *r, const char *type, const char *json, size_t len,
+ * live meanwhile; rec is the record parsed (consumed), trimmed when it is the head of a large
+ * record without its result. Returns 1 when an item was added (set->items has room for it). */
+static int sb_replay_item(const sb_replay_t *r, const char *type, cJSON *rec, int trimmed,
                           sb_replay_set_t *set) {
-    cJSON *rec = sb_json_parse(json, len);
     const char *job_id = sb_json_str(rec, "jobId"), *status = sb_json_str(rec, "status");
     const char *updated = sb_json_str(rec, "updatedAt");
     int64_t at;
@@ -207,8 +243,9 @@ static int sb_replay_item(const sb_replay_t *r, const char *type, const char *js
         } else {
             sb_replay_item_t *it = &set->items[set->n];
             cJSON *payload = sb_status_event_payload(rec, job_id, status, updated);
-            it->json = payload && cJSON_AddTrueToObject(payload, "replay") ? sb_json_print(payload)
-                                                                         : NULL;
+            int ok = payload && cJSON_AddTrueToObject(payload, "replay") &&
+                     (!trimmed || sb_replay_result_url(payload, type, job_id) == SB_OK);
+            it->json = ok ? sb_json_print(payload) : NULL;
             cJSON_Delete(payload);
             if (it->json) {
                 snprintf(it->event, sizeof it->event, "%s:%s", type, status);
@@ -223,6 +260,33 @@ static int sb_replay_item(const sb_replay_t *r, const char *type, const char *js
     return added;
 }
 
+/* One element of the script's reply: a whole record, {head, length} for a large one (the
+ * head is the record cut before its result: closed with "}" it parses without it), or nil. */
+static int sb_replay_element(const sb_replay_t *r, const char *type, const redisReply *e,
+                             sb_replay_set_t *set) {
+    if (e->type == REDIS_REPLY_STRING)
+        return sb_replay_item(r, type, sb_json_parse(e->str, e->len), 0, set);
+    if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
+        e->element[0]->type != REDIS_REPLY_STRING)
+        return 0;
+    const redisReply *head = e->element[0];
+    char *text = head->len ? malloc(head->len + 2) : NULL;
+    cJSON *rec = NULL;
+    if (text) {
+        memcpy(text, head->str, head->len);
+        memcpy(text + head->len, "}", 2);
+        rec = sb_json_parse(text, head->len + 1);
+        free(text);
+    }
+    if (!rec || cJSON_GetObjectItemCaseSensitive(rec, "result") || !sb_json_str(rec, "status") ||
+        !sb_json_str(rec, "updatedAt")) { /* cut elsewhere, or the state comes after result */
+        set->large++;
+        cJSON_Delete(rec);
+        return 0;
+    }
+    return sb_replay_item(r, type, rec, 1, set);
+}
+
 /* Collects the items of reply (an array per type, newest first) oldest first per type. */
 static int sb_replay_collect(const sb_replay_t *r, const redisReply *reply,
                              sb_replay_set_t *set) {
@@ -234,12 +298,12 @@ static int sb_replay_collect(const sb_replay_t *r, const redisReply *reply,
     for (size_t t = 0; t < reply->elements && t < (size_t)r->ntypes; t++) {
         const redisReply *recs = reply->element[t];
         if (recs->type != REDIS_REPLY_ARRAY) continue;
-        for (size_t i = recs->elements; i-- > 0;) {
-            const redisReply *e = recs->element[i];
-            if (e->type == REDIS_REPLY_STRING)
-                set->n += (size_t)sb_replay_item(r, r->types[t], e->str, e->len, set);
-        }
+        for (size_t i = recs->elements; i-- > 0;)
+            set->n += (size_t)sb_replay_element(r, r->types[t], recs->element[i], set);
     }
+    const redisReply *unread = (size_t)r->ntypes < reply->elements ? reply->element[r->ntypes]
+                                                                   : NULL;
+    if (unread && unread->type == REDIS_REPLY_INTEGER) set->unread = unread->integer;
     return SB_OK;
 }
 
@@ -295,6 +359,12 @@ static void sb_replay_log(const sb_replay_t *r, int sent, const sb_replay_set_t 
     if (set->live)
         sb_debug("gateway", "replay to %s: %d state(s) left out, their job went live meanwhile",
                  whom, set->live);
+    if (set->large || set->unread)
+        sb_info("gateway",
+                "replay to %s: %d large record(s) whose state is not at their head and %lld "
+                "beyond the read bounds (%d bytes, %d records) left out (GET "
+                "/api/v1/agent/{type}/{jobId} has them)",
+                whom, set->large, set->unread, SB_REPLAY_READ_MAX, SB_REPLAY_TOUCH_MAX);
 }
 
 /* Reads a reply (array) and emits what qualifies, within the budget. */
@@ -349,6 +419,16 @@ static int sb_replays_same_socket(const sb_replays_t *rp, const sb_replay_t *r) 
 
 static void sb_replays_cb(redisReply *reply, void *priv);
 
+/* What a reply cost to read: its string bytes plus SB_REPLAY_CALL_BYTES per call. */
+#define SB_REPLAY_CALL_BYTES 512
+static size_t sb_replay_reply_bytes(const redisReply *reply, int depth) {
+    size_t n = depth ? 0 : SB_REPLAY_CALL_BYTES;
+    if (reply->type == REDIS_REPLY_STRING) return n + reply->len;
+    for (size_t i = 0; depth < 3 && reply->type == REDIS_REPLY_ARRAY && i < reply->elements; i++)
+        n += sb_replay_reply_bytes(reply->element[i], depth + 1);
+    return n;
+}
+
 /* Sends r now, or leaves it waiting for the command connection. Returns 0 (sent or waiting)
  * or SB_ENOMEM / SB_EINVAL (nothing sent). */
 static int sb_replays_run(sb_replays_t *rp, sb_replay_t *r, int64_t now_ms) {
@@ -376,6 +456,8 @@ static void sb_replays_cb(redisReply *reply, void *priv) {
         return;
     }
     sb_replays_detach(rp, r);
+    sb_ratemap_charge(rp->budget, r->public_key, (double)sb_replay_reply_bytes(reply, 0),
+                      sb_mono_ms());
     if (reply->type != REDIS_REPLY_ARRAY)
         sb_warn("gateway", "replay to socket %s (user %s) failed: %s", r->sid, r->public_key,
                 reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
@@ -407,18 +489,22 @@ sb_replays_t *sb_replays_create(sb_aredis_t *redis, sb_sio_t *sio, const char *j
     if (!rp) return NULL;
     rp->redis = redis;
     rp->sio = sio;
+    sb_script_init(&rp->script, sb_replay_lua);
     rp->types = strdup(job_types ? job_types : "");
-    if (!rp->types || sb_aredis_on_up(redis, sb_replays_on_up, rp) != SB_OK) {
+    rp->budget = sb_ratemap_create(SB_REPLAY_USER_BYTES, 60 * 1000, 0);
+    if (!rp->types || !rp->budget) {
+        sb_ratemap_free(rp->budget);
         free(rp->types);
         free(rp);
         return NULL;
     }
+    sb_aredis_on_up(redis, &rp->up_hook, sb_replays_on_up, rp);
     return rp;
 }
 
 void sb_replays_free(sb_replays_t *rp) {
     if (!rp) return;
-    sb_aredis_on_up_remove(rp->redis, sb_replays_on_up, rp);
+    sb_aredis_on_up_remove(&rp->up_hook);
     while (rp->list) { /* a waiting one goes now; one in flight when its reply comes */
         sb_replay_t *r = rp->list;
         sb_replays_detach(rp, r);
@@ -428,6 +514,8 @@ void sb_replays_free(sb_replays_t *rp) {
     while (rp->users) sb_replays_unlink(rp->users); /* catch-ups: all in flight */
     free(rp->types);
     rp->types = NULL;
+    sb_ratemap_free(rp->budget);
+    rp->budget = NULL;
     rp->closing = 1;
     if (!rp->in_flight) free(rp);
 }
@@ -437,6 +525,13 @@ int sb_replays_socket(sb_replays_t *rp, sb_eio_id_t id, int64_t now_ms) {
     const char *sid = sb_sio_sid(rp->sio, id);
     if (!who || !sid || sb_sio_data(rp->sio, id)) return SB_ENOTFOUND;
     if (!sb_public_key_valid(who->public_key)) return SB_EINVAL;
+    if (!sb_ratemap_take(rp->budget, who->public_key, 0, sb_mono_ms())) {
+        rp->limited++;
+        sb_info("gateway", "no replay for socket %s: user %s spent its replay budget (%d bytes "
+                "a minute); GET /api/v1/agent/{type}/{jobId} has its jobs", sid,
+                who->public_key, SB_REPLAY_USER_BYTES);
+        return SB_OK;
+    }
     sb_replay_t *r = sb_replay_new(rp->sio, who->public_key, rp->types,
                                    now_ms - SB_REPLAY_WINDOW_MS);
     if (!r) return SB_ENOMEM;
@@ -483,11 +578,12 @@ void sb_replays_live(sb_replays_t *rp, const char *public_key, const char *job_i
 }
 
 unsigned sb_replays_pending(const sb_replays_t *rp) { return rp ? rp->pending : 0; }
+unsigned long long sb_replays_limited(const sb_replays_t *rp) { return rp ? rp->limited : 0; }
 
 /* ================================================================ catch-up */
 
-/* The reply of a catch-up: lost or refused, the catch-up of that user is skipped (catchup.h
- * goes on with the others, as before a gap it could not see). */
+/* The reply of a catch-up: lost or a transient error (LOADING after a restart...), the user
+ * goes to the on-retry hook (catchup.h sends it again later); any other error skips it. */
 static void sb_replays_user_cb(redisReply *reply, void *priv) {
     sb_replay_t *r = priv;
     sb_replays_t *rp = r->owner;
@@ -500,6 +596,8 @@ static void sb_replays_user_cb(redisReply *reply, void *priv) {
     }
     if (reply && reply->type == REDIS_REPLY_ARRAY)
         sb_replay_deliver(r, reply);
+    else if ((!reply || sb_reply_is_transient(reply)) && rp->on_retry)
+        rp->on_retry(rp->on_retry_ud, r->public_key, reply ? reply->str : "redis went away");
     else
         sb_warn("gateway", "catch-up of %s skipped: %s", r->room,
                 reply && reply->type == REDIS_REPLY_ERROR ? reply->str : "redis went away");
@@ -523,4 +621,9 @@ int sb_replays_user(sb_replays_t *rp, const char *public_key, int64_t since_ms,
     rp->in_flight++;
     sb_replays_link(&rp->users, r);
     return SB_OK;
+}
+
+void sb_replays_on_retry(sb_replays_t *rp, sb_replays_retry_fn fn, void *ud) {
+    rp->on_retry = fn;
+    rp->on_retry_ud = ud;
 }

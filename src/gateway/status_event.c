@@ -11,7 +11,7 @@
 
 /* The members copied from the source, in the payload's order (between status and
  * timestamp). */
-static const char *const sb_status_event_copied[] = {"result", "error", "details"};
+static const char *const sb_status_event_copied[] = {"result", "error", "details", "attempts"};
 #define SB_SEV_NCOPIED (sizeof sb_status_event_copied / sizeof sb_status_event_copied[0])
 
 /* ================================================================ the cJSON object */

@@ -1,5 +1,6 @@
 /* The Socket.IO event a job status becomes (SPEC §6): event `{type}:{status}` with the payload
- * {jobId,status,result?,error?,details?,timestamp}, where result / error / details are copied
+ * {jobId,status,result?,error?,details?,attempts?,timestamp}, where result / error / details /
+ * attempts are copied
  * from the source (a status message or a job record) when present and not null.
  *
  * Two ways to the same bytes:

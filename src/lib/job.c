@@ -190,7 +190,7 @@ char *sb_status_build(const sb_status_t *st) {
         sb_jw_lit(&w, ",\"attempts\":");
         sb_jw_int(&w, st->attempts);
     }
-    sb_jw_lit(&w, "}");
+    sb_jw_lit(&w, ",\"recorded\":true}");
     return sb_jw_take(&w, NULL);
 }
 

@@ -428,7 +428,8 @@ static void test_status_messages(void **state) {
     msg = sb_status_build(&full);
     assert_string_equal(msg, "{\"jobId\":\"1-a\",\"status\":\"error\",\"userId\":\"P\\\"K\","
                              "\"timestamp\":\"2024-11-11T10:30:00.000Z\",\"result\":{\"fee\":20},"
-                             "\"error\":\"bad\\n\",\"details\":\"retrying\",\"attempts\":3}");
+                             "\"error\":\"bad\\n\",\"details\":\"retrying\",\"attempts\":3,"
+                             "\"recorded\":true}");
     free(msg);
     cJSON_Delete(result);
     const char *bad[] = {"not json", "[]", "{\"jobId\":\"1-a\",\"status\":\"done\"}",

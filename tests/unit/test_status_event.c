@@ -77,6 +77,27 @@ static void test_copied_values(void **state) {
     check_same("{\"result\":0.1,\"error\":[],\"details\":{}}", "6-f", "error", "ts");
 }
 
+/* The attempts count an agent published reaches the client (issue #15), in both ways. */
+static void test_attempts_forwarded(void **state) {
+    (void)state;
+    const char *src_json = "{\"jobId\":\"7-a\",\"status\":\"processing\",\"userId\":\"U\","
+                           "\"details\":\"retry 2/3\",\"attempts\":2}";
+    const char *want = "{\"jobId\":\"7-a\",\"status\":\"processing\",\"details\":\"retry "
+                       "2/3\",\"attempts\":2,\"timestamp\":\"ts\"}";
+    cJSON *src = sb_json_parse(src_json, strlen(src_json));
+    char buf[256];
+    assert_int_equal(sb_status_event_write(src, "7-a", "processing", "ts", buf, sizeof buf),
+                     (int)strlen(want));
+    assert_string_equal(buf, want);
+    cJSON *o = sb_status_event_payload(src, "7-a", "processing", "ts");
+    char *text = sb_json_print(o);
+    assert_string_equal(text, want);
+    free(text);
+    cJSON_Delete(o);
+    cJSON_Delete(src);
+    check_same("{\"attempts\":null}", "8-b", "done", "ts");
+}
+
 static void test_large_result(void **state) {
     (void)state;
     size_t n = 20000;
@@ -98,6 +119,7 @@ int main(void) {
         cmocka_unit_test(test_plain),
         cmocka_unit_test(test_escapes),
         cmocka_unit_test(test_copied_values),
+        cmocka_unit_test(test_attempts_forwarded),
         cmocka_unit_test(test_large_result),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

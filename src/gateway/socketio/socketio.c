@@ -8,17 +8,19 @@
 #include <stdlib.h>
 #include <string.h>
 #include "gateway/catchup.h"
-#include "gateway/eio.h"
+#include "gateway/socketio/eio.h"
 #include "gateway/gateway.h"
 #include "gateway/http.h"
+#include "gateway/interop.h"
+#include "gateway/ratemap.h"
 #include "gateway/replay.h"
-#include "gateway/sio.h"
-#include "gateway/socketio.h"
+#include "gateway/socketio/sio.h"
+#include "gateway/socketio/socketio.h"
 #include "gateway/subscriber.h"
 #include "switchboard/clock.h"
 #include "switchboard/error.h"
 #include "switchboard/job.h"
-#include "switchboard/jwt_cache.h"
+#include "gateway/jwt_cache.h"
 #include "switchboard/log.h"
 
 #define SB_SOCKETIO_TICK_MS 250 /* heartbeat timer period (the core wants ≥ 1 per second) */
@@ -37,12 +39,19 @@ struct sb_socketio {
     sb_subscriber_t *sub;
     sb_catchup_t *catchup; /* replays to connected users after a subscription gap */
     sb_replays_t *replays; /* replays to sockets that just connected; the catch-up reads */
+    sb_interop_t *interop; /* records moved forward by seed-style agents' status messages */
     uv_timer_t tick;       /* heartbeats, timeouts, frees of closed sessions */
     int tick_running;
     uv_prepare_t flush;    /* writes the WebSockets woken during the loop turn, before the poll */
     sb_socketio_ws_t *flush_head;
-    unsigned long long ws_opened, polling_opened, auth_refused;
+    sb_ratemap_t *connects_user; /* Socket.IO CONNECTs per user (SIO_CONNECT_RATE) */
+    sb_ratemap_t *connects_ip;   /* Engine.IO sessions per client address (SIO_CONNECT_RATE_IP) */
+    unsigned long long ws_opened, polling_opened, auth_refused, connect_limited;
 };
+
+/* The message a client over a connect rate limit gets (CONNECT_ERROR, or the handshake's
+ * Engine.IO error with status 429). */
+#define SB_SOCKETIO_LIMITED "too many connections, retry later"
 
 /* Metrics label of every /socket.io/ HTTP request (the handler is never called by routes.c). */
 static const sb_api_route_t sb_r_socketio = {"/socket.io/", NULL, 0};
@@ -114,6 +123,14 @@ static void sb_socketio_on_gap(void *ud, int64_t since_ms) {
     sb_catchup_start(io->catchup, since_ms);
 }
 
+/* A status message whose publisher did not record it: move the record forward. */
+static void sb_socketio_on_foreign(void *ud, const char *type, const sb_status_t *st) {
+    sb_socketio_t *io = ud;
+    int rc = sb_interop_advance(io->interop, type, st);
+    if (rc != SB_OK)
+        sb_debug("gateway", "job %s: record not moved to %s (%d)", st->job_id, st->status, rc);
+}
+
 /* A live status went to room user:{user_id}: pending replays leave that job out. */
 static void sb_socketio_on_status(void *ud, const char *user_id, const char *job_id) {
     sb_socketio_t *io = ud;
@@ -137,7 +154,14 @@ sb_socketio_t *sb_socketio_create(sb_gateway_t *gw) {
                       : NULL;
     io->replays = io->sub ? sb_replays_create(gw->redis, io->sio, gw->cfg->job_types) : NULL;
     io->catchup = io->replays ? sb_catchup_create(gw->loop, io->replays, io->sio) : NULL;
-    if (!io->catchup) {
+    io->interop = sb_interop_create(gw->redis);
+    io->connects_user = sb_ratemap_create(gw->cfg->sio_connect_rate, 60 * 1000, 0);
+    io->connects_ip = sb_ratemap_create(gw->cfg->sio_connect_rate_ip, 60 * 1000, 0);
+    if (!io->catchup || !io->connects_user || !io->connects_ip || !io->interop) {
+        sb_interop_free(io->interop);
+        sb_ratemap_free(io->connects_user);
+        sb_ratemap_free(io->connects_ip);
+        sb_catchup_close(io->catchup);
         sb_replays_free(io->replays);
         sb_subscriber_close(io->sub);
         sb_sio_free(io->sio);
@@ -147,6 +171,7 @@ sb_socketio_t *sb_socketio_create(sb_gateway_t *gw) {
     }
     sb_subscriber_on_gap(io->sub, sb_socketio_on_gap, io);
     sb_subscriber_on_status(io->sub, sb_socketio_on_status, io);
+    sb_subscriber_on_foreign(io->sub, sb_socketio_on_foreign, io);
     uv_timer_init(gw->loop, &io->tick);
     io->tick.data = io;
     uv_timer_start(&io->tick, sb_socketio_tick_cb, SB_SOCKETIO_TICK_MS, SB_SOCKETIO_TICK_MS);
@@ -175,6 +200,8 @@ void sb_socketio_stop(sb_socketio_t *io) {
     io->catchup = NULL;
     sb_replays_free(io->replays);
     io->replays = NULL;
+    sb_interop_free(io->interop);
+    io->interop = NULL;
 }
 
 struct sb_subscriber *sb_socketio_subscriber(sb_socketio_t *io) { return io ? io->sub : NULL; }
@@ -184,6 +211,8 @@ void sb_socketio_free(sb_socketio_t *io) {
     sb_socketio_stop(io);
     sb_sio_free(io->sio);
     sb_eio_free(io->eio);
+    sb_ratemap_free(io->connects_user);
+    sb_ratemap_free(io->connects_ip);
     free(io);
 }
 
@@ -194,7 +223,7 @@ static int sb_socketio_auth(void *ud, const char *token, sb_sio_identity_t *who,
                             size_t errlen) {
     sb_socketio_t *io = ud;
     sb_claims_t c;
-    int rc = -1;
+    int rc = -1, limited = 0;
     if (!token || !*token) {
         snprintf(err, errlen, "missing token in the auth payload ({auth:{token}})");
     } else if (sb_jwt_verify_cached(io->gw->tokens, token, io->gw->cfg->jwt_secret,
@@ -203,6 +232,10 @@ static int sb_socketio_auth(void *ud, const char *token, sb_sio_identity_t *who,
          * that is not usable as an id is as good as none */
         if (!sb_public_key_valid(c.public_key)) {
             snprintf(err, errlen, "the token carries no valid publicKey claim");
+        } else if (!sb_ratemap_take(io->connects_user, c.public_key, 1, sb_mono_ms())) {
+            snprintf(err, errlen, SB_SOCKETIO_LIMITED);
+            io->connect_limited++;
+            limited = 1;
         } else {
             snprintf(who->public_key, sizeof who->public_key, "%s", c.public_key);
             snprintf(who->user_id, sizeof who->user_id, "%s",
@@ -212,7 +245,9 @@ static int sb_socketio_auth(void *ud, const char *token, sb_sio_identity_t *who,
         }
         sb_claims_close(&c);
     }
-    if (rc) {
+    if (rc && limited) { /* a storm of them: not one log line each */
+        sb_debug("gateway", "socket.io connect of user %s refused: %s", who->public_key, err);
+    } else if (rc) {
         io->auth_refused++;
         sb_info("gateway", "socket.io connect refused: %s", err);
     }
@@ -327,6 +362,29 @@ static void sb_socketio_error(sb_req_t *req, int code, int status) {
     sb_socketio_answer(req, &r);
 }
 
+/* 1 when the client address of wsi may open one more Engine.IO session now (taken). */
+static int sb_socketio_ip_allowed(sb_socketio_t *io, struct lws *wsi) {
+    char ip[SB_CLIENT_IP_MAX]; /* behind TRUSTED_PROXIES: from X-Forwarded-For (client_ip.h) */
+    if (!wsi || !*sb_gw_client_ip(io->gw, wsi, ip, sizeof ip)) return 1;
+    if (sb_ratemap_take(io->connects_ip, ip, 1, sb_mono_ms())) return 1;
+    io->connect_limited++;
+    sb_debug("gateway", "engine.io handshake from %s refused: %s", ip, SB_SOCKETIO_LIMITED);
+    return 0;
+}
+
+/* 429 with the Engine.IO error shape (code 3, "Bad request" in the reference) and a message
+ * saying why, plus Retry-After: the time one more session takes to be allowed. */
+static void sb_socketio_refuse_limited(sb_req_t *req) {
+    static const char body[] = "{\"code\":3,\"message\":\"" SB_SOCKETIO_LIMITED "\"}";
+    char hdrs[SB_SOCKETIO_CORS_MAX + 64];
+    int rate = req->gw->cfg->sio_connect_rate_ip, n;
+    sb_socketio_cors(req, 0, hdrs, SB_SOCKETIO_CORS_MAX);
+    n = (int)strlen(hdrs);
+    snprintf(hdrs + n, sizeof hdrs - (size_t)n, "retry-after: %d\r\n",
+             rate > 0 && rate < 60 ? (60 + rate - 1) / rate : 1);
+    sb_req_send(req, 429, "application/json", body, sizeof body - 1, hdrs);
+}
+
 void sb_socketio_request(sb_req_t *req) {
     sb_socketio_t *io = req->gw->sio;
     req->route = &sb_r_socketio;
@@ -359,6 +417,10 @@ void sb_socketio_request(sb_req_t *req) {
         .body = req->body,
         .body_len = req->body_len,
     };
+    if (!r.sid && r.method == SB_EIO_GET && !sb_socketio_ip_allowed(io, req->wsi)) {
+        sb_socketio_refuse_limited(req);
+        return;
+    }
     sb_eio_reply_t out;
     int status = sb_eio_http(io->eio, &r, req->wsi, sb_mono_ms(), &out);
     if (status == 200 && !r.sid) io->polling_opened++;
@@ -407,6 +469,7 @@ static int sb_socketio_ws_filter(sb_socketio_t *io, struct lws *wsi) {
     sb_eio_req_t r;
     sb_eio_reply_t out;
     if (!io || io->gw->stopping || sb_socketio_ws_request(wsi, &q, &r) != 0) return -1;
+    if (!r.sid && !sb_socketio_ip_allowed(io, wsi)) return -1; /* no body: the upgrade fails */
     if (sb_eio_check(io->eio, &r, &out) == 0) return 0;
     sb_eio_buf_unref(out.body);
     return -1;
@@ -612,6 +675,7 @@ int sb_socketio_emit_admins(sb_socketio_t *io, const char *event, const char *js
 typedef struct {
     double connections, sessions, polling_opened, ws_opened, auth_refused;
     double received, forwarded, dropped, deliveries, subscriber_up, catchup_users;
+    double connect_limited, replay_limited;
 } sb_socketio_numbers_t;
 
 static const struct {
@@ -630,6 +694,11 @@ static const struct {
      "WebSocket connections accepted (new sessions and upgrades).", SB_N(ws_opened), 0},
     {"gateway_socketio_auth_refused_total", "counter",
      "Socket.IO CONNECTs refused for a bad or missing token.", SB_N(auth_refused), 0},
+    {"gateway_socketio_connect_limited_total", "counter",
+     "Socket.IO CONNECTs and Engine.IO handshakes refused by the connect rate limits.",
+     SB_N(connect_limited), 0},
+    {"gateway_socketio_replay_limited_total", "counter",
+     "Replays on connect not run: the user had spent its replay budget.", SB_N(replay_limited), 0},
     {"gateway_status_messages_received_total", "counter",
      "Messages read from the status and event channels.", SB_N(received), 1},
     {"gateway_status_messages_forwarded_total", "counter",
@@ -651,7 +720,9 @@ void sb_socketio_render(const sb_socketio_t *io, sb_prom_t *p) {
     sb_socketio_numbers_t n = {
         .connections = sb_sio_count(io->sio), .sessions = sb_eio_count(io->eio),
         .polling_opened = (double)io->polling_opened, .ws_opened = (double)io->ws_opened,
-        .auth_refused = (double)io->auth_refused};
+        .auth_refused = (double)io->auth_refused,
+        .connect_limited = (double)io->connect_limited,
+        .replay_limited = (double)sb_replays_limited(io->replays)};
     if (st) {
         n.received = (double)st->received;
         n.forwarded = (double)st->forwarded;
