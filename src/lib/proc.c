@@ -144,11 +144,17 @@ static void sb_watch_on_usr1(int sig) {
     sb_watch_usr1 = 1;
 }
 
-/* SIGTERM to the group but the watchdog: its own copy is discarded (ignored while sent). */
+/* SIGTERM to the group but the watchdog: its own copy is discarded, being ignored and
+ * unblocked while sent (Linux keeps a blocked signal pending even when it is ignored). */
 static void sb_watch_term_group(void) {
     struct sigaction ign = {.sa_handler = SIG_IGN}, on_term = {.sa_handler = sb_watch_on_term};
+    sigset_t term;
+    sigemptyset(&term);
+    sigaddset(&term, SIGTERM);
     sigaction(SIGTERM, &ign, NULL);
+    sigprocmask(SIG_UNBLOCK, &term, NULL);
     kill(0, SIGTERM);
+    sigprocmask(SIG_BLOCK, &term, NULL);
     sigaction(SIGTERM, &on_term, NULL);
 }
 
