@@ -52,12 +52,16 @@ static const char sb_token_detail[] =
 static const char sb_agent_detail[] =
     "  Takes ids from agent:{type}:jobs (BLMOVE into its processing list), runs the handler\n"
     "  (built-in rebalance, or --exec CMD: job JSON on stdin, result JSON on stdout, non-zero\n"
-    "  exit = failure with stderr as the error), publishes processing/done/error, retries with\n"
-    "  backoff, dead-letters, heartbeats its presence and requeues the jobs of dead agents.\n"
+    "  exit = failure with stderr as the error, exit 65 = failed for good; or --worker CMD:\n"
+    "  one long-lived process per --concurrency, a job per line on stdin, one line back,\n"
+    "  {\"jobId\",\"result\"} or {\"jobId\",\"error\",\"retry\"}: README \"Handler protocol\"),\n"
+    "  publishes processing/done/error, retries with backoff, dead-letters, heartbeats its\n"
+    "  presence and requeues the jobs of dead agents.\n"
     "  SIGTERM/SIGINT: finish running jobs within --grace, put back the rest, exit 0.\n"
     "  Exit: 0 stopped, 1 could not start, 2 bad setting.\n"
     "  e.g.  switchboard agent --concurrency 8\n"
-    "        switchboard agent --type chat --exec ./answer.py --job-timeout 60\n";
+    "        switchboard agent --type chat --exec ./answer.py --job-timeout 60\n"
+    "        switchboard agent --concurrency 4 --worker 'exec python3 handler.py'\n";
 
 static const char sb_enqueue_detail[] =
     "  Queues a job atomically (record + id + user index + counter) and prints its id on\n"
@@ -155,10 +159,10 @@ static const sb_verb_t sb_verbs[] = {
     {"token", sb_cmd_token, "token --role R --public-key PK [--sub S] [--ttl SECONDS] [...]",
      "mint a development JWT (HS256 with JWT_SECRET) and print it", sb_token_detail,
      "jwt-secret role public-key sub name email department-id department ttl"},
-    {"agent", sb_cmd_agent, "agent [--type T] [--concurrency N] [--exec CMD]",
+    {"agent", sb_cmd_agent, "agent [--type T] [--concurrency N] [--exec CMD | --worker CMD]",
      "run a worker: take jobs, run the handler, publish status, retry, recover",
      sb_agent_detail,
-     SB_REDIS_FLAGS "type concurrency exec agent-id max-attempts retry-backoff-ms "
+     SB_REDIS_FLAGS "type concurrency exec worker agent-id max-attempts retry-backoff-ms "
                     "retry-backoff-max-ms job-timeout grace agent-status-ttl heartbeat-interval "
                     "recovery-interval job-lease dead-retention dead-max metrics-port bind"},
     {"enqueue", sb_cmd_enqueue,

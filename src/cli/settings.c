@@ -77,11 +77,13 @@ static const sb_setting_t sb_settings[] = {
     {"RETRY_BACKOFF_MAX_MS", "retry-backoff-max-ms", SB_SET_INT, OFF(retry_backoff_max_ms), 0,
      3600000, "30000", "cap on the retry wait, ms"},
     {"JOB_TIMEOUT", "job-timeout", SB_SET_INT, OFF(job_timeout), 1, 86400, "300",
-     "seconds an --exec handler may run"},
+     "seconds an --exec or --worker handler may run on one attempt"},
     {"CONCURRENCY", "concurrency", SB_SET_INT, OFF(concurrency), 1, 1024, "1",
      "jobs an agent runs at once"},
     {"AGENT_EXEC", "exec", SB_SET_STR, OFF(exec_cmd), 0, 0, NULL,
      "handler program: job JSON on stdin, result JSON on stdout"},
+    {"AGENT_WORKER", "worker", SB_SET_STR, OFF(worker_cmd), 0, 0, NULL,
+     "long-lived handler processes (one per --concurrency): JSON lines on stdin/stdout"},
     {"AGENT_ID", "agent-id", SB_SET_STR, OFF(agent_id), 0, 0, NULL,
      "agent id (default {hostname}-{pid}-{random})"},
     {"SHUTDOWN_GRACE", "grace", SB_SET_INT, OFF(shutdown_grace), 0, 3600, "30",
@@ -428,6 +430,7 @@ void sb_config_close(sb_config_t *cfg) {
     free(cfg->job_types);
     free(cfg->job_type);
     free(cfg->exec_cmd);
+    free(cfg->worker_cmd);
     free(cfg->agent_id);
     free(cfg->data_dir);
     free(cfg->web_dir);
