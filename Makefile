@@ -8,7 +8,7 @@ ifeq ($(CI),true)
 CMAKE_FLAGS += -DSB_WERROR=ON
 endif
 
-.PHONY: all deps build asan run test test-release fuzz bench clean
+.PHONY: all deps build asan run test test-release fuzz bench clean install deb
 
 all: build
 
@@ -41,8 +41,25 @@ fuzz: deps
 test-release: build
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 300
 
+# Installs the build into DESTDIR/PREFIX (FHS: bin/switchboard, share/switchboard/web, the
+# static library and headers) and example settings into DESTDIR/etc/switchboard (an existing
+# *.env is kept: the new one lands beside it as *.env.example). SYSTEMD=1 adds the units
+# and the sysusers file under PREFIX/lib.
+PREFIX  ?= /usr/local
+DESTDIR ?=
+install: deps
+	@cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	   -DCMAKE_INSTALL_PREFIX=$(PREFIX) $(CMAKE_FLAGS) >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+	@for c in runtime dev config $(if $(SYSTEMD),systemd); do \
+	   DESTDIR=$(DESTDIR) cmake --install $(BUILD) --component $$c || exit 1; done
+
+# dist/switchboard_VERSION_ARCH.deb (debhelper; a Release build in build-deb/).
+deb: deps
+	@scripts/deb.sh
+
 bench: build
 	@bench/run.sh $(BUILD)/switchboard
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) build-deb dist

@@ -6,10 +6,12 @@ cd "$(dirname "$0")/.."
 
 PKGS=(build-essential cmake ninja-build pkg-config git
       libuv1-dev libwebsockets-dev libwebsockets-evlib-uv libhiredis-dev libcjson-dev
-      libjwt-dev libssl-dev libcmocka-dev redis-server redis-tools
+      libjwt-dev libssl-dev libcurl4-openssl-dev libcmocka-dev redis-server redis-tools
       nodejs npm python3 python3-redis curl clang libclang-rt-14-dev
       prometheus   # promtool: the e2e tests validate both /metrics outputs with a real parser
-      chromium)    # headless browser of the dashboard's e2e test (driven by npm playwright-core)
+      chromium     # headless browser of the dashboard's e2e test (driven by npm playwright-core)
+      debhelper devscripts fakeroot   # make deb and its test
+      haproxy nginx)                  # the load balancers of the several-gateways test
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -25,6 +27,13 @@ if ((${#missing[@]})); then
   SUDO=""; [[ $(id -u) == 0 ]] || SUDO=sudo
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # The tests start their own haproxy and nginx on free ports: do not leave the system
+  # services that installing them just started listening on :80.
+  if [[ -d /run/systemd/system ]]; then
+    for svc in haproxy nginx; do
+      [[ " ${missing[*]} " == *" $svc "* ]] && $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true
+    done
+  fi
 fi
 
 # Node packages: web/ holds the browser assets the gateway serves with the dashboard (the

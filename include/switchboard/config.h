@@ -13,7 +13,12 @@
 #define SB_REDIS_DEFAULT_HOST "127.0.0.1"
 #define SB_REDIS_DEFAULT_PORT 6379
 
-/* Where Redis is. Either unix_path is set, or host/port (host NULL: SB_REDIS_DEFAULT_HOST). */
+/* Where Redis is. Either unix_path is set, or host/port (host NULL: SB_REDIS_DEFAULT_HOST).
+ * With sentinels set, host/port are ignored: the master named sentinel_master is found through
+ * the Sentinels before every connection (sentinel.h); with sentinels set and no master name the
+ * connection goes to a Sentinel itself (used to watch for failovers). With rest_url set, the
+ * blocking client (sb_redis_t) talks to Upstash's REST API instead (no held connection: no
+ * SUBSCRIBE, no blocking reads); the gateway's async client does not take such an address. */
 typedef struct {
     char *host;
     int port;
@@ -21,6 +26,11 @@ typedef struct {
     char *user;     /* ACL user, NULL for the default user */
     char *password; /* NULL when no AUTH is needed */
     int db;
+    char *sentinels;         /* "host:port,host:port,...", NULL: no Sentinel */
+    char *sentinel_master;   /* the master's name at the Sentinels */
+    char *sentinel_password; /* AUTH for the Sentinels, NULL for none */
+    char *rest_url;          /* Upstash REST URL: the blocking client speaks HTTPS (rest.h) */
+    char *rest_token;        /* its Bearer token */
 } sb_redis_addr_t;
 
 /* The defaults: TCP to SB_REDIS_DEFAULT_HOST:SB_REDIS_DEFAULT_PORT, database 0, no AUTH.

@@ -19,12 +19,12 @@
 #include "switchboard/ratelimit.h"
 #include "switchboard/submit.h"
 #include "switchboard/jwt.h"
-#include "switchboard/jwt_cache.h"
 #include "switchboard/random.h"
 #include "switchboard/prom.h"
-#include "switchboard/router.h"
 #include "switchboard/utf8.h"
+#include "switchboard/version.h"
 
+/* The version of the API in these headers; sb_version() is the build's (from its git tag). */
 #define SB_VERSION "0.1.0"
 
 #endif

@@ -14,6 +14,7 @@
 #include <unistd.h>
 #include "agent/metrics_http.h"
 #include "switchboard/log.h"
+#include "switchboard/version.h"
 
 #define SB_AM_REQ_MAX 8192
 #define SB_AM_IO_TIMEOUT_S 2
@@ -102,6 +103,7 @@ static void sb_am_serve(sb_agent_metrics_t *m, int fd) {
         sb_agent_stats(m->agent, &st);
         sb_prom_init(&p);
         sb_agent_metrics_render(&st, &p);
+        sb_version_prom(&p);
         const char *text = sb_prom_text(&p, &len);
         if (text) sb_am_respond(fd, 200, SB_PROM_CONTENT_TYPE, text, len);
         sb_prom_close(&p);

@@ -16,7 +16,10 @@ typedef struct {
     const char *settings; /* flags (without --) this verb reads, for its --help */
 } sb_verb_t;
 
-#define SB_REDIS_FLAGS "redis-url redis-host redis-port redis-password redis-db log-level "
+#define SB_REDIS_FLAGS                                                                        \
+    "redis-url redis-host redis-port redis-password redis-db redis-sentinels "                  \
+    "redis-sentinel-master redis-sentinel-password upstash-rest-url upstash-rest-token "       \
+    "log-level "
 
 static const char sb_up_detail[] =
     "  Starts a private redis-server (unix socket, AOF, in --data-dir) unless a REDIS_* setting\n"
@@ -136,7 +139,8 @@ static const sb_verb_t sb_verbs[] = {
      "serve the HTTP API (/api/v1), Socket.IO, the dashboard (/), probes and /metrics",
      sb_gateway_detail,
      SB_REDIS_FLAGS "port bind jwt-secret dev web-dir job-types rate-limit rate-window "
-                    "agent-status-ttl max-chats sio-connect-rate sio-connect-rate-ip"},
+                    "agent-status-ttl max-chats sio-connect-rate sio-connect-rate-ip "
+                    "tls-cert tls-key trusted-proxies redis-wait-replicas redis-wait-timeout-ms"},
     {"token", sb_cmd_token, "token --role R --public-key PK [--sub S] [--ttl SECONDS] [...]",
      "mint a development JWT (HS256 with JWT_SECRET) and print it", sb_token_detail,
      "jwt-secret role public-key sub name email department-id department ttl"},
@@ -172,8 +176,26 @@ static const sb_verb_t sb_verbs[] = {
 };
 #define SB_NVERBS (sizeof sb_verbs / sizeof sb_verbs[0])
 
+/* Upstash's REST API holds no connection: only these verbs work over it (enqueue without
+ * --wait, events publish). Returns 1 after saying what the others need. */
+static int sb_rest_refused(const sb_verb_t *verb, const sb_config_t *cfg) {
+    static const char *const ok[] = {"enqueue", "job", "queue", "metrics", "events"};
+    int fine = 0;
+    if (!cfg->redis.rest_url) return 0;
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) fine |= !strcmp(verb->name, ok[i]);
+    if (!strcmp(verb->name, "enqueue") && cfg->wait) fine = 0;
+    if (!strcmp(verb->name, "events") && (cfg->nargs < 1 || strcmp(cfg->args[0], "publish")))
+        fine = 0;
+    if (fine) return 0;
+    fprintf(stderr, "switchboard %s: needs a TCP connection to Redis (it holds one: blocking "
+            "reads or SUBSCRIBE), which Upstash's REST API cannot give; set REDIS_URL (Upstash: "
+            "rediss://default:TOKEN@HOST:6379). Over UPSTASH_REDIS_REST_URL: enqueue (without "
+            "--wait), job, queue, metrics, events publish\n", verb->name);
+    return 1;
+}
+
 static void sb_usage(FILE *out) {
-    fprintf(out, "switchboard %s — real-time jobs for agents on Redis\n\nusage:\n", SB_VERSION);
+    fprintf(out, "switchboard %s — real-time jobs for agents on Redis\n\nusage:\n", sb_version());
     for (size_t i = 0; i < SB_NVERBS; i++)
         fprintf(out, "  switchboard %-62s %s\n", sb_verbs[i].usage, sb_verbs[i].summary);
     fprintf(out, "  switchboard %-62s %s\n", "version", "print the version");
@@ -208,7 +230,7 @@ int main(int argc, char **argv) {
         return SB_EXIT_OK;
     }
     if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version")) {
-        printf("switchboard %s\n", SB_VERSION);
+        printf("switchboard %s\n", sb_version());
         return SB_EXIT_OK;
     }
     const sb_verb_t *verb = NULL;
@@ -230,6 +252,10 @@ int main(int argc, char **argv) {
         return SB_EXIT_USAGE;
     }
     sb_log_set_level(cfg.log_level);
+    if (sb_rest_refused(verb, &cfg)) {
+        sb_config_close(&cfg);
+        return SB_EXIT_USAGE;
+    }
     int rc = verb->run(&cfg);
     sb_config_close(&cfg);
     return rc;

@@ -14,6 +14,7 @@
 #include "switchboard/error.h"
 #include "switchboard/fmt.h"
 #include "switchboard/job.h"
+#include "switchboard/sentinel.h"
 
 typedef enum { SB_SET_INT, SB_SET_STR, SB_SET_BOOL, SB_SET_LEVEL, SB_SET_URL } sb_set_kind_t;
 
@@ -36,6 +37,20 @@ static const sb_setting_t sb_settings[] = {
     {"REDIS_PASSWORD", "redis-password", SB_SET_STR, OFF(redis.password), 0, 0, NULL,
      "Redis password"},
     {"REDIS_DB", "redis-db", SB_SET_INT, OFF(redis.db), 0, 15, "0", "Redis database number"},
+    {"REDIS_SENTINELS", "redis-sentinels", SB_SET_STR, OFF(redis.sentinels), 0, 0, NULL,
+     "host:port,... of Redis Sentinels: find the master through them (host of the URL unused)"},
+    {"REDIS_SENTINEL_MASTER", "redis-sentinel-master", SB_SET_STR, OFF(redis.sentinel_master), 0,
+     0, NULL, "the master's name at the Sentinels (with REDIS_SENTINELS)"},
+    {"REDIS_SENTINEL_PASSWORD", "redis-sentinel-password", SB_SET_STR,
+     OFF(redis.sentinel_password), 0, 0, NULL, "AUTH password of the Sentinels"},
+    {"UPSTASH_REDIS_REST_URL", "upstash-rest-url", SB_SET_STR, OFF(redis.rest_url), 0, 0, NULL,
+     "Upstash REST URL: enqueue, job, queue, metrics, events publish over HTTPS (REDIS_* win)"},
+    {"UPSTASH_REDIS_REST_TOKEN", "upstash-rest-token", SB_SET_STR, OFF(redis.rest_token), 0, 0,
+     NULL, "Upstash REST token (Bearer)"},
+    {"REDIS_WAIT_REPLICAS", "redis-wait-replicas", SB_SET_INT, OFF(wait_replicas), 0, 100, "0",
+     "gateway: answer 202 only once WAIT confirms N replicas hold the job (0 = off)"},
+    {"REDIS_WAIT_TIMEOUT_MS", "redis-wait-timeout-ms", SB_SET_INT, OFF(wait_timeout_ms), 1,
+     2000, "1000", "gateway: how long WAIT waits for the replicas, ms (then 503)"},
     {"BIND", "bind", SB_SET_STR, OFF(bind), 0, 0, "0.0.0.0",
      "listen address (`up`: 127.0.0.1 unless given)"},
     {"PORT", "port", SB_SET_INT, OFF(port), 0, 65535, "3001", "gateway port (0: any free one)"},
@@ -87,6 +102,12 @@ static const sb_setting_t sb_settings[] = {
      "`up`: folder of the private redis-server's data"},
     {"WEB_DIR", "web-dir", SB_SET_STR, OFF(web_dir), 0, 0, NULL,
      "gateway: dashboard files [<exe dir>/../web, else <exe dir>/../share/switchboard/web]"},
+    {"TLS_CERT", "tls-cert", SB_SET_STR, OFF(tls_cert), 0, 0, NULL,
+     "gateway: PEM certificate chain; with TLS_KEY it serves HTTPS/WSS (reloaded on SIGHUP)"},
+    {"TLS_KEY", "tls-key", SB_SET_STR, OFF(tls_key), 0, 0, NULL,
+     "gateway: PEM private key of TLS_CERT"},
+    {"TRUSTED_PROXIES", "trusted-proxies", SB_SET_STR, OFF(trusted_proxies), 0, 0, NULL,
+     "gateway: CIDRs whose X-Forwarded-For/-Proto are believed (e.g. 10.0.0.0/8,::1)"},
     {"LOG_LEVEL", "log-level", SB_SET_LEVEL, OFF(log_level), 0, 0, "info",
      "debug | info | warn | error"},
     {NULL, "wait", SB_SET_BOOL, OFF(wait), 0, 1, "0", "wait until the job finishes"},
@@ -299,8 +320,48 @@ static int sb_job_types_valid(const char *list) {
     }
 }
 
+/* REDIS_SENTINELS and REDIS_SENTINEL_MASTER come together, and the list is well formed. */
+static int sb_config_check_sentinels(const sb_redis_addr_t *a, char *err, size_t errlen) {
+    char why[256];
+    if (!a->sentinels && !a->sentinel_master) return SB_OK;
+    if (!a->sentinels || !a->sentinel_master) {
+        sb_errf(err, errlen, "bad setting: REDIS_SENTINELS and REDIS_SENTINEL_MASTER go together "
+                "(the Sentinels' addresses and the name of the master they watch)");
+        return SB_EINVAL;
+    }
+    if (sb_sentinel_list_check(a->sentinels, why, sizeof why) == SB_OK) return SB_OK;
+    sb_errf(err, errlen, "bad setting REDIS_SENTINELS='%s': %s", a->sentinels, why);
+    return SB_EINVAL;
+}
+
+/* Upstash REST: URL and token together, http(s); any REDIS_* setting means TCP instead. */
+static int sb_config_check_rest(sb_config_t *cfg, char *err, size_t errlen) {
+    sb_redis_addr_t *a = &cfg->redis;
+    if (a->rest_url && !*a->rest_url) sb_set_str(&a->rest_url, NULL); /* empty = unset */
+    if (a->rest_token && !*a->rest_token) sb_set_str(&a->rest_token, NULL);
+    if (cfg->redis_explicit || (!a->rest_url && !a->rest_token)) {
+        free(a->rest_url);
+        free(a->rest_token);
+        a->rest_url = a->rest_token = NULL;
+        return SB_OK;
+    }
+    if (!a->rest_url || !a->rest_token) {
+        sb_errf(err, errlen, "bad setting: UPSTASH_REDIS_REST_URL and UPSTASH_REDIS_REST_TOKEN "
+                "go together (the database's REST URL and its token)");
+        return SB_EINVAL;
+    }
+    if (strncmp(a->rest_url, "https://", 8) && strncmp(a->rest_url, "http://", 7)) {
+        sb_errf(err, errlen, "bad setting UPSTASH_REDIS_REST_URL='%s': expected https://…",
+                a->rest_url);
+        return SB_EINVAL;
+    }
+    return SB_OK;
+}
+
 /* The checks no single setting's kind covers: job type names (of the verb's settings). */
-static int sb_config_check(const sb_config_t *cfg, const char *flags, char *err, size_t errlen) {
+static int sb_config_check(sb_config_t *cfg, const char *flags, char *err, size_t errlen) {
+    if (sb_config_check_sentinels(&cfg->redis, err, errlen) != SB_OK) return SB_EINVAL;
+    if (sb_config_check_rest(cfg, err, errlen) != SB_OK) return SB_EINVAL;
     if (sb_flag_listed(flags, "type") && !sb_job_type_valid(cfg->job_type)) {
         sb_errf(err, errlen, "bad setting JOB_TYPE='%s': expected [a-z][a-z0-9_-]{0,31}",
                 cfg->job_type ? cfg->job_type : "");
@@ -361,6 +422,9 @@ void sb_config_close(sb_config_t *cfg) {
     free(cfg->agent_id);
     free(cfg->data_dir);
     free(cfg->web_dir);
+    free(cfg->tls_cert);
+    free(cfg->tls_key);
+    free(cfg->trusted_proxies);
     free(cfg->user);
     free(cfg->user_id);
     free(cfg->group);

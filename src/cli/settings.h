@@ -29,9 +29,14 @@ typedef struct {
     char *jwt_secret;       /* JWT_SECRET (HS256 key) */
     int dev_mode;           /* SB_DEV: development conveniences (token minting on the dashboard) */
     char *web_dir;          /* WEB_DIR: dashboard files; NULL = found next to the executable */
+    char *tls_cert;         /* TLS_CERT, TLS_KEY: the gateway serves HTTPS/WSS; NULL = HTTP */
+    char *tls_key;
+    char *trusted_proxies;  /* TRUSTED_PROXIES: CIDR list (client_ip.h); NULL = none */
     char *job_types;        /* JOB_TYPES: comma-separated types the gateway accepts */
     int rate_limit;         /* requests per window per user */
     int rate_window;        /* seconds */
+    int wait_replicas;      /* REDIS_WAIT_REPLICAS: 202 only once WAIT confirms N replicas */
+    int wait_timeout_ms;    /* REDIS_WAIT_TIMEOUT_MS: WAIT's timeout */
     int sio_connect_rate;   /* Socket.IO CONNECTs per user per minute (0 = no limit) */
     int sio_connect_rate_ip; /* Engine.IO sessions per client address per minute (0 = none) */
     /* jobs and agents */

@@ -8,7 +8,10 @@
  *   {"event":"rebalance:created","room":"user:{publicKey}","data":{"jobId":"…"}}
  * so the Socket.IO layer of every gateway can emit it to the user's room. A job is therefore
  * either fully queued and announced, or not at all; a refused request writes only the rate
- * counters. */
+ * counters. With REDIS_WAIT_REPLICAS=N the queued job is answered 202 only after WAIT N
+ * (sent on the same connection right after the script's reply, so it covers the job's writes)
+ * confirms N replicas hold it; fewer in REDIS_WAIT_TIMEOUT_MS is a 503 whose job may still
+ * exist and run. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,15 +74,16 @@ static const char *sb_job_rate_user(const sb_req_t *req) {
     return sb_public_key_valid(req->claims.sub) ? req->claims.sub : req->claims.public_key;
 }
 
-/* The submission script call for the job in req->scratch (EVALSHA or EVAL). NULL on failure
+/* The submission script call for the job in req->ctx.submit (EVALSHA or EVAL). NULL on failure
  * (*rc says why: SB_EINVAL for a user id too long, else an internal error). */
 static sb_batch_t *sb_job_submit_build(sb_req_t *req, sb_script_mode_t mode, int *rc) {
     const char *type = sb_route_param(&req->match, "type");
     const sb_config_t *cfg = req->gw->cfg;
     sb_user_t user = {req->claims.public_key, req->claims.sub};
     int64_t now = sb_now_ms();
-    char *json = sb_job_record_text(type, req->scratch, &user, req->doc, now);
-    sb_submit_t q = {.type = type, .job_id = req->scratch, .public_key = user.public_key,
+    const char *id = req->ctx.submit.job_id;
+    char *json = sb_job_record_text(type, id, &user, req->doc, now);
+    sb_submit_t q = {.type = type, .job_id = id, .public_key = user.public_key,
                      .record_json = json, .now_ms = now, .rate_user = sb_job_rate_user(req),
                      .limit = cfg->rate_limit, .window_s = cfg->rate_window,
                      .rand = &req->gw->rand};
@@ -104,9 +108,10 @@ static void sb_job_submit_send(sb_req_t *req, sb_script_mode_t mode) {
 
 static void sb_job_answer_queued(sb_req_t *req, const char *type) {
     char body[160];
-    int n = snprintf(body, sizeof body, "{\"jobId\":\"%s\",\"status\":\"queued\"}", req->scratch);
+    const char *id = req->ctx.submit.job_id;
+    int n = snprintf(body, sizeof body, "{\"jobId\":\"%s\",\"status\":\"queued\"}", id);
     req->gw->stats.jobs_created++;
-    sb_info("gateway", "job queued: type=%s job=%s user=%s", type, req->scratch,
+    sb_info("gateway", "job queued: type=%s job=%s user=%s", type, id,
             req->claims.public_key);
     sb_req_send(req, 202, "application/json", body, (size_t)n, NULL);
 }
@@ -121,6 +126,40 @@ static void sb_job_answer_limited(sb_req_t *req, const sb_rate_result_t *rate) {
                    req->gw->cfg->rate_limit, req->gw->cfg->rate_window, secs);
 }
 
+/* WAIT's answer: enough replicas hold the job (202), or not (503: it is on the master, which
+ * may still run it, or lose it if it fails before a replica copies it). */
+static void sb_job_replicated_cb(redisReply *reply, void *priv) {
+    sb_req_t *req = priv;
+    const char *type = sb_route_param(&req->match, "type");
+    int want = req->gw->cfg->wait_replicas;
+    long long got = reply && reply->type == REDIS_REPLY_INTEGER ? reply->integer : -1;
+    if (sb_req_gone(req)) {
+        /* counted as 499 on release */
+    } else if (got >= want) {
+        sb_job_answer_queued(req, type);
+    } else {
+        sb_warn("gateway", "job %s: queued but %lld of %d replicas confirmed it (WAIT)",
+                req->ctx.submit.job_id, got < 0 ? 0 : got, want);
+        sb_req_error(req, 503, "replicas_unavailable",
+                     "the job %s was queued on the Redis master but only %lld of %d replicas "
+                     "confirmed it within %d ms; it may still run: check GET /agent/%s/%s "
+                     "before retrying", req->ctx.submit.job_id, got < 0 ? 0 : got, want,
+                     req->gw->cfg->wait_timeout_ms, type, req->ctx.submit.job_id);
+    }
+    sb_req_release(req);
+}
+
+/* Sends WAIT on the connection that ran the script; answers the request when it cannot. */
+static void sb_job_wait_replicas(sb_req_t *req) {
+    sb_batch_t *b = sb_batch_create();
+    if (b && sb_batch_add(b, "WAIT %d %d", req->gw->cfg->wait_replicas,
+                          req->gw->cfg->wait_timeout_ms) != SB_OK) {
+        sb_batch_free(b);
+        b = NULL;
+    }
+    sb_api_redis(req, b, sb_job_replicated_cb);
+}
+
 /* The script's answer: queued (202), refused by the window (429), Redis gone mid-call (503,
  * outcome unknown), or Redis refused the script (503). NOSCRIPT (the server's script cache
  * is empty, e.g. after a restart or SCRIPT FLUSH) means nothing ran: send it once as EVAL.
@@ -128,6 +167,7 @@ static void sb_job_answer_limited(sb_req_t *req, const sb_rate_result_t *rate) {
  * is queued whole or not at all like any other, and listed under its user. */
 static void sb_job_submitted_cb(redisReply *reply, void *priv) {
     sb_req_t *req = priv;
+    sb_api_submit_ctx_t *ctx = &req->ctx.submit;
     const char *type = sb_route_param(&req->match, "type");
     sb_rate_result_t rate;
     int rc = sb_ratelimit_parse(reply, &rate);
@@ -135,22 +175,24 @@ static void sb_job_submitted_cb(redisReply *reply, void *priv) {
         /* counted as 499 on release; the job (if queued) is listed by GET /agent/{type}/jobs */
         if (rc == SB_OK && rate.allowed)
             sb_info("gateway", "job queued for a client that left: type=%s job=%s user=%s",
-                    type, req->scratch, req->claims.public_key);
-    } else if (sb_reply_is_noscript(reply) && !req->num) {
-        req->num = 1;
+                    type, ctx->job_id, req->claims.public_key);
+    } else if (sb_reply_is_noscript(reply) && !ctx->eval_sent) {
+        ctx->eval_sent = 1;
         sb_job_submit_send(req, SB_SCRIPT_EVAL);
+    } else if (rc == SB_OK && rate.allowed && req->gw->cfg->wait_replicas > 0) {
+        sb_job_wait_replicas(req);
     } else if (rc == SB_OK && rate.allowed) {
         sb_job_answer_queued(req, type);
     } else if (rc == SB_OK) {
         sb_job_answer_limited(req, &rate);
     } else if (rc == SB_EREDIS) {
         sb_warn("gateway", "job %s: redis went away during the submission; outcome unknown to "
-                "the client", req->scratch);
+                "the client", ctx->job_id);
         sb_req_error(req, 503, "redis_unavailable",
                      "Redis became unavailable while queuing the job; it may not have been "
                      "queued, check GET /agent/%s/jobs before retrying", type);
     } else {
-        sb_error("gateway", "job %s: redis refused the submission script: %s", req->scratch,
+        sb_error("gateway", "job %s: redis refused the submission script: %s", ctx->job_id,
                  reply->type == REDIS_REPLY_ERROR ? reply->str : "an unexpected reply");
         sb_req_error(req, 503, "redis_unavailable", "Redis refused the job; it was not queued");
     }
@@ -167,11 +209,10 @@ void sb_api_job_create(sb_req_t *req) {
         sb_req_error(req, 400, "bad_request", "%s", why);
         return;
     }
-    if (sb_job_id_new(req->scratch, &req->gw->rand) != SB_OK) {
+    if (sb_job_id_new(req->ctx.submit.job_id, &req->gw->rand) != SB_OK) {
         sb_req_error(req, 500, "internal", "no random source for the job id");
         return;
     }
-    req->num = 0; /* 1 once the script was sent in full after a NOSCRIPT */
     sb_job_submit_send(req, SB_SCRIPT_EVALSHA);
 }
 
@@ -186,7 +227,8 @@ static void sb_job_get_cb(redisReply *reply, void *priv) {
     } else if (reply->type != REDIS_REPLY_STRING) {
         sb_req_error(req, 404, "not_found", "job not found");
     } else if (sb_job_parse(reply->str, reply->len, &job, err, sizeof err) != SB_OK) {
-        sb_warn("gateway", "job %s has a bad record: %s", req->scratch, err);
+        sb_warn("gateway", "job %s has a bad record: %s", sb_route_param(&req->match, "jobId"),
+                err);
         sb_req_error(req, 500, "internal", "the job record is unreadable");
     } else {
         int mine = req->claims.public_key && !strcmp(job.public_key, req->claims.public_key);
@@ -209,7 +251,6 @@ void sb_api_job_get(sb_req_t *req) {
                      "jobId must match ^[0-9]{1,16}-[0-9a-z]{1,32}$, e.g. 1731304200000-a7f3e2c1");
         return;
     }
-    snprintf(req->scratch, sizeof req->scratch, "%s", id);
     sb_batch_t *b = sb_batch_create();
     if (b && sb_batch_add(b, "GET %s", sb_key(key, sizeof key, SB_KEY_JOB, type, id)) != SB_OK) {
         sb_batch_free(b);
@@ -303,11 +344,12 @@ void sb_api_job_list(sb_req_t *req) {
 static void sb_job_metrics_cb(redisReply *reply, void *priv) {
     sb_req_t *req = priv;
     sb_metrics_summary_t s;
-    int days = req->num;
+    const sb_api_metrics_ctx_t *ctx = &req->ctx.metrics;
+    int days = ctx->days;
     if (!reply) {
         sb_req_unavailable(req);
     } else if (reply->type != REDIS_REPLY_ARRAY || reply->elements != (size_t)days + 1 ||
-               sb_metrics_summary_parse(reply->element, days, req->now_ms, &s) != SB_OK) {
+               sb_metrics_summary_parse(reply->element, days, ctx->now_ms, &s) != SB_OK) {
         sb_req_error(req, 500, "internal", "could not read the metrics");
     } else {
         cJSON *o = sb_metrics_summary_json(&s);
@@ -322,13 +364,14 @@ static void sb_job_metrics_cb(redisReply *reply, void *priv) {
 void sb_api_job_metrics(sb_req_t *req) {
     const char *type = sb_api_type(req);
     if (!type) return;
-    req->num = sb_api_int_param(req, "days", 7, 1, SB_METRICS_MAX_DAYS);
-    if (req->num < 0) return;
-    req->now_ms = sb_now_ms(); /* names the days in the batch and in the parse */
+    sb_api_metrics_ctx_t *ctx = &req->ctx.metrics;
+    ctx->days = sb_api_int_param(req, "days", 7, 1, SB_METRICS_MAX_DAYS);
+    if (ctx->days < 0) return;
+    ctx->now_ms = sb_now_ms(); /* names the days in the batch and in the parse */
     sb_batch_t *b = sb_batch_create();
     /* in MULTI so the days + 1 replies arrive as one EXEC array */
     if (b && (sb_batch_add(b, "MULTI") != SB_OK ||
-              sb_metrics_summary_batch(b, type, req->num, req->now_ms) != SB_OK ||
+              sb_metrics_summary_batch(b, type, ctx->days, ctx->now_ms) != SB_OK ||
               sb_batch_add(b, "EXEC") != SB_OK)) {
         sb_batch_free(b);
         b = NULL;

@@ -5,10 +5,11 @@
 #include "gateway/api.h"
 #include "gateway/gateway.h"
 #include "gateway/presence_watch.h"
-#include "gateway/socketio.h"
+#include "gateway/socketio/socketio.h"
 #include "switchboard/clock.h"
-#include "switchboard/jwt_cache.h"
+#include "gateway/jwt_cache.h"
 #include "switchboard/prom.h"
+#include "switchboard/version.h"
 
 void sb_api_healthz(sb_req_t *req) {
     char body[96];
@@ -58,6 +59,7 @@ void sb_api_prometheus(sb_req_t *req) {
                    "Tokens verified in full (new, evicted, or refused).", (double)misses);
     sb_prom_single(&p, "gateway_start_time_seconds", "gauge",
                    "Unix time the gateway started.", (double)gw->started_ms / 1000.0);
+    sb_version_prom(&p);
     size_t len = 0;
     const char *text = sb_prom_text(&p, &len);
     if (text) sb_req_send(req, 200, SB_PROM_CONTENT_TYPE, text, len, NULL);

@@ -17,6 +17,7 @@
 #include "switchboard/clock.h"
 #include "switchboard/error.h"
 #include "switchboard/log.h"
+#include "switchboard/sentinel.h"
 
 #define SB_AREDIS_BACKOFF_MIN_MS 100
 #define SB_AREDIS_BACKOFF_MAX_MS 5000
@@ -41,12 +42,19 @@ struct sb_aredis {
     int64_t progress_ms;    /* monotonic time of the last reply, or of the first send */
     int64_t since_ms;       /* when the current attempt started / the connection came up */
     unsigned long long reconnects;
-    struct {
-        void (*fn)(void *ud);
-        void *ud;
-    } up[SB_AREDIS_MAX_UP_HOOKS]; /* run each time the connection comes up; fn NULL = free */
+    sb_aredis_hook_t *hooks;     /* run, in this order, each time the connection comes up */
+    sb_aredis_hook_t *hook_next; /* while they run: the next one (removal moves it on) */
     sb_aredis_cb push_cb;   /* subscription messages (push mode) */
     void *push_priv;
+    /* Sentinel (sentinel.h): the address is resolved on a libuv worker before each connect */
+    uv_work_t resolve;      /* in flight while resolving (counted in open_handles) */
+    int resolving;
+    int resolve_rc;
+    char resolve_err[256];
+    sb_redis_addr_t target; /* what the worker found (owned while resolve_rc == 0) */
+    char server[300];       /* the master last connected to, "" before */
+    sb_aredis_t *watch;     /* a Sentinel connection subscribed to +switch-master, or NULL */
+    sb_aredis_hook_t watch_hook; /* on watch: subscribes again each time it comes up */
 };
 
 typedef struct {
@@ -79,10 +87,14 @@ static void sb_aredis_schedule(sb_aredis_t *ar, const char *why) {
                                                                     : ar->backoff_ms * 2;
 }
 
-/* Runs every hook in its slot's order; a hook removed by an earlier one is skipped. */
+/* Runs every hook in order; a hook removed by an earlier one is skipped (remove moves
+ * hook_next on), and closing the connection from a hook ends the run. */
 static void sb_aredis_run_up_hooks(sb_aredis_t *ar) {
-    for (int i = 0; i < SB_AREDIS_MAX_UP_HOOKS; i++)
-        if (ar->up[i].fn) ar->up[i].fn(ar->up[i].ud);
+    for (sb_aredis_hook_t *h = ar->hooks; h; h = ar->hook_next) {
+        ar->hook_next = h->next;
+        h->fn(h->ud);
+    }
+    ar->hook_next = NULL;
 }
 
 static void sb_aredis_on_connect(const redisAsyncContext *ac, int status) {
@@ -125,10 +137,10 @@ static void sb_aredis_setup_cb(redisAsyncContext *ac, void *r, void *priv) {
     redisAsyncDisconnect(ac);
 }
 
-static void sb_aredis_connect(sb_aredis_t *ar) {
-    if (ar->closing || ar->ac) return;
-    redisAsyncContext *ac = ar->addr.unix_path ? redisAsyncConnectUnix(ar->addr.unix_path)
-                                               : redisAsyncConnect(ar->addr.host, ar->addr.port);
+/* Starts connecting to `to` (ar->addr, or the master the Sentinels named). */
+static void sb_aredis_connect_to(sb_aredis_t *ar, const sb_redis_addr_t *to) {
+    redisAsyncContext *ac = to->unix_path ? redisAsyncConnectUnix(to->unix_path)
+                                          : redisAsyncConnect(to->host, to->port);
     if (!ac || ac->err || sb_aredis_uv_attach(ac, ar->loop) != REDIS_OK) {
         char why[128];
         snprintf(why, sizeof why, "%s", ac && ac->err ? ac->errstr : "cannot create a context");
@@ -139,16 +151,78 @@ static void sb_aredis_connect(sb_aredis_t *ar) {
     ac->data = ar;
     redisAsyncSetConnectCallback(ac, sb_aredis_on_connect);
     redisAsyncSetDisconnectCallback(ac, sb_aredis_on_disconnect);
-    if (ar->addr.password && ar->addr.user)
-        redisAsyncCommand(ac, sb_aredis_setup_cb, SB_SETUP_AUTH, "AUTH %s %s", ar->addr.user,
-                          ar->addr.password);
-    else if (ar->addr.password)
-        redisAsyncCommand(ac, sb_aredis_setup_cb, SB_SETUP_AUTH, "AUTH %s", ar->addr.password);
-    if (ar->addr.db)
-        redisAsyncCommand(ac, sb_aredis_setup_cb, SB_SETUP_SELECT, "SELECT %d", ar->addr.db);
+    if (to->password && to->user)
+        redisAsyncCommand(ac, sb_aredis_setup_cb, SB_SETUP_AUTH, "AUTH %s %s", to->user,
+                          to->password);
+    else if (to->password)
+        redisAsyncCommand(ac, sb_aredis_setup_cb, SB_SETUP_AUTH, "AUTH %s", to->password);
+    if (to->db)
+        redisAsyncCommand(ac, sb_aredis_setup_cb, SB_SETUP_SELECT, "SELECT %d", to->db);
     ar->ac = ac;
     ar->state = SB_AR_CONNECTING;
     ar->since_ms = sb_mono_ms();
+}
+
+static void sb_aredis_unref(sb_aredis_t *ar);
+
+/* libuv worker thread: asks the Sentinels (blocking, short timeouts). Touches only the
+ * immutable addr and the resolve_* fields, which the loop thread leaves alone meanwhile. */
+static void sb_aredis_resolve_work(uv_work_t *w) {
+    sb_aredis_t *ar = w->data;
+    ar->resolve_rc = sb_sentinel_resolve(&ar->addr, &ar->target, ar->resolve_err,
+                                         sizeof ar->resolve_err);
+}
+
+/* Loop thread: connects to what the Sentinels named, logging when the master moved. */
+static void sb_aredis_resolved(uv_work_t *w, int status) {
+    sb_aredis_t *ar = w->data;
+    ar->resolving = 0;
+    int ok = status == 0 && ar->resolve_rc == SB_OK;
+    if (ok && !ar->closing) {
+        char now[sizeof ar->server];
+        sb_redis_addr_str(&ar->target, now, sizeof now);
+        if (ar->server[0] && strcmp(ar->server, now) != 0)
+            sb_info("gateway", "redis (%s): master moved from %s to %s: following the failover",
+                    ar->name, ar->server, now);
+        snprintf(ar->server, sizeof ar->server, "%s", now);
+        sb_aredis_connect_to(ar, &ar->target);
+    } else if (!ar->closing) {
+        sb_aredis_schedule(ar, status ? "cannot ask the Sentinels" : ar->resolve_err);
+    }
+    if (ok) sb_redis_addr_free(&ar->target);
+    sb_aredis_unref(ar);
+}
+
+static void sb_aredis_connect(sb_aredis_t *ar) {
+    if (ar->closing || ar->ac || ar->resolving) return;
+    if (!sb_sentinel_enabled(&ar->addr)) {
+        sb_aredis_connect_to(ar, &ar->addr);
+        return;
+    }
+    ar->resolve.data = ar;
+    if (uv_queue_work(ar->loop, &ar->resolve, sb_aredis_resolve_work, sb_aredis_resolved) != 0) {
+        sb_aredis_schedule(ar, "cannot ask the Sentinels");
+        return;
+    }
+    ar->resolving = 1;
+    ar->open_handles++;
+}
+
+/* Drops the connection now (or, while down, retries at once): the next attempt resolves the
+ * master again. Never call it from inside one of ar's own hiredis callbacks. */
+static void sb_aredis_drop(sb_aredis_t *ar, const char *why) {
+    if (ar->closing || ar->resolving) return;
+    ar->backoff_ms = SB_AREDIS_BACKOFF_MIN_MS;
+    if (!ar->ac) {
+        uv_timer_start(&ar->retry, sb_aredis_retry_cb, 0, 0);
+        return;
+    }
+    sb_warn("gateway", "redis (%s): %s; dropping the connection", ar->name, why);
+    int was_up = ar->state == SB_AR_UP;
+    redisAsyncContext *ac = ar->ac;
+    ar->since_ms = sb_mono_ms();
+    redisAsyncFree(ac); /* runs on_disconnect (and so schedules) only if it was connected */
+    if (!was_up) sb_aredis_schedule(ar, why);
 }
 
 /* Drops a context that takes too long to connect or to answer. hiredis then calls every
@@ -162,13 +236,51 @@ static void sb_aredis_watchdog_cb(uv_timer_t *t) {
     else if (ar->state == SB_AR_UP && ar->pending > 0 &&
              now - ar->progress_ms > SB_AREDIS_STALL_MS)
         why = "server stopped answering";
-    if (!why) return;
-    sb_warn("gateway", "redis (%s): %s; dropping the connection", ar->name, why);
-    int was_up = ar->state == SB_AR_UP;
-    redisAsyncContext *ac = ar->ac;
-    ar->since_ms = now;
-    redisAsyncFree(ac); /* runs on_disconnect (and so schedules) only if it was connected */
-    if (!was_up) sb_aredis_schedule(ar, why);
+    if (why) sb_aredis_drop(ar, why);
+}
+
+/* ---- following a failover (Sentinel) -------------------------------------------------------- */
+
+/* A message on +switch-master: the named master moved; drop a connection to the old one. */
+static void sb_aredis_switch_cb(redisReply *reply, void *priv) {
+    sb_aredis_t *ar = priv;
+    char host[SB_SENTINEL_HOST_MAX], now[sizeof ar->server];
+    int port;
+    if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 ||
+        reply->element[0]->type != REDIS_REPLY_STRING || strcmp(reply->element[0]->str, "message") ||
+        reply->element[2]->type != REDIS_REPLY_STRING ||
+        !sb_sentinel_switch_parse(reply->element[2]->str, ar->addr.sentinel_master, host,
+                                  sizeof host, &port))
+        return;
+    snprintf(now, sizeof now, "%s:%d", host, port);
+    sb_info("gateway", "redis (%s): the Sentinels switched master '%s' to %s", ar->name,
+            ar->addr.sentinel_master, now);
+    if (strcmp(now, ar->server) != 0 || ar->state != SB_AR_UP)
+        sb_aredis_drop(ar, "following the failover");
+}
+
+static void sb_aredis_watch_up(void *ud) {
+    sb_aredis_t *ar = ud;
+    sb_batch_t *b = sb_batch_create();
+    if (!b || sb_batch_add(b, "SUBSCRIBE +switch-master") != SB_OK ||
+        sb_aredis_subscribe(ar->watch, b, sb_aredis_switch_cb, ar) != SB_OK)
+        sb_warn("gateway", "redis (%s): cannot subscribe to +switch-master", ar->name);
+    sb_batch_free(b);
+}
+
+/* With a Sentinel master, a second connection (to a Sentinel) watches for +switch-master. */
+static void sb_aredis_watch_start(sb_aredis_t *ar) {
+    if (!sb_sentinel_enabled(&ar->addr) || !ar->addr.sentinel_master) return;
+    sb_redis_addr_t sentinel = ar->addr;
+    sentinel.sentinel_master = NULL; /* connect to a Sentinel itself */
+    char name[32];
+    snprintf(name, sizeof name, "%.20s-sentinel", ar->name);
+    ar->watch = sb_aredis_create(ar->loop, &sentinel, name);
+    if (!ar->watch) {
+        sb_warn("gateway", "redis (%s): cannot watch the Sentinels for failovers", ar->name);
+        return;
+    }
+    sb_aredis_on_up(ar->watch, &ar->watch_hook, sb_aredis_watch_up, ar);
 }
 
 /* ---- life cycle --------------------------------------------------------------------------- */
@@ -189,20 +301,26 @@ sb_aredis_t *sb_aredis_create(uv_loop_t *loop, const sb_redis_addr_t *addr, cons
     ar->open_handles = 2;
     uv_timer_start(&ar->watchdog, sb_aredis_watchdog_cb, SB_AREDIS_WATCHDOG_MS,
                    SB_AREDIS_WATCHDOG_MS);
+    sb_aredis_watch_start(ar);
     sb_aredis_connect(ar);
     return ar;
 }
 
-static void sb_aredis_closed_cb(uv_handle_t *h) {
-    sb_aredis_t *ar = h->data;
+/* One of the timers or the Sentinel resolution finished closing; the last one frees ar. */
+static void sb_aredis_unref(sb_aredis_t *ar) {
     if (--ar->open_handles > 0) return;
     sb_redis_addr_free(&ar->addr);
     free(ar);
 }
 
+static void sb_aredis_closed_cb(uv_handle_t *h) { sb_aredis_unref(h->data); }
+
 void sb_aredis_close(sb_aredis_t *ar) {
     if (!ar || ar->closing) return;
     ar->closing = 1;
+    sb_aredis_close(ar->watch);
+    ar->watch = NULL;
+    while (ar->hooks) sb_aredis_on_up_remove(ar->hooks);
     if (ar->ac) redisAsyncFree(ar->ac);
     ar->ac = NULL;
     ar->state = SB_AR_DOWN;
@@ -214,11 +332,18 @@ void sb_aredis_close(sb_aredis_t *ar) {
 
 static void sb_aredis_reply(redisAsyncContext *ac, void *reply, void *privdata) {
     sb_acall_t *call = privdata;
-    (void)ac;
-    call->ar->pending--;
-    call->ar->progress_ms = sb_mono_ms();
+    sb_aredis_t *ar = call->ar;
+    ar->pending--;
+    ar->progress_ms = sb_mono_ms();
     call->cb(reply, call->priv);
     free(call);
+    /* a demoted master answers READONLY: close (hiredis-safe from a callback) and resolve */
+    if (sb_sentinel_enabled(&ar->addr) && sb_sentinel_readonly(reply) && !ar->closing &&
+        ar->ac == ac) {
+        sb_warn("gateway", "redis (%s): %s is a replica now (READONLY); finding the master "
+                "through the Sentinels", ar->name, ar->server);
+        redisAsyncDisconnect(ac);
+    }
 }
 
 int sb_aredis_send(sb_aredis_t *ar, const sb_batch_t *b, sb_aredis_cb cb, void *priv) {
@@ -286,19 +411,22 @@ int sb_aredis_eval(sb_aredis_t *ar, sb_aredis_build_fn build, sb_aredis_cb cb, v
 
 /* ---- push mode ------------------------------------------------------------------------------ */
 
-int sb_aredis_on_up(sb_aredis_t *ar, void (*fn)(void *ud), void *ud) {
-    for (int i = 0; fn && i < SB_AREDIS_MAX_UP_HOOKS; i++) {
-        if (ar->up[i].fn) continue;
-        ar->up[i].fn = fn;
-        ar->up[i].ud = ud;
-        return SB_OK;
-    }
-    return SB_EINVAL;
+void sb_aredis_on_up(sb_aredis_t *ar, sb_aredis_hook_t *h, void (*fn)(void *ud), void *ud) {
+    *h = (sb_aredis_hook_t){.fn = fn, .ud = ud, .ar = ar};
+    sb_aredis_hook_t **link = &ar->hooks;
+    while (*link) link = &(*link)->next;
+    *link = h;
 }
 
-void sb_aredis_on_up_remove(sb_aredis_t *ar, void (*fn)(void *ud), void *ud) {
-    for (int i = 0; i < SB_AREDIS_MAX_UP_HOOKS; i++)
-        if (ar->up[i].fn == fn && ar->up[i].ud == ud) ar->up[i].fn = NULL;
+void sb_aredis_on_up_remove(sb_aredis_hook_t *h) {
+    sb_aredis_t *ar = h->ar;
+    if (!ar) return;
+    sb_aredis_hook_t **link = &ar->hooks;
+    while (*link != h) link = &(*link)->next;
+    *link = h->next;
+    if (ar->hook_next == h) ar->hook_next = h->next;
+    h->next = NULL;
+    h->ar = NULL;
 }
 
 /* hiredis keeps this callback per channel and calls it for every push reply of it. */

@@ -26,9 +26,18 @@
 #include "switchboard/redis.h"
 
 #define SB_AREDIS_STALL_MS 3000
-#define SB_AREDIS_MAX_UP_HOOKS 4 /* on-up hooks one connection carries at most */
 
 typedef struct sb_aredis sb_aredis_t;
+
+/* An on-up hook, embedded in its owner (as libuv embeds uv_handle_t in yours), so registering
+ * needs no allocation and cannot fail. Zero it (or leave it removed) before use; the fields
+ * are aredis.c's. */
+typedef struct sb_aredis_hook {
+    void (*fn)(void *ud);
+    void *ud;
+    struct sb_aredis_hook *next; /* next hook of the same connection */
+    sb_aredis_t *ar;             /* the connection it is registered on; NULL when not */
+} sb_aredis_hook_t;
 
 /* Called exactly once per accepted send with the reply to the batch's last command, or with
  * NULL when Redis went away before answering (the command may or may not have run). The
@@ -38,8 +47,9 @@ typedef void (*sb_aredis_cb)(redisReply *reply, void *priv);
 /* Creates a client for addr (copied) on loop and starts connecting. name appears in logs.
  * Returns NULL on allocation failure. */
 sb_aredis_t *sb_aredis_create(uv_loop_t *loop, const sb_redis_addr_t *addr, const char *name);
-/* Closes the connection (pending callbacks get NULL) and its timers; the struct is freed
- * once libuv has closed them, during a later uv_run. NULL is fine. */
+/* Closes the connection (pending callbacks get NULL) and its timers and unregisters every
+ * on-up hook; the struct is freed once libuv has closed the timers, during a later uv_run.
+ * NULL is fine. */
 void sb_aredis_close(sb_aredis_t *ar);
 
 /* 1 while connected. */
@@ -62,13 +72,15 @@ int sb_aredis_send(sb_aredis_t *ar, const sb_batch_t *b, sb_aredis_cb cb, void *
 typedef int (*sb_aredis_build_fn)(sb_batch_t *b, sb_script_mode_t mode, void *priv);
 int sb_aredis_eval(sb_aredis_t *ar, sb_aredis_build_fn build, sb_aredis_cb cb, void *priv);
 
-/* Adds fn(ud) to the hooks run, in the order added, every time the connection comes up
- * (not now if it is already up). Returns 0, or SB_EINVAL when fn is NULL or
- * SB_AREDIS_MAX_UP_HOOKS hooks are already installed (nothing added). */
-int sb_aredis_on_up(sb_aredis_t *ar, void (*fn)(void *ud), void *ud);
-/* Removes the hook (fn, ud) added by sb_aredis_on_up; an unknown one is ignored. A hook may
- * remove itself or another while the hooks run. */
-void sb_aredis_on_up_remove(sb_aredis_t *ar, void (*fn)(void *ud), void *ud);
+/* Registers h to run fn(ud) (fn non-NULL), after the hooks added before it, every time the
+ * connection comes up (not now if it is already up). h belongs to the caller and must stay
+ * valid until sb_aredis_on_up_remove(h) or sb_aredis_close(ar); it must not be registered
+ * already. */
+void sb_aredis_on_up(sb_aredis_t *ar, sb_aredis_hook_t *h, void (*fn)(void *ud), void *ud);
+/* Unregisters h. Idempotent: a zeroed hook, one removed already, or one whose connection was
+ * closed (sb_aredis_close unregisters every hook) is left as is, so owners may call it after
+ * the connection is gone. A hook may remove itself or another while the hooks run. */
+void sb_aredis_on_up_remove(sb_aredis_hook_t *h);
 /* Sends the SUBSCRIBE / PSUBSCRIBE commands of b. cb(reply, priv) then runs for every push
  * reply of those channels (["subscribe",ch,n], ["message",ch,payload]) for as long as the
  * connection lives, and with NULL (once per channel) when it goes or is closed, including

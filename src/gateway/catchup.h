@@ -21,7 +21,7 @@
 #include <stdint.h>
 #include <uv.h>
 #include "gateway/replay.h"
-#include "gateway/sio.h"
+#include "gateway/socketio/sio.h"
 
 #define SB_CATCHUP_PER_TURN 128 /* users whose replay is sent per turn */
 #define SB_CATCHUP_TURN_MS 5

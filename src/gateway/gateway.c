@@ -24,12 +24,13 @@
 #include "gateway/gateway.h"
 #include "gateway/http.h"
 #include "gateway/presence_watch.h"
-#include "gateway/socketio.h"
+#include "gateway/socketio/socketio.h"
 #include "gateway/static.h"
+#include "gateway/tls.h"
 #include "switchboard/clock.h"
+#include "gateway/jwt_cache.h"
 #include "switchboard/error.h"
 #include "switchboard/fmt.h"
-#include "switchboard/jwt_cache.h"
 #include "switchboard/log.h"
 #include "switchboard/submit.h"
 
@@ -69,8 +70,14 @@ static void sb_gw_io_watch(sb_gateway_t *gw) {
 
 typedef struct {
     sb_gateway_t *gw;
-    uv_signal_t sigterm, sigint;
+    uv_signal_t sigterm, sigint, sighup; /* SIGHUP: reload the TLS certificate (tls.h) */
 } sb_gw_signals_t;
+
+static void sb_gw_sighup_cb(uv_signal_t *h, int signum) {
+    (void)signum;
+    sb_gateway_t *gw = ((sb_gw_signals_t *)h->data)->gw;
+    if (!gw->stopping) sb_gw_tls_reload(gw->lws, gw->cfg);
+}
 
 static void sb_gw_signal_cb(uv_signal_t *h, int signum) {
     sb_gw_signals_t *s = h->data;
@@ -87,6 +94,7 @@ static void sb_gw_signal_cb(uv_signal_t *h, int signum) {
     uv_close((uv_handle_t *)&gw->io_end, NULL);
     uv_close((uv_handle_t *)&s->sigterm, NULL);
     uv_close((uv_handle_t *)&s->sigint, NULL);
+    uv_close((uv_handle_t *)&s->sighup, NULL);
 }
 
 /* Loads the dashboard files from WEB_DIR (or the default next to the executable). A missing
@@ -146,6 +154,7 @@ static struct lws_context *sb_gw_lws_create(sb_gateway_t *gw, int *port) {
     info.max_http_header_data = SB_HTTP_HEADER_MAX;
     info.keepalive_timeout = 30;
     info.retry_and_idle_policy = &sb_gw_no_validity;
+    sb_gw_tls_info(gw->cfg, &info); /* OpenSSL global init for the context */
     struct lws_context *lws = lws_create_context(&info);
     *port = -1;
     if (!lws) return NULL;
@@ -155,6 +164,7 @@ static struct lws_context *sb_gw_lws_create(sb_gateway_t *gw, int *port) {
                    LWS_SERVER_OPTION_FAIL_UPON_UNABLE_TO_BIND |
                    LWS_SERVER_OPTION_FALLBACK_TO_APPLY_LISTEN_ACCEPT_CONFIG;
     info.vhost_name = "default";
+    sb_gw_tls_info(gw->cfg, &info); /* the vhost's certificate and key */
     struct lws_vhost *vh = lws_create_vhost(lws, &info);
     if (vh && lws_get_vhost_listen_port(vh) > 0) *port = lws_get_vhost_listen_port(vh);
     return lws;
@@ -178,8 +188,8 @@ static void sb_gw_listening(const sb_gateway_t *gw, int port) {
     const sb_config_t *cfg = gw->cfg;
     const char *bind = cfg->bind && *cfg->bind ? cfg->bind : "0.0.0.0";
     char where[300];
-    sb_info("gateway", "listening on http://%s:%d (job types: %s; redis %s)", bind, port,
-            cfg->job_types, sb_redis_addr_str(&cfg->redis, where, sizeof where));
+    sb_info("gateway", "listening on %s://%s:%d (job types: %s; redis %s)",
+            sb_gw_tls_wanted(cfg) ? "https" : "http", bind, port, cfg->job_types, sb_redis_addr_str(&cfg->redis, where, sizeof where));
     if (cfg->dev_mode && !sb_cli_loopback(bind))
         sb_warn("gateway", "WARNING: development mode is reachable from other hosts on %s:%d: "
                 "anyone who can connect can mint admin tokens (POST /api/v1/dev/token). Use "
@@ -192,6 +202,13 @@ int sb_cmd_gateway(sb_config_t *cfg) {
         sb_error("gateway", "bad setting JWT_SECRET: it must be set (the HS256 key of tokens)");
         return SB_EXIT_USAGE;
     }
+    char err[512];
+    sb_proxies_t proxies;
+    if ((sb_gw_tls_wanted(cfg) && sb_gw_tls_check(cfg, err, sizeof err) != 0) ||
+        sb_proxies_parse(&proxies, cfg->trusted_proxies, err, sizeof err) != 0) {
+        sb_error("gateway", "%s", err);
+        return SB_EXIT_USAGE;
+    }
     signal(SIGPIPE, SIG_IGN);
     lws_set_log_level(LLL_ERR | LLL_WARN, sb_lws_log);
     uv_loop_t loop;
@@ -199,6 +216,7 @@ int sb_cmd_gateway(sb_config_t *cfg) {
     sb_gateway_t gw;
     memset(&gw, 0, sizeof gw);
     gw.cfg = cfg;
+    gw.proxies = proxies;
     gw.loop = &loop;
     gw.started_ms = sb_now_ms();
     sb_presence_init(&gw.presence, cfg->agent_status_ttl, cfg->max_chats);
@@ -232,7 +250,9 @@ int sb_cmd_gateway(sb_config_t *cfg) {
     sb_gw_signals_t sig = {.gw = &gw};
     uv_signal_init(&loop, &sig.sigterm);
     uv_signal_init(&loop, &sig.sigint);
-    sig.sigterm.data = sig.sigint.data = &sig;
+    uv_signal_init(&loop, &sig.sighup);
+    sig.sigterm.data = sig.sigint.data = sig.sighup.data = &sig;
+    uv_signal_start(&sig.sighup, sb_gw_sighup_cb, SIGHUP);
     uv_signal_start(&sig.sigterm, sb_gw_signal_cb, SIGTERM);
     uv_signal_start(&sig.sigint, sb_gw_signal_cb, SIGINT);
     sb_gw_listening(&gw, port);

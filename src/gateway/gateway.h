@@ -9,6 +9,7 @@
 
 #include <uv.h>
 #include "gateway/aredis.h"
+#include "gateway/client_ip.h"
 #include "gateway/stats.h"
 #include "cli/settings.h"
 #include "switchboard/presence.h"
@@ -20,6 +21,7 @@ struct sb_jwt_cache;
 
 typedef struct sb_gateway {
     const sb_config_t *cfg;
+    sb_proxies_t proxies; /* TRUSTED_PROXIES, parsed (client_ip.h) */
     uv_loop_t *loop;
     struct lws_context *lws;
     sb_aredis_t *redis;        /* commands (the SUBSCRIBE connection is the subscriber's) */

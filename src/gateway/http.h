@@ -14,9 +14,10 @@
 #include <stdint.h>
 #include <cjson/cJSON.h>
 #include <libwebsockets.h>
-#include "gateway/socketio.h"
+#include "gateway/api_ctx.h"
+#include "gateway/socketio/socketio.h"
 #include "switchboard/jwt.h"
-#include "switchboard/router.h"
+#include "gateway/router.h"
 
 #define SB_HTTP_BODY_MAX (64 * 1024)       /* larger bodies get 413 */
 #define SB_HTTP_BODY_DRAIN_MAX (8 << 20)   /* beyond this a 413'd body is not even read */
@@ -61,10 +62,8 @@ struct sb_req {
     sb_route_match_t match;     /* parameters of the matched route */
     const sb_api_route_t *route;/* NULL until matched */
     sb_claims_t claims;         /* the verified token (routes with roles) */
-    cJSON *doc;                 /* handler scratch: parsed body, freed with the request */
-    char scratch[128];          /* handler scratch: job id, key parts */
-    int num;                    /* handler scratch: limit / days */
-    int64_t now_ms;             /* handler scratch: the time a multi-step handler started */
+    cJSON *doc;                 /* the parsed body (sb_api_body_json), freed with the request */
+    sb_api_ctx_t ctx;           /* the handler's own state across its Redis calls (api_ctx.h) */
     int64_t t0_us;              /* arrival, for the latency histogram */
     int in_dispatch;            /* in the route handler or pull, inside an lws callback: an
                                  * answer waits for HTTP_WRITEABLE instead of going out now */

@@ -7,15 +7,15 @@
  *   sweep   idle → pass in flight (one page per round trip, until the cursor is "0") → idle.
  *           A tick that finds a pass in flight does nothing.
  *   expire  one heap call per expired key in flight, freed by its callback.
- * Every script call is sent as EVALSHA and, on NOSCRIPT, once more as EVAL. Callbacks of the
- * command connection all run (with NULL when it closes) before sb_presence_watch_free: the
- * gateway closes that connection first on shutdown. */
+ * Every script call goes through sb_aredis_eval (EVALSHA, and on NOSCRIPT once more as EVAL).
+ * Callbacks of the command connection all run (with NULL when it closes) before
+ * sb_presence_watch_free: the gateway closes that connection first on shutdown. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "gateway/gateway.h"
 #include "gateway/presence_watch.h"
-#include "gateway/socketio.h"
+#include "gateway/socketio/socketio.h"
 #include "gateway/subscriber.h"
 #include "switchboard/clock.h"
 #include "switchboard/error.h"
@@ -29,6 +29,8 @@ typedef enum { SB_NOTIFY_UNKNOWN = 0, SB_NOTIFY_ON, SB_NOTIFY_REFUSED } sb_notif
 struct sb_presence_watch {
     sb_gateway_t *gw;
     uv_timer_t sweep;          /* the sweep's period timer */
+    sb_aredis_hook_t up_hook;  /* on the command connection: notifications on again */
+    sb_subscriber_watch_t events_watch, expired_watch; /* on the SUBSCRIBE connection */
     int stopped;               /* stop() ran: send nothing more */
     sb_notify_t notify;
     int refusal_logged;        /* the CONFIG refusal was logged (once per process) */
@@ -83,15 +85,14 @@ static void sb_pw_on_event(void *ud, const redisReply *msg) {
 
 /* ---- expiry: __keyevent@db__:expired → expire script -------------------------------------- */
 
-static void sb_pw_expire_send(sb_pw_expire_t *call, sb_script_mode_t mode);
+static int sb_pw_expire_build(sb_batch_t *b, sb_script_mode_t mode, void *priv) {
+    sb_pw_expire_t *call = priv;
+    return sb_presence_expire_cmd(b, &call->pw->gw->presence, call->id, sb_now_ms(), mode);
+}
 
 static void sb_pw_expire_cb(redisReply *reply, void *priv) {
     sb_pw_expire_t *call = priv;
     int announced = 0;
-    if (reply && sb_reply_is_noscript(reply)) {
-        sb_pw_expire_send(call, SB_SCRIPT_EVAL);
-        return;
-    }
     if (reply && sb_presence_expire_reply(reply, &announced) == SB_OK && announced)
         call->pw->announced++;
     else if (reply && reply->type == REDIS_REPLY_ERROR)
@@ -100,12 +101,11 @@ static void sb_pw_expire_cb(redisReply *reply, void *priv) {
 }
 
 /* Sends the expire script for call->id; frees call when it cannot (the sweep catches up). */
-static void sb_pw_expire_send(sb_pw_expire_t *call, sb_script_mode_t mode) {
+static void sb_pw_expire_send(sb_pw_expire_t *call) {
     sb_presence_watch_t *pw = call->pw;
-    sb_batch_t *b = sb_pw_can_send(pw) ? sb_batch_create() : NULL;
-    int built = b ? sb_presence_expire_cmd(b, &pw->gw->presence, call->id, sb_now_ms(), mode)
-                  : SB_EREDIS;
-    if (sb_pw_send(pw, b, built, sb_pw_expire_cb, call) != SB_OK) free(call);
+    if (!sb_pw_can_send(pw) ||
+        sb_aredis_eval(pw->gw->redis, sb_pw_expire_build, sb_pw_expire_cb, call) != SB_OK)
+        free(call);
 }
 
 static void sb_pw_on_expired(void *ud, const redisReply *msg) {
@@ -118,20 +118,16 @@ static void sb_pw_on_expired(void *ud, const redisReply *msg) {
         return;
     }
     pw->expiries++;
-    sb_pw_expire_send(call, SB_SCRIPT_EVALSHA);
+    sb_pw_expire_send(call);
 }
 
 /* ---- sweep: one pass over agents:meta ------------------------------------------------------ */
 
-static void sb_pw_sweep_page(sb_presence_watch_t *pw, sb_script_mode_t mode);
+static void sb_pw_sweep_page(sb_presence_watch_t *pw);
 
 static void sb_pw_sweep_cb(redisReply *reply, void *priv) {
     sb_presence_watch_t *pw = priv;
     int retired = 0;
-    if (reply && sb_reply_is_noscript(reply)) {
-        sb_pw_sweep_page(pw, SB_SCRIPT_EVAL);
-        return;
-    }
     if (!reply || sb_presence_sweep_reply(reply, pw->cursor, sizeof pw->cursor, &retired) != SB_OK) {
         if (reply) sb_warn("gateway", "presence sweep: unexpected reply from redis");
         pw->sweeping = 0;
@@ -139,15 +135,20 @@ static void sb_pw_sweep_cb(redisReply *reply, void *priv) {
     }
     pw->announced += (unsigned long long)retired;
     if (retired) sb_info("gateway", "presence sweep retired %d agent(s)", retired);
-    if (strcmp(pw->cursor, "0") != 0) sb_pw_sweep_page(pw, SB_SCRIPT_EVALSHA);
+    if (strcmp(pw->cursor, "0") != 0) sb_pw_sweep_page(pw);
     else pw->sweeping = 0;
 }
 
-static void sb_pw_sweep_page(sb_presence_watch_t *pw, sb_script_mode_t mode) {
-    sb_batch_t *b = sb_pw_can_send(pw) ? sb_batch_create() : NULL;
-    int built = b ? sb_presence_sweep_cmd(b, &pw->gw->presence, pw->cursor, 0, sb_now_ms(), mode)
-                  : SB_EREDIS;
-    if (sb_pw_send(pw, b, built, sb_pw_sweep_cb, pw) != SB_OK) pw->sweeping = 0;
+static int sb_pw_sweep_build(sb_batch_t *b, sb_script_mode_t mode, void *priv) {
+    sb_presence_watch_t *pw = priv;
+    return sb_presence_sweep_cmd(b, &pw->gw->presence, pw->cursor, 0, sb_now_ms(), mode);
+}
+
+/* Sends the sweep script for the page at pw->cursor; the pass ends when it cannot. */
+static void sb_pw_sweep_page(sb_presence_watch_t *pw) {
+    if (!sb_pw_can_send(pw) ||
+        sb_aredis_eval(pw->gw->redis, sb_pw_sweep_build, sb_pw_sweep_cb, pw) != SB_OK)
+        pw->sweeping = 0;
 }
 
 static void sb_pw_tick(uv_timer_t *t) {
@@ -156,7 +157,7 @@ static void sb_pw_tick(uv_timer_t *t) {
     pw->sweeping = 1;
     pw->sweeps++;
     snprintf(pw->cursor, sizeof pw->cursor, "0");
-    sb_pw_sweep_page(pw, SB_SCRIPT_EVALSHA);
+    sb_pw_sweep_page(pw);
 }
 
 /* The sweep's period follows the notification mode. */
@@ -208,16 +209,16 @@ sb_presence_watch_t *sb_presence_watch_create(sb_gateway_t *gw) {
     if (!pw) return NULL;
     pw->gw = gw;
     if (!sb_presence_expired_channel(pw->expired_channel, sizeof pw->expired_channel,
-                                     gw->cfg->redis.db) ||
-        sb_subscriber_watch(sub, SB_PRESENCE_CHANNEL, sb_pw_on_event, pw) != SB_OK ||
-        sb_subscriber_watch(sub, pw->expired_channel, sb_pw_on_expired, pw) != SB_OK) {
-        free(pw); /* only reachable before the subscriber connects: nothing was sent */
+                                     gw->cfg->redis.db)) {
+        free(pw);
         return NULL;
     }
+    sb_subscriber_watch(sub, &pw->events_watch, SB_PRESENCE_CHANNEL, sb_pw_on_event, pw);
+    sb_subscriber_watch(sub, &pw->expired_watch, pw->expired_channel, sb_pw_on_expired, pw);
     uv_timer_init(gw->loop, &pw->sweep);
     pw->sweep.data = pw;
     uv_timer_start(&pw->sweep, sb_pw_tick, SB_PRESENCE_FALLBACK_MS, SB_PRESENCE_FALLBACK_MS);
-    sb_aredis_on_up(gw->redis, sb_pw_on_up, pw);
+    sb_aredis_on_up(gw->redis, &pw->up_hook, sb_pw_on_up, pw);
     if (sb_aredis_up(gw->redis)) sb_pw_on_up(pw);
     return pw;
 }
@@ -225,7 +226,9 @@ sb_presence_watch_t *sb_presence_watch_create(sb_gateway_t *gw) {
 void sb_presence_watch_stop(sb_presence_watch_t *pw) {
     if (!pw || pw->stopped) return;
     pw->stopped = 1;
-    if (pw->gw->redis) sb_aredis_on_up_remove(pw->gw->redis, sb_pw_on_up, pw);
+    sb_aredis_on_up_remove(&pw->up_hook);
+    sb_subscriber_unwatch(&pw->events_watch); /* nothing reaches pw once it is freed */
+    sb_subscriber_unwatch(&pw->expired_watch);
     uv_close((uv_handle_t *)&pw->sweep, NULL);
 }
 

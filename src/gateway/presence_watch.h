@@ -31,11 +31,11 @@ typedef struct sb_presence_watch sb_presence_watch_t;
 
 /* Starts on gw: needs gw->redis and gw->sio (the subscriber) to exist; installs the command
  * connection's on-up hook and the subscriber's watches, and starts the sweep timer. Returns
- * NULL on allocation failure or when the subscriber refuses the watches (nothing left
- * behind). */
+ * NULL on allocation failure (nothing left behind). */
 sb_presence_watch_t *sb_presence_watch_create(struct sb_gateway *gw);
-/* Shutdown, first stage: stops the timer (its handle closes during the rest of uv_run) and
- * sends nothing more. Call after the command connection was closed. Accepts NULL. */
+/* Shutdown, first stage: stops the timer (its handle closes during the rest of uv_run),
+ * removes the on-up hook and ends the watches, and sends nothing more. Call after the command
+ * connection was closed. Accepts NULL. */
 void sb_presence_watch_stop(sb_presence_watch_t *pw);
 /* Frees pw once uv_run has returned. Accepts NULL. */
 void sb_presence_watch_free(sb_presence_watch_t *pw);

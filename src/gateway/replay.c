@@ -55,6 +55,7 @@ typedef struct sb_replay {
 
 struct sb_replays {
     sb_aredis_t *redis;
+    sb_aredis_hook_t up_hook; /* sends the waiting replays when redis is back */
     sb_sio_t *sio;
     char *types;              /* comma-separated job types (owned) */
     sb_replay_t *list;        /* replays hung on a socket, waiting or in flight */
@@ -491,18 +492,19 @@ sb_replays_t *sb_replays_create(sb_aredis_t *redis, sb_sio_t *sio, const char *j
     sb_script_init(&rp->script, sb_replay_lua);
     rp->types = strdup(job_types ? job_types : "");
     rp->budget = sb_ratemap_create(SB_REPLAY_USER_BYTES, 60 * 1000, 0);
-    if (!rp->types || !rp->budget || sb_aredis_on_up(redis, sb_replays_on_up, rp) != SB_OK) {
+    if (!rp->types || !rp->budget) {
         sb_ratemap_free(rp->budget);
         free(rp->types);
         free(rp);
         return NULL;
     }
+    sb_aredis_on_up(redis, &rp->up_hook, sb_replays_on_up, rp);
     return rp;
 }
 
 void sb_replays_free(sb_replays_t *rp) {
     if (!rp) return;
-    sb_aredis_on_up_remove(rp->redis, sb_replays_on_up, rp);
+    sb_aredis_on_up_remove(&rp->up_hook);
     while (rp->list) { /* a waiting one goes now; one in flight when its reply comes */
         sb_replay_t *r = rp->list;
         sb_replays_detach(rp, r);

@@ -54,7 +54,7 @@
 
 #include <stdint.h>
 #include "gateway/aredis.h"
-#include "gateway/sio.h"
+#include "gateway/socketio/sio.h"
 
 #define SB_REPLAY_MAX 50                    /* newest ids per type looked at */
 #define SB_REPLAY_CREATED_MS (3600 * 1000)  /* only jobs created in the last hour */
@@ -70,12 +70,11 @@
 typedef struct sb_replays sb_replays_t;
 
 /* Creates the service over redis (commands; installs an on-up hook on it) and sio (neither
- * owned; both must outlive it) for the comma-separated job_types (copied). NULL on ENOMEM or
- * when redis carries SB_AREDIS_MAX_UP_HOOKS hooks already. */
+ * owned; both must outlive it) for the comma-separated job_types (copied). NULL on ENOMEM. */
 sb_replays_t *sb_replays_create(sb_aredis_t *redis, sb_sio_t *sio, const char *job_types);
-/* Removes the on-up hook (redis may be closed but not yet freed: call it in the loop turn that
- * closed redis at the latest), drops the waiting replays and frees rp; a reply still in
- * flight then emits nothing and frees its replay (rp goes with the last one). NULL ok. */
+/* Removes the on-up hook (a no-op when redis was closed already), drops the waiting replays
+ * and frees rp; a reply still in flight then emits nothing and frees its replay (rp goes
+ * with the last one). NULL ok. */
 void sb_replays_free(sb_replays_t *rp);
 
 /* Starts the replay for connected socket id (on_connect), now_ms being the unix time: sent at

@@ -13,7 +13,7 @@
 #include "switchboard/error.h"
 #include "switchboard/job.h"
 #include "switchboard/json.h"
-#include "switchboard/jwt_cache.h"
+#include "gateway/jwt_cache.h"
 #include "switchboard/utf8.h"
 
 #define SB_ANY_ROLE (SB_ROLE_USER | SB_ROLE_AGENT | SB_ROLE_ADMIN)

@@ -180,6 +180,10 @@ size_t sb_static_count(const sb_static_t *s) { return s ? s->n : 0; }
 
 int sb_static_has_index(const sb_static_t *s) { return sb_static_find(s, "/") != NULL; }
 
+#ifndef SB_WEB_DIR
+#define SB_WEB_DIR "/usr/share/switchboard/web"
+#endif
+
 char *sb_static_default_dir(char *buf, size_t len) {
     static const char *const rel[] = {"/../web", "/../share/switchboard/web", "/../../web"};
     const size_t nrel = sizeof rel / sizeof rel[0];
@@ -195,6 +199,10 @@ char *sb_static_default_dir(char *buf, size_t len) {
         if (access(probe, R_OK) == 0) {
             pick = i;
             break;
+        }
+        if (i + 1 == nrel && access(SB_WEB_DIR "/index.html", R_OK) == 0) {
+            snprintf(buf, len, "%s", SB_WEB_DIR); /* installed, binary elsewhere */
+            return buf;
         }
     }
     snprintf(probe, sizeof probe, "%s%s", exe, rel[pick]);

@@ -44,8 +44,10 @@ int sb_static_has_index(const sb_static_t *s);
 /* 1 if path may be looked up: starts with '/', at most 95 bytes, no "..", '%', '\\', "//". */
 int sb_static_path_ok(const char *path);
 
-/* The default WEB_DIR: the first of <exe dir>/../web (build tree: build/switchboard) and
- * <exe dir>/../share/switchboard/web (installed) that has an index.html, else the first.
+/* The default WEB_DIR: the first of <exe dir>/../web (build tree: build/switchboard),
+ * <exe dir>/../share/switchboard/web (installed), <exe dir>/../../web and the compiled-in
+ * SB_WEB_DIR (<prefix>/share/switchboard/web: a binary copied elsewhere) that has an
+ * index.html, else the first.
  * Writes it into buf; returns buf, or NULL when /proc/self/exe cannot be read. */
 char *sb_static_default_dir(char *buf, size_t len);
 

@@ -25,21 +25,14 @@
  * result) goes through a cJSON object instead. */
 #define SB_SUB_PAYLOAD_MAX 2048
 
-/* A channel another module watches (sb_subscriber_watch). */
-typedef struct {
-    char channel[SB_SUBSCRIBER_CHANNEL_MAX + 1];
-    sb_subscriber_fn fn;
-    void *ud;
-} sb_sub_watch_t;
-
 struct sb_subscriber {
     sb_aredis_t *ar;
     sb_sio_t *sio;
     char *types;          /* owned copy of the comma-separated job types */
     int closing;
     sb_subscriber_stats_t stats;
-    sb_sub_watch_t watch[SB_SUBSCRIBER_MAX_WATCH];
-    int nwatch;
+    sb_aredis_hook_t up_hook;      /* resubscribes on every (re)connect */
+    sb_subscriber_watch_t *watches; /* channels other modules watch (sb_subscriber_watch) */
     int64_t lost_ms;      /* unix ms the subscription was last lost (or created); 0: none */
     int confirming;       /* SUBSCRIBE sent on (re)connect, confirmation not seen yet */
     sb_subscriber_gap_fn on_gap;
@@ -54,11 +47,15 @@ struct sb_subscriber {
 
 /* ---- subscribing ------------------------------------------------------------------------ */
 
-/* Appends SUBSCRIBE agent:{t}:status agent:{t}:events for every type to b. */
+/* Appends SUBSCRIBE agent:{t}:status agent:{t}:events for every type, and every watched
+ * channel, to b. */
 static int sb_subscriber_batch(const sb_subscriber_t *s, sb_batch_t *b) {
-    const char *argv[1 + 2 * SB_SUB_MAX_TYPES + SB_SUBSCRIBER_MAX_WATCH];
+    int nwatch = 0;
+    for (const sb_subscriber_watch_t *w = s->watches; w; w = w->next) nwatch++;
+    const char **argv = malloc((1 + 2 * SB_SUB_MAX_TYPES + (size_t)nwatch) * sizeof *argv);
     char keys[2 * SB_SUB_MAX_TYPES][SB_KEY_LEN];
     int argc = 0, nk = 0;
+    if (!argv) return SB_ENOMEM;
     argv[argc++] = "SUBSCRIBE";
     for (const char *p = s->types; *p && nk < 2 * SB_SUB_MAX_TYPES;) {
         while (*p == ' ' || *p == ',') p++;
@@ -77,9 +74,10 @@ static int sb_subscriber_batch(const sb_subscriber_t *s, sb_batch_t *b) {
         }
         p += n;
     }
-    for (int i = 0; i < s->nwatch; i++) argv[argc++] = s->watch[i].channel;
-    if (argc == 1) return SB_EINVAL;
-    return sb_batch_addargv(b, argc, argv, NULL);
+    for (const sb_subscriber_watch_t *w = s->watches; w; w = w->next) argv[argc++] = w->channel;
+    int rc = argc == 1 ? SB_EINVAL : sb_batch_addargv(b, argc, argv, NULL);
+    free(argv);
+    return rc;
 }
 
 static void sb_subscriber_push(redisReply *reply, void *priv);
@@ -94,27 +92,45 @@ static void sb_subscriber_on_up(void *ud) {
     if (rc != SB_OK) sb_error("gateway", "cannot subscribe to the status channels (%d)", rc);
 }
 
-int sb_subscriber_watch(sb_subscriber_t *s, const char *channel, sb_subscriber_fn fn, void *ud) {
-    if (s->nwatch >= SB_SUBSCRIBER_MAX_WATCH || strlen(channel) > SB_SUBSCRIBER_CHANNEL_MAX)
-        return SB_EINVAL;
-    sb_sub_watch_t *w = &s->watch[s->nwatch++];
-    snprintf(w->channel, sizeof w->channel, "%s", channel);
-    w->fn = fn;
-    w->ud = ud;
-    if (!sb_aredis_up(s->ar)) return SB_OK; /* the on-up hook subscribes to it */
-    const char *argv[] = {"SUBSCRIBE", w->channel};
+/* Sends verb (SUBSCRIBE / UNSUBSCRIBE) channel when connected; else the next on-up hook
+ * sends what is watched then. A failure is logged: the next reconnect sets it right. */
+static void sb_subscriber_send1(sb_subscriber_t *s, const char *verb, const char *channel) {
+    if (!sb_aredis_up(s->ar)) return;
+    const char *argv[] = {verb, channel};
     sb_batch_t *b = sb_batch_create();
-    if (b && sb_batch_addargv(b, 2, argv, NULL) == SB_OK)
-        sb_aredis_subscribe(s->ar, b, sb_subscriber_push, s);
+    int rc = b ? sb_batch_addargv(b, 2, argv, NULL) : SB_ENOMEM;
+    if (rc == SB_OK) rc = sb_aredis_subscribe(s->ar, b, sb_subscriber_push, s);
     sb_batch_free(b);
-    return SB_OK;
+    if (rc != SB_OK) sb_warn("gateway", "cannot %s %s (%d)", verb, channel, rc);
 }
 
-/* The watch of channel, or NULL. */
-static const sb_sub_watch_t *sb_subscriber_watched(const sb_subscriber_t *s, const char *channel) {
-    for (int i = 0; i < s->nwatch; i++)
-        if (!strcmp(s->watch[i].channel, channel)) return &s->watch[i];
+void sb_subscriber_watch(sb_subscriber_t *s, sb_subscriber_watch_t *w, const char *channel,
+                         sb_subscriber_fn fn, void *ud) {
+    *w = (sb_subscriber_watch_t){.channel = channel, .fn = fn, .ud = ud, .sub = s};
+    sb_subscriber_watch_t **link = &s->watches;
+    while (*link) link = &(*link)->next;
+    *link = w;
+    sb_subscriber_send1(s, "SUBSCRIBE", channel);
+}
+
+/* The first watch of channel, or NULL. */
+static const sb_subscriber_watch_t *sb_subscriber_watched(const sb_subscriber_t *s,
+                                                          const char *channel) {
+    for (const sb_subscriber_watch_t *w = s->watches; w; w = w->next)
+        if (!strcmp(w->channel, channel)) return w;
     return NULL;
+}
+
+void sb_subscriber_unwatch(sb_subscriber_watch_t *w) {
+    sb_subscriber_t *s = w->sub;
+    if (!s) return;
+    sb_subscriber_watch_t **link = &s->watches;
+    while (*link != w) link = &(*link)->next;
+    *link = w->next;
+    const char *channel = w->channel;
+    *w = (sb_subscriber_watch_t){0};
+    if (!s->closing && !sb_subscriber_watched(s, channel))
+        sb_subscriber_send1(s, "UNSUBSCRIBE", channel);
 }
 
 /* ---- forwarding ------------------------------------------------------------------------- */
@@ -259,7 +275,7 @@ static void sb_subscriber_push(redisReply *reply, void *priv) {
     if (e[0]->type != REDIS_REPLY_STRING) return;
     if (!strcmp(e[0]->str, "message") && e[1]->type == REDIS_REPLY_STRING &&
         e[2]->type == REDIS_REPLY_STRING) {
-        const sb_sub_watch_t *w = s->nwatch ? sb_subscriber_watched(s, e[1]->str) : NULL;
+        const sb_subscriber_watch_t *w = sb_subscriber_watched(s, e[1]->str);
         if (w) w->fn(w->ud, reply);
         else sb_subscriber_handle(s, e[1]->str, e[2]->str, e[2]->len);
     } else if (!strcmp(e[0]->str, "subscribe")) {
@@ -283,14 +299,14 @@ sb_subscriber_t *sb_subscriber_create(uv_loop_t *loop, const sb_redis_addr_t *ad
         free(s);
         return NULL;
     }
-    sb_aredis_on_up(s->ar, sb_subscriber_on_up, s);
+    sb_aredis_on_up(s->ar, &s->up_hook, sb_subscriber_on_up, s);
     return s;
 }
 
 void sb_subscriber_close(sb_subscriber_t *s) {
     if (!s) return;
     s->closing = 1;
-    sb_aredis_on_up_remove(s->ar, sb_subscriber_on_up, s);
+    while (s->watches) sb_subscriber_unwatch(s->watches);
     sb_aredis_close(s->ar); /* runs the push callback with NULL; it ignores it (closing) */
     free(s->types);
     free(s);

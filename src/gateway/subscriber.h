@@ -29,7 +29,7 @@
 #include <uv.h>
 #include <cjson/cJSON.h>
 #include <hiredis/hiredis.h>
-#include "gateway/sio.h"
+#include "gateway/socketio/sio.h"
 #include "switchboard/config.h"
 #include "switchboard/job.h"
 
@@ -50,12 +50,25 @@ sb_subscriber_t *sb_subscriber_create(uv_loop_t *loop, const sb_redis_addr_t *ad
 /* Handler of a watched channel: msg is the whole push reply ["message", channel, payload],
  * valid only during the call. */
 typedef void (*sb_subscriber_fn)(void *ud, const redisReply *msg);
-#define SB_SUBSCRIBER_MAX_WATCH 4
-#define SB_SUBSCRIBER_CHANNEL_MAX 128
+/* A watch, embedded in its owner (like sb_aredis_hook_t), so watching needs no allocation and
+ * cannot fail. Zero it (or leave it unwatched) before use; the fields are subscriber.c's. */
+typedef struct sb_subscriber_watch {
+    const char *channel;              /* the caller's string, valid while watched */
+    sb_subscriber_fn fn;
+    void *ud;
+    struct sb_subscriber_watch *next; /* next watch of the same subscriber */
+    sb_subscriber_t *sub;             /* the subscriber it is on; NULL when not watching */
+} sb_subscriber_watch_t;
 /* Subscribes to channel too (now if connected, and after every reconnect) and hands its
- * messages to fn(ud, msg). ud must outlive s, or the watch. Returns 0, or SB_EINVAL when
- * SB_SUBSCRIBER_MAX_WATCH channels are already watched or channel is too long. */
-int sb_subscriber_watch(sb_subscriber_t *s, const char *channel, sb_subscriber_fn fn, void *ud);
+ * messages to fn(ud, msg) through w, which must not be watching already. w, channel and ud
+ * must stay valid until sb_subscriber_unwatch(w) or sb_subscriber_close(s). */
+void sb_subscriber_watch(sb_subscriber_t *s, sb_subscriber_watch_t *w, const char *channel,
+                         sb_subscriber_fn fn, void *ud);
+/* Ends the watch: no message reaches fn after it returns, and the channel is unsubscribed
+ * (when connected and no other watch wants it). Idempotent: a zeroed watch, one unwatched
+ * already, or one whose subscriber was closed (sb_subscriber_close ends every watch) is left
+ * as is. */
+void sb_subscriber_unwatch(sb_subscriber_watch_t *w);
 /* Runs fn(ud, since_ms) each time the subscription is back after a gap (also after the first
  * subscription): statuses published since since_ms (unix ms) may have been missed. */
 typedef void (*sb_subscriber_gap_fn)(void *ud, int64_t since_ms);
@@ -71,7 +84,8 @@ void sb_subscriber_on_status(sb_subscriber_t *s, sb_subscriber_status_fn fn, voi
 typedef void (*sb_subscriber_foreign_fn)(void *ud, const char *type, const sb_status_t *st);
 void sb_subscriber_on_foreign(sb_subscriber_t *s, sb_subscriber_foreign_fn fn, void *ud);
 
-/* Closes the connection (its handles finish closing during uv_run) and frees s. NULL ok. */
+/* Closes the connection (its handles finish closing during uv_run), ends every watch and
+ * frees s. NULL ok. */
 void sb_subscriber_close(sb_subscriber_t *s);
 
 const sb_subscriber_stats_t *sb_subscriber_stats(const sb_subscriber_t *s);

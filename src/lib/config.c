@@ -148,7 +148,14 @@ void sb_redis_addr_free(sb_redis_addr_t *a) {
     free(a->unix_path);
     free(a->user);
     free(a->password);
+    free(a->sentinels);
+    free(a->sentinel_master);
+    free(a->sentinel_password);
+    free(a->rest_url);
+    free(a->rest_token);
+    a->rest_url = a->rest_token = NULL;
     a->host = a->unix_path = a->user = a->password = NULL;
+    a->sentinels = a->sentinel_master = a->sentinel_password = NULL;
 }
 
 /* The host a TCP address without one connects to. */
@@ -159,8 +166,14 @@ static const char *sb_redis_host(const sb_redis_addr_t *a) {
 int sb_redis_addr_copy(sb_redis_addr_t *dst, const sb_redis_addr_t *src) {
     *dst = *src;
     dst->host = dst->unix_path = dst->user = dst->password = NULL;
+    dst->sentinels = dst->sentinel_master = dst->sentinel_password = NULL;
+    dst->rest_url = dst->rest_token = NULL;
     if (sb_set_str(&dst->host, sb_redis_host(src)) || sb_set_str(&dst->unix_path, src->unix_path) ||
-        sb_set_str(&dst->user, src->user) || sb_set_str(&dst->password, src->password)) {
+        sb_set_str(&dst->user, src->user) || sb_set_str(&dst->password, src->password) ||
+        sb_set_str(&dst->sentinels, src->sentinels) ||
+        sb_set_str(&dst->sentinel_master, src->sentinel_master) ||
+        sb_set_str(&dst->sentinel_password, src->sentinel_password) ||
+        sb_set_str(&dst->rest_url, src->rest_url) || sb_set_str(&dst->rest_token, src->rest_token)) {
         sb_redis_addr_free(dst);
         return SB_ENOMEM;
     }
@@ -168,7 +181,12 @@ int sb_redis_addr_copy(sb_redis_addr_t *dst, const sb_redis_addr_t *src) {
 }
 
 const char *sb_redis_addr_str(const sb_redis_addr_t *a, char *buf, size_t len) {
-    if (a->unix_path) snprintf(buf, len, "%s", a->unix_path);
+    if (a->rest_url)
+        snprintf(buf, len, "%s (Upstash REST)", a->rest_url);
+    else if (a->sentinels && a->sentinel_master)
+        snprintf(buf, len, "master %s via Sentinels %s", a->sentinel_master, a->sentinels);
+    else if (a->sentinels) snprintf(buf, len, "Sentinels %s", a->sentinels);
+    else if (a->unix_path) snprintf(buf, len, "%s", a->unix_path);
     else snprintf(buf, len, "%s:%d", sb_redis_host(a), a->port);
     return buf;
 }

@@ -23,6 +23,8 @@
 #include "switchboard/fmt.h"
 #include "switchboard/log.h"
 #include "switchboard/redis.h"
+#include "switchboard/sentinel.h"
+#include "rest.h"
 
 #define SB_REDIS_CONNECT_TIMEOUT_MS 2000
 #define SB_REDIS_BACKOFF_MIN_MS 100
@@ -37,7 +39,17 @@ struct sb_redis {
     int backoff_ms;         /* wait before the next reconnect; grows while connections flap */
     int64_t connected_at;   /* monotonic ms of the last successful connect */
     size_t deferred;        /* replies of sb_redis_send_deferred() not read yet */
+    char server[300];       /* with Sentinels: the master last connected to, "" before */
+    sb_rest_t *rest;        /* Upstash REST transport instead of ctx (rest.h), or NULL */
+    int rest_up;            /* REST: the last request worked */
 };
+
+/* The Upstash REST transport's side of the calls below (at the end of this file). */
+static int sb_redis_rest_connect(sb_redis_t *r, char *err, size_t errlen);
+static redisReply *sb_redis_rest_vcmd(sb_redis_t *r, const char *fmt, va_list ap);
+static redisReply *sb_redis_rest_argv(sb_redis_t *r, int argc, const char **argv,
+                                      const size_t *lens);
+static int sb_redis_rest_pipeline(sb_redis_t *r, const sb_batch_t *b, redisReply **replies);
 
 sb_redis_t *sb_redis_create(const sb_redis_addr_t *addr, const char *component) {
     sb_redis_t *r = calloc(1, sizeof *r);
@@ -47,12 +59,18 @@ sb_redis_t *sb_redis_create(const sb_redis_addr_t *addr, const char *component) 
         return NULL;
     }
     snprintf(r->component, sizeof r->component, "%s", component ? component : "redis");
+    if (addr->rest_url &&
+        !(r->rest = sb_rest_create(addr->rest_url, addr->rest_token ? addr->rest_token : ""))) {
+        sb_redis_free(r);
+        return NULL;
+    }
     return r;
 }
 
 void sb_redis_free(sb_redis_t *r) {
     if (!r) return;
     if (r->ctx) redisFree(r->ctx);
+    sb_rest_free(r->rest);
     sb_redis_addr_free(&r->addr);
     free(r);
 }
@@ -61,9 +79,10 @@ void sb_redis_disconnect(sb_redis_t *r) {
     if (r->ctx) redisFree(r->ctx);
     r->ctx = NULL;
     r->deferred = 0;
+    r->rest_up = 0;
 }
 
-int sb_redis_connected(const sb_redis_t *r) { return r->ctx != NULL; }
+int sb_redis_connected(const sb_redis_t *r) { return r->ctx != NULL || r->rest_up; }
 
 static struct timeval sb_tv(int ms) {
     struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
@@ -72,20 +91,22 @@ static struct timeval sb_tv(int ms) {
 
 void sb_redis_set_timeout(sb_redis_t *r, int ms) {
     r->timeout_ms = ms;
+    if (r->rest) sb_rest_set_timeout(r->rest, ms);
     if (r->ctx && ms > 0) redisSetTimeout(r->ctx, sb_tv(ms));
 }
 
-/* AUTH and SELECT on a fresh context. */
-static int sb_redis_handshake(sb_redis_t *r, char *err, size_t errlen) {
+/* AUTH and SELECT on a fresh context, with the credentials of the server reached (to). */
+static int sb_redis_handshake(sb_redis_t *r, const sb_redis_addr_t *to, char *err,
+                              size_t errlen) {
     redisReply *rep = NULL;
-    if (r->addr.password) {
-        rep = r->addr.user ? redisCommand(r->ctx, "AUTH %s %s", r->addr.user, r->addr.password)
-                           : redisCommand(r->ctx, "AUTH %s", r->addr.password);
+    if (to->password) {
+        rep = to->user ? redisCommand(r->ctx, "AUTH %s %s", to->user, to->password)
+                       : redisCommand(r->ctx, "AUTH %s", to->password);
         if (!rep || rep->type == REDIS_REPLY_ERROR) goto fail;
         freeReplyObject(rep);
     }
-    if (r->addr.db) {
-        rep = redisCommand(r->ctx, "SELECT %d", r->addr.db);
+    if (to->db) {
+        rep = redisCommand(r->ctx, "SELECT %d", to->db);
         if (!rep || rep->type == REDIS_REPLY_ERROR) goto fail;
         freeReplyObject(rep);
     }
@@ -96,29 +117,50 @@ fail:
     return SB_EREDIS;
 }
 
+/* The address to connect to now: a copy of r's, or the master found through the Sentinels
+ * (sentinel.h), logging when it moved. Returns 0 (free *to), or an error with err. */
+static int sb_redis_target(sb_redis_t *r, sb_redis_addr_t *to, char *err, size_t errlen) {
+    if (!sb_sentinel_enabled(&r->addr)) return sb_redis_addr_copy(to, &r->addr);
+    int rc = sb_sentinel_resolve(&r->addr, to, err, errlen);
+    if (rc != SB_OK) return rc;
+    char now[sizeof r->server];
+    sb_redis_addr_str(to, now, sizeof now);
+    if (r->server[0] && strcmp(r->server, now) != 0)
+        sb_info(r->component, "redis master '%s' moved from %s to %s: following the failover",
+                r->addr.sentinel_master ? r->addr.sentinel_master : "(sentinel)", r->server, now);
+    snprintf(r->server, sizeof r->server, "%s", now);
+    return SB_OK;
+}
+
 int sb_redis_connect(sb_redis_t *r, char *err, size_t errlen) {
     sb_redis_disconnect(r);
+    if (r->rest) return sb_redis_rest_connect(r, err, errlen);
+    sb_redis_addr_t to;
+    int rc = sb_redis_target(r, &to, err, errlen);
+    if (rc != SB_OK) return rc;
     struct timeval tv = sb_tv(SB_REDIS_CONNECT_TIMEOUT_MS);
-    redisContext *c = r->addr.unix_path ? redisConnectUnixWithTimeout(r->addr.unix_path, tv)
-                                        : redisConnectWithTimeout(r->addr.host, r->addr.port, tv);
+    redisContext *c = to.unix_path ? redisConnectUnixWithTimeout(to.unix_path, tv)
+                                   : redisConnectWithTimeout(to.host, to.port, tv);
     if (!c) {
         snprintf(err, errlen, "out of memory");
-        return SB_ENOMEM;
-    }
-    if (c->err) {
+        rc = SB_ENOMEM;
+    } else if (c->err) {
         snprintf(err, errlen, "%s", c->errstr);
         redisFree(c);
-        return SB_EREDIS;
+        rc = SB_EREDIS;
+    } else {
+        r->ctx = c;
+        rc = sb_redis_handshake(r, &to, err, errlen);
     }
-    r->ctx = c;
-    if (sb_redis_handshake(r, err, errlen) != SB_OK) {
+    if (rc == SB_OK) {
+        if (r->timeout_ms > 0) redisSetTimeout(c, sb_tv(r->timeout_ms));
+        if (!to.unix_path) redisEnableKeepAlive(c); /* TCP only: fails on unix sockets */
+        r->connected_at = sb_mono_ms();
+    } else if (r->ctx) {
         sb_redis_disconnect(r);
-        return SB_EREDIS;
     }
-    if (r->timeout_ms > 0) redisSetTimeout(c, sb_tv(r->timeout_ms));
-    if (!r->addr.unix_path) redisEnableKeepAlive(c); /* TCP only: fails on unix sockets */
-    r->connected_at = sb_mono_ms();
-    return SB_OK;
+    sb_redis_addr_free(&to);
+    return rc;
 }
 
 /* Capped exponential backoff: 0 → 100 ms → 200 ms … → 5 s. */
@@ -129,7 +171,7 @@ static int sb_backoff_next(int ms) {
 
 int sb_redis_ensure(sb_redis_t *r, const atomic_int *stop) {
     char err[256], where[300];
-    while (!r->ctx) {
+    while (!sb_redis_connected(r)) {
         if (r->backoff_ms && sb_sleep_ms(r->backoff_ms, stop) != SB_OK) return SB_ECANCELED;
         if (stop && atomic_load(stop)) return SB_ECANCELED;
         if (sb_redis_connect(r, err, sizeof err) == SB_OK) {
@@ -162,6 +204,17 @@ static void sb_redis_broken(sb_redis_t *r) {
     sb_redis_disconnect(r);
 }
 
+/* With Sentinels, a READONLY reply means the server was demoted: drop the connection so the
+ * next ensure finds the master again (the caller still gets the reply). */
+static void sb_redis_check_demoted(sb_redis_t *r, const redisReply *reply) {
+    if (!r->ctx || !sb_sentinel_enabled(&r->addr) || !sb_sentinel_readonly(reply)) return;
+    sb_warn(r->component, "redis at %s is a replica now (READONLY): finding the master through "
+            "the Sentinels", r->server);
+    r->lost = 1;
+    r->backoff_ms = 0;
+    sb_redis_disconnect(r);
+}
+
 /* Reads and drops the replies of earlier deferred sends (hiredis flushes whatever was appended
  * since, so they share its write). A Redis error among them is logged. Returns REDIS_OK or
  * REDIS_ERR (I/O: the caller drops the connection). */
@@ -173,7 +226,9 @@ static int sb_redis_drain(sb_redis_t *r) {
         redisReply *x = rep;
         if (x->type == REDIS_REPLY_ERROR)
             sb_warn(r->component, "a deferred redis command failed: %s", x->str);
+        int demoted = sb_sentinel_enabled(&r->addr) && sb_sentinel_readonly(x);
         freeReplyObject(x);
+        if (demoted) return REDIS_ERR;
     }
     return REDIS_OK;
 }
@@ -186,12 +241,19 @@ static redisReply *sb_redis_reply(sb_redis_t *r) {
         sb_redis_broken(r);
         return NULL;
     }
+    sb_redis_check_demoted(r, rep);
     return rep;
 }
 
 redisReply *sb_redis_cmd(sb_redis_t *r, const char *fmt, ...) {
-    if (!r->ctx) return NULL;
     va_list ap;
+    if (r->rest) {
+        va_start(ap, fmt);
+        redisReply *rep = sb_redis_rest_vcmd(r, fmt, ap);
+        va_end(ap);
+        return rep;
+    }
+    if (!r->ctx) return NULL;
     va_start(ap, fmt);
     int rc = redisvAppendCommand(r->ctx, fmt, ap);
     va_end(ap);
@@ -203,6 +265,7 @@ redisReply *sb_redis_cmd(sb_redis_t *r, const char *fmt, ...) {
 }
 
 redisReply *sb_redis_cmdargv(sb_redis_t *r, int argc, const char **argv, const size_t *lens) {
+    if (r->rest) return sb_redis_rest_argv(r, argc, argv, lens);
     if (!r->ctx) return NULL;
     if (redisAppendCommandArgv(r->ctx, argc, argv, lens) != REDIS_OK) {
         sb_redis_broken(r);
@@ -356,13 +419,18 @@ static int sb_batch_push(sb_batch_t *b, char *buf, long long len) {
     return sb_batch_take(b, buf, (size_t)len);
 }
 
-int sb_batch_add(sb_batch_t *b, const char *fmt, ...) {
+static int sb_batch_vadd(sb_batch_t *b, const char *fmt, va_list ap) {
     char *buf = NULL;
+    int len = redisvFormatCommand(&buf, fmt, ap);
+    return sb_batch_push(b, buf, len);
+}
+
+int sb_batch_add(sb_batch_t *b, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    int len = redisvFormatCommand(&buf, fmt, ap);
+    int rc = sb_batch_vadd(b, fmt, ap);
     va_end(ap);
-    return sb_batch_push(b, buf, len);
+    return rc;
 }
 
 int sb_batch_addargv(sb_batch_t *b, int argc, const char **argv, const size_t *lens) {
@@ -398,6 +466,7 @@ static int sb_redis_append(sb_redis_t *r, const sb_batch_t *b) {
 
 int sb_redis_pipeline(sb_redis_t *r, const sb_batch_t *b, redisReply **replies) {
     for (size_t i = 0; i < b->n; i++) replies[i] = NULL;
+    if (r->rest) return sb_redis_rest_pipeline(r, b, replies);
     if (!r->ctx) return SB_EREDIS;
     if (sb_redis_append(r, b) != REDIS_OK) goto broken;
     if (sb_redis_drain(r) != REDIS_OK) goto broken;
@@ -406,6 +475,7 @@ int sb_redis_pipeline(sb_redis_t *r, const sb_batch_t *b, redisReply **replies) 
         if (redisGetReply(r->ctx, &rep) != REDIS_OK || !rep) goto broken;
         replies[i] = rep;
     }
+    for (size_t i = 0; i < b->n; i++) sb_redis_check_demoted(r, replies[i]);
     return SB_OK;
 broken:
     sb_replies_free(replies, b->n);
@@ -414,6 +484,15 @@ broken:
 }
 
 int sb_redis_send_deferred(sb_redis_t *r, const sb_batch_t *b) {
+    if (r->rest) { /* no connection to leave replies on: run it now, errors logged */
+        redisReply *replies[b->n ? b->n : 1];
+        int rc = sb_redis_rest_pipeline(r, b, replies);
+        for (size_t i = 0; rc == SB_OK && i < b->n; i++)
+            if (replies[i]->type == REDIS_REPLY_ERROR)
+                sb_warn(r->component, "a deferred redis command failed: %s", replies[i]->str);
+        if (rc == SB_OK) sb_replies_free(replies, b->n);
+        return rc;
+    }
     if (!r->ctx) return SB_EREDIS;
     if (sb_redis_append(r, b) != REDIS_OK) goto broken;
     int done = 0;
@@ -502,3 +581,56 @@ int sb_reply_is_error(const redisReply *reply) {
 }
 
 int sb_reply_ok(const redisReply *reply) { return !sb_reply_is_error(reply); }
+
+/* ---- Upstash REST transport (rest.h) ------------------------------------------------------ */
+
+/* Every command goes through sb_rest_run as a batch; a failed request counts as a lost
+ * connection (logged once, sb_redis_ensure "reconnects" with a PING). */
+static int sb_redis_rest_pipeline(sb_redis_t *r, const sb_batch_t *b, redisReply **replies) {
+    char err[300];
+    if (!r->rest_up) return SB_EREDIS;
+    int rc = sb_rest_run(r->rest, b, replies, err, sizeof err);
+    if (rc == SB_EREDIS) {
+        if (!r->lost) sb_warn(r->component, "redis connection lost: %s", err);
+        r->lost = 1;
+        r->rest_up = 0;
+    } else if (rc != SB_OK) {
+        sb_warn(r->component, "%s", err);
+    }
+    return rc;
+}
+
+/* Runs the one command of b (freed here) and returns its reply, or NULL. */
+static redisReply *sb_redis_rest_one(sb_redis_t *r, sb_batch_t *b, int rc) {
+    redisReply *rep = NULL;
+    if (rc == SB_OK && sb_redis_rest_pipeline(r, b, &rep) != SB_OK) rep = NULL;
+    sb_batch_free(b);
+    return rep;
+}
+
+static redisReply *sb_redis_rest_vcmd(sb_redis_t *r, const char *fmt, va_list ap) {
+    sb_batch_t *b = sb_batch_create();
+    return sb_redis_rest_one(r, b, b ? sb_batch_vadd(b, fmt, ap) : SB_ENOMEM);
+}
+
+static redisReply *sb_redis_rest_argv(sb_redis_t *r, int argc, const char **argv,
+                                      const size_t *lens) {
+    sb_batch_t *b = sb_batch_create();
+    return sb_redis_rest_one(r, b, b ? sb_batch_addargv(b, argc, argv, lens) : SB_ENOMEM);
+}
+
+/* "Connecting" is a PING that must come back: URL, token and service all work. */
+static int sb_redis_rest_connect(sb_redis_t *r, char *err, size_t errlen) {
+    sb_batch_t *b = sb_batch_create();
+    redisReply *rep = NULL;
+    int rc = b ? sb_batch_add(b, "PING") : SB_ENOMEM;
+    if (rc == SB_OK) rc = sb_rest_run(r->rest, b, &rep, err, errlen);
+    sb_batch_free(b);
+    if (rc == SB_OK && rep->type == REDIS_REPLY_ERROR) {
+        snprintf(err, errlen, "%s", rep->str);
+        rc = SB_EREDIS;
+    }
+    if (rep) freeReplyObject(rep);
+    if (rc == SB_OK) r->rest_up = 1;
+    return rc == SB_OK ? SB_OK : SB_EREDIS;
+}

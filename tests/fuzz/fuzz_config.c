@@ -9,7 +9,7 @@
 #include "switchboard/config.h"
 #include "switchboard/job.h"
 #include "switchboard/presence.h"
-#include "switchboard/router.h"
+#include "gateway/router.h"
 
 static const sb_route_t routes[] = {
     {SB_HTTP_POST, "/agent/{type}", NULL},

@@ -12,8 +12,8 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "gateway/eio.h"
-#include "gateway/sio.h"
+#include "gateway/socketio/eio.h"
+#include "gateway/socketio/sio.h"
 
 typedef struct world {
     sb_eio_server_t *eio;

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "switchboard/jwt.h"
-#include "switchboard/jwt_cache.h"
+#include "gateway/jwt_cache.h"
 
 static const char SECRET[] = "fuzz-secret";
 

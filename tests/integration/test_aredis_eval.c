@@ -73,10 +73,11 @@ static void test_noscript_fallback(void **state) {
     assert_non_null(r);
     sb_aredis_t *ar = sb_aredis_create(&loop, &g_redis.addr, "test");
     assert_non_null(ar);
-    assert_int_equal(sb_aredis_on_up(ar, up, &loop), SB_OK);
+    sb_aredis_hook_t hook = {0};
+    sb_aredis_on_up(ar, &hook, up, &loop);
     uv_run(&loop, UV_RUN_DEFAULT);
     assert_true(sb_aredis_up(ar));
-    sb_aredis_on_up_remove(ar, up, &loop);
+    sb_aredis_on_up_remove(&hook);
 
     call_t c = {.loop = &loop};
     sb_script_init(&c.script, "return ARGV[1] .. '/' .. KEYS[1]");

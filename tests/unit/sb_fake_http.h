@@ -6,7 +6,7 @@
 #define SB_FAKE_HTTP_H
 
 #include <string.h>
-#include "gateway/eio.h"
+#include "gateway/socketio/eio.h"
 
 typedef struct fake_http {
     void *woken[64]; /* conns named by wake, in order */

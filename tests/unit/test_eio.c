@@ -1,5 +1,5 @@
-/* Unit tests of the Engine.IO v4 session machine (src/gateway/eio.c), driven with byte strings,
- * a fake HTTP layer (sb_fake_http.h) and a fake clock: handshake, errors, polling, payload
+/* Unit tests of the Engine.IO v4 session machine (src/gateway/socketio/eio*.c), driven with byte
+ * strings, a fake HTTP layer (sb_fake_http.h) and a fake clock: handshake, errors, polling, payload
  * splitting, the upgrade, heartbeats, limits, slow consumers, garbage, stale handles. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gateway/eio.h"
+#include "gateway/socketio/eio.h"
 #include "sb_fake_http.h"
 #include "switchboard/error.h"
 #include "switchboard/json.h"

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "gateway/jwt_cache.h"
 #include "switchboard/switchboard.h"
 
 #define SECRET "unit-test-secret"

@@ -1,4 +1,4 @@
-/* Unit tests of room membership (src/gateway/rooms.c): join / leave / idempotence, rooms
+/* Unit tests of room membership (src/gateway/socketio/rooms.c): join / leave / idempotence, rooms
  * freed when empty, name limits, members in many rooms, integrity after thousands of random
  * leaves (every member seen exactly once by the fan-out walk), a 50k-member room and the walk
  * over room names by prefix. */
@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gateway/rooms.h"
+#include "gateway/socketio/rooms.h"
 #include "switchboard/error.h"
 
 static void count_cb(void *ud, uint64_t id) {

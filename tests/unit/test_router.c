@@ -8,6 +8,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include "gateway/router.h"
 #include "switchboard/switchboard.h"
 
 static const sb_route_t table[] = {

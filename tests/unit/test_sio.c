@@ -1,5 +1,5 @@
-/* Unit tests of the Socket.IO v5 layer (src/gateway/sio.c) over the Engine.IO machine: packet
- * decoding and encoding (JSON escaping), CONNECT accepted / refused, rooms joined, client
+/* Unit tests of the Socket.IO v5 layer (src/gateway/socketio/sio.c) over the Engine.IO machine:
+ * packet decoding and encoding (JSON escaping), CONNECT accepted / refused, rooms joined, client
  * events, DISCONNECT, garbage, connect timeout, fan-out with one shared buffer, slow consumers
  * dropped by a room emit. */
 #include <setjmp.h>
@@ -12,7 +12,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "gateway/sio.h"
+#include "gateway/socketio/sio.h"
 #include "sb_fake_http.h"
 #include "switchboard/error.h"
 #include "switchboard/json.h"

@@ -1,4 +1,4 @@
-/* Verified-token cache: see include/switchboard/jwt_cache.h.
+/* Verified-token cache: see jwt_cache.h.
  *
  * Each slot owns a copy of a token that verified and the claims it carried. Slots come in sets
  * of SB_JWT_WAYS: FNV-1a of the token mixed with the cache's random seed picks the set (a
@@ -13,7 +13,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include "switchboard/error.h"
-#include "switchboard/jwt_cache.h"
+#include "gateway/jwt_cache.h"
 
 #define SB_JWT_WAYS 4 /* slots per set */
 

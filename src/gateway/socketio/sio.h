@@ -39,8 +39,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "gateway/eio.h"
-#include "gateway/rooms.h"
+#include "gateway/socketio/eio.h"
+#include "gateway/socketio/rooms.h"
 #include "switchboard/job.h"
 
 enum {

@@ -3,7 +3,7 @@
  * A room's first member is kept inside the room (most rooms are one user's one socket), so
  * emitting to such a room reads no separate array; a second member moves the array to the
  * heap. */
-#include "gateway/rooms.h"
+#include "gateway/socketio/rooms.h"
 
 #include <stdlib.h>
 #include <string.h>

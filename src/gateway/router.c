@@ -1,8 +1,8 @@
-/* Route table matching (see include/switchboard/router.h): both the pattern and the path are
+/* Route table matching (see router.h): both the pattern and the path are
  * walked segment by segment; `{name}` segments capture, the others compare literally. */
 #include <stdio.h>
 #include <string.h>
-#include "switchboard/router.h"
+#include "gateway/router.h"
 
 static const struct {
     const char *name;

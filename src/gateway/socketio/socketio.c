@@ -8,19 +8,19 @@
 #include <stdlib.h>
 #include <string.h>
 #include "gateway/catchup.h"
-#include "gateway/eio.h"
+#include "gateway/socketio/eio.h"
 #include "gateway/gateway.h"
 #include "gateway/http.h"
 #include "gateway/interop.h"
 #include "gateway/ratemap.h"
 #include "gateway/replay.h"
-#include "gateway/sio.h"
-#include "gateway/socketio.h"
+#include "gateway/socketio/sio.h"
+#include "gateway/socketio/socketio.h"
 #include "gateway/subscriber.h"
 #include "switchboard/clock.h"
 #include "switchboard/error.h"
 #include "switchboard/job.h"
-#include "switchboard/jwt_cache.h"
+#include "gateway/jwt_cache.h"
 #include "switchboard/log.h"
 
 #define SB_SOCKETIO_TICK_MS 250 /* heartbeat timer period (the core wants ≥ 1 per second) */
@@ -364,8 +364,8 @@ static void sb_socketio_error(sb_req_t *req, int code, int status) {
 
 /* 1 when the client address of wsi may open one more Engine.IO session now (taken). */
 static int sb_socketio_ip_allowed(sb_socketio_t *io, struct lws *wsi) {
-    char ip[64];
-    if (!wsi || !lws_get_peer_simple(wsi, ip, sizeof ip)) return 1;
+    char ip[SB_CLIENT_IP_MAX]; /* behind TRUSTED_PROXIES: from X-Forwarded-For (client_ip.h) */
+    if (!wsi || !*sb_gw_client_ip(io->gw, wsi, ip, sizeof ip)) return 1;
     if (sb_ratemap_take(io->connects_ip, ip, 1, sb_mono_ms())) return 1;
     io->connect_limited++;
     sb_debug("gateway", "engine.io handshake from %s refused: %s", ip, SB_SOCKETIO_LIMITED);

@@ -5,6 +5,9 @@
  * This module owns every Engine.IO session (sid, heartbeat, upgrade, outgoing queue) and knows
  * the wire format; the HTTP layer (libwebsockets on libuv) owns sockets and timers and knows
  * nothing of Engine.IO. Everything is single-threaded: call it from the loop thread only.
+ * Files: eio.c (server, sessions, deadlines, deferred close), eio_http.c (handshake and
+ * long-polling), eio_ws.c (WebSocket and upgrade), eio_queue.c (outgoing queues),
+ * eio_codec.c (buffers, payload/packet codec); eio_internal.h is private to them.
  *
  *  1. Every request under /socket.io/ (after CORS / OPTIONS, which are the HTTP layer's job):
  *     fill an sb_eio_req_t from the query (EIO, transport, sid), the method, whether it is a
@@ -48,8 +51,9 @@
  *
  * Memory: sb_eio_session_t is 160 bytes on x86-64 (sid and the outgoing ring's first 4
  * entries inline; sb_eio_session_size()), plus 20 bytes of per-slot tables (slots, gens, due)
- * and a hash bucket; a ring grown by a burst is malloc'd and freed once drained. Measured with glibc mallinfo2 over 50k sessions: 176 bytes of heap per idle
- * session; 704 bytes per Socket.IO-connected socket including its own `user:` room. */
+ * and a hash bucket; a ring grown by a burst is malloc'd and freed once drained. Measured
+ * with glibc mallinfo2 over 50k sessions: 176 bytes of heap per idle session; 704 bytes per
+ * Socket.IO-connected socket including its own `user:` room. */
 #ifndef SB_GATEWAY_EIO_H
 #define SB_GATEWAY_EIO_H
 

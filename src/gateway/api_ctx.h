@@ -1,0 +1,31 @@
+/* The state a REST handler keeps across its Redis round trips, typed per handler.
+ *
+ * Each handler that needs such state declares its own small struct here; sb_req_t carries
+ * their union (req->ctx), zeroed with the request, and a handler and its callbacks touch only
+ * their own member. A handler that answers at once, or whose callback finds everything in the
+ * request (route parameters, claims, the parsed body), declares nothing. */
+#ifndef SB_GATEWAY_API_CTX_H
+#define SB_GATEWAY_API_CTX_H
+
+#include <stdint.h>
+#include "switchboard/job.h"
+
+/* POST /agent/{type} (api_jobs.c): the job being submitted. */
+typedef struct {
+    char job_id[SB_JOB_ID_LEN];
+    int eval_sent; /* the script was sent in full (EVAL) after a NOSCRIPT: no second retry */
+} sb_api_submit_ctx_t;
+
+/* GET /agent/{type}/metrics (api_jobs.c): the days asked for and the time that names
+ * them in the batch and in the parse of its reply. */
+typedef struct {
+    int days;
+    int64_t now_ms;
+} sb_api_metrics_ctx_t;
+
+typedef union {
+    sb_api_submit_ctx_t submit;
+    sb_api_metrics_ctx_t metrics;
+} sb_api_ctx_t;
+
+#endif

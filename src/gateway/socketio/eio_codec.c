@@ -1,0 +1,96 @@
+/* Engine.IO pure parts: refcounted shared packet buffers, the polling payload split, packet
+ * decoding and random sids. No session state; the fuzzer and tests call these directly. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "gateway/socketio/eio.h"
+#include "switchboard/error.h"
+
+/* ================================================================ buffers */
+
+sb_eio_buf_t *sb_eio_buf_create(size_t headroom, const void *src, size_t len) {
+    if (len > UINT32_MAX || headroom > 4096) return NULL;
+    sb_eio_buf_t *b = malloc(sizeof *b + headroom + len + 1);
+    if (!b) return NULL;
+    b->refs = 1;
+    b->len = (uint32_t)len;
+    b->data = b->mem + headroom;
+    if (src && len) memcpy(b->data, src, len);
+    b->data[len] = '\0';
+    return b;
+}
+
+sb_eio_buf_t *sb_eio_buf_ref(sb_eio_buf_t *b) {
+    b->refs++;
+    return b;
+}
+
+void sb_eio_buf_unref(sb_eio_buf_t *b) {
+    if (b && --b->refs == 0) free(b);
+}
+
+/* ================================================================ codec */
+
+int sb_eio_split_payload(const char *buf, size_t len,
+                         int (*fn)(void *ud, const char *pkt, size_t n), void *ud) {
+    size_t start = 0;
+    for (size_t i = 0; i <= len; i++) {
+        if (i < len && buf[i] != '\x1e') continue;
+        int rc = fn(ud, buf + start, i - start);
+        if (rc) return rc;
+        start = i + 1;
+    }
+    return 0;
+}
+
+/* Base64 alphabet with at most two trailing "="; unpadded input is accepted, as Node's
+ * decoder does. */
+static int sb_eio_is_base64(const char *s, size_t n) {
+    size_t pad = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (c == '=') {
+            if (++pad > 2) return 0;
+            continue;
+        }
+        int ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                 c == '+' || c == '/';
+        if (!ok || pad) return 0;
+    }
+    return 1;
+}
+
+int sb_eio_decode_packet(const char *buf, size_t len, sb_eio_packet_t *out) {
+    if (!buf || len == 0) return SB_EINVAL;
+    char t = buf[0];
+    if ((t < '0' || t > '6') && t != 'b') return SB_EINVAL;
+    out->type = t;
+    out->data = buf + 1;
+    out->len = len - 1;
+    if (t == 'b' && !sb_eio_is_base64(out->data, out->len)) return SB_EINVAL;
+    return SB_OK;
+}
+
+int sb_eio_random_id(char *sid) {
+    static const char b64[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    unsigned char raw[15];
+    size_t got = 0;
+    while (got < sizeof raw) {
+        ssize_t n = getrandom(raw + got, sizeof raw - got, 0);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return SB_ERR;
+        got += (size_t)n;
+    }
+    for (int i = 0, o = 0; i < 15; i += 3) {
+        uint32_t v = (uint32_t)raw[i] << 16 | (uint32_t)raw[i + 1] << 8 | raw[i + 2];
+        sid[o++] = b64[v >> 18 & 63];
+        sid[o++] = b64[v >> 12 & 63];
+        sid[o++] = b64[v >> 6 & 63];
+        sid[o++] = b64[v & 63];
+    }
+    sid[SB_EIO_SID_LEN] = '\0';
+    return SB_OK;
+}

@@ -1,0 +1,202 @@
+/* Finding the master through Redis Sentinel (sentinel.h).
+ *
+ * Resolution walks the comma-separated Sentinel list in order. Each Sentinel gets its own
+ * short-lived hiredis context with SB_SENTINEL_TIMEOUT_MS for the connect and for each
+ * command; the master it names is then checked with ROLE on another short-lived context
+ * (AUTH with the master's credentials first). Nothing is kept between calls: a resolution is
+ * rare (connect, reconnect, failover) and must never trust what it learnt before. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "switchboard/error.h"
+#include "switchboard/fmt.h"
+#include "switchboard/sentinel.h"
+
+int sb_sentinel_enabled(const sb_redis_addr_t *a) { return a && a->sentinels && *a->sentinels; }
+
+/* The i-th entry of list as host and port. Returns 1 when found, 0 past the end, -1 when the
+ * entry is malformed (reason in err). */
+static int sb_sentinel_nth(const char *list, int i, char *host, size_t hostlen, int *port,
+                           char *err, size_t errlen) {
+    const char *p = list;
+    for (int k = 0; k < i; k++) {
+        p = strchr(p, ',');
+        if (!p) return 0;
+        p++;
+    }
+    p += strspn(p, " ");
+    size_t n = strcspn(p, ",");
+    while (n && p[n - 1] == ' ') n--;
+    char entry[SB_SENTINEL_HOST_MAX + 16];
+    if (n == 0 || n >= sizeof entry) {
+        snprintf(err, errlen, "expected host:port entries separated by commas");
+        return -1;
+    }
+    memcpy(entry, p, n);
+    entry[n] = '\0';
+    char *colon = strrchr(entry, ':');
+    long v;
+    if (!colon || colon == entry || sb_fmt_parse_long(colon + 1, 1, 65535, &v) != SB_OK) {
+        snprintf(err, errlen, "'%s' is not host:port (port 1-65535)", entry);
+        return -1;
+    }
+    *colon = '\0';
+    char *h = entry;
+    if (h[0] == '[' && colon[-1] == ']') { /* [::1]:26379 */
+        colon[-1] = '\0';
+        h++;
+    }
+    snprintf(host, hostlen, "%s", h);
+    *port = (int)v;
+    return 1;
+}
+
+int sb_sentinel_list_check(const char *list, char *err, size_t errlen) {
+    char host[SB_SENTINEL_HOST_MAX];
+    int port, rc, i = 0;
+    if (!list || !*list) {
+        snprintf(err, errlen, "expected host:port entries separated by commas");
+        return SB_EINVAL;
+    }
+    while ((rc = sb_sentinel_nth(list, i++, host, sizeof host, &port, err, errlen)) == 1) {}
+    return rc < 0 ? SB_EINVAL : SB_OK;
+}
+
+/* A context to host:port with the short timeouts, authenticated when password is set. NULL
+ * with the reason in err. */
+static redisContext *sb_sentinel_open(const char *host, int port, const char *user,
+                                      const char *password, char *err, size_t errlen) {
+    struct timeval tv = {SB_SENTINEL_TIMEOUT_MS / 1000, (SB_SENTINEL_TIMEOUT_MS % 1000) * 1000};
+    redisContext *c = redisConnectWithTimeout(host, port, tv);
+    if (!c || c->err) {
+        snprintf(err, errlen, "%s:%d: %s", host, port, c ? c->errstr : "out of memory");
+        if (c) redisFree(c);
+        return NULL;
+    }
+    redisSetTimeout(c, tv);
+    if (!password) return c;
+    redisReply *r = user ? redisCommand(c, "AUTH %s %s", user, password)
+                         : redisCommand(c, "AUTH %s", password);
+    if (r && r->type != REDIS_REPLY_ERROR) {
+        freeReplyObject(r);
+        return c;
+    }
+    snprintf(err, errlen, "%s:%d: AUTH: %s", host, port, r ? r->str : c->errstr);
+    if (r) freeReplyObject(r);
+    redisFree(c);
+    return NULL;
+}
+
+/* Runs one command on a fresh context and returns its reply (NULL with err). */
+static redisReply *sb_sentinel_ask(const char *host, int port, const char *user,
+                                   const char *password, const char *cmd, const char *arg,
+                                   char *err, size_t errlen) {
+    redisContext *c = sb_sentinel_open(host, port, user, password, err, errlen);
+    if (!c) return NULL;
+    redisReply *r = arg ? redisCommand(c, cmd, arg) : redisCommand(c, cmd);
+    if (!r) snprintf(err, errlen, "%s:%d: %s", host, port, c->errstr);
+    else if (r->type == REDIS_REPLY_ERROR) snprintf(err, errlen, "%s:%d: %s", host, port, r->str);
+    redisFree(c);
+    if (r && r->type == REDIS_REPLY_ERROR) {
+        freeReplyObject(r);
+        return NULL;
+    }
+    return r;
+}
+
+/* Asks one Sentinel where master is, then checks ROLE there. Returns 1 with host/port of a
+ * confirmed master, 0 with the reason in err. */
+static int sb_sentinel_ask_master(const sb_redis_addr_t *a, const char *shost, int sport,
+                                  char *host, size_t hostlen, int *port, char *err,
+                                  size_t errlen) {
+    redisReply *r = sb_sentinel_ask(shost, sport, NULL, a->sentinel_password,
+                                    "SENTINEL get-master-addr-by-name %s", a->sentinel_master,
+                                    err, errlen);
+    if (!r) return 0;
+    int ok = r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+             r->element[0]->type == REDIS_REPLY_STRING &&
+             r->element[1]->type == REDIS_REPLY_STRING;
+    long v = 0;
+    if (ok) ok = sb_fmt_parse_long(r->element[1]->str, 1, 65535, &v) == SB_OK;
+    if (ok) snprintf(host, hostlen, "%s", r->element[0]->str);
+    else snprintf(err, errlen, "Sentinel %s:%d does not know a master named '%s'", shost, sport,
+                  a->sentinel_master);
+    freeReplyObject(r);
+    if (!ok) return 0;
+    *port = (int)v;
+    r = sb_sentinel_ask(host, *port, a->user, a->password, "ROLE", NULL, err, errlen);
+    ok = r && r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+         r->element[0]->type == REDIS_REPLY_STRING && !strcmp(r->element[0]->str, "master");
+    if (r && !ok)
+        snprintf(err, errlen, "%s:%d, named by Sentinel %s:%d, is not a master (ROLE: %s)", host,
+                 *port, shost, sport,
+                 r->elements > 0 && r->element[0]->type == REDIS_REPLY_STRING
+                     ? r->element[0]->str : "?");
+    if (r) freeReplyObject(r);
+    return ok;
+}
+
+/* 1 when the Sentinel at host:port answers PING (err otherwise). */
+static int sb_sentinel_alive(const sb_redis_addr_t *a, const char *host, int port, char *err,
+                             size_t errlen) {
+    redisReply *r = sb_sentinel_ask(host, port, NULL, a->sentinel_password, "PING", NULL, err,
+                                    errlen);
+    if (r) freeReplyObject(r);
+    return r != NULL;
+}
+
+/* target := a plain TCP address host:port with the credentials the server needs. */
+static int sb_sentinel_target(const sb_redis_addr_t *a, const char *host, int port,
+                              sb_redis_addr_t *target) {
+    sb_redis_addr_t plain = *a;
+    plain.host = (char *)host;
+    plain.port = port;
+    plain.unix_path = NULL;
+    plain.sentinels = plain.sentinel_master = plain.sentinel_password = NULL;
+    if (!a->sentinel_master) { /* the Sentinel itself */
+        plain.user = NULL;
+        plain.password = a->sentinel_password;
+        plain.db = 0;
+    }
+    return sb_redis_addr_copy(target, &plain);
+}
+
+int sb_sentinel_resolve(const sb_redis_addr_t *a, sb_redis_addr_t *target, char *err,
+                        size_t errlen) {
+    char shost[SB_SENTINEL_HOST_MAX], host[SB_SENTINEL_HOST_MAX], why[300] = "";
+    int sport, port, rc;
+    for (int i = 0; (rc = sb_sentinel_nth(a->sentinels, i, shost, sizeof shost, &sport, why,
+                                          sizeof why)) == 1; i++) {
+        int found = a->sentinel_master
+                        ? sb_sentinel_ask_master(a, shost, sport, host, sizeof host, &port, why,
+                                                 sizeof why)
+                        : sb_sentinel_alive(a, shost, sport, why, sizeof why);
+        if (!found) continue;
+        return a->sentinel_master ? sb_sentinel_target(a, host, port, target)
+                                  : sb_sentinel_target(a, shost, sport, target);
+    }
+    if (a->sentinel_master)
+        snprintf(err, errlen, "no Sentinel gave a reachable master '%s' (last: %s)",
+                 a->sentinel_master, why);
+    else
+        snprintf(err, errlen, "no Sentinel answered (last: %s)", why);
+    return SB_EREDIS;
+}
+
+int sb_sentinel_switch_parse(const char *payload, const char *master, char *host,
+                             size_t hostlen, int *port) {
+    char name[256], oldip[SB_SENTINEL_HOST_MAX], newip[SB_SENTINEL_HOST_MAX];
+    int oldport, newport;
+    if (!payload || !master ||
+        sscanf(payload, "%255s %255s %d %255s %d", name, oldip, &oldport, newip, &newport) != 5)
+        return 0;
+    if (strcmp(name, master) != 0 || newport < 1 || newport > 65535) return 0;
+    snprintf(host, hostlen, "%s", newip);
+    *port = newport;
+    return 1;
+}
+
+int sb_sentinel_readonly(const redisReply *reply) {
+    return reply && reply->type == REDIS_REPLY_ERROR && reply->str &&
+           strncmp(reply->str, "READONLY", 8) == 0;
+}

@@ -1,0 +1,162 @@
+// Failover under load (issue 17): one master, one replica and three Sentinels
+// (`redis-server --sentinel`, down-after 1 s) on loopback. A gateway with REDIS_WAIT_REPLICAS=1
+// and two agents find the master through the Sentinels. Jobs are POSTed at a steady pace, each
+// until a 202; the master is killed with SIGKILL mid-way, the Sentinels promote the replica,
+// and the old master is started again (empty) so the Sentinels make it the new replica and
+// WAIT 1 can succeed again. Afterwards every acknowledged job must be `done` on the promoted
+// replica, finished once (one job.completed entry each), and the gateway's and agents' logs
+// must show them following the failover. Bounded to well under 90 s.
+'use strict';
+const test = require('node:test');
+const assert = require('node:assert');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const { spawn } = require('node:child_process');
+const jwt = require('jsonwebtoken');
+const Redis = require('ioredis');
+const { startRedis, startSwitchboard, waitFor, freePort, track } = require('../e2e/lib/harness');
+
+const SECRET = 'sentinel-secret';
+const MASTER = 'sbmaster';
+const BEFORE = 30; // jobs acknowledged before the kill
+const AFTER = 30;  // and after it
+const REDIS_SERVER = process.env.SB_REDIS_SERVER || 'redis-server';
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// Runs fn(client) on a short-lived ioredis client of port; null when it cannot.
+async function ask(port, fn) {
+  const c = new Redis({ port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0,
+    retryStrategy: () => null });
+  c.on('error', () => {});
+  try { await c.connect(); return await fn(c); } catch { return null; } finally { c.disconnect(); }
+}
+
+async function startSentinel(masterPort) {
+  const port = await freePort();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sb-sentinel-'));
+  const conf = path.join(dir, 'sentinel.conf');
+  fs.writeFileSync(conf, [`port ${port}`, 'bind 127.0.0.1', `dir ${dir}`,
+    `sentinel monitor ${MASTER} 127.0.0.1 ${masterPort} 2`,
+    `sentinel down-after-milliseconds ${MASTER} 1000`,
+    `sentinel failover-timeout ${MASTER} 4000`,
+    `sentinel parallel-syncs ${MASTER} 1`, ''].join('\n'));
+  const proc = track(spawn(REDIS_SERVER, [conf, '--sentinel', '--loglevel', process.env.SB_SENTINEL_LOGLEVEL || 'warning'],
+    { stdio: ['ignore', 'pipe', 'pipe'] }), `sentinel-${port}`);
+  return { port, dir, proc };
+}
+
+const masterOf = (s) => ask(s.port, (c) => c.call('SENTINEL', 'get-master-addr-by-name', MASTER));
+
+test('sentinel: kill -9 the master under paced POSTs with WAIT 1: every acknowledged job done once', async () => {
+  const t0 = Date.now();
+  const master = await startRedis();
+  const replica = await startRedis({ args: ['--replicaof', '127.0.0.1', String(master.port)] });
+  const sentinels = [];
+  const procs = [];
+  try {
+    await waitFor(async () => /master_link_status:up/.test(await ask(replica.port, (c) => c.info('replication')) || ''),
+      { what: 'the replica in sync' });
+    for (let i = 0; i < 3; i++) sentinels.push(await startSentinel(master.port));
+    await waitFor(async () => {
+      for (const s of sentinels) {
+        const reps = await ask(s.port, (c) => c.call('SENTINEL', 'replicas', MASTER));
+        const others = await ask(s.port, (c) => c.call('SENTINEL', 'sentinels', MASTER));
+        if (!reps || reps.length !== 1 || !others || others.length !== 2) return false;
+      }
+      return true;
+    }, { timeoutMs: 20000, intervalMs: 100, what: 'the Sentinels to know the replica and each other' });
+
+    const env = { REDIS_SENTINELS: sentinels.map((s) => `127.0.0.1:${s.port}`).join(','),
+      REDIS_SENTINEL_MASTER: MASTER, REDIS_WAIT_REPLICAS: '1', REDIS_WAIT_TIMEOUT_MS: '500',
+      JWT_SECRET: SECRET, BIND: '127.0.0.1', RATE_LIMIT: '1000000', RETRY_BACKOFF_MS: '20',
+      AGENT_STATUS_TTL: '2', HEARTBEAT_INTERVAL: '1', RECOVERY_INTERVAL: '1' };
+    const port = await freePort();
+    const gw = startSwitchboard(['gateway'], { ...env, PORT: String(port) }, 'gateway');
+    procs.push(gw);
+    await gw.waitForOutput(/listening on/);
+    for (let i = 0; i < 2; i++)
+      procs.push(startSwitchboard(['agent', '--concurrency', '2', '--exec',
+        'sleep 0.01; echo \'{"ok":true}\''], env, `agent-${i}`));
+
+    const token = jwt.sign({ sub: 'sentinel-user', publicKey: 'PK-sentinel', role: 'user' }, SECRET,
+      { algorithm: 'HS256', expiresIn: '1h' });
+    const acked = [];
+    const latency = [];
+    let refused = 0;
+    // One job: POSTed every 20 ms until a 202.
+    const post = async (n) => {
+      for (;;) {
+        const t = Date.now();
+        try {
+          const res = await fetch(`http://127.0.0.1:${port}/api/v1/agent/rebalance`, {
+            method: 'POST', signal: AbortSignal.timeout(5000),
+            headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+            body: JSON.stringify({ amount: 100 + n }) });
+          if (res.status === 202) {
+            acked.push((await res.json()).jobId);
+            latency.push(Date.now() - t);
+            return;
+          }
+          await res.text();
+        } catch { /* gateway busy reconnecting */ }
+        refused++;
+        await sleep(20);
+      }
+    };
+    let n = 0;
+    while (acked.length < BEFORE) { await post(n++); await sleep(10); }
+
+    // The fault, while the producer keeps going.
+    let producing = true;
+    const producer = (async () => { while (producing) { await post(n++); await sleep(10); } })();
+    await master.kill('SIGKILL');
+    const killedAt = Date.now();
+    const ackedAtKill = acked.length;
+    let promoted;
+    await waitFor(async () => {
+      const m = await masterOf(sentinels[0]);
+      if (m && Number(m[1]) === replica.port) promoted = m;
+      return promoted;
+    }, { timeoutMs: 20000, intervalMs: 100, what: 'the Sentinels to promote the replica' });
+    const failoverMs = Date.now() - killedAt;
+    await master.start(); // empty; the Sentinels turn it into the new master's replica
+    await waitFor(() => acked.length >= ackedAtKill + AFTER,
+      { timeoutMs: 40000, intervalMs: 50, what: `${AFTER} jobs acknowledged after the failover` });
+    producing = false;
+    await producer;
+
+    const r = new Redis({ port: replica.port, host: '127.0.0.1' });
+    r.on('error', () => {});
+    try {
+      const status = async () => (await r.mget(acked.map((id) => `agent:rebalance:job:${id}`)))
+        .map((x) => (x ? JSON.parse(x).status : 'missing'));
+      await waitFor(async () => (await status()).every((s) => s === 'done'),
+        { timeoutMs: 20000, intervalMs: 100, what: 'every acknowledged job done on the promoted replica' })
+        .catch(() => {});
+      const final = await status();
+      const completed = new Map();
+      for (const [, fields] of await r.xrange('agent:stream:job.completed', '-', '+')) {
+        const data = JSON.parse(fields[fields.indexOf('data') + 1]);
+        completed.set(data.jobId, (completed.get(data.jobId) || 0) + 1);
+      }
+      const lost = acked.filter((id, i) => final[i] !== 'done');
+      const twice = acked.filter((id) => (completed.get(id) || 0) !== 1);
+      latency.sort((a, b) => a - b);
+      console.log(`sentinel: acknowledged=${acked.length} (before kill ${ackedAtKill}) refused=${refused} ` +
+        `failover=${failoverMs} ms lost=${lost.length} not-completed-once=${twice.length} ` +
+        `p50=${latency[latency.length >> 1]} ms total=${Date.now() - t0} ms`);
+      assert.deepStrictEqual(lost, [], 'every acknowledged job is done on the promoted replica');
+      assert.deepStrictEqual(twice, [], 'every acknowledged job completed exactly once');
+      assert.match(gw.output, /following the failover/, 'the gateway followed the failover');
+      for (const a of procs.slice(1))
+        assert.match(a.output, /moved from 127\.0\.0\.1:\d+ to 127\.0\.0\.1:\d+: following the failover/,
+          `${a.name} followed the failover`);
+    } finally { r.disconnect(); }
+  } finally {
+    for (const p of procs) if (p.exitCode === null) p.kill('SIGKILL');
+    for (const s of sentinels) { s.proc.kill('SIGKILL'); await s.proc.exited; fs.rmSync(s.dir, { recursive: true, force: true }); }
+    await master.stop();
+    await replica.stop();
+  }
+});
