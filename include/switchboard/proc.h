@@ -17,6 +17,7 @@
 
 #include <stdatomic.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 #define SB_PROC_MAX_OUTPUT (1 << 20) /* default cap on stdout */
 #define SB_PROC_ERR_TAIL (64 << 10)  /* bytes kept from the end of stderr */
@@ -62,6 +63,15 @@ typedef struct {
  * and returns res->end. */
 sb_proc_end_t sb_proc_run(const sb_proc_opts_t *o, sb_proc_result_t *res);
 void sb_proc_result_close(sb_proc_result_t *res); /* frees out/err; NULL is fine */
+
+/* The start of sb_proc_run, for callers that talk to a long-lived handler themselves (the
+ * --worker pool, workerpool.h): starts the watchdog and through it `/bin/sh -c o->cmd` with
+ * o->env, o->die_with_parent and o->reset_signals (the other options are not used). Fills
+ * fds[0] = the shell's stdin (write end, non-blocking), fds[1] = its stdout, fds[2] = its
+ * stderr (read ends, blocking), all O_CLOEXEC and the caller's to close. Returns the
+ * watchdog's pid, which is also the process group id (kill(-pid, …) reaches everything it
+ * started; waitpid(pid) gives the shell's own wait status); -1 with errno set. */
+pid_t sb_proc_spawn(const sb_proc_opts_t *o, int fds[3]);
 
 /* "NAME=value" (value NULL: empty) for sb_proc_opts_t.env; malloc'd, NULL on ENOMEM. */
 char *sb_proc_env_entry(const char *name, const char *value);

@@ -1,5 +1,9 @@
 /* The --exec handler: any program is an agent. The job record goes to its stdin, its stdout
- * is the result, a non-zero exit is a failure with stderr as the message.
+ * is the result, a non-zero exit is a failure with stderr as the message. Exit status
+ * SB_EXEC_PERMANENT (65, EX_DATAERR) fails the job for good, without further attempts; a
+ * failing program may also print the --worker protocol's error line on stdout,
+ * {"error":"…","retry":false|true}, whose error becomes the message (retry:false is then
+ * permanent whatever the exit status).
  *
  * Running the program (process group killed with the agent, no inherited descriptors,
  * stdin/stdout/stderr pumping, stdout cap and stderr tail, deadline, cancel) is the library's
@@ -12,6 +16,22 @@
 #include "handlers.h"
 #include "switchboard/json.h"
 #include "switchboard/proc.h"
+
+/* A non-zero exit: the error line on stdout if there is one, else the end of stderr, else the
+ * status; permanent for SB_EXEC_PERMANENT or retry:false. */
+static sb_handler_rc_t sb_exec_failure(const sb_proc_result_t *run, sb_handler_out_t *res) {
+    int code = WEXITSTATUS(run->status);
+    cJSON *line = run->out_len ? sb_json_parse(run->out, run->out_len) : NULL;
+    const char *said = sb_json_str(line, "error");
+    const cJSON *retry = cJSON_GetObjectItemCaseSensitive(line, "retry");
+    if (said) snprintf(res->error, sizeof res->error, "%s", said);
+    else if (run->err_len) sb_proc_err_tail(run, res->error, sizeof res->error);
+    else snprintf(res->error, sizeof res->error, "handler exited with status %d", code);
+    snprintf(res->details, sizeof res->details, "exit status %d", code);
+    int permanent = code == SB_EXEC_PERMANENT || (said && cJSON_IsFalse(retry));
+    cJSON_Delete(line);
+    return permanent ? SB_HANDLER_FAIL : SB_HANDLER_RETRY;
+}
 
 static sb_handler_rc_t sb_exec_verdict(const sb_proc_result_t *run, const sb_exec_opts_t *o,
                                        sb_handler_out_t *res) {
@@ -30,13 +50,7 @@ static sb_handler_rc_t sb_exec_verdict(const sb_proc_result_t *run, const sb_exe
                  WTERMSIG(run->status));
         return SB_HANDLER_RETRY;
     }
-    if (WEXITSTATUS(run->status) != 0) {
-        if (run->err_len) sb_proc_err_tail(run, res->error, sizeof res->error);
-        else snprintf(res->error, sizeof res->error, "handler exited with status %d",
-                      WEXITSTATUS(run->status));
-        snprintf(res->details, sizeof res->details, "exit status %d", WEXITSTATUS(run->status));
-        return SB_HANDLER_RETRY;
-    }
+    if (WEXITSTATUS(run->status) != 0) return sb_exec_failure(run, res);
     size_t n = run->out_len;
     while (n > 0 && (run->out[n - 1] == '\n' || run->out[n - 1] == ' ' || run->out[n - 1] == '\r'))
         n--;

@@ -15,10 +15,16 @@ typedef struct {
     int timeout_s;     /* kill the program after this long */
 } sb_exec_opts_t;
 
+/* The exit status with which an --exec program fails its job for good (sysexits.h's
+ * EX_DATAERR: the input was bad; shells do not use it for anything else). */
+#define SB_EXEC_PERMANENT 65
+
 /* exec: runs opts->cmd with the job record JSON on stdin and SB_JOB_ID, SB_JOB_TYPE,
  * SB_ATTEMPT in its environment. Exit 0: stdout is the result (JSON; empty = null).
- * Non-zero exit, a signal, a timeout or invalid JSON: SB_HANDLER_RETRY with stderr (or the
- * reason) as the error. Cancel kills the program's process group: SB_HANDLER_CANCELED. */
+ * Exit SB_EXEC_PERMANENT, or a non-zero exit with {"error":…,"retry":false} on stdout:
+ * SB_HANDLER_FAIL. Any other non-zero exit, a signal, a timeout or invalid JSON:
+ * SB_HANDLER_RETRY. The error is stdout's {"error"} when given, else the end of stderr, else
+ * the reason. Cancel kills the program's process group: SB_HANDLER_CANCELED. */
 sb_handler_rc_t sb_handler_exec(const sb_job_t *job, int attempt, const atomic_int *cancel,
                                 sb_handler_out_t *out, void *user);
 

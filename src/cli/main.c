@@ -19,7 +19,7 @@ typedef struct {
 #define SB_REDIS_FLAGS                                                                        \
     "redis-url redis-host redis-port redis-password redis-db redis-sentinels "                  \
     "redis-sentinel-master redis-sentinel-password upstash-rest-url upstash-rest-token "       \
-    "log-level "
+    "redis-tls-ca redis-tls-cert redis-tls-key redis-tls-sni redis-tls-insecure log-level "
 
 static const char sb_up_detail[] =
     "  Starts a private redis-server (unix socket, AOF, in --data-dir) unless a REDIS_* setting\n"
@@ -52,12 +52,16 @@ static const char sb_token_detail[] =
 static const char sb_agent_detail[] =
     "  Takes ids from agent:{type}:jobs (BLMOVE into its processing list), runs the handler\n"
     "  (built-in rebalance, or --exec CMD: job JSON on stdin, result JSON on stdout, non-zero\n"
-    "  exit = failure with stderr as the error), publishes processing/done/error, retries with\n"
-    "  backoff, dead-letters, heartbeats its presence and requeues the jobs of dead agents.\n"
+    "  exit = failure with stderr as the error, exit 65 = failed for good; or --worker CMD:\n"
+    "  one long-lived process per --concurrency, a job per line on stdin, one line back,\n"
+    "  {\"jobId\",\"result\"} or {\"jobId\",\"error\",\"retry\"}: README \"Handler protocol\"),\n"
+    "  publishes processing/done/error, retries with backoff, dead-letters, heartbeats its\n"
+    "  presence and requeues the jobs of dead agents.\n"
     "  SIGTERM/SIGINT: finish running jobs within --grace, put back the rest, exit 0.\n"
     "  Exit: 0 stopped, 1 could not start, 2 bad setting.\n"
     "  e.g.  switchboard agent --concurrency 8\n"
-    "        switchboard agent --type chat --exec ./answer.py --job-timeout 60\n";
+    "        switchboard agent --type chat --exec ./answer.py --job-timeout 60\n"
+    "        switchboard agent --concurrency 4 --worker 'exec python3 handler.py'\n";
 
 static const char sb_enqueue_detail[] =
     "  Queues a job atomically (record + id + user index + counter) and prints its id on\n"
@@ -130,6 +134,15 @@ static const char sb_bench_detail[] =
     "    REDIS_URL=unix://$PWD/.run/redis.sock switchboard bench --jobs 20000\n"
     "  Exit: 0 all finished, 3 Redis unavailable, 4 timed out (--timeout, default 300 s).\n";
 
+static const char sb_doctor_detail[] =
+    "  Checks the Redis of REDIS_URL for what Switchboard needs and says how to fix what is\n"
+    "  wrong: version (BLMOVE needs 6.2), scripting (EVAL), maxmemory-policy (anything but\n"
+    "  noeviction can evict job records), persistence (AOF / RDB), keyspace notifications\n"
+    "  (presence; the sweep is the fallback), latency (a few PINGs) and TLS. Warnings (no\n"
+    "  persistence, events off, slow, plain TCP off this host) do not fail it.\n"
+    "  Exit: 0 all checks pass, 1 a check failed, 2 usage, 3 Redis unavailable.\n"
+    "  e.g.  REDIS_URL=rediss://cache.example:6380 REDIS_TLS_CA=ca.pem switchboard doctor\n";
+
 static const sb_verb_t sb_verbs[] = {
     {"up", sb_cmd_up, "up [--port N] [--concurrency N] [--data-dir DIR]",
      "the whole system here: private redis-server (unless REDIS_URL), gateway, agent, dashboard",
@@ -144,10 +157,10 @@ static const sb_verb_t sb_verbs[] = {
     {"token", sb_cmd_token, "token --role R --public-key PK [--sub S] [--ttl SECONDS] [...]",
      "mint a development JWT (HS256 with JWT_SECRET) and print it", sb_token_detail,
      "jwt-secret role public-key sub name email department-id department ttl"},
-    {"agent", sb_cmd_agent, "agent [--type T] [--concurrency N] [--exec CMD]",
+    {"agent", sb_cmd_agent, "agent [--type T] [--concurrency N] [--exec CMD | --worker CMD]",
      "run a worker: take jobs, run the handler, publish status, retry, recover",
      sb_agent_detail,
-     SB_REDIS_FLAGS "type concurrency exec agent-id max-attempts retry-backoff-ms "
+     SB_REDIS_FLAGS "type concurrency exec worker agent-id max-attempts retry-backoff-ms "
                     "retry-backoff-max-ms job-timeout grace agent-status-ttl heartbeat-interval "
                     "recovery-interval job-lease metrics-port bind"},
     {"enqueue", sb_cmd_enqueue,
@@ -165,6 +178,9 @@ static const sb_verb_t sb_verbs[] = {
     {"metrics", sb_cmd_metrics, "metrics [--type T] [--days N] [--json]",
      "the jobs metrics summary (totals, failures, execution times, rate limit, per day)",
      sb_metrics_detail, SB_REDIS_FLAGS "type days json"},
+    {"doctor", sb_cmd_doctor, "doctor [--json]",
+     "check a Redis for what Switchboard needs, and how to fix what is wrong", sb_doctor_detail,
+     SB_REDIS_FLAGS "json"},
     {"bench", sb_cmd_bench, "bench [--type T] [--jobs N] [--timeout S]",
      "send N jobs to the running agents and measure jobs/s and latency", sb_bench_detail,
      SB_REDIS_FLAGS "type jobs timeout"},
@@ -256,6 +272,10 @@ int main(int argc, char **argv) {
         sb_config_close(&cfg);
         return SB_EXIT_USAGE;
     }
+    if (cfg.redis.tls.enabled && cfg.redis.tls.insecure)
+        fprintf(stderr, "switchboard %s: WARNING: REDIS_TLS_INSECURE is on: the Redis server's "
+                "certificate and name are NOT checked; anyone on the network path can read and "
+                "change jobs. Use it for development only.\n", verb->name);
     int rc = verb->run(&cfg);
     sb_config_close(&cfg);
     return rc;

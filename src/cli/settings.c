@@ -5,6 +5,7 @@
  * walks the table three times: defaults, environment, then argv (flags win), each time only
  * over the rows the verb reads. A bad value stops loading with one sentence that names the
  * setting. */
+#include <errno.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -31,12 +32,22 @@ typedef struct {
 #define OFF(f) offsetof(sb_config_t, f)
 static const sb_setting_t sb_settings[] = {
     {"REDIS_URL", "redis-url", SB_SET_URL, 0, 0, 0, NULL,
-     "redis://[user:pass@]host:port[/db] or unix:///path (wins over REDIS_HOST...)"},
+     "redis[s]://[user:pass@]host:port[/db] or unix:///path (wins over REDIS_HOST...)"},
     {"REDIS_HOST", "redis-host", SB_SET_STR, OFF(redis.host), 0, 0, "127.0.0.1", "Redis host"},
     {"REDIS_PORT", "redis-port", SB_SET_INT, OFF(redis.port), 1, 65535, "6379", "Redis port"},
     {"REDIS_PASSWORD", "redis-password", SB_SET_STR, OFF(redis.password), 0, 0, NULL,
      "Redis password"},
     {"REDIS_DB", "redis-db", SB_SET_INT, OFF(redis.db), 0, 15, "0", "Redis database number"},
+    {"REDIS_TLS_CA", "redis-tls-ca", SB_SET_STR, OFF(redis.tls.ca_file), 0, 0, NULL,
+     "rediss://: CA file (PEM) the server's certificate must chain to [system store]"},
+    {"REDIS_TLS_CERT", "redis-tls-cert", SB_SET_STR, OFF(redis.tls.cert_file), 0, 0, NULL,
+     "rediss://: client certificate (PEM) for mutual TLS"},
+    {"REDIS_TLS_KEY", "redis-tls-key", SB_SET_STR, OFF(redis.tls.key_file), 0, 0, NULL,
+     "rediss://: the client certificate's private key (PEM)"},
+    {"REDIS_TLS_SNI", "redis-tls-sni", SB_SET_STR, OFF(redis.tls.sni), 0, 0, NULL,
+     "rediss://: server name sent and verified [the URL's host]"},
+    {"REDIS_TLS_INSECURE", "redis-tls-insecure", SB_SET_BOOL, OFF(redis.tls.insecure), 0, 1, "0",
+     "rediss://: skip certificate checks (development only; warns)"},
     {"REDIS_SENTINELS", "redis-sentinels", SB_SET_STR, OFF(redis.sentinels), 0, 0, NULL,
      "host:port,... of Redis Sentinels: find the master through them (host of the URL unused)"},
     {"REDIS_SENTINEL_MASTER", "redis-sentinel-master", SB_SET_STR, OFF(redis.sentinel_master), 0,
@@ -77,11 +88,13 @@ static const sb_setting_t sb_settings[] = {
     {"RETRY_BACKOFF_MAX_MS", "retry-backoff-max-ms", SB_SET_INT, OFF(retry_backoff_max_ms), 0,
      3600000, "30000", "cap on the retry wait, ms"},
     {"JOB_TIMEOUT", "job-timeout", SB_SET_INT, OFF(job_timeout), 1, 86400, "300",
-     "seconds an --exec handler may run"},
+     "seconds an --exec or --worker handler may run on one attempt"},
     {"CONCURRENCY", "concurrency", SB_SET_INT, OFF(concurrency), 1, 1024, "1",
      "jobs an agent runs at once"},
     {"AGENT_EXEC", "exec", SB_SET_STR, OFF(exec_cmd), 0, 0, NULL,
      "handler program: job JSON on stdin, result JSON on stdout"},
+    {"AGENT_WORKER", "worker", SB_SET_STR, OFF(worker_cmd), 0, 0, NULL,
+     "long-lived handler processes (one per --concurrency): JSON lines on stdin/stdout"},
     {"AGENT_ID", "agent-id", SB_SET_STR, OFF(agent_id), 0, 0, NULL,
      "agent id (default {hostname}-{pid}-{random})"},
     {"SHUTDOWN_GRACE", "grace", SB_SET_INT, OFF(shutdown_grace), 0, 3600, "30",
@@ -358,6 +371,35 @@ static int sb_config_check_rest(sb_config_t *cfg, char *err, size_t errlen) {
     return SB_OK;
 }
 
+/* 0 when path names a readable file, else SB_EINVAL naming the setting. */
+static int sb_tls_file_check(const char *setting, const char *path, char *err, size_t errlen) {
+    FILE *f = path ? fopen(path, "r") : NULL;
+    if (!path || f) {
+        if (f) fclose(f);
+        return SB_OK;
+    }
+    sb_errf(err, errlen, "bad setting %s='%s': cannot read it (%s)", setting, path,
+            strerror(errno));
+    return SB_EINVAL;
+}
+
+/* The TLS settings against the address: they need rediss:// (so that nobody believes a
+ * plain connection is encrypted), a TCP host, a key with the certificate, readable files. */
+static int sb_tls_check(const sb_redis_addr_t *a, char *err, size_t errlen) {
+    const sb_redis_tls_t *t = &a->tls;
+    if (!t->enabled && (t->ca_file || t->cert_file || t->key_file || t->sni || t->insecure)) {
+        sb_errf(err, errlen, "REDIS_TLS_* settings need a rediss:// REDIS_URL (TLS is off)");
+        return SB_EINVAL;
+    }
+    if (t->enabled && !t->cert_file != !t->key_file) {
+        sb_errf(err, errlen, "mutual TLS needs both REDIS_TLS_CERT and REDIS_TLS_KEY");
+        return SB_EINVAL;
+    }
+    int rc = sb_tls_file_check("REDIS_TLS_CA", t->ca_file, err, errlen);
+    if (rc == SB_OK) rc = sb_tls_file_check("REDIS_TLS_CERT", t->cert_file, err, errlen);
+    return rc == SB_OK ? sb_tls_file_check("REDIS_TLS_KEY", t->key_file, err, errlen) : rc;
+}
+
 /* The checks no single setting's kind covers: job type names (of the verb's settings). */
 static int sb_config_check(sb_config_t *cfg, const char *flags, char *err, size_t errlen) {
     if (sb_config_check_sentinels(&cfg->redis, err, errlen) != SB_OK) return SB_EINVAL;
@@ -367,6 +409,8 @@ static int sb_config_check(sb_config_t *cfg, const char *flags, char *err, size_
                 cfg->job_type ? cfg->job_type : "");
         return SB_EINVAL;
     }
+    if (sb_flag_listed(flags, "redis-url") && sb_tls_check(&cfg->redis, err, errlen) != SB_OK)
+        return SB_EINVAL;
     if (sb_flag_listed(flags, "job-types") && !sb_job_types_valid(cfg->job_types)) {
         sb_errf(err, errlen,
                 "bad setting JOB_TYPES='%s': expected one or more job types separated by "
@@ -419,6 +463,7 @@ void sb_config_close(sb_config_t *cfg) {
     free(cfg->job_types);
     free(cfg->job_type);
     free(cfg->exec_cmd);
+    free(cfg->worker_cmd);
     free(cfg->agent_id);
     free(cfg->data_dir);
     free(cfg->web_dir);

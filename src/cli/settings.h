@@ -44,9 +44,10 @@ typedef struct {
     int max_attempts;
     int retry_backoff_ms;   /* first retry waits this × attempt, plus jitter */
     int retry_backoff_max_ms;
-    int job_timeout;        /* seconds an --exec handler may run */
+    int job_timeout;        /* seconds an --exec or --worker handler may run */
     int concurrency;
     char *exec_cmd;         /* --exec: handler program run through /bin/sh -c */
+    char *worker_cmd;       /* --worker: long-lived handler processes (workerpool.h) */
     char *agent_id;         /* default {hostname}-{pid}-{random} */
     int shutdown_grace;     /* seconds to finish running jobs on SIGTERM */
     int agent_status_ttl;   /* presence key TTL, seconds */

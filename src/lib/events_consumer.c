@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include "sb_lua.h" /* the scripts of scripts/lua/, embedded by the build */
 #include "switchboard/clock.h"
 #include "switchboard/error.h"
 #include "switchboard/events.h"
@@ -30,14 +31,6 @@
 #define SB_CLAIM_ROUNDS 8          /* XAUTOCLAIM calls per stream per pass */
 #define SB_CLAIM_INTERVAL_MAX 5000 /* ms between claim passes, at most */
 #define SB_KEYLEN (SB_EVENT_TYPE_MAX + 32)
-
-/* Re-claims an entry only if it is still in our pending list, resetting its idle time.
- * KEYS: 1 stream. ARGV: 1 group, 2 consumer, 3 entry id. Returns 1 if ours, else 0. */
-static const char SB_KEEP_LUA[] =
-    "local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)\n"
-    "if #p == 0 or p[1][2] ~= ARGV[2] then return 0 end\n"
-    "redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')\n"
-    "return 1\n";
 
 typedef struct {
     char type[SB_EVENT_TYPE_MAX + 1];
@@ -57,7 +50,7 @@ struct sb_consumer {
     int ready;                         /* the groups exist on the current connection */
     int64_t next_claim;                /* monotonic ms of the next claim pass */
     const atomic_int *stop;            /* of the poll in progress (acks give up on it) */
-    sb_script_t keep;                  /* SB_KEEP_LUA */
+    sb_script_t keep;                  /* sb_lua_events_keep */
     sb_consumer_stats_t stats;
 };
 
@@ -101,7 +94,7 @@ sb_consumer_t *sb_consumer_create(const sb_redis_addr_t *addr, const sb_consumer
     c->o.group = c->group;
     c->o.consumer = c->name;
     c->o.start_id = c->start_id;
-    sb_script_init(&c->keep, SB_KEEP_LUA);
+    sb_script_init(&c->keep, sb_lua_events_keep);
     /* a blocked read must never hit the socket timeout */
     sb_redis_set_timeout(c->redis, o->block_ms + 10000);
     return c;

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "sb_lua.h" /* the scripts of scripts/lua/, embedded by the build */
 #include "switchboard/clock.h"
 #include "switchboard/error.h"
 #include "switchboard/json.h"
@@ -22,27 +23,6 @@ static const char SB_EXEC_ADD_LUA[] =
     "end\n"
     "return 1\n";
 
-/* Returns {count, sum, p95, p50, max, histogram counts...} of the scores as strings; ARGV are
- * the histogram's upper bounds (ms), ascending; one more bucket counts what is above. */
-static const char SB_EXEC_STATS_LUA[] =
-    "local n = redis.call('ZCARD', KEYS[1])\n"
-    "local out = {tostring(n), '0', '0', '0', '0'}\n"
-    "if n > 0 then\n"
-    "  local sum = 0\n"
-    "  local all = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')\n"
-    "  for i = 2, #all, 2 do sum = sum + tonumber(all[i]) end\n"
-    "  out[2] = tostring(sum)\n"
-    "  out[3] = all[2 * (math.ceil(0.95 * n))]\n"
-    "  out[4] = all[2 * (math.ceil(0.50 * n))]\n"
-    "  out[5] = all[#all]\n"
-    "end\n"
-    "local lo = '-inf'\n"
-    "for i = 1, #ARGV do\n"
-    "  out[#out + 1] = tostring(redis.call('ZCOUNT', KEYS[1], lo, ARGV[i]))\n"
-    "  lo = '(' .. ARGV[i]\n"
-    "end\n"
-    "out[#out + 1] = tostring(redis.call('ZCOUNT', KEYS[1], lo, '+inf'))\n"
-    "return out\n";
 #define SB_EXEC_STATS_FIXED 5 /* count, sum, p95, p50, max before the histogram */
 
 static const long sb_hist_bounds[SB_METRICS_HIST_BUCKETS - 1] = {
@@ -136,7 +116,7 @@ int sb_metrics_summary_batch(sb_batch_t *b, const char *type, int days, int64_t 
         rc = sb_batch_addargv(b, 1 + SB_NCOUNTERS, argv, NULL);
     }
     char ekey[256], bounds[SB_METRICS_HIST_BUCKETS - 1][24];
-    const char *argv[4 + SB_METRICS_HIST_BUCKETS] = {"EVAL", SB_EXEC_STATS_LUA, "1", ekey};
+    const char *argv[4 + SB_METRICS_HIST_BUCKETS] = {"EVAL", sb_lua_exec_stats, "1", ekey};
     if (rc == SB_OK && !sb_metrics_key(ekey, sizeof ekey, type, "execution_times", NULL))
         rc = SB_EINVAL;
     for (int i = 0; i < SB_METRICS_HIST_BUCKETS - 1; i++) {

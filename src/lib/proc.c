@@ -242,10 +242,8 @@ static void sb_close_pair(int p[2]) {
     close(p[1]);
 }
 
-/* Starts the watchdog and through it the shell; fills fds[0]=the shell's stdin (write end,
- * non-blocking), fds[1]=its stdout, fds[2]=its stderr. Returns the watchdog's pid, which is
- * also the process group id; -1 with errno set. */
-static pid_t sb_proc_spawn(const sb_proc_opts_t *o, int fds[3]) {
+/* See proc.h. */
+pid_t sb_proc_spawn(const sb_proc_opts_t *o, int fds[3]) {
     int in[2], out[2], err[2];
     if (pipe2(in, O_CLOEXEC) < 0) return -1;
     if (pipe2(out, O_CLOEXEC) < 0) {

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "sb_lua.h" /* the scripts of scripts/lua/, embedded by the build */
 #include "switchboard/error.h"
 #include "switchboard/events.h"
 #include "switchboard/fmt.h"
@@ -18,53 +19,9 @@
 #include "switchboard/metrics.h"
 #include "switchboard/submit.h"
 
-/* KEYS: 1 rate window, 2 rate_hits, 3 rate_blocked, 4 record, 5 queue, 6 user index,
- *       7 jobs counter, 8 audit stream.
- * ARGV: 1 limit (0: no rate limit), 2 window ms, 3 member suffix, 4 counter TTL,
- *       5 job id ('': rate check only), 6 record, 7 job TTL, 8 created ms, 9 audit MAXLEN,
- *       10 event_id, 11 event_type, 12 timestamp, 13 data, 14 channel ('': none), 15 message
- *       (the {type}:created notification for the owner's Socket.IO room).
- * Returns {allowed 0|1, remaining (-1 without a limit), retry_ms}. */
-static const char SB_SUBMIT_LUA[] =
-    "local function count(key)\n"
-    "  if redis.call('INCR', key) == 1 then redis.call('EXPIRE', key, ARGV[4]) end\n"
-    "end\n"
-    "local limit = tonumber(ARGV[1])\n"
-    "local remaining = -1\n"
-    "if limit > 0 then\n"
-    "  local t = redis.call('TIME')\n"
-    "  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
-    "  local win = tonumber(ARGV[2])\n"
-    "  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - win)\n"
-    "  local n = redis.call('ZCARD', KEYS[1])\n"
-    "  count(KEYS[2])\n"
-    "  if n >= limit then\n"
-    "    count(KEYS[3])\n"
-    "    local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')\n"
-    "    local retry = win\n"
-    "    if oldest[2] then retry = tonumber(oldest[2]) + win - now end\n"
-    "    if retry < 1 then retry = 1 end\n"
-    "    return {0, 0, retry}\n"
-    "  end\n"
-    "  redis.call('ZADD', KEYS[1], now, t[1] .. t[2] .. '-' .. ARGV[3])\n"
-    "  redis.call('PEXPIRE', KEYS[1], win)\n"
-    "  remaining = limit - n - 1\n"
-    "end\n"
-    "if ARGV[5] ~= '' then\n"
-    "  redis.call('LPUSH', KEYS[5], ARGV[5])\n"
-    "  redis.call('SET', KEYS[4], ARGV[6], 'EX', ARGV[7])\n"
-    "  redis.call('ZADD', KEYS[6], ARGV[8], ARGV[5])\n"
-    "  redis.call('EXPIRE', KEYS[6], ARGV[7])\n"
-    "  count(KEYS[7])\n"
-    "  redis.call('XADD', KEYS[8], 'MAXLEN', '~', ARGV[9], '*', 'event_id', ARGV[10],\n"
-    "             'event_type', ARGV[11], 'timestamp', ARGV[12], 'data', ARGV[13])\n"
-    "  if ARGV[14] ~= '' then redis.call('PUBLISH', ARGV[14], ARGV[15]) end\n"
-    "end\n"
-    "return {1, remaining, 0}\n";
-
 enum { SB_SUBMIT_NKEYS = 8, SB_SUBMIT_NARGS = 15 };
 
-void sb_submit_script_init(sb_script_t *s) { sb_script_init(s, SB_SUBMIT_LUA); }
+void sb_submit_script_init(sb_script_t *s) { sb_script_init(s, sb_lua_submit); }
 
 /* Key and argument text of one call; argv points into it or into the caller's strings. */
 typedef struct {

@@ -29,27 +29,8 @@ from datetime import datetime, timezone
 
 import redis
 
-SB_BIN = os.environ.get("SB_BIN", os.path.join(os.path.dirname(__file__), "../../build/switchboard"))
-REDIS_SERVER = os.environ.get("SB_REDIS_SERVER", "redis-server")
-PY = "/usr/bin/python3"
-WAIT_S = 20
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(cond, what, timeout=WAIT_S):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+from sbpy import PY, REDIS_SERVER, SB_BIN, WAIT_S, free_port, wait_for  # noqa: E402
 
 
 # ---- the seed's code (003), as written there, bound to our client -----------------------------

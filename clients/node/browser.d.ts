@@ -1,0 +1,2 @@
+export { JobTracker, StatusUpdate, JobRecord } from './index';
+export const FINAL: string[];
