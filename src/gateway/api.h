@@ -1,9 +1,9 @@
 /* The gateway's REST handlers (SPEC §3) and the helpers they share.
  *
  * Handlers are listed in the route table of routes.c; each answers its request either at
- * once or from the callback of one Redis batch sent with sb_api_redis(). Job routes live in
- * api_jobs.c, operational routes (/healthz, /readyz, /metrics) in api_ops.c, presence
- * routes (/agent-status/...) in api_presence.c. */
+ * once or from the callback of one Redis batch sent with sb_api_redis() or, for a Lua
+ * script, sb_api_eval(). Job routes live in api_jobs.c, operational routes (/healthz,
+ * /readyz, /metrics) in api_ops.c, presence routes (/agent-status/...) in api_presence.c. */
 #ifndef SB_GATEWAY_API_H
 #define SB_GATEWAY_API_H
 
@@ -15,6 +15,16 @@
  * reference to req until cb runs (cb must sb_req_release(req)). Returns 0 when sent; on
  * failure answers 503 and returns SB_EREDIS (cb will not run). */
 int sb_api_redis(sb_req_t *req, sb_batch_t *b, sb_aredis_cb cb);
+
+/* A script call for req on the command connection (sb_aredis_eval, whose NOSCRIPT fallback
+ * this is the handlers' only way to): build(b, req, mode) is sent in EVALSHA mode and, when
+ * Redis answers NOSCRIPT, once more in EVAL mode, unless the client has gone by then
+ * (nobody to answer: nothing runs and cb gets NULL). Both go out on the same connection, so
+ * a command cb sends next (e.g. WAIT) follows the script. Holds a reference to req until
+ * cb(reply, req) runs, exactly once (cb must sb_req_release(req)). Returns 0 when sent;
+ * SB_EREDIS after answering 503 (Redis not connected); else build's error or SB_ENOMEM,
+ * NOT answered: the caller answers. cb does not run on failure. */
+int sb_api_eval(sb_req_t *req, sb_api_build_fn build, sb_aredis_cb cb);
 
 /* Parses the request body into req->doc. Returns 0, or -1 after answering: 415 when the body
  * is not declared application/json; 400 invalid_json when it is absent, not UTF-8 or not

@@ -13,7 +13,6 @@
 /* POST /agent/{type} (api_jobs.c): the job being submitted. */
 typedef struct {
     char job_id[SB_JOB_ID_LEN];
-    int eval_sent; /* the script was sent in full (EVAL) after a NOSCRIPT: no second retry */
 } sb_api_submit_ctx_t;
 
 /* GET /agent/{type}/metrics (api_jobs.c): the days asked for and the time that names

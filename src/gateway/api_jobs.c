@@ -74,9 +74,9 @@ static const char *sb_job_rate_user(const sb_req_t *req) {
     return sb_public_key_valid(req->claims.sub) ? req->claims.sub : req->claims.public_key;
 }
 
-/* The submission script call for the job in req->ctx.submit (EVALSHA or EVAL). NULL on failure
- * (*rc says why: SB_EINVAL for a user id too long, else an internal error). */
-static sb_batch_t *sb_job_submit_build(sb_req_t *req, sb_script_mode_t mode, int *rc) {
+/* Appends the submission script call for the job in req->ctx.submit (EVALSHA or EVAL).
+ * Returns 0, SB_EINVAL for a user id too long, else an internal error. */
+static int sb_job_submit_build(sb_batch_t *b, sb_req_t *req, sb_script_mode_t mode) {
     const char *type = sb_route_param(&req->match, "type");
     const sb_config_t *cfg = req->gw->cfg;
     sb_user_t user = {req->claims.public_key, req->claims.sub};
@@ -87,23 +87,9 @@ static sb_batch_t *sb_job_submit_build(sb_req_t *req, sb_script_mode_t mode, int
                      .record_json = json, .now_ms = now, .rate_user = sb_job_rate_user(req),
                      .limit = cfg->rate_limit, .window_s = cfg->rate_window,
                      .rand = &req->gw->rand};
-    sb_batch_t *b = json ? sb_batch_create() : NULL;
-    *rc = b ? sb_submit_batch(b, &req->gw->submit, mode, &q) : SB_ENOMEM;
+    int rc = json ? sb_submit_batch(b, &req->gw->submit, mode, &q) : SB_ENOMEM;
     free(json);
-    if (*rc == SB_OK) return b;
-    sb_batch_free(b);
-    return NULL;
-}
-
-static void sb_job_submitted_cb(redisReply *reply, void *priv);
-
-/* Sends the submission script; answers the request itself when it cannot. */
-static void sb_job_submit_send(sb_req_t *req, sb_script_mode_t mode) {
-    int rc;
-    sb_batch_t *b = sb_job_submit_build(req, mode, &rc);
-    if (b) sb_api_redis(req, b, sb_job_submitted_cb);
-    else if (rc == SB_EINVAL) sb_req_error(req, 400, "bad_request", "the token's user id is too long");
-    else sb_req_error(req, 500, "internal", "could not build the job");
+    return rc;
 }
 
 static void sb_job_answer_queued(sb_req_t *req, const char *type) {
@@ -160,10 +146,9 @@ static void sb_job_wait_replicas(sb_req_t *req) {
     sb_api_redis(req, b, sb_job_replicated_cb);
 }
 
-/* The script's answer: queued (202), refused by the window (429), Redis gone mid-call (503,
- * outcome unknown), or Redis refused the script (503). NOSCRIPT (the server's script cache
- * is empty, e.g. after a restart or SCRIPT FLUSH) means nothing ran: send it once as EVAL.
- * A client that left while the script was in flight gets no answer (counted as 499); its job
+/* The script's answer (sb_api_eval has already answered NOSCRIPT with the script in full):
+ * queued (202), refused by the window (429), Redis gone mid-call (503, outcome unknown), or
+ * Redis refused the script (503). A client that left while the script was in flight gets no answer (counted as 499); its job
  * is queued whole or not at all like any other, and listed under its user. */
 static void sb_job_submitted_cb(redisReply *reply, void *priv) {
     sb_req_t *req = priv;
@@ -176,9 +161,6 @@ static void sb_job_submitted_cb(redisReply *reply, void *priv) {
         if (rc == SB_OK && rate.allowed)
             sb_info("gateway", "job queued for a client that left: type=%s job=%s user=%s",
                     type, ctx->job_id, req->claims.public_key);
-    } else if (sb_reply_is_noscript(reply) && !ctx->eval_sent) {
-        ctx->eval_sent = 1;
-        sb_job_submit_send(req, SB_SCRIPT_EVAL);
     } else if (rc == SB_OK && rate.allowed && req->gw->cfg->wait_replicas > 0) {
         sb_job_wait_replicas(req);
     } else if (rc == SB_OK && rate.allowed) {
@@ -213,7 +195,10 @@ void sb_api_job_create(sb_req_t *req) {
         sb_req_error(req, 500, "internal", "no random source for the job id");
         return;
     }
-    sb_job_submit_send(req, SB_SCRIPT_EVALSHA);
+    int rc = sb_api_eval(req, sb_job_submit_build, sb_job_submitted_cb);
+    if (rc == SB_EINVAL) sb_req_error(req, 400, "bad_request", "the token's user id is too long");
+    else if (rc != SB_OK && rc != SB_EREDIS)
+        sb_req_error(req, 500, "internal", "could not build the job");
 }
 
 /* ---- GET /agent/{type}/{jobId} and /rebalance/{jobId} ---------------------------------------- */

@@ -5,8 +5,8 @@
  * then sends ONE presence command. Every command is described by an sb_pres_op_t: a builder
  * that appends the command to a batch from what the request holds (route parameters, the
  * parsed body in req->doc, the verified claims), and an answer that turns the reply into the
- * HTTP response. Because the builder re-reads the request, the same op can be sent again as
- * EVAL when Redis answers NOSCRIPT (script cache flushed, or a fresh Redis after a restart).
+ * HTTP response. The builder re-reads the request, so sb_api_eval can send the same op again
+ * as EVAL when Redis answers NOSCRIPT (script cache flushed, or a fresh Redis after a restart).
  *
  * Identity comes only from the token: the agent id is `sub`, and name, email, department_id
  * and department are the token's claims; a body's agent fields are ignored. The request is
@@ -28,34 +28,27 @@ typedef struct sb_pres_op sb_pres_op_t;
 /* One presence command: how to build it from the request, and how to answer its reply. */
 struct sb_pres_op {
     const char *what; /* for log lines: "heartbeat", "assign"… */
-    int (*build)(sb_batch_t *b, sb_req_t *req, sb_script_mode_t mode);
+    sb_api_build_fn build;
     void (*answer)(sb_req_t *req, const redisReply *reply);
     sb_aredis_cb cb; /* the reply callback: sb_pres_reply(reply, req, this op) */
 };
 
 /* ---- sending and receiving -------------------------------------------------------------- */
 
-/* Builds op in mode and sends it; answers 500/503 itself when that fails. */
-static void sb_pres_send(sb_req_t *req, const sb_pres_op_t *op, sb_script_mode_t mode) {
-    sb_batch_t *b = sb_batch_create();
-    int rc = b ? op->build(b, req, mode) : SB_ENOMEM;
-    if (rc != SB_OK) {
-        sb_batch_free(b);
+/* Sends op; answers 500/503 itself when that fails. */
+static void sb_pres_send(sb_req_t *req, const sb_pres_op_t *op) {
+    int rc = sb_api_eval(req, op->build, op->cb);
+    if (rc != SB_OK && rc != SB_EREDIS)
         sb_req_error(req, 500, "internal", "could not build the %s command", op->what);
-        return;
-    }
-    sb_api_redis(req, b, op->cb);
 }
 
-/* The common reply path: client gone → nothing; no reply → 503; NOSCRIPT → the same op again
- * as EVAL; a Redis error → 503; else the op's answer. Releases the request's reference. */
+/* The common reply path: client gone → nothing; no reply → 503; a Redis error → 503; else
+ * the op's answer. Releases the request's reference. */
 static void sb_pres_reply(redisReply *reply, sb_req_t *req, const sb_pres_op_t *op) {
     if (sb_req_gone(req)) {
         /* nobody to answer; the command ran (or not) as for any lost client */
     } else if (!reply) {
         sb_req_unavailable(req);
-    } else if (sb_reply_is_noscript(reply)) {
-        sb_pres_send(req, op, SB_SCRIPT_EVAL);
     } else if (reply->type == REDIS_REPLY_ERROR) {
         sb_error("gateway", "presence %s: redis answered %s", op->what, reply->str);
         sb_req_error(req, 503, "redis_unavailable", "Redis refused the %s command", op->what);
@@ -314,15 +307,15 @@ static void sb_release_cb(redisReply *r, void *req) { sb_pres_reply(r, req, &sb_
 void sb_api_presence_heartbeat(sb_req_t *req) {
     if (sb_pres_caller_valid(req) != 0 || sb_pres_body(req, 0) != 0 || !sb_pres_status(req))
         return;
-    sb_pres_send(req, &sb_op_heartbeat, SB_SCRIPT_EVALSHA);
+    sb_pres_send(req, &sb_op_heartbeat);
 }
 
 void sb_api_presence_offline(sb_req_t *req) {
     if (sb_pres_caller_valid(req) != 0) return;
-    sb_pres_send(req, &sb_op_offline, SB_SCRIPT_EVALSHA);
+    sb_pres_send(req, &sb_op_offline);
 }
 
-void sb_api_presence_online(sb_req_t *req) { sb_pres_send(req, &sb_op_list, SB_SCRIPT_EVALSHA); }
+void sb_api_presence_online(sb_req_t *req) { sb_pres_send(req, &sb_op_list); }
 
 void sb_api_presence_department(sb_req_t *req) {
     if (!sb_presence_dept_valid(sb_route_param(&req->match, "department_id"))) {
@@ -330,22 +323,22 @@ void sb_api_presence_department(sb_req_t *req) {
                      "department_id must be 1-128 characters of [A-Za-z0-9._:-]");
         return;
     }
-    sb_pres_send(req, &sb_op_list, SB_SCRIPT_EVALSHA);
+    sb_pres_send(req, &sb_op_list);
 }
 
 void sb_api_presence_agent(sb_req_t *req) {
     if (!sb_pres_agent_param(req)) return;
-    sb_pres_send(req, &sb_op_get, SB_SCRIPT_EVALSHA);
+    sb_pres_send(req, &sb_op_get);
 }
 
-void sb_api_presence_stats(sb_req_t *req) { sb_pres_send(req, &sb_op_stats, SB_SCRIPT_EVALSHA); }
+void sb_api_presence_stats(sb_req_t *req) { sb_pres_send(req, &sb_op_stats); }
 
 void sb_api_presence_assign(sb_req_t *req) {
     if (sb_pres_body(req, 1) != 0 ||
         !sb_pres_field(req, "department_id", sb_presence_dept_valid,
                        "must be a string of 1-128 characters of [A-Za-z0-9._:-]"))
         return;
-    sb_pres_send(req, &sb_op_assign, SB_SCRIPT_EVALSHA);
+    sb_pres_send(req, &sb_op_assign);
 }
 
 void sb_api_presence_release(sb_req_t *req) {
@@ -353,5 +346,5 @@ void sb_api_presence_release(sb_req_t *req) {
         !sb_pres_field(req, "agent_id", sb_agent_id_valid,
                        "must be a UUID or 1-128 characters of [A-Za-z0-9._-]"))
         return;
-    sb_pres_send(req, &sb_op_release, SB_SCRIPT_EVALSHA);
+    sb_pres_send(req, &sb_op_release);
 }

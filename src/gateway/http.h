@@ -17,6 +17,7 @@
 #include "gateway/api_ctx.h"
 #include "gateway/socketio/socketio.h"
 #include "switchboard/jwt.h"
+#include "switchboard/redis.h"
 #include "gateway/router.h"
 
 #define SB_HTTP_BODY_MAX (64 * 1024)       /* larger bodies get 413 */
@@ -32,6 +33,11 @@ typedef struct sb_req sb_req_t;
 
 /* A route's handler: answers req now or later (after a Redis reply). */
 typedef void (*sb_api_handler_fn)(sb_req_t *req);
+
+/* Appends a handler's Redis call to b in mode, re-reading what it needs from req (route
+ * parameters, req->doc, claims, req->ctx): it may run twice (sb_api_eval in api.h).
+ * Returns 0 or a SB_E* code. */
+typedef int (*sb_api_build_fn)(sb_batch_t *b, sb_req_t *req, sb_script_mode_t mode);
 
 /* What a route table row's `data` points to. */
 typedef struct {
@@ -64,6 +70,7 @@ struct sb_req {
     sb_claims_t claims;         /* the verified token (routes with roles) */
     cJSON *doc;                 /* the parsed body (sb_api_body_json), freed with the request */
     sb_api_ctx_t ctx;           /* the handler's own state across its Redis calls (api_ctx.h) */
+    sb_api_build_fn eval_build; /* the builder of the script call in flight (sb_api_eval) */
     int64_t t0_us;              /* arrival, for the latency histogram */
     int in_dispatch;            /* in the route handler or pull, inside an lws callback: an
                                  * answer waits for HTTP_WRITEABLE instead of going out now */

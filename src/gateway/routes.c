@@ -157,6 +157,21 @@ int sb_api_redis(sb_req_t *req, sb_batch_t *b, sb_aredis_cb cb) {
     return SB_EREDIS;
 }
 
+/* sb_aredis_eval's builder for sb_api_eval: the request's own, unless its client left. */
+static int sb_api_eval_build(sb_batch_t *b, sb_script_mode_t mode, void *priv) {
+    sb_req_t *req = priv;
+    if (sb_req_gone(req)) return SB_ECANCELED; /* a NOSCRIPT retry nobody would hear */
+    return req->eval_build(b, req, mode);
+}
+
+int sb_api_eval(sb_req_t *req, sb_api_build_fn build, sb_aredis_cb cb) {
+    req->eval_build = build;
+    int rc = sb_aredis_eval(req->gw->redis, sb_api_eval_build, cb, req);
+    if (rc == SB_OK) sb_req_hold(req); /* cb runs from the loop, never before this */
+    else if (rc == SB_EREDIS) sb_req_unavailable(req);
+    return rc;
+}
+
 /* Answers 415 for a body that is not declared as JSON, 400 for one that is not UTF-8 (RFC
  * 8259 §8.1: it would go out in WebSocket text frames, which clients drop). Returns -1 after
  * answering, 0 when the body may be parsed. */

@@ -157,6 +157,23 @@ test('a POST without a body (content-length: 0) runs its script once; NOSCRIPT â
   }
 });
 
+test('every presence script works after SCRIPT FLUSH between calls (NOSCRIPT â†’ EVAL)', async () => {
+  const dep = `flush-${crypto.randomBytes(4).toString('hex')}`;
+  const a = agent(dep);
+  const flushed = async (f) => { await rc.script('FLUSH'); return f(); };
+  assert.strictEqual(assertOk(await flushed(() => heartbeat(a, { status: 'online' }))).agent_id, a.sub);
+  assert.ok(assertOk(await flushed(() => online())).agents.some((x) => x.agent_id === a.sub));
+  assert.deepStrictEqual(assertOk(await flushed(() => dept(dep))).agents.map((x) => x.agent_id), [a.sub]);
+  const stats = assertOk(await flushed(() => call('GET', '/api/v1/agent-status/stats', { headers: ADMIN().auth })));
+  assert.strictEqual(stats.departments.find((x) => x.department_id === dep).total, 1);
+  assert.strictEqual(assertOk(await flushed(() => assign(dep))).agent_id, a.sub);
+  const rel = assertOk(await flushed(() => call('POST', '/api/v1/agent-status/release',
+    { headers: ADMIN().auth, body: { agent_id: a.sub } })));
+  assert.strictEqual(rel.current_chats, 0);
+  assert.strictEqual(assertOk(await flushed(() => call('POST', '/api/v1/agent-status/offline',
+    { headers: a.auth }))).was_online, true);
+});
+
 test('a token without department_id is accepted: online, in no department', async () => {
   const a = agent(null);
   const d = assertOk(await heartbeat(a, { status: 'online' }));
