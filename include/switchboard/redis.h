@@ -40,6 +40,8 @@ int sb_redis_is_tls(const sb_redis_t *r);
 /* Socket read/write timeout for later commands, in ms (0 = none): a command that waits
  * longer fails and drops the connection. Applies on reconnect too. */
 void sb_redis_set_timeout(sb_redis_t *r, int ms);
+/* Bound of each connect (TCP connect and TLS handshake), in ms; 0 = the default, 2 s. */
+void sb_redis_set_connect_timeout(sb_redis_t *r, int ms);
 /* Drops the connection (next command fails until ensure/connect). */
 void sb_redis_disconnect(sb_redis_t *r);
 

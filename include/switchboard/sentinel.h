@@ -8,6 +8,13 @@
  * step has a short timeout (SB_SENTINEL_TIMEOUT_MS), so an unreachable Sentinel costs little;
  * the call blocks all the same, so the gateway runs it on a libuv worker thread.
  *
+ * TLS: the Sentinels are asked through the project's connection layer (conn.h, the blocking
+ * sb_redis_t), so when the address says TLS (rediss://, tls.enabled) the Sentinels are
+ * reached over TLS exactly like the master: the same CA file, client certificate and key,
+ * and insecure flag. The name checked is tls.sni when set (then every Sentinel and the master
+ * must carry it in their certificates), else each server's own host or IP. A deployment
+ * with TLS to the master but plain Sentinels is not supported.
+ *
  * A failover sends connections back through the Sentinels in three ways:
  *   - the connection is lost (the master died): the reconnect resolves again;
  *   - a READONLY reply (the server was demoted to a replica; sb_sentinel_readonly): the

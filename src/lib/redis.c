@@ -50,6 +50,7 @@ struct sb_redis {
     sb_redis_addr_t addr;   /* owned copy */
     char component[32];
     int timeout_ms;         /* socket timeout for commands, 0 = none */
+    int connect_timeout_ms; /* bound of a connect (TCP and TLS handshake) */
     int lost;               /* a loss was logged and no recovery yet */
     int backoff_ms;         /* wait before the next reconnect; grows while connections flap */
     int64_t connected_at;   /* monotonic ms of the last successful connect */
@@ -74,6 +75,7 @@ sb_redis_t *sb_redis_create(const sb_redis_addr_t *addr, const char *component) 
         return NULL;
     }
     snprintf(r->component, sizeof r->component, "%s", component ? component : "redis");
+    r->connect_timeout_ms = SB_REDIS_CONNECT_TIMEOUT_MS;
     if (addr->rest_url &&
         !(r->rest = sb_rest_create(addr->rest_url, addr->rest_token ? addr->rest_token : ""))) {
         sb_redis_free(r);
@@ -109,6 +111,10 @@ void sb_redis_set_timeout(sb_redis_t *r, int ms) {
     r->timeout_ms = ms;
     if (r->rest) sb_rest_set_timeout(r->rest, ms);
     if (r->conn) sb_conn_set_blocking(r->conn, ms);
+}
+
+void sb_redis_set_connect_timeout(sb_redis_t *r, int ms) {
+    r->connect_timeout_ms = ms > 0 ? ms : SB_REDIS_CONNECT_TIMEOUT_MS;
 }
 
 /* ---- bytes in, bytes out ------------------------------------------------------------------ */
@@ -258,7 +264,7 @@ int sb_redis_connect(sb_redis_t *r, char *err, size_t errlen) {
     sb_redis_addr_t to;
     int rc = sb_redis_target(r, &to, err, errlen); /* with Sentinels: the master, now */
     if (rc != SB_OK) return rc;
-    r->conn = sb_conn_connect(&to, SB_REDIS_CONNECT_TIMEOUT_MS, err, errlen);
+    r->conn = sb_conn_connect(&to, r->connect_timeout_ms, err, errlen);
     r->reader = r->conn ? redisReaderCreate() : NULL;
     if (!r->conn) {
         rc = SB_EREDIS;
