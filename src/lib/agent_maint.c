@@ -1,7 +1,10 @@
 /* The maintenance thread: renews the agent's job lease, heartbeats its presence, acts on the
  * lapsed leases of other agents (every renewal interval), and every recovery interval SCANs
  * all processing lists (agents without a lease are judged by their presence) and puts back
- * ids orphaned in its own list. See agent.h for the lease design.
+ * ids orphaned in its own list. See agent.h for the lease design. With Sentinels it also asks
+ * them, every renewal interval, where the master is, and moves every connection of the agent
+ * there when it moved (sb_maint_follow): a master cut off from the Sentinels but still up is
+ * otherwise never left.
  *
  * Its schedule follows the agent's clock (sb__agent_now); how long a Redis call took is
  * measured on the real monotonic clock (a call slower than SB_STALL_MS means Redis stalled).
