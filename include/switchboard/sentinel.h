@@ -48,6 +48,27 @@ int sb_sentinel_list_check(const char *list, char *err, size_t errlen);
 int sb_sentinel_resolve(const sb_redis_addr_t *addr, sb_redis_addr_t *target, char *err,
                         size_t errlen);
 
+/* What the Sentinels say of the master (sb_sentinel_survey), for `switchboard doctor`. */
+typedef struct {
+    int total;           /* Sentinels in the list */
+    int reachable;       /* of them, those that answered about the master */
+    int agree;           /* of those, naming the same address as the first that answered */
+    char master[SB_SENTINEL_HOST_MAX + 8]; /* "host:port" named by the first that answered */
+    char role[16];       /* that server's ROLE ("master", "slave", "" when unreachable) */
+    long num_slaves;     /* SENTINEL master NAME of the first: replicas it knows */
+    long num_other_sentinels; /* other Sentinels it knows */
+    long quorum;         /* Sentinels needed to agree that the master is down */
+    char flags[64];      /* its flags ("master", "master,s_down", ...) */
+    char err[300];       /* why the last Sentinel, or the ROLE check, failed ("" when none) */
+} sb_sentinel_survey_t;
+
+/* Asks every Sentinel of addr (sentinels and sentinel_master set) about the master: its
+ * address (SENTINEL get-master-addr-by-name), what the first that answered knows of it
+ * (SENTINEL master NAME) and its ROLE. Blocking, SB_SENTINEL_TIMEOUT_MS per step. Fills *out
+ * and returns 0 when at least one Sentinel answered, SB_EREDIS when none did (out->err says
+ * why), SB_EINVAL when addr has no Sentinels or no master name. */
+int sb_sentinel_survey(const sb_redis_addr_t *addr, sb_sentinel_survey_t *out);
+
 /* Parses the payload of a `+switch-master` message, "NAME OLDIP OLDPORT NEWIP NEWPORT".
  * Returns 1 and the new address when it is about master, else 0. */
 int sb_sentinel_switch_parse(const char *payload, const char *master, char *host,

@@ -110,28 +110,34 @@ static redisReply *sb_sentinel_ask(const sb_redis_addr_t *a, const char *host, i
     return r;
 }
 
+/* One Sentinel's answer about where master is: 1 with host/port, 0 with the reason in err. */
+static int sb_sentinel_named(const sb_redis_addr_t *a, const char *shost, int sport, char *host,
+                             size_t hostlen, int *port, char *err, size_t errlen) {
+    redisReply *r = sb_sentinel_ask(a, shost, sport, NULL, a->sentinel_password,
+                                    "SENTINEL get-master-addr-by-name %s", a->sentinel_master,
+                                    err, errlen);
+    long v = 0;
+    int ok = r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+             r->element[0]->type == REDIS_REPLY_STRING &&
+             r->element[1]->type == REDIS_REPLY_STRING &&
+             sb_fmt_parse_long(r->element[1]->str, 1, 65535, &v) == SB_OK;
+    if (ok) snprintf(host, hostlen, "%s", r->element[0]->str);
+    else if (r) snprintf(err, errlen, "Sentinel %s:%d does not know a master named '%s'", shost,
+                         sport, a->sentinel_master);
+    if (r) freeReplyObject(r);
+    *port = (int)v;
+    return ok;
+}
+
 /* Asks one Sentinel where master is, then checks ROLE there. Returns 1 with host/port of a
  * confirmed master, 0 with the reason in err. */
 static int sb_sentinel_ask_master(const sb_redis_addr_t *a, const char *shost, int sport,
                                   char *host, size_t hostlen, int *port, char *err,
                                   size_t errlen) {
-    redisReply *r = sb_sentinel_ask(a, shost, sport, NULL, a->sentinel_password,
-                                    "SENTINEL get-master-addr-by-name %s", a->sentinel_master,
-                                    err, errlen);
-    if (!r) return 0;
-    int ok = r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
-             r->element[0]->type == REDIS_REPLY_STRING &&
-             r->element[1]->type == REDIS_REPLY_STRING;
-    long v = 0;
-    if (ok) ok = sb_fmt_parse_long(r->element[1]->str, 1, 65535, &v) == SB_OK;
-    if (ok) snprintf(host, hostlen, "%s", r->element[0]->str);
-    else snprintf(err, errlen, "Sentinel %s:%d does not know a master named '%s'", shost, sport,
-                  a->sentinel_master);
-    freeReplyObject(r);
-    if (!ok) return 0;
-    *port = (int)v;
-    r = sb_sentinel_ask(a, host, *port, a->user, a->password, "ROLE", NULL, err, errlen);
-    ok = r && r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+    if (!sb_sentinel_named(a, shost, sport, host, hostlen, port, err, errlen)) return 0;
+    redisReply *r = sb_sentinel_ask(a, host, *port, a->user, a->password, "ROLE", NULL, err,
+                                    errlen);
+    int ok = r && r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
          r->element[0]->type == REDIS_REPLY_STRING && !strcmp(r->element[0]->str, "master");
     if (r && !ok)
         snprintf(err, errlen, "%s:%d, named by Sentinel %s:%d, is not a master (ROLE: %s)", host,
@@ -187,6 +193,69 @@ int sb_sentinel_resolve(const sb_redis_addr_t *a, sb_redis_addr_t *target, char 
     else
         snprintf(err, errlen, "no Sentinel answered (last: %s)", why);
     return SB_EREDIS;
+}
+
+/* ---- survey (doctor) ------------------------------------------------------------------------ */
+
+/* The value of field name in the flat field/value array of SENTINEL master ("" if absent). */
+static const char *sb_sentinel_field(const redisReply *r, const char *name) {
+    for (size_t i = 0; r && r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements; i += 2)
+        if (r->element[i]->type == REDIS_REPLY_STRING && !strcmp(r->element[i]->str, name) &&
+            r->element[i + 1]->type == REDIS_REPLY_STRING)
+            return r->element[i + 1]->str;
+    return "";
+}
+
+/* What the Sentinel at host:port knows of the master (SENTINEL master NAME) into out. */
+static void sb_sentinel_survey_master(const sb_redis_addr_t *a, const char *host, int port,
+                                      sb_sentinel_survey_t *out) {
+    redisReply *r = sb_sentinel_ask(a, host, port, NULL, a->sentinel_password,
+                                    "SENTINEL master %s", a->sentinel_master, out->err,
+                                    sizeof out->err);
+    out->num_slaves = atol(sb_sentinel_field(r, "num-slaves"));
+    out->num_other_sentinels = atol(sb_sentinel_field(r, "num-other-sentinels"));
+    out->quorum = atol(sb_sentinel_field(r, "quorum"));
+    snprintf(out->flags, sizeof out->flags, "%s", sb_sentinel_field(r, "flags"));
+    if (r) freeReplyObject(r);
+}
+
+/* The ROLE of the master the Sentinels named (out->master, host:port) into out->role. */
+static void sb_sentinel_survey_role(const sb_redis_addr_t *a, const char *host, int port,
+                                    sb_sentinel_survey_t *out) {
+    redisReply *r = sb_sentinel_ask(a, host, port, a->user, a->password, "ROLE", NULL, out->err,
+                                    sizeof out->err);
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+        r->element[0]->type == REDIS_REPLY_STRING)
+        snprintf(out->role, sizeof out->role, "%s", r->element[0]->str);
+    if (r) freeReplyObject(r);
+}
+
+int sb_sentinel_survey(const sb_redis_addr_t *a, sb_sentinel_survey_t *out) {
+    char shost[SB_SENTINEL_HOST_MAX], host[SB_SENTINEL_HOST_MAX], first[SB_SENTINEL_HOST_MAX];
+    int sport, port, fport = 0;
+    memset(out, 0, sizeof *out);
+    if (!sb_sentinel_enabled(a) || !a->sentinel_master) return SB_EINVAL;
+    for (int i = 0; sb_sentinel_nth(a->sentinels, i, shost, sizeof shost, &sport, out->err,
+                                    sizeof out->err) == 1; i++) {
+        out->total++;
+        if (!sb_sentinel_named(a, shost, sport, host, sizeof host, &port, out->err,
+                               sizeof out->err))
+            continue;
+        if (out->reachable++ == 0) {
+            snprintf(first, sizeof first, "%s", host);
+            fport = port;
+            sb_sentinel_survey_master(a, shost, sport, out);
+        }
+        out->agree += !strcmp(host, first) && port == fport;
+    }
+    if (!out->reachable) return SB_EREDIS;
+    snprintf(out->master, sizeof out->master, "%s:%d", first, fport);
+    char why[sizeof out->err];
+    snprintf(why, sizeof why, "%s", out->err);
+    out->err[0] = '\0';
+    sb_sentinel_survey_role(a, first, fport, out);
+    if (!out->err[0]) snprintf(out->err, sizeof out->err, "%s", why);
+    return SB_OK;
 }
 
 int sb_sentinel_switch_parse(const char *payload, const char *master, char *host,

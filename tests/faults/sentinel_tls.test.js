@@ -84,3 +84,22 @@ test('sentinel tls: gateway and agent over TLS Sentinels run a job to done', asy
     agent.kill('SIGKILL');
   }
 });
+
+test('sentinel tls: doctor reports the Sentinels, the master they name, its ROLE, replicas, quorum', async () => {
+  const r = await runSwitchboard(['doctor'], env);
+  assert.strictEqual(r.code, 0, r.stdout + r.stderr);
+  assert.match(r.stdout, new RegExp(`ok +sentinel +1/1 Sentinels reachable, 1 agree: master '${MASTER}' ` +
+    `at 127\\.0\\.0\\.1:${master.port} \\(ROLE master\\), 1 replica, 0 other Sentinels, quorum 1`));
+  // a Sentinel that does not answer: a warning naming it, still usable
+  const dead = await freePort();
+  const w = await runSwitchboard(['doctor', '--json'],
+    { ...env, REDIS_SENTINELS: `127.0.0.1:${dead},127.0.0.1:${sentinel.port}` });
+  assert.strictEqual(w.code, 0, w.stdout + w.stderr);
+  const check = JSON.parse(w.stdout).checks.find((c) => c.name === 'sentinel');
+  assert.strictEqual(check.status, 'warn', w.stdout);
+  assert.match(check.detail, /^1\/2 Sentinels reachable, 1 agree/);
+  assert.match(check.fix, /start the missing Sentinels/);
+  // without Sentinels there is no sentinel check
+  const plain = await runSwitchboard(['doctor'], { REDIS_URL: master.url, REDIS_TLS_CA: certs.ca.cert });
+  assert.doesNotMatch(plain.stdout, /sentinel/);
+});
