@@ -40,6 +40,19 @@ int sb_redis_is_tls(const sb_redis_t *r);
 /* Socket read/write timeout for later commands, in ms (0 = none): a command that waits
  * longer fails and drops the connection. Applies on reconnect too. */
 void sb_redis_set_timeout(sb_redis_t *r, int ms);
+/* Bound of each connect (TCP connect and TLS handshake), in ms; 0 = the default, 2 s. */
+void sb_redis_set_connect_timeout(sb_redis_t *r, int ms);
+/* Follows an epoch shared between threads (epoch NULL: stop following): whenever *epoch
+ * differs from its value when the connection was made, the next command drops the
+ * connection and fails (NULL / SB_EREDIS) as if it had been lost, so that sb_redis_ensure()
+ * finds the master again. Another thread bumps the epoch when the master moved (see
+ * sb_redis_master_moved); epoch must outlive r. */
+void sb_redis_follow(sb_redis_t *r, const atomic_uint *epoch);
+/* With Sentinels and a master name, while connected: asks the Sentinels where the master is
+ * now (sb_sentinel_resolve: blocking, short timeouts) and returns 1 with its "host:port" in
+ * now when that is not the server r is connected to; 0 when it is, when r has no Sentinels
+ * or no connection, or when the Sentinels could not say (nothing is changed either way). */
+int sb_redis_master_moved(sb_redis_t *r, char *now, size_t nowlen);
 /* Drops the connection (next command fails until ensure/connect). */
 void sb_redis_disconnect(sb_redis_t *r);
 

@@ -3,7 +3,8 @@
  *
  * Each check reads what Redis reports (INFO once, CONFIG GET where allowed, a script, a few
  * PINGs) and gives a verdict: OK; WARN (it works, with a cost the operator should know:
- * no persistence, keyspace events off, slow round trips, plain TCP off this host); FAIL
+ * no persistence, keyspace events off, slow round trips, plain TCP off this host, Sentinels
+ * missing or disagreeing, no replica to fail over to); FAIL
  * (Switchboard cannot rely on it: a version without BLMOVE, no scripting, an eviction policy
  * that can drop job records). Every verdict but OK says how to fix it. */
 #ifndef SB_REDIS_CHECK_H
@@ -24,7 +25,8 @@ typedef struct {
 
 #define SB_CHECK_MAX 8 /* checks sb_redis_check_all runs at most */
 
-/* Runs every check on r (connected; addr is where it points, for the TLS check) into
+/* Runs every check on r (connected; addr is where it points, for the TLS and Sentinel checks;
+ * the Sentinel check runs only when addr has Sentinels) into
  * out[0..SB_CHECK_MAX). Returns how many ran, or SB_EREDIS when the connection broke (out
  * then holds those that finished). */
 int sb_redis_check_all(sb_redis_t *r, const sb_redis_addr_t *addr, sb_check_t *out);

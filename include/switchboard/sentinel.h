@@ -8,6 +8,13 @@
  * step has a short timeout (SB_SENTINEL_TIMEOUT_MS), so an unreachable Sentinel costs little;
  * the call blocks all the same, so the gateway runs it on a libuv worker thread.
  *
+ * TLS: the Sentinels are asked through the project's connection layer (conn.h, the blocking
+ * sb_redis_t), so when the address says TLS (rediss://, tls.enabled) the Sentinels are
+ * reached over TLS exactly like the master: the same CA file, client certificate and key,
+ * and insecure flag. The name checked is tls.sni when set (then every Sentinel and the master
+ * must carry it in their certificates), else each server's own host or IP. A deployment
+ * with TLS to the master but plain Sentinels is not supported.
+ *
  * A failover sends connections back through the Sentinels in three ways:
  *   - the connection is lost (the master died): the reconnect resolves again;
  *   - a READONLY reply (the server was demoted to a replica; sb_sentinel_readonly): the
@@ -40,6 +47,27 @@ int sb_sentinel_list_check(const char *list, char *err, size_t errlen);
  * reason in err (target holds nothing), or SB_ENOMEM. */
 int sb_sentinel_resolve(const sb_redis_addr_t *addr, sb_redis_addr_t *target, char *err,
                         size_t errlen);
+
+/* What the Sentinels say of the master (sb_sentinel_survey), for `switchboard doctor`. */
+typedef struct {
+    int total;           /* Sentinels in the list */
+    int reachable;       /* of them, those that answered about the master */
+    int agree;           /* of those, naming the same address as the first that answered */
+    char master[SB_SENTINEL_HOST_MAX + 8]; /* "host:port" named by the first that answered */
+    char role[16];       /* that server's ROLE ("master", "slave", "" when unreachable) */
+    long num_slaves;     /* SENTINEL master NAME of the first: replicas it knows */
+    long num_other_sentinels; /* other Sentinels it knows */
+    long quorum;         /* Sentinels needed to agree that the master is down */
+    char flags[64];      /* its flags ("master", "master,s_down", ...) */
+    char err[300];       /* why the last Sentinel, or the ROLE check, failed ("" when none) */
+} sb_sentinel_survey_t;
+
+/* Asks every Sentinel of addr (sentinels and sentinel_master set) about the master: its
+ * address (SENTINEL get-master-addr-by-name), what the first that answered knows of it
+ * (SENTINEL master NAME) and its ROLE. Blocking, SB_SENTINEL_TIMEOUT_MS per step. Fills *out
+ * and returns 0 when at least one Sentinel answered, SB_EREDIS when none did (out->err says
+ * why), SB_EINVAL when addr has no Sentinels or no master name. */
+int sb_sentinel_survey(const sb_redis_addr_t *addr, sb_sentinel_survey_t *out);
 
 /* Parses the payload of a `+switch-master` message, "NAME OLDIP OLDPORT NEWIP NEWPORT".
  * Returns 1 and the new address when it is about master, else 0. */

@@ -102,6 +102,7 @@ static int sb_agent_create_workers(sb_agent_t *a, const sb_redis_addr_t *redis) 
     a->maint_redis = sb_redis_create(redis, "agent");
     if (!a->workers || !a->maint_redis) return SB_ENOMEM;
     sb_redis_set_timeout(a->maint_redis, 10000);
+    sb_redis_follow(a->maint_redis, &a->master_epoch);
     for (int i = 0; i < a->nworkers; i++) {
         sb__worker_t *w = &a->workers[i];
         w->conn = (sb__conn_t){.agent = a, .quit = &a->cancel, .ahead = &w->ahead};
@@ -110,6 +111,7 @@ static int sb_agent_create_workers(sb_agent_t *a, const sb_redis_addr_t *redis) 
         if (!(w->conn.redis = sb_redis_create(redis, "agent"))) return SB_ENOMEM;
         /* longer than the BLMOVE block so an idle wait is not mistaken for a dead server */
         sb_redis_set_timeout(w->conn.redis, (SB__TAKE_TIMEOUT_S + 10) * 1000);
+        sb_redis_follow(w->conn.redis, &a->master_epoch);
     }
     return SB_OK;
 }

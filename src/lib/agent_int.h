@@ -250,6 +250,8 @@ struct sb_agent {
     atomic_int present;    /* first heartbeat landed: workers may take jobs */
     atomic_int maint_stop; /* maintenance thread: exit */
     atomic_int inflight;
+    atomic_uint master_epoch; /* bumped by the maintenance thread when the Sentinels name another
+                                 master: every connection follows it (sb_redis_follow) */
 
     sb__worker_t *workers;
     int nworkers;

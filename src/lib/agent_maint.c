@@ -1,7 +1,10 @@
 /* The maintenance thread: renews the agent's job lease, heartbeats its presence, acts on the
  * lapsed leases of other agents (every renewal interval), and every recovery interval SCANs
  * all processing lists (agents without a lease are judged by their presence) and puts back
- * ids orphaned in its own list. See agent.h for the lease design.
+ * ids orphaned in its own list. See agent.h for the lease design. With Sentinels it also asks
+ * them, every renewal interval, where the master is, and moves every connection of the agent
+ * there when it moved (sb_maint_follow): a master cut off from the Sentinels but still up is
+ * otherwise never left.
  *
  * Its schedule follows the agent's clock (sb__agent_now); how long a Redis call took is
  * measured on the real monotonic clock (a call slower than SB_STALL_MS means Redis stalled).
@@ -28,6 +31,7 @@
 /* The maintenance thread's schedule (agent clock) and what it knows of Redis's recent past. */
 typedef struct {
     int64_t next_renew, next_hb, next_check, next_scan;
+    int64_t next_follow;          /* next look at the Sentinels' view of the master */
     int64_t lease_grace_until;    /* no acting on lapsed leases before this */
     int64_t presence_grace_until; /* no judging agents by their presence before this */
     int64_t lease_until;          /* real clock: our lease runs at least until this (0: none) */
@@ -375,6 +379,20 @@ static void sb_maint_recover(sb_agent_t *a, sb_maint_t *m, int64_t now) {
 
 static int64_t sb_min64(int64_t x, int64_t y) { return x < y ? x : y; }
 
+/* With Sentinels, every renewal interval: asks them where the master is. When it is not the
+ * server we are connected to (a master cut off from the Sentinels but still up, or a planned
+ * failover we have not felt yet), bumps the agent's master epoch: every connection (workers'
+ * and ours) is dropped at its next command and made again to the master the Sentinels name. */
+static void sb_maint_follow(sb_agent_t *a, sb_maint_t *m, int64_t now) {
+    char where[300];
+    if (now < m->next_follow) return;
+    m->next_follow = now + a->lease_renew_ms;
+    if (!sb_redis_master_moved(a->maint_redis, where, sizeof where)) return;
+    sb_warn("agent", "the Sentinels name %s as the redis master now: moving every connection "
+            "there", where);
+    atomic_fetch_add(&a->master_epoch, 1);
+}
+
 /* Sleeps until the agent clock reaches wake, at most SB_MAINT_TICK_MS of real time. */
 static void sb_maint_sleep(sb_agent_t *a, int64_t wake) {
     int64_t until = sb_mono_ms() + SB_MAINT_TICK_MS;
@@ -399,7 +417,8 @@ void *sb__maint_main(void *arg) {
             continue;
         }
         if (atomic_load(&a->present)) sb_maint_recover(a, &m, now);
-        sb_maint_sleep(a, sb_min64(sb_min64(m.next_hb, m.next_renew),
+        sb_maint_follow(a, &m, now);
+        sb_maint_sleep(a, sb_min64(sb_min64(sb_min64(m.next_hb, m.next_renew), m.next_follow),
                                    sb_min64(m.next_check, m.next_scan)));
     }
     return NULL;

@@ -50,6 +50,7 @@ struct sb_redis {
     sb_redis_addr_t addr;   /* owned copy */
     char component[32];
     int timeout_ms;         /* socket timeout for commands, 0 = none */
+    int connect_timeout_ms; /* bound of a connect (TCP and TLS handshake) */
     int lost;               /* a loss was logged and no recovery yet */
     int backoff_ms;         /* wait before the next reconnect; grows while connections flap */
     int64_t connected_at;   /* monotonic ms of the last successful connect */
@@ -57,6 +58,8 @@ struct sb_redis {
     char server[300];       /* with Sentinels: the master last connected to, "" before */
     sb_rest_t *rest;        /* Upstash REST transport instead of conn (rest.h), or NULL */
     int rest_up;            /* REST: the last request worked */
+    const atomic_uint *epoch; /* sb_redis_follow: bumped when the master moved, or NULL */
+    unsigned epoch_seen;    /* its value when conn was made */
 };
 
 /* The Upstash REST transport's side of the calls below (at the end of this file). */
@@ -74,6 +77,7 @@ sb_redis_t *sb_redis_create(const sb_redis_addr_t *addr, const char *component) 
         return NULL;
     }
     snprintf(r->component, sizeof r->component, "%s", component ? component : "redis");
+    r->connect_timeout_ms = SB_REDIS_CONNECT_TIMEOUT_MS;
     if (addr->rest_url &&
         !(r->rest = sb_rest_create(addr->rest_url, addr->rest_token ? addr->rest_token : ""))) {
         sb_redis_free(r);
@@ -109,6 +113,41 @@ void sb_redis_set_timeout(sb_redis_t *r, int ms) {
     r->timeout_ms = ms;
     if (r->rest) sb_rest_set_timeout(r->rest, ms);
     if (r->conn) sb_conn_set_blocking(r->conn, ms);
+}
+
+void sb_redis_set_connect_timeout(sb_redis_t *r, int ms) {
+    r->connect_timeout_ms = ms > 0 ? ms : SB_REDIS_CONNECT_TIMEOUT_MS;
+}
+
+void sb_redis_follow(sb_redis_t *r, const atomic_uint *epoch) {
+    r->epoch = epoch;
+    if (epoch) r->epoch_seen = atomic_load(epoch);
+}
+
+/* 1 when r has a connection still worth using: one made before the epoch moved (the master
+ * moved, sb_redis_follow) is dropped here, so the command fails like a lost connection and
+ * the caller's sb_redis_ensure() finds the master again. */
+static int sb_redis_live(sb_redis_t *r) {
+    if (r->conn && r->epoch && atomic_load(r->epoch) != r->epoch_seen) {
+        sb_warn(r->component, "redis master '%s' moved away from %s (the Sentinels say): "
+                "reconnecting", r->addr.sentinel_master ? r->addr.sentinel_master : "?",
+                r->server);
+        r->lost = 1;
+        r->backoff_ms = 0;
+        sb_redis_disconnect(r);
+    }
+    return r->conn != NULL;
+}
+
+int sb_redis_master_moved(sb_redis_t *r, char *now, size_t nowlen) {
+    sb_redis_addr_t to;
+    char err[256];
+    if (!r->conn || !r->addr.sentinel_master || !sb_sentinel_enabled(&r->addr) || !r->server[0])
+        return 0;
+    if (sb_sentinel_resolve(&r->addr, &to, err, sizeof err) != SB_OK) return 0;
+    sb_redis_addr_str(&to, now, nowlen);
+    sb_redis_addr_free(&to);
+    return strcmp(now, r->server) != 0;
 }
 
 /* ---- bytes in, bytes out ------------------------------------------------------------------ */
@@ -258,7 +297,7 @@ int sb_redis_connect(sb_redis_t *r, char *err, size_t errlen) {
     sb_redis_addr_t to;
     int rc = sb_redis_target(r, &to, err, errlen); /* with Sentinels: the master, now */
     if (rc != SB_OK) return rc;
-    r->conn = sb_conn_connect(&to, SB_REDIS_CONNECT_TIMEOUT_MS, err, errlen);
+    r->conn = sb_conn_connect(&to, r->connect_timeout_ms, err, errlen);
     r->reader = r->conn ? redisReaderCreate() : NULL;
     if (!r->conn) {
         rc = SB_EREDIS;
@@ -273,6 +312,7 @@ int sb_redis_connect(sb_redis_t *r, char *err, size_t errlen) {
     }
     if (rc == SB_OK) r->connected_at = sb_mono_ms();
     else sb_redis_disconnect(r);
+    if (rc == SB_OK && r->epoch) r->epoch_seen = atomic_load(r->epoch);
     sb_redis_addr_free(&to);
     return rc;
 }
@@ -369,7 +409,7 @@ redisReply *sb_redis_cmd(sb_redis_t *r, const char *fmt, ...) {
         va_end(ap);
         return rep;
     }
-    if (!r->conn) return NULL;
+    if (!sb_redis_live(r)) return NULL;
     va_start(ap, fmt);
     int rc = sb_redis_appendv(r, fmt, ap);
     va_end(ap);
@@ -385,7 +425,7 @@ static int sb_redis_append_argv(sb_redis_t *r, int argc, const char **argv, cons
 
 redisReply *sb_redis_cmdargv(sb_redis_t *r, int argc, const char **argv, const size_t *lens) {
     if (r->rest) return sb_redis_rest_argv(r, argc, argv, lens);
-    if (!r->conn) return NULL;
+    if (!sb_redis_live(r)) return NULL;
     if (sb_redis_append_argv(r, argc, argv, lens) != REDIS_OK) {
         sb_redis_broken(r);
         return NULL;
@@ -394,7 +434,7 @@ redisReply *sb_redis_cmdargv(sb_redis_t *r, int argc, const char **argv, const s
 }
 
 redisReply *sb_redis_read(sb_redis_t *r) {
-    if (!r->conn) return NULL;
+    if (!sb_redis_live(r)) return NULL;
     return sb_redis_reply(r);
 }
 
@@ -411,7 +451,7 @@ static int sb_redis_readable(sb_redis_t *r, int timeout_ms) {
 redisReply *sb_redis_read_wait(sb_redis_t *r, int timeout_ms, int *timed_out) {
     void *rep = NULL;
     *timed_out = 0;
-    if (!r->conn) return NULL;
+    if (!sb_redis_live(r)) return NULL;
     if (sb_redis_drain(r) != REDIS_OK || sb_redis_flush(r) != REDIS_OK ||
         sb_redis_parsed(r, &rep) != REDIS_OK)
         goto broken;
@@ -607,7 +647,7 @@ static int sb_redis_append(sb_redis_t *r, const sb_batch_t *b) {
 int sb_redis_pipeline(sb_redis_t *r, const sb_batch_t *b, redisReply **replies) {
     for (size_t i = 0; i < b->n; i++) replies[i] = NULL;
     if (r->rest) return sb_redis_rest_pipeline(r, b, replies);
-    if (!r->conn) return SB_EREDIS;
+    if (!sb_redis_live(r)) return SB_EREDIS;
     if (sb_redis_append(r, b) != REDIS_OK) goto broken;
     if (sb_redis_drain(r) != REDIS_OK) goto broken;
     for (size_t i = 0; i < b->n; i++) {
@@ -633,7 +673,7 @@ int sb_redis_send_deferred(sb_redis_t *r, const sb_batch_t *b) {
         if (rc == SB_OK) sb_replies_free(replies, b->n);
         return rc;
     }
-    if (!r->conn) return SB_EREDIS;
+    if (!sb_redis_live(r)) return SB_EREDIS;
     /* blocking socket: one write unless the kernel buffer is full */
     if (sb_redis_append(r, b) != REDIS_OK || sb_redis_flush(r) != REDIS_OK) goto broken;
     r->deferred += b->n;

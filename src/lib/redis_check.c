@@ -13,6 +13,7 @@
 #include "switchboard/error.h"
 #include "switchboard/presence.h"
 #include "switchboard/redis_check.h"
+#include "switchboard/sentinel.h"
 
 #define SB_CHECK_PINGS 5
 #define SB_CHECK_SLOW_MS 20.0
@@ -190,6 +191,40 @@ static int sb_check_tls(sb_check_ctx_t *x, sb_check_t *c) {
     return SB_OK;
 }
 
+/* Sentinel status (only with REDIS_SENTINELS): every Sentinel reachable and naming the same
+ * master, that master answering ROLE master, a replica to fail over to, enough Sentinels for
+ * the quorum. Returns SB_CHECK_SKIPPED when no Sentinels are configured. */
+#define SB_CHECK_SKIPPED 1
+static int sb_check_sentinel(sb_check_ctx_t *x, sb_check_t *c) {
+    sb_sentinel_survey_t s;
+    int rc = sb_sentinel_survey(x->addr, &s);
+    if (rc == SB_EINVAL) return SB_CHECK_SKIPPED;
+    if (rc != SB_OK) {
+        sb_check_set(c, SB_CHECK_FAIL, "start the Sentinels or fix REDIS_SENTINELS / "
+                     "REDIS_SENTINEL_MASTER (and the TLS settings, with rediss://)",
+                     "no Sentinel of %d answered: %s", s.total, s.err);
+        return SB_OK;
+    }
+    const char *fix = strcmp(s.role, "master") ? "wait for the failover to finish, or check the "
+                      "Sentinels' configuration (SENTINEL master NAME)"
+                      : s.reachable < s.total || s.agree < s.reachable
+                          ? "start the missing Sentinels; Sentinels that disagree are cut off"
+                      : s.num_slaves == 0 ? "add a replica: without one there is nothing to fail over to"
+                      : "run at least as many Sentinels as the quorum";
+    sb_check_status_t st = strcmp(s.role, "master") ? SB_CHECK_FAIL
+                           : s.reachable < s.total || s.agree < s.reachable || s.num_slaves == 0 ||
+                                     s.num_other_sentinels + 1 < s.quorum
+                               ? SB_CHECK_WARN
+                               : SB_CHECK_OK;
+    sb_check_set(c, st, fix, "%d/%d Sentinels reachable, %d agree: master '%s' at %s (ROLE %s%s%s), "
+                 "%ld replica%s, %ld other Sentinel%s, quorum %ld", s.reachable, s.total, s.agree,
+                 x->addr->sentinel_master, s.master, s.role[0] ? s.role : "unreachable",
+                 s.role[0] ? "" : ": ", s.role[0] ? "" : s.err, s.num_slaves,
+                 s.num_slaves == 1 ? "" : "s", s.num_other_sentinels,
+                 s.num_other_sentinels == 1 ? "" : "s", s.quorum);
+    return SB_OK;
+}
+
 /* ---- running them --------------------------------------------------------------------------- */
 
 typedef struct {
@@ -201,7 +236,7 @@ static const sb_check_def_t sb_checks[] = {
     {"version", sb_check_version},       {"scripting", sb_check_scripting},
     {"maxmemory-policy", sb_check_eviction}, {"persistence", sb_check_persistence},
     {"keyspace-events", sb_check_notify}, {"latency", sb_check_latency},
-    {"tls", sb_check_tls},
+    {"tls", sb_check_tls},               {"sentinel", sb_check_sentinel},
 };
 _Static_assert(sizeof sb_checks / sizeof sb_checks[0] <= SB_CHECK_MAX, "SB_CHECK_MAX");
 
@@ -214,6 +249,7 @@ int sb_redis_check_all(sb_redis_t *r, const sb_redis_addr_t *addr, sb_check_t *o
         memset(&out[n], 0, sizeof out[n]);
         out[n].name = sb_checks[i].name;
         if ((rc = sb_checks[i].run(&x, &out[n])) == SB_OK) n++;
+        if (rc == SB_CHECK_SKIPPED) rc = SB_OK;
     }
     freeReplyObject(info);
     return rc == SB_OK ? n : rc;

@@ -9,44 +9,16 @@
 'use strict';
 const test = require('node:test');
 const assert = require('node:assert');
-const fs = require('node:fs');
-const os = require('node:os');
-const path = require('node:path');
-const { spawn } = require('node:child_process');
 const jwt = require('jsonwebtoken');
 const Redis = require('ioredis');
-const { startRedis, startSwitchboard, waitFor, freePort, track } = require('../e2e/lib/harness');
+const { startRedis, startSwitchboard, waitFor, freePort } = require('../e2e/lib/harness');
+const { ask, startSentinel, waitSentinelsReady } = require('../e2e/lib/sentinel');
 
 const SECRET = 'sentinel-secret';
 const MASTER = 'sbmaster';
 const BEFORE = 30; // jobs acknowledged before the kill
 const AFTER = 30;  // and after it
-const REDIS_SERVER = process.env.SB_REDIS_SERVER || 'redis-server';
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-// Runs fn(client) on a short-lived ioredis client of port; null when it cannot.
-async function ask(port, fn) {
-  const c = new Redis({ port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0,
-    retryStrategy: () => null });
-  c.on('error', () => {});
-  try { await c.connect(); return await fn(c); } catch { return null; } finally { c.disconnect(); }
-}
-
-async function startSentinel(masterPort) {
-  const port = await freePort();
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sb-sentinel-'));
-  const conf = path.join(dir, 'sentinel.conf');
-  fs.writeFileSync(conf, [`port ${port}`, 'bind 127.0.0.1', `dir ${dir}`,
-    `sentinel monitor ${MASTER} 127.0.0.1 ${masterPort} 2`,
-    `sentinel down-after-milliseconds ${MASTER} 1000`,
-    `sentinel failover-timeout ${MASTER} 4000`,
-    `sentinel parallel-syncs ${MASTER} 1`, ''].join('\n'));
-  const proc = track(spawn(REDIS_SERVER, [conf, '--sentinel', '--loglevel', process.env.SB_SENTINEL_LOGLEVEL || 'warning'],
-    { stdio: ['ignore', 'pipe', 'pipe'] }), `sentinel-${port}`);
-  return { port, dir, proc };
-}
-
-const masterOf = (s) => ask(s.port, (c) => c.call('SENTINEL', 'get-master-addr-by-name', MASTER));
 
 test('sentinel: kill -9 the master under paced POSTs with WAIT 1: every acknowledged job done once', async () => {
   const t0 = Date.now();
@@ -57,15 +29,8 @@ test('sentinel: kill -9 the master under paced POSTs with WAIT 1: every acknowle
   try {
     await waitFor(async () => /master_link_status:up/.test(await ask(replica.port, (c) => c.info('replication')) || ''),
       { what: 'the replica in sync' });
-    for (let i = 0; i < 3; i++) sentinels.push(await startSentinel(master.port));
-    await waitFor(async () => {
-      for (const s of sentinels) {
-        const reps = await ask(s.port, (c) => c.call('SENTINEL', 'replicas', MASTER));
-        const others = await ask(s.port, (c) => c.call('SENTINEL', 'sentinels', MASTER));
-        if (!reps || reps.length !== 1 || !others || others.length !== 2) return false;
-      }
-      return true;
-    }, { timeoutMs: 20000, intervalMs: 100, what: 'the Sentinels to know the replica and each other' });
+    for (let i = 0; i < 3; i++) sentinels.push(await startSentinel(MASTER, master.port));
+    await waitSentinelsReady(sentinels, MASTER, 1);
 
     const env = { REDIS_SENTINELS: sentinels.map((s) => `127.0.0.1:${s.port}`).join(','),
       REDIS_SENTINEL_MASTER: MASTER, REDIS_WAIT_REPLICAS: '1', REDIS_WAIT_TIMEOUT_MS: '500',
@@ -115,7 +80,7 @@ test('sentinel: kill -9 the master under paced POSTs with WAIT 1: every acknowle
     const ackedAtKill = acked.length;
     let promoted;
     await waitFor(async () => {
-      const m = await masterOf(sentinels[0]);
+      const m = await sentinels[0].masterOf();
       if (m && Number(m[1]) === replica.port) promoted = m;
       return promoted;
     }, { timeoutMs: 20000, intervalMs: 100, what: 'the Sentinels to promote the replica' });
@@ -155,7 +120,7 @@ test('sentinel: kill -9 the master under paced POSTs with WAIT 1: every acknowle
     } finally { r.disconnect(); }
   } finally {
     for (const p of procs) if (p.exitCode === null) p.kill('SIGKILL');
-    for (const s of sentinels) { s.proc.kill('SIGKILL'); await s.proc.exited; fs.rmSync(s.dir, { recursive: true, force: true }); }
+    for (const s of sentinels) await s.stop();
     await master.stop();
     await replica.stop();
   }
