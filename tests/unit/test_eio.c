@@ -237,6 +237,25 @@ static void test_graceful_close_polling(void **state) {
     assert_null(sb_eio_sid(f->srv, id));
 }
 
+/* The client closes with a POST of `1`: its held GET is answered `6` (noop), as the reference
+ * does, not `1` (issue #22). */
+static void test_client_close_answers_held_get_noop(void **state) {
+    fixture_t *f = *state;
+    char sid[SB_EIO_SID_LEN + 1], out[256];
+    sb_eio_id_t id = fake_handshake(f->srv, 0, sid);
+    void *conn = &f->http.conns[1];
+    assert_int_equal(fake_get(f->srv, sid, conn, 10, out, sizeof out), SB_EIO_HOLD);
+    assert_int_equal(fake_post(f->srv, sid, "1", 1, 20), 200);
+    assert_int_equal(f->app.closes, 1);
+    assert_string_equal(f->app.reason, "transport close");
+    assert_true(fake_was_woken(&f->http, conn));
+    sb_eio_reply_t r;
+    assert_int_equal(sb_eio_poll_pull(f->srv, id, conn, &r), 1);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(fake_body(&r, out, sizeof out), "6");
+    assert_null(sb_eio_sid(f->srv, id));
+}
+
 /* ------------------------------------------------------------------ WebSocket and upgrade */
 
 static void test_upgrade_sequence(void **state) {
@@ -572,6 +591,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_polling_overlap_closes, setup, teardown),
         cmocka_unit_test(test_polling_payload_cap),
         cmocka_unit_test_setup_teardown(test_graceful_close_polling, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_client_close_answers_held_get_noop, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upgrade_sequence, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upgrade_with_get_held_at_upgrade, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upgrade_probe_failures, setup, teardown),

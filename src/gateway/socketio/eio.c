@@ -302,7 +302,10 @@ int sb__eio_on_packet(void *ud, const char *pkt, size_t n) {
     }
     sb__eio_heard(srv, s, rx->now);
     switch (p.type) {
-    case '1': sb__eio_mark_closed(srv, s, 0, "transport close"); return 1;
+    case '1':
+        s->flags |= F_PEER_CLOSE;
+        sb__eio_mark_closed(srv, s, 0, "transport close");
+        return 1;
     case '2': sb__eio_mark_closed(srv, s, 0, "invalid heartbeat direction"); return 1;
     case '3': sb_eio_on_pong(srv, s, rx->now); break;
     case '4':

@@ -180,7 +180,8 @@ int sb_eio_check(sb_eio_server_t *srv, const sb_eio_req_t *req, sb_eio_reply_t *
  *   WebSocket          -> 101, conn attached (new websocket-only session, or an upgrade probe)
  *   errors             -> 400 / 403 / 503 with {"code":N,"message":...}
  * A second GET while one is held is answered 400 (code 3) and closes the session, whose held
- * GET is then answered `1` (the reference answers the overlap 500/409 and closes too).
+ * GET is then answered `1` (the reference answers the overlap 500/409 and closes too); a
+ * client close (POST `1`) answers the held GET `6` (noop), as the reference does.
  * Returns -SB_ENOMEM-ish 500 replies only on allocation failure. */
 int sb_eio_http(sb_eio_server_t *srv, const sb_eio_req_t *req, void *conn, int64_t now,
                 sb_eio_reply_t *out);

@@ -25,6 +25,7 @@ enum {
     F_GRACEFUL = 1 << 5,    /* closing: deliver what is queued first */
     F_NOTIFIED = 1 << 6,    /* closing: app on_close has run, conns were woken */
     F_PENDING = 1 << 7,     /* listed in srv->pending */
+    F_PEER_CLOSE = 1 << 8,  /* closing: the client sent `1` (a held GET gets `6`) */
 };
 
 #define SB_EIO_MIN_QCAP 4u /* ring entries kept when drained */

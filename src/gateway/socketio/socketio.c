@@ -437,6 +437,7 @@ void sb_socketio_request(sb_req_t *req) {
 
 int sb_socketio_ws_reason(enum lws_callback_reasons reason) {
     return reason == LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION ||
+           reason == LWS_CALLBACK_HTTP_CONFIRM_UPGRADE ||
            reason == LWS_CALLBACK_ESTABLISHED || reason == LWS_CALLBACK_RECEIVE ||
            reason == LWS_CALLBACK_SERVER_WRITEABLE || reason == LWS_CALLBACK_CLOSED ||
            reason == LWS_CALLBACK_WS_PEER_INITIATED_CLOSE;
@@ -463,13 +464,57 @@ static int sb_socketio_ws_request(struct lws *wsi, sb_socketio_wsq_t *q, sb_eio_
     return 0;
 }
 
-/* Before the 101: refuse upgrades outside /socket.io/ and ones the core would refuse. */
+/* Writes a refusal of a WebSocket upgrade (status, JSON body, `connection: close`) straight
+ * to the socket; the caller then returns -1 and lws closes the connection. */
+static void sb_socketio_ws_refuse(struct lws *wsi, int status, const char *body, size_t len) {
+    char head[256];
+    int n = snprintf(head, sizeof head,
+                     "HTTP/1.1 %d %s\r\ncontent-type: application/json\r\n"
+                     "content-length: %zu\r\ncache-control: no-store\r\n"
+                     "connection: close\r\n\r\n",
+                     status, status == 429 ? "Too Many Requests"
+                             : status == 503 ? "Service Unavailable" : "Bad Request", len);
+    unsigned char *buf = n > 0 && (size_t)n < sizeof head ? malloc(LWS_PRE + (size_t)n + len)
+                                                          : NULL;
+    if (!buf) return;
+    memcpy(buf + LWS_PRE, head, (size_t)n);
+    memcpy(buf + LWS_PRE + n, body, len);
+    (void)lws_write(wsi, buf + LWS_PRE, (size_t)n + len, LWS_WRITE_HTTP);
+    free(buf);
+}
+
+/* lws's HTTP_CONFIRM_UPGRADE (headers still readable, nothing answered yet): an upgrade the
+ * core refuses (bad EIO, unknown or missing transport, unknown sid, polling on an upgrade, a
+ * second WebSocket for a session) is answered as the reference's abortUpgrade does, 400 with
+ * the Engine.IO error, instead of a bare TCP close; so are a stopping gateway (503) and the
+ * per-address connect limit (429). Returns -1 after answering (lws closes), 0 to go on. */
+static int sb_socketio_ws_confirm(sb_socketio_t *io, struct lws *wsi) {
+    static const char limited[] = "{\"code\":3,\"message\":\"" SB_SOCKETIO_LIMITED "\"}";
+    sb_socketio_wsq_t q;
+    sb_eio_req_t r;
+    sb_eio_reply_t out = {0};
+    if (!io || sb_socketio_ws_request(wsi, &q, &r) != 0) return 0; /* the filter refuses */
+    if (io->gw->stopping) {
+        sb_eio_error_reply(io->eio, SB_EIO_ERR_BAD, 503, &out);
+        out.status = 503;
+    } else if (!r.sid && !sb_socketio_ip_allowed(io, wsi)) {
+        sb_socketio_ws_refuse(wsi, 429, limited, sizeof limited - 1);
+        return -1;
+    } else if (sb_eio_check(io->eio, &r, &out) == 0) {
+        return 0;
+    }
+    if (out.body) sb_socketio_ws_refuse(wsi, out.status, out.body->data, out.body->len);
+    sb_eio_buf_unref(out.body);
+    return -1;
+}
+
+/* Before the 101: refuse upgrades outside /socket.io/ and ones the core would refuse (those
+ * were answered already at HTTP_CONFIRM_UPGRADE; this is the last guard). */
 static int sb_socketio_ws_filter(sb_socketio_t *io, struct lws *wsi) {
     sb_socketio_wsq_t q;
     sb_eio_req_t r;
     sb_eio_reply_t out;
     if (!io || io->gw->stopping || sb_socketio_ws_request(wsi, &q, &r) != 0) return -1;
-    if (!r.sid && !sb_socketio_ip_allowed(io, wsi)) return -1; /* no body: the upgrade fails */
     if (sb_eio_check(io->eio, &r, &out) == 0) return 0;
     sb_eio_buf_unref(out.body);
     return -1;
@@ -640,6 +685,7 @@ int sb_socketio_ws_callback(struct lws *wsi, enum lws_callback_reasons reason,
                             sb_socketio_ws_t *ws, void *in, size_t len) {
     sb_socketio_t *io = sb_socketio_of(wsi);
     if (reason == LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION) return sb_socketio_ws_filter(io, wsi);
+    if (reason == LWS_CALLBACK_HTTP_CONFIRM_UPGRADE) return sb_socketio_ws_confirm(io, wsi);
     if (!ws)
         return reason == LWS_CALLBACK_CLOSED || reason == LWS_CALLBACK_WSI_DESTROY ||
                        reason == LWS_CALLBACK_WS_PEER_INITIATED_CLOSE
