@@ -572,8 +572,14 @@ static int sb_socketio_ws_receive(sb_socketio_t *io, struct lws *wsi, sb_socketi
     free(ws->rx);
     ws->rx = NULL;
     ws->rx_len = 0;
-    if (rc == SB_ENOTFOUND) return -1;
-    if (rc != SB_OK) lws_callback_on_writable(wsi); /* the core closed it: pull says CLOSE */
+    if (rc == SB_ENOTFOUND) {
+        lws_close_reason(wsi, LWS_CLOSE_STATUS_POLICY_VIOLATION, NULL, 0);
+        return -1;
+    }
+    if (rc != SB_OK) { /* the core closed it (garbage): pull says CLOSE */
+        ws->close_code = LWS_CLOSE_STATUS_PROTOCOL_ERR;
+        lws_callback_on_writable(wsi);
+    }
     return 0;
 }
 
@@ -614,6 +620,19 @@ static int sb_socketio_ws_write_batch(struct lws *wsi, sb_eio_buf_t **pkts, int 
                  : -1;
     free(buf);
     return rc;
+}
+
+/* Writes a Close frame with code, framed by us and written raw like the bursts (lws 4.1 has
+ * no public LWS_WRITE_CLOSE, and sends no Close frame when a writeable callback returns -1: it
+ * takes that as a failed write and kills the socket, whatever lws_close_reason said). Clients
+ * then see the code instead of 1006. */
+static void sb_socketio_ws_close_frame(struct lws *wsi, int code) {
+    unsigned char buf[LWS_PRE + 4], *f = buf + LWS_PRE;
+    f[0] = 0x88; /* FIN, close */
+    f[1] = 2;
+    f[2] = (unsigned char)(code >> 8);
+    f[3] = (unsigned char)code;
+    (void)lws_write(wsi, f, 4, LWS_WRITE_HTTP);
 }
 
 /* The session is over but the close waits for a writeable callback (output still pending):
@@ -657,7 +676,7 @@ static int sb_socketio_ws_send(sb_socketio_t *io, struct lws *wsi, sb_socketio_w
             return 0;
         }
         sb_socketio_ws_detach(io, wsi, ws);
-        lws_close_reason(wsi, LWS_CLOSE_STATUS_NORMAL, NULL, 0);
+        sb_socketio_ws_close_frame(wsi, ws->close_code ? ws->close_code : LWS_CLOSE_STATUS_NORMAL);
         return -1;
     }
     if (n == 0) return 0;
