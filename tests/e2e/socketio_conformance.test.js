@@ -6,7 +6,7 @@
 const test = require('node:test');
 const assert = require('node:assert');
 const jwt = require('jsonwebtoken');
-const { startRedis, startSwitchboard, waitFor, freePort } = require('./lib/harness');
+const { startRedis, startSwitchboard, runSwitchboard, waitFor, freePort } = require('./lib/harness');
 const { rawExchange } = require('./lib/http');
 const { rawWs } = require('./lib/sio');
 
@@ -125,4 +125,76 @@ test('a client event asking for an ack gets an error ack, not silence', async ()
   ws.send('3');            // a pong the server did not ask for: harmless, proves it is open
   assert.strictEqual(ws.readyState, ws.OPEN);
   ws.close();
+});
+
+// A gateway with the Engine.IO settings given; resolves { g, base }.
+async function gatewayWith(env) {
+  const p = await freePort();
+  const g = startSwitchboard(['gateway'], { REDIS_URL: redis.url, JWT_SECRET: SECRET,
+    PORT: String(p), BIND: '127.0.0.1', JOB_TYPES: 'rebalance', ...env }, `gateway:${p}`);
+  const b = `http://127.0.0.1:${p}`;
+  await waitFor(async () => {
+    try { return (await fetch(`${b}/readyz`)).status === 200; } catch { return false; }
+  }, { what: 'gateway /readyz' });
+  return { g, base: b };
+}
+
+test('PING_INTERVAL, PING_TIMEOUT, MAX_PAYLOAD are shown in the open packet; CONNECT_TIMEOUT', async () => {
+  const { g, base: b } = await gatewayWith({ PING_INTERVAL: '300', PING_TIMEOUT: '200',
+    CONNECT_TIMEOUT: '400', MAX_PAYLOAD: '2048' });
+  try {
+    const r = await fetch(`${b}/socket.io/?EIO=4&transport=polling`);
+    const open = JSON.parse((await r.text()).slice(1));
+    assert.strictEqual(open.pingInterval, 300);
+    assert.strictEqual(open.pingTimeout, 200);
+    assert.strictEqual(open.maxPayload, 2048);
+    // a WebSocket that never sends CONNECT is closed after CONNECT_TIMEOUT (it answers pings)
+    const ws = rawWs(b);
+    ws.on('message', (m) => { if (m.toString() === '2') ws.send('3'); });
+    const t0 = Date.now();
+    assert.strictEqual(await ws.closed, 1000);
+    assert.ok(Date.now() - t0 >= 350, `closed after ${Date.now() - t0} ms`);
+    // a message over MAX_PAYLOAD closes the session
+    const big = rawWs(b);
+    await big.opened;
+    big.send(`4${'x'.repeat(3000)}`);
+    assert.notStrictEqual(await big.closed, 1006);
+  } finally {
+    g.kill('SIGKILL');
+  }
+});
+
+test('bad Engine.IO settings are refused with a sentence naming them', async () => {
+  for (const [name, value] of [['PING_INTERVAL', '5'], ['PING_TIMEOUT', 'x'],
+    ['CONNECT_TIMEOUT', '0'], ['MAX_PAYLOAD', '99999999']]) {
+    const r = await runSwitchboard(['gateway'], { REDIS_URL: redis.url, JWT_SECRET: SECRET,
+      PORT: '0', [name]: value });
+    assert.notStrictEqual(r.code, 0, name);
+    assert.match(r.stderr, new RegExp(name), name);
+  }
+});
+
+// Pings come pingInterval after the last pong, to within a few ms: a 250 ms tick made the
+// gaps between pings with pingInterval 300 at least 500 ms.
+test('heartbeats keep their own time (pingInterval 300: pings ~300 ms apart)', async () => {
+  const { g, base: b } = await gatewayWith({ PING_INTERVAL: '300', PING_TIMEOUT: '200' });
+  try {
+    const ws = rawWs(b);
+    const pings = [];
+    ws.on('message', (m) => { if (m.toString() === '2') { pings.push(Date.now()); ws.send('3'); } });
+    await waitFor(() => pings.length >= 6, { what: '6 pings' });
+    const gaps = pings.slice(1).map((t, i) => t - pings[i]);
+    assert.ok(Math.min(...gaps) >= 295, `gaps ${gaps}`);
+    assert.ok(Math.min(...gaps) < 400, `gaps ${gaps}`);
+    ws.close();
+    // and a client that stops answering is dropped pingTimeout after the ping, not later
+    const mute = rawWs(b);
+    let pinged = 0;
+    mute.on('message', (m) => { if (m.toString() === '2' && !pinged) pinged = Date.now(); });
+    await mute.closed;
+    const late = Date.now() - pinged;
+    assert.ok(late >= 190 && late < 300, `closed ${late} ms after the ping`);
+  } finally {
+    g.kill('SIGKILL');
+  }
 });

@@ -23,7 +23,9 @@
 #include "gateway/jwt_cache.h"
 #include "switchboard/log.h"
 
-#define SB_SOCKETIO_TICK_MS 250 /* heartbeat timer period (the core wants ≥ 1 per second) */
+/* The core's deadlines (pings, timeouts) fire on one timer armed for the earliest; ticks are
+ * at least this many ms apart, so that dense deadlines (many sessions) share one pass. */
+#define SB_SOCKETIO_TICK_MIN_MS 4
 #define SB_SOCKETIO_CORS_MAX 1024
 #define SB_SOCKETIO_BURST 64             /* packets framed into one write at most */
 #define SB_SOCKETIO_BURST_BYTES 65536    /* ... and about this many bytes */
@@ -107,9 +109,31 @@ static void sb_socketio_flush_cb(uv_prepare_t *h) {
     }
 }
 
+static void sb_socketio_tick_cb(uv_timer_t *t);
+
+/* Arms the heartbeat timer for the core's deadline at (INT64_MAX: none; stops it). */
+static void sb_socketio_arm(sb_socketio_t *io, int64_t at, int64_t now) {
+    if (!io->tick_running) return;
+    if (at == INT64_MAX) {
+        uv_timer_stop(&io->tick);
+        return;
+    }
+    int64_t delay = at > now ? at - now : 0;
+    if (delay < SB_SOCKETIO_TICK_MIN_MS) delay = SB_SOCKETIO_TICK_MIN_MS;
+    uv_update_time(io->tick.loop); /* the loop's cached time may be a whole turn old */
+    uv_timer_start(&io->tick, sb_socketio_tick_cb, (uint64_t)delay, 0);
+}
+
+/* The core has a deadline earlier than the armed one (a new session, a probe). */
+static void sb_socketio_schedule(void *ud, int64_t at) {
+    sb_socketio_t *io = ud;
+    sb_socketio_arm(io, at, sb_mono_ms());
+}
+
 static void sb_socketio_tick_cb(uv_timer_t *t) {
     sb_socketio_t *io = t->data;
-    sb_eio_tick(io->eio, sb_mono_ms());
+    int64_t now = sb_mono_ms();
+    sb_socketio_arm(io, sb_eio_tick(io->eio, now), now);
 }
 
 static int sb_socketio_auth(void *ud, const char *token, sb_sio_identity_t *who, char *err,
@@ -144,11 +168,15 @@ sb_socketio_t *sb_socketio_create(sb_gateway_t *gw) {
     sb_eio_config_t cfg;
     sb_eio_config_default(&cfg);
     cfg.headroom = LWS_PRE;
-    sb_eio_io_cb_t wake = {sb_socketio_wake, io};
+    if (gw->cfg->sio_ping_interval_ms > 0) cfg.ping_interval_ms = gw->cfg->sio_ping_interval_ms;
+    if (gw->cfg->sio_ping_timeout_ms > 0) cfg.ping_timeout_ms = gw->cfg->sio_ping_timeout_ms;
+    if (gw->cfg->sio_max_payload > 0) cfg.max_payload = (size_t)gw->cfg->sio_max_payload;
+    sb_sio_config_t sio_cfg = {.connect_timeout_ms = gw->cfg->sio_connect_timeout_ms};
+    sb_eio_io_cb_t wake = {sb_socketio_wake, io, sb_socketio_schedule};
     sb_sio_callbacks_t cb = {.auth = sb_socketio_auth, .on_connect = sb_socketio_on_connect,
                              .on_disconnect = sb_socketio_on_disconnect, .ud = io};
     io->eio = sb_eio_create(&cfg, &wake);
-    io->sio = io->eio ? sb_sio_create(io->eio, &cb, NULL) : NULL;
+    io->sio = io->eio ? sb_sio_create(io->eio, &cb, &sio_cfg) : NULL;
     io->sub = io->sio ? sb_subscriber_create(gw->loop, &gw->cfg->redis, gw->cfg->job_types,
                                              io->sio)
                       : NULL;
@@ -174,8 +202,8 @@ sb_socketio_t *sb_socketio_create(sb_gateway_t *gw) {
     sb_subscriber_on_foreign(io->sub, sb_socketio_on_foreign, io);
     uv_timer_init(gw->loop, &io->tick);
     io->tick.data = io;
-    uv_timer_start(&io->tick, sb_socketio_tick_cb, SB_SOCKETIO_TICK_MS, SB_SOCKETIO_TICK_MS);
     io->tick_running = 1;
+    sb_socketio_arm(io, sb_eio_tick(io->eio, sb_mono_ms()), sb_mono_ms());
     uv_prepare_init(gw->loop, &io->flush);
     io->flush.data = io;
     uv_prepare_start(&io->flush, sb_socketio_flush_cb);
