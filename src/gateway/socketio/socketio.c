@@ -604,8 +604,9 @@ static int sb_socketio_ws_receive(sb_socketio_t *io, struct lws *wsi, sb_socketi
         lws_close_reason(wsi, LWS_CLOSE_STATUS_POLICY_VIOLATION, NULL, 0);
         return -1;
     }
-    if (rc != SB_OK) { /* the core closed it (garbage): pull says CLOSE */
-        ws->close_code = LWS_CLOSE_STATUS_PROTOCOL_ERR;
+    if (rc != SB_OK) { /* the core closed it (garbage, too large): pull says CLOSE */
+        ws->close_code = mlen > sb_eio_max_payload(io->eio) ? LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE
+                                                            : LWS_CLOSE_STATUS_PROTOCOL_ERR;
         lws_callback_on_writable(wsi);
     }
     return 0;
