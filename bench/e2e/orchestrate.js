@@ -33,6 +33,7 @@ const cfg = {
   runs: Number(env('RUNS', 2)),
   systems: env('SYSTEMS', 'switchboard,node-design,bullmq').split(',').map((s) => s.trim()).filter(Boolean),
   secret: 'bench-secret',
+  tls: env('REDIS_TLS', '0') === '1',            // Redis over TLS (rediss://, certificates made here)
 };
 const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'sb-e2e.'));
@@ -345,10 +346,18 @@ function report(results) {
 
 async function main() {
   const port = await freePort();
-  const redisProc = start('redis', 'redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '',
+  // REDIS_TLS=1: Redis serves TLS only, with certificates made by tests/e2e/lib/certs.js, and
+  // every system connects with rediss:// and the CA (ioredis: the tls option)
+  const certs = cfg.tls ? require(path.join(ROOT, 'tests/e2e/lib/certs.js')).makeCerts() : null;
+  const listen = certs ? ['--port', '0', '--tls-port', String(port), '--tls-cert-file', certs.server.cert,
+    '--tls-key-file', certs.server.key, '--tls-ca-cert-file', certs.ca.cert, '--tls-auth-clients', 'no']
+    : ['--port', String(port)];
+  const redisProc = start('redis', 'redis-server', [...listen, '--bind', '127.0.0.1', '--save', '',
     '--appendonly', 'no', '--dir', work, '--loglevel', 'warning']);
-  const redis = { url: `redis://127.0.0.1:${port}`, pid: redisProc.pid };
-  const admin = new Redis(redis.url, { lazyConnect: true });
+  const redis = { url: `${certs ? 'rediss' : 'redis'}://127.0.0.1:${port}`, pid: redisProc.pid };
+  if (certs) process.env.REDIS_TLS_CA = certs.ca.cert; // inherited by the systems started below
+  const admin = new Redis({ host: '127.0.0.1', port, lazyConnect: true,
+    ...(certs ? { tls: { ca: fs.readFileSync(certs.ca.cert) } } : {}) });
   admin.on('error', () => {}); // refused until redis-server listens; until() retries
   await until('redis-server', async () => { await admin.connect().catch(() => {}); return (await admin.ping()) === 'PONG'; });
   const users = mintUsers();
@@ -366,6 +375,7 @@ async function main() {
   const ok = report(results);
   admin.disconnect();
   await stop(redisProc);
+  if (certs) certs.cleanup();
   return ok;
 }
 

@@ -13,12 +13,27 @@
 #define SB_REDIS_DEFAULT_HOST "127.0.0.1"
 #define SB_REDIS_DEFAULT_PORT 6379
 
+/* TLS to Redis (rediss://). Off unless enabled; when on, the server's certificate is verified
+ * against ca_file (NULL: the system's trust store) and must name the host we connect to (sni
+ * when set, else the address's host; an IP literal is checked as an IP). Strings are owned by
+ * the sb_redis_addr_t that holds them. */
+typedef struct {
+    int enabled;
+    char *ca_file;   /* PEM bundle of the CAs that may sign the server's certificate */
+    char *cert_file; /* client certificate (mutual TLS), PEM; needs key_file */
+    char *key_file;  /* its private key, PEM */
+    char *sni;       /* server name sent and verified; NULL: the host */
+    int insecure;    /* 1: no verification at all (development only; callers warn loudly) */
+} sb_redis_tls_t;
+
 /* Where Redis is. Either unix_path is set, or host/port (host NULL: SB_REDIS_DEFAULT_HOST).
  * With sentinels set, host/port are ignored: the master named sentinel_master is found through
  * the Sentinels before every connection (sentinel.h); with sentinels set and no master name the
  * connection goes to a Sentinel itself (used to watch for failovers). With rest_url set, the
  * blocking client (sb_redis_t) talks to Upstash's REST API instead (no held connection: no
- * SUBSCRIBE, no blocking reads); the gateway's async client does not take such an address. */
+ * SUBSCRIBE, no blocking reads); the gateway's async client does not take such an address.
+ * TLS options apply to the master and to the Sentinels alike (conn.h: the address given to
+ * sb_conn_open is the one resolved through the Sentinels). */
 typedef struct {
     char *host;
     int port;
@@ -31,13 +46,16 @@ typedef struct {
     char *sentinel_password; /* AUTH for the Sentinels, NULL for none */
     char *rest_url;          /* Upstash REST URL: the blocking client speaks HTTPS (rest.h) */
     char *rest_token;        /* its Bearer token */
+    sb_redis_tls_t tls; /* TCP only */
 } sb_redis_addr_t;
 
 /* The defaults: TCP to SB_REDIS_DEFAULT_HOST:SB_REDIS_DEFAULT_PORT, database 0, no AUTH.
  * Allocates nothing. */
 void sb_redis_addr_init(sb_redis_addr_t *addr);
-/* Parses a redis URL (redis://[user:pass@]host:port[/db] or unix:///path[?db=N]) into addr
- * (strings malloc'd, previous ones freed). Returns 0 or SB_EINVAL with a reason in err. */
+/* Parses a redis URL (redis[s]://[user:pass@]host:port[/db] or unix:///path[?db=N]) into addr
+ * (strings malloc'd, previous ones freed). rediss:// turns TLS on (tls.enabled = 1) and
+ * redis:// / unix:// turn it off; the other TLS options are left as they are. Returns 0 or
+ * SB_EINVAL with a reason in err. */
 int sb_redis_url_parse(const char *url, sb_redis_addr_t *addr, char *err, size_t errlen);
 /* Deep-copies src into dst (dst's previous strings are not freed; a TCP address without a host
  * gets SB_REDIS_DEFAULT_HOST). Returns 0, or SB_ENOMEM with dst holding no allocation. */

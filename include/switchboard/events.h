@@ -183,7 +183,9 @@ typedef enum {
 } sb_event_verdict_t;
 
 /* A handler runs on the consumer's thread. r is the consumer's connection, usable during the
- * call (to respond or publish). On RETRY / DEAD, write a sentence into why. */
+ * call (to respond or publish). On RETRY / DEAD, write a sentence into why. A handler that may
+ * run longer than min_idle_ms calls sb_consumer_keep at least every sb_consumer_keep_every_ms,
+ * or another consumer takes its entry over as if this one had died. */
 typedef sb_event_verdict_t (*sb_event_cb)(const sb_event_t *ev, sb_redis_t *r, void *user,
                                           char *why, size_t whylen);
 
@@ -193,7 +195,8 @@ typedef struct {
     const char *start_id;   /* where a new group starts: NULL = "0" (everything) or "$" */
     int count;              /* entries per read (XREADGROUP COUNT / XAUTOCLAIM COUNT) */
     int block_ms;           /* XREADGROUP BLOCK */
-    int min_idle_ms;        /* pending this long → claimable (retries, dead consumers) */
+    int min_idle_ms;        /* pending this long without a reset → claimable (retries, dead
+                             * or stalled consumers); not a limit on handlers (see keep) */
     int max_deliveries;     /* an entry delivered more often is dead-lettered */
     int idempotency_ttl_s;  /* > 0: suppress event ids processed in the last ttl seconds */
     long dead_maxlen;       /* trim dead-letter streams to about this (<= 0: no trimming) */
@@ -231,6 +234,18 @@ int sb_consumer_subscribe(sb_consumer_t *c, const char *type, sb_event_cb cb, vo
 int sb_consumer_poll(sb_consumer_t *c, const atomic_int *stop);
 /* Polls until *stop is non-zero. Returns 0, or SB_EINVAL (nothing subscribed). */
 int sb_consumer_run(sb_consumer_t *c, const atomic_int *stop);
+
+/* From inside a handler, on the consumer's thread: says the entry in hand is still being
+ * worked on. At most once every sb_consumer_keep_every_ms (calls in between return 1 at once)
+ * it re-claims that entry, and those waiting behind it in the same batch, with XCLAIM … JUSTID
+ * where they are still in this consumer's pending list: their idle time is reset, so no other
+ * consumer's XAUTOCLAIM takes them; their delivery count is unchanged. Returns 1 while the
+ * entry is ours; 0 once another consumer took it over (this consumer stalled for min_idle_ms:
+ * the handler should give up with SB_EVENT_RETRY, the new owner runs it); SB_EREDIS
+ * (connection lost: try again on the next call) or SB_ENOMEM; SB_EINVAL outside a handler. */
+int sb_consumer_keep(sb_consumer_t *c);
+/* How often a long handler should call sb_consumer_keep: min_idle_ms / 4 (at least 1). */
+int sb_consumer_keep_every_ms(const sb_consumer_t *c);
 
 const char *sb_consumer_name(const sb_consumer_t *c);
 void sb_consumer_stats(const sb_consumer_t *c, sb_consumer_stats_t *out);

@@ -1,5 +1,6 @@
 /* Running a handler program: `/bin/sh -c CMD` with some bytes on its stdin, its stdout and
- * stderr collected, one deadline and a cancel flag.
+ * stderr collected, one deadline, a cancel flag and an optional tick (a lease renewed while
+ * it runs).
  *
  * The shell runs in a new process group under a small watchdog process (the group leader),
  * so a timeout, a cancel or the death of the caller kills everything it started: the caller
@@ -30,18 +31,25 @@ typedef struct {
     size_t input_len;
     int timeout_ms;              /* killed this long after the start, whatever it is doing */
     const atomic_int *cancel;    /* killed as soon as *cancel is non-zero; may be NULL */
+    int term_grace_ms;           /* > 0: on cancel the group first gets SIGTERM, and SIGKILL
+                                  * only if it is still running this long after */
     size_t max_output;           /* cap on stdout; 0: SB_PROC_MAX_OUTPUT */
     int die_with_parent;         /* SIGKILL the whole group if the caller dies first
                                   * (kill -9 included) */
     int reset_signals;           /* unblock every signal in the child (a caller that blocks
                                   * SIGTERM/SIGINT to sigwait them would pass that on) */
+    int (*tick)(void *user);     /* may be NULL: called on the caller's thread about every
+                                  * tick_ms while the program runs (a lease to renew); a
+                                  * non-zero return kills it and the run ends as CANCELED */
+    void *tick_user;
+    int tick_ms;                 /* > 0; poll() then wakes at least this often */
 } sb_proc_opts_t;
 
 /* How the run ended. */
 typedef enum {
     SB_PROC_EXITED = 0,  /* the program ran to its end: see status */
     SB_PROC_TIMEOUT,     /* deadline reached (outputs open or not): killed */
-    SB_PROC_CANCELED,    /* *cancel became non-zero: killed */
+    SB_PROC_CANCELED,    /* *cancel became non-zero or tick asked to stop: killed */
     SB_PROC_TOO_BIG,     /* stdout exceeded max_output: killed */
     SB_PROC_NOSTART,     /* could not be started: see spawn_errno */
 } sb_proc_end_t;

@@ -1,12 +1,13 @@
 /* Blocking Redis connections with reconnect, pipelines and cached Lua scripts.
  *
- * An sb_redis_t wraps one hiredis context (hiredis 0.14, RESP2). It is not thread-safe: each
- * thread owns its connections. When a command fails at the I/O level the context is dropped
+ * An sb_redis_t is one connection (conn.h: TCP, unix socket, or TLS for rediss://) with
+ * hiredis 0.14 parsing its replies (RESP2). It is not thread-safe: each thread owns its
+ * connections. When a command fails at the I/O level the context is dropped
  * and the call returns NULL / SB_EREDIS; sb_redis_ensure() reconnects with capped exponential
  * backoff (100 ms doubling to 5 s), logging the loss once and the recovery once. Nothing is
  * retried behind the caller's back: only the caller knows whether a command is idempotent.
  *
- * hiredis writes with plain write(): a process using this module must ignore SIGPIPE
+ * Plain sockets are written with write(): a process using this module must ignore SIGPIPE
  * (signal(SIGPIPE, SIG_IGN)) or a server that goes away kills it. `switchboard` does so in main.
  *
  * sb_batch_t holds pre-formatted commands (RESP bytes) so the same batch can be sent by the
@@ -34,7 +35,10 @@ int sb_redis_connect(sb_redis_t *r, char *err, size_t errlen);
  * (stop may be NULL: retry forever). */
 int sb_redis_ensure(sb_redis_t *r, const atomic_int *stop);
 int sb_redis_connected(const sb_redis_t *r);
-/* Socket read/write timeout for later commands, in ms (0 = none). Applies on reconnect too. */
+/* 1 while connected over TLS. */
+int sb_redis_is_tls(const sb_redis_t *r);
+/* Socket read/write timeout for later commands, in ms (0 = none): a command that waits
+ * longer fails and drops the connection. Applies on reconnect too. */
 void sb_redis_set_timeout(sb_redis_t *r, int ms);
 /* Drops the connection (next command fails until ensure/connect). */
 void sb_redis_disconnect(sb_redis_t *r);
@@ -49,7 +53,7 @@ redisReply *sb_redis_cmdargv(sb_redis_t *r, int argc, const char **argv, const s
  * timeout or I/O error (the connection is then dropped). */
 redisReply *sb_redis_read(sb_redis_t *r);
 /* The same, waiting at most timeout_ms: NULL with *timed_out = 1 when nothing arrived (the
- * connection stays usable — unlike a socket timeout, after which hiredis drops it), NULL with
+ * connection stays usable — unlike a socket timeout, after which the connection is dropped), NULL with
  * *timed_out = 0 on an I/O error (the connection is then dropped). */
 redisReply *sb_redis_read_wait(sb_redis_t *r, int timeout_ms, int *timed_out);
 

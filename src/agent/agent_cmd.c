@@ -43,6 +43,8 @@ static void sb_agent_opts_from(const sb_config_t *cfg, sb_agent_opts_t *o) {
     o->heartbeat_s = cfg->heartbeat_interval;
     o->recovery_s = cfg->recovery_interval;
     o->lease_ms = cfg->job_lease * 1000;
+    o->dead_retention_s = cfg->dead_retention;
+    o->dead_max = cfg->dead_max;
     o->shutdown_grace_s = cfg->shutdown_grace;
 }
 
@@ -73,6 +75,7 @@ int sb_cmd_agent(sb_config_t *cfg) {
     sb_agent_hooks_t hooks = {sb_agent_side_start, sb_agent_side_stop, &side};
     sb_agent_opts_t o;
     sb_agent_opts_from(cfg, &o);
+    sb_cli_warn_eviction(cfg, "agent");
     int has_exec = cfg->exec_cmd && *cfg->exec_cmd;
     int has_worker = cfg->worker_cmd && *cfg->worker_cmd;
     if (has_exec && has_worker) {

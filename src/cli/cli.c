@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "cli/cli.h"
+#include "switchboard/redis_check.h"
 #include "switchboard/switchboard.h"
 
 sb_redis_t *sb_cli_connect(const sb_config_t *cfg) {
@@ -18,6 +19,16 @@ sb_redis_t *sb_cli_connect(const sb_config_t *cfg) {
         return NULL;
     }
     return r;
+}
+
+void sb_cli_warn_eviction(const sb_config_t *cfg, const char *component) {
+    char err[256];
+    sb_check_t c;
+    sb_redis_t *r = sb_redis_create(&cfg->redis, component);
+    if (r && sb_redis_connect(r, err, sizeof err) == SB_OK &&
+        sb_redis_check_eviction(r, &c) == SB_OK && c.status != SB_CHECK_OK)
+        sb_warn(component, "WARNING: redis maxmemory-policy is %s; fix: %s", c.detail, c.fix);
+    sb_redis_free(r);
 }
 
 int sb_cli_exit(int rc) {

@@ -33,6 +33,12 @@ int sb_cmd_events(sb_config_t *cfg);
 int sb_cmd_gateway(sb_config_t *cfg);
 int sb_cmd_token(sb_config_t *cfg);
 int sb_cmd_presence(sb_config_t *cfg);
+int sb_cmd_doctor(sb_config_t *cfg);
+
+/* jobctl_cmd.c: `job list|history|retry|cancel|delete` and `queue pause|resume` when
+ * cfg->args[0] names one (cfg->nargs >= 1); -1 when it does not, else the exit status. */
+int sb_cli_job_subcommand(sb_config_t *cfg);
+int sb_cli_queue_pause(sb_config_t *cfg);
 
 /* The exit status for a library result: SB_OK 0, SB_EINVAL 2, SB_EREDIS 3, SB_ETIMEOUT 4,
  * anything else 1. */
@@ -49,6 +55,11 @@ int sb_cli_loopback(const char *addr);
 /* Connects a blocking client for a CLI verb, or prints why not and returns NULL. */
 struct sb_redis;
 struct sb_redis *sb_cli_connect(const sb_config_t *cfg);
+
+/* At a long-running verb's start: logs a warning when the Redis of cfg may evict keys
+ * (maxmemory-policy other than noeviction). Silent when Redis cannot be reached (the verb's
+ * own connection reports that). */
+void sb_cli_warn_eviction(const sb_config_t *cfg, const char *component);
 
 /* SIGINT/SIGTERM → stop = 1 (signals.c). Start before any other thread: it blocks both
  * signals in the caller. stop() wakes and joins the watcher. */

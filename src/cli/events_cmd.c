@@ -32,11 +32,16 @@ static int sb_print_event(const sb_event_t *ev) {
     return text ? SB_OK : SB_ENOMEM;
 }
 
-/* Runs cmd with ev's JSON on stdin and SB_EVENT_ID, SB_EVENT_TYPE, SB_STREAM_ID,
- * SB_DELIVERIES in its environment. Returns 0 when it exited 0 (stdout in run; caller closes
- * run either way), else SB_ERR with a sentence in why. */
-static int sb_event_exec(const sb_config_t *cfg, const sb_event_t *ev, int timeout_ms,
+/* While a consumer's handler runs: renew its claim on the entry; stop it if it was lost. */
+static int sb_event_keep_tick(void *consumer) { return sb_consumer_keep(consumer) == 0; }
+
+/* Runs cmd for up to --job-timeout with ev's JSON on stdin and SB_EVENT_ID, SB_EVENT_TYPE,
+ * SB_STREAM_ID, SB_DELIVERIES in its environment; keep (NULL outside a group) is the consumer
+ * whose claim on the entry is renewed meanwhile. Returns 0 when it exited 0 (stdout in run;
+ * caller closes run either way), else SB_ERR with a sentence in why. */
+static int sb_event_exec(const sb_config_t *cfg, const sb_event_t *ev, sb_consumer_t *keep,
                          sb_proc_result_t *run, char *why, size_t whylen) {
+    int timeout_ms = cfg->job_timeout * 1000;
     cJSON *o = sb_event_to_json(ev);
     char *input = o ? sb_json_print(o) : NULL, n[24];
     cJSON_Delete(o);
@@ -51,7 +56,9 @@ static int sb_event_exec(const sb_config_t *cfg, const sb_event_t *ev, int timeo
         sb_proc_opts_t po = {.cmd = cfg->exec_cmd, .env = (const char *const *)env,
                              .input = input, .input_len = strlen(input),
                              .timeout_ms = timeout_ms, .die_with_parent = 1,
-                             .reset_signals = 1};
+                             .reset_signals = 1, .tick = keep ? sb_event_keep_tick : NULL,
+                             .tick_user = keep,
+                             .tick_ms = keep ? sb_consumer_keep_every_ms(keep) : 0};
         sb_proc_run(&po, run);
     }
     free(input);
@@ -61,6 +68,8 @@ static int sb_event_exec(const sb_config_t *cfg, const sb_event_t *ev, int timeo
     if (run->end == SB_PROC_NOSTART) snprintf(why, whylen, "could not start the handler");
     else if (run->end == SB_PROC_TIMEOUT) snprintf(why, whylen, "handler timed out after %d ms",
                                                    timeout_ms);
+    else if (run->end == SB_PROC_CANCELED) snprintf(why, whylen, "handler stopped: another "
+                                                    "consumer took the event over");
     else if (run->end != SB_PROC_EXITED) snprintf(why, whylen, "handler stdout too large");
     else if (WIFSIGNALED(run->status)) snprintf(why, whylen, "handler killed by signal %d",
                                                 WTERMSIG(run->status));
@@ -192,7 +201,7 @@ static int sb_visit_exec(const sb_event_t *ev, void *user) {
     sb_visit_ctx_t *v = user;
     sb_proc_result_t run;
     char why[256];
-    if (sb_event_exec(v->cfg, ev, v->cfg->job_timeout * 1000, &run, why, sizeof why) != SB_OK) {
+    if (sb_event_exec(v->cfg, ev, NULL, &run, why, sizeof why) != SB_OK) {
         v->failed++;
         sb_warn("events", "replay of entry %s (event %s) failed: %s", ev->id,
                 ev->event_id ? ev->event_id : "?", why);
@@ -381,6 +390,7 @@ static int sb_events_info_cmd(sb_config_t *cfg, sb_redis_t *r) {
 typedef struct {
     const sb_config_t *cfg;
     long long handled; /* handler successes, for --max-events */
+    sb_consumer_t *consumer;
 } sb_consume_ctx_t;
 
 /* Without --exec: print the event and acknowledge it. */
@@ -419,10 +429,7 @@ static sb_event_verdict_t sb_consume_exec(const sb_event_t *ev, sb_redis_t *r, v
     sb_consume_ctx_t *x = user;
     sb_proc_result_t run;
     sb_event_verdict_t v = SB_EVENT_RETRY;
-    /* finish before the entry could be claimed by another consumer (events_consumer.c) */
-    int limit = x->cfg->job_timeout * 1000;
-    if (limit > x->cfg->min_idle_ms) limit = x->cfg->min_idle_ms;
-    if (sb_event_exec(x->cfg, ev, limit, &run, why, whylen) == SB_OK) {
+    if (sb_event_exec(x->cfg, ev, x->consumer, &run, why, whylen) == SB_OK) {
         int request = x->cfg->respond && sb_event_response_stream(ev);
         v = request ? sb_consume_reply(ev, r, &run, why, whylen) : SB_EVENT_ACK;
     }
@@ -446,7 +453,7 @@ static sb_consumer_t *sb_consume_create(const sb_config_t *cfg, sb_consume_ctx_t
     o.max_deliveries = cfg->max_deliveries;
     o.idempotency_ttl_s = cfg->idempotency_ttl;
     o.start_id = cfg->from;
-    sb_consumer_t *c = sb_consumer_create(&cfg->redis, &o, err, sizeof err);
+    sb_consumer_t *c = x->consumer = sb_consumer_create(&cfg->redis, &o, err, sizeof err);
     if (!c) fprintf(stderr, "switchboard events consume: %s\n", err);
     for (int i = 1; c && i < cfg->nargs; i++)
         sb_consumer_subscribe(c, cfg->args[i], cfg->exec_cmd ? sb_consume_exec : sb_consume_print,

@@ -19,7 +19,7 @@ typedef struct {
 #define SB_REDIS_FLAGS                                                                        \
     "redis-url redis-host redis-port redis-password redis-db redis-sentinels "                  \
     "redis-sentinel-master redis-sentinel-password upstash-rest-url upstash-rest-token "       \
-    "log-level "
+    "redis-tls-ca redis-tls-cert redis-tls-key redis-tls-sni redis-tls-insecure log-level "
 
 static const char sb_up_detail[] =
     "  Starts a private redis-server (unix socket, AOF, in --data-dir) unless a REDIS_* setting\n"
@@ -74,13 +74,24 @@ static const char sb_enqueue_detail[] =
     "  e.g.  switchboard enqueue --wait --timeout 60 --user GXHEXYVepv5 '{\"amount\":1000}'\n";
 
 static const char sb_job_detail[] =
-    "  Prints the record of agent:{type}:job:{JOB_ID}, pretty (--json: as stored).\n"
-    "  Exit: 0 found, 1 not found or expired, 2 malformed id (not DIGITS-alnum), 3 Redis\n"
+    "  job JOB_ID                 the record of agent:{type}:job:{JOB_ID}, pretty (--json: as stored)\n"
+    "  job list [--state S] [--user PK] [--limit N]   jobs across users, newest first\n"
+    "                             (S: queued processing retrying done error dead cancelled)\n"
+    "  job history JOB_ID         state, holding agent and status history (who, when)\n"
+    "  job retry JOB_ID           a failed / dead / cancelled job back on the queue\n"
+    "  job retry --all-dead       every dead job of the type (at most --limit)\n"
+    "  job cancel JOB_ID          cancel a queued or running job (its agent stops the handler)\n"
+    "  job delete JOB_ID          delete the record, history and every list / index entry\n"
+    "  Exit: 0 ok, 1 not found or refused (the job's state is named: retry of a running job,\n"
+    "  cancel of a finished one), 2 malformed id or a flag of another subcommand, 3 Redis\n"
     "  unavailable.\n";
 
 static const char sb_queue_detail[] =
     "  Lists pending ids (next out first), the processing list of each agent, and the dead\n"
-    "  letters of a job type, at most --limit of each. Exit: 0 listed, 3 Redis unavailable.\n";
+    "  letters of a job type, at most --limit of each, and whether the type is paused; --json\n"
+    "  prints the counts per state instead. queue pause|resume: agents stop / start taking new\n"
+    "  jobs of the type (running ones finish; the gateway still accepts jobs).\n"
+    "  Exit: 0 ok, 2 usage, 3 Redis unavailable.\n";
 
 static const char sb_events_detail[] =
     "  events publish TYPE 'DATA-JSON' [--maxlen N] [--correlation-id ID] [--json]\n"
@@ -96,7 +107,9 @@ static const char sb_events_detail[] =
     "  Streams are agent:stream:{TYPE}; --exec CMD gets the event JSON on stdin and SB_EVENT_ID,\n"
     "  SB_EVENT_TYPE, SB_STREAM_ID, SB_DELIVERIES in its environment; exit 0 acknowledges,\n"
     "  anything else leaves the entry pending for a retry after --min-idle-ms; past\n"
-    "  --max-deliveries (or malformed) it goes to agent:stream:dead:{TYPE}. With --respond the\n"
+    "  --max-deliveries (or malformed) it goes to agent:stream:dead:{TYPE}. CMD may run for\n"
+    "  --job-timeout: meanwhile the claim is renewed every --min-idle-ms / 4, so only the\n"
+    "  events of a consumer dead or stalled for --min-idle-ms are claimed. With --respond the\n"
     "  program's stdout (JSON) is sent to the request's data.response_stream.\n"
     "  Exit: 0 ok, 1 not found (pending, info) or an --exec run failed (replay), 2 usage or\n"
     "  bad JSON (publish -: some lines; the others are published), 3 Redis unavailable,\n"
@@ -134,6 +147,15 @@ static const char sb_bench_detail[] =
     "    REDIS_URL=unix://$PWD/.run/redis.sock switchboard bench --jobs 20000\n"
     "  Exit: 0 all finished, 3 Redis unavailable, 4 timed out (--timeout, default 300 s).\n";
 
+static const char sb_doctor_detail[] =
+    "  Checks the Redis of REDIS_URL for what Switchboard needs and says how to fix what is\n"
+    "  wrong: version (BLMOVE needs 6.2), scripting (EVAL), maxmemory-policy (anything but\n"
+    "  noeviction can evict job records), persistence (AOF / RDB), keyspace notifications\n"
+    "  (presence; the sweep is the fallback), latency (a few PINGs) and TLS. Warnings (no\n"
+    "  persistence, events off, slow, plain TCP off this host) do not fail it.\n"
+    "  Exit: 0 all checks pass, 1 a check failed, 2 usage, 3 Redis unavailable.\n"
+    "  e.g.  REDIS_URL=rediss://cache.example:6380 REDIS_TLS_CA=ca.pem switchboard doctor\n";
+
 static const sb_verb_t sb_verbs[] = {
     {"up", sb_cmd_up, "up [--port N] [--concurrency N] [--data-dir DIR]",
      "the whole system here: private redis-server (unless REDIS_URL), gateway, agent, dashboard",
@@ -153,22 +175,26 @@ static const sb_verb_t sb_verbs[] = {
      sb_agent_detail,
      SB_REDIS_FLAGS "type concurrency exec worker agent-id max-attempts retry-backoff-ms "
                     "retry-backoff-max-ms job-timeout grace agent-status-ttl heartbeat-interval "
-                    "recovery-interval job-lease metrics-port bind"},
+                    "recovery-interval job-lease dead-retention dead-max metrics-port bind"},
     {"enqueue", sb_cmd_enqueue,
      "enqueue [--type T] [--user PK] [--wait] [--timeout S] 'JSON'",
      "queue a job (atomically) and print its id; --wait follows it to the end",
      sb_enqueue_detail, SB_REDIS_FLAGS "type user user-id wait timeout"},
-    {"job", sb_cmd_job, "job [--type T] [--json] JOB_ID", "print a job record", sb_job_detail,
-     SB_REDIS_FLAGS "type json"},
-    {"queue", sb_cmd_queue, "queue [--type T] [--limit N]",
-     "pending, processing (per agent) and dead jobs of a type", sb_queue_detail,
-     SB_REDIS_FLAGS "type limit"},
+    {"job", sb_cmd_job, "job [list|history|retry|cancel|delete] [--type T] [--json] JOB_ID",
+     "print, list, retry, cancel or delete jobs", sb_job_detail,
+     SB_REDIS_FLAGS "type json state user limit all-dead"},
+    {"queue", sb_cmd_queue, "queue [pause|resume] [--type T] [--limit N] [--json]",
+     "pending, processing (per agent) and dead jobs of a type; pause / resume it",
+     sb_queue_detail, SB_REDIS_FLAGS "type limit json"},
     {"presence", sb_cmd_presence, "presence [list [DEPT]|stats|agent ID|assign DEPT|...]",
      "who is online, by department", sb_presence_detail,
      SB_REDIS_FLAGS "json agent-status-ttl max-chats max-events timeout"},
     {"metrics", sb_cmd_metrics, "metrics [--type T] [--days N] [--json]",
      "the jobs metrics summary (totals, failures, execution times, rate limit, per day)",
      sb_metrics_detail, SB_REDIS_FLAGS "type days json"},
+    {"doctor", sb_cmd_doctor, "doctor [--json]",
+     "check a Redis for what Switchboard needs, and how to fix what is wrong", sb_doctor_detail,
+     SB_REDIS_FLAGS "json"},
     {"bench", sb_cmd_bench, "bench [--type T] [--jobs N] [--timeout S]",
      "send N jobs to the running agents and measure jobs/s and latency", sb_bench_detail,
      SB_REDIS_FLAGS "type jobs timeout"},
@@ -260,6 +286,10 @@ int main(int argc, char **argv) {
         sb_config_close(&cfg);
         return SB_EXIT_USAGE;
     }
+    if (cfg.redis.tls.enabled && cfg.redis.tls.insecure)
+        fprintf(stderr, "switchboard %s: WARNING: REDIS_TLS_INSECURE is on: the Redis server's "
+                "certificate and name are NOT checked; anyone on the network path can read and "
+                "change jobs. Use it for development only.\n", verb->name);
     int rc = verb->run(&cfg);
     sb_config_close(&cfg);
     return rc;

@@ -5,6 +5,7 @@
  * walks the table three times: defaults, environment, then argv (flags win), each time only
  * over the rows the verb reads. A bad value stops loading with one sentence that names the
  * setting. */
+#include <errno.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -31,12 +32,22 @@ typedef struct {
 #define OFF(f) offsetof(sb_config_t, f)
 static const sb_setting_t sb_settings[] = {
     {"REDIS_URL", "redis-url", SB_SET_URL, 0, 0, 0, NULL,
-     "redis://[user:pass@]host:port[/db] or unix:///path (wins over REDIS_HOST...)"},
+     "redis[s]://[user:pass@]host:port[/db] or unix:///path (wins over REDIS_HOST...)"},
     {"REDIS_HOST", "redis-host", SB_SET_STR, OFF(redis.host), 0, 0, "127.0.0.1", "Redis host"},
     {"REDIS_PORT", "redis-port", SB_SET_INT, OFF(redis.port), 1, 65535, "6379", "Redis port"},
     {"REDIS_PASSWORD", "redis-password", SB_SET_STR, OFF(redis.password), 0, 0, NULL,
      "Redis password"},
     {"REDIS_DB", "redis-db", SB_SET_INT, OFF(redis.db), 0, 15, "0", "Redis database number"},
+    {"REDIS_TLS_CA", "redis-tls-ca", SB_SET_STR, OFF(redis.tls.ca_file), 0, 0, NULL,
+     "rediss://: CA file (PEM) the server's certificate must chain to [system store]"},
+    {"REDIS_TLS_CERT", "redis-tls-cert", SB_SET_STR, OFF(redis.tls.cert_file), 0, 0, NULL,
+     "rediss://: client certificate (PEM) for mutual TLS"},
+    {"REDIS_TLS_KEY", "redis-tls-key", SB_SET_STR, OFF(redis.tls.key_file), 0, 0, NULL,
+     "rediss://: the client certificate's private key (PEM)"},
+    {"REDIS_TLS_SNI", "redis-tls-sni", SB_SET_STR, OFF(redis.tls.sni), 0, 0, NULL,
+     "rediss://: server name sent and verified [the URL's host]"},
+    {"REDIS_TLS_INSECURE", "redis-tls-insecure", SB_SET_BOOL, OFF(redis.tls.insecure), 0, 1, "0",
+     "rediss://: skip certificate checks (development only; warns)"},
     {"REDIS_SENTINELS", "redis-sentinels", SB_SET_STR, OFF(redis.sentinels), 0, 0, NULL,
      "host:port,... of Redis Sentinels: find the master through them (host of the URL unused)"},
     {"REDIS_SENTINEL_MASTER", "redis-sentinel-master", SB_SET_STR, OFF(redis.sentinel_master), 0,
@@ -106,6 +117,10 @@ static const sb_setting_t sb_settings[] = {
      "30", "seconds between scans for jobs of dead agents"},
     {"JOB_LEASE_TTL", "job-lease", SB_SET_INT, OFF(job_lease), 1, 3600, "15",
      "job ownership lease, s: a dead agent's jobs return after it (renewed every third)"},
+    {"DEAD_RETENTION", "dead-retention", SB_SET_INT, OFF(dead_retention), 1, 31536000, "604800",
+     "seconds a failed (dead) job's record, history and failure are kept"},
+    {"DEAD_MAX", "dead-max", SB_SET_INT, OFF(dead_max), 1, 10000000, "10000",
+     "most ids the dead list keeps (the oldest beyond it are deleted)"},
     {"METRICS_PORT", "metrics-port", SB_SET_INT, OFF(metrics_port), 0, 65535, "0",
      "agent Prometheus port (0 = off)"},
     {"SB_DATA_DIR", "data-dir", SB_SET_STR, OFF(data_dir), 0, 0, ".run",
@@ -125,6 +140,10 @@ static const sb_setting_t sb_settings[] = {
     {NULL, "user", SB_SET_STR, OFF(user), 0, 0, "cli", "publicKey of the user a job belongs to"},
     {NULL, "user-id", SB_SET_STR, OFF(user_id), 0, 0, NULL, "user id of that user"},
     {NULL, "limit", SB_SET_INT, OFF(limit), 1, 100000, "10", "items a listing shows"},
+    {NULL, "state", SB_SET_STR, OFF(state), 0, 0, NULL,
+     "job list: queued|processing|retrying|done|error|dead|cancelled"},
+    {NULL, "all-dead", SB_SET_BOOL, OFF(all_dead), 0, 1, "0",
+     "job retry: every dead job of the type (at most --limit)"},
     {NULL, "days", SB_SET_INT, OFF(days), 1, 30, "7", "metrics: summary over the last N days"},
     {NULL, "jobs", SB_SET_INT, OFF(jobs), 1, 10000000, "10000", "bench: jobs to send"},
     {NULL, "timeout", SB_SET_INT, OFF(timeout), 0, 86400, "0",
@@ -140,7 +159,7 @@ static const sb_setting_t sb_settings[] = {
     {"EVENTS_BLOCK_MS", "block-ms", SB_SET_INT, OFF(block_ms), 1, 3600000, "1000",
      "events: how long one read blocks, ms"},
     {"EVENTS_MIN_IDLE_MS", "min-idle-ms", SB_SET_INT, OFF(min_idle_ms), 1, 86400000, "30000",
-     "events consume: pending this long → claimed and delivered again (retries, dead consumers)"},
+     "events consume: idle this long → claimed and delivered again (retries, dead consumers)"},
     {"EVENTS_MAX_DELIVERIES", "max-deliveries", SB_SET_INT, OFF(max_deliveries), 1, 1000, "5",
      "events consume: deliveries before an entry goes to agent:stream:dead:{type}"},
     {"EVENTS_IDEMPOTENCY_TTL", "idempotency-ttl", SB_SET_INT, OFF(idempotency_ttl), 0, 31536000,
@@ -257,6 +276,7 @@ static int sb_flag_listed(const char *list, const char *flag) {
 static void sb_setting_given(sb_config_t *cfg, const sb_setting_t *s) {
     if (strncmp(s->flag, "redis-", 6) == 0) cfg->redis_explicit = 1;
     if (strcmp(s->flag, "bind") == 0) cfg->bind_explicit = 1;
+    if (strcmp(s->flag, "user") == 0) cfg->user_explicit = 1;
 }
 
 static int sb_config_positional(sb_config_t *cfg, char *arg, char *err, size_t errlen) {
@@ -368,6 +388,35 @@ static int sb_config_check_rest(sb_config_t *cfg, char *err, size_t errlen) {
     return SB_OK;
 }
 
+/* 0 when path names a readable file, else SB_EINVAL naming the setting. */
+static int sb_tls_file_check(const char *setting, const char *path, char *err, size_t errlen) {
+    FILE *f = path ? fopen(path, "r") : NULL;
+    if (!path || f) {
+        if (f) fclose(f);
+        return SB_OK;
+    }
+    sb_errf(err, errlen, "bad setting %s='%s': cannot read it (%s)", setting, path,
+            strerror(errno));
+    return SB_EINVAL;
+}
+
+/* The TLS settings against the address: they need rediss:// (so that nobody believes a
+ * plain connection is encrypted), a TCP host, a key with the certificate, readable files. */
+static int sb_tls_check(const sb_redis_addr_t *a, char *err, size_t errlen) {
+    const sb_redis_tls_t *t = &a->tls;
+    if (!t->enabled && (t->ca_file || t->cert_file || t->key_file || t->sni || t->insecure)) {
+        sb_errf(err, errlen, "REDIS_TLS_* settings need a rediss:// REDIS_URL (TLS is off)");
+        return SB_EINVAL;
+    }
+    if (t->enabled && !t->cert_file != !t->key_file) {
+        sb_errf(err, errlen, "mutual TLS needs both REDIS_TLS_CERT and REDIS_TLS_KEY");
+        return SB_EINVAL;
+    }
+    int rc = sb_tls_file_check("REDIS_TLS_CA", t->ca_file, err, errlen);
+    if (rc == SB_OK) rc = sb_tls_file_check("REDIS_TLS_CERT", t->cert_file, err, errlen);
+    return rc == SB_OK ? sb_tls_file_check("REDIS_TLS_KEY", t->key_file, err, errlen) : rc;
+}
+
 /* The checks no single setting's kind covers: job type names (of the verb's settings). */
 static int sb_config_check(sb_config_t *cfg, const char *flags, char *err, size_t errlen) {
     if (sb_config_check_sentinels(&cfg->redis, err, errlen) != SB_OK) return SB_EINVAL;
@@ -377,6 +426,8 @@ static int sb_config_check(sb_config_t *cfg, const char *flags, char *err, size_
                 cfg->job_type ? cfg->job_type : "");
         return SB_EINVAL;
     }
+    if (sb_flag_listed(flags, "redis-url") && sb_tls_check(&cfg->redis, err, errlen) != SB_OK)
+        return SB_EINVAL;
     if (sb_flag_listed(flags, "job-types") && !sb_job_types_valid(cfg->job_types)) {
         sb_errf(err, errlen,
                 "bad setting JOB_TYPES='%s': expected one or more job types separated by "
@@ -437,6 +488,7 @@ void sb_config_close(sb_config_t *cfg) {
     free(cfg->tls_key);
     free(cfg->trusted_proxies);
     free(cfg->user);
+    free(cfg->state);
     free(cfg->user_id);
     free(cfg->group);
     free(cfg->consumer);

@@ -1,19 +1,19 @@
 /* Asynchronous Redis connection with reconnect and a stall watchdog (see aredis.h).
  *
- * States: DOWN (a retry timer is armed) → CONNECTING (hiredis context exists, TCP connect in
- * progress; AUTH/SELECT already queued behind it) → UP. hiredis owns the context's memory:
- * after its connect callback fails or its disconnect callback runs, the context is gone and
- * we only forget the pointer. We free a context ourselves (redisAsyncFree) only from libuv
- * timer callbacks, never from inside a hiredis callback. Each accepted send allocates one
- * sb_acall_t that hiredis hands back to sb_aredis_reply exactly once (with NULL when the
- * connection dies first). */
+ * States: DOWN (a retry timer is armed) → CONNECTING (an sb_aconn_t exists, TCP connect and
+ * TLS handshake in progress; AUTH/SELECT already queued behind them) → UP. With Sentinels the
+ * address is resolved on a libuv worker first. The connection (aconn.h) releases itself once
+ * it reports closed; we then only forget the pointer. We close one ourselves (sb_aconn_close)
+ * from timer callbacks, from sb_aredis_close, when AUTH or SELECT is refused, or when a
+ * demoted master answers READONLY (closing from inside its callbacks is safe). Each accepted
+ * send allocates one sb_acall_t that the connection hands back to sb_aredis_reply exactly
+ * once (with NULL when the connection dies first). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <hiredis/async.h>
+#include "gateway/aconn.h"
 #include "gateway/aredis.h"
-#include "gateway/aredis_uv.h"
 #include "switchboard/clock.h"
 #include "switchboard/error.h"
 #include "switchboard/log.h"
@@ -28,7 +28,7 @@ typedef enum { SB_AR_DOWN, SB_AR_CONNECTING, SB_AR_UP } sb_ar_state_t;
 
 struct sb_aredis {
     uv_loop_t *loop;
-    redisAsyncContext *ac;  /* NULL while DOWN */
+    sb_aconn_t *ac;         /* NULL while DOWN */
     sb_ar_state_t state;
     sb_redis_addr_t addr;   /* owned copy */
     char name[32];
@@ -44,8 +44,6 @@ struct sb_aredis {
     unsigned long long reconnects;
     sb_aredis_hook_t *hooks;     /* run, in this order, each time the connection comes up */
     sb_aredis_hook_t *hook_next; /* while they run: the next one (removal moves it on) */
-    sb_aredis_cb push_cb;   /* subscription messages (push mode) */
-    void *push_priv;
     /* Sentinel (sentinel.h): the address is resolved on a libuv worker before each connect */
     uv_work_t resolve;      /* in flight while resolving (counted in open_handles) */
     int resolving;
@@ -97,12 +95,8 @@ static void sb_aredis_run_up_hooks(sb_aredis_t *ar) {
     ar->hook_next = NULL;
 }
 
-static void sb_aredis_on_connect(const redisAsyncContext *ac, int status) {
-    sb_aredis_t *ar = ac->data;
-    if (status != REDIS_OK) {
-        sb_aredis_schedule(ar, ac->errstr[0] ? ac->errstr : "connect failed");
-        return;
-    }
+static void sb_aredis_on_connect(void *data) {
+    sb_aredis_t *ar = data;
     ar->state = SB_AR_UP;
     ar->since_ms = sb_mono_ms();
     ar->progress_ms = ar->since_ms;
@@ -116,51 +110,60 @@ static void sb_aredis_on_connect(const redisAsyncContext *ac, int status) {
     sb_aredis_run_up_hooks(ar);
 }
 
-static void sb_aredis_on_disconnect(const redisAsyncContext *ac, int status) {
-    sb_aredis_t *ar = ac->data;
-    (void)status;
+/* The connection went (or never came up): retry with backoff. */
+static void sb_aredis_on_closed(void *data, const char *why) {
+    sb_aredis_t *ar = data;
     /* a connection that broke soon after it was made is flapping: keep growing the backoff */
-    if (sb_mono_ms() - ar->since_ms > 1000) ar->backoff_ms = SB_AREDIS_BACKOFF_MIN_MS;
-    sb_aredis_schedule(ar, ac->errstr[0] ? ac->errstr : "connection closed");
+    if (ar->state == SB_AR_UP && sb_mono_ms() - ar->since_ms > 1000)
+        ar->backoff_ms = SB_AREDIS_BACKOFF_MIN_MS;
+    sb_aredis_schedule(ar, why);
 }
 
-/* privdata of the set-up commands' callback: which command it was */
-#define SB_SETUP_AUTH ((void *)(intptr_t)1)
-#define SB_SETUP_SELECT ((void *)(intptr_t)2)
-
-/* Reply to AUTH / SELECT: a refusal is a configuration error; drop and retry later. */
-static void sb_aredis_setup_cb(redisAsyncContext *ac, void *r, void *priv) {
-    redisReply *reply = r;
-    if (!reply || reply->type != REDIS_REPLY_ERROR) return;
-    sb_error("gateway", "redis (%s) refused %s: %s", ((sb_aredis_t *)ac->data)->name,
-             priv == SB_SETUP_AUTH ? "AUTH" : "SELECT", reply->str);
-    redisAsyncDisconnect(ac);
+/* A refused AUTH / SELECT is a configuration error: drop the connection and retry later. */
+static void sb_aredis_setup_reply(sb_aredis_t *ar, const char *cmd, const redisReply *reply) {
+    if (!reply || reply->type != REDIS_REPLY_ERROR || !ar->ac) return;
+    sb_error("gateway", "redis (%s) refused %s: %s", ar->name, cmd, reply->str);
+    sb_aconn_close(ar->ac);
+    sb_aredis_schedule(ar, "set-up command refused");
 }
 
-/* Starts connecting to `to` (ar->addr, or the master the Sentinels named). */
+static void sb_aredis_auth_cb(redisReply *reply, void *priv) {
+    sb_aredis_setup_reply(priv, "AUTH", reply);
+}
+
+static void sb_aredis_select_cb(redisReply *reply, void *priv) {
+    sb_aredis_setup_reply(priv, "SELECT", reply);
+}
+
+/* Queues AUTH and SELECT behind the handshake, with the credentials of `to`. */
+static void sb_aredis_setup(sb_aredis_t *ar, const sb_redis_addr_t *to) {
+    sb_batch_t *b = sb_batch_create();
+    if (!b) return; /* out of memory: the commands fail, and so the connection does */
+    if (to->password && to->user)
+        sb_batch_add(b, "AUTH %s %s", to->user, to->password);
+    else if (to->password)
+        sb_batch_add(b, "AUTH %s", to->password);
+    if (sb_batch_count(b)) sb_aconn_send(ar->ac, b, sb_aredis_auth_cb, ar);
+    sb_batch_reset(b);
+    if (to->db && sb_batch_add(b, "SELECT %d", to->db) == SB_OK)
+        sb_aconn_send(ar->ac, b, sb_aredis_select_cb, ar);
+    sb_batch_free(b);
+}
+
+/* Starts connecting to `to` (ar->addr, or the master the Sentinels named; its TLS options are
+ * ar->addr's). */
 static void sb_aredis_connect_to(sb_aredis_t *ar, const sb_redis_addr_t *to) {
-    redisAsyncContext *ac = to->unix_path ? redisAsyncConnectUnix(to->unix_path)
-                                          : redisAsyncConnect(to->host, to->port);
-    if (!ac || ac->err || sb_aredis_uv_attach(ac, ar->loop) != REDIS_OK) {
-        char why[128];
-        snprintf(why, sizeof why, "%s", ac && ac->err ? ac->errstr : "cannot create a context");
-        if (ac) redisAsyncFree(ac);
+    static const sb_aconn_events_t events = {sb_aredis_on_connect, sb_aredis_on_closed};
+    char why[256];
+    sb_aconn_t *ac = sb_aconn_open(ar->loop, to, &events, ar, why, sizeof why);
+    if (!ac) {
         sb_aredis_schedule(ar, why);
         return;
     }
-    ac->data = ar;
-    redisAsyncSetConnectCallback(ac, sb_aredis_on_connect);
-    redisAsyncSetDisconnectCallback(ac, sb_aredis_on_disconnect);
-    if (to->password && to->user)
-        redisAsyncCommand(ac, sb_aredis_setup_cb, SB_SETUP_AUTH, "AUTH %s %s", to->user,
-                          to->password);
-    else if (to->password)
-        redisAsyncCommand(ac, sb_aredis_setup_cb, SB_SETUP_AUTH, "AUTH %s", to->password);
-    if (to->db)
-        redisAsyncCommand(ac, sb_aredis_setup_cb, SB_SETUP_SELECT, "SELECT %d", to->db);
     ar->ac = ac;
     ar->state = SB_AR_CONNECTING;
     ar->since_ms = sb_mono_ms();
+    sb_aredis_setup(ar, to);
 }
 
 static void sb_aredis_unref(sb_aredis_t *ar);
@@ -209,7 +212,7 @@ static void sb_aredis_connect(sb_aredis_t *ar) {
 }
 
 /* Drops the connection now (or, while down, retries at once): the next attempt resolves the
- * master again. Never call it from inside one of ar's own hiredis callbacks. */
+ * master again. Safe from inside the connection's own callbacks. */
 static void sb_aredis_drop(sb_aredis_t *ar, const char *why) {
     if (ar->closing || ar->resolving) return;
     ar->backoff_ms = SB_AREDIS_BACKOFF_MIN_MS;
@@ -218,15 +221,12 @@ static void sb_aredis_drop(sb_aredis_t *ar, const char *why) {
         return;
     }
     sb_warn("gateway", "redis (%s): %s; dropping the connection", ar->name, why);
-    int was_up = ar->state == SB_AR_UP;
-    redisAsyncContext *ac = ar->ac;
-    ar->since_ms = sb_mono_ms();
-    redisAsyncFree(ac); /* runs on_disconnect (and so schedules) only if it was connected */
-    if (!was_up) sb_aredis_schedule(ar, why);
+    sb_aconn_close(ar->ac); /* pending callbacks get NULL; no closed event */
+    sb_aredis_schedule(ar, why);
 }
 
-/* Drops a context that takes too long to connect or to answer. hiredis then calls every
- * pending callback with NULL (and the disconnect callback if it was connected). */
+/* Drops a connection that takes too long to connect or to answer: every pending callback
+ * gets NULL, and the next attempt follows. */
 static void sb_aredis_watchdog_cb(uv_timer_t *t) {
     sb_aredis_t *ar = t->data;
     int64_t now = sb_mono_ms();
@@ -321,7 +321,7 @@ void sb_aredis_close(sb_aredis_t *ar) {
     sb_aredis_close(ar->watch);
     ar->watch = NULL;
     while (ar->hooks) sb_aredis_on_up_remove(ar->hooks);
-    if (ar->ac) redisAsyncFree(ar->ac);
+    sb_aconn_close(ar->ac);
     ar->ac = NULL;
     ar->state = SB_AR_DOWN;
     uv_close((uv_handle_t *)&ar->retry, sb_aredis_closed_cb);
@@ -330,38 +330,32 @@ void sb_aredis_close(sb_aredis_t *ar) {
 
 /* ---- commands ----------------------------------------------------------------------------- */
 
-static void sb_aredis_reply(redisAsyncContext *ac, void *reply, void *privdata) {
+static void sb_aredis_reply(redisReply *reply, void *privdata) {
     sb_acall_t *call = privdata;
     sb_aredis_t *ar = call->ar;
     ar->pending--;
     ar->progress_ms = sb_mono_ms();
     call->cb(reply, call->priv);
     free(call);
-    /* a demoted master answers READONLY: close (hiredis-safe from a callback) and resolve */
+    /* a demoted master answers READONLY: close it and find the master again */
     if (sb_sentinel_enabled(&ar->addr) && sb_sentinel_readonly(reply) && !ar->closing &&
-        ar->ac == ac) {
+        ar->ac) {
         sb_warn("gateway", "redis (%s): %s is a replica now (READONLY); finding the master "
                 "through the Sentinels", ar->name, ar->server);
-        redisAsyncDisconnect(ac);
+        sb_aconn_close(ar->ac);
+        sb_aredis_on_closed(ar, "the server is a replica now (READONLY)");
     }
 }
 
 int sb_aredis_send(sb_aredis_t *ar, const sb_batch_t *b, sb_aredis_cb cb, void *priv) {
-    size_t n = sb_batch_count(b);
-    if (ar->state != SB_AR_UP || n == 0) return SB_EREDIS;
+    if (ar->state != SB_AR_UP || sb_batch_count(b) == 0) return SB_EREDIS;
     sb_acall_t *call = malloc(sizeof *call);
     if (!call) return SB_ENOMEM;
     *call = (sb_acall_t){ar, cb, priv};
-    for (size_t i = 0; i < n; i++) {
-        size_t len;
-        const char *cmd = sb_batch_cmd(b, i, &len);
-        int last = i + 1 == n;
-        if (redisAsyncFormattedCommand(ar->ac, last ? sb_aredis_reply : NULL, last ? call : NULL,
-                                       cmd, len) != REDIS_OK) {
-            /* only possible before the first command: the context is going away */
-            free(call);
-            return SB_EREDIS;
-        }
+    int rc = sb_aconn_send(ar->ac, b, sb_aredis_reply, call);
+    if (rc != SB_OK) {
+        free(call);
+        return rc == SB_ENOMEM ? SB_ENOMEM : SB_EREDIS;
     }
     if (ar->pending++ == 0) ar->progress_ms = sb_mono_ms();
     return SB_OK;
@@ -429,22 +423,7 @@ void sb_aredis_on_up_remove(sb_aredis_hook_t *h) {
     h->ar = NULL;
 }
 
-/* hiredis keeps this callback per channel and calls it for every push reply of it. */
-static void sb_aredis_push(redisAsyncContext *ac, void *reply, void *privdata) {
-    sb_aredis_t *ar = privdata;
-    (void)ac;
-    if (ar->push_cb) ar->push_cb(reply, ar->push_priv);
-}
-
 int sb_aredis_subscribe(sb_aredis_t *ar, const sb_batch_t *b, sb_aredis_cb cb, void *priv) {
     if (ar->state != SB_AR_UP) return SB_EREDIS;
-    ar->push_cb = cb;
-    ar->push_priv = priv;
-    for (size_t i = 0; i < sb_batch_count(b); i++) {
-        size_t len;
-        const char *cmd = sb_batch_cmd(b, i, &len);
-        if (redisAsyncFormattedCommand(ar->ac, sb_aredis_push, ar, cmd, len) != REDIS_OK)
-            return SB_EREDIS;
-    }
-    return SB_OK;
+    return sb_aconn_subscribe(ar->ac, b, cb, priv) == SB_OK ? SB_OK : SB_EREDIS;
 }

@@ -1,5 +1,6 @@
-/* The gateway's asynchronous Redis client: hiredis 0.14 async on the gateway's libuv loop
- * (through aredis_uv.c, which replaces hiredis's adapters/libuv.h: see there why).
+/* The gateway's asynchronous Redis client on the gateway's libuv loop. Its I/O, plain or TLS,
+ * is aconn.h's (our own connection under hiredis's RESP reader: hiredis 0.14's async context
+ * cannot carry TLS); this layer adds reconnecting, the watchdog and the on-up hooks.
  *
  * One sb_aredis_t is one logical connection that reconnects by itself: when the connection
  * is refused or lost it retries with capped exponential backoff (100 ms doubling to 5 s),
@@ -41,7 +42,7 @@ typedef struct sb_aredis_hook {
 
 /* Called exactly once per accepted send with the reply to the batch's last command, or with
  * NULL when Redis went away before answering (the command may or may not have run). The
- * reply belongs to hiredis and is valid only during the call. */
+ * reply belongs to the connection and is valid only during the call. */
 typedef void (*sb_aredis_cb)(redisReply *reply, void *priv);
 
 /* Creates a client for addr (copied) on loop and starts connecting. name appears in logs.
@@ -83,7 +84,7 @@ void sb_aredis_on_up(sb_aredis_t *ar, sb_aredis_hook_t *h, void (*fn)(void *ud),
 void sb_aredis_on_up_remove(sb_aredis_hook_t *h);
 /* Sends the SUBSCRIBE / PSUBSCRIBE commands of b. cb(reply, priv) then runs for every push
  * reply of those channels (["subscribe",ch,n], ["message",ch,payload]) for as long as the
- * connection lives, and with NULL (once per channel) when it goes or is closed, including
+ * connection lives, and with NULL (once) when it goes or is closed, including
  * from inside sb_aredis_close. Subscriptions do not survive a reconnect: resubscribe from the
  * on-up hook. Returns 0, or SB_EREDIS when not connected. */
 int sb_aredis_subscribe(sb_aredis_t *ar, const sb_batch_t *b, sb_aredis_cb cb, void *priv);

@@ -210,6 +210,7 @@ int sb_cmd_gateway(sb_config_t *cfg) {
         return SB_EXIT_USAGE;
     }
     signal(SIGPIPE, SIG_IGN);
+    sb_cli_warn_eviction(cfg, "gateway");
     lws_set_log_level(LLL_ERR | LLL_WARN, sb_lws_log);
     uv_loop_t loop;
     uv_loop_init(&loop);

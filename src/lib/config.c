@@ -114,11 +114,12 @@ static int sb_url_tcp(const char *rest, sb_redis_addr_t *a, char *err, size_t er
 }
 
 int sb_redis_url_parse(const char *url, sb_redis_addr_t *a, char *err, size_t errlen) {
-    if (strncmp(url, "rediss://", 9) == 0) {
-        sb_errf(err, errlen, "TLS (rediss://) is not supported by this build (hiredis 0.14)");
-        return SB_EINVAL;
+    int tls = strncmp(url, "rediss://", 9) == 0;
+    if (tls || strncmp(url, "redis://", 8) == 0) {
+        int rc = sb_url_tcp(url + 8 + tls, a, err, errlen);
+        if (rc == SB_OK) a->tls.enabled = tls;
+        return rc;
     }
-    if (strncmp(url, "redis://", 8) == 0) return sb_url_tcp(url + 8, a, err, errlen);
     if (strncmp(url, "unix://", 7) == 0) {
         const char *path = url + 7, *q = strchr(path, '?');
         size_t plen = q ? (size_t)(q - path) : strlen(path);
@@ -136,9 +137,10 @@ int sb_redis_url_parse(const char *url, sb_redis_addr_t *a, char *err, size_t er
         free(a->unix_path);
         a->unix_path = p;
         a->db = (int)db;
+        a->tls.enabled = 0;
         return SB_OK;
     }
-    sb_errf(err, errlen, "expected redis://host:port[/db] or unix:///path");
+    sb_errf(err, errlen, "expected redis://host:port[/db], rediss://... (TLS) or unix:///path");
     return SB_EINVAL;
 }
 
@@ -153,9 +155,14 @@ void sb_redis_addr_free(sb_redis_addr_t *a) {
     free(a->sentinel_password);
     free(a->rest_url);
     free(a->rest_token);
+    free(a->tls.ca_file);
+    free(a->tls.cert_file);
+    free(a->tls.key_file);
+    free(a->tls.sni);
     a->rest_url = a->rest_token = NULL;
     a->host = a->unix_path = a->user = a->password = NULL;
     a->sentinels = a->sentinel_master = a->sentinel_password = NULL;
+    a->tls.ca_file = a->tls.cert_file = a->tls.key_file = a->tls.sni = NULL;
 }
 
 /* The host a TCP address without one connects to. */
@@ -168,12 +175,17 @@ int sb_redis_addr_copy(sb_redis_addr_t *dst, const sb_redis_addr_t *src) {
     dst->host = dst->unix_path = dst->user = dst->password = NULL;
     dst->sentinels = dst->sentinel_master = dst->sentinel_password = NULL;
     dst->rest_url = dst->rest_token = NULL;
+    dst->tls.ca_file = dst->tls.cert_file = dst->tls.key_file = dst->tls.sni = NULL;
     if (sb_set_str(&dst->host, sb_redis_host(src)) || sb_set_str(&dst->unix_path, src->unix_path) ||
         sb_set_str(&dst->user, src->user) || sb_set_str(&dst->password, src->password) ||
         sb_set_str(&dst->sentinels, src->sentinels) ||
         sb_set_str(&dst->sentinel_master, src->sentinel_master) ||
         sb_set_str(&dst->sentinel_password, src->sentinel_password) ||
-        sb_set_str(&dst->rest_url, src->rest_url) || sb_set_str(&dst->rest_token, src->rest_token)) {
+        sb_set_str(&dst->rest_url, src->rest_url) || sb_set_str(&dst->rest_token, src->rest_token) ||
+        sb_set_str(&dst->tls.ca_file, src->tls.ca_file) ||
+        sb_set_str(&dst->tls.cert_file, src->tls.cert_file) ||
+        sb_set_str(&dst->tls.key_file, src->tls.key_file) ||
+        sb_set_str(&dst->tls.sni, src->tls.sni)) {
         sb_redis_addr_free(dst);
         return SB_ENOMEM;
     }

@@ -12,10 +12,15 @@
  * (with the processed key set first in the same pipeline). Acks are idempotent, so they are
  * retried through reconnects; a failed handler leaves the entry pending for the claim pass.
  *
- * Claiming goes by idle time, so an entry must not sit unhandled in our hands for min_idle_ms:
- * an entry that waited in its batch for more than half of it is first re-claimed by a script
- * that checks it is still ours (and resets its idle time), and skipped if another consumer
- * took it meanwhile. Handlers must finish within min_idle_ms (the CLI caps --exec at that). */
+ * Claiming goes by idle time, so an entry must not go min_idle_ms in our hands without its
+ * idle time being reset, or another consumer takes it while we still work on it (and its
+ * delivery count grows though it never failed). The batch in hand (`hand`) is renewed as a
+ * whole by one script (scripts/lua/events_keep.lua: XCLAIM … JUSTID of the entries still in our pending list;
+ * the others are marked lost and skipped): before an entry's turn when the batch was last
+ * renewed more than half of min_idle_ms ago, and from a long handler through sb_consumer_keep
+ * every quarter of min_idle_ms. So min_idle_ms bounds how long a consumer may stall, not how
+ * long a handler may run: only the entries of a consumer that died or stopped for min_idle_ms
+ * are delivered again. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +46,14 @@ typedef struct {
     void *user;
 } sb_sub_t;
 
+/* One entry in hand: read by XREADGROUP or claimed by XAUTOCLAIM, not yet dealt with. */
+typedef struct {
+    const sb_sub_t *sub;
+    const redisReply *entry;           /* [id, [field, value…]], borrowed from the reply */
+    long long deliveries;
+    int lost;                          /* another consumer took it (seen by a renewal) */
+} sb_inhand_t;
+
 struct sb_consumer {
     sb_redis_t *redis;
     sb_consumer_opts_t o;              /* group/consumer/start_id point at the arrays below */
@@ -52,6 +65,11 @@ struct sb_consumer {
     const atomic_int *stop;            /* of the poll in progress (acks give up on it) */
     sb_script_t keep;                  /* sb_lua_events_keep */
     sb_consumer_stats_t stats;
+    /* the batch in hand: hand[at] is being dealt with, hand[at+1..n) wait their turn */
+    sb_inhand_t *hand;
+    size_t nhand, hand_cap, at;
+    int64_t hand_at;                   /* monotonic ms the idle time of hand[at..n) was reset */
+    int in_handler;                    /* a handler runs (sb_consumer_keep is allowed) */
 };
 
 /* ---- setup ------------------------------------------------------------------------------- */
@@ -103,6 +121,7 @@ sb_consumer_t *sb_consumer_create(const sb_redis_addr_t *addr, const sb_consumer
 void sb_consumer_free(sb_consumer_t *c) {
     if (!c) return;
     sb_redis_free(c->redis);
+    free(c->hand);
     free(c);
 }
 
@@ -280,10 +299,12 @@ static int sb_consumer_seen(sb_consumer_t *c, const sb_event_t *ev) {
     return seen;
 }
 
-/* Runs the handler and acts on its verdict. */
+/* Runs the handler (sb_consumer_keep allowed meanwhile) and acts on its verdict. */
 static int sb_consumer_dispatch(sb_consumer_t *c, const sb_sub_t *s, const sb_event_t *ev) {
     char why[512] = "";
+    c->in_handler = 1;
     sb_event_verdict_t v = s->cb(ev, c->redis, s->user, why, sizeof why);
+    c->in_handler = 0;
     if (v == SB_EVENT_ACK) {
         c->stats.handled++;
         return sb_consumer_ack(c, s, ev);
@@ -296,32 +317,109 @@ static int sb_consumer_dispatch(sb_consumer_t *c, const sb_sub_t *s, const sb_ev
     return SB_OK;
 }
 
-/* 1 if the entry read at got_at (monotonic ms) is still ours to handle: always when it is
- * fresh, else after the keep script re-claimed it; 0 if another consumer took it; SB_EREDIS. */
-static int sb_consumer_still_ours(sb_consumer_t *c, const sb_sub_t *s, const char *id,
-                                  int64_t got_at) {
-    if (sb_mono_ms() - got_at <= c->o.min_idle_ms / 2) return 1;
-    const char *argv[] = {s->key, c->group, c->name, id};
-    redisReply *rep = sb_redis_eval(c->redis, &c->keep, 1, 4, argv, NULL);
-    if (!rep) return SB_EREDIS;
-    int ours = rep->type == REDIS_REPLY_INTEGER && rep->integer == 1;
-    if (!ours) sb_info("events", "entry %s of %s was taken over by another consumer while it "
-                       "waited in our batch: skipped", id, s->key);
-    freeReplyObject(rep);
-    return ours;
+/* ---- the batch in hand ------------------------------------------------------------------ */
+
+static const char *sb_entry_id(const redisReply *e) {
+    if (e->type != REDIS_REPLY_ARRAY || e->elements != 2) return NULL;
+    return e->element[0]->type == REDIS_REPLY_STRING ? e->element[0]->str : NULL;
 }
 
-/* Deals with one entry delivered `deliveries` times, read at got_at (monotonic ms). Returns 0,
- * SB_EREDIS, SB_ECANCELED. */
-static int sb_consumer_handle(sb_consumer_t *c, const sb_sub_t *s, const redisReply *entry,
-                              long long deliveries, int64_t got_at) {
+/* Appends an entry to the batch in hand. Returns 0 or SB_ENOMEM. */
+static int sb_hand_add(sb_consumer_t *c, const sb_sub_t *s, const redisReply *entry,
+                       long long deliveries) {
+    if (c->nhand == c->hand_cap) {
+        size_t cap = c->hand_cap ? 2 * c->hand_cap : 16;
+        sb_inhand_t *h = realloc(c->hand, cap * sizeof *h);
+        if (!h) return SB_ENOMEM;
+        c->hand = h;
+        c->hand_cap = cap;
+    }
+    c->hand[c->nhand++] = (sb_inhand_t){.sub = s, .entry = entry, .deliveries = deliveries};
+    return SB_OK;
+}
+
+/* The keep script over hand[from..to), all of one stream: marks the entries other consumers
+ * took as lost. Returns 0, SB_EREDIS or SB_ENOMEM. */
+static int sb_hand_renew_run(sb_consumer_t *c, size_t from, size_t to) {
+    const char **argv = malloc((to - from + 3) * sizeof *argv);
+    size_t *idx = malloc((to - from) * sizeof *idx);
+    int argc = 0, n = 0, rc = argv && idx ? SB_OK : SB_ENOMEM;
+    if (!rc) {
+        argv[argc++] = c->hand[from].sub->key;
+        argv[argc++] = c->group;
+        argv[argc++] = c->name;
+    }
+    for (size_t i = from; !rc && i < to; i++) {
+        const char *id = sb_entry_id(c->hand[i].entry);
+        if (!id || c->hand[i].lost) continue; /* not an entry, or lost for good */
+        idx[n++] = i;
+        argv[argc++] = id;
+    }
+    redisReply *rep = !rc && n ? sb_redis_eval(c->redis, &c->keep, 1, argc, argv, NULL) : NULL;
+    if (!rc && n && !rep) rc = SB_EREDIS;
+    for (int k = 0; rep && rep->type == REDIS_REPLY_ARRAY && k < n && k < (int)rep->elements; k++)
+        c->hand[idx[k]].lost = rep->element[k]->integer != 1;
+    if (rep) freeReplyObject(rep);
+    free(argv);
+    free(idx);
+    return rc;
+}
+
+/* Resets the idle time of every entry in hand from hand[at] on that is still ours (one script
+ * call per run of one stream), marking the others lost. Returns 0, SB_EREDIS, SB_ENOMEM. */
+static int sb_hand_renew(sb_consumer_t *c) {
+    int64_t now = sb_mono_ms();
+    for (size_t i = c->at, j; i < c->nhand; i = j) {
+        for (j = i + 1; j < c->nhand && c->hand[j].sub == c->hand[i].sub; j++) {}
+        int rc = sb_hand_renew_run(c, i, j);
+        if (rc != SB_OK) return rc;
+    }
+    c->hand_at = now;
+    return SB_OK;
+}
+
+/* 1 if hand[at] is still ours to handle: always when the batch's idle time was reset
+ * recently, else after a renewal; 0 if another consumer took it; SB_EREDIS. */
+static int sb_consumer_still_ours(sb_consumer_t *c) {
+    const sb_inhand_t *h = &c->hand[c->at];
+    if (!h->lost && sb_mono_ms() - c->hand_at > c->o.min_idle_ms / 2) {
+        int rc = sb_hand_renew(c);
+        if (rc != SB_OK) return rc;
+    }
+    if (h->lost) sb_info("events", "entry %s of %s was taken over by another consumer while it "
+                         "waited in our batch: skipped", sb_entry_id(h->entry), h->sub->key);
+    return !h->lost;
+}
+
+int sb_consumer_keep_every_ms(const sb_consumer_t *c) {
+    return c->o.min_idle_ms >= 4 ? c->o.min_idle_ms / 4 : 1;
+}
+
+int sb_consumer_keep(sb_consumer_t *c) {
+    if (!c->in_handler) return SB_EINVAL;
+    sb_inhand_t *h = &c->hand[c->at];
+    if (h->lost) return 0;
+    if (sb_mono_ms() - c->hand_at < sb_consumer_keep_every_ms(c)) return 1;
+    int rc = sb_hand_renew(c);
+    if (rc != SB_OK) return rc;
+    if (h->lost) sb_warn("events", "entry %s of %s was taken over by another consumer while its "
+                         "handler ran: its claim was not renewed within min_idle_ms (%d)",
+                         sb_entry_id(h->entry), h->sub->key, c->o.min_idle_ms);
+    return !h->lost;
+}
+
+/* Deals with hand[at]. Returns 0, SB_EREDIS, SB_ECANCELED. */
+static int sb_consumer_handle(sb_consumer_t *c) {
+    const sb_sub_t *s = c->hand[c->at].sub;
+    long long deliveries = c->hand[c->at].deliveries;
     sb_event_t ev;
     cJSON *data = NULL;
     char why[256], reason[300];
-    int prc = sb_event_from_reply(&ev, s->key, entry, &data, why, sizeof why), rc = SB_OK;
+    int prc = sb_event_from_reply(&ev, s->key, c->hand[c->at].entry, &data, why, sizeof why);
+    int rc = SB_OK;
     ev.deliveries = deliveries;
     if (prc == SB_EPROTO) return SB_OK; /* nothing to act on */
-    int ours = sb_consumer_still_ours(c, s, ev.id, got_at);
+    int ours = sb_consumer_still_ours(c);
     if (ours <= 0) {
         cJSON_Delete(data);
         return ours;
@@ -346,6 +444,16 @@ static int sb_consumer_handle(sb_consumer_t *c, const sb_sub_t *s, const redisRe
     }
     cJSON_Delete(data);
     return rc;
+}
+
+/* Deals with every entry in hand, in order (their idle time was reset at got_at), then empties
+ * the hand. Returns the number dealt with, or a negative error. */
+static int sb_hand_run(sb_consumer_t *c, int64_t got_at) {
+    int rc = SB_OK, n = 0;
+    c->hand_at = got_at;
+    for (c->at = 0; rc == SB_OK && c->at < c->nhand; c->at++, n++) rc = sb_consumer_handle(c);
+    c->nhand = c->at = 0;
+    return rc == SB_OK ? n : rc;
 }
 
 /* ---- claiming ---------------------------------------------------------------------------- */
@@ -379,6 +487,7 @@ static int sb_claim_counts(sb_consumer_t *c, const sb_sub_t *s, const redisReply
  * end of the pending list (cursor back to 0-0), or a negative error. *more says whether the
  * cursor has not wrapped yet. */
 static int sb_claim_round(sb_consumer_t *c, sb_sub_t *s, int *more) {
+    int64_t got_at = sb_mono_ms(); /* before the claim: never later than Redis's reset */
     redisReply *rep = sb_redis_cmd(c->redis, "XAUTOCLAIM %s %s %s %d %s COUNT %d", s->key,
                                    c->group, c->name, c->o.min_idle_ms, s->claim_cursor,
                                    c->o.count);
@@ -395,15 +504,15 @@ static int sb_claim_round(sb_consumer_t *c, sb_sub_t *s, int *more) {
     const redisReply *entries = rep->element[1];
     long long *counts = calloc(entries->elements + 1, sizeof *counts);
     int rc = counts ? sb_claim_counts(c, s, entries, counts) : SB_ENOMEM;
-    int n = 0;
-    int64_t got_at = sb_mono_ms();
-    for (size_t i = 0; rc == SB_OK && i < entries->elements; i++, n++) {
+    for (size_t i = 0; rc == SB_OK && i < entries->elements; i++) {
         c->stats.claimed++;
-        rc = sb_consumer_handle(c, s, entries->element[i], counts[i], got_at);
+        rc = sb_hand_add(c, s, entries->element[i], counts[i]);
     }
+    rc = rc == SB_OK ? sb_hand_run(c, got_at) : rc;
+    c->nhand = 0;
     free(counts);
     freeReplyObject(rep);
-    return rc == SB_OK ? n : rc;
+    return rc;
 }
 
 /* A claim pass over every stream, if due. Returns entries handled or a negative error. */
@@ -459,10 +568,12 @@ static redisReply *sb_consumer_xreadgroup(sb_consumer_t *c) {
 }
 
 static int sb_consumer_read(sb_consumer_t *c) {
-    redisReply *rep = sb_consumer_xreadgroup(c);
+    /* taken before the read: a reply that reaches us late (a stalled consumer) looks as old
+     * as it may really be, and is renewed before its turn */
     int64_t got_at = sb_mono_ms();
+    redisReply *rep = sb_consumer_xreadgroup(c);
     if (!rep) return SB_EREDIS;
-    int rc = SB_OK, n = 0;
+    int rc = SB_OK;
     if (rep->type == REDIS_REPLY_ERROR) {
         if (strncmp(rep->str, "NOGROUP", 7) == 0) c->ready = 0; /* Redis lost it: recreate */
         else sb_warn("events", "XREADGROUP refused: %s", rep->str);
@@ -472,11 +583,13 @@ static int sb_consumer_read(sb_consumer_t *c) {
         const redisReply *sr = rep->element[i];
         const sb_sub_t *s = sr->type == REDIS_REPLY_ARRAY && sr->elements == 2
                                 ? sb_sub_by_key(c, sr->element[0]->str) : NULL;
-        for (size_t j = 0; s && rc == SB_OK && j < sr->element[1]->elements; j++, n++)
-            rc = sb_consumer_handle(c, s, sr->element[1]->element[j], 1, got_at);
+        for (size_t j = 0; s && rc == SB_OK && j < sr->element[1]->elements; j++)
+            rc = sb_hand_add(c, s, sr->element[1]->element[j], 1);
     }
+    rc = rc == SB_OK ? sb_hand_run(c, got_at) : rc;
+    c->nhand = 0;
     freeReplyObject(rep);
-    return rc == SB_OK ? n : rc;
+    return rc;
 }
 
 /* ---- the loop ---------------------------------------------------------------------------- */

@@ -1,15 +1,24 @@
 /* Blocking Redis client with reconnect, pipelines and EVALSHA-with-fallback scripts.
  *
- * The context is dropped as soon as hiredis reports an I/O or protocol error (hiredis leaves a
- * context unusable after one), so "connected" always means "the last command worked".
- * sb_redis_ensure() owns reconnecting: capped exponential backoff, one log line when the
- * connection is lost and one when it is back, however many attempts lie between.
+ * I/O is ours, RESP is hiredis's: the connection is an sb_conn_t (conn.h: a socket, TLS on
+ * top for rediss://) made blocking with the command timeout, commands are appended to an
+ * output buffer and written in one go, and replies are parsed by a hiredis redisReader fed
+ * with what we read. Plain TCP costs the same system calls as hiredis's redisContext did (one
+ * write, then read until a reply is complete); TLS swaps read/write for SSL_read/SSL_write.
+ *
+ * With Sentinels the address is resolved (sb_redis_target) before every connection; with an
+ * Upstash REST URL the commands go over HTTPS instead (rest.h, at the end of this file).
+ *
+ * The connection is dropped as soon as an I/O or protocol error happens (the stream is then
+ * out of step), so "connected" always means "the last command worked". sb_redis_ensure()
+ * owns reconnecting: capped exponential backoff, one log line when the connection is lost and
+ * one when it is back, however many attempts lie between.
  *
  * Batches hold commands already written as RESP. Argument-vector commands (the hot path: the
  * gateway builds one EVALSHA per HTTP request) are written by the small encoder below, which
  * sizes the command exactly, allocates once and writes lengths without printf, giving the same
  * bytes as hiredis's redisFormatCommandArgv; printf-style commands (sb_batch_add, cold paths)
- * still go through hiredis's formatter. Reading and parsing replies is all hiredis's. */
+ * still go through hiredis's formatter. */
 #include <errno.h>
 #include <poll.h>
 #include <stdarg.h>
@@ -19,6 +28,7 @@
 #include <string.h>
 #include <openssl/sha.h>
 #include "switchboard/clock.h"
+#include "switchboard/conn.h"
 #include "switchboard/error.h"
 #include "switchboard/fmt.h"
 #include "switchboard/log.h"
@@ -29,9 +39,14 @@
 #define SB_REDIS_CONNECT_TIMEOUT_MS 2000
 #define SB_REDIS_BACKOFF_MIN_MS 100
 #define SB_REDIS_BACKOFF_MAX_MS 5000
+#define SB_REDIS_READ_CHUNK 16384
 
 struct sb_redis {
-    redisContext *ctx;      /* NULL while disconnected */
+    sb_conn_t *conn;        /* NULL while disconnected */
+    redisReader *reader;    /* parses what conn delivers; made with conn, freed with it */
+    char *obuf;             /* commands appended and not written yet: obuf[opos..olen) */
+    size_t opos, olen, ocap;
+    char errstr[256];       /* why the last I/O failed */
     sb_redis_addr_t addr;   /* owned copy */
     char component[32];
     int timeout_ms;         /* socket timeout for commands, 0 = none */
@@ -40,7 +55,7 @@ struct sb_redis {
     int64_t connected_at;   /* monotonic ms of the last successful connect */
     size_t deferred;        /* replies of sb_redis_send_deferred() not read yet */
     char server[300];       /* with Sentinels: the master last connected to, "" before */
-    sb_rest_t *rest;        /* Upstash REST transport instead of ctx (rest.h), or NULL */
+    sb_rest_t *rest;        /* Upstash REST transport instead of conn (rest.h), or NULL */
     int rest_up;            /* REST: the last request worked */
 };
 
@@ -69,50 +84,155 @@ sb_redis_t *sb_redis_create(const sb_redis_addr_t *addr, const char *component) 
 
 void sb_redis_free(sb_redis_t *r) {
     if (!r) return;
-    if (r->ctx) redisFree(r->ctx);
+    sb_redis_disconnect(r);
+    free(r->obuf);
     sb_rest_free(r->rest);
     sb_redis_addr_free(&r->addr);
     free(r);
 }
 
 void sb_redis_disconnect(sb_redis_t *r) {
-    if (r->ctx) redisFree(r->ctx);
-    r->ctx = NULL;
+    sb_conn_free(r->conn);
+    if (r->reader) redisReaderFree(r->reader);
+    r->conn = NULL;
+    r->reader = NULL;
+    r->opos = r->olen = 0;
     r->deferred = 0;
     r->rest_up = 0;
 }
 
-int sb_redis_connected(const sb_redis_t *r) { return r->ctx != NULL || r->rest_up; }
+int sb_redis_connected(const sb_redis_t *r) { return r->conn != NULL || r->rest_up; }
 
-static struct timeval sb_tv(int ms) {
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-    return tv;
-}
+int sb_redis_is_tls(const sb_redis_t *r) { return r->conn && sb_conn_is_tls(r->conn); }
 
 void sb_redis_set_timeout(sb_redis_t *r, int ms) {
     r->timeout_ms = ms;
     if (r->rest) sb_rest_set_timeout(r->rest, ms);
-    if (r->ctx && ms > 0) redisSetTimeout(r->ctx, sb_tv(ms));
+    if (r->conn) sb_conn_set_blocking(r->conn, ms);
 }
 
-/* AUTH and SELECT on a fresh context, with the credentials of the server reached (to). */
+/* ---- bytes in, bytes out ------------------------------------------------------------------ */
+
+/* Makes room for len more bytes (and a NUL) in the output buffer. REDIS_OK or REDIS_ERR
+ * (out of memory, errstr set). */
+static int sb_redis_reserve(sb_redis_t *r, size_t len) {
+    if (r->olen + len + 1 <= r->ocap) return REDIS_OK;
+    size_t cap = r->ocap ? r->ocap : 4096;
+    while (cap < r->olen + len + 1) cap *= 2;
+    char *p = realloc(r->obuf, cap);
+    if (!p) {
+        snprintf(r->errstr, sizeof r->errstr, "out of memory");
+        return REDIS_ERR;
+    }
+    r->obuf = p;
+    r->ocap = cap;
+    return REDIS_OK;
+}
+
+/* Appends len bytes to the output buffer. REDIS_OK or REDIS_ERR (out of memory). */
+static int sb_redis_out(sb_redis_t *r, const char *buf, size_t len) {
+    if (sb_redis_reserve(r, len) != REDIS_OK) return REDIS_ERR;
+    memcpy(r->obuf + r->olen, buf, len);
+    r->olen += len;
+    return REDIS_OK;
+}
+
+/* The reason of a failed conn call: its own, or a timeout when it returned 0. */
+static int sb_redis_io_failed(sb_redis_t *r, ssize_t n) {
+    snprintf(r->errstr, sizeof r->errstr, "%s",
+             n == 0 ? "timed out waiting for redis" : sb_conn_error(r->conn));
+    return REDIS_ERR;
+}
+
+/* Writes the whole output buffer (blocking fd: a short write only when the kernel buffer is
+ * full). REDIS_OK or REDIS_ERR with errstr. */
+static int sb_redis_flush(sb_redis_t *r) {
+    while (r->opos < r->olen) {
+        int want;
+        ssize_t n = sb_conn_write(r->conn, r->obuf + r->opos, r->olen - r->opos, &want);
+        if (n <= 0) return sb_redis_io_failed(r, n);
+        r->opos += (size_t)n;
+    }
+    r->opos = r->olen = 0;
+    return REDIS_OK;
+}
+
+/* One read into the reader. REDIS_OK or REDIS_ERR with errstr. */
+static int sb_redis_fill(sb_redis_t *r) {
+    char buf[SB_REDIS_READ_CHUNK];
+    int want;
+    ssize_t n = sb_conn_read(r->conn, buf, sizeof buf, &want);
+    if (n <= 0) return sb_redis_io_failed(r, n);
+    redisReaderFeed(r->reader, buf, (size_t)n);
+    return REDIS_OK;
+}
+
+/* A reply already parsed, if any (*rep NULL: none yet). REDIS_ERR on a protocol error. */
+static int sb_redis_parsed(sb_redis_t *r, void **rep) {
+    *rep = NULL;
+    if (redisReaderGetReply(r->reader, rep) == REDIS_OK) return REDIS_OK;
+    snprintf(r->errstr, sizeof r->errstr, "protocol error: %s", r->reader->errstr);
+    return REDIS_ERR;
+}
+
+/* Writes what is queued, then reads until one reply is complete (hiredis's redisGetReply,
+ * on our connection). REDIS_OK with *rep set, or REDIS_ERR with errstr. */
+static int sb_redis_get_reply(sb_redis_t *r, void **rep) {
+    if (sb_redis_flush(r) != REDIS_OK || sb_redis_parsed(r, rep) != REDIS_OK) return REDIS_ERR;
+    while (!*rep)
+        if (sb_redis_fill(r) != REDIS_OK || sb_redis_parsed(r, rep) != REDIS_OK)
+            return REDIS_ERR;
+    return REDIS_OK;
+}
+
+/* Formats and appends a printf-style command. */
+static int sb_redis_appendv(sb_redis_t *r, const char *fmt, va_list ap) {
+    char *cmd = NULL;
+    int len = redisvFormatCommand(&cmd, fmt, ap);
+    if (len < 0) {
+        snprintf(r->errstr, sizeof r->errstr, "bad command format or out of memory");
+        return REDIS_ERR;
+    }
+    int rc = sb_redis_out(r, cmd, (size_t)len);
+    free(cmd);
+    return rc;
+}
+
+/* One command on the fresh connection, nothing logged. The reply or NULL (errstr). */
+static redisReply *sb_redis_setup_cmd(sb_redis_t *r, const char *fmt, ...) {
+    va_list ap;
+    void *rep = NULL;
+    va_start(ap, fmt);
+    int rc = sb_redis_appendv(r, fmt, ap);
+    va_end(ap);
+    if (rc != REDIS_OK || sb_redis_get_reply(r, &rep) != REDIS_OK) return NULL;
+    return rep;
+}
+
+/* AUTH and SELECT on a fresh connection, with the credentials of the server reached (to); over TLS a PING when neither is needed, because a
+ * TLS 1.3 server refuses a client certificate only after the handshake: the refusal is then a
+ * connect error ("tlsv13 alert certificate required"), not a lost first command. */
 static int sb_redis_handshake(sb_redis_t *r, const sb_redis_addr_t *to, char *err,
                               size_t errlen) {
     redisReply *rep = NULL;
+    if (sb_conn_is_tls(r->conn) && !to->password && !to->db) {
+        if (!(rep = sb_redis_setup_cmd(r, "PING")) || rep->type == REDIS_REPLY_ERROR) goto fail;
+        freeReplyObject(rep);
+    }
     if (to->password) {
-        rep = to->user ? redisCommand(r->ctx, "AUTH %s %s", to->user, to->password)
-                       : redisCommand(r->ctx, "AUTH %s", to->password);
+        rep = to->user ? sb_redis_setup_cmd(r, "AUTH %s %s", to->user, to->password)
+                           : sb_redis_setup_cmd(r, "AUTH %s", to->password);
         if (!rep || rep->type == REDIS_REPLY_ERROR) goto fail;
         freeReplyObject(rep);
     }
     if (to->db) {
-        rep = redisCommand(r->ctx, "SELECT %d", to->db);
+        rep = sb_redis_setup_cmd(r, "SELECT %d", to->db);
         if (!rep || rep->type == REDIS_REPLY_ERROR) goto fail;
         freeReplyObject(rep);
     }
     return SB_OK;
 fail:
-    snprintf(err, errlen, "%s", rep ? rep->str : r->ctx->errstr);
+    snprintf(err, errlen, "%s", rep ? rep->str : r->errstr);
     if (rep) freeReplyObject(rep);
     return SB_EREDIS;
 }
@@ -136,29 +256,23 @@ int sb_redis_connect(sb_redis_t *r, char *err, size_t errlen) {
     sb_redis_disconnect(r);
     if (r->rest) return sb_redis_rest_connect(r, err, errlen);
     sb_redis_addr_t to;
-    int rc = sb_redis_target(r, &to, err, errlen);
+    int rc = sb_redis_target(r, &to, err, errlen); /* with Sentinels: the master, now */
     if (rc != SB_OK) return rc;
-    struct timeval tv = sb_tv(SB_REDIS_CONNECT_TIMEOUT_MS);
-    redisContext *c = to.unix_path ? redisConnectUnixWithTimeout(to.unix_path, tv)
-                                   : redisConnectWithTimeout(to.host, to.port, tv);
-    if (!c) {
+    r->conn = sb_conn_connect(&to, SB_REDIS_CONNECT_TIMEOUT_MS, err, errlen);
+    r->reader = r->conn ? redisReaderCreate() : NULL;
+    if (!r->conn) {
+        rc = SB_EREDIS;
+    } else if (!r->reader) {
         snprintf(err, errlen, "out of memory");
         rc = SB_ENOMEM;
-    } else if (c->err) {
-        snprintf(err, errlen, "%s", c->errstr);
-        redisFree(c);
+    } else if (sb_conn_set_blocking(r->conn, r->timeout_ms) != SB_OK) {
+        snprintf(err, errlen, "%s", strerror(errno));
         rc = SB_EREDIS;
     } else {
-        r->ctx = c;
         rc = sb_redis_handshake(r, &to, err, errlen);
     }
-    if (rc == SB_OK) {
-        if (r->timeout_ms > 0) redisSetTimeout(c, sb_tv(r->timeout_ms));
-        if (!to.unix_path) redisEnableKeepAlive(c); /* TCP only: fails on unix sockets */
-        r->connected_at = sb_mono_ms();
-    } else if (r->ctx) {
-        sb_redis_disconnect(r);
-    }
+    if (rc == SB_OK) r->connected_at = sb_mono_ms();
+    else sb_redis_disconnect(r);
     sb_redis_addr_free(&to);
     return rc;
 }
@@ -194,7 +308,7 @@ int sb_redis_ensure(sb_redis_t *r, const atomic_int *stop) {
 static void sb_redis_broken(sb_redis_t *r) {
     if (!r->lost)
         sb_warn(r->component, "redis connection lost: %s",
-                r->ctx && r->ctx->errstr[0] ? r->ctx->errstr : "unknown error");
+                r->errstr[0] ? r->errstr : "unknown error");
     r->lost = 1;
     /* a connection that broke soon after it was made is flapping: back off before the next */
     if (sb_mono_ms() - r->connected_at < 1000)
@@ -207,7 +321,7 @@ static void sb_redis_broken(sb_redis_t *r) {
 /* With Sentinels, a READONLY reply means the server was demoted: drop the connection so the
  * next ensure finds the master again (the caller still gets the reply). */
 static void sb_redis_check_demoted(sb_redis_t *r, const redisReply *reply) {
-    if (!r->ctx || !sb_sentinel_enabled(&r->addr) || !sb_sentinel_readonly(reply)) return;
+    if (!r->conn || !sb_sentinel_enabled(&r->addr) || !sb_sentinel_readonly(reply)) return;
     sb_warn(r->component, "redis at %s is a replica now (READONLY): finding the master through "
             "the Sentinels", r->server);
     r->lost = 1;
@@ -215,20 +329,23 @@ static void sb_redis_check_demoted(sb_redis_t *r, const redisReply *reply) {
     sb_redis_disconnect(r);
 }
 
-/* Reads and drops the replies of earlier deferred sends (hiredis flushes whatever was appended
- * since, so they share its write). A Redis error among them is logged. Returns REDIS_OK or
+/* Reads and drops the replies of earlier deferred sends (whatever was appended since is
+ * written first, so they share a write). A Redis error among them is logged. Returns REDIS_OK or
  * REDIS_ERR (I/O: the caller drops the connection). */
 static int sb_redis_drain(sb_redis_t *r) {
     while (r->deferred > 0) {
         void *rep = NULL;
-        if (redisGetReply(r->ctx, &rep) != REDIS_OK || !rep) return REDIS_ERR;
+        if (sb_redis_get_reply(r, &rep) != REDIS_OK) return REDIS_ERR;
         r->deferred--;
         redisReply *x = rep;
         if (x->type == REDIS_REPLY_ERROR)
             sb_warn(r->component, "a deferred redis command failed: %s", x->str);
         int demoted = sb_sentinel_enabled(&r->addr) && sb_sentinel_readonly(x);
         freeReplyObject(x);
-        if (demoted) return REDIS_ERR;
+        if (demoted) {
+            snprintf(r->errstr, sizeof r->errstr, "the server is a replica now (READONLY)");
+            return REDIS_ERR;
+        }
     }
     return REDIS_OK;
 }
@@ -236,8 +353,7 @@ static int sb_redis_drain(sb_redis_t *r) {
 /* The reply of the command just appended, after those of deferred sends. */
 static redisReply *sb_redis_reply(sb_redis_t *r) {
     void *rep = NULL;
-    if (sb_redis_drain(r) != REDIS_OK || redisGetReply(r->ctx, &rep) != REDIS_OK || !rep) {
-        if (rep) freeReplyObject(rep);
+    if (sb_redis_drain(r) != REDIS_OK || sb_redis_get_reply(r, &rep) != REDIS_OK) {
         sb_redis_broken(r);
         return NULL;
     }
@@ -253,9 +369,9 @@ redisReply *sb_redis_cmd(sb_redis_t *r, const char *fmt, ...) {
         va_end(ap);
         return rep;
     }
-    if (!r->ctx) return NULL;
+    if (!r->conn) return NULL;
     va_start(ap, fmt);
-    int rc = redisvAppendCommand(r->ctx, fmt, ap);
+    int rc = sb_redis_appendv(r, fmt, ap);
     va_end(ap);
     if (rc != REDIS_OK) {
         sb_redis_broken(r);
@@ -264,10 +380,13 @@ redisReply *sb_redis_cmd(sb_redis_t *r, const char *fmt, ...) {
     return sb_redis_reply(r);
 }
 
+/* Appends argv as one command (our encoder, below). */
+static int sb_redis_append_argv(sb_redis_t *r, int argc, const char **argv, const size_t *lens);
+
 redisReply *sb_redis_cmdargv(sb_redis_t *r, int argc, const char **argv, const size_t *lens) {
     if (r->rest) return sb_redis_rest_argv(r, argc, argv, lens);
-    if (!r->ctx) return NULL;
-    if (redisAppendCommandArgv(r->ctx, argc, argv, lens) != REDIS_OK) {
+    if (!r->conn) return NULL;
+    if (sb_redis_append_argv(r, argc, argv, lens) != REDIS_OK) {
         sb_redis_broken(r);
         return NULL;
     }
@@ -275,25 +394,35 @@ redisReply *sb_redis_cmdargv(sb_redis_t *r, int argc, const char **argv, const s
 }
 
 redisReply *sb_redis_read(sb_redis_t *r) {
-    if (!r->ctx) return NULL;
+    if (!r->conn) return NULL;
     return sb_redis_reply(r);
+}
+
+/* 1 when bytes can be read without blocking: decrypted ones inside TLS, or the fd readable
+ * within timeout_ms; 0 when none came; -1 on a poll error. */
+static int sb_redis_readable(sb_redis_t *r, int timeout_ms) {
+    if (sb_conn_pending(r->conn) > 0) return 1;
+    struct pollfd p = {.fd = sb_conn_fd(r->conn), .events = POLLIN};
+    int n = poll(&p, 1, timeout_ms);
+    if (n < 0 && errno == EINTR) return 0;
+    return n;
 }
 
 redisReply *sb_redis_read_wait(sb_redis_t *r, int timeout_ms, int *timed_out) {
     void *rep = NULL;
     *timed_out = 0;
-    if (!r->ctx) return NULL;
-    if (sb_redis_drain(r) != REDIS_OK || redisGetReplyFromReader(r->ctx, &rep) != REDIS_OK)
+    if (!r->conn) return NULL;
+    if (sb_redis_drain(r) != REDIS_OK || sb_redis_flush(r) != REDIS_OK ||
+        sb_redis_parsed(r, &rep) != REDIS_OK)
         goto broken;
     if (rep) return rep; /* already buffered */
-    struct pollfd p = {.fd = r->ctx->fd, .events = POLLIN};
-    int n = poll(&p, 1, timeout_ms);
-    if (n == 0 || (n < 0 && errno == EINTR)) {
+    int n = sb_redis_readable(r, timeout_ms);
+    if (n == 0) {
         *timed_out = 1;
         return NULL;
     }
-    if (n < 0 || redisBufferRead(r->ctx) != REDIS_OK ||
-        redisGetReplyFromReader(r->ctx, &rep) != REDIS_OK)
+    if (n < 0) snprintf(r->errstr, sizeof r->errstr, "poll: %s", strerror(errno));
+    if (n < 0 || sb_redis_fill(r) != REDIS_OK || sb_redis_parsed(r, &rep) != REDIS_OK)
         goto broken;
     if (!rep) *timed_out = 1; /* a partial reply: the rest comes with the next read */
     return rep;
@@ -365,6 +494,18 @@ static void sb_resp_argv(char *buf, size_t total, int argc, const char **argv,
         *p++ = '\n';
     }
     buf[total] = '\0';
+}
+
+static int sb_redis_append_argv(sb_redis_t *r, int argc, const char **argv, const size_t *lens) {
+    size_t total = sb_resp_argv_len(argc, argv, lens);
+    if (total == 0) {
+        snprintf(r->errstr, sizeof r->errstr, "bad command (no or NULL arguments)");
+        return REDIS_ERR;
+    }
+    if (sb_redis_reserve(r, total) != REDIS_OK) return REDIS_ERR;
+    sb_resp_argv(r->obuf + r->olen, total, argc, argv, lens); /* writes a NUL after it */
+    r->olen += total;
+    return REDIS_OK;
 }
 
 /* ---- pipelines ------------------------------------------------------------------------- */
@@ -456,23 +597,22 @@ void sb_replies_free(redisReply **replies, size_t n) {
     }
 }
 
-/* Appends every command of b to the context's output buffer (sent by the next write). */
+/* Appends every command of b to the output buffer (sent by the next write). */
 static int sb_redis_append(sb_redis_t *r, const sb_batch_t *b) {
     for (size_t i = 0; i < b->n; i++)
-        if (redisAppendFormattedCommand(r->ctx, b->cmds[i].buf, b->cmds[i].len) != REDIS_OK)
-            return REDIS_ERR;
+        if (sb_redis_out(r, b->cmds[i].buf, b->cmds[i].len) != REDIS_OK) return REDIS_ERR;
     return REDIS_OK;
 }
 
 int sb_redis_pipeline(sb_redis_t *r, const sb_batch_t *b, redisReply **replies) {
     for (size_t i = 0; i < b->n; i++) replies[i] = NULL;
     if (r->rest) return sb_redis_rest_pipeline(r, b, replies);
-    if (!r->ctx) return SB_EREDIS;
+    if (!r->conn) return SB_EREDIS;
     if (sb_redis_append(r, b) != REDIS_OK) goto broken;
     if (sb_redis_drain(r) != REDIS_OK) goto broken;
     for (size_t i = 0; i < b->n; i++) {
         void *rep = NULL;
-        if (redisGetReply(r->ctx, &rep) != REDIS_OK || !rep) goto broken;
+        if (sb_redis_get_reply(r, &rep) != REDIS_OK) goto broken;
         replies[i] = rep;
     }
     for (size_t i = 0; i < b->n; i++) sb_redis_check_demoted(r, replies[i]);
@@ -493,11 +633,9 @@ int sb_redis_send_deferred(sb_redis_t *r, const sb_batch_t *b) {
         if (rc == SB_OK) sb_replies_free(replies, b->n);
         return rc;
     }
-    if (!r->ctx) return SB_EREDIS;
-    if (sb_redis_append(r, b) != REDIS_OK) goto broken;
-    int done = 0;
-    while (!done) /* blocking socket: one write unless the kernel buffer is full */
-        if (redisBufferWrite(r->ctx, &done) != REDIS_OK) goto broken;
+    if (!r->conn) return SB_EREDIS;
+    /* blocking socket: one write unless the kernel buffer is full */
+    if (sb_redis_append(r, b) != REDIS_OK || sb_redis_flush(r) != REDIS_OK) goto broken;
     r->deferred += b->n;
     return SB_OK;
 broken:

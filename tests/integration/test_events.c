@@ -30,10 +30,15 @@ typedef struct {
     long long last_deliveries;  /* ev->deliveries of the last call */
     char ids[64][SB_EVENT_ID_LEN];
     int respond;                /* answer requests with {"echo": data} */
-    struct sb_consumer *rival;  /* on the first call, let this consumer take over (see test) */
+    struct sb_consumer *rival;  /* on the first call, poll this consumer (see the tests) */
+    int rival_takes;            /* ... until it handled this many (0: see keep_ms) */
+    struct sb_consumer *self;   /* the consumer running this handler, for sb_consumer_keep */
+    int keep_ms;                /* on the first call, work this long calling sb_consumer_keep */
+    int kept;                   /* what sb_consumer_keep returned last on the first call */
 } rec_t;
 
-static void rival_takes_over(struct sb_consumer *rival);
+static void rival_takes_over(struct sb_consumer *rival, int n);
+static void work_and_keep(rec_t *rc);
 
 static sb_event_verdict_t rec_handler(const sb_event_t *ev, sb_redis_t *r, void *user,
                                       char *why, size_t whylen) {
@@ -41,7 +46,15 @@ static sb_event_verdict_t rec_handler(const sb_event_t *ev, sb_redis_t *r, void 
     if (rc->calls < 64) snprintf(rc->ids[rc->calls], SB_EVENT_ID_LEN, "%s", ev->event_id);
     rc->calls++;
     rc->last_deliveries = ev->deliveries;
-    if (rc->rival && rc->calls == 1) rival_takes_over(rc->rival);
+    if (rc->rival && rc->calls == 1) {
+        if (rc->keep_ms) work_and_keep(rc);
+        else rival_takes_over(rc->rival, rc->rival_takes);
+        if (rc->self) rc->kept = sb_consumer_keep(rc->self);
+        if (rc->self && rc->kept != 1) {
+            snprintf(why, whylen, "entry lost");
+            return SB_EVENT_RETRY;
+        }
+    }
     if (rc->always_fail || rc->calls <= rc->fail_first) {
         snprintf(why, whylen, "test failure");
         return SB_EVENT_RETRY;
@@ -214,10 +227,18 @@ static void test_claims_dead_consumers_entries(void **state) {
     sb_redis_free(r);
 }
 
-/* While our first handler overruns min_idle_ms, a rival claims our whole batch. */
-static void rival_takes_over(struct sb_consumer *rival) {
+/* While our first handler overruns min_idle_ms without keeping its entry, a rival claims
+ * entries of ours until it handled n. */
+static void rival_takes_over(struct sb_consumer *rival, int n) {
     sb_consumer_stats_t st;
-    poll_until(rival, &st, m_handled, 2);
+    poll_until(rival, &st, m_handled, (unsigned long long)n);
+}
+
+/* A long handler: works for keep_ms, calling sb_consumer_keep between the rival's polls. */
+static void work_and_keep(rec_t *rc) {
+    int64_t end = sb_mono_ms() + rc->keep_ms;
+    while (sb_mono_ms() < end && (rc->kept = sb_consumer_keep(rc->self)) == 1)
+        sb_consumer_poll(rc->rival, NULL);
 }
 
 static void test_batch_entry_taken_over_is_skipped(void **state) {
@@ -228,6 +249,7 @@ static void test_batch_entry_taken_over_is_skipped(void **state) {
     sb_consumer_t *rival = consumer("task.slow", "rival", 50, 5, 0, &rival_rec);
     sb_consumer_t *c = consumer("task.slow", "slow", 50, 5, 0, &rec);
     rec.rival = rival;
+    rec.rival_takes = 2;
     sb_consumer_stats_t st;
     poll_until(c, &st, m_handled, 1);
     /* the rival ran both; we ran the first (it overran: at-least-once) but not the second,
@@ -237,6 +259,62 @@ static void test_batch_entry_taken_over_is_skipped(void **state) {
     sb_consumer_poll(c, NULL);
     assert_int_equal(rec.calls, 1);
     assert_int_equal(pending(r, "agent:stream:task.slow"), 0);
+    sb_consumer_free(c);
+    sb_consumer_free(rival);
+    sb_redis_free(r);
+}
+
+/* A handler running 2.5 times min_idle_ms keeps its entry and the one waiting behind it in
+ * its batch: the rival polling all along claims neither, and each is handled once, on its
+ * first delivery. */
+static void test_long_handler_keeps_its_entry(void **state) {
+    (void)state;
+    sb_redis_t *r = sb_test_redis_client(&g_redis);
+    publish(r, "task.long", "{}", NULL, NULL);
+    publish(r, "task.long", "{}", NULL, NULL);
+    rec_t rival_rec = {0}, rec = {0};
+    sb_consumer_t *rival = consumer("task.long", "rival", 1000, 5, 0, &rival_rec);
+    sb_consumer_t *c = consumer("task.long", "worker", 1000, 5, 0, &rec);
+    rec.rival = rival;
+    rec.self = c;
+    rec.keep_ms = 2500;
+    assert_int_equal(sb_consumer_keep_every_ms(c), 250);
+    sb_consumer_stats_t st;
+    poll_until(c, &st, m_handled, 2); /* the worker reads first: the rival finds nothing new */
+    assert_int_equal(rec.kept, 1);
+    assert_int_equal(rec.calls, 2);
+    assert_int_equal((int)rec.last_deliveries, 1);
+    assert_int_equal((int)st.retried, 0);
+    sb_consumer_stats(rival, &st);
+    assert_int_equal((int)st.claimed, 0);
+    assert_int_equal(rival_rec.calls, 0);
+    assert_int_equal(pending(r, "agent:stream:task.long"), 0);
+    assert_int_equal(sb_consumer_keep(c), SB_EINVAL); /* outside a handler */
+    sb_consumer_free(c);
+    sb_consumer_free(rival);
+    sb_redis_free(r);
+}
+
+/* A handler that stalls past min_idle_ms without keeping its entry loses it, and
+ * sb_consumer_keep says so: the rival handles it, we do not ack it. */
+static void test_keep_reports_a_lost_entry(void **state) {
+    (void)state;
+    sb_redis_t *r = sb_test_redis_client(&g_redis);
+    publish(r, "task.lost", "{}", NULL, NULL);
+    rec_t rival_rec = {0}, rec = {0};
+    sb_consumer_t *rival = consumer("task.lost", "rival", 50, 5, 0, &rival_rec);
+    sb_consumer_t *c = consumer("task.lost", "stalled", 50, 5, 0, &rec);
+    rec.rival = rival;
+    rec.rival_takes = 1;
+    rec.self = c;
+    sb_consumer_stats_t st;
+    poll_until(c, &st, m_retried, 1);
+    assert_int_equal(rec.kept, 0);
+    assert_int_equal(rec.calls, 1);
+    assert_int_equal(rival_rec.calls, 1);
+    assert_int_equal((int)rival_rec.last_deliveries, 2);
+    assert_int_equal((int)st.handled, 0);
+    assert_int_equal(pending(r, "agent:stream:task.lost"), 0); /* acked by the rival */
     sb_consumer_free(c);
     sb_consumer_free(rival);
     sb_redis_free(r);
@@ -477,6 +555,8 @@ int main(void) {
         WITH_RESET(test_retry_acks_only_after_success),
         WITH_RESET(test_claims_dead_consumers_entries),
         WITH_RESET(test_batch_entry_taken_over_is_skipped),
+        WITH_RESET(test_long_handler_keeps_its_entry),
+        WITH_RESET(test_keep_reports_a_lost_entry),
         WITH_RESET(test_dead_letter_after_max_deliveries),
         WITH_RESET(test_malformed_entries_are_dead_lettered),
         WITH_RESET(test_idempotency_by_event_id),

@@ -71,7 +71,7 @@ static void test_config_errors_name_the_setting(void **state) {
     (void)state;
     expect_config_error("PORT", "abc", "PORT='abc'");
     expect_config_error("PORT", "70000", "PORT");
-    expect_config_error("REDIS_URL", "rediss://h:1", "TLS");
+    expect_config_error("REDIS_TLS_CA", "/nonexistent/ca.pem", "rediss://");
     expect_config_error("REDIS_URL", "http://h", "REDIS_URL");
     expect_config_error("REDIS_URL", "redis://h:0", "port");
     expect_config_error("LOG_LEVEL", "loud", "LOG_LEVEL");
@@ -153,10 +153,46 @@ static void test_redis_urls(void **state) {
     assert_int_equal(a.port, 6379);
     assert_int_equal(sb_redis_url_parse("redis://h:1/99", &a, err, sizeof err), SB_EINVAL);
     assert_int_equal(sb_redis_url_parse("unix://relative", &a, err, sizeof err), SB_EINVAL);
-    free(a.host);
-    free(a.unix_path);
-    free(a.user);
-    free(a.password);
+    assert_int_equal(sb_redis_url_parse("rediss://u:p@cache.example:6380/2", &a, err, sizeof err), 0);
+    assert_int_equal(a.tls.enabled, 1);
+    assert_string_equal(a.host, "cache.example");
+    assert_int_equal(a.port, 6380);
+    assert_int_equal(a.db, 2);
+    assert_int_equal(sb_redis_url_parse("redis://h", &a, err, sizeof err), 0);
+    assert_int_equal(a.tls.enabled, 0);
+    sb_redis_addr_free(&a);
+}
+
+/* TLS settings: copied with the address, checked against it (rediss:// needed, no unix
+ * socket, certificate and key together, readable files), each error naming the setting. */
+static void test_config_tls(void **state) {
+    (void)state;
+    sb_config_t cfg;
+    char err[256] = "";
+    char *argv[] = {"x", "--redis-url", "rediss://127.0.0.1:6390", "--redis-tls-ca", "/dev/null",
+                    "--redis-tls-sni", "redis.internal", "--redis-tls-insecure", NULL};
+    assert_int_equal(sb_config_load(&cfg, 8, argv, err, sizeof err), SB_OK);
+    assert_int_equal(cfg.redis.tls.enabled, 1);
+    assert_string_equal(cfg.redis.tls.ca_file, "/dev/null");
+    assert_int_equal(cfg.redis.tls.insecure, 1);
+    sb_redis_addr_t copy;
+    assert_int_equal(sb_redis_addr_copy(&copy, &cfg.redis), SB_OK);
+    assert_string_equal(copy.tls.sni, "redis.internal");
+    assert_ptr_not_equal(copy.tls.sni, cfg.redis.tls.sni);
+    sb_redis_addr_free(&copy);
+    sb_config_close(&cfg);
+    char *nokey[] = {"x", "--redis-url", "rediss://h", "--redis-tls-cert", "/dev/null", NULL};
+    assert_int_equal(sb_config_load(&cfg, 5, nokey, err, sizeof err), SB_EINVAL);
+    assert_non_null(strstr(err, "REDIS_TLS_KEY"));
+    sb_config_close(&cfg);
+    char *noca[] = {"x", "--redis-url", "rediss://h", "--redis-tls-ca", "/nonexistent", NULL};
+    assert_int_equal(sb_config_load(&cfg, 5, noca, err, sizeof err), SB_EINVAL);
+    assert_non_null(strstr(err, "REDIS_TLS_CA='/nonexistent'"));
+    sb_config_close(&cfg);
+    char *plain[] = {"x", "--redis-url", "redis://h", "--redis-tls-insecure", NULL};
+    assert_int_equal(sb_config_load(&cfg, 4, plain, err, sizeof err), SB_EINVAL);
+    assert_non_null(strstr(err, "rediss://"));
+    sb_config_close(&cfg);
 }
 
 /* A pool hands each byte out once, wipes it, refills when it runs out, and its ids are
@@ -710,6 +746,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config_defaults),    cmocka_unit_test(test_config_env_and_flags),
         cmocka_unit_test(test_config_errors_name_the_setting),
+        cmocka_unit_test(test_config_tls),
         cmocka_unit_test(test_config_only_the_verbs_settings),
         cmocka_unit_test(test_redis_urls),         cmocka_unit_test(test_job_ids),
         cmocka_unit_test(test_random_ids),

@@ -185,6 +185,69 @@ static void test_timeout_kills_the_group(void **state) {
     sb_proc_result_close(&res);
 }
 
+/* The tick: counts its calls; creates the file `flag` at the third, or (stop) asks to stop
+ * once the program created it. */
+typedef struct {
+    int calls;
+    const char *flag;
+    int stop;
+} tick_t;
+
+static int count_tick(void *user) {
+    tick_t *t = user;
+    t->calls++;
+    if (t->stop) return access(t->flag, F_OK) == 0;
+    if (t->calls == 3) fclose(fopen(t->flag, "w"));
+    return 0;
+}
+
+static sb_proc_end_t run_ticked(const char *cmd, tick_t *t, sb_proc_result_t *res) {
+    sb_proc_opts_t o = {.cmd = cmd, .timeout_ms = 30000, .die_with_parent = 1,
+                        .reset_signals = 1, .tick = count_tick, .tick_user = t, .tick_ms = 10};
+    return sb_proc_run(&o, res);
+}
+
+/* The tick runs while the program runs: the program waits for what the third tick does. */
+static void test_tick_runs_during_the_run(void **state) {
+    (void)state;
+    char dir[] = "/tmp/sb-test-proc-XXXXXX", flag[64], cmd[160];
+    assert_non_null(mkdtemp(dir));
+    snprintf(flag, sizeof flag, "%s/ticked", dir);
+    snprintf(cmd, sizeof cmd, "while [ ! -e %s ]; do sleep 0.01; done; echo done", flag);
+    tick_t t = {.flag = flag};
+    sb_proc_result_t res;
+    assert_int_equal(run_ticked(cmd, &t, &res), SB_PROC_EXITED);
+    assert_string_equal(res.out, "done\n");
+    assert_true(t.calls >= 3);
+    sb_proc_result_close(&res);
+    unlink(flag);
+    rmdir(dir);
+}
+
+/* A tick that returns non-zero ends the run as CANCELED and kills the whole group: the
+ * program it forked (whose pid it wrote to flag) included. */
+static void test_tick_can_stop_the_run(void **state) {
+    (void)state;
+    char dir[] = "/tmp/sb-test-proc-XXXXXX", flag[64], cmd[256];
+    assert_non_null(mkdtemp(dir));
+    snprintf(flag, sizeof flag, "%s/pid", dir);
+    snprintf(cmd, sizeof cmd, "sleep 103 & echo $! > %s.tmp; mv %s.tmp %s; wait", flag, flag,
+             flag);
+    tick_t t = {.flag = flag, .stop = 1};
+    sb_proc_result_t res;
+    assert_int_equal(run_ticked(cmd, &t, &res), SB_PROC_CANCELED);
+    sb_proc_result_close(&res);
+    FILE *f = fopen(flag, "r");
+    assert_non_null(f);
+    int pid = 0;
+    assert_int_equal(fscanf(f, "%d", &pid), 1);
+    fclose(f);
+    assert_true(pid > 0);
+    assert_true(gone((pid_t)pid));
+    unlink(flag);
+    rmdir(dir);
+}
+
 /* The SIGKILL of the process that runs a handler kills the handler's whole group: the shell
  * and the program it forked (dash forks even for 'sleep 102; echo hi'). The program writes
  * its pid into a FIFO the test reads, so the kill comes when it surely runs. */
@@ -231,6 +294,8 @@ int main(void) {
         cmocka_unit_test(test_low_fds_free),
         cmocka_unit_test(test_one_deadline_for_the_run),
         cmocka_unit_test(test_timeout_kills_the_group),
+        cmocka_unit_test(test_tick_runs_during_the_run),
+        cmocka_unit_test(test_tick_can_stop_the_run),
         cmocka_unit_test(test_runner_killed_kills_the_group),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

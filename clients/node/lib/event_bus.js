@@ -192,7 +192,7 @@ class EventBus {
 
   async _handle(stream, id, fields, deliveries, gotAt) {
     if (Date.now() - gotAt > this.minIdleMs / 2 &&
-        Number(await this.redis.sbKeep(stream, this.group, this.consumer, id)) !== 1) return;
+        Number((await this.redis.sbKeep(stream, this.group, this.consumer, id))[0]) !== 1) return;
     const type = stream.slice(PREFIX.length);
     let data = null;
     let why = ['event_id', 'event_type', 'timestamp', 'data'].find((f) => !(f in fields));

@@ -279,7 +279,7 @@ class EventBus:
             self._keep_sha = await self.redis.script_load(src)
             r = await self.redis.evalsha(self._keep_sha, 1, stream, self.group, self.consumer,
                                          entry_id)
-        return int(r) == 1
+        return int(r[0]) == 1
 
     async def _handle(self, stream, entry_id, fields, deliveries, got_at):
         if not await self._still_ours(stream, entry_id, got_at):

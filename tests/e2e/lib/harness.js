@@ -61,18 +61,28 @@ function track(child, name) {
 }
 
 // Starts a private redis-server. opts.aof turns on appendonly (survives restart); opts.args
-// are extra server arguments (e.g. ['--rename-command', 'CONFIG', '']).
+// are extra server arguments (e.g. ['--rename-command', 'CONFIG', '']). opts.tls = {cert, key,
+// ca, authClients ('no' | 'optional' | 'yes')} serves TLS only (--tls-port, --port 0): then
+// r.url is rediss://, r.tlsEnv the REDIS_TLS_CA setting and r.client() a TLS client.
 async function startRedis(opts = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sb-e2e-redis-'));
   const port = await freePort();
-  const r = { port, dir, url: `redis://127.0.0.1:${port}`, proc: null };
+  const t = opts.tls;
+  const r = { port, dir, url: `${t ? 'rediss' : 'redis'}://127.0.0.1:${port}`, proc: null,
+    tlsEnv: t ? { REDIS_TLS_CA: t.ca } : {} };
+  const listen = t ? ['--port', '0', '--tls-port', String(port), '--tls-cert-file', t.cert,
+    '--tls-key-file', t.key, '--tls-ca-cert-file', t.ca, '--tls-auth-clients',
+    t.authClients || 'no'] : ['--port', String(port)];
+  // the probe and r.client(): trust the CA, present the client certificate when one is needed
+  const tlsOpts = t ? { tls: { ca: fs.readFileSync(t.ca), rejectUnauthorized: false,
+    ...(t.clientCert ? { cert: fs.readFileSync(t.clientCert), key: fs.readFileSync(t.clientKey) } : {}) } } : {};
+  r.client = (o = {}) => new Redis({ host: '127.0.0.1', port, ...tlsOpts, ...o });
   r.start = async () => {
-    r.proc = track(spawn(REDIS_SERVER, ['--port', String(port), '--bind', '127.0.0.1',
+    r.proc = track(spawn(REDIS_SERVER, [...listen, '--bind', '127.0.0.1',
       '--dir', dir, '--save', '', '--appendonly', opts.aof ? 'yes' : 'no',
       '--appendfsync', 'always', '--loglevel', 'warning', ...(opts.args || [])], { stdio: ['ignore', 'pipe', 'pipe'] }),
     'redis');
-    const probe = new Redis(r.url, { lazyConnect: true, maxRetriesPerRequest: 0,
-      retryStrategy: () => null });
+    const probe = r.client({ lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
     probe.on('error', () => {});
     await waitFor(async () => {
       try { await probe.connect(); return (await probe.ping()) === 'PONG'; } catch { return false; }
@@ -82,7 +92,6 @@ async function startRedis(opts = {}) {
   r.kill = async (signal = 'SIGKILL') => { r.proc.kill(signal); await r.proc.exited; };
   r.restart = async () => { await r.kill(); await r.start(); };
   r.stop = async () => { if (r.proc) await r.kill(); fs.rmSync(dir, { recursive: true, force: true }); };
-  r.client = () => new Redis(r.url);
   await r.start();
   return r;
 }

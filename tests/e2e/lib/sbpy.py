@@ -26,14 +26,22 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_for(cond, what, timeout=WAIT_S):
+def wait_for(cond, what, timeout=WAIT_S, progress=None):
+    """Polls cond until it is true. Fails after timeout seconds without it, or, with progress
+    (a function reading the state the wait is about), after timeout seconds in which that
+    state did not change: a hang fails, a machine that is merely slow does not."""
     deadline = time.monotonic() + timeout
+    seen = progress() if progress else None
     while True:
         v = cond()
         if v:
             return v
+        now = progress() if progress else None
+        if now != seen:
+            seen, deadline = now, time.monotonic() + timeout
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+            raise AssertionError(f"timed out waiting for {what}"
+                                 + (f" (stuck at {seen})" if progress else ""))
         time.sleep(0.02)
 
 
