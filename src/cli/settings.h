@@ -40,6 +40,10 @@ typedef struct {
     int wait_timeout_ms;    /* REDIS_WAIT_TIMEOUT_MS: WAIT's timeout */
     int sio_connect_rate;   /* Socket.IO CONNECTs per user per minute (0 = no limit) */
     int sio_connect_rate_ip; /* Engine.IO sessions per client address per minute (0 = none) */
+    int sio_ping_interval_ms;   /* PING_INTERVAL: Engine.IO pingInterval */
+    int sio_ping_timeout_ms;    /* PING_TIMEOUT: Engine.IO pingTimeout */
+    int sio_connect_timeout_ms; /* CONNECT_TIMEOUT: engine session to Socket.IO CONNECT */
+    int sio_max_payload;        /* MAX_PAYLOAD: Engine.IO maxPayload, bytes */
     /* jobs and agents */
     char *job_type;         /* JOB_TYPE / --type: the type an agent or CLI verb works on */
     int max_attempts;

@@ -237,6 +237,25 @@ static void test_graceful_close_polling(void **state) {
     assert_null(sb_eio_sid(f->srv, id));
 }
 
+/* The client closes with a POST of `1`: its held GET is answered `6` (noop), as the reference
+ * does, not `1` (issue #22). */
+static void test_client_close_answers_held_get_noop(void **state) {
+    fixture_t *f = *state;
+    char sid[SB_EIO_SID_LEN + 1], out[256];
+    sb_eio_id_t id = fake_handshake(f->srv, 0, sid);
+    void *conn = &f->http.conns[1];
+    assert_int_equal(fake_get(f->srv, sid, conn, 10, out, sizeof out), SB_EIO_HOLD);
+    assert_int_equal(fake_post(f->srv, sid, "1", 1, 20), 200);
+    assert_int_equal(f->app.closes, 1);
+    assert_string_equal(f->app.reason, "transport close");
+    assert_true(fake_was_woken(&f->http, conn));
+    sb_eio_reply_t r;
+    assert_int_equal(sb_eio_poll_pull(f->srv, id, conn, &r), 1);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(fake_body(&r, out, sizeof out), "6");
+    assert_null(sb_eio_sid(f->srv, id));
+}
+
 /* ------------------------------------------------------------------ WebSocket and upgrade */
 
 static void test_upgrade_sequence(void **state) {
@@ -374,6 +393,61 @@ static void test_heartbeat_ping_pong_and_timeout(void **state) {
     assert_int_equal(fake_ws_pull(f->srv, id, ws, out, sizeof out), SB_EIO_CLOSE);
     sb_eio_detach(f->srv, id, ws);
     assert_int_equal(sb_eio_tick(f->srv, 80000), INT64_MAX);
+}
+
+/* The schedule callback: the HTTP layer's one timer is told of every deadline earlier than
+ * the armed one, and tick returns the exact next deadline (no periodic tick, issue #22). */
+static int64_t scheduled[8];
+static int nscheduled;
+static void fake_schedule(void *ud, int64_t at) {
+    (void)ud;
+    if (nscheduled < 8) scheduled[nscheduled++] = at;
+}
+
+static void test_deadlines_scheduled_exactly(void **state) {
+    (void)state;
+    fake_http_t http = {0};
+    sb_eio_io_cb_t io = {fake_wake, &http, fake_schedule};
+    sb_eio_server_t *srv = sb_eio_create(NULL, &io);
+    nscheduled = 0;
+    char sid[SB_EIO_SID_LEN + 1], out[64];
+    sb_eio_id_t a = fake_ws_session(srv, &http.conns[0], 1000);
+    assert_int_equal(nscheduled, 1);
+    assert_true(scheduled[0] == 26000); /* its first ping */
+    fake_ws_session(srv, &http.conns[1], 2000); /* later: nothing to announce */
+    assert_int_equal(nscheduled, 1);
+    assert_true(sb_eio_tick(srv, 25999) == 26000);
+    assert_true(sb_eio_tick(srv, 26000) == 27000); /* a pinged; b's ping next */
+    assert_int_equal(fake_ws_pull(srv, a, &http.conns[0], out, sizeof out), 1);
+    assert_string_equal(out, "2");
+    assert_true(sb_eio_tick(srv, 27000) == 46000); /* a's pong is due by 26000 + 20000 */
+    /* a polling session probing an upgrade: its upgrade deadline is earlier, announced */
+    fake_handshake(srv, 30000, sid);
+    sb_eio_req_t req = fake_req(SB_EIO_GET, "websocket", sid);
+    req.websocket = 1;
+    sb_eio_reply_t r;
+    nscheduled = 0;
+    assert_int_equal(sb_eio_http(srv, &req, &http.conns[2], 30000, &r), 101);
+    assert_int_equal(nscheduled, 1);
+    assert_true(scheduled[0] == 40000);
+    sb_eio_free(srv);
+}
+
+/* A tick that comes late (a stalled loop) pings a client whose ping was due instead of
+ * dropping it for a pong it was never asked for. */
+static void test_late_tick_pings_before_timing_out(void **state) {
+    fixture_t *f = *state;
+    char out[64];
+    void *ws = &f->http.conns[0];
+    sb_eio_id_t id = fake_ws_session(f->srv, ws, 0);
+    while (fake_ws_pull(f->srv, id, ws, out, sizeof out) == 1) continue;
+    sb_eio_tick(f->srv, 50000); /* ping due at 25000, liveness at 45000: both passed */
+    assert_int_equal(f->app.closes, 0);
+    assert_int_equal(fake_ws_pull(f->srv, id, ws, out, sizeof out), 1);
+    assert_string_equal(out, "2");
+    sb_eio_tick(f->srv, 70000); /* no pong within pingTimeout of the ping: dropped */
+    assert_int_equal(f->app.closes, 1);
+    assert_string_equal(f->app.reason, "ping timeout");
 }
 
 static void test_polling_ping_timeout_answers_held_get(void **state) {
@@ -572,6 +646,9 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_polling_overlap_closes, setup, teardown),
         cmocka_unit_test(test_polling_payload_cap),
         cmocka_unit_test_setup_teardown(test_graceful_close_polling, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_client_close_answers_held_get_noop, setup, teardown),
+        cmocka_unit_test(test_deadlines_scheduled_exactly),
+        cmocka_unit_test_setup_teardown(test_late_tick_pings_before_timing_out, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upgrade_sequence, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upgrade_with_get_held_at_upgrade, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upgrade_probe_failures, setup, teardown),

@@ -235,10 +235,6 @@ static void test_connect_ok(void **state) {
     assert_int_equal(sb_rooms_size(sb_sio_rooms(f->sio), "user:PK1"), 1);
     assert_int_equal(sb_rooms_size(sb_sio_rooms(f->sio), "admins"), 0);
     assert_string_equal(sb_sio_identity(f->sio, id)->user_id, "u-PK1");
-    /* a repeated CONNECT is ignored */
-    assert_int_equal(fake_ws_send(f->eio, id, &f->http.conns[0], "40{\"token\":\"good-X\"}", 2),
-                     0);
-    assert_int_equal(fake_ws_pull(f->eio, id, &f->http.conns[0], out, sizeof out), 0);
     /* the admin joins admins too */
     sb_eio_id_t admin = ws_connect(f, 1, "40{\"token\":\"good-boss\"}", out, sizeof out);
     assert_memory_equal(out, "40{\"sid\":", 9);
@@ -289,8 +285,6 @@ static void test_client_events_and_disconnect(void **state) {
     void *ws = &f->http.conns[0];
     char out[256];
     sb_eio_id_t id = fake_ws_session(f->eio, ws, 0);
-    fake_ws_send(f->eio, id, ws, "42[\"early\"]", 1); /* before CONNECT: ignored */
-    assert_int_equal(f->app.events, 0);
     fake_ws_send(f->eio, id, ws, "40{\"token\":\"good-E\"}", 1);
     fake_ws_pull(f->eio, id, ws, out, sizeof out);
     fake_ws_send(f->eio, id, ws, "42[\"ping:app\",{\"x\":1}]", 2);
@@ -309,6 +303,15 @@ static void test_client_events_and_disconnect(void **state) {
     fake_ws_send(f->eio, id, ws, "451-[\"b\",{\"_placeholder\":true,\"num\":0}]", 3);
     assert_int_equal(sb_eio_ws_frame(f->eio, id, ws, "\x01", 1, 1, 3), 0); /* its attachment */
     assert_int_equal(f->app.events, 2);
+    /* nobody handles these: their ack ids are answered with an error at once */
+    fake_ws_send(f->eio, id, ws, "428[12]", 3);
+    assert_int_equal(fake_ws_pull(f->eio, id, ws, out, sizeof out), 1);
+    assert_string_equal(out, "438[{\"error\":\"client events are not supported\"}]");
+    fake_ws_send(f->eio, id, ws, "451-9[\"b\",{\"_placeholder\":true,\"num\":0}]", 3);
+    assert_int_equal(sb_eio_ws_frame(f->eio, id, ws, "\x01", 1, 1, 3), 0);
+    assert_int_equal(fake_ws_pull(f->eio, id, ws, out, sizeof out), 1);
+    assert_string_equal(out, "439[{\"error\":\"client events are not supported\"}]");
+    assert_int_equal(f->app.events, 2);
     assert_int_equal(fake_ws_send(f->eio, id, ws, "41", 4), 0);
     assert_int_equal(f->app.disconnects, 1);
     assert_string_equal(f->app.reason, "client namespace disconnect");
@@ -324,6 +327,42 @@ static void test_client_events_and_disconnect(void **state) {
     assert_string_equal(out, "");
     assert_int_equal(sb_eio_queued(f->eio, id), 0);
     assert_int_equal(fake_ws_pull(f->eio, id, ws, out, sizeof out), SB_EIO_CLOSE);
+}
+
+/* Packets the session's state does not allow close the connection, as socket.io does: an
+ * EVENT before CONNECT, a second CONNECT, an EVENT to a namespace not connected, an EVENT
+ * after DISCONNECT (issue #22). */
+static void test_invalid_state_closes(void **state) {
+    fixture_t *f = *state;
+    static const char *const connected[] = {"40{\"token\":\"good-S\"}", "42/other,[\"ev\"]",
+                                            "43/other,1[]", "41/other,"};
+    char out[256];
+    /* before any CONNECT */
+    void *ws = &f->http.conns[0];
+    sb_eio_id_t id = fake_ws_session(f->eio, ws, 0);
+    fake_ws_send(f->eio, id, ws, "42[\"early\"]", 1);
+    assert_int_equal(f->app.events, 0);
+    assert_int_equal(sb_eio_is_open(f->eio, id), 0);
+    while (fake_ws_pull(f->eio, id, ws, out, sizeof out) == 1) continue; /* the open packet */
+    assert_int_equal(fake_ws_pull(f->eio, id, ws, out, sizeof out), SB_EIO_CLOSE);
+    /* connected to "/": a second CONNECT, or anything for another namespace */
+    for (size_t i = 0; i < sizeof connected / sizeof connected[0]; i++) {
+        ws = &f->http.conns[1 + i];
+        id = ws_connect(f, 1 + (int)i, "40{\"token\":\"good-S\"}", out, sizeof out);
+        assert_memory_equal(out, "40{\"sid\":", 9);
+        fake_ws_send(f->eio, id, ws, connected[i], 2);
+        assert_int_equal(sb_eio_is_open(f->eio, id), 0);
+    }
+    assert_int_equal(f->app.connects, 4);
+    assert_int_equal(f->app.disconnects, 4);
+    /* after DISCONNECT */
+    ws = &f->http.conns[8];
+    id = ws_connect(f, 8, "40{\"token\":\"good-S\"}", out, sizeof out);
+    fake_ws_send(f->eio, id, ws, "41", 2);
+    assert_int_equal(sb_eio_is_open(f->eio, id), 1);
+    fake_ws_send(f->eio, id, ws, "42[\"late\"]", 3);
+    assert_int_equal(sb_eio_is_open(f->eio, id), 0);
+    assert_int_equal(f->app.events, 0);
 }
 
 static void test_garbage_closes_session(void **state) {
@@ -463,6 +502,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_connect_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connect_over_polling, setup, teardown),
         cmocka_unit_test_setup_teardown(test_client_events_and_disconnect, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_invalid_state_closes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_garbage_closes_session, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connect_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_room_fanout_shares_buffer, setup, teardown),

@@ -48,6 +48,7 @@ sb_eio_server_t *sb_eio_create(const sb_eio_config_t *cfg, const sb_eio_io_cb_t 
     else sb_eio_config_default(&srv->cfg);
     if (srv->cfg.max_queue_packets < 2) srv->cfg.max_queue_packets = 2;
     if (io) srv->io = *io;
+    srv->armed = SB_EIO_NEVER;
     srv->pkt_ping = sb_eio_const(srv, "2");
     srv->pkt_noop = sb_eio_const(srv, "6");
     srv->pkt_close = sb_eio_const(srv, "1");
@@ -187,13 +188,20 @@ static void sb_eio_session_free(sb_eio_server_t *srv, sb_eio_session_t *s) {
 
 /* ================================================================ timers */
 
+void sb__eio_set_due(sb_eio_server_t *srv, uint32_t slot, int64_t d) {
+    srv->due[slot] = d;
+    if (d >= srv->armed || srv->ticking) return;
+    srv->armed = d;
+    if (srv->io.schedule) srv->io.schedule(srv->io.ud, d);
+}
+
 void sb__eio_update_due(sb_eio_server_t *srv, sb_eio_session_t *s) {
     int64_t d = s->aux_until;
     if (s->state == ST_OPEN) {
         d = sb__eio_min(d, sb__eio_min(s->ping_due, s->alive_until));
         if (s->app_due) d = sb__eio_min(d, s->app_due);
     }
-    srv->due[s->slot] = d;
+    sb__eio_set_due(srv, s->slot, d);
 }
 
 /* Any packet from the client proves it is alive (as in the reference). */
@@ -220,7 +228,7 @@ void sb__eio_defer(sb_eio_server_t *srv, sb_eio_session_t *s) {
         uint32_t n = srv->cappending ? srv->cappending * 2 : 16;
         sb_eio_id_t *p = realloc(srv->pending, n * sizeof *p);
         if (!p) {
-            srv->due[s->slot] = 0;
+            sb__eio_set_due(srv, s->slot, 0);
             return;
         }
         srv->pending = p;
@@ -302,7 +310,10 @@ int sb__eio_on_packet(void *ud, const char *pkt, size_t n) {
     }
     sb__eio_heard(srv, s, rx->now);
     switch (p.type) {
-    case '1': sb__eio_mark_closed(srv, s, 0, "transport close"); return 1;
+    case '1':
+        s->flags |= F_PEER_CLOSE;
+        sb__eio_mark_closed(srv, s, 0, "transport close");
+        return 1;
     case '2': sb__eio_mark_closed(srv, s, 0, "invalid heartbeat direction"); return 1;
     case '3': sb_eio_on_pong(srv, s, rx->now); break;
     case '4':
@@ -396,16 +407,18 @@ static void sb_eio_run_timers(sb_eio_server_t *srv, sb_eio_session_t *s, int64_t
         sb__eio_defer(srv, s);
         return;
     }
-    if (s->alive_until <= now) {
-        sb__eio_mark_closed(srv, s, 0, "ping timeout");
-        return;
-    }
-    if ((s->flags & F_PROBING) && s->aux_until <= now) sb__eio_probe_fail(srv, s);
+    /* the ping first: it is always due before the liveness deadline of the same pong, and
+     * a late tick (a stalled loop) must not drop a client that was never pinged */
     if (s->ping_due <= now) {
         s->ping_due = SB_EIO_NEVER;
         s->alive_until = now + srv->cfg.ping_timeout_ms;
         if (sb__eio_q_push(srv, s, srv->pkt_ping)) return;
     }
+    if (s->alive_until <= now) {
+        sb__eio_mark_closed(srv, s, 0, "ping timeout");
+        return;
+    }
+    if ((s->flags & F_PROBING) && s->aux_until <= now) sb__eio_probe_fail(srv, s);
     if (s->app_due && s->app_due <= now) {
         s->app_due = 0;
         if (srv->app.on_timer) srv->app.on_timer(srv->app.ud, sb__eio_id(srv, s), now);
@@ -415,12 +428,15 @@ static void sb_eio_run_timers(sb_eio_server_t *srv, sb_eio_session_t *s, int64_t
 
 int64_t sb_eio_tick(sb_eio_server_t *srv, int64_t now) {
     srv->now = now;
+    srv->ticking++;
     sb__eio_enter(srv);
     for (uint32_t i = 0; i < srv->hw; i++)
         if (srv->due[i] <= now && srv->slots[i]) sb_eio_run_timers(srv, srv->slots[i], now);
     sb__eio_leave(srv);
+    srv->ticking--;
     int64_t next = SB_EIO_NEVER;
     for (uint32_t i = 0; i < srv->hw; i++) next = sb__eio_min(next, srv->due[i]);
+    srv->armed = next;
     return next;
 }
 

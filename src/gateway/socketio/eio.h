@@ -28,9 +28,13 @@
  *     called for a conn after sb_eio_detach() returned for it.
  *  3. When a conn goes away (lws CLOSED / CLOSED_HTTP, client abort), call sb_eio_detach(). The
  *     conn pointer must stay valid until then (it is only compared and handed back to wake).
- *  4. Call sb_eio_tick(now) at least once a second (a uv timer): it sends pings, closes sessions
- *     whose pong is late, cancels stalled upgrades and frees closed sessions. Cost: one pass
- *     over a compact int64 array of deadlines (50k sessions: ~50 µs) plus work for the due ones.
+ *  4. Timers: sb_eio_tick(now) sends pings, closes sessions whose pong is late, cancels
+ *     stalled upgrades and frees closed sessions; it returns the earliest deadline left. The
+ *     HTTP layer keeps one timer armed for that deadline, and re-arms it when the schedule
+ *     callback announces an earlier one (a new session, a probe), so every deadline fires on
+ *     time, not on a periodic tick. Cost per tick: two passes over a compact int64 array of
+ *     deadlines (50k sessions: ~50 µs each) plus work for the due ones; the HTTP layer spaces
+ *     ticks a few ms apart at least so that dense deadlines share one.
  *
  * References: the HTTP layer never holds a session pointer. It holds an sb_eio_id_t handle
  * (slot index + generation); a handle of a freed session is detected (calls return
@@ -108,6 +112,10 @@ void sb_eio_config_default(sb_eio_config_t *cfg);
 typedef struct sb_eio_io_cb {
     void (*wake)(void *ud, void *conn); /* request a writeable callback for conn */
     void *ud;
+    /* Optional: a deadline earlier than any pending when sb_eio_tick last returned (or than
+     * the last schedule) appeared: call sb_eio_tick at `at` (re-arm the timer). Not called
+     * from inside sb_eio_tick, whose return value says the same. */
+    void (*schedule)(void *ud, int64_t at);
 } sb_eio_io_cb_t;
 
 /* Application-side callbacks (Socket.IO, sio.c, installs these with sb_eio_set_app). */
@@ -180,7 +188,8 @@ int sb_eio_check(sb_eio_server_t *srv, const sb_eio_req_t *req, sb_eio_reply_t *
  *   WebSocket          -> 101, conn attached (new websocket-only session, or an upgrade probe)
  *   errors             -> 400 / 403 / 503 with {"code":N,"message":...}
  * A second GET while one is held is answered 400 (code 3) and closes the session, whose held
- * GET is then answered `1` (the reference answers the overlap 500/409 and closes too).
+ * GET is then answered `1` (the reference answers the overlap 500/409 and closes too); a
+ * client close (POST `1`) answers the held GET `6` (noop), as the reference does.
  * Returns -SB_ENOMEM-ish 500 replies only on allocation failure. */
 int sb_eio_http(sb_eio_server_t *srv, const sb_eio_req_t *req, void *conn, int64_t now,
                 sb_eio_reply_t *out);

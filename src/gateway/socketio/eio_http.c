@@ -33,6 +33,8 @@ int sb_eio_error_reply(const sb_eio_server_t *srv, int code, int status, sb_eio_
 
 /* What a poll GET may be answered with now: NULL = hold. */
 static sb_eio_buf_t *sb_eio_poll_ready(sb_eio_server_t *srv, sb_eio_session_t *s) {
+    if (s->state == ST_CLOSING && (s->flags & F_PEER_CLOSE)) /* as the reference: noop */
+        return sb_eio_buf_ref(srv->pkt_noop);
     if (s->state == ST_CLOSING)
         return (s->flags & F_WS) ? sb_eio_buf_ref(srv->pkt_close)
                                  : sb__eio_q_join(srv, s, srv->pkt_close);

@@ -25,6 +25,7 @@ enum {
     F_GRACEFUL = 1 << 5,    /* closing: deliver what is queued first */
     F_NOTIFIED = 1 << 6,    /* closing: app on_close has run, conns were woken */
     F_PENDING = 1 << 7,     /* listed in srv->pending */
+    F_PEER_CLOSE = 1 << 8,  /* closing: the client sent `1` (a held GET gets `6`) */
 };
 
 #define SB_EIO_MIN_QCAP 4u /* ring entries kept when drained */
@@ -67,6 +68,8 @@ struct sb_eio_server {
     uint32_t npending, cappending;
     int depth;                /* nesting of public calls / batches */
     int64_t now;              /* latest time seen */
+    int64_t armed;            /* earliest deadline the HTTP layer was told of (schedule) */
+    int ticking;              /* inside sb_eio_tick: no schedule calls */
     sb_eio_buf_t *pkt_ping, *pkt_noop, *pkt_close, *pkt_probe, *pkt_ok; /* shared constants */
 };
 
@@ -101,6 +104,8 @@ sb_eio_session_t *sb__eio_lookup(const sb_eio_server_t *srv, const char *sid);
 sb_eio_session_t *sb__eio_session_open(sb_eio_server_t *srv, void *ws_conn, int64_t now);
 /* Recomputes due[s->slot] from the session's deadlines. */
 void sb__eio_update_due(sb_eio_server_t *srv, sb_eio_session_t *s);
+/* Sets due[slot]; a deadline earlier than the armed one is announced (io.schedule). */
+void sb__eio_set_due(sb_eio_server_t *srv, uint32_t slot, int64_t d);
 /* A packet arrived from the client: it is alive. */
 void sb__eio_heard(sb_eio_server_t *srv, sb_eio_session_t *s, int64_t now);
 /* Lists s for settling at depth 0 (idempotent). */

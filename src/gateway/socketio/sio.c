@@ -228,7 +228,6 @@ static sb_sio_socket_t *sb_sio_socket_new(const sb_sio_identity_t *who, sb_eio_i
 
 /* CONNECT to "/": authenticate, answer, join rooms, let the app replay. */
 static void sb_sio_on_connect(sb_sio_t *sio, sb_eio_id_t id, const cJSON *auth) {
-    if (sb_sio_socket(sio, id)) return; /* already connected: ignore a repeated CONNECT */
     sb_sio_identity_t who;
     memset(&who, 0, sizeof who);
     char err[256] = "";
@@ -253,33 +252,53 @@ static void sb_sio_on_connect(sb_sio_t *sio, sb_eio_id_t id, const cJSON *auth) 
     if (sio->cb.on_connect) sio->cb.on_connect(sio->cb.ud, id, &sock->who);
 }
 
+/* The ACK a client EVENT that nobody handles gets, so that no client waits on it for ever. */
+static const char sb_sio_unsupported[] = "[{\"error\":\"client events are not supported\"}]";
+
+/* A client EVENT (or BINARY_EVENT, whose attachments are ignored) on a connected socket: to
+ * the app's on_event when it has one and the name is a string; otherwise dropped, and an
+ * ack id is answered at once with sb_sio_unsupported. */
 static void sb_sio_on_event(sb_sio_t *sio, sb_eio_id_t id, const sb_sio_packet_t *p) {
     const cJSON *name = cJSON_GetArrayItem(p->data, 0);
-    if (!sb_sio_socket(sio, id) || !cJSON_IsString(name) || !sio->cb.on_event) return;
-    sio->cb.on_event(sio->cb.ud, id, name->valuestring, p->data, p->id);
-}
-
-static void sb_sio_dispatch(sb_sio_t *sio, sb_eio_id_t id, const sb_sio_packet_t *p,
-                            int64_t now) {
-    if (p->nsp_len != 1) { /* only "/" exists */
-        if (p->type == SB_SIO_CONNECT) {
-            char nsp[SB_SIO_NSP_MAX + 1];
-            memcpy(nsp, p->nsp, p->nsp_len);
-            nsp[p->nsp_len] = '\0';
-            sb_sio_refuse(sio, id, nsp, "Invalid namespace");
-        }
+    if (p->type == SB_SIO_EVENT && cJSON_IsString(name) && sio->cb.on_event) {
+        sio->cb.on_event(sio->cb.ud, id, name->valuestring, p->data, p->id);
         return;
     }
+    if (p->id >= 0) sb_sio_ack(sio, id, p->id, sb_sio_unsupported, sizeof sb_sio_unsupported - 1);
+}
+
+/* A packet the session's state does not allow: socket.io closes the whole connection. */
+static void sb_sio_invalid_state(sb_sio_t *sio, sb_eio_id_t id) {
+    sb_eio_close(sio->eio, id, 1, "invalid state");
+}
+
+/* As socket.io's Client.ondecoded: a CONNECT to an unknown namespace is refused with
+ * CONNECT_ERROR; any other packet for a namespace this session is not connected to (an EVENT
+ * before CONNECT, after DISCONNECT, to another namespace), and a second CONNECT to a connected
+ * namespace, close the connection. */
+static void sb_sio_dispatch(sb_sio_t *sio, sb_eio_id_t id, const sb_sio_packet_t *p,
+                            int64_t now) {
     sb_sio_socket_t *sock = sb_sio_socket(sio, id);
+    if (p->nsp_len != 1 && p->type == SB_SIO_CONNECT) { /* only "/" exists */
+        char nsp[SB_SIO_NSP_MAX + 1];
+        memcpy(nsp, p->nsp, p->nsp_len);
+        nsp[p->nsp_len] = '\0';
+        sb_sio_refuse(sio, id, nsp, "Invalid namespace");
+        return;
+    }
+    if (p->nsp_len != 1 || (p->type == SB_SIO_CONNECT) == (sock != NULL)) {
+        sb_sio_invalid_state(sio, id);
+        return;
+    }
     switch (p->type) {
     case SB_SIO_CONNECT: sb_sio_on_connect(sio, id, p->data); break;
     case SB_SIO_DISCONNECT:
-        if (sock)
-            sb_sio_socket_drop(sio, id, sock, "client namespace disconnect",
+        sb_sio_socket_drop(sio, id, sock, "client namespace disconnect",
                                now + sio->cfg.connect_timeout_ms);
         break;
-    case SB_SIO_EVENT: sb_sio_on_event(sio, id, p); break;
-    default: break; /* ACK, CONNECT_ERROR, binary packets: tolerated, ignored */
+    case SB_SIO_EVENT:
+    case SB_SIO_BINARY_EVENT: sb_sio_on_event(sio, id, p); break;
+    default: break; /* ACK, CONNECT_ERROR, BINARY_ACK: tolerated, ignored */
     }
 }
 

@@ -6,9 +6,13 @@
  * `40{"sid":"..."}`, joins `user:{publicKey}` (and `admins` for role admin) and then calls
  * on_connect (where the HTTP layer replays the latest state of the user's recent jobs with
  * sb_sio_emit); failure answers `44{"message":"..."}` and joins nothing. Client EVENTs go to
- * on_event (unknown ones may simply be ignored there; sb_sio_ack answers an ack id); client
- * ACKs and binary packets are tolerated and ignored; a DISCONNECT (`41`) leaves the
- * namespace. A Socket.IO packet that does not parse closes that session only. An engine
+ * on_event (unknown ones may simply be ignored there; sb_sio_ack answers an ack id); without
+ * on_event (or for a binary event, or a non-string name) an ack id is answered at once with
+ * `43<id>[{"error":"client events are not supported"}]`; client ACKs are ignored; a
+ * DISCONNECT (`41`) leaves the namespace. As socket.io's Client.ondecoded, any packet but
+ * CONNECT for a namespace the session is not connected to, and a second CONNECT, close the
+ * connection ("invalid state"). A Socket.IO packet that does not parse closes that session
+ * only. An engine
  * session that has not connected to "/" within connect_timeout_ms is closed, as the
  * reference does.
  *

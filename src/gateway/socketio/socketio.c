@@ -23,7 +23,9 @@
 #include "gateway/jwt_cache.h"
 #include "switchboard/log.h"
 
-#define SB_SOCKETIO_TICK_MS 250 /* heartbeat timer period (the core wants ≥ 1 per second) */
+/* The core's deadlines (pings, timeouts) fire on one timer armed for the earliest; ticks are
+ * at least this many ms apart, so that dense deadlines (many sessions) share one pass. */
+#define SB_SOCKETIO_TICK_MIN_MS 4
 #define SB_SOCKETIO_CORS_MAX 1024
 #define SB_SOCKETIO_BURST 64             /* packets framed into one write at most */
 #define SB_SOCKETIO_BURST_BYTES 65536    /* ... and about this many bytes */
@@ -107,9 +109,31 @@ static void sb_socketio_flush_cb(uv_prepare_t *h) {
     }
 }
 
+static void sb_socketio_tick_cb(uv_timer_t *t);
+
+/* Arms the heartbeat timer for the core's deadline at (INT64_MAX: none; stops it). */
+static void sb_socketio_arm(sb_socketio_t *io, int64_t at, int64_t now) {
+    if (!io->tick_running) return;
+    if (at == INT64_MAX) {
+        uv_timer_stop(&io->tick);
+        return;
+    }
+    int64_t delay = at > now ? at - now : 0;
+    if (delay < SB_SOCKETIO_TICK_MIN_MS) delay = SB_SOCKETIO_TICK_MIN_MS;
+    uv_update_time(io->tick.loop); /* the loop's cached time may be a whole turn old */
+    uv_timer_start(&io->tick, sb_socketio_tick_cb, (uint64_t)delay, 0);
+}
+
+/* The core has a deadline earlier than the armed one (a new session, a probe). */
+static void sb_socketio_schedule(void *ud, int64_t at) {
+    sb_socketio_t *io = ud;
+    sb_socketio_arm(io, at, sb_mono_ms());
+}
+
 static void sb_socketio_tick_cb(uv_timer_t *t) {
     sb_socketio_t *io = t->data;
-    sb_eio_tick(io->eio, sb_mono_ms());
+    int64_t now = sb_mono_ms();
+    sb_socketio_arm(io, sb_eio_tick(io->eio, now), now);
 }
 
 static int sb_socketio_auth(void *ud, const char *token, sb_sio_identity_t *who, char *err,
@@ -144,11 +168,15 @@ sb_socketio_t *sb_socketio_create(sb_gateway_t *gw) {
     sb_eio_config_t cfg;
     sb_eio_config_default(&cfg);
     cfg.headroom = LWS_PRE;
-    sb_eio_io_cb_t wake = {sb_socketio_wake, io};
+    if (gw->cfg->sio_ping_interval_ms > 0) cfg.ping_interval_ms = gw->cfg->sio_ping_interval_ms;
+    if (gw->cfg->sio_ping_timeout_ms > 0) cfg.ping_timeout_ms = gw->cfg->sio_ping_timeout_ms;
+    if (gw->cfg->sio_max_payload > 0) cfg.max_payload = (size_t)gw->cfg->sio_max_payload;
+    sb_sio_config_t sio_cfg = {.connect_timeout_ms = gw->cfg->sio_connect_timeout_ms};
+    sb_eio_io_cb_t wake = {sb_socketio_wake, io, sb_socketio_schedule};
     sb_sio_callbacks_t cb = {.auth = sb_socketio_auth, .on_connect = sb_socketio_on_connect,
                              .on_disconnect = sb_socketio_on_disconnect, .ud = io};
     io->eio = sb_eio_create(&cfg, &wake);
-    io->sio = io->eio ? sb_sio_create(io->eio, &cb, NULL) : NULL;
+    io->sio = io->eio ? sb_sio_create(io->eio, &cb, &sio_cfg) : NULL;
     io->sub = io->sio ? sb_subscriber_create(gw->loop, &gw->cfg->redis, gw->cfg->job_types,
                                              io->sio)
                       : NULL;
@@ -174,8 +202,8 @@ sb_socketio_t *sb_socketio_create(sb_gateway_t *gw) {
     sb_subscriber_on_foreign(io->sub, sb_socketio_on_foreign, io);
     uv_timer_init(gw->loop, &io->tick);
     io->tick.data = io;
-    uv_timer_start(&io->tick, sb_socketio_tick_cb, SB_SOCKETIO_TICK_MS, SB_SOCKETIO_TICK_MS);
     io->tick_running = 1;
+    sb_socketio_arm(io, sb_eio_tick(io->eio, sb_mono_ms()), sb_mono_ms());
     uv_prepare_init(gw->loop, &io->flush);
     io->flush.data = io;
     uv_prepare_start(&io->flush, sb_socketio_flush_cb);
@@ -437,6 +465,7 @@ void sb_socketio_request(sb_req_t *req) {
 
 int sb_socketio_ws_reason(enum lws_callback_reasons reason) {
     return reason == LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION ||
+           reason == LWS_CALLBACK_HTTP_CONFIRM_UPGRADE ||
            reason == LWS_CALLBACK_ESTABLISHED || reason == LWS_CALLBACK_RECEIVE ||
            reason == LWS_CALLBACK_SERVER_WRITEABLE || reason == LWS_CALLBACK_CLOSED ||
            reason == LWS_CALLBACK_WS_PEER_INITIATED_CLOSE;
@@ -463,13 +492,57 @@ static int sb_socketio_ws_request(struct lws *wsi, sb_socketio_wsq_t *q, sb_eio_
     return 0;
 }
 
-/* Before the 101: refuse upgrades outside /socket.io/ and ones the core would refuse. */
+/* Writes a refusal of a WebSocket upgrade (status, JSON body, `connection: close`) straight
+ * to the socket; the caller then returns -1 and lws closes the connection. */
+static void sb_socketio_ws_refuse(struct lws *wsi, int status, const char *body, size_t len) {
+    char head[256];
+    int n = snprintf(head, sizeof head,
+                     "HTTP/1.1 %d %s\r\ncontent-type: application/json\r\n"
+                     "content-length: %zu\r\ncache-control: no-store\r\n"
+                     "connection: close\r\n\r\n",
+                     status, status == 429 ? "Too Many Requests"
+                             : status == 503 ? "Service Unavailable" : "Bad Request", len);
+    unsigned char *buf = n > 0 && (size_t)n < sizeof head ? malloc(LWS_PRE + (size_t)n + len)
+                                                          : NULL;
+    if (!buf) return;
+    memcpy(buf + LWS_PRE, head, (size_t)n);
+    memcpy(buf + LWS_PRE + n, body, len);
+    (void)lws_write(wsi, buf + LWS_PRE, (size_t)n + len, LWS_WRITE_HTTP);
+    free(buf);
+}
+
+/* lws's HTTP_CONFIRM_UPGRADE (headers still readable, nothing answered yet): an upgrade the
+ * core refuses (bad EIO, unknown or missing transport, unknown sid, polling on an upgrade, a
+ * second WebSocket for a session) is answered as the reference's abortUpgrade does, 400 with
+ * the Engine.IO error, instead of a bare TCP close; so are a stopping gateway (503) and the
+ * per-address connect limit (429). Returns -1 after answering (lws closes), 0 to go on. */
+static int sb_socketio_ws_confirm(sb_socketio_t *io, struct lws *wsi) {
+    static const char limited[] = "{\"code\":3,\"message\":\"" SB_SOCKETIO_LIMITED "\"}";
+    sb_socketio_wsq_t q;
+    sb_eio_req_t r;
+    sb_eio_reply_t out = {0};
+    if (!io || sb_socketio_ws_request(wsi, &q, &r) != 0) return 0; /* the filter refuses */
+    if (io->gw->stopping) {
+        sb_eio_error_reply(io->eio, SB_EIO_ERR_BAD, 503, &out);
+        out.status = 503;
+    } else if (!r.sid && !sb_socketio_ip_allowed(io, wsi)) {
+        sb_socketio_ws_refuse(wsi, 429, limited, sizeof limited - 1);
+        return -1;
+    } else if (sb_eio_check(io->eio, &r, &out) == 0) {
+        return 0;
+    }
+    if (out.body) sb_socketio_ws_refuse(wsi, out.status, out.body->data, out.body->len);
+    sb_eio_buf_unref(out.body);
+    return -1;
+}
+
+/* Before the 101: refuse upgrades outside /socket.io/ and ones the core would refuse (those
+ * were answered already at HTTP_CONFIRM_UPGRADE; this is the last guard). */
 static int sb_socketio_ws_filter(sb_socketio_t *io, struct lws *wsi) {
     sb_socketio_wsq_t q;
     sb_eio_req_t r;
     sb_eio_reply_t out;
     if (!io || io->gw->stopping || sb_socketio_ws_request(wsi, &q, &r) != 0) return -1;
-    if (!r.sid && !sb_socketio_ip_allowed(io, wsi)) return -1; /* no body: the upgrade fails */
     if (sb_eio_check(io->eio, &r, &out) == 0) return 0;
     sb_eio_buf_unref(out.body);
     return -1;
@@ -527,8 +600,15 @@ static int sb_socketio_ws_receive(sb_socketio_t *io, struct lws *wsi, sb_socketi
     free(ws->rx);
     ws->rx = NULL;
     ws->rx_len = 0;
-    if (rc == SB_ENOTFOUND) return -1;
-    if (rc != SB_OK) lws_callback_on_writable(wsi); /* the core closed it: pull says CLOSE */
+    if (rc == SB_ENOTFOUND) {
+        lws_close_reason(wsi, LWS_CLOSE_STATUS_POLICY_VIOLATION, NULL, 0);
+        return -1;
+    }
+    if (rc != SB_OK) { /* the core closed it (garbage, too large): pull says CLOSE */
+        ws->close_code = mlen > sb_eio_max_payload(io->eio) ? LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE
+                                                            : LWS_CLOSE_STATUS_PROTOCOL_ERR;
+        lws_callback_on_writable(wsi);
+    }
     return 0;
 }
 
@@ -569,6 +649,19 @@ static int sb_socketio_ws_write_batch(struct lws *wsi, sb_eio_buf_t **pkts, int 
                  : -1;
     free(buf);
     return rc;
+}
+
+/* Writes a Close frame with code, framed by us and written raw like the bursts (lws 4.1 has
+ * no public LWS_WRITE_CLOSE, and sends no Close frame when a writeable callback returns -1: it
+ * takes that as a failed write and kills the socket, whatever lws_close_reason said). Clients
+ * then see the code instead of 1006. */
+static void sb_socketio_ws_close_frame(struct lws *wsi, int code) {
+    unsigned char buf[LWS_PRE + 4], *f = buf + LWS_PRE;
+    f[0] = 0x88; /* FIN, close */
+    f[1] = 2;
+    f[2] = (unsigned char)(code >> 8);
+    f[3] = (unsigned char)code;
+    (void)lws_write(wsi, f, 4, LWS_WRITE_HTTP);
 }
 
 /* The session is over but the close waits for a writeable callback (output still pending):
@@ -612,7 +705,7 @@ static int sb_socketio_ws_send(sb_socketio_t *io, struct lws *wsi, sb_socketio_w
             return 0;
         }
         sb_socketio_ws_detach(io, wsi, ws);
-        lws_close_reason(wsi, LWS_CLOSE_STATUS_NORMAL, NULL, 0);
+        sb_socketio_ws_close_frame(wsi, ws->close_code ? ws->close_code : LWS_CLOSE_STATUS_NORMAL);
         return -1;
     }
     if (n == 0) return 0;
@@ -640,6 +733,7 @@ int sb_socketio_ws_callback(struct lws *wsi, enum lws_callback_reasons reason,
                             sb_socketio_ws_t *ws, void *in, size_t len) {
     sb_socketio_t *io = sb_socketio_of(wsi);
     if (reason == LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION) return sb_socketio_ws_filter(io, wsi);
+    if (reason == LWS_CALLBACK_HTTP_CONFIRM_UPGRADE) return sb_socketio_ws_confirm(io, wsi);
     if (!ws)
         return reason == LWS_CALLBACK_CLOSED || reason == LWS_CALLBACK_WSI_DESTROY ||
                        reason == LWS_CALLBACK_WS_PEER_INITIATED_CLOSE

@@ -34,8 +34,9 @@ typedef struct sb_socketio_ws {
     uint64_t id;   /* the Engine.IO session (sb_eio_id_t), 0 when not attached */
     char *rx;      /* a message being reassembled from fragments (owned), or NULL */
     size_t rx_len;
-    int attached;  /* 1 between ESTABLISHED and the detach */
-    int peer_closing; /* the client sent a close frame: only lws writes from now on */
+    uint8_t attached;     /* 1 between ESTABLISHED and the detach */
+    uint8_t peer_closing; /* the client sent a close frame: only lws writes from now on */
+    uint16_t close_code;  /* code of the Close frame the server sends (0: 1000, normal) */
     /* the flush list (socketio.c): woken this loop turn, written directly before the poll */
     struct lws *flush_wsi;
     struct sb_socketio_ws *flush_next, **flush_prev; /* flush_prev non-NULL while listed */

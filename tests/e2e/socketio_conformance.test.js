@@ -1,0 +1,201 @@
+// Engine.IO / Socket.IO protocol conformance of the gateway seen from the wire, with raw HTTP
+// and raw WebSockets (no client library to paper over deviations): refused WebSocket
+// handshakes answered 400 with the Engine.IO error JSON as the reference server does, and
+// server-initiated closes sending a WebSocket Close frame with a code (issue #22).
+'use strict';
+const test = require('node:test');
+const assert = require('node:assert');
+const jwt = require('jsonwebtoken');
+const { startRedis, startSwitchboard, runSwitchboard, waitFor, freePort } = require('./lib/harness');
+const { rawExchange } = require('./lib/http');
+const { rawWs } = require('./lib/sio');
+
+const SECRET = 'e2e-conformance-secret';
+let redis, gw, port, base;
+
+test.before(async () => {
+  redis = await startRedis();
+  port = await freePort();
+  gw = startSwitchboard(['gateway'], { REDIS_URL: redis.url, JWT_SECRET: SECRET,
+    PORT: String(port), BIND: '127.0.0.1', JOB_TYPES: 'rebalance' }, 'gateway');
+  base = `http://127.0.0.1:${port}`;
+  await waitFor(async () => {
+    try { return (await fetch(`${base}/readyz`)).status === 200; } catch { return false; }
+  }, { what: 'gateway /readyz' });
+});
+
+test.after(async () => {
+  if (gw && gw.exitCode === null) gw.kill('SIGKILL');
+  if (redis) await redis.stop();
+});
+
+function token() {
+  return jwt.sign({ sub: 'u-conf', publicKey: 'PK-CONF', role: 'user' }, SECRET, { algorithm: 'HS256', expiresIn: '1h' });
+}
+
+// A WebSocket upgrade request on a raw TCP connection; resolves what the server answered.
+function upgrade(query) {
+  return rawExchange(port, [`GET /socket.io/?${query} HTTP/1.1\r\nHost: 127.0.0.1\r\n` +
+    'Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n' +
+    'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n'], { answers: 1 });
+}
+
+async function pollingSid() {
+  const r = await fetch(`${base}/socket.io/?EIO=4&transport=polling`);
+  const text = await r.text();
+  return JSON.parse(text.slice(1)).sid;
+}
+
+test('refused WebSocket handshakes are answered 400 with the Engine.IO error', async () => {
+  const cases = [
+    ['transport=websocket', 5, 'Unsupported protocol version'],
+    ['EIO=3&transport=websocket', 5, 'Unsupported protocol version'],
+    ['EIO=4', 0, 'Transport unknown'],
+    ['EIO=4&transport=tobi', 0, 'Transport unknown'],
+    ['EIO=4&transport=websocket&sid=AAAAAAAAAAAAAAAAAAAA', 1, 'Session ID unknown'],
+  ];
+  const sid = await pollingSid();
+  cases.push([`EIO=4&transport=polling&sid=${sid}`, 3, 'Bad request']);
+  for (const [query, code, message] of cases) {
+    const r = await upgrade(query);
+    assert.deepStrictEqual(r.statuses, [400], `${query}: ${r.text}`);
+    assert.deepStrictEqual(r.last, { code, message }, query);
+    assert.match(r.text, /\r\nconnection: close\r\n/i, query);
+  }
+});
+
+test('a second WebSocket for an upgraded session is answered 400', async () => {
+  const sid = await pollingSid();
+  const ws = rawWs(base, `EIO=4&transport=websocket&sid=${sid}`);
+  await ws.opened;
+  ws.send('2probe');
+  await waitFor(() => ws.msgs.includes('3probe'), { what: '3probe' });
+  ws.send('5');
+  await waitFor(async () => (await upgrade(`EIO=4&transport=websocket&sid=${sid}`)).statuses[0] === 400,
+    { what: 'second WebSocket refused' });
+  const r = await upgrade(`EIO=4&transport=websocket&sid=${sid}`);
+  assert.deepStrictEqual(r.last, { code: 3, message: 'Bad request' });
+  ws.close();
+});
+
+test('a session the server closes gets a WebSocket Close frame with a code', async () => {
+  // garbage: the session is closed by the server (parse error)
+  const ws = rawWs(base);
+  await ws.opened;
+  await waitFor(() => ws.msgs.length >= 1, { what: 'open packet' });
+  ws.send('garbage');
+  const code = await ws.closed;
+  assert.strictEqual(code, 1002, 'a Close frame with 1002 (protocol error)');
+});
+
+// A raw WebSocket session connected to "/" (its CONNECT answered).
+async function connectedWs() {
+  const ws = rawWs(base);
+  await ws.opened;
+  await waitFor(() => ws.msgs.length >= 1, { what: 'open packet' });
+  ws.send(`40${JSON.stringify({ token: token() })}`);
+  await waitFor(() => ws.msgs.some((m) => m.startsWith('40')), { what: 'CONNECT reply' });
+  return ws;
+}
+
+test('invalid-state packets close the connection, with a Close frame', async () => {
+  const early = rawWs(base);
+  await early.opened;
+  early.send('42["before-connect"]');
+  assert.strictEqual(await early.closed, 1000);
+  const late = await connectedWs();
+  late.send('41');
+  late.send('42["after-disconnect"]');
+  assert.strictEqual(await late.closed, 1000);
+  const twice = await connectedWs();
+  twice.send(`40${JSON.stringify({ token: token() })}`);
+  assert.strictEqual(await twice.closed, 1000);
+  const other = await connectedWs();
+  other.send('42/other,["ev"]');
+  assert.strictEqual(await other.closed, 1000);
+});
+
+test('a client event asking for an ack gets an error ack, not silence', async () => {
+  const ws = await connectedWs();
+  ws.send('4217["hello",{"a":1}]');
+  await waitFor(() => ws.msgs.includes('4317[{"error":"client events are not supported"}]'),
+    { what: 'the error ack' });
+  ws.send('42["no-ack"]');  // dropped, the session stays
+  ws.send('3');            // a pong the server did not ask for: harmless, proves it is open
+  assert.strictEqual(ws.readyState, ws.OPEN);
+  ws.close();
+});
+
+// A gateway with the Engine.IO settings given; resolves { g, base }.
+async function gatewayWith(env) {
+  const p = await freePort();
+  const g = startSwitchboard(['gateway'], { REDIS_URL: redis.url, JWT_SECRET: SECRET,
+    PORT: String(p), BIND: '127.0.0.1', JOB_TYPES: 'rebalance', ...env }, `gateway:${p}`);
+  const b = `http://127.0.0.1:${p}`;
+  await waitFor(async () => {
+    try { return (await fetch(`${b}/readyz`)).status === 200; } catch { return false; }
+  }, { what: 'gateway /readyz' });
+  return { g, base: b };
+}
+
+test('PING_INTERVAL, PING_TIMEOUT, MAX_PAYLOAD are shown in the open packet; CONNECT_TIMEOUT', async () => {
+  const { g, base: b } = await gatewayWith({ PING_INTERVAL: '300', PING_TIMEOUT: '200',
+    CONNECT_TIMEOUT: '400', MAX_PAYLOAD: '2048' });
+  try {
+    const r = await fetch(`${b}/socket.io/?EIO=4&transport=polling`);
+    const open = JSON.parse((await r.text()).slice(1));
+    assert.strictEqual(open.pingInterval, 300);
+    assert.strictEqual(open.pingTimeout, 200);
+    assert.strictEqual(open.maxPayload, 2048);
+    // a WebSocket that never sends CONNECT is closed after CONNECT_TIMEOUT (it answers pings)
+    const ws = rawWs(b);
+    ws.on('message', (m) => { if (m.toString() === '2') ws.send('3'); });
+    const t0 = Date.now();
+    assert.strictEqual(await ws.closed, 1000);
+    assert.ok(Date.now() - t0 >= 350, `closed after ${Date.now() - t0} ms`);
+    // a message over MAX_PAYLOAD closes the session
+    const big = rawWs(b);
+    await big.opened;
+    big.send(`4${'x'.repeat(3000)}`);
+    assert.strictEqual(await big.closed, 1009);
+    assert.strictEqual(await fetch(`${b}/socket.io/?EIO=4&transport=polling&sid=${open.sid}`,
+      { method: 'POST', body: `4${'x'.repeat(3000)}` }).then((res) => res.status), 413);
+  } finally {
+    g.kill('SIGKILL');
+  }
+});
+
+test('bad Engine.IO settings are refused with a sentence naming them', async () => {
+  for (const [name, value] of [['PING_INTERVAL', '5'], ['PING_TIMEOUT', 'x'],
+    ['CONNECT_TIMEOUT', '0'], ['MAX_PAYLOAD', '99999999']]) {
+    const r = await runSwitchboard(['gateway'], { REDIS_URL: redis.url, JWT_SECRET: SECRET,
+      PORT: '0', [name]: value });
+    assert.notStrictEqual(r.code, 0, name);
+    assert.match(r.stderr, new RegExp(name), name);
+  }
+});
+
+// Pings come pingInterval after the last pong, to within a few ms: a 250 ms tick made the
+// gaps between pings with pingInterval 300 at least 500 ms.
+test('heartbeats keep their own time (pingInterval 300: pings ~300 ms apart)', async () => {
+  const { g, base: b } = await gatewayWith({ PING_INTERVAL: '300', PING_TIMEOUT: '200' });
+  try {
+    const ws = rawWs(b);
+    const pings = [];
+    ws.on('message', (m) => { if (m.toString() === '2') { pings.push(Date.now()); ws.send('3'); } });
+    await waitFor(() => pings.length >= 6, { what: '6 pings' });
+    const gaps = pings.slice(1).map((t, i) => t - pings[i]);
+    assert.ok(Math.min(...gaps) >= 295, `gaps ${gaps}`);
+    assert.ok(Math.min(...gaps) < 400, `gaps ${gaps}`);
+    ws.close();
+    // and a client that stops answering is dropped pingTimeout after the ping, not later
+    const mute = rawWs(b);
+    let pinged = 0;
+    mute.on('message', (m) => { if (m.toString() === '2' && !pinged) pinged = Date.now(); });
+    await mute.closed;
+    const late = Date.now() - pinged;
+    assert.ok(late >= 190 && late < 300, `closed ${late} ms after the ping`);
+  } finally {
+    g.kill('SIGKILL');
+  }
+});
