@@ -90,8 +90,10 @@ class AgentWorker(unittest.TestCase):
         return self.c.enqueue("rebalance", payload, user=PK)
 
     def test_long_lived_processes_and_failures(self):
+        # the timeout also covers a restarted handler's start-up (Python's import time): 5 s
+        # keeps a second attempt from timing out on a loaded machine
         a = self.agent("--concurrency", "2", "--worker", f"exec {PY} {E.path('handler.py')}",
-                       "--job-timeout", "2")
+                       "--job-timeout", "5")
         try:
             ids = [self.enqueue({"amount": i}) for i in range(10)]
             recs = [self.c.wait(i, timeout=WAIT_S) for i in ids]
