@@ -152,7 +152,8 @@ sb_socketio_t *sb_socketio_create(sb_gateway_t *gw) {
     io->sub = io->sio ? sb_subscriber_create(gw->loop, &gw->cfg->redis, gw->cfg->job_types,
                                              io->sio)
                       : NULL;
-    io->replays = io->sub ? sb_replays_create(gw->redis, io->sio, gw->cfg->job_types) : NULL;
+    io->replays =
+        io->sub ? sb_replays_create(gw->loop, gw->redis, io->sio, gw->cfg->job_types) : NULL;
     io->catchup = io->replays ? sb_catchup_create(gw->loop, io->replays, io->sio) : NULL;
     io->interop = sb_interop_create(gw->redis);
     io->connects_user = sb_ratemap_create(gw->cfg->sio_connect_rate, 60 * 1000, 0);
