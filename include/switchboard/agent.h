@@ -35,7 +35,17 @@
  *
  * Every terminal transition (done, error, requeue) is one script guarded by LREM on the
  * processing list: it takes effect at most once, even if the reply was lost and the call is
- * retried after a reconnect, or if the job was meanwhile recovered by another agent. */
+ * retried after a reconnect, or if the job was meanwhile recovered by another agent. The
+ * `processing` update of each attempt is guarded the same way (LPOS), so a job an operator
+ * cancelled or deleted (jobctl.h: that removes it from our list) is never written back.
+ *
+ * Job control: at each lease renewal the agent reads agent:{type}:cancel:{agentId} (ids an
+ * operator cancelled or deleted while we held them) and raises the cancel flag of the worker
+ * running each one; the handler stops (an --exec process group gets SIGTERM, then SIGKILL
+ * after SB_EXEC_TERM_GRACE_MS), nothing is written back, and the id leaves the set once the
+ * handler has returned. So a cancel reaches a running handler within lease_renew_ms. While
+ * agent:{type}:paused exists the take scripts take nothing (a BLMOVE already waiting may take
+ * one more job) and workers look again every second. */
 #ifndef SB_AGENT_H
 #define SB_AGENT_H
 
@@ -60,8 +70,9 @@ typedef struct {
 } sb_handler_out_t;
 
 /* A handler runs one attempt of one job on a worker thread. job is valid for the call;
- * attempt counts from 1; cancel becomes non-zero when the shutdown grace period is over
- * (long handlers should poll it). user is the pointer given to sb_agent_create. */
+ * attempt counts from 1; cancel becomes non-zero when the shutdown grace period is over or an
+ * operator cancelled or deleted the job (jobctl.h; long handlers should poll it and return
+ * SB_HANDLER_CANCELED). user is the pointer given to sb_agent_create. */
 typedef sb_handler_rc_t (*sb_handler_cb)(const sb_job_t *job, int attempt,
                                          const atomic_int *cancel, sb_handler_out_t *out,
                                          void *user);
@@ -72,6 +83,7 @@ extern const double sb_agent_buckets[SB_AGENT_NBUCKETS];
 typedef struct {
     unsigned long long done, failed, retries, recovered, bad_records, requeued;
     unsigned long long refused; /* Redis answers LOADING, BUSY...: the command is sent again */
+    unsigned long long withdrawn; /* runs stopped because an operator cancelled / deleted the job */
     unsigned long long checks;  /* looks for jobs of dead agents (lease checks and scans) */
     unsigned long long duration_count;
     double duration_sum;
@@ -102,13 +114,18 @@ typedef struct {
                                * it runs; renewed every lease_renew_ms, whatever the jobs do */
     int lease_renew_ms;       /* 0: lease_ms / 3; must be below lease_ms */
     int shutdown_grace_s;     /* sb_agent_run: seconds running jobs get on SIGTERM */
+    int dead_retention_s;     /* a failed job's record, history and failure live this long
+                               * (DEAD_RETENTION); the dead list drops ids whose record is gone */
+    int dead_max;             /* the dead list keeps at most this many ids (DEAD_MAX): the
+                               * oldest beyond it are deleted with their records */
     sb_agent_clock_cb clock;  /* NULL: sb_mono_ms */
     void *clock_ctx;          /* given to clock */
 } sb_agent_opts_t;
 
 /* Defaults (those of the settings table): type "rebalance", id NULL, concurrency 1, 3 attempts,
  * backoff 1000 ms capped at 30000 ms, presence TTL 300 s with a heartbeat every 180 s,
- * scans every 30 s, a 15000 ms lease renewed every 5000 ms, grace 30 s, the real clock. */
+ * scans every 30 s, a 15000 ms lease renewed every 5000 ms, grace 30 s, dead jobs kept 7 days
+ * and at most 10000, the real clock. */
 void sb_agent_opts_init(sb_agent_opts_t *o);
 
 /* Creates an agent for o->type that connects to redis (both are copied; neither needs to

@@ -17,6 +17,9 @@
 #define SB_TYPE_MAX 32        /* longest job type name */
 #define SB_PUBKEY_MAX 128     /* longest user publicKey accepted */
 #define SB_JOB_TTL 86400      /* seconds a record and a user's job index live */
+#define SB_DEAD_RETENTION 604800 /* default seconds a failed job's record lives (DEAD_RETENTION) */
+#define SB_DEAD_MAX 10000     /* default bound of the dead list (DEAD_MAX) */
+#define SB_HISTORY_MAXLEN 100 /* entries kept in a job's history stream (about) */
 
 /* Creates `{unix ms}-{8 lowercase hex}` from pool (random.h; NULL: getrandom). Returns 0 or
  * SB_ERR. */
@@ -37,6 +40,13 @@ typedef enum {
     SB_KEY_STATUS,      /* agent:{type}:status            pub/sub channel */
     SB_KEY_EVENTS,      /* agent:{type}:events            pub/sub channel of gateway events
                            ({"event","room","data"}, e.g. {type}:created) for every gateway */
+    SB_KEY_INDEX,       /* agent:{type}:index             zset of every id by creation ms */
+    SB_KEY_DONE,        /* agent:{type}:done              zset of done ids by finish ms */
+    SB_KEY_CANCELLED,   /* agent:{type}:cancelled         zset of cancelled ids by cancel ms */
+    SB_KEY_HISTORY,     /* agent:{type}:history:{id}      stream: the job's status history */
+    SB_KEY_PAUSED,      /* agent:{type}:paused            exists while the type is paused */
+    SB_KEY_CANCEL,      /* agent:{type}:cancel:{agent}    set of held ids to stop (jobctl.h) */
+    SB_KEY_LEASES,      /* agent:{type}:leases            zset agent id -> lease deadline */
 } sb_key_kind_t;
 
 /* Formats the key into buf. arg is the id / agent id / publicKey (ignored when the kind takes
@@ -79,7 +89,7 @@ int sb_job_set_attempts(sb_job_t *job, int attempts);
 /* ---- status messages -------------------------------------------------------------------- */
 typedef struct {
     const char *job_id;     /* required */
-    const char *status;     /* required: processing | done | error */
+    const char *status;     /* required: processing | done | error | cancelled */
     const char *user_id;    /* required: owner's publicKey */
     const char *timestamp;  /* optional (sb_status_build fills "now" when NULL) */
     const cJSON *result;    /* optional */
@@ -88,7 +98,7 @@ typedef struct {
     int attempts;           /* optional: < 0 when absent */
 } sb_status_t;
 
-/* 1 if s is processing | done | error. */
+/* 1 if s is processing | done | error | cancelled. */
 int sb_status_valid(const char *s);
 /* The JSON text of a status message {jobId,status,userId,timestamp,result?,error?,details?,
  * attempts?,recorded:true}, written directly (jsonw.h); malloc'd, caller frees. NULL on ENOMEM.

@@ -31,6 +31,8 @@ typedef struct {
     size_t input_len;
     int timeout_ms;              /* killed this long after the start, whatever it is doing */
     const atomic_int *cancel;    /* killed as soon as *cancel is non-zero; may be NULL */
+    int term_grace_ms;           /* > 0: on cancel the group first gets SIGTERM, and SIGKILL
+                                  * only if it is still running this long after */
     size_t max_output;           /* cap on stdout; 0: SB_PROC_MAX_OUTPUT */
     int die_with_parent;         /* SIGKILL the whole group if the caller dies first
                                   * (kill -9 included) */

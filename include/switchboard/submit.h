@@ -9,7 +9,8 @@
  *      index, INCR the day's `jobs` counter, XADD the job.created audit event (events.h, same
  *      fields and MAXLEN as sb_events_xadd_batch) and PUBLISH the {type}:created notification
  *      on agent:{type}:events, which every gateway relays to the owner's Socket.IO room
- *      user:{publicKey} — whoever queued the job (gateway POST, `switchboard enqueue`, bench).
+ *      user:{publicKey} — whoever queued the job (gateway POST, `switchboard enqueue`, bench);
+ *      ZADD the id to agent:{type}:index and start its history stream (jobctl.h).
  * A script runs atomically, so a job is fully queued and announced or not at all, and the
  * window entry and the job land together. Daily counters get their 7-day EXPIRE only when
  * INCR returns 1 (the key was just created), so every counter key still expires.

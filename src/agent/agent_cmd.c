@@ -43,6 +43,8 @@ static void sb_agent_opts_from(const sb_config_t *cfg, sb_agent_opts_t *o) {
     o->heartbeat_s = cfg->heartbeat_interval;
     o->recovery_s = cfg->recovery_interval;
     o->lease_ms = cfg->job_lease * 1000;
+    o->dead_retention_s = cfg->dead_retention;
+    o->dead_max = cfg->dead_max;
     o->shutdown_grace_s = cfg->shutdown_grace;
 }
 

@@ -76,7 +76,7 @@ sb_handler_rc_t sb_handler_exec(const sb_job_t *job, int attempt, const atomic_i
     if (ok) {
         sb_proc_opts_t po = {.cmd = o->cmd, .env = (const char *const *)env, .input = input,
                              .input_len = strlen(input), .timeout_ms = o->timeout_s * 1000,
-                             .cancel = cancel,
+                             .cancel = cancel, .term_grace_ms = SB_EXEC_TERM_GRACE_MS,
                              /* the agent blocks SIGTERM/SIGINT for sigwait(): not the child's
                               * business; and a killed agent's handler must not run on */
                              .reset_signals = 1, .die_with_parent = 1};

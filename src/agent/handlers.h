@@ -24,7 +24,9 @@ typedef struct {
  * Exit SB_EXEC_PERMANENT, or a non-zero exit with {"error":…,"retry":false} on stdout:
  * SB_HANDLER_FAIL. Any other non-zero exit, a signal, a timeout or invalid JSON:
  * SB_HANDLER_RETRY. The error is stdout's {"error"} when given, else the end of stderr, else
- * the reason. Cancel kills the program's process group: SB_HANDLER_CANCELED. */
+ * the reason. Cancel (shutdown, or an operator's cancel of the job) sends the program's
+ * process group SIGTERM, then SIGKILL after SB_EXEC_TERM_GRACE_MS: SB_HANDLER_CANCELED. */
+#define SB_EXEC_TERM_GRACE_MS 3000
 sb_handler_rc_t sb_handler_exec(const sb_job_t *job, int attempt, const atomic_int *cancel,
                                 sb_handler_out_t *out, void *user);
 

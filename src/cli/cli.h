@@ -35,6 +35,11 @@ int sb_cmd_token(sb_config_t *cfg);
 int sb_cmd_presence(sb_config_t *cfg);
 int sb_cmd_doctor(sb_config_t *cfg);
 
+/* jobctl_cmd.c: `job list|history|retry|cancel|delete` and `queue pause|resume` when
+ * cfg->args[0] names one (cfg->nargs >= 1); -1 when it does not, else the exit status. */
+int sb_cli_job_subcommand(sb_config_t *cfg);
+int sb_cli_queue_pause(sb_config_t *cfg);
+
 /* The exit status for a library result: SB_OK 0, SB_EINVAL 2, SB_EREDIS 3, SB_ETIMEOUT 4,
  * anything else 1. */
 int sb_cli_exit(int sb_rc);

@@ -5,6 +5,7 @@
 #include <string.h>
 #include "cli/cli.h"
 #include "switchboard/switchboard.h"
+#include "switchboard/jobctl.h"
 
 /* One progress line on stderr: the status first (scripts match on it), the time since the
  * job was queued, then what the agent said. */
@@ -129,6 +130,13 @@ int sb_cmd_enqueue(sb_config_t *cfg) {
 }
 
 int sb_cmd_job(sb_config_t *cfg) {
+    int sub = cfg->nargs >= 1 ? sb_cli_job_subcommand(cfg) : -1;
+    if (sub >= 0) return sub;
+    if (cfg->state || cfg->user_explicit || cfg->all_dead) {
+        fprintf(stderr, "switchboard job: --state, --user and --all-dead belong to job list / "
+                "job retry\n");
+        return SB_EXIT_USAGE;
+    }
     if (cfg->nargs != 1 || !sb_job_id_valid(cfg->args[0])) {
         fprintf(stderr, "usage: switchboard job [--type T] JOB_ID (ids look like "
                 "1731304200000-a7f3e2c1)\n");
@@ -195,6 +203,12 @@ static void sb_print_processing(sb_redis_t *r, const char *type, int limit) {
 }
 
 int sb_cmd_queue(sb_config_t *cfg) {
+    int sub = cfg->nargs >= 1 ? sb_cli_queue_pause(cfg) : cfg->nargs == 0 ? -1 : SB_EXIT_USAGE;
+    if (sub >= 0) return sub;
+    if (cfg->nargs) {
+        fprintf(stderr, "usage: switchboard queue [pause|resume] [--type T] [--limit N]\n");
+        return SB_EXIT_USAGE;
+    }
     sb_redis_t *r = sb_cli_connect(cfg);
     if (!r) return SB_EXIT_REDIS;
     char jobs[SB_KEY_LEN], dead[SB_KEY_LEN];
@@ -206,7 +220,19 @@ int sb_cmd_queue(sb_config_t *cfg) {
         sb_redis_free(r);
         return SB_EXIT_REDIS;
     }
-    printf("type: %s\npending: %lld (next out first)\n", cfg->job_type, pending);
+    int paused = sb_jobctl_paused(r, cfg->job_type);
+    if (cfg->json_out) {
+        cJSON *out = NULL;
+        int rc = sb_jobctl_counts(r, cfg->job_type, &out);
+        char *s = out ? cJSON_PrintUnformatted(out) : NULL;
+        if (s) printf("%s\n", s);
+        free(s);
+        cJSON_Delete(out);
+        sb_redis_free(r);
+        return sb_cli_exit(rc);
+    }
+    printf("type: %s%s\npending: %lld (next out first)\n", cfg->job_type,
+           paused == 1 ? " (PAUSED: agents take no new jobs)" : "", pending);
     sb_print_ids(r, jobs, cfg->limit, "  ");
     sb_print_processing(r, cfg->job_type, cfg->limit);
     printf("dead: %lld\n", sb_llen(r, dead));

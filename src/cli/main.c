@@ -74,13 +74,24 @@ static const char sb_enqueue_detail[] =
     "  e.g.  switchboard enqueue --wait --timeout 60 --user GXHEXYVepv5 '{\"amount\":1000}'\n";
 
 static const char sb_job_detail[] =
-    "  Prints the record of agent:{type}:job:{JOB_ID}, pretty (--json: as stored).\n"
-    "  Exit: 0 found, 1 not found or expired, 2 malformed id (not DIGITS-alnum), 3 Redis\n"
+    "  job JOB_ID                 the record of agent:{type}:job:{JOB_ID}, pretty (--json: as stored)\n"
+    "  job list [--state S] [--user PK] [--limit N]   jobs across users, newest first\n"
+    "                             (S: queued processing retrying done error dead cancelled)\n"
+    "  job history JOB_ID         state, holding agent and status history (who, when)\n"
+    "  job retry JOB_ID           a failed / dead / cancelled job back on the queue\n"
+    "  job retry --all-dead       every dead job of the type (at most --limit)\n"
+    "  job cancel JOB_ID          cancel a queued or running job (its agent stops the handler)\n"
+    "  job delete JOB_ID          delete the record, history and every list / index entry\n"
+    "  Exit: 0 ok, 1 not found or refused (the job's state is named: retry of a running job,\n"
+    "  cancel of a finished one), 2 malformed id or a flag of another subcommand, 3 Redis\n"
     "  unavailable.\n";
 
 static const char sb_queue_detail[] =
     "  Lists pending ids (next out first), the processing list of each agent, and the dead\n"
-    "  letters of a job type, at most --limit of each. Exit: 0 listed, 3 Redis unavailable.\n";
+    "  letters of a job type, at most --limit of each, and whether the type is paused; --json\n"
+    "  prints the counts per state instead. queue pause|resume: agents stop / start taking new\n"
+    "  jobs of the type (running ones finish; the gateway still accepts jobs).\n"
+    "  Exit: 0 ok, 2 usage, 3 Redis unavailable.\n";
 
 static const char sb_events_detail[] =
     "  events publish TYPE 'DATA-JSON' [--maxlen N] [--correlation-id ID] [--json]\n"
@@ -164,16 +175,17 @@ static const sb_verb_t sb_verbs[] = {
      sb_agent_detail,
      SB_REDIS_FLAGS "type concurrency exec worker agent-id max-attempts retry-backoff-ms "
                     "retry-backoff-max-ms job-timeout grace agent-status-ttl heartbeat-interval "
-                    "recovery-interval job-lease metrics-port bind"},
+                    "recovery-interval job-lease dead-retention dead-max metrics-port bind"},
     {"enqueue", sb_cmd_enqueue,
      "enqueue [--type T] [--user PK] [--wait] [--timeout S] 'JSON'",
      "queue a job (atomically) and print its id; --wait follows it to the end",
      sb_enqueue_detail, SB_REDIS_FLAGS "type user user-id wait timeout"},
-    {"job", sb_cmd_job, "job [--type T] [--json] JOB_ID", "print a job record", sb_job_detail,
-     SB_REDIS_FLAGS "type json"},
-    {"queue", sb_cmd_queue, "queue [--type T] [--limit N]",
-     "pending, processing (per agent) and dead jobs of a type", sb_queue_detail,
-     SB_REDIS_FLAGS "type limit"},
+    {"job", sb_cmd_job, "job [list|history|retry|cancel|delete] [--type T] [--json] JOB_ID",
+     "print, list, retry, cancel or delete jobs", sb_job_detail,
+     SB_REDIS_FLAGS "type json state user limit all-dead"},
+    {"queue", sb_cmd_queue, "queue [pause|resume] [--type T] [--limit N] [--json]",
+     "pending, processing (per agent) and dead jobs of a type; pause / resume it",
+     sb_queue_detail, SB_REDIS_FLAGS "type limit json"},
     {"presence", sb_cmd_presence, "presence [list [DEPT]|stats|agent ID|assign DEPT|...]",
      "who is online, by department", sb_presence_detail,
      SB_REDIS_FLAGS "json agent-status-ttl max-chats max-events timeout"},

@@ -109,6 +109,10 @@ static const sb_setting_t sb_settings[] = {
      "30", "seconds between scans for jobs of dead agents"},
     {"JOB_LEASE_TTL", "job-lease", SB_SET_INT, OFF(job_lease), 1, 3600, "15",
      "job ownership lease, s: a dead agent's jobs return after it (renewed every third)"},
+    {"DEAD_RETENTION", "dead-retention", SB_SET_INT, OFF(dead_retention), 1, 31536000, "604800",
+     "seconds a failed (dead) job's record, history and failure are kept"},
+    {"DEAD_MAX", "dead-max", SB_SET_INT, OFF(dead_max), 1, 10000000, "10000",
+     "most ids the dead list keeps (the oldest beyond it are deleted)"},
     {"METRICS_PORT", "metrics-port", SB_SET_INT, OFF(metrics_port), 0, 65535, "0",
      "agent Prometheus port (0 = off)"},
     {"SB_DATA_DIR", "data-dir", SB_SET_STR, OFF(data_dir), 0, 0, ".run",
@@ -128,6 +132,10 @@ static const sb_setting_t sb_settings[] = {
     {NULL, "user", SB_SET_STR, OFF(user), 0, 0, "cli", "publicKey of the user a job belongs to"},
     {NULL, "user-id", SB_SET_STR, OFF(user_id), 0, 0, NULL, "user id of that user"},
     {NULL, "limit", SB_SET_INT, OFF(limit), 1, 100000, "10", "items a listing shows"},
+    {NULL, "state", SB_SET_STR, OFF(state), 0, 0, NULL,
+     "job list: queued|processing|retrying|done|error|dead|cancelled"},
+    {NULL, "all-dead", SB_SET_BOOL, OFF(all_dead), 0, 1, "0",
+     "job retry: every dead job of the type (at most --limit)"},
     {NULL, "days", SB_SET_INT, OFF(days), 1, 30, "7", "metrics: summary over the last N days"},
     {NULL, "jobs", SB_SET_INT, OFF(jobs), 1, 10000000, "10000", "bench: jobs to send"},
     {NULL, "timeout", SB_SET_INT, OFF(timeout), 0, 86400, "0",
@@ -260,6 +268,7 @@ static int sb_flag_listed(const char *list, const char *flag) {
 static void sb_setting_given(sb_config_t *cfg, const sb_setting_t *s) {
     if (strncmp(s->flag, "redis-", 6) == 0) cfg->redis_explicit = 1;
     if (strcmp(s->flag, "bind") == 0) cfg->bind_explicit = 1;
+    if (strcmp(s->flag, "user") == 0) cfg->user_explicit = 1;
 }
 
 static int sb_config_positional(sb_config_t *cfg, char *arg, char *err, size_t errlen) {
@@ -471,6 +480,7 @@ void sb_config_close(sb_config_t *cfg) {
     free(cfg->tls_key);
     free(cfg->trusted_proxies);
     free(cfg->user);
+    free(cfg->state);
     free(cfg->user_id);
     free(cfg->group);
     free(cfg->consumer);

@@ -23,6 +23,7 @@ typedef struct {
     sb_redis_addr_t redis;
     int redis_explicit;     /* some REDIS_* variable or --redis-* flag was given */
     int bind_explicit;      /* BIND or --bind was given (`up` listens on loopback otherwise) */
+    int user_explicit;      /* --user was given (job list: a filter, not the default owner) */
     /* gateway */
     char *bind;             /* listen address of the gateway */
     int port;               /* PORT, default 3001 */
@@ -55,6 +56,8 @@ typedef struct {
     int max_chats;          /* MAX_CHATS: default chat capacity of a person agent */
     int recovery_interval;  /* seconds between scans for jobs of dead agents */
     int job_lease;          /* JOB_LEASE_TTL: seconds an agent owns its jobs without renewing */
+    int dead_retention;     /* DEAD_RETENTION: seconds a failed job's record is kept */
+    int dead_max;           /* DEAD_MAX: bound of the dead list */
     int metrics_port;       /* agent: Prometheus port, 0 = off */
     sb_log_level_t log_level;
     char *data_dir;         /* `up`: where the private redis-server keeps its data */
@@ -64,6 +67,8 @@ typedef struct {
     char *user;             /* --user: publicKey a CLI-enqueued job belongs to */
     char *user_id;          /* --user-id: its user id */
     int limit;              /* --limit: how many items a listing shows */
+    char *state;            /* --state: job list filter (jobctl.h states) */
+    int all_dead;           /* --all-dead: job retry of every dead job (bounded by --limit) */
     int timeout;            /* --timeout: seconds a waiting verb waits (0 = forever) */
     int days;               /* --days: metrics window, 1..30 */
     int jobs;               /* --jobs: how many jobs `bench` sends */

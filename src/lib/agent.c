@@ -69,7 +69,8 @@ void sb_agent_opts_init(sb_agent_opts_t *o) {
     *o = (sb_agent_opts_t){.type = "rebalance", .concurrency = 1, .max_attempts = 3,
                            .retry_backoff_ms = 1000, .retry_backoff_max_ms = 30000,
                            .status_ttl_s = 300, .heartbeat_s = 180, .recovery_s = 30,
-                           .lease_ms = 15000, .shutdown_grace_s = 30};
+                           .lease_ms = 15000, .shutdown_grace_s = 30,
+                           .dead_retention_s = SB_DEAD_RETENTION, .dead_max = SB_DEAD_MAX};
 }
 
 /* NULL when o is usable, else the sentence for the user (written into err). */
@@ -81,7 +82,8 @@ static const char *sb_agent_opts_check(const sb_agent_opts_t *o, char *err, size
                  "and ending with a letter or digit");
     else if (o->concurrency < 1 || o->max_attempts < 1 || o->status_ttl_s < 1 ||
              o->heartbeat_s < 1 || o->recovery_s < 1 || o->retry_backoff_ms < 0 ||
-             o->retry_backoff_max_ms < 0 || o->shutdown_grace_s < 0)
+             o->retry_backoff_max_ms < 0 || o->shutdown_grace_s < 0 ||
+             o->dead_retention_s < 1 || o->dead_max < 1)
         snprintf(err, errlen, "agent options out of range (counts and periods must be >= 1)");
     else if (o->lease_ms < 100 || o->lease_renew_ms < 0 || o->lease_renew_ms >= o->lease_ms)
         snprintf(err, errlen, "the job lease (%d ms) must be at least 100 ms and longer than "
@@ -129,7 +131,11 @@ sb_agent_t *sb_agent_create(const sb_redis_addr_t *redis, const sb_agent_opts_t 
     sb_key(a->k_status, sizeof a->k_status, SB_KEY_STATUS, a->type, NULL);
     sb_key(a->k_job_prefix, sizeof a->k_job_prefix, SB_KEY_JOB, a->type, "");
     /* beside agent:{type}:jobs, as sb_key names the others */
-    snprintf(a->k_leases, sizeof a->k_leases, "agent:%s:leases", a->type);
+    sb_key(a->k_leases, sizeof a->k_leases, SB_KEY_LEASES, a->type, NULL);
+    sb_key(a->k_paused, sizeof a->k_paused, SB_KEY_PAUSED, a->type, NULL);
+    sb_key(a->k_done, sizeof a->k_done, SB_KEY_DONE, a->type, NULL);
+    sb_key(a->k_cancel, sizeof a->k_cancel, SB_KEY_CANCEL, a->type, a->id);
+    snprintf(a->k_prefix, sizeof a->k_prefix, "agent:%s:", a->type);
     a->lease_renew_ms = o->lease_renew_ms ? o->lease_renew_ms : o->lease_ms / 3;
     if (a->lease_renew_ms < 1) a->lease_renew_ms = 1;
     a->cb = cb;
@@ -219,6 +225,7 @@ void sb_agent_wait(sb_agent_t *a, int grace_s) {
     if (left > 0) {
         sb_warn("agent", "grace period over: cancelling %d running job(s)", left);
         atomic_store(&a->cancel, 1);
+        for (int i = 0; i < a->nworkers; i++) atomic_store(&a->workers[i].cancel, 1);
         left = sb_agent_wait_workers(a, sb_mono_ms() + SB_CANCEL_WAIT_MS);
     }
     atomic_store(&a->maint_stop, 1);

@@ -99,7 +99,8 @@ static int sb_finish_reply(sb__conn_t *c, const char *id, const redisReply *rep)
     const redisReply *applied = rep;
     if (rep->type == REDIS_REPLY_ARRAY && rep->elements >= 1 && c->ahead) {
         applied = rep->element[0];
-        c->ahead->state = SB__PREFETCH_EMPTY;
+        /* {applied, 'paused'}: the type is paused, the next take asks the take script */
+        c->ahead->state = rep->elements == 2 ? SB__PREFETCH_NONE : SB__PREFETCH_EMPTY;
         if (rep->elements == 3 && rep->element[1]->type == REDIS_REPLY_STRING &&
             sb__taken_fill(&c->ahead->next, rep->element[1], rep->element[2]) == 1)
             c->ahead->state = SB__PREFETCH_JOB;

@@ -34,6 +34,7 @@ typedef struct {
     sb_script_t cas;     /* compare-and-set of a record: SB__CAS_* */
     sb_script_t renew;   /* renew our job lease: SB__RENEW_* */
     sb_script_t lapsed;  /* agents whose lease has lapsed: SB__LAPSED_* */
+    sb_script_t update;  /* an attempt's record + status, guarded by our list: SB__UPD_* */
 } sb__scripts_t;
 
 void sb__scripts_init(sb__scripts_t *s);
@@ -48,6 +49,9 @@ enum {
     SB__FIN_K_FAILURE,   /* failure record */
     SB__FIN_K_AUDIT,     /* audit stream: agent:stream:job.completed | job.failed */
     SB__FIN_K_JOBS,      /* the jobs list: source of the take that goes with the finish */
+    SB__FIN_K_PAUSED,    /* exists while the type is paused: the take is skipped */
+    SB__FIN_K_DONE,      /* index of done jobs (zset by finish ms) */
+    SB__FIN_K_HISTORY,   /* the job's history stream */
     SB__FIN_NKEYS
 };
 enum {
@@ -67,6 +71,13 @@ enum {
     SB__FIN_A_EV_DATA,
     SB__FIN_A_EV_MAXLEN,   /* MAXLEN ~ of the audit stream */
     SB__FIN_A_TAKE_PREFIX, /* record key prefix of the next take ('' = take nothing) */
+    SB__FIN_A_PREFIX,      /* agent:{type}: (keys of ids trimmed from the dead list) */
+    SB__FIN_A_NOW_MS,      /* score in the done index */
+    SB__FIN_A_DEAD_TTL,    /* TTL of a failed job's record and failure record */
+    SB__FIN_A_DEAD_MAX,    /* bound of the dead list */
+    SB__FIN_A_BY,          /* history: our agent id */
+    SB__FIN_A_TS,          /* history: ISO time */
+    SB__FIN_A_DETAIL,      /* history: a sentence */
     SB__FIN_NARGS
 };
 #define SB__FIN_ARGC (SB__FIN_NKEYS + SB__FIN_NARGS)
@@ -94,7 +105,9 @@ typedef struct {
     const char *argv[SB__FIN_ARGC];
     char k_rec[SB_KEY_LEN], k_cnt[256], k_exec[256], k_fail[256], k_audit[SB_KEY_LEN];
     char ms[SB_FMT_INT_LEN + 1], bound[SB_FMT_INT_LEN + 1], mttl[SB_FMT_INT_LEN + 1],
-        jttl[SB_FMT_INT_LEN + 1], audit_max[SB_FMT_INT_LEN + 1];
+        jttl[SB_FMT_INT_LEN + 1], audit_max[SB_FMT_INT_LEN + 1], now[SB_FMT_INT_LEN + 1],
+        dttl[SB_FMT_INT_LEN + 1], dmax[SB_FMT_INT_LEN + 1];
+    char k_hist[SB_KEY_LEN], ts[SB_ISO_LEN], detail[256];
     sb_envelope_t ev; /* the audit event (job.completed | job.failed) */
     char *ev_data;    /* its data: malloc'd, or NULL (no event) */
 } sb__finish_args_t;
@@ -106,7 +119,7 @@ void sb__finish_args_close(sb__finish_args_t *args);
 
 /* KEYS then ARGV of the take script (SB__TAKE_NKEYS keys). */
 enum {
-    SB__TAKE_K_JOBS, SB__TAKE_K_PROC, SB__TAKE_NKEYS,
+    SB__TAKE_K_JOBS, SB__TAKE_K_PROC, SB__TAKE_K_PAUSED, SB__TAKE_NKEYS,
     SB__TAKE_A_PREFIX = SB__TAKE_NKEYS, /* record key prefix (agent:{type}:job:) */
     SB__TAKE_ARGC
 };
@@ -120,7 +133,7 @@ enum {
 };
 /* KEYS then ARGV of the lease renewal. */
 enum {
-    SB__RENEW_K_LEASES, SB__RENEW_NKEYS,
+    SB__RENEW_K_LEASES, SB__RENEW_K_CANCEL, SB__RENEW_NKEYS,
     SB__RENEW_A_AGENT = SB__RENEW_NKEYS, /* our id */
     SB__RENEW_A_LEASE_MS,                /* the lease runs this long from now (Redis time) */
     SB__RENEW_A_TTL,                     /* seconds the leases set lives without renewals */
@@ -131,6 +144,13 @@ enum {
     SB__LAPSED_K_LEASES, SB__LAPSED_NKEYS,
     SB__LAPSED_A_LIMIT = SB__LAPSED_NKEYS, /* at most this many agents per call */
     SB__LAPSED_ARGC
+};
+/* KEYS then ARGV of the guarded update of an attempt (record + status message + history). */
+enum {
+    SB__UPD_K_PROC, SB__UPD_K_RECORD, SB__UPD_K_HISTORY, SB__UPD_NKEYS,
+    SB__UPD_A_ID = SB__UPD_NKEYS, SB__UPD_A_RECORD, SB__UPD_A_TTL, SB__UPD_A_CHANNEL,
+    SB__UPD_A_MESSAGE, SB__UPD_A_STATUS, SB__UPD_A_BY, SB__UPD_A_TS, SB__UPD_A_DETAIL,
+    SB__UPD_ARGC
 };
 /* KEYS then ARGV of the record compare-and-set. */
 enum {
@@ -207,6 +227,8 @@ typedef struct {
     unsigned seed;                 /* jitter */
     pthread_mutex_t lock;          /* guards job_id (read by the maintenance / shutdown path) */
     char job_id[SB_JOB_ID_LEN];    /* job in flight, "" when idle */
+    atomic_int cancel;             /* the handler's cancel flag: the agent's cancel, or an
+                                    * operator's cancel of job_id (set under lock) */
 } sb__worker_t;
 
 struct sb_agent {
@@ -215,6 +237,8 @@ struct sb_agent {
     char k_jobs[SB_KEY_LEN], k_proc[SB_KEY_LEN], k_dead[SB_KEY_LEN], k_status[SB_KEY_LEN];
     char k_job_prefix[SB_KEY_LEN]; /* agent:{type}:job: */
     char k_leases[SB_KEY_LEN];     /* agent:{type}:leases: agent id -> lease deadline */
+    char k_paused[SB_KEY_LEN], k_done[SB_KEY_LEN], k_prefix[SB_KEY_LEN];
+    char k_cancel[SB_KEY_LEN];     /* agent:{type}:cancel:{id}: held ids to stop (jobctl.h) */
     sb_agent_opts_t o;             /* copy; o.type and o.agent_id point at type and id */
     sb_handler_cb cb;
     void *user;

@@ -29,15 +29,18 @@ typedef struct {
     int64_t started_ms;  /* monotonic start of the current attempt */
 } sb_run_t;
 
-/* Writes the record with its new status and publishes a status message, in one write. With
- * wait = 0 the replies are read with the worker's next command (the finish), so the handler
- * starts without waiting a round trip; a Redis error in them is logged, and the terminal
- * transition overwrites the record anyway. */
+/* Writes the record with its new status, publishes a status message and notes it in the
+ * job's history, in one script guarded by our processing list (an operator may have cancelled
+ * or deleted the job: nothing is then written). With wait = 0 the reply is read with the
+ * worker's next command (the finish), so the handler starts without waiting a round trip (it
+ * is sent as EVAL, never EVALSHA, so that an unread NOSCRIPT cannot lose it). Returns 0,
+ * SB_ENOTFOUND (wait = 1: the job is not ours any more), or an SB_E* error. */
 static int sb_run_update(sb_run_t *r, const char *status, const char *msg_status,
                          const char *details, int wait) {
     sb_agent_t *a = r->w->conn.agent;
-    char key[SB_KEY_LEN], ttl[SB_FMT_INT_LEN + 1];
-    sb_job_set_status(&r->job, status, sb_now_ms());
+    char key[SB_KEY_LEN], hist[SB_KEY_LEN], ttl[SB_FMT_INT_LEN + 1], ts[SB_ISO_LEN];
+    int64_t now = sb_now_ms();
+    sb_job_set_status(&r->job, status, now);
     if (details) sb_json_set_str(r->job.root, "details", details);
     char *rec = sb_json_print(r->job.root);
     sb_status_t st = {.job_id = r->id, .status = msg_status, .user_id = r->job.public_key,
@@ -46,17 +49,36 @@ static int sb_run_update(sb_run_t *r, const char *status, const char *msg_status
     sb_batch_t *b = sb_batch_create();
     int rc = rec && msg && b ? SB_OK : SB_ENOMEM;
     sb_fmt_llz(ttl, SB_JOB_TTL);
-    const char *set[] = {"SET", sb_key(key, sizeof key, SB_KEY_JOB, a->type, r->id), rec, "EX", ttl};
-    const char *pub[] = {"PUBLISH", a->k_status, msg};
-    if (!rc) rc = set[1] ? sb_batch_addargv(b, 5, set, NULL) : SB_EINVAL;
-    if (!rc) rc = sb_batch_addargv(b, 3, pub, NULL);
-    redisReply *replies[2];
-    if (!rc && (rc = sb__conn_send(&r->w->conn, b, wait ? replies : NULL)) == SB_OK && wait)
-        sb_replies_free(replies, 2);
+    const char *argv[SB__UPD_ARGC] = {
+        [SB__UPD_K_PROC] = a->k_proc, [SB__UPD_K_RECORD] = sb_key(key, sizeof key, SB_KEY_JOB, a->type, r->id),
+        [SB__UPD_K_HISTORY] = sb_key(hist, sizeof hist, SB_KEY_HISTORY, a->type, r->id),
+        [SB__UPD_A_ID] = r->id, [SB__UPD_A_RECORD] = rec, [SB__UPD_A_TTL] = ttl,
+        [SB__UPD_A_CHANNEL] = a->k_status, [SB__UPD_A_MESSAGE] = msg,
+        [SB__UPD_A_STATUS] = wait ? "retrying" : status, [SB__UPD_A_BY] = a->id,
+        [SB__UPD_A_TS] = sb_iso8601(now, ts), [SB__UPD_A_DETAIL] = details ? details : ""};
+    if (!rc) rc = argv[SB__UPD_K_RECORD] && argv[SB__UPD_K_HISTORY] ? SB_OK : SB_EINVAL;
+    if (!rc) rc = sb_batch_add_script(b, &a->scripts.update, SB_SCRIPT_EVAL, SB__UPD_NKEYS,
+                                      SB__UPD_ARGC, argv, NULL);
+    redisReply *reply = NULL;
+    if (!rc && (rc = sb__conn_send(&r->w->conn, b, wait ? &reply : NULL)) == SB_OK && wait) {
+        if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 0) rc = SB_ENOTFOUND;
+        sb_replies_free(&reply, 1);
+    }
     free(rec);
     free(msg);
     sb_batch_free(b);
     return rc;
+}
+
+/* 1 (logged) when the job itself was cancelled or deleted by an operator, not the agent:
+ * the run just stops (it is no longer in our list: nothing is written back). */
+static int sb_run_withdrawn(sb_run_t *r) {
+    sb_agent_t *a = r->w->conn.agent;
+    if (!atomic_load(&r->w->cancel) || atomic_load(&a->cancel)) return 0;
+    sb_info("agent", "job %s cancelled or deleted by an operator: handler stopped user=%s",
+            r->id, r->job.public_key);
+    sb__stat_add(a, &a->stats.withdrawn, 1);
+    return 1;
 }
 
 /* Puts the job back at the consuming end of the queue (shutdown before it could finish). */
@@ -201,14 +223,14 @@ static void sb_run_attempts(sb_run_t *r) {
         sb_handler_out_t out = {0};
         r->started_ms = sb_mono_ms();
         sb_handler_rc_t hrc =
-            sb_run_check_output(a->cb(&r->job, attempt, &a->cancel, &out, a->user), &out);
+            sb_run_check_output(a->cb(&r->job, attempt, &r->w->cancel, &out, a->user), &out);
         if (hrc == SB_HANDLER_OK) {
             sb_run_done(r, out.result);
             return;
         }
         cJSON_Delete(out.result);
         if (hrc == SB_HANDLER_CANCELED) {
-            sb_run_requeue(r);
+            if (!sb_run_withdrawn(r)) sb_run_requeue(r);
             return;
         }
         const char *err = out.error[0] ? out.error : "handler failed";
@@ -222,9 +244,13 @@ static void sb_run_attempts(sb_run_t *r) {
         sb_warn("agent", "job %s: %s user=%s", r->id, details, r->job.public_key);
         sb__stat_add(a, &a->stats.retries, 1);
         sb_json_set_str(r->job.root, "error", err);
-        if (sb_run_update(r, "queued", "processing", details, 1) != SB_OK ||
-            sb_sleep_ms(delay, &a->cancel) != SB_OK) {
-            sb_run_requeue(r);
+        int rc = sb_run_update(r, "queued", "processing", details, 1);
+        if (rc == SB_ENOTFOUND) {
+            sb_info("agent", "job %s no longer ours (cancelled or deleted): not retried", r->id);
+            return;
+        }
+        if (rc != SB_OK || sb_sleep_ms(delay, &r->w->cancel) != SB_OK) {
+            if (!sb_run_withdrawn(r)) sb_run_requeue(r);
             return;
         }
     }

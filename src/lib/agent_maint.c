@@ -262,17 +262,47 @@ static sb_maint_may_t sb_maint_may(sb_agent_t *a, sb_maint_t *m, int64_t now) {
     return may;
 }
 
+/* An operator cancelled or deleted id while we held it (jobctl.h): raises the cancel flag of
+ * the worker running it. Returns 1 if one is, 0 if none (the run is over). */
+static int sb_maint_withdraw(sb_agent_t *a, const char *id) {
+    int held = 0;
+    for (int i = 0; i < a->nworkers && !held; i++) {
+        sb__worker_t *w = &a->workers[i];
+        pthread_mutex_lock(&w->lock);
+        if (!strcmp(w->job_id, id)) {
+            held = 1;
+            if (!atomic_exchange(&w->cancel, 1))
+                sb_info("agent", "job %s was cancelled or deleted: stopping its handler", id);
+        }
+        pthread_mutex_unlock(&w->lock);
+    }
+    return held;
+}
+
+/* The ids the renewal returned: each held one's handler is told to stop; the others are done
+ * with and leave the set (so a retry is allowed again). */
+static void sb_maint_cancels(sb_agent_t *a, const redisReply *ids) {
+    for (size_t i = 0; i < ids->elements; i++) {
+        const char *id = ids->element[i]->str;
+        if (ids->element[i]->type != REDIS_REPLY_STRING || sb_maint_withdraw(a, id)) continue;
+        redisReply *rep = sb_redis_cmd(a->maint_redis, "SREM %s %s", a->k_cancel, id);
+        if (rep) freeReplyObject(rep);
+    }
+}
+
 static int sb_lease_renew(sb_agent_t *a) {
     char ms[SB_FMT_INT_LEN + 1], ttl[SB_FMT_INT_LEN + 1];
     sb_fmt_llz(ms, a->o.lease_ms);
     /* the set outlives any lease and presence: entries of dead agents stay until acted on */
     sb_fmt_llz(ttl, (long long)a->o.status_ttl_s + a->o.lease_ms / 1000 + 86400);
     const char *argv[SB__RENEW_ARGC] = {[SB__RENEW_K_LEASES] = a->k_leases,
+                                        [SB__RENEW_K_CANCEL] = a->k_cancel,
                                         [SB__RENEW_A_AGENT] = a->id, [SB__RENEW_A_LEASE_MS] = ms,
                                         [SB__RENEW_A_TTL] = ttl};
     redisReply *rep = sb_redis_eval(a->maint_redis, &a->scripts.renew, SB__RENEW_NKEYS,
                                     SB__RENEW_ARGC, argv, NULL);
-    int rc = rep && rep->type == REDIS_REPLY_INTEGER ? SB_OK : SB_EREDIS;
+    int rc = rep && rep->type == REDIS_REPLY_ARRAY ? SB_OK : SB_EREDIS;
+    if (rc == SB_OK) sb_maint_cancels(a, rep);
     if (rep && rc != SB_OK)
         sb_error("agent", "job lease renewal refused by redis: %s",
                  rep->type == REDIS_REPLY_ERROR ? rep->str : "unexpected reply");

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "agent_int.h"
+#include "jobctl_lua.h"
 #include "switchboard/clock.h"
 #include "switchboard/metrics.h"
 #include "switchboard/utf8.h"
@@ -15,19 +16,38 @@
  * take, {that, id, record or nil or an error} when a job was taken (as SB_TAKE_LUA), else
  * {that}. */
 static const char SB_FINISH_LUA[] =
-    "local k_proc, k_record, k_target, k_counter, k_exec, k_failure, k_audit, k_jobs =\n"
-    "  unpack(KEYS)\n"
+    SB_LUA_FORGET SB_LUA_HISTORY
+    "local k_proc, k_record, k_target, k_counter, k_exec, k_failure, k_audit, k_jobs, k_paused,\n"
+    "  k_done, k_history = unpack(KEYS)\n"
     "local id, record, channel, message, mode, exec_ms, failure, exec_bound, metrics_ttl,\n"
-    "  record_ttl, ev_id, ev_type, ev_ts, ev_data, ev_maxlen, take_prefix = unpack(ARGV)\n"
+    "  record_ttl, ev_id, ev_type, ev_ts, ev_data, ev_maxlen, take_prefix, prefix, now_ms,\n"
+    "  dead_ttl, dead_max, by, ts, detail = unpack(ARGV)\n"
+    /* the dead list: at most dead_max ids, and none whose record has expired at its old end */
+    "local function trim_dead()\n"
+    "  while redis.call('LLEN', k_target) > tonumber(dead_max) do\n"
+    "    local x = redis.call('RPOP', k_target)\n"
+    "    forget(prefix, x, redis.call('GET', prefix .. 'job:' .. x))\n"
+    "  end\n"
+    "  for _ = 1, 10 do\n"
+    "    local x = redis.call('LINDEX', k_target, -1)\n"
+    "    if not x or redis.call('EXISTS', prefix .. 'job:' .. x) == 1 then break end\n"
+    "    redis.call('RPOP', k_target)\n"
+    "    forget(prefix, x, false)\n"
+    "  end\n"
+    "end\n"
     "local function finish()\n"
     "if redis.call('LREM', k_proc, 1, id) == 0 then return 0 end\n"
-    "if record ~= '' then redis.call('SET', k_record, record, 'EX', record_ttl) end\n"
+    "if record ~= '' then\n"
+    "  redis.call('SET', k_record, record, 'EX', mode == 'error' and dead_ttl or record_ttl)\n"
+    "  history(k_history, k_record, mode == 'requeue' and 'queued' or mode, by, ts, detail)\n"
+    "end\n"
     "if mode == 'requeue' then\n"
     "  redis.call('RPUSH', k_target, id)\n"
     "else\n"
     "  if redis.call('INCR', k_counter) == 1 then redis.call('EXPIRE', k_counter, metrics_ttl) end\n"
     "  if mode == 'done' then\n"
     "    redis.call('ZADD', k_exec, exec_ms, id)\n"
+    "    redis.call('ZADD', k_done, now_ms, id)\n"
     "    redis.call('EXPIRE', k_exec, metrics_ttl)\n"
     /* over the bound by 10 %: evict the excess at random in one go (amortised) */
     "    local card, cap = redis.call('ZCARD', k_exec), tonumber(exec_bound)\n"
@@ -36,7 +56,8 @@ static const char SB_FINISH_LUA[] =
     "    end\n"
     "  else\n"
     "    redis.call('LPUSH', k_target, id)\n"
-    "    redis.call('SET', k_failure, failure, 'EX', metrics_ttl)\n"
+    "    redis.call('SET', k_failure, failure, 'EX', dead_ttl)\n"
+    "    trim_dead()\n"
     "  end\n"
     "end\n"
     "if message ~= '' then redis.call('PUBLISH', channel, message) end\n"
@@ -49,6 +70,7 @@ static const char SB_FINISH_LUA[] =
     "end\n"
     "local applied = finish()\n"
     "if take_prefix == '' then return applied end\n"
+    "if redis.call('EXISTS', k_paused) == 1 then return {applied, 'paused'} end\n"
     "local next_id = redis.call('LMOVE', k_jobs, k_proc, 'RIGHT', 'LEFT')\n"
     "if not next_id then return {applied} end\n"
     "return {applied, next_id, redis.pcall('GET', take_prefix .. next_id)}\n";
@@ -58,8 +80,9 @@ static const char SB_FINISH_LUA[] =
  * else {id, record or nil (expired) or an error (the key holds something else: pcall, so that
  * the id taken is still returned and dead-lettered)}. */
 static const char SB_TAKE_LUA[] =
-    "local k_jobs, k_proc = unpack(KEYS)\n"
+    "local k_jobs, k_proc, k_paused = unpack(KEYS)\n"
     "local prefix = ARGV[1]\n"
+    "if redis.call('EXISTS', k_paused) == 1 then return redis.status_reply('PAUSED') end\n"
     "local id = redis.call('LMOVE', k_jobs, k_proc, 'RIGHT', 'LEFT')\n"
     "if not id then return false end\n"
     "return {id, redis.pcall('GET', prefix .. id)}\n";
@@ -98,13 +121,26 @@ static const char SB_RECOVER_LUA[] =
     "return {how, moved}\n";
 
 /* Renews our lease to now + lease_ms (Redis time) and keeps the set alive. KEYS / ARGV:
- * SB__RENEW_*. Returns 1. */
+ * SB__RENEW_*. Returns the ids operators asked us to stop (jobctl.h). */
 static const char SB_RENEW_LUA[] =
     SB_LUA_NOW_MS
-    "local k_leases = KEYS[1]\n"
+    "local k_leases, k_cancel = unpack(KEYS)\n"
     "local agent, lease_ms, ttl = unpack(ARGV)\n"
     "redis.call('ZADD', k_leases, now_ms() + tonumber(lease_ms), agent)\n"
     "redis.call('EXPIRE', k_leases, ttl)\n"
+    "return redis.call('SMEMBERS', k_cancel)\n";
+
+/* An attempt's record and status message, and a history entry, only while the id is still in
+ * our processing list (an operator's cancel or delete takes it out). KEYS / ARGV: SB__UPD_*.
+ * Returns 1 if written, 0 if the job is not ours any more. */
+static const char SB_UPDATE_LUA[] =
+    SB_LUA_HISTORY
+    "local k_proc, k_record, k_history = unpack(KEYS)\n"
+    "local id, record, ttl, channel, message, status, by, ts, detail = unpack(ARGV)\n"
+    "if not redis.call('LPOS', k_proc, id) then return 0 end\n"
+    "redis.call('SET', k_record, record, 'EX', ttl)\n"
+    "redis.call('PUBLISH', channel, message)\n"
+    "history(k_history, k_record, status, by, ts, detail)\n"
     "return 1\n";
 
 /* The agents whose lease has lapsed. KEYS / ARGV: SB__LAPSED_*. Returns their ids. */
@@ -131,6 +167,7 @@ void sb__scripts_init(sb__scripts_t *s) {
     sb_script_init(&s->cas, SB_RECORD_CAS_LUA);
     sb_script_init(&s->renew, SB_RENEW_LUA);
     sb_script_init(&s->lapsed, SB_LAPSED_LUA);
+    sb_script_init(&s->update, SB_UPDATE_LUA);
 }
 
 static const char *const sb_finish_mode_names[] = {
@@ -178,6 +215,15 @@ void sb__finish_args_init(sb__finish_args_t *args, const sb_agent_t *a, const ch
     sb_fmt_llz(args->jttl, SB_JOB_TTL);
     sb_fmt_llz(args->audit_max, SB_EVENTS_AUDIT_MAXLEN);
     if (!requeue) args->ev_data = sb_finish_audit(a, id, f, &args->ev);
+    sb_key(args->k_hist, sizeof args->k_hist, SB_KEY_HISTORY, a->type, id);
+    sb_fmt_llz(args->now, now);
+    sb_fmt_llz(args->dttl, a->o.dead_retention_s);
+    sb_fmt_llz(args->dmax, a->o.dead_max);
+    sb_iso8601(now, args->ts);
+    if (done) snprintf(args->detail, sizeof args->detail, "done in %lld ms", f->exec_ms);
+    else if (requeue) snprintf(args->detail, sizeof args->detail, "put back on the queue");
+    else snprintf(args->detail, sizeof args->detail, "%.200s", f->error ? f->error : "failed");
+    sb_utf8_sanitize_buf(args->detail, sizeof args->detail);
     K(SB__FIN_K_PROC) = a->k_proc;
     K(SB__FIN_K_RECORD) = args->k_rec;
     K(SB__FIN_K_TARGET) = requeue ? a->k_jobs : a->k_dead;
@@ -186,6 +232,9 @@ void sb__finish_args_init(sb__finish_args_t *args, const sb_agent_t *a, const ch
     K(SB__FIN_K_FAILURE) = args->k_fail;
     K(SB__FIN_K_AUDIT) = args->k_audit;
     K(SB__FIN_K_JOBS) = a->k_jobs;
+    K(SB__FIN_K_PAUSED) = a->k_paused;
+    K(SB__FIN_K_DONE) = a->k_done;
+    K(SB__FIN_K_HISTORY) = args->k_hist;
     A(SB__FIN_A_ID) = id;
     A(SB__FIN_A_RECORD) = f->record ? f->record : "";
     A(SB__FIN_A_CHANNEL) = a->k_status;
@@ -202,6 +251,13 @@ void sb__finish_args_init(sb__finish_args_t *args, const sb_agent_t *a, const ch
     A(SB__FIN_A_EV_DATA) = args->ev_data ? args->ev_data : "";
     A(SB__FIN_A_EV_MAXLEN) = args->audit_max;
     A(SB__FIN_A_TAKE_PREFIX) = "";
+    A(SB__FIN_A_PREFIX) = a->k_prefix;
+    A(SB__FIN_A_NOW_MS) = args->now;
+    A(SB__FIN_A_DEAD_TTL) = args->dttl;
+    A(SB__FIN_A_DEAD_MAX) = args->dmax;
+    A(SB__FIN_A_BY) = a->id;
+    A(SB__FIN_A_TS) = args->ts;
+    A(SB__FIN_A_DETAIL) = args->detail;
 }
 
 #undef K

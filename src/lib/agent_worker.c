@@ -12,14 +12,18 @@
 static void sb_worker_set_job(sb__worker_t *w, const char *id) {
     pthread_mutex_lock(&w->lock);
     snprintf(w->job_id, sizeof w->job_id, "%s", id ? id : "");
+    atomic_store(&w->cancel, atomic_load(&w->conn.agent->cancel)); /* a new job: not cancelled */
     pthread_mutex_unlock(&w->lock);
 }
 
 /* Fills *t from a take-script reply ({id, record|nil}) or a BLMOVE reply (id). Consumes rep.
- * Returns 1 with *t filled, 0 when nothing was taken, -1 on a Redis error. */
+ * Returns 1 with *t filled, 0 when nothing was taken, 2 when the type is paused, -1 on a Redis
+ * error. */
 static int sb_taken_parse(redisReply *rep, sb__taken_t *t) {
     int rc = 0;
-    if (rep->type == REDIS_REPLY_STRING) { /* BLMOVE */
+    if (rep->type == REDIS_REPLY_STATUS) { /* take script: the type is paused */
+        rc = 2;
+    } else if (rep->type == REDIS_REPLY_STRING) { /* BLMOVE */
         t->id = strndup(rep->str, rep->len);
         rc = t->id ? 1 : -1;
     } else if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
@@ -37,11 +41,12 @@ static int sb_taken_parse(redisReply *rep, sb__taken_t *t) {
 /* Takes the next job. Under load the take script moves the id and reads the record in one
  * round trip (or the last finish already took it: ahead.next); when the queue is empty BLMOVE
  * waits (up to SB__TAKE_TIMEOUT_S) and the record is read afterwards. Returns 1 with *t
- * filled, 0 when nothing came, -1 on a Redis error. */
+ * filled, 0 when nothing came, 2 when the type is paused, -1 on a Redis error. */
 static int sb_worker_take(sb__worker_t *w, sb__taken_t *t) {
     sb_agent_t *a = w->conn.agent;
     const char *argv[SB__TAKE_ARGC] = {[SB__TAKE_K_JOBS] = a->k_jobs,
                                        [SB__TAKE_K_PROC] = a->k_proc,
+                                       [SB__TAKE_K_PAUSED] = a->k_paused,
                                        [SB__TAKE_A_PREFIX] = a->k_job_prefix};
     sb__prefetch_t pre = w->ahead.state;
     w->ahead.state = SB__PREFETCH_NONE;
@@ -91,6 +96,8 @@ void *sb__worker_main(void *arg) {
             atomic_fetch_sub(&a->inflight, 1);
             sb_worker_set_job(w, NULL);
             sb__taken_free(&t);
+        } else if (rc == 2) {
+            sb_sleep_ms(1000, &a->stop); /* paused: look again in a second */
         } else if (rc < 0 && sb_redis_connected(w->conn.redis)) {
             sb_sleep_ms(1000, &a->stop); /* a Redis error reply: do not spin */
         }

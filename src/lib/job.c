@@ -62,6 +62,13 @@ static const struct {
     [SB_KEY_USER] = {"user", 1},
     [SB_KEY_STATUS] = {"status", 0},
     [SB_KEY_EVENTS] = {"events", 0},
+    [SB_KEY_INDEX] = {"index", 0},
+    [SB_KEY_DONE] = {"done", 0},
+    [SB_KEY_CANCELLED] = {"cancelled", 0},
+    [SB_KEY_HISTORY] = {"history", 1},
+    [SB_KEY_PAUSED] = {"paused", 0},
+    [SB_KEY_CANCEL] = {"cancel", 1},
+    [SB_KEY_LEASES] = {"leases", 0},
 };
 
 char *sb_key(char *buf, size_t len, sb_key_kind_t kind, const char *type, const char *arg) {
@@ -161,7 +168,8 @@ int sb_job_set_attempts(sb_job_t *job, int attempts) {
 /* ---- status messages --------------------------------------------------------------------- */
 
 int sb_status_valid(const char *s) {
-    return s && (!strcmp(s, "processing") || !strcmp(s, "done") || !strcmp(s, "error"));
+    return s && (!strcmp(s, "processing") || !strcmp(s, "done") || !strcmp(s, "error") ||
+                 !strcmp(s, "cancelled"));
 }
 
 char *sb_status_build(const sb_status_t *st) {
@@ -205,7 +213,7 @@ int sb_status_parse(const char *buf, size_t len, cJSON **root_out, sb_status_t *
         double a;
         if (sb_json_num(root, "attempts", &a) == SB_OK) st->attempts = sb_clamp_count(a);
         if (!st->job_id) why = "status message has no jobId string";
-        else if (!sb_status_valid(st->status)) why = "status must be processing, done or error";
+        else if (!sb_status_valid(st->status)) why = "status must be processing, done, error or cancelled";
         else if (!st->user_id || !*st->user_id) why = "status message has no userId string";
     }
     if (why) {

@@ -12,8 +12,10 @@
  * between, so neither can be missed) and ends the way the shell ended: same exit code, or the
  * same signal re-raised with its default action. The agent therefore sees exactly the wait
  * status it would see from the shell. A timeout or a cancel in the agent kills the group
- * (kill(-pgid)), watchdog included. The watchdog keeps no descriptor, so the pipes close when
- * the shell and its children close them.
+ * (kill(-pgid)), watchdog included. A cancel with a grace period (term_grace_ms) first sends
+ * the watchdog SIGUSR1, which it answers with SIGTERM to the rest of its group (ignoring its
+ * own copy), so the handler may clean up; SIGKILL to the group follows after the grace. The
+ * watchdog keeps no descriptor, so the pipes close when the shell and its children close them.
  *
  * The child gets fds 0, 1, 2 (our pipes) and nothing else: every descriptor >= 3 is closed
  * (close_range, or a loop where that is missing), so the agent's Redis sockets and metrics
@@ -134,6 +136,28 @@ static void sb_watch_on_term(int sig) {
 
 static void sb_watch_on_chld(int sig) { (void)sig; } /* only to end sigsuspend() */
 
+/* The agent asks for a SIGTERM to the group (a cancel with a grace period). */
+static volatile sig_atomic_t sb_watch_usr1;
+
+static void sb_watch_on_usr1(int sig) {
+    (void)sig;
+    sb_watch_usr1 = 1;
+}
+
+/* SIGTERM to the group but the watchdog: its own copy is discarded, being ignored and
+ * unblocked while sent (Linux keeps a blocked signal pending even when it is ignored). */
+static void sb_watch_term_group(void) {
+    struct sigaction ign = {.sa_handler = SIG_IGN}, on_term = {.sa_handler = sb_watch_on_term};
+    sigset_t term;
+    sigemptyset(&term);
+    sigaddset(&term, SIGTERM);
+    sigaction(SIGTERM, &ign, NULL);
+    sigprocmask(SIG_UNBLOCK, &term, NULL);
+    kill(0, SIGTERM);
+    sigprocmask(SIG_BLOCK, &term, NULL);
+    sigaction(SIGTERM, &on_term, NULL);
+}
+
 static void sb_child_close_from(int lo, int max_fd) {
     if (close_range((unsigned)lo, ~0U, 0) == 0) return;
     for (int fd = lo; fd < max_fd; fd++) close(fd);
@@ -151,10 +175,11 @@ static void sb_child_fds(const sb_child_t *c) {
 }
 
 /* The shell: the watchdog's signal handling undone, the caller's mask (or none), exec. */
-_Noreturn static void sb_child_exec(const sb_child_t *c, const struct sigaction old[2],
+_Noreturn static void sb_child_exec(const sb_child_t *c, const struct sigaction old[3],
                                     pid_t watchdog, const sigset_t *mask) {
     sigaction(SIGTERM, &old[0], NULL);
     sigaction(SIGCHLD, &old[1], NULL);
+    sigaction(SIGUSR1, &old[2], NULL);
     signal(SIGPIPE, SIG_DFL);
     if (c->die_with_parent) { /* a watchdog killed by someone else takes the shell along */
         prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -189,6 +214,7 @@ _Noreturn static void sb_watch(pid_t shell) {
     sigfillset(&wake);
     sigdelset(&wake, SIGTERM);
     sigdelset(&wake, SIGCHLD);
+    sigdelset(&wake, SIGUSR1);
     for (;;) {
         int status;
         pid_t r = waitpid(shell, &status, WNOHANG);
@@ -197,6 +223,10 @@ _Noreturn static void sb_watch(pid_t shell) {
         if (sb_watch_term) {
             kill(0, SIGKILL); /* the whole group, the watchdog last */
             _exit(128 + SIGKILL);
+        }
+        if (sb_watch_usr1) {
+            sb_watch_usr1 = 0;
+            sb_watch_term_group();
         }
         sigsuspend(&wake);
     }
@@ -209,11 +239,14 @@ _Noreturn static void sb_child_main(const sb_child_t *c) {
     sigemptyset(&block);
     sigaddset(&block, SIGTERM);
     sigaddset(&block, SIGCHLD);
+    sigaddset(&block, SIGUSR1);
     sigprocmask(SIG_BLOCK, &block, &mask);
     struct sigaction on_term = {.sa_handler = sb_watch_on_term};
-    struct sigaction on_chld = {.sa_handler = sb_watch_on_chld}, old[2];
+    struct sigaction on_chld = {.sa_handler = sb_watch_on_chld};
+    struct sigaction on_usr1 = {.sa_handler = sb_watch_on_usr1}, old[3];
     sigaction(SIGTERM, &on_term, &old[0]);
     sigaction(SIGCHLD, &on_chld, &old[1]);
+    sigaction(SIGUSR1, &on_usr1, &old[2]);
     setpgid(0, 0);
     prctl(PR_SET_NAME, "sb-watchdog"); /* in ps -o comm, top: not another agent */
     if (c->die_with_parent) {
@@ -303,17 +336,25 @@ static int sb_poll_ms(const sb_proc_opts_t *o) {
 
 /* Feeds input and collects output until both outputs close, the deadline, cancel or a
  * stdout over its cap. */
-static sb_proc_end_t sb_proc_pump(int fds[3], const sb_proc_opts_t *o, sb_pbuf_t *out,
-                                  sb_pbuf_t *err, int64_t deadline, int64_t *next_tick) {
+static sb_proc_end_t sb_proc_pump(pid_t pid, int fds[3], const sb_proc_opts_t *o,
+                                  sb_pbuf_t *out, sb_pbuf_t *err, int64_t deadline,
+                                  int64_t *next_tick) {
     size_t sent = 0;
     char chunk[65536];
+    int64_t kill_at = 0; /* after a SIGTERM on cancel: when SIGKILL follows */
+    int canceled = 0;    /* the cancel flag or the tick asked to stop (it stays asked) */
     for (;;) {
         if (fds[0] >= 0 && sent == o->input_len) {
             close(fds[0]);
             fds[0] = -1;
         }
-        if (fds[1] < 0 && fds[2] < 0) return SB_PROC_EXITED;
-        if (sb_canceled(o, next_tick)) return SB_PROC_CANCELED;
+        if (fds[1] < 0 && fds[2] < 0) return canceled ? SB_PROC_CANCELED : SB_PROC_EXITED;
+        canceled = canceled || sb_canceled(o, next_tick);
+        if (canceled && o->term_grace_ms > 0 && !kill_at) {
+            kill(pid, SIGUSR1); /* the watchdog: SIGTERM to the group, which may clean up */
+            kill_at = sb_mono_ms() + o->term_grace_ms;
+        }
+        if (canceled && (!kill_at || sb_mono_ms() >= kill_at)) return SB_PROC_CANCELED;
         if (sb_mono_ms() >= deadline) return SB_PROC_TIMEOUT;
         if (out->over) return SB_PROC_TOO_BIG;
         struct pollfd p[3] = {{fds[0], POLLOUT, 0}, {fds[1], POLLIN, 0}, {fds[2], POLLIN, 0}};
@@ -362,7 +403,7 @@ sb_proc_end_t sb_proc_run(const sb_proc_opts_t *o, sb_proc_result_t *res) {
     }
     sb_pbuf_t out = {.max = o->max_output ? o->max_output : SB_PROC_MAX_OUTPUT};
     sb_pbuf_t err = {.max = SB_PROC_ERR_TAIL, .keep_tail = 1};
-    sb_proc_end_t end = sb_proc_pump(fds, o, &out, &err, deadline, &next_tick);
+    sb_proc_end_t end = sb_proc_pump(pid, fds, o, &out, &err, deadline, &next_tick);
     if (end != SB_PROC_EXITED) kill(-pid, SIGKILL); /* the group: watchdog, shell, the rest */
     for (int i = 0; i < 3; i++)
         if (fds[i] >= 0) close(fds[i]);

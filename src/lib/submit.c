@@ -19,7 +19,7 @@
 #include "switchboard/metrics.h"
 #include "switchboard/submit.h"
 
-enum { SB_SUBMIT_NKEYS = 8, SB_SUBMIT_NARGS = 15 };
+enum { SB_SUBMIT_NKEYS = 10, SB_SUBMIT_NARGS = 16 };
 
 void sb_submit_script_init(sb_script_t *s) { sb_script_init(s, sb_lua_submit); }
 
@@ -83,6 +83,8 @@ static int sb_submit_job_args(sb_submit_args_t *a, const sb_submit_t *q) {
         !sb_key(a->keys[5], SB_KEY_LEN, SB_KEY_USER, q->type, q->public_key) ||
         !sb_metrics_counter_key(a->keys[6], SB_KEY_LEN, q->type, "jobs", q->now_ms) ||
         !sb_events_key(a->keys[7], SB_KEY_LEN, SB_EVENT_JOB_CREATED) ||
+        !sb_key(a->keys[8], SB_KEY_LEN, SB_KEY_INDEX, q->type, NULL) ||
+        !sb_key(a->keys[9], SB_KEY_LEN, SB_KEY_HISTORY, q->type, q->job_id) ||
         !sb_key(a->channel, sizeof a->channel, SB_KEY_EVENTS, q->type, NULL))
         return SB_EINVAL;
     if (!(a->message = sb_submit_created(q))) return SB_ENOMEM;
@@ -102,7 +104,8 @@ static int sb_submit_args(sb_submit_args_t *a, const sb_submit_t *q) {
         q->job_id ? q->job_id : "", q->job_id ? q->record_json : "", a->job_ttl, a->created,
         a->maxlen, q->job_id ? a->env.event_id : "", q->job_id ? a->env.event_type : "",
         q->job_id ? a->env.timestamp : "", a->data ? a->data : "",
-        q->job_id ? a->channel : "", a->message ? a->message : ""};
+        q->job_id ? a->channel : "", a->message ? a->message : "",
+        q->job_id ? q->public_key : ""};
     memcpy(a->argv + SB_SUBMIT_NKEYS, args, sizeof args);
     return SB_OK;
 }

@@ -20,7 +20,7 @@ class Client {
   constructor(opts = {}) {
     this.redis = opts.redis || new Redis(opts.url || c.redisUrl());
     this.type = c.checkType(opts.type || process.env.JOB_TYPE || 'rebalance');
-    this.redis.defineCommand('sbSubmit', { numberOfKeys: 8, lua: c.lua('submit') });
+    this.redis.defineCommand('sbSubmit', { numberOfKeys: 10, lua: c.lua('submit') });
     this.redis.defineCommand('sbExecStats', { numberOfKeys: 1, lua: c.lua('exec_stats') });
   }
 
@@ -38,10 +38,12 @@ class Client {
       attempts: 0, createdAt: c.iso(now), updatedAt: c.iso(now) });
     const [keys, args] = rateArgs(type, opts.rateUser, opts.limit, opts.window, now);
     keys.push(`agent:${type}:job:${jobId}`, `agent:${type}:jobs`, `agent:${type}:user:${u.publicKey}`,
-      `metrics:agent:${type}:counters:${c.utcDate(now)}:jobs`, 'agent:stream:job.created');
+      `metrics:agent:${type}:counters:${c.utcDate(now)}:jobs`, 'agent:stream:job.created',
+      `agent:${type}:index`, `agent:${type}:history:${jobId}`);
     args.push(jobId, record, c.JOB_TTL, now, c.AUDIT_MAXLEN, c.uuid(), 'job.created', c.iso(now),
       c.dumps({ jobId, type, userId: u.publicKey }), `agent:${type}:events`,
-      c.dumps({ event: `${type}:created`, room: `user:${u.publicKey}`, data: { jobId } }));
+      c.dumps({ event: `${type}:created`, room: `user:${u.publicKey}`, data: { jobId } }),
+      u.publicKey);
     const [allowed, , retry] = await this.redis.sbSubmit(...keys, ...args);
     if (!allowed) throw new RateLimited(Number(retry));
     return jobId;
@@ -113,8 +115,8 @@ class Client {
   async checkRateLimit(user, limit, window, type = this.type) {
     c.checkType(type);
     const [keys, args] = rateArgs(type, user, limit, window, Date.now());
-    keys.push('', '', '', '', '');
-    args.push('', '', c.JOB_TTL, 0, c.AUDIT_MAXLEN, '', '', '', '', '', '');
+    keys.push('', '', '', '', '', '', '');
+    args.push('', '', c.JOB_TTL, 0, c.AUDIT_MAXLEN, '', '', '', '', '', '', '');
     const [allowed] = await this.redis.sbSubmit(...keys, ...args);
     return allowed === 1;
   }

@@ -61,9 +61,10 @@ class Client:
         keys += [f"agent:{type}:job:{job_id}", f"agent:{type}:jobs",
                  f"agent:{type}:user:{user}",
                  f"metrics:agent:{type}:counters:{c.utc_date(now)}:jobs",
-                 "agent:stream:job.created"]
+                 "agent:stream:job.created", f"agent:{type}:index",
+                 f"agent:{type}:history:{job_id}"]
         args += [job_id, record, c.JOB_TTL, now, c.AUDIT_MAXLEN, c.new_uuid(), "job.created",
-                 c.iso(now), event, f"agent:{type}:events", created]
+                 c.iso(now), event, f"agent:{type}:events", created, user]
         allowed, _, retry = self._submit(keys=keys, args=args)
         if not allowed:
             raise RateLimited(int(retry))
@@ -146,8 +147,8 @@ class Client:
         window and returns True, or returns False when the window is full."""
         type = c.check_type(type or self.type)
         keys, args = self._rate_args(type, user, limit, window, c.now_ms())
-        keys += [""] * 5
-        args += ["", "", c.JOB_TTL, 0, c.AUDIT_MAXLEN, "", "", "", "", "", ""]
+        keys += [""] * 7
+        args += ["", "", c.JOB_TTL, 0, c.AUDIT_MAXLEN, "", "", "", "", "", "", ""]
         allowed, _, _ = self._submit(keys=keys, args=args)
         return bool(allowed)
 
