@@ -4,11 +4,12 @@
  * pos is the next one to send. A repeating timer sends up to SB_CATCHUP_PER_TURN of them per
  * turn and stops itself at the end. Users whose read came back lost or transient (the
  * replays' on-retry hook) are packed into a second buffer; at the end of a pass that buffer
- * becomes the snapshot and the timer starts again after the backoff (doubling up to
- * SB_CATCHUP_BACKOFF_MAX_MS; back to the minimum when a pass starts afresh). */
+ * becomes the snapshot and the timer starts again after the backoff (backoff.h; back to the
+ * minimum when a pass starts afresh). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "gateway/backoff.h"
 #include "gateway/catchup.h"
 #include "gateway/replay.h"
 #include "switchboard/clock.h"
@@ -16,9 +17,6 @@
 #include "switchboard/log.h"
 
 #define SB_CATCHUP_PREFIX "user:"
-
-#define SB_CATCHUP_BACKOFF_MIN_MS 100
-#define SB_CATCHUP_BACKOFF_MAX_MS 5000
 
 /* Packed NUL-terminated public keys. */
 typedef struct {
@@ -36,7 +34,7 @@ struct sb_catchup {
     sb_catchup_keys_t snap;  /* snapshot: public keys, each NUL-terminated */
     size_t pos;              /* next key of snap to send */
     sb_catchup_keys_t retry; /* keys whose read must be sent again */
-    int backoff_ms;          /* wait before the next retry pass */
+    sb_backoff_t backoff;    /* wait before the next retry pass */
     char why[96];            /* what Redis answered the last user to retry */
     unsigned long long users;
 };
@@ -92,11 +90,9 @@ static int sb_catchup_next_pass(sb_catchup_t *c) {
     c->retry.len = 0;
     c->retry.oom = 0;
     c->pos = 0;
-    sb_info("gateway", "catch-up: retrying users in %d ms (redis answered: %s)", c->backoff_ms,
-            c->why);
-    uv_timer_start(&c->timer, sb_catchup_turn, (uint64_t)c->backoff_ms, SB_CATCHUP_TURN_MS);
-    c->backoff_ms = c->backoff_ms * 2 > SB_CATCHUP_BACKOFF_MAX_MS ? SB_CATCHUP_BACKOFF_MAX_MS
-                                                                  : c->backoff_ms * 2;
+    int wait_ms = sb_backoff_next(&c->backoff);
+    sb_info("gateway", "catch-up: retrying users in %d ms (redis answered: %s)", wait_ms, c->why);
+    uv_timer_start(&c->timer, sb_catchup_turn, (uint64_t)wait_ms, SB_CATCHUP_TURN_MS);
     return 1;
 }
 
@@ -133,7 +129,7 @@ void sb_catchup_start(sb_catchup_t *c, int64_t since_ms) {
     if (c->running && c->since_ms < since_ms) since_ms = c->since_ms;
     c->since_ms = since_ms;
     c->retry.len = 0; /* the new snapshot has them all */
-    c->backoff_ms = SB_CATCHUP_BACKOFF_MIN_MS;
+    sb_backoff_reset(&c->backoff);
     uint32_t n = sb_catchup_snapshot(c);
     char at[SB_ISO_LEN];
     sb_info("gateway", "status subscription back: catching up %u connected user(s) since %s",
@@ -153,7 +149,6 @@ sb_catchup_t *sb_catchup_create(uv_loop_t *loop, sb_replays_t *replays, sb_sio_t
     if (!c) return NULL;
     c->replays = replays;
     c->sio = sio;
-    c->backoff_ms = SB_CATCHUP_BACKOFF_MIN_MS;
     uv_timer_init(loop, &c->timer);
     c->timer.data = c;
     sb_replays_on_retry(replays, sb_catchup_retry, c);

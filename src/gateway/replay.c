@@ -12,13 +12,17 @@
  * service's list, which the on-up hook walks for the ones waiting. A catch-up (one per user,
  * to its room) sits in a second list while in flight, scanned by public key on live statuses.
  * States: WAITING → IN_FLIGHT (an EVAL is out; its callback will run) → emitted and freed, or
- * back to WAITING when the reply is lost; GONE when it was unhooked (socket left, service
- * freed) while in flight: the reply only frees it.
+ * back to WAITING when the reply is lost or Redis refused it for now (LOADING, BUSY...:
+ * sb_reply_is_transient); GONE when it was unhooked (socket left, service freed) while in
+ * flight: the reply only frees it. A refused replay is sent again by the retry timer after
+ * the backoff (backoff.h, shared with the catch-up), or by the on-up hook if the connection
+ * went meanwhile; a socket that leaves drops its replay, and with it its retries.
  *
  * Banners: reading · budget and emission · the sockets' replays · catch-up. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "gateway/backoff.h"
 #include "gateway/ratemap.h"
 #include "gateway/replay.h"
 #include "gateway/status_event.h"
@@ -56,6 +60,9 @@ typedef struct sb_replay {
 struct sb_replays {
     sb_aredis_t *redis;
     sb_aredis_hook_t up_hook; /* sends the waiting replays when redis is back */
+    uv_timer_t *retry;        /* sends them after a transient refusal (owned; data = this) */
+    sb_backoff_t backoff;     /* its wait */
+    char why[96];             /* what Redis answered the last refused replay */
     sb_sio_t *sio;
     char *types;              /* comma-separated job types (owned) */
     sb_replay_t *list;        /* replays hung on a socket, waiting or in flight */
@@ -418,6 +425,7 @@ static int sb_replays_same_socket(const sb_replays_t *rp, const sb_replay_t *r) 
 }
 
 static void sb_replays_cb(redisReply *reply, void *priv);
+static void sb_replays_retry_later(sb_replays_t *rp, sb_replay_t *r, const char *why);
 
 /* What a reply cost to read: its string bytes plus SB_REPLAY_CALL_BYTES per call. */
 #define SB_REPLAY_CALL_BYTES 512
@@ -455,6 +463,12 @@ static void sb_replays_cb(redisReply *reply, void *priv) {
         r->state = SB_RP_WAITING;
         return;
     }
+    if (sb_reply_is_transient(reply)) { /* LOADING, BUSY...: sent again after the backoff */
+        r->state = SB_RP_WAITING;
+        sb_replays_retry_later(rp, r, reply->str);
+        return;
+    }
+    sb_backoff_reset(&rp->backoff);
     sb_replays_detach(rp, r);
     sb_ratemap_charge(rp->budget, r->public_key, (double)sb_replay_reply_bytes(reply, 0),
                       sb_mono_ms());
@@ -466,9 +480,9 @@ static void sb_replays_cb(redisReply *reply, void *priv) {
     sb_replay_free(r);
 }
 
-/* The command connection is (back) up: send every waiting replay whose socket is still there. */
-static void sb_replays_on_up(void *ud) {
-    sb_replays_t *rp = ud;
+/* Sends every waiting replay whose socket is still there (and drops the others); returns how
+ * many went out. */
+static unsigned sb_replays_send_waiting(sb_replays_t *rp) {
     unsigned sent = 0;
     int64_t now = sb_now_ms();
     for (sb_replay_t *r = rp->list, *next; r; r = next) {
@@ -481,10 +495,40 @@ static void sb_replays_on_up(void *ud) {
         sb_replays_detach(rp, r);
         sb_replay_free(r);
     }
+    return sent;
+}
+
+/* The command connection is (back) up: send every waiting replay whose socket is still there. */
+static void sb_replays_on_up(void *ud) {
+    sb_replays_t *rp = ud;
+    unsigned sent = sb_replays_send_waiting(rp);
     if (sent) sb_info("gateway", "redis is back: sent %u replay(s) that waited for it", sent);
 }
 
-sb_replays_t *sb_replays_create(sb_aredis_t *redis, sb_sio_t *sio, const char *job_types) {
+/* The retry timer: the refused replays go again (the on-up hook does it if redis is down). */
+static void sb_replays_retry_due(uv_timer_t *t) {
+    sb_replays_t *rp = t->data;
+    if (!sb_aredis_up(rp->redis)) return;
+    unsigned sent = sb_replays_send_waiting(rp);
+    if (sent) sb_info("gateway", "sent again %u replay(s) that redis refused (%s)", sent, rp->why);
+}
+
+/* r (waiting) was refused for now with why: the retry timer sends it after the backoff. */
+static void sb_replays_retry_later(sb_replays_t *rp, sb_replay_t *r, const char *why) {
+    snprintf(rp->why, sizeof rp->why, "%s", why ? why : "?");
+    if (uv_is_active((uv_handle_t *)rp->retry)) {
+        sb_debug("gateway", "replay to socket %s refused by redis (%s); retried with the others",
+                 r->sid, rp->why);
+        return;
+    }
+    int wait_ms = sb_backoff_next(&rp->backoff);
+    sb_info("gateway", "replay to socket %s refused by redis (%s); sent again in %d ms", r->sid,
+            rp->why, wait_ms);
+    uv_timer_start(rp->retry, sb_replays_retry_due, (uint64_t)wait_ms, 0);
+}
+
+sb_replays_t *sb_replays_create(uv_loop_t *loop, sb_aredis_t *redis, sb_sio_t *sio,
+                                const char *job_types) {
     sb_replays_t *rp = calloc(1, sizeof *rp);
     if (!rp) return NULL;
     rp->redis = redis;
@@ -492,19 +536,27 @@ sb_replays_t *sb_replays_create(sb_aredis_t *redis, sb_sio_t *sio, const char *j
     sb_script_init(&rp->script, sb_replay_lua);
     rp->types = strdup(job_types ? job_types : "");
     rp->budget = sb_ratemap_create(SB_REPLAY_USER_BYTES, 60 * 1000, 0);
-    if (!rp->types || !rp->budget) {
+    rp->retry = malloc(sizeof *rp->retry);
+    if (!rp->types || !rp->budget || !rp->retry) {
+        free(rp->retry);
         sb_ratemap_free(rp->budget);
         free(rp->types);
         free(rp);
         return NULL;
     }
+    uv_timer_init(loop, rp->retry);
+    rp->retry->data = rp;
     sb_aredis_on_up(redis, &rp->up_hook, sb_replays_on_up, rp);
     return rp;
 }
 
+static void sb_replays_retry_closed(uv_handle_t *h) { free(h); }
+
 void sb_replays_free(sb_replays_t *rp) {
     if (!rp) return;
     sb_aredis_on_up_remove(&rp->up_hook);
+    uv_close((uv_handle_t *)rp->retry, sb_replays_retry_closed); /* stops it; freed by uv_run */
+    rp->retry = NULL;
     while (rp->list) { /* a waiting one goes now; one in flight when its reply comes */
         sb_replay_t *r = rp->list;
         sb_replays_detach(rp, r);

@@ -53,6 +53,7 @@
 #define SB_GATEWAY_REPLAY_H
 
 #include <stdint.h>
+#include <uv.h>
 #include "gateway/aredis.h"
 #include "gateway/socketio/sio.h"
 
@@ -70,15 +71,21 @@
 typedef struct sb_replays sb_replays_t;
 
 /* Creates the service over redis (commands; installs an on-up hook on it) and sio (neither
- * owned; both must outlive it) for the comma-separated job_types (copied). NULL on ENOMEM. */
-sb_replays_t *sb_replays_create(sb_aredis_t *redis, sb_sio_t *sio, const char *job_types);
-/* Removes the on-up hook (a no-op when redis was closed already), drops the waiting replays
+ * owned; both must outlive it) for the comma-separated job_types (copied), with a retry timer
+ * on loop. NULL on ENOMEM. */
+sb_replays_t *sb_replays_create(uv_loop_t *loop, sb_aredis_t *redis, sb_sio_t *sio,
+                                const char *job_types);
+/* Removes the on-up hook (a no-op when redis was closed already), closes the retry timer
+ * (its memory goes during uv_run), drops the waiting replays
  * and frees rp; a reply still in flight then emits nothing and frees its replay (rp goes
  * with the last one). NULL ok. */
 void sb_replays_free(sb_replays_t *rp);
 
 /* Starts the replay for connected socket id (on_connect), now_ms being the unix time: sent at
- * once when the command connection is up, else it waits for it. Returns 0 (sent or waiting),
+ * once when the command connection is up, else it waits for it. A reply lost, or refused for
+ * now (LOADING while Redis reloads after a restart, BUSY...: sb_reply_is_transient), sends it
+ * again: when the connection is back, or after the backoff (backoff.h), until Redis answers
+ * or the socket leaves. Returns 0 (sent or waiting),
  * SB_ENOTFOUND (id is not a connected socket), SB_ENOMEM or SB_EINVAL (no valid job type):
  * nothing left behind. */
 int sb_replays_socket(sb_replays_t *rp, sb_eio_id_t id, int64_t now_ms);

@@ -4,6 +4,7 @@
  * Banners: life cycle · auth and connect · polling (HTTP) · WebSocket · emitting and metrics.
  * Time given to the core is the monotonic clock in ms. */
 #include <stddef.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,7 +32,8 @@
 #define SB_SOCKETIO_BURST_BYTES 65536    /* ... and about this many bytes */
 /* A WebSocket whose session closed while output is still pending (lws's unsent tail, or a full
  * kernel buffer) gets this long to take it; a client that stopped reading never does, so the
- * connection is then killed rather than left waiting for a writeable callback. */
+ * connection is then reset (sb_socketio_ws_kill) rather than left waiting for a writeable
+ * callback. */
 #define SB_SOCKETIO_CLOSE_WAIT_S 3
 
 struct sb_socketio {
@@ -46,6 +48,8 @@ struct sb_socketio {
     int tick_running;
     uv_prepare_t flush;    /* writes the WebSockets woken during the loop turn, before the poll */
     sb_socketio_ws_t *flush_head;
+    sb_socketio_ws_t *kill_head;  /* closed with output pending: reset when their wait is over */
+    int64_t armed_at;      /* when the tick timer fires (INT64_MAX: stopped) */
     sb_ratemap_t *connects_user; /* Socket.IO CONNECTs per user (SIO_CONNECT_RATE) */
     sb_ratemap_t *connects_ip;   /* Engine.IO sessions per client address (SIO_CONNECT_RATE_IP) */
     unsigned long long ws_opened, polling_opened, auth_refused, connect_limited;
@@ -111,9 +115,30 @@ static void sb_socketio_flush_cb(uv_prepare_t *h) {
 
 static void sb_socketio_tick_cb(uv_timer_t *t);
 
-/* Arms the heartbeat timer for the core's deadline at (INT64_MAX: none; stops it). */
+static void sb_socketio_kill_unlink(sb_socketio_ws_t *ws) {
+    if (!ws->kill_prev) return;
+    *ws->kill_prev = ws->kill_next;
+    if (ws->kill_next) ws->kill_next->kill_prev = ws->kill_prev;
+    ws->kill_next = NULL;
+    ws->kill_prev = NULL;
+}
+
+/* The earliest reset deadline of the kill list (INT64_MAX: empty). The list holds only the
+ * few connections dropped as slow consumers in the last seconds. */
+static int64_t sb_socketio_kill_next(const sb_socketio_t *io) {
+    int64_t at = INT64_MAX;
+    for (const sb_socketio_ws_t *ws = io->kill_head; ws; ws = ws->kill_next)
+        if (ws->kill_at < at) at = ws->kill_at;
+    return at;
+}
+
+/* Arms the tick timer for the earlier of the core's deadline at (INT64_MAX: none) and the
+ * kill list's; with neither, stops it. */
 static void sb_socketio_arm(sb_socketio_t *io, int64_t at, int64_t now) {
     if (!io->tick_running) return;
+    int64_t kill_at = sb_socketio_kill_next(io);
+    if (kill_at < at) at = kill_at;
+    io->armed_at = at;
     if (at == INT64_MAX) {
         uv_timer_stop(&io->tick);
         return;
@@ -130,10 +155,31 @@ static void sb_socketio_schedule(void *ud, int64_t at) {
     sb_socketio_arm(io, at, sb_mono_ms());
 }
 
+/* Resets the connections of the kill list whose wait is over: SO_LINGER 0 (the kernel drops
+ * the unsent bytes and answers RST once lws closes the socket) and shut both ways, which lws
+ * sees at once on its poll (a read of 0, a failing write) and closes; CLOSED detaches it. */
+static void sb_socketio_kill_due(sb_socketio_t *io, int64_t now) {
+    for (sb_socketio_ws_t *ws = io->kill_head, *next; ws; ws = next) {
+        next = ws->kill_next;
+        if (ws->kill_at > now) continue;
+        sb_socketio_kill_unlink(ws);
+        int fd = (int)lws_get_socket_fd(ws->kill_wsi);
+        struct linger reset = {1, 0};
+        if (fd < 0) continue;
+        (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
+        (void)shutdown(fd, SHUT_RDWR);
+        const char *sid = ws->attached ? sb_eio_sid(io->eio, ws->id) : NULL;
+        sb_info("gateway", "socket.io session %s: connection reset, its client read nothing "
+                "for %d s", sid ? sid : "(closed)", SB_SOCKETIO_CLOSE_WAIT_S);
+    }
+}
+
 static void sb_socketio_tick_cb(uv_timer_t *t) {
     sb_socketio_t *io = t->data;
     int64_t now = sb_mono_ms();
-    sb_socketio_arm(io, sb_eio_tick(io->eio, now), now);
+    int64_t next = sb_eio_tick(io->eio, now);
+    if (io->kill_head) sb_socketio_kill_due(io, now);
+    sb_socketio_arm(io, next, now);
 }
 
 static int sb_socketio_auth(void *ud, const char *token, sb_sio_identity_t *who, char *err,
@@ -180,7 +226,8 @@ sb_socketio_t *sb_socketio_create(sb_gateway_t *gw) {
     io->sub = io->sio ? sb_subscriber_create(gw->loop, &gw->cfg->redis, gw->cfg->job_types,
                                              io->sio)
                       : NULL;
-    io->replays = io->sub ? sb_replays_create(gw->redis, io->sio, gw->cfg->job_types) : NULL;
+    io->replays =
+        io->sub ? sb_replays_create(gw->loop, gw->redis, io->sio, gw->cfg->job_types) : NULL;
     io->catchup = io->replays ? sb_catchup_create(gw->loop, io->replays, io->sio) : NULL;
     io->interop = sb_interop_create(gw->redis);
     io->connects_user = sb_ratemap_create(gw->cfg->sio_connect_rate, 60 * 1000, 0);
@@ -221,6 +268,7 @@ void sb_socketio_stop(sb_socketio_t *io) {
         sb_socketio_flush_unlink(ws);
         lws_callback_on_writable(ws->flush_wsi);
     }
+    while (io->kill_head) sb_socketio_kill_unlink(io->kill_head); /* lws closes them all */
     uv_close((uv_handle_t *)&io->flush, NULL);
     sb_subscriber_close(io->sub);
     io->sub = NULL;
@@ -565,6 +613,7 @@ static int sb_socketio_ws_open(sb_socketio_t *io, struct lws *wsi, sb_socketio_w
 
 static void sb_socketio_ws_detach(sb_socketio_t *io, struct lws *wsi, sb_socketio_ws_t *ws) {
     sb_socketio_flush_unlink(ws);
+    sb_socketio_kill_unlink(ws);
     free(ws->rx);
     ws->rx = NULL;
     ws->rx_len = 0;
@@ -665,10 +714,19 @@ static void sb_socketio_ws_close_frame(struct lws *wsi, int code) {
 }
 
 /* The session is over but the close waits for a writeable callback (output still pending):
- * bounds that wait, since a client that stopped reading never makes the socket writeable.
- * lws kills the connection when the time is up (CLOSED then detaches it as usual). */
-static void sb_socketio_close_soon(struct lws *wsi) {
-    lws_set_timeout(wsi, PENDING_TIMEOUT_CLOSE_SEND, SB_SOCKETIO_CLOSE_WAIT_S);
+ * bounds that wait, since a client that stopped reading never makes the socket writeable. The
+ * connection joins the kill list; the tick resets it when its time is up (sb_socketio_kill_due).
+ * Not an lws timeout: lws 4.1 on libuv runs a timeout only when its own timer next wakes (up to
+ * ~20 s late), then still waits 5 s more to flush its unsent tail (measured: 16-20 s). */
+static void sb_socketio_close_soon(sb_socketio_t *io, struct lws *wsi, sb_socketio_ws_t *ws) {
+    if (ws->kill_prev) return; /* the first deadline holds */
+    ws->kill_wsi = wsi;
+    ws->kill_at = sb_mono_ms() + SB_SOCKETIO_CLOSE_WAIT_S * 1000;
+    ws->kill_next = io->kill_head;
+    if (io->kill_head) io->kill_head->kill_prev = &ws->kill_next;
+    ws->kill_prev = &io->kill_head;
+    io->kill_head = ws;
+    if (ws->kill_at < io->armed_at) sb_socketio_arm(io, ws->kill_at, sb_mono_ms());
 }
 
 /* Sends what the core has queued: one lws_write per call, either one packet as a text frame
@@ -688,7 +746,7 @@ static int sb_socketio_ws_send(sb_socketio_t *io, struct lws *wsi, sb_socketio_w
                                int direct) {
     if (!io || !ws->attached) return direct ? 0 : -1;
     if (direct && (ws->peer_closing || lws_partial_buffered(wsi))) {
-        if (!sb_eio_is_open(io->eio, ws->id)) sb_socketio_close_soon(wsi);
+        if (!sb_eio_is_open(io->eio, ws->id)) sb_socketio_close_soon(io, wsi, ws);
         lws_callback_on_writable(wsi);
         return 0;
     }
@@ -700,7 +758,7 @@ static int sb_socketio_ws_send(sb_socketio_t *io, struct lws *wsi, sb_socketio_w
         bytes += pkts[n++]->len;
     if (n == 0 && rc == SB_EIO_CLOSE) {
         if (direct) {
-            sb_socketio_close_soon(wsi);
+            sb_socketio_close_soon(io, wsi, ws);
             lws_callback_on_writable(wsi);
             return 0;
         }

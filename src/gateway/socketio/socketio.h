@@ -40,6 +40,10 @@ typedef struct sb_socketio_ws {
     /* the flush list (socketio.c): woken this loop turn, written directly before the poll */
     struct lws *flush_wsi;
     struct sb_socketio_ws *flush_next, **flush_prev; /* flush_prev non-NULL while listed */
+    /* the kill list (socketio.c): closed with output pending, reset at kill_at (monotonic ms) */
+    struct lws *kill_wsi;
+    int64_t kill_at;
+    struct sb_socketio_ws *kill_next, **kill_prev; /* kill_prev non-NULL while listed */
 } sb_socketio_ws_t;
 
 /* Creates the Engine.IO server, the Socket.IO namespace, the heartbeat timer and the status
