@@ -21,4 +21,9 @@ enum {
 /* Returns a static string naming code (never NULL). */
 const char *sb_strerror(int code);
 
+#include <stddef.h>
+/* Writes the sentence fmt... into err (errlen bytes, always NUL-terminated, cut if longer).
+ * err NULL or errlen 0: writes nothing. */
+void sb_errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 #endif

@@ -185,16 +185,6 @@ static const sb_setting_t sb_settings[] = {
 #undef OFF
 #define SB_NSETTINGS (sizeof sb_settings / sizeof sb_settings[0])
 
-static void sb_errf(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void sb_errf(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || !errlen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 static int sb_parse_bool(const char *s, int *out) {
     static const char *const yes[] = {"1", "true", "yes", "on"};
     static const char *const no[] = {"0", "false", "no", "off", ""};

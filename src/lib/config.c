@@ -9,16 +9,6 @@
 #include "switchboard/error.h"
 #include "switchboard/fmt.h"
 
-static void sb_errf(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void sb_errf(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || !errlen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 static int sb_set_str(char **slot, const char *value) {
     char *copy = value ? strdup(value) : NULL;
     if (value && !copy) return SB_ENOMEM;

@@ -1,4 +1,6 @@
-/* sb_strerror: names for the SB_E* codes of error.h. */
+/* sb_strerror: names for the SB_E* codes of error.h; sb_errf: the error sentence writer. */
+#include <stdarg.h>
+#include <stdio.h>
 #include "switchboard/error.h"
 
 const char *sb_strerror(int code) {
@@ -13,4 +15,12 @@ const char *sb_strerror(int code) {
     case SB_ECANCELED: return "canceled";
     default: return "error";
     }
+}
+
+void sb_errf(char *err, size_t errlen, const char *fmt, ...) {
+    if (!err || !errlen) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
 }
