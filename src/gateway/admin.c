@@ -29,6 +29,7 @@ typedef struct {
     char name[SB_TYPE_MAX + 1];
     int paused;  /* -1 unknown, 0, 1 (loop thread) */
     int fresh;   /* the refresh's answer (worker thread, read in its after-work) */
+    unsigned set, set_at_refresh; /* sets by this gateway; their count when the refresh began */
 } sb_admin_type_t;
 
 struct sb_admin {
@@ -91,7 +92,10 @@ void sb_admin_put(sb_admin_t *a, sb_redis_t *r) {
 
 void sb_admin_set_paused(sb_admin_t *a, const char *type, int paused) {
     for (int i = 0; a && i < a->n_types; i++)
-        if (!strcmp(a->types[i].name, type)) a->types[i].paused = paused;
+        if (!strcmp(a->types[i].name, type)) {
+            a->types[i].paused = paused;
+            a->types[i].set++; /* a refresh that read before this must not undo it */
+        }
 }
 
 void sb_admin_render(const sb_admin_t *a, sb_prom_t *p) {
@@ -120,7 +124,8 @@ static void sb_admin_refresh_done(uv_work_t *w, int status) {
     sb_admin_t *a = w->data;
     a->refreshing = 0;
     for (int i = 0; status == 0 && i < a->n_types; i++)
-        if (a->types[i].fresh == 0 || a->types[i].fresh == 1)
+        if ((a->types[i].fresh == 0 || a->types[i].fresh == 1) &&
+            a->types[i].set == a->types[i].set_at_refresh)
             a->types[i].paused = a->types[i].fresh;
 }
 
@@ -128,6 +133,7 @@ static void sb_admin_tick(uv_timer_t *t) {
     sb_admin_t *a = t->data;
     if (a->refreshing || a->stopped) return;
     a->refresh.data = a;
+    for (int i = 0; i < a->n_types; i++) a->types[i].set_at_refresh = a->types[i].set;
     if (uv_queue_work(a->loop, &a->refresh, sb_admin_refresh_work, sb_admin_refresh_done) == 0)
         a->refreshing = 1;
 }
