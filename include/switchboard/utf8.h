@@ -29,6 +29,12 @@ int sb_utf8_json_valid(const cJSON *item);
  * written. */
 size_t sb_utf8_sanitize(char *dst, size_t dstlen, const char *src);
 
+/* A copy of buf[0..len) (NUL bytes included) with the same replacements as sb_utf8_sanitize,
+ * NUL-terminated, its length in *outlen (when not NULL); malloc'd, the caller frees it. NULL
+ * when out of memory. Only bytes >= 0x80 are replaced and every ASCII byte stays where it
+ * was, so the repair of JSON text is JSON with the same structure (its strings repaired). */
+char *sb_utf8_repair(const char *buf, size_t len, size_t *outlen);
+
 /* sb_utf8_sanitize of buf into itself (buf has size bytes): what does not fit after the
  * replacements is cut off at a character boundary. */
 void sb_utf8_sanitize_buf(char *buf, size_t size);

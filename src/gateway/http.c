@@ -26,6 +26,7 @@
 #include "switchboard/clock.h"
 #include "switchboard/json.h"
 #include "switchboard/log.h"
+#include "switchboard/utf8.h"
 
 /* ---- request objects ---------------------------------------------------------------------- */
 
@@ -132,8 +133,8 @@ static int sb_req_write_now(sb_req_t *req) {
     return 1;
 }
 
-void sb_req_send(sb_req_t *req, int status, const char *content_type, const char *body,
-                 size_t len, const char *extra_headers) {
+static void sb_req_send_bytes(sb_req_t *req, int status, const char *content_type,
+                              const char *body, size_t len, const char *extra_headers) {
     if (req->status) return;
     sb_gateway_t *gw = req->gw;
     req->status = status;
@@ -171,6 +172,26 @@ void sb_req_send(sb_req_t *req, int status, const char *content_type, const char
     req->out_len = (size_t)hlen + len;
     if (!req->in_dispatch && sb_req_write_now(req)) return;
     lws_callback_on_writable(req->wsi);
+}
+
+/* JSON answers carry data read from Redis (job records, presence), which anyone with access
+ * to Redis may have written: JSON that is not valid UTF-8 goes out repaired, each invalid
+ * sequence replaced by U+FFFD (utf8.h), so that every client reads the same valid JSON. */
+void sb_req_send(sb_req_t *req, int status, const char *content_type, const char *body,
+                 size_t len, const char *extra_headers) {
+    static const char oom[] = "{\"success\":false,\"error\":\"internal\"}";
+    char *repaired = NULL;
+    if (!req->status && !strncmp(content_type, "application/json", 16) &&
+        !sb_utf8_valid(body, len)) {
+        sb_warn("gateway", "the answer to %s %s held bytes that are not UTF-8: sent repaired",
+                req->method_name, req->path);
+        repaired = sb_utf8_repair(body, len, &len);
+        status = repaired ? status : 500;
+        body = repaired ? repaired : oom;
+        len = repaired ? len : sizeof oom - 1;
+    }
+    sb_req_send_bytes(req, status, content_type, body, len, extra_headers);
+    free(repaired);
 }
 
 void sb_req_json(sb_req_t *req, int status, const cJSON *body) {

@@ -114,7 +114,8 @@ void sb_req_release(sb_req_t *req); /* frees at zero references */
 int sb_req_gone(const sb_req_t *req);
 
 /* Answers with status, content type and body (copied); extra_headers is "Name: value\r\n"
- * lines or NULL. A second answer to the same request is ignored. */
+ * lines or NULL. A second answer to the same request is ignored. A JSON body (application/
+ * json) that is not valid UTF-8 is sent repaired, each invalid sequence replaced by U+FFFD. */
 void sb_req_send(sb_req_t *req, int status, const char *content_type, const char *body,
                  size_t len, const char *extra_headers);
 /* Answers with the compact JSON of body (not consumed). */

@@ -22,6 +22,7 @@
 #include "switchboard/json.h"
 #include "switchboard/log.h"
 #include "switchboard/presence.h"
+#include "switchboard/utf8.h"
 
 typedef enum { SB_NOTIFY_UNKNOWN = 0, SB_NOTIFY_ON, SB_NOTIFY_REFUSED } sb_notify_t;
 
@@ -36,7 +37,7 @@ struct sb_presence_watch {
     int sweeping;              /* a sweep pass is in flight */
     char cursor[32];           /* HSCAN cursor of the pass in flight */
     char expired_channel[64];  /* __keyevent@{db}__:expired */
-    unsigned long long forwarded, dropped, expiries, announced, sweeps;
+    unsigned long long forwarded, dropped, repaired, expiries, announced, sweeps;
 };
 
 /* An expire script call in flight (one per expired key). */
@@ -70,10 +71,15 @@ static void sb_pw_on_event(void *ud, const redisReply *msg) {
         sb_warn("gateway", "dropped a message on " SB_PRESENCE_CHANNEL ": not a presence event");
         return;
     }
+    const char *who = sb_json_str(sb_json_obj(doc, "agent"), "agent_id");
+    if (!sb_utf8_valid(text->str, text->len)) { /* forwarded repaired: see presence_watch.h */
+        pw->repaired++;
+        sb_warn("gateway", "a %s event of agent %s held bytes that are not UTF-8: forwarded with "
+                "U+FFFD", event, who ? who : "?");
+    }
     int n = sb_socketio_emit_admins(pw->gw->sio, event, text->str, text->len);
     if (n >= 0) pw->forwarded++;
-    sb_debug("gateway", "[%s] agent=%s admins=%d", event,
-             sb_json_str(sb_json_obj(doc, "agent"), "agent_id"), n);
+    sb_debug("gateway", "[%s] agent=%s admins=%d", event, who ? who : "?", n);
     cJSON_Delete(doc);
 }
 
@@ -245,6 +251,9 @@ void sb_presence_watch_render(const sb_presence_watch_t *pw, sb_prom_t *p) {
          (double)pw->forwarded},
         {"gateway_presence_events_dropped_total", "counter",
          "Messages on agent:presence that were not presence events.", (double)pw->dropped},
+        {"gateway_presence_events_repaired_total", "counter",
+         "Presence events forwarded with bytes that were not UTF-8 replaced by U+FFFD.",
+         (double)pw->repaired},
         {"gateway_presence_expiries_total", "counter",
          "Expired-key events of agent:online:* keys received.", (double)pw->expiries},
         {"gateway_presence_offline_announced_total", "counter",

@@ -3,7 +3,11 @@
  *
  * - Forwarding: the presence scripts PUBLISH every change on agent:presence; this module
  *   watches that channel on the process's one SUBSCRIBE connection (subscriber.c) and emits
- *   each event, as published, to room `admins` under its name.
+ *   each event, as published, to room `admins` under its name. An event holding bytes that are
+ *   not UTF-8 (a name or e-mail written straight into Redis, or given to a C agent) is
+ *   forwarded repaired, each invalid sequence replaced by U+FFFD (sio.h), not dropped: dropping
+ *   it would hide a real change (an agent that went offline would stay online on every
+ *   dashboard); it is counted and logged at warn.
  * - Expiry: each time the command connection comes up it turns expired-key events on
  *   (sb_presence_notify_*: CONFIG GET, then CONFIG SET adding "Ex" when missing) and watches
  *   __keyevent@{db}__:expired; an expired agent:online:{id} runs the expire script, which

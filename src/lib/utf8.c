@@ -60,22 +60,38 @@ int sb_utf8_json_valid(const cJSON *item) {
     return 1;
 }
 
-size_t sb_utf8_sanitize(char *dst, size_t dstlen, const char *src) {
+/* Copies src[0..len) into dst (dstlen > 0 bytes, NUL-terminated) with each invalid sequence
+ * replaced by U+FFFD, stopping at a character boundary when dst is full; returns the length
+ * written. */
+static size_t sb_utf8_copy(char *dst, size_t dstlen, const char *src, size_t len) {
     static const char repl[] = "\xEF\xBF\xBD"; /* U+FFFD */
     const unsigned char *p = (const unsigned char *)src;
-    size_t left = strlen(src), out = 0;
+    size_t left = len, out = 0;
     while (left > 0) {
         int whole;
         size_t n = sb_utf8_scan(p, left, &whole);
         const char *from = whole ? (const char *)p : repl;
-        size_t len = whole ? n : sizeof repl - 1;
-        if (out + len >= dstlen) break;
-        memcpy(dst + out, from, len);
-        out += len;
+        size_t m = whole ? n : sizeof repl - 1;
+        if (out + m >= dstlen) break;
+        memcpy(dst + out, from, m);
+        out += m;
         p += n;
         left -= n;
     }
     dst[out] = '\0';
+    return out;
+}
+
+size_t sb_utf8_sanitize(char *dst, size_t dstlen, const char *src) {
+    return sb_utf8_copy(dst, dstlen, src, strlen(src));
+}
+
+char *sb_utf8_repair(const char *buf, size_t len, size_t *outlen) {
+    size_t size = len * 3 + 1; /* each replaced byte grows to at most 3 */
+    char *out = len < SIZE_MAX / 3 ? malloc(size) : NULL;
+    if (!out) return NULL;
+    size_t n = sb_utf8_copy(out, size, buf, len);
+    if (outlen) *outlen = n;
     return out;
 }
 

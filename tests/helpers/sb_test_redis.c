@@ -127,6 +127,9 @@ int sb_test_redis_reset(sb_test_redis_t *t) {
         {"CONFIG SET busy-reply-threshold %s", "5000"},
         {NULL, NULL},
     };
+    char dump[320];
+    snprintf(dump, sizeof dump, "%s/dump.rdb", t->dir);
+    unlink(dump); /* a test's SAVE: the next restart must not load it */
     return sb_test_redis_all_ok(t, cmds);
 }
 

@@ -34,7 +34,8 @@ sb_redis_t *sb_test_redis_client(sb_test_redis_t *t);
 int sb_test_redis_flush(sb_test_redis_t *t);
 /* Puts the server back as it started, for a test's setup and teardown: FLUSHALL, SCRIPT FLUSH
  * and the configuration tests change (notify-keyspace-events, busy-reply-threshold) back to
- * the defaults, so that no test depends on what ran before it. Returns 0, or -1 (printed on
+ * the defaults, and removes a snapshot a test saved (dump.rdb), so that no test depends on what
+ * ran before it. Returns 0, or -1 (printed on
  * stderr; cmocka then fails the test). */
 int sb_test_redis_reset(sb_test_redis_t *t);
 /* Runs tests (n of them) as cmocka group `name`, after two environment switches for checking

@@ -81,6 +81,10 @@ static void enqueue_as(sb_redis_t *r, const char *pk, const char *payload, char 
     char err[128];
     assert_int_equal(sb_job_enqueue(r, "rebalance", &u, p, id, err, sizeof err), 0);
     cJSON_Delete(p);
+    /* listings order by creation time in ms; jobs of the same ms come in no set order, so the
+     * next job of a test gets a later ms */
+    int64_t t0 = sb_now_ms();
+    while (sb_now_ms() <= t0) sb_sleep_ms(1, NULL);
 }
 
 static sb_agent_opts_t fast_opts(void) {

@@ -387,6 +387,23 @@ static void test_room_fanout_shares_buffer(void **state) {
     assert_int_equal(fake_ws_pull(f->eio, other, &f->http.conns[3], out, sizeof out), 0);
 }
 
+/* A text frame must be UTF-8: data or an event name that is not goes out repaired (U+FFFD),
+ * to a room and to one socket alike, and the JSON around it is intact. */
+static void test_emit_repairs_utf8(void **state) {
+    fixture_t *f = *state;
+    char out[256];
+    sb_eio_id_t id = ws_connect(f, 0, "40{\"token\":\"good-W\"}", out, sizeof out);
+    const char json[] = "{\"name\":\"Ann \xff\xe2\x82\"}";
+    assert_int_equal(sb_sio_emit_room_json(f->sio, "user:W", "agent:st\xc0tus", json,
+                                           sizeof json - 1), 1);
+    assert_int_equal(fake_ws_pull(f->eio, id, &f->http.conns[0], out, sizeof out), 1);
+    assert_string_equal(out, "42[\"agent:st\xef\xbf\xbdtus\",{\"name\":\"Ann "
+                             "\xef\xbf\xbd\xef\xbf\xbd\"}]");
+    assert_int_equal(sb_sio_emit_json(f->sio, id, "e", json, sizeof json - 1), 0);
+    assert_int_equal(fake_ws_pull(f->eio, id, &f->http.conns[0], out, sizeof out), 1);
+    assert_string_equal(out, "42[\"e\",{\"name\":\"Ann \xef\xbf\xbd\xef\xbf\xbd\"}]");
+}
+
 static void test_slow_consumer_dropped_by_room_emit(void **state) {
     (void)state;
     sb_eio_config_t cfg;
@@ -449,6 +466,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_garbage_closes_session, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connect_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_room_fanout_shares_buffer, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_emit_repairs_utf8, setup, teardown),
         cmocka_unit_test(test_slow_consumer_dropped_by_room_emit),
         cmocka_unit_test_setup_teardown(test_fanout_many, setup, teardown),
     };

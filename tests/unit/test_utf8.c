@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <iconv.h>
+#include <stdlib.h>
 #include <string.h>
 #include "switchboard/utf8.h"
 
@@ -154,6 +155,32 @@ static void test_json_trees(void **state) {
     cJSON_Delete(s);
 }
 
+/* The repair of JSON text that holds invalid bytes is JSON with the same structure: every
+ * ASCII byte (quotes, backslashes, brackets) stays where it was, even right after a sequence
+ * that breaks off, and a NUL byte is kept. */
+static void test_repair_of_json_text(void **state) {
+    (void)state;
+    const char text[] = "{\"n\":\"a\xe2\x82\",\"e\":\"\xff\\\"\",\"z\":\"\xed\xa0\x80\"}";
+    size_t len = 0;
+    char *out = sb_utf8_repair(text, sizeof text - 1, &len);
+    assert_non_null(out);
+    assert_true(sb_utf8_valid(out, len));
+    assert_string_equal(out, "{\"n\":\"a\xef\xbf\xbd\",\"e\":\"\xef\xbf\xbd\\\"\","
+                             "\"z\":\"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\"}");
+    cJSON *doc = cJSON_Parse(out);
+    assert_non_null(doc);
+    assert_string_equal(cJSON_GetObjectItem(doc, "e")->valuestring, "\xef\xbf\xbd\"");
+    cJSON_Delete(doc);
+    free(out);
+    out = sb_utf8_repair("a\0\xff", 3, &len); /* len-bounded: the NUL is data */
+    assert_int_equal(len, 5);
+    assert_memory_equal(out, "a\0\xef\xbf\xbd", 6);
+    free(out);
+    out = sb_utf8_repair("", 0, NULL);
+    assert_string_equal(out, "");
+    free(out);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_utf8_edges),
@@ -161,6 +188,7 @@ int main(void) {
         cmocka_unit_test(test_valid_and_invalid),
         cmocka_unit_test(test_sanitize),
         cmocka_unit_test(test_json_trees),
+        cmocka_unit_test(test_repair_of_json_text),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -9,6 +9,7 @@
 
 #include "switchboard/error.h"
 #include "switchboard/json.h"
+#include "switchboard/utf8.h"
 
 typedef struct sb_sio_socket {
     sb_rooms_member_t member;        /* rooms this socket is in; member.id is the eio id */
@@ -419,10 +420,35 @@ static char *sb_sio_print(const cJSON *data) {
     return data ? sb_json_print(data) : NULL;
 }
 
+/* The text an emit frames, valid UTF-8: event and json as given when they are, else repaired
+ * copies (U+FFFD) in t (freed with sb_sio_text_free). 0 or SB_ENOMEM. */
+typedef struct {
+    const char *event, *json;
+    size_t len;
+    char *copies[2];
+} sb_sio_text_t;
+
+static int sb_sio_text(sb_sio_text_t *t, const char *event, const char *json, size_t len) {
+    *t = (sb_sio_text_t){.event = event, .json = json, .len = len};
+    if (!sb_utf8_valid(event, strlen(event)))
+        t->event = t->copies[0] = sb_utf8_repair(event, strlen(event), NULL);
+    if (json && !sb_utf8_valid(json, len))
+        t->json = t->copies[1] = sb_utf8_repair(json, len, &t->len);
+    return t->event && (t->json || !json) ? SB_OK : SB_ENOMEM;
+}
+
+static void sb_sio_text_free(sb_sio_text_t *t) {
+    free(t->copies[0]);
+    free(t->copies[1]);
+}
+
 int sb_sio_emit_json(sb_sio_t *sio, sb_eio_id_t id, const char *event, const char *json,
                      size_t len) {
     if (!sb_sio_socket(sio, id)) return SB_ENOTFOUND;
-    sb_eio_buf_t *b = sb_sio_encode_event(sb_eio_config(sio->eio)->headroom, event, json, len);
+    sb_sio_text_t t;
+    sb_eio_buf_t *b = sb_sio_text(&t, event, json, len) == SB_OK
+        ? sb_sio_encode_event(sb_eio_config(sio->eio)->headroom, t.event, t.json, t.len) : NULL;
+    sb_sio_text_free(&t);
     if (!b) return SB_ENOMEM;
     int rc = sb_eio_send(sio->eio, id, b);
     sb_eio_buf_unref(b);
@@ -473,10 +499,13 @@ int sb_sio_broadcast(sb_sio_t *sio, const char *room, sb_eio_buf_t *pkt) {
 
 int sb_sio_emit_room_json(sb_sio_t *sio, const char *room, const char *event, const char *json,
                           size_t len) {
-    sb_sio_fanout_t f = {.eio = sio->eio, .event = event, .json = json, .len = len};
-    sb_sio_fanout(sio, room, &f);
+    sb_sio_text_t t;
+    int rc = sb_sio_text(&t, event, json, len);
+    sb_sio_fanout_t f = {.eio = sio->eio, .event = t.event, .json = t.json, .len = t.len};
+    if (rc == SB_OK) sb_sio_fanout(sio, room, &f);
     sb_eio_buf_unref(f.pkt);
-    return f.failed ? SB_ENOMEM : f.sent;
+    sb_sio_text_free(&t);
+    return rc != SB_OK || f.failed ? SB_ENOMEM : f.sent;
 }
 
 int sb_sio_emit_room(sb_sio_t *sio, const char *room, const char *event, const cJSON *data) {

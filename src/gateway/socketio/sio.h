@@ -14,7 +14,11 @@
  *
  * Emitting: sb_sio_emit_room() encodes `42["event",data]` once into a refcounted buffer and
  * queues a reference on every socket of the room (sb_rooms_each + sb_eio_send); a socket whose
- * queue is full is dropped, after the loop (eio batches closes).
+ * queue is full is dropped, after the loop (eio batches closes). Every emit's text goes out
+ * as valid UTF-8, since a WebSocket text frame must be (utf8.h): an event name or data that is
+ * not is framed repaired, each invalid sequence replaced by U+FFFD. Data read back from Redis
+ * (presence events, replayed records) is sent repaired that way; a caller that would rather
+ * drop such text checks it first (subscriber.c drops live status messages).
  *
  * Connection-state recovery (TODO, optional in the SPEC): clients recover when the CONNECT
  * reply carries a "pid" and every event carries an offset as its last argument; on reconnect
@@ -145,7 +149,8 @@ int sb_sio_leave(sb_sio_t *sio, sb_eio_id_t id, const char *room);
 /* Emits event with data (JSON; NULL for no argument) to one connected socket. Returns 0,
  * SB_ENOTFOUND (not connected), SB_ENOMEM, or SB_ETIMEOUT (its queue was full: dropped). */
 int sb_sio_emit(sb_sio_t *sio, sb_eio_id_t id, const char *event, const cJSON *data);
-/* Same with data as JSON text (len bytes, trusted valid, e.g. built by the caller). */
+/* Same with data as JSON text (len bytes, trusted to be JSON, e.g. built by the caller; bytes
+ * that are not UTF-8 are repaired, see above). */
 int sb_sio_emit_json(sb_sio_t *sio, sb_eio_id_t id, const char *event, const char *json,
                      size_t len);
 /* Emits to every socket in room, encoding once. Returns how many sockets it was queued for
