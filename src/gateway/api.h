@@ -48,6 +48,20 @@ void sb_api_job_get(sb_req_t *req);
 void sb_api_job_list(sb_req_t *req);
 void sb_api_job_metrics(sb_req_t *req);
 
+/* job control (api_admin.c): /admin/... and the owner's cancel */
+void sb_api_admin_jobs(sb_req_t *req);
+void sb_api_admin_job(sb_req_t *req);
+void sb_api_admin_retry(sb_req_t *req);
+void sb_api_admin_cancel(sb_req_t *req);
+void sb_api_admin_delete(sb_req_t *req);
+void sb_api_admin_queues(sb_req_t *req);
+void sb_api_admin_queue(sb_req_t *req);
+void sb_api_admin_retry_dead(sb_req_t *req);
+void sb_api_admin_pause(sb_req_t *req);
+void sb_api_admin_resume(sb_req_t *req);
+void sb_api_admin_paused(sb_req_t *req);
+void sb_api_job_cancel(sb_req_t *req);
+
 /* dashboard (api_dashboard.c): static files; development tokens (404 unless dev mode) */
 void sb_api_static(sb_req_t *req);
 void sb_api_dev_info(sb_req_t *req);

@@ -2,6 +2,7 @@
  * 503) and /metrics (Prometheus text: request counters from stats.c plus connection state). */
 #include <stdio.h>
 #include <string.h>
+#include "gateway/admin.h"
 #include "gateway/api.h"
 #include "gateway/gateway.h"
 #include "gateway/presence_watch.h"
@@ -45,6 +46,7 @@ void sb_api_prometheus(sb_req_t *req) {
     sb_gw_stats_render(&gw->stats, &p);
     sb_socketio_render(gw->sio, &p);
     sb_presence_watch_render(gw->presence_watch, &p);
+    sb_admin_render(gw->admin, &p);
     sb_prom_single(&p, "gateway_redis_connected", "gauge",
                    "1 while the command connection to Redis is up.", sb_aredis_up(gw->redis));
     sb_prom_single(&p, "gateway_redis_reconnects_total", "counter",

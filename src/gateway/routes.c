@@ -43,6 +43,20 @@ static const sb_api_route_t sb_r_pres_assign = {"/agent-status/assign", sb_api_p
                                                 SB_ROLE_ADMIN};
 static const sb_api_route_t sb_r_pres_release = {"/agent-status/release",
                                                  sb_api_presence_release, SB_ROLE_ADMIN};
+#define SB_ADMIN_ROUTE(name, path, fn) static const sb_api_route_t name = {path, fn, SB_ROLE_ADMIN}
+SB_ADMIN_ROUTE(sb_r_adm_jobs, "/admin/jobs", sb_api_admin_jobs);
+SB_ADMIN_ROUTE(sb_r_adm_job, "/admin/jobs/{type}/{jobId}", sb_api_admin_job);
+SB_ADMIN_ROUTE(sb_r_adm_delete, "/admin/jobs/{type}/{jobId}", sb_api_admin_delete);
+SB_ADMIN_ROUTE(sb_r_adm_retry, "/admin/jobs/{type}/{jobId}/retry", sb_api_admin_retry);
+SB_ADMIN_ROUTE(sb_r_adm_cancel, "/admin/jobs/{type}/{jobId}/cancel", sb_api_admin_cancel);
+SB_ADMIN_ROUTE(sb_r_adm_queues, "/admin/queues", sb_api_admin_queues);
+SB_ADMIN_ROUTE(sb_r_adm_queue, "/admin/queues/{type}", sb_api_admin_queue);
+SB_ADMIN_ROUTE(sb_r_adm_retry_dead, "/admin/queues/{type}/retry-dead", sb_api_admin_retry_dead);
+SB_ADMIN_ROUTE(sb_r_adm_pause, "/admin/queues/{type}/pause", sb_api_admin_pause);
+SB_ADMIN_ROUTE(sb_r_adm_resume, "/admin/queues/{type}/resume", sb_api_admin_resume);
+SB_ADMIN_ROUTE(sb_r_adm_paused, "/admin/queues/{type}/paused", sb_api_admin_paused);
+static const sb_api_route_t sb_r_job_cancel = {"/{type}/{jobId}/cancel", sb_api_job_cancel,
+                                               SB_ANY_ROLE};
 static const sb_api_route_t sb_r_healthz = {"/healthz", sb_api_healthz, 0};
 static const sb_api_route_t sb_r_readyz = {"/readyz", sb_api_readyz, 0};
 static const sb_api_route_t sb_r_metrics = {"/metrics", sb_api_prometheus, 0};
@@ -66,6 +80,18 @@ static const sb_route_t sb_api_routes[] = {
     {SB_HTTP_GET, "/agent-status/stats", &sb_r_pres_stats},
     {SB_HTTP_POST, "/agent-status/assign", &sb_r_pres_assign},
     {SB_HTTP_POST, "/agent-status/release", &sb_r_pres_release},
+    {SB_HTTP_GET, "/admin/jobs", &sb_r_adm_jobs},
+    {SB_HTTP_GET, "/admin/jobs/{type}/{jobId}", &sb_r_adm_job},
+    {SB_HTTP_DELETE, "/admin/jobs/{type}/{jobId}", &sb_r_adm_delete},
+    {SB_HTTP_POST, "/admin/jobs/{type}/{jobId}/retry", &sb_r_adm_retry},
+    {SB_HTTP_POST, "/admin/jobs/{type}/{jobId}/cancel", &sb_r_adm_cancel},
+    {SB_HTTP_GET, "/admin/queues", &sb_r_adm_queues},
+    {SB_HTTP_GET, "/admin/queues/{type}", &sb_r_adm_queue},
+    {SB_HTTP_POST, "/admin/queues/{type}/retry-dead", &sb_r_adm_retry_dead},
+    {SB_HTTP_POST, "/admin/queues/{type}/pause", &sb_r_adm_pause},
+    {SB_HTTP_POST, "/admin/queues/{type}/resume", &sb_r_adm_resume},
+    {SB_HTTP_GET, "/admin/queues/{type}/paused", &sb_r_adm_paused},
+    {SB_HTTP_POST, "/{type}/{jobId}/cancel", &sb_r_job_cancel},
     {SB_HTTP_GET, "/healthz", &sb_r_healthz},
     {SB_HTTP_GET, "/readyz", &sb_r_readyz},
     {SB_HTTP_GET, "/metrics", &sb_r_metrics},

@@ -305,7 +305,7 @@ static int sb_act_run(sb_redis_t *r, sb_act_t *a, const char *owner, sb_act_plan
         if (rc != SB_OK) return rc;
         sb_act_plan_t p = {.outcome = SB_JOBCTL_OK};
         sb_job_t job = {0};
-        char why[128];
+        char why[128], was[SB_JOBCTL_STATE_LEN] = "";
         if (!old) {
             p.outcome = SB_JOBCTL_NOTFOUND;
         } else if (sb_job_parse(old, strlen(old), &job, why, sizeof why) != SB_OK) {
@@ -313,6 +313,7 @@ static int sb_act_run(sb_redis_t *r, sb_act_t *a, const char *owner, sb_act_plan
             snprintf(p.state, sizeof p.state, "unreadable");
         } else {
             snprintf(p.user, sizeof p.user, "%s", job.public_key);
+            snprintf(was, sizeof was, "%s", sb_act_state(&job)); /* plan() changes job */
             plan(a, &job, owner, &p);
             if (p.outcome == SB_JOBCTL_OK && !p.record) rc = SB_ENOMEM;
         }
@@ -327,7 +328,7 @@ static int sb_act_run(sb_redis_t *r, sb_act_t *a, const char *owner, sb_act_plan
                          rep->elements > 1 && strcmp(rep->element[1]->str, "queued") &&
                                  strcmp(rep->element[1]->str, "unlisted")
                              ? rep->element[1]->str : "");
-            snprintf(res->state, sizeof res->state, "%s", sb_act_state(&job));
+            snprintf(res->state, sizeof res->state, "%s", was);
             if (rep && res->outcome == SB_JOBCTL_CONFLICT)
                 snprintf(res->state, sizeof res->state, "%s", rep->element[1]->str);
         } else if (rc == SB_OK) {

@@ -1,0 +1,236 @@
+// The admin job-control API (/api/v1/admin/..., /api/admin/...) and the owner's
+// POST /{type}/{jobId}/cancel against a real gateway, agent and redis-server: list and search,
+// counts, detail, retry, retry all dead, cancel queued and running, delete, pause / resume and
+// the paused state (also in /metrics); 401/403/404/409 and bad input. And the CLI's
+// `job list|retry|cancel|delete` and `queue pause|resume` with --json on the same jobs.
+'use strict';
+const test = require('node:test');
+const assert = require('node:assert');
+const jwt = require('jsonwebtoken');
+const { startRedis, startSwitchboard, runSwitchboard, waitFor, freePort } = require('./lib/harness');
+const { request, assertError } = require('./lib/http');
+
+const SECRET = 'e2e-admin-secret';
+// sleep:true runs until cancelled; fail:true fails for good (dead); anything else is done
+const SCRIPT = 'read -r job; case "$job" in *\'"sleep":true\'*) exec sleep 60;; ' +
+  '*\'"fail":true\'*) echo boom >&2; exit 65;; esac; echo \'{"ok":true}\'';
+let redis, gw, agent, base, env;
+let seq = 0;
+
+function user(role = 'user') {
+  const n = ++seq;
+  const pk = `PK-adm-${process.pid}-${n}`;
+  const token = jwt.sign({ sub: `u-${n}`, publicKey: pk, role }, SECRET, { algorithm: 'HS256', expiresIn: '1h' });
+  return { pk, auth: { authorization: `Bearer ${token}` } };
+}
+const admin = user('admin');
+const alice = user('user');
+const bob = user('user');
+const call = (method, path, who = admin, body) =>
+  request(method, `${base}/api/v1${path}`, { headers: who ? who.auth : {}, body });
+
+async function submit(who, payload) {
+  const r = await call('POST', '/agent/report', who, payload);
+  assert.strictEqual(r.status, 202, r.text);
+  return r.json.jobId;
+}
+async function stateOf(id) {
+  const r = await call('GET', `/admin/jobs/report/${id}`);
+  return r.status === 200 ? r.json.state : `http ${r.status}`;
+}
+const waitState = (id, state) => waitFor(async () => (await stateOf(id)) === state,
+  { what: `job ${id} to be ${state}` });
+async function pausedMetric() {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  const m = text.match(/^switchboard_queue_paused\{type="report"\} (\d)$/m);
+  return m ? m[1] : null;
+}
+
+test.before(async () => {
+  redis = await startRedis();
+  const port = await freePort();
+  base = `http://127.0.0.1:${port}`;
+  env = { REDIS_URL: redis.url };
+  gw = startSwitchboard(['gateway'], { ...env, JWT_SECRET: SECRET, PORT: String(port),
+    BIND: '127.0.0.1', JOB_TYPES: 'rebalance,report' }, 'gateway');
+  await gw.waitForOutput(/listening on/);
+  agent = startSwitchboard(['agent', '--type', 'report', '--grace', '1', '--exec', SCRIPT], env, 'agent');
+  await agent.waitForOutput(/online/);
+});
+
+test.after(async () => {
+  for (const p of [agent, gw]) if (p && p.exitCode === null) { p.kill('SIGTERM'); await p.exited; }
+  await redis.stop();
+});
+
+const ADMIN_ROUTES = [
+  ['GET', '/admin/jobs?type=report'], ['GET', '/admin/jobs/report/1-abcdef01'],
+  ['DELETE', '/admin/jobs/report/1-abcdef01'], ['POST', '/admin/jobs/report/1-abcdef01/retry'],
+  ['POST', '/admin/jobs/report/1-abcdef01/cancel'], ['GET', '/admin/queues'],
+  ['GET', '/admin/queues/report'], ['POST', '/admin/queues/report/retry-dead'],
+  ['POST', '/admin/queues/report/pause'], ['POST', '/admin/queues/report/resume'],
+  ['GET', '/admin/queues/report/paused'],
+];
+
+test('every admin route: 401 without a token, 403 for a user or agent token, under /api and /api/v1', async () => {
+  const agentTok = user('agent');
+  for (const [method, path] of ADMIN_ROUTES) {
+    for (const prefix of ['/api/v1', '/api']) {
+      assertError(await request(method, base + prefix + path), 401, 'unauthorized');
+      assertError(await request(method, base + prefix + path, { headers: alice.auth }), 403, 'forbidden', /role user/);
+      assertError(await request(method, base + prefix + path, { headers: agentTok.auth }), 403, 'forbidden', /role agent/);
+    }
+  }
+  assert.strictEqual((await call('GET', '/admin/queues/report/paused')).json.paused, false, 'nothing was paused');
+});
+
+test('list, search, counts, detail, retry, retry all dead, cancel a running job, delete', async () => {
+  const dead = await submit(alice, { fail: true });
+  const done = await submit(bob, { n: 1 });
+  await waitState(dead, 'dead');
+  await waitState(done, 'done');
+
+  const all = await call('GET', '/admin/jobs?type=report');
+  assert.strictEqual(all.status, 200, all.text);
+  const ids = all.json.jobs.map((j) => j.jobId);
+  assert.ok(ids.includes(dead) && ids.includes(done), all.text);
+  const byState = await call('GET', '/admin/jobs?type=report&state=dead');
+  assert.deepStrictEqual(byState.json.jobs.map((j) => j.jobId), [dead]);
+  const byUser = await call('GET', `/admin/jobs?type=report&user=${bob.pk}`);
+  assert.deepStrictEqual(byUser.json.jobs.map((j) => j.jobId), [done]);
+  const byId = await call('GET', `/admin/jobs?type=report&id=${dead}`);
+  assert.deepStrictEqual(byId.json.jobs.map((j) => [j.jobId, j.state]), [[dead, 'dead']]);
+  assert.deepStrictEqual((await call('GET', `/admin/jobs?type=report&id=${dead}&state=done`)).json.jobs, []);
+  const page1 = await request('GET', `${base}/api/admin/jobs?type=report&limit=1`, { headers: admin.auth });
+  assert.strictEqual(page1.json.jobs.length, 1);
+  assert.notStrictEqual(page1.json.next, null);
+  const page2 = await call('GET', `/admin/jobs?type=report&limit=1&cursor=${page1.json.next}`);
+  assert.strictEqual(page2.json.jobs.length, 1);
+  assert.notStrictEqual(page2.json.jobs[0].jobId, page1.json.jobs[0].jobId);
+
+  const counts = await call('GET', '/admin/queues/report');
+  assert.strictEqual(counts.json.counts.dead, 1, counts.text);
+  assert.strictEqual(counts.json.counts.done, 1, counts.text);
+  assert.strictEqual(counts.json.paused, false);
+  const queues = await call('GET', '/admin/queues');
+  assert.deepStrictEqual(queues.json.queues.map((q) => q.type), ['rebalance', 'report']);
+
+  const detail = await call('GET', `/admin/jobs/report/${dead}`);
+  assert.strictEqual(detail.json.state, 'dead');
+  assert.ok(detail.json.history.some((h) => h.status === 'queued'), detail.text);
+
+  // retry: a done job is refused naming its state; a dead one runs again (and dies again)
+  const refused = await call('POST', `/admin/jobs/report/${done}/retry`);
+  assertError(refused, 409, 'conflict', new RegExp(`${done} is done`));
+  assert.strictEqual(refused.json.state, 'done');
+  const retried = await call('POST', `/admin/jobs/report/${dead}/retry`);
+  assert.strictEqual(retried.status, 200, retried.text);
+  assert.strictEqual(retried.json.previousState, 'dead');
+  await waitFor(async () => (await call('GET', `/admin/jobs/report/${dead}`)).json.history
+    .filter((h) => h.by && h.by.startsWith('admin:')).length >= 1 && (await stateOf(dead)) === 'dead',
+  { what: 'the retried job to die again' });
+  assertError(await call('POST', '/admin/queues/report/retry-dead?limit=1001'), 400, 'bad_request', /limit/);
+  const rd = await call('POST', '/admin/queues/report/retry-dead?limit=5');
+  assert.deepStrictEqual(rd.json, { success: true, type: 'report', retried: 1 });
+  await waitState(dead, 'dead');
+
+  // a running job: retry is 409 "processing"; cancel stops it; a second cancel is 409
+  const running = await submit(alice, { sleep: true });
+  await waitState(running, 'processing');
+  const r409 = await call('POST', `/admin/jobs/report/${running}/retry`);
+  assertError(r409, 409, 'conflict', /processing/);
+  assert.strictEqual(r409.json.state, 'processing');
+  const cancelled = await request('POST', `${base}/api/admin/jobs/report/${running}/cancel`, { headers: admin.auth });
+  assert.strictEqual(cancelled.status, 200, cancelled.text);
+  assert.strictEqual(cancelled.json.previousState, 'processing');
+  await waitState(running, 'cancelled');
+  const again = await call('POST', `/admin/jobs/report/${running}/cancel`);
+  assertError(again, 409, 'conflict', /cancelled/);
+  assert.strictEqual(again.json.state, 'cancelled');
+
+  // delete, then every route names the id it does not know
+  const del = await request('DELETE', `${base}/api/admin/jobs/report/${done}`, { headers: admin.auth });
+  assert.strictEqual(del.status, 200, del.text);
+  for (const [method, path] of [['GET', ''], ['DELETE', ''], ['POST', '/retry'], ['POST', '/cancel']])
+    assertError(await call(method, `/admin/jobs/report/${done}${path}`), 404, 'not_found', new RegExp(done));
+  const rc = redis.client();
+  assert.strictEqual(await rc.exists(`agent:report:job:${done}`), 0);
+  rc.disconnect();
+});
+
+test('bad input: 400 and nothing done; unknown type 404', async () => {
+  assertError(await call('GET', '/admin/jobs'), 400, 'bad_request', /type/);
+  assertError(await call('GET', '/admin/jobs?type=report&state=bogus'), 400, 'bad_request', /bogus/);
+  assertError(await call('GET', '/admin/jobs?type=report&limit=0'), 400, 'bad_request', /limit/);
+  assertError(await call('GET', '/admin/jobs?type=report&id=nope'), 400, 'bad_request', /job id/);
+  assertError(await call('GET', '/admin/jobs?type=nosuch'), 404, 'not_found', /nosuch/);
+  assertError(await call('POST', '/admin/queues/nosuch/pause'), 404, 'not_found', /nosuch/);
+  assertError(await call('POST', '/admin/jobs/report/nope/retry'), 400, 'bad_request', /job id/);
+});
+
+test('pause / resume: the paused state in the API and in /metrics; the owner cancels a queued job', async () => {
+  assert.strictEqual(await pausedMetric(), '0');
+  const p = await call('POST', '/admin/queues/report/pause');
+  assert.deepStrictEqual(p.json, { success: true, type: 'report', paused: true, changed: true });
+  assert.strictEqual((await call('POST', '/admin/queues/report/pause')).json.changed, false);
+  assert.strictEqual((await call('GET', '/admin/queues/report/paused')).json.paused, true);
+  assert.strictEqual((await call('GET', '/admin/queues/report')).json.paused, true);
+  assert.strictEqual(await pausedMetric(), '1');
+
+  const mine = await submit(alice, { n: 2 });
+  const other = await submit(alice, { n: 3 });
+  assert.strictEqual(await stateOf(mine), 'queued');
+  assertError(await call('POST', `/report/${mine}/cancel`, bob), 404, 'not_found');
+  assertError(await call('POST', `/report/${mine}/cancel`, null), 401, 'unauthorized');
+  const c = await call('POST', `/report/${mine}/cancel`, alice);
+  assert.strictEqual(c.status, 200, c.text);
+  assert.strictEqual(await stateOf(mine), 'cancelled');
+  const c2 = await request('POST', `${base}/api/report/${mine}/cancel`, { headers: alice.auth });
+  assertError(c2, 409, 'conflict', /cancelled/);
+  assert.strictEqual(c2.json.state, 'cancelled');
+  assertError(await call('POST', '/report/1-abcdef01/cancel', alice), 404, 'not_found');
+
+  const r = await call('POST', '/admin/queues/report/resume');
+  assert.deepStrictEqual(r.json, { success: true, type: 'report', paused: false, changed: true });
+  await waitState(other, 'done');
+  assert.strictEqual(await stateOf(mine), 'cancelled', 'a cancelled job is never run');
+  assert.strictEqual(await pausedMetric(), '0');
+  assertError(await call('POST', `/report/${other}/cancel`, alice), 409, 'conflict', /done/);
+});
+
+test('CLI: job list/retry/cancel/delete and queue pause/resume with --json; /metrics sees a pause made elsewhere', async () => {
+  const sb = (args) => runSwitchboard(args, env);
+  const paused = await sb(['queue', 'pause', '--type', 'report', '--json']);
+  assert.strictEqual(paused.code, 0, paused.stderr);
+  assert.strictEqual(JSON.parse(paused.stdout).paused, true, paused.stdout);
+  await waitFor(async () => (await pausedMetric()) === '1', { what: '/metrics to show the CLI\'s pause' });
+
+  const queued = await submit(bob, { n: 4 });
+  const list = await sb(['job', 'list', '--type', 'report', '--state', 'queued', '--json']);
+  assert.strictEqual(list.code, 0, list.stderr);
+  assert.deepStrictEqual(JSON.parse(list.stdout).jobs.map((j) => j.jobId), [queued]);
+  const cancel = await sb(['job', 'cancel', '--type', 'report', '--json', queued]);
+  assert.strictEqual(cancel.code, 0, cancel.stderr);
+  assert.strictEqual(await stateOf(queued), 'cancelled');
+  const cancel2 = await sb(['job', 'cancel', '--type', 'report', '--json', queued]);
+  assert.strictEqual(cancel2.code, 1, cancel2.stdout);
+  assert.match(cancel2.stdout + cancel2.stderr, /cancelled/);
+  const retry = await sb(['job', 'retry', '--type', 'report', '--json', queued]);
+  assert.strictEqual(retry.code, 0, retry.stderr);
+  assert.strictEqual(await stateOf(queued), 'queued');
+
+  const resumed = await sb(['queue', 'resume', '--type', 'report', '--json']);
+  assert.strictEqual(resumed.code, 0, resumed.stderr);
+  assert.strictEqual(JSON.parse(resumed.stdout).paused, false, resumed.stdout);
+  await waitState(queued, 'done');
+  await waitFor(async () => (await pausedMetric()) === '0', { what: '/metrics to show the resume' });
+  const retryDone = await sb(['job', 'retry', '--type', 'report', '--json', queued]);
+  assert.strictEqual(retryDone.code, 1);
+  assert.match(retryDone.stdout + retryDone.stderr, /done/);
+
+  const del = await sb(['job', 'delete', '--type', 'report', '--json', queued]);
+  assert.strictEqual(del.code, 0, del.stderr);
+  assertError(await call('GET', `/admin/jobs/report/${queued}`), 404, 'not_found', new RegExp(queued));
+  const del2 = await sb(['job', 'delete', '--type', 'report', '--json', queued]);
+  assert.strictEqual(del2.code, 1);
+});
