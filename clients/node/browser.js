@@ -9,7 +9,9 @@
 // follow() resolves with the final record (status done, error or cancelled) as soon as either
 // path sees it: the socket's `{type}:done|error|cancelled` event for the job (then the record
 // is fetched once), or GET /api/v1/agent/{type}/{jobId} every pollMs (2 s, as the seed's
-// pollStatus). It rejects after timeoutMs (5 minutes, the seed's advice).
+// pollStatus). It rejects after timeoutMs (5 minutes, the seed's advice). onStatus sees the
+// final step exactly once, from the socket or, when the job ended before the socket told it
+// (or without any status message), from the record the GET found.
 'use strict';
 
 const FINAL = ['done', 'error', 'cancelled'];
@@ -54,6 +56,7 @@ class JobTracker {
     return new Promise((resolve, reject) => {
       let over = false;
       let timer = null;
+      let told = false; // onStatus has seen a final step (else a final record found by a GET is told)
       const listeners = [];
       const end = (err, rec) => {
         if (over) return;
@@ -67,7 +70,14 @@ class JobTracker {
         try {
           const rec = await this.record(jobId);
           if (over) return;
-          if (rec && FINAL.includes(rec.status)) return end(null, rec);
+          if (rec && FINAL.includes(rec.status)) {
+            if (onStatus && !told) {
+              told = true;
+              onStatus({ jobId, status: rec.status, result: rec.result, error: rec.error,
+                details: rec.details, attempts: rec.attempts, timestamp: rec.updatedAt });
+            }
+            return end(null, rec);
+          }
         } catch { /* the gateway is away: the next poll tries again */ }
         if (!over) timer = setTimeout(check, pollMs);
       };
@@ -75,6 +85,7 @@ class JobTracker {
         const ev = `${this.type}:${step}`;
         const fn = (msg) => {
           if (!msg || msg.jobId !== jobId || over) return;
+          if (FINAL.includes(step)) told = true;
           if (onStatus) onStatus({ status: step, ...msg });
           if (FINAL.includes(step)) { clearTimeout(timer); check(); }
         };

@@ -50,6 +50,7 @@ it('enqueue writes what switchboard job reads and switchboard agent runs; wait f
   assert.deepStrictEqual(rec.payload, { amount: 1000, priority: 'high' });
   assert.deepStrictEqual(await rc.lrange('agent:rebalance:jobs', 0, -1), [jobId]);
   const agent = startSwitchboard(['agent'], env());
+  let t = null;
   try {
     const done = await client.wait(jobId, { timeoutMs: 30000 });
     assert.strictEqual(done.status, 'done');
@@ -170,11 +171,12 @@ it('JobTracker follows a job over Socket.IO (gateway + agent), and by polling al
   const gw = startSwitchboard(['gateway'], env({ JWT_SECRET: SECRET, PORT: String(port), BIND: '127.0.0.1' }));
   const base = `http://127.0.0.1:${port}`;
   const agent = startSwitchboard(['agent'], env());
+  let t = null;
   try {
     await waitFor(async () => { try { return (await fetch(`${base}/readyz`)).status === 200; } catch { return false; } },
       { what: 'gateway /readyz' });
     const token = jwt.sign({ sub: 'u-1', publicKey: PK, role: 'user' }, SECRET, { algorithm: 'HS256', expiresIn: '1h' });
-    const t = new sb.JobTracker({ url: base, token });
+    t = new sb.JobTracker({ url: base, token });
     if (!t.socket.connected) await new Promise((r) => t.socket.once('connect', r));
     const steps = [];
     const rec = await t.createAndFollow({ amount: 1000 }, { onStatus: (s) => steps.push(s.status), pollMs: 60000 });
@@ -190,8 +192,8 @@ it('JobTracker follows a job over Socket.IO (gateway + agent), and by polling al
     }
     const viaPoll = await t.follow(jobId, { pollMs: 100, timeoutMs: 20000 });
     assert.strictEqual(viaPoll.status, 'done');
-    t.close();
   } finally {
+    if (t) t.close(); // else its socket reconnects forever and the test never ends
     gw.kill('SIGKILL'); agent.kill('SIGKILL');
     await gw.exited;
   }
