@@ -157,9 +157,32 @@ static void test_polling_post_split(void **state) {
     assert_int_equal(f->app.nmsgs, 3);
     assert_string_equal(f->app.msgs[0], "hello");
     assert_string_equal(f->app.msgs[1], "wor\"ld");
-    assert_string_equal(f->app.msgs[2], "AQID");
+    assert_string_equal(f->app.msgs[2], "\x01\x02\x03"); /* decoded from base64 */
     assert_int_equal(f->app.binary[2], 1);
     assert_int_equal(f->app.closes, 0);
+}
+
+/* Binary messages both ways on polling: a `b` packet whose body is not base64 closes the
+ * session; sb_eio_send_binary goes out as `b` + base64, alone or beside text packets. */
+static void test_polling_binary(void **state) {
+    fixture_t *f = *state;
+    char sid[SB_EIO_SID_LEN + 1], out[256];
+    sb_eio_id_t id = fake_handshake(f->srv, 0, sid);
+    void *conn = &f->http.conns[1];
+    assert_int_equal(fake_post(f->srv, sid, "bAQIDBA", 7, 5), 200); /* unpadded, as Node's */
+    assert_int_equal(f->app.nmsgs, 1);
+    assert_memory_equal(f->app.msgs[0], "\x01\x02\x03\x04", 5);
+    assert_int_equal(sb_eio_send_binary(f->srv, id, "\x01\x02\x03\x04", 4), 0);
+    assert_int_equal(fake_get(f->srv, sid, conn, 10, out, sizeof out), 200);
+    assert_string_equal(out, "bAQIDBA==");
+    assert_int_equal(sb_eio_send_text(f->srv, id, "hello", 5), 0);
+    assert_int_equal(sb_eio_send_binary(f->srv, id, "", 0), 0);
+    assert_int_equal(sb_eio_send_binary(f->srv, id, "\xff\xfe", 2), 0);
+    assert_int_equal(fake_get(f->srv, sid, conn, 20, out, sizeof out), 200);
+    assert_string_equal(out, "4hello\x1e" "b\x1e" "b//4=");
+    assert_int_equal(fake_post(f->srv, sid, "b=A==", 5, 30), 400);
+    assert_int_equal(f->app.closes, 1);
+    assert_string_equal(f->app.reason, "parse error");
 }
 
 static void test_polling_hold_and_wake(void **state) {
@@ -360,6 +383,13 @@ static void test_websocket_only(void **state) {
     assert_int_equal(sb_eio_ws_frame(f->srv, r.id, ws, "\x01\x02", 2, 1, 1), 0);
     assert_int_equal(f->app.nmsgs, 2);
     assert_int_equal(f->app.binary[1], 1);
+    sb_eio_buf_t *b = NULL; /* a binary message goes out as it is, marked binary */
+    assert_int_equal(sb_eio_send_binary(f->srv, r.id, "\x01\x02", 2), 0);
+    assert_int_equal(sb_eio_ws_pull(f->srv, r.id, ws, &b), 1);
+    assert_int_equal(b->binary, 1);
+    assert_int_equal(b->len, 2);
+    assert_memory_equal(b->data, "\x01\x02", 2);
+    sb_eio_buf_unref(b);
     assert_int_equal(sb_eio_close(f->srv, r.id, 0, "bye"), 0);
     assert_int_equal(fake_ws_pull(f->srv, r.id, ws, out, sizeof out), SB_EIO_CLOSE);
     sb_eio_detach(f->srv, r.id, ws);
@@ -642,6 +672,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_handshake, setup, teardown),
         cmocka_unit_test_setup_teardown(test_http_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_polling_post_split, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_polling_binary, setup, teardown),
         cmocka_unit_test_setup_teardown(test_polling_hold_and_wake, setup, teardown),
         cmocka_unit_test_setup_teardown(test_polling_overlap_closes, setup, teardown),
         cmocka_unit_test(test_polling_payload_cap),

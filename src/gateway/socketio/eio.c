@@ -298,6 +298,21 @@ static void sb_eio_on_pong(sb_eio_server_t *srv, sb_eio_session_t *s, int64_t no
     sb__eio_update_due(srv, s);
 }
 
+/* A polling `b` packet: the app gets its bytes, as from a binary WebSocket frame. */
+static int sb_eio_on_base64(sb_eio_server_t *srv, sb_eio_session_t *s, const sb_eio_packet_t *p,
+                            int64_t now) {
+    char *bytes;
+    size_t len;
+    int rc = sb_eio_base64_decode(p->data, p->len, &bytes, &len);
+    if (rc) {
+        sb__eio_mark_closed(srv, s, 0, rc == SB_EINVAL ? sb__eio_r_parse : "server error");
+        return 1;
+    }
+    if (srv->app.on_message) srv->app.on_message(srv->app.ud, sb__eio_id(srv, s), bytes, len, 1, now);
+    free(bytes);
+    return s->state == ST_OPEN ? 0 : 1;
+}
+
 int sb__eio_on_packet(void *ud, const char *pkt, size_t n) {
     sb__eio_rx_t *rx = ud;
     sb_eio_server_t *srv = rx->srv;
@@ -317,11 +332,10 @@ int sb__eio_on_packet(void *ud, const char *pkt, size_t n) {
     case '2': sb__eio_mark_closed(srv, s, 0, "invalid heartbeat direction"); return 1;
     case '3': sb_eio_on_pong(srv, s, rx->now); break;
     case '4':
-    case 'b':
         if (srv->app.on_message)
-            srv->app.on_message(srv->app.ud, sb__eio_id(srv, s), p.data, p.len, p.type == 'b',
-                                rx->now);
+            srv->app.on_message(srv->app.ud, sb__eio_id(srv, s), p.data, p.len, 0, rx->now);
         break;
+    case 'b': return sb_eio_on_base64(srv, s, &p, rx->now);
     default: break; /* open, upgrade, noop: ignored, as the reference does */
     }
     return s->state == ST_OPEN ? 0 : 1;

@@ -78,9 +78,11 @@ typedef struct sb_eio_server sb_eio_server_t;
  * write a frame header there, e.g. LWS_PRE for lws_write; single-threaded, so sharing is
  * safe). data[len] is a NUL for convenience. */
 typedef struct sb_eio_buf {
-    uint32_t refs; /* owners; freed when it drops to 0 */
-    uint32_t len;  /* bytes at data */
-    char *data;    /* headroom bytes into mem */
+    uint32_t refs;  /* owners; freed when it drops to 0 */
+    uint32_t len;   /* bytes at data */
+    char *data;     /* headroom bytes into mem */
+    uint8_t binary; /* 1: the raw bytes of a binary message (sb_eio_send_binary): a binary
+                       WebSocket frame, `b` + base64 in a polling payload; 0: a text packet */
     char mem[];
 } sb_eio_buf_t;
 
@@ -122,7 +124,8 @@ typedef struct sb_eio_io_cb {
 typedef struct sb_eio_app_cb {
     void (*on_open)(void *ud, sb_eio_id_t id, int64_t now);
     /* A message packet (`4...`): data without the type byte, not NUL-terminated; binary is 1
-     * for a base64 `b` packet or a binary WebSocket message (data is then as received). */
+     * for a binary message: data is then its bytes (a binary WebSocket frame as received, a
+     * polling `b` packet decoded from base64). */
     void (*on_message)(void *ud, sb_eio_id_t id, const char *data, size_t len, int binary,
                        int64_t now);
     /* The session closed; sends to it are ignored from now on. reason is a static string. */
@@ -230,6 +233,9 @@ int64_t sb_eio_tick(sb_eio_server_t *srv, int64_t now);
 int sb_eio_send(sb_eio_server_t *srv, sb_eio_id_t id, sb_eio_buf_t *b);
 /* Queues `4` + text (a message packet). Same returns as sb_eio_send. */
 int sb_eio_send_text(sb_eio_server_t *srv, sb_eio_id_t id, const char *text, size_t len);
+/* Queues a binary message of len bytes (copied): a binary frame on the WebSocket, `b` +
+ * base64 on polling. Same returns as sb_eio_send. */
+int sb_eio_send_binary(sb_eio_server_t *srv, sb_eio_id_t id, const void *data, size_t len);
 
 /* Closes the session (deferred to the end of the outermost call). graceful: what is queued is
  * still delivered before `1` / the WebSocket close; otherwise it is dropped. Returns 0 or
@@ -279,6 +285,14 @@ typedef struct sb_eio_packet {
 /* Decodes one text packet. Returns 0, or SB_EINVAL for an empty packet, an unknown type, or a
  * `b` packet whose body is not base64. Never reads beyond len. */
 int sb_eio_decode_packet(const char *buf, size_t len, sb_eio_packet_t *out);
+
+/* Base64 (RFC 4648, padded) of len bytes at src written at out (room for
+ * sb_eio_base64_len(len) + 1 bytes: a NUL follows); returns the length written, NUL left out. */
+size_t sb_eio_base64_len(size_t len);
+size_t sb_eio_base64_encode(char *out, const void *src, size_t len);
+/* Decodes base64 text (padded or not, as sb_eio_decode_packet accepts) into a malloc'd
+ * buffer (*out, *outlen; the caller frees). Returns 0, SB_EINVAL or SB_ENOMEM. */
+int sb_eio_base64_decode(const char *s, size_t n, char **out, size_t *outlen);
 
 /* Fills *out with the HTTP error reply for code (and status 400/403). Returns out->status. */
 int sb_eio_error_reply(const sb_eio_server_t *srv, int code, int status, sb_eio_reply_t *out);

@@ -92,19 +92,36 @@ int sb_eio_send_text(sb_eio_server_t *srv, sb_eio_id_t id, const char *text, siz
     return rc;
 }
 
+int sb_eio_send_binary(sb_eio_server_t *srv, sb_eio_id_t id, const void *data, size_t len) {
+    sb_eio_session_t *s = sb__eio_get(srv, id);
+    if (!s || s->state != ST_OPEN) return SB_ENOTFOUND;
+    sb_eio_buf_t *b = sb_eio_buf_create(srv->cfg.headroom, data, len);
+    if (!b) return SB_ENOMEM;
+    b->binary = 1;
+    int rc = sb_eio_send(srv, id, b);
+    sb_eio_buf_unref(b);
+    return rc;
+}
+
+/* Bytes of b in a polling payload: a binary message goes as `b` + base64. */
+static size_t sb_eio_payload_len(const sb_eio_buf_t *b) {
+    return b->binary ? 1 + sb_eio_base64_len(b->len) : b->len;
+}
+
 /* Joins queued packets (at most max_payload bytes, at least one packet) and `extra` into one
- * polling payload. A single packet is handed out as is, without copying. NULL on ENOMEM. */
+ * polling payload. A single text packet is handed out as is, without copying. NULL on
+ * ENOMEM. */
 sb_eio_buf_t *sb__eio_q_join(sb_eio_server_t *srv, sb_eio_session_t *s, sb_eio_buf_t *extra) {
     uint32_t n = 0;
     size_t total = 0;
     while (n < s->qlen) {
-        size_t len = s->q[(s->qhead + n) & (s->qcap - 1)]->len + (n ? 1 : 0);
+        size_t len = sb_eio_payload_len(s->q[(s->qhead + n) & (s->qcap - 1)]) + (n ? 1 : 0);
         if (n && total + len > srv->cfg.max_payload) break;
         total += len;
         n++;
     }
     if (n < s->qlen) extra = NULL; /* more to come: `1` / `6` only after the last packet */
-    if (n == 1 && !extra) return sb__eio_q_pop(s);
+    if (n == 1 && !extra && !s->q[s->qhead]->binary) return sb__eio_q_pop(s);
     if (n == 0 && extra) return sb_eio_buf_ref(extra);
     if (extra) total += 1 + extra->len;
     sb_eio_buf_t *out = sb_eio_buf_create(srv->cfg.headroom, NULL, total);
@@ -113,8 +130,13 @@ sb_eio_buf_t *sb__eio_q_join(sb_eio_server_t *srv, sb_eio_session_t *s, sb_eio_b
     for (uint32_t i = 0; i < n; i++) {
         sb_eio_buf_t *b = sb__eio_q_pop(s);
         if (i) *p++ = '\x1e';
-        memcpy(p, b->data, b->len);
-        p += b->len;
+        if (b->binary) {
+            *p++ = 'b';
+            p += sb_eio_base64_encode(p, b->data, b->len);
+        } else {
+            memcpy(p, b->data, b->len);
+            p += b->len;
+        }
         sb_eio_buf_unref(b);
     }
     if (extra) {

@@ -184,7 +184,8 @@ static void sb_socketio_tick_cb(uv_timer_t *t) {
 
 static int sb_socketio_auth(void *ud, const char *token, sb_sio_identity_t *who, char *err,
                             size_t errlen);
-static void sb_socketio_on_connect(void *ud, sb_eio_id_t id, const sb_sio_identity_t *who);
+static void sb_socketio_on_connect(void *ud, sb_eio_id_t id, const char *nsp,
+                                   const sb_sio_identity_t *who, const cJSON *auth);
 static void sb_socketio_on_disconnect(void *ud, sb_eio_id_t id, const char *reason);
 
 /* The status subscription is back after a gap: catch the connected users up. */
@@ -330,7 +331,9 @@ static int sb_socketio_auth(void *ud, const char *token, sb_sio_identity_t *who,
     return rc;
 }
 
-static void sb_socketio_on_connect(void *ud, sb_eio_id_t id, const sb_sio_identity_t *who) {
+static void sb_socketio_on_connect(void *ud, sb_eio_id_t id, const char *nsp,
+                                   const sb_sio_identity_t *who, const cJSON *auth) {
+    (void)nsp, (void)auth; /* only "/" is served; the token was checked by the auth callback */
     sb_socketio_t *io = ud;
     sb_debug("gateway", "socket.io connect: user=%s role=%s", who->public_key, who->role);
     int rc = io->replays ? sb_replays_socket(io->replays, id, sb_now_ms()) : SB_OK;
@@ -661,9 +664,11 @@ static int sb_socketio_ws_receive(sb_socketio_t *io, struct lws *wsi, sb_socketi
     return 0;
 }
 
-/* Writes a WebSocket text frame header for len bytes at out; returns its length (2..10). */
-static size_t sb_socketio_frame_header(unsigned char *out, size_t len) {
-    out[0] = 0x81; /* FIN, text */
+/* Writes a WebSocket frame header for pkt (text, or binary) at out; returns its length
+ * (2..10). */
+static size_t sb_socketio_frame_header(unsigned char *out, const sb_eio_buf_t *pkt) {
+    size_t len = pkt->len;
+    out[0] = pkt->binary ? 0x82 : 0x81; /* FIN, binary / text */
     if (len < 126) {
         out[1] = (unsigned char)len;
         return 2;
@@ -688,7 +693,7 @@ static int sb_socketio_ws_write_batch(struct lws *wsi, sb_eio_buf_t **pkts, int 
     unsigned char *buf = malloc(LWS_PRE + total), *o = buf ? buf + LWS_PRE : NULL;
     for (int i = 0; i < n; i++) {
         if (o) {
-            o += sb_socketio_frame_header(o, pkts[i]->len);
+            o += sb_socketio_frame_header(o, pkts[i]);
             memcpy(o, pkts[i]->data, pkts[i]->len);
             o += pkts[i]->len;
         }
@@ -769,7 +774,8 @@ static int sb_socketio_ws_send(sb_socketio_t *io, struct lws *wsi, sb_socketio_w
     if (n == 0) return 0;
     int w;
     if (n == 1) {
-        w = lws_write(wsi, (unsigned char *)pkts[0]->data, pkts[0]->len, LWS_WRITE_TEXT);
+        w = lws_write(wsi, (unsigned char *)pkts[0]->data, pkts[0]->len,
+                      pkts[0]->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
         sb_eio_buf_unref(pkts[0]);
     } else {
         w = sb_socketio_ws_write_batch(wsi, pkts, n);
