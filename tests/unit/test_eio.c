@@ -292,9 +292,12 @@ static void test_upgrade_sequence(void **state) {
     assert_int_equal(sb_eio_http(f->srv, &req, ws, 20, &r), 101);
     assert_true(r.id == id);
     assert_int_equal(fake_ws_pull(f->srv, id, ws, out, sizeof out), 0);
-    /* a second probe while one is running is refused */
-    assert_int_equal(sb_eio_http(f->srv, &req, &f->http.conns[3], 20, &r), 400);
-    sb_eio_buf_unref(r.body);
+    /* a second probe while one is running is accepted only to be closed (engine.io's
+     * onWebSocket: "transport has already been trying to upgrade"); the check lets it on */
+    assert_int_equal(sb_eio_check(f->srv, &req, &r), 0);
+    assert_int_equal(sb_eio_http(f->srv, &req, &f->http.conns[3], 20, &r), SB_EIO_UPGRADE_CLOSE);
+    assert_null(r.body);
+    assert_int_equal(fake_ws_pull(f->srv, id, ws, out, sizeof out), 0); /* the probe goes on */
     assert_int_equal(fake_ws_send(f->srv, id, ws, "2probe", 30), 0);
     assert_true(fake_was_woken(&f->http, ws));
     assert_true(fake_was_woken(&f->http, poll));
@@ -315,6 +318,21 @@ static void test_upgrade_sequence(void **state) {
     assert_string_equal(out, "{\"code\":3,\"message\":\"Bad request\"}");
     assert_int_equal(fake_ws_send(f->srv, id, ws, "4hi", 60), 0);
     assert_string_equal(f->app.msgs[0], "hi");
+    /* so is a WebSocket for the upgraded session, and one saying transport=polling */
+    assert_int_equal(sb_eio_http(f->srv, &req, &f->http.conns[3], 60, &r), SB_EIO_UPGRADE_CLOSE);
+    sb_eio_req_t polling_ws = fake_req(SB_EIO_GET, "polling", sid);
+    polling_ws.websocket = 1;
+    assert_int_equal(sb_eio_http(f->srv, &polling_ws, &f->http.conns[3], 60, &r),
+                     SB_EIO_UPGRADE_CLOSE);
+    polling_ws.sid = NULL;
+    assert_int_equal(sb_eio_http(f->srv, &polling_ws, &f->http.conns[3], 60, &r),
+                     SB_EIO_UPGRADE_CLOSE);
+    polling_ws.sid = "AAAAAAAAAAAAAAAAAAAA"; /* an unknown sid is refused first, as verify() */
+    assert_int_equal(sb_eio_http(f->srv, &polling_ws, &f->http.conns[3], 60, &r), 400);
+    assert_int_equal(r.code, SB_EIO_ERR_SID);
+    sb_eio_buf_unref(r.body);
+    assert_string_equal(sb_eio_error_message(r.code), "Session ID unknown");
+    assert_int_equal(sb_eio_ws_pull(f->srv, id, ws, &r.body), 0); /* the upgraded one goes on */
     /* the client closes the WebSocket: the session ends, the handle goes stale */
     sb_eio_detach(f->srv, id, ws);
     assert_int_equal(f->app.closes, 1);

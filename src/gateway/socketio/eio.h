@@ -149,6 +149,10 @@ uint32_t sb_eio_count(const sb_eio_server_t *srv); /* open sessions */
 
 enum { SB_EIO_GET = 1, SB_EIO_POST = 2, SB_EIO_OTHER = 3 };
 enum { SB_EIO_HOLD = 0 };    /* reply.status: keep the GET open, wait for wake */
+/* reply.status of a WebSocket the reference accepts and then closes at once (engine.io's
+ * onWebSocket: `transport=polling` on an upgrade, a second WebSocket for a session already
+ * upgraded or upgrading): complete the upgrade, then send a Close frame. */
+enum { SB_EIO_UPGRADE_CLOSE = 1 };
 enum { SB_EIO_CLOSE = -100 }; /* sb_eio_ws_pull: close the WebSocket */
 
 /* Engine.IO error codes of the HTTP error body {"code":N,"message":...}. */
@@ -176,10 +180,15 @@ typedef struct sb_eio_reply {
     const char *content_type; /* static string, NULL when there is no body */
     sb_eio_buf_t *body;       /* owned by the caller (unref); NULL when none */
     sb_eio_id_t id;           /* the session concerned, 0 when none */
+    int code;                 /* SB_EIO_ERR_* of an error reply ({"code":N,...}), else -1 */
 } sb_eio_reply_t;
 
-/* Validates a request without side effects. Returns 0 when sb_eio_http would accept it, or
- * the HTTP status of the error and fills *out with the error reply (caller unrefs body). */
+/* Validates a request without side effects, in the reference's order (verify, then the
+ * handshake's checks). Returns 0 when sb_eio_http would accept it (a WebSocket it answers
+ * SB_EIO_UPGRADE_CLOSE included), or the HTTP status of the error and fills *out with the
+ * error reply (caller unrefs body). A refused WebSocket upgrade is answered as the
+ * reference's abortUpgrade does: 400, `Connection: close`, text/html, the message of
+ * out->code as the body (sb_eio_error_message). */
 int sb_eio_check(sb_eio_server_t *srv, const sb_eio_req_t *req, sb_eio_reply_t *out);
 
 /* Handles one request; conn identifies the HTTP request / WebSocket (compared and passed to
@@ -188,7 +197,9 @@ int sb_eio_check(sb_eio_server_t *srv, const sb_eio_req_t *req, sb_eio_reply_t *
  *   handshake GET      -> 200 with the open packet (plus anything already queued)
  *   GET with sid       -> 200 with queued packets, or 0 = held (conn attached to the session)
  *   POST with sid      -> 200 "ok"; 400 on a parse error (session closed), 413 too large
- *   WebSocket          -> 101, conn attached (new websocket-only session, or an upgrade probe)
+ *   WebSocket          -> 101, conn attached (new websocket-only session, or an upgrade probe);
+ *                         SB_EIO_UPGRADE_CLOSE (nothing attached) where the reference accepts
+ *                         the WebSocket only to close it
  *   errors             -> 400 / 403 / 503 with {"code":N,"message":...}
  * A second GET while one is held is answered 400 (code 3) and closes the session, whose held
  * GET is then answered `1` (the reference answers the overlap 500/409 and closes too); a
@@ -294,6 +305,9 @@ size_t sb_eio_base64_encode(char *out, const void *src, size_t len);
  * buffer (*out, *outlen; the caller frees). Returns 0, SB_EINVAL or SB_ENOMEM. */
 int sb_eio_base64_decode(const char *s, size_t n, char **out, size_t *outlen);
 
+/* The message of an Engine.IO error code ("Transport unknown", ...); "Bad request" for an
+ * unknown code. Static. */
+const char *sb_eio_error_message(int code);
 /* Fills *out with the HTTP error reply for code (and status 400/403). Returns out->status. */
 int sb_eio_error_reply(const sb_eio_server_t *srv, int code, int status, sb_eio_reply_t *out);
 

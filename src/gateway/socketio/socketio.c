@@ -38,6 +38,9 @@
 
 struct sb_socketio {
     sb_gateway_t *gw;
+    char path[32];         /* served at, e.g. "/socket.io/" (and without the last slash) */
+    sb_socketio_t *next;   /* the gateway's next Engine.IO endpoint (sb_socketio_create_with) */
+    int burst;             /* packets framed into one WebSocket write at most */
     sb_eio_server_t *eio;
     sb_sio_t *sio;
     sb_subscriber_t *sub;
@@ -62,9 +65,20 @@ struct sb_socketio {
 /* Metrics label of every /socket.io/ HTTP request (the handler is never called by routes.c). */
 static const sb_api_route_t sb_r_socketio = {"/socket.io/", NULL, 0};
 
+/* The endpoint serving the path of wsi's request (an upgrade, before ESTABLISHED: lws still
+ * has the headers), else the gateway's first. */
 static sb_socketio_t *sb_socketio_of(struct lws *wsi) {
     sb_gateway_t *gw = lws_context_user(lws_get_context(wsi));
-    return gw ? gw->sio : NULL;
+    char path[64];
+    sb_socketio_t *io = NULL;
+    if (gw && lws_hdr_copy(wsi, path, sizeof path, WSI_TOKEN_GET_URI) > 0)
+        io = sb_socketio_at(gw, path);
+    return io ? io : gw ? gw->sio : NULL;
+}
+
+/* The endpoint of an HTTP request under one of the gateway's Engine.IO paths. */
+static sb_socketio_t *sb_socketio_of_req(const sb_req_t *req) {
+    return sb_socketio_at(req->gw, req->path);
 }
 
 /* ================================================================ life cycle */
@@ -208,56 +222,100 @@ static void sb_socketio_on_status(void *ud, const char *user_id, const char *job
     sb_replays_live(io->replays, user_id, job_id);
 }
 
-sb_socketio_t *sb_socketio_create(sb_gateway_t *gw) {
-    sb_socketio_t *io = calloc(1, sizeof *io);
-    if (!io) return NULL;
+/* Fills io (zeroed by the caller) without its timers: the Engine.IO server (configured by
+ * o), Socket.IO over it or o->app, the per-address connect limit. Returns 0, or -1 with
+ * nothing left behind (io is the caller's to free). */
+static int sb_socketio_init(sb_socketio_t *io, sb_gateway_t *gw, const sb_socketio_opts_t *o) {
     io->gw = gw;
-    sb_eio_config_t cfg;
-    sb_eio_config_default(&cfg);
+    snprintf(io->path, sizeof io->path, "%s", o->path);
+    io->burst = o->burst > 0 && o->burst < SB_SOCKETIO_BURST ? o->burst : SB_SOCKETIO_BURST;
+    sb_eio_config_t cfg = o->eio;
     cfg.headroom = LWS_PRE;
-    if (gw->cfg->sio_ping_interval_ms > 0) cfg.ping_interval_ms = gw->cfg->sio_ping_interval_ms;
-    if (gw->cfg->sio_ping_timeout_ms > 0) cfg.ping_timeout_ms = gw->cfg->sio_ping_timeout_ms;
-    if (gw->cfg->sio_max_payload > 0) cfg.max_payload = (size_t)gw->cfg->sio_max_payload;
-    sb_sio_config_t sio_cfg = {.connect_timeout_ms = gw->cfg->sio_connect_timeout_ms};
     sb_eio_io_cb_t wake = {sb_socketio_wake, io, sb_socketio_schedule};
+    io->eio = sb_eio_create(&cfg, &wake);
+    if (io->eio && o->sio) io->sio = sb_sio_create(io->eio, o->sio, o->sio_cfg);
+    else if (io->eio && o->app) sb_eio_set_app(io->eio, o->app);
+    io->connects_ip = sb_ratemap_create(gw->cfg->sio_connect_rate_ip, 60 * 1000, 0);
+    if (!io->eio || (o->sio && !io->sio) || !io->connects_ip) {
+        sb_ratemap_free(io->connects_ip);
+        sb_sio_free(io->sio);
+        sb_eio_free(io->eio);
+        return -1;
+    }
+    return 0;
+}
+
+/* Starts the heartbeat timer and the flush handle on the gateway's loop. */
+static void sb_socketio_start(sb_socketio_t *io) {
+    uv_timer_init(io->gw->loop, &io->tick);
+    io->tick.data = io;
+    io->tick_running = 1;
+    sb_socketio_arm(io, sb_eio_tick(io->eio, sb_mono_ms()), sb_mono_ms());
+    uv_prepare_init(io->gw->loop, &io->flush);
+    io->flush.data = io;
+    uv_prepare_start(&io->flush, sb_socketio_flush_cb);
+    uv_unref((uv_handle_t *)&io->flush); /* keeps nothing alive */
+}
+
+sb_socketio_t *sb_socketio_create(sb_gateway_t *gw) {
+    sb_socketio_opts_t o = {.path = "/socket.io/"};
+    sb_eio_config_default(&o.eio);
+    if (gw->cfg->sio_ping_interval_ms > 0) o.eio.ping_interval_ms = gw->cfg->sio_ping_interval_ms;
+    if (gw->cfg->sio_ping_timeout_ms > 0) o.eio.ping_timeout_ms = gw->cfg->sio_ping_timeout_ms;
+    if (gw->cfg->sio_max_payload > 0) o.eio.max_payload = (size_t)gw->cfg->sio_max_payload;
+    sb_sio_config_t sio_cfg = {.connect_timeout_ms = gw->cfg->sio_connect_timeout_ms};
+    sb_socketio_t *io = calloc(1, sizeof *io);
     sb_sio_callbacks_t cb = {.auth = sb_socketio_auth, .on_connect = sb_socketio_on_connect,
                              .on_disconnect = sb_socketio_on_disconnect, .ud = io};
-    io->eio = sb_eio_create(&cfg, &wake);
-    io->sio = io->eio ? sb_sio_create(io->eio, &cb, &sio_cfg) : NULL;
-    io->sub = io->sio ? sb_subscriber_create(gw->loop, &gw->cfg->redis, gw->cfg->job_types,
-                                             io->sio)
-                      : NULL;
+    o.sio = &cb;
+    o.sio_cfg = &sio_cfg;
+    if (!io || sb_socketio_init(io, gw, &o) != 0) {
+        free(io);
+        return NULL;
+    }
+    io->sub = sb_subscriber_create(gw->loop, &gw->cfg->redis, gw->cfg->job_types, io->sio);
     io->replays =
         io->sub ? sb_replays_create(gw->loop, gw->redis, io->sio, gw->cfg->job_types) : NULL;
     io->catchup = io->replays ? sb_catchup_create(gw->loop, io->replays, io->sio) : NULL;
     io->interop = sb_interop_create(gw->redis);
     io->connects_user = sb_ratemap_create(gw->cfg->sio_connect_rate, 60 * 1000, 0);
-    io->connects_ip = sb_ratemap_create(gw->cfg->sio_connect_rate_ip, 60 * 1000, 0);
-    if (!io->catchup || !io->connects_user || !io->connects_ip || !io->interop) {
+    if (!io->catchup || !io->connects_user || !io->interop) {
         sb_interop_free(io->interop);
         sb_ratemap_free(io->connects_user);
-        sb_ratemap_free(io->connects_ip);
         sb_catchup_close(io->catchup);
         sb_replays_free(io->replays);
         sb_subscriber_close(io->sub);
         sb_sio_free(io->sio);
         sb_eio_free(io->eio);
+        sb_ratemap_free(io->connects_ip);
         free(io);
         return NULL;
     }
     sb_subscriber_on_gap(io->sub, sb_socketio_on_gap, io);
     sb_subscriber_on_status(io->sub, sb_socketio_on_status, io);
     sb_subscriber_on_foreign(io->sub, sb_socketio_on_foreign, io);
-    uv_timer_init(gw->loop, &io->tick);
-    io->tick.data = io;
-    io->tick_running = 1;
-    sb_socketio_arm(io, sb_eio_tick(io->eio, sb_mono_ms()), sb_mono_ms());
-    uv_prepare_init(gw->loop, &io->flush);
-    io->flush.data = io;
-    uv_prepare_start(&io->flush, sb_socketio_flush_cb);
-    uv_unref((uv_handle_t *)&io->flush); /* keeps nothing alive */
+    sb_socketio_start(io);
     return io;
 }
+
+sb_socketio_t *sb_socketio_create_with(sb_gateway_t *gw, const sb_socketio_opts_t *o) {
+    if (!o || !o->path || strlen(o->path) >= sizeof ((sb_socketio_t *)0)->path ||
+        (!o->sio && !o->app))
+        return NULL;
+    sb_socketio_t *io = calloc(1, sizeof *io);
+    if (!io || sb_socketio_init(io, gw, o) != 0) {
+        free(io);
+        return NULL;
+    }
+    sb_socketio_t **link = &gw->sio;
+    while (*link) link = &(*link)->next;
+    *link = io;
+    sb_socketio_start(io);
+    return io;
+}
+
+sb_eio_server_t *sb_socketio_eio(sb_socketio_t *io) { return io->eio; }
+sb_sio_t *sb_socketio_sio(sb_socketio_t *io) { return io->sio; }
 
 void sb_socketio_stop(sb_socketio_t *io) {
     if (!io || !io->tick_running) return;
@@ -357,8 +415,16 @@ static void sb_socketio_on_disconnect(void *ud, sb_eio_id_t id, const char *reas
 
 /* ================================================================ polling (HTTP) */
 
-int sb_socketio_path(const char *path) {
-    return !strcmp(path, "/socket.io/") || !strcmp(path, "/socket.io");
+/* 1 when path is io's ("/x/" or "/x"). */
+static int sb_socketio_serves(const sb_socketio_t *io, const char *path) {
+    size_t n = strlen(io->path);
+    return !strcmp(path, io->path) || (n > 1 && strlen(path) == n - 1 && !strncmp(path, io->path, n - 1));
+}
+
+sb_socketio_t *sb_socketio_at(struct sb_gateway *gw, const char *path) {
+    sb_socketio_t *io = gw->sio;
+    while (io && !sb_socketio_serves(io, path)) io = io->next;
+    return io;
 }
 
 /* Copies header h (custom name when h < 0) into a malloc'd string, or NULL. */
@@ -370,7 +436,7 @@ static char *sb_socketio_hdr(struct lws *wsi, int h, const char *custom) {
 }
 
 void sb_socketio_request_headers(sb_req_t *req, struct lws *wsi) {
-    sb_socketio_t *io = req->gw->sio;
+    sb_socketio_t *io = sb_socketio_of_req(req);
     if (io) req->body_max = sb_eio_max_payload(io->eio);
     req->origin = sb_socketio_hdr(wsi, WSI_TOKEN_ORIGIN, NULL);
     req->acr_headers = sb_socketio_hdr(wsi, -1, "access-control-request-headers:");
@@ -416,7 +482,7 @@ static void sb_socketio_answer(sb_req_t *req, sb_eio_reply_t *r) {
 
 /* Writeable on a held GET (after the core's wake): answer if the core has something. */
 static void sb_socketio_pull(sb_req_t *req) {
-    sb_socketio_t *io = req->gw->sio;
+    sb_socketio_t *io = sb_socketio_of_req(req);
     sb_eio_reply_t r;
     if (!io || !req->wsi) return;
     if (sb_eio_poll_pull(io->eio, req->hold_id, req->wsi, &r) == 1) sb_socketio_answer(req, &r);
@@ -424,7 +490,7 @@ static void sb_socketio_pull(sb_req_t *req) {
 
 /* The connection of a held GET went away: the core closes the session (as the reference). */
 static void sb_socketio_gone(sb_req_t *req) {
-    sb_socketio_t *io = req->gw->sio;
+    sb_socketio_t *io = sb_socketio_of_req(req);
     if (io && req->wsi) sb_eio_detach(io->eio, req->hold_id, req->wsi);
 }
 
@@ -436,7 +502,7 @@ static const char *sb_socketio_arg(const char *query, const char *name, char *bu
 /* An Engine.IO error answer {"code","message"} built by the core. */
 static void sb_socketio_error(sb_req_t *req, int code, int status) {
     sb_eio_reply_t r;
-    sb_eio_error_reply(req->gw->sio->eio, code, status, &r);
+    sb_eio_error_reply(sb_socketio_of_req(req)->eio, code, status, &r);
     r.status = status;
     sb_socketio_answer(req, &r);
 }
@@ -465,7 +531,7 @@ static void sb_socketio_refuse_limited(sb_req_t *req) {
 }
 
 void sb_socketio_request(sb_req_t *req) {
-    sb_socketio_t *io = req->gw->sio;
+    sb_socketio_t *io = sb_socketio_of_req(req);
     req->route = &sb_r_socketio;
     if (req->method == SB_HTTP_OPTIONS) {
         char cors[SB_SOCKETIO_CORS_MAX];
@@ -528,9 +594,11 @@ typedef struct {
     char eio[8], transport[16], sid[64];
 } sb_socketio_wsq_t;
 
-static int sb_socketio_ws_request(struct lws *wsi, sb_socketio_wsq_t *q, sb_eio_req_t *r) {
+static int sb_socketio_ws_request(const sb_socketio_t *io, struct lws *wsi,
+                                  sb_socketio_wsq_t *q, sb_eio_req_t *r) {
     char path[64];
-    if (lws_hdr_copy(wsi, path, sizeof path, WSI_TOKEN_GET_URI) <= 0 || !sb_socketio_path(path))
+    if (lws_hdr_copy(wsi, path, sizeof path, WSI_TOKEN_GET_URI) <= 0 ||
+        !sb_socketio_serves(io, path))
         return -1;
     if (sb_http_query_join(wsi, q->query, sizeof q->query) != 0) return -1; /* refused */
     *r = (sb_eio_req_t){
@@ -543,12 +611,14 @@ static int sb_socketio_ws_request(struct lws *wsi, sb_socketio_wsq_t *q, sb_eio_
     return 0;
 }
 
-/* Writes a refusal of a WebSocket upgrade (status, JSON body, `connection: close`) straight
- * to the socket; the caller then returns -1 and lws closes the connection. */
-static void sb_socketio_ws_refuse(struct lws *wsi, int status, const char *body, size_t len) {
+/* Writes a refusal of a WebSocket upgrade straight to the socket as engine.io's abortUpgrade
+ * does (status, `connection: close`, the message as a text/html body); the caller then
+ * returns -1 and lws closes the connection. */
+static void sb_socketio_ws_refuse(struct lws *wsi, int status, const char *message) {
     char head[256];
+    size_t len = strlen(message);
     int n = snprintf(head, sizeof head,
-                     "HTTP/1.1 %d %s\r\ncontent-type: application/json\r\n"
+                     "HTTP/1.1 %d %s\r\ncontent-type: text/html\r\n"
                      "content-length: %zu\r\ncache-control: no-store\r\n"
                      "connection: close\r\n\r\n",
                      status, status == 429 ? "Too Many Requests"
@@ -557,33 +627,32 @@ static void sb_socketio_ws_refuse(struct lws *wsi, int status, const char *body,
                                                           : NULL;
     if (!buf) return;
     memcpy(buf + LWS_PRE, head, (size_t)n);
-    memcpy(buf + LWS_PRE + n, body, len);
+    memcpy(buf + LWS_PRE + n, message, len);
     (void)lws_write(wsi, buf + LWS_PRE, (size_t)n + len, LWS_WRITE_HTTP);
     free(buf);
 }
 
 /* lws's HTTP_CONFIRM_UPGRADE (headers still readable, nothing answered yet): an upgrade the
- * core refuses (bad EIO, unknown or missing transport, unknown sid, polling on an upgrade, a
- * second WebSocket for a session) is answered as the reference's abortUpgrade does, 400 with
- * the Engine.IO error, instead of a bare TCP close; so are a stopping gateway (503) and the
- * per-address connect limit (429). Returns -1 after answering (lws closes), 0 to go on. */
+ * core refuses (unknown or missing transport, unknown sid, bad EIO) is answered as the
+ * reference's abortUpgrade does, 400 with the Engine.IO error's message, instead of a bare
+ * TCP close; so are a stopping gateway (503) and the per-address connect limit (429). (Where
+ * engine.io accepts the WebSocket and closes it at once, so does the core: see ws_open.)
+ * Returns -1 after answering (lws closes), 0 to go on. */
 static int sb_socketio_ws_confirm(sb_socketio_t *io, struct lws *wsi) {
-    static const char limited[] = "{\"code\":3,\"message\":\"" SB_SOCKETIO_LIMITED "\"}";
     sb_socketio_wsq_t q;
     sb_eio_req_t r;
     sb_eio_reply_t out = {0};
-    if (!io || sb_socketio_ws_request(wsi, &q, &r) != 0) return 0; /* the filter refuses */
+    if (!io || sb_socketio_ws_request(io, wsi, &q, &r) != 0) return 0; /* the filter refuses */
     if (io->gw->stopping) {
-        sb_eio_error_reply(io->eio, SB_EIO_ERR_BAD, 503, &out);
-        out.status = 503;
+        sb_socketio_ws_refuse(wsi, 503, "the server is shutting down");
     } else if (!r.sid && !sb_socketio_ip_allowed(io, wsi)) {
-        sb_socketio_ws_refuse(wsi, 429, limited, sizeof limited - 1);
-        return -1;
+        sb_socketio_ws_refuse(wsi, 429, SB_SOCKETIO_LIMITED);
     } else if (sb_eio_check(io->eio, &r, &out) == 0) {
         return 0;
+    } else {
+        sb_socketio_ws_refuse(wsi, out.status, sb_eio_error_message(out.code));
+        sb_eio_buf_unref(out.body);
     }
-    if (out.body) sb_socketio_ws_refuse(wsi, out.status, out.body->data, out.body->len);
-    sb_eio_buf_unref(out.body);
     return -1;
 }
 
@@ -593,22 +662,28 @@ static int sb_socketio_ws_filter(sb_socketio_t *io, struct lws *wsi) {
     sb_socketio_wsq_t q;
     sb_eio_req_t r;
     sb_eio_reply_t out;
-    if (!io || io->gw->stopping || sb_socketio_ws_request(wsi, &q, &r) != 0) return -1;
+    if (!io || io->gw->stopping || sb_socketio_ws_request(io, wsi, &q, &r) != 0) return -1;
     if (sb_eio_check(io->eio, &r, &out) == 0) return 0;
     sb_eio_buf_unref(out.body);
     return -1;
 }
 
+static void sb_socketio_ws_close_frame(struct lws *wsi, int code);
+
+/* ESTABLISHED: the core attaches the WebSocket; one engine.io accepts only to close it
+ * (SB_EIO_UPGRADE_CLOSE) gets a Close frame (1000) at once. */
 static int sb_socketio_ws_open(sb_socketio_t *io, struct lws *wsi, sb_socketio_ws_t *ws) {
     sb_socketio_wsq_t q;
     sb_eio_req_t r;
     sb_eio_reply_t out;
-    if (!io || sb_socketio_ws_request(wsi, &q, &r) != 0) return -1;
+    if (!io || sb_socketio_ws_request(io, wsi, &q, &r) != 0) return -1;
     int status = sb_eio_http(io->eio, &r, wsi, sb_mono_ms(), &out);
     sb_eio_buf_unref(out.body);
+    if (status == SB_EIO_UPGRADE_CLOSE) sb_socketio_ws_close_frame(wsi, LWS_CLOSE_STATUS_NORMAL);
     if (status != 101) return -1;
     ws->id = out.id;
     ws->attached = 1;
+    ws->io = io;
     io->ws_opened++;
     lws_callback_on_writable(wsi);
     return 0;
@@ -758,7 +833,7 @@ static int sb_socketio_ws_send(sb_socketio_t *io, struct lws *wsi, sb_socketio_w
     sb_eio_buf_t *pkts[SB_SOCKETIO_BURST];
     size_t bytes = 0;
     int n = 0, rc = 0;
-    while (n < SB_SOCKETIO_BURST && bytes < SB_SOCKETIO_BURST_BYTES &&
+    while (n < io->burst && bytes < SB_SOCKETIO_BURST_BYTES &&
            (rc = sb_eio_ws_pull(io->eio, ws->id, wsi, &pkts[n])) == 1)
         bytes += pkts[n++]->len;
     if (n == 0 && rc == SB_EIO_CLOSE) {
@@ -795,7 +870,7 @@ static int sb_socketio_ws_send(sb_socketio_t *io, struct lws *wsi, sb_socketio_w
 
 int sb_socketio_ws_callback(struct lws *wsi, enum lws_callback_reasons reason,
                             sb_socketio_ws_t *ws, void *in, size_t len) {
-    sb_socketio_t *io = sb_socketio_of(wsi);
+    sb_socketio_t *io = ws && ws->io ? ws->io : sb_socketio_of(wsi);
     if (reason == LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION) return sb_socketio_ws_filter(io, wsi);
     if (reason == LWS_CALLBACK_HTTP_CONFIRM_UPGRADE) return sb_socketio_ws_confirm(io, wsi);
     if (!ws)
