@@ -433,6 +433,17 @@ static void test_binary_without_handler(void **state) {
     assert_int_equal(f->app.disconnects, 1);
     assert_string_equal(f->app.reason, "parse error");
     fixture_free(f);
+    /* a placeholder naming no attachment: "illegal attachments", as socket.io-parser */
+    f = fixture_new_sio(NULL, NULL, 1);
+    ws = &f->http.conns[0];
+    id = fake_ws_session(f->eio, ws, 0);
+    fake_ws_send(f->eio, id, ws, "40{\"token\":\"good-B\"}", 1);
+    fake_ws_send(f->eio, id, ws, "451-[\"b\",{\"_placeholder\":true,\"num\":1}]", 2);
+    assert_int_equal(sb_eio_ws_frame(f->eio, id, ws, "\x01", 1, 1, 2), 0);
+    assert_int_equal(f->app.events, 0);
+    assert_int_equal(f->app.disconnects, 1);
+    assert_string_equal(f->app.reason, "parse error");
+    fixture_free(f);
 }
 
 static void test_invalid_state_closes(void **state) {

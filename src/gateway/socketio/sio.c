@@ -340,6 +340,20 @@ static void sb_sio_on_event(sb_sio_t *sio, sb_eio_id_t id, const sb_sio_socket_t
                     sizeof sb_sio_unsupported - 1, NULL, 0);
 }
 
+/* 1 when every placeholder {"_placeholder":true,"num":N} in d names one of n attachments
+ * (socket.io-parser's reconstructPacket throws "illegal attachments" otherwise). The depth
+ * is bounded by sb_json_parse's. */
+static int sb_sio_placeholders_ok(const cJSON *d, int n) {
+    if (cJSON_IsObject(d) && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(d, "_placeholder"))) {
+        const cJSON *num = cJSON_GetObjectItemCaseSensitive(d, "num");
+        return cJSON_IsNumber(num) && num->valuedouble >= 0 && num->valuedouble < n &&
+               num->valuedouble == (double)(int)num->valuedouble;
+    }
+    for (const cJSON *c = d ? d->child : NULL; c; c = c->next)
+        if (!sb_sio_placeholders_ok(c, n)) return 0;
+    return 1;
+}
+
 /* A binary packet with attachments to come: it waits on its socket. Takes p's data. Returns
  * 0, or SB_ENOMEM (p left as it was). */
 static int sb_sio_wait_attachments(sb_sio_t *sio, sb_sio_socket_t *sock, sb_sio_packet_t *p) {
@@ -383,6 +397,11 @@ static void sb_sio_on_attachment(sb_sio_t *sio, sb_eio_id_t id, const char *data
     }
     if (++pd->got < pd->pkt.attachments) return;
     sock->pending = NULL;
+    if (!sb_sio_placeholders_ok(pd->pkt.data, pd->got)) {
+        sb_sio_pending_free(pd);
+        sb_eio_close(sio->eio, id, 0, "parse error");
+        return;
+    }
     if (pd->pkt.type == SB_SIO_BINARY_EVENT)
         sb_sio_on_event(sio, id, sock, &pd->pkt, pd->keep ? pd->att : NULL,
                         pd->keep ? pd->got : 0);
