@@ -402,17 +402,33 @@ static void test_namespaces_and_binary(void **state) {
     fixture_free(f);
 }
 
+/* A fresh fixture (with or without on_event) and a WebSocket session connected to "/" on
+ * its conns[0]; *id gets the session. */
+static fixture_t *connected_fixture(int with_events, sb_eio_id_t *id) {
+    fixture_t *f = fixture_new_sio(NULL, NULL, with_events);
+    char out[256];
+    *id = fake_ws_session(f->eio, &f->http.conns[0], 0);
+    fake_ws_send(f->eio, *id, &f->http.conns[0], "40{\"token\":\"good-B\"}", 1);
+    fake_ws_pull(f->eio, *id, &f->http.conns[0], out, sizeof out);
+    return f;
+}
+
+/* The session was closed as a parse error; frees f. */
+static void expect_parse_error(fixture_t *f) {
+    assert_int_equal(f->app.disconnects, 1);
+    assert_string_equal(f->app.reason, "parse error");
+    fixture_free(f);
+}
+
 /* A push server (no on_event): a binary event's attachments are counted and dropped and its
- * ack id answered with the error; text before they are in, or a binary message nothing waits
- * for, close the session (socket.io-parser throws). */
+ * ack id answered with the error; text before they are in, a binary message nothing waits
+ * for, or a placeholder naming no attachment close the session (socket.io-parser throws). */
 static void test_binary_without_handler(void **state) {
     (void)state;
-    fixture_t *f = fixture_new_sio(NULL, NULL, 0);
+    sb_eio_id_t id;
+    fixture_t *f = connected_fixture(0, &id);
     void *ws = &f->http.conns[0];
     char out[256];
-    sb_eio_id_t id = fake_ws_session(f->eio, ws, 0);
-    fake_ws_send(f->eio, id, ws, "40{\"token\":\"good-B\"}", 1);
-    fake_ws_pull(f->eio, id, ws, out, sizeof out);
     fake_ws_send(f->eio, id, ws, "452-9[\"b\",{\"_placeholder\":true,\"num\":0},"
                                  "{\"_placeholder\":true,\"num\":1}]", 2);
     assert_int_equal(sb_eio_ws_frame(f->eio, id, ws, "\x01", 1, 1, 2), 0);
@@ -422,28 +438,16 @@ static void test_binary_without_handler(void **state) {
     assert_string_equal(out, "439[{\"error\":\"client events are not supported\"}]");
     fake_ws_send(f->eio, id, ws, "451-[\"b\",{\"_placeholder\":true,\"num\":0}]", 3);
     fake_ws_send(f->eio, id, ws, "42[\"text\"]", 3); /* text while an attachment is due */
-    assert_int_equal(f->app.disconnects, 1);
-    assert_string_equal(f->app.reason, "parse error");
-    fixture_free(f);
-    f = fixture_new_sio(NULL, NULL, 0);
-    ws = &f->http.conns[0];
-    id = fake_ws_session(f->eio, ws, 0);
-    fake_ws_send(f->eio, id, ws, "40{\"token\":\"good-B\"}", 1);
-    assert_int_equal(sb_eio_ws_frame(f->eio, id, ws, "\x01", 1, 1, 2), 0); /* unexpected */
-    assert_int_equal(f->app.disconnects, 1);
-    assert_string_equal(f->app.reason, "parse error");
-    fixture_free(f);
-    /* a placeholder naming no attachment: "illegal attachments", as socket.io-parser */
-    f = fixture_new_sio(NULL, NULL, 1);
-    ws = &f->http.conns[0];
-    id = fake_ws_session(f->eio, ws, 0);
-    fake_ws_send(f->eio, id, ws, "40{\"token\":\"good-B\"}", 1);
-    fake_ws_send(f->eio, id, ws, "451-[\"b\",{\"_placeholder\":true,\"num\":1}]", 2);
-    assert_int_equal(sb_eio_ws_frame(f->eio, id, ws, "\x01", 1, 1, 2), 0);
+    expect_parse_error(f);
+    f = connected_fixture(0, &id);
+    assert_int_equal(sb_eio_ws_frame(f->eio, id, &f->http.conns[0], "\x01", 1, 1, 2), 0);
+    expect_parse_error(f); /* an attachment nothing waits for */
+    f = connected_fixture(1, &id); /* "illegal attachments", as socket.io-parser */
+    fake_ws_send(f->eio, id, &f->http.conns[0],
+                 "451-[\"b\",{\"_placeholder\":true,\"num\":1}]", 2);
+    assert_int_equal(sb_eio_ws_frame(f->eio, id, &f->http.conns[0], "\x01", 1, 1, 2), 0);
     assert_int_equal(f->app.events, 0);
-    assert_int_equal(f->app.disconnects, 1);
-    assert_string_equal(f->app.reason, "parse error");
-    fixture_free(f);
+    expect_parse_error(f);
 }
 
 static void test_invalid_state_closes(void **state) {

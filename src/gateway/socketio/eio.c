@@ -308,7 +308,8 @@ static int sb_eio_on_base64(sb_eio_server_t *srv, sb_eio_session_t *s, const sb_
         sb__eio_mark_closed(srv, s, 0, rc == SB_EINVAL ? sb__eio_r_parse : "server error");
         return 1;
     }
-    if (srv->app.on_message) srv->app.on_message(srv->app.ud, sb__eio_id(srv, s), bytes, len, 1, now);
+    if (srv->app.on_message)
+        srv->app.on_message(srv->app.ud, sb__eio_id(srv, s), bytes, len, 1, now);
     free(bytes);
     return s->state == ST_OPEN ? 0 : 1;
 }
