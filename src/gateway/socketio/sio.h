@@ -35,11 +35,11 @@
  * sb_sio_socket_t), but for now no "pid" is sent, so clients never attempt it; replay is done by
  * the HTTP layer in on_connect from Redis (the SPEC's must-have).
  *
- * Memory: a connected socket adds one sb_sio_socket_t (sb_sio_socket_size(): 328 bytes with
+ * Memory: a connected socket adds one sb_sio_socket_t (sb_sio_socket_size(): 352 bytes with
  * the identity inline) plus its room memberships (16 bytes on each side per room); an engine
  * session that has not connected adds nothing. Total measured per connected socket, engine
- * session and a room of its own included: ~704 bytes of heap (public keys up to 128
- * characters inline). */
+ * session and a room of its own included: ~704 bytes of heap with the 328-byte socket of
+ * before namespaces (so ~728 now; public keys up to 128 characters inline). */
 #ifndef SB_GATEWAY_SIO_H
 #define SB_GATEWAY_SIO_H
 
