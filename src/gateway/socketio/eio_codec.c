@@ -1,5 +1,6 @@
 /* Engine.IO pure parts: refcounted shared packet buffers, the polling payload split, packet
- * decoding (v4, and v3's length-prefixed string / binary payloads) and random sids. No session state; the fuzzer and tests call these directly. */
+ * decoding (v4, and v3's length-prefixed string / binary payloads) and random sids. No session
+ * state; the fuzzer and tests call these directly. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,6 +1,7 @@
-/* Socket.IO v5 (and v4 for Engine.IO v3 sessions) over Engine.IO: the packet codec, the main namespace with token auth and the
- * user/admin rooms, and shared-buffer emission. Per connected socket it keeps an
- * sb_sio_socket_t hung on the engine session (sb_eio_set_app_data). See sio.h. */
+/* Socket.IO v5 (and v4 for Engine.IO v3 sessions) over Engine.IO: the packet codec, the main
+ * namespace with token auth and the user/admin rooms, and shared-buffer emission. Per connected
+ * socket it keeps an sb_sio_socket_t hung on the engine session (sb_eio_set_app_data). See
+ * sio.h. */
 #include "gateway/socketio/sio.h"
 
 #include <stdio.h>

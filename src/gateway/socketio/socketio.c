@@ -509,11 +509,12 @@ void sb_socketio_request(sb_req_t *req) {
     }
     sb_eio_reply_t out;
     int status = sb_eio_http(io->eio, &r, req->wsi, sb_mono_ms(), &out);
-    sb_eio_id_t opened = status == 200 && !r.sid ? out.id : 0;
-    if (opened) io->polling_opened++;
+    if (status == 200 && !r.sid) {
+        io->polling_opened++;
+        sb_socketio_connect_v2(io, out.id, req->query); /* its answer comes on the next GET */
+    }
     if (status != SB_EIO_HOLD) {
         sb_socketio_answer(req, &out);
-        if (opened) sb_socketio_connect_v2(io, opened, req->query);
         return;
     }
     req->hold_id = out.id;
