@@ -160,6 +160,11 @@ test('raw v3 polling: length-prefixed payloads, client ping answered, query toke
   const post = await fetch(sq, { method: 'POST', body: '1:2' + '8:42["😀"]' });
   assert.strictEqual(post.status, 200);
   assert.strictEqual(await (await fetch(sq)).text(), '1:3');
+  // the XHR2 binary payload of a ping: 0 (string), length 1 as a digit byte, 0xFF, "2"
+  const bin = await fetch(sq, { method: 'POST', body: Buffer.from([0, 1, 0xff, 0x32]),
+    headers: { 'content-type': 'application/octet-stream' } });
+  assert.strictEqual(bin.status, 200);
+  assert.strictEqual(await (await fetch(sq)).text(), '1:3');
   // a length that cuts the packet short is a framing error: 400, the session is closed
   const bad = await fetch(sq, { method: 'POST', body: '9:2' });
   assert.strictEqual(bad.status, 400);

@@ -515,12 +515,19 @@ static sb_eio_id_t ws_session3(fixture_t *f, int i) {
     return r.id;
 }
 
+/* A v3 session on conns[0] connected (or refused) with the handshake's token; the answer
+ * pulled into out. */
+static sb_eio_id_t v2_connect(fixture_t *f, const char *token, char *out, size_t n) {
+    sb_eio_id_t id = ws_session3(f, 0);
+    assert_int_equal(sb_sio_connect_v2(f->sio, id, token), 0);
+    assert_int_equal(fake_ws_pull(f->eio, id, &f->http.conns[0], out, n), 1);
+    return id;
+}
+
 static void test_v2_connect_with_handshake_token(void **state) {
     fixture_t *f = *state;
     char out[256];
-    sb_eio_id_t id = ws_session3(f, 0);
-    assert_int_equal(sb_sio_connect_v2(f->sio, id, "good-PK2"), 0);
-    assert_int_equal(fake_ws_pull(f->eio, id, &f->http.conns[0], out, sizeof out), 1);
+    sb_eio_id_t id = v2_connect(f, "good-PK2", out, sizeof out);
     assert_string_equal(out, "40"); /* protocol rev 4: no sid payload */
     assert_int_equal(f->app.connects, 1);
     assert_int_equal(sb_rooms_size(sb_sio_rooms(f->sio), "user:PK2"), 1);
@@ -538,9 +545,7 @@ static void test_v2_connect_with_handshake_token(void **state) {
 static void test_v2_refused_with_v2_error_packet(void **state) {
     fixture_t *f = *state;
     char out[256];
-    sb_eio_id_t id = ws_session3(f, 0);
-    assert_int_equal(sb_sio_connect_v2(f->sio, id, "forged"), 0);
-    assert_int_equal(fake_ws_pull(f->eio, id, &f->http.conns[0], out, sizeof out), 1);
+    sb_eio_id_t id = v2_connect(f, "forged", out, sizeof out);
     assert_string_equal(out, "44\"invalid \\\"token\\\"\""); /* a JSON string, not an object */
     assert_null(sb_sio_identity(f->sio, id));
     assert_int_equal(sb_rooms_count(sb_sio_rooms(f->sio)), 0);
