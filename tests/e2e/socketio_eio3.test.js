@@ -39,8 +39,9 @@ function connect2(url, token, opts = {}) {
   s.on('error', (e) => s.errors.push(e));
   s.on('connect_error', (e) => s.errors.push(e));
   s.on('connect', () => { s.connects++; });
+  // generous: the first job also waits for the agent to start
   s.next = (name, pred = () => true) => waitFor(
-    () => s.events.find((e) => e.name === name && pred(e.data)), { what: name });
+    () => s.events.find((e) => e.name === name && pred(e.data)), { what: name, timeoutMs: 30000 });
   s.connected$ = () => waitFor(() => s.connected, { what: 'v2 connect' });
   return s;
 }
