@@ -880,6 +880,11 @@ static void test_v3_polling_framing(void **state) {
     assert_int_equal(f->app.binary[1], 1);
     assert_memory_equal(f->app.msgs[2], "\x01\x02", 2);
     assert_int_equal(f->app.binary[2], 1);
+    /* a binary message goes out as engine.io-parser v2 writes it: `b4` + base64, prefixed */
+    assert_int_equal(sb_eio_send_binary(f->srv, id, "\x01\x02\x03", 3), 0);
+    assert_int_equal(sb_eio_send_text(f->srv, id, "x", 1), 0);
+    assert_int_equal(get3(f, sid, 4, out, sizeof out), 200);
+    assert_string_equal(out, "6:b4AQID2:4x");
     /* a held GET released by a graceful close: what is queued, then the close, framed */
     assert_int_equal(get3(f, sid, 5, out, sizeof out), SB_EIO_HOLD);
     assert_int_equal(sb_eio_send_text(f->srv, id, "2[1]", 4), 0);
