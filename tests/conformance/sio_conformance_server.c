@@ -29,7 +29,7 @@
 #include "switchboard/json.h"
 
 #define CONF_DEFAULT_PORT 3000
-#define CONF_AUTH_DELAY_MS 10 /* see conf_auth_emit_t */
+#define CONF_AUTH_DELAY_MS 50 /* see conf_auth_emit_t */
 
 typedef struct conf {
     sb_gateway_t gw;
