@@ -226,12 +226,17 @@ window.SBConsole = (() => {
     return ctx.el('span', { class: 'row-actions' }, ...out);
   }
 
+  // The cells every job table starts with: id, owner, state.
+  function idCells(entry) {
+    return [td('Job', ctx.el('span', { class: 'mono', text: entry.jobId })),
+      td('User', ctx.el('span', { class: 'mono', text: owner(entry.job || {}) })),
+      td('State', pill(jobState(entry)))];
+  }
+
   function jobRow(entry) {
     const j = entry.job || {};
     return ctx.el('tr', { 'data-job-id': entry.jobId, 'data-state': jobState(entry) },
-      td('Job', ctx.el('span', { class: 'mono', text: entry.jobId })),
-      td('User', ctx.el('span', { class: 'mono', text: owner(j) })),
-      td('State', pill(jobState(entry))),
+      ...idCells(entry),
       td('Attempts', ctx.fmtNum(Number(j.attempts || 0)), 'num'),
       td('Created', ctx.fmtDateTime(j.createdAt)),
       td('Actions', actionsFor({ ...entry, type: $('ajobs-type').value }, 'jobs'), 'actions'));
@@ -347,9 +352,7 @@ window.SBConsole = (() => {
   function deadRow(entry) {
     const j = entry.job || {};
     return ctx.el('tr', { 'data-job-id': entry.jobId, 'data-state': jobState(entry) },
-      td('Job', ctx.el('span', { class: 'mono', text: entry.jobId })),
-      td('User', ctx.el('span', { class: 'mono', text: owner(j) })),
-      td('State', pill(jobState(entry))),
+      ...idCells(entry),
       td('Error', ctx.el('span', { class: 'outcome err', text: j.error || j.lastError || '–', title: j.details || '' })),
       td('Attempts', ctx.fmtNum(Number(j.attempts || 0)), 'num'),
       td('Failed', ctx.fmtDateTime(j.updatedAt)),
