@@ -289,7 +289,7 @@ window.SBConsole = (() => {
     const j = d.job || {};
     $('detail-title').textContent = `Job ${d.jobId}`;
     const kv = [['Type', j.type || st.detail.type], ['State', d.state], ['User', owner(j)],
-      ['Attempts', String(j.attempts ?? 0)], ['Agent', d.agent ? (d.agent.agentId || d.agent.agent_id || JSON.stringify(d.agent)) : (j.agentId || '–')],
+      ['Attempts', String(j.attempts ?? 0)], ['Agent', d.agent || '–'],
       ['Created', j.createdAt || '–'], ['Updated', j.updatedAt || '–']];
     $('detail-kv').replaceChildren(...kv.flatMap(([k, v]) => [ctx.el('dt', { text: k }), ctx.el('dd', { text: v, 'data-key': k.toLowerCase() })]));
     $('detail-payload').textContent = JSON.stringify(j.payload ?? null, null, 2);

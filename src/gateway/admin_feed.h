@@ -10,7 +10,8 @@
  *   admin:queues  {"queues":[counts... as GET /admin/queues],"rates":{type: finished jobs/s},
  *                 "at": unix ms} every SB_ADMIN_FEED_TICK_MS while admins are connected (read
  *                 on libuv's thread pool, admin_views.h), and at once after an admin action.
- *   admin:action  {"action","type","jobId"?,"by","previousState"?,"count"?} after each
+ *   admin:action  {"action","type","jobId"?,"previousState"?,"count"? (retry-dead),
+ *                 "changed"? (pause, resume),"by"} after each
  *                 successful admin action on this gateway (retry, retry-dead, cancel, delete,
  *                 pause, resume).
  * Whether admins are connected is learnt from the emits themselves (how many sockets each

@@ -139,8 +139,10 @@ static void sb_adm_announce(sb_req_t *req, const sb_api_admin_ctx_t *c, const ch
     if (c->op == SB_ADM_RETRY || c->op == SB_ADM_CANCEL || c->op == SB_ADM_DELETE) {
         cJSON_AddStringToObject(doc, "jobId", c->id);
         cJSON_AddStringToObject(doc, "previousState", c->res.state);
-    } else {
+    } else if (c->op == SB_ADM_RETRY_DEAD) {
         cJSON_AddNumberToObject(doc, "count", c->n);
+    } else { /* pause / resume: whether it was not already so */
+        cJSON_AddBoolToObject(doc, "changed", c->n != 0);
     }
     cJSON_AddStringToObject(doc, "by", c->by);
     char *text = doc ? cJSON_PrintUnformatted(doc) : NULL;

@@ -319,7 +319,7 @@ test('Socket.IO: admins get admin:jobs, admin:queues and admin:action; users get
     assert.ok('oldestPendingAgeMs' in q.data.queues[1] && typeof q.data.rates.report === 'number', JSON.stringify(q.data));
     assert.strictEqual((await call('POST', '/admin/queues/report/pause')).status, 200);
     const a = await adm.next('admin:action', (d) => d.action === 'paused');
-    assert.deepStrictEqual(a.data, { action: 'paused', type: 'report', count: 1, by: 'admin:u-1' });
+    assert.deepStrictEqual(a.data, { action: 'paused', type: 'report', changed: true, by: 'admin:u-1' });
     await adm.next('admin:queues', (d) => d.queues[1].paused === true, 'admin:queues showing the pause');
     assert.strictEqual((await call('POST', '/admin/queues/report/resume')).status, 200);
     await adm.next('admin:action', (d) => d.action === 'resumed');
