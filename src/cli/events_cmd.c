@@ -418,14 +418,21 @@ static long long sb_xlen(sb_redis_t *r, const char *key) {
     return n;
 }
 
+/* Opens the object of an XINFO group or consumer (pairs): `{"name":…,"pending":…`, after a
+ * comma unless first. */
+static void sb_jw_info_open(sb_jw_t *w, const redisReply *pairs, int first) {
+    const redisReply *name = sb_pair(pairs, "name");
+    if (!first) sb_jw_lit(w, ",");
+    sb_jw_member(w, "{\"name\":", name && name->str ? name->str : "");
+    sb_jw_lit(w, ",\"pending\":");
+    sb_jw_reply_int(w, sb_pair(pairs, "pending"));
+}
+
 static void sb_jw_info_consumers(sb_jw_t *w, const redisReply *cons) {
     sb_jw_lit(w, ",\"consumers\":[");
     for (size_t j = 0; cons && cons->type == REDIS_REPLY_ARRAY && j < cons->elements; j++) {
-        const redisReply *c = cons->element[j], *name = sb_pair(c, "name");
-        if (j) sb_jw_lit(w, ",");
-        sb_jw_member(w, "{\"name\":", name ? name->str : "");
-        sb_jw_lit(w, ",\"pending\":");
-        sb_jw_reply_int(w, sb_pair(c, "pending"));
+        const redisReply *c = cons->element[j];
+        sb_jw_info_open(w, c, j == 0);
         sb_jw_lit(w, ",\"idle_ms\":");
         sb_jw_reply_int(w, sb_pair(c, "idle"));
         sb_jw_lit(w, "}");
@@ -440,10 +447,7 @@ static void sb_info_group(sb_redis_t *r, const char *key, const redisReply *g, s
     const redisReply *name = sb_pair(g, "name");
     redisReply *cons = name ? sb_redis_cmd(r, "XINFO CONSUMERS %s %s", key, name->str) : NULL;
     if (w) {
-        if (!first) sb_jw_lit(w, ",");
-        sb_jw_member(w, "{\"name\":", name ? name->str : "");
-        sb_jw_lit(w, ",\"pending\":");
-        sb_jw_reply_int(w, sb_pair(g, "pending"));
+        sb_jw_info_open(w, g, first);
         sb_jw_lit(w, ",\"last_delivered_id\":");
         sb_jw_reply_id(w, sb_pair(g, "last-delivered-id"));
         sb_jw_lit(w, ",\"lag\":");

@@ -87,6 +87,12 @@ static void enqueue_as(sb_redis_t *r, const char *pk, const char *payload, char 
     while (sb_now_ms() <= t0) sb_sleep_ms(1, NULL);
 }
 
+/* A job whose record is gone, as when it expires: its index entries and history stay. */
+static void enqueue_gone(sb_redis_t *r, const char *pk, char id[SB_JOB_ID_LEN]) {
+    enqueue_as(r, pk, "{}", id);
+    integer(r, "DEL agent:rebalance:job:%s%s", id, "");
+}
+
 static sb_agent_opts_t fast_opts(void) {
     sb_agent_opts_t o;
     sb_agent_opts_init(&o);
@@ -218,8 +224,7 @@ static void test_expired_ids_leave_the_indices(void **state) {
     (void)state;
     sb_redis_t *r = sb_test_redis_client(&srv);
     char a[SB_JOB_ID_LEN];
-    enqueue_as(r, "PKA", "{}", a);
-    integer(r, "DEL agent:rebalance:job:%s%s", a, "");
+    enqueue_gone(r, "PKA", a);
     cJSON *out = NULL;
     sb_jobctl_query_t q = {.type = "rebalance", .limit = 10};
     assert_int_equal(sb_jobctl_list(r, &q, &out), 0);
@@ -240,9 +245,11 @@ static void test_sweep_removes_entries_of_gone_jobs(void **state) {
     enum { N = 12 };
     sb_redis_t *r = sb_test_redis_client(&srv);
     char ids[N][SB_JOB_ID_LEN];
-    for (int i = 0; i < N; i++) enqueue_as(r, i % 2 ? "PKA" : "PKB", "{}", ids[i]);
     /* ids 0..7 lose their record (as when it expires); one of them was done, one cancelled */
-    for (int i = 0; i < 8; i++) integer(r, "DEL agent:rebalance:job:%s%s", ids[i], "");
+    for (int i = 0; i < N; i++) {
+        if (i < 8) enqueue_gone(r, i % 2 ? "PKA" : "PKB", ids[i]);
+        else enqueue_as(r, i % 2 ? "PKA" : "PKB", "{}", ids[i]);
+    }
     integer(r, "ZADD agent:rebalance:done 1 %s%s", ids[2], "");
     integer(r, "ZADD agent:rebalance:cancelled 1 %s%s", ids[3], "");
     integer(r, "ZADD agent:rebalance:done %s %s", "9999999999999", ids[9]); /* live, done */
@@ -288,8 +295,7 @@ static void test_agent_sweeps_the_indices(void **state) {
     (void)state;
     sb_redis_t *r = sb_test_redis_client(&srv);
     char gone[SB_JOB_ID_LEN];
-    enqueue_as(r, "PKA", "{}", gone);
-    integer(r, "DEL agent:rebalance:job:%s%s", gone, "");
+    enqueue_gone(r, "PKA", gone);
     integer(r, "LREM agent:rebalance:jobs 0 %s%s", gone, ""); /* so that no take meets it */
     sb_agent_opts_t o = fast_opts();
     probe_t p = {0};
