@@ -1,8 +1,12 @@
 // A reconnect storm, run in a worker thread so that the test's own event loop (which times
 // another user's requests) is not the one kept busy: `loops` parallel loops of raw Engine.IO
 // WebSocket connects (handshake, CONNECT with the token, until `40` or `44` or a refused
-// upgrade, then close), each loop at most one connect per `minMs`, until `untilMs` (unix ms).
-// Posts back a Map-like array of [what the server said, count].
+// upgrade, then close), each loop at most one connect per `minMs`, while the parent says so.
+// The parent posts 'storm' to start the loops, 'calm' to pause them and 'stop' to end them;
+// the worker posts 'paused' when it is loaded and whenever a 'calm' took effect (no connect
+// in flight), and after 'stop' { seen: a Map-like array of [what the server said, count],
+// ms: each connect's time from the handshake to the answer }. One worker
+// for all the rounds: starting one per round costs seconds on a loaded machine.
 'use strict';
 const { parentPort, workerData } = require('node:worker_threads');
 const { rawWs } = require('./sio');
@@ -25,11 +29,35 @@ function connectOnce(base, tok) {
   });
 }
 
-async function loop({ base, token, untilMs, minMs }, seen) {
-  while (Date.now() < untilMs) {
+let mode = 'calm';
+let busy = 0;
+let reopen = null;
+let gate = null;
+
+function paused() {
+  if (mode === 'calm' && busy === 0) parentPort.postMessage('paused');
+}
+
+parentPort.on('message', (m) => {
+  mode = m;
+  if (mode !== 'calm' && reopen) { reopen(); gate = reopen = null; }
+  paused();
+});
+
+async function loop({ base, token, minMs }, seen, ms) {
+  for (;;) {
+    while (mode === 'calm') {
+      if (!gate) gate = new Promise((r) => { reopen = r; });
+      await gate;
+    }
+    if (mode === 'stop') return;
     const t0 = Date.now();
+    busy++;
     const said = await connectOnce(base, token);
+    busy--;
+    ms.push(Date.now() - t0);
     seen.set(said, (seen.get(said) || 0) + 1);
+    paused();
     const left = minMs - (Date.now() - t0);
     if (left > 0) await new Promise((r) => setTimeout(r, left));
   }
@@ -37,8 +65,10 @@ async function loop({ base, token, untilMs, minMs }, seen) {
 
 (async () => {
   const seen = new Map();
+  const ms = [];
   const loops = [];
-  for (let i = 0; i < workerData.loops; i++) loops.push(loop(workerData, seen));
+  for (let i = 0; i < workerData.loops; i++) loops.push(loop(workerData, seen, ms));
+  paused();
   await Promise.all(loops);
-  parentPort.postMessage([...seen]);
+  parentPort.postMessage({ seen: [...seen], ms });
 })();
