@@ -42,6 +42,7 @@ typedef struct {
     int limit;               /* requests per window (> 0 with rate_user) */
     int window_s;            /* window, seconds */
     sb_rand_t *rand;         /* the ids' random bytes (random.h); NULL: each from getrandom */
+    int no_audit;            /* 1 (AUDIT_EVENTS=0): no job.created audit entry */
 } sb_submit_t;
 
 /* The submission script (SHA1 computed once by sb_script_init; the caller keeps it). */

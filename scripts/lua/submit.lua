@@ -7,7 +7,7 @@
 --       7 jobs counter, 8 audit stream, 9 all-jobs index, 10 the job's history list (jobctl.h).
 -- ARGV: 1 limit (0: no rate limit), 2 window ms, 3 member suffix, 4 counter TTL,
 --       5 job id ('': rate check only), 6 record, 7 job TTL, 8 created ms, 9 audit MAXLEN,
---       10 event_id, 11 event_type, 12 timestamp, 13 data, 14 channel ('': none), 15 message
+--       10 event_id, 11 event_type, 12 timestamp, 13 data ('': no audit entry), 14 channel ('': none), 15 message
 --       (the {type}:created notification for the owner's Socket.IO room), 16 the owner (who,
 --       in the history).
 -- Returns three integers a job, in order: allowed 0|1, remaining (-1 without a limit),
@@ -98,8 +98,10 @@ for j = 0, jobs - 1 do
     redis.call('ZADD', KEYS[k + 6], ARGV[a + 8], id)
     redis.call('EXPIRE', KEYS[k + 6], ttl)
     count(KEYS[k + 7], ARGV[a + 4])
-    redis.call('XADD', KEYS[k + 8], 'MAXLEN', '~', ARGV[a + 9], '*', 'event_id', ARGV[a + 10],
-               'event_type', ARGV[a + 11], 'timestamp', ARGV[a + 12], 'data', ARGV[a + 13])
+    if ARGV[a + 13] ~= '' then
+      redis.call('XADD', KEYS[k + 8], 'MAXLEN', '~', ARGV[a + 9], '*', 'event_id', ARGV[a + 10],
+                 'event_type', ARGV[a + 11], 'timestamp', ARGV[a + 12], 'data', ARGV[a + 13])
+    end
     if ARGV[a + 14] ~= '' then redis.call('PUBLISH', ARGV[a + 14], ARGV[a + 15]) end
     add(indices, index_order, KEYS[k + 9], ARGV[a + 8], id)
     redis.call('RPUSH', KEYS[k + 10], 'queued', ARGV[a + 16], ARGV[a + 12], 'enqueued')

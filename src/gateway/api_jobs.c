@@ -88,7 +88,7 @@ static int sb_job_submit_prepare(sb_req_t *req, sb_submit_call_t **call) {
     sb_submit_t q = {.type = type, .job_id = id, .public_key = user.public_key,
                      .record_json = json, .now_ms = now, .rate_user = sb_job_rate_user(req),
                      .limit = cfg->rate_limit, .window_s = cfg->rate_window,
-                     .rand = &req->gw->rand};
+                     .rand = &req->gw->rand, .no_audit = !cfg->audit_events};
     int rc = json ? sb_submit_prepare(&q, call) : SB_ENOMEM;
     free(json);
     return rc;

@@ -215,7 +215,7 @@ void sb__finish_args_init(sb__finish_args_t *args, const sb_agent_t *a, const ch
     sb_fmt_llz(args->mttl, SB_METRICS_TTL);
     sb_fmt_llz(args->jttl, SB_JOB_TTL);
     sb_fmt_llz(args->audit_max, SB_EVENTS_AUDIT_MAXLEN);
-    if (!requeue) args->ev_data = sb_finish_audit(a, id, f, &args->ev);
+    if (!requeue && !a->o.no_audit) args->ev_data = sb_finish_audit(a, id, f, &args->ev);
     sb_key(args->k_hist, sizeof args->k_hist, SB_KEY_HISTORY, a->type, id);
     sb_fmt_llz(args->now, now);
     sb_fmt_llz(args->dttl, a->o.dead_retention_s);

@@ -527,11 +527,26 @@ static void test_update_by_sha1_and_after_script_flush(void **state) {
     assert_non_null(info);
     assert_null(strstr(info->str, "cmdstat_eval:")); /* EVALSHA only */
     freeReplyObject(info);
+    sb_expect_int(r, 6, "XLEN agent:stream:job.completed"); /* AUDIT_EVENTS defaults to on */
     sb_expect_ok(r, "SCRIPT FLUSH");
     run_one(r, id, 0); /* its update may be refused (NOSCRIPT): the job still ends done */
     wait_counted(a, 7, 0);
     run_one(r, id, 1);
     run_one(r, id, 1);
+    free_agent(f, a);
+}
+
+/* AUDIT_EVENTS=0 (no_audit): jobs finish without job.completed entries. */
+static void test_no_audit_events(void **state) {
+    fixture_t *f = *state;
+    sb_redis_t *r = f->r;
+    sb_agent_opts_t cfg = test_config();
+    cfg.no_audit = 1;
+    sb_agent_t *a = start_agent(f, &cfg);
+    char id[SB_JOB_ID_LEN];
+    run_one(r, id, 1);
+    run_one(r, id, 1);
+    sb_expect_int(r, 0, "EXISTS agent:stream:job.completed");
     free_agent(f, a);
 }
 
@@ -973,6 +988,7 @@ int main(void) {
         WITH_FIXTURE(test_recovers_jobs_of_a_dead_agent),
         WITH_FIXTURE(test_reclaims_ids_orphaned_in_its_own_list),
         WITH_FIXTURE(test_update_by_sha1_and_after_script_flush),
+        WITH_FIXTURE(test_no_audit_events),
         WITH_FIXTURE(test_shutdown_puts_back_unfinished_jobs),
         WITH_FIXTURE(test_stop_mid_stream_leaves_no_job_taken),
         WITH_FIXTURE(test_survives_redis_restart),

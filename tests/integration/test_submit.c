@@ -167,6 +167,34 @@ static void test_group_all_or_nothing(void **state) {
     sb_redis_free(r);
 }
 
+/* AUDIT_EVENTS=0 (no_audit): the job is written whole, its history says when, and no
+ * job.created entry is appended; by default one is. */
+static void test_no_audit_skips_the_stream(void **state) {
+    (void)state;
+    sb_redis_t *r = sb_test_redis_client(&srv);
+    sb_script_t s;
+    sb_submit_script_init(&s);
+    char id[SB_JOB_ID_LEN], key[SB_KEY_LEN];
+    sb_submit_t q;
+    sb_rate_result_t res;
+    job_of(&q, "grp", 0, id, sizeof id);
+    q.no_audit = 1;
+    assert_int_equal(sb_submit_run(r, &s, &q, &res), 0);
+    assert_true(res.allowed);
+    snprintf(key, sizeof key, "agent:grp:job:%s", id);
+    assert_int_equal(integer(r, "EXISTS %s", key), 1);
+    assert_int_equal(integer(r, "EXISTS %s", "agent:stream:job.created"), 0);
+    redisReply *h = sb_redis_cmd(r, "LINDEX agent:grp:hist:%s 2", id); /* 'at' */
+    assert_non_null(h);
+    assert_int_equal(h->type, REDIS_REPLY_STRING);
+    assert_true(h->len >= 20 && h->str[4] == '-' && h->str[10] == 'T');
+    freeReplyObject(h);
+    job_of(&q, "grp", 1, id, sizeof id);
+    assert_int_equal(sb_submit_run(r, &s, &q, &res), 0);
+    assert_int_equal(integer(r, "XLEN %s", "agent:stream:job.created"), 1);
+    sb_redis_free(r);
+}
+
 int main(void) {
     signal(SIGPIPE, SIG_IGN);
     if (sb_test_redis_start(&srv) != 0) {
@@ -177,6 +205,7 @@ int main(void) {
     struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_group_decides_as_one_by_one, setup),
         cmocka_unit_test_setup(test_group_all_or_nothing, setup),
+        cmocka_unit_test_setup(test_no_audit_skips_the_stream, setup),
     };
     int rc = sb_test_run("submit", tests, sizeof tests / sizeof tests[0]);
     sb_test_redis_stop(&srv);
