@@ -176,7 +176,8 @@ static const sb_verb_t sb_verbs[] = {
      SB_REDIS_FLAGS "port bind jwt-secret dev web-dir job-types rate-limit rate-window "
                     "agent-status-ttl max-chats sio-connect-rate sio-connect-rate-ip "
                     "ping-interval ping-timeout connect-timeout max-payload allow-eio3 "
-                    "tls-cert tls-key trusted-proxies redis-wait-replicas redis-wait-timeout-ms"},
+                    "tls-cert tls-key trusted-proxies redis-wait-replicas redis-wait-timeout-ms "
+                    "audit-events"},
     {"token", sb_cmd_token, "token --role R --public-key PK [--sub S] [--ttl SECONDS] [...]",
      "mint a development JWT (HS256 with JWT_SECRET) and print it", sb_token_detail,
      "jwt-secret role public-key sub name email department-id department ttl"},
@@ -185,7 +186,8 @@ static const sb_verb_t sb_verbs[] = {
      sb_agent_detail,
      SB_REDIS_FLAGS "type concurrency exec worker agent-id max-attempts retry-backoff-ms "
                     "retry-backoff-max-ms job-timeout grace agent-status-ttl heartbeat-interval "
-                    "recovery-interval job-lease dead-retention dead-max metrics-port bind"},
+                    "recovery-interval job-lease dead-retention dead-max metrics-port bind "
+                    "audit-events"},
     {"enqueue", sb_cmd_enqueue,
      "enqueue [--type T] [--user PK] [--wait] [--timeout S] 'JSON'",
      "queue a job (atomically) and print its id; --wait follows it to the end",
