@@ -160,7 +160,8 @@ static const sb_verb_t sb_verbs[] = {
     {"up", sb_cmd_up, "up [--port N] [--concurrency N] [--data-dir DIR]",
      "the whole system here: private redis-server (unless REDIS_URL), gateway, agent, dashboard",
      sb_up_detail,
-     SB_REDIS_FLAGS "port bind jwt-secret job-types web-dir concurrency grace data-dir"},
+     SB_REDIS_FLAGS "port bind jwt-secret job-types web-dir concurrency grace data-dir "
+                    "metrics-port"},
     {"gateway", sb_cmd_gateway, "gateway [--port N] [--bind ADDR] [--dev] [--job-types a,b]",
      "serve the HTTP API (/api/v1), Socket.IO, the dashboard (/), probes and /metrics",
      sb_gateway_detail,
@@ -203,7 +204,7 @@ static const sb_verb_t sb_verbs[] = {
      "event bus on Redis Streams (switchboard events --help)", sb_events_detail,
      SB_REDIS_FLAGS "group consumer maxlen count block-ms min-idle-ms max-deliveries "
                     "idempotency-ttl from correlation-id respond max-events exec job-timeout "
-                    "json limit timeout"},
+                    "json limit timeout metrics-port bind"},
 };
 #define SB_NVERBS (sizeof sb_verbs / sizeof sb_verbs[0])
 

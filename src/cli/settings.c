@@ -122,7 +122,7 @@ static const sb_setting_t sb_settings[] = {
     {"DEAD_MAX", "dead-max", SB_SET_INT, OFF(dead_max), 1, 10000000, "10000",
      "most ids the dead list keeps (the oldest beyond it are deleted)"},
     {"METRICS_PORT", "metrics-port", SB_SET_INT, OFF(metrics_port), 0, 65535, "0",
-     "agent Prometheus port (0 = off)"},
+     "agent / events consume Prometheus port (0 = off)"},
     {"SB_DATA_DIR", "data-dir", SB_SET_STR, OFF(data_dir), 0, 0, ".run",
      "`up`: folder of the private redis-server's data"},
     {"WEB_DIR", "web-dir", SB_SET_STR, OFF(web_dir), 0, 0, NULL,

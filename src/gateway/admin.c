@@ -10,11 +10,17 @@
  * hangs frees the thread after SB_ADMIN_TIMEOUT_MS. The connections come from sb_redis_create
  * with the gateway's Redis address, so TLS and Sentinel work as for every other client.
  *
- * Paused state. /metrics shows switchboard_queue_paused{type} without a Redis call per scrape:
- * the state is cached here, written at once by this gateway's own pause / resume / queries,
- * and read again from Redis every SB_ADMIN_PAUSED_REFRESH_MS on the thread pool (one EXISTS
- * per type), so a pause by the CLI or another gateway shows within that time. A type whose
- * state has not been read yet (Redis down since start) has no sample. */
+ * Queue state. /metrics shows per type the paused flag, the queued / processing / retrying /
+ * dead counts and the age of the oldest queued job without a Redis call on the loop: they are
+ * cached here and read again on the thread pool (sb_jobctl_counts, one script per type, what
+ * `switchboard queue --json` shows) every SB_ADMIN_PAUSED_REFRESH_MS, and on a scrape that
+ * finds them older than SB_ADMIN_STATS_FRESH_MS (the scrape answers with the cache; the next
+ * one sees the new values). So a scrape never waits for Redis, and a pause by the CLI or
+ * another gateway shows within seconds. The paused flag is also written at once by this
+ * gateway's own pause / resume / queries. A type not read yet (Redis down since start) has no
+ * samples. */
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,10 +31,19 @@
 
 #define SB_ADMIN_TYPES_MAX 64
 
+/* One type's counts as /metrics shows them. */
+typedef struct {
+    int ok;                              /* read (else nothing below is known) */
+    int paused;                          /* 0, 1 */
+    double queued, processing, retrying, dead;
+    double oldest_ms;                    /* -1: unknown */
+} sb_admin_counts_t;
+
 typedef struct {
     char name[SB_TYPE_MAX + 1];
     int paused;  /* -1 unknown, 0, 1 (loop thread) */
-    int fresh;   /* the refresh's answer (worker thread, read in its after-work) */
+    sb_admin_counts_t counts; /* the last read (loop thread) */
+    sb_admin_counts_t fresh;  /* the refresh's answer (worker thread, read in its after-work) */
     unsigned set, set_at_refresh; /* sets by this gateway; their count when the refresh began */
 } sb_admin_type_t;
 
@@ -43,6 +58,7 @@ struct sb_admin {
     uv_timer_t timer;
     uv_work_t refresh;
     int refreshing; /* a refresh is on the thread pool */
+    uint64_t refreshed_at; /* uv_now of the last refresh's start */
     int stopped;
 };
 
@@ -98,6 +114,21 @@ void sb_admin_set_paused(sb_admin_t *a, const char *type, int paused) {
         }
 }
 
+/* The per-type gauges: name, help, and where the value is in sb_admin_counts_t. */
+static const struct {
+    const char *name, *help;
+    size_t off;
+} sb_admin_gauges[] = {
+    {"switchboard_queue_depth", "Jobs waiting on the queue (agent:{type}:jobs).",
+     offsetof(sb_admin_counts_t, queued)},
+    {"switchboard_queue_processing", "Jobs an agent is running now.",
+     offsetof(sb_admin_counts_t, processing)},
+    {"switchboard_queue_retrying", "Jobs held by an agent between failed attempts.",
+     offsetof(sb_admin_counts_t, retrying)},
+    {"switchboard_queue_dead", "Jobs in the dead list (failed for good).",
+     offsetof(sb_admin_counts_t, dead)},
+};
+
 void sb_admin_render(const sb_admin_t *a, sb_prom_t *p) {
     if (!a) return;
     sb_prom_family(p, "switchboard_queue_paused", "gauge",
@@ -107,35 +138,83 @@ void sb_admin_render(const sb_admin_t *a, sb_prom_t *p) {
         sb_prom_label_t l = {"type", a->types[i].name};
         sb_prom_sample(p, "switchboard_queue_paused", &l, 1, a->types[i].paused);
     }
+    for (size_t g = 0; g < sizeof sb_admin_gauges / sizeof sb_admin_gauges[0]; g++) {
+        sb_prom_family(p, sb_admin_gauges[g].name, "gauge", sb_admin_gauges[g].help);
+        for (int i = 0; i < a->n_types; i++) {
+            const sb_admin_counts_t *c = &a->types[i].counts;
+            sb_prom_label_t l = {"type", a->types[i].name};
+            if (c->ok)
+                sb_prom_sample(p, sb_admin_gauges[g].name, &l, 1,
+                               *(const double *)((const char *)c + sb_admin_gauges[g].off));
+        }
+    }
+    sb_prom_family(p, "switchboard_queue_oldest_age_seconds", "gauge",
+                   "Age of the job next out of the queue (0 when none waits).");
+    for (int i = 0; i < a->n_types; i++) {
+        const sb_admin_counts_t *c = &a->types[i].counts;
+        sb_prom_label_t l = {"type", a->types[i].name};
+        if (c->ok && c->oldest_ms >= 0)
+            sb_prom_sample(p, "switchboard_queue_oldest_age_seconds", &l, 1, c->oldest_ms / 1000);
+    }
 }
 
-/* ---- the refresh: one EXISTS per type on a pooled connection, on the thread pool ---------- */
+/* ---- the refresh: sb_jobctl_counts per type on a pooled connection, on the thread pool ---- */
+
+static double sb_admin_num(const cJSON *o, const char *name) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+    return cJSON_IsNumber(v) ? v->valuedouble : -1;
+}
+
+/* Reads one type's counts into *c (c->ok 0 when Redis did not answer). */
+static void sb_admin_read(sb_redis_t *r, const char *type, sb_admin_counts_t *c) {
+    cJSON *o = NULL;
+    memset(c, 0, sizeof *c);
+    if (!r || sb_jobctl_counts(r, type, &o) != SB_OK) return;
+    const cJSON *n = cJSON_GetObjectItemCaseSensitive(o, "counts");
+    c->ok = 1;
+    c->paused = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "paused"));
+    c->queued = sb_admin_num(n, "queued");
+    c->processing = sb_admin_num(n, "processing");
+    c->retrying = sb_admin_num(n, "retrying");
+    c->dead = sb_admin_num(n, "dead");
+    c->oldest_ms = sb_admin_num(o, "oldest_pending_ms");
+    cJSON_Delete(o);
+}
 
 static void sb_admin_refresh_work(uv_work_t *w) {
     sb_admin_t *a = w->data;
     char err[128];
     sb_redis_t *r = sb_admin_take(a, err, sizeof err);
-    for (int i = 0; i < a->n_types; i++)
-        a->types[i].fresh = r ? sb_jobctl_paused(r, a->types[i].name) : SB_EREDIS;
+    for (int i = 0; i < a->n_types; i++) sb_admin_read(r, a->types[i].name, &a->types[i].fresh);
     if (r) sb_admin_put(a, r);
 }
 
 static void sb_admin_refresh_done(uv_work_t *w, int status) {
     sb_admin_t *a = w->data;
     a->refreshing = 0;
-    for (int i = 0; status == 0 && i < a->n_types; i++)
-        if ((a->types[i].fresh == 0 || a->types[i].fresh == 1) &&
-            a->types[i].set == a->types[i].set_at_refresh)
-            a->types[i].paused = a->types[i].fresh;
+    for (int i = 0; status == 0 && i < a->n_types; i++) {
+        sb_admin_type_t *t = &a->types[i];
+        if (!t->fresh.ok) continue;
+        t->counts = t->fresh;
+        if (t->set == t->set_at_refresh) t->paused = t->fresh.paused;
+        else t->counts.paused = t->paused; /* a pause / resume here came after the read */
+    }
 }
 
-static void sb_admin_tick(uv_timer_t *t) {
-    sb_admin_t *a = t->data;
+static void sb_admin_refresh(sb_admin_t *a) {
     if (a->refreshing || a->stopped) return;
     a->refresh.data = a;
     for (int i = 0; i < a->n_types; i++) a->types[i].set_at_refresh = a->types[i].set;
-    if (uv_queue_work(a->loop, &a->refresh, sb_admin_refresh_work, sb_admin_refresh_done) == 0)
+    if (uv_queue_work(a->loop, &a->refresh, sb_admin_refresh_work, sb_admin_refresh_done) == 0) {
         a->refreshing = 1;
+        a->refreshed_at = uv_now(a->loop);
+    }
+}
+
+static void sb_admin_tick(uv_timer_t *t) { sb_admin_refresh(t->data); }
+
+void sb_admin_scraped(sb_admin_t *a) {
+    if (a && uv_now(a->loop) - a->refreshed_at >= SB_ADMIN_STATS_FRESH_MS) sb_admin_refresh(a);
 }
 
 sb_admin_t *sb_admin_create(uv_loop_t *loop, const sb_config_t *cfg) {
