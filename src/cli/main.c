@@ -19,7 +19,8 @@ typedef struct {
 #define SB_REDIS_FLAGS                                                                        \
     "redis-url redis-host redis-port redis-password redis-db redis-sentinels "                  \
     "redis-sentinel-master redis-sentinel-password upstash-rest-url upstash-rest-token "       \
-    "redis-tls-ca redis-tls-cert redis-tls-key redis-tls-sni redis-tls-insecure log-level "
+    "redis-tls-ca redis-tls-cert redis-tls-key redis-tls-sni redis-tls-insecure log-level "      \
+    "log-format "
 
 static const char sb_up_detail[] =
     "  Starts a private redis-server (unix socket, AOF, in --data-dir) unless a REDIS_* setting\n"
@@ -284,6 +285,7 @@ int main(int argc, char **argv) {
         return SB_EXIT_USAGE;
     }
     sb_log_set_level(cfg.log_level);
+    sb_log_set_format(cfg.log_format);
     if (sb_rest_refused(verb, &cfg)) {
         sb_config_close(&cfg);
         return SB_EXIT_USAGE;

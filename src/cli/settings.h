@@ -64,6 +64,7 @@ typedef struct {
     int dead_max;           /* DEAD_MAX: bound of the dead list */
     int metrics_port;       /* agent: Prometheus port, 0 = off */
     sb_log_level_t log_level;
+    sb_log_format_t log_format;
     char *data_dir;         /* `up`: where the private redis-server keeps its data */
     /* verb-specific switches */
     int wait;               /* --wait: block until the job finishes */
