@@ -18,7 +18,10 @@
  * one sees the new values). So a scrape never waits for Redis, and a pause by the CLI or
  * another gateway shows within seconds. The paused flag is also written at once by this
  * gateway's own pause / resume / queries. A type not read yet (Redis down since start) has no
- * samples. */
+ * samples. The same read counts the agents online per type (live leases in
+ * agent:{type}:leases) and the presence agents per department (sb_presence_stats); a
+ * department seen once keeps a sample (0 when its last agent left) so an alert can see it
+ * empty. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -27,7 +30,9 @@
 #include "gateway/admin.h"
 #include "switchboard/error.h"
 #include "switchboard/jobctl.h"
+#include "switchboard/clock.h"
 #include "switchboard/job.h"
+#include "switchboard/presence.h"
 
 #define SB_ADMIN_TYPES_MAX 64
 
@@ -37,7 +42,16 @@ typedef struct {
     int paused;                          /* 0, 1 */
     double queued, processing, retrying, dead;
     double oldest_ms;                    /* -1: unknown */
+    double agents;                       /* agents holding a live lease */
 } sb_admin_counts_t;
+
+#define SB_ADMIN_DEPTS_MAX 64
+
+typedef struct {
+    char id[SB_PRESENCE_DEPT_MAX + 1];
+    char name[128];
+    double online;
+} sb_admin_dept_t;
 
 typedef struct {
     char name[SB_TYPE_MAX + 1];
@@ -59,6 +73,11 @@ struct sb_admin {
     uv_work_t refresh;
     int refreshing; /* a refresh is on the thread pool */
     uint64_t refreshed_at; /* uv_now of the last refresh's start */
+    sb_presence_ctx_t presence;
+    sb_admin_dept_t depts[SB_ADMIN_DEPTS_MAX]; /* departments seen (loop thread) */
+    int n_depts;
+    sb_admin_dept_t fresh_depts[SB_ADMIN_DEPTS_MAX]; /* the refresh's answer */
+    int n_fresh_depts;                               /* -1: not read */
     int stopped;
 };
 
@@ -127,7 +146,19 @@ static const struct {
      offsetof(sb_admin_counts_t, retrying)},
     {"switchboard_queue_dead", "Jobs in the dead list (failed for good).",
      offsetof(sb_admin_counts_t, dead)},
+    {"switchboard_agents_online", "Agents of the type online (holding a live job lease).",
+     offsetof(sb_admin_counts_t, agents)},
 };
+
+static void sb_admin_render_depts(const sb_admin_t *a, sb_prom_t *p) {
+    sb_prom_family(p, "switchboard_presence_agents_online", "gauge",
+                   "Presence agents online (any status) per department; 0 once the last left.");
+    for (int i = 0; i < a->n_depts; i++) {
+        sb_prom_label_t l[2] = {{"department_id", a->depts[i].id},
+                                {"department", a->depts[i].name}};
+        sb_prom_sample(p, "switchboard_presence_agents_online", l, 2, a->depts[i].online);
+    }
+}
 
 void sb_admin_render(const sb_admin_t *a, sb_prom_t *p) {
     if (!a) return;
@@ -156,6 +187,7 @@ void sb_admin_render(const sb_admin_t *a, sb_prom_t *p) {
         if (c->ok && c->oldest_ms >= 0)
             sb_prom_sample(p, "switchboard_queue_oldest_age_seconds", &l, 1, c->oldest_ms / 1000);
     }
+    sb_admin_render_depts(a, p);
 }
 
 /* ---- the refresh: sb_jobctl_counts per type on a pooled connection, on the thread pool ---- */
@@ -179,6 +211,44 @@ static void sb_admin_read(sb_redis_t *r, const char *type, sb_admin_counts_t *c)
     c->dead = sb_admin_num(n, "dead");
     c->oldest_ms = sb_admin_num(o, "oldest_pending_ms");
     cJSON_Delete(o);
+    char key[SB_KEY_LEN];
+    sb_key(key, sizeof key, SB_KEY_LEASES, type, NULL);
+    redisReply *rep = sb_redis_cmd(r, "ZCOUNT %s %lld +inf", key, (long long)sb_now_ms());
+    c->agents = rep && rep->type == REDIS_REPLY_INTEGER ? (double)rep->integer : 0;
+    if (rep) freeReplyObject(rep);
+}
+
+/* The presence stats' departments into a->fresh_depts (n_fresh_depts -1 when unread). */
+static void sb_admin_read_depts(sb_admin_t *a, sb_redis_t *r) {
+    cJSON *st = NULL;
+    a->n_fresh_depts = -1;
+    if (!r || sb_presence_stats(r, &a->presence, &st) != SB_OK) return;
+    const cJSON *d;
+    a->n_fresh_depts = 0;
+    cJSON_ArrayForEach(d, cJSON_GetObjectItemCaseSensitive(st, "departments")) {
+        if (a->n_fresh_depts == SB_ADMIN_DEPTS_MAX) break;
+        sb_admin_dept_t *x = &a->fresh_depts[a->n_fresh_depts++];
+        const char *id = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(d, "department_id"));
+        const char *name = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(d, "department"));
+        snprintf(x->id, sizeof x->id, "%s", id ? id : "");
+        snprintf(x->name, sizeof x->name, "%s", name ? name : "");
+        x->online = sb_admin_num(d, "total");
+    }
+    cJSON_Delete(st);
+}
+
+/* Merges the fresh departments in: every known one 0 unless read again; new ones added. */
+static void sb_admin_merge_depts(sb_admin_t *a) {
+    if (a->n_fresh_depts < 0) return;
+    for (int i = 0; i < a->n_depts; i++) a->depts[i].online = 0;
+    for (int f = 0; f < a->n_fresh_depts; f++) {
+        const sb_admin_dept_t *x = &a->fresh_depts[f];
+        int i = 0;
+        while (i < a->n_depts && strcmp(a->depts[i].id, x->id)) i++;
+        if (i == a->n_depts && a->n_depts == SB_ADMIN_DEPTS_MAX) continue;
+        if (i == a->n_depts) a->n_depts++;
+        a->depts[i] = *x;
+    }
 }
 
 static void sb_admin_refresh_work(uv_work_t *w) {
@@ -186,12 +256,14 @@ static void sb_admin_refresh_work(uv_work_t *w) {
     char err[128];
     sb_redis_t *r = sb_admin_take(a, err, sizeof err);
     for (int i = 0; i < a->n_types; i++) sb_admin_read(r, a->types[i].name, &a->types[i].fresh);
+    sb_admin_read_depts(a, r);
     if (r) sb_admin_put(a, r);
 }
 
 static void sb_admin_refresh_done(uv_work_t *w, int status) {
     sb_admin_t *a = w->data;
     a->refreshing = 0;
+    if (status == 0) sb_admin_merge_depts(a);
     for (int i = 0; status == 0 && i < a->n_types; i++) {
         sb_admin_type_t *t = &a->types[i];
         if (!t->fresh.ok) continue;
@@ -226,6 +298,7 @@ sb_admin_t *sb_admin_create(uv_loop_t *loop, const sb_config_t *cfg) {
     }
     a->cfg = cfg;
     a->loop = loop;
+    sb_presence_init(&a->presence, cfg->agent_status_ttl, cfg->max_chats);
     sb_admin_parse_types(a, cfg->job_types);
     uv_timer_init(loop, &a->timer);
     a->timer.data = a;

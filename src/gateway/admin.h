@@ -36,7 +36,8 @@ void sb_admin_put(sb_admin_t *a, sb_redis_t *r);
 /* Records what a pause / resume / query on this gateway found (loop thread). */
 void sb_admin_set_paused(sb_admin_t *a, const char *type, int paused);
 /* Per type whose state is known: switchboard_queue_paused{type} 0|1, switchboard_queue_depth,
- * _processing, _retrying, _dead and switchboard_queue_oldest_age_seconds. */
+ * _processing, _retrying, _dead, switchboard_queue_oldest_age_seconds and
+ * switchboard_agents_online; switchboard_presence_agents_online{department_id,department}. */
 void sb_admin_render(const sb_admin_t *a, sb_prom_t *p);
 /* A scrape happened: starts a read of the state when the cache is older than
  * SB_ADMIN_STATS_FRESH_MS (never waits for it). NULL is fine. */
