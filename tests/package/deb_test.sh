@@ -42,7 +42,8 @@ for f in usr/bin/switchboard usr/share/switchboard/web/index.html usr/share/swit
          etc/switchboard/gateway.env etc/switchboard/agent.env \
          lib/systemd/system/switchboard-gateway.service lib/systemd/system/switchboard-agent@.service \
          usr/lib/sysusers.d/switchboard.conf usr/share/doc/switchboard/copyright \
-         usr/share/doc/switchboard/OPERATIONS.md; do
+         usr/share/doc/switchboard/OPERATIONS.md usr/share/switchboard/monitoring/switchboard.json \
+         usr/share/switchboard/monitoring/alerts.yml; do
   [[ -e $X/$f ]] || fail "the package lacks /$f"
 done
 [[ -x $X/usr/bin/switchboard ]] || fail "/usr/bin/switchboard is not executable"
