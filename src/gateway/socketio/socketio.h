@@ -37,10 +37,10 @@ typedef struct sb_socketio_ws {
     uint8_t attached;     /* 1 between ESTABLISHED and the detach */
     uint8_t peer_closing; /* the client sent a close frame: only lws writes from now on */
     uint16_t close_code;  /* code of the Close frame the server sends (0: 1000, normal) */
-    /* the flush list (socketio.c): woken this loop turn, written directly before the poll */
+    /* the flush list (socketio_ws.c): woken this loop turn, written directly before the poll */
     struct lws *flush_wsi;
     struct sb_socketio_ws *flush_next, **flush_prev; /* flush_prev non-NULL while listed */
-    /* the kill list (socketio.c): closed with output pending, reset at kill_at (monotonic ms) */
+    /* the kill list (socketio_ws.c): closed with output pending, reset at kill_at (monotonic ms) */
     struct lws *kill_wsi;
     int64_t kill_at;
     struct sb_socketio_ws *kill_next, **kill_prev; /* kill_prev non-NULL while listed */
