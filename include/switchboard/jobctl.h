@@ -134,8 +134,7 @@ typedef struct {
  * than limit jobs (at most 10 × limit entries are looked at per call) while next is not null. */
 int sb_jobctl_list(sb_redis_t *r, const sb_jobctl_query_t *q, cJSON **out);
 /* {"type","paused","paused_info","counts":{"queued","processing","retrying","done","dead",
- * "cancelled"},"total","oldest_pending_ms"}: the last is the age of the job next out of the
- * queue (by its creation time; 0 when none waits, null when unknown). */
+ * "cancelled"},"total"}. */
 int sb_jobctl_counts(sb_redis_t *r, const char *type, cJSON **out);
 /* {"jobId","state","job":record,"history":[{"id","status","by","at","detail"}...],
  * "failure":object|null,"agent":holder|null,"cancelling":bool}. SB_ENOTFOUND when neither a

@@ -12,8 +12,8 @@
  *
  * Queue state. /metrics shows per type the paused flag, the queued / processing / retrying /
  * dead counts and the age of the oldest queued job without a Redis call on the loop: they are
- * cached here and read again on the thread pool (sb_jobctl_counts, one script per type, what
- * `switchboard queue --json` shows) every SB_ADMIN_PAUSED_REFRESH_MS, and on a scrape that
+ * cached here and read again on the thread pool (sb_admin_counts_all: the numbers the operator
+ * console shows) every SB_ADMIN_PAUSED_REFRESH_MS, and on a scrape that
  * finds them older than SB_ADMIN_STATS_FRESH_MS (the scrape answers with the cache; the next
  * one sees the new values). So a scrape never waits for Redis, and a pause by the CLI or
  * another gateway shows within seconds. The paused flag is also written at once by this
@@ -28,10 +28,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include "gateway/admin.h"
+#include "gateway/admin_views.h"
 #include "switchboard/error.h"
 #include "switchboard/jobctl.h"
 #include "switchboard/clock.h"
 #include "switchboard/job.h"
+#include "switchboard/json.h"
 #include "switchboard/presence.h"
 
 #define SB_ADMIN_TYPES_MAX 64
@@ -197,11 +199,11 @@ static double sb_admin_num(const cJSON *o, const char *name) {
     return cJSON_IsNumber(v) ? v->valuedouble : -1;
 }
 
-/* Reads one type's counts into *c (c->ok 0 when Redis did not answer). */
-static void sb_admin_read(sb_redis_t *r, const char *type, sb_admin_counts_t *c) {
-    cJSON *o = NULL;
+/* Reads one type's counts from o, an element of sb_admin_counts_all's "queues" (the console's
+ * numbers), into *c; and its agents online from Redis. */
+static void sb_admin_read(sb_redis_t *r, const char *type, const cJSON *o, sb_admin_counts_t *c) {
     memset(c, 0, sizeof *c);
-    if (!r || sb_jobctl_counts(r, type, &o) != SB_OK) return;
+    if (!o) return;
     const cJSON *n = cJSON_GetObjectItemCaseSensitive(o, "counts");
     c->ok = 1;
     c->paused = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "paused"));
@@ -209,8 +211,8 @@ static void sb_admin_read(sb_redis_t *r, const char *type, sb_admin_counts_t *c)
     c->processing = sb_admin_num(n, "processing");
     c->retrying = sb_admin_num(n, "retrying");
     c->dead = sb_admin_num(n, "dead");
-    c->oldest_ms = sb_admin_num(o, "oldest_pending_ms");
-    cJSON_Delete(o);
+    c->oldest_ms = sb_admin_num(o, "oldestPendingAgeMs"); /* null: none waits, or unknown */
+    if (c->oldest_ms < 0 && c->queued == 0) c->oldest_ms = 0;
     char key[SB_KEY_LEN];
     sb_key(key, sizeof key, SB_KEY_LEASES, type, NULL);
     redisReply *rep = sb_redis_cmd(r, "ZCOUNT %s %lld +inf", key, (long long)sb_now_ms());
@@ -255,7 +257,17 @@ static void sb_admin_refresh_work(uv_work_t *w) {
     sb_admin_t *a = w->data;
     char err[128];
     sb_redis_t *r = sb_admin_take(a, err, sizeof err);
-    for (int i = 0; i < a->n_types; i++) sb_admin_read(r, a->types[i].name, &a->types[i].fresh);
+    cJSON *doc = NULL;
+    if (r && sb_admin_counts_all(r, a->cfg->job_types, sb_now_ms(), &doc) != SB_OK) doc = NULL;
+    const cJSON *queues = cJSON_GetObjectItemCaseSensitive(doc, "queues"), *q;
+    for (int i = 0; i < a->n_types; i++) {
+        const cJSON *mine = NULL;
+        cJSON_ArrayForEach(q, queues)
+            if (!strcmp(a->types[i].name, sb_json_str(q, "type") ? sb_json_str(q, "type") : ""))
+                mine = q;
+        sb_admin_read(r, a->types[i].name, mine, &a->types[i].fresh);
+    }
+    cJSON_Delete(doc);
     sb_admin_read_depts(a, r);
     if (r) sb_admin_put(a, r);
 }

@@ -79,15 +79,6 @@ static const char SB_LIST_LUA[] =
  * the pause record or ''. Expired entries of the done / cancelled indices are dropped first. */
 static const char SB_COUNTS_LUA[] =
     SB_LUA_STATE_OF SB_LUA_HELD
-    /* age of the job next out of the queue by its creation time in the index: 0 when the
-     * queue is empty, -1 when unknown (an id pushed by hand, not in the index) */
-    "local function oldest_ms(prefix, now_ms)\n"
-    "  local head = redis.call('LINDEX', prefix .. 'jobs', -1)\n"
-    "  if not head then return 0 end\n"
-    "  local at = redis.call('ZSCORE', prefix .. 'index', head)\n"
-    "  if not at then return -1 end\n"
-    "  return math.max(0, tonumber(now_ms) - tonumber(at))\n"
-    "end\n"
     "local prefix, now_ms, ttl = unpack(ARGV)\n"
     "local old = tonumber(now_ms) - tonumber(ttl) * 1000\n"
     "redis.call('ZREMRANGEBYSCORE', prefix .. 'done', '-inf', old)\n"
@@ -104,7 +95,7 @@ static const char SB_COUNTS_LUA[] =
     "  'cancelled', redis.call('ZCARD', prefix .. 'cancelled'),\n"
     "  'total', redis.call('ZCARD', prefix .. 'index'),\n"
     "  'paused', redis.call('EXISTS', prefix .. 'paused'),\n"
-    "  'info', redis.call('GET', prefix .. 'paused') or '', 'oldest', oldest_ms(prefix, now_ms)}\n";
+    "  'info', redis.call('GET', prefix .. 'paused') or ''}\n";
 
 /* ARGV: prefix, id. Returns {record or false, state, history entries, failure or false,
  * holder or false, cancelling 0|1}. */
@@ -207,9 +198,6 @@ int sb_jobctl_counts(sb_redis_t *r, const char *type, cJSON **out) {
         else if (!strcmp(name, "info"))
             cJSON_AddItemToObject(o, "paused_info", v->len ? sb_query_record(v) : cJSON_CreateNull());
         else if (!strcmp(name, "total")) cJSON_AddNumberToObject(o, "total", (double)v->integer);
-        else if (!strcmp(name, "oldest"))
-            cJSON_AddItemToObject(o, "oldest_pending_ms", v->integer >= 0
-                                  ? cJSON_CreateNumber((double)v->integer) : cJSON_CreateNull());
         else cJSON_AddNumberToObject(counts, name, (double)v->integer);
     }
     cJSON_AddItemToObject(o, "counts", counts);
