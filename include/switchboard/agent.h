@@ -85,9 +85,11 @@ typedef struct {
     unsigned long long refused; /* Redis answers LOADING, BUSY...: the command is sent again */
     unsigned long long withdrawn; /* runs stopped because an operator cancelled / deleted the job */
     unsigned long long checks;  /* looks for jobs of dead agents (lease checks and scans) */
-    unsigned long long duration_count;
-    double duration_sum;
-    unsigned long long duration_bucket[SB_AGENT_NBUCKETS]; /* cumulative counts */
+    struct {
+        unsigned long long count;
+        double sum;
+        unsigned long long bucket[SB_AGENT_NBUCKETS]; /* cumulative counts */
+    } duration[2]; /* run time of the last attempt: [0] jobs done, [1] jobs failed for good */
     int inflight;
 } sb_agent_stats_t;
 

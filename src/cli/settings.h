@@ -66,6 +66,7 @@ typedef struct {
     int audit_events;       /* AUDIT_EVENTS: job.created / completed / failed audit entries */
     int metrics_port;       /* agent: Prometheus port, 0 = off */
     sb_log_level_t log_level;
+    sb_log_format_t log_format;
     char *data_dir;         /* `up`: where the private redis-server keeps its data */
     /* verb-specific switches */
     int wait;               /* --wait: block until the job finishes */

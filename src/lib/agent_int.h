@@ -278,7 +278,9 @@ struct sb_agent {
 /* The agent's schedule clock (o.clock, or sb_mono_ms). */
 int64_t sb__agent_now(const sb_agent_t *a);
 void sb__stat_add(sb_agent_t *a, unsigned long long *field, unsigned long long n);
-void sb__stat_duration(sb_agent_t *a, double secs);
+/* Counts a finished job's last attempt in the duration histogram of done (failed 0) or
+ * failed (1) jobs. */
+void sb__stat_duration(sb_agent_t *a, int failed, double secs);
 /* 1 if a worker holds id right now. */
 int sb__agent_held(sb_agent_t *a, const char *id);
 

@@ -126,7 +126,7 @@ static void sb_run_done(sb_run_t *r, cJSON *result) {
         sb_info("agent", "job %s done in %lld ms (attempt %d) user=%s", r->id, (long long)ms,
                 r->job.attempts, r->job.public_key);
         sb__stat_add(a, &a->stats.done, 1);
-        sb__stat_duration(a, ms / 1000.0);
+        sb__stat_duration(a, 0, ms / 1000.0);
     } else if (rc == 0) {
         sb_warn("agent", "job %s finished but was no longer ours (recovered elsewhere)", r->id);
     }
@@ -137,6 +137,7 @@ static void sb_run_done(sb_run_t *r, cJSON *result) {
 static void sb_run_error(sb_run_t *r, const char *error, const char *details) {
     sb_agent_t *a = r->w->conn.agent;
     int64_t now = sb_now_ms();
+    int64_t ms = r->started_ms ? sb_mono_ms() - r->started_ms : -1; /* -1: no attempt ran */
     sb_job_set_status(&r->job, "error", now);
     sb_json_set_str(r->job.root, "error", error);
     if (details) sb_json_set_str(r->job.root, "details", details);
@@ -161,9 +162,10 @@ static void sb_run_error(sb_run_t *r, const char *error, const char *details) {
                      .user = r->job.public_key, .attempts = r->job.attempts, .error = error};
     int rc = rec && msg && failure ? sb__conn_finish(&r->w->conn, r->id, &f) : SB_ENOMEM;
     if (rc == 1) {
-        sb_warn("agent", "job %s failed after %d attempt(s): %s user=%s", r->id,
-                r->job.attempts, error, r->job.public_key);
+        sb_warn("agent", "job %s failed in %lld ms after %d attempt(s): %s user=%s", r->id,
+                (long long)(ms < 0 ? 0 : ms), r->job.attempts, error, r->job.public_key);
         sb__stat_add(a, &a->stats.failed, 1);
+        if (ms >= 0) sb__stat_duration(a, 1, ms / 1000.0);
     }
     free(rec);
     free(msg);

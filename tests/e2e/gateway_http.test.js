@@ -547,8 +547,9 @@ test('full flow: POST, `switchboard agent` runs it, GET shows done; agent /metri
       return /agent_jobs_processed_total\{status="done"\} [1-9]/.test(t) ? t : null;
     }, { what: 'agent metrics' });
     promtool(text);
-    assert.match(text, /^agent_job_duration_seconds_bucket\{le="60"\} [1-9]\d*$/m);
-    assert.match(text, /^agent_job_duration_seconds_bucket\{le="\+Inf"\} [1-9]\d*$/m);
+    assert.match(text, /^agent_job_duration_seconds_bucket\{status="done",le="60"\} [1-9]\d*$/m);
+    assert.match(text, /^agent_job_duration_seconds_bucket\{status="done",le="\+Inf"\} [1-9]\d*$/m);
+    assert.match(text, /^agent_job_duration_seconds_count\{status="failed"\} 0$/m);
     assert.match(text, /^agent_job_retries_total 0$/m);
     assert.match(text, /^agent_jobs_recovered_total \d+$/m);
     assert.strictEqual((await fetch(`http://127.0.0.1:${mport}/nope`)).status, 404);
