@@ -9,6 +9,7 @@ PKGS=(build-essential cmake ninja-build pkg-config git
       libjwt-dev libssl-dev libcurl4-openssl-dev libcmocka-dev redis-server redis-tools
       nodejs npm python3 python3-redis curl clang libclang-rt-14-dev
       prometheus   # promtool: the e2e tests validate both /metrics outputs with a real parser
+      python3-prometheus-client python3-yaml # e2e/observability_test.py: /metrics text, alerts.yml
       chromium     # headless browser of the dashboard's e2e test (driven by npm playwright-core)
       debhelper devscripts fakeroot   # make deb and its test
       haproxy nginx)                  # the load balancers of the several-gateways test

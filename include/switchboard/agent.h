@@ -85,9 +85,11 @@ typedef struct {
     unsigned long long refused; /* Redis answers LOADING, BUSY...: the command is sent again */
     unsigned long long withdrawn; /* runs stopped because an operator cancelled / deleted the job */
     unsigned long long checks;  /* looks for jobs of dead agents (lease checks and scans) */
-    unsigned long long duration_count;
-    double duration_sum;
-    unsigned long long duration_bucket[SB_AGENT_NBUCKETS]; /* cumulative counts */
+    struct {
+        unsigned long long count;
+        double sum;
+        unsigned long long bucket[SB_AGENT_NBUCKETS]; /* cumulative counts */
+    } duration[2]; /* run time of the last attempt: [0] jobs done, [1] jobs failed for good */
     int inflight;
 } sb_agent_stats_t;
 
@@ -118,6 +120,7 @@ typedef struct {
                                * (DEAD_RETENTION); the dead list drops ids whose record is gone */
     int dead_max;             /* the dead list keeps at most this many ids (DEAD_MAX): the
                                * oldest beyond it are deleted with their records */
+    int no_audit;             /* 1 (AUDIT_EVENTS=0): no job.completed / job.failed entries */
     sb_agent_clock_cb clock;  /* NULL: sb_mono_ms */
     void *clock_ctx;          /* given to clock */
 } sb_agent_opts_t;

@@ -31,6 +31,7 @@
 #include <cjson/cJSON.h>
 #include "switchboard/clock.h"
 #include "switchboard/config.h"
+#include "switchboard/prom.h"
 #include "switchboard/random.h"
 #include "switchboard/redis.h"
 
@@ -249,5 +250,10 @@ int sb_consumer_keep_every_ms(const sb_consumer_t *c);
 
 const char *sb_consumer_name(const sb_consumer_t *c);
 void sb_consumer_stats(const sb_consumer_t *c, sb_consumer_stats_t *out);
+/* Appends seed 003's families: events_processed_total{event_type,status="success"|"error"}
+ * (handler runs: ACK is success, RETRY and DEAD are errors) and the histogram
+ * event_processing_seconds{event_type} (handler run time). Any thread, once subscribing is
+ * over and while c lives (serve it with sb_prom_http_start). */
+void sb_consumer_prom(sb_consumer_t *c, sb_prom_t *p);
 
 #endif

@@ -26,8 +26,10 @@
  * is trimmed by age and by DEAD_MAX in the agent's finish script. The rest of the indices is
  * swept in bounded steps (sb_jobctl_sweep, run by every agent each recovery interval).
  *
- * History: every state change appends {status, by, at, detail} to the stream
- * agent:{type}:history:{id} (about SB_HISTORY_MAXLEN entries, as long-lived as the record):
+ * History: every state change appends {status, by, at, detail} to the list
+ * agent:{type}:hist:{id} (four elements an entry, about SB_HISTORY_MAXLEN entries, as
+ * long-lived as the record; the stream agent:{type}:history:{id} of older versions is still
+ * read first and deleted with the job):
  * the enqueue (by the owner), each attempt and finish (by the agent), and the actions here
  * (by whoever acted). Actions are also written to the event bus streams job.retried,
  * job.cancelled, job.deleted, queue.paused, queue.resumed with {jobId?, type, userId?, by}.

@@ -21,6 +21,8 @@
 #include "switchboard/jwt.h"
 #include "switchboard/random.h"
 #include "switchboard/prom.h"
+#include "switchboard/prom_http.h"
+#include "switchboard/prom_runtime.h"
 #include "switchboard/utf8.h"
 #include "switchboard/version.h"
 

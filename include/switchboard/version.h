@@ -11,7 +11,8 @@
 const char *sb_version(void);
 
 /* Appends the family switchboard_build_info (gauge) with the one sample
- * switchboard_build_info{version="<sb_version()>"} 1, what the gateway's and the agent's
+ * switchboard_build_info{version="<sb_version()>",instance_id="<sb_log_instance()>",
+ * commit="<12 hex digits>"} 1 (no commit label when built without git), what the gateway's and the agent's
  * /metrics show so that a dashboard can tell which release runs where. */
 void sb_version_prom(sb_prom_t *p);
 

@@ -8,25 +8,26 @@
 #include "cli/cli.h"
 #include "handlers.h"
 #include "switchboard/log.h"
+#include "switchboard/prom_http.h"
 
 typedef struct {
     const sb_config_t *cfg;
-    sb_agent_metrics_t *metrics; /* NULL when --metrics-port is 0 */
+    sb_prom_http_t *metrics; /* NULL when --metrics-port is 0 */
 } sb_agent_side_t;
 
 static int sb_agent_side_start(sb_agent_t *a, void *ctx) {
     sb_agent_side_t *side = ctx;
     char err[256];
     if (side->cfg->metrics_port == 0) return 0;
-    side->metrics = sb_agent_metrics_start(a, side->cfg->bind, side->cfg->metrics_port, err,
-                                           sizeof err);
+    side->metrics = sb_prom_http_start(side->cfg->bind, side->cfg->metrics_port, "agent",
+                                       sb_agent_metrics_render_cb, a, err, sizeof err);
     if (!side->metrics) sb_error("agent", "%s", err);
     return side->metrics ? 0 : -1;
 }
 
 static void sb_agent_side_stop(void *ctx) {
     sb_agent_side_t *side = ctx;
-    sb_agent_metrics_stop(side->metrics);
+    sb_prom_http_stop(side->metrics);
     side->metrics = NULL;
 }
 
@@ -45,6 +46,7 @@ static void sb_agent_opts_from(const sb_config_t *cfg, sb_agent_opts_t *o) {
     o->lease_ms = cfg->job_lease * 1000;
     o->dead_retention_s = cfg->dead_retention;
     o->dead_max = cfg->dead_max;
+    o->no_audit = !cfg->audit_events;
     o->shutdown_grace_s = cfg->shutdown_grace;
 }
 

@@ -638,6 +638,8 @@ static sb_consumer_t *sb_consume_create(const sb_config_t *cfg, sb_consume_ctx_t
     return c;
 }
 
+static void sb_consume_prom(sb_prom_t *p, void *consumer) { sb_consumer_prom(consumer, p); }
+
 static int sb_events_consume_cmd(sb_config_t *cfg, sb_redis_t *r) {
     (void)r;
     if (!sb_types_ok(cfg, 1, "consume")) return SB_EXIT_USAGE;
@@ -655,6 +657,16 @@ static int sb_events_consume_cmd(sb_config_t *cfg, sb_redis_t *r) {
     }
     sb_info("events", "consumer %s of group %s reading %d stream(s)", sb_consumer_name(c),
             cfg->group, cfg->nargs - 1);
+    char err[256];
+    sb_prom_http_t *metrics = NULL;
+    if (cfg->metrics_port > 0 &&
+        !(metrics = sb_prom_http_start(cfg->bind, cfg->metrics_port, "events", sb_consume_prom,
+                                       c, err, sizeof err))) {
+        fprintf(stderr, "switchboard events consume: %s\n", err);
+        sb_consumer_free(c);
+        sb_sigwatch_stop(&sw);
+        return SB_EXIT_FAIL;
+    }
 
     while (!atomic_load(&sw.stop) && (cfg->max_events <= 0 || x.handled < cfg->max_events)) {
         int rc = sb_consumer_poll(c, &sw.stop);
@@ -665,6 +677,7 @@ static int sb_events_consume_cmd(sb_config_t *cfg, sb_redis_t *r) {
     sb_info("events", "consumer %s stopping: handled %llu, retried %llu, dead-lettered %llu "
             "(malformed %llu), duplicates %llu, claimed %llu", sb_consumer_name(c), st.handled,
             st.retried, st.dead, st.malformed, st.duplicates, st.claimed);
+    sb_prom_http_stop(metrics);
     sb_consumer_free(c);
     sb_sigwatch_stop(&sw);
     return SB_EXIT_OK;

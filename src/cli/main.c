@@ -19,14 +19,16 @@ typedef struct {
 #define SB_REDIS_FLAGS                                                                        \
     "redis-url redis-host redis-port redis-password redis-db redis-sentinels "                  \
     "redis-sentinel-master redis-sentinel-password upstash-rest-url upstash-rest-token "       \
-    "redis-tls-ca redis-tls-cert redis-tls-key redis-tls-sni redis-tls-insecure log-level "
+    "redis-tls-ca redis-tls-cert redis-tls-key redis-tls-sni redis-tls-insecure log-level "      \
+    "log-format "
 
 static const char sb_up_detail[] =
     "  Starts a private redis-server (unix socket, AOF, in --data-dir) unless a REDIS_* setting\n"
     "  is given, then a gateway in development mode (SB_DEV=1) and an agent; restarts a part\n"
     "  that crashes. Once the gateway listens, prints the dashboard URL and a user and an admin\n"
     "  token (7 days, signed with JWT_SECRET or a secret kept in DATA_DIR/dev-jwt-secret),\n"
-    "  and the operator console's one-click URL (/#token=ADMIN-TOKEN&view=queues).\n"
+    "  the operator console's one-click URL (/#token=ADMIN-TOKEN&view=queues) and the gateway's\n"
+    "  and the agent's /metrics URLs (--metrics-port, else a free port).\n"
     "  Listens on 127.0.0.1 unless --bind is given (development mode mints admin tokens for\n"
     "  anyone who can reach it); --port 0 takes a free port. One `up` per --data-dir (a lock\n"
     "  file). Ctrl-C stops the gateway and agent first (running jobs finish), Redis last.\n"
@@ -105,6 +107,7 @@ static const char sb_events_detail[] =
     "  events consume TYPE... [--exec CMD [--respond]] [--group G] [--consumer C] [--count N]\n"
     "                 [--block-ms MS] [--min-idle-ms MS] [--max-deliveries N]\n"
     "                 [--idempotency-ttl S] [--from 0|$] [--max-events N] [--job-timeout S]\n"
+    "                 [--metrics-port N]   Prometheus /metrics: events_processed_total...\n"
     "  Streams are agent:stream:{TYPE}; --exec CMD gets the event JSON on stdin and SB_EVENT_ID,\n"
     "  SB_EVENT_TYPE, SB_STREAM_ID, SB_DELIVERIES in its environment; exit 0 acknowledges,\n"
     "  anything else leaves the entry pending for a retry after --min-idle-ms; past\n"
@@ -169,14 +172,16 @@ static const sb_verb_t sb_verbs[] = {
     {"up", sb_cmd_up, "up [--port N] [--concurrency N] [--data-dir DIR]",
      "the whole system here: private redis-server (unless REDIS_URL), gateway, agent, dashboard",
      sb_up_detail,
-     SB_REDIS_FLAGS "port bind jwt-secret job-types web-dir concurrency grace data-dir"},
+     SB_REDIS_FLAGS "port bind jwt-secret job-types web-dir concurrency grace data-dir "
+                    "metrics-port"},
     {"gateway", sb_cmd_gateway, "gateway [--port N] [--bind ADDR] [--dev] [--job-types a,b]",
      "serve the HTTP API (/api/v1), Socket.IO, the dashboard (/), probes and /metrics",
      sb_gateway_detail,
      SB_REDIS_FLAGS "port bind jwt-secret dev web-dir job-types rate-limit rate-window "
                     "agent-status-ttl max-chats sio-connect-rate sio-connect-rate-ip "
                     "ping-interval ping-timeout connect-timeout max-payload allow-eio3 "
-                    "tls-cert tls-key trusted-proxies redis-wait-replicas redis-wait-timeout-ms"},
+                    "tls-cert tls-key trusted-proxies redis-wait-replicas redis-wait-timeout-ms "
+                    "audit-events"},
     {"token", sb_cmd_token, "token --role R --public-key PK [--sub S] [--ttl SECONDS] [...]",
      "mint a development JWT (HS256 with JWT_SECRET) and print it", sb_token_detail,
      "jwt-secret role public-key sub name email department-id department ttl"},
@@ -185,7 +190,8 @@ static const sb_verb_t sb_verbs[] = {
      sb_agent_detail,
      SB_REDIS_FLAGS "type concurrency exec worker agent-id max-attempts retry-backoff-ms "
                     "retry-backoff-max-ms job-timeout grace agent-status-ttl heartbeat-interval "
-                    "recovery-interval job-lease dead-retention dead-max metrics-port bind"},
+                    "recovery-interval job-lease dead-retention dead-max metrics-port bind "
+                    "audit-events"},
     {"enqueue", sb_cmd_enqueue,
      "enqueue [--type T] [--user PK] [--wait] [--timeout S] 'JSON'",
      "queue a job (atomically) and print its id; --wait follows it to the end",
@@ -212,7 +218,7 @@ static const sb_verb_t sb_verbs[] = {
      "event bus on Redis Streams (switchboard events --help)", sb_events_detail,
      SB_REDIS_FLAGS "group consumer maxlen count block-ms min-idle-ms max-deliveries "
                     "idempotency-ttl from correlation-id respond max-events exec job-timeout "
-                    "json limit timeout"},
+                    "json limit timeout metrics-port bind"},
 };
 #define SB_NVERBS (sizeof sb_verbs / sizeof sb_verbs[0])
 
@@ -292,6 +298,7 @@ int main(int argc, char **argv) {
         return SB_EXIT_USAGE;
     }
     sb_log_set_level(cfg.log_level);
+    sb_log_set_format(cfg.log_format);
     if (sb_rest_refused(verb, &cfg)) {
         sb_config_close(&cfg);
         return SB_EXIT_USAGE;

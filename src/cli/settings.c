@@ -17,7 +17,9 @@
 #include "switchboard/job.h"
 #include "switchboard/sentinel.h"
 
-typedef enum { SB_SET_INT, SB_SET_STR, SB_SET_BOOL, SB_SET_LEVEL, SB_SET_URL } sb_set_kind_t;
+typedef enum {
+    SB_SET_INT, SB_SET_STR, SB_SET_BOOL, SB_SET_LEVEL, SB_SET_LOGFMT, SB_SET_URL
+} sb_set_kind_t;
 
 typedef struct {
     const char *env;   /* environment name (NULL: flag only) */
@@ -123,8 +125,10 @@ static const sb_setting_t sb_settings[] = {
      "seconds a failed (dead) job's record, history and failure are kept"},
     {"DEAD_MAX", "dead-max", SB_SET_INT, OFF(dead_max), 1, 10000000, "10000",
      "most ids the dead list keeps (the oldest beyond it are deleted)"},
+    {"AUDIT_EVENTS", "audit-events", SB_SET_INT, OFF(audit_events), 0, 1, "1",
+     "1: append job.created / job.completed / job.failed to the event bus streams; 0: off"},
     {"METRICS_PORT", "metrics-port", SB_SET_INT, OFF(metrics_port), 0, 65535, "0",
-     "agent Prometheus port (0 = off)"},
+     "agent / events consume Prometheus port (0 = off)"},
     {"SB_DATA_DIR", "data-dir", SB_SET_STR, OFF(data_dir), 0, 0, ".run",
      "`up`: folder of the private redis-server's data"},
     {"WEB_DIR", "web-dir", SB_SET_STR, OFF(web_dir), 0, 0, NULL,
@@ -137,6 +141,8 @@ static const sb_setting_t sb_settings[] = {
      "gateway: CIDRs whose X-Forwarded-For/-Proto are believed (e.g. 10.0.0.0/8,::1)"},
     {"LOG_LEVEL", "log-level", SB_SET_LEVEL, OFF(log_level), 0, 0, "info",
      "debug | info | warn | error"},
+    {"LOG_FORMAT", "log-format", SB_SET_LOGFMT, OFF(log_format), 0, 0, "text",
+     "text | json (one object a line: time, level, component, instance, message)"},
     {NULL, "wait", SB_SET_BOOL, OFF(wait), 0, 1, "0", "wait until the job finishes"},
     {NULL, "json", SB_SET_BOOL, OFF(json_out), 0, 1, "0", "machine-readable output"},
     {NULL, "user", SB_SET_STR, OFF(user), 0, 0, "cli", "publicKey of the user a job belongs to"},
@@ -232,6 +238,12 @@ static int sb_setting_apply(sb_config_t *cfg, const sb_setting_t *s, const char 
         if (sb_log_level_parse(value, (sb_log_level_t *)slot) != SB_OK) {
             sb_errf(err, errlen, "bad setting %s='%s': expected debug, info, warn or error",
                     from, value);
+            return SB_EINVAL;
+        }
+        return SB_OK;
+    case SB_SET_LOGFMT:
+        if (sb_log_format_parse(value, (sb_log_format_t *)slot) != SB_OK) {
+            sb_errf(err, errlen, "bad setting %s='%s': expected text or json", from, value);
             return SB_EINVAL;
         }
         return SB_OK;

@@ -28,6 +28,9 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include "cli/cli.h"
 #include "switchboard/switchboard.h"
 
@@ -56,6 +59,7 @@ typedef struct {
     char sock[PATH_MAX + 16];
     char url[PATH_MAX + 32];
     char conc[16];
+    char metrics_port[16];        /* the agent's --metrics-port */
     int grace_s;
     int fatal;                    /* a child refused its configuration: stop, do not retry */
     char secret[128];             /* JWT secret the gateway was given */
@@ -155,6 +159,7 @@ static void sb_up_export(const sb_up_t *u, const sb_config_t *cfg) {
     setenv("BIND", u->bind, 1);
     if (cfg->job_types) setenv("JOB_TYPES", cfg->job_types, 1);
     if (cfg->web_dir) setenv("WEB_DIR", cfg->web_dir, 1);
+    setenv("LOG_FORMAT", cfg->log_format == SB_LOG_JSON ? "json" : "text", 1);
 }
 
 /* Takes DATA_DIR/up.lock (flock, held while we run; the children do not inherit it). Returns
@@ -179,6 +184,23 @@ static int sb_up_lock(sb_up_t *u, const char *dir) {
     if (u->lock_fd >= 0) close(u->lock_fd);
     u->lock_fd = -1;
     return -1;
+}
+
+/* The agent's metrics port: --metrics-port, else one free now on the listen address (the
+ * kernel's choice, asked once so that a restarted agent keeps it). */
+static void sb_up_metrics_port(sb_up_t *u, const sb_config_t *cfg) {
+    int port = cfg->metrics_port;
+    if (port == 0) {
+        struct sockaddr_in sa = {.sin_family = AF_INET};
+        socklen_t len = sizeof sa;
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        int ok = fd >= 0 && inet_pton(AF_INET, u->bind, &sa.sin_addr) == 1 &&
+                 bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
+                 getsockname(fd, (struct sockaddr *)&sa, &len) == 0;
+        if (fd >= 0) close(fd);
+        port = ok ? ntohs(sa.sin_port) : 9101;
+    }
+    snprintf(u->metrics_port, sizeof u->metrics_port, "%d", port);
 }
 
 static int sb_up_prepare(sb_up_t *u, const sb_config_t *cfg) {
@@ -214,7 +236,8 @@ static int sb_up_prepare(sb_up_t *u, const sb_config_t *cfg) {
                                            .argv = {"switchboard", "gateway", NULL}};
     u->child[SB_UP_AGENT] = (sb_child_t){.name = "agent", .path = u->exe,
                                          .argv = {"switchboard", "agent", "--concurrency", u->conc,
-                                                  NULL}};
+                                                  "--metrics-port", u->metrics_port, NULL}};
+    sb_up_metrics_port(u, cfg);
     return 0;
 }
 
@@ -330,6 +353,8 @@ static void sb_up_banner(const sb_up_t *u, const sb_config_t *cfg) {
         printf("  WARNING:   development mode listens on %s: anyone who can reach it can mint "
                "admin tokens\n", u->bind);
     printf("  agent:     rebalance, concurrency %d\n", cfg->concurrency);
+    printf("  metrics:   %smetrics (gateway), http://%s:%s/metrics (agent)\n", url,
+           strcmp(u->bind, "0.0.0.0") ? u->bind : "127.0.0.1", u->metrics_port);
     printf("  try:       REDIS_URL=%s %s enqueue --wait '{\"amount\":1000}'\n",
            getenv("REDIS_URL") ? getenv("REDIS_URL") : "redis://127.0.0.1:6379", u->exe);
     printf("  user token (demo-user, 7 days):\n    %s\n", user ? user : "?");

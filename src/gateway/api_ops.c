@@ -10,7 +10,7 @@
 #include "switchboard/clock.h"
 #include "gateway/jwt_cache.h"
 #include "switchboard/prom.h"
-#include "switchboard/version.h"
+#include "switchboard/prom_runtime.h"
 
 void sb_api_healthz(sb_req_t *req) {
     char body[96];
@@ -47,6 +47,7 @@ void sb_api_prometheus(sb_req_t *req) {
     sb_socketio_render(gw->sio, &p);
     sb_presence_watch_render(gw->presence_watch, &p);
     sb_admin_render(gw->admin, &p);
+    sb_admin_scraped(gw->admin);
     sb_prom_single(&p, "gateway_redis_connected", "gauge",
                    "1 while the command connection to Redis is up.", sb_aredis_up(gw->redis));
     sb_prom_single(&p, "gateway_redis_reconnects_total", "counter",
@@ -61,7 +62,7 @@ void sb_api_prometheus(sb_req_t *req) {
                    "Tokens verified in full (new, evicted, or refused).", (double)misses);
     sb_prom_single(&p, "gateway_start_time_seconds", "gauge",
                    "Unix time the gateway started.", (double)gw->started_ms / 1000.0);
-    sb_version_prom(&p);
+    sb_prom_runtime(&p);
     size_t len = 0;
     const char *text = sb_prom_text(&p, &len);
     if (text) sb_req_send(req, 200, SB_PROM_CONTENT_TYPE, text, len, NULL);

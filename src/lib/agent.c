@@ -29,12 +29,12 @@ void sb__stat_add(sb_agent_t *a, unsigned long long *field, unsigned long long n
     pthread_mutex_unlock(&a->stats_lock);
 }
 
-void sb__stat_duration(sb_agent_t *a, double secs) {
+void sb__stat_duration(sb_agent_t *a, int failed, double secs) {
     pthread_mutex_lock(&a->stats_lock);
-    a->stats.duration_count++;
-    a->stats.duration_sum += secs;
+    a->stats.duration[failed].count++;
+    a->stats.duration[failed].sum += secs;
     for (int i = 0; i < SB_AGENT_NBUCKETS; i++)
-        if (secs <= sb_agent_buckets[i]) a->stats.duration_bucket[i]++;
+        if (secs <= sb_agent_buckets[i]) a->stats.duration[failed].bucket[i]++;
     pthread_mutex_unlock(&a->stats_lock);
 }
 

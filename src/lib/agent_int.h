@@ -225,6 +225,8 @@ typedef struct {
     pthread_t thread;
     int started;
     unsigned seed;                 /* jitter */
+    unsigned update_epoch;         /* sb_redis_script_epoch() + 1 when the update script was
+                                    * last sent as EVAL on conn (0: never): EVALSHA after */
     pthread_mutex_t lock;          /* guards job_id (read by the maintenance / shutdown path) */
     char job_id[SB_JOB_ID_LEN];    /* job in flight, "" when idle */
     atomic_int cancel;             /* the handler's cancel flag: the agent's cancel, or an
@@ -276,7 +278,9 @@ struct sb_agent {
 /* The agent's schedule clock (o.clock, or sb_mono_ms). */
 int64_t sb__agent_now(const sb_agent_t *a);
 void sb__stat_add(sb_agent_t *a, unsigned long long *field, unsigned long long n);
-void sb__stat_duration(sb_agent_t *a, double secs);
+/* Counts a finished job's last attempt in the duration histogram of done (failed 0) or
+ * failed (1) jobs. */
+void sb__stat_duration(sb_agent_t *a, int failed, double secs);
 /* 1 if a worker holds id right now. */
 int sb__agent_held(sb_agent_t *a, const char *id);
 

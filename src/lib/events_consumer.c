@@ -20,10 +20,17 @@
  * renewed more than half of min_idle_ms ago, and from a long handler through sb_consumer_keep
  * every quarter of min_idle_ms. So min_idle_ms bounds how long a consumer may stall, not how
  * long a handler may run: only the entries of a consumer that died or stopped for min_idle_ms
- * are delivered again. */
+ * are delivered again.
+ *
+ * Metrics (seed 003's names): each handler run is counted per event type by outcome
+ * (events_processed_total{event_type,status="success"|"error"}) and timed
+ * (event_processing_seconds{event_type}, the Python client's default buckets). They sit under
+ * a mutex of their own, since sb_consumer_prom is called from a scraper's thread. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include "sb_lua.h" /* the scripts of scripts/lua/, embedded by the build */
 #include "switchboard/clock.h"
@@ -36,6 +43,17 @@
 #define SB_CLAIM_ROUNDS 8          /* XAUTOCLAIM calls per stream per pass */
 #define SB_CLAIM_INTERVAL_MAX 5000 /* ms between claim passes, at most */
 #define SB_KEYLEN (SB_EVENT_TYPE_MAX + 32)
+#define SB_EVENT_NBUCKETS 14
+
+static const double sb_event_buckets[SB_EVENT_NBUCKETS] = {
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10};
+
+/* One event type's handler runs (guarded by sb_consumer.metrics_mu). */
+typedef struct {
+    unsigned long long success, error, count;
+    unsigned long long bucket[SB_EVENT_NBUCKETS]; /* cumulative */
+    double sum;
+} sb_sub_metrics_t;
 
 typedef struct {
     char type[SB_EVENT_TYPE_MAX + 1];
@@ -70,6 +88,8 @@ struct sb_consumer {
     size_t nhand, hand_cap, at;
     int64_t hand_at;                   /* monotonic ms the idle time of hand[at..n) was reset */
     int in_handler;                    /* a handler runs (sb_consumer_keep is allowed) */
+    pthread_mutex_t metrics_mu;        /* guards metrics (read by sb_consumer_prom) */
+    sb_sub_metrics_t metrics[SB_CONSUMER_MAX_SUBS]; /* per subs[i] */
 };
 
 /* ---- setup ------------------------------------------------------------------------------- */
@@ -103,6 +123,7 @@ sb_consumer_t *sb_consumer_create(const sb_redis_addr_t *addr, const sb_consumer
         return NULL;
     }
     c->o = *o;
+    pthread_mutex_init(&c->metrics_mu, NULL);
     char host[64] = "host";
     gethostname(host, sizeof host - 1);
     snprintf(c->group, sizeof c->group, "%s", o->group ? o->group : SB_EVENTS_GROUP);
@@ -122,6 +143,7 @@ void sb_consumer_free(sb_consumer_t *c) {
     if (!c) return;
     sb_redis_free(c->redis);
     free(c->hand);
+    pthread_mutex_destroy(&c->metrics_mu);
     free(c);
 }
 
@@ -144,6 +166,40 @@ int sb_consumer_subscribe(sb_consumer_t *c, const char *type, sb_event_cb cb, vo
 const char *sb_consumer_name(const sb_consumer_t *c) { return c->name; }
 
 void sb_consumer_stats(const sb_consumer_t *c, sb_consumer_stats_t *out) { *out = c->stats; }
+
+/* Counts one handler run of subs[i] that took secs. */
+static void sb_consumer_observe(sb_consumer_t *c, int i, int success, double secs) {
+    sb_sub_metrics_t *m = &c->metrics[i];
+    pthread_mutex_lock(&c->metrics_mu);
+    if (success) m->success++;
+    else m->error++;
+    m->count++;
+    m->sum += secs;
+    for (int b = 0; b < SB_EVENT_NBUCKETS; b++)
+        if (secs <= sb_event_buckets[b]) m->bucket[b]++;
+    pthread_mutex_unlock(&c->metrics_mu);
+}
+
+void sb_consumer_prom(sb_consumer_t *c, sb_prom_t *p) {
+    sb_sub_metrics_t m[SB_CONSUMER_MAX_SUBS];
+    pthread_mutex_lock(&c->metrics_mu);
+    memcpy(m, c->metrics, sizeof m);
+    pthread_mutex_unlock(&c->metrics_mu);
+    sb_prom_family(p, "events_processed_total", "counter",
+                   "Events whose handler ran, by event type and outcome.");
+    for (int i = 0; i < c->nsubs; i++) {
+        sb_prom_label_t ok[2] = {{"event_type", c->subs[i].type}, {"status", "success"}};
+        sb_prom_label_t bad[2] = {{"event_type", c->subs[i].type}, {"status", "error"}};
+        sb_prom_sample(p, "events_processed_total", ok, 2, (double)m[i].success);
+        sb_prom_sample(p, "events_processed_total", bad, 2, (double)m[i].error);
+    }
+    sb_prom_family(p, "event_processing_seconds", "histogram", "Event handler run time.");
+    for (int i = 0; i < c->nsubs; i++) {
+        sb_prom_label_t l[1] = {{"event_type", c->subs[i].type}};
+        sb_prom_histogram(p, "event_processing_seconds", l, 1, sb_event_buckets, m[i].bucket,
+                          SB_EVENT_NBUCKETS, m[i].sum, m[i].count);
+    }
+}
 
 /* XGROUP CREATE for every stream; an existing group is fine. */
 static int sb_consumer_groups(sb_consumer_t *c) {
@@ -303,8 +359,13 @@ static int sb_consumer_seen(sb_consumer_t *c, const sb_event_t *ev) {
 static int sb_consumer_dispatch(sb_consumer_t *c, const sb_sub_t *s, const sb_event_t *ev) {
     char why[512] = "";
     c->in_handler = 1;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     sb_event_verdict_t v = s->cb(ev, c->redis, s->user, why, sizeof why);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
     c->in_handler = 0;
+    sb_consumer_observe(c, (int)(s - c->subs), v == SB_EVENT_ACK,
+                        (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
     if (v == SB_EVENT_ACK) {
         c->stats.handled++;
         return sb_consumer_ack(c, s, ev);

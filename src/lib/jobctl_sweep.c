@@ -43,7 +43,8 @@ static const char SB_SWEEP_LUA[] =
     "local here = 0\n" /* ids that left key: the window's next start moves back by them */
     "for _, id in ipairs(ids) do\n"
     "  if redis.call('EXISTS', prefix .. 'job:' .. id) == 0 then\n"
-    "    redis.call('DEL', prefix .. 'history:' .. id, 'metrics:' .. prefix .. 'failed:' .. id)\n"
+    "    redis.call('DEL', prefix .. 'hist:' .. id, prefix .. 'history:' .. id,\n"
+    "                'metrics:' .. prefix .. 'failed:' .. id)\n"
     "    here = here + 1\n"
     "    for _, z in ipairs(zsets) do removed = removed + redis.call('ZREM', z, id) end\n"
     "  end\n"

@@ -3,13 +3,16 @@
  * version changes. */
 #include "switchboard/version.h"
 #include "sb_build_version.h"
+#include "switchboard/log.h"
 #include "switchboard/prom.h"
 
 const char *sb_version(void) { return SB_BUILD_VERSION; }
 
 void sb_version_prom(sb_prom_t *p) {
-    sb_prom_label_t v[1] = {{"version", SB_BUILD_VERSION}};
+    sb_prom_label_t v[3] = {{"version", SB_BUILD_VERSION}, {"instance_id", sb_log_instance()},
+                            {"commit", SB_BUILD_COMMIT}};
     sb_prom_family(p, "switchboard_build_info", "gauge",
-                   "Always 1; the version label is the release this process runs.");
-    sb_prom_sample(p, "switchboard_build_info", v, 1, 1);
+                   "Always 1; the labels are the release and commit this process runs, and the "
+                   "instance id its log lines carry.");
+    sb_prom_sample(p, "switchboard_build_info", v, SB_BUILD_COMMIT[0] ? 3 : 2, 1);
 }

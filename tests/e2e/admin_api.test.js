@@ -47,6 +47,17 @@ async function pausedMetric() {
   return m ? m[1] : null;
 }
 
+// After a pause: waits until no worker is blocked in BLMOVE on the queue. A take already
+// waiting when the pause lands may still take one more job (jobctl.h); a worker that is not
+// waiting asks the take script, which honours the pause. Read from CLIENT LIST, not a sleep.
+async function noTakeWaiting() {
+  const rc = redis.client();
+  try {
+    await waitFor(async () => !(await rc.client('LIST')).split('\n')
+      .some((l) => / flags=\S*b/.test(l) && / cmd=blmove\b/.test(l)), { what: 'no BLMOVE waiting' });
+  } finally { rc.disconnect(); }
+}
+
 test.before(async () => {
   redis = await startRedis();
   const port = await freePort();
@@ -180,6 +191,7 @@ test('pause / resume: the paused state in the API and in /metrics; the owner can
   assert.strictEqual((await call('GET', '/admin/queues/report/paused')).json.paused, true);
   assert.strictEqual((await call('GET', '/admin/queues/report')).json.paused, true);
   assert.strictEqual(await pausedMetric(), '1');
+  await noTakeWaiting();
 
   const mine = await submit(alice, { n: 2 });
   const other = await submit(alice, { n: 3 });
@@ -208,6 +220,7 @@ test('CLI: job list/retry/cancel/delete and queue pause/resume with --json; /met
   assert.strictEqual(paused.code, 0, paused.stderr);
   assert.strictEqual(JSON.parse(paused.stdout).paused, true, paused.stdout);
   await waitFor(async () => (await pausedMetric()) === '1', { what: '/metrics to show the CLI\'s pause' });
+  await noTakeWaiting();
 
   const queued = await submit(bob, { n: 4 });
   const list = await sb(['job', 'list', '--type', 'report', '--state', 'queued', '--json']);

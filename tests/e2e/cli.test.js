@@ -83,6 +83,12 @@ test('each verb takes only its own flags; other verbs\' environment is ignored',
   const flags = [...help.stdout.matchAll(/^ {2}--([a-z-]+)/gm)].map((m) => m[1]);
   assert.deepStrictEqual(flags.sort(), ['department', 'department-id', 'email', 'jwt-secret', 'name',
     'public-key', 'role', 'sub', 'ttl']);
+  // AUDIT_EVENTS belongs to the gateway and the agent (their environment is read: a bad value stops them)
+  for (const verb of ['gateway', 'agent']) {
+    const bad = await runSwitchboard([verb], { AUDIT_EVENTS: '2', JWT_SECRET: 's' });
+    assert.strictEqual(bad.code, 2, bad.stderr);
+    assert.match(bad.stderr, new RegExp(`^switchboard ${verb}: bad setting AUDIT_EVENTS='2'`));
+  }
   const unknown = await runSwitchboard(['job', '--nope', '1-a']);
   assert.strictEqual(unknown.code, 2);
   assert.match(unknown.stderr, /switchboard job: unknown option '--nope'/);

@@ -60,6 +60,13 @@ test('switchboard up: private redis, gateway and agent; a job goes through; Ctrl
     assert.strictEqual(claims.role, 'admin');
     const queues = await fetch(`${base}/admin/queues`, { headers: { Authorization: `Bearer ${c[3]}` } });
     assert.strictEqual(queues.status, 200, 'the console token is an admin token the gateway accepts');
+    // the agent's metrics are on, at the URL the banner prints, and counted that job
+    const mm = up.output.match(/metrics: +http:\/\/127\.0\.0\.1:(\d+)\/metrics \(gateway\), (http:\/\/127\.0\.0\.1:\d+\/metrics) \(agent\)/);
+    assert.ok(mm, `banner prints the metrics URLs:\n${up.output}`);
+    assert.strictEqual(Number(mm[1]), port);
+    await waitFor(async () => {
+      try { return /^agent_jobs_processed_total\{status="done"\} 1$/m.test(await (await fetch(mm[2])).text()); } catch { return false; }
+    }, { what: 'the agent\'s /metrics to count the job' });
     up.kill('SIGINT');
     assert.deepStrictEqual(await up.exited, { code: 0, signal: null });
     // 'exit' can come before the last of its output is read: wait for the lines

@@ -219,6 +219,47 @@ static void test_list_counts_and_detail(void **state) {
     sb_redis_free(r);
 }
 
+/* The history is a list of four elements an entry, kept as long as the record and bounded;
+ * a job queued by an older producer has a stream history, which is read first and deleted
+ * with the job. */
+static void test_history_list_and_legacy_stream(void **state) {
+    (void)state;
+    sb_redis_t *r = sb_test_redis_client(&srv);
+    char a[SB_JOB_ID_LEN];
+    enqueue_as(r, "PKA", "{}", a);
+    assert_int_equal(integer(r, "LLEN agent:rebalance:hist:%s%s", a, ""), 4);
+    assert_true(integer(r, "TTL agent:rebalance:hist:%s%s", a, "") > 0);
+    redisReply *x = sb_redis_cmd(r, "XADD agent:rebalance:history:%s * status queued by old "
+                                 "at 2026-01-01T00:00:00.000Z detail enqueued", a);
+    assert_non_null(x);
+    freeReplyObject(x);
+    cJSON *out = NULL;
+    assert_int_equal(sb_jobctl_detail(r, "rebalance", a, &out), 0);
+    cJSON *hist = cJSON_GetObjectItem(out, "history");
+    assert_int_equal(cJSON_GetArraySize(hist), 2);
+    assert_string_equal(sb_json_str(cJSON_GetArrayItem(hist, 0), "by"), "old");
+    cJSON *e = cJSON_GetArrayItem(hist, 1);
+    assert_string_equal(sb_json_str(e, "id"), "1");
+    assert_string_equal(sb_json_str(e, "status"), "queued");
+    assert_string_equal(sb_json_str(e, "by"), "PKA");
+    assert_string_equal(sb_json_str(e, "detail"), "enqueued");
+    assert_non_null(sb_json_str(e, "at"));
+    cJSON_Delete(out);
+    /* bounded: about SB_HISTORY_MAXLEN entries however many state changes */
+    for (int i = 0; i < 3 * SB_HISTORY_MAXLEN; i++) {
+        sb_jobctl_result_t res;
+        assert_int_equal(sb_jobctl_cancel(r, "rebalance", a, "ops", NULL, &res), 0);
+        assert_int_equal(sb_jobctl_retry(r, "rebalance", a, "ops", &res), 0);
+    }
+    long long n = integer(r, "LLEN agent:rebalance:hist:%s%s", a, "");
+    assert_true(n >= 4 * SB_HISTORY_MAXLEN && n <= 4 * SB_HISTORY_MAXLEN * 11 / 10);
+    sb_jobctl_result_t res;
+    assert_int_equal(sb_jobctl_delete(r, "rebalance", a, "ops", &res), 0);
+    assert_int_equal(integer(r, "EXISTS agent:rebalance:history:%s%s", a, ""), 0);
+    assert_int_equal(integer(r, "EXISTS agent:rebalance:hist:%s%s", a, ""), 0);
+    sb_redis_free(r);
+}
+
 /* An id whose record expired is dropped from the structure a listing meets it in. */
 static void test_expired_ids_leave_the_indices(void **state) {
     (void)state;
@@ -275,7 +316,7 @@ static void test_sweep_removes_entries_of_gone_jobs(void **state) {
     assert_int_equal(zcard(r, "agent:rebalance:user:PKB"), 2); /* ids 8, 10 */
     for (int i = 0; i < N; i++) {
         assert_int_equal(zscore_exists(r, "agent:rebalance:index", ids[i]), i >= 8);
-        assert_int_equal(integer(r, "EXISTS agent:rebalance:history:%s%s", ids[i], ""), i >= 8);
+        assert_int_equal(integer(r, "EXISTS agent:rebalance:hist:%s%s", ids[i], ""), i >= 8);
     }
     assert_false(zscore_exists(r, "agent:rebalance:done", ids[2]));
     assert_false(zscore_exists(r, "agent:rebalance:cancelled", ids[3]));
@@ -468,7 +509,7 @@ static void test_delete_removes_everything(void **state) {
     assert_int_equal(sb_jobctl_delete(r, "rebalance", a, "ops", &res), 0);
     assert_int_equal(res.outcome, SB_JOBCTL_OK);
     assert_int_equal(integer(r, "EXISTS agent:rebalance:job:%s%s", a, ""), 0);
-    assert_int_equal(integer(r, "EXISTS agent:rebalance:history:%s%s", a, ""), 0);
+    assert_int_equal(integer(r, "EXISTS agent:rebalance:hist:%s%s", a, ""), 0);
     assert_false(zscore_exists(r, "agent:rebalance:index", a));
     assert_false(zscore_exists(r, "agent:rebalance:user:PKA", a));
     assert_false(in_list(r, "agent:rebalance:jobs", a));
@@ -671,6 +712,7 @@ int main(void) {
         cmocka_unit_test_setup(test_cancel_races_finish, setup),
         cmocka_unit_test_setup(test_delete_races_take, setup),
         cmocka_unit_test_setup(test_retry_races_recovery, setup),
+        cmocka_unit_test_setup(test_history_list_and_legacy_stream, setup),
     };
     int rc = sb_test_run("jobctl", tests, sizeof tests / sizeof tests[0]);
     sb_test_redis_stop(&srv);

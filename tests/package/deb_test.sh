@@ -42,7 +42,8 @@ for f in usr/bin/switchboard usr/share/switchboard/web/index.html usr/share/swit
          etc/switchboard/gateway.env etc/switchboard/agent.env \
          lib/systemd/system/switchboard-gateway.service lib/systemd/system/switchboard-agent@.service \
          usr/lib/sysusers.d/switchboard.conf usr/share/doc/switchboard/copyright \
-         usr/share/doc/switchboard/OPERATIONS.md; do
+         usr/share/doc/switchboard/OPERATIONS.md usr/share/switchboard/monitoring/switchboard.json \
+         usr/share/switchboard/monitoring/alerts.yml; do
   [[ -e $X/$f ]] || fail "the package lacks /$f"
 done
 [[ -x $X/usr/bin/switchboard ]] || fail "/usr/bin/switchboard is not executable"
@@ -87,7 +88,7 @@ grep -q "dashboard: [0-9]* files from $X/usr/share/switchboard/web" "$T/gateway.
   fail "the gateway did not load the installed dashboard: $(grep dashboard "$T/gateway.log")"
 curl -fsS "http://127.0.0.1:$gport/" | cmp -s - "$X/usr/share/switchboard/web/index.html" ||
   fail "/ is not the installed index.html"
-curl -fsS "http://127.0.0.1:$gport/metrics" | grep -qx "switchboard_build_info{version=\"$version\"} 1" ||
+curl -fsS "http://127.0.0.1:$gport/metrics" | grep -qE "^switchboard_build_info\{version=\"$version\",instance_id=\"[0-9a-f]{12}\"(,commit=\"[0-9a-f]{12}\")?\} 1$" ||
   fail "/metrics lacks switchboard_build_info"
 ok "installed gateway serves the dashboard from /usr/share/switchboard/web and build_info"
 

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 #include "cli/settings.h"
@@ -689,22 +690,28 @@ static void write_log_lines(void) {
     sb_error("gw", "%.*s", 2047 - 40, msg); /* cut to 2046 */
 }
 
-static void test_log_format(void **state) {
-    (void)state;
+/* Runs write() with stderr sent to a temporary file; returns what it wrote (static buffer). */
+static const char *capture_stderr(void (*write)(void)) {
     FILE *tmp = tmpfile();
     assert_non_null(tmp);
     fflush(stderr);
     int saved = dup(2);
     assert_true(saved >= 0 && dup2(fileno(tmp), 2) == 2);
-    write_log_lines();
+    write();
     fflush(stderr);
     dup2(saved, 2);
     close(saved);
-    static char out[16384];
+    static char out[32768];
     rewind(tmp);
     size_t n = fread(out, 1, sizeof out - 1, tmp);
     fclose(tmp);
     out[n] = '\0';
+    return out;
+}
+
+static void test_log_format(void **state) {
+    (void)state;
+    char *out = (char *)capture_stderr(write_log_lines);
     char *line[6];
     size_t len[6];
     char *p = out;
@@ -732,6 +739,95 @@ static void test_log_format(void **state) {
     }
 }
 
+static void write_json_lines(void) {
+    static char msg[3000];
+    memset(msg, 'm', sizeof msg - 1);
+    sb_log_set_level(SB_LOG_INFO);
+    sb_log_set_format(SB_LOG_JSON);
+    sb_debug("gw", "below the level");
+    sb_info("agent", "job %s done in %d ms", "j1", 12);
+    sb_warn("gw", "quote \" backslash \\ newline \n bad \xff byte");
+    sb_error("gw", "%s", msg);
+    sb_log_set_format(SB_LOG_TEXT);
+}
+
+/* LOG_FORMAT=json: one JSON object a line with time, level, component, instance, message; the
+ * message escaped, made valid UTF-8, cut when long; the instance id the same on every line. */
+static void test_log_json(void **state) {
+    (void)state;
+    sb_log_format_t f = SB_LOG_TEXT;
+    assert_int_equal(sb_log_format_parse("json", &f), SB_OK);
+    assert_int_equal(f, SB_LOG_JSON);
+    assert_int_equal(sb_log_format_parse("JSON", &f), SB_EINVAL);
+    assert_int_equal(sb_log_format_parse("", &f), SB_EINVAL);
+    assert_int_equal(f, SB_LOG_JSON);
+    const char *out = capture_stderr(write_json_lines);
+    const char *want_level[] = {"info", "warn", "error"};
+    const char *want_msg[] = {"job j1 done in 12 ms",
+                              "quote \" backslash \\ newline \n bad \xef\xbf\xbd byte", NULL};
+    const char *p = out;
+    for (int i = 0; i < 3; i++) {
+        const char *nl = strchr(p, '\n');
+        assert_non_null(nl);
+        cJSON *o = cJSON_ParseWithLength(p, (size_t)(nl - p));
+        assert_non_null(o);
+        int64_t ms;
+        assert_int_equal(sb_iso8601_parse(cJSON_GetObjectItem(o, "time")->valuestring, &ms),
+                         SB_OK);
+        assert_string_equal(cJSON_GetObjectItem(o, "level")->valuestring, want_level[i]);
+        assert_string_equal(cJSON_GetObjectItem(o, "component")->valuestring,
+                            i ? "gw" : "agent");
+        assert_string_equal(cJSON_GetObjectItem(o, "instance")->valuestring, sb_log_instance());
+        const char *m = cJSON_GetObjectItem(o, "message")->valuestring;
+        if (want_msg[i]) assert_string_equal(m, want_msg[i]);
+        else assert_true(strlen(m) > 1000 && strspn(m, "m") == strlen(m)); /* cut, whole JSON */
+        cJSON_Delete(o);
+        p = nl + 1;
+    }
+    assert_string_equal(p, "");
+    assert_int_equal(strlen(sb_log_instance()), SB_LOG_INSTANCE_LEN - 1);
+    assert_int_equal(strspn(sb_log_instance(), "0123456789abcdef"), SB_LOG_INSTANCE_LEN - 1);
+}
+
+/* The value of the unlabelled sample `name` in Prometheus text, or -1 when absent. */
+static double prom_value(const char *text, const char *name) {
+    size_t n = strlen(name);
+    for (const char *p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
+        if (!strncmp(p, name, n) && p[n] == ' ') return strtod(p + n + 1, NULL);
+    return -1;
+}
+
+/* process_* from /proc: present and plausible for this very process. */
+static void test_prom_runtime(void **state) {
+    (void)state;
+    sb_prom_t p;
+    sb_prom_init(&p);
+    sb_prom_runtime(&p);
+    const char *t = sb_prom_text(&p, NULL);
+    assert_non_null(t);
+    assert_true(prom_value(t, "process_resident_memory_bytes") > 1 << 20);
+    assert_true(prom_value(t, "process_virtual_memory_bytes") >
+                prom_value(t, "process_resident_memory_bytes"));
+    assert_true(prom_value(t, "process_cpu_seconds_total") > 0);
+    double fds = prom_value(t, "process_open_fds");
+    int extra = dup(0); /* one more descriptor shows */
+    sb_prom_t q;
+    sb_prom_init(&q);
+    sb_prom_runtime(&q);
+    assert_true(fds >= 3);
+    assert_true(prom_value(sb_prom_text(&q, NULL), "process_open_fds") == fds + 1);
+    close(extra);
+    sb_prom_close(&q);
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    assert_true(prom_value(t, "process_max_fds") == (double)rl.rlim_cur);
+    double start = prom_value(t, "process_start_time_seconds"), now = sb_now_ms() / 1000.0;
+    assert_true(start > now - 600 && start <= now + 1);
+    assert_non_null(strstr(t, "switchboard_build_info{version=\""));
+    assert_non_null(strstr(t, sb_log_instance()));
+    sb_prom_close(&p);
+}
+
 static void test_poll_backoff(void **state) {
     (void)state;
     sb_poll_opts_t o = {500, 5000, 1.5};
@@ -756,6 +852,7 @@ int main(void) {
         cmocka_unit_test(test_json_duplicate_keys), cmocka_unit_test(test_json_nul_member),
         cmocka_unit_test(test_clock),              cmocka_unit_test(test_clock_matches_gmtime),
         cmocka_unit_test(test_log_format),         cmocka_unit_test(test_poll_backoff),
+        cmocka_unit_test(test_log_json),           cmocka_unit_test(test_prom_runtime),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
