@@ -150,6 +150,44 @@ test('a client event asking for an ack gets an error ack, not silence', async ()
   ws.close();
 });
 
+// engine.io-protocol, HTTP long-polling: a missing mandatory query parameter or an unknown sid
+// gets 400; a POST is answered 200 `ok`; a second GET while one is held gets 400 and closes the
+// session (the held GET is answered with a close packet). See docs/SOCKETIO_CONFORMANCE.md.
+test('polling MUSTs on the wire: 400s, POST answered ok, duplicate GET closes the session', async () => {
+  const url = (q) => `${base}/socket.io/?${q}`;
+  for (const q of ['transport=polling', 'EIO=4', 'EIO=4&transport=polling&sid=AAAAAAAAAAAAAAAAAAAA'])
+    assert.strictEqual((await fetch(url(q))).status, 400, `GET ${q}`);
+  for (const q of ['EIO=4&transport=polling', 'EIO=4&transport=polling&sid=AAAAAAAAAAAAAAAAAAAA'])
+    assert.strictEqual((await fetch(url(q), { method: 'POST', body: '3' })).status, 400, `POST ${q}`);
+  const sid = await pollingSid();
+  const post = await fetch(url(`EIO=4&transport=polling&sid=${sid}`), { method: 'POST', body: '3' });
+  assert.strictEqual(post.status, 200);
+  assert.strictEqual(await post.text(), 'ok');
+  // two GETs at once: whichever arrives second gets 400, and the one held is answered `1`
+  const answers = await Promise.all([1, 2].map(async (t) => {
+    const r = await fetch(url(`EIO=4&transport=polling&sid=${sid}&t=${t}`));
+    return [r.status, await r.text()];
+  }));
+  answers.sort((a, b) => a[0] - b[0]);
+  assert.deepStrictEqual(answers.map((a) => a[0]), [200, 400]);
+  assert.strictEqual(answers[0][1], '1');
+  const after = await fetch(url(`EIO=4&transport=polling&sid=${sid}`), { method: 'POST', body: '3' });
+  assert.strictEqual(after.status, 400, 'the session is closed');
+});
+
+// socket.io-protocol: an EVENT whose payload is not a non-empty array, or an ACK whose payload is
+// not an array (an ACK without a payload included), closes the connection with a Close frame.
+test('an EVENT with an empty or non-array payload closes the connection', async () => {
+  for (const bad of ['42[]', '42{}', '42"x"', '43{}', '431']) {
+    const ws = await connectedWs();
+    ws.send(bad);
+    let timer;
+    const deadline = new Promise((resolve) => { timer = setTimeout(() => resolve('still open'), 10000); });
+    assert.strictEqual(await Promise.race([ws.closed, deadline]), 1000, bad);
+    clearTimeout(timer);
+  }
+});
+
 // A gateway with the Engine.IO settings given; resolves { g, base }.
 async function gatewayWith(env) {
   const p = await freePort();

@@ -132,6 +132,8 @@ static void test_http_errors(void **state) {
                  "{\"code\":1,\"message\":\"Session ID unknown\"}");
     expect_error(f, fake_req(SB_EIO_POST, "polling", NULL), 400,
                  "{\"code\":2,\"message\":\"Bad handshake method\"}");
+    expect_error(f, fake_req(SB_EIO_POST, "polling", "AAAAAAAAAAAAAAAAAAAA"), 400,
+                 "{\"code\":1,\"message\":\"Session ID unknown\"}");
     sb_eio_req_t ws_no_upgrade = fake_req(SB_EIO_GET, "websocket", NULL);
     ws_no_upgrade.websocket = 0;
     expect_error(f, ws_no_upgrade, 400, "{\"code\":3,\"message\":\"Bad request\"}");
@@ -161,6 +163,21 @@ static void test_polling_post_split(void **state) {
     assert_string_equal(f->app.msgs[2], "\x01\x02\x03"); /* decoded from base64 */
     assert_int_equal(f->app.binary[2], 1);
     assert_int_equal(f->app.closes, 0);
+}
+
+/* A POST that delivers its packets is answered 200 with `ok` as its body (engine.io-protocol,
+ * Sending data: "the server MUST return an HTTP 200 response, with the string ok"). */
+static void test_post_answers_ok(void **state) {
+    fixture_t *f = *state;
+    char sid[SB_EIO_SID_LEN + 1], out[64];
+    assert_true(fake_handshake(f->srv, 0, sid));
+    sb_eio_req_t req = fake_req(SB_EIO_POST, "polling", sid);
+    req.body = "4hi";
+    req.body_len = 3;
+    sb_eio_reply_t r;
+    assert_int_equal(sb_eio_http(f->srv, &req, NULL, 1, &r), 200);
+    assert_string_equal(fake_body(&r, out, sizeof out), "ok");
+    assert_string_equal(f->app.msgs[0], "hi");
 }
 
 /* Binary messages both ways on polling: a `b` packet whose body is not base64 closes the
@@ -974,6 +991,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_handshake, setup, teardown),
         cmocka_unit_test_setup_teardown(test_http_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_post_answers_ok, setup, teardown),
         cmocka_unit_test_setup_teardown(test_polling_post_split, setup, teardown),
         cmocka_unit_test_setup_teardown(test_polling_binary, setup, teardown),
         cmocka_unit_test_setup_teardown(test_polling_hold_and_wake, setup, teardown),
