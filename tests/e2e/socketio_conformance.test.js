@@ -5,6 +5,7 @@
 // transport that takes no upgrade, a second WebSocket for a session) closed after the 101,
 // and server-initiated closes sending a WebSocket Close frame with a code (issue #22).
 'use strict';
+const net = require('node:net');
 const test = require('node:test');
 const assert = require('node:assert');
 const jwt = require('jsonwebtoken');
@@ -173,6 +174,42 @@ test('polling MUSTs on the wire: 400s, POST answered ok, duplicate GET closes th
   assert.strictEqual(answers[0][1], '1');
   const after = await fetch(url(`EIO=4&transport=polling&sid=${sid}`), { method: 'POST', body: '3' });
   assert.strictEqual(after.status, 400, 'the session is closed');
+});
+
+// engine.io-protocol, Sending data: a second POST while another one's body is still arriving
+// gets 400 and closes the session (engine.io's "data request overlap"). The first POST sends
+// its headers and holds its body back; the second is sent until the gateway has read those
+// headers (each try is a round trip; on loopback the first try is enough).
+test('a second POST while another one\'s body arrives gets 400 and closes the session', async () => {
+  const sid = await pollingSid();
+  const path = `/socket.io/?EIO=4&transport=polling&sid=${sid}`;
+  const first = net.connect(port, '127.0.0.1');
+  let firstText = '';
+  first.on('data', (d) => { firstText += d; });
+  first.on('error', () => {});
+  await new Promise((resolve) => first.on('connect', resolve));
+  first.write(`POST ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain;charset=UTF-8\r\n` +
+    'Content-Length: 1\r\n\r\n');
+  let status;
+  for (let i = 0; i < 50 && status !== 400; i++)
+    status = (await fetch(`${base}${path}&t=${i}`, { method: 'POST', body: '6' })).status;
+  assert.strictEqual(status, 400, 'the overlapping POST');
+  first.write('6');
+  await waitFor(() => /^HTTP\/1\.1 \d+/.test(firstText), { what: 'the first POST answered' });
+  assert.match(firstText, /^HTTP\/1\.1 400/, 'the session is closed');
+  first.destroy();
+  assert.strictEqual((await fetch(`${base}${path}`)).status, 400);
+  // one POST at a time is welcome: a new session takes several in a row, also after one the
+  // HTTP layer refused at its headers (chunked: 411, answered once the core forgot it)
+  const sid2 = await pollingSid();
+  const path2 = `/socket.io/?EIO=4&transport=polling&sid=${sid2}`;
+  const refused = await rawExchange(port, [`POST ${path2} HTTP/1.1\r\nHost: 127.0.0.1\r\n` +
+    'Transfer-Encoding: chunked\r\n\r\n1\r\n6\r\n0\r\n\r\n'], { answers: 1 });
+  assert.deepStrictEqual(refused.statuses, [411]);
+  for (let i = 0; i < 3; i++) {
+    const r = await fetch(`${base}${path2}&t=${i}`, { method: 'POST', body: '6' });
+    assert.strictEqual(r.status, 200, `POST ${i}`);
+  }
 });
 
 // socket.io-protocol: an EVENT whose payload is not a non-empty array, or an ACK whose payload is

@@ -248,6 +248,49 @@ static void test_polling_overlap_closes(void **state) {
     assert_int_equal(sb_eio_count(f->srv), 0);
 }
 
+/* A second POST while one's body is still arriving gets 400 and closes the session, whose held
+ * GET is answered `1` (engine.io-protocol, Sending data; engine.io's "data request overlap").
+ * A POST handled, or gone before its body was in, is forgotten: the next one is welcome. */
+static void test_polling_post_overlap_closes(void **state) {
+    fixture_t *f = *state;
+    char sid[SB_EIO_SID_LEN + 1], out[256];
+    sb_eio_id_t id = fake_handshake(f->srv, 0, sid);
+    void *get = &f->http.conns[1], *p1 = &f->http.conns[2], *p2 = &f->http.conns[3];
+    sb_eio_req_t post = fake_req(SB_EIO_POST, "polling", sid);
+    post.body = "4a";
+    post.body_len = 2;
+    sb_eio_reply_t r;
+    /* one at a time: begun, handled, begun again on another connection, gone, begun again */
+    assert_true(sb_eio_post_begin(f->srv, &post, p1, 1) == id);
+    sb_eio_detach(f->srv, id, p1);
+    assert_int_equal(sb_eio_http(f->srv, &post, p1, 1, &r), 200);
+    sb_eio_buf_unref(r.body);
+    assert_true(sb_eio_post_begin(f->srv, &post, p2, 2) == id);
+    sb_eio_detach(f->srv, id, p2); /* the client went away mid-body */
+    assert_true(sb_eio_post_begin(f->srv, &post, p1, 3) == id);
+    assert_true(sb_eio_post_begin(f->srv, &post, p1, 3) == id); /* the same request again */
+    assert_int_equal(f->app.closes, 0);
+    assert_non_null(sb_eio_sid(f->srv, id));
+    /* a second while p1's body arrives */
+    assert_int_equal(fake_get(f->srv, sid, get, 4, out, sizeof out), SB_EIO_HOLD);
+    assert_true(sb_eio_post_begin(f->srv, &post, p2, 5) == 0);
+    assert_int_equal(f->app.closes, 1);
+    assert_string_equal(f->app.reason, "transport error");
+    assert_true(fake_was_woken(&f->http, get));
+    assert_int_equal(sb_eio_poll_pull(f->srv, id, get, &r), 1);
+    assert_string_equal(fake_body(&r, out, sizeof out), "1");
+    assert_int_equal(sb_eio_http(f->srv, &post, p2, 6, &r), 400);
+    assert_string_equal(fake_body(&r, out, sizeof out), "{\"code\":1,\"message\":\"Session ID unknown\"}");
+    sb_eio_detach(f->srv, id, p1);
+    assert_int_equal(sb_eio_http(f->srv, &post, p1, 7, &r), 400);
+    sb_eio_buf_unref(r.body);
+    assert_int_equal(f->app.nmsgs, 1);
+    /* nothing is marked for what sb_eio_http refuses anyway */
+    sb_eio_req_t unknown = fake_req(SB_EIO_POST, "polling", "AAAAAAAAAAAAAAAAAAAA");
+    assert_true(sb_eio_post_begin(f->srv, &unknown, p1, 8) == 0);
+    assert_true(sb_eio_post_begin(f->srv, &post, p1, 8) == 0); /* closed */
+}
+
 static void test_polling_payload_cap(void **state) {
     (void)state;
     sb_eio_config_t cfg;
@@ -996,6 +1039,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_polling_binary, setup, teardown),
         cmocka_unit_test_setup_teardown(test_polling_hold_and_wake, setup, teardown),
         cmocka_unit_test_setup_teardown(test_polling_overlap_closes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_polling_post_overlap_closes, setup, teardown),
         cmocka_unit_test(test_polling_payload_cap),
         cmocka_unit_test_setup_teardown(test_graceful_close_polling, setup, teardown),
         cmocka_unit_test_setup_teardown(test_client_close_answers_held_get_noop, setup, teardown),
