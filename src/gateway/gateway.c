@@ -24,6 +24,7 @@
 #include "gateway/gateway.h"
 #include "gateway/http.h"
 #include "gateway/admin.h"
+#include "gateway/admin_feed.h"
 #include "gateway/presence_watch.h"
 #include "gateway/socketio/socketio.h"
 #include "gateway/static.h"
@@ -90,6 +91,7 @@ static void sb_gw_signal_cb(uv_signal_t *h, int signum) {
     gw->redis = NULL;
     sb_presence_watch_stop(gw->presence_watch);
     sb_admin_stop(gw->admin);
+    sb_admin_feed_stop(gw->admin_feed);
     sb_socketio_stop(gw->sio);
     lws_context_destroy(gw->lws); /* first stage; lws finishes after its handles close */
     uv_close((uv_handle_t *)&gw->io_begin, NULL);
@@ -249,6 +251,7 @@ int sb_cmd_gateway(sb_config_t *cfg) {
     sb_gateway_io_watch(&gw);
     gw.admin = sb_admin_create(&loop, cfg);
     gw.presence_watch = sb_presence_watch_create(&gw);
+    gw.admin_feed = sb_admin_feed_create(&gw);
     if (!gw.presence_watch)
         sb_warn("gateway", "presence events to admins are off (out of memory)");
     sb_gw_signals_t sig = {.gw = &gw};
@@ -267,6 +270,7 @@ int sb_cmd_gateway(sb_config_t *cfg) {
     }
     sb_presence_watch_free(gw.presence_watch);
     sb_admin_free(gw.admin);
+    sb_admin_feed_free(gw.admin_feed);
     sb_socketio_free(gw.sio); /* lws has closed every connection: no conn is left attached */
     int rc = uv_loop_close(&loop);
     sb_static_free(gw.web);
