@@ -134,6 +134,14 @@ static int sb_batch_push(sb_batch_t *b, char *buf, long long len) {
     return sb_batch_take(b, buf, (size_t)len);
 }
 
+int sb__batch_addraw(sb_batch_t *b, const char *cmd, size_t len) {
+    char *buf = malloc(len + 1);
+    if (!buf) return SB_ENOMEM;
+    memcpy(buf, cmd, len);
+    buf[len] = '\0';
+    return sb_batch_take(b, buf, len);
+}
+
 int sb__batch_vadd(sb_batch_t *b, const char *fmt, va_list ap) {
     char *buf = NULL;
     int len = redisvFormatCommand(&buf, fmt, ap);
