@@ -82,6 +82,12 @@ int sb_batch_add(sb_batch_t *b, const char *fmt, ...);
  * the same bytes redisFormatCommandArgv would write. Returns 0, SB_EINVAL (argc <= 0, a NULL
  * argument, absurd total size) or SB_ENOMEM; b is unchanged on error. */
 int sb_batch_addargv(sb_batch_t *b, int argc, const char **argv, const size_t *lens);
+/* Appends a copy of one command already written as RESP (len bytes, e.g. from sb_batch_cmd of
+ * another batch: the cluster routers regroup commands this way). Returns 0 or SB_ENOMEM (b
+ * unchanged). */
+int sb_batch_add_raw(sb_batch_t *b, const char *cmd, size_t len);
+/* Appends a copy of every command of src. Returns 0 or SB_ENOMEM (dst may then hold some). */
+int sb_batch_append(sb_batch_t *dst, const sb_batch_t *src);
 size_t sb_batch_count(const sb_batch_t *b);
 /* The i-th formatted command (RESP bytes, followed by a NUL not counted in *len) and its length.
  * Valid until the batch is reset or freed. */

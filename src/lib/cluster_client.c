@@ -18,7 +18,6 @@
 #include "switchboard/error.h"
 #include "switchboard/fmt.h"
 #include "switchboard/log.h"
-#include "resp.h"
 
 typedef struct {
     sb_cluster_endpoint_t at;
@@ -220,7 +219,7 @@ static int sb_cluster_run(sb_cluster_t *c, int node, const sb_batch_t *b, const 
     if (rc == SB_OK && asking) rc = sb_batch_add(sub, "ASKING");
     for (size_t j = 0, len; rc == SB_OK && j < k; j++) {
         const char *cmd = sb_batch_cmd(b, idx[j], &len);
-        rc = sb__batch_addraw(sub, cmd, len);
+        rc = sb_batch_add_raw(sub, cmd, len);
     }
     if (rc == SB_OK && sb_redis_pipeline(r, sub, got) != SB_OK) {
         c->map_ok = 0;

@@ -1,6 +1,6 @@
-/* What redis.c (the blocking connection), cluster_client.c (its cluster router) and resp.c
- * (commands as data) share, and nothing else does (library-internal; the contract for other
- * modules is switchboard/redis.h). Names: sb__resp_* / sb__batch_* are private to these files. */
+/* What redis.c (the blocking connection) and resp.c (commands as data) share, and nothing
+ * else does (library-internal; the contract for other modules is switchboard/redis.h).
+ * Names: sb__resp_* / sb__batch_* are private to these two files. */
 #ifndef SB_LIB_RESP_H
 #define SB_LIB_RESP_H
 
@@ -16,8 +16,4 @@ void sb__resp_argv(char *buf, size_t total, int argc, const char **argv, const s
 /* sb_batch_add with a va_list. Returns 0, SB_EINVAL (bad format) or SB_ENOMEM; b is unchanged
  * on failure. */
 int sb__batch_vadd(sb_batch_t *b, const char *fmt, va_list ap);
-/* Appends a copy of one command already written as RESP (len bytes, e.g. from sb_batch_cmd).
- * Returns 0 or SB_ENOMEM (b unchanged). */
-int sb__batch_addraw(sb_batch_t *b, const char *cmd, size_t len);
-
 #endif
