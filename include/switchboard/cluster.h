@@ -45,7 +45,9 @@ uint16_t sb_cluster_crc16(const char *buf, size_t len);
 int sb_cluster_keyslot(const char *key, size_t len);
 
 /* Index in argv of the command's first key, or -1 when the command has none (PING, SCRIPT,
- * PUBLISH, SUBSCRIBE, MULTI, EVAL with 0 keys...). argv[0] is the command name (any case);
+ * PUBLISH, SUBSCRIBE, MULTI, EVAL with 0 keys...). SCAN ... MATCH pattern counts the pattern as
+ * its key when it has a hash tag before any glob character (agent:{t}:processing:*): every
+ * key it can match lives in that slot, so the SCAN goes to the node serving it. argv[0] is the command name (any case);
  * lens holds the argument lengths. */
 int sb_cluster_key_index(int argc, const char *const *argv, const size_t *lens);
 /* The slot of a command written as RESP (an array of bulk strings, as sb_batch_cmd returns):

@@ -46,6 +46,8 @@ typedef enum {
     SB_KEY_SECOND,   /* argv[2] (a subcommand first) */
     SB_KEY_NUMKEYS,  /* argv[2] is the key count, keys from argv[3] (EVAL, FCALL) */
     SB_KEY_STREAMS,  /* the first argument after STREAMS (XREAD, XREADGROUP) */
+    SB_KEY_MATCH,    /* SCAN: its MATCH pattern when that has a hash tag (all its keys are in
+                        that tag's slot), else none */
 } sb_key_rule_t;
 
 static const struct {
@@ -59,7 +61,7 @@ static const struct {
     {"MULTI", SB_KEY_NONE},       {"EXEC", SB_KEY_NONE},        {"DISCARD", SB_KEY_NONE},
     {"SUBSCRIBE", SB_KEY_NONE},   {"UNSUBSCRIBE", SB_KEY_NONE}, {"PSUBSCRIBE", SB_KEY_NONE},
     {"PUNSUBSCRIBE", SB_KEY_NONE}, {"PUBLISH", SB_KEY_NONE},    {"PUBSUB", SB_KEY_NONE},
-    {"TIME", SB_KEY_NONE},        {"DBSIZE", SB_KEY_NONE},      {"SCAN", SB_KEY_NONE},
+    {"TIME", SB_KEY_NONE},        {"DBSIZE", SB_KEY_NONE},      {"SCAN", SB_KEY_MATCH},
     {"KEYS", SB_KEY_NONE},        {"FLUSHALL", SB_KEY_NONE},    {"FLUSHDB", SB_KEY_NONE},
     {"ROLE", SB_KEY_NONE},        {"WAIT", SB_KEY_NONE},        {"ASKING", SB_KEY_NONE},
     {"READONLY", SB_KEY_NONE},    {"SLOWLOG", SB_KEY_NONE},     {"LATENCY", SB_KEY_NONE},
@@ -79,6 +81,18 @@ static int sb_key_rule(const char *name, size_t len, sb_key_rule_t *rule) {
             return 1;
         }
     return 0;
+}
+
+/* 1 when pattern has a non-empty hash tag free of glob characters: every key it matches then
+ * hashes to the tag's slot. */
+static int sb_key_tagged_pattern(const char *p, size_t len) {
+    const char *open = memchr(p, '{', len);
+    if (!open) return 0;
+    const char *close = memchr(open + 1, '}', len - (size_t)(open + 1 - p));
+    if (!close || close == open + 1) return 0;
+    for (const char *c = p; c < close; c++)
+        if (*c == '*' || *c == '?' || *c == '[' || *c == '\\') return 0;
+    return 1;
 }
 
 /* argv[i], a decimal number of keys, as a count; -1 when it is not one. */
@@ -102,6 +116,11 @@ int sb_cluster_key_index(int argc, const char *const *argv, const size_t *lens) 
     case SB_KEY_STREAMS:
         for (int i = 1; i + 1 < argc; i++)
             if (lens[i] == 7 && !strncasecmp(argv[i], "STREAMS", 7)) return i + 1;
+        return -1;
+    case SB_KEY_MATCH:
+        for (int i = 2; i + 1 < argc; i++)
+            if (lens[i] == 5 && !strncasecmp(argv[i], "MATCH", 5))
+                return sb_key_tagged_pattern(argv[i + 1], lens[i + 1]) ? i + 1 : -1;
         return -1;
     }
     return -1;

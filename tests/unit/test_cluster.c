@@ -11,6 +11,8 @@
 #include <string.h>
 #include "switchboard/cluster.h"
 #include "switchboard/error.h"
+#include "switchboard/job.h"
+#include "switchboard/metrics.h"
 
 static int slot_of(const char *key) { return sb_cluster_keyslot(key, strlen(key)); }
 
@@ -59,6 +61,11 @@ static void test_key_index(void **state) {
     assert_int_equal(KEY_OF("PUBLISH", "ch", "m"), -1);
     assert_int_equal(KEY_OF("subscribe", "ch"), -1);
     assert_int_equal(KEY_OF("MULTI"), -1);
+    assert_int_equal(KEY_OF("SCAN", "0", "MATCH", "agent:{t}:processing:*", "COUNT", "9"), 3);
+    assert_int_equal(KEY_OF("SCAN", "0", "MATCH", "agent:t:processing:*"), -1);
+    assert_int_equal(KEY_OF("SCAN", "0", "MATCH", "agent:{t*}:x"), -1); /* glob in the tag */
+    assert_int_equal(KEY_OF("SCAN", "0", "MATCH", "*{t}"), -1);
+    assert_int_equal(KEY_OF("SCAN", "0"), -1);
 }
 
 static void test_cmd_slot(void **state) {
@@ -155,6 +162,36 @@ static void test_slotmap_parse(void **state) {
     freeReplyObject(r);
 }
 
+/* Key names: seed-compatible by default; in the cluster style the type is a hash tag, so every
+ * key of a type (and its metrics) shares one slot, while the channels keep their names. */
+static void test_key_style(void **state) {
+    (void)state;
+    char k[SB_KEY_LEN];
+    assert_string_equal(sb_key(k, sizeof k, SB_KEY_JOBS, "rebalance", NULL), "agent:rebalance:jobs");
+    sb_key_style_set(SB_KEYS_CLUSTER);
+    assert_string_equal(sb_key(k, sizeof k, SB_KEY_JOBS, "rebalance", NULL),
+                        "agent:{rebalance}:jobs");
+    int slot = slot_of(k);
+    assert_string_equal(sb_key(k, sizeof k, SB_KEY_JOB, "rebalance", "1-a"),
+                        "agent:{rebalance}:job:1-a");
+    assert_int_equal(slot_of(k), slot);
+    assert_string_equal(sb_key_prefix(k, sizeof k, "rebalance"), "agent:{rebalance}:");
+    assert_int_equal(slot_of(k), slot);
+    assert_non_null(sb_metrics_key(k, sizeof k, "rebalance", "failed", "1-a"));
+    assert_string_equal(k, "metrics:agent:{rebalance}:failed:1-a");
+    assert_int_equal(slot_of(k), slot);
+    assert_string_equal(sb_key(k, sizeof k, SB_KEY_STATUS, "rebalance", NULL),
+                        "agent:rebalance:status");
+    assert_string_equal(sb_key(k, sizeof k, SB_KEY_EVENTS, "rebalance", NULL),
+                        "agent:rebalance:events");
+    assert_null(sb_key(k, 12, SB_KEY_JOBS, "rebalance", NULL));
+    assert_string_equal(k, "");
+    sb_key_style_set(SB_KEYS_PLAIN);
+    assert_string_equal(sb_key_prefix(k, sizeof k, "rebalance"), "agent:rebalance:");
+    assert_non_null(sb_metrics_key(k, sizeof k, "rebalance", "failed", "1-a"));
+    assert_string_equal(k, "metrics:agent:rebalance:failed:1-a");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_crc16_and_slots),
@@ -162,6 +199,7 @@ int main(void) {
         cmocka_unit_test(test_cmd_slot),
         cmocka_unit_test(test_redirect_parse),
         cmocka_unit_test(test_slotmap_parse),
+        cmocka_unit_test(test_key_style),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
