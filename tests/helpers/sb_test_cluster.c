@@ -164,14 +164,16 @@ int sb_test_cluster_start(sb_test_cluster_t *t) {
     return 0;
 }
 
+void sb_test_cluster_kill(sb_test_cluster_t *t, int i) {
+    if (t->pid[i] <= 0) return;
+    kill(t->pid[i], SIGKILL);
+    waitpid(t->pid[i], NULL, 0);
+    t->pid[i] = 0;
+}
+
 void sb_test_cluster_stop(sb_test_cluster_t *t) {
     char cmd[300];
-    for (int i = 0; i < t->n; i++)
-        if (t->pid[i] > 0) {
-            kill(t->pid[i], SIGKILL);
-            waitpid(t->pid[i], NULL, 0);
-            t->pid[i] = 0;
-        }
+    for (int i = 0; i < t->n; i++) sb_test_cluster_kill(t, i);
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", t->dir);
     if (t->dir[0]) (void)!system(cmd);
 }
@@ -199,6 +201,7 @@ int sb_test_cluster_index(const sb_test_cluster_t *t, int port) {
 int sb_test_cluster_flush(const sb_test_cluster_t *t) {
     int rc = 0;
     for (int i = 0; i < t->n; i++) {
+        if (t->pid[i] <= 0) continue; /* killed by the test */
         sb_redis_t *r = sb_test_cluster_node(t, i);
         redisReply *role = r ? sb_redis_cmd(r, "ROLE") : NULL;
         int master = role && role->type == REDIS_REPLY_ARRAY &&
