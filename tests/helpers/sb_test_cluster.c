@@ -164,6 +164,30 @@ int sb_test_cluster_start(sb_test_cluster_t *t) {
     return 0;
 }
 
+/* Server i's node id (CLUSTER MYID) into id. 0 or -1. */
+static int sb_node_id(const sb_test_cluster_t *t, int i, char *id, size_t len) {
+    sb_redis_t *r = sb_test_cluster_node(t, i);
+    redisReply *rep = r ? sb_redis_cmd(r, "CLUSTER MYID") : NULL;
+    int ok = rep && rep->type == REDIS_REPLY_STRING;
+    if (ok) snprintf(id, len, "%s", rep->str);
+    if (rep) freeReplyObject(rep);
+    sb_redis_free(r);
+    return ok ? 0 : -1;
+}
+
+pid_t sb_test_cluster_reshard(const sb_test_cluster_t *t, int from, int to, int nslots) {
+    char from_id[64], to_id[64], at[32], n[16];
+    const char *cli = getenv("SB_REDIS_CLI");
+    if (sb_node_id(t, from, from_id, sizeof from_id) || sb_node_id(t, to, to_id, sizeof to_id))
+        return -1;
+    snprintf(at, sizeof at, "127.0.0.1:%d", t->port[from]);
+    snprintf(n, sizeof n, "%d", nslots);
+    const char *argv[] = {cli ? cli : "redis-cli", "--cluster", "reshard", at,
+                          "--cluster-from", from_id, "--cluster-to", to_id, "--cluster-slots",
+                          n, "--cluster-yes", "--cluster-pipeline", "10", NULL};
+    return sb_spawn(argv);
+}
+
 void sb_test_cluster_kill(sb_test_cluster_t *t, int i) {
     if (t->pid[i] <= 0) return;
     kill(t->pid[i], SIGKILL);

@@ -33,6 +33,9 @@ void sb_test_cluster_stop(sb_test_cluster_t *t);
 sb_redis_t *sb_test_cluster_node(const sb_test_cluster_t *t, int i);
 /* The index of the server listening on port, or -1. */
 int sb_test_cluster_index(const sb_test_cluster_t *t, int port);
+/* Starts `redis-cli --cluster reshard` moving nslots slots from master i to master j, in the
+ * background. Returns its pid (the test reaps it with waitpid), or -1. */
+pid_t sb_test_cluster_reshard(const sb_test_cluster_t *t, int from, int to, int nslots);
 /* Kills server i (SIGKILL), as a crash would. */
 void sb_test_cluster_kill(sb_test_cluster_t *t, int i);
 /* FLUSHALL and SCRIPT FLUSH on every master. 0 or -1. */

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include "sb_test_cluster.h"
 #include "sb_test_redis.h"
 #include "switchboard/cluster.h"
@@ -249,6 +250,54 @@ static void test_ask_then_moved(void **state) {
     sb_redis_free(r);
 }
 
+/* redis-cli --cluster reshard moves 3000 slots while INCRs run through the cluster client:
+ * every INCR acknowledged is counted exactly once, none fails, and redirects were followed. */
+static void test_reshard_under_load(void **state) {
+    (void)state;
+    enum { NKEYS = 300 };
+    static long long acked[NKEYS];
+    memset(acked, 0, sizeof acked);
+    char err[256], key[32];
+    sb_cluster_t *c = sb_cluster_create(&cl.addr, "test");
+    assert_int_equal(sb_cluster_connect(c, err, sizeof err), SB_OK);
+    sb_batch_t *b = sb_batch_create();
+    pid_t pid = sb_test_cluster_reshard(&cl, 0, 1, 3000);
+    assert_true(pid > 0);
+    int status = -1, done = 0;
+    long rounds = 0;
+    while (!done || rounds < 3) { /* at least three rounds after the reshard ended */
+        if (!done && waitpid(pid, &status, WNOHANG) == pid) {
+            done = 1;
+            rounds = 0;
+        }
+        for (int i = 0; i < NKEYS; i++) {
+            snprintf(key, sizeof key, "rk:%d", i);
+            sb_batch_reset(b);
+            assert_int_equal(sb_batch_add(b, "INCR %s", key), SB_OK);
+            redisReply *rep = NULL;
+            assert_int_equal(sb_cluster_pipeline(c, b, &rep), SB_OK);
+            if (rep->type != REDIS_REPLY_INTEGER) fail_msg("INCR %s: %s", key, rep->str);
+            acked[i]++;
+            assert_int_equal(rep->integer, acked[i]); /* once, in order */
+            freeReplyObject(rep);
+        }
+        rounds++;
+    }
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    assert_true(sb_cluster_redirects(c, SB_REDIRECT_MOVED) +
+                sb_cluster_redirects(c, SB_REDIRECT_ASK) > 0);
+    sb_redis_t *r = client();
+    for (int i = 0; i < NKEYS; i++) {
+        snprintf(key, sizeof key, "rk:%d", i);
+        char want[32];
+        snprintf(want, sizeof want, "%lld", acked[i]);
+        expect_get(r, key, want);
+    }
+    sb_redis_free(r);
+    sb_batch_free(b);
+    sb_cluster_free(c);
+}
+
 static void test_pubsub_across_nodes(void **state) {
     (void)state;
     sb_redis_t *sub = client();
@@ -308,6 +357,7 @@ int main(void) {
         cmocka_unit_test_setup(test_pipeline_over_nodes, setup),
         cmocka_unit_test_setup(test_script_and_transaction, setup),
         cmocka_unit_test_setup(test_ask_then_moved, setup),
+        cmocka_unit_test_setup(test_reshard_under_load, setup),
         cmocka_unit_test_setup(test_pubsub_across_nodes, setup),
         cmocka_unit_test_setup(test_dead_seed_and_lost_connections, setup),
     };
