@@ -130,7 +130,8 @@ int sb_batch_add_script(sb_batch_t *b, const sb_script_t *s, sb_script_mode_t mo
 int sb_reply_is_noscript(const redisReply *reply);
 /* 1 if reply is an error the server gives instead of running the command, so that sending it
  * again later is safe and may succeed: LOADING (restarting from disk), BUSY (a script is
- * running), TRYAGAIN, MASTERDOWN, READONLY (a replica), OOM. */
+ * running), TRYAGAIN, MASTERDOWN, READONLY (a replica), OOM, CLUSTERDOWN (a cluster while a
+ * failover or a resharding leaves a slot unserved). */
 int sb_reply_is_transient(const redisReply *reply);
 
 /* Reply helpers: 1 if reply is a non-error reply of that shape. */

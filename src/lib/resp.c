@@ -224,7 +224,7 @@ int sb_reply_is_noscript(const redisReply *reply) {
 
 int sb_reply_is_transient(const redisReply *reply) {
     static const char *const codes[] = {"LOADING ", "BUSY ", "TRYAGAIN ", "MASTERDOWN ",
-                                        "READONLY ", "OOM "};
+                                        "READONLY ", "OOM ", "CLUSTERDOWN "};
     if (!reply || reply->type != REDIS_REPLY_ERROR || !reply->str) return 0;
     for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
         if (strncmp(reply->str, codes[i], strlen(codes[i])) == 0) return 1;

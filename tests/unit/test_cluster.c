@@ -107,6 +107,11 @@ static void test_redirect_parse(void **state) {
         assert_int_equal(sb_cluster_redirect_parse(&e, &d), SB_REDIRECT_NONE);
         assert_int_equal(d.kind, SB_REDIRECT_NONE);
     }
+    e.str = "CLUSTERDOWN The cluster is down"; /* not a redirect, but worth sending again */
+    assert_int_equal(sb_cluster_redirect_parse(&e, &d), SB_REDIRECT_NONE);
+    assert_true(sb_reply_is_transient(&e));
+    e.str = "MOVED 1 h:2";
+    assert_false(sb_reply_is_transient(&e));
     redisReply s = {.type = REDIS_REPLY_STATUS, .str = "MOVED 1 h:2"};
     assert_int_equal(sb_cluster_redirect_parse(&s, &d), SB_REDIRECT_NONE);
     assert_int_equal(sb_cluster_redirect_parse(NULL, &d), SB_REDIRECT_NONE);
