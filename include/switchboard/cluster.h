@@ -87,6 +87,11 @@ int sb_slotmap_parse(sb_slotmap_t *map, const redisReply *reply, const char *ask
                      char *err, size_t errlen);
 void sb_slotmap_free(sb_slotmap_t *map); /* frees nodes; the struct is the caller's */
 
+/* The address of one node: tmpl (its user, password, TLS) pointed at host:port, without the
+ * seeds. A shallow copy: valid while tmpl and host live; sb_redis_create / sb_aredis_create
+ * copy what they keep. */
+sb_redis_addr_t sb_cluster_node_addr(const sb_redis_addr_t *tmpl, char *host, int port);
+
 /* ---- the blocking client -------------------------------------------------------------------- */
 typedef struct sb_cluster sb_cluster_t;
 

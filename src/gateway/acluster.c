@@ -76,12 +76,7 @@ static int sb_acluster_node(sb_acluster_t *cl, const char *host, int port) {
     n += cl->nnodes;
     snprintf(n->at.host, sizeof n->at.host, "%s", host);
     n->at.port = port;
-    sb_redis_addr_t a = cl->tmpl; /* shallow: sb_aredis_create copies what it keeps */
-    a.host = n->at.host;
-    a.port = port;
-    a.unix_path = NULL;
-    a.cluster = NULL;
-    a.sentinels = a.sentinel_master = NULL;
+    sb_redis_addr_t a = sb_cluster_node_addr(&cl->tmpl, n->at.host, port);
     char name[32];
     snprintf(name, sizeof name, "%.16s@%d", cl->name, port);
     if (!(n->ar = sb_aredis_create(cl->loop, &a, name))) return -1;

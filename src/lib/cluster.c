@@ -153,6 +153,16 @@ int sb_cluster_cmd_slot(const char *resp, size_t len) {
     return rc;
 }
 
+sb_redis_addr_t sb_cluster_node_addr(const sb_redis_addr_t *tmpl, char *host, int port) {
+    sb_redis_addr_t a = *tmpl;
+    a.host = host;
+    a.port = port;
+    a.unix_path = NULL;
+    a.cluster = NULL;
+    a.sentinels = a.sentinel_master = NULL;
+    return a;
+}
+
 /* ---- redirects ------------------------------------------------------------------------------ */
 
 sb_redirect_kind_t sb_cluster_redirect_parse(const redisReply *reply, sb_redirect_t *out) {

@@ -101,12 +101,7 @@ static int sb_cluster_node(sb_cluster_t *c, const char *host, int port) {
 static sb_redis_t *sb_cluster_conn(sb_cluster_t *c, int i, char *err, size_t errlen) {
     sb_cnode_t *n = &c->nodes[i];
     if (!n->r) {
-        sb_redis_addr_t a = c->tmpl; /* shallow: sb_redis_create copies what it keeps */
-        a.host = n->at.host;
-        a.port = n->at.port;
-        a.unix_path = NULL;
-        a.cluster = NULL;
-        a.sentinels = a.sentinel_master = NULL;
+        sb_redis_addr_t a = sb_cluster_node_addr(&c->tmpl, n->at.host, n->at.port);
         if (!(n->r = sb_redis_create(&a, c->component))) {
             snprintf(err, errlen, "out of memory");
             return NULL;

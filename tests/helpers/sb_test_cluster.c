@@ -12,6 +12,7 @@
 #include <unistd.h>
 #include "sb_test_cluster.h"
 #include "switchboard/clock.h"
+#include "switchboard/cluster.h"
 
 #define SB_TEST_CLUSTER_WAIT_MS 30000
 
@@ -164,8 +165,7 @@ int sb_test_cluster_start(sb_test_cluster_t *t) {
     return 0;
 }
 
-/* Server i's node id (CLUSTER MYID) into id. 0 or -1. */
-static int sb_node_id(const sb_test_cluster_t *t, int i, char *id, size_t len) {
+int sb_test_cluster_node_id(const sb_test_cluster_t *t, int i, char *id, size_t len) {
     sb_redis_t *r = sb_test_cluster_node(t, i);
     redisReply *rep = r ? sb_redis_cmd(r, "CLUSTER MYID") : NULL;
     int ok = rep && rep->type == REDIS_REPLY_STRING;
@@ -175,10 +175,66 @@ static int sb_node_id(const sb_test_cluster_t *t, int i, char *id, size_t len) {
     return ok ? 0 : -1;
 }
 
+/* EXISTS key on server i: its integer reply, or -1 when it answers something else (MOVED). */
+static long long sb_exists_on(const sb_test_cluster_t *t, int i, const char *key) {
+    sb_redis_t *r = t->pid[i] > 0 ? sb_test_cluster_node(t, i) : NULL;
+    redisReply *rep = r ? sb_redis_cmd(r, "EXISTS %s", key) : NULL;
+    long long n = rep && rep->type == REDIS_REPLY_INTEGER ? rep->integer : -1;
+    if (rep) freeReplyObject(rep);
+    sb_redis_free(r);
+    return n;
+}
+
+int sb_test_cluster_master_of(const sb_test_cluster_t *t, const char *key) {
+    for (int i = 0; i < t->n; i++)
+        if (sb_exists_on(t, i, key) >= 0) return i;
+    return -1;
+}
+
+int sb_test_cluster_holders(const sb_test_cluster_t *t, const char *key) {
+    int n = 0;
+    for (int i = 0; i < t->n; i++) n += sb_exists_on(t, i, key) == 1;
+    return n;
+}
+
+int sb_test_cluster_run(const sb_test_cluster_t *t, int i, const char *fmt, const char *a,
+                        const char *b) {
+    sb_redis_t *r = sb_test_cluster_node(t, i);
+    redisReply *rep = r ? sb_redis_cmd(r, fmt, a, b) : NULL;
+    int ok = rep && rep->type != REDIS_REPLY_ERROR;
+    if (!ok) fprintf(stderr, "test cluster: %s on %d: %s\n", fmt, t->port[i],
+                     rep ? rep->str : "no reply");
+    if (rep) freeReplyObject(rep);
+    sb_redis_free(r);
+    return ok ? 0 : -1;
+}
+
+int sb_test_cluster_migrate_key(const sb_test_cluster_t *t, const char *key, int from, int to) {
+    char slot[16], from_id[64], to_id[64], port[16];
+    snprintf(slot, sizeof slot, "%d", sb_cluster_keyslot(key, strlen(key)));
+    snprintf(port, sizeof port, "%d", t->port[to]);
+    if (sb_test_cluster_node_id(t, from, from_id, sizeof from_id) ||
+        sb_test_cluster_node_id(t, to, to_id, sizeof to_id))
+        return -1;
+    if (sb_test_cluster_run(t, to, "CLUSTER SETSLOT %s IMPORTING %s", slot, from_id) ||
+        sb_test_cluster_run(t, from, "CLUSTER SETSLOT %s MIGRATING %s", slot, to_id))
+        return -1;
+    return sb_test_cluster_run(t, from, "MIGRATE 127.0.0.1 %s %s 0 5000", port, key);
+}
+
+int sb_test_cluster_assign_slot(const sb_test_cluster_t *t, int slot, int to) {
+    char s[16], to_id[64];
+    snprintf(s, sizeof s, "%d", slot);
+    if (sb_test_cluster_node_id(t, to, to_id, sizeof to_id)) return -1;
+    for (int i = 0; i < t->masters; i++)
+        if (sb_test_cluster_run(t, i, "CLUSTER SETSLOT %s NODE %s", s, to_id)) return -1;
+    return 0;
+}
+
 pid_t sb_test_cluster_reshard(const sb_test_cluster_t *t, int from, int to, int nslots) {
     char from_id[64], to_id[64], at[32], n[16];
     const char *cli = getenv("SB_REDIS_CLI");
-    if (sb_node_id(t, from, from_id, sizeof from_id) || sb_node_id(t, to, to_id, sizeof to_id))
+    if (sb_test_cluster_node_id(t, from, from_id, sizeof from_id) || sb_test_cluster_node_id(t, to, to_id, sizeof to_id))
         return -1;
     snprintf(at, sizeof at, "127.0.0.1:%d", t->port[from]);
     snprintf(n, sizeof n, "%d", nslots);

@@ -33,6 +33,22 @@ void sb_test_cluster_stop(sb_test_cluster_t *t);
 sb_redis_t *sb_test_cluster_node(const sb_test_cluster_t *t, int i);
 /* The index of the server listening on port, or -1. */
 int sb_test_cluster_index(const sb_test_cluster_t *t, int port);
+/* Runs one command (hiredis format, up to two %s arguments) on server i; it must not answer an
+ * error. 0 or -1 (the command and the reply on stderr). */
+int sb_test_cluster_run(const sb_test_cluster_t *t, int i, const char *fmt, const char *a,
+                        const char *b);
+/* Server i's node id (CLUSTER MYID) into id. 0 or -1. */
+int sb_test_cluster_node_id(const sb_test_cluster_t *t, int i, char *id, size_t len);
+/* The live server that is master for key now (the others answer MOVED), or -1. */
+int sb_test_cluster_master_of(const sb_test_cluster_t *t, const char *key);
+/* How many live servers store key (asked directly; a non-owner answers MOVED). */
+int sb_test_cluster_holders(const sb_test_cluster_t *t, const char *key);
+/* Half a resharding, as redis-cli --cluster reshard does it: key's slot marked IMPORTING on
+ * master `to` and MIGRATING on `from`, and key MIGRATEd; the slot still belongs to `from`
+ * (which answers ASK for key). 0 or -1 (reason on stderr). */
+int sb_test_cluster_migrate_key(const sb_test_cluster_t *t, const char *key, int from, int to);
+/* The other half: CLUSTER SETSLOT slot NODE <to> on every master. 0 or -1. */
+int sb_test_cluster_assign_slot(const sb_test_cluster_t *t, int slot, int to);
 /* Starts `redis-cli --cluster reshard` moving nslots slots from master i to master j, in the
  * background. Returns its pid (the test reaps it with waitpid), or -1. */
 pid_t sb_test_cluster_reshard(const sb_test_cluster_t *t, int from, int to, int nslots);

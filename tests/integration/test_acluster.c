@@ -98,19 +98,6 @@ static int setup(void **state) {
     return sb_test_cluster_flush(&cl);
 }
 
-/* How many masters store key, asked directly (a non-owner answers MOVED). */
-static int holders(const char *key) {
-    int n = 0;
-    for (int i = 0; i < cl.n; i++) {
-        sb_redis_t *d = sb_test_cluster_node(&cl, i);
-        redisReply *rep = sb_redis_cmd(d, "EXISTS %s", key);
-        n += rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 1;
-        if (rep) freeReplyObject(rep);
-        sb_redis_free(d);
-    }
-    return n;
-}
-
 static void test_routes_by_key(void **state) {
     (void)state;
     ctx_t x;
@@ -128,7 +115,7 @@ static void test_routes_by_key(void **state) {
         snprintf(val, sizeof val, "v%d", i);
         send1(&x, "GET %s%s", key, "");
         assert_string_equal(x.answer, val);
-        assert_int_equal(holders(key), 1);
+        assert_int_equal(sb_test_cluster_holders(&cl, key), 1);
     }
     for (int i = 0; i < cl.masters; i++) { /* every master got some */
         sb_redis_t *d = sb_test_cluster_node(&cl, i);
@@ -174,72 +161,34 @@ static void test_scripts_on_their_node(void **state) {
         char want[32];
         snprintf(want, sizeof want, "hello/%s", keys[i]);
         assert_string_equal(x.answer, want);
-        assert_int_equal(holders(keys[i]), 1);
+        assert_int_equal(sb_test_cluster_holders(&cl, keys[i]), 1);
     }
     finish(&x);
 }
 
 /* ---- resharding ------------------------------------------------------------------------------ */
 
-static void on_node(int i, const char *fmt, const char *a, const char *b) {
-    sb_redis_t *d = sb_test_cluster_node(&cl, i);
-    redisReply *rep = sb_redis_cmd(d, fmt, a, b);
-    assert_true(sb_reply_ok(rep));
-    freeReplyObject(rep);
-    sb_redis_free(d);
-}
-
-static void node_id(int i, char *id, size_t len) {
-    sb_redis_t *d = sb_test_cluster_node(&cl, i);
-    redisReply *rep = sb_redis_cmd(d, "CLUSTER MYID");
-    snprintf(id, len, "%s", rep->str);
-    freeReplyObject(rep);
-    sb_redis_free(d);
-}
-
-static int owner_of(const char *key) {
-    for (int i = 0; i < cl.masters; i++) {
-        sb_redis_t *d = sb_test_cluster_node(&cl, i);
-        redisReply *g = sb_redis_cmd(d, "EXISTS %s", key);
-        int mine = g && g->type == REDIS_REPLY_INTEGER;
-        if (g) freeReplyObject(g);
-        sb_redis_free(d);
-        if (mine) return i;
-    }
-    fail_msg("no master serves %s", key);
-    return -1;
-}
-
 static void test_ask_then_moved(void **state) {
     (void)state;
     const char *key = "async:migrating";
-    char slot[16], from_id[64], to_id[64], port[16];
     ctx_t x;
     sb_aredis_hook_t hook = {0};
     start(&x, &hook);
     send1(&x, "SET %s %s", key, "here");
     assert_string_equal(x.answer, "OK");
-    int from = owner_of(key), to = (from + 1) % cl.masters;
-    snprintf(slot, sizeof slot, "%d", sb_cluster_keyslot(key, strlen(key)));
-    snprintf(port, sizeof port, "%d", cl.port[to]);
-    node_id(from, from_id, sizeof from_id);
-    node_id(to, to_id, sizeof to_id);
-    on_node(to, "CLUSTER SETSLOT %s IMPORTING %s", slot, from_id);
-    on_node(from, "CLUSTER SETSLOT %s MIGRATING %s", slot, to_id);
-    sb_redis_t *d = sb_test_cluster_node(&cl, from);
-    redisReply *m = sb_redis_cmd(d, "MIGRATE 127.0.0.1 %s %s 0 5000", port, key);
-    assert_true(sb_reply_ok(m));
-    freeReplyObject(m);
-    sb_redis_free(d);
+    int from = sb_test_cluster_master_of(&cl, key), to = (from + 1) % cl.masters;
+    assert_true(from >= 0);
+    assert_int_equal(sb_test_cluster_migrate_key(&cl, key, from, to), 0);
     send1(&x, "GET %s%s", key, ""); /* from answers ASK: followed */
     assert_string_equal(x.answer, "here");
-    for (int i = 0; i < cl.masters; i++) on_node(i, "CLUSTER SETSLOT %s NODE %s", slot, to_id);
+    assert_int_equal(sb_test_cluster_assign_slot(&cl, sb_cluster_keyslot(key, strlen(key)), to),
+                     0);
     send1(&x, "GET %s%s", key, ""); /* from answers MOVED: followed */
     assert_string_equal(x.answer, "here");
     send1(&x, "SET %s %s", key, "there");
     assert_string_equal(x.answer, "OK");
-    assert_int_equal(owner_of(key), to);
-    assert_int_equal(holders(key), 1);
+    assert_int_equal(sb_test_cluster_master_of(&cl, key), to);
+    assert_int_equal(sb_test_cluster_holders(&cl, key), 1);
     finish(&x);
 }
 
@@ -279,7 +228,7 @@ static void test_pubsub_across_nodes(void **state) {
     for (int i = 0; i < cl.masters; i++) {
         char msg[16];
         snprintf(msg, sizeof msg, "m%d", i);
-        on_node(i, "PUBLISH news %s", msg, NULL);
+        assert_int_equal(sb_test_cluster_run(&cl, i, "PUBLISH news %s", msg, NULL), 0);
     }
     run_until(&x, base + cl.masters);
     assert_int_equal(x.messages, cl.masters);

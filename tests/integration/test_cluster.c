@@ -63,19 +63,6 @@ static void expect_get(sb_redis_t *r, const char *key, const char *want) {
     freeReplyObject(rep);
 }
 
-/* How many servers (masters) store key, asked directly: a non-owner answers MOVED. */
-static int holders(const char *key) {
-    int n = 0;
-    for (int i = 0; i < cl.n; i++) {
-        sb_redis_t *d = sb_test_cluster_node(&cl, i);
-        redisReply *rep = sb_redis_cmd(d, "EXISTS %s", key);
-        n += rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 1;
-        if (rep) freeReplyObject(rep);
-        sb_redis_free(d);
-    }
-    return n;
-}
-
 static void test_routes_by_key(void **state) {
     (void)state;
     sb_redis_t *r = client();
@@ -89,7 +76,7 @@ static void test_routes_by_key(void **state) {
         snprintf(key, sizeof key, "key:%d", i);
         snprintf(val, sizeof val, "v%d", i);
         expect_get(r, key, val);
-        assert_int_equal(holders(key), 1);
+        assert_int_equal(sb_test_cluster_holders(&cl, key), 1);
     }
     /* spread over every master, nothing anywhere else */
     long long total = 0;
@@ -158,38 +145,6 @@ static void test_script_and_transaction(void **state) {
 
 /* ---- resharding: ASK while the slot migrates, MOVED once it moved ---------------------------- */
 
-static void node_id(int i, char *id, size_t len) {
-    sb_redis_t *d = sb_test_cluster_node(&cl, i);
-    redisReply *rep = cmd_ok(d, "CLUSTER MYID", NULL, NULL);
-    snprintf(id, len, "%s", rep->str);
-    freeReplyObject(rep);
-    sb_redis_free(d);
-}
-
-/* The master (index) serving key now, asked directly. */
-static int owner_of(const char *key) {
-    char slot[16];
-    snprintf(slot, sizeof slot, "%d", sb_cluster_keyslot(key, strlen(key)));
-    for (int i = 0; i < cl.n; i++) {
-        sb_redis_t *d = sb_test_cluster_node(&cl, i);
-        redisReply *rep = cmd_ok(d, "CLUSTER COUNTKEYSINSLOT %s", slot, NULL);
-        redisReply *g = sb_redis_cmd(d, "EXISTS %s", key); /* MOVED on a non-owner */
-        int mine = g && g->type == REDIS_REPLY_INTEGER;
-        freeReplyObject(rep);
-        if (g) freeReplyObject(g);
-        sb_redis_free(d);
-        if (mine) return i;
-    }
-    fail_msg("no node owns %s", key);
-    return -1;
-}
-
-static void on_node(int i, const char *fmt, const char *a, const char *b) {
-    sb_redis_t *d = sb_test_cluster_node(&cl, i);
-    run_ok(d, fmt, a, b);
-    sb_redis_free(d);
-}
-
 static redisReply *cl_get(sb_cluster_t *c, const char *key) {
     sb_batch_t *b = sb_batch_create();
     redisReply *rep = NULL;
@@ -209,7 +164,7 @@ static void expect_cl_get(sb_cluster_t *c, const char *key, const char *want) {
 static void test_ask_then_moved(void **state) {
     (void)state;
     const char *key = "migrating:key";
-    char slot[16], from_id[64], to_id[64], port[16], err[256];
+    char err[256];
     sb_redis_t *r = client();
     run_ok(r, "SET %s %s", key, "here");
     sb_cluster_t *c = sb_cluster_create(&cl.addr, "test");
@@ -218,18 +173,9 @@ static void test_ask_then_moved(void **state) {
     expect_cl_get(c, key, "here");
     assert_int_equal(sb_cluster_redirects(c, SB_REDIRECT_MOVED), 0);
 
-    int from = owner_of(key), to = (from + 1) % cl.masters;
-    snprintf(slot, sizeof slot, "%d", sb_cluster_keyslot(key, strlen(key)));
-    snprintf(port, sizeof port, "%d", cl.port[to]);
-    node_id(from, from_id, sizeof from_id);
-    node_id(to, to_id, sizeof to_id);
-    on_node(to, "CLUSTER SETSLOT %s IMPORTING %s", slot, from_id);
-    on_node(from, "CLUSTER SETSLOT %s MIGRATING %s", slot, to_id);
-    sb_redis_t *d = sb_test_cluster_node(&cl, from);
-    redisReply *m = sb_redis_cmd(d, "MIGRATE 127.0.0.1 %s %s 0 5000", port, key);
-    assert_true(sb_reply_ok(m));
-    freeReplyObject(m);
-    sb_redis_free(d);
+    int from = sb_test_cluster_master_of(&cl, key), to = (from + 1) % cl.masters;
+    assert_true(from >= 0);
+    assert_int_equal(sb_test_cluster_migrate_key(&cl, key, from, to), 0);
 
     /* the key is on `to`, the slot still `from`'s: from answers ASK */
     expect_cl_get(c, key, "here");
@@ -237,8 +183,9 @@ static void test_ask_then_moved(void **state) {
     assert_int_equal(sb_cluster_redirects(c, SB_REDIRECT_MOVED), 0);
     expect_get(r, key, "here"); /* through sb_redis_t too */
 
-    for (int i = 0; i < cl.masters; i++) on_node(i, "CLUSTER SETSLOT %s NODE %s", slot, to_id);
-    assert_int_equal(owner_of(key), to);
+    assert_int_equal(sb_test_cluster_assign_slot(&cl, sb_cluster_keyslot(key, strlen(key)), to),
+                     0);
+    assert_int_equal(sb_test_cluster_master_of(&cl, key), to);
     /* the slot moved: MOVED, followed, and the map updated */
     expect_cl_get(c, key, "here");
     assert_int_equal(sb_cluster_redirects(c, SB_REDIRECT_MOVED), 1);
@@ -305,7 +252,7 @@ static void test_pubsub_across_nodes(void **state) {
     for (int i = 0; i < cl.masters; i++) {
         char msg[16];
         snprintf(msg, sizeof msg, "from-%d", i);
-        on_node(i, "PUBLISH news %s", msg, NULL);
+        assert_int_equal(sb_test_cluster_run(&cl, i, "PUBLISH news %s", msg, NULL), 0);
         int timed_out = 0;
         redisReply *rep = sb_redis_read_wait(sub, 5000, &timed_out);
         assert_non_null(rep);
@@ -329,7 +276,8 @@ static void test_dead_seed_and_lost_connections(void **state) {
     run_ok(r, "SET %s %s", "k2", "b");
     /* every client connection dropped by the servers: the next command fails, ensure
      * reconnects (loading the map again), and everything works */
-    for (int i = 0; i < cl.n; i++) on_node(i, "CLIENT KILL TYPE %s", "normal", NULL);
+    for (int i = 0; i < cl.n; i++)
+        assert_int_equal(sb_test_cluster_run(&cl, i, "CLIENT KILL TYPE %s", "normal", NULL), 0);
     assert_null(sb_redis_cmd(r, "GET k1"));
     assert_false(sb_redis_connected(r));
     assert_int_equal(sb_redis_ensure(r, NULL), SB_OK);

@@ -28,20 +28,6 @@
 
 static sb_test_cluster_t cl = {.masters = 3, .replicas = 1};
 
-/* The live server that is master for key (a replica or another master answers MOVED). */
-static int master_of(const char *key) {
-    for (int i = 0; i < cl.n; i++) {
-        if (cl.pid[i] <= 0) continue;
-        sb_redis_t *d = sb_test_cluster_node(&cl, i);
-        redisReply *rep = d ? sb_redis_cmd(d, "EXISTS %s", key) : NULL;
-        int mine = rep && rep->type == REDIS_REPLY_INTEGER;
-        if (rep) freeReplyObject(rep);
-        sb_redis_free(d);
-        if (mine) return i;
-    }
-    return -1;
-}
-
 /* 1 when server i is a master with at least one replica connected. */
 static int has_replica(int i) {
     sb_redis_t *d = sb_test_cluster_node(&cl, i);
@@ -57,7 +43,7 @@ static int has_replica(int i) {
 static void key_on(const char *prefix, int m, char *key, size_t len) {
     for (int i = 0; i < 10000; i++) {
         snprintf(key, len, "%s:%d", prefix, i);
-        if (master_of(key) == m) return;
+        if (sb_test_cluster_master_of(&cl, key) == m) return;
     }
     fail_msg("server %d serves no slot", m);
 }
