@@ -166,7 +166,7 @@ static const sb_verb_t sb_verbs[] = {
      sb_gateway_detail,
      SB_REDIS_FLAGS "port bind jwt-secret dev web-dir job-types rate-limit rate-window "
                     "agent-status-ttl max-chats sio-connect-rate sio-connect-rate-ip "
-                    "ping-interval ping-timeout connect-timeout max-payload "
+                    "ping-interval ping-timeout connect-timeout max-payload allow-eio3 "
                     "tls-cert tls-key trusted-proxies redis-wait-replicas redis-wait-timeout-ms"},
     {"token", sb_cmd_token, "token --role R --public-key PK [--sub S] [--ttl SECONDS] [...]",
      "mint a development JWT (HS256 with JWT_SECRET) and print it", sb_token_detail,

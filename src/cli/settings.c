@@ -87,6 +87,8 @@ static const sb_setting_t sb_settings[] = {
      3600000, "45000", "ms an Engine.IO session may take to send its Socket.IO CONNECT"},
     {"MAX_PAYLOAD", "max-payload", SB_SET_INT, OFF(sio_max_payload), 1024, 8388608, "1000000",
      "Engine.IO maxPayload, bytes: largest POST body / WebSocket message from a client"},
+    {"ALLOW_EIO3", "allow-eio3", SB_SET_BOOL, OFF(sio_allow_eio3), 0, 1, "0",
+     "also accept Engine.IO v3 clients (socket.io-client v2; token in the query)"},
     {"JOB_TYPE", "type", SB_SET_STR, OFF(job_type), 0, 0, "rebalance",
      "job type an agent or CLI verb works on"},
     {"MAX_ATTEMPTS", "max-attempts", SB_SET_INT, OFF(max_attempts), 1, 100, "3",

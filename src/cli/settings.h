@@ -44,6 +44,7 @@ typedef struct {
     int sio_ping_timeout_ms;    /* PING_TIMEOUT: Engine.IO pingTimeout */
     int sio_connect_timeout_ms; /* CONNECT_TIMEOUT: engine session to Socket.IO CONNECT */
     int sio_max_payload;        /* MAX_PAYLOAD: Engine.IO maxPayload, bytes */
+    int sio_allow_eio3;         /* ALLOW_EIO3: also Engine.IO v3 (socket.io-client v2) */
     /* jobs and agents */
     char *job_type;         /* JOB_TYPE / --type: the type an agent or CLI verb works on */
     int max_attempts;

@@ -1,6 +1,7 @@
 /* Unit tests of the Engine.IO v4 session machine (src/gateway/socketio/eio*.c), driven with byte
  * strings, a fake HTTP layer (sb_fake_http.h) and a fake clock: handshake, errors, polling, payload
- * splitting, the upgrade, heartbeats, limits, slow consumers, garbage, stale handles. */
+ * splitting, the upgrade, heartbeats, limits, slow consumers, garbage, stale handles; and v3
+ * (allow_eio3): its payload codec, framing, client heartbeat and upgrade. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -637,6 +638,285 @@ static void test_random_id(void **state) {
     assert_null(strpbrk(a, "+/="));
 }
 
+/* ------------------------------------------------------------------ Engine.IO v3 (ALLOW_EIO3) */
+
+/* Packets handed out by sb_eio_split_payload3, as "<binary>|<bytes>" text. */
+typedef struct split3 {
+    char pkts[8][64];
+    int n, stop_at; /* stop_at: return 7 at that packet (1-based), 0 = never */
+} split3_t;
+
+static int split3_cb(void *ud, const char *pkt, size_t n, int binary) {
+    split3_t *s = ud;
+    if (s->n < 8) snprintf(s->pkts[s->n], 64, "%d|%.*s", binary, (int)n, pkt);
+    return ++s->n == s->stop_at ? 7 : 0;
+}
+
+static void test_v3_utf16_len_and_prefix(void **state) {
+    (void)state;
+    char pre[SB_EIO_PREFIX3_MAX];
+    assert_int_equal(sb_eio_utf16_len("abc", 3), 3);
+    assert_int_equal(sb_eio_utf16_len("\xc3\xa9", 2), 1);         /* é: 2 bytes, 1 unit */
+    assert_int_equal(sb_eio_utf16_len("\xe2\x82\xac", 3), 1);     /* €: 3 bytes, 1 unit */
+    assert_int_equal(sb_eio_utf16_len("\xf0\x9f\x98\x80", 4), 2); /* 😀: a surrogate pair */
+    assert_int_equal(sb_eio_prefix3("42[\"\xf0\x9f\x98\x80\"]", 10, pre), 2);
+    assert_string_equal(pre, "8:");
+    assert_int_equal(sb_eio_prefix3("", 0, pre), 2);
+    assert_string_equal(pre, "0:");
+}
+
+static void test_v3_split_string_payload(void **state) {
+    (void)state;
+    /* a ping, a message holding an emoji (8 units, 10 bytes), an empty packet (skipped),
+     * a base64 binary message */
+    static const char body[] = "1:28:42[\"\xf0\x9f\x98\x80\"]0:6:b4AQI=";
+    split3_t s = {0};
+    assert_int_equal(sb_eio_split_payload3(body, sizeof body - 1, split3_cb, &s), 0);
+    assert_int_equal(s.n, 3);
+    assert_string_equal(s.pkts[0], "0|2");
+    assert_string_equal(s.pkts[1], "0|42[\"\xf0\x9f\x98\x80\"]");
+    assert_string_equal(s.pkts[2], "0|b4AQI=");
+    /* the callback's non-zero value stops the split and is returned */
+    split3_t stop = {.stop_at = 2};
+    assert_int_equal(sb_eio_split_payload3(body, sizeof body - 1, split3_cb, &stop), 7);
+    assert_int_equal(stop.n, 2);
+}
+
+static void test_v3_split_binary_payload(void **state) {
+    (void)state;
+    /* XHR2: the string packet "2" (length 1), then a binary message \x04\x01\xff (length 3),
+     * then a 10-byte string packet (the length as two digit bytes) */
+    static const char body[] = "\x00\x01\xff" "2"
+                               "\x01\x03\xff" "\x04\x01\xff"
+                               "\x00\x01\x00\xff" "4abcdefghi";
+    split3_t s = {0};
+    assert_int_equal(sb_eio_split_payload3(body, sizeof body - 1, split3_cb, &s), 0);
+    assert_int_equal(s.n, 3);
+    assert_string_equal(s.pkts[0], "0|2");
+    assert_memory_equal(s.pkts[1], "1|\x04\x01\xff", 5);
+    assert_string_equal(s.pkts[2], "0|4abcdefghi");
+}
+
+static void test_v3_split_errors(void **state) {
+    (void)state;
+    static const struct {
+        const char *body;
+        size_t len;
+    } bad[] = {
+        {"", 0},                         /* an empty body */
+        {"x:2", 3},                      /* no length */
+        {":2", 2},                       /* no digits */
+        {"2", 1},                        /* no colon */
+        {"5:2", 3},                      /* the packet is cut short */
+        {"1:\xf0\x9f\x98\x80", 6},       /* a surrogate pair straddles the length */
+        {"12345678901:2", 13},           /* an absurd length */
+        {"1:21", 4},                     /* trailing garbage: "1" is no length */
+        {"\x02\x01\xff" "2", 4},         /* binary: marker neither 0 nor 1 */
+        {"\x00\x05\xff" "2", 4},         /* binary: cut short */
+        {"\x00\x01" "2", 3},             /* binary: no 0xFF */
+        {"\x01\xff\x04", 3},             /* binary: no length digits */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        split3_t s = {0};
+        assert_int_equal(sb_eio_split_payload3(bad[i].body, bad[i].len, split3_cb, &s),
+                         SB_EINVAL);
+    }
+    split3_t s = {0};
+    assert_int_equal(sb_eio_split_payload3(NULL, 3, split3_cb, &s), SB_EINVAL);
+    assert_int_equal(s.n, 0);
+}
+
+static void test_v3_decode_packet(void **state) {
+    (void)state;
+    sb_eio_packet_t p;
+    assert_int_equal(sb_eio_decode_packet3("4hi", 3, 0, &p), 0);
+    assert_int_equal(p.type, '4');
+    assert_int_equal(p.len, 2);
+    assert_int_equal(sb_eio_decode_packet3("b4AQI=", 6, 0, &p), 0);
+    assert_int_equal(p.type, 'b');
+    assert_memory_equal(p.data, "AQI=", 4);
+    assert_int_equal(sb_eio_decode_packet3("\x04\x01\x02", 3, 1, &p), 0);
+    assert_int_equal(p.type, 'b');
+    assert_int_equal(p.len, 2);
+    assert_memory_equal(p.data, "\x01\x02", 2);
+    assert_int_equal(sb_eio_decode_packet3("\x02", 1, 1, &p), SB_EINVAL);
+    assert_int_equal(sb_eio_decode_packet3("b2AA", 4, 0, &p), SB_EINVAL);
+    assert_int_equal(sb_eio_decode_packet3("b4!!", 4, 0, &p), SB_EINVAL);
+    assert_int_equal(sb_eio_decode_packet3("bAQI=", 5, 0, &p), SB_EINVAL); /* v4's form */
+    assert_int_equal(sb_eio_decode_packet3("", 0, 0, &p), SB_EINVAL);
+}
+
+static int setup_v3(void **state) {
+    sb_eio_config_t cfg;
+    sb_eio_config_default(&cfg);
+    cfg.allow_eio3 = 1;
+    *state = fixture_new(&cfg);
+    return 0;
+}
+
+static sb_eio_req_t req3(int method, const char *transport, const char *sid) {
+    sb_eio_req_t r = fake_req(method, transport, sid);
+    r.eio = "3";
+    return r;
+}
+
+/* A v3 polling handshake at now: checks the framing of the open packet; copies the sid. */
+static sb_eio_id_t handshake3(fixture_t *f, int64_t now, char *sid) {
+    sb_eio_req_t req = req3(SB_EIO_GET, "polling", NULL);
+    sb_eio_reply_t r;
+    char body[512];
+    assert_int_equal(sb_eio_http(f->srv, &req, NULL, now, &r), 200);
+    fake_body(&r, body, sizeof body);
+    char *colon = strchr(body, ':');
+    assert_non_null(colon);
+    assert_int_equal(strtol(body, NULL, 10), strlen(colon + 1));
+    assert_memory_equal(colon + 1, "0{\"sid\":\"", 9);
+    memcpy(sid, colon + 10, SB_EIO_SID_LEN);
+    sid[SB_EIO_SID_LEN] = '\0';
+    assert_int_equal(sb_eio_protocol(f->srv, r.id), 3);
+    return r.id;
+}
+
+static int post3(fixture_t *f, const char *sid, const char *body, size_t len, int64_t now) {
+    sb_eio_req_t req = req3(SB_EIO_POST, "polling", sid);
+    req.body = body;
+    req.body_len = len;
+    sb_eio_reply_t r;
+    int status = sb_eio_http(f->srv, &req, NULL, now, &r);
+    sb_eio_buf_unref(r.body);
+    return status;
+}
+
+static int get3(fixture_t *f, const char *sid, int64_t now, char *out, size_t n) {
+    sb_eio_req_t req = req3(SB_EIO_GET, "polling", sid);
+    sb_eio_reply_t r;
+    int status = sb_eio_http(f->srv, &req, &f->http.conns[1], now, &r);
+    fake_body(&r, out, n);
+    return status;
+}
+
+static void test_v3_refused_unless_allowed(void **state) {
+    fixture_t *f = *state; /* default config: allow_eio3 0 */
+    expect_error(f, req3(SB_EIO_GET, "polling", NULL), 400,
+                 "{\"code\":5,\"message\":\"Unsupported protocol version\"}");
+    expect_error(f, req3(SB_EIO_GET, "websocket", NULL), 400,
+                 "{\"code\":5,\"message\":\"Unsupported protocol version\"}");
+    assert_int_equal(sb_eio_count(f->srv), 0);
+}
+
+static void test_v3_polling_framing(void **state) {
+    fixture_t *f = *state;
+    char sid[SB_EIO_SID_LEN + 1], out[512];
+    sb_eio_id_t id = handshake3(f, 0, sid);
+    /* a v4 handshake on the same server stays v4 */
+    char sid4[SB_EIO_SID_LEN + 1];
+    assert_int_equal(sb_eio_protocol(f->srv, fake_handshake(f->srv, 0, sid4)), 4);
+    /* queued packets are length-prefixed in UTF-16 units, one packet alone too */
+    assert_int_equal(sb_eio_send_text(f->srv, id, "0", 1), 0);
+    assert_int_equal(get3(f, sid, 1, out, sizeof out), 200);
+    assert_string_equal(out, "2:40");
+    assert_int_equal(sb_eio_send_text(f->srv, id, "2[\"\xf0\x9f\x98\x80\"]", 9), 0);
+    assert_int_equal(sb_eio_send_text(f->srv, id, "2[\"\xc3\xa9\"]", 7), 0);
+    assert_int_equal(get3(f, sid, 2, out, sizeof out), 200);
+    assert_string_equal(out, "8:42[\"\xf0\x9f\x98\x80\"]7:42[\"\xc3\xa9\"]");
+    /* the client's ping is answered with a pong; its messages reach the app (binary ones:
+     * base64 in a string payload, bytes in an XHR2 binary payload) */
+    assert_int_equal(post3(f, sid, "1:25:4abcd6:b4AQI=", 18, 3), 200);
+    assert_int_equal(post3(f, sid, "\x01\x03\xff\x04\x01\x02", 6, 3), 200);
+    assert_int_equal(get3(f, sid, 4, out, sizeof out), 200);
+    assert_string_equal(out, "1:3");
+    assert_int_equal(f->app.nmsgs, 3);
+    assert_string_equal(f->app.msgs[0], "abcd");
+    assert_int_equal(f->app.binary[0], 0);
+    assert_string_equal(f->app.msgs[1], "AQI=");
+    assert_int_equal(f->app.binary[1], 1);
+    assert_memory_equal(f->app.msgs[2], "\x01\x02", 2);
+    assert_int_equal(f->app.binary[2], 1);
+    /* a held GET released by a graceful close: what is queued, then the close, framed */
+    assert_int_equal(get3(f, sid, 5, out, sizeof out), SB_EIO_HOLD);
+    assert_int_equal(sb_eio_send_text(f->srv, id, "2[1]", 4), 0);
+    assert_int_equal(sb_eio_close(f->srv, id, 1, "bye"), 0);
+    sb_eio_reply_t r;
+    assert_int_equal(sb_eio_poll_pull(f->srv, id, &f->http.conns[1], &r), 1);
+    assert_string_equal(fake_body(&r, out, sizeof out), "5:42[1]1:1");
+}
+
+static void test_v3_bad_payload_closes(void **state) {
+    fixture_t *f = *state;
+    char sid[SB_EIO_SID_LEN + 1], out[256];
+    sb_eio_id_t id = handshake3(f, 0, sid);
+    assert_int_equal(post3(f, sid, "9:2", 3, 1), 400); /* cut short */
+    assert_int_equal(f->app.closes, 1);
+    assert_string_equal(f->app.reason, "parse error");
+    assert_int_equal(sb_eio_is_open(f->srv, id), 0);
+    /* the v4 form of a payload is garbage to a v3 session */
+    handshake3(f, 0, sid);
+    assert_int_equal(post3(f, sid, "2\x1e" "4x", 4, 1), 400);
+    /* a pong from the client: wrong direction in v3 */
+    handshake3(f, 0, sid);
+    assert_int_equal(post3(f, sid, "1:3", 3, 1), 200);
+    assert_string_equal(f->app.reason, "invalid heartbeat direction");
+    assert_int_equal(get3(f, sid, 2, out, sizeof out), 400); /* nothing left: freed */
+}
+
+static void test_v3_heartbeat_from_client(void **state) {
+    fixture_t *f = *state;
+    char out[64];
+    void *ws = &f->http.conns[0];
+    sb_eio_req_t req = req3(SB_EIO_GET, "websocket", NULL);
+    sb_eio_reply_t r;
+    assert_int_equal(sb_eio_http(f->srv, &req, ws, 0, &r), 101);
+    sb_eio_id_t id = r.id;
+    assert_int_equal(fake_ws_pull(f->srv, id, ws, out, sizeof out), 1);
+    assert_memory_equal(out, "0{\"sid\":", 8); /* unframed on a WebSocket */
+    /* the server never pings: its only deadline is pingInterval + pingTimeout */
+    assert_int_equal(sb_eio_tick(f->srv, 25000), 45000);
+    assert_int_equal(fake_ws_pull(f->srv, id, ws, out, sizeof out), 0);
+    /* a client ping is answered at once and moves the deadline */
+    assert_int_equal(fake_ws_send(f->srv, id, ws, "2", 30000), 0);
+    assert_int_equal(fake_ws_pull(f->srv, id, ws, out, sizeof out), 1);
+    assert_string_equal(out, "3");
+    /* other packets do not count as life (the reference refreshes on a ping only) */
+    assert_int_equal(fake_ws_send(f->srv, id, ws, "4late", 60000), 0);
+    assert_int_equal(sb_eio_ws_frame(f->srv, id, ws, "\x04\x07", 2, 1, 61000), 0);
+    assert_int_equal(f->app.binary[1], 1);
+    assert_int_equal(f->app.msgs[1][0], 7);
+    assert_int_equal(sb_eio_tick(f->srv, 74999), 75000);
+    assert_int_equal(f->app.closes, 0);
+    sb_eio_tick(f->srv, 75000);
+    assert_int_equal(f->app.closes, 1);
+    assert_string_equal(f->app.reason, "ping timeout");
+    assert_int_equal(fake_ws_pull(f->srv, id, ws, out, sizeof out), SB_EIO_CLOSE);
+    sb_eio_detach(f->srv, id, ws);
+}
+
+static void test_v3_upgrade(void **state) {
+    fixture_t *f = *state;
+    char sid[SB_EIO_SID_LEN + 1], out[256];
+    sb_eio_id_t id = handshake3(f, 0, sid);
+    void *poll = &f->http.conns[1], *ws = &f->http.conns[2];
+    assert_int_equal(get3(f, sid, 10, out, sizeof out), SB_EIO_HOLD);
+    sb_eio_req_t req = req3(SB_EIO_GET, "websocket", sid);
+    sb_eio_reply_t r;
+    assert_int_equal(sb_eio_http(f->srv, &req, ws, 20, &r), 101);
+    assert_int_equal(fake_ws_send(f->srv, id, ws, "2probe", 30), 0);
+    assert_int_equal(fake_ws_pull(f->srv, id, ws, out, sizeof out), 1);
+    assert_string_equal(out, "3probe");
+    assert_int_equal(sb_eio_poll_pull(f->srv, id, poll, &r), 1);
+    assert_string_equal(fake_body(&r, out, sizeof out), "1:6"); /* the noop, framed */
+    assert_int_equal(sb_eio_send_text(f->srv, id, "2[\"x\"]", 6), 0);
+    assert_int_equal(fake_ws_send(f->srv, id, ws, "5", 40), 0);
+    assert_int_equal(sb_eio_is_websocket(f->srv, id), 1);
+    assert_int_equal(fake_ws_pull(f->srv, id, ws, out, sizeof out), 1);
+    assert_string_equal(out, "42[\"x\"]");
+    /* pings go over the WebSocket now; a v4 binary frame (no type byte) is garbage */
+    assert_int_equal(fake_ws_send(f->srv, id, ws, "2", 50), 0);
+    assert_int_equal(fake_ws_pull(f->srv, id, ws, out, sizeof out), 1);
+    assert_string_equal(out, "3");
+    assert_int_equal(sb_eio_ws_frame(f->srv, id, ws, "\x01\x02", 2, 1, 60), SB_EINVAL);
+    assert_string_equal(f->app.reason, "parse error");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_handshake, setup, teardown),
@@ -665,6 +945,16 @@ int main(void) {
         cmocka_unit_test(test_decode_packet),
         cmocka_unit_test(test_memory_per_session),
         cmocka_unit_test(test_random_id),
+        cmocka_unit_test(test_v3_utf16_len_and_prefix),
+        cmocka_unit_test(test_v3_split_string_payload),
+        cmocka_unit_test(test_v3_split_binary_payload),
+        cmocka_unit_test(test_v3_split_errors),
+        cmocka_unit_test(test_v3_decode_packet),
+        cmocka_unit_test_setup_teardown(test_v3_refused_unless_allowed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_v3_polling_framing, setup_v3, teardown),
+        cmocka_unit_test_setup_teardown(test_v3_bad_payload_closes, setup_v3, teardown),
+        cmocka_unit_test_setup_teardown(test_v3_heartbeat_from_client, setup_v3, teardown),
+        cmocka_unit_test_setup_teardown(test_v3_upgrade, setup_v3, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

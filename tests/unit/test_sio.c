@@ -1,7 +1,8 @@
 /* Unit tests of the Socket.IO v5 layer (src/gateway/socketio/sio.c) over the Engine.IO machine:
  * packet decoding and encoding (JSON escaping), CONNECT accepted / refused, rooms joined, client
  * events, DISCONNECT, garbage, connect timeout, fan-out with one shared buffer, slow consumers
- * dropped by a room emit. */
+ * dropped by a room emit; Socket.IO v2 over Engine.IO v3 (sb_sio_connect_v2, its error
+ * packet). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -493,6 +494,86 @@ static void test_fanout_many(void **state) {
            sb_sio_socket_size());
 }
 
+/* ------------------------------------------------------------------ Socket.IO v2 (EIO=3) */
+
+static int setup_v3(void **state) {
+    sb_eio_config_t cfg;
+    sb_eio_config_default(&cfg);
+    cfg.allow_eio3 = 1;
+    *state = fixture_new(&cfg);
+    return 0;
+}
+
+/* An Engine.IO v3 WebSocket session on conns[i], its open packet pulled. */
+static sb_eio_id_t ws_session3(fixture_t *f, int i) {
+    sb_eio_req_t req = fake_req(SB_EIO_GET, "websocket", NULL);
+    req.eio = "3";
+    sb_eio_reply_t r;
+    char open[256];
+    assert_int_equal(sb_eio_http(f->eio, &req, &f->http.conns[i], 0, &r), 101);
+    assert_int_equal(fake_ws_pull(f->eio, r.id, &f->http.conns[i], open, sizeof open), 1);
+    return r.id;
+}
+
+/* A v3 session on conns[0] connected (or refused) with the handshake's token; the answer
+ * pulled into out. */
+static sb_eio_id_t v2_connect(fixture_t *f, const char *token, char *out, size_t n) {
+    sb_eio_id_t id = ws_session3(f, 0);
+    assert_int_equal(sb_sio_connect_v2(f->sio, id, token), 0);
+    assert_int_equal(fake_ws_pull(f->eio, id, &f->http.conns[0], out, n), 1);
+    return id;
+}
+
+static void test_v2_connect_with_handshake_token(void **state) {
+    fixture_t *f = *state;
+    char out[256];
+    sb_eio_id_t id = v2_connect(f, "good-PK2", out, sizeof out);
+    assert_string_equal(out, "40"); /* protocol rev 4: no sid payload */
+    assert_int_equal(f->app.connects, 1);
+    assert_int_equal(sb_rooms_size(sb_sio_rooms(f->sio), "user:PK2"), 1);
+    assert_non_null(sb_sio_sid(f->sio, id));
+    assert_int_equal(sb_sio_connect_v2(f->sio, id, "good-PK3"), SB_EINVAL); /* connected */
+    assert_int_equal(sb_sio_emit_room_json(f->sio, "user:PK2", "rebalance:done", "{}", 2), 1);
+    assert_int_equal(fake_ws_pull(f->eio, id, &f->http.conns[0], out, sizeof out), 1);
+    assert_string_equal(out, "42[\"rebalance:done\",{}]");
+    /* the connect timeout was cleared (the client's ping keeps the v3 session alive) */
+    assert_int_equal(fake_ws_send(f->eio, id, &f->http.conns[0], "2", 40000), 0);
+    sb_eio_tick(f->eio, 45000 + 1);
+    assert_int_equal(sb_eio_is_open(f->eio, id), 1);
+}
+
+static void test_v2_refused_with_v2_error_packet(void **state) {
+    fixture_t *f = *state;
+    char out[256];
+    sb_eio_id_t id = v2_connect(f, "forged", out, sizeof out);
+    assert_string_equal(out, "44\"invalid \\\"token\\\"\""); /* a JSON string, not an object */
+    assert_null(sb_sio_identity(f->sio, id));
+    assert_int_equal(sb_rooms_count(sb_sio_rooms(f->sio)), 0);
+    /* a v2 session authenticates at the handshake only: a CONNECT's auth payload is not read */
+    assert_int_equal(fake_ws_send(f->eio, id, &f->http.conns[0], "40{\"token\":\"good-K\"}", 1),
+                     0);
+    assert_int_equal(fake_ws_pull(f->eio, id, &f->http.conns[0], out, sizeof out), 1);
+    assert_string_equal(out, "44\"missing token\"");
+    assert_int_equal(fake_ws_send(f->eio, id, &f->http.conns[0], "40/admin,", 2), 0);
+    assert_int_equal(fake_ws_pull(f->eio, id, &f->http.conns[0], out, sizeof out), 1);
+    assert_string_equal(out, "44/admin,\"Invalid namespace\"");
+    assert_int_equal(f->app.connects, 0);
+    /* never connected: the connect timeout closes it */
+    sb_eio_tick(f->eio, 45000);
+    assert_int_equal(sb_eio_is_open(f->eio, id), 0);
+}
+
+static void test_v2_query_token_never_for_v4(void **state) {
+    fixture_t *f = *state;
+    char out[256];
+    void *ws = &f->http.conns[0];
+    sb_eio_id_t id = fake_ws_session(f->eio, ws, 0);
+    assert_int_equal(sb_sio_connect_v2(f->sio, id, "good-PK4"), SB_EINVAL);
+    assert_int_equal(fake_ws_pull(f->eio, id, ws, out, sizeof out), 0); /* nothing sent */
+    assert_null(sb_sio_identity(f->sio, id));
+    assert_int_equal(sb_sio_connect_v2(f->sio, 12345, "good-PK4"), SB_EINVAL); /* stale */
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_decode_valid),
@@ -509,6 +590,11 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_emit_repairs_utf8, setup, teardown),
         cmocka_unit_test(test_slow_consumer_dropped_by_room_emit),
         cmocka_unit_test_setup_teardown(test_fanout_many, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_v2_connect_with_handshake_token, setup_v3,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_v2_refused_with_v2_error_packet, setup_v3,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_v2_query_token_never_for_v4, setup_v3, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,4 +1,4 @@
-/* Engine.IO v4 server sessions: the server object, its slot table and sid hash, session
+/* Engine.IO v4 (and v3) server sessions: the server object, its slot table and sid hash, session
  * open/free, deadlines (heartbeat, upgrade, close grace), deferred close, incoming packet
  * dispatch, tick and accessors. The transports are in eio_http.c (handshake, long-polling)
  * and eio_ws.c (WebSocket, upgrade), the outgoing queue in eio_queue.c, the pure codec in
@@ -54,7 +54,9 @@ sb_eio_server_t *sb_eio_create(const sb_eio_config_t *cfg, const sb_eio_io_cb_t 
     srv->pkt_close = sb_eio_const(srv, "1");
     srv->pkt_probe = sb_eio_const(srv, "3probe");
     srv->pkt_ok = sb_eio_const(srv, "ok");
-    if (!srv->pkt_ping || !srv->pkt_noop || !srv->pkt_close || !srv->pkt_probe || !srv->pkt_ok) {
+    srv->pkt_pong = sb_eio_const(srv, "3");
+    if (!srv->pkt_ping || !srv->pkt_noop || !srv->pkt_close || !srv->pkt_probe || !srv->pkt_ok ||
+        !srv->pkt_pong) {
         sb_eio_free(srv);
         return NULL;
     }
@@ -83,6 +85,7 @@ void sb_eio_free(sb_eio_server_t *srv) {
     sb_eio_buf_unref(srv->pkt_close);
     sb_eio_buf_unref(srv->pkt_probe);
     sb_eio_buf_unref(srv->pkt_ok);
+    sb_eio_buf_unref(srv->pkt_pong);
     free(srv);
 }
 
@@ -298,33 +301,59 @@ static void sb_eio_on_pong(sb_eio_server_t *srv, sb_eio_session_t *s, int64_t no
     sb__eio_update_due(srv, s);
 }
 
-int sb__eio_on_packet(void *ud, const char *pkt, size_t n) {
-    sb__eio_rx_t *rx = ud;
+/* v3: the client pings, the server answers at once; the session lives pingInterval +
+ * pingTimeout past each ping (the reference's resetPingTimeout for protocol 3). */
+static void sb_eio_on_ping3(sb_eio_server_t *srv, sb_eio_session_t *s, int64_t now) {
+    sb__eio_heard(srv, s, now);
+    sb__eio_q_push(srv, s, srv->pkt_pong);
+}
+
+/* A decoded packet (rc: the decoder's result) on the active transport. */
+static int sb_eio_dispatch(sb__eio_rx_t *rx, int rc, const sb_eio_packet_t *p) {
     sb_eio_server_t *srv = rx->srv;
     sb_eio_session_t *s = rx->s;
-    sb_eio_packet_t p;
-    if (s->state != ST_OPEN) return 1;
-    if (sb_eio_decode_packet(pkt, n, &p)) {
+    int v3 = (s->flags & F_EIO3) != 0;
+    if (rc) {
         sb__eio_mark_closed(srv, s, 0, sb__eio_r_parse);
         return 1;
     }
-    sb__eio_heard(srv, s, rx->now);
-    switch (p.type) {
+    if (!v3) sb__eio_heard(srv, s, rx->now); /* v3: only a ping proves it alive */
+    switch (p->type) {
     case '1':
         s->flags |= F_PEER_CLOSE;
         sb__eio_mark_closed(srv, s, 0, "transport close");
         return 1;
-    case '2': sb__eio_mark_closed(srv, s, 0, "invalid heartbeat direction"); return 1;
-    case '3': sb_eio_on_pong(srv, s, rx->now); break;
+    case '2':
+        if (v3) sb_eio_on_ping3(srv, s, rx->now);
+        else sb__eio_mark_closed(srv, s, 0, "invalid heartbeat direction");
+        break;
+    case '3':
+        if (v3) sb__eio_mark_closed(srv, s, 0, "invalid heartbeat direction");
+        else sb_eio_on_pong(srv, s, rx->now);
+        break;
     case '4':
     case 'b':
         if (srv->app.on_message)
-            srv->app.on_message(srv->app.ud, sb__eio_id(srv, s), p.data, p.len, p.type == 'b',
-                                rx->now);
+            srv->app.on_message(srv->app.ud, sb__eio_id(srv, s), p->data, p->len,
+                                p->type == 'b', rx->now);
         break;
     default: break; /* open, upgrade, noop: ignored, as the reference does */
     }
     return s->state == ST_OPEN ? 0 : 1;
+}
+
+int sb__eio_on_packet(void *ud, const char *pkt, size_t n) {
+    sb__eio_rx_t *rx = ud;
+    sb_eio_packet_t p;
+    if (rx->s->state != ST_OPEN) return 1;
+    return sb_eio_dispatch(rx, sb_eio_decode_packet(pkt, n, &p), &p);
+}
+
+int sb__eio_on_packet3(void *ud, const char *pkt, size_t n, int binary) {
+    sb__eio_rx_t *rx = ud;
+    sb_eio_packet_t p;
+    if (rx->s->state != ST_OPEN) return 1;
+    return sb_eio_dispatch(rx, sb_eio_decode_packet3(pkt, n, binary, &p), &p);
 }
 
 static sb_eio_buf_t *sb_eio_open_packet(sb_eio_server_t *srv, const sb_eio_session_t *s) {
@@ -338,7 +367,8 @@ static sb_eio_buf_t *sb_eio_open_packet(sb_eio_server_t *srv, const sb_eio_sessi
 }
 
 /* New session on polling (ws_conn NULL) or on a WebSocket. NULL on failure. */
-sb_eio_session_t *sb__eio_session_open(sb_eio_server_t *srv, void *ws_conn, int64_t now) {
+sb_eio_session_t *sb__eio_session_open(sb_eio_server_t *srv, void *ws_conn, int v3,
+                                       int64_t now) {
     sb_eio_session_t *s = calloc(1, sizeof *s);
     if (!s) return NULL;
     s->q = s->q_small;
@@ -359,7 +389,8 @@ sb_eio_session_t *sb__eio_session_open(sb_eio_server_t *srv, void *ws_conn, int6
         s->flags = F_WS;
         s->ws_conn = ws_conn;
     }
-    s->ping_due = now + srv->cfg.ping_interval_ms;
+    if (v3) s->flags |= F_EIO3;
+    s->ping_due = v3 ? SB_EIO_NEVER : now + srv->cfg.ping_interval_ms; /* v3: the client pings */
     s->alive_until = now + srv->cfg.ping_interval_ms + srv->cfg.ping_timeout_ms;
     s->aux_until = SB_EIO_NEVER;
     sb__eio_update_due(srv, s);
@@ -470,6 +501,12 @@ const char *sb_eio_sid(const sb_eio_server_t *srv, sb_eio_id_t id) {
 int sb_eio_is_open(const sb_eio_server_t *srv, sb_eio_id_t id) {
     sb_eio_session_t *s = sb__eio_get(srv, id);
     return s && s->state == ST_OPEN;
+}
+
+int sb_eio_protocol(const sb_eio_server_t *srv, sb_eio_id_t id) {
+    sb_eio_session_t *s = sb__eio_get(srv, id);
+    if (!s) return SB_ENOTFOUND;
+    return (s->flags & F_EIO3) ? 3 : 4;
 }
 
 int sb_eio_is_websocket(const sb_eio_server_t *srv, sb_eio_id_t id) {

@@ -1,4 +1,5 @@
-/* Engine.IO v4 server session machine, independent of any transport library.
+/* Engine.IO v4 server session machine (and v3, when allowed), independent of any transport
+ * library.
  *
  * DESIGN NOTE — how the HTTP layer drives it
  * -------------------------------------------
@@ -103,7 +104,24 @@ typedef struct sb_eio_config {
     uint32_t max_queue_packets; /* 1024: queued outgoing packets before it is dropped */
     uint32_t max_sessions;    /* 200000: handshakes beyond it get 503 */
     size_t headroom;          /* spare bytes before every buffer handed out (LWS_PRE) */
+    int allow_eio3;           /* 1: also accept Engine.IO v3 handshakes (EIO=3), see below */
 } sb_eio_config_t;
+
+/* Engine.IO v3 (allow_eio3; socket.io-client v2, as socket.io's allowEIO3). A session opened
+ * with EIO=3 keeps v3 for its life; the differences are all inside this module:
+ *   - polling payloads are `<length>:<packet>` with the length in UTF-16 code units (no \x1e);
+ *     a POST may also be a binary payload (XHR2: per packet a 0 string / 1 binary byte, the
+ *     length as digit bytes, 0xFF, the packet), told apart by its first byte (0x00 / 0x01
+ *     against an ASCII digit). Responses are always string payloads: the server never sends
+ *     binary, so `b64=1` changes nothing.
+ *   - binary messages are `b4<base64>` in text, and `\x04<bytes>` in a binary WebSocket frame
+ *     or payload packet; both reach on_message with binary = 1 (data without the type).
+ *   - heartbeat reversed: the client pings (`2`), the server answers `3` at once and never
+ *     pings; the session closes ("ping timeout") pingInterval + pingTimeout after the last
+ *     client ping (other packets do not count, as in the reference). A client `3` closes it
+ *     ("invalid heartbeat direction").
+ *   - the open packet, the upgrade probe (`2probe` / `3probe` / `5`) and error replies are the
+ *     same as v4. */
 
 /* Fills cfg with the defaults above (headroom 0). */
 void sb_eio_config_default(sb_eio_config_t *cfg);
@@ -161,7 +179,7 @@ enum {
 typedef struct sb_eio_req {
     int method;            /* SB_EIO_GET / POST / OTHER */
     int websocket;         /* 1: this is a WebSocket upgrade */
-    const char *eio;       /* query EIO (must be "4"), NULL when absent */
+    const char *eio;       /* query EIO ("4", or "3" with allow_eio3), NULL when absent */
     const char *transport; /* query transport ("polling" / "websocket"), NULL when absent */
     const char *sid;       /* query sid, NULL when absent (handshake) */
     const char *body;      /* POST body (complete), may be NULL when body_len is 0 */
@@ -248,6 +266,8 @@ int sb_eio_set_app_data(sb_eio_server_t *srv, sb_eio_id_t id, void *p);
 const char *sb_eio_sid(const sb_eio_server_t *srv, sb_eio_id_t id);
 /* 1 while the session is open, 0 once it is closing or gone. */
 int sb_eio_is_open(const sb_eio_server_t *srv, sb_eio_id_t id);
+/* The session's Engine.IO protocol revision: 4, 3, or SB_ENOTFOUND. */
+int sb_eio_protocol(const sb_eio_server_t *srv, sb_eio_id_t id);
 /* 1 when the session's active transport is the WebSocket, 0 polling, SB_ENOTFOUND. */
 int sb_eio_is_websocket(const sb_eio_server_t *srv, sb_eio_id_t id);
 /* Queued outgoing packets of the session (0 when unknown). */
@@ -279,6 +299,24 @@ typedef struct sb_eio_packet {
 /* Decodes one text packet. Returns 0, or SB_EINVAL for an empty packet, an unknown type, or a
  * `b` packet whose body is not base64. Never reads beyond len. */
 int sb_eio_decode_packet(const char *buf, size_t len, sb_eio_packet_t *out);
+
+/* Engine.IO v3 payloads. sb_eio_split_payload3 calls fn for each packet of a POST body, a
+ * string payload (`<utf16 length>:<packet>`..., empty packets skipped as the reference does)
+ * or a binary one (first byte 0x00 / 0x01); binary is 1 for a binary packet (its first byte
+ * is then the packet type as a number). Returns 0, fn's non-zero value (it stops there), or
+ * SB_EINVAL when the framing is wrong (empty body, bad length, a packet cut short); packets
+ * before the error were already handed to fn. Never reads beyond len. */
+int sb_eio_split_payload3(const char *buf, size_t len,
+                          int (*fn)(void *ud, const char *pkt, size_t n, int binary), void *ud);
+/* Decodes one v3 packet: text as v4 except `b4<base64>` (type 'b', data the base64); binary
+ * (binary = 1) must be a message, `\x04<bytes>` (type 'b', data the bytes). SB_EINVAL else. */
+int sb_eio_decode_packet3(const char *buf, size_t len, int binary, sb_eio_packet_t *out);
+/* Length in UTF-16 code units of UTF-8 text (a 4-byte sequence counts 2), as JavaScript's
+ * String.length sees it. */
+size_t sb_eio_utf16_len(const char *s, size_t n);
+#define SB_EIO_PREFIX3_MAX 24 /* "<length>:" of a v3 payload entry, NUL included */
+/* Writes "<utf16 length>:" of packet (len bytes) into out; returns its length. */
+size_t sb_eio_prefix3(const char *pkt, size_t len, char out[SB_EIO_PREFIX3_MAX]);
 
 /* Fills *out with the HTTP error reply for code (and status 400/403). Returns out->status. */
 int sb_eio_error_reply(const sb_eio_server_t *srv, int code, int status, sb_eio_reply_t *out);

@@ -1,6 +1,8 @@
 /* Engine.IO pure parts: refcounted shared packet buffers, the polling payload split, packet
- * decoding and random sids. No session state; the fuzzer and tests call these directly. */
+ * decoding (v4, and v3's length-prefixed string / binary payloads) and random sids. No session
+ * state; the fuzzer and tests call these directly. */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -70,6 +72,93 @@ int sb_eio_decode_packet(const char *buf, size_t len, sb_eio_packet_t *out) {
     out->data = buf + 1;
     out->len = len - 1;
     if (t == 'b' && !sb_eio_is_base64(out->data, out->len)) return SB_EINVAL;
+    return SB_OK;
+}
+
+/* ================================================================ codec: v3 */
+
+size_t sb_eio_utf16_len(const char *s, size_t n) {
+    size_t units = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if ((c & 0xC0) == 0x80) continue; /* continuation byte */
+        units += c >= 0xF0 ? 2 : 1;       /* beyond the BMP: a surrogate pair */
+    }
+    return units;
+}
+
+size_t sb_eio_prefix3(const char *pkt, size_t len, char out[SB_EIO_PREFIX3_MAX]) {
+    int n = snprintf(out, SB_EIO_PREFIX3_MAX, "%zu:", sb_eio_utf16_len(pkt, len));
+    return n > 0 ? (size_t)n : 0;
+}
+
+/* Bytes from buf[i] that hold `units` UTF-16 code units (whole characters), or 0 when the
+ * text ends first or a character would straddle the end. */
+static size_t sb_eio_units_span(const char *buf, size_t len, size_t i, size_t units) {
+    size_t j = i, u = 0;
+    while (u < units && j < len) {
+        u += (unsigned char)buf[j++] >= 0xF0 ? 2 : 1;
+        while (j < len && ((unsigned char)buf[j] & 0xC0) == 0x80) j++;
+    }
+    return u == units ? j - i : 0;
+}
+
+/* `<length>:<packet>`...: length in UTF-16 code units (engine.io-parser v2's string payload). */
+static int sb_eio_split_string3(const char *buf, size_t len,
+                                int (*fn)(void *, const char *, size_t, int), void *ud) {
+    size_t i = 0;
+    while (i < len) {
+        size_t units = 0, digits = 0;
+        while (i < len && buf[i] >= '0' && buf[i] <= '9' && digits < 10)
+            units = units * 10 + (size_t)(buf[i++] - '0'), digits++;
+        if (!digits || i >= len || buf[i++] != ':') return SB_EINVAL;
+        if (units == 0) continue; /* an empty packet is skipped, as the reference does */
+        size_t n = sb_eio_units_span(buf, len, i, units);
+        if (!n) return SB_EINVAL;
+        int rc = fn(ud, buf + i, n, 0);
+        if (rc) return rc;
+        i += n;
+    }
+    return 0;
+}
+
+/* XHR2 binary payload: per packet 0 (string) / 1 (binary), the length in bytes as digit bytes,
+ * 0xFF, then the packet. */
+static int sb_eio_split_binary3(const char *buf, size_t len,
+                                int (*fn)(void *, const char *, size_t, int), void *ud) {
+    size_t i = 0;
+    while (i < len) {
+        int binary = buf[i++];
+        size_t n = 0, digits = 0;
+        if (binary != 0 && binary != 1) return SB_EINVAL;
+        while (i < len && (unsigned char)buf[i] <= 9 && digits < 10)
+            n = n * 10 + (unsigned char)buf[i++], digits++;
+        if (!digits || i >= len || (unsigned char)buf[i++] != 0xFF || n > len - i)
+            return SB_EINVAL;
+        int rc = fn(ud, buf + i, n, binary);
+        if (rc) return rc;
+        i += n;
+    }
+    return 0;
+}
+
+int sb_eio_split_payload3(const char *buf, size_t len,
+                          int (*fn)(void *ud, const char *pkt, size_t n, int binary), void *ud) {
+    if (!buf || len == 0) return SB_EINVAL;
+    if (buf[0] == 0 || buf[0] == 1) return sb_eio_split_binary3(buf, len, fn, ud);
+    return sb_eio_split_string3(buf, len, fn, ud);
+}
+
+int sb_eio_decode_packet3(const char *buf, size_t len, int binary, sb_eio_packet_t *out) {
+    if (!buf || len == 0) return SB_EINVAL;
+    if (binary) { /* the type as a number; only a message may carry bytes */
+        if (buf[0] != 4) return SB_EINVAL;
+        *out = (sb_eio_packet_t){.type = 'b', .data = buf + 1, .len = len - 1};
+        return SB_OK;
+    }
+    if (buf[0] != 'b') return sb_eio_decode_packet(buf, len, out);
+    if (len < 2 || buf[1] != '4' || !sb_eio_is_base64(buf + 2, len - 2)) return SB_EINVAL;
+    *out = (sb_eio_packet_t){.type = 'b', .data = buf + 2, .len = len - 2};
     return SB_OK;
 }
 

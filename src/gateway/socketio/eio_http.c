@@ -34,13 +34,13 @@ int sb_eio_error_reply(const sb_eio_server_t *srv, int code, int status, sb_eio_
 /* What a poll GET may be answered with now: NULL = hold. */
 static sb_eio_buf_t *sb_eio_poll_ready(sb_eio_server_t *srv, sb_eio_session_t *s) {
     if (s->state == ST_CLOSING && (s->flags & F_PEER_CLOSE)) /* as the reference: noop */
-        return sb_eio_buf_ref(srv->pkt_noop);
+        return sb__eio_q_one(srv, s, srv->pkt_noop);
     if (s->state == ST_CLOSING)
-        return (s->flags & F_WS) ? sb_eio_buf_ref(srv->pkt_close)
+        return (s->flags & F_WS) ? sb__eio_q_one(srv, s, srv->pkt_close)
                                  : sb__eio_q_join(srv, s, srv->pkt_close);
     if (s->flags & F_NOOP) {
         s->flags &= ~F_NOOP;
-        return sb_eio_buf_ref(srv->pkt_noop);
+        return sb__eio_q_one(srv, s, srv->pkt_noop);
     }
     if (s->qlen && !(s->flags & F_WS)) return sb__eio_q_join(srv, s, NULL);
     return NULL;
@@ -60,6 +60,11 @@ static int sb_eio_poll_answer(sb_eio_server_t *srv, sb_eio_session_t *s, sb_eio_
 
 static int sb_eio_transport_ok(const char *t) {
     return t && (strcmp(t, "polling") == 0 || strcmp(t, "websocket") == 0);
+}
+
+/* 1 for a handshake asking for Engine.IO v3 while the server allows it. */
+static int sb_eio_v3_req(const sb_eio_server_t *srv, const sb_eio_req_t *req) {
+    return srv->cfg.allow_eio3 && req->eio && strcmp(req->eio, "3") == 0;
 }
 
 /* The checks of the reference's verify() and handshake(), in its order. Returns 0 or the
@@ -85,7 +90,7 @@ static int sb_eio_verify(sb_eio_server_t *srv, const sb_eio_req_t *req, sb_eio_r
         return 0;
     }
     if (req->method != SB_EIO_GET) return sb_eio_error_reply(srv, SB_EIO_ERR_METHOD, 400, out);
-    if (!req->eio || strcmp(req->eio, "4") != 0)
+    if (!req->eio || (strcmp(req->eio, "4") != 0 && !sb_eio_v3_req(srv, req)))
         return sb_eio_error_reply(srv, SB_EIO_ERR_VERSION, 400, out);
     if (srv->nopen >= srv->cfg.max_sessions) {
         sb_eio_error_reply(srv, SB_EIO_ERR_BAD, 503, out);
@@ -101,7 +106,8 @@ int sb_eio_check(sb_eio_server_t *srv, const sb_eio_req_t *req, sb_eio_reply_t *
 
 static int sb_eio_handshake(sb_eio_server_t *srv, const sb_eio_req_t *req, void *conn,
                             int64_t now, sb_eio_reply_t *out) {
-    sb_eio_session_t *s = sb__eio_session_open(srv, req->websocket ? conn : NULL, now);
+    sb_eio_session_t *s =
+        sb__eio_session_open(srv, req->websocket ? conn : NULL, sb_eio_v3_req(srv, req), now);
     if (!s) return sb__eio_reply(out, 500, NULL, NULL, 0);
     sb_eio_id_t id = sb__eio_id(srv, s);
     if (req->websocket) return sb__eio_reply(out, 101, NULL, NULL, id);
@@ -131,7 +137,11 @@ static int sb_eio_post_req(sb_eio_server_t *srv, sb_eio_session_t *s, const sb_e
     }
     sb__eio_rx_t rx = {srv, s, now};
     sb_eio_id_t id = sb__eio_id(srv, s);
-    sb_eio_split_payload(req->body ? req->body : "", req->body_len, sb__eio_on_packet, &rx);
+    const char *body = req->body ? req->body : "";
+    if (!(s->flags & F_EIO3))
+        sb_eio_split_payload(body, req->body_len, sb__eio_on_packet, &rx);
+    else if (sb_eio_split_payload3(body, req->body_len, sb__eio_on_packet3, &rx) == SB_EINVAL)
+        sb__eio_mark_closed(srv, s, 0, sb__eio_r_parse); /* the framing itself is wrong */
     if (s->state != ST_OPEN && s->reason == sb__eio_r_parse)
         return sb_eio_error_reply(srv, SB_EIO_ERR_BAD, 400, out);
     return sb__eio_reply(out, 200, CT_HTML, sb_eio_buf_ref(srv->pkt_ok), id);

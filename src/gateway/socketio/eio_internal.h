@@ -26,6 +26,7 @@ enum {
     F_NOTIFIED = 1 << 6,    /* closing: app on_close has run, conns were woken */
     F_PENDING = 1 << 7,     /* listed in srv->pending */
     F_PEER_CLOSE = 1 << 8,  /* closing: the client sent `1` (a held GET gets `6`) */
+    F_EIO3 = 1 << 9,        /* Engine.IO v3 session (eio.h): client pings, `<len>:` payloads */
 };
 
 #define SB_EIO_MIN_QCAP 4u /* ring entries kept when drained */
@@ -71,6 +72,7 @@ struct sb_eio_server {
     int64_t armed;            /* earliest deadline the HTTP layer was told of (schedule) */
     int ticking;              /* inside sb_eio_tick: no schedule calls */
     sb_eio_buf_t *pkt_ping, *pkt_noop, *pkt_close, *pkt_probe, *pkt_ok; /* shared constants */
+    sb_eio_buf_t *pkt_pong;   /* v3: the answer to a client ping */
 };
 
 /* Close reason of a packet that did not parse; compared by address. */
@@ -99,9 +101,10 @@ static inline void sb__eio_enter(sb_eio_server_t *srv) { srv->depth++; }
 void sb__eio_leave(sb_eio_server_t *srv);
 /* The session with that sid (open or closing), or NULL. */
 sb_eio_session_t *sb__eio_lookup(const sb_eio_server_t *srv, const char *sid);
-/* New session on polling (ws_conn NULL) or on a WebSocket, its open packet queued and the
- * app told. NULL on failure (nothing left behind). */
-sb_eio_session_t *sb__eio_session_open(sb_eio_server_t *srv, void *ws_conn, int64_t now);
+/* New session on polling (ws_conn NULL) or on a WebSocket, Engine.IO v3 when v3 is set, its
+ * open packet queued and the app told. NULL on failure (nothing left behind). */
+sb_eio_session_t *sb__eio_session_open(sb_eio_server_t *srv, void *ws_conn, int v3,
+                                       int64_t now);
 /* Recomputes due[s->slot] from the session's deadlines. */
 void sb__eio_update_due(sb_eio_server_t *srv, sb_eio_session_t *s);
 /* Sets due[slot]; a deadline earlier than the armed one is announced (io.schedule). */
@@ -124,6 +127,8 @@ typedef struct sb__eio_rx {
 } sb__eio_rx_t;
 /* One packet on the active transport. Returns 0 to go on, 1 when the session closed. */
 int sb__eio_on_packet(void *ud, const char *pkt, size_t n);
+/* The same for a v3 session (an sb_eio_split_payload3 callback; binary as it says). */
+int sb__eio_on_packet3(void *ud, const char *pkt, size_t n, int binary);
 
 /* ---- eio_queue.c ---- */
 
@@ -135,6 +140,9 @@ sb_eio_buf_t *sb__eio_q_pop(sb_eio_session_t *s);
 /* Joins queued packets (at most max_payload bytes, at least one) and `extra` into one polling
  * payload. NULL on ENOMEM. */
 sb_eio_buf_t *sb__eio_q_join(sb_eio_server_t *srv, sb_eio_session_t *s, sb_eio_buf_t *extra);
+/* The polling payload of b alone: b itself (a new reference) for v4, `<len>:` + b for v3.
+ * NULL on ENOMEM. */
+sb_eio_buf_t *sb__eio_q_one(sb_eio_server_t *srv, sb_eio_session_t *s, sb_eio_buf_t *b);
 void sb__eio_q_clear(sb_eio_session_t *s);   /* drops every queued reference */
 void sb__eio_q_release(sb_eio_session_t *s); /* back to the inline ring (must be empty) */
 

@@ -92,34 +92,59 @@ int sb_eio_send_text(sb_eio_server_t *srv, sb_eio_id_t id, const char *text, siz
     return rc;
 }
 
+/* What precedes packet b in a polling payload: v4 a \x1e separator (none before the first),
+ * v3 its "<utf16 length>:". Returns the bytes written to pre. */
+static size_t sb_eio_q_prefix(const sb_eio_session_t *s, const sb_eio_buf_t *b, int first,
+                              char pre[SB_EIO_PREFIX3_MAX]) {
+    if (s->flags & F_EIO3) return sb_eio_prefix3(b->data, b->len, pre);
+    pre[0] = '\x1e';
+    return first ? 0 : 1;
+}
+
+/* Appends b with its prefix at p; returns the end. */
+static char *sb_eio_q_put(const sb_eio_session_t *s, char *p, const sb_eio_buf_t *b, int first) {
+    char pre[SB_EIO_PREFIX3_MAX];
+    size_t n = sb_eio_q_prefix(s, b, first, pre);
+    memcpy(p, pre, n);
+    memcpy(p + n, b->data, b->len);
+    return p + n + b->len;
+}
+
+sb_eio_buf_t *sb__eio_q_one(sb_eio_server_t *srv, sb_eio_session_t *s, sb_eio_buf_t *b) {
+    if (!(s->flags & F_EIO3)) return sb_eio_buf_ref(b);
+    char pre[SB_EIO_PREFIX3_MAX];
+    sb_eio_buf_t *out =
+        sb_eio_buf_create(srv->cfg.headroom, NULL, sb_eio_q_prefix(s, b, 1, pre) + b->len);
+    if (out) sb_eio_q_put(s, out->data, b, 1);
+    return out;
+}
+
 /* Joins queued packets (at most max_payload bytes, at least one packet) and `extra` into one
- * polling payload. A single packet is handed out as is, without copying. NULL on ENOMEM. */
+ * polling payload (v4: \x1e-separated, v3: each behind its length). A single v4 packet is
+ * handed out as is, without copying. NULL on ENOMEM. */
 sb_eio_buf_t *sb__eio_q_join(sb_eio_server_t *srv, sb_eio_session_t *s, sb_eio_buf_t *extra) {
+    char pre[SB_EIO_PREFIX3_MAX];
     uint32_t n = 0;
     size_t total = 0;
     while (n < s->qlen) {
-        size_t len = s->q[(s->qhead + n) & (s->qcap - 1)]->len + (n ? 1 : 0);
+        sb_eio_buf_t *b = s->q[(s->qhead + n) & (s->qcap - 1)];
+        size_t len = b->len + sb_eio_q_prefix(s, b, n == 0, pre);
         if (n && total + len > srv->cfg.max_payload) break;
         total += len;
         n++;
     }
     if (n < s->qlen) extra = NULL; /* more to come: `1` / `6` only after the last packet */
-    if (n == 1 && !extra) return sb__eio_q_pop(s);
-    if (n == 0 && extra) return sb_eio_buf_ref(extra);
-    if (extra) total += 1 + extra->len;
+    if (n == 1 && !extra && !(s->flags & F_EIO3)) return sb__eio_q_pop(s);
+    if (n == 0 && extra) return sb__eio_q_one(srv, s, extra);
+    if (extra) total += extra->len + sb_eio_q_prefix(s, extra, 0, pre);
     sb_eio_buf_t *out = sb_eio_buf_create(srv->cfg.headroom, NULL, total);
     if (!out) return NULL;
     char *p = out->data;
     for (uint32_t i = 0; i < n; i++) {
         sb_eio_buf_t *b = sb__eio_q_pop(s);
-        if (i) *p++ = '\x1e';
-        memcpy(p, b->data, b->len);
-        p += b->len;
+        p = sb_eio_q_put(s, p, b, i == 0);
         sb_eio_buf_unref(b);
     }
-    if (extra) {
-        *p++ = '\x1e';
-        memcpy(p, extra->data, extra->len);
-    }
+    if (extra) sb_eio_q_put(s, p, extra, 0);
     return out;
 }

@@ -1,5 +1,6 @@
 /* Engine.IO WebSocket transport: a session opened on a WebSocket, or a polling session's
- * upgrade (probe `2probe` / `3probe`, then `5`, while the held GET is released with `6`).
+ * upgrade (probe `2probe` / `3probe`, then `5`, while the held GET is released with `6`; the
+ * same in v3).
  * One received message is one packet; each writeable callback pulls one queued packet. */
 #include <string.h>
 
@@ -75,12 +76,13 @@ int sb_eio_ws_frame(sb_eio_server_t *srv, sb_eio_id_t id, void *conn, const char
         rc = SB_EINVAL;
     } else if (s->flags & F_PROBING) {
         rc = sb_eio_probe_frame(srv, s, data, len, binary);
-    } else if (binary) {
+    } else if (binary && !(s->flags & F_EIO3)) {
         sb__eio_heard(srv, s, now);
         if (srv->app.on_message) srv->app.on_message(srv->app.ud, id, data, len, 1, now);
-    } else {
+    } else { /* a text packet; v3: a binary frame is a packet too, `\x04<bytes>` */
         sb__eio_rx_t rx = {srv, s, now};
-        sb__eio_on_packet(&rx, data, len);
+        if (s->flags & F_EIO3) sb__eio_on_packet3(&rx, data, len, binary);
+        else sb__eio_on_packet(&rx, data, len);
         if (s->state != ST_OPEN && s->reason == sb__eio_r_parse) rc = SB_EINVAL;
     }
     sb__eio_leave(srv);

@@ -1,6 +1,7 @@
-/* Socket.IO v5 over Engine.IO: the packet codec, the main namespace with token auth and the
- * user/admin rooms, and shared-buffer emission. Per connected socket it keeps an
- * sb_sio_socket_t hung on the engine session (sb_eio_set_app_data). See sio.h. */
+/* Socket.IO v5 (and v4 for Engine.IO v3 sessions) over Engine.IO: the packet codec, the main
+ * namespace with token auth and the user/admin rooms, and shared-buffer emission. Per connected
+ * socket it keeps an sb_sio_socket_t hung on the engine session (sb_eio_set_app_data). See
+ * sio.h. */
 #include "gateway/socketio/sio.h"
 
 #include <stdio.h>
@@ -193,11 +194,14 @@ static void sb_sio_send_packet(sb_sio_t *sio, sb_eio_id_t id, int type, const ch
     sb_eio_buf_unref(b);
 }
 
+/* CONNECT_ERROR: `44{"message":...}`; to a Socket.IO v2 client (an Engine.IO v3 session)
+ * the message alone, `44"..."`, as socket.io answers protocol 3. */
 static void sb_sio_refuse(sb_sio_t *sio, sb_eio_id_t id, const char *nsp, const char *msg) {
-    cJSON *o = cJSON_CreateObject();
+    int v2 = sb_eio_protocol(sio->eio, id) == 3;
+    cJSON *o = v2 ? cJSON_CreateString(msg) : cJSON_CreateObject();
     char *text = NULL;
-    if (o && cJSON_AddStringToObject(o, "message", msg)) text = sb_json_print(o);
-    sb_sio_send_packet(sio, id, SB_SIO_CONNECT_ERROR, nsp, text ? text : "{}");
+    if (o && (v2 || cJSON_AddStringToObject(o, "message", msg))) text = sb_json_print(o);
+    sb_sio_send_packet(sio, id, SB_SIO_CONNECT_ERROR, nsp, text ? text : v2 ? "\"\"" : "{}");
     free(text);
     cJSON_Delete(o);
 }
@@ -226,12 +230,12 @@ static sb_sio_socket_t *sb_sio_socket_new(const sb_sio_identity_t *who, sb_eio_i
     return sock;
 }
 
-/* CONNECT to "/": authenticate, answer, join rooms, let the app replay. */
-static void sb_sio_on_connect(sb_sio_t *sio, sb_eio_id_t id, const cJSON *auth) {
+/* Connects the session to "/" with token: authenticate, answer (`40{"sid"}`, or `40` alone
+ * to a v2 client), join rooms, let the app replay. */
+static void sb_sio_connect_token(sb_sio_t *sio, sb_eio_id_t id, const char *token) {
     sb_sio_identity_t who;
     memset(&who, 0, sizeof who);
     char err[256] = "";
-    const char *token = auth ? sb_json_str(auth, "token") : NULL;
     if (sio->cb.auth(sio->cb.ud, token, &who, err, sizeof err) != 0 || !who.public_key[0]) {
         sb_sio_refuse(sio, id, NULL, err[0] ? err : "Authentication error");
         return;
@@ -248,8 +252,25 @@ static void sb_sio_on_connect(sb_sio_t *sio, sb_eio_id_t id, const cJSON *auth) 
     sio->connected++;
     char reply[64];
     snprintf(reply, sizeof reply, "{\"sid\":\"%s\"}", sock->sid);
-    sb_sio_send_packet(sio, id, SB_SIO_CONNECT, NULL, reply);
+    int v2 = sb_eio_protocol(sio->eio, id) == 3;
+    sb_sio_send_packet(sio, id, SB_SIO_CONNECT, NULL, v2 ? NULL : reply);
     if (sio->cb.on_connect) sio->cb.on_connect(sio->cb.ud, id, &sock->who);
+}
+
+/* A CONNECT packet to "/": the token of its auth payload. A v2 client has none (its token
+ * came with the handshake, sb_sio_connect_v2): it is refused as one without a token. */
+static void sb_sio_on_connect(sb_sio_t *sio, sb_eio_id_t id, const cJSON *auth) {
+    int v2 = sb_eio_protocol(sio->eio, id) == 3;
+    sb_sio_connect_token(sio, id, auth && !v2 ? sb_json_str(auth, "token") : NULL);
+}
+
+int sb_sio_connect_v2(sb_sio_t *sio, sb_eio_id_t id, const char *token) {
+    if (sb_eio_protocol(sio->eio, id) != 3 || !sb_eio_is_open(sio->eio, id)) return SB_EINVAL;
+    if (sb_sio_socket(sio, id)) return SB_EINVAL; /* connected already */
+    sb_eio_batch_begin(sio->eio);
+    sb_sio_connect_token(sio, id, token);
+    sb_eio_batch_end(sio->eio);
+    return SB_OK;
 }
 
 /* The ACK a client EVENT that nobody handles gets, so that no client waits on it for ever. */

@@ -1,4 +1,5 @@
-/* Socket.IO v5 on top of Engine.IO (eio.h): packet codec, the main namespace "/" with token
+/* Socket.IO v5 on top of Engine.IO (eio.h), and v4 for socket.io-client v2 (see
+ * sb_sio_connect_v2): packet codec, the main namespace "/" with token
  * auth, rooms, and emission of events encoded once and shared by every recipient.
  *
  * How it works: sb_sio_create() installs itself as the eio server's application. A client's
@@ -169,6 +170,18 @@ int sb_sio_ack(sb_sio_t *sio, sb_eio_id_t id, int64_t ack_id, const char *json, 
 /* Queues an already encoded packet (from sb_sio_encode*) on every socket of room; the caller
  * keeps its reference. Returns the count of sockets it was queued for. */
 int sb_sio_broadcast(sb_sio_t *sio, const char *room, sb_eio_buf_t *pkt);
+
+/* Socket.IO v2 clients (protocol rev 4, over an Engine.IO v3 session) send no CONNECT for
+ * "/": the server connects them on its own. The HTTP layer calls this right after the v3
+ * handshake with the token of the handshake's query (`query: {token}` on the client; NULL
+ * when absent); it is checked by the same auth callback as a CONNECT's. Success answers `40`
+ * (no sid payload in that protocol) and continues as a CONNECT does; failure answers
+ * CONNECT_ERROR `44"message"` (a JSON string, not v5's object) and the session stays
+ * unconnected until connect_timeout_ms closes it (socket.io keeps it open). Every other
+ * difference of the v2 protocol is in the engine (eio.h). Returns 0 (connected or refused),
+ * or SB_EINVAL for a session that is not an open v3 one or is connected already: the query
+ * token is never taken for an Engine.IO v4 session. */
+int sb_sio_connect_v2(sb_sio_t *sio, sb_eio_id_t id, const char *token);
 
 /* Server-side disconnect: sends `41`, leaves the rooms, and when close_engine is set closes
  * the engine session after the queue drains. Returns 0 or SB_ENOTFOUND. */

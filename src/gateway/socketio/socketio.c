@@ -95,6 +95,7 @@ sb_socketio_t *sb_socketio_create(sb_gateway_t *gw) {
     if (gw->cfg->sio_ping_interval_ms > 0) cfg.ping_interval_ms = gw->cfg->sio_ping_interval_ms;
     if (gw->cfg->sio_ping_timeout_ms > 0) cfg.ping_timeout_ms = gw->cfg->sio_ping_timeout_ms;
     if (gw->cfg->sio_max_payload > 0) cfg.max_payload = (size_t)gw->cfg->sio_max_payload;
+    cfg.allow_eio3 = gw->cfg->sio_allow_eio3;
     sb_sio_config_t sio_cfg = {.connect_timeout_ms = gw->cfg->sio_connect_timeout_ms};
     sb_eio_io_cb_t wake = {sb__socketio_wake, io, sb_socketio_schedule};
     sb_sio_callbacks_t cb = {.auth = sb_socketio_auth, .on_connect = sb_socketio_on_connect,
@@ -173,7 +174,8 @@ static int sb_socketio_auth(void *ud, const char *token, sb_sio_identity_t *who,
     sb_claims_t c;
     int rc = -1, limited = 0;
     if (!token || !*token) {
-        snprintf(err, errlen, "missing token in the auth payload ({auth:{token}})");
+        snprintf(err, errlen, "missing token in the auth payload ({auth:{token}}; "
+                                  "socket.io-client v2: {query:{token}})");
     } else if (sb_jwt_verify_cached(io->gw->tokens, token, io->gw->cfg->jwt_secret,
                                     sb_now_ms() / 1000, &c, err, errlen) == SB_OK) {
         /* the HTTP API's rules: any valid publicKey (SB_SIO_ID_MAX holds the longest); a sub
@@ -302,6 +304,12 @@ const char *sb__socketio_arg(const char *query, const char *name, char *buf,
     return sb_query_get(query, name, buf, len) ? buf : NULL;
 }
 
+void sb__socketio_connect_v2(sb_socketio_t *io, sb_eio_id_t id, const char *query) {
+    char token[SB_HTTP_QUERY_MAX];
+    if (sb_eio_protocol(io->eio, id) == 3)
+        sb_sio_connect_v2(io->sio, id, sb__socketio_arg(query, "token", token, sizeof token));
+}
+
 /* An Engine.IO error answer {"code","message"} built by the core. */
 static void sb_socketio_error(sb_req_t *req, int code, int status) {
     sb_eio_reply_t r;
@@ -371,7 +379,10 @@ void sb_socketio_request(sb_req_t *req) {
     }
     sb_eio_reply_t out;
     int status = sb_eio_http(io->eio, &r, req->wsi, sb_mono_ms(), &out);
-    if (status == 200 && !r.sid) io->polling_opened++;
+    if (status == 200 && !r.sid) {
+        io->polling_opened++;
+        sb__socketio_connect_v2(io, out.id, req->query); /* its answer comes on the next GET */
+    }
     if (status != SB_EIO_HOLD) {
         sb_socketio_answer(req, &out);
         return;

@@ -61,6 +61,9 @@ const char *sb__socketio_arg(const char *query, const char *name, char *buf, siz
 /* 1 when the client address of wsi may open one more Engine.IO session now (taken); 0 (and
  * counted as connect_limited) when over SIO_CONNECT_RATE_IP. */
 int sb__socketio_ip_allowed(sb_socketio_t *io, struct lws *wsi);
+/* A new Engine.IO v3 session (socket.io-client v2) is connected to "/" at once with the token
+ * of its handshake's query (sb_sio_connect_v2); a v4 session's query is never read. */
+void sb__socketio_connect_v2(sb_socketio_t *io, sb_eio_id_t id, const char *query);
 
 /* ---- socketio_ws.c */
 

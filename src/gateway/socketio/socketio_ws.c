@@ -221,6 +221,7 @@ static int sb_socketio_ws_open(sb_socketio_t *io, struct lws *wsi, sb_socketio_w
     ws->id = out.id;
     ws->attached = 1;
     io->ws_opened++;
+    if (!r.sid) sb__socketio_connect_v2(io, out.id, q.query);
     lws_callback_on_writable(wsi);
     return 0;
 }
