@@ -8,6 +8,9 @@
 //     `agent:online|offline|status`. While the socket is not connected, jobs still in
 //     flight are polled over HTTP, so the page never gets stuck (and says so).
 // Routes that may not exist on this gateway (presence) degrade to a message on 404.
+// Admins also get the operator console (console.js, window.SBConsole): it is started with the
+// helpers below (consoleCtx) on an admin sign-in, after the socket exists, and stopped on
+// sign-out.
 // A token is checked for shape before use (whitespace dropped, three base64url parts); sign-out
 // puts every per-user part of the page back as it was loaded (resetUserUi).
 'use strict';
@@ -30,6 +33,7 @@
     pending: new Map(),     // jobId -> live update that arrived before the job was listed
     session: 0,             // bumped on sign-in and sign-out; answers from an older one are dropped
     timers: [],
+    view: null,             // console view named by /#token=...&view=NAME, for the sign-in
     metricsTimer: null,
     lastMetrics: null,      // last summary drawn (redrawn on resize)
   };
@@ -156,6 +160,8 @@
     $('app').hidden = false;
     renderWho();
     connectSocket();
+    if (claims.role === 'admin' && window.SBConsole) window.SBConsole.start(consoleCtx(), state.view);
+    state.view = null;
     loadJobs();
     loadAgents();
     loadMetrics();
@@ -165,6 +171,7 @@
   }
 
   function signOut(reason) {
+    if (window.SBConsole) window.SBConsole.stop();
     if (state.socket) { state.socket.removeAllListeners(); state.socket.disconnect(); }
     state.timers.forEach(clearInterval);
     clearTimeout(state.metricsTimer);
@@ -208,8 +215,10 @@
   // /#token=JWT signs in with that token (ending any session) and takes it out of the address
   // bar and history. False when the address holds no token.
   function signInFromHash() {
-    const token = new URLSearchParams(location.hash.slice(1)).get('token');
+    const params = new URLSearchParams(location.hash.slice(1));
+    const token = params.get('token');
     if (token === null) return false;
+    state.view = params.get('view'); // the console view to open (admins), e.g. view=queues
     history.replaceState(null, '', location.pathname + location.search);
     if (state.token) signOut();
     signIn(token);
@@ -610,6 +619,13 @@
   }
 
   function fmtTick(v) { return v >= 1000 ? `${+(v / 1000).toFixed(1)}k` : `${+v.toFixed(1)}`; }
+
+  // What the operator console (console.js) uses of this page: the session-checked API, the
+  // socket, whether it is connected, the DOM and format helpers and the live feed.
+  function consoleCtx() {
+    return { api, socket: state.socket, live: () => state.live, el, svg, fmtTime, fmtDateTime,
+      fmtNum, fmtMs, addFeed };
+  }
 
   // ---- start -------------------------------------------------------------------------------
 

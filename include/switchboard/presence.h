@@ -62,6 +62,9 @@ typedef struct {
                                 * count them); 1: current_chats below is the truth (workers) */
     int current_chats;
     int max_chats;             /* 0: the context's default */
+    const char *extra;         /* NULL, or a JSON object whose members are added to the record
+                                * where it has none of that name (workers: host, job_type, pid,
+                                * started_at) */
 } sb_presence_t;
 
 /* Scripts and settings, shared read-only by every call (one per process is enough). */

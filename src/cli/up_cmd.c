@@ -334,6 +334,8 @@ static void sb_up_banner(const sb_up_t *u, const sb_config_t *cfg) {
            getenv("REDIS_URL") ? getenv("REDIS_URL") : "redis://127.0.0.1:6379", u->exe);
     printf("  user token (demo-user, 7 days):\n    %s\n", user ? user : "?");
     printf("  admin token (demo-admin, 7 days):\n    %s\n", admin ? admin : "?");
+    if (admin) printf("  console:   %s#token=%s&view=queues\n             (one click: the admin "
+                      "console, signed in as demo-admin)\n", url, admin);
     printf("  e.g.       curl -H 'Authorization: Bearer <user token>' -H 'Content-Type: "
            "application/json' \\\n               -d '{\"amount\":1000}' "
            "%sapi/v1/agent/rebalance\n", url);

@@ -60,6 +60,8 @@ void sb_api_admin_retry_dead(sb_req_t *req);
 void sb_api_admin_pause(sb_req_t *req);
 void sb_api_admin_resume(sb_req_t *req);
 void sb_api_admin_paused(sb_req_t *req);
+void sb_api_admin_workers(sb_req_t *req);
+void sb_api_admin_events(sb_req_t *req);
 void sb_api_job_cancel(sb_req_t *req);
 
 /* dashboard (api_dashboard.c): static files; development tokens (404 unless dev mode) */

@@ -21,8 +21,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include "gateway/admin.h"
+#include "gateway/admin_feed.h"
+#include "gateway/admin_views.h"
 #include "gateway/api.h"
 #include "gateway/gateway.h"
+#include "switchboard/clock.h"
 #include "switchboard/error.h"
 #include "switchboard/log.h"
 
@@ -31,38 +34,11 @@
 
 typedef enum {
     SB_ADM_LIST, SB_ADM_SEARCH, SB_ADM_COUNTS, SB_ADM_COUNTS_ALL, SB_ADM_DETAIL, SB_ADM_RETRY,
-    SB_ADM_RETRY_DEAD, SB_ADM_CANCEL, SB_ADM_DELETE, SB_ADM_PAUSE, SB_ADM_RESUME, SB_ADM_PAUSED
+    SB_ADM_RETRY_DEAD, SB_ADM_CANCEL, SB_ADM_DELETE, SB_ADM_PAUSE, SB_ADM_RESUME, SB_ADM_PAUSED,
+    SB_ADM_WORKERS, SB_ADM_EVENTS
 } sb_adm_op_t;
 
 /* ---- on the thread pool ---------------------------------------------------------------- */
-
-/* Counts of every configured type: {"queues":[counts...]}. */
-static int sb_adm_counts_all(sb_redis_t *r, const char *types, cJSON **out) {
-    cJSON *doc = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(doc, "queues");
-    if (!arr) {
-        cJSON_Delete(doc);
-        return SB_ENOMEM;
-    }
-    for (const char *p = types ? types : ""; *p;) {
-        while (*p == ' ' || *p == ',') p++;
-        size_t n = strcspn(p, ", ");
-        char type[SB_TYPE_MAX + 1];
-        cJSON *one = NULL;
-        if (n && n <= SB_TYPE_MAX) {
-            memcpy(type, p, n);
-            type[n] = '\0';
-            int rc = sb_jobctl_counts(r, type, &one);
-            if (rc != 0) {
-                cJSON_Delete(doc);
-                return rc;
-            }
-            cJSON_AddItemToArray(arr, one);
-        }
-        p += n;
-    }
-    *out = doc;
-    return 0;
-}
 
 /* 1 when want is "" (no filter) or v is the string want. */
 static int sb_adm_str_is(const cJSON *v, const char *want) {
@@ -94,7 +70,8 @@ static int sb_adm_search(sb_redis_t *r, const sb_api_admin_ctx_t *c, cJSON **out
     return 0;
 }
 
-static int sb_adm_call(sb_redis_t *r, sb_api_admin_ctx_t *c, const char *types) {
+static int sb_adm_call(sb_redis_t *r, sb_api_admin_ctx_t *c, const sb_gateway_t *gw) {
+    const char *types = gw->cfg->job_types; /* read-only after start */
     const char *owner = c->owner[0] ? c->owner : NULL;
     sb_jobctl_query_t q = {c->type, c->state[0] ? c->state : NULL, c->user[0] ? c->user : NULL,
                            c->cursor, c->limit};
@@ -102,7 +79,9 @@ static int sb_adm_call(sb_redis_t *r, sb_api_admin_ctx_t *c, const char *types) 
     case SB_ADM_LIST: return sb_jobctl_list(r, &q, &c->out);
     case SB_ADM_SEARCH: return sb_adm_search(r, c, &c->out);
     case SB_ADM_COUNTS: return sb_jobctl_counts(r, c->type, &c->out);
-    case SB_ADM_COUNTS_ALL: return sb_adm_counts_all(r, types, &c->out);
+    case SB_ADM_COUNTS_ALL: return sb_admin_counts_all(r, types, sb_now_ms(), &c->out);
+    case SB_ADM_WORKERS: return sb_admin_workers(r, &gw->presence, &c->out);
+    case SB_ADM_EVENTS: return sb_admin_events(r, &c->out);
     case SB_ADM_DETAIL: return sb_jobctl_detail(r, c->type, c->id, &c->out);
     case SB_ADM_RETRY: return sb_jobctl_retry(r, c->type, c->id, c->by, &c->res);
     case SB_ADM_RETRY_DEAD: return sb_jobctl_retry_dead(r, c->type, c->by, c->limit, &c->n);
@@ -121,15 +100,14 @@ static int sb_adm_call(sb_redis_t *r, sb_api_admin_ctx_t *c, const char *types) 
 static void sb_adm_work(uv_work_t *w) {
     sb_req_t *req = w->data;
     sb_api_admin_ctx_t *c = &req->ctx.admin;
-    const char *types = req->gw->cfg->job_types; /* read-only after start */
     sb_redis_t *r = sb_admin_take(c->admin, c->err, sizeof c->err);
     if (!r) {
         c->rc = SB_EREDIS;
         return;
     }
-    c->rc = sb_adm_call(r, c, types);
+    c->rc = sb_adm_call(r, c, req->gw);
     if (c->rc == SB_EREDIS && sb_redis_connect(r, c->err, sizeof c->err) == 0)
-        c->rc = sb_adm_call(r, c, types);
+        c->rc = sb_adm_call(r, c, req->gw);
     sb_admin_put(c->admin, r);
 }
 
@@ -153,6 +131,26 @@ static const char *sb_adm_action_name(int op) {
     return op == SB_ADM_RETRY ? "retried" : op == SB_ADM_CANCEL ? "cancelled" : "deleted";
 }
 
+/* admin:action to the admins' room (admin_feed.h): who did what, for every console. */
+static void sb_adm_announce(sb_req_t *req, const sb_api_admin_ctx_t *c, const char *action) {
+    cJSON *doc = cJSON_CreateObject();
+    cJSON_AddStringToObject(doc, "action", action);
+    cJSON_AddStringToObject(doc, "type", c->type);
+    if (c->op == SB_ADM_RETRY || c->op == SB_ADM_CANCEL || c->op == SB_ADM_DELETE) {
+        cJSON_AddStringToObject(doc, "jobId", c->id);
+        cJSON_AddStringToObject(doc, "previousState", c->res.state);
+    } else if (c->op == SB_ADM_RETRY_DEAD) {
+        cJSON_AddNumberToObject(doc, "count", c->n);
+    } else { /* pause / resume: whether it was not already so */
+        cJSON_AddBoolToObject(doc, "changed", c->n != 0);
+    }
+    cJSON_AddStringToObject(doc, "by", c->by);
+    char *text = doc ? cJSON_PrintUnformatted(doc) : NULL;
+    if (text) sb_admin_feed_action(req->gw->admin_feed, text, strlen(text));
+    cJSON_free(text);
+    cJSON_Delete(doc);
+}
+
 /* An action on one job: 200, 404 naming it, or 409 naming its state. */
 static void sb_adm_answer_action(sb_req_t *req, const sb_api_admin_ctx_t *c) {
     if (c->res.outcome == SB_JOBCTL_NOTFOUND) {
@@ -170,6 +168,7 @@ static void sb_adm_answer_action(sb_req_t *req, const sb_api_admin_ctx_t *c) {
                      c->id, c->type, sb_adm_action_name(c->op), c->res.state);
     sb_info("gateway", "job %s of type %s %s by %s", c->id, c->type, sb_adm_action_name(c->op),
             c->by);
+    sb_adm_announce(req, c, sb_adm_action_name(c->op));
     sb_req_send(req, 200, "application/json", body, (size_t)n, NULL);
 }
 
@@ -183,10 +182,12 @@ static void sb_adm_answer_ok(sb_req_t *req, sb_api_admin_ctx_t *c) {
     case SB_ADM_RETRY_DEAD:
         n = snprintf(body, sizeof body, "{\"success\":true,\"type\":\"%s\",\"retried\":%d}",
                      c->type, c->n);
+        sb_adm_announce(req, c, "retried-dead");
         break;
     case SB_ADM_PAUSE:
     case SB_ADM_RESUME:
         sb_admin_set_paused(c->admin, c->type, c->op == SB_ADM_PAUSE);
+        sb_adm_announce(req, c, c->op == SB_ADM_PAUSE ? "paused" : "resumed");
         n = snprintf(body, sizeof body,
                      "{\"success\":true,\"type\":\"%s\",\"paused\":%s,\"changed\":%s}", c->type,
                      c->op == SB_ADM_PAUSE ? "true" : "false", c->n ? "true" : "false");
@@ -331,6 +332,12 @@ void sb_api_admin_delete(sb_req_t *req) {
 }
 
 void sb_api_admin_queues(sb_req_t *req) { sb_adm_queue(req, SB_ADM_COUNTS_ALL); }
+
+/* GET /admin/workers: the presence list with each worker's jobs in hand (admin_views.h). */
+void sb_api_admin_workers(sb_req_t *req) { sb_adm_queue(req, SB_ADM_WORKERS); }
+
+/* GET /admin/events: the event bus's streams, groups and dead letters (admin_views.h). */
+void sb_api_admin_events(sb_req_t *req) { sb_adm_queue(req, SB_ADM_EVENTS); }
 
 void sb_api_admin_queue(sb_req_t *req) {
     if (sb_adm_target(req, 0) == 0) sb_adm_queue(req, SB_ADM_COUNTS);

@@ -24,6 +24,7 @@
 #include "gateway/gateway.h"
 #include "gateway/http.h"
 #include "gateway/admin.h"
+#include "gateway/admin_feed.h"
 #include "gateway/presence_watch.h"
 #include "gateway/socketio/socketio.h"
 #include "gateway/static.h"
@@ -61,7 +62,7 @@ static void sb_lws_log(int level, const char *line) {
 static void sb_gw_io_begin(uv_prepare_t *h) { ((sb_gateway_t *)h->data)->in_io_poll = 1; }
 static void sb_gw_io_end(uv_check_t *h) { ((sb_gateway_t *)h->data)->in_io_poll = 0; }
 
-static void sb_gw_io_watch(sb_gateway_t *gw) {
+void sb_gateway_io_watch(sb_gateway_t *gw) {
     uv_prepare_init(gw->loop, &gw->io_begin);
     uv_check_init(gw->loop, &gw->io_end);
     gw->io_begin.data = gw->io_end.data = gw;
@@ -90,6 +91,7 @@ static void sb_gw_signal_cb(uv_signal_t *h, int signum) {
     gw->redis = NULL;
     sb_presence_watch_stop(gw->presence_watch);
     sb_admin_stop(gw->admin);
+    sb_admin_feed_stop(gw->admin_feed);
     sb_socketio_stop(gw->sio);
     lws_context_destroy(gw->lws); /* first stage; lws finishes after its handles close */
     uv_close((uv_handle_t *)&gw->io_begin, NULL);
@@ -137,7 +139,7 @@ static const lws_retry_bo_t sb_gw_no_validity = {.secs_since_valid_ping = 0,
  * is refused (FAIL_UPON_UNABLE_TO_BIND) while the context stays whole: a context whose own
  * creation fails on a foreign loop is torn down by lws before libuv has closed its handles.
  * *port: the port the vhost got (port 0: the kernel's pick), or -1 when it could not listen. */
-static struct lws_context *sb_gw_lws_create(sb_gateway_t *gw, int *port) {
+struct lws_context *sb_gateway_lws_create(sb_gateway_t *gw, int *port) {
     struct lws_context_creation_info info;
     void *loops[1] = {gw->loop};
     memset(&info, 0, sizeof info);
@@ -230,7 +232,7 @@ int sb_cmd_gateway(sb_config_t *cfg) {
                                         : NULL;
     gw.sio = gw.redis ? sb_socketio_create(&gw) : NULL;
     int port = -1;
-    gw.lws = gw.sio ? sb_gw_lws_create(&gw, &port) : NULL;
+    gw.lws = gw.sio ? sb_gateway_lws_create(&gw, &port) : NULL;
     if (!gw.lws || port < 0) {
         sb_error("gateway", "cannot listen on %s:%d (see the lws error above: port taken?)",
                  cfg->bind ? cfg->bind : "0.0.0.0", cfg->port);
@@ -246,9 +248,10 @@ int sb_cmd_gateway(sb_config_t *cfg) {
         sb_rand_close(&gw.rand);
         return SB_EXIT_FAIL;
     }
-    sb_gw_io_watch(&gw);
+    sb_gateway_io_watch(&gw);
     gw.admin = sb_admin_create(&loop, cfg);
     gw.presence_watch = sb_presence_watch_create(&gw);
+    gw.admin_feed = sb_admin_feed_create(&gw);
     if (!gw.presence_watch)
         sb_warn("gateway", "presence events to admins are off (out of memory)");
     sb_gw_signals_t sig = {.gw = &gw};
@@ -267,6 +270,7 @@ int sb_cmd_gateway(sb_config_t *cfg) {
     }
     sb_presence_watch_free(gw.presence_watch);
     sb_admin_free(gw.admin);
+    sb_admin_feed_free(gw.admin_feed);
     sb_socketio_free(gw.sio); /* lws has closed every connection: no conn is left attached */
     int rc = uv_loop_close(&loop);
     sb_static_free(gw.web);

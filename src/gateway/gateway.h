@@ -32,6 +32,7 @@ typedef struct sb_gateway {
     struct sb_presence_watch *presence_watch; /* admins' live presence (presence_watch.h) */
     sb_script_t submit;        /* the job submission script (submit.h), SHA1 computed once */
     struct sb_admin *admin;    /* job control: blocking connections, paused state (admin.h) */
+    struct sb_admin_feed *admin_feed; /* the console's live events to admins (admin_feed.h) */
     struct sb_jwt_cache *tokens; /* verified tokens (jwt_cache.h); NULL: verify every time */
     sb_rand_t rand;            /* random bytes for job, window-member and event ids (random.h) */
     int64_t started_ms;
@@ -44,6 +45,15 @@ typedef struct sb_gateway {
     uv_check_t io_end;
     int in_io_poll;            /* 1 between io_begin and io_end */
 } sb_gateway_t;
+
+/* The lws context serving HTTP and WebSocket (http.c) on gw->loop with one vhost listening
+ * on gw->cfg's bind and port (TLS when set); lws_context_user is gw. *port gets the port
+ * bound (port 0: the kernel's pick), or -1 when it could not listen (the context, if any, is
+ * then destroyed by the caller like a running one). NULL when lws fails. */
+struct lws_context *sb_gateway_lws_create(sb_gateway_t *gw, int *port);
+/* Starts the handles that bracket libuv's I/O poll phase (in_io_poll); closed by the caller
+ * (io_begin, io_end) at shutdown. */
+void sb_gateway_io_watch(sb_gateway_t *gw);
 
 /* 1 if type is one of cfg->job_types (comma-separated). */
 int sb_gateway_type_known(const sb_gateway_t *gw, const char *type);

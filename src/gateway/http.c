@@ -427,7 +427,7 @@ static void sb_req_run(sb_req_t *req) {
     if (req->dispatched) return; /* "content-length: 0" runs it at once and at completion */
     req->dispatched = 1;
     req->in_dispatch = 1; /* answers made now go out from lws's own writeable callback */
-    if (sb_socketio_path(req->path)) sb_socketio_request(req);
+    if (sb_socketio_at(req->gw, req->path)) sb_socketio_request(req);
     else sb_api_dispatch(req);
     req->in_dispatch = 0;
     if (!req->status && wsi) lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
@@ -485,7 +485,7 @@ static int sb_http_begin(struct lws *wsi, sb_http_conn_t *conn, const char *path
         req->path[0] = '\0'; /* too long: matches nothing, 404 */
     sb_req_headers(req, wsi);
     req->body_max = SB_HTTP_BODY_MAX;
-    if (sb_socketio_path(req->path)) sb_socketio_request_headers(req, wsi);
+    if (sb_socketio_at(gw, req->path)) sb_socketio_request_headers(req, wsi);
     if (sb_http_refuse_body(wsi, conn, req) != 0) return -1;
     if (sb_req_reads_to_close(req) || sb_req_asks_close(wsi))
         conn->close_after = 1; /* answered with `connection: close`, then closed */

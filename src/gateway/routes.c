@@ -55,6 +55,8 @@ SB_ADMIN_ROUTE(sb_r_adm_retry_dead, "/admin/queues/{type}/retry-dead", sb_api_ad
 SB_ADMIN_ROUTE(sb_r_adm_pause, "/admin/queues/{type}/pause", sb_api_admin_pause);
 SB_ADMIN_ROUTE(sb_r_adm_resume, "/admin/queues/{type}/resume", sb_api_admin_resume);
 SB_ADMIN_ROUTE(sb_r_adm_paused, "/admin/queues/{type}/paused", sb_api_admin_paused);
+SB_ADMIN_ROUTE(sb_r_adm_workers, "/admin/workers", sb_api_admin_workers);
+SB_ADMIN_ROUTE(sb_r_adm_events, "/admin/events", sb_api_admin_events);
 static const sb_api_route_t sb_r_job_cancel = {"/{type}/{jobId}/cancel", sb_api_job_cancel,
                                                SB_ANY_ROLE};
 static const sb_api_route_t sb_r_healthz = {"/healthz", sb_api_healthz, 0};
@@ -91,6 +93,8 @@ static const sb_route_t sb_api_routes[] = {
     {SB_HTTP_POST, "/admin/queues/{type}/pause", &sb_r_adm_pause},
     {SB_HTTP_POST, "/admin/queues/{type}/resume", &sb_r_adm_resume},
     {SB_HTTP_GET, "/admin/queues/{type}/paused", &sb_r_adm_paused},
+    {SB_HTTP_GET, "/admin/workers", &sb_r_adm_workers},
+    {SB_HTTP_GET, "/admin/events", &sb_r_adm_events},
     {SB_HTTP_POST, "/{type}/{jobId}/cancel", &sb_r_job_cancel},
     {SB_HTTP_GET, "/healthz", &sb_r_healthz},
     {SB_HTTP_GET, "/readyz", &sb_r_readyz},

@@ -41,6 +41,8 @@ struct sb_subscriber {
     void *on_status_ud;
     sb_subscriber_foreign_fn on_foreign;
     void *on_foreign_ud;
+    sb_subscriber_job_fn on_job;
+    void *on_job_ud;
     int64_t now_ms;            /* the unix ms now_iso was written for */
     char now_iso[SB_ISO_LEN];  /* timestamp of status messages that carry none */
 };
@@ -208,6 +210,7 @@ static int sb_subscriber_status(sb_subscriber_t *s, const char *type, const char
     sb_subscriber_concat(room, sizeof room, "user:", st.user_id);
     int rc = sb_subscriber_status_emit(s, root, &st, room, event);
     if (s->on_status) s->on_status(s->on_status_ud, st.user_id, st.job_id);
+    if (s->on_job) s->on_job(s->on_job_ud, type, st.job_id, st.status, st.user_id);
     if (s->on_foreign && !cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "recorded")))
         s->on_foreign(s->on_foreign_ud, type, &st);
     cJSON_Delete(root);
@@ -227,6 +230,10 @@ static int sb_subscriber_event(sb_subscriber_t *s, const char *type, const char 
                 type, type);
     else
         rc = sb_subscriber_emit(s, room, event, cJSON_GetObjectItemCaseSensitive(root, "data"));
+    const char *id = sb_json_str(sb_json_obj(root, "data"), "jobId");
+    if (rc == SB_OK && s->on_job && id && !strcmp(event + tlen, ":created") &&
+        !strncmp(room, "user:", 5))
+        s->on_job(s->on_job_ud, type, id, "queued", room + 5);
     cJSON_Delete(root);
     return rc == SB_OK ? SB_OK : SB_EINVAL;
 }
@@ -325,6 +332,11 @@ void sb_subscriber_on_status(sb_subscriber_t *s, sb_subscriber_status_fn fn, voi
 void sb_subscriber_on_foreign(sb_subscriber_t *s, sb_subscriber_foreign_fn fn, void *ud) {
     s->on_foreign = fn;
     s->on_foreign_ud = ud;
+}
+
+void sb_subscriber_on_job(sb_subscriber_t *s, sb_subscriber_job_fn fn, void *ud) {
+    s->on_job = fn;
+    s->on_job_ud = ud;
 }
 
 const sb_subscriber_stats_t *sb_subscriber_stats(const sb_subscriber_t *s) { return &s->stats; }

@@ -84,6 +84,13 @@ void sb_subscriber_on_status(sb_subscriber_t *s, sb_subscriber_status_fn fn, voi
 typedef void (*sb_subscriber_foreign_fn)(void *ud, const char *type, const sb_status_t *st);
 void sb_subscriber_on_foreign(sb_subscriber_t *s, sb_subscriber_foreign_fn fn, void *ud);
 
+/* Runs fn(ud, type, job_id, status, user_id) after each job change forwarded: every valid
+ * status message and each {type}:created event (status "queued"). The operator console's
+ * live feed (admin_feed.h). The strings are valid only during the call. */
+typedef void (*sb_subscriber_job_fn)(void *ud, const char *type, const char *job_id,
+                                     const char *status, const char *user_id);
+void sb_subscriber_on_job(sb_subscriber_t *s, sb_subscriber_job_fn fn, void *ud);
+
 /* Closes the connection (its handles finish closing during uv_run), ends every watch and
  * frees s. NULL ok. */
 void sb_subscriber_close(sb_subscriber_t *s);

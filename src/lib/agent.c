@@ -116,6 +116,22 @@ static int sb_agent_create_workers(sb_agent_t *a, const sb_redis_addr_t *redis) 
     return SB_OK;
 }
 
+/* {"host","job_type","pid","started_at"}: what the presence record adds for a worker. */
+static void sb_agent_info(sb_agent_t *a) {
+    char host[128] = "", now[SB_ISO_LEN];
+    gethostname(host, sizeof host - 1);
+    host[sizeof host - 1] = '\0';
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "host", host);
+    cJSON_AddStringToObject(o, "job_type", a->type);
+    cJSON_AddNumberToObject(o, "pid", (double)getpid());
+    cJSON_AddStringToObject(o, "started_at", sb_iso8601(sb_now_ms(), now));
+    char *text = o ? cJSON_PrintUnformatted(o) : NULL;
+    snprintf(a->info, sizeof a->info, "%s", text && strlen(text) < sizeof a->info ? text : "");
+    cJSON_free(text);
+    cJSON_Delete(o);
+}
+
 sb_agent_t *sb_agent_create(const sb_redis_addr_t *redis, const sb_agent_opts_t *o,
                             sb_handler_cb cb, void *user, char *err, size_t errlen) {
     if (sb_agent_opts_check(o, err, errlen)) return NULL;
@@ -144,6 +160,7 @@ sb_agent_t *sb_agent_create(const sb_redis_addr_t *redis, const sb_agent_opts_t 
     a->user = user;
     sb__scripts_init(&a->scripts);
     sb_presence_init(&a->presence, o->status_ttl_s, o->concurrency);
+    sb_agent_info(a);
     pthread_mutex_init(&a->lock, NULL);
     pthread_cond_init(&a->cond, NULL);
     pthread_mutex_init(&a->stats_lock, NULL);

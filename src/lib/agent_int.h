@@ -244,6 +244,8 @@ struct sb_agent {
     void *user;
     sb__scripts_t scripts;
     sb_presence_ctx_t presence;    /* presence scripts; TTL AGENT_STATUS_TTL */
+    char info[384];                /* the presence record's extra members (host, job_type, pid,
+                                    * started_at: the operator console's Workers view) */
 
     atomic_int stop;       /* workers: take no more jobs */
     atomic_int cancel;     /* handlers and retry waits: give up now */

@@ -52,7 +52,8 @@ static int sb_agent_heartbeat(sb_agent_t *a) {
     sb_presence_t p = {.agent_id = a->id, .name = name, .email = "",
                        .department_id = SB_WORKER_DEPT, .department = SB_WORKER_DEPT,
                        .status = inflight >= a->nworkers ? "busy" : "online",
-                       .set_chats = 1, .current_chats = inflight, .max_chats = a->nworkers};
+                       .set_chats = 1, .current_chats = inflight, .max_chats = a->nworkers,
+                       .extra = a->info};
     return sb_presence_heartbeat(a->maint_redis, &a->presence, &p, sb_now_ms(), NULL);
 }
 

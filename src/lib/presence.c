@@ -46,7 +46,8 @@
     "  return ev\n"                                                                              \
     "end\n"
 
-/* ARGV: id name email dept_id dept status now ttl index_ttl set_chats current max chan */
+/* ARGV: id name email dept_id dept status now ttl index_ttl set_chats current max chan extra
+ * (extra: '' or a JSON object whose members the record gets where it has none of its own) */
 static const char SB_HEARTBEAT_LUA[] = SB_LUA_COMMON
     "local id, dept, status = ARGV[1], ARGV[4], ARGV[6]\n"
     "local prev = decode(redis.call('GET', okey(id)))\n"
@@ -55,6 +56,7 @@ static const char SB_HEARTBEAT_LUA[] = SB_LUA_COMMON
     "local rec = {agent_id = id, name = ARGV[2], email = ARGV[3], department_id = dept,\n"
     "  department = ARGV[5], status = status, last_heartbeat = ARGV[7],\n"
     "  current_chats = cur, max_chats = tonumber(ARGV[12])}\n"
+    "for k, v in pairs(decode(ARGV[14]) or {}) do if rec[k] == nil then rec[k] = v end end\n"
     "local json = cjson.encode(rec)\n"
     "redis.call('SET', okey(id), json, 'EX', ARGV[8])\n"
     "redis.call('SADD', ALL, id)\n"
@@ -232,8 +234,9 @@ int sb_presence_heartbeat_cmd(sb_batch_t *b, const sb_presence_ctx_t *ctx,
     snprintf(max, sizeof max, "%d", p->max_chats ? p->max_chats : ctx->max_chats);
     const char *argv[] = {p->agent_id, sb_or_empty(p->name), sb_or_empty(p->email), dept,
                           sb_or_empty(p->department), status, sb_iso8601(now_ms, now), ttl,
-                          ittl, p->set_chats ? "1" : "0", cur, max, SB_PRESENCE_CHANNEL};
-    return sb_batch_add_script(b, &ctx->heartbeat, mode, 0, 13, argv, NULL);
+                          ittl, p->set_chats ? "1" : "0", cur, max, SB_PRESENCE_CHANNEL,
+                          sb_or_empty(p->extra)};
+    return sb_batch_add_script(b, &ctx->heartbeat, mode, 0, 14, argv, NULL);
 }
 
 /* A script whose arguments are (id, now, channel): offline and expire. */

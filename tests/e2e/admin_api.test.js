@@ -9,6 +9,7 @@ const assert = require('node:assert');
 const jwt = require('jsonwebtoken');
 const { startRedis, startSwitchboard, runSwitchboard, waitFor, freePort } = require('./lib/harness');
 const { request, assertError } = require('./lib/http');
+const { recordingSocket } = require('./lib/sio');
 
 const SECRET = 'e2e-admin-secret';
 // sleep:true runs until cancelled; fail:true fails for good (dead); anything else is done
@@ -52,7 +53,7 @@ test.before(async () => {
   base = `http://127.0.0.1:${port}`;
   env = { REDIS_URL: redis.url };
   gw = startSwitchboard(['gateway'], { ...env, JWT_SECRET: SECRET, PORT: String(port),
-    BIND: '127.0.0.1', JOB_TYPES: 'rebalance,report' }, 'gateway');
+    BIND: '127.0.0.1', JOB_TYPES: 'rebalance,report', RATE_LIMIT: '1000' }, 'gateway');
   await gw.waitForOutput(/listening on/);
   agent = startSwitchboard(['agent', '--type', 'report', '--grace', '1', '--exec', SCRIPT], env, 'agent');
   await agent.waitForOutput(/online/);
@@ -69,7 +70,7 @@ const ADMIN_ROUTES = [
   ['POST', '/admin/jobs/report/1-abcdef01/cancel'], ['GET', '/admin/queues'],
   ['GET', '/admin/queues/report'], ['POST', '/admin/queues/report/retry-dead'],
   ['POST', '/admin/queues/report/pause'], ['POST', '/admin/queues/report/resume'],
-  ['GET', '/admin/queues/report/paused'],
+  ['GET', '/admin/queues/report/paused'], ['GET', '/admin/workers'], ['GET', '/admin/events'],
 ];
 
 test('every admin route: 401 without a token, 403 for a user or agent token, under /api and /api/v1', async () => {
@@ -233,4 +234,97 @@ test('CLI: job list/retry/cancel/delete and queue pause/resume with --json; /met
   assertError(await call('GET', `/admin/jobs/report/${queued}`), 404, 'not_found', new RegExp(queued));
   const del2 = await sb(['job', 'delete', '--type', 'report', '--json', queued]);
   assert.strictEqual(del2.code, 1);
+});
+
+test('GET /admin/workers: the agent with host, type, pid, start, concurrency and its job in hand', async () => {
+  const id = await submit(alice, { sleep: true, n: 'workers' });
+  await waitState(id, 'processing');
+  const r = await call('GET', '/admin/workers');
+  assert.strictEqual(r.status, 200, r.text);
+  const w = r.json.agents.find((a) => a.job_type === 'report');
+  assert.ok(w, `no report worker in ${r.text}`);
+  assert.strictEqual(r.json.count, r.json.agents.length);
+  assert.strictEqual(w.department_id, 'workers');
+  assert.strictEqual(w.host, require('node:os').hostname());
+  assert.strictEqual(w.pid, agent.pid);
+  assert.ok(Date.parse(w.started_at) <= Date.now() && Date.parse(w.started_at) > Date.now() - 600000, w.started_at);
+  assert.ok(w.max_chats >= 1, 'concurrency');
+  assert.ok(Date.parse(w.last_heartbeat) > 0);
+  assert.deepStrictEqual(w.jobs, [id]);
+  assert.ok(w.current_chats >= 0 && w.current_chats <= w.max_chats, 'jobs in flight at the last heartbeat');
+  const c = await call('POST', `/admin/jobs/report/${id}/cancel`);
+  assert.strictEqual(c.status, 200, c.text);
+  await waitFor(async () => {
+    const again = await call('GET', '/admin/workers');
+    return again.json.agents.find((a) => a.job_type === 'report').jobs.length === 0;
+  }, { what: 'the cancelled job to leave the worker' });
+});
+
+test('GET /admin/events: streams, consumer groups with pending and lag, dead letters', async () => {
+  const type = `console.test${process.pid}`;
+  for (const n of [1, 2, 3]) {
+    const p = await runSwitchboard(['events', 'publish', type, JSON.stringify({ n })], env);
+    assert.strictEqual(p.code, 0, p.stderr);
+  }
+  // a consumer that fails every delivery: two events pending, then dead-lettered
+  const consumer = startSwitchboard(['events', 'consume', type, '--exec', 'exit 1',
+    '--max-deliveries', '1', '--min-idle-ms', '50', '--block-ms', '100', '--from', '0'], env, 'consume');
+  let r, s;
+  try {
+    await waitFor(async () => {
+      r = await call('GET', '/admin/events');
+      s = r.status === 200 && r.json.streams.find((x) => x.type === type);
+      return s && s.dead.length >= 1;
+    }, { what: 'a dead letter in /admin/events' });
+  } finally {
+    consumer.kill('SIGTERM');
+    await consumer.exited;
+  }
+  assert.ok(s, r.text);
+  assert.strictEqual(s.name, `agent:stream:${type}`);
+  assert.strictEqual(s.length, 3);
+  assert.match(s.lastId, /^\d+-\d+$/);
+  assert.strictEqual(s.groups.length, 1);
+  assert.strictEqual(s.groups[0].name, 'agent-group');
+  assert.strictEqual(typeof s.groups[0].pending, 'number');
+  assert.ok(s.dead.length >= 1, `dead letters: ${JSON.stringify(s.dead)}`);
+  assert.strictEqual(s.dead.stream, `agent:stream:dead:${type}`);
+  assert.ok(s.dead.recent.length >= 1 && s.dead.recent[0].id, JSON.stringify(s.dead));
+  assert.ok(!r.json.streams.some((x) => x.name.startsWith('agent:stream:dead:')), 'dead streams are not listed as streams');
+});
+
+test('Socket.IO: admins get admin:jobs, admin:queues and admin:action; users get none of them', async () => {
+  const sockets = new Set();
+  const tok = (who) => who.auth.authorization.slice(7);
+  const adm = recordingSocket(sockets, base, tok(admin));
+  const usr = recordingSocket(sockets, base, tok(bob));
+  try {
+    await adm.connected$();
+    await usr.connected$();
+    // 30 jobs of another user: their changes reach the admin coalesced, never one event per job
+    const ids = [];
+    for (let i = 0; i < 30; i++) ids.push(await submit(alice, { n: `feed-${i}` }));
+    await waitFor(() => {
+      const seen = new Set(adm.events.filter((e) => e.name === 'admin:jobs')
+        .flatMap((e) => e.data.changes || []).filter((c) => c.status === 'done').map((c) => c.jobId));
+      return ids.every((id) => seen.has(id));
+    }, { what: 'every job done in admin:jobs', timeoutMs: 30000 });
+    const batches = adm.events.filter((e) => e.name === 'admin:jobs');
+    assert.ok(batches.length < 30 * 3, `${batches.length} admin:jobs events for 90 changes: not coalesced`);
+    const change = batches.flatMap((e) => e.data.changes).find((c) => c.jobId === ids[0] && c.status === 'done');
+    assert.deepStrictEqual(change, { type: 'report', jobId: ids[0], status: 'done', userId: alice.pk });
+    // the queue counters with a rate, and an action announced
+    const q = await adm.next('admin:queues', (d) => Array.isArray(d.queues));
+    assert.deepStrictEqual(q.data.queues.map((x) => x.type), ['rebalance', 'report']);
+    assert.ok('oldestPendingAgeMs' in q.data.queues[1] && typeof q.data.rates.report === 'number', JSON.stringify(q.data));
+    assert.strictEqual((await call('POST', '/admin/queues/report/pause')).status, 200);
+    const a = await adm.next('admin:action', (d) => d.action === 'paused');
+    assert.deepStrictEqual(a.data, { action: 'paused', type: 'report', changed: true, by: 'admin:u-1' });
+    await adm.next('admin:queues', (d) => d.queues[1].paused === true, 'admin:queues showing the pause');
+    assert.strictEqual((await call('POST', '/admin/queues/report/resume')).status, 200);
+    await adm.next('admin:action', (d) => d.action === 'resumed');
+    assert.deepStrictEqual(usr.events.filter((e) => e.name.startsWith('admin:')), [], 'a user gets no admin events');
+  } finally {
+    for (const s of sockets) s.disconnect();
+  }
 });

@@ -52,6 +52,14 @@ test('switchboard up: private redis, gateway and agent; a job goes through; Ctrl
       return j.status === 'done' ? j : null;
     }, { what: 'job done' });
     assert.strictEqual(job.result.fee, 20);
+    // the one-click console URL: the banner's own URL with a fresh admin token in the fragment
+    const c = up.output.match(/console: +(http:\/\/127\.0\.0\.1:(\d+)\/)#token=([\w-]+\.[\w-]+\.[\w-]+)&view=queues\n/);
+    assert.ok(c, `banner prints the console URL:\n${up.output}`);
+    assert.strictEqual(Number(c[2]), port);
+    const claims = JSON.parse(Buffer.from(c[3].split('.')[1], 'base64url'));
+    assert.strictEqual(claims.role, 'admin');
+    const queues = await fetch(`${base}/admin/queues`, { headers: { Authorization: `Bearer ${c[3]}` } });
+    assert.strictEqual(queues.status, 200, 'the console token is an admin token the gateway accepts');
     up.kill('SIGINT');
     assert.deepStrictEqual(await up.exited, { code: 0, signal: null });
     // 'exit' can come before the last of its output is read: wait for the lines

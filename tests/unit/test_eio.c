@@ -158,9 +158,32 @@ static void test_polling_post_split(void **state) {
     assert_int_equal(f->app.nmsgs, 3);
     assert_string_equal(f->app.msgs[0], "hello");
     assert_string_equal(f->app.msgs[1], "wor\"ld");
-    assert_string_equal(f->app.msgs[2], "AQID");
+    assert_string_equal(f->app.msgs[2], "\x01\x02\x03"); /* decoded from base64 */
     assert_int_equal(f->app.binary[2], 1);
     assert_int_equal(f->app.closes, 0);
+}
+
+/* Binary messages both ways on polling: a `b` packet whose body is not base64 closes the
+ * session; sb_eio_send_binary goes out as `b` + base64, alone or beside text packets. */
+static void test_polling_binary(void **state) {
+    fixture_t *f = *state;
+    char sid[SB_EIO_SID_LEN + 1], out[256];
+    sb_eio_id_t id = fake_handshake(f->srv, 0, sid);
+    void *conn = &f->http.conns[1];
+    assert_int_equal(fake_post(f->srv, sid, "bAQIDBA", 7, 5), 200); /* unpadded, as Node's */
+    assert_int_equal(f->app.nmsgs, 1);
+    assert_memory_equal(f->app.msgs[0], "\x01\x02\x03\x04", 5);
+    assert_int_equal(sb_eio_send_binary(f->srv, id, "\x01\x02\x03\x04", 4), 0);
+    assert_int_equal(fake_get(f->srv, sid, conn, 10, out, sizeof out), 200);
+    assert_string_equal(out, "bAQIDBA==");
+    assert_int_equal(sb_eio_send_text(f->srv, id, "hello", 5), 0);
+    assert_int_equal(sb_eio_send_binary(f->srv, id, "", 0), 0);
+    assert_int_equal(sb_eio_send_binary(f->srv, id, "\xff\xfe", 2), 0);
+    assert_int_equal(fake_get(f->srv, sid, conn, 20, out, sizeof out), 200);
+    assert_string_equal(out, "4hello\x1e" "b\x1e" "b//4=");
+    assert_int_equal(fake_post(f->srv, sid, "b=A==", 5, 30), 400);
+    assert_int_equal(f->app.closes, 1);
+    assert_string_equal(f->app.reason, "parse error");
 }
 
 static void test_polling_hold_and_wake(void **state) {
@@ -270,9 +293,12 @@ static void test_upgrade_sequence(void **state) {
     assert_int_equal(sb_eio_http(f->srv, &req, ws, 20, &r), 101);
     assert_true(r.id == id);
     assert_int_equal(fake_ws_pull(f->srv, id, ws, out, sizeof out), 0);
-    /* a second probe while one is running is refused */
-    assert_int_equal(sb_eio_http(f->srv, &req, &f->http.conns[3], 20, &r), 400);
-    sb_eio_buf_unref(r.body);
+    /* a second probe while one is running is accepted only to be closed (engine.io's
+     * onWebSocket: "transport has already been trying to upgrade"); the check lets it on */
+    assert_int_equal(sb_eio_check(f->srv, &req, &r), 0);
+    assert_int_equal(sb_eio_http(f->srv, &req, &f->http.conns[3], 20, &r), SB_EIO_UPGRADE_CLOSE);
+    assert_null(r.body);
+    assert_int_equal(fake_ws_pull(f->srv, id, ws, out, sizeof out), 0); /* the probe goes on */
     assert_int_equal(fake_ws_send(f->srv, id, ws, "2probe", 30), 0);
     assert_true(fake_was_woken(&f->http, ws));
     assert_true(fake_was_woken(&f->http, poll));
@@ -293,6 +319,21 @@ static void test_upgrade_sequence(void **state) {
     assert_string_equal(out, "{\"code\":3,\"message\":\"Bad request\"}");
     assert_int_equal(fake_ws_send(f->srv, id, ws, "4hi", 60), 0);
     assert_string_equal(f->app.msgs[0], "hi");
+    /* so is a WebSocket for the upgraded session, and one saying transport=polling */
+    assert_int_equal(sb_eio_http(f->srv, &req, &f->http.conns[3], 60, &r), SB_EIO_UPGRADE_CLOSE);
+    sb_eio_req_t polling_ws = fake_req(SB_EIO_GET, "polling", sid);
+    polling_ws.websocket = 1;
+    assert_int_equal(sb_eio_http(f->srv, &polling_ws, &f->http.conns[3], 60, &r),
+                     SB_EIO_UPGRADE_CLOSE);
+    polling_ws.sid = NULL;
+    assert_int_equal(sb_eio_http(f->srv, &polling_ws, &f->http.conns[3], 60, &r),
+                     SB_EIO_UPGRADE_CLOSE);
+    polling_ws.sid = "AAAAAAAAAAAAAAAAAAAA"; /* an unknown sid is refused first, as verify() */
+    assert_int_equal(sb_eio_http(f->srv, &polling_ws, &f->http.conns[3], 60, &r), 400);
+    assert_int_equal(r.code, SB_EIO_ERR_SID);
+    sb_eio_buf_unref(r.body);
+    assert_string_equal(sb_eio_error_message(r.code), "Session ID unknown");
+    assert_int_equal(sb_eio_ws_pull(f->srv, id, ws, &r.body), 0); /* the upgraded one goes on */
     /* the client closes the WebSocket: the session ends, the handle goes stale */
     sb_eio_detach(f->srv, id, ws);
     assert_int_equal(f->app.closes, 1);
@@ -361,6 +402,13 @@ static void test_websocket_only(void **state) {
     assert_int_equal(sb_eio_ws_frame(f->srv, r.id, ws, "\x01\x02", 2, 1, 1), 0);
     assert_int_equal(f->app.nmsgs, 2);
     assert_int_equal(f->app.binary[1], 1);
+    sb_eio_buf_t *b = NULL; /* a binary message goes out as it is, marked binary */
+    assert_int_equal(sb_eio_send_binary(f->srv, r.id, "\x01\x02", 2), 0);
+    assert_int_equal(sb_eio_ws_pull(f->srv, r.id, ws, &b), 1);
+    assert_int_equal(b->binary, 1);
+    assert_int_equal(b->len, 2);
+    assert_memory_equal(b->data, "\x01\x02", 2);
+    sb_eio_buf_unref(b);
     assert_int_equal(sb_eio_close(f->srv, r.id, 0, "bye"), 0);
     assert_int_equal(fake_ws_pull(f->srv, r.id, ws, out, sizeof out), SB_EIO_CLOSE);
     sb_eio_detach(f->srv, r.id, ws);
@@ -819,8 +867,8 @@ static void test_v3_polling_framing(void **state) {
     assert_int_equal(sb_eio_send_text(f->srv, id, "2[\"\xc3\xa9\"]", 7), 0);
     assert_int_equal(get3(f, sid, 2, out, sizeof out), 200);
     assert_string_equal(out, "8:42[\"\xf0\x9f\x98\x80\"]7:42[\"\xc3\xa9\"]");
-    /* the client's ping is answered with a pong; its messages reach the app (binary ones:
-     * base64 in a string payload, bytes in an XHR2 binary payload) */
+    /* the client's ping is answered with a pong; its messages reach the app (binary ones as
+     * their bytes: from base64 in a string payload, as they are in an XHR2 binary payload) */
     assert_int_equal(post3(f, sid, "1:25:4abcd6:b4AQI=", 18, 3), 200);
     assert_int_equal(post3(f, sid, "\x01\x03\xff\x04\x01\x02", 6, 3), 200);
     assert_int_equal(get3(f, sid, 4, out, sizeof out), 200);
@@ -828,10 +876,15 @@ static void test_v3_polling_framing(void **state) {
     assert_int_equal(f->app.nmsgs, 3);
     assert_string_equal(f->app.msgs[0], "abcd");
     assert_int_equal(f->app.binary[0], 0);
-    assert_string_equal(f->app.msgs[1], "AQI=");
+    assert_memory_equal(f->app.msgs[1], "\x01\x02", 2);
     assert_int_equal(f->app.binary[1], 1);
     assert_memory_equal(f->app.msgs[2], "\x01\x02", 2);
     assert_int_equal(f->app.binary[2], 1);
+    /* a binary message goes out as engine.io-parser v2 writes it: `b4` + base64, prefixed */
+    assert_int_equal(sb_eio_send_binary(f->srv, id, "\x01\x02\x03", 3), 0);
+    assert_int_equal(sb_eio_send_text(f->srv, id, "x", 1), 0);
+    assert_int_equal(get3(f, sid, 4, out, sizeof out), 200);
+    assert_string_equal(out, "6:b4AQID2:4x");
     /* a held GET released by a graceful close: what is queued, then the close, framed */
     assert_int_equal(get3(f, sid, 5, out, sizeof out), SB_EIO_HOLD);
     assert_int_equal(sb_eio_send_text(f->srv, id, "2[1]", 4), 0);
@@ -922,6 +975,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_handshake, setup, teardown),
         cmocka_unit_test_setup_teardown(test_http_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_polling_post_split, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_polling_binary, setup, teardown),
         cmocka_unit_test_setup_teardown(test_polling_hold_and_wake, setup, teardown),
         cmocka_unit_test_setup_teardown(test_polling_overlap_closes, setup, teardown),
         cmocka_unit_test(test_polling_payload_cap),

@@ -122,6 +122,10 @@ typedef struct app {
     int connects, disconnects, events;
     char last_event[64];
     int64_t last_ack;
+    char last_nsp[32];
+    int last_natt;
+    int last_auth_token; /* the CONNECT's auth payload had a token */
+    char last_att[16]; /* the first attachment's bytes */
     char reason[64];
     sb_sio_t *sio;
     int replay; /* emit "replay" from on_connect */
@@ -152,9 +156,12 @@ static int fake_auth(void *ud, const char *token, sb_sio_identity_t *who, char *
     return 0;
 }
 
-static void on_connect(void *ud, sb_eio_id_t id, const sb_sio_identity_t *who) {
+static void on_connect(void *ud, sb_eio_id_t id, const char *nsp, const sb_sio_identity_t *who,
+                       const cJSON *auth) {
     app_t *a = ud;
     a->connects++;
+    snprintf(a->last_nsp, sizeof a->last_nsp, "%s", nsp);
+    a->last_auth_token = auth && cJSON_GetObjectItem(auth, "token") != NULL;
     if (a->replay) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "user", who->public_key);
@@ -163,13 +170,16 @@ static void on_connect(void *ud, sb_eio_id_t id, const sb_sio_identity_t *who) {
     }
 }
 
-static void on_event(void *ud, sb_eio_id_t id, const char *event, const cJSON *args,
-                     int64_t ack_id) {
-    (void)id, (void)args;
+static void on_event(void *ud, sb_eio_id_t id, const sb_sio_event_t *ev) {
+    (void)id;
     app_t *a = ud;
     a->events++;
-    snprintf(a->last_event, sizeof a->last_event, "%s", event);
-    a->last_ack = ack_id;
+    snprintf(a->last_event, sizeof a->last_event, "%s", ev->name);
+    snprintf(a->last_nsp, sizeof a->last_nsp, "%s", ev->nsp);
+    a->last_ack = ev->ack_id;
+    a->last_natt = ev->natt;
+    memset(a->last_att, 0, sizeof a->last_att);
+    if (ev->natt) memcpy(a->last_att, ev->attachments[0].data, ev->attachments[0].len % 16);
 }
 
 static void on_disconnect(void *ud, sb_eio_id_t id, const char *reason) {
@@ -179,15 +189,21 @@ static void on_disconnect(void *ud, sb_eio_id_t id, const char *reason) {
     snprintf(a->reason, sizeof a->reason, "%s", reason);
 }
 
-static fixture_t *fixture_new(const sb_eio_config_t *cfg) {
+static fixture_t *fixture_new_sio(const sb_eio_config_t *cfg, const sb_sio_config_t *scfg,
+                                  int with_events) {
     fixture_t *f = calloc(1, sizeof *f);
     sb_eio_io_cb_t io = {fake_wake, &f->http};
     f->eio = sb_eio_create(cfg, &io);
-    sb_sio_callbacks_t cb = {fake_auth, on_connect, on_event, on_disconnect, &f->app};
-    f->sio = sb_sio_create(f->eio, &cb, NULL);
+    sb_sio_callbacks_t cb = {fake_auth, on_connect, with_events ? on_event : NULL, on_disconnect,
+                             &f->app};
+    f->sio = sb_sio_create(f->eio, &cb, scfg);
     assert_non_null(f->sio);
     f->app.sio = f->sio;
     return f;
+}
+
+static fixture_t *fixture_new(const sb_eio_config_t *cfg) {
+    return fixture_new_sio(cfg, NULL, 1);
 }
 
 static void fixture_free(fixture_t *f) {
@@ -301,18 +317,21 @@ static void test_client_events_and_disconnect(void **state) {
     assert_int_equal(sb_sio_ack(f->sio, id, -1, "[]", 2), SB_EINVAL);
     fake_ws_send(f->eio, id, ws, "42[12]", 3);          /* numeric name: ignored */
     fake_ws_send(f->eio, id, ws, "43[]", 3);            /* ack: ignored */
-    fake_ws_send(f->eio, id, ws, "451-[\"b\",{\"_placeholder\":true,\"num\":0}]", 3);
-    assert_int_equal(sb_eio_ws_frame(f->eio, id, ws, "\x01", 1, 1, 3), 0); /* its attachment */
+    /* a binary event reaches on_event once its attachment is in */
+    fake_ws_send(f->eio, id, ws, "451-9[\"b\",{\"_placeholder\":true,\"num\":0}]", 3);
     assert_int_equal(f->app.events, 2);
-    /* nobody handles these: their ack ids are answered with an error at once */
+    assert_int_equal(sb_eio_ws_frame(f->eio, id, ws, "\x01\x02", 2, 1, 3), 0);
+    assert_int_equal(f->app.events, 3);
+    assert_string_equal(f->app.last_event, "b");
+    assert_string_equal(f->app.last_nsp, "/");
+    assert_true(f->app.last_ack == 9);
+    assert_int_equal(f->app.last_natt, 1);
+    assert_string_equal(f->app.last_att, "\x01\x02");
+    /* nobody handles this one: its ack id is answered with an error at once */
     fake_ws_send(f->eio, id, ws, "428[12]", 3);
     assert_int_equal(fake_ws_pull(f->eio, id, ws, out, sizeof out), 1);
     assert_string_equal(out, "438[{\"error\":\"client events are not supported\"}]");
-    fake_ws_send(f->eio, id, ws, "451-9[\"b\",{\"_placeholder\":true,\"num\":0}]", 3);
-    assert_int_equal(sb_eio_ws_frame(f->eio, id, ws, "\x01", 1, 1, 3), 0);
-    assert_int_equal(fake_ws_pull(f->eio, id, ws, out, sizeof out), 1);
-    assert_string_equal(out, "439[{\"error\":\"client events are not supported\"}]");
-    assert_int_equal(f->app.events, 2);
+    assert_int_equal(f->app.events, 3);
     assert_int_equal(fake_ws_send(f->eio, id, ws, "41", 4), 0);
     assert_int_equal(f->app.disconnects, 1);
     assert_string_equal(f->app.reason, "client namespace disconnect");
@@ -333,6 +352,105 @@ static void test_client_events_and_disconnect(void **state) {
 /* Packets the session's state does not allow close the connection, as socket.io does: an
  * EVENT before CONNECT, a second CONNECT, an EVENT to a namespace not connected, an EVENT
  * after DISCONNECT (issue #22). */
+/* Namespaces of the allow-list beside "/": connect, events, binary acks out, disconnect; a
+ * namespace not listed is refused, an event to a namespace left closes the session. */
+static void test_namespaces_and_binary(void **state) {
+    (void)state;
+    static const char *const nsps[] = {"/custom", NULL};
+    sb_sio_config_t scfg = {.namespaces = nsps};
+    fixture_t *f = fixture_new_sio(NULL, &scfg, 1);
+    void *ws = &f->http.conns[0];
+    char out[256];
+    sb_eio_id_t id = fake_ws_session(f->eio, ws, 0);
+    fake_ws_send(f->eio, id, ws, "40/custom,{\"token\":\"good-C\"}", 1);
+    assert_int_equal(fake_ws_pull(f->eio, id, ws, out, sizeof out), 1);
+    assert_memory_equal(out, "40/custom,{\"sid\":\"", 17);
+    assert_string_equal(f->app.last_nsp, "/custom");
+    assert_int_equal(f->app.last_auth_token, 1);
+    assert_int_equal(sb_sio_count(f->sio), 0);                 /* "/" counts only its own */
+    assert_int_equal(sb_rooms_count(sb_sio_rooms(f->sio)), 0); /* and has the rooms */
+    fake_ws_send(f->eio, id, ws, "40{\"token\":\"good-C\"}", 1); /* "/" too, same session */
+    assert_int_equal(fake_ws_pull(f->eio, id, ws, out, sizeof out), 1);
+    assert_memory_equal(out, "40{\"sid\":\"", 9);
+    assert_int_equal(sb_sio_count(f->sio), 1);
+    fake_ws_send(f->eio, id, ws, "40/random", 1);
+    assert_int_equal(fake_ws_pull(f->eio, id, ws, out, sizeof out), 1);
+    assert_string_equal(out, "44/random,{\"message\":\"Invalid namespace\"}");
+    fake_ws_send(f->eio, id, ws, "42/custom,3[\"m\",1]", 2);
+    assert_string_equal(f->app.last_nsp, "/custom");
+    assert_true(f->app.last_ack == 3);
+    sb_sio_attachment_t att[2] = {{"\x01\x02", 2}, {"", 0}};
+    assert_int_equal(sb_sio_send(f->sio, id, "/custom", SB_SIO_ACK, 3, "[1]", 3, att, 2), 0);
+    assert_int_equal(fake_ws_pull(f->eio, id, ws, out, sizeof out), 1);
+    assert_string_equal(out, "462-/custom,3[1]");
+    sb_eio_buf_t *b = NULL;
+    assert_int_equal(sb_eio_ws_pull(f->eio, id, ws, &b), 1);
+    assert_int_equal(b->binary, 1);
+    assert_memory_equal(b->data, "\x01\x02", 2);
+    sb_eio_buf_unref(b);
+    assert_int_equal(sb_eio_ws_pull(f->eio, id, ws, &b), 1);
+    assert_int_equal(b->binary && b->len == 0, 1);
+    sb_eio_buf_unref(b);
+    assert_int_equal(sb_sio_send(f->sio, id, "/random", SB_SIO_EVENT, -1, "[\"x\"]", 5, NULL, 0),
+                     SB_ENOTFOUND);
+    assert_int_equal(sb_sio_send(f->sio, id, NULL, SB_SIO_ACK, -1, "[]", 2, NULL, 0), SB_EINVAL);
+    fake_ws_send(f->eio, id, ws, "41/custom,", 3);
+    assert_int_equal(sb_sio_count(f->sio), 1); /* "/" stays */
+    assert_int_equal(f->app.disconnects, 0);   /* on_disconnect is "/"'s */
+    fake_ws_send(f->eio, id, ws, "42/custom,[\"m\"]", 4);
+    assert_int_equal(f->app.disconnects, 1);
+    assert_string_equal(f->app.reason, "invalid state");
+    fixture_free(f);
+}
+
+/* A fresh fixture (with or without on_event) and a WebSocket session connected to "/" on
+ * its conns[0]; *id gets the session. */
+static fixture_t *connected_fixture(int with_events, sb_eio_id_t *id) {
+    fixture_t *f = fixture_new_sio(NULL, NULL, with_events);
+    char out[256];
+    *id = fake_ws_session(f->eio, &f->http.conns[0], 0);
+    fake_ws_send(f->eio, *id, &f->http.conns[0], "40{\"token\":\"good-B\"}", 1);
+    fake_ws_pull(f->eio, *id, &f->http.conns[0], out, sizeof out);
+    return f;
+}
+
+/* The session was closed as a parse error; frees f. */
+static void expect_parse_error(fixture_t *f) {
+    assert_int_equal(f->app.disconnects, 1);
+    assert_string_equal(f->app.reason, "parse error");
+    fixture_free(f);
+}
+
+/* A push server (no on_event): a binary event's attachments are counted and dropped and its
+ * ack id answered with the error; text before they are in, a binary message nothing waits
+ * for, or a placeholder naming no attachment close the session (socket.io-parser throws). */
+static void test_binary_without_handler(void **state) {
+    (void)state;
+    sb_eio_id_t id;
+    fixture_t *f = connected_fixture(0, &id);
+    void *ws = &f->http.conns[0];
+    char out[256];
+    fake_ws_send(f->eio, id, ws, "452-9[\"b\",{\"_placeholder\":true,\"num\":0},"
+                                 "{\"_placeholder\":true,\"num\":1}]", 2);
+    assert_int_equal(sb_eio_ws_frame(f->eio, id, ws, "\x01", 1, 1, 2), 0);
+    assert_int_equal(fake_ws_pull(f->eio, id, ws, out, sizeof out), 0); /* one more to come */
+    assert_int_equal(sb_eio_ws_frame(f->eio, id, ws, "\x02", 1, 1, 2), 0);
+    assert_int_equal(fake_ws_pull(f->eio, id, ws, out, sizeof out), 1);
+    assert_string_equal(out, "439[{\"error\":\"client events are not supported\"}]");
+    fake_ws_send(f->eio, id, ws, "451-[\"b\",{\"_placeholder\":true,\"num\":0}]", 3);
+    fake_ws_send(f->eio, id, ws, "42[\"text\"]", 3); /* text while an attachment is due */
+    expect_parse_error(f);
+    f = connected_fixture(0, &id);
+    assert_int_equal(sb_eio_ws_frame(f->eio, id, &f->http.conns[0], "\x01", 1, 1, 2), 0);
+    expect_parse_error(f); /* an attachment nothing waits for */
+    f = connected_fixture(1, &id); /* "illegal attachments", as socket.io-parser */
+    fake_ws_send(f->eio, id, &f->http.conns[0],
+                 "451-[\"b\",{\"_placeholder\":true,\"num\":1}]", 2);
+    assert_int_equal(sb_eio_ws_frame(f->eio, id, &f->http.conns[0], "\x01", 1, 1, 2), 0);
+    assert_int_equal(f->app.events, 0);
+    expect_parse_error(f);
+}
+
 static void test_invalid_state_closes(void **state) {
     fixture_t *f = *state;
     static const char *const connected[] = {"40{\"token\":\"good-S\"}", "42/other,[\"ev\"]",
@@ -583,6 +701,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_connect_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connect_over_polling, setup, teardown),
         cmocka_unit_test_setup_teardown(test_client_events_and_disconnect, setup, teardown),
+        cmocka_unit_test(test_namespaces_and_binary),
+        cmocka_unit_test(test_binary_without_handler),
         cmocka_unit_test_setup_teardown(test_invalid_state_closes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_garbage_closes_session, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connect_timeout, setup, teardown),

@@ -301,6 +301,22 @@ static void sb_eio_on_pong(sb_eio_server_t *srv, sb_eio_session_t *s, int64_t no
     sb__eio_update_due(srv, s);
 }
 
+/* A `b` packet's base64 (polling): the app gets its bytes, as from a binary WebSocket frame. */
+static int sb_eio_on_base64(sb_eio_server_t *srv, sb_eio_session_t *s, const sb_eio_packet_t *p,
+                            int64_t now) {
+    char *bytes;
+    size_t len;
+    int rc = sb_eio_base64_decode(p->data, p->len, &bytes, &len);
+    if (rc) {
+        sb__eio_mark_closed(srv, s, 0, rc == SB_EINVAL ? sb__eio_r_parse : "server error");
+        return 1;
+    }
+    if (srv->app.on_message)
+        srv->app.on_message(srv->app.ud, sb__eio_id(srv, s), bytes, len, 1, now);
+    free(bytes);
+    return s->state == ST_OPEN ? 0 : 1;
+}
+
 /* v3: the client pings, the server answers at once; the session lives pingInterval +
  * pingTimeout past each ping (the reference's resetPingTimeout for protocol 3). */
 static void sb_eio_on_ping3(sb_eio_server_t *srv, sb_eio_session_t *s, int64_t now) {
@@ -308,8 +324,9 @@ static void sb_eio_on_ping3(sb_eio_server_t *srv, sb_eio_session_t *s, int64_t n
     sb__eio_q_push(srv, s, srv->pkt_pong);
 }
 
-/* A decoded packet (rc: the decoder's result) on the active transport. */
-static int sb_eio_dispatch(sb__eio_rx_t *rx, int rc, const sb_eio_packet_t *p) {
+/* A decoded packet (rc: the decoder's result) on the active transport; raw: a `b` packet's
+ * data is its bytes already (a v3 binary payload), not base64. */
+static int sb_eio_dispatch(sb__eio_rx_t *rx, int rc, const sb_eio_packet_t *p, int raw) {
     sb_eio_server_t *srv = rx->srv;
     sb_eio_session_t *s = rx->s;
     int v3 = (s->flags & F_EIO3) != 0;
@@ -333,6 +350,7 @@ static int sb_eio_dispatch(sb__eio_rx_t *rx, int rc, const sb_eio_packet_t *p) {
         break;
     case '4':
     case 'b':
+        if (p->type == 'b' && !raw) return sb_eio_on_base64(srv, s, p, rx->now);
         if (srv->app.on_message)
             srv->app.on_message(srv->app.ud, sb__eio_id(srv, s), p->data, p->len,
                                 p->type == 'b', rx->now);
@@ -346,14 +364,14 @@ int sb__eio_on_packet(void *ud, const char *pkt, size_t n) {
     sb__eio_rx_t *rx = ud;
     sb_eio_packet_t p;
     if (rx->s->state != ST_OPEN) return 1;
-    return sb_eio_dispatch(rx, sb_eio_decode_packet(pkt, n, &p), &p);
+    return sb_eio_dispatch(rx, sb_eio_decode_packet(pkt, n, &p), &p, 0);
 }
 
 int sb__eio_on_packet3(void *ud, const char *pkt, size_t n, int binary) {
     sb__eio_rx_t *rx = ud;
     sb_eio_packet_t p;
     if (rx->s->state != ST_OPEN) return 1;
-    return sb_eio_dispatch(rx, sb_eio_decode_packet3(pkt, n, binary, &p), &p);
+    return sb_eio_dispatch(rx, sb_eio_decode_packet3(pkt, n, binary, &p), &p, binary);
 }
 
 static sb_eio_buf_t *sb_eio_open_packet(sb_eio_server_t *srv, const sb_eio_session_t *s) {

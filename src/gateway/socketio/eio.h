@@ -79,9 +79,11 @@ typedef struct sb_eio_server sb_eio_server_t;
  * write a frame header there, e.g. LWS_PRE for lws_write; single-threaded, so sharing is
  * safe). data[len] is a NUL for convenience. */
 typedef struct sb_eio_buf {
-    uint32_t refs; /* owners; freed when it drops to 0 */
-    uint32_t len;  /* bytes at data */
-    char *data;    /* headroom bytes into mem */
+    uint32_t refs;  /* owners; freed when it drops to 0 */
+    uint32_t len;   /* bytes at data */
+    char *data;     /* headroom bytes into mem */
+    uint8_t binary; /* 1: the raw bytes of a binary message (sb_eio_send_binary): a binary
+                       WebSocket frame, `b` + base64 in a polling payload; 0: a text packet */
     char mem[];
 } sb_eio_buf_t;
 
@@ -140,7 +142,8 @@ typedef struct sb_eio_io_cb {
 typedef struct sb_eio_app_cb {
     void (*on_open)(void *ud, sb_eio_id_t id, int64_t now);
     /* A message packet (`4...`): data without the type byte, not NUL-terminated; binary is 1
-     * for a base64 `b` packet or a binary WebSocket message (data is then as received). */
+     * for a binary message: data is then its bytes (a binary WebSocket frame as received, a
+     * polling `b` packet decoded from base64). */
     void (*on_message)(void *ud, sb_eio_id_t id, const char *data, size_t len, int binary,
                        int64_t now);
     /* The session closed; sends to it are ignored from now on. reason is a static string. */
@@ -164,6 +167,10 @@ uint32_t sb_eio_count(const sb_eio_server_t *srv); /* open sessions */
 
 enum { SB_EIO_GET = 1, SB_EIO_POST = 2, SB_EIO_OTHER = 3 };
 enum { SB_EIO_HOLD = 0 };    /* reply.status: keep the GET open, wait for wake */
+/* reply.status of a WebSocket the reference accepts and then closes at once (engine.io's
+ * onWebSocket: `transport=polling` on an upgrade, a second WebSocket for a session already
+ * upgraded or upgrading): complete the upgrade, then send a Close frame. */
+enum { SB_EIO_UPGRADE_CLOSE = 1 };
 enum { SB_EIO_CLOSE = -100 }; /* sb_eio_ws_pull: close the WebSocket */
 
 /* Engine.IO error codes of the HTTP error body {"code":N,"message":...}. */
@@ -191,10 +198,15 @@ typedef struct sb_eio_reply {
     const char *content_type; /* static string, NULL when there is no body */
     sb_eio_buf_t *body;       /* owned by the caller (unref); NULL when none */
     sb_eio_id_t id;           /* the session concerned, 0 when none */
+    int code;                 /* SB_EIO_ERR_* of an error reply ({"code":N,...}), else -1 */
 } sb_eio_reply_t;
 
-/* Validates a request without side effects. Returns 0 when sb_eio_http would accept it, or
- * the HTTP status of the error and fills *out with the error reply (caller unrefs body). */
+/* Validates a request without side effects, in the reference's order (verify, then the
+ * handshake's checks). Returns 0 when sb_eio_http would accept it (a WebSocket it answers
+ * SB_EIO_UPGRADE_CLOSE included), or the HTTP status of the error and fills *out with the
+ * error reply (caller unrefs body). A refused WebSocket upgrade is answered as the
+ * reference's abortUpgrade does: 400, `Connection: close`, text/html, the message of
+ * out->code as the body (sb_eio_error_message). */
 int sb_eio_check(sb_eio_server_t *srv, const sb_eio_req_t *req, sb_eio_reply_t *out);
 
 /* Handles one request; conn identifies the HTTP request / WebSocket (compared and passed to
@@ -203,7 +215,9 @@ int sb_eio_check(sb_eio_server_t *srv, const sb_eio_req_t *req, sb_eio_reply_t *
  *   handshake GET      -> 200 with the open packet (plus anything already queued)
  *   GET with sid       -> 200 with queued packets, or 0 = held (conn attached to the session)
  *   POST with sid      -> 200 "ok"; 400 on a parse error (session closed), 413 too large
- *   WebSocket          -> 101, conn attached (new websocket-only session, or an upgrade probe)
+ *   WebSocket          -> 101, conn attached (new websocket-only session, or an upgrade probe);
+ *                         SB_EIO_UPGRADE_CLOSE (nothing attached) where the reference accepts
+ *                         the WebSocket only to close it
  *   errors             -> 400 / 403 / 503 with {"code":N,"message":...}
  * A second GET while one is held is answered 400 (code 3) and closes the session, whose held
  * GET is then answered `1` (the reference answers the overlap 500/409 and closes too); a
@@ -248,6 +262,9 @@ int64_t sb_eio_tick(sb_eio_server_t *srv, int64_t now);
 int sb_eio_send(sb_eio_server_t *srv, sb_eio_id_t id, sb_eio_buf_t *b);
 /* Queues `4` + text (a message packet). Same returns as sb_eio_send. */
 int sb_eio_send_text(sb_eio_server_t *srv, sb_eio_id_t id, const char *text, size_t len);
+/* Queues a binary message of len bytes (copied): a binary frame on the WebSocket, `b` +
+ * base64 on polling. Same returns as sb_eio_send. */
+int sb_eio_send_binary(sb_eio_server_t *srv, sb_eio_id_t id, const void *data, size_t len);
 
 /* Closes the session (deferred to the end of the outermost call). graceful: what is queued is
  * still delivered before `1` / the WebSocket close; otherwise it is dropped. Returns 0 or
@@ -318,6 +335,17 @@ size_t sb_eio_utf16_len(const char *s, size_t n);
 /* Writes "<utf16 length>:" of packet (len bytes) into out; returns its length. */
 size_t sb_eio_prefix3(const char *pkt, size_t len, char out[SB_EIO_PREFIX3_MAX]);
 
+/* Base64 (RFC 4648, padded) of len bytes at src written at out (room for
+ * sb_eio_base64_len(len) + 1 bytes: a NUL follows); returns the length written, NUL left out. */
+size_t sb_eio_base64_len(size_t len);
+size_t sb_eio_base64_encode(char *out, const void *src, size_t len);
+/* Decodes base64 text (padded or not, as sb_eio_decode_packet accepts) into a malloc'd
+ * buffer (*out, *outlen; the caller frees). Returns 0, SB_EINVAL or SB_ENOMEM. */
+int sb_eio_base64_decode(const char *s, size_t n, char **out, size_t *outlen);
+
+/* The message of an Engine.IO error code ("Transport unknown", ...); "Bad request" for an
+ * unknown code. Static. */
+const char *sb_eio_error_message(int code);
 /* Fills *out with the HTTP error reply for code (and status 400/403). Returns out->status. */
 int sb_eio_error_reply(const sb_eio_server_t *srv, int code, int status, sb_eio_reply_t *out);
 

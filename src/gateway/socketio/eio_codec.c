@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <openssl/evp.h>
 
 #include "gateway/socketio/eio.h"
 #include "switchboard/error.h"
@@ -19,6 +20,7 @@ sb_eio_buf_t *sb_eio_buf_create(size_t headroom, const void *src, size_t len) {
     b->refs = 1;
     b->len = (uint32_t)len;
     b->data = b->mem + headroom;
+    b->binary = 0;
     if (src && len) memcpy(b->data, src, len);
     b->data[len] = '\0';
     return b;
@@ -159,6 +161,48 @@ int sb_eio_decode_packet3(const char *buf, size_t len, int binary, sb_eio_packet
     if (buf[0] != 'b') return sb_eio_decode_packet(buf, len, out);
     if (len < 2 || buf[1] != '4' || !sb_eio_is_base64(buf + 2, len - 2)) return SB_EINVAL;
     *out = (sb_eio_packet_t){.type = 'b', .data = buf + 2, .len = len - 2};
+    return SB_OK;
+}
+
+/* ================================================================ base64 (OpenSSL's) */
+
+size_t sb_eio_base64_len(size_t len) { return (len + 2) / 3 * 4; }
+
+size_t sb_eio_base64_encode(char *out, const void *src, size_t len) {
+    size_t o = 0;
+    for (size_t i = 0; i < len; i += 48) { /* EVP_EncodeBlock takes an int length */
+        size_t n = len - i < 48 ? len - i : 48;
+        o += (size_t)EVP_EncodeBlock((unsigned char *)out + o, (const unsigned char *)src + i,
+                                     (int)n);
+    }
+    return o;
+}
+
+int sb_eio_base64_decode(const char *s, size_t n, char **out, size_t *outlen) {
+    *out = NULL;
+    *outlen = 0;
+    size_t pad = 0;
+    while (pad < n && pad < 2 && s[n - 1 - pad] == '=') pad++;
+    n -= pad; /* decoded here without padding, re-padded below */
+    if (!sb_eio_is_base64(s, n) || n % 4 == 1 || n > (size_t)INT32_MAX - 8) return SB_EINVAL;
+    size_t padded = (n + 3) / 4 * 4;
+    char *tmp = malloc(padded + 1), *buf = malloc(padded / 4 * 3 + 1);
+    if (!tmp || !buf) {
+        free(tmp);
+        free(buf);
+        return SB_ENOMEM;
+    }
+    memcpy(tmp, s, n);
+    memset(tmp + n, '=', padded - n);
+    int got = padded ? EVP_DecodeBlock((unsigned char *)buf, (unsigned char *)tmp, (int)padded)
+                     : 0;
+    free(tmp);
+    if (got < 0) {
+        free(buf);
+        return SB_EINVAL;
+    }
+    *out = buf;
+    *outlen = (size_t)got - (padded - n); /* EVP_DecodeBlock counts the padding's zero bytes */
     return SB_OK;
 }
 

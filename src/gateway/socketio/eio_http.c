@@ -16,19 +16,26 @@ static const char CT_JSON[] = "application/json";
 
 int sb__eio_reply(sb_eio_reply_t *out, int status, const char *ct, sb_eio_buf_t *body,
                   sb_eio_id_t id) {
-    *out = (sb_eio_reply_t){.status = status, .content_type = ct, .body = body, .id = id};
+    *out = (sb_eio_reply_t){.status = status, .content_type = ct, .body = body, .id = id,
+                            .code = -1};
     return status;
 }
 
-int sb_eio_error_reply(const sb_eio_server_t *srv, int code, int status, sb_eio_reply_t *out) {
+const char *sb_eio_error_message(int code) {
     static const char *const messages[] = {"Transport unknown", "Session ID unknown",
                                            "Bad handshake method", "Bad request", "Forbidden",
                                            "Unsupported protocol version"};
-    const char *msg = code >= 0 && code <= 5 ? messages[code] : "Bad request";
+    return code >= 0 && code <= 5 ? messages[code] : "Bad request";
+}
+
+int sb_eio_error_reply(const sb_eio_server_t *srv, int code, int status, sb_eio_reply_t *out) {
     char text[96];
-    int n = snprintf(text, sizeof text, "{\"code\":%d,\"message\":\"%s\"}", code, msg);
+    int n = snprintf(text, sizeof text, "{\"code\":%d,\"message\":\"%s\"}", code,
+                     sb_eio_error_message(code));
     sb_eio_buf_t *b = sb_eio_buf_create(srv->cfg.headroom, text, (size_t)n);
-    return sb__eio_reply(out, b ? status : 500, b ? CT_JSON : NULL, b, 0);
+    sb__eio_reply(out, b ? status : 500, b ? CT_JSON : NULL, b, 0);
+    out->code = code;
+    return out->status;
 }
 
 /* What a poll GET may be answered with now: NULL = hold. */
@@ -67,29 +74,34 @@ static int sb_eio_v3_req(const sb_eio_server_t *srv, const sb_eio_req_t *req) {
     return srv->cfg.allow_eio3 && req->eio && strcmp(req->eio, "3") == 0;
 }
 
-/* The checks of the reference's verify() and handshake(), in its order. Returns 0 or the
- * error status with *out filled. *found gets the session when the request names one. */
+/* The checks of the reference's verify(), onWebSocket() and handshake(), in its order.
+ * Returns 0 or the error status with *out filled. *found gets the session when the request
+ * names one; *close_ws is set for a WebSocket engine.io accepts and then closes at once (a
+ * transport that takes no upgrade, a session upgraded or upgrading already). */
 static int sb_eio_verify(sb_eio_server_t *srv, const sb_eio_req_t *req, sb_eio_reply_t *out,
-                         sb_eio_session_t **found) {
+                         sb_eio_session_t **found, int *close_ws) {
     *found = NULL;
+    *close_ws = 0;
     if (!sb_eio_transport_ok(req->transport))
         return sb_eio_error_reply(srv, SB_EIO_ERR_TRANSPORT, 400, out);
     int ws_transport = strcmp(req->transport, "websocket") == 0;
-    if ((req->websocket != 0) != ws_transport)
-        return sb_eio_error_reply(srv, SB_EIO_ERR_BAD, 400, out);
     if (req->sid) {
         sb_eio_session_t *s = sb__eio_lookup(srv, req->sid);
         /* a closing polling session still takes one GET, to deliver its last packets */
         if (!s || (s->state != ST_OPEN && (req->websocket || req->method != SB_EIO_GET)))
             return sb_eio_error_reply(srv, SB_EIO_ERR_SID, 400, out);
-        if (!req->websocket && ((s->flags & F_WS) || req->method == SB_EIO_OTHER))
-            return sb_eio_error_reply(srv, SB_EIO_ERR_BAD, 400, out);
-        if (req->websocket && (s->ws_conn || (s->flags & F_WS)))
-            return sb_eio_error_reply(srv, SB_EIO_ERR_BAD, 400, out);
-        *found = s;
+        if (!req->websocket && (ws_transport || (s->flags & F_WS) || req->method == SB_EIO_OTHER))
+            return sb_eio_error_reply(srv, SB_EIO_ERR_BAD, 400, out); /* transport mismatch */
+        *close_ws = req->websocket && (!ws_transport || s->ws_conn || (s->flags & F_WS));
+        *found = *close_ws ? NULL : s;
         return 0;
     }
     if (req->method != SB_EIO_GET) return sb_eio_error_reply(srv, SB_EIO_ERR_METHOD, 400, out);
+    if (ws_transport && !req->websocket) return sb_eio_error_reply(srv, SB_EIO_ERR_BAD, 400, out);
+    if (req->websocket && !ws_transport) { /* polling takes no upgrade */
+        *close_ws = 1;
+        return 0;
+    }
     if (!req->eio || (strcmp(req->eio, "4") != 0 && !sb_eio_v3_req(srv, req)))
         return sb_eio_error_reply(srv, SB_EIO_ERR_VERSION, 400, out);
     if (srv->nopen >= srv->cfg.max_sessions) {
@@ -101,7 +113,8 @@ static int sb_eio_verify(sb_eio_server_t *srv, const sb_eio_req_t *req, sb_eio_r
 
 int sb_eio_check(sb_eio_server_t *srv, const sb_eio_req_t *req, sb_eio_reply_t *out) {
     sb_eio_session_t *s;
-    return sb_eio_verify(srv, req, out, &s);
+    int close_ws;
+    return sb_eio_verify(srv, req, out, &s, &close_ws);
 }
 
 static int sb_eio_handshake(sb_eio_server_t *srv, const sb_eio_req_t *req, void *conn,
@@ -150,8 +163,10 @@ static int sb_eio_post_req(sb_eio_server_t *srv, sb_eio_session_t *s, const sb_e
 int sb_eio_http(sb_eio_server_t *srv, const sb_eio_req_t *req, void *conn, int64_t now,
                 sb_eio_reply_t *out) {
     sb_eio_session_t *s;
+    int close_ws;
     srv->now = now;
-    if (sb_eio_verify(srv, req, out, &s)) return out->status;
+    if (sb_eio_verify(srv, req, out, &s, &close_ws)) return out->status;
+    if (close_ws) return sb__eio_reply(out, SB_EIO_UPGRADE_CLOSE, NULL, NULL, 0);
     if (!conn && (req->websocket || (s && req->method == SB_EIO_GET))) /* nothing to hold */
         return sb_eio_error_reply(srv, SB_EIO_ERR_BAD, 400, out);
     sb__eio_enter(srv);

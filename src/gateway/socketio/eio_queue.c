@@ -3,6 +3,7 @@
  * while a burst needs more. The ring is bounded (max_queue_packets / max_queue_bytes): a
  * client that does not read is dropped as a slow consumer instead of growing it. Polling
  * drains it joined into one payload (sb__eio_q_join); the WebSocket pops one packet a frame. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -92,49 +93,80 @@ int sb_eio_send_text(sb_eio_server_t *srv, sb_eio_id_t id, const char *text, siz
     return rc;
 }
 
+int sb_eio_send_binary(sb_eio_server_t *srv, sb_eio_id_t id, const void *data, size_t len) {
+    sb_eio_session_t *s = sb__eio_get(srv, id);
+    if (!s || s->state != ST_OPEN) return SB_ENOTFOUND;
+    sb_eio_buf_t *b = sb_eio_buf_create(srv->cfg.headroom, data, len);
+    if (!b) return SB_ENOMEM;
+    b->binary = 1;
+    int rc = sb_eio_send(srv, id, b);
+    sb_eio_buf_unref(b);
+    return rc;
+}
+
+/* The bytes of b's own text in a polling payload: the packet, or for a binary message `b` +
+ * base64 (v3: `b4` + base64, as engine.io-parser v2 writes it). */
+static size_t sb_eio_q_text_len(const sb_eio_session_t *s, const sb_eio_buf_t *b) {
+    if (!b->binary) return b->len;
+    return ((s->flags & F_EIO3) ? 2 : 1) + sb_eio_base64_len(b->len);
+}
+
 /* What precedes packet b in a polling payload: v4 a \x1e separator (none before the first),
- * v3 its "<utf16 length>:". Returns the bytes written to pre. */
+ * v3 its "<utf16 length>:" (base64 is ASCII: a unit a byte). Returns the bytes written to
+ * pre. */
 static size_t sb_eio_q_prefix(const sb_eio_session_t *s, const sb_eio_buf_t *b, int first,
                               char pre[SB_EIO_PREFIX3_MAX]) {
+    if ((s->flags & F_EIO3) && b->binary) {
+        int n = snprintf(pre, SB_EIO_PREFIX3_MAX, "%zu:", sb_eio_q_text_len(s, b));
+        return n > 0 ? (size_t)n : 0;
+    }
     if (s->flags & F_EIO3) return sb_eio_prefix3(b->data, b->len, pre);
     pre[0] = '\x1e';
     return first ? 0 : 1;
 }
 
-/* Appends b with its prefix at p; returns the end. */
+/* Appends b with its prefix at p; returns the end (a binary one's base64 is followed by a
+ * NUL, which the next packet or the buffer's own NUL slot takes). */
 static char *sb_eio_q_put(const sb_eio_session_t *s, char *p, const sb_eio_buf_t *b, int first) {
     char pre[SB_EIO_PREFIX3_MAX];
     size_t n = sb_eio_q_prefix(s, b, first, pre);
     memcpy(p, pre, n);
-    memcpy(p + n, b->data, b->len);
-    return p + n + b->len;
+    p += n;
+    if (!b->binary) {
+        memcpy(p, b->data, b->len);
+        return p + b->len;
+    }
+    size_t tag = (s->flags & F_EIO3) ? 2 : 1;
+    memcpy(p, "b4", tag);
+    return p + tag + sb_eio_base64_encode(p + tag, b->data, b->len);
 }
 
 sb_eio_buf_t *sb__eio_q_one(sb_eio_server_t *srv, sb_eio_session_t *s, sb_eio_buf_t *b) {
-    if (!(s->flags & F_EIO3)) return sb_eio_buf_ref(b);
+    if (!(s->flags & F_EIO3) && !b->binary) return sb_eio_buf_ref(b);
     char pre[SB_EIO_PREFIX3_MAX];
-    sb_eio_buf_t *out =
-        sb_eio_buf_create(srv->cfg.headroom, NULL, sb_eio_q_prefix(s, b, 1, pre) + b->len);
+    sb_eio_buf_t *out = sb_eio_buf_create(
+        srv->cfg.headroom, NULL, sb_eio_q_prefix(s, b, 1, pre) + sb_eio_q_text_len(s, b));
     if (out) sb_eio_q_put(s, out->data, b, 1);
     return out;
 }
 
 /* Joins queued packets (at most max_payload bytes, at least one packet) and `extra` into one
- * polling payload (v4: \x1e-separated, v3: each behind its length). A single v4 packet is
- * handed out as is, without copying. NULL on ENOMEM. */
+ * polling payload (v4: \x1e-separated, v3: each behind its length). A single v4 text packet
+ * is handed out as is, without copying. NULL on ENOMEM. */
 sb_eio_buf_t *sb__eio_q_join(sb_eio_server_t *srv, sb_eio_session_t *s, sb_eio_buf_t *extra) {
     char pre[SB_EIO_PREFIX3_MAX];
     uint32_t n = 0;
     size_t total = 0;
     while (n < s->qlen) {
         sb_eio_buf_t *b = s->q[(s->qhead + n) & (s->qcap - 1)];
-        size_t len = b->len + sb_eio_q_prefix(s, b, n == 0, pre);
+        size_t len = sb_eio_q_text_len(s, b) + sb_eio_q_prefix(s, b, n == 0, pre);
         if (n && total + len > srv->cfg.max_payload) break;
         total += len;
         n++;
     }
     if (n < s->qlen) extra = NULL; /* more to come: `1` / `6` only after the last packet */
-    if (n == 1 && !extra && !(s->flags & F_EIO3)) return sb__eio_q_pop(s);
+    if (n == 1 && !extra && !(s->flags & F_EIO3) && !s->q[s->qhead]->binary)
+        return sb__eio_q_pop(s);
     if (n == 0 && extra) return sb__eio_q_one(srv, s, extra);
     if (extra) total += extra->len + sb_eio_q_prefix(s, extra, 0, pre);
     sb_eio_buf_t *out = sb_eio_buf_create(srv->cfg.headroom, NULL, total);

@@ -1,7 +1,8 @@
 /* Socket.IO v5 (and v4 for Engine.IO v3 sessions) over Engine.IO: the packet codec, the main
- * namespace with token auth and the user/admin rooms, and shared-buffer emission. Per connected
- * socket it keeps an sb_sio_socket_t hung on the engine session (sb_eio_set_app_data). See
- * sio.h. */
+ * namespace with token auth and the user/admin rooms, the namespaces of the allow-list, binary
+ * attachments, and shared-buffer emission. Per connected socket it keeps an sb_sio_socket_t;
+ * the sockets of one engine session (one per namespace) are chained from the session's app
+ * data (sb_eio_set_app_data). See sio.h. */
 #include "gateway/socketio/sio.h"
 
 #include <stdio.h>
@@ -12,12 +13,26 @@
 #include "switchboard/json.h"
 #include "switchboard/utf8.h"
 
+/* A BINARY_EVENT / BINARY_ACK waiting for its attachments. */
+typedef struct sb_sio_pending {
+    sb_sio_packet_t pkt;  /* data owned; nsp is the socket's */
+    int got;              /* attachments received */
+    int keep;             /* 1: kept for on_event; 0: counted and dropped */
+    size_t bytes;         /* total kept */
+    sb_sio_attachment_t att[]; /* pkt.attachments entries, data malloc'd */
+} sb_sio_pending_t;
+
 typedef struct sb_sio_socket {
     sb_rooms_member_t member;        /* rooms this socket is in; member.id is the eio id */
     char sid[SB_EIO_SID_LEN + 1];    /* Socket.IO sid (not the engine's) */
     sb_sio_identity_t who;
     void *data;                      /* the application's (sb_sio_set_data), not owned */
+    const char *nsp;                 /* "/" or an entry of cfg.namespaces */
+    struct sb_sio_socket *next;      /* the session's socket in another namespace, or NULL */
+    sb_sio_pending_t *pending;       /* a binary packet waiting for attachments, or NULL */
 } sb_sio_socket_t;
+
+static const char sb_sio_main[] = "/";
 
 struct sb_sio {
     sb_eio_server_t *eio;
@@ -131,17 +146,27 @@ static size_t sb_sio_json_quote(char *out, const char *s) {
     return (size_t)(o - out);
 }
 
-sb_eio_buf_t *sb_sio_encode(size_t headroom, int type, const char *nsp, int64_t ack_id,
-                            const char *json, size_t len) {
-    char head[SB_SIO_NSP_MAX + 32];
+/* sb_sio_encode with natt attachments announced (`<n>-` after the type of a binary one). */
+static sb_eio_buf_t *sb_sio_encode_n(size_t headroom, int type, int natt, const char *nsp,
+                                     int64_t ack_id, const char *json, size_t len) {
+    char head[SB_SIO_NSP_MAX + 48];
     int has_nsp = nsp && strcmp(nsp, "/") != 0 && strlen(nsp) <= SB_SIO_NSP_MAX;
-    int n = snprintf(head, sizeof head, "4%d%s%s", type, has_nsp ? nsp : "", has_nsp ? "," : "");
+    int n = snprintf(head, sizeof head, "4%d", type);
+    if (type == SB_SIO_BINARY_EVENT || type == SB_SIO_BINARY_ACK)
+        n += snprintf(head + n, sizeof head - (size_t)n, "%d-", natt);
+    n += snprintf(head + n, sizeof head - (size_t)n, "%s%s", has_nsp ? nsp : "",
+                  has_nsp ? "," : "");
     if (ack_id >= 0) n += snprintf(head + n, sizeof head - (size_t)n, "%lld", (long long)ack_id);
     sb_eio_buf_t *b = sb_eio_buf_create(headroom, NULL, (size_t)n + (json ? len : 0));
     if (!b) return NULL;
     memcpy(b->data, head, (size_t)n);
     if (json && len) memcpy(b->data + n, json, len);
     return b;
+}
+
+sb_eio_buf_t *sb_sio_encode(size_t headroom, int type, const char *nsp, int64_t ack_id,
+                            const char *json, size_t len) {
+    return sb_sio_encode_n(headroom, type, 0, nsp, ack_id, json, len);
 }
 
 sb_eio_buf_t *sb_sio_encode_event(size_t headroom, const char *event, const char *json,
@@ -168,22 +193,59 @@ sb_eio_buf_t *sb_sio_encode_event(size_t headroom, const char *event, const char
 
 /* ================================================================ sockets */
 
+/* The session's socket in namespace nsp (compared by address: "/" is sb_sio_main, the
+ * others cfg.namespaces entries), or NULL. */
+static sb_sio_socket_t *sb_sio_nsp_socket(const sb_sio_t *sio, sb_eio_id_t id,
+                                          const char *nsp) {
+    sb_sio_socket_t *sock = sb_eio_app_data(sio->eio, id);
+    while (sock && sock->nsp != nsp) sock = sock->next;
+    return sock;
+}
+
+/* The session's socket in "/", or NULL. */
 static sb_sio_socket_t *sb_sio_socket(const sb_sio_t *sio, sb_eio_id_t id) {
-    return sb_eio_app_data(sio->eio, id);
+    return sb_sio_nsp_socket(sio, id, sb_sio_main);
+}
+
+/* The served namespace named by name (len bytes, e.g. from a packet), or NULL. */
+static const char *sb_sio_nsp_find(const sb_sio_t *sio, const char *name, size_t len) {
+    if (len == 1 && name[0] == '/') return sb_sio_main;
+    for (const char *const *n = sio->cfg.namespaces; n && *n; n++)
+        if (strlen(*n) == len && memcmp(*n, name, len) == 0) return *n;
+    return NULL;
 }
 
 size_t sb_sio_socket_size(void) { return sizeof(sb_sio_socket_t); }
 
-/* Leaves "/": rooms, state, and arms the connect timeout again. on_disconnect still finds the
- * socket (identity, sid, data) but no longer in its rooms. */
+static void sb_sio_pending_free(sb_sio_pending_t *pd) {
+    if (!pd) return;
+    for (int i = 0; i < pd->got; i++) free((char *)pd->att[i].data);
+    sb_sio_packet_close(&pd->pkt);
+    free(pd);
+}
+
+/* Unchains sock from its session and frees it (rooms left by the caller). */
+static void sb_sio_socket_unchain(sb_sio_t *sio, sb_eio_id_t id, sb_sio_socket_t *sock) {
+    sb_sio_socket_t *head = sb_eio_app_data(sio->eio, id), **link = &head;
+    while (*link && *link != sock) link = &(*link)->next;
+    if (*link) *link = sock->next;
+    sb_eio_set_app_data(sio->eio, id, head);
+    sb_sio_pending_free(sock->pending);
+    free(sock);
+}
+
+/* Leaves a namespace: rooms, state, and arms the connect timeout again when it was the
+ * session's last. on_disconnect (sockets of "/") still finds the socket (identity, sid,
+ * data) but no longer in its rooms. */
 static void sb_sio_socket_drop(sb_sio_t *sio, sb_eio_id_t id, sb_sio_socket_t *sock,
                                const char *reason, int64_t rearm_at) {
-    sb_rooms_leave_all(sio->rooms, &sock->member);
-    sio->connected--;
-    if (sio->cb.on_disconnect) sio->cb.on_disconnect(sio->cb.ud, id, reason);
-    sb_eio_set_app_data(sio->eio, id, NULL);
-    free(sock);
-    if (rearm_at) sb_eio_set_timer(sio->eio, id, rearm_at);
+    if (sock->nsp == sb_sio_main) {
+        sb_rooms_leave_all(sio->rooms, &sock->member);
+        sio->connected--;
+        if (sio->cb.on_disconnect) sio->cb.on_disconnect(sio->cb.ud, id, reason);
+    }
+    sb_sio_socket_unchain(sio, id, sock);
+    if (rearm_at && !sb_eio_app_data(sio->eio, id)) sb_eio_set_timer(sio->eio, id, rearm_at);
 }
 
 static void sb_sio_send_packet(sb_sio_t *sio, sb_eio_id_t id, int type, const char *nsp,
@@ -215,9 +277,11 @@ static int sb_sio_join_defaults(sb_sio_t *sio, sb_sio_socket_t *sock) {
     return rc;
 }
 
-static sb_sio_socket_t *sb_sio_socket_new(const sb_sio_identity_t *who, sb_eio_id_t id) {
+static sb_sio_socket_t *sb_sio_socket_new(const sb_sio_identity_t *who, sb_eio_id_t id,
+                                          const char *nsp) {
     sb_sio_socket_t *sock = calloc(1, sizeof *sock);
     if (!sock) return NULL;
+    sock->nsp = nsp;
     sb_rooms_member_init(&sock->member, id);
     sock->who = *who;
     sock->who.public_key[SB_SIO_ID_MAX - 1] = '\0';
@@ -230,45 +294,51 @@ static sb_sio_socket_t *sb_sio_socket_new(const sb_sio_identity_t *who, sb_eio_i
     return sock;
 }
 
-/* Connects the session to "/" with token: authenticate, answer (`40{"sid"}`, or `40` alone
- * to a v2 client), join rooms, let the app replay. */
-static void sb_sio_connect_token(sb_sio_t *sio, sb_eio_id_t id, const char *token) {
+/* Connects the session to namespace nsp with token: authenticate, answer (`40[nsp,]{"sid"}`,
+ * or `40` alone to a v2 client), join rooms ("/" only), let the app replay. auth is the
+ * CONNECT's payload for on_connect (NULL: none). */
+static void sb_sio_connect_token(sb_sio_t *sio, sb_eio_id_t id, const char *nsp,
+                                 const char *token, const cJSON *auth) {
     sb_sio_identity_t who;
     memset(&who, 0, sizeof who);
     char err[256] = "";
     if (sio->cb.auth(sio->cb.ud, token, &who, err, sizeof err) != 0 || !who.public_key[0]) {
-        sb_sio_refuse(sio, id, NULL, err[0] ? err : "Authentication error");
+        sb_sio_refuse(sio, id, nsp, err[0] ? err : "Authentication error");
         return;
     }
-    sb_sio_socket_t *sock = sb_sio_socket_new(&who, id);
-    if (!sock || sb_sio_join_defaults(sio, sock)) {
+    sb_sio_socket_t *sock = sb_sio_socket_new(&who, id, nsp);
+    if (!sock || (nsp == sb_sio_main && sb_sio_join_defaults(sio, sock))) {
         if (sock) sb_rooms_leave_all(sio->rooms, &sock->member);
         free(sock);
-        sb_sio_refuse(sio, id, NULL, "Server error");
+        sb_sio_refuse(sio, id, nsp, "Server error");
         return;
     }
+    sock->next = sb_eio_app_data(sio->eio, id);
     sb_eio_set_app_data(sio->eio, id, sock);
     sb_eio_set_timer(sio->eio, id, 0);
-    sio->connected++;
+    if (nsp == sb_sio_main) sio->connected++;
     char reply[64];
     snprintf(reply, sizeof reply, "{\"sid\":\"%s\"}", sock->sid);
     int v2 = sb_eio_protocol(sio->eio, id) == 3;
-    sb_sio_send_packet(sio, id, SB_SIO_CONNECT, NULL, v2 ? NULL : reply);
-    if (sio->cb.on_connect) sio->cb.on_connect(sio->cb.ud, id, &sock->who);
+    sb_sio_send_packet(sio, id, SB_SIO_CONNECT, nsp, v2 ? NULL : reply);
+    if (sio->cb.on_connect) sio->cb.on_connect(sio->cb.ud, id, nsp, &sock->who, auth);
 }
 
-/* A CONNECT packet to "/": the token of its auth payload. A v2 client has none (its token
- * came with the handshake, sb_sio_connect_v2): it is refused as one without a token. */
-static void sb_sio_on_connect(sb_sio_t *sio, sb_eio_id_t id, const cJSON *auth) {
+/* A CONNECT packet to a served namespace: the token of its auth payload. A v2 client has none
+ * (its token came with the handshake, sb_sio_connect_v2): it is refused as one without a
+ * token. */
+static void sb_sio_on_connect(sb_sio_t *sio, sb_eio_id_t id, const char *nsp,
+                              const cJSON *auth) {
     int v2 = sb_eio_protocol(sio->eio, id) == 3;
-    sb_sio_connect_token(sio, id, auth && !v2 ? sb_json_str(auth, "token") : NULL);
+    sb_sio_connect_token(sio, id, nsp, auth && !v2 ? sb_json_str(auth, "token") : NULL,
+                         v2 ? NULL : auth);
 }
 
 int sb_sio_connect_v2(sb_sio_t *sio, sb_eio_id_t id, const char *token) {
     if (sb_eio_protocol(sio->eio, id) != 3 || !sb_eio_is_open(sio->eio, id)) return SB_EINVAL;
     if (sb_sio_socket(sio, id)) return SB_EINVAL; /* connected already */
     sb_eio_batch_begin(sio->eio);
-    sb_sio_connect_token(sio, id, token);
+    sb_sio_connect_token(sio, id, sb_sio_main, token, NULL);
     sb_eio_batch_end(sio->eio);
     return SB_OK;
 }
@@ -276,16 +346,89 @@ int sb_sio_connect_v2(sb_sio_t *sio, sb_eio_id_t id, const char *token) {
 /* The ACK a client EVENT that nobody handles gets, so that no client waits on it for ever. */
 static const char sb_sio_unsupported[] = "[{\"error\":\"client events are not supported\"}]";
 
-/* A client EVENT (or BINARY_EVENT, whose attachments are ignored) on a connected socket: to
- * the app's on_event when it has one and the name is a string; otherwise dropped, and an
- * ack id is answered at once with sb_sio_unsupported. */
-static void sb_sio_on_event(sb_sio_t *sio, sb_eio_id_t id, const sb_sio_packet_t *p) {
+/* A client EVENT (or BINARY_EVENT with its attachments) on a connected socket: to the app's
+ * on_event when it has one and the name is a string; otherwise dropped, and an ack id is
+ * answered at once with sb_sio_unsupported. */
+static void sb_sio_on_event(sb_sio_t *sio, sb_eio_id_t id, const sb_sio_socket_t *sock,
+                            const sb_sio_packet_t *p, const sb_sio_attachment_t *att,
+                            int natt) {
     const cJSON *name = cJSON_GetArrayItem(p->data, 0);
-    if (p->type == SB_SIO_EVENT && cJSON_IsString(name) && sio->cb.on_event) {
-        sio->cb.on_event(sio->cb.ud, id, name->valuestring, p->data, p->id);
+    if (cJSON_IsString(name) && sio->cb.on_event) {
+        sb_sio_event_t ev = {sock->nsp, name->valuestring, p->data, p->id, att, natt};
+        sio->cb.on_event(sio->cb.ud, id, &ev);
         return;
     }
-    if (p->id >= 0) sb_sio_ack(sio, id, p->id, sb_sio_unsupported, sizeof sb_sio_unsupported - 1);
+    if (p->id >= 0)
+        sb_sio_send(sio, id, sock->nsp, SB_SIO_ACK, p->id, sb_sio_unsupported,
+                    sizeof sb_sio_unsupported - 1, NULL, 0);
+}
+
+/* 1 when every placeholder {"_placeholder":true,"num":N} in d names one of n attachments
+ * (socket.io-parser's reconstructPacket throws "illegal attachments" otherwise). The depth
+ * is bounded by sb_json_parse's. */
+static int sb_sio_placeholders_ok(const cJSON *d, int n) {
+    if (cJSON_IsObject(d) && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(d, "_placeholder"))) {
+        const cJSON *num = cJSON_GetObjectItemCaseSensitive(d, "num");
+        return cJSON_IsNumber(num) && num->valuedouble >= 0 && num->valuedouble < n &&
+               num->valuedouble == (double)(int)num->valuedouble;
+    }
+    for (const cJSON *c = d ? d->child : NULL; c; c = c->next)
+        if (!sb_sio_placeholders_ok(c, n)) return 0;
+    return 1;
+}
+
+/* A binary packet with attachments to come: it waits on its socket. Takes p's data. Returns
+ * 0, or SB_ENOMEM (p left as it was). */
+static int sb_sio_wait_attachments(sb_sio_t *sio, sb_sio_socket_t *sock, sb_sio_packet_t *p) {
+    sb_sio_pending_t *pd = calloc(1, sizeof *pd + (size_t)p->attachments * sizeof pd->att[0]);
+    if (!pd) return SB_ENOMEM;
+    pd->pkt = *p;
+    pd->pkt.nsp = sock->nsp;
+    pd->pkt.nsp_len = strlen(sock->nsp);
+    pd->keep = p->type == SB_SIO_BINARY_EVENT && sio->cb.on_event;
+    p->data = NULL;
+    sock->pending = pd;
+    return SB_OK;
+}
+
+/* The session's socket waiting for attachments, or NULL. */
+static sb_sio_socket_t *sb_sio_waiting(const sb_sio_t *sio, sb_eio_id_t id) {
+    sb_sio_socket_t *sock = sb_eio_app_data(sio->eio, id);
+    while (sock && !sock->pending) sock = sock->next;
+    return sock;
+}
+
+/* One binary message: the next attachment of the packet waiting; the last one completes it.
+ * A binary message nothing waits for, or attachments past maxPayload in all, close the
+ * session (socket.io-parser throws on the first). */
+static void sb_sio_on_attachment(sb_sio_t *sio, sb_eio_id_t id, const char *data, size_t len) {
+    sb_sio_socket_t *sock = sb_sio_waiting(sio, id);
+    sb_sio_pending_t *pd = sock ? sock->pending : NULL;
+    if (!pd || (pd->keep && pd->bytes + len > sb_eio_max_payload(sio->eio))) {
+        sb_eio_close(sio->eio, id, 0, "parse error");
+        return;
+    }
+    if (pd->keep) {
+        char *copy = malloc(len ? len : 1);
+        if (!copy) {
+            sb_eio_close(sio->eio, id, 0, "server error");
+            return;
+        }
+        if (len) memcpy(copy, data, len);
+        pd->att[pd->got] = (sb_sio_attachment_t){copy, len};
+        pd->bytes += len;
+    }
+    if (++pd->got < pd->pkt.attachments) return;
+    sock->pending = NULL;
+    if (!sb_sio_placeholders_ok(pd->pkt.data, pd->got)) {
+        sb_sio_pending_free(pd);
+        sb_eio_close(sio->eio, id, 0, "parse error");
+        return;
+    }
+    if (pd->pkt.type == SB_SIO_BINARY_EVENT)
+        sb_sio_on_event(sio, id, sock, &pd->pkt, pd->keep ? pd->att : NULL,
+                        pd->keep ? pd->got : 0);
+    sb_sio_pending_free(pd);
 }
 
 /* A packet the session's state does not allow: socket.io closes the whole connection. */
@@ -297,28 +440,34 @@ static void sb_sio_invalid_state(sb_sio_t *sio, sb_eio_id_t id) {
  * CONNECT_ERROR; any other packet for a namespace this session is not connected to (an EVENT
  * before CONNECT, after DISCONNECT, to another namespace), and a second CONNECT to a connected
  * namespace, close the connection. */
-static void sb_sio_dispatch(sb_sio_t *sio, sb_eio_id_t id, const sb_sio_packet_t *p,
+static void sb_sio_dispatch(sb_sio_t *sio, sb_eio_id_t id, sb_sio_packet_t *p,
                             int64_t now) {
-    sb_sio_socket_t *sock = sb_sio_socket(sio, id);
-    if (p->nsp_len != 1 && p->type == SB_SIO_CONNECT) { /* only "/" exists */
-        char nsp[SB_SIO_NSP_MAX + 1];
-        memcpy(nsp, p->nsp, p->nsp_len);
-        nsp[p->nsp_len] = '\0';
-        sb_sio_refuse(sio, id, nsp, "Invalid namespace");
+    const char *nsp = sb_sio_nsp_find(sio, p->nsp, p->nsp_len);
+    sb_sio_socket_t *sock = nsp ? sb_sio_nsp_socket(sio, id, nsp) : NULL;
+    if (!nsp && p->type == SB_SIO_CONNECT) {
+        char name[SB_SIO_NSP_MAX + 1];
+        memcpy(name, p->nsp, p->nsp_len);
+        name[p->nsp_len] = '\0';
+        sb_sio_refuse(sio, id, name, "Invalid namespace");
         return;
     }
-    if (p->nsp_len != 1 || (p->type == SB_SIO_CONNECT) == (sock != NULL)) {
+    if (!nsp || (p->type == SB_SIO_CONNECT) == (sock != NULL)) {
         sb_sio_invalid_state(sio, id);
         return;
     }
+    int binary = p->type == SB_SIO_BINARY_EVENT || p->type == SB_SIO_BINARY_ACK;
+    if (binary && p->attachments > 0) {
+        if (sb_sio_wait_attachments(sio, sock, p)) sb_eio_close(sio->eio, id, 0, "server error");
+        return;
+    }
     switch (p->type) {
-    case SB_SIO_CONNECT: sb_sio_on_connect(sio, id, p->data); break;
+    case SB_SIO_CONNECT: sb_sio_on_connect(sio, id, nsp, p->data); break;
     case SB_SIO_DISCONNECT:
         sb_sio_socket_drop(sio, id, sock, "client namespace disconnect",
-                               now + sio->cfg.connect_timeout_ms);
+                           now + sio->cfg.connect_timeout_ms);
         break;
     case SB_SIO_EVENT:
-    case SB_SIO_BINARY_EVENT: sb_sio_on_event(sio, id, p); break;
+    case SB_SIO_BINARY_EVENT: sb_sio_on_event(sio, id, sock, p, NULL, 0); break;
     default: break; /* ACK, CONNECT_ERROR, BINARY_ACK: tolerated, ignored */
     }
 }
@@ -333,12 +482,12 @@ static void sb_sio_eio_open(void *ud, sb_eio_id_t id, int64_t now) {
 static void sb_sio_eio_message(void *ud, sb_eio_id_t id, const char *data, size_t len,
                                int binary, int64_t now) {
     sb_sio_t *sio = ud;
-    if (binary) { /* attachments of binary packets: not supported, ignored once connected; */
-        if (!sb_sio_socket(sio, id)) sb_eio_close(sio->eio, id, 0, "parse error"); /* garbage */
+    if (binary) {
+        sb_sio_on_attachment(sio, id, data, len);
         return;
     }
     sb_sio_packet_t p;
-    if (sb_sio_decode(data, len, &p)) {
+    if (sb_sio_waiting(sio, id) || sb_sio_decode(data, len, &p)) {
         sb_eio_close(sio->eio, id, 0, "parse error");
         return;
     }
@@ -348,14 +497,14 @@ static void sb_sio_eio_message(void *ud, sb_eio_id_t id, const char *data, size_
 
 static void sb_sio_eio_close(void *ud, sb_eio_id_t id, const char *reason) {
     sb_sio_t *sio = ud;
-    sb_sio_socket_t *sock = sb_sio_socket(sio, id);
-    if (sock) sb_sio_socket_drop(sio, id, sock, reason, 0);
+    sb_sio_socket_t *sock;
+    while ((sock = sb_eio_app_data(sio->eio, id))) sb_sio_socket_drop(sio, id, sock, reason, 0);
 }
 
 static void sb_sio_eio_timer(void *ud, sb_eio_id_t id, int64_t now) {
     (void)now;
     sb_sio_t *sio = ud;
-    if (!sb_sio_socket(sio, id)) sb_eio_close(sio->eio, id, 0, "connect timeout");
+    if (!sb_eio_app_data(sio->eio, id)) sb_eio_close(sio->eio, id, 0, "connect timeout");
 }
 
 /* ================================================================ lifecycle */
@@ -374,6 +523,7 @@ sb_sio_t *sb_sio_create(sb_eio_server_t *eio, const sb_sio_callbacks_t *cb,
     sio->cb = *cb;
     sio->cfg.connect_timeout_ms = cfg && cfg->connect_timeout_ms > 0 ? cfg->connect_timeout_ms
                                                                      : 45000;
+    sio->cfg.namespaces = cfg ? cfg->namespaces : NULL;
     sb_eio_app_cb_t app = {sb_sio_eio_open, sb_sio_eio_message, sb_sio_eio_close,
                            sb_sio_eio_timer, sio};
     sb_eio_set_app(eio, &app);
@@ -382,11 +532,11 @@ sb_sio_t *sb_sio_create(sb_eio_server_t *eio, const sb_sio_callbacks_t *cb,
 
 static void sb_sio_free_socket(void *ud, sb_eio_id_t id) {
     sb_sio_t *sio = ud;
-    sb_sio_socket_t *sock = sb_sio_socket(sio, id);
-    if (!sock) return;
-    sb_rooms_leave_all(sio->rooms, &sock->member);
-    sb_eio_set_app_data(sio->eio, id, NULL);
-    free(sock);
+    sb_sio_socket_t *sock;
+    while ((sock = sb_eio_app_data(sio->eio, id))) {
+        sb_rooms_leave_all(sio->rooms, &sock->member);
+        sb_sio_socket_unchain(sio, id, sock);
+    }
 }
 
 void sb_sio_free(sb_sio_t *sio) {
@@ -445,15 +595,38 @@ int sb_sio_disconnect(sb_sio_t *sio, sb_eio_id_t id, int close_engine) {
 
 /* ================================================================ emission */
 
-int sb_sio_ack(sb_sio_t *sio, sb_eio_id_t id, int64_t ack_id, const char *json, size_t len) {
-    if (!sb_sio_socket(sio, id)) return SB_ENOTFOUND;
-    if (ack_id < 0 || !json || len < 2 || json[0] != '[') return SB_EINVAL;
-    sb_eio_buf_t *b = sb_sio_encode(sb_eio_config(sio->eio)->headroom, SB_SIO_ACK, NULL, ack_id,
-                                    json, len);
+/* Queues the attachments of a binary packet, one binary message each. */
+static int sb_sio_send_attachments(sb_sio_t *sio, sb_eio_id_t id, const sb_sio_attachment_t *att,
+                                   int natt) {
+    int rc = SB_OK;
+    for (int i = 0; i < natt && rc == SB_OK; i++)
+        rc = sb_eio_send_binary(sio->eio, id, att[i].data, att[i].len);
+    return rc;
+}
+
+int sb_sio_send(sb_sio_t *sio, sb_eio_id_t id, const char *nsp, int type, int64_t ack_id,
+                const char *json, size_t len, const sb_sio_attachment_t *att, int natt) {
+    const char *served = sb_sio_nsp_find(sio, nsp ? nsp : "/", nsp ? strlen(nsp) : 1);
+    if (!served || !sb_sio_nsp_socket(sio, id, served)) return SB_ENOTFOUND;
+    if ((type != SB_SIO_EVENT && type != SB_SIO_ACK) || (type == SB_SIO_ACK) != (ack_id >= 0) ||
+        !json || len < 2 || json[0] != '[' || natt < 0 || natt > SB_SIO_MAX_ATTACHMENTS)
+        return SB_EINVAL;
+    if (natt) type = type == SB_SIO_EVENT ? SB_SIO_BINARY_EVENT : SB_SIO_BINARY_ACK;
+    sb_eio_buf_t *b = sb_sio_encode_n(sb_eio_config(sio->eio)->headroom, type, natt, served,
+                                      ack_id, json, len);
     if (!b) return SB_ENOMEM;
+    sb_eio_batch_begin(sio->eio); /* a drop closes after the whole packet was tried */
     int rc = sb_eio_send(sio->eio, id, b);
+    if (rc == SB_OK) rc = sb_sio_send_attachments(sio, id, att, natt);
+    sb_eio_batch_end(sio->eio);
     sb_eio_buf_unref(b);
     return rc;
+}
+
+int sb_sio_ack(sb_sio_t *sio, sb_eio_id_t id, int64_t ack_id, const char *json, size_t len) {
+    if (!sb_sio_socket(sio, id)) return SB_ENOTFOUND;
+    if (ack_id < 0) return SB_EINVAL;
+    return sb_sio_send(sio, id, NULL, SB_SIO_ACK, ack_id, json, len, NULL, 0);
 }
 
 static char *sb_sio_print(const cJSON *data) {

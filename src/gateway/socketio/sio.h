@@ -6,16 +6,20 @@
  * CONNECT (`40{"token":...}`) calls the injected auth callback; success answers
  * `40{"sid":"..."}`, joins `user:{publicKey}` (and `admins` for role admin) and then calls
  * on_connect (where the HTTP layer replays the latest state of the user's recent jobs with
- * sb_sio_emit); failure answers `44{"message":"..."}` and joins nothing. Client EVENTs go to
- * on_event (unknown ones may simply be ignored there; sb_sio_ack answers an ack id); without
- * on_event (or for a binary event, or a non-string name) an ack id is answered at once with
- * `43<id>[{"error":"client events are not supported"}]`; client ACKs are ignored; a
- * DISCONNECT (`41`) leaves the namespace. As socket.io's Client.ondecoded, any packet but
- * CONNECT for a namespace the session is not connected to, and a second CONNECT, close the
- * connection ("invalid state"). A Socket.IO packet that does not parse closes that session
- * only. An engine
- * session that has not connected to "/" within connect_timeout_ms is closed, as the
- * reference does.
+ * sb_sio_emit); failure answers `44{"message":"..."}` and joins nothing. Namespaces other than
+ * "/" exist only when sb_sio_config_t.namespaces lists them (the conformance server's
+ * "/custom"; the gateway has none); a session may be connected to several at once, each its
+ * own socket. Client EVENTs go to on_event (unknown ones may simply be ignored there;
+ * sb_sio_ack / sb_sio_send answer an ack id); a BINARY_EVENT first waits for its attachments
+ * (the next binary messages; text before they are all in is a parse error, as in
+ * socket.io-parser), kept up to maxPayload bytes in all. Without on_event (or for a
+ * non-string name) an ack id is answered at once with
+ * `43<id>[{"error":"client events are not supported"}]` (attachments are then counted and
+ * dropped); client ACKs are ignored; a DISCONNECT (`41`) leaves the namespace. As socket.io's
+ * Client.ondecoded, any packet but CONNECT for a namespace the session is not connected to,
+ * and a second CONNECT, close the connection ("invalid state"). A Socket.IO packet that does
+ * not parse closes that session only. An engine session connected to no namespace within
+ * connect_timeout_ms is closed, as the reference does.
  *
  * Emitting: sb_sio_emit_room() encodes `42["event",data]` once into a refcounted buffer and
  * queues a reference on every socket of the room (sb_rooms_each + sb_eio_send); a socket whose
@@ -32,11 +36,11 @@
  * sb_sio_socket_t), but for now no "pid" is sent, so clients never attempt it; replay is done by
  * the HTTP layer in on_connect from Redis (the SPEC's must-have).
  *
- * Memory: a connected socket adds one sb_sio_socket_t (sb_sio_socket_size(): 328 bytes with
+ * Memory: a connected socket adds one sb_sio_socket_t (sb_sio_socket_size(): 352 bytes with
  * the identity inline) plus its room memberships (16 bytes on each side per room); an engine
  * session that has not connected adds nothing. Total measured per connected socket, engine
- * session and a room of its own included: ~704 bytes of heap (public keys up to 128
- * characters inline). */
+ * session and a room of its own included: ~704 bytes of heap with the 328-byte socket of
+ * before namespaces (so ~728 now; public keys up to 128 characters inline). */
 #ifndef SB_GATEWAY_SIO_H
 #define SB_GATEWAY_SIO_H
 
@@ -105,15 +109,35 @@ typedef struct sb_sio_identity {
     char role[SB_SIO_ROLE_MAX]; /* "user" | "agent" | "admin" */
 } sb_sio_identity_t;
 
+/* One binary attachment of a packet (the bytes of one binary message). */
+typedef struct sb_sio_attachment {
+    const char *data;
+    size_t len;
+} sb_sio_attachment_t;
+
+/* A client EVENT (or BINARY_EVENT, its attachments received) on a connected socket. */
+typedef struct sb_sio_event {
+    const char *nsp;    /* "/" or one of sb_sio_config_t.namespaces */
+    const char *name;   /* args[0] */
+    const cJSON *args;  /* the whole array (item 0 is the name); an attachment stands in it
+                           as its placeholder {"_placeholder":true,"num":N}, as received */
+    int64_t ack_id;     /* -1 when none */
+    const sb_sio_attachment_t *attachments; /* natt of them, in order; valid during the call */
+    int natt;
+} sb_sio_event_t;
+
 typedef struct sb_sio_callbacks {
     /* Required. token is NULL when the CONNECT carried none. Return 0 and fill *who, or
      * non-zero and write the sentence the client gets in CONNECT_ERROR into err. */
     int (*auth)(void *ud, const char *token, sb_sio_identity_t *who, char *err, size_t errlen);
-    /* After `40{"sid"}` was queued and the rooms joined: replay state with sb_sio_emit. */
-    void (*on_connect)(void *ud, sb_eio_id_t id, const sb_sio_identity_t *who);
-    /* A client EVENT: args is the whole array (item 0 is the name); ack_id -1 when none. */
-    void (*on_event)(void *ud, sb_eio_id_t id, const char *event, const cJSON *args,
-                     int64_t ack_id);
+    /* After `40{"sid"}` was queued (on "/": and the rooms joined): replay state with
+     * sb_sio_emit. nsp is "/" or one of sb_sio_config_t.namespaces; auth is the CONNECT's
+     * payload (NULL when it had none). */
+    void (*on_connect)(void *ud, sb_eio_id_t id, const char *nsp, const sb_sio_identity_t *who,
+                       const cJSON *auth);
+    /* A client event; answer an ack id with sb_sio_ack / sb_sio_send. Without on_event (a push
+     * server) an ack id is answered at once with an error (see above). */
+    void (*on_event)(void *ud, sb_eio_id_t id, const sb_sio_event_t *ev);
     /* The socket left "/" (client disconnect, engine closed; e.g. "slow consumer"). reason is
      * static. The socket has left its rooms; its identity, sid and data are still readable. */
     void (*on_disconnect)(void *ud, sb_eio_id_t id, const char *reason);
@@ -121,7 +145,12 @@ typedef struct sb_sio_callbacks {
 } sb_sio_callbacks_t;
 
 typedef struct sb_sio_config {
-    int connect_timeout_ms; /* 45000: close an engine session not connected to "/" by then */
+    int connect_timeout_ms; /* 45000: close an engine session connected to no namespace by then */
+    /* Namespaces served besides "/" (a NULL-terminated allow-list, not copied: it must outlive
+     * sio), or NULL for none. Their sockets authenticate as "/" does but join no room, and
+     * on_disconnect is not called for them: rooms, emits and the other accessors are the
+     * main namespace's. A CONNECT to a namespace not listed is refused ("Invalid namespace"). */
+    const char *const *namespaces;
 } sb_sio_config_t;
 
 /* Creates the Socket.IO layer over eio (not owned; must outlive it) and installs itself as its
@@ -167,6 +196,14 @@ int sb_sio_emit_room_json(sb_sio_t *sio, const char *room, const char *event, co
  * a JSON array of the reply's arguments (e.g. "[]"): sends `43<ack_id>[...]`. Returns 0,
  * SB_ENOTFOUND (not connected), SB_EINVAL (no ack id / not an array), SB_ENOMEM, SB_ETIMEOUT. */
 int sb_sio_ack(sb_sio_t *sio, sb_eio_id_t id, int64_t ack_id, const char *json, size_t len);
+/* Sends one packet to the socket of namespace nsp (NULL: "/") on session id: type
+ * SB_SIO_EVENT (json: the array [name, args...]) or SB_SIO_ACK (ack_id >= 0; json: the array
+ * of the reply's arguments). With natt > 0 attachments it goes as BINARY_EVENT / BINARY_ACK
+ * (json carries their placeholders) followed by one binary message each. Returns 0,
+ * SB_ENOTFOUND (not connected to nsp), SB_EINVAL (bad type, ack id or json), SB_ENOMEM or
+ * SB_ETIMEOUT (queue full: dropped). */
+int sb_sio_send(sb_sio_t *sio, sb_eio_id_t id, const char *nsp, int type, int64_t ack_id,
+                const char *json, size_t len, const sb_sio_attachment_t *att, int natt);
 /* Queues an already encoded packet (from sb_sio_encode*) on every socket of room; the caller
  * keeps its reference. Returns the count of sockets it was queued for. */
 int sb_sio_broadcast(sb_sio_t *sio, const char *room, sb_eio_buf_t *pkt);

@@ -62,7 +62,8 @@ static void sb_socketio_tick_cb(uv_timer_t *t) {
 
 static int sb_socketio_auth(void *ud, const char *token, sb_sio_identity_t *who, char *err,
                             size_t errlen);
-static void sb_socketio_on_connect(void *ud, sb_eio_id_t id, const sb_sio_identity_t *who);
+static void sb_socketio_on_connect(void *ud, sb_eio_id_t id, const char *nsp,
+                                   const sb_sio_identity_t *who, const cJSON *auth);
 static void sb_socketio_on_disconnect(void *ud, sb_eio_id_t id, const char *reason);
 
 /* The status subscription is back after a gap: catch the connected users up. */
@@ -85,57 +86,101 @@ static void sb_socketio_on_status(void *ud, const char *user_id, const char *job
     sb_replays_live(io->replays, user_id, job_id);
 }
 
-sb_socketio_t *sb_socketio_create(sb_gateway_t *gw) {
-    sb_socketio_t *io = calloc(1, sizeof *io);
-    if (!io) return NULL;
+/* Fills io (zeroed by the caller) without its timers: the Engine.IO server (configured by
+ * o), Socket.IO over it or o->app, the per-address connect limit. Returns 0, or -1 with
+ * nothing left behind (io is the caller's to free). */
+static int sb_socketio_init(sb_socketio_t *io, sb_gateway_t *gw, const sb_socketio_opts_t *o) {
     io->gw = gw;
-    sb_eio_config_t cfg;
-    sb_eio_config_default(&cfg);
+    snprintf(io->path, sizeof io->path, "%s", o->path);
+    io->burst = o->burst;
+    sb_eio_config_t cfg = o->eio;
     cfg.headroom = LWS_PRE;
-    if (gw->cfg->sio_ping_interval_ms > 0) cfg.ping_interval_ms = gw->cfg->sio_ping_interval_ms;
-    if (gw->cfg->sio_ping_timeout_ms > 0) cfg.ping_timeout_ms = gw->cfg->sio_ping_timeout_ms;
-    if (gw->cfg->sio_max_payload > 0) cfg.max_payload = (size_t)gw->cfg->sio_max_payload;
-    cfg.allow_eio3 = gw->cfg->sio_allow_eio3;
-    sb_sio_config_t sio_cfg = {.connect_timeout_ms = gw->cfg->sio_connect_timeout_ms};
     sb_eio_io_cb_t wake = {sb__socketio_wake, io, sb_socketio_schedule};
+    io->eio = sb_eio_create(&cfg, &wake);
+    if (io->eio && o->sio) io->sio = sb_sio_create(io->eio, o->sio, o->sio_cfg);
+    else if (io->eio && o->app) sb_eio_set_app(io->eio, o->app);
+    io->connects_ip = sb_ratemap_create(gw->cfg->sio_connect_rate_ip, 60 * 1000, 0);
+    if (!io->eio || (o->sio && !io->sio) || !io->connects_ip) {
+        sb_ratemap_free(io->connects_ip);
+        sb_sio_free(io->sio);
+        sb_eio_free(io->eio);
+        return -1;
+    }
+    return 0;
+}
+
+/* Starts the heartbeat timer and the flush handle on the gateway's loop. */
+static void sb_socketio_start(sb_socketio_t *io) {
+    uv_timer_init(io->gw->loop, &io->tick);
+    io->tick.data = io;
+    io->tick_running = 1;
+    sb__socketio_arm(io, sb_eio_tick(io->eio, sb_mono_ms()), sb_mono_ms());
+    uv_prepare_init(io->gw->loop, &io->flush);
+    io->flush.data = io;
+    uv_prepare_start(&io->flush, sb__socketio_flush_cb);
+    uv_unref((uv_handle_t *)&io->flush); /* keeps nothing alive */
+}
+
+sb_socketio_t *sb_socketio_create(sb_gateway_t *gw) {
+    sb_socketio_opts_t o = {.path = "/socket.io/"};
+    sb_eio_config_default(&o.eio);
+    if (gw->cfg->sio_ping_interval_ms > 0) o.eio.ping_interval_ms = gw->cfg->sio_ping_interval_ms;
+    if (gw->cfg->sio_ping_timeout_ms > 0) o.eio.ping_timeout_ms = gw->cfg->sio_ping_timeout_ms;
+    if (gw->cfg->sio_max_payload > 0) o.eio.max_payload = (size_t)gw->cfg->sio_max_payload;
+    o.eio.allow_eio3 = gw->cfg->sio_allow_eio3;
+    sb_sio_config_t sio_cfg = {.connect_timeout_ms = gw->cfg->sio_connect_timeout_ms};
+    sb_socketio_t *io = calloc(1, sizeof *io);
     sb_sio_callbacks_t cb = {.auth = sb_socketio_auth, .on_connect = sb_socketio_on_connect,
                              .on_disconnect = sb_socketio_on_disconnect, .ud = io};
-    io->eio = sb_eio_create(&cfg, &wake);
-    io->sio = io->eio ? sb_sio_create(io->eio, &cb, &sio_cfg) : NULL;
-    io->sub = io->sio ? sb_subscriber_create(gw->loop, &gw->cfg->redis, gw->cfg->job_types,
-                                             io->sio)
-                      : NULL;
+    o.sio = &cb;
+    o.sio_cfg = &sio_cfg;
+    if (!io || sb_socketio_init(io, gw, &o) != 0) {
+        free(io);
+        return NULL;
+    }
+    io->sub = sb_subscriber_create(gw->loop, &gw->cfg->redis, gw->cfg->job_types, io->sio);
     io->replays =
         io->sub ? sb_replays_create(gw->loop, gw->redis, io->sio, gw->cfg->job_types) : NULL;
     io->catchup = io->replays ? sb_catchup_create(gw->loop, io->replays, io->sio) : NULL;
     io->interop = sb_interop_create(gw->redis);
     io->connects_user = sb_ratemap_create(gw->cfg->sio_connect_rate, 60 * 1000, 0);
-    io->connects_ip = sb_ratemap_create(gw->cfg->sio_connect_rate_ip, 60 * 1000, 0);
-    if (!io->catchup || !io->connects_user || !io->connects_ip || !io->interop) {
+    if (!io->catchup || !io->connects_user || !io->interop) {
         sb_interop_free(io->interop);
         sb_ratemap_free(io->connects_user);
-        sb_ratemap_free(io->connects_ip);
         sb_catchup_close(io->catchup);
         sb_replays_free(io->replays);
         sb_subscriber_close(io->sub);
         sb_sio_free(io->sio);
         sb_eio_free(io->eio);
+        sb_ratemap_free(io->connects_ip);
         free(io);
         return NULL;
     }
     sb_subscriber_on_gap(io->sub, sb_socketio_on_gap, io);
     sb_subscriber_on_status(io->sub, sb_socketio_on_status, io);
     sb_subscriber_on_foreign(io->sub, sb_socketio_on_foreign, io);
-    uv_timer_init(gw->loop, &io->tick);
-    io->tick.data = io;
-    io->tick_running = 1;
-    sb__socketio_arm(io, sb_eio_tick(io->eio, sb_mono_ms()), sb_mono_ms());
-    uv_prepare_init(gw->loop, &io->flush);
-    io->flush.data = io;
-    uv_prepare_start(&io->flush, sb__socketio_flush_cb);
-    uv_unref((uv_handle_t *)&io->flush); /* keeps nothing alive */
+    sb_socketio_start(io);
     return io;
 }
+
+sb_socketio_t *sb_socketio_create_with(sb_gateway_t *gw, const sb_socketio_opts_t *o) {
+    if (!o || !o->path || strlen(o->path) >= sizeof ((sb_socketio_t *)0)->path ||
+        (!o->sio && !o->app))
+        return NULL;
+    sb_socketio_t *io = calloc(1, sizeof *io);
+    if (!io || sb_socketio_init(io, gw, o) != 0) {
+        free(io);
+        return NULL;
+    }
+    sb_socketio_t **link = &gw->sio;
+    while (*link) link = &(*link)->next;
+    *link = io;
+    sb_socketio_start(io);
+    return io;
+}
+
+sb_eio_server_t *sb_socketio_eio(sb_socketio_t *io) { return io->eio; }
+sb_sio_t *sb_socketio_sio(sb_socketio_t *io) { return io->sio; }
 
 void sb_socketio_stop(sb_socketio_t *io) {
     if (!io || !io->tick_running) return;
@@ -204,7 +249,9 @@ static int sb_socketio_auth(void *ud, const char *token, sb_sio_identity_t *who,
     return rc;
 }
 
-static void sb_socketio_on_connect(void *ud, sb_eio_id_t id, const sb_sio_identity_t *who) {
+static void sb_socketio_on_connect(void *ud, sb_eio_id_t id, const char *nsp,
+                                   const sb_sio_identity_t *who, const cJSON *auth) {
+    (void)nsp, (void)auth; /* only "/" is served; the token was checked by the auth callback */
     sb_socketio_t *io = ud;
     sb_debug("gateway", "socket.io connect: user=%s role=%s", who->public_key, who->role);
     int rc = io->replays ? sb_replays_socket(io->replays, id, sb_now_ms()) : SB_OK;
@@ -228,8 +275,21 @@ static void sb_socketio_on_disconnect(void *ud, sb_eio_id_t id, const char *reas
 
 /* ================================================================ polling (HTTP) */
 
-int sb_socketio_path(const char *path) {
-    return !strcmp(path, "/socket.io/") || !strcmp(path, "/socket.io");
+int sb__socketio_serves(const sb_socketio_t *io, const char *path) {
+    size_t n = strlen(io->path);
+    return !strcmp(path, io->path) ||
+           (n > 1 && strlen(path) == n - 1 && !strncmp(path, io->path, n - 1));
+}
+
+sb_socketio_t *sb_socketio_at(struct sb_gateway *gw, const char *path) {
+    sb_socketio_t *io = gw->sio;
+    while (io && !sb__socketio_serves(io, path)) io = io->next;
+    return io;
+}
+
+/* The endpoint of an HTTP request under one of the gateway's Engine.IO paths. */
+static sb_socketio_t *sb_socketio_of_req(const sb_req_t *req) {
+    return sb_socketio_at(req->gw, req->path);
 }
 
 /* Copies header h (custom name when h < 0) into a malloc'd string, or NULL. */
@@ -241,7 +301,7 @@ static char *sb_socketio_hdr(struct lws *wsi, int h, const char *custom) {
 }
 
 void sb_socketio_request_headers(sb_req_t *req, struct lws *wsi) {
-    sb_socketio_t *io = req->gw->sio;
+    sb_socketio_t *io = sb_socketio_of_req(req);
     if (io) req->body_max = sb_eio_max_payload(io->eio);
     req->origin = sb_socketio_hdr(wsi, WSI_TOKEN_ORIGIN, NULL);
     req->acr_headers = sb_socketio_hdr(wsi, -1, "access-control-request-headers:");
@@ -287,7 +347,7 @@ static void sb_socketio_answer(sb_req_t *req, sb_eio_reply_t *r) {
 
 /* Writeable on a held GET (after the core's wake): answer if the core has something. */
 static void sb_socketio_pull(sb_req_t *req) {
-    sb_socketio_t *io = req->gw->sio;
+    sb_socketio_t *io = sb_socketio_of_req(req);
     sb_eio_reply_t r;
     if (!io || !req->wsi) return;
     if (sb_eio_poll_pull(io->eio, req->hold_id, req->wsi, &r) == 1) sb_socketio_answer(req, &r);
@@ -295,7 +355,7 @@ static void sb_socketio_pull(sb_req_t *req) {
 
 /* The connection of a held GET went away: the core closes the session (as the reference). */
 static void sb_socketio_gone(sb_req_t *req) {
-    sb_socketio_t *io = req->gw->sio;
+    sb_socketio_t *io = sb_socketio_of_req(req);
     if (io && req->wsi) sb_eio_detach(io->eio, req->hold_id, req->wsi);
 }
 
@@ -313,7 +373,7 @@ void sb__socketio_connect_v2(sb_socketio_t *io, sb_eio_id_t id, const char *quer
 /* An Engine.IO error answer {"code","message"} built by the core. */
 static void sb_socketio_error(sb_req_t *req, int code, int status) {
     sb_eio_reply_t r;
-    sb_eio_error_reply(req->gw->sio->eio, code, status, &r);
+    sb_eio_error_reply(sb_socketio_of_req(req)->eio, code, status, &r);
     r.status = status;
     sb_socketio_answer(req, &r);
 }
@@ -342,7 +402,7 @@ static void sb_socketio_refuse_limited(sb_req_t *req) {
 }
 
 void sb_socketio_request(sb_req_t *req) {
-    sb_socketio_t *io = req->gw->sio;
+    sb_socketio_t *io = sb_socketio_of_req(req);
     req->route = &sb_r_socketio;
     if (req->method == SB_HTTP_OPTIONS) {
         char cors[SB_SOCKETIO_CORS_MAX];

@@ -21,6 +21,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <libwebsockets.h>
+#include "gateway/socketio/eio.h"
+#include "gateway/socketio/sio.h"
 #include "switchboard/prom.h"
 
 #define SB_SOCKETIO_RX_BUFFER 1024 /* lws per-WebSocket receive buffer (protocol rx_buffer_size) */
@@ -32,6 +34,7 @@ typedef struct sb_socketio sb_socketio_t;
 /* Per-WebSocket state, embedded in lws's per-connection data (zeroed by lws). */
 typedef struct sb_socketio_ws {
     uint64_t id;   /* the Engine.IO session (sb_eio_id_t), 0 when not attached */
+    struct sb_socketio *io; /* the endpoint it was attached to (set with id) */
     char *rx;      /* a message being reassembled from fragments (owned), or NULL */
     size_t rx_len;
     uint8_t attached;     /* 1 between ESTABLISHED and the detach */
@@ -49,14 +52,39 @@ typedef struct sb_socketio_ws {
 /* Creates the Engine.IO server, the Socket.IO namespace, the heartbeat timer and the status
  * subscriber on gw's loop. Returns NULL on allocation failure (nothing left behind). */
 sb_socketio_t *sb_socketio_create(struct sb_gateway *gw);
+/* An Engine.IO endpoint beside (or instead of) the gateway's, without its job system: the
+ * conformance server (tests/conformance) serves its Engine.IO echo and its Socket.IO test
+ * namespaces this way. */
+typedef struct sb_socketio_opts {
+    const char *path;              /* served at, e.g. "/engine.io/" (fewer than 32 bytes) */
+    sb_eio_config_t eio;           /* its settings (headroom is set here) */
+    const sb_sio_callbacks_t *sio; /* Socket.IO over it with these callbacks and sio_cfg ... */
+    const sb_sio_config_t *sio_cfg;
+    const sb_eio_app_cb_t *app;    /* ... or, sio NULL, this bare Engine.IO application */
+    /* Packets framed into one WebSocket write at most (0: the gateway's burst). 1 writes each
+     * packet on its own, as engine.io does: the official suites' client (ws 8.5) emits every
+     * frame of one read at once, and their tests, which wait for one message at a time, miss
+     * the ones that came in the same read. */
+    int burst;
+} sb_socketio_opts_t;
+
+/* Creates the endpoint o describes on gw's loop and appends it to gw's endpoints (gw->sio
+ * and its chain: gw->sio when it is the first). The per-address connect limit is
+ * gw->cfg's; gw->cfg and the lws context's user must be gw. Returns NULL on a bad o or on
+ * allocation failure (nothing left behind). Stopped and freed like the gateway's, each of
+ * them (sb_socketio_free does not unchain: free them all at the end). */
+sb_socketio_t *sb_socketio_create_with(struct sb_gateway *gw, const sb_socketio_opts_t *o);
+/* The endpoint's Engine.IO server and its Socket.IO layer (NULL for a bare one). */
+sb_eio_server_t *sb_socketio_eio(sb_socketio_t *io);
+sb_sio_t *sb_socketio_sio(sb_socketio_t *io);
 /* Shutdown, first stage: stops the timer and the subscriber (their handles close during the
  * rest of uv_run). Sessions stay until lws has closed its connections. Accepts NULL. */
 void sb_socketio_stop(sb_socketio_t *io);
 /* Frees everything, once uv_run has returned and lws is destroyed. Accepts NULL. */
 void sb_socketio_free(sb_socketio_t *io);
 
-/* 1 if path is served by Socket.IO ("/socket.io/" or "/socket.io"). */
-int sb_socketio_path(const char *path);
+/* The endpoint serving path ("/socket.io/" or "/socket.io" for the gateway's), or NULL. */
+sb_socketio_t *sb_socketio_at(struct sb_gateway *gw, const char *path);
 /* Called by http.c when the request line of a /socket.io/ request has been read: sets the
  * body cap to maxPayload and copies the CORS request headers. */
 void sb_socketio_request_headers(sb_req_t *req, struct lws *wsi);

@@ -34,6 +34,9 @@
 
 struct sb_socketio {
     sb_gateway_t *gw;
+    char path[32];         /* served at, e.g. "/socket.io/" (and without the last slash) */
+    sb_socketio_t *next;   /* the gateway's next Engine.IO endpoint (sb_socketio_create_with) */
+    int burst;             /* packets framed into one WebSocket write at most (0: the default) */
     sb_eio_server_t *eio;
     sb_sio_t *sio;
     sb_subscriber_t *sub;
@@ -64,6 +67,9 @@ int sb__socketio_ip_allowed(sb_socketio_t *io, struct lws *wsi);
 /* A new Engine.IO v3 session (socket.io-client v2) is connected to "/" at once with the token
  * of its handshake's query (sb_sio_connect_v2); a v4 session's query is never read. */
 void sb__socketio_connect_v2(sb_socketio_t *io, sb_eio_id_t id, const char *query);
+
+/* 1 when path is io's ("/x/" or "/x"). */
+int sb__socketio_serves(const sb_socketio_t *io, const char *path);
 
 /* ---- socketio_ws.c */
 

@@ -23,9 +23,15 @@
 #define SB_SOCKETIO_BURST 64             /* packets framed into one write at most */
 #define SB_SOCKETIO_BURST_BYTES 65536    /* ... and about this many bytes */
 
+/* The endpoint serving the path of wsi's request (an upgrade, before ESTABLISHED: lws still
+ * has the headers), else the gateway's first. */
 static sb_socketio_t *sb_socketio_of(struct lws *wsi) {
     sb_gateway_t *gw = lws_context_user(lws_get_context(wsi));
-    return gw ? gw->sio : NULL;
+    char path[64];
+    sb_socketio_t *io = NULL;
+    if (gw && lws_hdr_copy(wsi, path, sizeof path, WSI_TOKEN_GET_URI) > 0)
+        io = sb_socketio_at(gw, path);
+    return io ? io : gw ? gw->sio : NULL;
 }
 
 /* ================================================================ the flush list */
@@ -139,9 +145,11 @@ typedef struct {
     char eio[8], transport[16], sid[64];
 } sb_socketio_wsq_t;
 
-static int sb_socketio_ws_request(struct lws *wsi, sb_socketio_wsq_t *q, sb_eio_req_t *r) {
+static int sb_socketio_ws_request(const sb_socketio_t *io, struct lws *wsi,
+                                  sb_socketio_wsq_t *q, sb_eio_req_t *r) {
     char path[64];
-    if (lws_hdr_copy(wsi, path, sizeof path, WSI_TOKEN_GET_URI) <= 0 || !sb_socketio_path(path))
+    if (lws_hdr_copy(wsi, path, sizeof path, WSI_TOKEN_GET_URI) <= 0 ||
+        !sb__socketio_serves(io, path))
         return -1;
     if (sb_http_query_join(wsi, q->query, sizeof q->query) != 0) return -1; /* refused */
     *r = (sb_eio_req_t){
@@ -154,12 +162,14 @@ static int sb_socketio_ws_request(struct lws *wsi, sb_socketio_wsq_t *q, sb_eio_
     return 0;
 }
 
-/* Writes a refusal of a WebSocket upgrade (status, JSON body, `connection: close`) straight
- * to the socket; the caller then returns -1 and lws closes the connection. */
-static void sb_socketio_ws_refuse(struct lws *wsi, int status, const char *body, size_t len) {
+/* Writes a refusal of a WebSocket upgrade straight to the socket as engine.io's abortUpgrade
+ * does (status, `connection: close`, the message as a text/html body); the caller then
+ * returns -1 and lws closes the connection. */
+static void sb_socketio_ws_refuse(struct lws *wsi, int status, const char *message) {
     char head[256];
+    size_t len = strlen(message);
     int n = snprintf(head, sizeof head,
-                     "HTTP/1.1 %d %s\r\ncontent-type: application/json\r\n"
+                     "HTTP/1.1 %d %s\r\ncontent-type: text/html\r\n"
                      "content-length: %zu\r\ncache-control: no-store\r\n"
                      "connection: close\r\n\r\n",
                      status, status == 429 ? "Too Many Requests"
@@ -168,33 +178,32 @@ static void sb_socketio_ws_refuse(struct lws *wsi, int status, const char *body,
                                                           : NULL;
     if (!buf) return;
     memcpy(buf + LWS_PRE, head, (size_t)n);
-    memcpy(buf + LWS_PRE + n, body, len);
+    memcpy(buf + LWS_PRE + n, message, len);
     (void)lws_write(wsi, buf + LWS_PRE, (size_t)n + len, LWS_WRITE_HTTP);
     free(buf);
 }
 
 /* lws's HTTP_CONFIRM_UPGRADE (headers still readable, nothing answered yet): an upgrade the
- * core refuses (bad EIO, unknown or missing transport, unknown sid, polling on an upgrade, a
- * second WebSocket for a session) is answered as the reference's abortUpgrade does, 400 with
- * the Engine.IO error, instead of a bare TCP close; so are a stopping gateway (503) and the
- * per-address connect limit (429). Returns -1 after answering (lws closes), 0 to go on. */
+ * core refuses (unknown or missing transport, unknown sid, bad EIO) is answered as the
+ * reference's abortUpgrade does, 400 with the Engine.IO error's message, instead of a bare
+ * TCP close; so are a stopping gateway (503) and the per-address connect limit (429). (Where
+ * engine.io accepts the WebSocket and closes it at once, so does the core: see ws_open.)
+ * Returns -1 after answering (lws closes), 0 to go on. */
 static int sb_socketio_ws_confirm(sb_socketio_t *io, struct lws *wsi) {
-    static const char limited[] = "{\"code\":3,\"message\":\"" SB_SOCKETIO_LIMITED "\"}";
     sb_socketio_wsq_t q;
     sb_eio_req_t r;
     sb_eio_reply_t out = {0};
-    if (!io || sb_socketio_ws_request(wsi, &q, &r) != 0) return 0; /* the filter refuses */
+    if (!io || sb_socketio_ws_request(io, wsi, &q, &r) != 0) return 0; /* the filter refuses */
     if (io->gw->stopping) {
-        sb_eio_error_reply(io->eio, SB_EIO_ERR_BAD, 503, &out);
-        out.status = 503;
+        sb_socketio_ws_refuse(wsi, 503, "the server is shutting down");
     } else if (!r.sid && !sb__socketio_ip_allowed(io, wsi)) {
-        sb_socketio_ws_refuse(wsi, 429, limited, sizeof limited - 1);
-        return -1;
+        sb_socketio_ws_refuse(wsi, 429, SB_SOCKETIO_LIMITED);
     } else if (sb_eio_check(io->eio, &r, &out) == 0) {
         return 0;
+    } else {
+        sb_socketio_ws_refuse(wsi, out.status, sb_eio_error_message(out.code));
+        sb_eio_buf_unref(out.body);
     }
-    if (out.body) sb_socketio_ws_refuse(wsi, out.status, out.body->data, out.body->len);
-    sb_eio_buf_unref(out.body);
     return -1;
 }
 
@@ -204,22 +213,28 @@ static int sb_socketio_ws_filter(sb_socketio_t *io, struct lws *wsi) {
     sb_socketio_wsq_t q;
     sb_eio_req_t r;
     sb_eio_reply_t out;
-    if (!io || io->gw->stopping || sb_socketio_ws_request(wsi, &q, &r) != 0) return -1;
+    if (!io || io->gw->stopping || sb_socketio_ws_request(io, wsi, &q, &r) != 0) return -1;
     if (sb_eio_check(io->eio, &r, &out) == 0) return 0;
     sb_eio_buf_unref(out.body);
     return -1;
 }
 
+static void sb_socketio_ws_close_frame(struct lws *wsi, int code);
+
+/* ESTABLISHED: the core attaches the WebSocket; one engine.io accepts only to close it
+ * (SB_EIO_UPGRADE_CLOSE) gets a Close frame (1000) at once. */
 static int sb_socketio_ws_open(sb_socketio_t *io, struct lws *wsi, sb_socketio_ws_t *ws) {
     sb_socketio_wsq_t q;
     sb_eio_req_t r;
     sb_eio_reply_t out;
-    if (!io || sb_socketio_ws_request(wsi, &q, &r) != 0) return -1;
+    if (!io || sb_socketio_ws_request(io, wsi, &q, &r) != 0) return -1;
     int status = sb_eio_http(io->eio, &r, wsi, sb_mono_ms(), &out);
     sb_eio_buf_unref(out.body);
+    if (status == SB_EIO_UPGRADE_CLOSE) sb_socketio_ws_close_frame(wsi, LWS_CLOSE_STATUS_NORMAL);
     if (status != 101) return -1;
     ws->id = out.id;
     ws->attached = 1;
+    ws->io = io;
     io->ws_opened++;
     if (!r.sid) sb__socketio_connect_v2(io, out.id, q.query);
     lws_callback_on_writable(wsi);
@@ -276,9 +291,11 @@ static int sb_socketio_ws_receive(sb_socketio_t *io, struct lws *wsi, sb_socketi
     return 0;
 }
 
-/* Writes a WebSocket text frame header for len bytes at out; returns its length (2..10). */
-static size_t sb_socketio_frame_header(unsigned char *out, size_t len) {
-    out[0] = 0x81; /* FIN, text */
+/* Writes a WebSocket frame header for pkt (text, or binary) at out; returns its length
+ * (2..10). */
+static size_t sb_socketio_frame_header(unsigned char *out, const sb_eio_buf_t *pkt) {
+    size_t len = pkt->len;
+    out[0] = pkt->binary ? 0x82 : 0x81; /* FIN, binary / text */
     if (len < 126) {
         out[1] = (unsigned char)len;
         return 2;
@@ -303,7 +320,7 @@ static int sb_socketio_ws_write_batch(struct lws *wsi, sb_eio_buf_t **pkts, int 
     unsigned char *buf = malloc(LWS_PRE + total), *o = buf ? buf + LWS_PRE : NULL;
     for (int i = 0; i < n; i++) {
         if (o) {
-            o += sb_socketio_frame_header(o, pkts[i]->len);
+            o += sb_socketio_frame_header(o, pkts[i]);
             memcpy(o, pkts[i]->data, pkts[i]->len);
             o += pkts[i]->len;
         }
@@ -368,7 +385,8 @@ static int sb_socketio_ws_send(sb_socketio_t *io, struct lws *wsi, sb_socketio_w
     sb_eio_buf_t *pkts[SB_SOCKETIO_BURST];
     size_t bytes = 0;
     int n = 0, rc = 0;
-    while (n < SB_SOCKETIO_BURST && bytes < SB_SOCKETIO_BURST_BYTES &&
+    int burst = io->burst > 0 && io->burst < SB_SOCKETIO_BURST ? io->burst : SB_SOCKETIO_BURST;
+    while (n < burst && bytes < SB_SOCKETIO_BURST_BYTES &&
            (rc = sb_eio_ws_pull(io->eio, ws->id, wsi, &pkts[n])) == 1)
         bytes += pkts[n++]->len;
     if (n == 0 && rc == SB_EIO_CLOSE) {
@@ -384,7 +402,8 @@ static int sb_socketio_ws_send(sb_socketio_t *io, struct lws *wsi, sb_socketio_w
     if (n == 0) return 0;
     int w;
     if (n == 1) {
-        w = lws_write(wsi, (unsigned char *)pkts[0]->data, pkts[0]->len, LWS_WRITE_TEXT);
+        w = lws_write(wsi, (unsigned char *)pkts[0]->data, pkts[0]->len,
+                      pkts[0]->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
         sb_eio_buf_unref(pkts[0]);
     } else {
         w = sb_socketio_ws_write_batch(wsi, pkts, n);
@@ -404,7 +423,7 @@ static int sb_socketio_ws_send(sb_socketio_t *io, struct lws *wsi, sb_socketio_w
 
 int sb_socketio_ws_callback(struct lws *wsi, enum lws_callback_reasons reason,
                             sb_socketio_ws_t *ws, void *in, size_t len) {
-    sb_socketio_t *io = sb_socketio_of(wsi);
+    sb_socketio_t *io = ws && ws->io ? ws->io : sb_socketio_of(wsi);
     if (reason == LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION) return sb_socketio_ws_filter(io, wsi);
     if (reason == LWS_CALLBACK_HTTP_CONFIRM_UPGRADE) return sb_socketio_ws_confirm(io, wsi);
     if (!ws)
