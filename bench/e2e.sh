@@ -19,14 +19,17 @@
 # processes) and the same client side (USERS sockets, CONNECTIONS keep-alive HTTP connections,
 # LOADGEN_PROCS Node load generators using undici and the official socket.io-client over
 # WebSocket). Every posted job is followed to `done`; any that is not fails the run (exit 1).
-# Prints one table with the ratios, then Redis commands per job by command.
+# Prints one table with the ratios, the floor (FLOOR=1: the commands a job's guarantees need,
+# pipelined without scripts, measured on the same Redis after the systems, FLOOR_JOBS jobs) and
+# the three goals of issue #23 beside their peers (the fan-out one from bench/socketio_fanout.sh
+# when `make bench` ran it first), then Redis commands per job by command.
 #
 #   bench/e2e.sh [build/switchboard]
 #   DURATION=30 WARMUP=5 RUNS=3 bench/e2e.sh         # longer runs
 #   SYSTEMS=switchboard,bullmq CONCURRENCY=16 bench/e2e.sh
 # Knobs (defaults): DURATION=10 WARMUP=3 RUNS=2 USERS=64 CONNECTIONS=32 INFLIGHT=256
 #   CONCURRENCY=8 AGENT_PROCS=2 LOADGEN_PROCS=2 LATENCY_LOAD=0.5 COMMON_LOAD=1
-#   SYSTEMS=switchboard,node-design,bullmq REDIS_TLS=0 (1: Redis over TLS, certificates made
+#   SYSTEMS=switchboard,node-design,bullmq FLOOR=1 FLOOR_JOBS=20000 REDIS_TLS=0 (1: Redis over TLS, certificates made
 #   by tests/e2e/lib/certs.js; only switchboard reads REDIS_TLS_CA, so use SYSTEMS=switchboard)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -5,6 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export SB_BIN=${1:-${SB_BIN:-build/switchboard}}
+# figures one benchmark leaves for another (socketio_fanout's ratio for e2e's goal lines)
+SB_BENCH_SUMMARY=$(mktemp)
+export SB_BENCH_SUMMARY
+trap 'rm -f "$SB_BENCH_SUMMARY"' EXIT
 for b in gateway_post events socketio_fanout e2e soak; do
   [[ -x bench/$b.sh ]] || continue
   echo "== bench/$b.sh"

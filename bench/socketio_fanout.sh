@@ -161,6 +161,12 @@ for label, k, fmt, better in rows:
     if better == "low" and a: ratio = f"{b / a:.1f}x"
     print(f"| {label:<30} | {fmt.format(a):>12} | {fmt.format(b):>14} | {ratio:>7} |")
 print("ratio: how many times better switchboard is (higher rate, lower memory / time)")
+import os
+if os.environ.get("SB_BENCH_SUMMARY") and n["manyRoomsPerS"] and n["manyRoomsPerCpuS"]:
+    with open(os.environ["SB_BENCH_SUMMARY"], "a") as out:  # bench/run.sh: e2e's goal lines
+        out.write(json.dumps({"bench": "socketio_fanout", "n": s["n"],
+                              "manyRoomsRatio": s["manyRoomsPerS"] / n["manyRoomsPerS"],
+                              "manyRoomsPerCpuRatio": s["manyRoomsPerCpuS"] / n["manyRoomsPerCpuS"]}) + "\n")
 for r in (s, n):
     if (r["manyRoomsDelivered"] != r["connected"] * r["rounds"]
             or r["oneRoomDelivered"] != r["connected"] * r["messages"]):

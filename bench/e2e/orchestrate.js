@@ -254,13 +254,87 @@ async function measure(name, admin, redis, users, commonRate) {
   }
 }
 
+// ---- the floor ---------------------------------------------------------------------------------
+
+// The Redis work a job with Switchboard's guarantees (SPEC §2-§4) cannot do without, run as plain
+// commands, pipelined FLOOR_GROUP jobs at a time from one client: no Lua, no audit stream, no
+// per-job round trips. Per job: the sliding window (ZREMRANGEBYSCORE, ZCARD, ZADD, PEXPIRE, INCR
+// rate_hits), the enqueue (SET record EX, LPUSH, ZADD + EXPIRE user index, INCR jobs, PUBLISH
+// created, ZADD all-jobs index, RPUSH + EXPIRE history), the take (LMOVE, GET), `processing`
+// (SET, PUBLISH, RPUSH + EXPIRE history), the finish (LREM, SET, PUBLISH, INCR done, HINCRBY
+// execution-time bucket, ZADD done index, RPUSH + EXPIRE history): 28 commands. A lower bound:
+// the real thing needs scripts for atomicity (a job queued whole or not at all, a finish only
+// by the holder), which cost Redis more per command than a pipeline does.
+const FLOOR_COMMANDS = 28;
+async function measureFloor(admin, redisPid) {
+  const jobs = Number(env('FLOOR_JOBS', 20000)), group = 64;
+  await admin.flushall();
+  await admin.config('RESETSTAT');
+  const c = admin.duplicate();
+  const record = JSON.stringify({ jobId: '0', type: 'rebalance', status: 'queued', user: { publicKey: 'pk' },
+    payload: { amount: 100, priority: 'high' }, attempts: 0, createdAt: new Date().toISOString() });
+  const a = { cpu: cpuSeconds(redisPid), user: cpuSeconds(redisPid, 'user'), cmds: await commandStats(admin) };
+  for (let j0 = 0; j0 < jobs; j0 += group) {
+    const p = c.pipeline();
+    const now = Date.now();
+    for (let j = j0; j < Math.min(jobs, j0 + group); j++) {
+      const id = `${now}-${j.toString(16)}`, u = `u${j % cfg.users}`, rec = `agent:f:job:${id}`, h = `agent:f:hist:${id}`;
+      const win = `metrics:agent:f:rate:${u}`;
+      p.zremrangebyscore(win, '-inf', now - 60000).zcard(win).zadd(win, now, id).pexpire(win, 60000)
+        .incr('metrics:agent:f:counters:d:rate_hits')
+        .set(rec, record, 'EX', 86400).lpush('agent:f:jobs', id).zadd(`agent:f:user:${u}`, now, id)
+        .expire(`agent:f:user:${u}`, 86400).incr('metrics:agent:f:counters:d:jobs')
+        .publish('agent:f:events', `{"event":"f:created","room":"user:${u}","data":{"jobId":"${id}"}}`)
+        .zadd('agent:f:index', now, id).rpush(h, 'queued', u, 'now', 'enqueued').expire(h, 86400)
+        .lmove('agent:f:jobs', 'agent:f:processing:a', 'RIGHT', 'LEFT').get(rec)
+        .set(rec, record, 'EX', 86400).publish('agent:f:status', `{"jobId":"${id}","status":"processing"}`)
+        .rpush(h, 'processing', 'a', 'now', 'attempt 1').expire(h, 86400)
+        .lrem('agent:f:processing:a', 1, id).set(rec, record, 'EX', 86400)
+        .publish('agent:f:status', `{"jobId":"${id}","status":"done"}`).incr('metrics:agent:f:counters:d:done')
+        .hincrby('metrics:agent:f:exec', 'le_1', 1).zadd('agent:f:done', now, id)
+        .rpush(h, 'done', 'a', 'now', 'done in 0 ms').expire(h, 86400);
+    }
+    await p.exec();
+  }
+  const b = { cpu: cpuSeconds(redisPid), user: cpuSeconds(redisPid, 'user'), cmds: await commandStats(admin) };
+  c.disconnect();
+  const calls = Object.entries(b.cmds).reduce((s, [k, v]) => s + v.calls - (a.cmds[k]?.calls || 0), 0);
+  await admin.flushall();
+  return { commandsPerJob: calls / jobs, redisUs: ((b.cpu - a.cpu) / jobs) * 1e6,
+    redisUserUs: ((b.user - a.user) / jobs) * 1e6 };
+}
+
 // ---- report ----------------------------------------------------------------------------------
 
 const LABEL = { switchboard: 'switchboard', 'node-design': 'node design (seeds)', bullmq: 'bullmq (no HTTP)' };
 const f = (x, d = 0) => (Number.isFinite(x) ? x.toFixed(d) : '–');
 const mean = (xs) => xs.reduce((s, x) => s + x, 0) / xs.length;
 
-function report(results) {
+// The three goals of issue #23, each beside its peer from this run and the floor. The fan-out
+// ratio comes from bench/socketio_fanout.sh, which `make bench` (bench/run.sh) runs before this
+// and which leaves its figures in SB_BENCH_SUMMARY.
+function goals(p, sb, bull, node, floor) {
+  p('\nGoals (issue #23; peers from this run):');
+  if (sb.length && bull.length) {
+    const mine = mean(sb.map((r) => r.sat.redisUs)), theirs = mean(bull.map((r) => r.sat.redisUs));
+    p(`- Redis CPU per job vs BullMQ: ${f(mine, 1)} vs ${f(theirs, 1)} µs = **${f(mine / theirs, 2)}×** (goal ≤ 0.33×; ` +
+      `the floor: ${floor ? `${f(floor.redisUs, 1)} µs = ${f(floor.redisUs / theirs, 2)}×` : 'not measured'})`);
+  }
+  if (sb.length && node.length) {
+    const mine = mean(sb.map((r) => r.lat.p99)), theirs = mean(node.map((r) => r.lat.p99));
+    p(`- p99 at each system's own ${cfg.latencyLoad * 100} % load vs the Node design: ${f(mine, 2)} vs ${f(theirs, 2)} ms = ` +
+      `**${f(mine / theirs, 2)}×** (goal ≤ 0.2×); end to end throughput ` +
+      `**${f(mean(sb.map((r) => r.sat.rate)) / mean(node.map((r) => r.sat.rate)), 2)}×** the Node design's (goal ≥ 5×)`);
+  }
+  const file = process.env.SB_BENCH_SUMMARY;
+  const fan = file && fs.existsSync(file) ? fs.readFileSync(file, 'utf8').split('\n').filter(Boolean)
+    .map((l) => JSON.parse(l)).filter((x) => x.bench === 'socketio_fanout').pop() : null;
+  p(fan ? `- many-rooms fan-out vs socket.io + redis-adapter: **${f(fan.manyRoomsRatio, 2)}×** on the wall clock, ` +
+    `**${f(fan.manyRoomsPerCpuRatio, 2)}×** per server CPU-second (N = ${fan.n}; goal ≥ 5×)`
+    : '- many-rooms fan-out vs socket.io: run by bench/socketio_fanout.sh (`make bench` prints it here)');
+}
+
+function report(results, floor) {
   const out = [];
   const p = (s = '') => out.push(s);
   p(`\nEnd to end: POST → agent → \`done\` on the owner's socket.io-client (bullmq: Queue.add → Worker → QueueEvents completed)`);
@@ -322,6 +396,15 @@ function report(results) {
   const nd = by('node-design');
   if (nd.length) p(`- node design server CPU per job / Redis CPU per job: ${f(mean(nd.map((r) => r.sat.gatewayUs / r.sat.redisUs)), 2)}`);
 
+  if (floor && sb.length) {
+    const sbUs = mean(sb.map((r) => r.sat.redisUs)), sbCmds = mean(sb.map((r) => r.sat.commandsPerJob));
+    p(`- the floor (the ${FLOOR_COMMANDS} commands a job's guarantees need, pipelined, no scripts; measured on the same ` +
+      `Redis after the systems): ${f(floor.commandsPerJob, 1)} commands, ${f(floor.redisUs, 1)} µs of Redis CPU per job ` +
+      `(${f(floor.redisUserUs, 1)} µs user); switchboard is at ${f(sbCmds / floor.commandsPerJob, 2)}× the floor's commands ` +
+      `and ${f(sbUs / floor.redisUs, 2)}× its Redis CPU`);
+  }
+  goals(p, sb, by('bullmq'), by('node-design'), floor);
+
   p('\nRedis commands per job by command, saturation window of the first run: calls/job (µs/job inside Redis).');
   p('Commands run by scripts and MULTI are counted, and their time is also inside the eval/evalsha/exec time.\n');
   const firsts = cfg.systems.map((n) => by(n)[0]).filter(Boolean);
@@ -372,7 +455,12 @@ async function main() {
       results.push({ run, ...r });
     }
   }
-  const ok = report(results);
+  let floor = null;
+  if (cfg.systems.includes('switchboard') && env('FLOOR', '1') !== '0') {
+    log('floor: the commands a job needs, pipelined');
+    floor = await measureFloor(admin, redis.pid);
+  }
+  const ok = report(results, floor);
   admin.disconnect();
   await stop(redisProc);
   if (certs) certs.cleanup();

@@ -118,6 +118,7 @@ typedef struct {
                                * (DEAD_RETENTION); the dead list drops ids whose record is gone */
     int dead_max;             /* the dead list keeps at most this many ids (DEAD_MAX): the
                                * oldest beyond it are deleted with their records */
+    int no_audit;             /* 1 (AUDIT_EVENTS=0): no job.completed / job.failed entries */
     sb_agent_clock_cb clock;  /* NULL: sb_mono_ms */
     void *clock_ctx;          /* given to clock */
 } sb_agent_opts_t;

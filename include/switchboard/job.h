@@ -23,7 +23,7 @@
 #define SB_JOB_TTL 86400      /* seconds a record and a user's job index live */
 #define SB_DEAD_RETENTION 604800 /* default seconds a failed job's record lives (DEAD_RETENTION) */
 #define SB_DEAD_MAX 10000     /* default bound of the dead list (DEAD_MAX) */
-#define SB_HISTORY_MAXLEN 100 /* entries kept in a job's history stream (about) */
+#define SB_HISTORY_MAXLEN 100 /* entries kept in a job's history (about; jobctl_lua.h) */
 
 /* Creates `{unix ms}-{8 lowercase hex}` from pool (random.h; NULL: getrandom). Returns 0 or
  * SB_ERR. */
@@ -47,7 +47,9 @@ typedef enum {
     SB_KEY_INDEX,       /* agent:{type}:index             zset of every id by creation ms */
     SB_KEY_DONE,        /* agent:{type}:done              zset of done ids by finish ms */
     SB_KEY_CANCELLED,   /* agent:{type}:cancelled         zset of cancelled ids by cancel ms */
-    SB_KEY_HISTORY,     /* agent:{type}:history:{id}      stream: the job's status history */
+    SB_KEY_HISTORY,     /* agent:{type}:hist:{id}         list: the job's status history, four
+                           elements per entry (status, by, at, detail); before 2026-12 a
+                           stream agent:{type}:history:{id}, still read and deleted */
     SB_KEY_PAUSED,      /* agent:{type}:paused            exists while the type is paused */
     SB_KEY_CANCEL,      /* agent:{type}:cancel:{agent}    set of held ids to stop (jobctl.h) */
     SB_KEY_LEASES,      /* agent:{type}:leases            zset agent id -> lease deadline */

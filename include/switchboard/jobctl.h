@@ -23,10 +23,13 @@
  *   agent:{type}:jobs / dead / processing:{agent} and agent:{type}:user:{publicKey} as before.
  * A listing reads the smallest of these that holds the state asked for; an id whose record is
  * gone (expired) is removed from the structure it was found in as it is met, and the dead list
- * is trimmed by age and by DEAD_MAX in the agent's finish script.
+ * is trimmed by age and by DEAD_MAX in the agent's finish script. The rest of the indices is
+ * swept in bounded steps (sb_jobctl_sweep, run by every agent each recovery interval).
  *
- * History: every state change appends {status, by, at, detail} to the stream
- * agent:{type}:history:{id} (about SB_HISTORY_MAXLEN entries, as long-lived as the record):
+ * History: every state change appends {status, by, at, detail} to the list
+ * agent:{type}:hist:{id} (four elements an entry, about SB_HISTORY_MAXLEN entries, as
+ * long-lived as the record; the stream agent:{type}:history:{id} of older versions is still
+ * read first and deleted with the job):
  * the enqueue (by the owner), each attempt and finish (by the agent), and the actions here
  * (by whoever acted). Actions are also written to the event bus streams job.retried,
  * job.cancelled, job.deleted, queue.paused, queue.resumed with {jobId?, type, userId?, by}.
@@ -95,6 +98,28 @@ int sb_jobctl_delete(sb_redis_t *r, const char *type, const char *id, const char
 int sb_jobctl_pause(sb_redis_t *r, const char *type, const char *by, int paused, int *changed);
 /* 1 paused, 0 not, or SB_EINVAL / SB_EREDIS / SB_EPROTO. */
 int sb_jobctl_paused(sb_redis_t *r, const char *type);
+
+/* ---- index hygiene ------------------------------------------------------------------------ */
+
+#define SB_JOBCTL_SWEEP_MAX 1000 /* largest budget of one sweep step */
+
+/* Where a sweep goes on from; zeroed (= {0}) it starts at the beginning. Owned by the caller,
+ * one per type swept; not shared between threads. */
+typedef struct {
+    long index_rank; /* rank in agent:{type}:index where the next window starts */
+    char scan[24];   /* SCAN cursor over the user indices ("" or "0": from the start) */
+} sb_jobctl_sweep_t;
+
+/* One bounded step of the index sweep: looks at up to budget (1..SB_JOBCTL_SWEEP_MAX) ids of
+ * agent:{type}:index from where the last step of s stopped (wrapping at the end), at up to
+ * budget of the oldest ids of each user index one SCAN step returns, and trims the done /
+ * cancelled zsets by age (SB_JOB_TTL). Ids whose record is gone leave every index (index,
+ * done, cancelled, the user index they were met in) with their history; a job that has its
+ * record is never touched. *removed (may be NULL) says how many entries went. Returns 0, or
+ * SB_EINVAL (bad type, budget or state: nothing done), SB_EREDIS / SB_EPROTO (s keeps the
+ * progress made; calling again is safe). The agent runs one step every recovery interval. */
+int sb_jobctl_sweep(sb_redis_t *r, const char *type, sb_jobctl_sweep_t *s, int budget,
+                    long *removed);
 
 /* ---- queries: each returns 0 with *out (caller cJSON_Delete()s), or an error as above. */
 

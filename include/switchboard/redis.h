@@ -105,6 +105,11 @@ void sb_replies_free(redisReply **replies, size_t n);
  * commands whose outcome the caller can do without (a progress update that a later terminal
  * write supersedes). Returns 0, or SB_EREDIS (connection dropped; some may have been sent). */
 int sb_redis_send_deferred(sb_redis_t *r, const sb_batch_t *b);
+/* Changes whenever a script sent by SHA1 may be unknown to the server: at each new connection,
+ * and when a deferred command was answered NOSCRIPT (SCRIPT FLUSH). A script sent deferred
+ * (whose NOSCRIPT nobody would retry) goes as EVAL, which also loads it, when this differs from
+ * its value at the caller's last EVAL on r, else as EVALSHA. */
+unsigned sb_redis_script_epoch(const sb_redis_t *r);
 
 /* ---- Lua scripts ----------------------------------------------------------------------- */
 typedef struct {

@@ -10,14 +10,20 @@
  *      fields and MAXLEN as sb_events_xadd_batch) and PUBLISH the {type}:created notification
  *      on agent:{type}:events, which every gateway relays to the owner's Socket.IO room
  *      user:{publicKey} — whoever queued the job (gateway POST, `switchboard enqueue`, bench);
- *      ZADD the id to agent:{type}:index and start its history stream (jobctl.h).
+ *      ZADD the id to agent:{type}:index and start its history list (jobctl.h).
  * A script runs atomically, so a job is fully queued and announced or not at all, and the
  * window entry and the job land together. Daily counters get their 7-day EXPIRE only when
  * INCR returns 1 (the key was just created), so every counter key still expires.
  *
- * Reply: {allowed 0|1, remaining (-1 without a limit), retry_ms} — parse it with
- * sb_ratelimit_parse(). The same bytes serve the blocking client (sb_submit_run, used by
- * sb_job_enqueue) and the gateway's async client (sb_submit_batch). */
+ * Group commit: one call may carry up to SB_SUBMIT_GROUP_MAX jobs (the gateway sends the POSTs
+ * of one loop turn together). Each job is still all or nothing, and the rate decisions are
+ * those the jobs would get one by one, in the group's order, at the call's instant (one TIME);
+ * see scripts/lua/submit.lua for what is written once per call instead of once per job.
+ *
+ * Reply: {allowed 0|1, remaining (-1 without a limit), retry_ms} for each job in order — parse
+ * job i with sb_submit_result() (one job: sb_ratelimit_parse() reads the same three). The same
+ * bytes serve the blocking client (sb_submit_run, used by sb_job_enqueue) and the gateway's
+ * async client (sb_submit_prepare + sb_submit_add). */
 #ifndef SB_SUBMIT_H
 #define SB_SUBMIT_H
 
@@ -36,6 +42,7 @@ typedef struct {
     int limit;               /* requests per window (> 0 with rate_user) */
     int window_s;            /* window, seconds */
     sb_rand_t *rand;         /* the ids' random bytes (random.h); NULL: each from getrandom */
+    int no_audit;            /* 1 (AUDIT_EVENTS=0): no job.created audit entry */
 } sb_submit_t;
 
 /* The submission script (SHA1 computed once by sb_script_init; the caller keeps it). */
@@ -46,6 +53,22 @@ void sb_submit_script_init(sb_script_t *s);
  * SB_ENOMEM; SB_ERR (no random source). b is unchanged on failure. */
 int sb_submit_batch(sb_batch_t *b, const sb_script_t *s, sb_script_mode_t mode,
                     const sb_submit_t *q);
+
+/* The most jobs one call carries. */
+#define SB_SUBMIT_GROUP_MAX 64
+
+/* One job's call, formatted (keys, arguments, audit event, created message), owning copies of
+ * q's strings. Returns 0 with *out (free with sb_submit_call_free), or as sb_submit_batch. */
+typedef struct sb_submit_call sb_submit_call_t;
+int sb_submit_prepare(const sb_submit_t *q, sb_submit_call_t **out);
+void sb_submit_call_free(sb_submit_call_t *c);
+/* Appends one script call carrying calls[0..n-1] (1 <= n <= SB_SUBMIT_GROUP_MAX), as EVALSHA
+ * or EVAL. Returns 0, SB_EINVAL (n out of range) or SB_ENOMEM. */
+int sb_submit_add(sb_batch_t *b, const sb_script_t *s, sb_script_mode_t mode,
+                  sb_submit_call_t *const *calls, size_t n);
+/* Job i's outcome in the reply of a call of n jobs. Returns 0, SB_EREDIS (no reply: the
+ * connection went, outcome unknown) or SB_EPROTO (an error or unexpected reply). */
+int sb_submit_result(const redisReply *rep, size_t i, size_t n, sb_rate_result_t *out);
 
 /* Blocking: runs the script (EVALSHA, EVAL on NOSCRIPT) and parses the reply into out.
  * Returns 0; SB_EINVAL as above; SB_EREDIS (connection lost: outcome unknown if the call was

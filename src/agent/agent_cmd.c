@@ -45,6 +45,7 @@ static void sb_agent_opts_from(const sb_config_t *cfg, sb_agent_opts_t *o) {
     o->lease_ms = cfg->job_lease * 1000;
     o->dead_retention_s = cfg->dead_retention;
     o->dead_max = cfg->dead_max;
+    o->no_audit = !cfg->audit_events;
     o->shutdown_grace_s = cfg->shutdown_grace;
 }
 

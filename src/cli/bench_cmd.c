@@ -1,7 +1,8 @@
 /* `switchboard bench`: how fast is this installation? Sends --jobs jobs of --type straight to
  * Redis (the atomic enqueue, pipelined 100 per round trip) for whatever agents are running,
  * and follows their status messages until every job is done or failed. Prints progress once a
- * second on stderr, then jobs/s and the enqueue → done latency percentiles.
+ * second on stderr, then jobs/s and the enqueue → done latency percentiles on stdout (with
+ * --json as one JSON document, see sb_bench_print_json).
  *
  * A second thread reads the status channel (subscribed before the first enqueue) and stamps
  * each final message as it arrives, so latency is not distorted by the sending loop; the two
@@ -128,26 +129,101 @@ static int sb_cmp_i64(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-static void sb_bench_report(sb_bench_t *b, int64_t started, int64_t ended) {
-    int64_t *lat = malloc(b->n * sizeof *lat);
-    size_t n = 0, failed = 0;
-    for (size_t i = 0; lat && i < b->n; i++) {
+/* What a run measured: counts, elapsed time, latency percentiles (enqueue → final status). */
+typedef struct {
+    const char *type;
+    size_t sent, finished, failed;
+    int64_t elapsed_ms;
+    long long jobs_per_s;       /* finished / elapsed, rounded */
+    int64_t p50, p95, p99, max; /* ms; meaningful only when finished > 0 */
+} sb_bench_result_t;
+
+/* Fills res from the job table; SB_ENOMEM when the latencies could not be sorted. */
+static int sb_bench_measure(sb_bench_t *b, int64_t started, int64_t ended,
+                            sb_bench_result_t *res) {
+    int64_t *lat = malloc((b->n ? b->n : 1) * sizeof *lat);
+    if (!lat) return SB_ENOMEM;
+    size_t n = 0;
+    res->sent = b->n;
+    res->failed = 0;
+    for (size_t i = 0; i < b->n; i++) {
         int64_t d = atomic_load(&b->jobs[i].done_ms);
         if (!d) continue;
         lat[n++] = d - b->jobs[i].sent_ms;
-        failed += atomic_load(&b->jobs[i].failed) != 0;
+        res->failed += atomic_load(&b->jobs[i].failed) != 0;
     }
-    double secs = (ended - started) / 1000.0;
-    printf("jobs:       %zu sent, %zu finished (%zu failed), %zu unfinished\n", b->n, n, failed,
-           b->n - n);
-    printf("throughput: %.0f jobs/s (%.2f s)\n", secs > 0 ? n / secs : 0.0, secs);
+    res->finished = n;
+    res->elapsed_ms = ended - started;
+    res->jobs_per_s = res->elapsed_ms > 0 ? (long long)(n * 1000.0 / res->elapsed_ms + 0.5) : 0;
     if (n) {
         qsort(lat, n, sizeof *lat, sb_cmp_i64);
-        printf("latency:    p50 %lld ms, p95 %lld ms, p99 %lld ms, max %lld ms (enqueue → final "
-               "status)\n", (long long)lat[n / 2], (long long)lat[(n * 95) / 100],
-               (long long)lat[(n * 99) / 100], (long long)lat[n - 1]);
+        res->p50 = lat[n / 2];
+        res->p95 = lat[(n * 95) / 100];
+        res->p99 = lat[(n * 99) / 100];
+        res->max = lat[n - 1];
     }
     free(lat);
+    return SB_OK;
+}
+
+static void sb_bench_print_text(const sb_bench_result_t *res) {
+    double secs = res->elapsed_ms / 1000.0;
+    printf("jobs:       %zu sent, %zu finished (%zu failed), %zu unfinished\n", res->sent,
+           res->finished, res->failed, res->sent - res->finished);
+    printf("throughput: %lld jobs/s (%.2f s)\n", res->jobs_per_s, secs);
+    if (res->finished)
+        printf("latency:    p50 %lld ms, p95 %lld ms, p99 %lld ms, max %lld ms (enqueue → final "
+               "status)\n", (long long)res->p50, (long long)res->p95, (long long)res->p99,
+               (long long)res->max);
+}
+
+/* --json: {"type","sent","finished","failed","unfinished","elapsed_ms","jobs_per_second",
+ * "latency_ms":{"p50","p95","p99","max"} (null when nothing finished)}. */
+static int sb_bench_print_json(const sb_bench_result_t *res) {
+    sb_jw_t w;
+    sb_jw_init(&w);
+    sb_jw_member(&w, "{\"type\":", res->type);
+    sb_jw_lit(&w, ",\"sent\":");
+    sb_jw_int(&w, (long long)res->sent);
+    sb_jw_lit(&w, ",\"finished\":");
+    sb_jw_int(&w, (long long)res->finished);
+    sb_jw_lit(&w, ",\"failed\":");
+    sb_jw_int(&w, (long long)res->failed);
+    sb_jw_lit(&w, ",\"unfinished\":");
+    sb_jw_int(&w, (long long)(res->sent - res->finished));
+    sb_jw_lit(&w, ",\"elapsed_ms\":");
+    sb_jw_int(&w, res->elapsed_ms);
+    sb_jw_lit(&w, ",\"jobs_per_second\":");
+    sb_jw_int(&w, res->jobs_per_s);
+    sb_jw_lit(&w, ",\"latency_ms\":");
+    if (res->finished) {
+        sb_jw_lit(&w, "{\"p50\":");
+        sb_jw_int(&w, res->p50);
+        sb_jw_lit(&w, ",\"p95\":");
+        sb_jw_int(&w, res->p95);
+        sb_jw_lit(&w, ",\"p99\":");
+        sb_jw_int(&w, res->p99);
+        sb_jw_lit(&w, ",\"max\":");
+        sb_jw_int(&w, res->max);
+        sb_jw_lit(&w, "}}");
+    } else {
+        sb_jw_lit(&w, "null}");
+    }
+    const char *text = sb_jw_finish(&w, NULL);
+    if (text) printf("%s\n", text);
+    sb_jw_close(&w);
+    return text ? SB_OK : SB_ENOMEM;
+}
+
+/* The report on stdout: text, or one JSON document with --json. */
+static int sb_bench_report(const sb_config_t *cfg, sb_bench_t *b, int64_t started,
+                           int64_t ended) {
+    sb_bench_result_t res = {.type = cfg->job_type};
+    int rc = sb_bench_measure(b, started, ended, &res);
+    if (rc != SB_OK) return rc;
+    if (cfg->json_out) return sb_bench_print_json(&res);
+    sb_bench_print_text(&res);
+    return SB_OK;
 }
 
 int sb_cmd_bench(sb_config_t *cfg) {
@@ -189,7 +265,9 @@ int sb_cmd_bench(sb_config_t *cfg) {
     if (listening) pthread_join(listener, NULL);
     if (rc == SB_OK) {
         fprintf(stderr, "\n");
-        sb_bench_report(&b, started, ended);
+        rc = sb_bench_report(cfg, &b, started, ended);
+    }
+    if (rc == SB_OK) {
         if (atomic_load(&b.finished) < b.n)
             fprintf(stderr, "bench: timed out; are agents running for type %s?\n", cfg->job_type);
     } else {

@@ -6,6 +6,7 @@
  *   replay TYPE              entries from --from, printed or run through --exec
  *   pending TYPE             the group's pending entries (who holds them, idle, deliveries)
  *   info [TYPE]              streams, groups, consumers, dead letters
+ *   (publish, pending and info print one JSON document with --json)
  *   consume TYPE…            consume as a group; --exec CMD per event, --respond to requests
  *
  * The sub-verb table at the bottom is the dispatch. Long-running sub-verbs stop on SIGINT /
@@ -261,11 +262,48 @@ static int sb_events_tail_cmd(sb_config_t *cfg, sb_redis_t *r) {
 }
 
 /* ---- pending / info ---------------------------------------------------------------------- */
+/* Text for people, or with --json one document on stdout (field names in README, "Events"):
+ *   pending  {"stream","group","pending","first_id","last_id","consumers":[{"name","pending"}],
+ *             "entries":[{"id","consumer","idle_ms","deliveries"}]}   (at most --limit entries)
+ *   info     {"streams":[{"stream","length"}]}                       (no TYPE: every stream)
+ *            {"streams":[{"type","stream","length","first_id","last_id","last_generated_id",
+ *              "dead_letters","groups":[{"name","pending","last_delivered_id","lag",
+ *              "consumers":[{"name","pending","idle_ms"}]}]}]}       (TYPE...)
+ * Ids are strings or null (none); lag is null where Redis does not know it. A TYPE without a
+ * stream is left out of info (said on stderr, exit 1); when Redis is lost nothing is printed. */
 
-static void sb_print_pending_entries(sb_redis_t *r, const char *key, const char *group,
-                                     int limit) {
-    redisReply *rep = sb_redis_cmd(r, "XPENDING %s %s - + %d", key, group, limit);
-    if (!rep || rep->type != REDIS_REPLY_ARRAY) goto out;
+/* The value after name in a flat [name, value, name, value…] reply, or NULL. */
+static const redisReply *sb_pair(const redisReply *rep, const char *name) {
+    for (size_t i = 0; rep && rep->type == REDIS_REPLY_ARRAY && i + 1 < rep->elements; i += 2)
+        if (rep->element[i]->type == REDIS_REPLY_STRING && !strcmp(rep->element[i]->str, name))
+            return rep->element[i + 1];
+    return NULL;
+}
+
+/* An integer reply (or a number sent as a string) as a JSON number; anything else as null. */
+static void sb_jw_reply_int(sb_jw_t *w, const redisReply *v) {
+    if (v && v->type == REDIS_REPLY_INTEGER) sb_jw_int(w, v->integer);
+    else if (v && v->type == REDIS_REPLY_STRING) sb_jw_int(w, strtoll(v->str, NULL, 10));
+    else sb_jw_lit(w, "null");
+}
+
+/* A stream id (a string, or an entry [id, fields]) as a JSON string; anything else as null. */
+static void sb_jw_reply_id(sb_jw_t *w, const redisReply *v) {
+    if (v && v->type == REDIS_REPLY_ARRAY && v->elements == 2) v = v->element[0];
+    if (v && (v->type == REDIS_REPLY_STRING || v->type == REDIS_REPLY_STATUS)) sb_jw_str(w, v->str);
+    else sb_jw_lit(w, "null");
+}
+
+/* Prints the writer's document as one line; SB_EXIT_FAIL when it could not be written. */
+static int sb_jw_print(sb_jw_t *w, int rc) {
+    const char *text = sb_jw_finish(w, NULL);
+    if (text && rc != SB_EXIT_REDIS) printf("%s\n", text);
+    else if (!text) fprintf(stderr, "switchboard events: out of memory\n");
+    sb_jw_close(w);
+    return text ? rc : SB_EXIT_FAIL;
+}
+
+static void sb_print_pending_entries(const redisReply *rep) {
     if (rep->elements) printf("  %-24s %-32s %10s %10s\n", "entry", "consumer", "idle ms",
                               "deliveries");
     for (size_t i = 0; i < rep->elements; i++) {
@@ -273,32 +311,90 @@ static void sb_print_pending_entries(sb_redis_t *r, const char *key, const char 
         printf("  %-24s %-32s %10lld %10lld\n", e[0]->str, e[1]->str, e[2]->integer,
                e[3]->integer);
     }
-out:
-    if (rep) freeReplyObject(rep);
+}
+
+static void sb_print_pending(const char *key, const char *group, const redisReply *sum,
+                             const redisReply *entries) {
+    printf("stream: %s\ngroup: %s\npending: %lld", key, group, sum->element[0]->integer);
+    if (sum->element[0]->integer)
+        printf(" (entries %s … %s)", sum->element[1]->str, sum->element[2]->str);
+    printf("\n");
+    for (size_t i = 0; sum->element[3]->type == REDIS_REPLY_ARRAY && i < sum->element[3]->elements;
+         i++)
+        printf("  %s holds %s\n", sum->element[3]->element[i]->element[0]->str,
+               sum->element[3]->element[i]->element[1]->str);
+    if (entries) sb_print_pending_entries(entries);
+}
+
+static void sb_jw_pending(sb_jw_t *w, const char *key, const char *group, const redisReply *sum,
+                          const redisReply *entries) {
+    const redisReply *held = sum->element[3];
+    sb_jw_member(w, "{\"stream\":", key);
+    sb_jw_member(w, ",\"group\":", group);
+    sb_jw_lit(w, ",\"pending\":");
+    sb_jw_int(w, sum->element[0]->integer);
+    sb_jw_lit(w, ",\"first_id\":");
+    sb_jw_reply_id(w, sum->element[1]);
+    sb_jw_lit(w, ",\"last_id\":");
+    sb_jw_reply_id(w, sum->element[2]);
+    sb_jw_lit(w, ",\"consumers\":[");
+    for (size_t i = 0; held->type == REDIS_REPLY_ARRAY && i < held->elements; i++) {
+        if (i) sb_jw_lit(w, ",");
+        sb_jw_member(w, "{\"name\":", held->element[i]->element[0]->str);
+        sb_jw_lit(w, ",\"pending\":");
+        sb_jw_reply_int(w, held->element[i]->element[1]);
+        sb_jw_lit(w, "}");
+    }
+    sb_jw_lit(w, "],\"entries\":[");
+    for (size_t i = 0; entries && i < entries->elements; i++) {
+        redisReply **e = entries->element[i]->element;
+        if (i) sb_jw_lit(w, ",");
+        sb_jw_member(w, "{\"id\":", e[0]->str);
+        sb_jw_member(w, ",\"consumer\":", e[1]->str);
+        sb_jw_lit(w, ",\"idle_ms\":");
+        sb_jw_int(w, e[2]->integer);
+        sb_jw_lit(w, ",\"deliveries\":");
+        sb_jw_int(w, e[3]->integer);
+        sb_jw_lit(w, "}");
+    }
+    sb_jw_lit(w, "]}");
+}
+
+/* 1 when rep is an XPENDING detail reply: entries of [id, consumer, idle, deliveries]. */
+static int sb_pending_entries_ok(const redisReply *rep) {
+    if (!rep || rep->type != REDIS_REPLY_ARRAY) return 0;
+    for (size_t i = 0; i < rep->elements; i++)
+        if (rep->element[i]->type != REDIS_REPLY_ARRAY || rep->element[i]->elements != 4)
+            return 0;
+    return 1;
 }
 
 static int sb_events_pending_cmd(sb_config_t *cfg, sb_redis_t *r) {
     char key[SB_EVENT_TYPE_MAX + 32];
     if (!sb_types_ok(cfg, 0, "pending") || cfg->nargs != 2) return SB_EXIT_USAGE;
     sb_events_key(key, sizeof key, cfg->args[1]);
-    redisReply *rep = sb_redis_cmd(r, "XPENDING %s %s", key, cfg->group);
-    if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 4) {
+    redisReply *sum = sb_redis_cmd(r, "XPENDING %s %s", key, cfg->group);
+    if (!sum || sum->type != REDIS_REPLY_ARRAY || sum->elements != 4) {
         fprintf(stderr, "switchboard events pending: %s\n",
-                rep && rep->type == REDIS_REPLY_ERROR ? rep->str : "redis unavailable");
-        if (rep) freeReplyObject(rep);
-        return rep ? SB_EXIT_FAIL : SB_EXIT_REDIS;
+                sum && sum->type == REDIS_REPLY_ERROR ? sum->str : "redis unavailable");
+        if (sum) freeReplyObject(sum);
+        return sum ? SB_EXIT_FAIL : SB_EXIT_REDIS;
     }
-    printf("stream: %s\ngroup: %s\npending: %lld", key, cfg->group, rep->element[0]->integer);
-    if (rep->element[0]->integer)
-        printf(" (entries %s … %s)", rep->element[1]->str, rep->element[2]->str);
-    printf("\n");
-    for (size_t i = 0; rep->element[3]->type == REDIS_REPLY_ARRAY && i < rep->element[3]->elements;
-         i++)
-        printf("  %s holds %s\n", rep->element[3]->element[i]->element[0]->str,
-               rep->element[3]->element[i]->element[1]->str);
-    freeReplyObject(rep);
-    sb_print_pending_entries(r, key, cfg->group, cfg->limit);
-    return SB_EXIT_OK;
+    redisReply *entries = sb_redis_cmd(r, "XPENDING %s %s - + %d", key, cfg->group, cfg->limit);
+    const redisReply *list = sb_pending_entries_ok(entries) ? entries : NULL;
+    int rc = SB_EXIT_OK;
+    if (cfg->json_out) {
+        sb_jw_t w;
+        sb_jw_init(&w);
+        sb_jw_pending(&w, key, cfg->group, sum, list);
+        rc = sb_jw_print(&w, entries ? SB_EXIT_OK : SB_EXIT_REDIS);
+        if (!entries) fprintf(stderr, "switchboard events pending: redis unavailable\n");
+    } else {
+        sb_print_pending(key, cfg->group, sum, list);
+    }
+    freeReplyObject(sum);
+    if (entries) freeReplyObject(entries);
+    return rc;
 }
 
 /* Prints a flat [name, value, name, value…] reply as "indent name: value" lines. */
@@ -322,7 +418,73 @@ static long long sb_xlen(sb_redis_t *r, const char *key) {
     return n;
 }
 
-static int sb_info_stream(sb_redis_t *r, const char *type) {
+/* Opens the object of an XINFO group or consumer (pairs): `{"name":…,"pending":…`, after a
+ * comma unless first. */
+static void sb_jw_info_open(sb_jw_t *w, const redisReply *pairs, int first) {
+    const redisReply *name = sb_pair(pairs, "name");
+    if (!first) sb_jw_lit(w, ",");
+    sb_jw_member(w, "{\"name\":", name && name->str ? name->str : "");
+    sb_jw_lit(w, ",\"pending\":");
+    sb_jw_reply_int(w, sb_pair(pairs, "pending"));
+}
+
+static void sb_jw_info_consumers(sb_jw_t *w, const redisReply *cons) {
+    sb_jw_lit(w, ",\"consumers\":[");
+    for (size_t j = 0; cons && cons->type == REDIS_REPLY_ARRAY && j < cons->elements; j++) {
+        const redisReply *c = cons->element[j];
+        sb_jw_info_open(w, c, j == 0);
+        sb_jw_lit(w, ",\"idle_ms\":");
+        sb_jw_reply_int(w, sb_pair(c, "idle"));
+        sb_jw_lit(w, "}");
+    }
+    sb_jw_lit(w, "]");
+}
+
+/* One group of XINFO GROUPS and its consumers: text, or a JSON object (the first when
+ * first). */
+static void sb_info_group(sb_redis_t *r, const char *key, const redisReply *g, sb_jw_t *w,
+                          int first) {
+    const redisReply *name = sb_pair(g, "name");
+    redisReply *cons = name ? sb_redis_cmd(r, "XINFO CONSUMERS %s %s", key, name->str) : NULL;
+    if (w) {
+        sb_jw_info_open(w, g, first);
+        sb_jw_lit(w, ",\"last_delivered_id\":");
+        sb_jw_reply_id(w, sb_pair(g, "last-delivered-id"));
+        sb_jw_lit(w, ",\"lag\":");
+        sb_jw_reply_int(w, sb_pair(g, "lag"));
+        sb_jw_info_consumers(w, cons);
+        sb_jw_lit(w, "}");
+    } else {
+        printf("  group:\n");
+        sb_print_pairs(g, "    ");
+        for (size_t j = 0; cons && cons->type == REDIS_REPLY_ARRAY && j < cons->elements; j++) {
+            printf("    consumer:\n");
+            sb_print_pairs(cons->element[j], "      ");
+        }
+    }
+    if (cons) freeReplyObject(cons);
+}
+
+static void sb_jw_info_stream(sb_jw_t *w, const char *type, const char *key,
+                              const redisReply *st, long long dead) {
+    sb_jw_member(w, "{\"type\":", type);
+    sb_jw_member(w, ",\"stream\":", key);
+    sb_jw_lit(w, ",\"length\":");
+    sb_jw_reply_int(w, sb_pair(st, "length"));
+    sb_jw_lit(w, ",\"first_id\":");
+    sb_jw_reply_id(w, sb_pair(st, "first-entry"));
+    sb_jw_lit(w, ",\"last_id\":");
+    sb_jw_reply_id(w, sb_pair(st, "last-entry"));
+    sb_jw_lit(w, ",\"last_generated_id\":");
+    sb_jw_reply_id(w, sb_pair(st, "last-generated-id"));
+    sb_jw_lit(w, ",\"dead_letters\":");
+    sb_jw_int(w, dead);
+    sb_jw_lit(w, ",\"groups\":[");
+}
+
+/* One stream's XINFO: text, or (w not NULL) a JSON object appended after a comma unless
+ * first. Returns an exit status (1: no such stream, said on stderr). */
+static int sb_info_stream(sb_redis_t *r, const char *type, sb_jw_t *w, int first) {
     char key[SB_EVENT_TYPE_MAX + 32], dead[SB_EVENT_TYPE_MAX + 32];
     sb_events_key(key, sizeof key, type);
     sb_events_dead_key(dead, sizeof dead, type);
@@ -333,29 +495,29 @@ static int sb_info_stream(sb_redis_t *r, const char *type) {
         if (rep) freeReplyObject(rep);
         return rep ? SB_EXIT_FAIL : SB_EXIT_REDIS;
     }
-    printf("stream: %s\n", key);
-    sb_print_pairs(rep, "  ");
-    freeReplyObject(rep);
-    printf("  dead letters (%s): %lld\n", dead, sb_xlen(r, dead));
-    rep = sb_redis_cmd(r, "XINFO GROUPS %s", key);
-    for (size_t i = 0; rep && rep->type == REDIS_REPLY_ARRAY && i < rep->elements; i++) {
-        const redisReply *g = rep->element[i];
-        printf("  group:\n");
-        sb_print_pairs(g, "    ");
-        redisReply *cons = sb_redis_cmd(r, "XINFO CONSUMERS %s %s", key, g->element[1]->str);
-        for (size_t j = 0; cons && cons->type == REDIS_REPLY_ARRAY && j < cons->elements; j++) {
-            printf("    consumer:\n");
-            sb_print_pairs(cons->element[j], "      ");
-        }
-        if (cons) freeReplyObject(cons);
+    long long ndead = sb_xlen(r, dead);
+    if (w) {
+        if (!first) sb_jw_lit(w, ",");
+        sb_jw_info_stream(w, type, key, rep, ndead);
+    } else {
+        printf("stream: %s\n", key);
+        sb_print_pairs(rep, "  ");
+        printf("  dead letters (%s): %lld\n", dead, ndead);
     }
+    freeReplyObject(rep);
+    rep = sb_redis_cmd(r, "XINFO GROUPS %s", key);
+    for (size_t i = 0; rep && rep->type == REDIS_REPLY_ARRAY && i < rep->elements; i++)
+        sb_info_group(r, key, rep->element[i], w, i == 0);
+    if (w) sb_jw_lit(w, "]}");
+    int lost = !rep || ndead < 0;
     if (rep) freeReplyObject(rep);
-    return SB_EXIT_OK;
+    return lost ? SB_EXIT_REDIS : SB_EXIT_OK;
 }
 
-/* Every stream under agent:stream:* with its length. */
-static int sb_info_all(sb_redis_t *r) {
+/* Every stream under agent:stream:* with its length (w not NULL: as JSON objects). */
+static int sb_info_all(sb_redis_t *r, sb_jw_t *w) {
     char cursor[32] = "0";
+    size_t seen = 0;
     do {
         redisReply *rep = sb_redis_cmd(r, "SCAN %s MATCH agent:stream:* TYPE stream COUNT 500",
                                        cursor);
@@ -365,9 +527,17 @@ static int sb_info_all(sb_redis_t *r) {
             return SB_EXIT_REDIS;
         }
         snprintf(cursor, sizeof cursor, "%s", rep->element[0]->str);
-        for (size_t i = 0; i < rep->element[1]->elements; i++) {
+        for (size_t i = 0; i < rep->element[1]->elements; i++, seen++) {
             const char *key = rep->element[1]->element[i]->str;
-            printf("%-60s %lld\n", key, sb_xlen(r, key));
+            if (!w) {
+                printf("%-60s %lld\n", key, sb_xlen(r, key));
+                continue;
+            }
+            if (seen) sb_jw_lit(w, ",");
+            sb_jw_member(w, "{\"stream\":", key);
+            sb_jw_lit(w, ",\"length\":");
+            sb_jw_int(w, sb_xlen(r, key));
+            sb_jw_lit(w, "}");
         }
         freeReplyObject(rep);
     } while (strcmp(cursor, "0") != 0);
@@ -375,14 +545,21 @@ static int sb_info_all(sb_redis_t *r) {
 }
 
 static int sb_events_info_cmd(sb_config_t *cfg, sb_redis_t *r) {
-    if (cfg->nargs == 1) return sb_info_all(r);
-    if (!sb_types_ok(cfg, 1, "info")) return SB_EXIT_USAGE;
-    int rc = SB_EXIT_OK;
+    if (cfg->nargs > 1 && !sb_types_ok(cfg, 1, "info")) return SB_EXIT_USAGE;
+    sb_jw_t w;
+    sb_jw_init(&w);
+    sb_jw_t *jw = cfg->json_out ? &w : NULL;
+    if (jw) sb_jw_lit(jw, "{\"streams\":[");
+    int rc = SB_EXIT_OK, listed = 0;
+    if (cfg->nargs == 1) rc = sb_info_all(r, jw);
     for (int i = 1; i < cfg->nargs; i++) {
-        int one = sb_info_stream(r, cfg->args[i]);
+        int one = sb_info_stream(r, cfg->args[i], jw, !listed);
+        listed += one == SB_EXIT_OK;
         if (rc == SB_EXIT_OK || one == SB_EXIT_REDIS) rc = one; /* Redis lost wins */
     }
-    return rc;
+    if (!jw) return rc;
+    sb_jw_lit(jw, "]}");
+    return sb_jw_print(jw, rc);
 }
 
 /* ---- consume ----------------------------------------------------------------------------- */

@@ -100,8 +100,8 @@ static const char sb_events_detail[] =
     "  events request TYPE 'DATA-JSON' [--timeout S]   print the reply's data (exit 4: none)\n"
     "  events tail TYPE... [--from ID|MS|ISO|$] [--max-events N] [--timeout S]\n"
     "  events replay TYPE [--from ID|MS|ISO|-] [--max-events N] [--exec CMD]\n"
-    "  events pending TYPE [--group G] [--limit N]\n"
-    "  events info [TYPE...]\n"
+    "  events pending TYPE [--group G] [--limit N] [--json]\n"
+    "  events info [TYPE...] [--json]\n"
     "  events consume TYPE... [--exec CMD [--respond]] [--group G] [--consumer C] [--count N]\n"
     "                 [--block-ms MS] [--min-idle-ms MS] [--max-deliveries N]\n"
     "                 [--idempotency-ttl S] [--from 0|$] [--max-events N] [--job-timeout S]\n"
@@ -112,6 +112,12 @@ static const char sb_events_detail[] =
     "  --job-timeout: meanwhile the claim is renewed every --min-idle-ms / 4, so only the\n"
     "  events of a consumer dead or stalled for --min-idle-ms are claimed. With --respond the\n"
     "  program's stdout (JSON) is sent to the request's data.response_stream.\n"
+    "  --json (publish, pending, info): one JSON document on stdout. pending: {stream, group,\n"
+    "  pending, first_id, last_id, consumers: [{name, pending}], entries: [{id, consumer,\n"
+    "  idle_ms, deliveries}]} (at most --limit entries). info: {streams: [{stream, length}]};\n"
+    "  with TYPEs each stream also has type, first_id, last_id, last_generated_id,\n"
+    "  dead_letters and groups: [{name, pending, last_delivered_id, lag, consumers: [{name,\n"
+    "  pending, idle_ms}]}]. Ids are strings or null; lag is null when Redis does not know.\n"
     "  Exit: 0 ok, 1 not found (pending, info) or an --exec run failed (replay), 2 usage or\n"
     "  bad JSON (publish -: some lines; the others are published), 3 Redis unavailable,\n"
     "  4 timed out (request: no reply; tail: --timeout before --max-events events).\n";
@@ -144,7 +150,9 @@ static const char sb_bench_detail[] =
     "  Measures this installation end to end through Redis: sends --jobs jobs (atomic\n"
     "  enqueue, pipelined 100 per round trip) for the agents that are running, follows their\n"
     "  status messages, prints progress every second on stderr, then jobs/s and the\n"
-    "  enqueue → done latency (p50/p95/p99). Example, with `switchboard up` running:\n"
+    "  enqueue → done latency (p50/p95/p99); --json prints them as one JSON document:\n"
+    "  {type, sent, finished, failed, unfinished, elapsed_ms, jobs_per_second,\n"
+    "  latency_ms: {p50, p95, p99, max} | null}. Example, with `switchboard up` running:\n"
     "    REDIS_URL=unix://$PWD/.run/redis.sock switchboard bench --jobs 20000\n"
     "  Exit: 0 all finished, 3 Redis unavailable, 4 timed out (--timeout, default 300 s).\n";
 
@@ -168,7 +176,8 @@ static const sb_verb_t sb_verbs[] = {
      SB_REDIS_FLAGS "port bind jwt-secret dev web-dir job-types rate-limit rate-window "
                     "agent-status-ttl max-chats sio-connect-rate sio-connect-rate-ip "
                     "ping-interval ping-timeout connect-timeout max-payload allow-eio3 "
-                    "tls-cert tls-key trusted-proxies redis-wait-replicas redis-wait-timeout-ms"},
+                    "tls-cert tls-key trusted-proxies redis-wait-replicas redis-wait-timeout-ms "
+                    "audit-events"},
     {"token", sb_cmd_token, "token --role R --public-key PK [--sub S] [--ttl SECONDS] [...]",
      "mint a development JWT (HS256 with JWT_SECRET) and print it", sb_token_detail,
      "jwt-secret role public-key sub name email department-id department ttl"},
@@ -177,7 +186,8 @@ static const sb_verb_t sb_verbs[] = {
      sb_agent_detail,
      SB_REDIS_FLAGS "type concurrency exec worker agent-id max-attempts retry-backoff-ms "
                     "retry-backoff-max-ms job-timeout grace agent-status-ttl heartbeat-interval "
-                    "recovery-interval job-lease dead-retention dead-max metrics-port bind"},
+                    "recovery-interval job-lease dead-retention dead-max metrics-port bind "
+                    "audit-events"},
     {"enqueue", sb_cmd_enqueue,
      "enqueue [--type T] [--user PK] [--wait] [--timeout S] 'JSON'",
      "queue a job (atomically) and print its id; --wait follows it to the end",
@@ -197,9 +207,9 @@ static const sb_verb_t sb_verbs[] = {
     {"doctor", sb_cmd_doctor, "doctor [--json]",
      "check a Redis for what Switchboard needs, and how to fix what is wrong", sb_doctor_detail,
      SB_REDIS_FLAGS "json"},
-    {"bench", sb_cmd_bench, "bench [--type T] [--jobs N] [--timeout S]",
+    {"bench", sb_cmd_bench, "bench [--type T] [--jobs N] [--timeout S] [--json]",
      "send N jobs to the running agents and measure jobs/s and latency", sb_bench_detail,
-     SB_REDIS_FLAGS "type jobs timeout"},
+     SB_REDIS_FLAGS "type jobs timeout json"},
     {"events", sb_cmd_events, "events publish|request|tail|replay|pending|info|consume ...",
      "event bus on Redis Streams (switchboard events --help)", sb_events_detail,
      SB_REDIS_FLAGS "group consumer maxlen count block-ms min-idle-ms max-deliveries "

@@ -123,6 +123,8 @@ static const sb_setting_t sb_settings[] = {
      "seconds a failed (dead) job's record, history and failure are kept"},
     {"DEAD_MAX", "dead-max", SB_SET_INT, OFF(dead_max), 1, 10000000, "10000",
      "most ids the dead list keeps (the oldest beyond it are deleted)"},
+    {"AUDIT_EVENTS", "audit-events", SB_SET_INT, OFF(audit_events), 0, 1, "1",
+     "1: append job.created / job.completed / job.failed to the event bus streams; 0: off"},
     {"METRICS_PORT", "metrics-port", SB_SET_INT, OFF(metrics_port), 0, 65535, "0",
      "agent Prometheus port (0 = off)"},
     {"SB_DATA_DIR", "data-dir", SB_SET_STR, OFF(data_dir), 0, 0, ".run",

@@ -63,6 +63,7 @@ typedef struct {
     int job_lease;          /* JOB_LEASE_TTL: seconds an agent owns its jobs without renewing */
     int dead_retention;     /* DEAD_RETENTION: seconds a failed job's record is kept */
     int dead_max;           /* DEAD_MAX: bound of the dead list */
+    int audit_events;       /* AUDIT_EVENTS: job.created / completed / failed audit entries */
     int metrics_port;       /* agent: Prometheus port, 0 = off */
     sb_log_level_t log_level;
     char *data_dir;         /* `up`: where the private redis-server keeps its data */

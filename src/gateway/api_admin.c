@@ -45,6 +45,12 @@ static int sb_adm_str_is(const cJSON *v, const char *want) {
     return !want[0] || (cJSON_IsString(v) && !strcmp(v->valuestring, want));
 }
 
+/* The owner's publicKey in a job detail ({"job":{"user":{"publicKey":…}}}), or NULL. */
+static const cJSON *sb_adm_owner(const cJSON *detail) {
+    const cJSON *job = cJSON_GetObjectItem(detail, "job");
+    return cJSON_GetObjectItem(cJSON_GetObjectItem(job, "user"), "publicKey");
+}
+
 /* A search by id: the job's detail as a one-entry listing, or an empty one. */
 static int sb_adm_search(sb_redis_t *r, const sb_api_admin_ctx_t *c, cJSON **out) {
     cJSON *detail = NULL, *doc = cJSON_CreateObject();
@@ -59,8 +65,7 @@ static int sb_adm_search(sb_redis_t *r, const sb_api_admin_ctx_t *c, cJSON **out
         cJSON_DeleteItemFromObject(detail, "history");
         cJSON_DeleteItemFromObject(detail, "failure");
         if (!sb_adm_str_is(cJSON_GetObjectItem(detail, "state"), c->state) ||
-            !sb_adm_str_is(cJSON_GetObjectItem(cJSON_GetObjectItem(detail, "job"), "userId"),
-                           c->user))
+            !sb_adm_str_is(sb_adm_owner(detail), c->user))
             cJSON_Delete(detail);
         else
             cJSON_AddItemToArray(jobs, detail);

@@ -1,7 +1,8 @@
 /* Job routes (SPEC §3): create, read, list, metrics summary.
  *
  * POST /agent/{type} validates everything it can without Redis first (bad input changes
- * nothing), then makes one round trip: the submission script (submit.h, by EVALSHA) checks
+ * nothing), then makes one round trip: the submission script (submit.h, by EVALSHA; the POSTs
+ * of one loop turn share one call, submit_group.h, each job decided as if alone) checks
  * and records the rate limit and, when allowed, writes the record, queues the id, indexes it
  * under the user, counts it, appends the job.created audit event and PUBLISHes the
  * `{type}:created` notification on agent:{type}:events:
@@ -17,6 +18,7 @@
 #include <string.h>
 #include "gateway/api.h"
 #include "gateway/gateway.h"
+#include "gateway/submit_group.h"
 #include "switchboard/clock.h"
 #include "switchboard/error.h"
 #include "switchboard/job.h"
@@ -74,9 +76,9 @@ static const char *sb_job_rate_user(const sb_req_t *req) {
     return sb_public_key_valid(req->claims.sub) ? req->claims.sub : req->claims.public_key;
 }
 
-/* Appends the submission script call for the job in req->ctx.submit (EVALSHA or EVAL).
- * Returns 0, SB_EINVAL for a user id too long, else an internal error. */
-static int sb_job_submit_build(sb_batch_t *b, sb_req_t *req, sb_script_mode_t mode) {
+/* Prepares the submission script call for the job in req->ctx.submit (submit.h). Returns 0,
+ * SB_EINVAL for a user id too long, else an internal error. */
+static int sb_job_submit_prepare(sb_req_t *req, sb_submit_call_t **call) {
     const char *type = sb_route_param(&req->match, "type");
     const sb_config_t *cfg = req->gw->cfg;
     sb_user_t user = {req->claims.public_key, req->claims.sub};
@@ -86,8 +88,8 @@ static int sb_job_submit_build(sb_batch_t *b, sb_req_t *req, sb_script_mode_t mo
     sb_submit_t q = {.type = type, .job_id = id, .public_key = user.public_key,
                      .record_json = json, .now_ms = now, .rate_user = sb_job_rate_user(req),
                      .limit = cfg->rate_limit, .window_s = cfg->rate_window,
-                     .rand = &req->gw->rand};
-    int rc = json ? sb_submit_batch(b, &req->gw->submit, mode, &q) : SB_ENOMEM;
+                     .rand = &req->gw->rand, .no_audit = !cfg->audit_events};
+    int rc = json ? sb_submit_prepare(&q, call) : SB_ENOMEM;
     free(json);
     return rc;
 }
@@ -146,27 +148,27 @@ static void sb_job_wait_replicas(sb_req_t *req) {
     sb_api_redis(req, b, sb_job_replicated_cb);
 }
 
-/* The script's answer (sb_api_eval has already answered NOSCRIPT with the script in full):
- * queued (202), refused by the window (429), Redis gone mid-call (503, outcome unknown), or
- * Redis refused the script (503). A client that left while the script was in flight gets no answer (counted as 499); its job
- * is queued whole or not at all like any other, and listed under its user. */
-static void sb_job_submitted_cb(redisReply *reply, void *priv) {
-    sb_req_t *req = priv;
+/* The group's answer for this job (submit_group.h): queued (202), refused by the window
+ * (429), Redis gone mid-call (503, outcome unknown), or Redis refused the script (503). A client
+ * that left while the script was in flight gets no answer (counted as 499); its job is queued
+ * whole or not at all like any other, and listed under its user. One that left before the call
+ * was built is left out of it (SB_ECANCELED). */
+static void sb_job_submitted(void *owner, int rc, const sb_rate_result_t *rate,
+                             const redisReply *reply) {
+    sb_req_t *req = owner;
     sb_api_submit_ctx_t *ctx = &req->ctx.submit;
     const char *type = sb_route_param(&req->match, "type");
-    sb_rate_result_t rate;
-    int rc = sb_ratelimit_parse(reply, &rate);
-    if (sb_req_gone(req)) {
+    if (sb_req_gone(req) || rc == SB_ECANCELED) {
         /* counted as 499 on release; the job (if queued) is listed by GET /agent/{type}/jobs */
-        if (rc == SB_OK && rate.allowed)
+        if (rc == SB_OK && rate->allowed)
             sb_info("gateway", "job queued for a client that left: type=%s job=%s user=%s",
                     type, ctx->job_id, req->claims.public_key);
-    } else if (rc == SB_OK && rate.allowed && req->gw->cfg->wait_replicas > 0) {
+    } else if (rc == SB_OK && rate->allowed && req->gw->cfg->wait_replicas > 0) {
         sb_job_wait_replicas(req);
-    } else if (rc == SB_OK && rate.allowed) {
+    } else if (rc == SB_OK && rate->allowed) {
         sb_job_answer_queued(req, type);
     } else if (rc == SB_OK) {
-        sb_job_answer_limited(req, &rate);
+        sb_job_answer_limited(req, rate);
     } else if (rc == SB_EREDIS) {
         sb_warn("gateway", "job %s: redis went away during the submission; outcome unknown to "
                 "the client", ctx->job_id);
@@ -175,11 +177,13 @@ static void sb_job_submitted_cb(redisReply *reply, void *priv) {
                      "queued, check GET /agent/%s/jobs before retrying", type);
     } else {
         sb_error("gateway", "job %s: redis refused the submission script: %s", ctx->job_id,
-                 reply->type == REDIS_REPLY_ERROR ? reply->str : "an unexpected reply");
+                 reply && reply->type == REDIS_REPLY_ERROR ? reply->str : "an unexpected reply");
         sb_req_error(req, 503, "redis_unavailable", "Redis refused the job; it was not queued");
     }
     sb_req_release(req);
 }
+
+static int sb_job_alive(void *owner) { return !sb_req_gone(owner); }
 
 void sb_api_job_create(sb_req_t *req) {
     const char *type = sb_api_type(req);
@@ -195,10 +199,17 @@ void sb_api_job_create(sb_req_t *req) {
         sb_req_error(req, 500, "internal", "no random source for the job id");
         return;
     }
-    int rc = sb_api_eval(req, sb_job_submit_build, sb_job_submitted_cb);
+    sb_submit_call_t *call = NULL;
+    int rc = sb_job_submit_prepare(req, &call);
+    if (rc == SB_OK) {
+        sb_req_hold(req); /* released by sb_job_submitted */
+        /* outside the poll phase nothing would send the group before the loop blocks */
+        rc = sb_submit_group_add(req->gw->submits, call, req, sb_job_alive, sb_job_submitted,
+                                 !req->gw->in_io_poll);
+        if (rc != SB_OK) sb_req_release(req);
+    }
     if (rc == SB_EINVAL) sb_req_error(req, 400, "bad_request", "the token's user id is too long");
-    else if (rc != SB_OK && rc != SB_EREDIS)
-        sb_req_error(req, 500, "internal", "could not build the job");
+    else if (rc != SB_OK) sb_req_error(req, 500, "internal", "could not build the job");
 }
 
 /* ---- GET /agent/{type}/{jobId} and /rebalance/{jobId} ---------------------------------------- */

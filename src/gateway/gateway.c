@@ -22,6 +22,7 @@
 #include <libwebsockets.h>
 #include "cli/cli.h"
 #include "gateway/gateway.h"
+#include "gateway/submit_group.h"
 #include "gateway/http.h"
 #include "gateway/admin.h"
 #include "gateway/admin_feed.h"
@@ -89,6 +90,7 @@ static void sb_gw_signal_cb(uv_signal_t *h, int signum) {
     sb_info("gateway", "received %s: shutting down", signum == SIGTERM ? "SIGTERM" : "SIGINT");
     sb_aredis_close(gw->redis); /* pending replies (replays too) get NULL now */
     gw->redis = NULL;
+    sb_submit_group_stop(gw->submits); /* a group still open: 503, Redis is gone */
     sb_presence_watch_stop(gw->presence_watch);
     sb_admin_stop(gw->admin);
     sb_admin_feed_stop(gw->admin_feed);
@@ -249,6 +251,7 @@ int sb_cmd_gateway(sb_config_t *cfg) {
         return SB_EXIT_FAIL;
     }
     sb_gateway_io_watch(&gw);
+    gw.submits = sb_submit_group_create(&loop, &gw.redis, &gw.submit);
     gw.admin = sb_admin_create(&loop, cfg);
     gw.presence_watch = sb_presence_watch_create(&gw);
     gw.admin_feed = sb_admin_feed_create(&gw);
@@ -269,6 +272,7 @@ int sb_cmd_gateway(sb_config_t *cfg) {
         uv_run(&loop, UV_RUN_DEFAULT);
     }
     sb_presence_watch_free(gw.presence_watch);
+    sb_submit_group_free(gw.submits);
     sb_admin_free(gw.admin);
     sb_admin_feed_free(gw.admin_feed);
     sb_socketio_free(gw.sio); /* lws has closed every connection: no conn is left attached */

@@ -31,6 +31,7 @@ typedef struct sb_gateway {
     sb_presence_ctx_t presence;/* presence scripts and settings (read-only after start) */
     struct sb_presence_watch *presence_watch; /* admins' live presence (presence_watch.h) */
     sb_script_t submit;        /* the job submission script (submit.h), SHA1 computed once */
+    struct sb_submit_group *submits; /* this loop turn's POSTs, sent as one call (submit_group.h) */
     struct sb_admin *admin;    /* job control: blocking connections, paused state (admin.h) */
     struct sb_admin_feed *admin_feed; /* the console's live events to admins (admin_feed.h) */
     struct sb_jwt_cache *tokens; /* verified tokens (jwt_cache.h); NULL: verify every time */

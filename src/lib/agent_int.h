@@ -225,6 +225,8 @@ typedef struct {
     pthread_t thread;
     int started;
     unsigned seed;                 /* jitter */
+    unsigned update_epoch;         /* sb_redis_script_epoch() + 1 when the update script was
+                                    * last sent as EVAL on conn (0: never): EVALSHA after */
     pthread_mutex_t lock;          /* guards job_id (read by the maintenance / shutdown path) */
     char job_id[SB_JOB_ID_LEN];    /* job in flight, "" when idle */
     atomic_int cancel;             /* the handler's cancel flag: the agent's cancel, or an

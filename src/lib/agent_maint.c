@@ -1,7 +1,8 @@
 /* The maintenance thread: renews the agent's job lease, heartbeats its presence, acts on the
  * lapsed leases of other agents (every renewal interval), and every recovery interval SCANs
  * all processing lists (agents without a lease are judged by their presence) and puts back
- * ids orphaned in its own list. See agent.h for the lease design. With Sentinels it also asks
+ * ids orphaned in its own list, and sweeps a bounded part of the job indices (entries of jobs
+ * whose record is gone, jobctl.h). See agent.h for the lease design. With Sentinels it also asks
  * them, every renewal interval, where the master is, and moves every connection of the agent
  * there when it moved (sb_maint_follow): a master cut off from the Sentinels but still up is
  * otherwise never left.
@@ -19,6 +20,7 @@
 #include "agent_int.h"
 #include "switchboard/clock.h"
 #include "switchboard/error.h"
+#include "switchboard/jobctl.h"
 #include "switchboard/json.h"
 #include "switchboard/log.h"
 #include "switchboard/queue.h"
@@ -27,6 +29,7 @@
 #define SB_STALL_MS 1000  /* a heartbeat or check slower than this: redis was stalled */
 #define SB_MAINT_TICK_MS 1000 /* the longest the thread sleeps between looks at its connection */
 #define SB_LAPSED_BATCH "100" /* lapsed leases acted on per check */
+#define SB_SWEEP_BUDGET 200   /* index entries looked at per index per scan (jobctl.h) */
 
 /* The maintenance thread's schedule (agent clock) and what it knows of Redis's recent past. */
 typedef struct {
@@ -37,6 +40,7 @@ typedef struct {
     int64_t lease_until;          /* real clock: our lease runs at least until this (0: none) */
     int uptime_read;     /* Redis's uptime was read since we (re)connected (sb_maint_may) */
     int lost;            /* redis was out of reach (or stalled) since the last write landed */
+    sb_jobctl_sweep_t sweep; /* where the index sweep goes on (sb_jobctl_sweep) */
 } sb_maint_t;
 
 /* What recovery may act on now (see the file comment). */
@@ -363,6 +367,15 @@ static int sb_maint_beat(sb_agent_t *a, sb_maint_t *m, int64_t now) {
     return SB_OK;
 }
 
+/* One bounded step of the job indices' sweep: entries of jobs whose record is gone. */
+static void sb_maint_sweep(sb_agent_t *a, sb_maint_t *m) {
+    long removed = 0;
+    int rc = sb_jobctl_sweep(a->maint_redis, a->type, &m->sweep, SB_SWEEP_BUDGET, &removed);
+    if (rc == SB_EPROTO) sb_error("agent", "job index sweep refused by redis");
+    else if (removed)
+        sb_debug("agent", "job index sweep: %ld entries of expired jobs removed", removed);
+}
+
 /* The lease check (every renewal interval) and the scan of all lists with the check of our
  * own (every recovery interval), as due. */
 static void sb_maint_recover(sb_agent_t *a, sb_maint_t *m, int64_t now) {
@@ -373,6 +386,7 @@ static void sb_maint_recover(sb_agent_t *a, sb_maint_t *m, int64_t now) {
     if (check && may.lease) sb_agent_recover_lapsed(a, may);
     if (scan && (may.lease || may.presence)) sb_agent_recover(a, m, may);
     if (scan) sb_agent_reclaim_own(a);
+    if (scan) sb_maint_sweep(a, m);
     /* from the end: two of them are never closer than the interval */
     if (check) m->next_check = sb__agent_now(a) + a->lease_renew_ms;
     if (scan) m->next_scan = sb__agent_now(a) + (int64_t)a->o.recovery_s * 1000;

@@ -38,8 +38,9 @@ static const char SB_FINISH_LUA[] =
     "local function finish()\n"
     "if redis.call('LREM', k_proc, 1, id) == 0 then return 0 end\n"
     "if record ~= '' then\n"
-    "  redis.call('SET', k_record, record, 'EX', mode == 'error' and dead_ttl or record_ttl)\n"
-    "  history(k_history, k_record, mode == 'requeue' and 'queued' or mode, by, ts, detail)\n"
+    "  local ttl = mode == 'error' and dead_ttl or record_ttl\n"
+    "  redis.call('SET', k_record, record, 'EX', ttl)\n"
+    "  history(k_history, ttl, mode == 'requeue' and 'queued' or mode, by, ts, detail)\n"
     "end\n"
     "if mode == 'requeue' then\n"
     "  redis.call('RPUSH', k_target, id)\n"
@@ -140,7 +141,7 @@ static const char SB_UPDATE_LUA[] =
     "if not redis.call('LPOS', k_proc, id) then return 0 end\n"
     "redis.call('SET', k_record, record, 'EX', ttl)\n"
     "redis.call('PUBLISH', channel, message)\n"
-    "history(k_history, k_record, status, by, ts, detail)\n"
+    "history(k_history, ttl, status, by, ts, detail)\n"
     "return 1\n";
 
 /* The agents whose lease has lapsed. KEYS / ARGV: SB__LAPSED_*. Returns their ids. */
@@ -214,7 +215,7 @@ void sb__finish_args_init(sb__finish_args_t *args, const sb_agent_t *a, const ch
     sb_fmt_llz(args->mttl, SB_METRICS_TTL);
     sb_fmt_llz(args->jttl, SB_JOB_TTL);
     sb_fmt_llz(args->audit_max, SB_EVENTS_AUDIT_MAXLEN);
-    if (!requeue) args->ev_data = sb_finish_audit(a, id, f, &args->ev);
+    if (!requeue && !a->o.no_audit) args->ev_data = sb_finish_audit(a, id, f, &args->ev);
     sb_key(args->k_hist, sizeof args->k_hist, SB_KEY_HISTORY, a->type, id);
     sb_fmt_llz(args->now, now);
     sb_fmt_llz(args->dttl, a->o.dead_retention_s);

@@ -65,7 +65,7 @@ static const struct {
     [SB_KEY_INDEX] = {"index", 0},
     [SB_KEY_DONE] = {"done", 0},
     [SB_KEY_CANCELLED] = {"cancelled", 0},
-    [SB_KEY_HISTORY] = {"history", 1},
+    [SB_KEY_HISTORY] = {"hist", 1},
     [SB_KEY_PAUSED] = {"paused", 0},
     [SB_KEY_CANCEL] = {"cancel", 1},
     [SB_KEY_LEASES] = {"leases", 0},

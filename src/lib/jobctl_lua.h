@@ -24,8 +24,8 @@
  * owner's zset when text (the record, or false) names the owner. */
 #define SB_LUA_FORGET \
     "local function forget(prefix, id, text)\n" \
-    "  redis.call('DEL', prefix .. 'job:' .. id, prefix .. 'history:' .. id,\n" \
-    "             'metrics:' .. prefix .. 'failed:' .. id)\n" \
+    "  redis.call('DEL', prefix .. 'job:' .. id, prefix .. 'hist:' .. id,\n" \
+    "             prefix .. 'history:' .. id, 'metrics:' .. prefix .. 'failed:' .. id)\n" \
     "  redis.call('ZREM', prefix .. 'index', id)\n" \
     "  redis.call('ZREM', prefix .. 'done', id)\n" \
     "  redis.call('ZREM', prefix .. 'cancelled', id)\n" \
@@ -56,14 +56,16 @@
     "  return 0\n" \
     "end\n"
 
-/* history(k_history, k_record, status, by, at, detail): appends one entry and gives the stream
- * the record's TTL. */
+/* history(k_history, ttl, status, by, at, detail): appends one entry to the job's history
+ * list as four elements (one RPUSH: a list costs Redis a fraction of a new stream, which
+ * preallocates a 4 KB node), keeps the last SB_HISTORY_MAXLEN entries (trimmed once 10 % over)
+ * and gives the list ttl (s), the one the caller just gave the record. */
 #define SB_LUA_HISTORY \
-    "local function history(k_history, k_record, status, by, at, detail)\n" \
-    "  redis.call('XADD', k_history, 'MAXLEN', '~', 100, '*', 'status', status, 'by', by,\n" \
-    "             'at', at, 'detail', detail)\n" \
-    "  local ttl = redis.call('TTL', k_record)\n" \
-    "  if ttl > 0 then redis.call('EXPIRE', k_history, ttl) end\n" \
+    "local function history(k_history, ttl, status, by, at, detail)\n" \
+    "  if redis.call('RPUSH', k_history, status, by, at, detail) > 440 then\n" \
+    "    redis.call('LTRIM', k_history, -400, -1)\n" \
+    "  end\n" \
+    "  if tonumber(ttl) > 0 then redis.call('EXPIRE', k_history, ttl) end\n" \
     "end\n"
 
 #endif

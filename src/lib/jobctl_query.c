@@ -97,7 +97,8 @@ static const char SB_COUNTS_LUA[] =
     "  'paused', redis.call('EXISTS', prefix .. 'paused'),\n"
     "  'info', redis.call('GET', prefix .. 'paused') or ''}\n";
 
-/* ARGV: prefix, id. Returns {record or false, state, history entries, failure or false,
+/* ARGV: prefix, id. Returns {record or false, state, history entries ([id, [field, value...]]:
+ * a stream's ids, then the list's positions 1, 2...), failure or false,
  * holder or false, cancelling 0|1}. */
 static const char SB_DETAIL_LUA[] =
     SB_LUA_STATE_OF SB_LUA_HOLDER SB_LUA_CANCELLING
@@ -106,7 +107,14 @@ static const char SB_DETAIL_LUA[] =
     "local agent = holder(prefix, id)\n"
     "local st = text and state_of(text) or 'gone'\n"
     "if agent and st == 'queued' then st = 'retrying' end\n"
-    "return {text, st, redis.call('XRANGE', prefix .. 'history:' .. id, '-', '+'),\n"
+    /* history: a stream before 2026-12 (jobs queued by older producers), then the list */
+    "local hist = redis.call('XRANGE', prefix .. 'history:' .. id, '-', '+')\n"
+    "local l = redis.call('LRANGE', prefix .. 'hist:' .. id, 0, -1)\n"
+    "for i = 1, #l - 3, 4 do\n"
+    "  hist[#hist + 1] = {tostring((i + 3) / 4), {'status', l[i], 'by', l[i + 1], 'at', l[i + 2],\n"
+    "                                            'detail', l[i + 3]}}\n"
+    "end\n"
+    "return {text, st, hist,\n"
     "  redis.call('GET', 'metrics:' .. prefix .. 'failed:' .. id), agent,\n"
     "  cancelling(prefix, id)}\n";
 

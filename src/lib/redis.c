@@ -53,6 +53,7 @@ struct sb_redis {
     int backoff_ms;         /* wait before the next reconnect; grows while connections flap */
     int64_t connected_at;   /* monotonic ms of the last successful connect */
     size_t deferred;        /* replies of sb_redis_send_deferred() not read yet */
+    unsigned script_epoch;  /* sb_redis_script_epoch() */
     char server[300];       /* with Sentinels: the master last connected to, "" before */
     sb_rest_t *rest;        /* Upstash REST transport instead of conn (rest.h), or NULL */
     sb_cluster_t *cluster;  /* Redis Cluster router instead of conn (cluster.h), or NULL */
@@ -328,7 +329,7 @@ int sb_redis_connect(sb_redis_t *r, char *err, size_t errlen) {
     } else {
         rc = sb_redis_handshake(r, &to, err, errlen);
     }
-    if (rc == SB_OK) r->connected_at = sb_mono_ms();
+    if (rc == SB_OK) r->connected_at = sb_mono_ms(), r->script_epoch++;
     else sb_redis_disconnect(r);
     if (rc == SB_OK && r->epoch) r->epoch_seen = atomic_load(r->epoch);
     sb_redis_addr_free(&to);
@@ -398,6 +399,7 @@ static int sb_redis_drain(sb_redis_t *r) {
         redisReply *x = rep;
         if (x->type == REDIS_REPLY_ERROR)
             sb_warn(r->component, "a deferred redis command failed: %s", x->str);
+        if (sb_reply_is_noscript(x)) r->script_epoch++;
         int demoted = sb_sentinel_enabled(&r->addr) && sb_sentinel_readonly(x);
         freeReplyObject(x);
         if (demoted) {
@@ -532,14 +534,18 @@ broken:
     return SB_EREDIS;
 }
 
+unsigned sb_redis_script_epoch(const sb_redis_t *r) { return r->script_epoch; }
+
 int sb_redis_send_deferred(sb_redis_t *r, const sb_batch_t *b) {
     size_t n = sb_batch_count(b);
     if (r->rest || r->cluster) { /* no one connection to leave replies on: run it now */
         redisReply *replies[n ? n : 1];
         int rc = sb_redis_via_pipeline(r, b, replies);
         for (size_t i = 0; rc == SB_OK && i < n; i++)
-            if (replies[i]->type == REDIS_REPLY_ERROR)
+            if (replies[i]->type == REDIS_REPLY_ERROR) {
                 sb_warn(r->component, "a deferred redis command failed: %s", replies[i]->str);
+                if (sb_reply_is_noscript(replies[i])) r->script_epoch++;
+            }
         if (rc == SB_OK) sb_replies_free(replies, n);
         return rc;
     }

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "sb_lua.h" /* the scripts of scripts/lua/, embedded by the build */
+#include "switchboard/clock.h"
 #include "switchboard/error.h"
 #include "switchboard/events.h"
 #include "switchboard/fmt.h"
@@ -88,7 +89,11 @@ static int sb_submit_job_args(sb_submit_args_t *a, const sb_submit_t *q) {
         !sb_key(a->channel, sizeof a->channel, SB_KEY_EVENTS, q->type, NULL))
         return SB_EINVAL;
     if (!(a->message = sb_submit_created(q))) return SB_ENOMEM;
-    return sb_submit_event(a, q);
+    if (!q->no_audit) return sb_submit_event(a, q);
+    memset(&a->env, 0, sizeof a->env); /* no audit entry; the history still says when */
+    a->env.event_type = "";
+    sb_iso8601(sb_now_ms(), a->env.timestamp);
+    return SB_OK;
 }
 
 /* Fills a for q. Returns 0 or an SB_E* code; a->data must be freed either way. */
@@ -110,34 +115,99 @@ static int sb_submit_args(sb_submit_args_t *a, const sb_submit_t *q) {
     return SB_OK;
 }
 
+/* One prepared call: its arguments, with copies of the caller's strings they point into. */
+struct sb_submit_call {
+    sb_submit_args_t a;
+    char *record, *job_id, *public_key;
+};
+
+void sb_submit_call_free(sb_submit_call_t *c) {
+    if (!c) return;
+    free(c->a.data);
+    free(c->a.message);
+    free(c->record);
+    free(c->job_id);
+    free(c->public_key);
+    free(c);
+}
+
+static char *sb_submit_dup(const char *s, int *ok) {
+    char *d = s ? strdup(s) : NULL;
+    if (s && !d) *ok = 0;
+    return d;
+}
+
+int sb_submit_prepare(const sb_submit_t *q, sb_submit_call_t **out) {
+    *out = NULL;
+    sb_submit_call_t *c = calloc(1, sizeof *c);
+    if (!c) return SB_ENOMEM;
+    int ok = 1;
+    sb_submit_t own = *q;
+    own.record_json = c->record = sb_submit_dup(q->record_json, &ok);
+    own.job_id = c->job_id = sb_submit_dup(q->job_id, &ok);
+    own.public_key = c->public_key = sb_submit_dup(q->public_key, &ok);
+    int rc = ok ? sb_submit_args(&c->a, &own) : SB_ENOMEM;
+    if (rc != SB_OK) {
+        sb_submit_call_free(c);
+        return rc;
+    }
+    *out = c;
+    return SB_OK;
+}
+
+int sb_submit_add(sb_batch_t *b, const sb_script_t *s, sb_script_mode_t mode,
+                  sb_submit_call_t *const *calls, size_t n) {
+    if (n == 0 || n > SB_SUBMIT_GROUP_MAX) return SB_EINVAL;
+    size_t argc = 3 + n * (SB_SUBMIT_NKEYS + SB_SUBMIT_NARGS);
+    const char **av = malloc(argc * sizeof *av);
+    char nk[SB_FMT_INT_LEN + 1];
+    if (!av) return SB_ENOMEM;
+    av[0] = mode == SB_SCRIPT_EVAL ? "EVAL" : "EVALSHA";
+    av[1] = mode == SB_SCRIPT_EVAL ? s->source : s->sha1;
+    av[2] = sb_fmt_llz(nk, (long long)(n * SB_SUBMIT_NKEYS));
+    const char **keys = av + 3, **args = keys + n * SB_SUBMIT_NKEYS;
+    for (size_t i = 0; i < n; i++) { /* every job's keys, then every job's arguments */
+        memcpy(keys + i * SB_SUBMIT_NKEYS, calls[i]->a.argv, SB_SUBMIT_NKEYS * sizeof *av);
+        memcpy(args + i * SB_SUBMIT_NARGS, calls[i]->a.argv + SB_SUBMIT_NKEYS,
+               SB_SUBMIT_NARGS * sizeof *av);
+    }
+    int rc = sb_batch_addargv(b, (int)argc, av, NULL);
+    free(av);
+    return rc;
+}
+
+int sb_submit_result(const redisReply *rep, size_t i, size_t n, sb_rate_result_t *out) {
+    memset(out, 0, sizeof *out);
+    if (!rep) return SB_EREDIS;
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 3 * n || i >= n) return SB_EPROTO;
+    for (size_t k = 3 * i; k < 3 * i + 3; k++)
+        if (rep->element[k]->type != REDIS_REPLY_INTEGER) return SB_EPROTO;
+    out->allowed = rep->element[3 * i]->integer == 1;
+    out->remaining = rep->element[3 * i + 1]->integer;
+    out->retry_ms = rep->element[3 * i + 2]->integer;
+    return SB_OK;
+}
+
 int sb_submit_batch(sb_batch_t *b, const sb_script_t *s, sb_script_mode_t mode,
                     const sb_submit_t *q) {
-    sb_submit_args_t *a = malloc(sizeof *a);
-    if (!a) return SB_ENOMEM;
-    int rc = sb_submit_args(a, q);
-    if (rc == SB_OK)
-        rc = sb_batch_add_script(b, s, mode, SB_SUBMIT_NKEYS, SB_SUBMIT_NKEYS + SB_SUBMIT_NARGS,
-                                 a->argv, NULL);
-    free(a->data);
-    free(a->message);
-    free(a);
+    sb_submit_call_t *c;
+    int rc = sb_submit_prepare(q, &c);
+    if (rc == SB_OK) rc = sb_submit_add(b, s, mode, &c, 1);
+    sb_submit_call_free(c);
     return rc;
 }
 
 int sb_submit_run(sb_redis_t *r, const sb_script_t *s, const sb_submit_t *q,
                   sb_rate_result_t *out) {
     memset(out, 0, sizeof *out);
-    sb_submit_args_t *a = malloc(sizeof *a);
-    if (!a) return SB_ENOMEM;
-    int rc = sb_submit_args(a, q);
+    sb_submit_call_t *c;
+    int rc = sb_submit_prepare(q, &c);
     if (rc == SB_OK) {
         redisReply *rep = sb_redis_eval(r, s, SB_SUBMIT_NKEYS, SB_SUBMIT_NKEYS + SB_SUBMIT_NARGS,
-                                        a->argv, NULL);
+                                        c->a.argv, NULL);
         rc = sb_ratelimit_parse(rep, out);
         if (rep) freeReplyObject(rep);
     }
-    free(a->data);
-    free(a->message);
-    free(a);
+    sb_submit_call_free(c);
     return rc;
 }

@@ -102,6 +102,9 @@ test('list, search, counts, detail, retry, retry all dead, cancel a running job,
   const byId = await call('GET', `/admin/jobs?type=report&id=${dead}`);
   assert.deepStrictEqual(byId.json.jobs.map((j) => [j.jobId, j.state]), [[dead, 'dead']]);
   assert.deepStrictEqual((await call('GET', `/admin/jobs?type=report&id=${dead}&state=done`)).json.jobs, []);
+  const byIdUser = await call('GET', `/admin/jobs?type=report&id=${dead}&user=${alice.pk}`);
+  assert.deepStrictEqual(byIdUser.json.jobs.map((j) => j.jobId), [dead], 'id and its owner together find it');
+  assert.deepStrictEqual((await call('GET', `/admin/jobs?type=report&id=${dead}&user=${bob.pk}`)).json.jobs, []);
   const page1 = await request('GET', `${base}/api/admin/jobs?type=report&limit=1`, { headers: admin.auth });
   assert.strictEqual(page1.json.jobs.length, 1);
   assert.notStrictEqual(page1.json.next, null);

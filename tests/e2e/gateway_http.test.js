@@ -400,6 +400,72 @@ test('GET /agent/{type}/metrics returns the summary for 1-30 days', async () => 
   }
 });
 
+// Group commit: POSTs that reach the gateway in one loop turn go to Redis as one script call,
+// each decided as if alone. The gateway is stopped (SIGSTOP) while 16 kept-alive connections
+// each write a POST, so that they are all readable in its next poll.
+test('group commit: one loop turn of POSTs is one script call, with one-by-one answers', async () => {
+  const a = user();
+  const others = Array.from({ length: 4 }, () => user());
+  const senders = [...Array(12).fill(a), ...others];
+  const answer = (sock) => new Promise((resolve, reject) => {
+    let buf = '';
+    const onData = (d) => {
+      buf += d;
+      const end = buf.indexOf('\r\n\r\n');
+      const len = end < 0 ? -1 : Number((/content-length: *(\d+)/i.exec(buf.slice(0, end)) || [])[1]);
+      if (end >= 0 && buf.length >= end + 4 + len) {
+        sock.off('data', onData);
+        resolve({ status: Number(buf.slice(9, 12)), body: buf.slice(end + 4, end + 4 + len) });
+      }
+    };
+    sock.on('data', onData);
+    sock.once('error', reject);
+  });
+  const socks = await Promise.all(senders.map(() => new Promise((resolve, reject) => {
+    const sk = net.connect(port, '127.0.0.1', () => resolve(sk));
+    sk.setEncoding('utf8');
+    sk.once('error', reject);
+  })));
+  for (const sk of socks) { // kept alive and accepted before the gateway stops
+    const got = answer(sk);
+    sk.write('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');
+    assert.strictEqual((await got).status, 200);
+  }
+  const scriptCalls = async () => {
+    const stats = await rc.info('commandstats');
+    return ['evalsha', 'eval'].reduce((n, c) =>
+      n + Number((new RegExp(`cmdstat_${c}:calls=(\\d+)`).exec(stats) || [0, 0])[1]), 0);
+  };
+  const calls0 = await scriptCalls();
+  gw.kill('SIGSTOP');
+  let answers;
+  try {
+    answers = senders.map((u, i) => {
+      const body = JSON.stringify({ amount: i + 1 });
+      const got = answer(socks[i]);
+      socks[i].write(`POST /api/v1/agent/rebalance HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${u.token}\r\n` +
+        `Content-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+      return got;
+    });
+  } finally {
+    gw.kill('SIGCONT');
+  }
+  const res = await Promise.all(answers);
+  for (const sk of socks) sk.destroy();
+  const calls = (await scriptCalls()) - calls0;
+  assert.ok(calls >= 1 && calls <= 3, `16 POSTs in one loop turn took ${calls} script calls`);
+  const mine = res.slice(0, 12).map((r) => r.status).sort();
+  assert.deepStrictEqual(mine, [...Array(10).fill(202), 429, 429]);
+  for (const r of res.slice(12)) assert.strictEqual(r.status, 202, r.body);
+  assert.strictEqual(await rc.zcard(`metrics:agent:rebalance:rate:${a.sub}`), 10);
+  assert.strictEqual(await rc.zcard(`agent:rebalance:user:${a.pk}`), 10);
+  for (const r of res.filter((x) => x.status === 202)) {
+    const id = JSON.parse(r.body).jobId;
+    assert.ok(await rc.exists(`agent:rebalance:job:${id}`), `record of ${id}`);
+    assert.strictEqual(await rc.llen(`agent:rebalance:hist:${id}`), 4);
+  }
+});
+
 test('rate limit: 50 concurrent POSTs with limit 10 admit exactly 10', async () => {
   const u = user();
   const day = today();

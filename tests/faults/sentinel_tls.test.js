@@ -64,6 +64,10 @@ test('sentinel tls: gateway and agent over TLS Sentinels run a job to done', asy
   const agent = startSwitchboard(['agent', '--exec', 'echo \'{"ok":true}\''], env, 'agent');
   try {
     await gw.waitForOutput(/listening on/);
+    /* listening comes before the Sentinel lookup and the TLS handshake to the master: a POST
+     * meanwhile is a correct 503, so wait until the gateway says Redis answers */
+    await waitFor(async () => (await fetch(`http://127.0.0.1:${port}/readyz`)).status === 200,
+      { timeoutMs: 30000, what: 'the gateway ready (redis over TLS via the Sentinel)' });
     const token = jwt.sign({ sub: 'tls-user', publicKey: 'PK-tls', role: 'user' }, SECRET,
       { algorithm: 'HS256', expiresIn: '1h' });
     const res = await fetch(`http://127.0.0.1:${port}/api/v1/agent/rebalance`, {

@@ -493,6 +493,63 @@ static void test_recovers_jobs_of_a_dead_agent(void **state) {
     free_agent(f, a);
 }
 
+/* 1 if job id's history holds an entry of status st. */
+static int history_has(sb_redis_t *r, const char *id, const char *st) {
+    redisReply *rep = sb_redis_cmd(r, "LRANGE agent:rebalance:hist:%s 0 -1", id);
+    assert_non_null(rep);
+    int found = 0;
+    for (size_t i = 0; rep->type == REDIS_REPLY_ARRAY && i + 3 < rep->elements; i += 4)
+        found |= !strcmp(rep->element[i]->str, st);
+    freeReplyObject(rep);
+    return found;
+}
+
+/* Runs one job to its end (the agent must be idle) and checks its history says processing. */
+static void run_one(sb_redis_t *r, char id[SB_JOB_ID_LEN], int want_processing) {
+    enqueue(r, "{}", id);
+    expect_terminal(r, id, "done");
+    if (want_processing) assert_true(history_has(r, id, "processing"));
+}
+
+/* The `processing` update, whose reply is read only with the finish, goes by SHA1 once the
+ * connection has loaded it (EVAL once per connection, not per job), and after a SCRIPT FLUSH
+ * the update is loaded again with the next job. */
+static void test_update_by_sha1_and_after_script_flush(void **state) {
+    fixture_t *f = *state;
+    sb_redis_t *r = f->r;
+    sb_agent_opts_t cfg = test_config();
+    sb_agent_t *a = start_agent(f, &cfg);
+    char id[SB_JOB_ID_LEN];
+    run_one(r, id, 1);
+    sb_expect_ok(r, "CONFIG RESETSTAT");
+    for (int i = 0; i < 5; i++) run_one(r, id, 1);
+    redisReply *info = sb_redis_cmd(r, "INFO commandstats");
+    assert_non_null(info);
+    assert_null(strstr(info->str, "cmdstat_eval:")); /* EVALSHA only */
+    freeReplyObject(info);
+    sb_expect_int(r, 6, "XLEN agent:stream:job.completed"); /* AUDIT_EVENTS defaults to on */
+    sb_expect_ok(r, "SCRIPT FLUSH");
+    run_one(r, id, 0); /* its update may be refused (NOSCRIPT): the job still ends done */
+    wait_counted(a, 7, 0);
+    run_one(r, id, 1);
+    run_one(r, id, 1);
+    free_agent(f, a);
+}
+
+/* AUDIT_EVENTS=0 (no_audit): jobs finish without job.completed entries. */
+static void test_no_audit_events(void **state) {
+    fixture_t *f = *state;
+    sb_redis_t *r = f->r;
+    sb_agent_opts_t cfg = test_config();
+    cfg.no_audit = 1;
+    sb_agent_t *a = start_agent(f, &cfg);
+    char id[SB_JOB_ID_LEN];
+    run_one(r, id, 1);
+    run_one(r, id, 1);
+    sb_expect_int(r, 0, "EXISTS agent:stream:job.completed");
+    free_agent(f, a);
+}
+
 /* Redis ran a take and died before its reply reached us: the id sits in our own processing
  * list and no worker holds it. The agent must notice and put it back, or it is lost. */
 static void test_reclaims_ids_orphaned_in_its_own_list(void **state) {
@@ -930,6 +987,8 @@ int main(void) {
         WITH_FIXTURE(test_execution_times_stay_bounded),
         WITH_FIXTURE(test_recovers_jobs_of_a_dead_agent),
         WITH_FIXTURE(test_reclaims_ids_orphaned_in_its_own_list),
+        WITH_FIXTURE(test_update_by_sha1_and_after_script_flush),
+        WITH_FIXTURE(test_no_audit_events),
         WITH_FIXTURE(test_shutdown_puts_back_unfinished_jobs),
         WITH_FIXTURE(test_stop_mid_stream_leaves_no_job_taken),
         WITH_FIXTURE(test_survives_redis_restart),

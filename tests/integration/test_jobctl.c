@@ -87,6 +87,12 @@ static void enqueue_as(sb_redis_t *r, const char *pk, const char *payload, char 
     while (sb_now_ms() <= t0) sb_sleep_ms(1, NULL);
 }
 
+/* A job whose record is gone, as when it expires: its index entries and history stay. */
+static void enqueue_gone(sb_redis_t *r, const char *pk, char id[SB_JOB_ID_LEN]) {
+    enqueue_as(r, pk, "{}", id);
+    integer(r, "DEL agent:rebalance:job:%s%s", id, "");
+}
+
 static sb_agent_opts_t fast_opts(void) {
     sb_agent_opts_t o;
     sb_agent_opts_init(&o);
@@ -213,19 +219,135 @@ static void test_list_counts_and_detail(void **state) {
     sb_redis_free(r);
 }
 
+/* The history is a list of four elements an entry, kept as long as the record and bounded;
+ * a job queued by an older producer has a stream history, which is read first and deleted
+ * with the job. */
+static void test_history_list_and_legacy_stream(void **state) {
+    (void)state;
+    sb_redis_t *r = sb_test_redis_client(&srv);
+    char a[SB_JOB_ID_LEN];
+    enqueue_as(r, "PKA", "{}", a);
+    assert_int_equal(integer(r, "LLEN agent:rebalance:hist:%s%s", a, ""), 4);
+    assert_true(integer(r, "TTL agent:rebalance:hist:%s%s", a, "") > 0);
+    redisReply *x = sb_redis_cmd(r, "XADD agent:rebalance:history:%s * status queued by old "
+                                 "at 2026-01-01T00:00:00.000Z detail enqueued", a);
+    assert_non_null(x);
+    freeReplyObject(x);
+    cJSON *out = NULL;
+    assert_int_equal(sb_jobctl_detail(r, "rebalance", a, &out), 0);
+    cJSON *hist = cJSON_GetObjectItem(out, "history");
+    assert_int_equal(cJSON_GetArraySize(hist), 2);
+    assert_string_equal(sb_json_str(cJSON_GetArrayItem(hist, 0), "by"), "old");
+    cJSON *e = cJSON_GetArrayItem(hist, 1);
+    assert_string_equal(sb_json_str(e, "id"), "1");
+    assert_string_equal(sb_json_str(e, "status"), "queued");
+    assert_string_equal(sb_json_str(e, "by"), "PKA");
+    assert_string_equal(sb_json_str(e, "detail"), "enqueued");
+    assert_non_null(sb_json_str(e, "at"));
+    cJSON_Delete(out);
+    /* bounded: about SB_HISTORY_MAXLEN entries however many state changes */
+    for (int i = 0; i < 3 * SB_HISTORY_MAXLEN; i++) {
+        sb_jobctl_result_t res;
+        assert_int_equal(sb_jobctl_cancel(r, "rebalance", a, "ops", NULL, &res), 0);
+        assert_int_equal(sb_jobctl_retry(r, "rebalance", a, "ops", &res), 0);
+    }
+    long long n = integer(r, "LLEN agent:rebalance:hist:%s%s", a, "");
+    assert_true(n >= 4 * SB_HISTORY_MAXLEN && n <= 4 * SB_HISTORY_MAXLEN * 11 / 10);
+    sb_jobctl_result_t res;
+    assert_int_equal(sb_jobctl_delete(r, "rebalance", a, "ops", &res), 0);
+    assert_int_equal(integer(r, "EXISTS agent:rebalance:history:%s%s", a, ""), 0);
+    assert_int_equal(integer(r, "EXISTS agent:rebalance:hist:%s%s", a, ""), 0);
+    sb_redis_free(r);
+}
+
 /* An id whose record expired is dropped from the structure a listing meets it in. */
 static void test_expired_ids_leave_the_indices(void **state) {
     (void)state;
     sb_redis_t *r = sb_test_redis_client(&srv);
     char a[SB_JOB_ID_LEN];
-    enqueue_as(r, "PKA", "{}", a);
-    integer(r, "DEL agent:rebalance:job:%s%s", a, "");
+    enqueue_gone(r, "PKA", a);
     cJSON *out = NULL;
     sb_jobctl_query_t q = {.type = "rebalance", .limit = 10};
     assert_int_equal(sb_jobctl_list(r, &q, &out), 0);
     assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(out, "jobs")), 0);
     cJSON_Delete(out);
     assert_false(zscore_exists(r, "agent:rebalance:index", a));
+    sb_redis_free(r);
+}
+
+/* ---- index hygiene ----------------------------------------------------------------------- */
+
+static long long zcard(sb_redis_t *r, const char *key) { return integer(r, "ZCARD %s%s", key, ""); }
+
+/* The sweep removes, in bounded steps, the index entries of jobs whose record is gone (every
+ * index, the user's too, and their history) and leaves every job that has a record alone. */
+static void test_sweep_removes_entries_of_gone_jobs(void **state) {
+    (void)state;
+    enum { N = 12 };
+    sb_redis_t *r = sb_test_redis_client(&srv);
+    char ids[N][SB_JOB_ID_LEN];
+    /* ids 0..7 lose their record (as when it expires); one of them was done, one cancelled */
+    for (int i = 0; i < N; i++) {
+        if (i < 8) enqueue_gone(r, i % 2 ? "PKA" : "PKB", ids[i]);
+        else enqueue_as(r, i % 2 ? "PKA" : "PKB", "{}", ids[i]);
+    }
+    integer(r, "ZADD agent:rebalance:done 1 %s%s", ids[2], "");
+    integer(r, "ZADD agent:rebalance:cancelled 1 %s%s", ids[3], "");
+    integer(r, "ZADD agent:rebalance:done %s %s", "9999999999999", ids[9]); /* live, done */
+    assert_int_equal(zcard(r, "agent:rebalance:index"), N);
+    /* budget 3: the index is swept 3 ids a step, the cursor going on from where it stopped */
+    sb_jobctl_sweep_t s = {0};
+    long removed = 0, total = 0;
+    assert_int_equal(sb_jobctl_sweep(r, "rebalance", &s, 3, &removed), 0);
+    assert_true(removed >= 3); /* three from the index (and what the same ids left elsewhere) */
+    /* the index's window took 3 (a user index's window may have taken more of the same) */
+    assert_true(zcard(r, "agent:rebalance:index") <= N - 3);
+    total += removed;
+    /* the user indices are reached as a SCAN (COUNT 3) passes over them: a few more steps */
+    for (int step = 0; step < 200 && (zcard(r, "agent:rebalance:index") != N - 8 ||
+                                      zcard(r, "agent:rebalance:user:PKA") != 2 ||
+                                      zcard(r, "agent:rebalance:user:PKB") != 2); step++) {
+        assert_int_equal(sb_jobctl_sweep(r, "rebalance", &s, 3, &removed), 0);
+        assert_true(removed <= 3 + 3 * 2 + 2); /* bounded: a window of each index, the trims */
+        total += removed;
+    }
+    assert_int_equal(zcard(r, "agent:rebalance:index"), N - 8);
+    assert_int_equal(zcard(r, "agent:rebalance:user:PKA"), 2); /* ids 9, 11 */
+    assert_int_equal(zcard(r, "agent:rebalance:user:PKB"), 2); /* ids 8, 10 */
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(zscore_exists(r, "agent:rebalance:index", ids[i]), i >= 8);
+        assert_int_equal(integer(r, "EXISTS agent:rebalance:hist:%s%s", ids[i], ""), i >= 8);
+    }
+    assert_false(zscore_exists(r, "agent:rebalance:done", ids[2]));
+    assert_false(zscore_exists(r, "agent:rebalance:cancelled", ids[3]));
+    assert_true(zscore_exists(r, "agent:rebalance:done", ids[9]));
+    /* 8 from the index, 8 from the user indices, 1 done, 1 cancelled */
+    assert_int_equal(total, 18);
+    /* nothing left to do: a step changes nothing */
+    assert_int_equal(sb_jobctl_sweep(r, "rebalance", &s, 3, &removed), 0);
+    assert_int_equal(removed, 0);
+    assert_int_equal(sb_jobctl_sweep(r, "bad type!", &s, 3, &removed), SB_EINVAL);
+    assert_int_equal(sb_jobctl_sweep(r, "rebalance", &s, 0, &removed), SB_EINVAL);
+    sb_redis_free(r);
+}
+
+/* A running agent sweeps on its own, every recovery interval. */
+static void test_agent_sweeps_the_indices(void **state) {
+    (void)state;
+    sb_redis_t *r = sb_test_redis_client(&srv);
+    char gone[SB_JOB_ID_LEN];
+    enqueue_gone(r, "PKA", gone);
+    integer(r, "LREM agent:rebalance:jobs 0 %s%s", gone, ""); /* so that no take meets it */
+    sb_agent_opts_t o = fast_opts();
+    probe_t p = {0};
+    sb_agent_t *ag = start_agent(&o, &p);
+    int64_t deadline = sb_mono_ms() + 60000;
+    while (sb_mono_ms() < deadline && (zcard(r, "agent:rebalance:index") ||
+                                       zcard(r, "agent:rebalance:user:PKA")))
+        sb_sleep_ms(20, NULL);
+    stop_agent(ag); /* before the checks: a failed one must not leave it running */
+    assert_int_equal(zcard(r, "agent:rebalance:index"), 0);
+    assert_int_equal(zcard(r, "agent:rebalance:user:PKA"), 0);
     sb_redis_free(r);
 }
 
@@ -387,7 +509,7 @@ static void test_delete_removes_everything(void **state) {
     assert_int_equal(sb_jobctl_delete(r, "rebalance", a, "ops", &res), 0);
     assert_int_equal(res.outcome, SB_JOBCTL_OK);
     assert_int_equal(integer(r, "EXISTS agent:rebalance:job:%s%s", a, ""), 0);
-    assert_int_equal(integer(r, "EXISTS agent:rebalance:history:%s%s", a, ""), 0);
+    assert_int_equal(integer(r, "EXISTS agent:rebalance:hist:%s%s", a, ""), 0);
     assert_false(zscore_exists(r, "agent:rebalance:index", a));
     assert_false(zscore_exists(r, "agent:rebalance:user:PKA", a));
     assert_false(in_list(r, "agent:rebalance:jobs", a));
@@ -578,6 +700,8 @@ int main(void) {
     struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_list_counts_and_detail, setup),
         cmocka_unit_test_setup(test_expired_ids_leave_the_indices, setup),
+        cmocka_unit_test_setup(test_sweep_removes_entries_of_gone_jobs, setup),
+        cmocka_unit_test_setup(test_agent_sweeps_the_indices, setup),
         cmocka_unit_test_setup(test_cancel_queued, setup),
         cmocka_unit_test_setup(test_cancel_running_stops_the_handler, setup),
         cmocka_unit_test_setup_teardown(test_cancel_running_exec_gets_sigterm, setup, teardown),
@@ -588,6 +712,7 @@ int main(void) {
         cmocka_unit_test_setup(test_cancel_races_finish, setup),
         cmocka_unit_test_setup(test_delete_races_take, setup),
         cmocka_unit_test_setup(test_retry_races_recovery, setup),
+        cmocka_unit_test_setup(test_history_list_and_legacy_stream, setup),
     };
     int rc = sb_test_run("jobctl", tests, sizeof tests / sizeof tests[0]);
     sb_test_redis_stop(&srv);

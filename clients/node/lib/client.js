@@ -39,7 +39,7 @@ class Client {
     const [keys, args] = rateArgs(type, opts.rateUser, opts.limit, opts.window, now);
     keys.push(`agent:${type}:job:${jobId}`, `agent:${type}:jobs`, `agent:${type}:user:${u.publicKey}`,
       `metrics:agent:${type}:counters:${c.utcDate(now)}:jobs`, 'agent:stream:job.created',
-      `agent:${type}:index`, `agent:${type}:history:${jobId}`);
+      `agent:${type}:index`, `agent:${type}:hist:${jobId}`);
     args.push(jobId, record, c.JOB_TTL, now, c.AUDIT_MAXLEN, c.uuid(), 'job.created', c.iso(now),
       c.dumps({ jobId, type, userId: u.publicKey }), `agent:${type}:events`,
       c.dumps({ event: `${type}:created`, room: `user:${u.publicKey}`, data: { jobId } }),

@@ -62,7 +62,7 @@ class Client:
                  f"agent:{type}:user:{user}",
                  f"metrics:agent:{type}:counters:{c.utc_date(now)}:jobs",
                  "agent:stream:job.created", f"agent:{type}:index",
-                 f"agent:{type}:history:{job_id}"]
+                 f"agent:{type}:hist:{job_id}"]
         args += [job_id, record, c.JOB_TTL, now, c.AUDIT_MAXLEN, c.new_uuid(), "job.created",
                  c.iso(now), event, f"agent:{type}:events", created, user]
         allowed, _, retry = self._submit(keys=keys, args=args)

@@ -1,0 +1,109 @@
+/* Group commit of job submissions (see submit_group.h): a group is a flight, filled during a
+ * loop turn, sent by sb_aredis_eval (EVALSHA, EVAL after NOSCRIPT: the builder runs again and
+ * leaves out who left meanwhile), answered member by member from the one reply, freed. */
+#include <stdlib.h>
+#include "gateway/submit_group.h"
+#include "switchboard/error.h"
+
+typedef struct {
+    sb_submit_call_t *call;
+    void *owner;
+    sb_submit_alive_fn alive;
+    sb_submit_done_fn done;
+    int slot; /* its place in the call last built, -1 when left out */
+} sb_sg_member_t;
+
+typedef struct {
+    const sb_script_t *script;
+    size_t n, sent;
+    sb_sg_member_t m[SB_SUBMIT_GROUP_MAX];
+} sb_sg_flight_t;
+
+struct sb_submit_group {
+    uv_check_t check;
+    sb_aredis_t *const *redis;
+    const sb_script_t *script;
+    sb_sg_flight_t *open; /* filling during this loop turn, or NULL */
+};
+
+/* Answers every member with rc, or when rc is 0 with its result in reply (a left-out one:
+ * SB_ECANCELED), and frees f. */
+static void sb_sg_answer(sb_sg_flight_t *f, int rc, const redisReply *reply) {
+    for (size_t i = 0; i < f->n; i++) {
+        sb_sg_member_t *m = &f->m[i];
+        sb_rate_result_t rate = {0};
+        int r = rc != SB_OK  ? rc
+                : m->slot < 0 ? SB_ECANCELED
+                              : sb_submit_result(reply, (size_t)m->slot, f->sent, &rate);
+        m->done(m->owner, r, &rate, reply);
+        sb_submit_call_free(m->call);
+    }
+    free(f);
+}
+
+static int sb_sg_build(sb_batch_t *b, sb_script_mode_t mode, void *priv) {
+    sb_sg_flight_t *f = priv;
+    sb_submit_call_t *calls[SB_SUBMIT_GROUP_MAX];
+    f->sent = 0;
+    for (size_t i = 0; i < f->n; i++) {
+        sb_sg_member_t *m = &f->m[i];
+        m->slot = m->alive(m->owner) ? (int)f->sent : -1;
+        if (m->slot >= 0) calls[f->sent++] = m->call;
+    }
+    if (f->sent == 0) return SB_ECANCELED;
+    return sb_submit_add(b, f->script, mode, calls, f->sent);
+}
+
+static void sb_sg_reply(redisReply *reply, void *priv) {
+    sb_sg_answer(priv, reply ? SB_OK : SB_EREDIS, reply);
+}
+
+/* Sends the open group, if any. */
+static void sb_sg_send(sb_submit_group_t *g) {
+    sb_sg_flight_t *f = g->open;
+    g->open = NULL;
+    if (!uv_is_closing((uv_handle_t *)&g->check)) uv_check_stop(&g->check);
+    if (!f) return;
+    sb_aredis_t *ar = *g->redis;
+    int rc = ar ? sb_aredis_eval(ar, sb_sg_build, sb_sg_reply, f) : SB_EREDIS;
+    if (rc == SB_OK) return;
+    /* nothing was sent: all left (ECANCELED, slots say so), Redis down, or no memory */
+    sb_sg_answer(f, rc == SB_ECANCELED ? SB_OK : SB_EREDIS, NULL);
+}
+
+static void sb_sg_check_cb(uv_check_t *h) { sb_sg_send(h->data); }
+
+sb_submit_group_t *sb_submit_group_create(uv_loop_t *loop, sb_aredis_t *const *redis,
+                                          const sb_script_t *script) {
+    sb_submit_group_t *g = calloc(1, sizeof *g);
+    if (!g) return NULL;
+    g->redis = redis;
+    g->script = script;
+    uv_check_init(loop, &g->check);
+    g->check.data = g;
+    return g;
+}
+
+int sb_submit_group_add(sb_submit_group_t *g, sb_submit_call_t *call, void *owner,
+                        sb_submit_alive_fn alive, sb_submit_done_fn done, int now) {
+    if (!g || (!g->open && !(g->open = calloc(1, sizeof *g->open)))) {
+        sb_submit_call_free(call);
+        return SB_ENOMEM;
+    }
+    sb_sg_flight_t *f = g->open;
+    f->script = g->script;
+    f->m[f->n++] = (sb_sg_member_t){call, owner, alive, done, -1};
+    if (now || f->n == SB_SUBMIT_GROUP_MAX || uv_is_closing((uv_handle_t *)&g->check))
+        sb_sg_send(g);
+    else
+        uv_check_start(&g->check, sb_sg_check_cb);
+    return SB_OK;
+}
+
+void sb_submit_group_stop(sb_submit_group_t *g) {
+    if (!g) return;
+    sb_sg_send(g);
+    uv_close((uv_handle_t *)&g->check, NULL);
+}
+
+void sb_submit_group_free(sb_submit_group_t *g) { free(g); }
