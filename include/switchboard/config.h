@@ -46,6 +46,9 @@ typedef struct {
     char *sentinel_password; /* AUTH for the Sentinels, NULL for none */
     char *rest_url;          /* Upstash REST URL: the blocking client speaks HTTPS (rest.h) */
     char *rest_token;        /* its Bearer token */
+    char *cluster;           /* Redis Cluster seeds "host:port,...": host/port are ignored and
+                                every node is reached with this address's user, password
+                                and TLS (cluster.h); NULL: no cluster */
     sb_redis_tls_t tls; /* TCP only */
 } sb_redis_addr_t;
 

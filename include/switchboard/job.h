@@ -1,7 +1,11 @@
 /* Jobs: ids, Redis key names, job records and status messages (SPEC §2).
  *
  * Every key of a job type derives from `agent:{type}`; sb_key() formats them from one table so
- * that the names exist in exactly one place. Records and status messages are read as cJSON
+ * that the names exist in exactly one place, and sb_key_prefix() gives the prefix the Lua
+ * scripts build the others from. On Redis Cluster (sb_key_style_set(SB_KEYS_CLUSTER)) the
+ * type is a hash tag, `agent:{rebalance}:jobs`, so that every key of a type lives in one slot
+ * and each script touches one slot; the pub/sub channels keep their names (a PUBLISH reaches
+ * every node). Records and status messages are read as cJSON
  * documents (a new record is written as text directly);
  * the sb_job_t / sb_status_t views point into a parsed document and live as long as it does. */
 #ifndef SB_JOB_H
@@ -50,6 +54,16 @@ typedef enum {
     SB_KEY_CANCEL,      /* agent:{type}:cancel:{agent}    set of held ids to stop (jobctl.h) */
     SB_KEY_LEASES,      /* agent:{type}:leases            zset agent id -> lease deadline */
 } sb_key_kind_t;
+
+/* How key names are written: the seed-compatible names (single Redis, Sentinel, Upstash) or
+ * with the type as a hash tag (Redis Cluster). Process-wide, like the log level: set once at
+ * start, before any thread runs; the default is SB_KEYS_PLAIN. */
+typedef enum { SB_KEYS_PLAIN = 0, SB_KEYS_CLUSTER = 1 } sb_key_style_t;
+void sb_key_style_set(sb_key_style_t style);
+sb_key_style_t sb_key_style(void);
+/* The prefix of every key of type, "agent:rebalance:" or "agent:{rebalance}:" (cluster), into
+ * buf. Returns buf, or NULL if it does not fit (buf is then an empty string). */
+char *sb_key_prefix(char *buf, size_t len, const char *type);
 
 /* Formats the key into buf. arg is the id / agent id / publicKey (ignored when the kind takes
  * none). Returns buf, or NULL if it does not fit (buf is then an empty string). */

@@ -82,6 +82,12 @@ int sb_batch_add(sb_batch_t *b, const char *fmt, ...);
  * the same bytes redisFormatCommandArgv would write. Returns 0, SB_EINVAL (argc <= 0, a NULL
  * argument, absurd total size) or SB_ENOMEM; b is unchanged on error. */
 int sb_batch_addargv(sb_batch_t *b, int argc, const char **argv, const size_t *lens);
+/* Appends a copy of one command already written as RESP (len bytes, e.g. from sb_batch_cmd of
+ * another batch: the cluster routers regroup commands this way). Returns 0 or SB_ENOMEM (b
+ * unchanged). */
+int sb_batch_add_raw(sb_batch_t *b, const char *cmd, size_t len);
+/* Appends a copy of every command of src. Returns 0 or SB_ENOMEM (dst may then hold some). */
+int sb_batch_append(sb_batch_t *dst, const sb_batch_t *src);
 size_t sb_batch_count(const sb_batch_t *b);
 /* The i-th formatted command (RESP bytes, followed by a NUL not counted in *len) and its length.
  * Valid until the batch is reset or freed. */
@@ -129,7 +135,8 @@ int sb_batch_add_script(sb_batch_t *b, const sb_script_t *s, sb_script_mode_t mo
 int sb_reply_is_noscript(const redisReply *reply);
 /* 1 if reply is an error the server gives instead of running the command, so that sending it
  * again later is safe and may succeed: LOADING (restarting from disk), BUSY (a script is
- * running), TRYAGAIN, MASTERDOWN, READONLY (a replica), OOM. */
+ * running), TRYAGAIN, MASTERDOWN, READONLY (a replica), OOM, CLUSTERDOWN (a cluster while a
+ * failover or a resharding leaves a slot unserved). */
 int sb_reply_is_transient(const redisReply *reply);
 
 /* Reply helpers: 1 if reply is a non-error reply of that shape. */

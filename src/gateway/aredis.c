@@ -7,12 +7,17 @@
  * from timer callbacks, from sb_aredis_close, when AUTH or SELECT is refused, or when a
  * demoted master answers READONLY (closing from inside its callbacks is safe). Each accepted
  * send allocates one sb_acall_t that the connection hands back to sb_aredis_reply exactly
- * once (with NULL when the connection dies first). */
+ * once (with NULL when the connection dies first).
+ *
+ * With Redis Cluster seeds (addr->cluster) the object has no connection of its own: every call
+ * is forwarded to the cluster router (acluster.h: one plain sb_aredis_t per node), and the
+ * on-up hooks run each time the router is usable again. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "gateway/aconn.h"
+#include "gateway/acluster.h"
 #include "gateway/aredis.h"
 #include "switchboard/clock.h"
 #include "switchboard/error.h"
@@ -53,6 +58,7 @@ struct sb_aredis {
     char server[300];       /* the master last connected to, "" before */
     sb_aredis_t *watch;     /* a Sentinel connection subscribed to +switch-master, or NULL */
     sb_aredis_hook_t watch_hook; /* on watch: subscribes again each time it comes up */
+    sb_acluster_t *cl;      /* Redis Cluster: the router taking every call, or NULL */
 };
 
 typedef struct {
@@ -63,8 +69,13 @@ typedef struct {
 
 static void sb_aredis_connect(sb_aredis_t *ar);
 
-int sb_aredis_up(const sb_aredis_t *ar) { return ar && ar->state == SB_AR_UP; }
-unsigned long long sb_aredis_reconnects(const sb_aredis_t *ar) { return ar->reconnects; }
+int sb_aredis_up(const sb_aredis_t *ar) {
+    if (ar && ar->cl) return sb_acluster_up(ar->cl);
+    return ar && ar->state == SB_AR_UP;
+}
+unsigned long long sb_aredis_reconnects(const sb_aredis_t *ar) {
+    return ar->cl ? sb_acluster_reconnects(ar->cl) : ar->reconnects;
+}
 
 /* ---- reconnecting ------------------------------------------------------------------------ */
 
@@ -197,7 +208,7 @@ static void sb_aredis_resolved(uv_work_t *w, int status) {
 }
 
 static void sb_aredis_connect(sb_aredis_t *ar) {
-    if (ar->closing || ar->ac || ar->resolving) return;
+    if (ar->closing || ar->ac || ar->resolving || ar->cl) return;
     if (!sb_sentinel_enabled(&ar->addr)) {
         sb_aredis_connect_to(ar, &ar->addr);
         return;
@@ -285,6 +296,9 @@ static void sb_aredis_watch_start(sb_aredis_t *ar) {
 
 /* ---- life cycle --------------------------------------------------------------------------- */
 
+/* The cluster router is usable (again): the owner's hooks run, as on a reconnect. */
+static void sb_aredis_cluster_up(void *ud) { sb_aredis_run_up_hooks(ud); }
+
 sb_aredis_t *sb_aredis_create(uv_loop_t *loop, const sb_redis_addr_t *addr, const char *name) {
     sb_aredis_t *ar = calloc(1, sizeof *ar);
     if (!ar) return NULL;
@@ -299,6 +313,14 @@ sb_aredis_t *sb_aredis_create(uv_loop_t *loop, const sb_redis_addr_t *addr, cons
     uv_timer_init(loop, &ar->watchdog);
     ar->retry.data = ar->watchdog.data = ar;
     ar->open_handles = 2;
+    if (addr->cluster) {
+        ar->cl = sb_acluster_create(loop, addr, name, sb_aredis_cluster_up, ar);
+        if (!ar->cl) {
+            sb_aredis_close(ar);
+            return NULL;
+        }
+        return ar;
+    }
     uv_timer_start(&ar->watchdog, sb_aredis_watchdog_cb, SB_AREDIS_WATCHDOG_MS,
                    SB_AREDIS_WATCHDOG_MS);
     sb_aredis_watch_start(ar);
@@ -318,6 +340,8 @@ static void sb_aredis_closed_cb(uv_handle_t *h) { sb_aredis_unref(h->data); }
 void sb_aredis_close(sb_aredis_t *ar) {
     if (!ar || ar->closing) return;
     ar->closing = 1;
+    sb_acluster_close(ar->cl);
+    ar->cl = NULL;
     sb_aredis_close(ar->watch);
     ar->watch = NULL;
     while (ar->hooks) sb_aredis_on_up_remove(ar->hooks);
@@ -348,6 +372,7 @@ static void sb_aredis_reply(redisReply *reply, void *privdata) {
 }
 
 int sb_aredis_send(sb_aredis_t *ar, const sb_batch_t *b, sb_aredis_cb cb, void *priv) {
+    if (ar->cl) return sb_acluster_send(ar->cl, b, cb, priv);
     if (ar->state != SB_AR_UP || sb_batch_count(b) == 0) return SB_EREDIS;
     sb_acall_t *call = malloc(sizeof *call);
     if (!call) return SB_ENOMEM;
@@ -424,6 +449,7 @@ void sb_aredis_on_up_remove(sb_aredis_hook_t *h) {
 }
 
 int sb_aredis_subscribe(sb_aredis_t *ar, const sb_batch_t *b, sb_aredis_cb cb, void *priv) {
+    if (ar->cl) return sb_acluster_subscribe(ar->cl, b, cb, priv);
     if (ar->state != SB_AR_UP) return SB_EREDIS;
     return sb_aconn_subscribe(ar->ac, b, cb, priv) == SB_OK ? SB_OK : SB_EREDIS;
 }

@@ -439,6 +439,9 @@ static void sb_req_run(sb_req_t *req) {
 static int sb_http_refuse(struct lws *wsi, sb_http_conn_t *conn, sb_req_t *req, int status,
                           const char *code, const char *message) {
     conn->close_after = 1;
+    void (*gone)(sb_req_t *) = req->gone; /* a handler told of the headers (a Socket.IO POST) */
+    req->gone = NULL;
+    if (gone) gone(req);
     req->in_dispatch = 1; /* build the answer only: it is written just below */
     sb_req_error(req, status, code, "%s", message);
     req->in_dispatch = 0;

@@ -85,7 +85,9 @@ struct sb_req {
     char *acr_headers;          /* Access-Control-Request-Headers (idem) or NULL */
     /* A handler that holds the request open for a later answer (a Socket.IO long-poll) sets
      * these: pull runs on writeable before an answer is looked for, so it may sb_req_send;
-     * gone runs once when the connection goes away first. Both are cleared on answering. */
+     * gone runs once when the connection goes away first. Both are cleared on answering.
+     * gone may also be set at the header stage (a Socket.IO POST, while its body arrives):
+     * a refusal before the handler runs calls it too. */
     void (*pull)(sb_req_t *req);
     void (*gone)(sb_req_t *req);
     uint64_t hold_id;           /* the holding handler's handle (an Engine.IO session) */

@@ -153,7 +153,7 @@ sb_agent_t *sb_agent_create(const sb_redis_addr_t *redis, const sb_agent_opts_t 
     sb_key(a->k_paused, sizeof a->k_paused, SB_KEY_PAUSED, a->type, NULL);
     sb_key(a->k_done, sizeof a->k_done, SB_KEY_DONE, a->type, NULL);
     sb_key(a->k_cancel, sizeof a->k_cancel, SB_KEY_CANCEL, a->type, a->id);
-    snprintf(a->k_prefix, sizeof a->k_prefix, "agent:%s:", a->type);
+    sb_key_prefix(a->k_prefix, sizeof a->k_prefix, a->type);
     a->lease_renew_ms = o->lease_renew_ms ? o->lease_renew_ms : o->lease_ms / 3;
     if (a->lease_renew_ms < 1) a->lease_renew_ms = 1;
     a->cb = cb;

@@ -145,11 +145,12 @@ void sb_redis_addr_free(sb_redis_addr_t *a) {
     free(a->sentinel_password);
     free(a->rest_url);
     free(a->rest_token);
+    free(a->cluster);
     free(a->tls.ca_file);
     free(a->tls.cert_file);
     free(a->tls.key_file);
     free(a->tls.sni);
-    a->rest_url = a->rest_token = NULL;
+    a->rest_url = a->rest_token = a->cluster = NULL;
     a->host = a->unix_path = a->user = a->password = NULL;
     a->sentinels = a->sentinel_master = a->sentinel_password = NULL;
     a->tls.ca_file = a->tls.cert_file = a->tls.key_file = a->tls.sni = NULL;
@@ -164,7 +165,7 @@ int sb_redis_addr_copy(sb_redis_addr_t *dst, const sb_redis_addr_t *src) {
     *dst = *src;
     dst->host = dst->unix_path = dst->user = dst->password = NULL;
     dst->sentinels = dst->sentinel_master = dst->sentinel_password = NULL;
-    dst->rest_url = dst->rest_token = NULL;
+    dst->rest_url = dst->rest_token = dst->cluster = NULL;
     dst->tls.ca_file = dst->tls.cert_file = dst->tls.key_file = dst->tls.sni = NULL;
     if (sb_set_str(&dst->host, sb_redis_host(src)) || sb_set_str(&dst->unix_path, src->unix_path) ||
         sb_set_str(&dst->user, src->user) || sb_set_str(&dst->password, src->password) ||
@@ -172,6 +173,7 @@ int sb_redis_addr_copy(sb_redis_addr_t *dst, const sb_redis_addr_t *src) {
         sb_set_str(&dst->sentinel_master, src->sentinel_master) ||
         sb_set_str(&dst->sentinel_password, src->sentinel_password) ||
         sb_set_str(&dst->rest_url, src->rest_url) || sb_set_str(&dst->rest_token, src->rest_token) ||
+        sb_set_str(&dst->cluster, src->cluster) ||
         sb_set_str(&dst->tls.ca_file, src->tls.ca_file) ||
         sb_set_str(&dst->tls.cert_file, src->tls.cert_file) ||
         sb_set_str(&dst->tls.key_file, src->tls.key_file) ||
@@ -185,6 +187,8 @@ int sb_redis_addr_copy(sb_redis_addr_t *dst, const sb_redis_addr_t *src) {
 const char *sb_redis_addr_str(const sb_redis_addr_t *a, char *buf, size_t len) {
     if (a->rest_url)
         snprintf(buf, len, "%s (Upstash REST)", a->rest_url);
+    else if (a->cluster)
+        snprintf(buf, len, "cluster %s", a->cluster);
     else if (a->sentinels && a->sentinel_master)
         snprintf(buf, len, "master %s via Sentinels %s", a->sentinel_master, a->sentinels);
     else if (a->sentinels) snprintf(buf, len, "Sentinels %s", a->sentinels);

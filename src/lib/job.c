@@ -71,10 +71,33 @@ static const struct {
     [SB_KEY_LEASES] = {"leases", 0},
 };
 
+static sb_key_style_t sb_key_style_now = SB_KEYS_PLAIN; /* set once at start (job.h) */
+
+void sb_key_style_set(sb_key_style_t style) { sb_key_style_now = style; }
+sb_key_style_t sb_key_style(void) { return sb_key_style_now; }
+
+/* The prefix in a style: channels are always plain. */
+static int sb_key_prefix_in(char *buf, size_t len, const char *type, sb_key_style_t style) {
+    return style == SB_KEYS_CLUSTER ? snprintf(buf, len, "agent:{%s}:", type)
+                                    : snprintf(buf, len, "agent:%s:", type);
+}
+
+char *sb_key_prefix(char *buf, size_t len, const char *type) {
+    int n = sb_key_prefix_in(buf, len, type, sb_key_style_now);
+    if (n < 0 || (size_t)n >= len) {
+        if (len) buf[0] = '\0';
+        return NULL;
+    }
+    return buf;
+}
+
 char *sb_key(char *buf, size_t len, sb_key_kind_t kind, const char *type, const char *arg) {
     int has_arg = sb_key_names[kind].has_arg;
-    int n = snprintf(buf, len, "agent:%s:%s%s%s", type, sb_key_names[kind].name,
-                     has_arg ? ":" : "", has_arg && arg ? arg : "");
+    int channel = kind == SB_KEY_STATUS || kind == SB_KEY_EVENTS;
+    int n = sb_key_prefix_in(buf, len, type, channel ? SB_KEYS_PLAIN : sb_key_style_now);
+    if (n >= 0 && (size_t)n < len)
+        n += snprintf(buf + n, len - (size_t)n, "%s%s%s", sb_key_names[kind].name,
+                      has_arg ? ":" : "", has_arg && arg ? arg : "");
     if (n < 0 || (size_t)n >= len) {
         if (len) buf[0] = '\0';
         return NULL;

@@ -139,7 +139,7 @@ static int sb_act_init_keys(sb_act_t *a, const char *type, const char *id, const
         return SB_EINVAL;
     *a = (sb_act_t){.type = type, .id = id ? id : "", .by = by, .action = action,
                     .now_ms = sb_now_ms()};
-    snprintf(a->prefix, sizeof a->prefix, "agent:%s:", type);
+    sb_key_prefix(a->prefix, sizeof a->prefix, type);
     sb_key(a->k_record, sizeof a->k_record, SB_KEY_JOB, type, a->id);
     sb_key(a->k_jobs, sizeof a->k_jobs, SB_KEY_JOBS, type, NULL);
     sb_key(a->k_dead, sizeof a->k_dead, SB_KEY_DEAD, type, NULL);

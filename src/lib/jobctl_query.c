@@ -133,7 +133,13 @@ static void sb_qs_init(void) {
 /* Runs a query script. Returns 0 with *rep an array (caller frees), or an SB_E* code. */
 static int sb_query_eval(sb_redis_t *r, const sb_script_t *s, int argc, const char **argv,
                          redisReply **rep) {
-    *rep = sb_redis_eval(r, s, 0, argc, argv, NULL);
+    /* KEYS[1] is the prefix (argv[0], which the scripts read as ARGV[1]): not a key, but it
+     * carries the type's hash tag, so on Redis Cluster the script runs where the type's keys
+     * are (job.h) */
+    const char *av[argc + 1];
+    av[0] = argv[0];
+    memcpy(av + 1, argv, (size_t)argc * sizeof *argv);
+    *rep = sb_redis_eval(r, s, 1, argc + 1, av, NULL);
     if (!*rep) return SB_EREDIS;
     if ((*rep)->type == REDIS_REPLY_ARRAY) return SB_OK;
     freeReplyObject(*rep);
@@ -156,7 +162,7 @@ int sb_jobctl_list(sb_redis_t *r, const sb_jobctl_query_t *q, cJSON **out) {
         return SB_EINVAL;
     char prefix[SB_KEY_LEN], cursor[SB_FMT_INT_LEN + 1], limit[SB_FMT_INT_LEN + 1],
         budget[SB_FMT_INT_LEN + 1], now[SB_FMT_INT_LEN + 1], ttl[SB_FMT_INT_LEN + 1];
-    snprintf(prefix, sizeof prefix, "agent:%s:", q->type);
+    sb_key_prefix(prefix, sizeof prefix, q->type);
     sb_fmt_llz(cursor, q->cursor);
     sb_fmt_llz(limit, q->limit);
     sb_fmt_llz(budget, (long long)q->limit * (q->state ? SB_LIST_BUDGET : 1));
@@ -189,7 +195,7 @@ int sb_jobctl_counts(sb_redis_t *r, const char *type, cJSON **out) {
     *out = NULL;
     if (!sb_job_type_valid(type)) return SB_EINVAL;
     char prefix[SB_KEY_LEN], now[SB_FMT_INT_LEN + 1], ttl[SB_FMT_INT_LEN + 1];
-    snprintf(prefix, sizeof prefix, "agent:%s:", type);
+    sb_key_prefix(prefix, sizeof prefix, type);
     sb_fmt_llz(now, sb_now_ms());
     sb_fmt_llz(ttl, SB_JOB_TTL);
     const char *argv[] = {prefix, now, ttl};
@@ -229,7 +235,7 @@ int sb_jobctl_detail(sb_redis_t *r, const char *type, const char *id, cJSON **ou
     *out = NULL;
     if (!sb_job_type_valid(type) || !sb_job_id_valid(id)) return SB_EINVAL;
     char prefix[SB_KEY_LEN];
-    snprintf(prefix, sizeof prefix, "agent:%s:", type);
+    sb_key_prefix(prefix, sizeof prefix, type);
     const char *argv[] = {prefix, id};
     pthread_once(&sb_qs_once, sb_qs_init);
     redisReply *rep;

@@ -13,6 +13,7 @@
 #include "switchboard/clock.h"
 #include "switchboard/error.h"
 #include "switchboard/json.h"
+#include "switchboard/job.h"
 #include "switchboard/metrics.h"
 
 static const char SB_EXEC_ADD_LUA[] =
@@ -34,14 +35,18 @@ long sb_metrics_hist_bound(int i) {
 
 char *sb_metrics_key(char *buf, size_t len, const char *type, const char *what,
                             const char *arg) {
-    int n = arg ? snprintf(buf, len, "metrics:agent:%s:%s:%s", type, what, arg)
-                : snprintf(buf, len, "metrics:agent:%s:%s", type, what);
+    char prefix[SB_KEY_LEN]; /* metrics:agent:{type}: beside the type's keys (job.h) */
+    sb_key_prefix(prefix, sizeof prefix, type);
+    int n = arg ? snprintf(buf, len, "metrics:%s%s:%s", prefix, what, arg)
+                : snprintf(buf, len, "metrics:%s%s", prefix, what);
     return n > 0 && (size_t)n < len ? buf : NULL;
 }
 
 static char *sb_counter_key(char *buf, size_t len, const char *type, const char *date,
                             const char *name) {
-    int n = snprintf(buf, len, "metrics:agent:%s:counters:%s:%s", type, date, name);
+    char prefix[SB_KEY_LEN];
+    sb_key_prefix(prefix, sizeof prefix, type);
+    int n = snprintf(buf, len, "metrics:%scounters:%s:%s", prefix, date, name);
     return n > 0 && (size_t)n < len ? buf : NULL;
 }
 

@@ -7,7 +7,9 @@
  * write, then read until a reply is complete); TLS swaps read/write for SSL_read/SSL_write.
  *
  * With Sentinels the address is resolved (sb_redis_target) before every connection; with an
- * Upstash REST URL the commands go over HTTPS instead (rest.h, at the end of this file).
+ * Upstash REST URL the commands go over HTTPS instead (rest.h), and with Redis Cluster seeds
+ * they go through the cluster router (cluster.h), one connection per node: both take whole
+ * batches ("via" a batch transport, at the end of this file).
  *
  * The connection is dropped as soon as an I/O or protocol error happens (the stream is then
  * out of step), so "connected" always means "the last command worked". sb_redis_ensure()
@@ -23,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "switchboard/clock.h"
+#include "switchboard/cluster.h"
 #include "switchboard/conn.h"
 #include "switchboard/error.h"
 #include "switchboard/log.h"
@@ -53,17 +56,21 @@ struct sb_redis {
     unsigned script_epoch;  /* sb_redis_script_epoch() */
     char server[300];       /* with Sentinels: the master last connected to, "" before */
     sb_rest_t *rest;        /* Upstash REST transport instead of conn (rest.h), or NULL */
+    sb_cluster_t *cluster;  /* Redis Cluster router instead of conn (cluster.h), or NULL */
+    int cluster_up;         /* cluster: the slot map is loaded and the last batch worked */
     int rest_up;            /* REST: the last request worked */
     const atomic_uint *epoch; /* sb_redis_follow: bumped when the master moved, or NULL */
     unsigned epoch_seen;    /* its value when conn was made */
 };
 
-/* The Upstash REST transport's side of the calls below (at the end of this file). */
+/* The batch transports' side of the calls below, REST or cluster (at the end of this file). */
 static int sb_redis_rest_connect(sb_redis_t *r, char *err, size_t errlen);
-static redisReply *sb_redis_rest_vcmd(sb_redis_t *r, const char *fmt, va_list ap);
-static redisReply *sb_redis_rest_argv(sb_redis_t *r, int argc, const char **argv,
+static redisReply *sb_redis_via_vcmd(sb_redis_t *r, const char *fmt, va_list ap);
+static redisReply *sb_redis_via_argv(sb_redis_t *r, int argc, const char **argv,
                                       const size_t *lens);
-static int sb_redis_rest_pipeline(sb_redis_t *r, const sb_batch_t *b, redisReply **replies);
+static int sb_redis_via_pipeline(sb_redis_t *r, const sb_batch_t *b, redisReply **replies);
+static int sb_redis_cluster_connect(sb_redis_t *r, char *err, size_t errlen);
+static redisReply *sb_redis_cluster_read(sb_redis_t *r, int timeout_ms, int *timed_out);
 
 sb_redis_t *sb_redis_create(const sb_redis_addr_t *addr, const char *component) {
     sb_redis_t *r = calloc(1, sizeof *r);
@@ -79,6 +86,11 @@ sb_redis_t *sb_redis_create(const sb_redis_addr_t *addr, const char *component) 
         sb_redis_free(r);
         return NULL;
     }
+    if (addr->cluster && !(r->cluster = sb_cluster_create(addr, r->component))) {
+        sb_redis_free(r);
+        return NULL;
+    }
+    sb_redis_set_connect_timeout(r, 0);
     return r;
 }
 
@@ -87,6 +99,7 @@ void sb_redis_free(sb_redis_t *r) {
     sb_redis_disconnect(r);
     free(r->obuf);
     sb_rest_free(r->rest);
+    sb_cluster_free(r->cluster);
     sb_redis_addr_free(&r->addr);
     free(r);
 }
@@ -99,20 +112,29 @@ void sb_redis_disconnect(sb_redis_t *r) {
     r->opos = r->olen = 0;
     r->deferred = 0;
     r->rest_up = 0;
+    r->cluster_up = 0;
+    if (r->cluster) sb_cluster_disconnect(r->cluster);
 }
 
-int sb_redis_connected(const sb_redis_t *r) { return r->conn != NULL || r->rest_up; }
+int sb_redis_connected(const sb_redis_t *r) {
+    return r->conn != NULL || r->rest_up || r->cluster_up;
+}
 
-int sb_redis_is_tls(const sb_redis_t *r) { return r->conn && sb_conn_is_tls(r->conn); }
+int sb_redis_is_tls(const sb_redis_t *r) {
+    if (r->cluster) return r->cluster_up && r->addr.tls.enabled;
+    return r->conn && sb_conn_is_tls(r->conn);
+}
 
 void sb_redis_set_timeout(sb_redis_t *r, int ms) {
     r->timeout_ms = ms;
     if (r->rest) sb_rest_set_timeout(r->rest, ms);
     if (r->conn) sb_conn_set_blocking(r->conn, ms);
+    if (r->cluster) sb_cluster_set_timeouts(r->cluster, ms, r->connect_timeout_ms);
 }
 
 void sb_redis_set_connect_timeout(sb_redis_t *r, int ms) {
     r->connect_timeout_ms = ms > 0 ? ms : SB_REDIS_CONNECT_TIMEOUT_MS;
+    if (r->cluster) sb_cluster_set_timeouts(r->cluster, r->timeout_ms, r->connect_timeout_ms);
 }
 
 void sb_redis_follow(sb_redis_t *r, const atomic_uint *epoch) {
@@ -290,6 +312,7 @@ static int sb_redis_target(sb_redis_t *r, sb_redis_addr_t *to, char *err, size_t
 int sb_redis_connect(sb_redis_t *r, char *err, size_t errlen) {
     sb_redis_disconnect(r);
     if (r->rest) return sb_redis_rest_connect(r, err, errlen);
+    if (r->cluster) return sb_redis_cluster_connect(r, err, errlen);
     sb_redis_addr_t to;
     int rc = sb_redis_target(r, &to, err, errlen); /* with Sentinels: the master, now */
     if (rc != SB_OK) return rc;
@@ -400,9 +423,9 @@ static redisReply *sb_redis_reply(sb_redis_t *r) {
 
 redisReply *sb_redis_cmd(sb_redis_t *r, const char *fmt, ...) {
     va_list ap;
-    if (r->rest) {
+    if (r->rest || r->cluster) {
         va_start(ap, fmt);
-        redisReply *rep = sb_redis_rest_vcmd(r, fmt, ap);
+        redisReply *rep = sb_redis_via_vcmd(r, fmt, ap);
         va_end(ap);
         return rep;
     }
@@ -431,7 +454,7 @@ static int sb_redis_append_argv(sb_redis_t *r, int argc, const char **argv, cons
 }
 
 redisReply *sb_redis_cmdargv(sb_redis_t *r, int argc, const char **argv, const size_t *lens) {
-    if (r->rest) return sb_redis_rest_argv(r, argc, argv, lens);
+    if (r->rest || r->cluster) return sb_redis_via_argv(r, argc, argv, lens);
     if (!sb_redis_live(r)) return NULL;
     if (sb_redis_append_argv(r, argc, argv, lens) != REDIS_OK) {
         sb_redis_broken(r);
@@ -441,6 +464,7 @@ redisReply *sb_redis_cmdargv(sb_redis_t *r, int argc, const char **argv, const s
 }
 
 redisReply *sb_redis_read(sb_redis_t *r) {
+    if (r->cluster) return sb_redis_cluster_read(r, -1, NULL);
     if (!sb_redis_live(r)) return NULL;
     return sb_redis_reply(r);
 }
@@ -458,6 +482,7 @@ static int sb_redis_readable(sb_redis_t *r, int timeout_ms) {
 redisReply *sb_redis_read_wait(sb_redis_t *r, int timeout_ms, int *timed_out) {
     void *rep = NULL;
     *timed_out = 0;
+    if (r->cluster) return sb_redis_cluster_read(r, timeout_ms, timed_out);
     if (!sb_redis_live(r)) return NULL;
     if (sb_redis_drain(r) != REDIS_OK || sb_redis_flush(r) != REDIS_OK ||
         sb_redis_parsed(r, &rep) != REDIS_OK)
@@ -492,7 +517,7 @@ static int sb_redis_append(sb_redis_t *r, const sb_batch_t *b) {
 int sb_redis_pipeline(sb_redis_t *r, const sb_batch_t *b, redisReply **replies) {
     size_t n = sb_batch_count(b);
     for (size_t i = 0; i < n; i++) replies[i] = NULL;
-    if (r->rest) return sb_redis_rest_pipeline(r, b, replies);
+    if (r->rest || r->cluster) return sb_redis_via_pipeline(r, b, replies);
     if (!sb_redis_live(r)) return SB_EREDIS;
     if (sb_redis_append(r, b) != REDIS_OK) goto broken;
     if (sb_redis_drain(r) != REDIS_OK) goto broken;
@@ -513,9 +538,9 @@ unsigned sb_redis_script_epoch(const sb_redis_t *r) { return r->script_epoch; }
 
 int sb_redis_send_deferred(sb_redis_t *r, const sb_batch_t *b) {
     size_t n = sb_batch_count(b);
-    if (r->rest) { /* no connection to leave replies on: run it now, errors logged */
+    if (r->rest || r->cluster) { /* no one connection to leave replies on: run it now */
         redisReply *replies[n ? n : 1];
-        int rc = sb_redis_rest_pipeline(r, b, replies);
+        int rc = sb_redis_via_pipeline(r, b, replies);
         for (size_t i = 0; rc == SB_OK && i < n; i++)
             if (replies[i]->type == REDIS_REPLY_ERROR) {
                 sb_warn(r->component, "a deferred redis command failed: %s", replies[i]->str);
@@ -534,12 +559,47 @@ broken:
     return SB_EREDIS;
 }
 
-/* ---- Upstash REST transport (rest.h) ------------------------------------------------------ */
+/* ---- batch transports: Redis Cluster (cluster.h) and Upstash REST (rest.h) ---------------- */
 
-/* Every command goes through sb_rest_run as a batch; a failed request counts as a lost
- * connection (logged once, sb_redis_ensure "reconnects" with a PING). */
-static int sb_redis_rest_pipeline(sb_redis_t *r, const sb_batch_t *b, redisReply **replies) {
+/* The slot map loaded counts as connected. */
+static int sb_redis_cluster_connect(sb_redis_t *r, char *err, size_t errlen) {
+    int rc = sb_cluster_connect(r->cluster, err, errlen);
+    r->cluster_up = rc == SB_OK;
+    return rc;
+}
+
+/* A batch through the cluster router; a node lost counts as a lost connection (logged once;
+ * sb_redis_ensure then loads the map again). */
+static int sb_redis_cluster_pipeline(sb_redis_t *r, const sb_batch_t *b, redisReply **replies) {
+    if (!r->cluster_up) return SB_EREDIS;
+    int rc = sb_cluster_pipeline(r->cluster, b, replies);
+    if (rc == SB_EREDIS) {
+        if (!r->lost) sb_warn(r->component, "redis cluster connection lost");
+        r->lost = 1;
+        r->cluster_up = 0;
+    }
+    return rc;
+}
+
+/* Pub/sub messages: they arrive on the home node, where keyless SUBSCRIBE went. timeout_ms < 0:
+ * wait for as long as the command timeout allows. */
+static redisReply *sb_redis_cluster_read(sb_redis_t *r, int timeout_ms, int *timed_out) {
+    sb_redis_t *home = r->cluster_up ? sb_cluster_home(r->cluster) : NULL;
+    redisReply *rep = !home ? NULL
+                      : timeout_ms < 0 ? sb_redis_read(home)
+                                       : sb_redis_read_wait(home, timeout_ms, timed_out);
+    if (!rep && (!timed_out || !*timed_out)) {
+        r->lost = 1;
+        r->cluster_up = 0;
+    }
+    return rep;
+}
+
+/* Every command goes through sb_rest_run (or the cluster router) as a batch; a failed request
+ * counts as a lost connection (logged once, sb_redis_ensure "reconnects" with a PING). */
+static int sb_redis_via_pipeline(sb_redis_t *r, const sb_batch_t *b, redisReply **replies) {
     char err[300];
+    if (r->cluster) return sb_redis_cluster_pipeline(r, b, replies);
     if (!r->rest_up) return SB_EREDIS;
     int rc = sb_rest_run(r->rest, b, replies, err, sizeof err);
     if (rc == SB_EREDIS) {
@@ -553,22 +613,22 @@ static int sb_redis_rest_pipeline(sb_redis_t *r, const sb_batch_t *b, redisReply
 }
 
 /* Runs the one command of b (freed here) and returns its reply, or NULL. */
-static redisReply *sb_redis_rest_one(sb_redis_t *r, sb_batch_t *b, int rc) {
+static redisReply *sb_redis_via_one(sb_redis_t *r, sb_batch_t *b, int rc) {
     redisReply *rep = NULL;
-    if (rc == SB_OK && sb_redis_rest_pipeline(r, b, &rep) != SB_OK) rep = NULL;
+    if (rc == SB_OK && sb_redis_via_pipeline(r, b, &rep) != SB_OK) rep = NULL;
     sb_batch_free(b);
     return rep;
 }
 
-static redisReply *sb_redis_rest_vcmd(sb_redis_t *r, const char *fmt, va_list ap) {
+static redisReply *sb_redis_via_vcmd(sb_redis_t *r, const char *fmt, va_list ap) {
     sb_batch_t *b = sb_batch_create();
-    return sb_redis_rest_one(r, b, b ? sb__batch_vadd(b, fmt, ap) : SB_ENOMEM);
+    return sb_redis_via_one(r, b, b ? sb__batch_vadd(b, fmt, ap) : SB_ENOMEM);
 }
 
-static redisReply *sb_redis_rest_argv(sb_redis_t *r, int argc, const char **argv,
+static redisReply *sb_redis_via_argv(sb_redis_t *r, int argc, const char **argv,
                                       const size_t *lens) {
     sb_batch_t *b = sb_batch_create();
-    return sb_redis_rest_one(r, b, b ? sb_batch_addargv(b, argc, argv, lens) : SB_ENOMEM);
+    return sb_redis_via_one(r, b, b ? sb_batch_addargv(b, argc, argv, lens) : SB_ENOMEM);
 }
 
 /* "Connecting" is a PING that must come back: URL, token and service all work. */

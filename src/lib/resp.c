@@ -134,6 +134,21 @@ static int sb_batch_push(sb_batch_t *b, char *buf, long long len) {
     return sb_batch_take(b, buf, (size_t)len);
 }
 
+int sb_batch_add_raw(sb_batch_t *b, const char *cmd, size_t len) {
+    char *buf = malloc(len + 1);
+    if (!buf) return SB_ENOMEM;
+    memcpy(buf, cmd, len);
+    buf[len] = '\0';
+    return sb_batch_take(b, buf, len);
+}
+
+int sb_batch_append(sb_batch_t *dst, const sb_batch_t *src) {
+    int rc = SB_OK;
+    for (size_t i = 0; rc == SB_OK && i < src->n; i++)
+        rc = sb_batch_add_raw(dst, src->cmds[i].buf, src->cmds[i].len);
+    return rc;
+}
+
 int sb__batch_vadd(sb_batch_t *b, const char *fmt, va_list ap) {
     char *buf = NULL;
     int len = redisvFormatCommand(&buf, fmt, ap);
@@ -209,7 +224,7 @@ int sb_reply_is_noscript(const redisReply *reply) {
 
 int sb_reply_is_transient(const redisReply *reply) {
     static const char *const codes[] = {"LOADING ", "BUSY ", "TRYAGAIN ", "MASTERDOWN ",
-                                        "READONLY ", "OOM "};
+                                        "READONLY ", "OOM ", "CLUSTERDOWN "};
     if (!reply || reply->type != REDIS_REPLY_ERROR || !reply->str) return 0;
     for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
         if (strncmp(reply->str, codes[i], strlen(codes[i])) == 0) return 1;

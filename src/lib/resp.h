@@ -16,5 +16,4 @@ void sb__resp_argv(char *buf, size_t total, int argc, const char **argv, const s
 /* sb_batch_add with a va_list. Returns 0, SB_EINVAL (bad format) or SB_ENOMEM; b is unchanged
  * on failure. */
 int sb__batch_vadd(sb_batch_t *b, const char *fmt, va_list ap);
-
 #endif

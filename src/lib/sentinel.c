@@ -16,43 +16,6 @@
 
 int sb_sentinel_enabled(const sb_redis_addr_t *a) { return a && a->sentinels && *a->sentinels; }
 
-/* The i-th entry of list as host and port. Returns 1 when found, 0 past the end, -1 when the
- * entry is malformed (reason in err). */
-static int sb_sentinel_nth(const char *list, int i, char *host, size_t hostlen, int *port,
-                           char *err, size_t errlen) {
-    const char *p = list;
-    for (int k = 0; k < i; k++) {
-        p = strchr(p, ',');
-        if (!p) return 0;
-        p++;
-    }
-    p += strspn(p, " ");
-    size_t n = strcspn(p, ",");
-    while (n && p[n - 1] == ' ') n--;
-    char entry[SB_SENTINEL_HOST_MAX + 16];
-    if (n == 0 || n >= sizeof entry) {
-        snprintf(err, errlen, "expected host:port entries separated by commas");
-        return -1;
-    }
-    memcpy(entry, p, n);
-    entry[n] = '\0';
-    char *colon = strrchr(entry, ':');
-    long v;
-    if (!colon || colon == entry || sb_fmt_parse_long(colon + 1, 1, 65535, &v) != SB_OK) {
-        snprintf(err, errlen, "'%s' is not host:port (port 1-65535)", entry);
-        return -1;
-    }
-    *colon = '\0';
-    char *h = entry;
-    if (h[0] == '[' && colon[-1] == ']') { /* [::1]:26379 */
-        colon[-1] = '\0';
-        h++;
-    }
-    snprintf(host, hostlen, "%s", h);
-    *port = (int)v;
-    return 1;
-}
-
 int sb_sentinel_list_check(const char *list, char *err, size_t errlen) {
     char host[SB_SENTINEL_HOST_MAX];
     int port, rc, i = 0;
@@ -60,7 +23,7 @@ int sb_sentinel_list_check(const char *list, char *err, size_t errlen) {
         snprintf(err, errlen, "expected host:port entries separated by commas");
         return SB_EINVAL;
     }
-    while ((rc = sb_sentinel_nth(list, i++, host, sizeof host, &port, err, errlen)) == 1) {}
+    while ((rc = sb_fmt_hostport_nth(list, i++, host, sizeof host, &port, err, errlen)) == 1) {}
     return rc < 0 ? SB_EINVAL : SB_OK;
 }
 
@@ -177,7 +140,7 @@ int sb_sentinel_resolve(const sb_redis_addr_t *a, sb_redis_addr_t *target, char 
                         size_t errlen) {
     char shost[SB_SENTINEL_HOST_MAX], host[SB_SENTINEL_HOST_MAX], why[300] = "";
     int sport, port, rc;
-    for (int i = 0; (rc = sb_sentinel_nth(a->sentinels, i, shost, sizeof shost, &sport, why,
+    for (int i = 0; (rc = sb_fmt_hostport_nth(a->sentinels, i, shost, sizeof shost, &sport, why,
                                           sizeof why)) == 1; i++) {
         int found = a->sentinel_master
                         ? sb_sentinel_ask_master(a, shost, sport, host, sizeof host, &port, why,
@@ -235,7 +198,7 @@ int sb_sentinel_survey(const sb_redis_addr_t *a, sb_sentinel_survey_t *out) {
     int sport, port, fport = 0;
     memset(out, 0, sizeof *out);
     if (!sb_sentinel_enabled(a) || !a->sentinel_master) return SB_EINVAL;
-    for (int i = 0; sb_sentinel_nth(a->sentinels, i, shost, sizeof shost, &sport, out->err,
+    for (int i = 0; sb_fmt_hostport_nth(a->sentinels, i, shost, sizeof shost, &sport, out->err,
                                     sizeof out->err) == 1; i++) {
         out->total++;
         if (!sb_sentinel_named(a, shost, sport, host, sizeof host, &port, out->err,

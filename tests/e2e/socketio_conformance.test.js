@@ -5,6 +5,7 @@
 // transport that takes no upgrade, a second WebSocket for a session) closed after the 101,
 // and server-initiated closes sending a WebSocket Close frame with a code (issue #22).
 'use strict';
+const net = require('node:net');
 const test = require('node:test');
 const assert = require('node:assert');
 const jwt = require('jsonwebtoken');
@@ -148,6 +149,80 @@ test('a client event asking for an ack gets an error ack, not silence', async ()
   ws.send('3');            // a pong the server did not ask for: harmless, proves it is open
   assert.strictEqual(ws.readyState, ws.OPEN);
   ws.close();
+});
+
+// engine.io-protocol, HTTP long-polling: a missing mandatory query parameter or an unknown sid
+// gets 400; a POST is answered 200 `ok`; a second GET while one is held gets 400 and closes the
+// session (the held GET is answered with a close packet). See docs/SOCKETIO_CONFORMANCE.md.
+test('polling MUSTs on the wire: 400s, POST answered ok, duplicate GET closes the session', async () => {
+  const url = (q) => `${base}/socket.io/?${q}`;
+  for (const q of ['transport=polling', 'EIO=4', 'EIO=4&transport=polling&sid=AAAAAAAAAAAAAAAAAAAA'])
+    assert.strictEqual((await fetch(url(q))).status, 400, `GET ${q}`);
+  for (const q of ['EIO=4&transport=polling', 'EIO=4&transport=polling&sid=AAAAAAAAAAAAAAAAAAAA'])
+    assert.strictEqual((await fetch(url(q), { method: 'POST', body: '3' })).status, 400, `POST ${q}`);
+  const sid = await pollingSid();
+  const post = await fetch(url(`EIO=4&transport=polling&sid=${sid}`), { method: 'POST', body: '3' });
+  assert.strictEqual(post.status, 200);
+  assert.strictEqual(await post.text(), 'ok');
+  // two GETs at once: whichever arrives second gets 400, and the one held is answered `1`
+  const answers = await Promise.all([1, 2].map(async (t) => {
+    const r = await fetch(url(`EIO=4&transport=polling&sid=${sid}&t=${t}`));
+    return [r.status, await r.text()];
+  }));
+  answers.sort((a, b) => a[0] - b[0]);
+  assert.deepStrictEqual(answers.map((a) => a[0]), [200, 400]);
+  assert.strictEqual(answers[0][1], '1');
+  const after = await fetch(url(`EIO=4&transport=polling&sid=${sid}`), { method: 'POST', body: '3' });
+  assert.strictEqual(after.status, 400, 'the session is closed');
+});
+
+// engine.io-protocol, Sending data: a second POST while another one's body is still arriving
+// gets 400 and closes the session (engine.io's "data request overlap"). The first POST sends
+// its headers and holds its body back; the second is sent until the gateway has read those
+// headers (each try is a round trip; on loopback the first try is enough).
+test('a second POST while another one\'s body arrives gets 400 and closes the session', async () => {
+  const sid = await pollingSid();
+  const path = `/socket.io/?EIO=4&transport=polling&sid=${sid}`;
+  const first = net.connect(port, '127.0.0.1');
+  let firstText = '';
+  first.on('data', (d) => { firstText += d; });
+  first.on('error', () => {});
+  await new Promise((resolve) => first.on('connect', resolve));
+  first.write(`POST ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain;charset=UTF-8\r\n` +
+    'Content-Length: 1\r\n\r\n');
+  let status;
+  for (let i = 0; i < 50 && status !== 400; i++)
+    status = (await fetch(`${base}${path}&t=${i}`, { method: 'POST', body: '6' })).status;
+  assert.strictEqual(status, 400, 'the overlapping POST');
+  first.write('6');
+  await waitFor(() => /^HTTP\/1\.1 \d+/.test(firstText), { what: 'the first POST answered' });
+  assert.match(firstText, /^HTTP\/1\.1 400/, 'the session is closed');
+  first.destroy();
+  assert.strictEqual((await fetch(`${base}${path}`)).status, 400);
+  // one POST at a time is welcome: a new session takes several in a row, also after one the
+  // HTTP layer refused at its headers (chunked: 411, answered once the core forgot it)
+  const sid2 = await pollingSid();
+  const path2 = `/socket.io/?EIO=4&transport=polling&sid=${sid2}`;
+  const refused = await rawExchange(port, [`POST ${path2} HTTP/1.1\r\nHost: 127.0.0.1\r\n` +
+    'Transfer-Encoding: chunked\r\n\r\n1\r\n6\r\n0\r\n\r\n'], { answers: 1 });
+  assert.deepStrictEqual(refused.statuses, [411]);
+  for (let i = 0; i < 3; i++) {
+    const r = await fetch(`${base}${path2}&t=${i}`, { method: 'POST', body: '6' });
+    assert.strictEqual(r.status, 200, `POST ${i}`);
+  }
+});
+
+// socket.io-protocol: an EVENT whose payload is not a non-empty array, or an ACK whose payload is
+// not an array (an ACK without a payload included), closes the connection with a Close frame.
+test('an EVENT with an empty or non-array payload closes the connection', async () => {
+  for (const bad of ['42[]', '42{}', '42"x"', '43{}', '431']) {
+    const ws = await connectedWs();
+    ws.send(bad);
+    let timer;
+    const deadline = new Promise((resolve) => { timer = setTimeout(() => resolve('still open'), 10000); });
+    assert.strictEqual(await Promise.race([ws.closed, deadline]), 1000, bad);
+    clearTimeout(timer);
+  }
 });
 
 // A gateway with the Engine.IO settings given; resolves { g, base }.

@@ -1,11 +1,15 @@
 /* libFuzzer target for configuration text: Redis URLs, ISO 8601 times, job/agent ids, and
  * HTTP route matching with the API prefixes. All are fed untrusted text (environment, flags,
- * request paths) and must only ever accept or refuse. */
+ * request paths) and must only ever accept or refuse. The same bytes also go to Redis
+ * Cluster's parsers (cluster.h): as a server reply read by hiredis (CLUSTER SLOTS, MOVED/ASK),
+ * as a command (its key's slot), and as a host:port seed list. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include "switchboard/clock.h"
+#include "switchboard/cluster.h"
+#include "switchboard/fmt.h"
 #include "switchboard/config.h"
 #include "switchboard/job.h"
 #include "switchboard/presence.h"
@@ -19,6 +23,28 @@ static const sb_route_t routes[] = {
     {SB_HTTP_GET, "/rebalance/{jobId}", NULL},
     {SB_HTTP_GET, "/agent-status/agent/{agent_id}", NULL},
 };
+
+/* The cluster parsers on data: a reply, a command, a seed list. */
+static void fuzz_cluster(const char *data, size_t size, const char *text) {
+    redisReader *rd = redisReaderCreate();
+    void *rep = NULL;
+    redisReaderFeed(rd, data, size);
+    if (redisReaderGetReply(rd, &rep) == REDIS_OK && rep) {
+        char err[256];
+        sb_slotmap_t map;
+        sb_redirect_t d;
+        if (sb_slotmap_parse(&map, rep, "asked", err, sizeof err) == 0) sb_slotmap_free(&map);
+        sb_cluster_redirect_parse(rep, &d);
+        freeReplyObject(rep);
+    }
+    redisReaderFree(rd);
+    sb_cluster_cmd_slot(data, size);
+    sb_cluster_keyslot(data, size);
+    char host[SB_FMT_HOST_MAX], err[256];
+    int port;
+    for (int i = 0; i < 64 && sb_fmt_hostport_nth(text, i, host, sizeof host, &port, err,
+                                                   sizeof err) == 1; i++) {}
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char *s = malloc(size + 1), err[256];
@@ -39,6 +65,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     sb_route_match_t m;
     const char *api = sb_route_api_path(s);
     sb_route_match(routes, sizeof routes / sizeof routes[0], SB_HTTP_GET, api ? api : s, &m);
+    fuzz_cluster((const char *)data, size, s);
     free(s);
     return 0;
 }

@@ -132,6 +132,8 @@ static void test_http_errors(void **state) {
                  "{\"code\":1,\"message\":\"Session ID unknown\"}");
     expect_error(f, fake_req(SB_EIO_POST, "polling", NULL), 400,
                  "{\"code\":2,\"message\":\"Bad handshake method\"}");
+    expect_error(f, fake_req(SB_EIO_POST, "polling", "AAAAAAAAAAAAAAAAAAAA"), 400,
+                 "{\"code\":1,\"message\":\"Session ID unknown\"}");
     sb_eio_req_t ws_no_upgrade = fake_req(SB_EIO_GET, "websocket", NULL);
     ws_no_upgrade.websocket = 0;
     expect_error(f, ws_no_upgrade, 400, "{\"code\":3,\"message\":\"Bad request\"}");
@@ -161,6 +163,21 @@ static void test_polling_post_split(void **state) {
     assert_string_equal(f->app.msgs[2], "\x01\x02\x03"); /* decoded from base64 */
     assert_int_equal(f->app.binary[2], 1);
     assert_int_equal(f->app.closes, 0);
+}
+
+/* A POST that delivers its packets is answered 200 with `ok` as its body (engine.io-protocol,
+ * Sending data: "the server MUST return an HTTP 200 response, with the string ok"). */
+static void test_post_answers_ok(void **state) {
+    fixture_t *f = *state;
+    char sid[SB_EIO_SID_LEN + 1], out[64];
+    assert_true(fake_handshake(f->srv, 0, sid));
+    sb_eio_req_t req = fake_req(SB_EIO_POST, "polling", sid);
+    req.body = "4hi";
+    req.body_len = 3;
+    sb_eio_reply_t r;
+    assert_int_equal(sb_eio_http(f->srv, &req, NULL, 1, &r), 200);
+    assert_string_equal(fake_body(&r, out, sizeof out), "ok");
+    assert_string_equal(f->app.msgs[0], "hi");
 }
 
 /* Binary messages both ways on polling: a `b` packet whose body is not base64 closes the
@@ -229,6 +246,49 @@ static void test_polling_overlap_closes(void **state) {
     assert_null(sb_eio_sid(f->srv, id));
     assert_int_equal(fake_get(f->srv, sid, c1, 20, out, sizeof out), 400);
     assert_int_equal(sb_eio_count(f->srv), 0);
+}
+
+/* A second POST while one's body is still arriving gets 400 and closes the session, whose held
+ * GET is answered `1` (engine.io-protocol, Sending data; engine.io's "data request overlap").
+ * A POST handled, or gone before its body was in, is forgotten: the next one is welcome. */
+static void test_polling_post_overlap_closes(void **state) {
+    fixture_t *f = *state;
+    char sid[SB_EIO_SID_LEN + 1], out[256];
+    sb_eio_id_t id = fake_handshake(f->srv, 0, sid);
+    void *get = &f->http.conns[1], *p1 = &f->http.conns[2], *p2 = &f->http.conns[3];
+    sb_eio_req_t post = fake_req(SB_EIO_POST, "polling", sid);
+    post.body = "4a";
+    post.body_len = 2;
+    sb_eio_reply_t r;
+    /* one at a time: begun, handled, begun again on another connection, gone, begun again */
+    assert_true(sb_eio_post_begin(f->srv, &post, p1, 1) == id);
+    sb_eio_detach(f->srv, id, p1);
+    assert_int_equal(sb_eio_http(f->srv, &post, p1, 1, &r), 200);
+    sb_eio_buf_unref(r.body);
+    assert_true(sb_eio_post_begin(f->srv, &post, p2, 2) == id);
+    sb_eio_detach(f->srv, id, p2); /* the client went away mid-body */
+    assert_true(sb_eio_post_begin(f->srv, &post, p1, 3) == id);
+    assert_true(sb_eio_post_begin(f->srv, &post, p1, 3) == id); /* the same request again */
+    assert_int_equal(f->app.closes, 0);
+    assert_non_null(sb_eio_sid(f->srv, id));
+    /* a second while p1's body arrives */
+    assert_int_equal(fake_get(f->srv, sid, get, 4, out, sizeof out), SB_EIO_HOLD);
+    assert_true(sb_eio_post_begin(f->srv, &post, p2, 5) == 0);
+    assert_int_equal(f->app.closes, 1);
+    assert_string_equal(f->app.reason, "transport error");
+    assert_true(fake_was_woken(&f->http, get));
+    assert_int_equal(sb_eio_poll_pull(f->srv, id, get, &r), 1);
+    assert_string_equal(fake_body(&r, out, sizeof out), "1");
+    assert_int_equal(sb_eio_http(f->srv, &post, p2, 6, &r), 400);
+    assert_string_equal(fake_body(&r, out, sizeof out), "{\"code\":1,\"message\":\"Session ID unknown\"}");
+    sb_eio_detach(f->srv, id, p1);
+    assert_int_equal(sb_eio_http(f->srv, &post, p1, 7, &r), 400);
+    sb_eio_buf_unref(r.body);
+    assert_int_equal(f->app.nmsgs, 1);
+    /* nothing is marked for what sb_eio_http refuses anyway */
+    sb_eio_req_t unknown = fake_req(SB_EIO_POST, "polling", "AAAAAAAAAAAAAAAAAAAA");
+    assert_true(sb_eio_post_begin(f->srv, &unknown, p1, 8) == 0);
+    assert_true(sb_eio_post_begin(f->srv, &post, p1, 8) == 0); /* closed */
 }
 
 static void test_polling_payload_cap(void **state) {
@@ -974,10 +1034,12 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_handshake, setup, teardown),
         cmocka_unit_test_setup_teardown(test_http_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_post_answers_ok, setup, teardown),
         cmocka_unit_test_setup_teardown(test_polling_post_split, setup, teardown),
         cmocka_unit_test_setup_teardown(test_polling_binary, setup, teardown),
         cmocka_unit_test_setup_teardown(test_polling_hold_and_wake, setup, teardown),
         cmocka_unit_test_setup_teardown(test_polling_overlap_closes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_polling_post_overlap_closes, setup, teardown),
         cmocka_unit_test(test_polling_payload_cap),
         cmocka_unit_test_setup_teardown(test_graceful_close_polling, setup, teardown),
         cmocka_unit_test_setup_teardown(test_client_close_answers_held_get_noop, setup, teardown),

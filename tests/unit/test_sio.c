@@ -64,7 +64,7 @@ static void test_decode_invalid(void **state) {
     static const char *const bad[] = {
         "", "7", "9[]", "2", "2{}", "2[]", "2\"x\"", "1{}", "0\"str\"", "0[1]", "2[\"a\"",
         "5-[\"a\"]", "5x-[\"a\"]", "51[\"a\"]", "3{}", "2[\"a\"]x", "21234567890123456[\"a\"]",
-        "599999-[\"a\"]", "2/nsp", "0{\"a\":1}}", "\xff",
+        "599999-[\"a\"]", "2/nsp", "0{\"a\":1}}", "\xff", "3", "31", "61-",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         sb_sio_packet_t p;
@@ -484,6 +484,42 @@ static void test_invalid_state_closes(void **state) {
     assert_int_equal(f->app.events, 0);
 }
 
+/* socket.io-protocol, Connection to a namespace: "If the server does not receive a CONNECT
+ * packet first, then it MUST close the connection immediately", whatever comes instead. */
+static void test_packet_before_connect_closes(void **state) {
+    fixture_t *f = *state;
+    static const char *const first[] = {"42[\"early\"]", "41", "431[]", "42/x,[\"a\"]",
+                                        "451-[\"b\",{\"_placeholder\":true,\"num\":0}]"};
+    char out[256];
+    for (size_t i = 0; i < sizeof first / sizeof first[0]; i++) {
+        void *ws = &f->http.conns[i];
+        sb_eio_id_t id = fake_ws_session(f->eio, ws, 0);
+        fake_ws_send(f->eio, id, ws, first[i], 1);
+        assert_int_equal(sb_eio_is_open(f->eio, id), 0);
+        while (fake_ws_pull(f->eio, id, ws, out, sizeof out) == 1) continue; /* open packet */
+        assert_int_equal(fake_ws_pull(f->eio, id, ws, out, sizeof out), SB_EIO_CLOSE);
+    }
+    assert_int_equal(f->app.connects, 0);
+    assert_int_equal(f->app.events, 0);
+}
+
+/* socket.io-protocol, Sending and receiving data: an EVENT's payload "MUST be a non-empty
+ * array. If that's not the case, then the receiver MUST close the connection"; Acknowledgement:
+ * an ACK's payload "MUST be an array". Each is sent on a session connected to "/". */
+static void test_event_payload_must_be_array(void **state) {
+    (void)state;
+    static const char *const bad[] = {"42", "42[]", "42{}", "42\"x\"", "427[]", "421",
+                                      "43{}", "431", "431\"x\"", "451-{}"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        sb_eio_id_t id;
+        fixture_t *f = connected_fixture(1, &id);
+        fake_ws_send(f->eio, id, &f->http.conns[0], bad[i], 2);
+        if (sb_eio_is_open(f->eio, id)) fail_msg("still open after %s", bad[i]);
+        assert_int_equal(f->app.events, 0);
+        expect_parse_error(f);
+    }
+}
+
 static void test_garbage_closes_session(void **state) {
     fixture_t *f = *state;
     static const char *const bad[] = {"4", "49", "42", "42{}", "40\"x\"", "4\xff",
@@ -705,6 +741,8 @@ int main(void) {
         cmocka_unit_test(test_binary_without_handler),
         cmocka_unit_test_setup_teardown(test_invalid_state_closes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_garbage_closes_session, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_packet_before_connect_closes, setup, teardown),
+        cmocka_unit_test(test_event_payload_must_be_array),
         cmocka_unit_test_setup_teardown(test_connect_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_room_fanout_shares_buffer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_emit_repairs_utf8, setup, teardown),

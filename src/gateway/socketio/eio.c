@@ -426,6 +426,10 @@ sb_eio_session_t *sb__eio_session_open(sb_eio_server_t *srv, void *ws_conn, int 
 void sb_eio_detach(sb_eio_server_t *srv, sb_eio_id_t id, void *conn) {
     sb_eio_session_t *s = sb__eio_get(srv, id);
     if (!s || !conn) return;
+    if (s->post_tag == sb__eio_conn_tag(conn) && s->poll_conn != conn && s->ws_conn != conn) {
+        s->post_tag = 0; /* an active POST (sb_eio_post_begin): only forgotten */
+        return;
+    }
     sb__eio_enter(srv);
     if (s->poll_conn == conn) {
         s->poll_conn = NULL;

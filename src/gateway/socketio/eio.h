@@ -220,11 +220,23 @@ int sb_eio_check(sb_eio_server_t *srv, const sb_eio_req_t *req, sb_eio_reply_t *
  *                         the WebSocket only to close it
  *   errors             -> 400 / 403 / 503 with {"code":N,"message":...}
  * A second GET while one is held is answered 400 (code 3) and closes the session, whose held
- * GET is then answered `1` (the reference answers the overlap 500/409 and closes too); a
+ * GET is then answered `1` (the reference answers the overlap 500/409 and closes too); so does
+ * a second POST while one's body arrives (sb_eio_post_begin); a
  * client close (POST `1`) answers the held GET `6` (noop), as the reference does.
  * Returns -SB_ENOMEM-ish 500 replies only on allocation failure. */
 int sb_eio_http(sb_eio_server_t *srv, const sb_eio_req_t *req, void *conn, int64_t now,
                 sb_eio_reply_t *out);
+
+/* A POST with sid whose headers are in and whose body is still to come: marks conn as the
+ * session's active POST and returns the session's handle; the caller calls sb_eio_detach(id,
+ * conn) when the POST's body is in (before sb_eio_http) or when the request goes away. A
+ * second POST while one is active closes the session (the spec: "a client MUST NOT have more
+ * than one active POST request. Should it happen, the server MUST return an HTTP 400 error
+ * status and close the session"; its held GET is answered `1`) and gets 0: sb_eio_http then
+ * answers it 400 (code 1). 0 too, with nothing marked, for a request that names no open
+ * polling session (sb_eio_http refuses it later). */
+sb_eio_id_t sb_eio_post_begin(sb_eio_server_t *srv, const sb_eio_req_t *req, void *conn,
+                              int64_t now);
 
 /* For a held poll GET (after wake): returns 1 and fills *out with the reply to send (the GET
  * is then detached: one response per GET), or 0 when there is still nothing to send. A
@@ -243,8 +255,9 @@ int sb_eio_ws_frame(sb_eio_server_t *srv, sb_eio_id_t id, void *conn, const char
                     size_t len, int binary, int64_t now);
 
 /* conn is gone. A held GET or the active WebSocket going away closes the session (as the
- * reference does); a probing WebSocket going away only cancels the upgrade. Idempotent; an
- * unknown id or conn is ignored. */
+ * reference does); a probing WebSocket going away only cancels the upgrade; an active POST
+ * (sb_eio_post_begin) going away or being handled is only forgotten. Idempotent; an unknown
+ * id or conn is ignored. */
 void sb_eio_detach(sb_eio_server_t *srv, sb_eio_id_t id, void *conn);
 
 /* Runs the timers due at now (ms, any monotonic clock shared by all calls). Returns the

@@ -160,6 +160,23 @@ static int sb_eio_post_req(sb_eio_server_t *srv, sb_eio_session_t *s, const sb_e
     return sb__eio_reply(out, 200, CT_HTML, sb_eio_buf_ref(srv->pkt_ok), id);
 }
 
+sb_eio_id_t sb_eio_post_begin(sb_eio_server_t *srv, const sb_eio_req_t *req, void *conn,
+                              int64_t now) {
+    if (req->method != SB_EIO_POST || !req->sid || !conn) return 0;
+    sb_eio_session_t *s = sb__eio_lookup(srv, req->sid);
+    if (!s || s->state != ST_OPEN || (s->flags & F_WS)) return 0;
+    uint32_t tag = sb__eio_conn_tag(conn);
+    if (s->post_tag && s->post_tag != tag) {
+        srv->now = now;
+        sb__eio_enter(srv);
+        sb__eio_mark_closed(srv, s, 0, "transport error"); /* data request overlap */
+        sb__eio_leave(srv);
+        return 0;
+    }
+    s->post_tag = tag;
+    return sb__eio_id(srv, s);
+}
+
 int sb_eio_http(sb_eio_server_t *srv, const sb_eio_req_t *req, void *conn, int64_t now,
                 sb_eio_reply_t *out) {
     sb_eio_session_t *s;

@@ -50,6 +50,8 @@ typedef struct sb_eio_session {
     uint32_t qcap, qhead, qlen;
     uint32_t qbytes;    /* sum of the queued packets' lengths */
     uint32_t gen;       /* generation of its slot (gens[slot]) */
+    uint32_t post_tag;  /* the POST whose body is arriving (sb__eio_conn_tag), 0 when none:
+                         * 32 bits in what was padding, to keep the session's size */
     sb_eio_buf_t *q_small[SB_EIO_MIN_QCAP]; /* the ring until a burst needs more */
 } sb_eio_session_t;
 
@@ -101,6 +103,12 @@ static inline void sb__eio_enter(sb_eio_server_t *srv) { srv->depth++; }
 void sb__eio_leave(sb_eio_server_t *srv);
 /* The session with that sid (open or closing), or NULL. */
 sb_eio_session_t *sb__eio_lookup(const sb_eio_server_t *srv, const char *sid);
+/* The tag of an HTTP request's conn (never 0): the low 32 bits of its address, which no other
+ * live conn shares but one a multiple of 4 GiB away. */
+static inline uint32_t sb__eio_conn_tag(const void *conn) {
+    uint32_t t = (uint32_t)(uintptr_t)conn;
+    return t ? t : 1u;
+}
 /* New session on polling (ws_conn NULL) or on a WebSocket, Engine.IO v3 when v3 is set, its
  * open packet queued and the app told. NULL on failure (nothing left behind). */
 sb_eio_session_t *sb__eio_session_open(sb_eio_server_t *srv, void *ws_conn, int v3,

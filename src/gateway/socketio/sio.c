@@ -93,7 +93,7 @@ static int sb_sio_payload_ok(int type, const cJSON *d) {
     case SB_SIO_CONNECT_ERROR: return !d || cJSON_IsString(d) || cJSON_IsObject(d);
     case SB_SIO_EVENT:
     case SB_SIO_BINARY_EVENT: return d && cJSON_IsArray(d) && cJSON_GetArraySize(d) > 0;
-    default: return !d || cJSON_IsArray(d); /* ACK, BINARY_ACK */
+    default: return d && cJSON_IsArray(d); /* ACK, BINARY_ACK: mandatory, possibly empty */
     }
 }
 

@@ -300,9 +300,33 @@ static char *sb_socketio_hdr(struct lws *wsi, int h, const char *custom) {
     return n > 0 ? strdup(buf) : NULL;
 }
 
+static void sb_socketio_gone(sb_req_t *req);
+
+/* A POST's headers are in: the core learns of it, so that a second POST of the session while
+ * this one's body arrives is refused (sb_eio_post_begin). The request forgets it when it runs
+ * (sb_socketio_post_end) or goes away before (gone; sb_http_refuse calls it too). */
+static void sb_socketio_post_begin(sb_socketio_t *io, sb_req_t *req) {
+    char sid[64];
+    sb_eio_req_t r = {.method = SB_EIO_POST,
+                      .sid = sb__socketio_arg(req->query, "sid", sid, sizeof sid)};
+    sb_eio_id_t id = sb_eio_post_begin(io->eio, &r, req->wsi, sb_mono_ms());
+    if (!id) return;
+    req->hold_id = id;
+    req->gone = sb_socketio_gone;
+}
+
+/* The POST's body is in (or it is answered without it): no longer an active POST. */
+static void sb_socketio_post_end(sb_req_t *req) {
+    if (!req->gone) return;
+    req->gone = NULL;
+    sb_socketio_gone(req);
+    req->hold_id = 0;
+}
+
 void sb_socketio_request_headers(sb_req_t *req, struct lws *wsi) {
     sb_socketio_t *io = sb_socketio_of_req(req);
     if (io) req->body_max = sb_eio_max_payload(io->eio);
+    if (io && req->method == SB_HTTP_POST) sb_socketio_post_begin(io, req);
     req->origin = sb_socketio_hdr(wsi, WSI_TOKEN_ORIGIN, NULL);
     req->acr_headers = sb_socketio_hdr(wsi, -1, "access-control-request-headers:");
 }
@@ -404,6 +428,7 @@ static void sb_socketio_refuse_limited(sb_req_t *req) {
 void sb_socketio_request(sb_req_t *req) {
     sb_socketio_t *io = sb_socketio_of_req(req);
     req->route = &sb_r_socketio;
+    sb_socketio_post_end(req);
     if (req->method == SB_HTTP_OPTIONS) {
         char cors[SB_SOCKETIO_CORS_MAX];
         sb_socketio_cors(req, 1, cors, sizeof cors);

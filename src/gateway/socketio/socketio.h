@@ -86,7 +86,8 @@ void sb_socketio_free(sb_socketio_t *io);
 /* The endpoint serving path ("/socket.io/" or "/socket.io" for the gateway's), or NULL. */
 sb_socketio_t *sb_socketio_at(struct sb_gateway *gw, const char *path);
 /* Called by http.c when the request line of a /socket.io/ request has been read: sets the
- * body cap to maxPayload and copies the CORS request headers. */
+ * body cap to maxPayload, copies the CORS request headers and tells the core of a POST
+ * (sb_eio_post_begin: a second POST of a session while one's body arrives closes it). */
 void sb_socketio_request_headers(sb_req_t *req, struct lws *wsi);
 /* Serves a complete polling request (OPTIONS preflight, handshake, GET, POST). */
 void sb_socketio_request(sb_req_t *req);
