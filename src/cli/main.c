@@ -14,6 +14,7 @@ typedef struct {
     const char *summary;
     const char *detail;   /* more lines for `switchboard VERB --help`, or NULL */
     const char *settings; /* flags (without --) this verb reads, for its --help */
+    int no_args;          /* 1: takes no positional arguments (the others check their own) */
 } sb_verb_t;
 
 #define SB_REDIS_FLAGS                                                                        \
@@ -173,7 +174,7 @@ static const sb_verb_t sb_verbs[] = {
      "the whole system here: private redis-server (unless REDIS_URL), gateway, agent, dashboard",
      sb_up_detail,
      SB_REDIS_FLAGS "port bind jwt-secret job-types web-dir concurrency grace data-dir "
-                    "metrics-port"},
+                    "metrics-port", 1},
     {"gateway", sb_cmd_gateway, "gateway [--port N] [--bind ADDR] [--dev] [--job-types a,b]",
      "serve the HTTP API (/api/v1), Socket.IO, the dashboard (/), probes and /metrics",
      sb_gateway_detail,
@@ -181,17 +182,17 @@ static const sb_verb_t sb_verbs[] = {
                     "agent-status-ttl max-chats sio-connect-rate sio-connect-rate-ip "
                     "ping-interval ping-timeout connect-timeout max-payload allow-eio3 "
                     "tls-cert tls-key trusted-proxies redis-wait-replicas redis-wait-timeout-ms "
-                    "audit-events"},
+                    "audit-events", 1},
     {"token", sb_cmd_token, "token --role R --public-key PK [--sub S] [--ttl SECONDS] [...]",
      "mint a development JWT (HS256 with JWT_SECRET) and print it", sb_token_detail,
-     "jwt-secret role public-key sub name email department-id department ttl"},
+     "jwt-secret role public-key sub name email department-id department ttl", 1},
     {"agent", sb_cmd_agent, "agent [--type T] [--concurrency N] [--exec CMD | --worker CMD]",
      "run a worker: take jobs, run the handler, publish status, retry, recover",
      sb_agent_detail,
      SB_REDIS_FLAGS "type concurrency exec worker agent-id max-attempts retry-backoff-ms "
                     "retry-backoff-max-ms job-timeout grace agent-status-ttl heartbeat-interval "
                     "recovery-interval job-lease dead-retention dead-max metrics-port bind "
-                    "audit-events"},
+                    "audit-events", 1},
     {"enqueue", sb_cmd_enqueue,
      "enqueue [--type T] [--user PK] [--wait] [--timeout S] 'JSON'",
      "queue a job (atomically) and print its id; --wait follows it to the end",
@@ -207,13 +208,13 @@ static const sb_verb_t sb_verbs[] = {
      SB_REDIS_FLAGS "json agent-status-ttl max-chats max-events timeout"},
     {"metrics", sb_cmd_metrics, "metrics [--type T] [--days N] [--json]",
      "the jobs metrics summary (totals, failures, execution times, rate limit, per day)",
-     sb_metrics_detail, SB_REDIS_FLAGS "type days json"},
+     sb_metrics_detail, SB_REDIS_FLAGS "type days json", 1},
     {"doctor", sb_cmd_doctor, "doctor [--json]",
      "check a Redis for what Switchboard needs, and how to fix what is wrong", sb_doctor_detail,
-     SB_REDIS_FLAGS "json"},
+     SB_REDIS_FLAGS "json", 1},
     {"bench", sb_cmd_bench, "bench [--type T] [--jobs N] [--timeout S] [--json]",
      "send N jobs to the running agents and measure jobs/s and latency", sb_bench_detail,
-     SB_REDIS_FLAGS "type jobs timeout json"},
+     SB_REDIS_FLAGS "type jobs timeout json", 1},
     {"events", sb_cmd_events, "events publish|request|tail|replay|pending|info|consume ...",
      "event bus on Redis Streams (switchboard events --help)", sb_events_detail,
      SB_REDIS_FLAGS "group consumer maxlen count block-ms min-idle-ms max-deliveries "
@@ -294,6 +295,12 @@ int main(int argc, char **argv) {
     char err[512];
     if (sb_config_load_only(&cfg, argc - 1, argv + 1, verb->settings, err, sizeof err) != SB_OK) {
         fprintf(stderr, "switchboard %s: %s\n", verb->name, err);
+        sb_config_close(&cfg);
+        return SB_EXIT_USAGE;
+    }
+    if (verb->no_args && cfg.nargs > 0) {
+        fprintf(stderr, "switchboard %s: unexpected argument '%s' (it takes none; see "
+                "switchboard %s --help)\n", verb->name, cfg.args[0], verb->name);
         sb_config_close(&cfg);
         return SB_EXIT_USAGE;
     }

@@ -89,6 +89,14 @@ test('each verb takes only its own flags; other verbs\' environment is ignored',
     assert.strictEqual(bad.code, 2, bad.stderr);
     assert.match(bad.stderr, new RegExp(`^switchboard ${verb}: bad setting AUDIT_EVENTS='2'`));
   }
+  // a verb that takes no arguments refuses one (a forgotten `--flag` before its value), before
+  // it touches Redis or binds a port
+  for (const verb of ['up', 'gateway', 'agent', 'token', 'metrics', 'doctor', 'bench']) {
+    const extra = await runSwitchboard([verb, 'maybe'], { JWT_SECRET: 's' });
+    assert.strictEqual(extra.code, 2, `${verb}: ${extra.stderr}`);
+    assert.match(extra.stderr, new RegExp(`^switchboard ${verb}: unexpected argument 'maybe'`));
+    assert.strictEqual(extra.stdout, '');
+  }
   const unknown = await runSwitchboard(['job', '--nope', '1-a']);
   assert.strictEqual(unknown.code, 2);
   assert.match(unknown.stderr, /switchboard job: unknown option '--nope'/);
