@@ -8,36 +8,25 @@
 'use strict';
 const test = require('node:test');
 const assert = require('node:assert');
-const jwt = require('jsonwebtoken');
-const { startRedis, startSwitchboard, waitFor, freePort } = require('./lib/harness');
-const { recordingSocket } = require('./lib/sio');
+const { waitFor } = require('./lib/harness');
+const { recordingSocket, gatewayFixture } = require('./lib/sio');
 
 const SECRET = 'e2e-catchup-secret';
-let redis, rc, gw, base;
-const sockets = new Set();
+let f, redis, rc, gw, base, sockets;
 
 test.before(async () => {
-  redis = await startRedis({ args: ['--key-load-delay', '200',
+  f = await gatewayFixture(SECRET, { args: ['--key-load-delay', '200',
     '--loading-process-events-interval-bytes', '1024'] });
-  rc = redis.client();
-  const port = await freePort();
-  gw = startSwitchboard(['gateway'], { REDIS_URL: redis.url, JWT_SECRET: SECRET,
-    PORT: String(port), BIND: '127.0.0.1', JOB_TYPES: 'rebalance' }, 'gateway');
-  base = `http://127.0.0.1:${port}`;
-  await gw.waitForOutput(/subscribed to agent:rebalance:events/);
+  ({ redis, rc, gw, base, sockets } = f);
 });
 
 test.after(async () => {
-  for (const s of sockets) s.disconnect();
-  if (gw && gw.exitCode === null) gw.kill('SIGKILL');
-  if (rc) rc.disconnect();
-  if (redis) await redis.stop();
+  if (f) await f.stop();
 });
 
 test('the catch-up after a restart waits out LOADING and delivers the missed state', async () => {
   const pk = `CATCHUP-${process.pid}`;
-  const tok = jwt.sign({ sub: pk, publicKey: pk, role: 'user' }, SECRET,
-    { algorithm: 'HS256', expiresIn: '1h' });
+  const tok = f.token(pk);
   const s = recordingSocket(sockets, base, tok);
   await s.connected$();
   // the job finished while this gateway was blind: in the record, never published to it

@@ -9,37 +9,25 @@
 'use strict';
 const test = require('node:test');
 const assert = require('node:assert');
-const jwt = require('jsonwebtoken');
-const { startRedis, startSwitchboard, waitFor, freePort } = require('./lib/harness');
-const { recordingSocket } = require('./lib/sio');
+const { waitFor } = require('./lib/harness');
+const { recordingSocket, gatewayFixture } = require('./lib/sio');
 
 const SECRET = 'e2e-replay-loading-secret';
-let redis, rc, gw, base;
-const sockets = new Set();
+let f, redis, rc, gw, base, sockets;
 
 test.before(async () => {
-  redis = await startRedis({ args: ['--key-load-delay', '100000',
+  f = await gatewayFixture(SECRET, { args: ['--key-load-delay', '100000',
     '--loading-process-events-interval-bytes', '1024', '--rdbcompression', 'no'] });
-  rc = redis.client();
-  rc.on('error', () => {}); // while Redis is down
-  const port = await freePort();
-  gw = startSwitchboard(['gateway'], { REDIS_URL: redis.url, JWT_SECRET: SECRET,
-    PORT: String(port), BIND: '127.0.0.1', JOB_TYPES: 'rebalance' }, 'gateway');
-  base = `http://127.0.0.1:${port}`;
-  await gw.waitForOutput(/subscribed to agent:rebalance:events/);
+  ({ redis, rc, gw, base, sockets } = f);
 });
 
 test.after(async () => {
-  for (const s of sockets) s.disconnect();
-  if (gw && gw.exitCode === null) gw.kill('SIGKILL');
-  if (rc) rc.disconnect();
-  if (redis) await redis.stop();
+  if (f) await f.stop();
 });
 
 test('a replay refused with LOADING after Redis comes back is sent again and delivered', async () => {
   const pk = `RLOAD-${process.pid}`;
-  const tok = jwt.sign({ sub: pk, publicKey: pk, role: 'user' }, SECRET,
-    { algorithm: 'HS256', expiresIn: '1h' });
+  const tok = f.token(pk);
   // changed 60 s ago: within the replay window, older than the catch-up after the gap
   const id = `${Date.now() - 61000}-10ad0001`;
   const at = new Date(Date.now() - 60000).toISOString();

@@ -6,33 +6,24 @@
 'use strict';
 const test = require('node:test');
 const assert = require('node:assert');
-const jwt = require('jsonwebtoken');
-const { startRedis, startSwitchboard, waitFor, freePort } = require('./lib/harness');
-const { rawWs } = require('./lib/sio');
+const { waitFor } = require('./lib/harness');
+const { rawWs, gatewayFixture } = require('./lib/sio');
 
 const SECRET = 'e2e-utf8-secret';
-let redis, rc, gw, base;
+let f, rc, gw, base;
 
 test.before(async () => {
-  redis = await startRedis();
-  rc = redis.client();
-  const port = await freePort();
-  gw = startSwitchboard(['gateway'], { REDIS_URL: redis.url, JWT_SECRET: SECRET,
-    PORT: String(port), BIND: '127.0.0.1', JOB_TYPES: 'rebalance' }, 'gateway');
-  base = `http://127.0.0.1:${port}`;
-  await gw.waitForOutput(/subscribed to agent:rebalance:events/);
+  f = await gatewayFixture(SECRET);
+  ({ rc, gw, base } = f);
 });
 
 test.after(async () => {
-  if (gw && gw.exitCode === null) gw.kill('SIGKILL');
-  if (rc) rc.disconnect();
-  if (redis) await redis.stop();
+  if (f) await f.stop();
 });
 
 test('a status message that is not UTF-8 is dropped, the next one arrives', async () => {
   const pk = `UTF8-${process.pid}`;
-  const tok = jwt.sign({ sub: pk, publicKey: pk, role: 'user' }, SECRET,
-    { algorithm: 'HS256', expiresIn: '1h' });
+  const tok = f.token(pk);
   const ws = rawWs(base);
   let closedWith = null;
   ws.closed.then((code) => { closedWith = code; });

@@ -2,11 +2,13 @@
 // records what it receives: every event (s.events), connects and disconnect reasons;
 // s.next(name, pred) waits for an event, s.connected$() for the connection. Sockets are added
 // to the caller's set so that it can disconnect them all after the tests. rawWs: an Engine.IO
-// WebSocket without a client library, every text message kept.
+// WebSocket without a client library, every text message kept. gatewayFixture: a private
+// redis-server and one gateway (job type rebalance) subscribed to it, with user tokens.
 'use strict';
 const WebSocket = require('ws');
+const jwt = require('jsonwebtoken');
 const { io } = require('socket.io-client');
-const { waitFor } = require('./harness');
+const { startRedis, startSwitchboard, waitFor, freePort } = require('./harness');
 
 function recordingSocket(sockets, base, token, opts = {}) {
   const s = io(base, { auth: { token }, reconnectionDelay: 100, reconnectionDelayMax: 200,
@@ -38,4 +40,28 @@ function rawWs(base, query = 'EIO=4&transport=websocket') {
   return ws;
 }
 
-module.exports = { recordingSocket, rawWs };
+/* { redis, rc (an ioredis client), gw, base (its URL), sockets (for recordingSocket), token(pk),
+ * stop() } once the gateway has subscribed; redisOpts go to startRedis. */
+async function gatewayFixture(secret, redisOpts = {}) {
+  const redis = await startRedis(redisOpts);
+  const rc = redis.client();
+  rc.on('error', () => {}); // while a test has Redis down
+  const port = await freePort();
+  const gw = startSwitchboard(['gateway'], { REDIS_URL: redis.url, JWT_SECRET: secret,
+    PORT: String(port), BIND: '127.0.0.1', JOB_TYPES: 'rebalance' }, 'gateway');
+  const f = {
+    redis, rc, gw, base: `http://127.0.0.1:${port}`, sockets: new Set(),
+    token: (pk) => jwt.sign({ sub: pk, publicKey: pk, role: 'user' }, secret,
+      { algorithm: 'HS256', expiresIn: '1h' }),
+    async stop() {
+      for (const s of f.sockets) s.disconnect();
+      if (gw.exitCode === null) gw.kill('SIGKILL');
+      rc.disconnect();
+      await redis.stop();
+    },
+  };
+  await gw.waitForOutput(/subscribed to agent:rebalance:events/);
+  return f;
+}
+
+module.exports = { recordingSocket, rawWs, gatewayFixture };
