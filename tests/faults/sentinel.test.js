@@ -11,8 +11,8 @@ const test = require('node:test');
 const assert = require('node:assert');
 const jwt = require('jsonwebtoken');
 const Redis = require('ioredis');
-const { startRedis, startSwitchboard, waitFor, freePort } = require('../e2e/lib/harness');
-const { ask, startSentinel, waitSentinelsReady } = require('../e2e/lib/sentinel');
+const { startRedis, waitFor } = require('../e2e/lib/harness');
+const { ask, startSentinel, startSentinelSystem, waitSentinelsReady } = require('../e2e/lib/sentinel');
 
 const SECRET = 'sentinel-secret';
 const MASTER = 'sbmaster';
@@ -32,17 +32,7 @@ test('sentinel: kill -9 the master under paced POSTs with WAIT 1: every acknowle
     for (let i = 0; i < 3; i++) sentinels.push(await startSentinel(MASTER, master.port));
     await waitSentinelsReady(sentinels, MASTER, 1);
 
-    const env = { REDIS_SENTINELS: sentinels.map((s) => `127.0.0.1:${s.port}`).join(','),
-      REDIS_SENTINEL_MASTER: MASTER, REDIS_WAIT_REPLICAS: '1', REDIS_WAIT_TIMEOUT_MS: '500',
-      JWT_SECRET: SECRET, BIND: '127.0.0.1', RATE_LIMIT: '1000000', RETRY_BACKOFF_MS: '20',
-      AGENT_STATUS_TTL: '2', HEARTBEAT_INTERVAL: '1', RECOVERY_INTERVAL: '1' };
-    const port = await freePort();
-    const gw = startSwitchboard(['gateway'], { ...env, PORT: String(port) }, 'gateway');
-    procs.push(gw);
-    await gw.waitForOutput(/listening on/);
-    for (let i = 0; i < 2; i++)
-      procs.push(startSwitchboard(['agent', '--concurrency', '2', '--exec',
-        'sleep 0.01; echo \'{"ok":true}\''], env, `agent-${i}`));
+    const { port, gw } = await startSentinelSystem(sentinels, MASTER, SECRET, procs);
 
     const token = jwt.sign({ sub: 'sentinel-user', publicKey: 'PK-sentinel', role: 'user' }, SECRET,
       { algorithm: 'HS256', expiresIn: '1h' });

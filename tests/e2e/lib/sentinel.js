@@ -8,7 +8,7 @@ const os = require('node:os');
 const path = require('node:path');
 const { spawn } = require('node:child_process');
 const Redis = require('ioredis');
-const { freePort, track, waitFor } = require('./harness');
+const { freePort, startSwitchboard, track, waitFor } = require('./harness');
 
 const REDIS_SERVER = process.env.SB_REDIS_SERVER || 'redis-server';
 
@@ -63,4 +63,22 @@ async function waitSentinelsReady(sentinels, name, replicas) {
   }, { timeoutMs: 20000, intervalMs: 100, what: 'the Sentinels to know the replicas and each other' });
 }
 
-module.exports = { ask, startSentinel, waitSentinelsReady };
+/* A gateway and two `--exec` agents on the master the Sentinels watch (acknowledged writes wait
+ * for one replica; short leases and intervals), pushed to procs for the caller to stop, once
+ * the gateway listens. Returns { env, port, gw }. */
+async function startSentinelSystem(sentinels, master, secret, procs) {
+  const env = { REDIS_SENTINELS: sentinels.map((s) => `127.0.0.1:${s.port}`).join(','),
+    REDIS_SENTINEL_MASTER: master, REDIS_WAIT_REPLICAS: '1', REDIS_WAIT_TIMEOUT_MS: '500',
+    JWT_SECRET: secret, BIND: '127.0.0.1', RATE_LIMIT: '1000000', RETRY_BACKOFF_MS: '20',
+    AGENT_STATUS_TTL: '2', HEARTBEAT_INTERVAL: '1', RECOVERY_INTERVAL: '1' };
+  const port = await freePort();
+  const gw = startSwitchboard(['gateway'], { ...env, PORT: String(port) }, 'gateway');
+  procs.push(gw);
+  await gw.waitForOutput(/listening on/);
+  for (let i = 0; i < 2; i++)
+    procs.push(startSwitchboard(['agent', '--concurrency', '2', '--exec',
+      'sleep 0.01; echo \'{"ok":true}\''], env, `agent-${i}`));
+  return { env, port, gw };
+}
+
+module.exports = { ask, startSentinel, startSentinelSystem, waitSentinelsReady };
