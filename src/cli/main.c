@@ -182,7 +182,7 @@ static const sb_verb_t sb_verbs[] = {
                     "agent-status-ttl max-chats sio-connect-rate sio-connect-rate-ip "
                     "ping-interval ping-timeout connect-timeout max-payload allow-eio3 "
                     "tls-cert tls-key trusted-proxies redis-wait-replicas redis-wait-timeout-ms "
-                    "audit-events", 1},
+                    "audit-events admin-feed", 1},
     {"token", sb_cmd_token, "token --role R --public-key PK [--sub S] [--ttl SECONDS] [...]",
      "mint a development JWT (HS256 with JWT_SECRET) and print it", sb_token_detail,
      "jwt-secret role public-key sub name email department-id department ttl", 1},

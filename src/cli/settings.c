@@ -127,6 +127,8 @@ static const sb_setting_t sb_settings[] = {
      "most ids the dead list keeps (the oldest beyond it are deleted)"},
     {"AUDIT_EVENTS", "audit-events", SB_SET_INT, OFF(audit_events), 0, 1, "1",
      "1: append job.created / job.completed / job.failed to the event bus streams; 0: off"},
+    {"ADMIN_FEED", "admin-feed", SB_SET_INT, OFF(admin_feed), 0, 1, "1",
+     "gateway: 1: the operator console's live feed (admin:jobs, admin:queues, admin:action) to room admins; 0: off"},
     {"METRICS_PORT", "metrics-port", SB_SET_INT, OFF(metrics_port), 0, 65535, "0",
      "agent / events consume Prometheus port (0 = off)"},
     {"SB_DATA_DIR", "data-dir", SB_SET_STR, OFF(data_dir), 0, 0, ".run",

@@ -64,6 +64,7 @@ typedef struct {
     int dead_retention;     /* DEAD_RETENTION: seconds a failed job's record is kept */
     int dead_max;           /* DEAD_MAX: bound of the dead list */
     int audit_events;       /* AUDIT_EVENTS: job.created / completed / failed audit entries */
+    int admin_feed;         /* ADMIN_FEED: gateway's admin:* feed to room admins (admin_feed.h) */
     int metrics_port;       /* agent: Prometheus port, 0 = off */
     sb_log_level_t log_level;
     sb_log_format_t log_format;

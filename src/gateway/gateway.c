@@ -254,7 +254,7 @@ int sb_cmd_gateway(sb_config_t *cfg) {
     gw.submits = sb_submit_group_create(&loop, &gw.redis, &gw.submit);
     gw.admin = sb_admin_create(&loop, cfg);
     gw.presence_watch = sb_presence_watch_create(&gw);
-    gw.admin_feed = sb_admin_feed_create(&gw);
+    gw.admin_feed = cfg->admin_feed ? sb_admin_feed_create(&gw) : NULL; /* ADMIN_FEED=0: off */
     if (!gw.presence_watch)
         sb_warn("gateway", "presence events to admins are off (out of memory)");
     sb_gw_signals_t sig = {.gw = &gw};

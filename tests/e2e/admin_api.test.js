@@ -344,3 +344,34 @@ test('Socket.IO: admins get admin:jobs, admin:queues and admin:action; users get
     for (const s of sockets) s.disconnect();
   }
 });
+
+test('ADMIN_FEED=0: that gateway sends admins no admin:* feed; statuses and the other gateway unchanged', async () => {
+  const port = await freePort();
+  const off = `http://127.0.0.1:${port}`;
+  const quiet = startSwitchboard(['gateway'], { ...env, JWT_SECRET: SECRET, PORT: String(port),
+    BIND: '127.0.0.1', JOB_TYPES: 'rebalance,report', RATE_LIMIT: '1000', ADMIN_FEED: '0' }, 'gateway-nofeed');
+  const sockets = new Set();
+  const tok = admin.auth.authorization.slice(7);
+  try {
+    await quiet.waitForOutput(/subscribed to agent:report:events/);
+    const on = recordingSocket(sockets, base, tok);
+    const offAdm = recordingSocket(sockets, off, tok);
+    await on.connected$();
+    await offAdm.connected$();
+    const r = await request('POST', `${off}/api/v1/agent/report`, { headers: admin.auth, body: { n: 'nofeed' } });
+    assert.strictEqual(r.status, 202, r.text);
+    await offAdm.next('report:done', (d) => d.jobId === r.json.jobId, 'the admin\'s own status');
+    // the feed of the other gateway carries the job, then two counter ticks (≥ 1 s: both
+    // gateways' 500 ms windows and 1 s ticks have run since the job finished)
+    await on.next('admin:jobs', (d) => (d.changes || []).some((c) => c.jobId === r.json.jobId && c.status === 'done'));
+    const ticks = () => on.events.filter((e) => e.name === 'admin:queues').length;
+    const t0 = ticks();
+    await waitFor(() => ticks() >= t0 + 2, { what: 'two admin:queues on the gateway with the feed' });
+    assert.deepStrictEqual(offAdm.events.filter((e) => e.name.startsWith('admin:')).map((e) => e.name), [],
+      'ADMIN_FEED=0 sends no admin:* events');
+  } finally {
+    for (const s of sockets) s.disconnect();
+    quiet.kill('SIGTERM');
+    await quiet.exited;
+  }
+});

@@ -1,7 +1,8 @@
 // Load generator worker of bench/socketio_fanout.sh: holds `count` raw WebSocket clients
 // speaking the Engine.IO v4 / Socket.IO v5 text protocol (open → `40{token}` → `40{sid}`,
-// answers pings, counts `42` event frames), spread over several loopback source addresses so
-// more than one ephemeral port range is available. Driven over IPC by the driver:
+// answers pings, counts `42` frames of the bench's `rebalance:*` events, not a gateway's
+// operator feed `admin:*`), spread over several loopback source addresses so more than one
+// ephemeral port range is available. Driven over IPC by the driver:
 //   {cmd:"count"} → {type:"count", received, connected, errors, settled}. Every client is an
 // admin (so all of them share room `admins` for the one-room fan-out) with its own publicKey
 // (its own room user:{publicKey} for the many-rooms fan-out).
@@ -31,7 +32,10 @@ function open(i) {
   let ok = false;
   const done = () => { settled++; next(); };
   ws.on('message', (data) => {
-    if (data[0] === 0x34 && data[1] === 0x32) { received++; return; } // `42`: an event
+    if (data[0] === 0x34 && data[1] === 0x32) { // `42`: an event
+      if (data[4] === 0x72) received++; // 42["r…: the bench's rebalance:* (not admin:* feeds)
+      return;
+    }
     const s = data.toString();
     if (s === '2') { ws.send('3'); return; }
     if (s[0] === '0') { ws.send(`40${JSON.stringify({ token: token(pk) })}`); return; }

@@ -11,7 +11,7 @@
 // connects to URL i mod K, and RSS and CPU are summed over the PIDs.
 // Prints one JSON line with the results.
 'use strict';
-const { fork } = require('node:child_process');
+const { fork, spawn, spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const net = require('node:net');
 const path = require('node:path');
@@ -93,6 +93,20 @@ async function waitReceived(target, timeoutMs) {
   }
 }
 
+// PROBE_CMD (optional): a shell command run for the many-rooms phase with $PIDS set to the
+// server's PIDs (e.g. `perf record -g -p $PIDS -o gw.data`), stopped with SIGINT at its end.
+function startProbe() {
+  if (!process.env.PROBE_CMD) return null;
+  const p = spawn('sh', ['-c', `exec ${process.env.PROBE_CMD}`],
+    { stdio: 'inherit', env: { ...process.env, PIDS: pids.join(',') } });
+  spawnSync('sleep', ['0.5']); // let it attach before the first PUBLISH
+  return p;
+}
+function stopProbe(p) {
+  if (!p) return Promise.resolve();
+  return new Promise((resolve) => { p.on('exit', resolve); p.kill('SIGINT'); });
+}
+
 async function main() {
   const redis = new Redis(redisUrl);
   const rss0 = rssKb();
@@ -121,18 +135,25 @@ async function main() {
   await pub.ready;
   let base = (await counts()).received;
   let start = Date.now();
+  // STATUS_FORMAT=agent: the status as Switchboard's agents publish it (with its timestamp and
+  // "recorded":true: the record is written already); seed (default): as a publish-only agent
+  // does, which a gateway also applies to the job's record (interop.c: one GET per status)
+  const tail = process.env.STATUS_FORMAT === 'agent'
+    ? `,"timestamp":"${new Date().toISOString()}","recorded":true` : '';
   let cpu0 = cpuS();
+  const probe = startProbe();
   for (let r = 0; r < R; r++) {
     for (let i = 0; i < N; i += 1000) {
       const msgs = [];
       for (let j = i; j < Math.min(N, i + 1000); j++) { // JSON.stringify's bytes, for these keys
-        msgs.push(`{"jobId":"${r}-b${j}","status":"processing","userId":"BENCH-${j}"}`);
+        msgs.push(`{"jobId":"${r}-b${j}","status":"processing","userId":"BENCH-${j}"${tail}}`);
       }
       await pub.publish('agent:rebalance:status', msgs);
     }
   }
   pub.close();
   let w = await waitReceived(base + c.connected * R, 120000);
+  await stopProbe(probe);
   res.manyRoomsDelivered = w.c.received - base;
   res.manyRoomsPerS = res.manyRoomsDelivered / ((w.t - start) / 1000);
   res.manyRoomsPerCpuS = res.manyRoomsDelivered / Math.max(0.01, cpuS() - cpu0);
