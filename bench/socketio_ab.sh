@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # A/B of Socket.IO fan-out: several servers measured one after the other on one private
 # redis-server, the list repeated AB_ROUNDS times (so the binaries alternate and meet the same
-# machine load), then the median of each. A server is a switchboard binary's path, optionally
-# after settings of its own ("ADMIN_FEED=0 build-rel/switchboard"), or `node` for the seeds'
-# Node peer (bench/peers/node-socketio). Same driver and load as
-# bench/socketio_fanout.sh (many rooms: ROUNDS × N status PUBLISHes, one per user; one room:
-# MESSAGES PUBLISHes to `admins`).
+# machine load), then the median of each. A server is a switchboard binary's path or `node`
+# (the seeds' peer, bench/peers/node-socketio), either after settings of its own for that
+# server and the driver ("ADMIN_FEED=0 STATUS_FORMAT=agent build-rel/switchboard"). Same
+# driver and load as bench/socketio_fanout.sh (many rooms: ROUNDS × N status PUBLISHes, one per
+# user; one room: MESSAGES PUBLISHes to `admins`).
 #
 #   bench/socketio_ab.sh build-rel/switchboard node                 # ratio to the peer
 #   AB_ROUNDS=5 ROUNDS=20 bench/socketio_ab.sh /tmp/sb-old /tmp/sb-new node
@@ -26,7 +26,7 @@ AB_ROUNDS=${AB_ROUNDS:-3}
 SECRET=bench-secret
 PEER=bench/peers/node-socketio
 for s in "$@"; do
-  [[ $s == node || -x ${s##* } ]] || { echo "bench: $s is neither node nor an executable" >&2; exit 2; }
+  [[ ${s##* } == node || -x ${s##* } ]] || { echo "bench: $s is neither node nor an executable" >&2; exit 2; }
 done
 if [[ ! -d $PEER/node_modules ]]; then
   (cd $PEER && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
@@ -59,17 +59,19 @@ echo "N=$N ROUNDS=$ROUNDS MESSAGES=$MESSAGES AB_ROUNDS=$AB_ROUNDS STATUS_FORMAT=
 for ((r = 1; r <= AB_ROUNDS; r++)); do
   for ((i = 1; i <= $#; i++)); do
     s=${!i}
+    bin=${s##* } sets=${s%"$bin"} # "VAR=value ... binary": settings of that run (server and driver)
     port=$(free_port)
-    if [[ $s == node ]]; then
-      PORT=$port node --max-old-space-size=8192 "$PEER/server.js" >"$work/server.log" 2>&1 &
+    # shellcheck disable=SC2086
+    if [[ $bin == node ]]; then
+      PORT=$port env $sets node --max-old-space-size=8192 "$PEER/server.js" >"$work/server.log" 2>&1 &
     else
-      # shellcheck disable=SC2086 # "VAR=value ... binary": settings of that run
-      PORT=$port BIND=127.0.0.1 SIO_CONNECT_RATE_IP=0 env $s gateway >"$work/server.log" 2>&1 &
+      PORT=$port BIND=127.0.0.1 SIO_CONNECT_RATE_IP=0 env $sets "$bin" gateway >"$work/server.log" 2>&1 &
     fi
     spid=$!
     pids+=($spid)
     wait_http "http://127.0.0.1:$port/healthz"
-    out=$(node "$PEER/driver.js" "$i:$s" "ws://127.0.0.1:$port" "$spid" "$N" "$WORKERS" \
+    # shellcheck disable=SC2086
+    out=$(env $sets node "$PEER/driver.js" "$i:$s" "ws://127.0.0.1:$port" "$spid" "$N" "$WORKERS" \
       "$MESSAGES" "$ROUNDS" "$REDIS_URL" "$SECRET" "$addrs" | tail -1)
     kill "$spid"; wait "$spid" 2>/dev/null || true
     echo "$out" >>"$work/results"
