@@ -13,7 +13,8 @@
 #
 # PROBE_CMD runs for each many-rooms phase with $PIDS = the server's PID (see driver.js).
 # STATUS_FORMAT=agent publishes statuses as Switchboard's agents do (see driver.js).
-# Prints one line per run and the medians: deliveries/s of wall clock and per server CPU-s.
+# Prints one line per run and the medians: deliveries/s of wall clock and per server CPU-s, and
+# the load generator's CPU per many-rooms delivery (clients and publisher, µs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -81,7 +82,8 @@ s = json.loads(sys.argv[1])
 ok = (s["manyRoomsDelivered"] == s["connected"] * s["rounds"]
       and s["oneRoomDelivered"] == s["connected"] * s["messages"])
 print(f"round {sys.argv[2]} load {sys.argv[3]:>5}  {s['name']:<40} many {s['manyRoomsPerS']:>8.0f}/s "
-      f"{s['manyRoomsPerCpuS']:>8.0f}/CPU-s  one {s['oneRoomPerS']:>9.0f}/s {s['oneRoomPerCpuS']:>9.0f}/CPU-s"
+      f"{s['manyRoomsPerCpuS']:>8.0f}/CPU-s (load gen {s['manyRoomsLoadUs']:.1f} µs/msg)  "
+      f"one {s['oneRoomPerS']:>9.0f}/s {s['oneRoomPerCpuS']:>9.0f}/CPU-s"
       + ("" if ok else f"  DELIVERIES WRONG: {s['manyRoomsDelivered']} + {s['oneRoomDelivered']}"), flush=True)
 PY
   done
@@ -90,7 +92,7 @@ python3 - "$work/results" <<'PY'
 import json, statistics, sys
 runs = [json.loads(l) for l in open(sys.argv[1])]
 names = list(dict.fromkeys(r["name"] for r in runs))
-keys = ["manyRoomsPerS", "manyRoomsPerCpuS", "oneRoomPerS", "oneRoomPerCpuS"]
+keys = ["manyRoomsPerS", "manyRoomsPerCpuS", "manyRoomsLoadUs", "oneRoomPerS", "oneRoomPerCpuS"]
 med = {n: {k: statistics.median(r[k] for r in runs if r["name"] == n) for k in keys} for n in names}
 print("medians (ratio to the first):")
 for n in names:

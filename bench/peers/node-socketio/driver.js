@@ -27,6 +27,11 @@ const cpuS = () => sum((pid) => {
   const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
   return (Number(f[11]) + Number(f[12])) / 100;
 });
+// the load generator's own CPU (the client workers and this driver, which publishes), seconds
+const loadCpuS = () => [...workers.map((w) => String(w.pid)), 'self'].reduce((a, pid) => {
+  const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return a + (Number(f[11]) + Number(f[12])) / 100;
+}, 0);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // The many-rooms publisher: PUBLISH commands written as raw RESP on a connection of its own,
@@ -141,6 +146,7 @@ async function main() {
   const tail = process.env.STATUS_FORMAT === 'agent'
     ? `,"timestamp":"${new Date().toISOString()}","recorded":true` : '';
   let cpu0 = cpuS();
+  const load0 = loadCpuS();
   const probe = startProbe();
   for (let r = 0; r < R; r++) {
     for (let i = 0; i < N; i += 1000) {
@@ -157,6 +163,7 @@ async function main() {
   res.manyRoomsDelivered = w.c.received - base;
   res.manyRoomsPerS = res.manyRoomsDelivered / ((w.t - start) / 1000);
   res.manyRoomsPerCpuS = res.manyRoomsDelivered / Math.max(0.01, cpuS() - cpu0);
+  res.manyRoomsLoadUs = ((loadCpuS() - load0) * 1e6) / Math.max(1, res.manyRoomsDelivered);
 
   // one room: M events to `admins`, each to every socket
   base = w.c.received;
