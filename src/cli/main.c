@@ -19,7 +19,7 @@ typedef struct {
 
 #define SB_REDIS_FLAGS                                                                        \
     "redis-url redis-host redis-port redis-password redis-db redis-sentinels "                  \
-    "redis-sentinel-master redis-sentinel-password upstash-rest-url upstash-rest-token "       \
+    "redis-sentinel-master redis-sentinel-password redis-cluster upstash-rest-url upstash-rest-token "       \
     "redis-tls-ca redis-tls-cert redis-tls-key redis-tls-sni redis-tls-insecure log-level "      \
     "log-format "
 
@@ -306,6 +306,7 @@ int main(int argc, char **argv) {
     }
     sb_log_set_level(cfg.log_level);
     sb_log_set_format(cfg.log_format);
+    if (cfg.redis.cluster) sb_key_style_set(SB_KEYS_CLUSTER); /* once, before any thread */
     if (sb_rest_refused(verb, &cfg)) {
         sb_config_close(&cfg);
         return SB_EXIT_USAGE;
