@@ -93,6 +93,15 @@ async function startCluster({ masters = 3, replicas = 0, args = [] } = {}) {
     }
     return true;
   }, { timeoutMs: 60000, intervalMs: 100, what: 'cluster_state:ok on every node' });
+  // replicas in sync (WAIT 1 answers at once): every master sees its replicas online
+  await waitFor(async () => {
+    for (const m of await cl.masters()) {
+      const info = await onNode(m, (c) => c.info('replication')).catch(() => '');
+      const online = (info.match(/^slave\d+:.*state=online/gm) || []).length;
+      if (online < replicas) return false;
+    }
+    return true;
+  }, { timeoutMs: 60000, intervalMs: 100, what: 'replicas online' });
   return cl;
 }
 
