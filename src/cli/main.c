@@ -164,7 +164,9 @@ static const char sb_doctor_detail[] =
     "  Checks the Redis of REDIS_URL for what Switchboard needs and says how to fix what is\n"
     "  wrong: version (BLMOVE needs 6.2), scripting (EVAL), maxmemory-policy (anything but\n"
     "  noeviction can evict job records), persistence (AOF / RDB), keyspace notifications\n"
-    "  (presence; the sweep is the fallback), latency (a few PINGs) and TLS. Warnings (no\n"
+    "  (presence; the sweep is the fallback), latency (a few PINGs), TLS, and with\n"
+    "  REDIS_CLUSTER the cluster (masters, slots served, replicas, each master's version and\n"
+    "  eviction policy). Warnings (no\n"
     "  persistence, events off, slow, plain TCP off this host) do not fail it.\n"
     "  Exit: 0 all checks pass, 1 a check failed, 2 usage, 3 Redis unavailable.\n"
     "  e.g.  REDIS_URL=rediss://cache.example:6380 REDIS_TLS_CA=ca.pem switchboard doctor\n";
