@@ -105,7 +105,12 @@ test.before(async () => {
   cc.on('error', () => {});
   const port = await freePort();
   base = `http://127.0.0.1:${port}`;
-  gw = startSwitchboard(['gateway'], { REDIS_CLUSTER: cl.seeds, JWT_SECRET: SECRET,
+  // the gateway's first seed (its home node: pub/sub) is a master that does not hold the
+  // presence keys, so that their expiry events reach it only if it subscribes on their master
+  const presence = await ownerOf(keySlot('{agents}'));
+  const first = (await cl.masters()).find((m) => m !== presence);
+  const seeds = [`127.0.0.1:${first}`, ...cl.seeds.split(',').filter((x) => x !== `127.0.0.1:${first}`)];
+  gw = startSwitchboard(['gateway'], { REDIS_CLUSTER: seeds.join(','), JWT_SECRET: SECRET,
     PORT: String(port), BIND: '127.0.0.1', JOB_TYPES: TYPES.join(','), RATE_LIMIT: '100000',
     REDIS_WAIT_REPLICAS: '1', REDIS_WAIT_TIMEOUT_MS: '2000' }, 'gateway');
   await gw.waitForOutput(/listening on/, 60000);
@@ -187,6 +192,29 @@ test('presence shows every agent online; queue and job list work on the cluster'
   const d = await runSwitchboard(['doctor'], env);
   assert.strictEqual(d.code, 0, d.stdout + d.stderr);
   assert.match(d.stdout, /cluster +3 masters, 16384\/16384 slots/);
+});
+
+test('an agent gone without a word is announced offline from the presence master\'s expiry event', async () => {
+  const metric = async (name) => {
+    const text = await (await fetch(`${base}/metrics`)).text();
+    const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(text);
+    return m ? Number(m[1]) : NaN;
+  };
+  await waitFor(async () => (await metric('gateway_presence_keyspace_notifications')) === 1,
+    { timeoutMs: 30000, what: 'keyspace notifications on at the presence master' });
+  const before = await metric('gateway_presence_expiries_total');
+  const a = startSwitchboard(['agent', '--type', TYPES[0], '--exec', 'cat', '--agent-id', 'short-lived'],
+    { REDIS_CLUSTER: cl.seeds, AGENT_STATUS_TTL: '2', HEARTBEAT_INTERVAL: '1' }, 'agent-short');
+  const online = async () => {
+    const r = await fetch(`${base}/api/v1/agent-status/online`, { headers: USERS[0].auth });
+    return (await r.json()).data.agents.some((x) => x.agent_id === 'short-lived');
+  };
+  await waitFor(online, { timeoutMs: 30000, what: 'short-lived online' });
+  a.kill('SIGKILL');
+  await a.exited;
+  await waitFor(async () => !(await online()) &&
+    (await metric('gateway_presence_expiries_total')) > before,
+  { timeoutMs: 30000, what: 'the expiry event of short-lived' });
 });
 
 test('a slot moved between masters while jobs flow loses nothing and runs nothing twice', async () => {
