@@ -90,9 +90,13 @@ function startAgent(type) {
 
 // The master serving slot now, as its port (CLUSTER SLOTS of a live node).
 async function ownerOf(slot) {
-  const slots = await cc.cluster('SLOTS');
-  const range = slots.find((s) => s[0] <= slot && slot <= s[1]);
-  return range ? Number(range[2][1]) : -1;
+  for (const n of cl.nodes) {
+    if (n.proc.exitCode !== null || n.proc.signalCode !== null) continue;
+    const slots = await cl.node(n.port, (c) => c.call('CLUSTER', 'SLOTS')).catch(() => null);
+    const range = slots && slots.find((s) => s[0] <= slot && slot <= s[1]);
+    if (range) return Number(range[2][1]);
+  }
+  return -1;
 }
 
 async function nodeId(port) {
@@ -103,6 +107,7 @@ test.before(async () => {
   cl = await startCluster({ masters: 3, replicas: 1 });
   cc = new Redis.Cluster(cl.seeds.split(',').map((s) => ({ host: '127.0.0.1', port: Number(s.split(':')[1]) })));
   cc.on('error', () => {});
+  await new Promise((resolve) => cc.once('ready', resolve));
   const port = await freePort();
   base = `http://127.0.0.1:${port}`;
   // the gateway's first seed (its home node: pub/sub) is a master that does not hold the
@@ -215,6 +220,17 @@ test('an agent gone without a word is announced offline from the presence master
   await waitFor(async () => !(await online()) &&
     (await metric('gateway_presence_expiries_total')) > before,
   { timeoutMs: 30000, what: 'the expiry event of short-lived' });
+});
+
+test('an agent with AUDIT_EVENTS=0 finishes jobs on the cluster too (no audit key in its scripts)', async () => {
+  const a = startSwitchboard(['agent', '--type', 'quiet', '--exec', 'cat'],
+    { REDIS_CLUSTER: cl.seeds, AUDIT_EVENTS: '0' }, 'agent-quiet');
+  const r = await runSwitchboard(['enqueue', '--type', 'quiet', '--wait', '--timeout', '60',
+    '{"n":1}'], { REDIS_CLUSTER: cl.seeds });
+  a.kill('SIGTERM');
+  await a.exited;
+  assert.strictEqual(r.code, 0, r.stdout + r.stderr + a.output.slice(-2000));
+  assert.match(r.stdout, /done/);
 });
 
 test('a slot moved between masters while jobs flow loses nothing and runs nothing twice', async () => {
