@@ -12,6 +12,7 @@ const jwt = require('jsonwebtoken');
 const Redis = require('ioredis');
 const { startSwitchboard, runSwitchboard, waitFor, freePort } = require('./lib/harness');
 const { startCluster, redisCli, keySlot } = require('./lib/cluster');
+const { recordingSocket } = require('./lib/sio');
 
 const SECRET = 'e2e-cluster-secret';
 let cl, gw, base, cc;
@@ -197,6 +198,26 @@ test('presence shows every agent online; queue and job list work on the cluster'
   const d = await runSwitchboard(['doctor'], env);
   assert.strictEqual(d.code, 0, d.stdout + d.stderr);
   assert.match(d.stdout, /cluster +3 masters, 16384\/16384 slots/);
+});
+
+test('a Socket.IO client connecting later gets the replay of its jobs of every type (every master)', async () => {
+  const u = user(7);
+  const list = TYPES.map((type, n) => ({ type, u, n: 3000 + n }));
+  const sent = await postAll(list, 3);
+  assert.deepStrictEqual(sent.map((j) => j.status), [202, 202, 202]);
+  await allDone(sent);
+  const sockets = new Set();
+  const token = u.auth.authorization.slice(7);
+  const s = recordingSocket(sockets, base, token, { transports: ['websocket'] });
+  try {
+    await s.connected$();
+    for (const j of sent) {
+      const e = await s.next(`${j.type}:done`, (d) => d.jobId === j.id);
+      assert.strictEqual(e.data.replay, true);
+    }
+  } finally {
+    for (const x of sockets) x.disconnect();
+  }
 });
 
 test('an agent gone without a word is announced offline from the presence master\'s expiry event', async () => {
