@@ -137,11 +137,16 @@ static void sb_job_replicated_cb(redisReply *reply, void *priv) {
     sb_req_release(req);
 }
 
-/* Sends WAIT on the connection that ran the script; answers the request when it cannot. */
+/* Sends WAIT on the connection that ran the script (on a cluster, the node of the job's slot:
+ * the EXISTS of its record routes the batch there); answers the request when it cannot. */
 static void sb_job_wait_replicas(sb_req_t *req) {
     sb_batch_t *b = sb_batch_create();
-    if (b && sb_batch_add(b, "WAIT %d %d", req->gw->cfg->wait_replicas,
-                          req->gw->cfg->wait_timeout_ms) != SB_OK) {
+    char key[SB_KEY_LEN];
+    int routed = sb_key_style() != SB_KEYS_CLUSTER ||
+                 (b && sb_key(key, sizeof key, SB_KEY_JOB, sb_route_param(&req->match, "type"),
+                         req->ctx.submit.job_id) && sb_batch_add(b, "EXISTS %s", key) == SB_OK);
+    if (b && (!routed || sb_batch_add(b, "WAIT %d %d", req->gw->cfg->wait_replicas,
+                                      req->gw->cfg->wait_timeout_ms) != SB_OK)) {
         sb_batch_free(b);
         b = NULL;
     }

@@ -231,7 +231,9 @@ void sb__finish_args_init(sb__finish_args_t *args, const sb_agent_t *a, const ch
     K(SB__FIN_K_COUNTER) = args->k_cnt;
     K(SB__FIN_K_EXEC) = args->k_exec;
     K(SB__FIN_K_FAILURE) = args->k_fail;
-    K(SB__FIN_K_AUDIT) = args->k_audit;
+    int cluster = sb_key_style() == SB_KEYS_CLUSTER; /* the audit stream: another slot */
+    args->audit_apart = cluster && args->ev_data;     /* events.h */
+    K(SB__FIN_K_AUDIT) = cluster ? args->k_rec : args->k_audit; /* a stand-in of one slot */
     K(SB__FIN_K_JOBS) = a->k_jobs;
     K(SB__FIN_K_PAUSED) = a->k_paused;
     K(SB__FIN_K_DONE) = a->k_done;
@@ -249,7 +251,7 @@ void sb__finish_args_init(sb__finish_args_t *args, const sb_agent_t *a, const ch
     A(SB__FIN_A_EV_ID) = args->ev.event_id;
     A(SB__FIN_A_EV_TYPE) = args->ev.event_type ? args->ev.event_type : "";
     A(SB__FIN_A_EV_TS) = args->ev.timestamp;
-    A(SB__FIN_A_EV_DATA) = args->ev_data ? args->ev_data : "";
+    A(SB__FIN_A_EV_DATA) = args->ev_data && !args->audit_apart ? args->ev_data : "";
     A(SB__FIN_A_EV_MAXLEN) = args->audit_max;
     A(SB__FIN_A_TAKE_PREFIX) = "";
     A(SB__FIN_A_PREFIX) = a->k_prefix;
