@@ -3,7 +3,7 @@
 # redis-server, the list repeated AB_ROUNDS times (so the binaries alternate and meet the same
 # machine load), then the median of each. A server is a switchboard binary's path or `node`
 # (the seeds' peer, bench/peers/node-socketio), either after settings of its own for that
-# server and the driver ("ADMIN_FEED=0 STATUS_FORMAT=agent build-rel/switchboard"). Same
+# server and the driver ("STATUS_FORMAT=agent build-rel/switchboard"). Same
 # driver and load as bench/socketio_fanout.sh (many rooms: ROUNDS × N status PUBLISHes, one per
 # user; one room: MESSAGES PUBLISHes to `admins`).
 #

@@ -19,11 +19,11 @@
 #     to all N sockets,
 # counting deliveries at the clients. Then prints a table with the ratios.
 #
-# Every bench client is an admin (room `admins` is the one room), so the gateway runs with
-# ADMIN_FEED=0 (override: ADMIN_FEED=1): the operator console's feed would send each of the N
-# sockets three events a second (`admin:jobs` up to ~20 KB), which the seed's peer has no
-# counterpart of; measured in bench/README.md ("Issue #23: fan-out"). The clients count only
-# the bench's `rebalance:*` events either way.
+# Every bench client is an admin (room `admins` is the one room) that does not ask for the
+# operator console's feed (handshake auth {console: true}), so the gateway runs with its
+# defaults; before the feed became opt-in it sent each of the N sockets three events a second
+# (bench/README.md, "Issue #23: many-rooms fan-out"). The clients count only the bench's
+# `rebalance:*` events either way.
 #
 # --gateways K (K > 1) runs K `switchboard gateway` processes on the one Redis, the clients
 # spread evenly over them, and measures them together (RSS and CPU summed): a way to hold
@@ -101,7 +101,7 @@ run() { # name port pid
 surls=() spids=()
 for ((g = 0; g < GATEWAYS; g++)); do
   sport=$(free_port)
-  PORT=$sport BIND=127.0.0.1 SIO_CONNECT_RATE_IP=0 ADMIN_FEED=${ADMIN_FEED:-0} "$SB_BIN" gateway >"$work/gateway-$g.log" 2>&1 &
+  PORT=$sport BIND=127.0.0.1 SIO_CONNECT_RATE_IP=0 "$SB_BIN" gateway >"$work/gateway-$g.log" 2>&1 &
   spids+=($!)
   pids+=($!)
   wait_http "http://127.0.0.1:$sport/healthz"

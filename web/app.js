@@ -266,7 +266,8 @@
       return;
     }
     setConn('wait', 'connecting…');
-    const socket = window.io({ auth: { token: state.token }, reconnectionDelayMax: 5000 });
+    // console: an admin's socket also gets the operator console's feed (admin:jobs, ...)
+    const socket = window.io({ auth: { token: state.token, console: true }, reconnectionDelayMax: 5000 });
     state.socket = socket;
     socket.on('connect', () => {
       state.live = true;

@@ -8,7 +8,8 @@
 // detail, Cancel / Retry), Dead set (Retry and Delete per row, Retry all), Workers (agents
 // online by type and department), Event bus (streams, consumer groups, dead letters).
 //
-// Live data: the gateway emits to room `admins` admin:queues (every second), admin:jobs
+// Live data: the gateway emits to the admin sockets that connect with auth {console: true}
+// (app.js does) admin:queues (every second), admin:jobs
 // (job changes of every user, coalesced per 500 ms) and admin:action (admin_feed.h), and the
 // presence events. While the socket is connected nothing is polled: views change on those
 // events. While it is down, the visible view and the queues are read again every POLL_MS.

@@ -1,4 +1,5 @@
-/* The operator console's live feed to room `admins` (see admin_feed.h).
+/* The operator console's live feed to the admin sockets that asked for it (room
+ * `admins:console`, see admin_feed.h).
  *
  * Job changes. The subscriber calls sb_af_on_job for every job change it forwards; the
  * change is appended to a cJSON array (at most SB_ADMIN_FEED_CHANGES per window, the rest only
@@ -55,7 +56,7 @@ struct sb_admin_feed {
 static void sb_af_emit(sb_admin_feed_t *f, const char *event, const cJSON *doc) {
     char *text = cJSON_PrintUnformatted(doc);
     if (!text) return;
-    int n = sb_socketio_emit_admins(f->gw->sio, event, text, strlen(text));
+    int n = sb_socketio_emit_console(f->gw->sio, event, text, strlen(text));
     if (n >= 0) f->admins = n;
     cJSON_free(text);
 }
@@ -160,7 +161,7 @@ static void sb_af_tick(uv_timer_t *h) {
 
 void sb_admin_feed_action(sb_admin_feed_t *f, const char *json, size_t len) {
     if (!f || f->stopped) return;
-    int n = sb_socketio_emit_admins(f->gw->sio, "admin:action", json, len);
+    int n = sb_socketio_emit_console(f->gw->sio, "admin:action", json, len);
     if (n >= 0) f->admins = n;
     f->kicked = 1;
 }

@@ -1,5 +1,6 @@
-/* The operator console's live feed (issue 19): what room `admins` gets over Socket.IO besides
- * the presence events, at a bounded rate however many jobs move.
+/* The operator console's live feed (issue 19): what the admin sockets that asked for it (handshake
+ * auth {"console": true}: room SB_SOCKETIO_ROOM_CONSOLE, socketio.h) get over Socket.IO besides
+ * the presence events every admin gets, at a bounded rate however many jobs move.
  *
  *   admin:jobs    {"changes":[{"type","jobId","status","userId"}...],"more":N}
  *                 every job change this gateway forwarded (each status message, each created

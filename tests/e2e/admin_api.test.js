@@ -309,13 +309,15 @@ test('GET /admin/events: streams, consumer groups with pending and lag, dead let
   assert.ok(!r.json.streams.some((x) => x.name.startsWith('agent:stream:dead:')), 'dead streams are not listed as streams');
 });
 
-test('Socket.IO: admins get admin:jobs, admin:queues and admin:action; users get none of them', async () => {
+test('Socket.IO: console admins get admin:jobs, admin:queues and admin:action; other admins and users get none of them', async () => {
   const sockets = new Set();
   const tok = (who) => who.auth.authorization.slice(7);
-  const adm = recordingSocket(sockets, base, tok(admin));
-  const usr = recordingSocket(sockets, base, tok(bob));
+  const adm = recordingSocket(sockets, base, tok(admin), { auth: { token: tok(admin), console: true } });
+  const plain = recordingSocket(sockets, base, tok(admin)); // an admin's script: no console feed
+  const usr = recordingSocket(sockets, base, tok(bob), { auth: { token: tok(bob), console: true } });
   try {
     await adm.connected$();
+    await plain.connected$();
     await usr.connected$();
     // 30 jobs of another user: their changes reach the admin coalesced, never one event per job
     const ids = [];
@@ -340,6 +342,8 @@ test('Socket.IO: admins get admin:jobs, admin:queues and admin:action; users get
     assert.strictEqual((await call('POST', '/admin/queues/report/resume')).status, 200);
     await adm.next('admin:action', (d) => d.action === 'resumed');
     assert.deepStrictEqual(usr.events.filter((e) => e.name.startsWith('admin:')), [], 'a user gets no admin events');
+    assert.deepStrictEqual(plain.events.filter((e) => e.name.startsWith('admin:')), [],
+      'an admin socket that did not ask for the console feed gets none of it');
   } finally {
     for (const s of sockets) s.disconnect();
   }
@@ -354,8 +358,8 @@ test('ADMIN_FEED=0: that gateway sends admins no admin:* feed; statuses and the 
   const tok = admin.auth.authorization.slice(7);
   try {
     await quiet.waitForOutput(/subscribed to agent:report:events/);
-    const on = recordingSocket(sockets, base, tok);
-    const offAdm = recordingSocket(sockets, off, tok);
+    const on = recordingSocket(sockets, base, tok, { auth: { token: tok, console: true } });
+    const offAdm = recordingSocket(sockets, off, tok, { auth: { token: tok, console: true } });
     await on.connected$();
     await offAdm.connected$();
     const r = await request('POST', `${off}/api/v1/agent/report`, { headers: admin.auth, body: { n: 'nofeed' } });

@@ -251,10 +251,16 @@ static int sb_socketio_auth(void *ud, const char *token, sb_sio_identity_t *who,
 
 static void sb_socketio_on_connect(void *ud, sb_eio_id_t id, const char *nsp,
                                    const sb_sio_identity_t *who, const cJSON *auth) {
-    (void)nsp, (void)auth; /* only "/" is served; the token was checked by the auth callback */
+    (void)nsp; /* only "/" is served; the token was checked by the auth callback */
     sb_socketio_t *io = ud;
     sb_debug("gateway", "socket.io connect: user=%s role=%s", who->public_key, who->role);
-    int rc = io->replays ? sb_replays_socket(io->replays, id, sb_now_ms()) : SB_OK;
+    int rc = SB_OK;
+    if (strcmp(who->role, "admin") == 0 &&
+        cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(auth, "console")))
+        rc = sb_sio_join(io->sio, id, SB_SOCKETIO_ROOM_CONSOLE);
+    if (rc != SB_OK)
+        sb_warn("gateway", "an admin socket of %s gets no console feed (%d)", who->public_key, rc);
+    rc = io->replays ? sb_replays_socket(io->replays, id, sb_now_ms()) : SB_OK;
     if (rc != SB_OK)
         sb_warn("gateway", "no replay for a socket of user %s (%d)", who->public_key, rc);
 }
@@ -487,6 +493,11 @@ int sb_socketio_emit_room(sb_socketio_t *io, const char *room, const char *event
 int sb_socketio_emit_admins(sb_socketio_t *io, const char *event, const char *json,
                             size_t len) {
     return sb_socketio_emit_room(io, "admins", event, json, len);
+}
+
+int sb_socketio_emit_console(sb_socketio_t *io, const char *event, const char *json,
+                             size_t len) {
+    return sb_socketio_emit_room(io, SB_SOCKETIO_ROOM_CONSOLE, event, json, len);
 }
 
 /* The Socket.IO families of /metrics: one row each, read from a snapshot of the counters. */

@@ -107,6 +107,13 @@ int sb_socketio_emit_room(sb_socketio_t *io, const char *room, const char *event
 /* The same to room `admins` (presence events: agent:online / agent:offline / agent:status). */
 int sb_socketio_emit_admins(sb_socketio_t *io, const char *event, const char *json,
                             size_t len);
+/* Room of the admin sockets that asked for the operator console's feed (handshake auth
+ * {"console": true}; admin_feed.h): other admin sockets (scripts, a fan-out of thousands) do
+ * not pay for it. */
+#define SB_SOCKETIO_ROOM_CONSOLE "admins:console"
+/* The same to room SB_SOCKETIO_ROOM_CONSOLE (admin:jobs, admin:queues, admin:action). */
+int sb_socketio_emit_console(sb_socketio_t *io, const char *event, const char *json,
+                             size_t len);
 
 /* The status subscriber (the process's one SUBSCRIBE connection), for other modules to watch
  * channels on (sb_subscriber_watch); NULL once stopped. */
