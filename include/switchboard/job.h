@@ -73,6 +73,8 @@ int sb_job_id_shard(const char *id, int n);
 char *sb_queue_of_job(char buf[SB_QUEUE_LEN], const char *type, const char *id);
 /* A new id of shard s: sb_job_id_new's, with "s{s}" appended for s > 0. Returns 0 or SB_ERR. */
 int sb_job_id_new_in(char out[SB_JOB_ID_LEN], sb_rand_t *pool, int s);
+/* A new id of a job of public_key: in the user's shard with the current shard count. */
+int sb_job_id_new_for(char out[SB_JOB_ID_LEN], sb_rand_t *pool, const char *public_key);
 
 typedef enum {
     SB_KEY_JOBS,        /* agent:{type}:jobs              list of pending ids */

@@ -195,7 +195,7 @@ void sb_api_job_create(sb_req_t *req) {
         sb_req_error(req, 400, "bad_request", "%s", why);
         return;
     }
-    if (sb_job_id_new(req->ctx.submit.job_id, &req->gw->rand) != SB_OK) {
+    if (sb_job_id_new_for(req->ctx.submit.job_id, &req->gw->rand, owner) != SB_OK) {
         sb_req_error(req, 500, "internal", "no random source for the job id");
         return;
     }

@@ -135,6 +135,10 @@ int sb_job_id_new_in(char out[SB_JOB_ID_LEN], sb_rand_t *pool, int s) {
     return rc;
 }
 
+int sb_job_id_new_for(char out[SB_JOB_ID_LEN], sb_rand_t *pool, const char *public_key) {
+    return sb_job_id_new_in(out, pool, sb_queue_shard_of_user(public_key, sb_queue_shards_now));
+}
+
 /* The key table: every key is agent:{type}:{name}[:{arg}]. */
 static const struct {
     const char *name;

@@ -23,7 +23,7 @@ int sb_job_enqueue(sb_redis_t *r, const char *type, const sb_user_t *user, const
         snprintf(err, errlen, "bad user publicKey");
         return SB_EINVAL;
     }
-    if (sb_job_id_new(id_out, NULL) != SB_OK) {
+    if (sb_job_id_new_for(id_out, NULL, user->public_key) != SB_OK) {
         snprintf(err, errlen, "no random source for the job id");
         return SB_ERR;
     }
