@@ -70,7 +70,11 @@ extern const char *const sb_jobctl_states[];
 /* 1 if s names a state of sb_jobctl_states, else 0. */
 int sb_jobctl_state_valid(const char *s);
 
-/* ---- actions: each returns 0 with res filled, SB_EINVAL (bad type / id / by: nothing done),
+/* Queue shards (job.h): an action or detail on a job id goes to the shard the id names (NOTFOUND
+ * for a shard beyond sb_queue_shards()); pause / resume, retry of every dead job and counts
+ * cover every shard; a listing goes shard by shard (a user's: the user's shard).
+ *
+ * ---- actions: each returns 0 with res filled, SB_EINVAL (bad type / id / by: nothing done),
  * SB_EREDIS (connection lost: the action may or may not have landed; repeating it is safe),
  * SB_EPROTO (Redis refused), SB_ENOMEM, SB_ETIMEOUT (the record kept changing under us). */
 

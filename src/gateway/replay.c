@@ -156,8 +156,10 @@ static int sb_replay_build(sb_batch_t *b, sb_script_mode_t mode, void *priv) {
     snprintf(read_max, sizeof read_max, "%d", SB_REPLAY_READ_MAX);
     snprintf(touch, sizeof touch, "%d", SB_REPLAY_TOUCH_MAX);
     for (int t = 0; t < r->ntypes; t++) {
-        if (!sb_key(keys[t], SB_KEY_LEN, SB_KEY_USER, r->types[t], r->public_key) ||
-            !sb_key(prefix[t], SB_KEY_LEN, SB_KEY_JOB, r->types[t], ""))
+        char q[SB_QUEUE_LEN]; /* the user's queue shard of the type (job.h) */
+        if (!sb_queue_of_user(q, r->types[t], r->public_key) ||
+            !sb_key(keys[t], SB_KEY_LEN, SB_KEY_USER, q, r->public_key) ||
+            !sb_key(prefix[t], SB_KEY_LEN, SB_KEY_JOB, q, ""))
             return SB_EINVAL;
         argv[argc++] = keys[t];
     }
