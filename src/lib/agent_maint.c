@@ -39,6 +39,7 @@ typedef struct {
     int64_t presence_grace_until; /* no judging agents by their presence before this */
     int64_t lease_until;          /* real clock: our lease runs at least until this (0: none) */
     int uptime_read;     /* Redis's uptime was read since we (re)connected (sb_maint_may) */
+    int shards_checked;  /* the queues of shards beyond ours were looked at (once) */
     int lost;            /* redis was out of reach (or stalled) since the last write landed */
 } sb_maint_t;
 
@@ -249,6 +250,42 @@ static void sb_agent_reclaim_own(sb_agent_t *a) {
     a->suspects = next;
     a->nsuspects = nnext;
 }
+/* ---- queue shards of another deployment ---------------------------------------------------- */
+
+/* Once: warns when jobs wait on queues of shards at or beyond our QUEUE_SHARDS (job.h), which
+ * no agent of ours takes: a gateway or producer with a larger QUEUE_SHARDS (every process of a
+ * deployment must use the same), or jobs left after it was lowered. One pipelined LLEN per
+ * possible shard. Returns 0 when the look was made (whatever it found). */
+static int sb_maint_check_shards(sb_agent_t *a) {
+    sb_batch_t *b = sb_batch_create();
+    int n = SB_SHARDS_MAX - a->nshards, rc = b ? SB_OK : SB_ENOMEM;
+    for (int s = a->nshards; rc == SB_OK && s < SB_SHARDS_MAX; s++) {
+        char q[SB_QUEUE_LEN], key[SB_KEY_LEN];
+        sb_key(key, sizeof key, SB_KEY_JOBS, sb_queue_name(q, a->type, s), NULL);
+        rc = sb_batch_add(b, "LLEN %s", key);
+    }
+    redisReply **replies = n > 0 && rc == SB_OK ? calloc((size_t)n, sizeof *replies) : NULL;
+    if (n > 0 && rc == SB_OK) rc = replies ? sb_redis_pipeline(a->maint_redis, b, replies)
+                                           : SB_ENOMEM;
+    long long waiting = 0;
+    int first = -1;
+    for (int i = 0; rc == SB_OK && i < n; i++) {
+        if (replies[i]->type == REDIS_REPLY_INTEGER && replies[i]->integer > 0) {
+            waiting += replies[i]->integer;
+            if (first < 0) first = a->nshards + i;
+        }
+    }
+    if (waiting > 0)
+        sb_warn("agent", "%lld job(s) of type %s wait on queue shards at or beyond %d (first: "
+                "%s.%d), which this agent (QUEUE_SHARDS=%d) never takes: give every gateway, "
+                "agent and CLI of the deployment the same QUEUE_SHARDS", waiting, a->type,
+                a->nshards, a->type, first, a->nshards);
+    if (replies && rc == SB_OK) sb_replies_free(replies, (size_t)n);
+    free(replies);
+    sb_batch_free(b);
+    return rc;
+}
+
 /* ---- the schedule ------------------------------------------------------------------------- */
 
 /* Seconds Redis has been up: LLONG_MAX when it does not tell (INFO renamed away: counts as
@@ -421,6 +458,7 @@ static void sb_maint_recover(sb_agent_t *a, sb_maint_t *m, int64_t now) {
         sb_agent_recover_lapsed(a, &a->shards[i], may);
     if (scan && (may.lease || may.presence)) sb_agent_recover(a, m, may);
     if (scan) sb_agent_reclaim_own(a);
+    if (scan && !m->shards_checked) m->shards_checked = sb_maint_check_shards(a) == SB_OK;
     for (int i = 0; scan && i < a->nshards; i++) sb_maint_sweep(a, &a->shards[i]);
     /* from the end: two of them are never closer than the interval */
     if (check) m->next_check = sb__agent_now(a) + a->lease_renew_ms;

@@ -129,3 +129,20 @@ test('300 jobs of 30 users through HTTP all reach done, each user in order on th
   const q1 = await runSwitchboard(['queue', '--json'], { REDIS_URL: redis.url });
   assert.ok(JSON.parse(q1.stdout).counts.done < USERS * PER_USER);
 });
+
+test('an agent with another QUEUE_SHARDS warns about the jobs it never takes', async () => {
+  agent.kill('SIGTERM');
+  await agent.exited;
+  const pk = 'shard-user-1'; // not on shard 0 (checked below)
+  const r = await request('POST', `${base}/api/v1/agent/rebalance`, {
+    headers: { authorization: `Bearer ${token(pk)}` }, body: { amount: 1 } });
+  assert.strictEqual(r.status, 202, r.text);
+  assert.match(r.json.jobId, /s[1-5]$/);
+  const lone = startSwitchboard(['agent', '--recovery-interval', '1'], { REDIS_URL: redis.url },
+    'agent-n1');
+  try {
+    await lone.waitForOutput(/1 job\(s\) of type rebalance wait on queue shards at or beyond 1/);
+  } finally {
+    lone.kill('SIGKILL');
+  }
+});
