@@ -102,6 +102,12 @@ int sb_events_job_envelope(sb_envelope_t *e, char **data_out, const char *event,
                            const char *type, const char *job_id, const char *user_id,
                            const cJSON *extra, sb_rand_t *pool);
 
+/* The audit entry e of a job change already made, XADDed to the stream of event (SB_EVENT_JOB_*,
+ * MAXLEN ~ SB_EVENTS_AUDIT_MAXLEN) as a command of its own: on Redis Cluster the audit streams
+ * are in other slots than the job's keys, so the job scripts leave the entry out and the caller
+ * sends it after (not atomic with the change; a failure is logged here). Returns 0 or SB_E*. */
+int sb_events_audit_apart(sb_redis_t *r, const char *event, const sb_envelope_t *e);
+
 /* ---- reading ----------------------------------------------------------------------------- */
 
 /* One entry as read. Strings point into the Redis reply (or into data, for `data`) and live

@@ -88,7 +88,15 @@ int sb_agent_id_valid(const char *id);
 int sb_presence_status_valid(const char *s);
 /* 1 if a department id is usable in a key: 1..128 chars of [A-Za-z0-9._:-]. */
 int sb_presence_dept_valid(const char *dept);
-/* "agent:online:{id}" into buf; NULL if it does not fit. */
+/* The presence key names in use: the SB_PRESENCE_* above, or on Redis Cluster
+ * (sb_key_style() == SB_KEYS_CLUSTER, job.h) the same under the hash tag {agents}:
+ * {agents}:meta, {agents}:all, {agents}:online:{id}, {agents}:dept:{dept}, so that every presence
+ * script touches one slot. Static; valid for the process. */
+typedef struct {
+    const char *meta, *all, *online, *dept; /* online and dept: prefixes of the id / dept */
+} sb_presence_names_t;
+const sb_presence_names_t *sb_presence_names(void);
+/* "agent:online:{id}" ({agents}:online:{id} on a cluster) into buf; NULL if it does not fit. */
 char *sb_presence_key(char *buf, size_t len, const char *agent_id);
 
 /* ---- 1. commands (each appends exactly one command to b) ----------------------------------

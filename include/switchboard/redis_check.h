@@ -23,10 +23,11 @@ typedef struct {
     char fix[256];             /* what to do about it ("" when OK) */
 } sb_check_t;
 
-#define SB_CHECK_MAX 8 /* checks sb_redis_check_all runs at most */
+#define SB_CHECK_MAX 10 /* checks sb_redis_check_all runs at most */
 
 /* Runs every check on r (connected; addr is where it points, for the TLS and Sentinel checks;
- * the Sentinel check runs only when addr has Sentinels) into
+ * the Sentinel check runs only when addr has Sentinels, the cluster check — masters, slots,
+ * replicas, each master's version and eviction policy — only with addr->cluster) into
  * out[0..SB_CHECK_MAX). Returns how many ran, or SB_EREDIS when the connection broke (out
  * then holds those that finished). */
 int sb_redis_check_all(sb_redis_t *r, const sb_redis_addr_t *addr, sb_check_t *out);

@@ -51,9 +51,11 @@ typedef struct {
 /* The submission script (SHA1 computed once by sb_script_init; the caller keeps it). */
 void sb_submit_script_init(sb_script_t *s);
 
-/* Appends the script call for q to b, as EVALSHA or EVAL (mode). Returns 0; SB_EINVAL (a bad
- * key part or user id over 128 characters);
- * SB_ENOMEM; SB_ERR (no random source). b is unchanged on failure. */
+/* Appends the script call for q to b, as EVALSHA or EVAL (mode), and on Redis Cluster, when q
+ * has no rate limit (so the job is always queued), its job.created XADD after it (two
+ * commands, two replies; see sb_submit_audit_add). Returns 0; SB_EINVAL (a bad key part or
+ * user id over 128 characters); SB_ENOMEM; SB_ERR (no random source). b is unchanged on
+ * failure but for SB_ENOMEM after the script. */
 int sb_submit_batch(sb_batch_t *b, const sb_script_t *s, sb_script_mode_t mode,
                     const sb_submit_t *q);
 
@@ -69,11 +71,22 @@ void sb_submit_call_free(sb_submit_call_t *c);
  * or EVAL. Returns 0, SB_EINVAL (n out of range) or SB_ENOMEM. */
 int sb_submit_add(sb_batch_t *b, const sb_script_t *s, sb_script_mode_t mode,
                   sb_submit_call_t *const *calls, size_t n);
+/* The hash slot every key of c is in on Redis Cluster (calls of one slot can share a script
+ * call; others not: CROSSSLOT); 0 on single Redis, where any calls can. */
+int sb_submit_call_slot(const sb_submit_call_t *c);
+/* On Redis Cluster (sb_key_style() == SB_KEYS_CLUSTER) the job.created audit stream is in
+ * another slot than the job, so the script leaves it out (the job is queued and announced
+ * atomically; its audit entry follows as a separate command, not atomic with it): once c's
+ * job was queued (allowed), append its `XADD agent:stream:job.created ...` with this and send
+ * it (any node; the router routes it). Returns 1 when appended, 0 when there is nothing to
+ * send (single Redis, AUDIT_EVENTS=0, a rate check only), SB_ENOMEM / SB_EINVAL. */
+int sb_submit_audit_add(sb_batch_t *b, const sb_submit_call_t *c);
 /* Job i's outcome in the reply of a call of n jobs. Returns 0, SB_EREDIS (no reply: the
  * connection went, outcome unknown) or SB_EPROTO (an error or unexpected reply). */
 int sb_submit_result(const redisReply *rep, size_t i, size_t n, sb_rate_result_t *out);
 
-/* Blocking: runs the script (EVALSHA, EVAL on NOSCRIPT) and parses the reply into out.
+/* Blocking: runs the script (EVALSHA, EVAL on NOSCRIPT) and parses the reply into out; on
+ * Redis Cluster then writes the audit entry of a queued job (a failure there is logged).
  * Returns 0; SB_EINVAL as above; SB_EREDIS (connection lost: outcome unknown if the call was
  * sent); SB_EPROTO (Redis answered an error: the script stopped at that command). */
 int sb_submit_run(sb_redis_t *r, const sb_script_t *s, const sb_submit_t *q,

@@ -105,7 +105,7 @@ static int sb_bench_send(sb_bench_t *b, sb_redis_t *r, const char *type) {
     sb_submit_script_init(&script);
     sb_batch_t *batch = sb_batch_create();
     cJSON *payload = cJSON_Parse("{\"amount\":1000,\"bench\":true}");
-    redisReply *replies[SB_BENCH_BATCH];
+    redisReply *replies[2 * SB_BENCH_BATCH]; /* a script, and on a cluster its audit XADD */
     int rc = batch && payload ? SB_OK : SB_ENOMEM;
     for (size_t i = 0; i < b->n && rc == SB_OK; i += SB_BENCH_BATCH) {
         sb_batch_reset(batch);

@@ -191,7 +191,7 @@ static void sb_print_processing(sb_redis_t *r, const char *queue, int limit) {
         snprintf(cursor, sizeof cursor, "%s", rep->element[0]->str);
         for (size_t i = 0; i < rep->element[1]->elements; i++) {
             const char *key = rep->element[1]->element[i]->str, *agent = key + strlen(prefix);
-            redisReply *on = sb_redis_cmd(r, "EXISTS agent:online:%s", agent);
+            redisReply *on = sb_redis_cmd(r, "EXISTS %s%s", sb_presence_names()->online, agent);
             int online = on && on->type == REDIS_REPLY_INTEGER && on->integer == 1;
             if (on) freeReplyObject(on);
             printf("  %s (%s): %lld\n", agent, online ? "online" : "OFFLINE, will be recovered",

@@ -19,7 +19,7 @@ typedef struct {
 
 #define SB_REDIS_FLAGS                                                                        \
     "redis-url redis-host redis-port redis-password redis-db redis-sentinels "                  \
-    "redis-sentinel-master redis-sentinel-password upstash-rest-url upstash-rest-token "       \
+    "redis-sentinel-master redis-sentinel-password redis-cluster upstash-rest-url upstash-rest-token "       \
     "redis-tls-ca redis-tls-cert redis-tls-key redis-tls-sni redis-tls-insecure log-level "      \
     "log-format "
 
@@ -164,7 +164,9 @@ static const char sb_doctor_detail[] =
     "  Checks the Redis of REDIS_URL for what Switchboard needs and says how to fix what is\n"
     "  wrong: version (BLMOVE needs 6.2), scripting (EVAL), maxmemory-policy (anything but\n"
     "  noeviction can evict job records), persistence (AOF / RDB), keyspace notifications\n"
-    "  (presence; the sweep is the fallback), latency (a few PINGs) and TLS. Warnings (no\n"
+    "  (presence; the sweep is the fallback), latency (a few PINGs), TLS, and with\n"
+    "  REDIS_CLUSTER the cluster (masters, slots served, replicas, each master's version and\n"
+    "  eviction policy). Warnings (no\n"
     "  persistence, events off, slow, plain TCP off this host) do not fail it.\n"
     "  Exit: 0 all checks pass, 1 a check failed, 2 usage, 3 Redis unavailable.\n"
     "  e.g.  REDIS_URL=rediss://cache.example:6380 REDIS_TLS_CA=ca.pem switchboard doctor\n";
@@ -306,6 +308,7 @@ int main(int argc, char **argv) {
     }
     sb_log_set_level(cfg.log_level);
     sb_log_set_format(cfg.log_format);
+    if (cfg.redis.cluster) sb_key_style_set(SB_KEYS_CLUSTER); /* once, before any thread */
     sb_queue_shards_set(cfg.queue_shards); /* once, before any thread (job.h) */
     if (sb_rest_refused(verb, &cfg)) {
         sb_config_close(&cfg);

@@ -56,6 +56,8 @@ static const sb_setting_t sb_settings[] = {
      0, NULL, "the master's name at the Sentinels (with REDIS_SENTINELS)"},
     {"REDIS_SENTINEL_PASSWORD", "redis-sentinel-password", SB_SET_STR,
      OFF(redis.sentinel_password), 0, 0, NULL, "AUTH password of the Sentinels"},
+    {"REDIS_CLUSTER", "redis-cluster", SB_SET_STR, OFF(redis.cluster), 0, 0, NULL,
+     "host:port,... seed nodes of a Redis Cluster (user, password, TLS: REDIS_URL / REDIS_*)"},
     {"UPSTASH_REDIS_REST_URL", "upstash-rest-url", SB_SET_STR, OFF(redis.rest_url), 0, 0, NULL,
      "Upstash REST URL: enqueue, job, queue, metrics, events publish over HTTPS (REDIS_* win)"},
     {"UPSTASH_REDIS_REST_TOKEN", "upstash-rest-token", SB_SET_STR, OFF(redis.rest_token), 0, 0,
@@ -370,6 +372,29 @@ static int sb_config_check_sentinels(const sb_redis_addr_t *a, char *err, size_t
     return SB_EINVAL;
 }
 
+/* REDIS_CLUSTER: a well-formed seed list, database 0, TCP, and neither Sentinels nor Upstash's
+ * REST API (each is a different way of finding the one Redis; the cluster has many). */
+static int sb_config_check_cluster(sb_config_t *cfg, char *err, size_t errlen) {
+    sb_redis_addr_t *a = &cfg->redis;
+    char why[256];
+    if (a->cluster && !*a->cluster) sb_set_str(&a->cluster, NULL); /* empty = unset */
+    if (!a->cluster) return SB_OK;
+    if (sb_sentinel_list_check(a->cluster, why, sizeof why) != SB_OK) {
+        sb_errf(err, errlen, "bad setting REDIS_CLUSTER='%s': %s", a->cluster, why);
+        return SB_EINVAL;
+    }
+    const char *other = a->sentinels || a->sentinel_master ? "REDIS_SENTINELS"
+                        : a->rest_url || a->rest_token   ? "UPSTASH_REDIS_REST_URL"
+                        : a->unix_path                   ? "a unix:// REDIS_URL"
+                        : a->db != 0                     ? "REDIS_DB other than 0"
+                                                         : NULL;
+    if (!other) return SB_OK;
+    sb_errf(err, errlen, "bad setting: REDIS_CLUSTER cannot be used with %s (a cluster is "
+            "reached through its seed nodes, database 0; REDIS_URL only lends it its "
+            "user, password and TLS)", other);
+    return SB_EINVAL;
+}
+
 /* Upstash REST: URL and token together, http(s); any REDIS_* setting means TCP instead. */
 static int sb_config_check_rest(sb_config_t *cfg, char *err, size_t errlen) {
     sb_redis_addr_t *a = &cfg->redis;
@@ -426,6 +451,7 @@ static int sb_tls_check(const sb_redis_addr_t *a, char *err, size_t errlen) {
 /* The checks no single setting's kind covers: job type names (of the verb's settings). */
 static int sb_config_check(sb_config_t *cfg, const char *flags, char *err, size_t errlen) {
     if (sb_config_check_sentinels(&cfg->redis, err, errlen) != SB_OK) return SB_EINVAL;
+    if (sb_config_check_cluster(cfg, err, errlen) != SB_OK) return SB_EINVAL;
     if (sb_config_check_rest(cfg, err, errlen) != SB_OK) return SB_EINVAL;
     if (sb_flag_listed(flags, "type") && !sb_job_type_valid(cfg->job_type)) {
         sb_errf(err, errlen, "bad setting JOB_TYPE='%s': expected [a-z][a-z0-9_-]{0,31}",

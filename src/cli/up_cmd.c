@@ -161,6 +161,7 @@ static void sb_up_export(const sb_up_t *u, const sb_config_t *cfg) {
     setenv("BIND", u->bind, 1);
     if (cfg->job_types) setenv("JOB_TYPES", cfg->job_types, 1);
     if (cfg->web_dir) setenv("WEB_DIR", cfg->web_dir, 1);
+    if (cfg->redis.cluster) setenv("REDIS_CLUSTER", cfg->redis.cluster, 1);
     setenv("LOG_FORMAT", cfg->log_format == SB_LOG_JSON ? "json" : "text", 1);
 }
 

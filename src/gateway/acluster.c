@@ -15,6 +15,7 @@
 #include "switchboard/log.h"
 
 #define SB_ACLUSTER_TICK_MS 1000
+#define SB_ACLUSTER_TRYAGAIN_MAX 10 /* a call answered TRYAGAIN is sent again at 10 ticks */
 #define SB_ACLUSTER_HOME_DOWN_MS 2000 /* home down this long: another live node becomes home */
 
 typedef struct {
@@ -41,17 +42,21 @@ struct sb_acluster {
     uv_timer_t tick;
     int closing;
     unsigned long long reconnects, moved, asked;
+    struct sb_acall *retry;        /* calls answered TRYAGAIN: sent again at the next tick */
 };
 
-typedef struct {
+typedef struct sb_acall {
     sb_acluster_t *cl;
     sb_batch_t *b;   /* the batch as sent first (a copy) */
     sb_aredis_cb cb;
     void *priv;
     int redirects;
+    int tryagains;         /* TRYAGAIN answers so far (a slot migrating) */
+    struct sb_acall *next; /* in cl->retry */
 } sb_acall_t;
 
 static void sb_acluster_load(sb_acluster_t *cl);
+static void sb_acluster_retry(sb_acluster_t *cl);
 
 int sb_acluster_up(const sb_acluster_t *cl) {
     return cl->map_ok && sb_aredis_up(cl->nodes[cl->home].ar);
@@ -146,6 +151,7 @@ static void sb_acluster_load(sb_acluster_t *cl) {
 
 /* Every second: a stale map is reloaded; a home down for long is replaced by a live node. */
 static void sb_acluster_tick_cb(uv_timer_t *t) {
+    sb_acluster_retry(t->data);
     sb_acluster_t *cl = t->data;
     int64_t now = sb_mono_ms();
     if (sb_aredis_up(cl->nodes[cl->home].ar)) {
@@ -210,6 +216,7 @@ static void sb_acluster_closed_cb(uv_handle_t *h) {
 void sb_acluster_close(sb_acluster_t *cl) {
     if (!cl || cl->closing) return;
     cl->closing = 1;
+    sb_acluster_retry(cl); /* closing: each gets NULL */
     sb_aredis_on_up_remove(&cl->home_hook);
     for (size_t i = 0; i < cl->nnodes; i++) sb_aredis_close(cl->nodes[i].ar);
     uv_close((uv_handle_t *)&cl->tick, sb_acluster_closed_cb);
@@ -252,12 +259,36 @@ static void sb_acall_done(sb_acall_t *call, redisReply *reply) {
     free(call);
 }
 
-/* A redirect sends the batch again (nothing ran where it was refused); anything else is the
- * caller's. */
+/* Sends every call of cl->retry again (or, closing, answers it NULL). */
+static void sb_acluster_retry(sb_acluster_t *cl) {
+    sb_acall_t *call = cl->retry;
+    cl->retry = NULL;
+    while (call) {
+        sb_acall_t *next = call->next;
+        int node = cl->closing ? -1 : sb_acluster_route(cl, call->b);
+        if (node < 0 || sb_acluster_dispatch(call, node, 0) != SB_OK) sb_acall_done(call, NULL);
+        call = next;
+    }
+}
+
+/* 1 when reply is TRYAGAIN: a multi-key command met a slot in mid-migration (some of its keys
+ * moved, some not); nothing ran, and it succeeds once the migration is through. */
+static int sb_reply_tryagain(const redisReply *reply) {
+    return reply && reply->type == REDIS_REPLY_ERROR && !strncmp(reply->str, "TRYAGAIN", 8);
+}
+
+/* A redirect sends the batch again (nothing ran where it was refused), so does a TRYAGAIN at
+ * the next tick, up to SB_ACLUSTER_TRYAGAIN_MAX times; anything else is the caller's. */
 static void sb_acluster_reply(redisReply *reply, void *priv) {
     sb_acall_t *call = priv;
     sb_acluster_t *cl = call->cl;
     sb_redirect_t d;
+    if (!cl->closing && sb_reply_tryagain(reply) && call->tryagains < SB_ACLUSTER_TRYAGAIN_MAX) {
+        call->tryagains++;
+        call->next = cl->retry;
+        cl->retry = call;
+        return;
+    }
     if (cl->closing || call->redirects >= SB_CLUSTER_MAX_REDIRECTS ||
         sb_cluster_redirect_parse(reply, &d) == SB_REDIRECT_NONE) {
         sb_acall_done(call, reply);

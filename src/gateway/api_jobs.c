@@ -137,11 +137,18 @@ static void sb_job_replicated_cb(redisReply *reply, void *priv) {
     sb_req_release(req);
 }
 
-/* Sends WAIT on the connection that ran the script; answers the request when it cannot. */
+/* Sends WAIT on the connection that ran the script (on a cluster, the node of the job's slot:
+ * the EXISTS of its record routes the batch there); answers the request when it cannot. */
 static void sb_job_wait_replicas(sb_req_t *req) {
     sb_batch_t *b = sb_batch_create();
-    if (b && sb_batch_add(b, "WAIT %d %d", req->gw->cfg->wait_replicas,
-                          req->gw->cfg->wait_timeout_ms) != SB_OK) {
+    char key[SB_KEY_LEN], queue[SB_QUEUE_LEN];
+    int routed = sb_key_style() != SB_KEYS_CLUSTER ||
+                 (b && sb_queue_of_job(queue, sb_route_param(&req->match, "type"),
+                                       req->ctx.submit.job_id) &&
+                  sb_key(key, sizeof key, SB_KEY_JOB, queue, req->ctx.submit.job_id) &&
+                  sb_batch_add(b, "EXISTS %s", key) == SB_OK);
+    if (b && (!routed || sb_batch_add(b, "WAIT %d %d", req->gw->cfg->wait_replicas,
+                                      req->gw->cfg->wait_timeout_ms) != SB_OK)) {
         sb_batch_free(b);
         b = NULL;
     }
@@ -370,6 +377,10 @@ void sb_api_job_metrics(sb_req_t *req) {
     sb_api_metrics_ctx_t *ctx = &req->ctx.metrics;
     ctx->days = sb_api_int_param(req, "days", 7, 1, SB_METRICS_MAX_DAYS);
     if (ctx->days < 0) return;
+    if (sb_queue_shards() > 1) { /* shards in several slots: not one batch */
+        sb_api_admin_metrics(req, ctx->days);
+        return;
+    }
     ctx->now_ms = sb_now_ms(); /* names the days in the batch and in the parse */
     sb_batch_t *b = sb_batch_create();
     /* in MULTI so the replies (days + 1 per queue shard) arrive as one EXEC array */

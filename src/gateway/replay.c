@@ -27,6 +27,7 @@
 #include "gateway/replay.h"
 #include "gateway/status_event.h"
 #include "switchboard/clock.h"
+#include "switchboard/cluster.h"
 #include "switchboard/error.h"
 #include "switchboard/job.h"
 #include "switchboard/json.h"
@@ -114,6 +115,22 @@ static const char sb_replay_lua[] =
     "out[#KEYS + 1] = skipped\n"
     "return out\n";
 
+/* Redis Cluster: one script call touches one slot, so a replay reads the types of the first
+ * one's slot only (each type is its own slot: the first type). Not yet one call per slot. */
+static void sb_replay_one_slot(sb_replay_t *r) {
+    char key[SB_KEY_LEN], q[SB_QUEUE_LEN];
+    int first = -1, kept = 0;
+    for (int t = 0; t < r->ntypes; t++) { /* the user's queue shard of the type (job.h) */
+        sb_queue_of_user(q, r->types[t], r->public_key);
+        sb_key(key, sizeof key, SB_KEY_USER, q, r->public_key);
+        int slot = sb_cluster_keyslot(key, strlen(key));
+        if (first < 0) first = slot;
+        if (slot == first && kept != t) memcpy(r->types[kept], r->types[t], sizeof r->types[t]);
+        kept += slot == first;
+    }
+    r->ntypes = kept;
+}
+
 /* A new replay (not yet sent) for since_ms over the comma-separated list; NULL on ENOMEM. */
 static sb_replay_t *sb_replay_new(sb_sio_t *sio, const char *public_key, const char *list,
                                   int64_t since_ms) {
@@ -132,6 +149,7 @@ static sb_replay_t *sb_replay_new(sb_sio_t *sio, const char *public_key, const c
         }
         p += n;
     }
+    if (sb_key_style() == SB_KEYS_CLUSTER) sb_replay_one_slot(r);
     return r;
 }
 

@@ -1,9 +1,13 @@
 /* Group commit of job submissions (see submit_group.h): a group is a flight, filled during a
  * loop turn, sent by sb_aredis_eval (EVALSHA, EVAL after NOSCRIPT: the builder runs again and
- * leaves out who left meanwhile), answered member by member from the one reply, freed. */
+ * leaves out who left meanwhile), answered member by member from the one reply, freed. On
+ * Redis Cluster a flight holds the jobs of one slot (sb_submit_call_slot: one script call
+ * touches one slot), and the job.created audit entries of its queued jobs follow the reply as
+ * one separate batch (submit.h). */
 #include <stdlib.h>
 #include "gateway/submit_group.h"
 #include "switchboard/error.h"
+#include "switchboard/log.h"
 
 typedef struct {
     sb_submit_call_t *call;
@@ -15,6 +19,7 @@ typedef struct {
 
 typedef struct {
     const sb_script_t *script;
+    sb_aredis_t *ar; /* where it was sent */
     size_t n, sent;
     sb_sg_member_t m[SB_SUBMIT_GROUP_MAX];
 } sb_sg_flight_t;
@@ -26,9 +31,32 @@ struct sb_submit_group {
     sb_sg_flight_t *open; /* filling during this loop turn, or NULL */
 };
 
+static void sb_sg_audit_cb(redisReply *reply, void *priv) {
+    (void)priv;
+    if (!reply || reply->type == REDIS_REPLY_ERROR)
+        sb_warn("gateway", "job.created audit entries not written: %s",
+                reply ? reply->str : "redis went away");
+}
+
+/* Cluster: the audit entries of f's queued jobs, one batch sent apart (submit.h). */
+static void sb_sg_audit(sb_sg_flight_t *f, const redisReply *reply) {
+    sb_batch_t *b = f->ar ? sb_batch_create() : NULL;
+    for (size_t i = 0; b && i < f->n; i++) {
+        sb_rate_result_t rate;
+        if (f->m[i].slot >= 0 &&
+            sb_submit_result(reply, (size_t)f->m[i].slot, f->sent, &rate) == SB_OK &&
+            rate.allowed)
+            sb_submit_audit_add(b, f->m[i].call);
+    }
+    if (b && sb_batch_count(b) && sb_aredis_send(f->ar, b, sb_sg_audit_cb, NULL) != SB_OK)
+        sb_sg_audit_cb(NULL, NULL);
+    sb_batch_free(b);
+}
+
 /* Answers every member with rc, or when rc is 0 with its result in reply (a left-out one:
  * SB_ECANCELED), and frees f. */
 static void sb_sg_answer(sb_sg_flight_t *f, int rc, const redisReply *reply) {
+    if (rc == SB_OK && reply) sb_sg_audit(f, reply);
     for (size_t i = 0; i < f->n; i++) {
         sb_sg_member_t *m = &f->m[i];
         sb_rate_result_t rate = {0};
@@ -64,7 +92,7 @@ static void sb_sg_send(sb_submit_group_t *g) {
     g->open = NULL;
     if (!uv_is_closing((uv_handle_t *)&g->check)) uv_check_stop(&g->check);
     if (!f) return;
-    sb_aredis_t *ar = *g->redis;
+    sb_aredis_t *ar = f->ar = *g->redis;
     int rc = ar ? sb_aredis_eval(ar, sb_sg_build, sb_sg_reply, f) : SB_EREDIS;
     if (rc == SB_OK) return;
     /* nothing was sent: all left (ECANCELED, slots say so), Redis down, or no memory */
@@ -86,6 +114,8 @@ sb_submit_group_t *sb_submit_group_create(uv_loop_t *loop, sb_aredis_t *const *r
 
 int sb_submit_group_add(sb_submit_group_t *g, sb_submit_call_t *call, void *owner,
                         sb_submit_alive_fn alive, sb_submit_done_fn done, int now) {
+    if (g && g->open && sb_submit_call_slot(g->open->m[0].call) != sb_submit_call_slot(call))
+        sb_sg_send(g); /* another slot (cluster): its own flight */
     if (!g || (!g->open && !(g->open = calloc(1, sizeof *g->open)))) {
         sb_submit_call_free(call);
         return SB_ENOMEM;

@@ -137,6 +137,8 @@ int sb__conn_finish(sb__conn_t *c, const char *id, const sb__finish_t *f) {
     if (rep) {
         rc = sb_finish_reply(c, id, rep) == 1; /* an unexpected reply (logged) counts as 0 */
         freeReplyObject(rep);
+        if (rc == 1 && args.audit_apart) /* cluster: the audit entry goes apart */
+            sb_events_audit_apart(c->redis, args.ev.event_type, &args.ev);
     }
     sb__finish_args_close(&args);
     return rc;

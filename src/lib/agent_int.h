@@ -129,6 +129,7 @@ typedef struct {
         dttl[SB_FMT_INT_LEN + 1], dmax[SB_FMT_INT_LEN + 1];
     char k_hist[SB_KEY_LEN], ts[SB_ISO_LEN], detail[256];
     sb_envelope_t ev; /* the audit event (job.completed | job.failed) */
+    int audit_apart;  /* 1: the caller XADDs ev after an applied finish (cluster; events.h) */
     char *ev_data;    /* its data: malloc'd, or NULL (no event) */
 } sb__finish_args_t;
 

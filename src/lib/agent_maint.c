@@ -98,8 +98,16 @@ static void sb_agent_requeue_records(sb_agent_t *a, const sb__shard_t *sh, const
 /* Recovers the list proc_key (of shard sh) of agent dead if the recovery script finds it dead. */
 static void sb_agent_recover_one(sb_agent_t *a, const sb__shard_t *sh, const char *proc_key,
                                  const char *dead, sb_maint_may_t may) {
-    char pkey[256];
+    char pkey[SB_KEY_LEN + 256];
     if (!sb_agent_id_valid(dead) || !sb_presence_key(pkey, sizeof pkey, dead)) return;
+    if (sb_key_style() == SB_KEYS_CLUSTER) {
+        /* the presence key is in the presence slot: asked apart, and the script is given a
+         * key of the type's slot that never exists in its place */
+        redisReply *on = may.presence ? sb_redis_cmd(a->maint_redis, "EXISTS %s", pkey) : NULL;
+        may.presence = on && on->type == REDIS_REPLY_INTEGER && on->integer == 0;
+        if (on) freeReplyObject(on);
+        snprintf(pkey, sizeof pkey, "%spresence-of:%s", sh->k_prefix, dead);
+    }
     const char *argv[SB__REC_ARGC] = {
         [SB__REC_K_PROC] = proc_key, [SB__REC_K_PRESENCE] = pkey, [SB__REC_K_JOBS] = sh->k_jobs,
         [SB__REC_K_LEASES] = sh->k_leases, [SB__REC_A_AGENT] = dead,

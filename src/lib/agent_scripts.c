@@ -231,7 +231,8 @@ void sb__finish_args_init(sb__finish_args_t *args, const sb_agent_t *a, const sb
     K(SB__FIN_K_COUNTER) = args->k_cnt;
     K(SB__FIN_K_EXEC) = args->k_exec;
     K(SB__FIN_K_FAILURE) = args->k_fail;
-    K(SB__FIN_K_AUDIT) = args->k_audit;
+    args->audit_apart = sb_key_style() == SB_KEYS_CLUSTER && args->ev_data; /* events.h */
+    K(SB__FIN_K_AUDIT) = args->audit_apart ? args->k_rec : args->k_audit; /* one slot */
     K(SB__FIN_K_JOBS) = sh->k_jobs;
     K(SB__FIN_K_PAUSED) = sh->k_paused;
     K(SB__FIN_K_DONE) = sh->k_done;
@@ -249,7 +250,7 @@ void sb__finish_args_init(sb__finish_args_t *args, const sb_agent_t *a, const sb
     A(SB__FIN_A_EV_ID) = args->ev.event_id;
     A(SB__FIN_A_EV_TYPE) = args->ev.event_type ? args->ev.event_type : "";
     A(SB__FIN_A_EV_TS) = args->ev.timestamp;
-    A(SB__FIN_A_EV_DATA) = args->ev_data ? args->ev_data : "";
+    A(SB__FIN_A_EV_DATA) = args->ev_data && !args->audit_apart ? args->ev_data : "";
     A(SB__FIN_A_EV_MAXLEN) = args->audit_max;
     A(SB__FIN_A_TAKE_PREFIX) = "";
     A(SB__FIN_A_PREFIX) = sh->k_prefix;

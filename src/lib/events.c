@@ -155,6 +155,16 @@ int sb_events_publish(sb_redis_t *r, const char *type, const char *data_json,
 
 /* ---- job lifecycle audit trail ----------------------------------------------------------- */
 
+int sb_events_audit_apart(sb_redis_t *r, const char *event, const sb_envelope_t *e) {
+    char key[256];
+    int rc = sb_events_key(key, sizeof key, event) ? SB_OK : SB_EINVAL;
+    if (rc == SB_OK) rc = sb_events_xadd(r, key, e, SB_EVENTS_AUDIT_MAXLEN, NULL);
+    if (rc != SB_OK) /* sb_events_xadd said why when Redis refused */
+        sb_warn("events", "a %s audit entry was not written (%s); the job change stands",
+                event, sb_strerror(rc));
+    return rc;
+}
+
 int sb_events_job_envelope(sb_envelope_t *e, char **data_out, const char *event,
                            const char *type, const char *job_id, const char *user_id,
                            const cJSON *extra, sb_rand_t *pool) {

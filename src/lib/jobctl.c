@@ -57,7 +57,8 @@ static const char SB_ACT_LUA[] =
     "  ev_id, ev_type, ev_data, ev_maxlen = unpack(ARGV)\n"
     SB_LUA_FORGET SB_LUA_HOLDER SB_LUA_CANCELLING SB_LUA_HISTORY
     "local function audit()\n"
-    "  if ev_id == '' then return end\n" /* a pause's shards after the first */
+    "  if ev_id == '' or ev_data == '' then return end\n" /* a pause's shards after the
+                                                              first; cluster: written apart */
     "  redis.call('XADD', k_audit, 'MAXLEN', '~', ev_maxlen, '*', 'event_id', ev_id,\n"
     "             'event_type', ev_type, 'timestamp', ts, 'data', ev_data)\n"
     "end\n"
@@ -191,19 +192,24 @@ static int sb_act_call(sb_redis_t *r, sb_act_t *a, const char *old, const char *
     int rc = sb_act_event(a, user, &e, &data);
     if (rc != SB_OK) return rc;
     if (user) sb_key(a->k_user, sizeof a->k_user, SB_KEY_USER, a->queue, user);
+    int apart = sb_key_style() == SB_KEYS_CLUSTER; /* the audit stream is in another slot */
     const char *argv[SB_ACT_ARGC] = {
         [SB_ACT_K_RECORD] = a->k_record, [SB_ACT_K_JOBS] = a->k_jobs, [SB_ACT_K_DEAD] = a->k_dead,
         [SB_ACT_K_CANCELLED] = a->k_cancelled, [SB_ACT_K_HISTORY] = a->k_history,
-        [SB_ACT_K_PAUSED] = a->k_paused, [SB_ACT_K_USER] = a->k_user, [SB_ACT_K_AUDIT] = a->k_audit,
+        [SB_ACT_K_PAUSED] = a->k_paused, [SB_ACT_K_USER] = a->k_user[0] ? a->k_user : a->k_record, /* unused; one slot */
+        [SB_ACT_K_AUDIT] = apart ? a->k_record : a->k_audit,
         [SB_ACT_A_ACTION] = a->action, [SB_ACT_A_PREFIX] = a->prefix, [SB_ACT_A_ID] = a->id,
         [SB_ACT_A_OLD] = old ? old : "", [SB_ACT_A_NEW] = new_rec ? new_rec : "",
         [SB_ACT_A_BY] = a->by, [SB_ACT_A_NOW_MS] = a->now, [SB_ACT_A_TS] = a->ts,
         [SB_ACT_A_CHANNEL] = a->k_status, [SB_ACT_A_MESSAGE] = message ? message : "",
         [SB_ACT_A_TTL] = a->ttl, [SB_ACT_A_QUEUED_ONLY] = queued_only ? "1" : "0",
         [SB_ACT_A_EV_ID] = a->no_event ? "" : e.event_id, [SB_ACT_A_EV_TYPE] = e.event_type,
-        [SB_ACT_A_EV_DATA] = data, [SB_ACT_A_EV_MAXLEN] = a->maxlen};
+        [SB_ACT_A_EV_DATA] = apart ? "" : data, [SB_ACT_A_EV_MAXLEN] = a->maxlen};
     pthread_once(&sb_act_once, sb_act_init);
     *rep = sb_redis_eval(r, &sb_act_script, SB_ACT_NKEYS, SB_ACT_ARGC, argv, NULL);
+    if (apart && !a->no_event && *rep && (*rep)->type == REDIS_REPLY_ARRAY && (*rep)->elements >= 1 &&
+        (*rep)->element[0]->type == REDIS_REPLY_STRING && !strcmp((*rep)->element[0]->str, "ok"))
+        sb_events_audit_apart(r, e.event_type, &e);
     free(data);
     if (!*rep) return SB_EREDIS;
     if ((*rep)->type == REDIS_REPLY_ARRAY && (*rep)->elements >= 1 &&

@@ -25,12 +25,14 @@
 #include "switchboard/job.h"
 #include "switchboard/jobctl.h"
 
-/* ARGV: prefix, zset key, start rank, count, now ms ('': no age trim), job ttl s. A gone job
+/* KEYS: the zset; ARGV: prefix, start rank, count, now ms ('': no age trim), job ttl s (the
+ * zset as the one key routes the call to its slot's node on Redis Cluster). A gone job
  * loses what forget() (jobctl_lua.h) removes of a job without a record: its history, failure
  * record and index entries, here counted. Returns {next start rank (0: the window reached the
  * end), zset entries removed}. */
 static const char SB_SWEEP_LUA[] =
-    "local prefix, key, start, count, now_ms, ttl = unpack(ARGV)\n"
+    "local key = KEYS[1]\n"
+    "local prefix, start, count, now_ms, ttl = unpack(ARGV)\n"
     "start, count = tonumber(start), tonumber(count)\n"
     "local removed = 0\n"
     "if now_ms ~= '' then\n"
@@ -67,9 +69,9 @@ static int sb_sweep_zset(sb_redis_t *r, const char *prefix, const char *key, lon
     sb_fmt_llz(count, budget);
     if (trim) sb_fmt_llz(now, sb_now_ms());
     sb_fmt_llz(ttl, SB_JOB_TTL);
-    const char *argv[] = {prefix, key, from, count, now, ttl};
+    const char *argv[] = {key, prefix, from, count, now, ttl};
     pthread_once(&sb_sweep_once, sb_sweep_init);
-    redisReply *rep = sb_redis_eval(r, &sb_sweep_script, 0, 6, argv, NULL);
+    redisReply *rep = sb_redis_eval(r, &sb_sweep_script, 1, 6, argv, NULL);
     if (!rep) return SB_EREDIS;
     int ok = rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
              rep->element[0]->type == REDIS_REPLY_INTEGER &&

@@ -6,21 +6,24 @@
  * agents:meta entry, drops the id from agents:all and its department set and, only if the
  * entry was there (or the record was), publishes agent:offline. Whichever path notices a
  * departure first (explicit offline, expiry notification, sweep, a list meeting a stale member)
- * announces it, and the others find nothing left to announce. Keys are derived inside the
- * scripts from the fixed prefixes of presence.h (standalone Redis). */
+ * announces it, and the others find nothing left to announce. Every script gets the names of
+ * presence.h as its four KEYS (agents:meta, agents:all, and the prefixes of agent:online:{id}
+ * and agents:dept:{dept}, from which it derives the others): on Redis Cluster they all carry
+ * the hash tag {agents}, so a script runs on the one node that holds presence. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "switchboard/clock.h"
 #include "switchboard/error.h"
+#include "switchboard/job.h"
 #include "switchboard/presence.h"
 
 /* ---- scripts ------------------------------------------------------------------------------ */
 
 #define SB_LUA_COMMON                                                                            \
-    "local META, ALL = '" SB_PRESENCE_META "', '" SB_PRESENCE_ALL "'\n"                          \
-    "local function okey(id) return '" SB_PRESENCE_PREFIX "' .. id end\n"                        \
-    "local function dkey(d) return '" SB_PRESENCE_DEPT_PREFIX "' .. d end\n"                     \
+    "local META, ALL, OPFX, DPFX = KEYS[1], KEYS[2], KEYS[3], KEYS[4]\n"                         \
+    "local function okey(id) return OPFX .. id end\n"                                           \
+    "local function dkey(d) return DPFX .. d end\n"                                             \
     "local function decode(s)\n"                                                                 \
     "  if not s then return nil end\n"                                                           \
     "  local ok, v = pcall(cjson.decode, s)\n"                                                   \
@@ -169,6 +172,14 @@ void sb_presence_init(sb_presence_ctx_t *ctx, int ttl_s, int max_chats) {
 
 /* ---- names -------------------------------------------------------------------------------- */
 
+const sb_presence_names_t *sb_presence_names(void) {
+    static const sb_presence_names_t plain = {SB_PRESENCE_META, SB_PRESENCE_ALL,
+                                              SB_PRESENCE_PREFIX, SB_PRESENCE_DEPT_PREFIX};
+    static const sb_presence_names_t tagged = {"{agents}:meta", "{agents}:all",
+                                               "{agents}:online:", "{agents}:dept:"};
+    return sb_key_style() == SB_KEYS_CLUSTER ? &tagged : &plain;
+}
+
 static int sb_is_alnum(char c) {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
 }
@@ -207,7 +218,7 @@ int sb_presence_dept_valid(const char *dept) {
 }
 
 char *sb_presence_key(char *buf, size_t len, const char *agent_id) {
-    int n = snprintf(buf, len, SB_PRESENCE_PREFIX "%s", agent_id);
+    int n = snprintf(buf, len, "%s%s", sb_presence_names()->online, agent_id);
     return n > 0 && (size_t)n < len ? buf : NULL;
 }
 
@@ -219,6 +230,16 @@ char *sb_presence_expired_channel(char *buf, size_t len, int db) {
 /* ---- builders ----------------------------------------------------------------------------- */
 
 static const char *sb_or_empty(const char *s) { return s ? s : ""; }
+
+/* Appends one call of s: the four names (KEYS) and then argc arguments. */
+static int sb_presence_call(sb_batch_t *b, const sb_script_t *s, sb_script_mode_t mode,
+                            int argc, const char *const *args) {
+    const sb_presence_names_t *n = sb_presence_names();
+    const char *argv[4 + 16] = {n->meta, n->all, n->online, n->dept};
+    if (argc > 16) return SB_EINVAL;
+    memcpy(argv + 4, args, (size_t)argc * sizeof *args);
+    return sb_batch_add_script(b, s, mode, 4, 4 + argc, argv, NULL);
+}
 
 int sb_presence_heartbeat_cmd(sb_batch_t *b, const sb_presence_ctx_t *ctx,
                               const sb_presence_t *p, int64_t now_ms, sb_script_mode_t mode) {
@@ -236,7 +257,7 @@ int sb_presence_heartbeat_cmd(sb_batch_t *b, const sb_presence_ctx_t *ctx,
                           sb_or_empty(p->department), status, sb_iso8601(now_ms, now), ttl,
                           ittl, p->set_chats ? "1" : "0", cur, max, SB_PRESENCE_CHANNEL,
                           sb_or_empty(p->extra)};
-    return sb_batch_add_script(b, &ctx->heartbeat, mode, 0, 14, argv, NULL);
+    return sb_presence_call(b, &ctx->heartbeat, mode, 14, argv);
 }
 
 /* A script whose arguments are (id, now, channel): offline and expire. */
@@ -245,7 +266,7 @@ static int sb_presence_id_cmd(sb_batch_t *b, const sb_script_t *s, const char *a
     if (!sb_agent_id_valid(agent_id)) return SB_EINVAL;
     char now[SB_ISO_LEN];
     const char *argv[] = {agent_id, sb_iso8601(now_ms, now), SB_PRESENCE_CHANNEL};
-    return sb_batch_add_script(b, s, mode, 0, 3, argv, NULL);
+    return sb_presence_call(b, s, mode, 3, argv);
 }
 
 int sb_presence_offline_cmd(sb_batch_t *b, const sb_presence_ctx_t *ctx, const char *agent_id,
@@ -263,7 +284,7 @@ static int sb_presence_dept_cmd(sb_batch_t *b, const sb_script_t *s, const char 
                                 int64_t now_ms, sb_script_mode_t mode) {
     char now[SB_ISO_LEN];
     const char *argv[] = {dept, sb_iso8601(now_ms, now), SB_PRESENCE_CHANNEL};
-    return sb_batch_add_script(b, s, mode, 0, 3, argv, NULL);
+    return sb_presence_call(b, s, mode, 3, argv);
 }
 
 int sb_presence_list_cmd(sb_batch_t *b, const sb_presence_ctx_t *ctx, const char *department_id,
@@ -283,12 +304,12 @@ int sb_presence_release_cmd(sb_batch_t *b, const sb_presence_ctx_t *ctx, const c
                             sb_script_mode_t mode) {
     if (!sb_agent_id_valid(agent_id)) return SB_EINVAL;
     const char *argv[] = {agent_id};
-    return sb_batch_add_script(b, &ctx->release, mode, 0, 1, argv, NULL);
+    return sb_presence_call(b, &ctx->release, mode, 1, argv);
 }
 
 int sb_presence_get_cmd(sb_batch_t *b, const char *agent_id) {
     if (!sb_agent_id_valid(agent_id)) return SB_EINVAL;
-    return sb_batch_add(b, "GET " SB_PRESENCE_PREFIX "%s", agent_id);
+    return sb_batch_add(b, "GET %s%s", sb_presence_names()->online, agent_id);
 }
 
 int sb_presence_sweep_cmd(sb_batch_t *b, const sb_presence_ctx_t *ctx, const char *cursor,
@@ -298,7 +319,7 @@ int sb_presence_sweep_cmd(sb_batch_t *b, const sb_presence_ctx_t *ctx, const cha
     char now[SB_ISO_LEN], n[16];
     snprintf(n, sizeof n, "%d", count ? count : SB_PRESENCE_SWEEP_COUNT);
     const char *argv[] = {cursor, n, sb_iso8601(now_ms, now), SB_PRESENCE_CHANNEL};
-    return sb_batch_add_script(b, &ctx->sweep, mode, 0, 4, argv, NULL);
+    return sb_presence_call(b, &ctx->sweep, mode, 4, argv);
 }
 
 /* ---- keyspace notifications ---------------------------------------------------------------- */

@@ -177,9 +177,10 @@ int sb_presence_expired_parse(const redisReply *msg, char *id, size_t idlen) {
     const redisReply *chan = msg->element[want - 2], *key = msg->element[want - 1];
     if (msg->elements != want || !sb_reply_is_text(chan) || !sb_reply_is_text(key)) return 0;
     const char *suffix = strstr(chan->str, "__:expired");
-    size_t plen = strlen(SB_PRESENCE_PREFIX);
+    const char *prefix = sb_presence_names()->online;
+    size_t plen = strlen(prefix);
     if (strncmp(chan->str, "__keyevent@", 11) != 0 || !suffix || suffix[10] != '\0' ||
-        key->len <= plen || strncmp(key->str, SB_PRESENCE_PREFIX, plen) != 0)
+        key->len <= plen || strncmp(key->str, prefix, plen) != 0)
         return 0;
     const char *agent = key->str + plen;
     if (strlen(agent) != key->len - plen || !sb_agent_id_valid(agent) ||

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include "switchboard/cluster.h"
 #include "switchboard/error.h"
 #include "switchboard/presence.h"
 #include "switchboard/redis_check.h"
@@ -225,6 +226,65 @@ static int sb_check_sentinel(sb_check_ctx_t *x, sb_check_t *c) {
     return SB_OK;
 }
 
+/* One master of a cluster, asked directly: "host:port version[, policy]" appended to out;
+ * *bad set when it is older than 6.2, unreachable or may evict. */
+static void sb_check_node(const sb_redis_addr_t *tmpl, char *host, int port, char *out,
+                          size_t len, int *bad) {
+    sb_redis_addr_t a = sb_cluster_node_addr(tmpl, host, port);
+    sb_redis_t *n = sb_redis_create(&a, "doctor");
+    char err[128], v[32] = "unreachable", policy[64] = "";
+    redisReply *info = n && sb_redis_connect(n, err, sizeof err) == SB_OK
+                           ? sb_redis_cmd(n, "INFO server") : NULL;
+    int major = 0, minor = 0;
+    if (info && info->type == REDIS_REPLY_STRING) {
+        sb_info_field(info->str, "redis_version", v, sizeof v);
+        sscanf(v, "%d.%d", &major, &minor);
+        if (sb_config_get(n, "maxmemory-policy", policy, sizeof policy) != 0) policy[0] = '\0';
+    }
+    if (info) freeReplyObject(info);
+    sb_redis_free(n);
+    *bad |= !(major > 6 || (major == 6 && minor >= 2)) || (*policy && strcmp(policy, "noeviction"));
+    size_t used = strlen(out);
+    snprintf(out + used, len - used, "; %s:%d %s%s%s", host, port, v, *policy ? " " : "", policy);
+}
+
+/* Redis Cluster (addr->cluster): the slot map from CLUSTER SLOTS — masters, slots served,
+ * replicas — and each master's version and eviction policy, asked of it. Returns
+ * SB_CHECK_SKIPPED without a cluster. */
+static int sb_check_cluster(sb_check_ctx_t *x, sb_check_t *c) {
+    if (!x->addr->cluster) return SB_CHECK_SKIPPED;
+    redisReply *rep = sb_redis_cmd(x->r, "CLUSTER SLOTS");
+    if (!rep) return SB_EREDIS;
+    long covered = 0, replicas = 0;
+    char nodes[512] = "";
+    int bad = 0, masters = 0;
+    for (size_t i = 0; rep->type == REDIS_REPLY_ARRAY && i < rep->elements; i++) {
+        const redisReply *r = rep->element[i];
+        if (r->type != REDIS_REPLY_ARRAY || r->elements < 3 ||
+            r->element[2]->type != REDIS_REPLY_ARRAY || r->element[2]->elements < 2)
+            continue;
+        covered += r->element[1]->integer - r->element[0]->integer + 1;
+        replicas += (long)r->elements - 3;
+        char host[256], at[300];
+        snprintf(host, sizeof host, "%s", r->element[2]->element[0]->str);
+        snprintf(at, sizeof at, "; %s:%lld ", host, r->element[2]->element[1]->integer);
+        if (strstr(nodes, at)) continue; /* a master with several ranges: once */
+        masters++;
+        sb_check_node(x->addr, host, (int)r->element[2]->element[1]->integer, nodes,
+                      sizeof nodes, &bad);
+    }
+    sb_check_status_t st = covered < SB_CLUSTER_SLOTS || bad ? SB_CHECK_FAIL
+                           : replicas == 0 ? SB_CHECK_WARN : SB_CHECK_OK;
+    sb_check_set(c, st, covered < SB_CLUSTER_SLOTS ? "assign every slot (redis-cli --cluster fix)"
+                 : bad ? "every master needs Redis >= 6.2 and maxmemory-policy noeviction"
+                       : "add replicas (redis-cli --cluster add-node --cluster-slave): without "
+                         "one a master's failure loses its slots",
+                 "%d master%s, %ld/%d slots, %ld replica%s%s", masters, masters == 1 ? "" : "s",
+                 covered, SB_CLUSTER_SLOTS, replicas, replicas == 1 ? "" : "s", nodes);
+    freeReplyObject(rep);
+    return SB_OK;
+}
+
 /* ---- running them --------------------------------------------------------------------------- */
 
 typedef struct {
@@ -237,6 +297,7 @@ static const sb_check_def_t sb_checks[] = {
     {"maxmemory-policy", sb_check_eviction}, {"persistence", sb_check_persistence},
     {"keyspace-events", sb_check_notify}, {"latency", sb_check_latency},
     {"tls", sb_check_tls},               {"sentinel", sb_check_sentinel},
+    {"cluster", sb_check_cluster},
 };
 _Static_assert(sizeof sb_checks / sizeof sb_checks[0] <= SB_CHECK_MAX, "SB_CHECK_MAX");
 

@@ -5,12 +5,18 @@
  * A script is atomic but not rolled back: a command that fails (a key of the wrong type) stops
  * it with the earlier writes kept. So the job's writes start with LPUSH on the shared queue,
  * the one a misconfigured deployment could break; after it nothing that can fail on type
- * precedes the record. */
+ * precedes the record.
+ *
+ * On Redis Cluster the job.created stream (agent:stream:job.created, one key for every type)
+ * lives in another slot than the job, so the script cannot write it: the call then names the
+ * record key in the audit stream's place (every key of one slot), passes no audit data, and
+ * keeps the entry for sb_submit_audit_add, which the caller sends once the job is queued. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "sb_lua.h" /* the scripts of scripts/lua/, embedded by the build */
 #include "switchboard/clock.h"
+#include "switchboard/cluster.h"
 #include "switchboard/error.h"
 #include "switchboard/events.h"
 #include "switchboard/fmt.h"
@@ -31,6 +37,7 @@ typedef struct {
     char limit[SB_FMT_INT_LEN + 1], window[SB_FMT_INT_LEN + 1], counter_ttl[SB_FMT_INT_LEN + 1],
         job_ttl[SB_FMT_INT_LEN + 1], created[SB_FMT_INT_LEN + 1], maxlen[SB_FMT_INT_LEN + 1];
     sb_envelope_t env;    /* the job.created audit entry */
+    int audit_apart;      /* 1: the entry is not the script's to write (cluster; see above) */
     char *data;           /* its data JSON (owned) */
     char channel[SB_KEY_LEN]; /* agent:{type}:events */
     char *message;        /* the created notification published there (owned) */
@@ -90,6 +97,9 @@ static int sb_submit_job_args(sb_submit_args_t *a, const sb_submit_t *q) {
         !sb_key(a->channel, sizeof a->channel, SB_KEY_EVENTS, q->type, NULL))
         return SB_EINVAL;
     if (!(a->message = sb_submit_created(q))) return SB_ENOMEM;
+    if (sb_key_style() == SB_KEYS_CLUSTER) /* a stand-in of the job's slot (unused) */
+        memcpy(a->keys[7], a->keys[3], sizeof a->keys[7]);
+    a->audit_apart = sb_key_style() == SB_KEYS_CLUSTER && !q->no_audit;
     if (!q->no_audit) return sb_submit_event(a, q);
     memset(&a->env, 0, sizeof a->env); /* no audit entry; the history still says when */
     a->env.event_type = "";
@@ -100,6 +110,7 @@ static int sb_submit_job_args(sb_submit_args_t *a, const sb_submit_t *q) {
 /* Fills a for q. Returns 0 or an SB_E* code; a->data must be freed either way. */
 static int sb_submit_args(sb_submit_args_t *a, const sb_submit_t *q) {
     a->data = a->message = NULL;
+    a->audit_apart = 0;
     /* the job's shard is its id's; a rate check alone counts in the user's shard */
     if (!(q->job_id ? sb_queue_of_job(a->queue, q->type, q->job_id)
                     : sb_queue_of_user(a->queue, q->type, q->public_key ? q->public_key
@@ -108,12 +119,14 @@ static int sb_submit_args(sb_submit_args_t *a, const sb_submit_t *q) {
     int rc = sb_submit_rate_args(a, q);
     if (rc == SB_OK) rc = sb_submit_job_args(a, q);
     if (rc != SB_OK) return rc;
-    for (int i = 0; i < SB_SUBMIT_NKEYS; i++) a->argv[i] = a->keys[i];
+    const char *anchor = a->keys[0][0] ? a->keys[0] : a->keys[3]; /* keys unused stand here, */
+    for (int i = 0; i < SB_SUBMIT_NKEYS; i++) /* as "" would name slot 0 on a cluster */
+        a->argv[i] = a->keys[i][0] || sb_key_style() != SB_KEYS_CLUSTER ? a->keys[i] : anchor;
     const char *args[SB_SUBMIT_NARGS] = {
         a->limit, a->window, a->member, a->counter_ttl,
         q->job_id ? q->job_id : "", q->job_id ? q->record_json : "", a->job_ttl, a->created,
         a->maxlen, q->job_id ? a->env.event_id : "", q->job_id ? a->env.event_type : "",
-        q->job_id ? a->env.timestamp : "", a->data ? a->data : "",
+        q->job_id ? a->env.timestamp : "", a->data && !a->audit_apart ? a->data : "",
         q->job_id ? a->channel : "", a->message ? a->message : "",
         q->job_id ? q->public_key : ""};
     memcpy(a->argv + SB_SUBMIT_NKEYS, args, sizeof args);
@@ -181,6 +194,22 @@ int sb_submit_add(sb_batch_t *b, const sb_script_t *s, sb_script_mode_t mode,
     return rc;
 }
 
+int sb_submit_call_slot(const sb_submit_call_t *c) {
+    if (sb_key_style() != SB_KEYS_CLUSTER) return 0;
+    const char *k = c->a.keys[0][0] ? c->a.keys[0] : c->a.keys[3];
+    return sb_cluster_keyslot(k, strlen(k));
+}
+
+int sb_submit_audit_add(sb_batch_t *b, const sb_submit_call_t *c) {
+    if (!c->a.audit_apart || !c->a.data) return 0;
+    sb_envelope_t e = c->a.env;
+    e.data = c->a.data;
+    char stream[SB_KEY_LEN];
+    if (!sb_events_key(stream, sizeof stream, SB_EVENT_JOB_CREATED)) return SB_EINVAL;
+    int rc = sb_events_xadd_batch(b, stream, &e, SB_EVENTS_AUDIT_MAXLEN);
+    return rc == SB_OK ? 1 : rc;
+}
+
 int sb_submit_result(const redisReply *rep, size_t i, size_t n, sb_rate_result_t *out) {
     memset(out, 0, sizeof *out);
     if (!rep) return SB_EREDIS;
@@ -198,6 +227,7 @@ int sb_submit_batch(sb_batch_t *b, const sb_script_t *s, sb_script_mode_t mode,
     sb_submit_call_t *c;
     int rc = sb_submit_prepare(q, &c);
     if (rc == SB_OK) rc = sb_submit_add(b, s, mode, &c, 1);
+    if (rc == SB_OK && !q->rate_user && sb_submit_audit_add(b, c) < 0) rc = SB_ENOMEM;
     sb_submit_call_free(c);
     return rc;
 }
@@ -212,6 +242,11 @@ int sb_submit_run(sb_redis_t *r, const sb_script_t *s, const sb_submit_t *q,
                                         c->a.argv, NULL);
         rc = sb_ratelimit_parse(rep, out);
         if (rep) freeReplyObject(rep);
+        if (rc == SB_OK && out->allowed && c->a.audit_apart && c->a.data) {
+            sb_envelope_t e = c->a.env;
+            e.data = c->a.data;
+            sb_events_audit_apart(r, SB_EVENT_JOB_CREATED, &e);
+        }
     }
     sb_submit_call_free(c);
     return rc;
