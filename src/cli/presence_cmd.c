@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "cli/cli.h"
+#include "switchboard/cluster.h"
 #include "switchboard/switchboard.h"
 
 typedef struct {
@@ -159,12 +160,40 @@ static int sb_pcli_watch_msg(sb_pcli_t *c, const redisReply *msg) {
     return 1;
 }
 
-/* A subscriber for watch (reads wait in sb_pcli_watch, up to --timeout). */
-static sb_redis_t *sb_pcli_subscriber(const sb_config_t *cfg) {
+/* Redis Cluster: a plain client of the master holding the presence keys ({agents}), where
+ * their expiries are announced (node-local), with the events turned on there. NULL when the
+ * slot map cannot be read. */
+static sb_redis_t *sb_pcli_presence_master(sb_pcli_t *c) {
+    sb_slotmap_t map = {0};
+    char err[256];
+    const char *key = sb_presence_names()->meta;
+    redisReply *rep = sb_redis_cmd(c->r, "CLUSTER SLOTS");
+    int ok = rep && sb_slotmap_parse(&map, rep, "127.0.0.1", err, sizeof err) == SB_OK;
+    int i = ok ? map.owner[sb_cluster_keyslot(key, strlen(key))] : SB_CLUSTER_NO_NODE;
+    sb_redis_t *r = NULL;
+    if (i != SB_CLUSTER_NO_NODE) {
+        sb_redis_addr_t a = sb_cluster_node_addr(&c->cfg->redis, map.nodes[i].host,
+                                                 map.nodes[i].port);
+        r = sb_redis_create(&a, "cli");
+    }
+    if (rep) freeReplyObject(rep);
+    sb_slotmap_free(&map);
+    if (r && (sb_redis_connect(r, err, sizeof err) != SB_OK ||
+              sb_presence_notify_enable(r) != SB_OK))
+        fprintf(stderr, "switchboard presence watch: expired key events unavailable on the "
+                "presence master; run `switchboard presence sweep` periodically\n");
+    return r;
+}
+
+/* A subscriber for watch (reads wait in sb_pcli_watch, up to --timeout): on a cluster, on the
+ * presence master (a PUBLISH reaches every node's subscribers; expiries only its own). */
+static sb_redis_t *sb_pcli_subscriber(sb_pcli_t *c) {
+    const sb_config_t *cfg = c->cfg;
     char err[256], chan[64];
-    sb_redis_t *sub = sb_redis_create(&cfg->redis, "cli");
+    sb_redis_t *sub = cfg->redis.cluster ? sb_pcli_presence_master(c)
+                                         : sb_redis_create(&cfg->redis, "cli");
     redisReply *rep = NULL;
-    if (sub && sb_redis_connect(sub, err, sizeof err) == SB_OK)
+    if (sub && (sb_redis_connected(sub) || sb_redis_connect(sub, err, sizeof err) == SB_OK))
         rep = sb_redis_cmd(sub, "SUBSCRIBE %s %s", SB_PRESENCE_CHANNEL,
                            sb_presence_expired_channel(chan, sizeof chan, cfg->redis.db));
     if (!rep) {
@@ -177,11 +206,11 @@ static sb_redis_t *sb_pcli_subscriber(const sb_config_t *cfg) {
 }
 
 static int sb_pcli_watch(sb_pcli_t *c) {
-    int rc = sb_presence_notify_enable(c->r);
+    int rc = c->cfg->redis.cluster ? SB_OK : sb_presence_notify_enable(c->r);
     if (rc != SB_OK)
         fprintf(stderr, "switchboard presence watch: expired key events unavailable (%s); run "
                 "`switchboard presence sweep` periodically\n", sb_strerror(rc));
-    sb_redis_t *sub = sb_pcli_subscriber(c->cfg);
+    sb_redis_t *sub = sb_pcli_subscriber(c);
     if (!sub) return SB_EXIT_REDIS;
     int64_t deadline = c->cfg->timeout > 0 ? sb_mono_ms() + c->cfg->timeout * 1000LL : 0;
     int n = 0, max = c->cfg->max_events, timed_out = 0, lost = 0;

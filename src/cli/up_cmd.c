@@ -358,8 +358,11 @@ static void sb_up_banner(const sb_up_t *u, const sb_config_t *cfg) {
     printf("  agent:     rebalance, concurrency %d\n", cfg->concurrency);
     printf("  metrics:   %smetrics (gateway), http://%s:%s/metrics (agent)\n", url,
            strcmp(u->bind, "0.0.0.0") ? u->bind : "127.0.0.1", u->metrics_port);
-    printf("  try:       REDIS_URL=%s %s enqueue --wait '{\"amount\":1000}'\n",
-           getenv("REDIS_URL") ? getenv("REDIS_URL") : "redis://127.0.0.1:6379", u->exe);
+    const char *cluster = getenv("REDIS_CLUSTER"); /* exported by sb_up_export */
+    printf("  try:       %s=%s %s enqueue --wait '{\"amount\":1000}'\n",
+           cluster ? "REDIS_CLUSTER" : "REDIS_URL",
+           cluster ? cluster : getenv("REDIS_URL") ? getenv("REDIS_URL") : "redis://127.0.0.1:6379",
+           u->exe);
     printf("  user token (demo-user, 7 days):\n    %s\n", user ? user : "?");
     printf("  admin token (demo-admin, 7 days):\n    %s\n", admin ? admin : "?");
     if (admin) printf("  console:   %s#token=%s&view=queues\n             (one click: the admin "

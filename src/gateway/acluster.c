@@ -307,6 +307,16 @@ static void sb_acluster_reply(redisReply *reply, void *priv) {
         sb_acall_done(call, NULL); /* a node just heard of is still connecting: like a loss */
 }
 
+int sb_acluster_key_node(const sb_acluster_t *cl, const char *key, char *host, size_t len,
+                         int *port) {
+    int slot = sb_cluster_keyslot(key, strlen(key));
+    if (!cl->map_ok || cl->owner[slot] >= cl->nnodes) return SB_EREDIS;
+    const sb_cluster_endpoint_t *at = &cl->nodes[cl->owner[slot]].at;
+    snprintf(host, len, "%s", at->host);
+    *port = at->port;
+    return SB_OK;
+}
+
 int sb_acluster_send(sb_acluster_t *cl, const sb_batch_t *b, sb_aredis_cb cb, void *priv) {
     if (!sb_acluster_up(cl) || sb_batch_count(b) == 0) return SB_EREDIS;
     int node = sb_acluster_route(cl, b);

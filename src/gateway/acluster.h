@@ -36,6 +36,10 @@ unsigned long long sb_acluster_redirects(const sb_acluster_t *cl, int ask);
 /* sb_aredis_send's contract, routed as above. SB_EREDIS when the map is not loaded or the
  * node serving the batch's slot is not connected (the map is then reloaded). */
 int sb_acluster_send(sb_acluster_t *cl, const sb_batch_t *b, sb_aredis_cb cb, void *priv);
+/* The master serving key's slot in the current map, as host (into host, len bytes) and port.
+ * 0, or SB_EREDIS before the map is loaded. */
+int sb_acluster_key_node(const sb_acluster_t *cl, const char *key, char *host, size_t len,
+                         int *port);
 /* sb_aredis_subscribe's contract, on home. */
 int sb_acluster_subscribe(sb_acluster_t *cl, const sb_batch_t *b, sb_aredis_cb cb, void *priv);
 

@@ -448,6 +448,11 @@ void sb_aredis_on_up_remove(sb_aredis_hook_t *h) {
     h->ar = NULL;
 }
 
+int sb_aredis_key_node(const sb_aredis_t *ar, const char *key, char *host, size_t len,
+                       int *port) {
+    return ar && ar->cl ? sb_acluster_key_node(ar->cl, key, host, len, port) : SB_EINVAL;
+}
+
 int sb_aredis_subscribe(sb_aredis_t *ar, const sb_batch_t *b, sb_aredis_cb cb, void *priv) {
     if (ar->cl) return sb_acluster_subscribe(ar->cl, b, cb, priv);
     if (ar->state != SB_AR_UP) return SB_EREDIS;

@@ -82,6 +82,11 @@ void sb_aredis_on_up(sb_aredis_t *ar, sb_aredis_hook_t *h, void (*fn)(void *ud),
  * closed (sb_aredis_close unregisters every hook) is left as is, so owners may call it after
  * the connection is gone. A hook may remove itself or another while the hooks run. */
 void sb_aredis_on_up_remove(sb_aredis_hook_t *h);
+/* Redis Cluster: the master that serves key's slot now (host into host, len bytes, and port),
+ * for a connection that must be on that node (node-local keyspace events). 0; SB_EINVAL when
+ * ar is not a cluster client; SB_EREDIS before its slot map is loaded. */
+int sb_aredis_key_node(const sb_aredis_t *ar, const char *key, char *host, size_t len,
+                       int *port);
 /* Sends the SUBSCRIBE / PSUBSCRIBE commands of b. cb(reply, priv) then runs for every push
  * reply of those channels (["subscribe",ch,n], ["message",ch,payload]) for as long as the
  * connection lives, and with NULL (once) when it goes or is closed, including

@@ -9,7 +9,13 @@
  *   expire  one heap call per expired key in flight, freed by its callback.
  * Every script call goes through sb_aredis_eval (EVALSHA, and on NOSCRIPT once more as EVAL).
  * Callbacks of the command connection all run (with NULL when it closes) before
- * sb_presence_watch_free: the gateway closes that connection first on shutdown. */
+ * sb_presence_watch_free: the gateway closes that connection first on shutdown.
+ *
+ * On Redis Cluster a key's expiry is announced only by the node that holds it, and the
+ * presence keys ({agents} tag, presence.h) are on one master: a connection of its own (kev)
+ * to that master turns the events on there (CONFIG GET / SET) and SUBSCRIBEs; every tick asks
+ * the router which master serves {agents} now and moves kev after a failover or a
+ * resharding. The SUBSCRIBE connection's home node is not watched for expiries then. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +23,7 @@
 #include "gateway/presence_watch.h"
 #include "gateway/socketio/socketio.h"
 #include "gateway/subscriber.h"
+#include "switchboard/cluster.h"
 #include "switchboard/clock.h"
 #include "switchboard/error.h"
 #include "switchboard/json.h"
@@ -37,6 +44,9 @@ struct sb_presence_watch {
     int sweeping;              /* a sweep pass is in flight */
     char cursor[32];           /* HSCAN cursor of the pass in flight */
     char expired_channel[64];  /* __keyevent@{db}__:expired */
+    sb_aredis_t *kev;          /* cluster: plain connection to the presence master, or NULL */
+    sb_aredis_hook_t kev_hook; /* on kev: notifications on, then SUBSCRIBE */
+    char kev_at[300];          /* host:port kev is for */
     unsigned long long forwarded, dropped, repaired, expiries, announced, sweeps;
 };
 
@@ -151,8 +161,11 @@ static void sb_pw_sweep_page(sb_presence_watch_t *pw) {
         pw->sweeping = 0;
 }
 
+static void sb_pw_kev_follow(sb_presence_watch_t *pw);
+
 static void sb_pw_tick(uv_timer_t *t) {
     sb_presence_watch_t *pw = t->data;
+    sb_pw_kev_follow(pw);
     if (pw->sweeping || !sb_pw_can_send(pw)) return;
     pw->sweeping = 1;
     pw->sweeps++;
@@ -195,10 +208,81 @@ static void sb_pw_notify_get_cb(redisReply *reply, void *priv) {
 /* The command connection came up (first time or after a loss). */
 static void sb_pw_on_up(void *ud) {
     sb_presence_watch_t *pw = ud;
+    if (pw->gw->cfg->redis.cluster) { /* the presence master's own connection does it */
+        sb_pw_kev_follow(pw);
+        return;
+    }
     sb_batch_t *b = sb_pw_can_send(pw) ? sb_batch_create() : NULL;
     int built = b ? sb_presence_notify_get_cmd(b) : SB_EREDIS;
     if (sb_pw_send(pw, b, built, sb_pw_notify_get_cb, pw) != SB_OK)
         sb_warn("gateway", "presence: could not ask redis for notify-keyspace-events");
+}
+
+/* ---- cluster: the presence master's expired events ------------------------------------------ */
+
+static void sb_pw_kev_msg(redisReply *reply, void *priv) {
+    if (reply && reply->type == REDIS_REPLY_ARRAY) sb_pw_on_expired(priv, reply);
+}
+
+static void sb_pw_kev_subscribe(sb_presence_watch_t *pw) {
+    sb_batch_t *b = sb_batch_create();
+    if (!b || sb_batch_add(b, "SUBSCRIBE %s", pw->expired_channel) != SB_OK ||
+        sb_aredis_subscribe(pw->kev, b, sb_pw_kev_msg, pw) != SB_OK)
+        sb_warn("gateway", "presence: could not subscribe to %s at %s (the sweep finds "
+                "departures)", pw->expired_channel, pw->kev_at);
+    sb_batch_free(b);
+}
+
+static void sb_pw_kev_set_cb(redisReply *reply, void *priv) {
+    if (!reply) return; /* kev lost: its on-up runs it again */
+    sb_pw_set_mode(priv, reply->type == REDIS_REPLY_STATUS ? SB_NOTIFY_ON : SB_NOTIFY_REFUSED);
+    sb_pw_kev_subscribe(priv);
+}
+
+static void sb_pw_kev_get_cb(redisReply *reply, void *priv) {
+    sb_presence_watch_t *pw = priv;
+    if (!reply || pw->stopped) return;
+    sb_batch_t *b = sb_batch_create();
+    int rc = b ? sb_presence_notify_set_cmd(b, reply) : SB_ENOMEM;
+    if (rc == SB_OK && sb_aredis_send(pw->kev, b, sb_pw_kev_set_cb, pw) == SB_OK) {
+        sb_batch_free(b);
+        return;
+    }
+    sb_batch_free(b);
+    sb_pw_set_mode(pw, rc == 1 ? SB_NOTIFY_ON : SB_NOTIFY_REFUSED);
+    sb_pw_kev_subscribe(pw);
+}
+
+/* kev came up: notifications on at that node, then SUBSCRIBE (CONFIG first: after SUBSCRIBE
+ * the connection takes no other command). */
+static void sb_pw_kev_up(void *ud) {
+    sb_presence_watch_t *pw = ud;
+    sb_batch_t *b = sb_batch_create();
+    if (!b || sb_presence_notify_get_cmd(b) != SB_OK ||
+        sb_aredis_send(pw->kev, b, sb_pw_kev_get_cb, pw) != SB_OK)
+        sb_warn("gateway", "presence: could not ask %s for notify-keyspace-events", pw->kev_at);
+    sb_batch_free(b);
+}
+
+/* Cluster: (re)opens kev to the master serving the presence keys when it is not there yet. */
+static void sb_pw_kev_follow(sb_presence_watch_t *pw) {
+    char host[256], at[sizeof pw->kev_at];
+    int port;
+    if (pw->stopped || !pw->gw->cfg->redis.cluster ||
+        sb_aredis_key_node(pw->gw->redis, sb_presence_names()->meta, host, sizeof host, &port))
+        return;
+    snprintf(at, sizeof at, "%s:%d", host, port);
+    if (pw->kev && !strcmp(at, pw->kev_at)) return;
+    if (pw->kev) {
+        sb_info("gateway", "presence: the presence keys moved from %s to %s; following",
+                pw->kev_at, at);
+        sb_aredis_close(pw->kev);
+    }
+    sb_redis_addr_t a = sb_cluster_node_addr(&pw->gw->cfg->redis, host, port);
+    memset(&pw->kev_hook, 0, sizeof pw->kev_hook);
+    snprintf(pw->kev_at, sizeof pw->kev_at, "%s", at);
+    if ((pw->kev = sb_aredis_create(pw->gw->loop, &a, "presence-expired")))
+        sb_aredis_on_up(pw->kev, &pw->kev_hook, sb_pw_kev_up, pw);
 }
 
 /* ---- life cycle ---------------------------------------------------------------------------- */
@@ -214,7 +298,8 @@ sb_presence_watch_t *sb_presence_watch_create(sb_gateway_t *gw) {
         return NULL;
     }
     sb_subscriber_watch(sub, &pw->events_watch, SB_PRESENCE_CHANNEL, sb_pw_on_event, pw);
-    sb_subscriber_watch(sub, &pw->expired_watch, pw->expired_channel, sb_pw_on_expired, pw);
+    if (!gw->cfg->redis.cluster) /* cluster: on the presence master's own connection (kev) */
+        sb_subscriber_watch(sub, &pw->expired_watch, pw->expired_channel, sb_pw_on_expired, pw);
     uv_timer_init(gw->loop, &pw->sweep);
     pw->sweep.data = pw;
     uv_timer_start(&pw->sweep, sb_pw_tick, SB_PRESENCE_FALLBACK_MS, SB_PRESENCE_FALLBACK_MS);
@@ -229,6 +314,8 @@ void sb_presence_watch_stop(sb_presence_watch_t *pw) {
     sb_aredis_on_up_remove(&pw->up_hook);
     sb_subscriber_unwatch(&pw->events_watch); /* nothing reaches pw once it is freed */
     sb_subscriber_unwatch(&pw->expired_watch);
+    sb_aredis_close(pw->kev); /* its callbacks run now, with NULL */
+    pw->kev = NULL;
     uv_close((uv_handle_t *)&pw->sweep, NULL);
 }
 

@@ -115,20 +115,25 @@ static const char sb_replay_lua[] =
     "out[#KEYS + 1] = skipped\n"
     "return out\n";
 
-/* Redis Cluster: one script call touches one slot, so a replay reads the types of the first
- * one's slot only (each type is its own slot: the first type). Not yet one call per slot. */
-static void sb_replay_one_slot(sb_replay_t *r) {
+/* The slot of type's user index for r (Redis Cluster; 0 on single Redis). */
+static int sb_replay_slot(const sb_replay_t *r, int t) {
     char key[SB_KEY_LEN], q[SB_QUEUE_LEN];
-    int first = -1, kept = 0;
-    for (int t = 0; t < r->ntypes; t++) { /* the user's queue shard of the type (job.h) */
-        sb_queue_of_user(q, r->types[t], r->public_key);
-        sb_key(key, sizeof key, SB_KEY_USER, q, r->public_key);
-        int slot = sb_cluster_keyslot(key, strlen(key));
-        if (first < 0) first = slot;
-        if (slot == first && kept != t) memcpy(r->types[kept], r->types[t], sizeof r->types[t]);
-        kept += slot == first;
-    }
-    r->ntypes = kept;
+    if (sb_key_style() != SB_KEYS_CLUSTER) return 0;
+    sb_queue_of_user(q, r->types[t], r->public_key); /* the user's queue shard (job.h) */
+    sb_key(key, sizeof key, SB_KEY_USER, q, r->public_key);
+    return sb_cluster_keyslot(key, strlen(key));
+}
+
+/* Redis Cluster: orders r's types by slot (stable), so that the types one script call can read
+ * together (one slot) are neighbours (sb_replay_fan_send). */
+static void sb_replay_sort_slots(sb_replay_t *r) {
+    for (int i = 1; i < r->ntypes; i++)
+        for (int j = i; j > 0 && sb_replay_slot(r, j - 1) > sb_replay_slot(r, j); j--) {
+            char tmp[SB_TYPE_MAX + 1];
+            memcpy(tmp, r->types[j], sizeof tmp);
+            memcpy(r->types[j], r->types[j - 1], sizeof tmp);
+            memcpy(r->types[j - 1], tmp, sizeof tmp);
+        }
 }
 
 /* A new replay (not yet sent) for since_ms over the comma-separated list; NULL on ENOMEM. */
@@ -149,7 +154,7 @@ static sb_replay_t *sb_replay_new(sb_sio_t *sio, const char *public_key, const c
         }
         p += n;
     }
-    if (sb_key_style() == SB_KEYS_CLUSTER) sb_replay_one_slot(r);
+    if (sb_key_style() == SB_KEYS_CLUSTER) sb_replay_sort_slots(r);
     return r;
 }
 
@@ -159,10 +164,10 @@ static void sb_replay_free(sb_replay_t *r) {
     free(r);
 }
 
-/* Appends the read of r (an sb_aredis_build_fn): EVALSHA/EVAL nkeys keys... minscore limit
+/* Appends the read of r's types [first, first + n): EVALSHA/EVAL nkeys keys... minscore limit
  * inline head readmax touchmax prefixes... */
-static int sb_replay_build(sb_batch_t *b, sb_script_mode_t mode, void *priv) {
-    const sb_replay_t *r = priv;
+static int sb_replay_build_range(sb_batch_t *b, sb_script_mode_t mode, const sb_replay_t *r,
+                                 int first, int n) {
     const char *argv[2 * SB_REPLAY_MAX_TYPES + 6];
     char keys[SB_REPLAY_MAX_TYPES][SB_KEY_LEN], prefix[SB_REPLAY_MAX_TYPES][SB_KEY_LEN];
     char min[32], limit[16], inline_max[16], head_max[16], read_max[16], touch[16];
@@ -173,9 +178,9 @@ static int sb_replay_build(sb_batch_t *b, sb_script_mode_t mode, void *priv) {
     snprintf(head_max, sizeof head_max, "%d", SB_REPLAY_HEAD_MAX);
     snprintf(read_max, sizeof read_max, "%d", SB_REPLAY_READ_MAX);
     snprintf(touch, sizeof touch, "%d", SB_REPLAY_TOUCH_MAX);
-    for (int t = 0; t < r->ntypes; t++) {
+    for (int t = 0; t < n; t++) {
         char q[SB_QUEUE_LEN]; /* the user's queue shard of the type (job.h) */
-        if (!sb_queue_of_user(q, r->types[t], r->public_key) ||
+        if (!sb_queue_of_user(q, r->types[first + t], r->public_key) ||
             !sb_key(keys[t], SB_KEY_LEN, SB_KEY_USER, q, r->public_key) ||
             !sb_key(prefix[t], SB_KEY_LEN, SB_KEY_JOB, q, ""))
             return SB_EINVAL;
@@ -187,8 +192,123 @@ static int sb_replay_build(sb_batch_t *b, sb_script_mode_t mode, void *priv) {
     argv[argc++] = head_max;
     argv[argc++] = read_max;
     argv[argc++] = touch;
-    for (int t = 0; t < r->ntypes; t++) argv[argc++] = prefix[t];
-    return sb_batch_add_script(b, &r->owner->script, mode, r->ntypes, argc, argv, NULL);
+    for (int t = 0; t < n; t++) argv[argc++] = prefix[t];
+    return sb_batch_add_script(b, &r->owner->script, mode, n, argc, argv, NULL);
+}
+
+/* The read of all of r's types (an sb_aredis_build_fn). */
+static int sb_replay_build(sb_batch_t *b, sb_script_mode_t mode, void *priv) {
+    const sb_replay_t *r = priv;
+    return sb_replay_build_range(b, mode, r, 0, r->ntypes);
+}
+
+/* ---- Redis Cluster: one script call per slot, one reply for the caller ------------------------
+ * The types of one slot are read by one call (sb_replay_sort_slots made them neighbours); each
+ * part's per-type arrays are moved into one merged reply of the usual shape (an array per type,
+ * then the unread count, summed), and cb runs once with it when the last part has answered:
+ * with NULL when a part's reply was lost, with the first error when a part was refused. */
+typedef struct sb_replay_fan sb_replay_fan_t;
+typedef struct {
+    sb_replay_fan_t *fan;
+    int first, n; /* its types: r->types[first, first + n) */
+} sb_replay_part_t;
+
+struct sb_replay_fan {
+    sb_replay_t *r;
+    sb_aredis_cb cb;
+    int left, lost;
+    long long unread;
+    char error[160];     /* the first error a part got, "" for none */
+    redisReply *merged;  /* ARRAY of ntypes + 1, filled as parts answer */
+    sb_replay_part_t part[SB_REPLAY_MAX_TYPES];
+};
+
+/* A reply made here (freeReplyObject frees it like one of hiredis's): NULL on ENOMEM. */
+static redisReply *sb_reply_new(int type) {
+    redisReply *x = calloc(1, sizeof *x);
+    if (x) x->type = type;
+    return x;
+}
+
+static void sb_replay_fan_done(sb_replay_fan_t *fan) {
+    redisReply *out = fan->merged, *err = NULL;
+    size_t last = out->elements - 1;
+    if (!fan->lost && !fan->error[0] && !(out->element[last] = sb_reply_new(REDIS_REPLY_INTEGER)))
+        fan->lost = 1;
+    else if (!fan->lost && !fan->error[0])
+        out->element[last]->integer = fan->unread;
+    if (fan->error[0] && !fan->lost && (err = sb_reply_new(REDIS_REPLY_ERROR)) &&
+        (err->str = strdup(fan->error)))
+        err->len = strlen(err->str);
+    out = fan->lost ? NULL : fan->error[0] ? (err && err->str ? err : NULL) : out;
+    fan->cb(out, fan->r);
+    if (err) freeReplyObject(err);
+    freeReplyObject(fan->merged);
+    free(fan);
+}
+
+static int sb_replay_part_build(sb_batch_t *b, sb_script_mode_t mode, void *priv) {
+    const sb_replay_part_t *p = priv;
+    return sb_replay_build_range(b, mode, p->fan->r, p->first, p->n);
+}
+
+static void sb_replay_part_cb(redisReply *reply, void *priv) {
+    sb_replay_part_t *p = priv;
+    sb_replay_fan_t *fan = p->fan;
+    if (!reply) {
+        fan->lost = 1;
+    } else if (reply->type == REDIS_REPLY_ARRAY && reply->elements == (size_t)p->n + 1) {
+        for (int t = 0; t < p->n; t++) { /* moved: hiredis frees what is left of reply */
+            fan->merged->element[p->first + t] = reply->element[t];
+            reply->element[t] = NULL;
+        }
+        if (reply->element[p->n]->type == REDIS_REPLY_INTEGER)
+            fan->unread += reply->element[p->n]->integer;
+    } else if (!fan->error[0]) {
+        snprintf(fan->error, sizeof fan->error, "%s",
+                 reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
+    }
+    if (--fan->left == 0) sb_replay_fan_done(fan);
+}
+
+/* Sends one call per slot of r's types. sb_replay_send's returns. */
+static int sb_replay_fan_send(sb_aredis_t *redis, sb_replay_t *r, sb_aredis_cb cb) {
+    sb_replay_fan_t *fan = calloc(1, sizeof *fan);
+    redisReply *merged = sb_reply_new(REDIS_REPLY_ARRAY);
+    redisReply **el = calloc((size_t)r->ntypes + 1, sizeof *el);
+    if (!fan || !merged || !el) {
+        free(fan);
+        free(merged);
+        free(el);
+        return SB_ENOMEM;
+    }
+    merged->element = el;
+    merged->elements = (size_t)r->ntypes + 1;
+    *fan = (sb_replay_fan_t){.r = r, .cb = cb, .merged = merged};
+    int parts = 0;
+    for (int t = 0; t < r->ntypes; t++) {
+        sb_replay_part_t *p = &fan->part[parts];
+        if (parts && sb_replay_slot(r, t) == sb_replay_slot(r, p[-1].first)) {
+            p[-1].n++;
+            continue;
+        }
+        *p = (sb_replay_part_t){fan, t, 1};
+        parts++;
+    }
+    fan->left = parts;
+    for (int i = 0; i < parts; i++) {
+        int rc = sb_aredis_eval(redis, sb_replay_part_build, sb_replay_part_cb, &fan->part[i]);
+        if (rc == SB_OK) continue;
+        if (i == 0) { /* nothing sent: r untouched */
+            freeReplyObject(merged);
+            free(fan);
+            return rc;
+        }
+        fan->lost = 1; /* the parts sent answer; then cb gets NULL (sent again later) */
+        fan->left -= parts - i;
+        break;
+    }
+    return SB_OK;
 }
 
 /* Sends r's read with cb. Returns 0 (cb will run once), SB_EREDIS (not connected), SB_ENOMEM
@@ -197,6 +317,7 @@ static int sb_replay_send(sb_aredis_t *redis, sb_replay_t *r, sb_aredis_cb cb, i
     if (!redis || !sb_aredis_up(redis)) return SB_EREDIS;
     if (!r->ntypes) return SB_EINVAL;
     r->now_ms = now_ms;
+    if (sb_key_style() == SB_KEYS_CLUSTER) return sb_replay_fan_send(redis, r, cb);
     return sb_aredis_eval(redis, sb_replay_build, cb, r);
 }
 

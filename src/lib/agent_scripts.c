@@ -231,8 +231,9 @@ void sb__finish_args_init(sb__finish_args_t *args, const sb_agent_t *a, const sb
     K(SB__FIN_K_COUNTER) = args->k_cnt;
     K(SB__FIN_K_EXEC) = args->k_exec;
     K(SB__FIN_K_FAILURE) = args->k_fail;
-    args->audit_apart = sb_key_style() == SB_KEYS_CLUSTER && args->ev_data; /* events.h */
-    K(SB__FIN_K_AUDIT) = args->audit_apart ? args->k_rec : args->k_audit; /* one slot */
+    int cluster = sb_key_style() == SB_KEYS_CLUSTER; /* the audit stream: another slot */
+    args->audit_apart = cluster && args->ev_data;     /* events.h */
+    K(SB__FIN_K_AUDIT) = cluster ? args->k_rec : args->k_audit; /* a stand-in of one slot */
     K(SB__FIN_K_JOBS) = sh->k_jobs;
     K(SB__FIN_K_PAUSED) = sh->k_paused;
     K(SB__FIN_K_DONE) = sh->k_done;

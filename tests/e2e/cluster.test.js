@@ -15,6 +15,7 @@ const jwt = require('jsonwebtoken');
 const Redis = require('ioredis');
 const { startSwitchboard, runSwitchboard, waitFor, freePort } = require('./lib/harness');
 const { startCluster, redisCli, keySlot, shardOfUser, queueName } = require('./lib/cluster');
+const { recordingSocket } = require('./lib/sio');
 
 const SECRET = 'e2e-cluster-secret';
 let cl, gw, base, cc;
@@ -106,9 +107,13 @@ function startAgent(type) {
 
 // The master serving slot now, as its port (CLUSTER SLOTS of a live node).
 async function ownerOf(slot) {
-  const slots = await cc.cluster('SLOTS');
-  const range = slots.find((s) => s[0] <= slot && slot <= s[1]);
-  return range ? Number(range[2][1]) : -1;
+  for (const n of cl.nodes) {
+    if (n.proc.exitCode !== null || n.proc.signalCode !== null) continue;
+    const slots = await cl.node(n.port, (c) => c.call('CLUSTER', 'SLOTS')).catch(() => null);
+    const range = slots && slots.find((s) => s[0] <= slot && slot <= s[1]);
+    if (range) return Number(range[2][1]);
+  }
+  return -1;
 }
 
 async function nodeId(port) {
@@ -119,9 +124,15 @@ test.before(async () => {
   cl = await startCluster({ masters: 3, replicas: 1 });
   cc = new Redis.Cluster(cl.seeds.split(',').map((s) => ({ host: '127.0.0.1', port: Number(s.split(':')[1]) })));
   cc.on('error', () => {});
+  await new Promise((resolve) => cc.once('ready', resolve));
   const port = await freePort();
   base = `http://127.0.0.1:${port}`;
-  gw = startSwitchboard(['gateway'], { REDIS_CLUSTER: cl.seeds, JWT_SECRET: SECRET,
+  // the gateway's first seed (its home node: pub/sub) is a master that does not hold the
+  // presence keys, so that their expiry events reach it only if it subscribes on their master
+  const presence = await ownerOf(keySlot('{agents}'));
+  const first = (await cl.masters()).find((m) => m !== presence);
+  const seeds = [`127.0.0.1:${first}`, ...cl.seeds.split(',').filter((x) => x !== `127.0.0.1:${first}`)];
+  gw = startSwitchboard(['gateway'], { REDIS_CLUSTER: seeds.join(','), JWT_SECRET: SECRET,
     PORT: String(port), BIND: '127.0.0.1', JOB_TYPES: TYPES.join(','), RATE_LIMIT: '100000',
     REDIS_WAIT_REPLICAS: '1', REDIS_WAIT_TIMEOUT_MS: '2000' }, 'gateway');
   await gw.waitForOutput(/listening on/, 60000);
@@ -207,6 +218,60 @@ test('presence shows every agent online; queue and job list work on the cluster'
   const d = await runSwitchboard(['doctor'], env);
   assert.strictEqual(d.code, 0, d.stdout + d.stderr);
   assert.match(d.stdout, /cluster +3 masters, 16384\/16384 slots/);
+});
+
+test('a Socket.IO client connecting later gets the replay of its jobs of every type (every master)', async () => {
+  const u = user(7);
+  const list = TYPES.map((type, n) => ({ type, u, n: 3000 + n }));
+  const sent = await postAll(list, 3);
+  assert.deepStrictEqual(sent.map((j) => j.status), [202, 202, 202]);
+  await allDone(sent);
+  const sockets = new Set();
+  const token = u.auth.authorization.slice(7);
+  const s = recordingSocket(sockets, base, token, { transports: ['websocket'] });
+  try {
+    await s.connected$();
+    for (const j of sent) {
+      const e = await s.next(`${j.type}:done`, (d) => d.jobId === j.id);
+      assert.strictEqual(e.data.replay, true);
+    }
+  } finally {
+    for (const x of sockets) x.disconnect();
+  }
+});
+
+test('an agent gone without a word is announced offline from the presence master\'s expiry event', async () => {
+  const metric = async (name) => {
+    const text = await (await fetch(`${base}/metrics`)).text();
+    const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(text);
+    return m ? Number(m[1]) : NaN;
+  };
+  await waitFor(async () => (await metric('gateway_presence_keyspace_notifications')) === 1,
+    { timeoutMs: 30000, what: 'keyspace notifications on at the presence master' });
+  const before = await metric('gateway_presence_expiries_total');
+  const a = startSwitchboard(['agent', '--type', TYPES[0], '--exec', 'cat', '--agent-id', 'short-lived'],
+    { REDIS_CLUSTER: cl.seeds, AGENT_STATUS_TTL: '2', HEARTBEAT_INTERVAL: '1' }, 'agent-short');
+  const online = async () => {
+    const r = await fetch(`${base}/api/v1/agent-status/online`, { headers: USERS[0].auth });
+    return (await r.json()).data.agents.some((x) => x.agent_id === 'short-lived');
+  };
+  await waitFor(online, { timeoutMs: 30000, what: 'short-lived online' });
+  a.kill('SIGKILL');
+  await a.exited;
+  await waitFor(async () => !(await online()) &&
+    (await metric('gateway_presence_expiries_total')) > before,
+  { timeoutMs: 30000, what: 'the expiry event of short-lived' });
+});
+
+test('an agent with AUDIT_EVENTS=0 finishes jobs on the cluster too (no audit key in its scripts)', async () => {
+  const a = startSwitchboard(['agent', '--type', 'quiet', '--exec', 'cat'],
+    { REDIS_CLUSTER: cl.seeds, AUDIT_EVENTS: '0' }, 'agent-quiet');
+  const r = await runSwitchboard(['enqueue', '--type', 'quiet', '--wait', '--timeout', '60',
+    '{"n":1}'], { REDIS_CLUSTER: cl.seeds });
+  a.kill('SIGTERM');
+  await a.exited;
+  assert.strictEqual(r.code, 0, r.stdout + r.stderr + a.output.slice(-2000));
+  assert.match(r.stdout, /done/);
 });
 
 test('a slot moved between masters while jobs flow loses nothing and runs nothing twice', async () => {

@@ -192,6 +192,51 @@ static void test_ask_then_moved(void **state) {
     finish(&x);
 }
 
+/* A script over two keys of a slot in mid-migration, one key moved and one not: the node
+ * answers TRYAGAIN (nothing ran); the router sends it again at its next tick, by when the
+ * migration has finished (a timer moves the other key and the slot), and the caller sees the
+ * script's answer, not the TRYAGAIN. */
+typedef struct {
+    int slot, from, to;
+} migration_t;
+
+static void finish_migration_cb(uv_timer_t *t) {
+    migration_t *m = t->data;
+    assert_int_equal(sb_test_cluster_migrate_key(&cl, "{tg}:b", m->from, m->to), 0);
+    assert_int_equal(sb_test_cluster_assign_slot(&cl, m->slot, m->to), 0);
+}
+
+static int build2(sb_batch_t *b, sb_script_mode_t mode, void *priv) {
+    script_call_t *c = priv;
+    const char *argv[] = {"{tg}:a", "{tg}:b"};
+    return sb_batch_add_script(b, &c->script, mode, 2, 2, argv, NULL);
+}
+
+static void test_tryagain_sent_again(void **state) {
+    (void)state;
+    ctx_t x;
+    sb_aredis_hook_t hook = {0};
+    start(&x, &hook);
+    send1(&x, "SET %s %s", "{tg}:a", "A");
+    send1(&x, "SET %s %s", "{tg}:b", "B");
+    migration_t m = {sb_cluster_keyslot("{tg}", 4), sb_test_cluster_master_of(&cl, "{tg}:a"), 0};
+    m.to = (m.from + 1) % cl.masters;
+    assert_int_equal(sb_test_cluster_migrate_key(&cl, "{tg}:a", m.from, m.to), 0);
+    script_call_t c = {.x = &x};
+    sb_script_init(&c.script, "return redis.call('GET', KEYS[1]) .. redis.call('GET', KEYS[2])");
+    uv_timer_t later;
+    uv_timer_init(&x.loop, &later);
+    later.data = &m;
+    uv_timer_start(&later, finish_migration_cb, 300, 0);
+    int n = x.calls;
+    assert_int_equal(sb_aredis_eval(x.ar, build2, eval_cb, &c), SB_OK);
+    run_until(&x, n + 1);
+    assert_string_equal(x.answer, "AB");
+    assert_int_equal(sb_test_cluster_master_of(&cl, "{tg}:a"), m.to);
+    uv_close((uv_handle_t *)&later, NULL);
+    finish(&x);
+}
+
 /* ---- pub/sub ---------------------------------------------------------------------------------- */
 
 static void push_cb(redisReply *reply, void *priv) {
@@ -247,6 +292,7 @@ int main(void) {
         cmocka_unit_test_setup(test_routes_by_key, setup),
         cmocka_unit_test_setup(test_scripts_on_their_node, setup),
         cmocka_unit_test_setup(test_ask_then_moved, setup),
+        cmocka_unit_test_setup(test_tryagain_sent_again, setup),
         cmocka_unit_test_setup(test_pubsub_across_nodes, setup),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
