@@ -130,6 +130,18 @@ static void wait_all_done(sb_redis_t *r, char (*ids)[SB_JOB_ID_LEN], int n) {
     }
 }
 
+/* The agent's counts once they reach done and recovered (bounded wait): a record reads done
+ * once the finish script ran, a moment before the agent counts it. */
+static sb_agent_stats_t wait_stats(sb_agent_t *a, unsigned long long done,
+                                   unsigned long long recovered) {
+    sb_agent_stats_t st;
+    int64_t deadline = sb_mono_ms() + 10000;
+    for (sb_agent_stats(a, &st); (st.done < done || st.recovered < recovered) &&
+                                 sb_mono_ms() < deadline; sb_agent_stats(a, &st))
+        sb_sleep_ms(5, NULL);
+    return st;
+}
+
 /* ---- tests ------------------------------------------------------------------------------- */
 
 /* Each user's jobs go to the user's shard: id suffix, record, queue and user index there;
@@ -218,7 +230,7 @@ static void measure_idle_latency(fixture_t *f, int concurrency, int64_t *max_ms)
             if (dt > *max_ms) *max_ms = dt;
         }
     }
-    sb_agent_stats(f->agent, &st);
+    st = wait_stats(f->agent, 3 * NSHARDS, 0);
     assert_int_equal(st.done, 3 * NSHARDS);
 }
 
@@ -278,8 +290,7 @@ static void test_recovers_a_dead_agent_on_every_shard(void **state) {
     }
     start_agent(f, 1);
     wait_all_done(r, ids, 3);
-    sb_agent_stats_t st;
-    sb_agent_stats(f->agent, &st);
+    sb_agent_stats_t st = wait_stats(f->agent, 3, 3);
     assert_int_equal(st.recovered, 3);
     for (int i = 0; i < 3; i++) {
         char q[SB_QUEUE_LEN];
