@@ -140,7 +140,8 @@ static const char sb_presence_detail[] =
     "                                            print agent:online|status|offline events as\n"
     "                                            JSON lines; turns expired key events on\n"
     "  Keys: agent:online:{id} (TTL --agent-status-ttl), agents:all, agents:dept:{id},\n"
-    "  agents:meta; events on channel agent:presence. Worker agents are in department\n"
+    "  agents:meta (with REDIS_CLUSTER: {agents}:online:{id}, {agents}:all, ...); events\n"
+    "  on channel agent:presence. Worker agents are in department\n"
     "  'workers'; people get --max-chats chats each.\n"
     "  Exit: 0 ok, 1 none (agent offline, no free agent), 2 usage or malformed id, 3 Redis\n"
     "  unavailable, 4 watch: --timeout before --max-events events.\n";

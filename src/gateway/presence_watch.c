@@ -220,8 +220,16 @@ static void sb_pw_on_up(void *ud) {
 
 /* ---- cluster: the presence master's expired events ------------------------------------------ */
 
+/* kev lost or moved: no expiry events until it subscribed again (the gauge says so, and the
+ * sweep runs at its fallback pace meanwhile). */
+static void sb_pw_kev_blind(sb_presence_watch_t *pw) {
+    pw->notify = SB_NOTIFY_UNKNOWN;
+    if (!pw->stopped) uv_timer_set_repeat(&pw->sweep, SB_PRESENCE_FALLBACK_MS);
+}
+
 static void sb_pw_kev_msg(redisReply *reply, void *priv) {
-    if (reply && reply->type == REDIS_REPLY_ARRAY) sb_pw_on_expired(priv, reply);
+    if (!reply) sb_pw_kev_blind(priv);
+    else if (reply->type == REDIS_REPLY_ARRAY) sb_pw_on_expired(priv, reply);
 }
 
 static void sb_pw_kev_subscribe(sb_presence_watch_t *pw) {
@@ -277,6 +285,7 @@ static void sb_pw_kev_follow(sb_presence_watch_t *pw) {
         sb_info("gateway", "presence: the presence keys moved from %s to %s; following",
                 pw->kev_at, at);
         sb_aredis_close(pw->kev);
+        sb_pw_kev_blind(pw);
     }
     sb_redis_addr_t a = sb_cluster_node_addr(&pw->gw->cfg->redis, host, port);
     memset(&pw->kev_hook, 0, sizeof pw->kev_hook);

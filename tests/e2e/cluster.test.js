@@ -240,27 +240,34 @@ test('a Socket.IO client connecting later gets the replay of its jobs of every t
   }
 });
 
-test('an agent gone without a word is announced offline from the presence master\'s expiry event', async () => {
-  const metric = async (name) => {
-    const text = await (await fetch(`${base}/metrics`)).text();
-    const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(text);
-    return m ? Number(m[1]) : NaN;
-  };
+async function metric(name) {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(text);
+  return m ? Number(m[1]) : NaN;
+}
+
+// Starts an agent with a 2 s presence TTL, kills it without a word, and waits until the
+// gateway has received the expiry event of its presence key (and the agent is offline).
+async function expiryHeard(id) {
   await waitFor(async () => (await metric('gateway_presence_keyspace_notifications')) === 1,
     { timeoutMs: 30000, what: 'keyspace notifications on at the presence master' });
   const before = await metric('gateway_presence_expiries_total');
-  const a = startSwitchboard(['agent', '--type', TYPES[0], '--exec', 'cat', '--agent-id', 'short-lived'],
-    { REDIS_CLUSTER: cl.seeds, AGENT_STATUS_TTL: '2', HEARTBEAT_INTERVAL: '1' }, 'agent-short');
+  const a = startSwitchboard(['agent', '--type', TYPES[1], '--exec', 'cat', '--agent-id', id],
+    { REDIS_CLUSTER: cl.seeds, AGENT_STATUS_TTL: '2', HEARTBEAT_INTERVAL: '1' }, `agent-${id}`);
   const online = async () => {
     const r = await fetch(`${base}/api/v1/agent-status/online`, { headers: USERS[0].auth });
-    return (await r.json()).data.agents.some((x) => x.agent_id === 'short-lived');
+    return (await r.json()).data.agents.some((x) => x.agent_id === id);
   };
-  await waitFor(online, { timeoutMs: 30000, what: 'short-lived online' });
+  await waitFor(online, { timeoutMs: 30000, what: `${id} online` });
   a.kill('SIGKILL');
   await a.exited;
   await waitFor(async () => !(await online()) &&
     (await metric('gateway_presence_expiries_total')) > before,
-  { timeoutMs: 30000, what: 'the expiry event of short-lived' });
+  { timeoutMs: 30000, what: `the expiry event of ${id}` });
+}
+
+test('an agent gone without a word is announced offline from the presence master\'s expiry event', async () => {
+  await expiryHeard('short-lived');
 });
 
 test('an agent with AUDIT_EVENTS=0 finishes jobs on the cluster too (no audit key in its scripts)', async () => {
@@ -296,9 +303,10 @@ test('a slot moved between masters while jobs flow loses nothing and runs nothin
 });
 
 test('a master killed under load (REDIS_WAIT_REPLICAS=1) loses no acknowledged job', async () => {
-  const type = TYPES[2];
+  const type = TYPES[0]; // its master also holds the presence keys: see the next test
   const slot = keySlot(tag(type));
   const master = await ownerOf(slot);
+  assert.strictEqual(await ownerOf(keySlot('{agents}')), master);
   const list = [];
   for (let n = 0; n < 400; n++) list.push({ type, u: USERS[n % 6], n: 2000 + n });
   // posting stops once the replica is master: it has no replica of its own, so every WAIT 1
@@ -315,4 +323,8 @@ test('a master killed under load (REDIS_WAIT_REPLICAS=1) loses no acknowledged j
   assert.ok(acked.length >= 30, `only ${acked.length} acknowledged`);
   const recs = await allDone(acked);
   for (const j of acked) assert.strictEqual(recs.get(j.id).status, 'done');
+});
+
+test('after the presence master failed over, expiry events come from the new one', async () => {
+  await expiryHeard('short-lived-2');
 });
