@@ -5,7 +5,16 @@
  * scripts build the others from. On Redis Cluster (sb_key_style_set(SB_KEYS_CLUSTER)) the
  * type is a hash tag, `agent:{rebalance}:jobs`, so that every key of a type lives in one slot
  * and each script touches one slot; the pub/sub channels keep their names (a PUBLISH reaches
- * every node). Records and status messages are read as cJSON
+ * every node).
+ *
+ * Queue shards (QUEUE_SHARDS=N, sb_queue_shards_set): one type spread over N queues, each a
+ * "queue name" that takes the type's place in every key: shard 0 is the type itself (so N = 1
+ * is exactly the unsharded layout and a type's existing keys stay shard 0), shard s > 0 is
+ * `type.s` (`agent:rebalance.3:jobs`, cluster `agent:{rebalance.3}:jobs`: the shards of a type
+ * spread over the cluster's slots). A user's jobs all go to shard crc16(publicKey) % N, and a
+ * job id names its shard: `{ms}-{8 hex}s{s}` for s > 0, no suffix for shard 0. sb_key() and
+ * sb_key_prefix() take a type or a queue name; the channels (status, events) always carry the
+ * base type. Records and status messages are read as cJSON
  * documents (a new record is written as text directly);
  * the sb_job_t / sb_status_t views point into a parsed document and live as long as it does. */
 #ifndef SB_JOB_H
@@ -35,6 +44,38 @@ int sb_job_type_valid(const char *type);
 /* 1 if a user publicKey is 1..SB_PUBKEY_MAX printable non-space ASCII characters. */
 int sb_public_key_valid(const char *pk);
 
+/* ---- queue shards ------------------------------------------------------------------------ */
+#define SB_SHARDS_MAX 256            /* most shards of a type (QUEUE_SHARDS) */
+#define SB_QUEUE_LEN (SB_TYPE_MAX + 5) /* buffer for a queue name: type + ".255" + NUL */
+
+/* The deployment's shard count, 1..SB_SHARDS_MAX (others are clamped). Process-wide like the
+ * key style: set once at start, before any thread runs; the default is 1. */
+void sb_queue_shards_set(int n);
+int sb_queue_shards(void);
+/* The queue name of shard s of type into buf: type for s = 0, else "type.s". Returns buf, or
+ * NULL (buf "") when type is not a valid type or s is out of 0..SB_SHARDS_MAX-1. */
+char *sb_queue_name(char buf[SB_QUEUE_LEN], const char *type, int s);
+/* Splits a queue name (or a plain type) into its type and shard. Returns 0, or SB_EINVAL for
+ * anything sb_queue_name does not write. */
+int sb_queue_parse(const char *queue, char type[SB_TYPE_MAX + 1], int *shard);
+/* The shard of a user's jobs among n: crc16(publicKey) % n (the cluster's CRC16); 0 when
+ * n <= 1. */
+int sb_queue_shard_of_user(const char *public_key, int n);
+/* The queue of public_key's jobs of type (or queue name: its type is used) with the current
+ * shard count, into buf. Returns buf, or NULL (buf "") on a bad type. */
+char *sb_queue_of_user(char buf[SB_QUEUE_LEN], const char *type, const char *public_key);
+/* The shard a job id names: 0 without an `s{digits}` suffix, else the digits; -1 when the id
+ * is not a valid id or the shard is not below n. */
+int sb_job_id_shard(const char *id, int n);
+/* The queue holding job id of type (or queue name) with the current shard count, into buf.
+ * Returns buf, or NULL (buf "") on a bad type or an id of no shard of this deployment (such a
+ * job is not found). */
+char *sb_queue_of_job(char buf[SB_QUEUE_LEN], const char *type, const char *id);
+/* A new id of shard s: sb_job_id_new's, with "s{s}" appended for s > 0. Returns 0 or SB_ERR. */
+int sb_job_id_new_in(char out[SB_JOB_ID_LEN], sb_rand_t *pool, int s);
+/* A new id of a job of public_key: in the user's shard with the current shard count. */
+int sb_job_id_new_for(char out[SB_JOB_ID_LEN], sb_rand_t *pool, const char *public_key);
+
 typedef enum {
     SB_KEY_JOBS,        /* agent:{type}:jobs              list of pending ids */
     SB_KEY_JOB,         /* agent:{type}:job:{id}          record (JSON string) */
@@ -61,11 +102,13 @@ typedef enum {
 typedef enum { SB_KEYS_PLAIN = 0, SB_KEYS_CLUSTER = 1 } sb_key_style_t;
 void sb_key_style_set(sb_key_style_t style);
 sb_key_style_t sb_key_style(void);
-/* The prefix of every key of type, "agent:rebalance:" or "agent:{rebalance}:" (cluster), into
+/* The prefix of every key of type (or queue name), "agent:rebalance:" or "agent:{rebalance}:"
+ * (cluster), into
  * buf. Returns buf, or NULL if it does not fit (buf is then an empty string). */
 char *sb_key_prefix(char *buf, size_t len, const char *type);
 
-/* Formats the key into buf. arg is the id / agent id / publicKey (ignored when the kind takes
+/* Formats the key into buf. type is a type or a queue name (the channels SB_KEY_STATUS and
+ * SB_KEY_EVENTS drop the shard). arg is the id / agent id / publicKey (ignored when the kind takes
  * none). Returns buf, or NULL if it does not fit (buf is then an empty string). */
 char *sb_key(char *buf, size_t len, sb_key_kind_t kind, const char *type, const char *arg);
 

@@ -70,7 +70,11 @@ extern const char *const sb_jobctl_states[];
 /* 1 if s names a state of sb_jobctl_states, else 0. */
 int sb_jobctl_state_valid(const char *s);
 
-/* ---- actions: each returns 0 with res filled, SB_EINVAL (bad type / id / by: nothing done),
+/* Queue shards (job.h): an action or detail on a job id goes to the shard the id names (NOTFOUND
+ * for a shard beyond sb_queue_shards()); pause / resume, retry of every dead job and counts
+ * cover every shard; a listing goes shard by shard (a user's: the user's shard).
+ *
+ * ---- actions: each returns 0 with res filled, SB_EINVAL (bad type / id / by: nothing done),
  * SB_EREDIS (connection lost: the action may or may not have landed; repeating it is safe),
  * SB_EPROTO (Redis refused), SB_ENOMEM, SB_ETIMEOUT (the record kept changing under us). */
 
@@ -110,7 +114,8 @@ typedef struct {
     char scan[24];   /* SCAN cursor over the user indices ("" or "0": from the start) */
 } sb_jobctl_sweep_t;
 
-/* One bounded step of the index sweep: looks at up to budget (1..SB_JOBCTL_SWEEP_MAX) ids of
+/* One bounded step of the index sweep of one queue shard (a type, or a queue name of job.h:
+ * the agent sweeps each of its shards): looks at up to budget (1..SB_JOBCTL_SWEEP_MAX) ids of
  * agent:{type}:index from where the last step of s stopped (wrapping at the end), at up to
  * budget of the oldest ids of each user index one SCAN step returns, and trims the done /
  * cancelled zsets by age (SB_JOB_TTL). Ids whose record is gone leave every index (index,
@@ -118,7 +123,7 @@ typedef struct {
  * record is never touched. *removed (may be NULL) says how many entries went. Returns 0, or
  * SB_EINVAL (bad type, budget or state: nothing done), SB_EREDIS / SB_EPROTO (s keeps the
  * progress made; calling again is safe). The agent runs one step every recovery interval. */
-int sb_jobctl_sweep(sb_redis_t *r, const char *type, sb_jobctl_sweep_t *s, int budget,
+int sb_jobctl_sweep(sb_redis_t *r, const char *queue, sb_jobctl_sweep_t *s, int budget,
                     long *removed);
 
 /* ---- queries: each returns 0 with *out (caller cJSON_Delete()s), or an error as above. */

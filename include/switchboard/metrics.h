@@ -62,10 +62,13 @@ typedef struct {
 int sb_metrics_summary(sb_redis_t *r, const char *type, int days, int64_t now_ms,
                        sb_metrics_summary_t *out);
 /* The same in two halves, for clients that send batches themselves (the gateway's async
- * client): appends days + 1 commands to b (SB_EINVAL for days outside 1..30), then parses
- * their replies (replies[0..days], e.g. the elements of an EXEC reply); now_ms must be the
+ * client): appends sb_metrics_summary_count(days) commands to b (SB_EINVAL for days outside
+ * 1..30), then parses their replies (e.g. the elements of an EXEC reply); now_ms must be the
  * value given to the batch (it names the days). Parse returns 0 or SB_EPROTO; *out is zeroed
- * first. */
+ * first. With queue shards (job.h) the summary adds up every shard's: counters, histogram and
+ * count exactly, the average from the sums; p50 / p95 are the shards' weighted by their sample
+ * sizes (an estimate) and max the largest. */
+int sb_metrics_summary_count(int days); /* (days + 1) × sb_queue_shards() */
 int sb_metrics_summary_batch(sb_batch_t *b, const char *type, int days, int64_t now_ms);
 int sb_metrics_summary_parse(redisReply *const *replies, int days, int64_t now_ms,
                              sb_metrics_summary_t *out);

@@ -24,8 +24,9 @@
 int sb_job_enqueue(sb_redis_t *r, const char *type, const sb_user_t *user, const cJSON *payload,
                    char id_out[SB_JOB_ID_LEN], char *err, size_t errlen);
 
-/* Reads a record. Returns 0 and a malloc'd JSON string in *json_out (caller frees);
- * SB_ENOTFOUND if absent/expired; SB_EREDIS. */
+/* Reads a record, in the shard its id names (job.h). Returns 0 and a malloc'd JSON string in
+ * *json_out (caller frees); SB_ENOTFOUND if absent/expired (or of a shard beyond
+ * sb_queue_shards()); SB_EREDIS. */
 int sb_job_get(sb_redis_t *r, const char *type, const char *job_id, char **json_out);
 
 /* ---- general queue library ------------------------------------------------------------- */

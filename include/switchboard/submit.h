@@ -34,7 +34,10 @@
 /* What to submit. Strings are borrowed for the duration of the call. */
 typedef struct {
     const char *type;        /* job type (keys agent:{type}:…) */
-    const char *job_id;      /* NULL: rate check only (nothing else is written) */
+    const char *job_id;      /* NULL: rate check only (nothing else is written). Its shard
+                                (job.h: sb_job_id_new_in with sb_queue_shard_of_user of
+                                public_key) is the queue every key but the audit stream is in;
+                                a rate check alone counts in the user's shard */
     const char *public_key;  /* owner (user index, audit event); required with job_id */
     const char *record_json; /* the record; required with job_id */
     int64_t now_ms;          /* user-index score, and the day of the counters */

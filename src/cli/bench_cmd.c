@@ -78,8 +78,9 @@ static int sb_bench_prepare(sb_bench_t *b, size_t n) {
     b->jobs = calloc(n, sizeof *b->jobs);
     if (!b->jobs) return SB_ENOMEM;
     b->n = n;
-    for (size_t i = 0; i < n; i++)
-        if (sb_job_id_new(b->jobs[i].id, NULL) != SB_OK) return SB_ERR;
+    for (size_t i = 0; i < n; i++) /* over every queue shard (job.h), one user or not */
+        if (sb_job_id_new_in(b->jobs[i].id, NULL, (int)(i % (size_t)sb_queue_shards())) != SB_OK)
+            return SB_ERR;
     qsort(b->jobs, n, sizeof *b->jobs, sb_bench_cmp);
     return SB_OK;
 }

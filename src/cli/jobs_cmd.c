@@ -177,11 +177,11 @@ static long long sb_llen(sb_redis_t *r, const char *key) {
     return n;
 }
 
-static void sb_print_processing(sb_redis_t *r, const char *type, int limit) {
+/* The processing lists of one queue shard (job.h), per agent. */
+static void sb_print_processing(sb_redis_t *r, const char *queue, int limit) {
     char prefix[SB_KEY_LEN], pattern[SB_KEY_LEN + 1], cursor[32] = "0";
-    sb_key(prefix, sizeof prefix, SB_KEY_PROCESSING, type, "");
+    sb_key(prefix, sizeof prefix, SB_KEY_PROCESSING, queue, "");
     snprintf(pattern, sizeof pattern, "%s*", prefix);
-    printf("processing:\n");
     do {
         redisReply *rep = sb_redis_cmd(r, "SCAN %s MATCH %s COUNT 500", cursor, pattern);
         if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 2) {
@@ -202,6 +202,30 @@ static void sb_print_processing(sb_redis_t *r, const char *type, int limit) {
     } while (strcmp(cursor, "0") != 0);
 }
 
+/* The length of list kind (jobs, dead) summed over the type's queue shards; -1 when Redis
+ * did not answer. */
+static long long sb_llen_all(sb_redis_t *r, const char *type, sb_key_kind_t kind) {
+    long long total = 0;
+    for (int s = 0; s < sb_queue_shards(); s++) {
+        char queue[SB_QUEUE_LEN], key[SB_KEY_LEN];
+        sb_key(key, sizeof key, kind, sb_queue_name(queue, type, s), NULL);
+        long long n = sb_llen(r, key);
+        if (n < 0) return -1;
+        total += n;
+    }
+    return total;
+}
+
+/* Up to limit ids of list kind of every shard (with shards, each shard's under its name). */
+static void sb_print_ids_all(sb_redis_t *r, const char *type, sb_key_kind_t kind, int limit) {
+    for (int s = 0; s < sb_queue_shards(); s++) {
+        char queue[SB_QUEUE_LEN], key[SB_KEY_LEN];
+        sb_key(key, sizeof key, kind, sb_queue_name(queue, type, s), NULL);
+        if (sb_queue_shards() > 1 && sb_llen(r, key) > 0) printf("  %s:\n", queue);
+        sb_print_ids(r, key, limit, sb_queue_shards() > 1 ? "    " : "  ");
+    }
+}
+
 int sb_cmd_queue(sb_config_t *cfg) {
     int sub = cfg->nargs >= 1 ? sb_cli_queue_pause(cfg) : cfg->nargs == 0 ? -1 : SB_EXIT_USAGE;
     if (sub >= 0) return sub;
@@ -211,10 +235,7 @@ int sb_cmd_queue(sb_config_t *cfg) {
     }
     sb_redis_t *r = sb_cli_connect(cfg);
     if (!r) return SB_EXIT_REDIS;
-    char jobs[SB_KEY_LEN], dead[SB_KEY_LEN];
-    sb_key(jobs, sizeof jobs, SB_KEY_JOBS, cfg->job_type, NULL);
-    sb_key(dead, sizeof dead, SB_KEY_DEAD, cfg->job_type, NULL);
-    long long pending = sb_llen(r, jobs);
+    long long pending = sb_llen_all(r, cfg->job_type, SB_KEY_JOBS);
     if (pending < 0) {
         fprintf(stderr, "switchboard queue: redis unavailable\n");
         sb_redis_free(r);
@@ -233,10 +254,14 @@ int sb_cmd_queue(sb_config_t *cfg) {
     }
     printf("type: %s%s\npending: %lld (next out first)\n", cfg->job_type,
            paused == 1 ? " (PAUSED: agents take no new jobs)" : "", pending);
-    sb_print_ids(r, jobs, cfg->limit, "  ");
-    sb_print_processing(r, cfg->job_type, cfg->limit);
-    printf("dead: %lld\n", sb_llen(r, dead));
-    sb_print_ids(r, dead, cfg->limit, "  ");
+    sb_print_ids_all(r, cfg->job_type, SB_KEY_JOBS, cfg->limit);
+    printf("processing:\n");
+    for (int s = 0; s < sb_queue_shards(); s++) {
+        char queue[SB_QUEUE_LEN];
+        sb_print_processing(r, sb_queue_name(queue, cfg->job_type, s), cfg->limit);
+    }
+    printf("dead: %lld\n", sb_llen_all(r, cfg->job_type, SB_KEY_DEAD));
+    sb_print_ids_all(r, cfg->job_type, SB_KEY_DEAD, cfg->limit);
     sb_redis_free(r);
     return SB_EXIT_OK;
 }

@@ -60,7 +60,8 @@ static const char sb_agent_detail[] =
     "  one long-lived process per --concurrency, a job per line on stdin, one line back,\n"
     "  {\"jobId\",\"result\"} or {\"jobId\",\"error\",\"retry\"}: README \"Handler protocol\"),\n"
     "  publishes processing/done/error, retries with backoff, dead-letters, heartbeats its\n"
-    "  presence and requeues the jobs of dead agents.\n"
+    "  presence and requeues the jobs of dead agents. With --queue-shards N it takes from\n"
+    "  the type's N queues in turn (give it --concurrency >= N: a worker waits on each).\n"
     "  SIGTERM/SIGINT: finish running jobs within --grace, put back the rest, exit 0.\n"
     "  Exit: 0 stopped, 1 could not start, 2 bad setting.\n"
     "  e.g.  switchboard agent --concurrency 8\n"
@@ -177,7 +178,7 @@ static const sb_verb_t sb_verbs[] = {
      "the whole system here: private redis-server (unless REDIS_URL), gateway, agent, dashboard",
      sb_up_detail,
      SB_REDIS_FLAGS "port bind jwt-secret job-types web-dir concurrency grace data-dir "
-                    "metrics-port", 1},
+                    "metrics-port queue-shards", 1},
     {"gateway", sb_cmd_gateway, "gateway [--port N] [--bind ADDR] [--dev] [--job-types a,b]",
      "serve the HTTP API (/api/v1), Socket.IO, the dashboard (/), probes and /metrics",
      sb_gateway_detail,
@@ -185,7 +186,7 @@ static const sb_verb_t sb_verbs[] = {
                     "agent-status-ttl max-chats sio-connect-rate sio-connect-rate-ip "
                     "ping-interval ping-timeout connect-timeout max-payload allow-eio3 "
                     "tls-cert tls-key trusted-proxies redis-wait-replicas redis-wait-timeout-ms "
-                    "audit-events admin-feed", 1},
+                    "audit-events admin-feed queue-shards", 1},
     {"token", sb_cmd_token, "token --role R --public-key PK [--sub S] [--ttl SECONDS] [...]",
      "mint a development JWT (HS256 with JWT_SECRET) and print it", sb_token_detail,
      "jwt-secret role public-key sub name email department-id department ttl", 1},
@@ -195,29 +196,29 @@ static const sb_verb_t sb_verbs[] = {
      SB_REDIS_FLAGS "type concurrency exec worker agent-id max-attempts retry-backoff-ms "
                     "retry-backoff-max-ms job-timeout grace agent-status-ttl heartbeat-interval "
                     "recovery-interval job-lease dead-retention dead-max metrics-port bind "
-                    "audit-events", 1},
+                    "audit-events queue-shards", 1},
     {"enqueue", sb_cmd_enqueue,
      "enqueue [--type T] [--user PK] [--wait] [--timeout S] 'JSON'",
      "queue a job (atomically) and print its id; --wait follows it to the end",
-     sb_enqueue_detail, SB_REDIS_FLAGS "type user user-id wait timeout"},
+     sb_enqueue_detail, SB_REDIS_FLAGS "type user user-id wait timeout queue-shards"},
     {"job", sb_cmd_job, "job [list|history|retry|cancel|delete] [--type T] [--json] JOB_ID",
      "print, list, retry, cancel or delete jobs", sb_job_detail,
-     SB_REDIS_FLAGS "type json state user limit all-dead"},
+     SB_REDIS_FLAGS "type json state user limit all-dead queue-shards"},
     {"queue", sb_cmd_queue, "queue [pause|resume] [--type T] [--limit N] [--json]",
      "pending, processing (per agent) and dead jobs of a type; pause / resume it",
-     sb_queue_detail, SB_REDIS_FLAGS "type limit json"},
+     sb_queue_detail, SB_REDIS_FLAGS "type limit json queue-shards"},
     {"presence", sb_cmd_presence, "presence [list [DEPT]|stats|agent ID|assign DEPT|...]",
      "who is online, by department", sb_presence_detail,
      SB_REDIS_FLAGS "json agent-status-ttl max-chats max-events timeout"},
     {"metrics", sb_cmd_metrics, "metrics [--type T] [--days N] [--json]",
      "the jobs metrics summary (totals, failures, execution times, rate limit, per day)",
-     sb_metrics_detail, SB_REDIS_FLAGS "type days json", 1},
+     sb_metrics_detail, SB_REDIS_FLAGS "type days json queue-shards", 1},
     {"doctor", sb_cmd_doctor, "doctor [--json]",
      "check a Redis for what Switchboard needs, and how to fix what is wrong", sb_doctor_detail,
      SB_REDIS_FLAGS "json", 1},
     {"bench", sb_cmd_bench, "bench [--type T] [--jobs N] [--timeout S] [--json]",
      "send N jobs to the running agents and measure jobs/s and latency", sb_bench_detail,
-     SB_REDIS_FLAGS "type jobs timeout json", 1},
+     SB_REDIS_FLAGS "type jobs timeout json queue-shards", 1},
     {"events", sb_cmd_events, "events publish|request|tail|replay|pending|info|consume ...",
      "event bus on Redis Streams (switchboard events --help)", sb_events_detail,
      SB_REDIS_FLAGS "group consumer maxlen count block-ms min-idle-ms max-deliveries "
@@ -310,6 +311,7 @@ int main(int argc, char **argv) {
     sb_log_set_level(cfg.log_level);
     sb_log_set_format(cfg.log_format);
     if (cfg.redis.cluster) sb_key_style_set(SB_KEYS_CLUSTER); /* once, before any thread */
+    sb_queue_shards_set(cfg.queue_shards); /* once, before any thread (job.h) */
     if (sb_rest_refused(verb, &cfg)) {
         sb_config_close(&cfg);
         return SB_EXIT_USAGE;

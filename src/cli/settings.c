@@ -95,6 +95,8 @@ static const sb_setting_t sb_settings[] = {
      "also accept Engine.IO v3 clients (socket.io-client v2; token in the query)"},
     {"JOB_TYPE", "type", SB_SET_STR, OFF(job_type), 0, 0, "rebalance",
      "job type an agent or CLI verb works on"},
+    {"QUEUE_SHARDS", "queue-shards", SB_SET_INT, OFF(queue_shards), 1, 256, "1",
+     "queues each job type is spread over (by user); every process of a deployment alike"},
     {"MAX_ATTEMPTS", "max-attempts", SB_SET_INT, OFF(max_attempts), 1, 100, "3",
      "attempts before a job fails for good"},
     {"RETRY_BACKOFF_MS", "retry-backoff-ms", SB_SET_INT, OFF(retry_backoff_ms), 0, 3600000,

@@ -47,6 +47,7 @@ typedef struct {
     int sio_allow_eio3;         /* ALLOW_EIO3: also Engine.IO v3 (socket.io-client v2) */
     /* jobs and agents */
     char *job_type;         /* JOB_TYPE / --type: the type an agent or CLI verb works on */
+    int queue_shards;       /* QUEUE_SHARDS: queues a job type is spread over (job.h) */
     int max_attempts;
     int retry_backoff_ms;   /* first retry waits this × attempt, plus jitter */
     int retry_backoff_max_ms;

@@ -156,6 +156,8 @@ static void sb_up_export(const sb_up_t *u, const sb_config_t *cfg) {
     setenv("PORT", num, 1);
     snprintf(num, sizeof num, "%d", cfg->shutdown_grace);
     setenv("SHUTDOWN_GRACE", num, 1);
+    snprintf(num, sizeof num, "%d", cfg->queue_shards);
+    setenv("QUEUE_SHARDS", num, 1);
     setenv("BIND", u->bind, 1);
     if (cfg->job_types) setenv("JOB_TYPES", cfg->job_types, 1);
     if (cfg->web_dir) setenv("WEB_DIR", cfg->web_dir, 1);

@@ -29,26 +29,49 @@ static int sb_av_bad(const redisReply *rep) {
 
 /* ---- queues -------------------------------------------------------------------------------- */
 
-/* Adds oldestPendingAt / oldestPendingAgeMs (null when nothing waits) to counts. */
-static int sb_av_oldest(sb_redis_t *r, const char *type, int64_t now_ms, cJSON *counts) {
+/* The oldest pending job of one queue shard: *rec its record (NULL when none waits), *at its
+ * updatedAt (or createdAt) inside it. Returns 0 or an SB_E* code. */
+static int sb_av_oldest_in(sb_redis_t *r, const char *queue, cJSON **rec, const char **at) {
     char key[SB_KEY_LEN], rkey[SB_KEY_LEN];
-    const char *at = NULL;
-    cJSON *rec = NULL;
-    sb_key(key, sizeof key, SB_KEY_JOBS, type, NULL);
+    *rec = NULL;
+    *at = NULL;
+    sb_key(key, sizeof key, SB_KEY_JOBS, queue, NULL);
     redisReply *id = sb_redis_cmd(r, "LINDEX %s -1", key);
     int rc = sb_av_bad(id);
     if (!rc && id->type == REDIS_REPLY_STRING && sb_job_id_valid(id->str) &&
-        sb_key(rkey, sizeof rkey, SB_KEY_JOB, type, id->str)) {
+        sb_key(rkey, sizeof rkey, SB_KEY_JOB, queue, id->str)) {
         redisReply *text = sb_redis_cmd(r, "GET %s", rkey);
         rc = sb_av_bad(text);
-        if (!rc && text->type == REDIS_REPLY_STRING) rec = sb_json_parse(text->str, text->len);
+        if (!rc && text->type == REDIS_REPLY_STRING) *rec = sb_json_parse(text->str, text->len);
         if (text) freeReplyObject(text);
-        at = sb_json_str(rec, "updatedAt");
-        if (!at) at = sb_json_str(rec, "createdAt");
+        *at = sb_json_str(*rec, "updatedAt");
+        if (!*at) *at = sb_json_str(*rec, "createdAt");
     }
     if (id) freeReplyObject(id);
+    return rc;
+}
+
+/* Adds oldestPendingAt / oldestPendingAgeMs (null when nothing waits) to counts: the oldest
+ * over the type's queue shards. */
+static int sb_av_oldest(sb_redis_t *r, const char *type, int64_t now_ms, cJSON *counts) {
+    const char *at = NULL;
+    cJSON *rec = NULL;
     int64_t ms = 0;
-    if (at && sb_iso8601_parse(at, &ms) == 0) {
+    int rc = 0;
+    for (int s = 0; !rc && s < sb_queue_shards(); s++) {
+        char queue[SB_QUEUE_LEN];
+        const char *at_s;
+        cJSON *rec_s;
+        int64_t ms_s;
+        rc = sb_av_oldest_in(r, sb_queue_name(queue, type, s), &rec_s, &at_s);
+        if (!rc && at_s && sb_iso8601_parse(at_s, &ms_s) == 0 && (!at || ms_s < ms)) {
+            cJSON_Delete(rec);
+            rec = rec_s, at = at_s, ms = ms_s;
+        } else {
+            cJSON_Delete(rec_s);
+        }
+    }
+    if (at) {
         cJSON_AddStringToObject(counts, "oldestPendingAt", at);
         cJSON_AddNumberToObject(counts, "oldestPendingAgeMs",
                                 (double)(now_ms > ms ? now_ms - ms : 0));
@@ -92,20 +115,25 @@ int sb_admin_counts_all(sb_redis_t *r, const char *types, int64_t now_ms, cJSON 
 
 /* ---- workers ------------------------------------------------------------------------------- */
 
-/* "jobs": the ids in the worker's processing list (its jobs in hand). */
+/* "jobs": the ids in the worker's processing lists, one per queue shard (its jobs in hand). */
 static int sb_av_worker_jobs(sb_redis_t *r, cJSON *agent) {
     const char *type = sb_json_str(agent, "job_type"), *id = sb_json_str(agent, "agent_id");
-    char key[SB_KEY_LEN];
-    if (!type || !id || !sb_job_type_valid(type) ||
-        !sb_key(key, sizeof key, SB_KEY_PROCESSING, type, id))
-        return 0;
-    redisReply *rep = sb_redis_cmd(r, "LRANGE %s 0 %d", key, SB_ADMIN_WORKER_JOBS - 1);
-    int rc = sb_av_bad(rep);
-    cJSON *jobs = rc ? NULL : cJSON_AddArrayToObject(agent, "jobs");
-    for (size_t i = 0; jobs && rep->type == REDIS_REPLY_ARRAY && i < rep->elements; i++)
-        if (rep->element[i]->type == REDIS_REPLY_STRING)
-            cJSON_AddItemToArray(jobs, cJSON_CreateString(rep->element[i]->str));
-    if (rep) freeReplyObject(rep);
+    char key[SB_KEY_LEN], queue[SB_QUEUE_LEN];
+    if (!type || !id || !sb_job_type_valid(type)) return 0;
+    cJSON *jobs = cJSON_AddArrayToObject(agent, "jobs");
+    int rc = 0;
+    for (int s = 0; jobs && !rc && s < sb_queue_shards(); s++) {
+        int left = SB_ADMIN_WORKER_JOBS - cJSON_GetArraySize(jobs);
+        if (left <= 0 || !sb_key(key, sizeof key, SB_KEY_PROCESSING,
+                                 sb_queue_name(queue, type, s), id))
+            break;
+        redisReply *rep = sb_redis_cmd(r, "LRANGE %s 0 %d", key, left - 1);
+        rc = sb_av_bad(rep);
+        for (size_t i = 0; !rc && rep->type == REDIS_REPLY_ARRAY && i < rep->elements; i++)
+            if (rep->element[i]->type == REDIS_REPLY_STRING)
+                cJSON_AddItemToArray(jobs, cJSON_CreateString(rep->element[i]->str));
+        if (rep) freeReplyObject(rep);
+    }
     return rc;
 }
 

@@ -62,6 +62,9 @@ void sb_api_admin_resume(sb_req_t *req);
 void sb_api_admin_paused(sb_req_t *req);
 void sb_api_admin_workers(sb_req_t *req);
 void sb_api_admin_events(sb_req_t *req);
+/* GET /agent/{type}/metrics over several queue shards (job.h): on the thread pool, one shard's
+ * summary per slot (api_jobs.c sends one batch when there is one shard) */
+void sb_api_admin_metrics(sb_req_t *req, int days);
 void sb_api_job_cancel(sb_req_t *req);
 
 /* dashboard (api_dashboard.c): static files; development tokens (404 unless dev mode) */

@@ -28,6 +28,7 @@
 #include "switchboard/clock.h"
 #include "switchboard/error.h"
 #include "switchboard/log.h"
+#include "switchboard/metrics.h"
 
 #define SB_ADMIN_LIST_DEFAULT 50
 #define SB_ADMIN_RETRY_DEFAULT 100
@@ -35,7 +36,7 @@
 typedef enum {
     SB_ADM_LIST, SB_ADM_SEARCH, SB_ADM_COUNTS, SB_ADM_COUNTS_ALL, SB_ADM_DETAIL, SB_ADM_RETRY,
     SB_ADM_RETRY_DEAD, SB_ADM_CANCEL, SB_ADM_DELETE, SB_ADM_PAUSE, SB_ADM_RESUME, SB_ADM_PAUSED,
-    SB_ADM_WORKERS, SB_ADM_EVENTS
+    SB_ADM_WORKERS, SB_ADM_EVENTS, SB_ADM_METRICS
 } sb_adm_op_t;
 
 /* ---- on the thread pool ---------------------------------------------------------------- */
@@ -75,6 +76,17 @@ static int sb_adm_search(sb_redis_t *r, const sb_api_admin_ctx_t *c, cJSON **out
     return 0;
 }
 
+/* GET /agent/{type}/metrics with queue shards: the summary over every shard (c->limit days),
+ * the route's document plus "days". */
+static int sb_adm_metrics(sb_redis_t *r, const sb_api_admin_ctx_t *c, cJSON **out) {
+    sb_metrics_summary_t sum;
+    int rc = sb_metrics_summary(r, c->type, c->limit, sb_now_ms(), &sum);
+    if (rc != SB_OK) return rc;
+    *out = sb_metrics_summary_json(&sum);
+    if (*out) cJSON_AddNumberToObject(*out, "days", c->limit);
+    return *out ? SB_OK : SB_ENOMEM;
+}
+
 static int sb_adm_call(sb_redis_t *r, sb_api_admin_ctx_t *c, const sb_gateway_t *gw) {
     const char *types = gw->cfg->job_types; /* read-only after start */
     const char *owner = c->owner[0] ? c->owner : NULL;
@@ -87,6 +99,7 @@ static int sb_adm_call(sb_redis_t *r, sb_api_admin_ctx_t *c, const sb_gateway_t 
     case SB_ADM_COUNTS_ALL: return sb_admin_counts_all(r, types, sb_now_ms(), &c->out);
     case SB_ADM_WORKERS: return sb_admin_workers(r, &gw->presence, &c->out);
     case SB_ADM_EVENTS: return sb_admin_events(r, &c->out);
+    case SB_ADM_METRICS: return sb_adm_metrics(r, c, &c->out);
     case SB_ADM_DETAIL: return sb_jobctl_detail(r, c->type, c->id, &c->out);
     case SB_ADM_RETRY: return sb_jobctl_retry(r, c->type, c->id, c->by, &c->res);
     case SB_ADM_RETRY_DEAD: return sb_jobctl_retry_dead(r, c->type, c->by, c->limit, &c->n);
@@ -383,4 +396,10 @@ void sb_api_job_cancel(sb_req_t *req) {
         snprintf(c->owner, sizeof c->owner, "%s", pk);
     }
     sb_adm_queue(req, SB_ADM_CANCEL);
+}
+
+void sb_api_admin_metrics(sb_req_t *req, int days) {
+    if (sb_adm_target(req, 0) != 0) return;
+    req->ctx.admin.limit = days;
+    sb_adm_queue(req, SB_ADM_METRICS);
 }

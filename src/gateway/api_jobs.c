@@ -141,10 +141,12 @@ static void sb_job_replicated_cb(redisReply *reply, void *priv) {
  * the EXISTS of its record routes the batch there); answers the request when it cannot. */
 static void sb_job_wait_replicas(sb_req_t *req) {
     sb_batch_t *b = sb_batch_create();
-    char key[SB_KEY_LEN];
+    char key[SB_KEY_LEN], queue[SB_QUEUE_LEN];
     int routed = sb_key_style() != SB_KEYS_CLUSTER ||
-                 (b && sb_key(key, sizeof key, SB_KEY_JOB, sb_route_param(&req->match, "type"),
-                         req->ctx.submit.job_id) && sb_batch_add(b, "EXISTS %s", key) == SB_OK);
+                 (b && sb_queue_of_job(queue, sb_route_param(&req->match, "type"),
+                                       req->ctx.submit.job_id) &&
+                  sb_key(key, sizeof key, SB_KEY_JOB, queue, req->ctx.submit.job_id) &&
+                  sb_batch_add(b, "EXISTS %s", key) == SB_OK);
     if (b && (!routed || sb_batch_add(b, "WAIT %d %d", req->gw->cfg->wait_replicas,
                                       req->gw->cfg->wait_timeout_ms) != SB_OK)) {
         sb_batch_free(b);
@@ -200,7 +202,7 @@ void sb_api_job_create(sb_req_t *req) {
         sb_req_error(req, 400, "bad_request", "%s", why);
         return;
     }
-    if (sb_job_id_new(req->ctx.submit.job_id, &req->gw->rand) != SB_OK) {
+    if (sb_job_id_new_for(req->ctx.submit.job_id, &req->gw->rand, owner) != SB_OK) {
         sb_req_error(req, 500, "internal", "no random source for the job id");
         return;
     }
@@ -246,14 +248,18 @@ void sb_api_job_get(sb_req_t *req) {
     const char *type = sb_api_type(req);
     if (!type) return;
     const char *id = sb_route_param(&req->match, "jobId");
-    char key[SB_KEY_LEN];
+    char key[SB_KEY_LEN], queue[SB_QUEUE_LEN];
     if (!sb_job_id_valid(id)) {
         sb_req_error(req, 400, "bad_request",
                      "jobId must match ^[0-9]{1,16}-[0-9a-z]{1,32}$, e.g. 1731304200000-a7f3e2c1");
         return;
     }
+    if (!sb_queue_of_job(queue, type, id)) { /* the id names a shard we do not have */
+        sb_req_error(req, 404, "not_found", "job not found");
+        return;
+    }
     sb_batch_t *b = sb_batch_create();
-    if (b && sb_batch_add(b, "GET %s", sb_key(key, sizeof key, SB_KEY_JOB, type, id)) != SB_OK) {
+    if (b && sb_batch_add(b, "GET %s", sb_key(key, sizeof key, SB_KEY_JOB, queue, id)) != SB_OK) {
         sb_batch_free(b);
         b = NULL;
     }
@@ -286,8 +292,9 @@ static void sb_job_list_records_cb(redisReply *reply, void *priv) {
     sb_req_release(req);
 }
 
-/* MGETs the records of the ids in reply (a ZREVRANGE answer). Returns the batch or NULL. */
-static sb_batch_t *sb_job_list_mget(const char *type, const redisReply *ids) {
+/* MGETs the records of the ids in reply (a ZREVRANGE answer of the user's index, in the
+ * user's queue shard with the records it lists). Returns the batch or NULL. */
+static sb_batch_t *sb_job_list_mget(const char *queue, const redisReply *ids) {
     const char *argv[SB_LIST_MAX + 1];
     char keys[SB_LIST_MAX][SB_KEY_LEN];
     int argc = 1;
@@ -295,7 +302,7 @@ static sb_batch_t *sb_job_list_mget(const char *type, const redisReply *ids) {
     for (size_t i = 0; i < ids->elements && argc <= SB_LIST_MAX; i++) {
         const redisReply *e = ids->element[i];
         if (e->type != REDIS_REPLY_STRING || !sb_job_id_valid(e->str)) continue;
-        if (sb_key(keys[argc - 1], SB_KEY_LEN, SB_KEY_JOB, type, e->str))
+        if (sb_key(keys[argc - 1], SB_KEY_LEN, SB_KEY_JOB, queue, e->str))
             argv[argc] = keys[argc - 1], argc++;
     }
     sb_batch_t *b = sb_batch_create();
@@ -318,8 +325,9 @@ static void sb_job_list_ids_cb(redisReply *reply, void *priv) {
         static const char empty[] = "{\"success\":true,\"count\":0,\"jobs\":[]}";
         sb_req_send(req, 200, "application/json", empty, sizeof empty - 1, NULL);
     } else {
-        sb_api_redis(req, sb_job_list_mget(sb_route_param(&req->match, "type"), reply),
-                     sb_job_list_records_cb);
+        char queue[SB_QUEUE_LEN];
+        sb_queue_of_user(queue, sb_route_param(&req->match, "type"), req->claims.public_key);
+        sb_api_redis(req, sb_job_list_mget(queue, reply), sb_job_list_records_cb);
     }
     sb_req_release(req);
 }
@@ -330,9 +338,10 @@ void sb_api_job_list(sb_req_t *req) {
     if (!owner) return;
     int limit = sb_api_int_param(req, "limit", SB_LIST_DEFAULT, 1, SB_LIST_MAX);
     if (limit < 0) return;
-    char key[SB_KEY_LEN];
+    char key[SB_KEY_LEN], queue[SB_QUEUE_LEN];
     sb_batch_t *b = sb_batch_create();
-    if (b && (!sb_key(key, sizeof key, SB_KEY_USER, type, owner) ||
+    if (b && (!sb_queue_of_user(queue, type, owner) ||
+              !sb_key(key, sizeof key, SB_KEY_USER, queue, owner) ||
               sb_batch_add(b, "ZREVRANGE %s 0 %d", key, limit - 1) != SB_OK)) {
         sb_batch_free(b);
         b = NULL;
@@ -349,7 +358,7 @@ static void sb_job_metrics_cb(redisReply *reply, void *priv) {
     int days = ctx->days;
     if (!reply) {
         sb_req_unavailable(req);
-    } else if (reply->type != REDIS_REPLY_ARRAY || reply->elements != (size_t)days + 1 ||
+    } else if (reply->type != REDIS_REPLY_ARRAY || reply->elements != (size_t)sb_metrics_summary_count(days) ||
                sb_metrics_summary_parse(reply->element, days, ctx->now_ms, &s) != SB_OK) {
         sb_req_error(req, 500, "internal", "could not read the metrics");
     } else {
@@ -368,9 +377,13 @@ void sb_api_job_metrics(sb_req_t *req) {
     sb_api_metrics_ctx_t *ctx = &req->ctx.metrics;
     ctx->days = sb_api_int_param(req, "days", 7, 1, SB_METRICS_MAX_DAYS);
     if (ctx->days < 0) return;
+    if (sb_queue_shards() > 1) { /* shards in several slots: not one batch */
+        sb_api_admin_metrics(req, ctx->days);
+        return;
+    }
     ctx->now_ms = sb_now_ms(); /* names the days in the batch and in the parse */
     sb_batch_t *b = sb_batch_create();
-    /* in MULTI so the days + 1 replies arrive as one EXEC array */
+    /* in MULTI so the replies (days + 1 per queue shard) arrive as one EXEC array */
     if (b && (sb_batch_add(b, "MULTI") != SB_OK ||
               sb_metrics_summary_batch(b, type, ctx->days, ctx->now_ms) != SB_OK ||
               sb_batch_add(b, "EXEC") != SB_OK)) {

@@ -154,7 +154,9 @@ int sb_interop_advance(sb_interop_t *io, const char *type, const sb_status_t *st
     sb_advance_t *a = calloc(1, sizeof *a);
     if (!a) return SB_ENOMEM;
     a->owner = io;
-    if (!sb_key(a->key, sizeof a->key, SB_KEY_JOB, type, st->job_id)) {
+    char queue[SB_QUEUE_LEN]; /* the shard the id names (job.h) */
+    if (!sb_queue_of_job(queue, type, st->job_id) ||
+        !sb_key(a->key, sizeof a->key, SB_KEY_JOB, queue, st->job_id)) {
         sb_advance_free(a);
         return SB_EINVAL;
     }

@@ -117,9 +117,10 @@ static const char sb_replay_lua[] =
 
 /* The slot of type's user index for r (Redis Cluster; 0 on single Redis). */
 static int sb_replay_slot(const sb_replay_t *r, int t) {
-    char key[SB_KEY_LEN];
+    char key[SB_KEY_LEN], q[SB_QUEUE_LEN];
     if (sb_key_style() != SB_KEYS_CLUSTER) return 0;
-    sb_key(key, sizeof key, SB_KEY_USER, r->types[t], r->public_key);
+    sb_queue_of_user(q, r->types[t], r->public_key); /* the user's queue shard (job.h) */
+    sb_key(key, sizeof key, SB_KEY_USER, q, r->public_key);
     return sb_cluster_keyslot(key, strlen(key));
 }
 
@@ -178,8 +179,10 @@ static int sb_replay_build_range(sb_batch_t *b, sb_script_mode_t mode, const sb_
     snprintf(read_max, sizeof read_max, "%d", SB_REPLAY_READ_MAX);
     snprintf(touch, sizeof touch, "%d", SB_REPLAY_TOUCH_MAX);
     for (int t = 0; t < n; t++) {
-        if (!sb_key(keys[t], SB_KEY_LEN, SB_KEY_USER, r->types[first + t], r->public_key) ||
-            !sb_key(prefix[t], SB_KEY_LEN, SB_KEY_JOB, r->types[first + t], ""))
+        char q[SB_QUEUE_LEN]; /* the user's queue shard of the type (job.h) */
+        if (!sb_queue_of_user(q, r->types[first + t], r->public_key) ||
+            !sb_key(keys[t], SB_KEY_LEN, SB_KEY_USER, q, r->public_key) ||
+            !sb_key(prefix[t], SB_KEY_LEN, SB_KEY_JOB, q, ""))
             return SB_EINVAL;
         argv[argc++] = keys[t];
     }

@@ -48,6 +48,11 @@ int sb__agent_held(sb_agent_t *a, const char *id) {
     return held;
 }
 
+const sb__shard_t *sb__agent_shard_of(const sb_agent_t *a, const char *id) {
+    int s = sb_job_id_shard(id, a->nshards);
+    return &a->shards[s < 0 ? 0 : s];
+}
+
 /* ---- lifecycle --------------------------------------------------------------------------- */
 
 void sb_agent_default_id(char *buf, size_t len) {
@@ -96,6 +101,28 @@ static const char *sb_agent_opts_check(const sb_agent_opts_t *o, char *err, size
     return err;
 }
 
+/* The keys of every queue shard of the type (job.h), with sb_queue_shards() of them. */
+static int sb_agent_create_shards(sb_agent_t *a) {
+    a->nshards = sb_queue_shards();
+    a->shards = calloc((size_t)a->nshards, sizeof *a->shards);
+    if (!a->shards) return SB_ENOMEM;
+    for (int i = 0; i < a->nshards; i++) {
+        sb__shard_t *sh = &a->shards[i];
+        const char *q = sb_queue_name(sh->queue, a->type, i);
+        sh->index = i;
+        sb_key(sh->k_jobs, sizeof sh->k_jobs, SB_KEY_JOBS, q, NULL);
+        sb_key(sh->k_proc, sizeof sh->k_proc, SB_KEY_PROCESSING, q, a->id);
+        sb_key(sh->k_dead, sizeof sh->k_dead, SB_KEY_DEAD, q, NULL);
+        sb_key(sh->k_job_prefix, sizeof sh->k_job_prefix, SB_KEY_JOB, q, "");
+        sb_key(sh->k_leases, sizeof sh->k_leases, SB_KEY_LEASES, q, NULL);
+        sb_key(sh->k_paused, sizeof sh->k_paused, SB_KEY_PAUSED, q, NULL);
+        sb_key(sh->k_done, sizeof sh->k_done, SB_KEY_DONE, q, NULL);
+        sb_key(sh->k_cancel, sizeof sh->k_cancel, SB_KEY_CANCEL, q, a->id);
+        sb_key_prefix(sh->k_prefix, sizeof sh->k_prefix, q);
+    }
+    return SB_OK;
+}
+
 /* Creates the connections and per-worker state. Returns 0 or SB_ENOMEM. */
 static int sb_agent_create_workers(sb_agent_t *a, const sb_redis_addr_t *redis) {
     a->workers = calloc((size_t)a->nworkers, sizeof *a->workers);
@@ -105,7 +132,10 @@ static int sb_agent_create_workers(sb_agent_t *a, const sb_redis_addr_t *redis) 
     sb_redis_follow(a->maint_redis, &a->master_epoch);
     for (int i = 0; i < a->nworkers; i++) {
         sb__worker_t *w = &a->workers[i];
-        w->conn = (sb__conn_t){.agent = a, .quit = &a->cancel, .ahead = &w->ahead};
+        w->conn = (sb__conn_t){.agent = a, .quit = &a->cancel, .ahead = &w->ahead,
+                               .shard = &a->shards[0]};
+        /* spread: with concurrency >= shards every shard has a worker waiting on it */
+        w->home_shard = w->next_shard = i % a->nshards;
         pthread_mutex_init(&w->lock, NULL);
         if (getrandom(&w->seed, sizeof w->seed, 0) != (ssize_t)sizeof w->seed) w->seed = (unsigned)i;
         if (!(w->conn.redis = sb_redis_create(redis, "agent"))) return SB_ENOMEM;
@@ -143,17 +173,8 @@ sb_agent_t *sb_agent_create(const sb_redis_addr_t *redis, const sb_agent_opts_t 
     a->o = *o;
     a->o.type = a->type;
     a->o.agent_id = a->id;
-    sb_key(a->k_jobs, sizeof a->k_jobs, SB_KEY_JOBS, a->type, NULL);
-    sb_key(a->k_proc, sizeof a->k_proc, SB_KEY_PROCESSING, a->type, a->id);
-    sb_key(a->k_dead, sizeof a->k_dead, SB_KEY_DEAD, a->type, NULL);
     sb_key(a->k_status, sizeof a->k_status, SB_KEY_STATUS, a->type, NULL);
-    sb_key(a->k_job_prefix, sizeof a->k_job_prefix, SB_KEY_JOB, a->type, "");
-    /* beside agent:{type}:jobs, as sb_key names the others */
-    sb_key(a->k_leases, sizeof a->k_leases, SB_KEY_LEASES, a->type, NULL);
-    sb_key(a->k_paused, sizeof a->k_paused, SB_KEY_PAUSED, a->type, NULL);
-    sb_key(a->k_done, sizeof a->k_done, SB_KEY_DONE, a->type, NULL);
-    sb_key(a->k_cancel, sizeof a->k_cancel, SB_KEY_CANCEL, a->type, a->id);
-    sb_key_prefix(a->k_prefix, sizeof a->k_prefix, a->type);
+    if (sb_agent_create_shards(a) != SB_OK) goto nomem;
     a->lease_renew_ms = o->lease_renew_ms ? o->lease_renew_ms : o->lease_ms / 3;
     if (a->lease_renew_ms < 1) a->lease_renew_ms = 1;
     a->cb = cb;
@@ -221,6 +242,7 @@ static void sb_agent_requeue_abandoned(sb_agent_t *a) {
         char id[SB_JOB_ID_LEN];
         pthread_mutex_lock(&a->workers[i].lock);
         snprintf(id, sizeof id, "%s", a->workers[i].job_id);
+        conn.shard = &a->shards[a->workers[i].job_shard];
         pthread_mutex_unlock(&a->workers[i].lock);
         if (!id[0]) continue;
         sb__finish_t f = {.mode = SB__FINISH_REQUEUE};
@@ -271,6 +293,7 @@ void sb_agent_free(sb_agent_t *a) {
         pthread_mutex_destroy(&a->workers[i].lock);
     }
     free(a->workers);
+    free(a->shards);
     sb_redis_free(a->maint_redis);
     pthread_mutex_destroy(&a->lock);
     pthread_cond_destroy(&a->cond);

@@ -66,7 +66,7 @@ static redisReply *sb_get_attempt(sb__conn_t *c, void *key) {
 int sb__conn_get_record(sb__conn_t *c, const char *id, char **json, char *why, size_t whylen) {
     char key[SB_KEY_LEN];
     *json = NULL;
-    if (!sb_key(key, sizeof key, SB_KEY_JOB, c->agent->type, id)) return SB_ENOTFOUND;
+    if (!sb_key(key, sizeof key, SB_KEY_JOB, c->shard->queue, id)) return SB_ENOTFOUND;
     redisReply *rep = sb__conn_retry(c, "read", id, sb_get_attempt, key);
     if (!rep) return SB_ECANCELED;
     int rc = sb_record_reply(rep, json, why, whylen);
@@ -102,8 +102,10 @@ static int sb_finish_reply(sb__conn_t *c, const char *id, const redisReply *rep)
         /* {applied, 'paused'}: the type is paused, the next take asks the take script */
         c->ahead->state = rep->elements == 2 ? SB__PREFETCH_NONE : SB__PREFETCH_EMPTY;
         if (rep->elements == 3 && rep->element[1]->type == REDIS_REPLY_STRING &&
-            sb__taken_fill(&c->ahead->next, rep->element[1], rep->element[2]) == 1)
+            sb__taken_fill(&c->ahead->next, rep->element[1], rep->element[2]) == 1) {
             c->ahead->state = SB__PREFETCH_JOB;
+            c->ahead->next.shard = c->shard->index; /* the take ran on the finished job's shard */
+        }
         /* a take whose id could not be copied stays in our processing list: reclaimed */
     }
     if (applied->type == REDIS_REPLY_INTEGER) return (int)applied->integer;
@@ -119,15 +121,17 @@ static int sb_finish_reply(sb__conn_t *c, const char *id, const redisReply *rep)
 static redisReply *sb_finish_attempt(sb__conn_t *c, void *ctx) {
     sb_agent_t *a = c->agent;
     sb__finish_args_t *args = ctx;
-    int take = c->ahead && c->ahead->state == SB__PREFETCH_NONE && !atomic_load(&a->stop);
-    args->argv[SB__FIN_NKEYS + SB__FIN_A_TAKE_PREFIX] = take ? a->k_job_prefix : "";
+    /* with shards, after SB__SHARD_BURST jobs in a row from one the worker looks at the others */
+    int take = c->ahead && c->ahead->state == SB__PREFETCH_NONE && !atomic_load(&a->stop) &&
+               (a->nshards == 1 || c->ahead->burst < SB__SHARD_BURST);
+    args->argv[SB__FIN_NKEYS + SB__FIN_A_TAKE_PREFIX] = take ? c->shard->k_job_prefix : "";
     return sb_redis_eval(c->redis, &a->scripts.finish, SB__FIN_NKEYS, SB__FIN_ARGC, args->argv,
                          NULL);
 }
 
 int sb__conn_finish(sb__conn_t *c, const char *id, const sb__finish_t *f) {
     sb__finish_args_t args;
-    sb__finish_args_init(&args, c->agent, id, f);
+    sb__finish_args_init(&args, c->agent, c->shard, id, f);
     redisReply *rep = sb__conn_retry(c, "finish", id, sb_finish_attempt, &args);
     int rc = SB_ECANCELED;
     if (rep) {

@@ -18,12 +18,32 @@
 #include "switchboard/events.h"
 #include "switchboard/fmt.h"
 #include "switchboard/job.h"
+#include "switchboard/jobctl.h"
 #include "switchboard/presence.h"
 #include "switchboard/redis.h"
 
 #define SB__TAKE_TIMEOUT_S 1        /* BLMOVE timeout: how soon an idle worker notices stop */
+#define SB__SHARD_POLL_MS 250     /* QUEUE_SHARDS > concurrency: BLMOVE timeout, so that the
+                                      * shards no worker blocks on are looked at this often */
+#define SB__SHARD_BURST 8         /* QUEUE_SHARDS > 1: jobs a worker takes from one shard in a
+                                      * row (with its finishes) before it looks at the others */
 #define SB__TRANSIENT_FIRST_MS 100  /* wait after LOADING, BUSY...: doubling up to */
 #define SB__TRANSIENT_MAX_MS 2000
+
+/* ---- queue shards ----------------------------------------------------------------------- */
+
+/* One queue shard of the agent's type (job.h: QUEUE_SHARDS): its queue name and keys. With
+ * one shard it is the type itself. */
+typedef struct {
+    int index;                     /* 0..nshards-1 */
+    char queue[SB_QUEUE_LEN];      /* "rebalance" or "rebalance.3" */
+    char k_jobs[SB_KEY_LEN], k_proc[SB_KEY_LEN], k_dead[SB_KEY_LEN];
+    char k_job_prefix[SB_KEY_LEN]; /* agent:{queue}:job: */
+    char k_leases[SB_KEY_LEN];     /* agent:{queue}:leases: agent id -> lease deadline */
+    char k_paused[SB_KEY_LEN], k_done[SB_KEY_LEN], k_prefix[SB_KEY_LEN];
+    char k_cancel[SB_KEY_LEN];     /* agent:{queue}:cancel:{id}: held ids to stop (jobctl.h) */
+    sb_jobctl_sweep_t sweep;       /* maintenance thread only: where its index sweep goes on */
+} sb__shard_t;
 
 /* ---- scripts (agent_scripts.c) ---------------------------------------------------------- */
 
@@ -113,9 +133,10 @@ typedef struct {
     char *ev_data;    /* its data: malloc'd, or NULL (no event) */
 } sb__finish_args_t;
 
-/* Fills args for finishing id as f says (take prefix ''). Call sb__finish_args_close after. */
-void sb__finish_args_init(sb__finish_args_t *args, const sb_agent_t *a, const char *id,
-                          const sb__finish_t *f);
+/* Fills args for finishing id (of shard sh) as f says (take prefix ''). Call
+ * sb__finish_args_close after. */
+void sb__finish_args_init(sb__finish_args_t *args, const sb_agent_t *a, const sb__shard_t *sh,
+                          const char *id, const sb__finish_t *f);
 void sb__finish_args_close(sb__finish_args_t *args);
 
 /* KEYS then ARGV of the take script (SB__TAKE_NKEYS keys). */
@@ -165,6 +186,7 @@ enum {
 
 /* A job taken from the queue: its id, and its record when the take already read it. */
 typedef struct {
+    int shard;      /* the shard it was taken from (sb_agent.shards) */
     char *id;       /* malloc'd */
     char *record;   /* malloc'd; NULL when expired or not read */
     int have_record;
@@ -182,6 +204,7 @@ typedef enum {
 typedef struct {
     sb__prefetch_t state;
     sb__taken_t next; /* with SB__PREFETCH_JOB: the job it took (owned) */
+    int burst;        /* jobs in a row taken by finishes (SB__SHARD_BURST) */
 } sb__ahead_t;
 
 /* A connection of the agent and the flag that ends its waits: what running commands and
@@ -191,6 +214,7 @@ typedef struct {
     sb_agent_t *agent;
     sb_redis_t *redis;
     const atomic_int *quit; /* ends its Redis waits: the agent's cancel, or maint_stop */
+    const sb__shard_t *shard; /* the shard of the job it works on */
     sb__ahead_t *ahead;     /* a worker's: finishes take its next job. NULL: they take none */
 } sb__conn_t;
 
@@ -228,8 +252,12 @@ typedef struct {
     unsigned seed;                 /* jitter */
     unsigned update_epoch;         /* sb_redis_script_epoch() + 1 when the update script was
                                     * last sent as EVAL on conn (0: never): EVALSHA after */
-    pthread_mutex_t lock;          /* guards job_id (read by the maintenance / shutdown path) */
+    int next_shard;                /* where its next look over the shards starts */
+    int home_shard;                /* the shard its BLMOVE waits on (the first of them) */
+    pthread_mutex_t lock;          /* guards job_id, job_shard (read by the maintenance /
+                                    * shutdown path) */
     char job_id[SB_JOB_ID_LEN];    /* job in flight, "" when idle */
+    int job_shard;                 /* its shard */
     atomic_int cancel;             /* the handler's cancel flag: the agent's cancel, or an
                                     * operator's cancel of job_id (set under lock) */
 } sb__worker_t;
@@ -237,11 +265,9 @@ typedef struct {
 struct sb_agent {
     char id[SB_AGENT_ID_MAX + 1];
     char type[SB_TYPE_MAX + 1];
-    char k_jobs[SB_KEY_LEN], k_proc[SB_KEY_LEN], k_dead[SB_KEY_LEN], k_status[SB_KEY_LEN];
-    char k_job_prefix[SB_KEY_LEN]; /* agent:{type}:job: */
-    char k_leases[SB_KEY_LEN];     /* agent:{type}:leases: agent id -> lease deadline */
-    char k_paused[SB_KEY_LEN], k_done[SB_KEY_LEN], k_prefix[SB_KEY_LEN];
-    char k_cancel[SB_KEY_LEN];     /* agent:{type}:cancel:{id}: held ids to stop (jobctl.h) */
+    char k_status[SB_KEY_LEN];     /* agent:{type}:status (every shard's) */
+    sb__shard_t *shards;           /* the type's queue shards (sb_queue_shards() at create) */
+    int nshards;
     sb_agent_opts_t o;             /* copy; o.type and o.agent_id point at type and id */
     sb_handler_cb cb;
     void *user;
@@ -284,6 +310,8 @@ void sb__stat_add(sb_agent_t *a, unsigned long long *field, unsigned long long n
 void sb__stat_duration(sb_agent_t *a, int failed, double secs);
 /* 1 if a worker holds id right now. */
 int sb__agent_held(sb_agent_t *a, const char *id);
+/* The shard of a job id (its suffix, job.h); shard 0 for an id that names none of ours. */
+const sb__shard_t *sb__agent_shard_of(const sb_agent_t *a, const char *id);
 
 /* The worker thread (agent_worker.c); arg is its sb__worker_t. */
 void *sb__worker_main(void *arg);

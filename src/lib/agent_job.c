@@ -59,9 +59,11 @@ static int sb_run_update(sb_run_t *r, const char *status, const char *msg_status
     sb_batch_t *b = sb_batch_create();
     int rc = rec && msg && b ? SB_OK : SB_ENOMEM;
     sb_fmt_llz(ttl, SB_JOB_TTL);
+    const sb__shard_t *sh = r->w->conn.shard;
     const char *argv[SB__UPD_ARGC] = {
-        [SB__UPD_K_PROC] = a->k_proc, [SB__UPD_K_RECORD] = sb_key(key, sizeof key, SB_KEY_JOB, a->type, r->id),
-        [SB__UPD_K_HISTORY] = sb_key(hist, sizeof hist, SB_KEY_HISTORY, a->type, r->id),
+        [SB__UPD_K_PROC] = sh->k_proc,
+        [SB__UPD_K_RECORD] = sb_key(key, sizeof key, SB_KEY_JOB, sh->queue, r->id),
+        [SB__UPD_K_HISTORY] = sb_key(hist, sizeof hist, SB_KEY_HISTORY, sh->queue, r->id),
         [SB__UPD_A_ID] = r->id, [SB__UPD_A_RECORD] = rec, [SB__UPD_A_TTL] = ttl,
         [SB__UPD_A_CHANNEL] = a->k_status, [SB__UPD_A_MESSAGE] = msg,
         [SB__UPD_A_STATUS] = wait ? "retrying" : status, [SB__UPD_A_BY] = a->id,
@@ -190,7 +192,7 @@ static void sb_run_bad_record(sb__worker_t *w, const char *id, const char *reaso
     }
     sb__finish_t f = {.mode = SB__FINISH_ERROR, .failure = failure ? failure : "{}", .error = why};
     if (sb__conn_finish(&w->conn, id, &f) == 1)
-        sb_error("agent", "job %s: %s; moved to %s", id, why, a->k_dead);
+        sb_error("agent", "job %s: %s; moved to %s", id, why, w->conn.shard->k_dead);
     sb__stat_add(a, &a->stats.bad_records, 1);
     free(failure);
 }
@@ -283,7 +285,7 @@ void sb__job_process(sb__worker_t *w, sb__taken_t *t) {
     else rc = sb__conn_get_record(&w->conn, id, &t->record, why, sizeof why);
     if (rc == SB_ENOTFOUND) {
         /* nothing to run and nobody to tell: just forget the id */
-        redisReply *rep = sb_redis_cmd(w->conn.redis, "LREM %s 1 %s", a->k_proc, id);
+        redisReply *rep = sb_redis_cmd(w->conn.redis, "LREM %s 1 %s", w->conn.shard->k_proc, id);
         if (rep) freeReplyObject(rep);
         sb_warn("agent", "job %.64s: %s; id dropped", id,
                 too_long ? "id longer than any job id" : "record expired or missing");

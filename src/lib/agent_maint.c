@@ -39,8 +39,8 @@ typedef struct {
     int64_t presence_grace_until; /* no judging agents by their presence before this */
     int64_t lease_until;          /* real clock: our lease runs at least until this (0: none) */
     int uptime_read;     /* Redis's uptime was read since we (re)connected (sb_maint_may) */
+    int shards_checked;  /* the queues of shards beyond ours were looked at (once) */
     int lost;            /* redis was out of reach (or stalled) since the last write landed */
-    sb_jobctl_sweep_t sweep; /* where the index sweep goes on (sb_jobctl_sweep) */
 } sb_maint_t;
 
 /* What recovery may act on now (see the file comment). */
@@ -66,12 +66,13 @@ static int sb_agent_heartbeat(sb_agent_t *a) {
 /* Marks the records of recovered ids as queued again, if they still say "processing". The
  * write is a compare-and-set against the text read: the job is already back on the queue and
  * a worker may be writing a newer state. */
-static void sb_agent_requeue_records(sb_agent_t *a, const redisReply *ids, const char *dead) {
+static void sb_agent_requeue_records(sb_agent_t *a, const sb__shard_t *sh, const redisReply *ids,
+                                     const char *dead) {
     for (size_t i = 0; i < ids->elements; i++) {
         const char *id = ids->element[i]->str;
         char *json = NULL, why[128], details[256], key[SB_KEY_LEN];
-        if (!id || !sb_key(key, sizeof key, SB_KEY_JOB, a->type, id) ||
-            sb_job_get(a->maint_redis, a->type, id, &json) != SB_OK)
+        if (!id || !sb_key(key, sizeof key, SB_KEY_JOB, sh->queue, id) ||
+            sb_job_get(a->maint_redis, sh->queue, id, &json) != SB_OK)
             continue;
         sb_job_t job;
         if (sb_job_parse(json, strlen(json), &job, why, sizeof why) == SB_OK) {
@@ -94,9 +95,9 @@ static void sb_agent_requeue_records(sb_agent_t *a, const redisReply *ids, const
     }
 }
 
-/* Recovers the list proc_key of agent dead if the recovery script finds it dead. */
-static void sb_agent_recover_one(sb_agent_t *a, const char *proc_key, const char *dead,
-                                 sb_maint_may_t may) {
+/* Recovers the list proc_key (of shard sh) of agent dead if the recovery script finds it dead. */
+static void sb_agent_recover_one(sb_agent_t *a, const sb__shard_t *sh, const char *proc_key,
+                                 const char *dead, sb_maint_may_t may) {
     char pkey[SB_KEY_LEN + 256];
     if (!sb_agent_id_valid(dead) || !sb_presence_key(pkey, sizeof pkey, dead)) return;
     if (sb_key_style() == SB_KEYS_CLUSTER) {
@@ -105,11 +106,11 @@ static void sb_agent_recover_one(sb_agent_t *a, const char *proc_key, const char
         redisReply *on = may.presence ? sb_redis_cmd(a->maint_redis, "EXISTS %s", pkey) : NULL;
         may.presence = on && on->type == REDIS_REPLY_INTEGER && on->integer == 0;
         if (on) freeReplyObject(on);
-        snprintf(pkey, sizeof pkey, "%spresence-of:%s", a->k_prefix, dead);
+        snprintf(pkey, sizeof pkey, "%spresence-of:%s", sh->k_prefix, dead);
     }
     const char *argv[SB__REC_ARGC] = {
-        [SB__REC_K_PROC] = proc_key, [SB__REC_K_PRESENCE] = pkey, [SB__REC_K_JOBS] = a->k_jobs,
-        [SB__REC_K_LEASES] = a->k_leases, [SB__REC_A_AGENT] = dead,
+        [SB__REC_K_PROC] = proc_key, [SB__REC_K_PRESENCE] = pkey, [SB__REC_K_JOBS] = sh->k_jobs,
+        [SB__REC_K_LEASES] = sh->k_leases, [SB__REC_A_AGENT] = dead,
         [SB__REC_A_LEASE_OK] = may.lease ? "1" : "0",
         [SB__REC_A_PRESENCE_OK] = may.presence ? "1" : "0"};
     redisReply *rep = sb_redis_eval(a->maint_redis, &a->scripts.recover, SB__REC_NKEYS,
@@ -120,9 +121,9 @@ static void sb_agent_recover_one(sb_agent_t *a, const char *proc_key, const char
         rep->element[1]->type == REDIS_REPLY_ARRAY && rep->element[1]->elements > 0) {
         const redisReply *ids = rep->element[1];
         sb_warn("agent", "recovered %zu job(s) of agent %s (%s expired): back on %s",
-                ids->elements, dead, rep->element[0]->str, a->k_jobs);
+                ids->elements, dead, rep->element[0]->str, sh->k_jobs);
         sb__stat_add(a, &a->stats.recovered, ids->elements);
-        sb_agent_requeue_records(a, ids, dead);
+        sb_agent_requeue_records(a, sh, ids, dead);
     } else if (rep->type == REDIS_REPLY_ERROR) {
         sb_error("agent", "recovery script failed: %s", rep->str);
     }
@@ -139,38 +140,47 @@ static int sb_maint_go_on(sb_agent_t *a, sb_maint_t *m, int64_t grace_was) {
            !m->lost && m->lease_grace_until == grace_was;
 }
 
-/* SCANs agent:{type}:processing:* and recovers every list whose agent is gone. */
-static void sb_agent_recover(sb_agent_t *a, sb_maint_t *m, sb_maint_may_t may) {
+/* SCANs agent:{queue}:processing:* of shard sh and recovers every list whose agent is gone.
+ * Returns 0 when it stopped early (sb_maint_go_on), else 1. */
+static int sb_agent_recover_shard(sb_agent_t *a, sb_maint_t *m, sb_maint_may_t may,
+                                  const sb__shard_t *sh) {
     int64_t grace = m->lease_grace_until;
     int go = 1;
     char pattern[SB_KEY_LEN + 1], prefix[SB_KEY_LEN];
-    sb_key(prefix, sizeof prefix, SB_KEY_PROCESSING, a->type, "");
+    sb_key(prefix, sizeof prefix, SB_KEY_PROCESSING, sh->queue, "");
     snprintf(pattern, sizeof pattern, "%s*", prefix);
     size_t plen = strlen(prefix);
     char cursor[32] = "0";
     do {
         redisReply *rep = sb_redis_cmd(a->maint_redis, "SCAN %s MATCH %s COUNT 500", cursor,
                                        pattern);
-        if (!rep) return;
+        if (!rep) return 0;
         if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2) {
             freeReplyObject(rep);
-            return;
+            return 0;
         }
         snprintf(cursor, sizeof cursor, "%s", rep->element[0]->str);
         const redisReply *keys = rep->element[1];
         for (size_t i = 0; i < keys->elements && (go = sb_maint_go_on(a, m, grace)); i++) {
             const char *key = keys->element[i]->str;
             if (strlen(key) > plen && strcmp(key + plen, a->id) != 0)
-                sb_agent_recover_one(a, key, key + plen, may);
+                sb_agent_recover_one(a, sh, key, key + plen, may);
         }
         freeReplyObject(rep);
     } while (strcmp(cursor, "0") != 0 && go);
+    return go;
+}
+
+/* Every shard's processing lists (a crashed agent held jobs of any of them). */
+static void sb_agent_recover(sb_agent_t *a, sb_maint_t *m, sb_maint_may_t may) {
+    for (int i = 0; i < a->nshards && sb_agent_recover_shard(a, m, may, &a->shards[i]); i++) {
+    }
 }
 
 /* Recovers the lists of the agents whose lease has lapsed (never our own: a late renewal of
  * ours writes it again). */
-static void sb_agent_recover_lapsed(sb_agent_t *a, sb_maint_may_t may) {
-    const char *argv[SB__LAPSED_ARGC] = {[SB__LAPSED_K_LEASES] = a->k_leases,
+static void sb_agent_recover_lapsed(sb_agent_t *a, const sb__shard_t *sh, sb_maint_may_t may) {
+    const char *argv[SB__LAPSED_ARGC] = {[SB__LAPSED_K_LEASES] = sh->k_leases,
                                          [SB__LAPSED_A_LIMIT] = SB_LAPSED_BATCH};
     redisReply *rep = sb_redis_eval(a->maint_redis, &a->scripts.lapsed, SB__LAPSED_NKEYS,
                                     SB__LAPSED_ARGC, argv, NULL);
@@ -179,8 +189,8 @@ static void sb_agent_recover_lapsed(sb_agent_t *a, sb_maint_may_t may) {
         const char *dead = rep->element[i]->str;
         char key[SB_KEY_LEN];
         if (!dead || !strcmp(dead, a->id) || atomic_load(&a->maint_stop)) continue;
-        if (sb_key(key, sizeof key, SB_KEY_PROCESSING, a->type, dead))
-            sb_agent_recover_one(a, key, dead, may);
+        if (sb_key(key, sizeof key, SB_KEY_PROCESSING, sh->queue, dead))
+            sb_agent_recover_one(a, sh, key, dead, may);
     }
     if (rep->type == REDIS_REPLY_ERROR) sb_error("agent", "lease check failed: %s", rep->str);
     freeReplyObject(rep);
@@ -201,25 +211,17 @@ void sb__maint_close(sb_agent_t *a) {
     a->nsuspects = 0;
 }
 
-/* A take whose reply was lost (Redis died after running it) leaves an id in our own
- * processing list that no worker holds, and the recovery of dead agents never looks at a live
- * agent's list. So each scan compares our list with what the workers hold: an id orphaned on
- * two consecutive scans (not one whose take reply is just arriving) goes back on the queue
- * through the guarded finish script. */
-static void sb_agent_reclaim_own(sb_agent_t *a) {
-    redisReply *rep = sb_redis_cmd(a->maint_redis, "LRANGE %s 0 -1", a->k_proc);
-    if (!rep || rep->type != REDIS_REPLY_ARRAY) {
-        if (rep) freeReplyObject(rep);
-        return;
-    }
-    char **next = calloc(rep->elements + 1, sizeof *next);
-    size_t nnext = 0;
-    sb__conn_t conn = {.agent = a, .redis = a->maint_redis, .quit = &a->maint_stop};
-    for (size_t i = 0; next && i < rep->elements; i++) {
+/* The ids of our list of shard sh (rep, an LRANGE reply) that no worker holds: one suspected
+ * at the last scan too goes back on the queue, the others are appended to next (the suspects
+ * of this scan; room for every id of rep). */
+static void sb_reclaim_shard(sb_agent_t *a, const sb__shard_t *sh, const redisReply *rep,
+                             char **next, size_t *nnext) {
+    sb__conn_t conn = {.agent = a, .redis = a->maint_redis, .quit = &a->maint_stop, .shard = sh};
+    for (size_t i = 0; i < rep->elements; i++) {
         const char *id = rep->element[i]->str;
         if (!id || sb__agent_held(a, id)) continue;
         if (!sb_agent_suspected(a, id)) {
-            if ((next[nnext] = strdup(id))) nnext++;
+            if ((next[*nnext] = strdup(id))) (*nnext)++;
             continue;
         }
         sb__finish_t f = {.mode = SB__FINISH_REQUEUE};
@@ -229,10 +231,67 @@ static void sb_agent_reclaim_own(sb_agent_t *a) {
             sb__stat_add(a, &a->stats.recovered, 1);
         }
     }
-    freeReplyObject(rep);
+}
+
+/* A take whose reply was lost (Redis died after running it) leaves an id in our own
+ * processing list that no worker holds, and the recovery of dead agents never looks at a live
+ * agent's list. So each scan compares our list with what the workers hold: an id orphaned on
+ * two consecutive scans (not one whose take reply is just arriving) goes back on the queue
+ * through the guarded finish script. */
+static void sb_agent_reclaim_own(sb_agent_t *a) {
+    char **next = NULL;
+    size_t nnext = 0;
+    for (int s = 0; s < a->nshards; s++) {
+        redisReply *rep = sb_redis_cmd(a->maint_redis, "LRANGE %s 0 -1", a->shards[s].k_proc);
+        if (!rep || rep->type != REDIS_REPLY_ARRAY) {
+            if (rep) freeReplyObject(rep);
+            for (size_t i = 0; i < nnext; i++) free(next[i]);
+            free(next);
+            return; /* the suspects of the last scan stay for the next */
+        }
+        char **grown = realloc(next, (nnext + rep->elements + 1) * sizeof *next);
+        if (grown) next = grown;
+        if (grown) sb_reclaim_shard(a, &a->shards[s], rep, next, &nnext);
+        freeReplyObject(rep);
+    }
     sb__maint_close(a);
     a->suspects = next;
     a->nsuspects = nnext;
+}
+/* ---- queue shards of another deployment ---------------------------------------------------- */
+
+/* Once: warns when jobs wait on queues of shards at or beyond our QUEUE_SHARDS (job.h), which
+ * no agent of ours takes: a gateway or producer with a larger QUEUE_SHARDS (every process of a
+ * deployment must use the same), or jobs left after it was lowered. One pipelined LLEN per
+ * possible shard. Returns 0 when the look was made (whatever it found). */
+static int sb_maint_check_shards(sb_agent_t *a) {
+    sb_batch_t *b = sb_batch_create();
+    int n = SB_SHARDS_MAX - a->nshards, rc = b ? SB_OK : SB_ENOMEM;
+    for (int s = a->nshards; rc == SB_OK && s < SB_SHARDS_MAX; s++) {
+        char q[SB_QUEUE_LEN], key[SB_KEY_LEN];
+        sb_key(key, sizeof key, SB_KEY_JOBS, sb_queue_name(q, a->type, s), NULL);
+        rc = sb_batch_add(b, "LLEN %s", key);
+    }
+    redisReply **replies = n > 0 && rc == SB_OK ? calloc((size_t)n, sizeof *replies) : NULL;
+    if (n > 0 && rc == SB_OK) rc = replies ? sb_redis_pipeline(a->maint_redis, b, replies)
+                                           : SB_ENOMEM;
+    long long waiting = 0;
+    int first = -1;
+    for (int i = 0; rc == SB_OK && i < n; i++) {
+        if (replies[i]->type == REDIS_REPLY_INTEGER && replies[i]->integer > 0) {
+            waiting += replies[i]->integer;
+            if (first < 0) first = a->nshards + i;
+        }
+    }
+    if (waiting > 0)
+        sb_warn("agent", "%lld job(s) of type %s wait on queue shards at or beyond %d (first: "
+                "%s.%d), which this agent (QUEUE_SHARDS=%d) never takes: give every gateway, "
+                "agent and CLI of the deployment the same QUEUE_SHARDS", waiting, a->type,
+                a->nshards, a->type, first, a->nshards);
+    if (replies && rc == SB_OK) sb_replies_free(replies, (size_t)n);
+    free(replies);
+    sb_batch_free(b);
+    return rc;
 }
 
 /* ---- the schedule ------------------------------------------------------------------------- */
@@ -298,28 +357,29 @@ static int sb_maint_withdraw(sb_agent_t *a, const char *id) {
 
 /* The ids the renewal returned: each held one's handler is told to stop; the others are done
  * with and leave the set (so a retry is allowed again). */
-static void sb_maint_cancels(sb_agent_t *a, const redisReply *ids) {
+static void sb_maint_cancels(sb_agent_t *a, const sb__shard_t *sh, const redisReply *ids) {
     for (size_t i = 0; i < ids->elements; i++) {
         const char *id = ids->element[i]->str;
         if (ids->element[i]->type != REDIS_REPLY_STRING || sb_maint_withdraw(a, id)) continue;
-        redisReply *rep = sb_redis_cmd(a->maint_redis, "SREM %s %s", a->k_cancel, id);
+        redisReply *rep = sb_redis_cmd(a->maint_redis, "SREM %s %s", sh->k_cancel, id);
         if (rep) freeReplyObject(rep);
     }
 }
 
-static int sb_lease_renew(sb_agent_t *a) {
+/* Renews our lease on shard sh and reads its cancel set. */
+static int sb_lease_renew_shard(sb_agent_t *a, const sb__shard_t *sh) {
     char ms[SB_FMT_INT_LEN + 1], ttl[SB_FMT_INT_LEN + 1];
     sb_fmt_llz(ms, a->o.lease_ms);
     /* the set outlives any lease and presence: entries of dead agents stay until acted on */
     sb_fmt_llz(ttl, (long long)a->o.status_ttl_s + a->o.lease_ms / 1000 + 86400);
-    const char *argv[SB__RENEW_ARGC] = {[SB__RENEW_K_LEASES] = a->k_leases,
-                                        [SB__RENEW_K_CANCEL] = a->k_cancel,
+    const char *argv[SB__RENEW_ARGC] = {[SB__RENEW_K_LEASES] = sh->k_leases,
+                                        [SB__RENEW_K_CANCEL] = sh->k_cancel,
                                         [SB__RENEW_A_AGENT] = a->id, [SB__RENEW_A_LEASE_MS] = ms,
                                         [SB__RENEW_A_TTL] = ttl};
     redisReply *rep = sb_redis_eval(a->maint_redis, &a->scripts.renew, SB__RENEW_NKEYS,
                                     SB__RENEW_ARGC, argv, NULL);
     int rc = rep && rep->type == REDIS_REPLY_ARRAY ? SB_OK : SB_EREDIS;
-    if (rc == SB_OK) sb_maint_cancels(a, rep);
+    if (rc == SB_OK) sb_maint_cancels(a, sh, rep);
     if (rep && rc != SB_OK)
         sb_error("agent", "job lease renewal refused by redis: %s",
                  rep->type == REDIS_REPLY_ERROR ? rep->str : "unexpected reply");
@@ -327,9 +387,20 @@ static int sb_lease_renew(sb_agent_t *a) {
     return rc;
 }
 
+/* Our lease on every shard: each shard's agents recover that shard's lists. */
+static int sb_lease_renew(sb_agent_t *a) {
+    int rc = SB_OK;
+    for (int i = 0; i < a->nshards && rc == SB_OK; i++)
+        rc = sb_lease_renew_shard(a, &a->shards[i]);
+    return rc;
+}
+
 void sb__lease_drop(sb_agent_t *a) {
-    redisReply *rep = sb_redis_cmd(a->maint_redis, "ZREM %s %s", a->k_leases, a->id);
-    if (rep) freeReplyObject(rep);
+    for (int i = 0; i < a->nshards; i++) {
+        redisReply *rep = sb_redis_cmd(a->maint_redis, "ZREM %s %s", a->shards[i].k_leases,
+                                       a->id);
+        if (rep) freeReplyObject(rep);
+    }
 }
 
 /* A renewal sent at now (agent clock) and t0 (real clock: the lease lapses in real time)
@@ -375,10 +446,10 @@ static int sb_maint_beat(sb_agent_t *a, sb_maint_t *m, int64_t now) {
     return SB_OK;
 }
 
-/* One bounded step of the job indices' sweep: entries of jobs whose record is gone. */
-static void sb_maint_sweep(sb_agent_t *a, sb_maint_t *m) {
+/* One bounded step of the job indices' sweep of shard sh: entries of jobs whose record is gone. */
+static void sb_maint_sweep(sb_agent_t *a, sb__shard_t *sh) {
     long removed = 0;
-    int rc = sb_jobctl_sweep(a->maint_redis, a->type, &m->sweep, SB_SWEEP_BUDGET, &removed);
+    int rc = sb_jobctl_sweep(a->maint_redis, sh->queue, &sh->sweep, SB_SWEEP_BUDGET, &removed);
     if (rc == SB_EPROTO) sb_error("agent", "job index sweep refused by redis");
     else if (removed)
         sb_debug("agent", "job index sweep: %ld entries of expired jobs removed", removed);
@@ -391,10 +462,12 @@ static void sb_maint_recover(sb_agent_t *a, sb_maint_t *m, int64_t now) {
     if (!check && !scan) return;
     sb_maint_may_t may = sb_maint_may(a, m, now);
     sb__stat_add(a, &a->stats.checks, 1);
-    if (check && may.lease) sb_agent_recover_lapsed(a, may);
+    for (int i = 0; check && may.lease && i < a->nshards; i++)
+        sb_agent_recover_lapsed(a, &a->shards[i], may);
     if (scan && (may.lease || may.presence)) sb_agent_recover(a, m, may);
     if (scan) sb_agent_reclaim_own(a);
-    if (scan) sb_maint_sweep(a, m);
+    if (scan && !m->shards_checked) m->shards_checked = sb_maint_check_shards(a) == SB_OK;
+    for (int i = 0; scan && i < a->nshards; i++) sb_maint_sweep(a, &a->shards[i]);
     /* from the end: two of them are never closer than the interval */
     if (check) m->next_check = sb__agent_now(a) + a->lease_renew_ms;
     if (scan) m->next_scan = sb__agent_now(a) + (int64_t)a->o.recovery_s * 1000;

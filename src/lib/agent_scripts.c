@@ -198,16 +198,16 @@ static char *sb_finish_audit(const sb_agent_t *a, const char *id, const sb__fini
 #define K(i) args->argv[(i)]
 #define A(i) args->argv[SB__FIN_NKEYS + (i)]
 
-void sb__finish_args_init(sb__finish_args_t *args, const sb_agent_t *a, const char *id,
-                          const sb__finish_t *f) {
+void sb__finish_args_init(sb__finish_args_t *args, const sb_agent_t *a, const sb__shard_t *sh,
+                          const char *id, const sb__finish_t *f) {
     int64_t now = sb_now_ms();
     int requeue = f->mode == SB__FINISH_REQUEUE, done = f->mode == SB__FINISH_DONE;
     memset(args, 0, sizeof *args);
-    sb_key(args->k_rec, sizeof args->k_rec, SB_KEY_JOB, a->type, id);
-    sb_metrics_counter_key(args->k_cnt, sizeof args->k_cnt, a->type, done ? "done" : "failed",
+    sb_key(args->k_rec, sizeof args->k_rec, SB_KEY_JOB, sh->queue, id);
+    sb_metrics_counter_key(args->k_cnt, sizeof args->k_cnt, sh->queue, done ? "done" : "failed",
                            now);
-    sb_metrics_key(args->k_exec, sizeof args->k_exec, a->type, "execution_times", NULL);
-    sb_metrics_key(args->k_fail, sizeof args->k_fail, a->type, "failed", id);
+    sb_metrics_key(args->k_exec, sizeof args->k_exec, sh->queue, "execution_times", NULL);
+    sb_metrics_key(args->k_fail, sizeof args->k_fail, sh->queue, "failed", id);
     sb_events_key(args->k_audit, sizeof args->k_audit,
                   done ? SB_EVENT_JOB_COMPLETED : SB_EVENT_JOB_FAILED);
     sb_fmt_llz(args->ms, f->exec_ms);
@@ -216,7 +216,7 @@ void sb__finish_args_init(sb__finish_args_t *args, const sb_agent_t *a, const ch
     sb_fmt_llz(args->jttl, SB_JOB_TTL);
     sb_fmt_llz(args->audit_max, SB_EVENTS_AUDIT_MAXLEN);
     if (!requeue && !a->o.no_audit) args->ev_data = sb_finish_audit(a, id, f, &args->ev);
-    sb_key(args->k_hist, sizeof args->k_hist, SB_KEY_HISTORY, a->type, id);
+    sb_key(args->k_hist, sizeof args->k_hist, SB_KEY_HISTORY, sh->queue, id);
     sb_fmt_llz(args->now, now);
     sb_fmt_llz(args->dttl, a->o.dead_retention_s);
     sb_fmt_llz(args->dmax, a->o.dead_max);
@@ -225,18 +225,18 @@ void sb__finish_args_init(sb__finish_args_t *args, const sb_agent_t *a, const ch
     else if (requeue) snprintf(args->detail, sizeof args->detail, "put back on the queue");
     else snprintf(args->detail, sizeof args->detail, "%.200s", f->error ? f->error : "failed");
     sb_utf8_sanitize_buf(args->detail, sizeof args->detail);
-    K(SB__FIN_K_PROC) = a->k_proc;
+    K(SB__FIN_K_PROC) = sh->k_proc;
     K(SB__FIN_K_RECORD) = args->k_rec;
-    K(SB__FIN_K_TARGET) = requeue ? a->k_jobs : a->k_dead;
+    K(SB__FIN_K_TARGET) = requeue ? sh->k_jobs : sh->k_dead;
     K(SB__FIN_K_COUNTER) = args->k_cnt;
     K(SB__FIN_K_EXEC) = args->k_exec;
     K(SB__FIN_K_FAILURE) = args->k_fail;
     int cluster = sb_key_style() == SB_KEYS_CLUSTER; /* the audit stream: another slot */
     args->audit_apart = cluster && args->ev_data;     /* events.h */
     K(SB__FIN_K_AUDIT) = cluster ? args->k_rec : args->k_audit; /* a stand-in of one slot */
-    K(SB__FIN_K_JOBS) = a->k_jobs;
-    K(SB__FIN_K_PAUSED) = a->k_paused;
-    K(SB__FIN_K_DONE) = a->k_done;
+    K(SB__FIN_K_JOBS) = sh->k_jobs;
+    K(SB__FIN_K_PAUSED) = sh->k_paused;
+    K(SB__FIN_K_DONE) = sh->k_done;
     K(SB__FIN_K_HISTORY) = args->k_hist;
     A(SB__FIN_A_ID) = id;
     A(SB__FIN_A_RECORD) = f->record ? f->record : "";
@@ -254,7 +254,7 @@ void sb__finish_args_init(sb__finish_args_t *args, const sb_agent_t *a, const ch
     A(SB__FIN_A_EV_DATA) = args->ev_data && !args->audit_apart ? args->ev_data : "";
     A(SB__FIN_A_EV_MAXLEN) = args->audit_max;
     A(SB__FIN_A_TAKE_PREFIX) = "";
-    A(SB__FIN_A_PREFIX) = a->k_prefix;
+    A(SB__FIN_A_PREFIX) = sh->k_prefix;
     A(SB__FIN_A_NOW_MS) = args->now;
     A(SB__FIN_A_DEAD_TTL) = args->dttl;
     A(SB__FIN_A_DEAD_MAX) = args->dmax;

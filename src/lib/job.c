@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "switchboard/clock.h"
+#include "switchboard/cluster.h"
 #include "switchboard/error.h"
 #include "switchboard/job.h"
 #include "switchboard/jsonw.h"
@@ -50,6 +51,94 @@ int sb_public_key_valid(const char *pk) {
     return 1;
 }
 
+/* ---- queue shards ------------------------------------------------------------------------ */
+
+static int sb_queue_shards_now = 1; /* set once at start (job.h) */
+
+void sb_queue_shards_set(int n) {
+    sb_queue_shards_now = n < 1 ? 1 : n > SB_SHARDS_MAX ? SB_SHARDS_MAX : n;
+}
+int sb_queue_shards(void) { return sb_queue_shards_now; }
+
+char *sb_queue_name(char buf[SB_QUEUE_LEN], const char *type, int s) {
+    buf[0] = '\0';
+    if (!sb_job_type_valid(type) || s < 0 || s >= SB_SHARDS_MAX) return NULL;
+    if (s == 0) snprintf(buf, SB_QUEUE_LEN, "%s", type);
+    else snprintf(buf, SB_QUEUE_LEN, "%s.%d", type, s);
+    return buf;
+}
+
+/* The value of 1..3 decimal digits without a leading zero (s, up to its end), or -1. */
+static int sb_shard_digits(const char *s) {
+    size_t n = sb_span(s, sb_is_digit, 3);
+    if (n < 1 || n > 3 || s[n] || (s[0] == '0' && n > 1)) return -1;
+    return atoi(s);
+}
+
+int sb_queue_parse(const char *queue, char type[SB_TYPE_MAX + 1], int *shard) {
+    const char *dot = queue ? strchr(queue, '.') : NULL;
+    size_t tlen = queue ? (dot ? (size_t)(dot - queue) : strlen(queue)) : 0;
+    int s = dot ? sb_shard_digits(dot + 1) : 0;
+    type[0] = '\0';
+    if (!queue || tlen > SB_TYPE_MAX || s < 0 || s >= SB_SHARDS_MAX || (dot && s == 0))
+        return SB_EINVAL;
+    memcpy(type, queue, tlen);
+    type[tlen] = '\0';
+    if (!sb_job_type_valid(type)) {
+        type[0] = '\0';
+        return SB_EINVAL;
+    }
+    *shard = s;
+    return SB_OK;
+}
+
+int sb_queue_shard_of_user(const char *public_key, int n) {
+    if (n <= 1 || !public_key) return 0;
+    return (int)(sb_cluster_crc16(public_key, strlen(public_key)) % (unsigned)n);
+}
+
+/* The type of a type or queue name into type; NULL when it is neither. */
+static const char *sb_queue_base(const char *queue, char type[SB_TYPE_MAX + 1]) {
+    int s;
+    return sb_queue_parse(queue, type, &s) == SB_OK ? type : NULL;
+}
+
+char *sb_queue_of_user(char buf[SB_QUEUE_LEN], const char *type, const char *public_key) {
+    char base[SB_TYPE_MAX + 1];
+    buf[0] = '\0';
+    if (!sb_queue_base(type, base)) return NULL;
+    return sb_queue_name(buf, base, sb_queue_shard_of_user(public_key, sb_queue_shards_now));
+}
+
+int sb_job_id_shard(const char *id, int n) {
+    if (!sb_job_id_valid(id)) return -1;
+    const char *rest = strchr(id, '-') + 1, *s = strrchr(rest, 's');
+    int shard = s ? sb_shard_digits(s + 1) : 0;
+    if (shard < 0) shard = 0; /* an 's' not followed by a shard number: not a suffix */
+    return shard < n ? shard : -1;
+}
+
+char *sb_queue_of_job(char buf[SB_QUEUE_LEN], const char *type, const char *id) {
+    char base[SB_TYPE_MAX + 1];
+    int s = sb_job_id_shard(id, sb_queue_shards_now);
+    buf[0] = '\0';
+    if (!sb_queue_base(type, base) || s < 0) return NULL;
+    return sb_queue_name(buf, base, s);
+}
+
+int sb_job_id_new_in(char out[SB_JOB_ID_LEN], sb_rand_t *pool, int s) {
+    int rc = sb_job_id_new(out, pool);
+    if (rc == SB_OK && s > 0) {
+        size_t n = strlen(out);
+        snprintf(out + n, SB_JOB_ID_LEN - n, "s%d", s);
+    }
+    return rc;
+}
+
+int sb_job_id_new_for(char out[SB_JOB_ID_LEN], sb_rand_t *pool, const char *public_key) {
+    return sb_job_id_new_in(out, pool, sb_queue_shard_of_user(public_key, sb_queue_shards_now));
+}
+
 /* The key table: every key is agent:{type}:{name}[:{arg}]. */
 static const struct {
     const char *name;
@@ -94,6 +183,8 @@ char *sb_key_prefix(char *buf, size_t len, const char *type) {
 char *sb_key(char *buf, size_t len, sb_key_kind_t kind, const char *type, const char *arg) {
     int has_arg = sb_key_names[kind].has_arg;
     int channel = kind == SB_KEY_STATUS || kind == SB_KEY_EVENTS;
+    char base[SB_TYPE_MAX + 1];
+    if (channel && sb_queue_base(type, base)) type = base; /* channels name the type */
     int n = sb_key_prefix_in(buf, len, type, channel ? SB_KEYS_PLAIN : sb_key_style_now);
     if (n >= 0 && (size_t)n < len)
         n += snprintf(buf + n, len - (size_t)n, "%s%s%s", sb_key_names[kind].name,

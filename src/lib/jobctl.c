@@ -57,7 +57,8 @@ static const char SB_ACT_LUA[] =
     "  ev_id, ev_type, ev_data, ev_maxlen = unpack(ARGV)\n"
     SB_LUA_FORGET SB_LUA_HOLDER SB_LUA_CANCELLING SB_LUA_HISTORY
     "local function audit()\n"
-    "  if ev_data == '' then return end\n" /* cluster: the caller writes it apart */
+    "  if ev_id == '' or ev_data == '' then return end\n" /* a pause's shards after the
+                                                              first; cluster: written apart */
     "  redis.call('XADD', k_audit, 'MAXLEN', '~', ev_maxlen, '*', 'event_id', ev_id,\n"
     "             'event_type', ev_type, 'timestamp', ts, 'data', ev_data)\n"
     "end\n"
@@ -123,6 +124,8 @@ static void sb_act_init(void) { sb_script_init(&sb_act_script, SB_ACT_LUA); }
 /* One action call: keys, arguments and the texts they point into. */
 typedef struct {
     const char *type, *id, *by, *action;
+    char queue[SB_QUEUE_LEN]; /* the shard (job.h): the id's, or the one a pause is at */
+    int no_event;             /* 1: no audit event (a pause's shards after the first) */
     char prefix[SB_KEY_LEN], k_record[SB_KEY_LEN], k_jobs[SB_KEY_LEN], k_dead[SB_KEY_LEN],
         k_cancelled[SB_KEY_LEN], k_history[SB_KEY_LEN], k_paused[SB_KEY_LEN],
         k_user[SB_KEY_LEN], k_audit[SB_KEY_LEN], k_status[SB_KEY_LEN];
@@ -131,23 +134,27 @@ typedef struct {
     int64_t now_ms;
 } sb_act_t;
 
-/* Fills the fixed keys for type / id. Returns 0 or SB_EINVAL. */
+/* Fills the fixed keys for type / id, in the id's shard (without an id: shard). Returns 0,
+ * SB_EINVAL, or SB_ENOTFOUND for an id of a shard this deployment does not have. */
 static int sb_act_init_keys(sb_act_t *a, const char *type, const char *id, const char *by,
-                            const char *action) {
+                            const char *action, int shard) {
     memset(a, 0, sizeof *a);
     if (!sb_job_type_valid(type) || !by || !*by || strlen(by) > 256 ||
         (id && !sb_job_id_valid(id)))
         return SB_EINVAL;
     *a = (sb_act_t){.type = type, .id = id ? id : "", .by = by, .action = action,
                     .now_ms = sb_now_ms()};
-    sb_key_prefix(a->prefix, sizeof a->prefix, type);
-    sb_key(a->k_record, sizeof a->k_record, SB_KEY_JOB, type, a->id);
-    sb_key(a->k_jobs, sizeof a->k_jobs, SB_KEY_JOBS, type, NULL);
-    sb_key(a->k_dead, sizeof a->k_dead, SB_KEY_DEAD, type, NULL);
-    sb_key(a->k_cancelled, sizeof a->k_cancelled, SB_KEY_CANCELLED, type, NULL);
-    sb_key(a->k_history, sizeof a->k_history, SB_KEY_HISTORY, type, a->id);
-    sb_key(a->k_paused, sizeof a->k_paused, SB_KEY_PAUSED, type, NULL);
-    sb_key(a->k_status, sizeof a->k_status, SB_KEY_STATUS, type, NULL);
+    if (!(id ? sb_queue_of_job(a->queue, type, id) : sb_queue_name(a->queue, type, shard)))
+        return SB_ENOTFOUND;
+    const char *q = a->queue;
+    sb_key_prefix(a->prefix, sizeof a->prefix, q);
+    sb_key(a->k_record, sizeof a->k_record, SB_KEY_JOB, q, a->id);
+    sb_key(a->k_jobs, sizeof a->k_jobs, SB_KEY_JOBS, q, NULL);
+    sb_key(a->k_dead, sizeof a->k_dead, SB_KEY_DEAD, q, NULL);
+    sb_key(a->k_cancelled, sizeof a->k_cancelled, SB_KEY_CANCELLED, q, NULL);
+    sb_key(a->k_history, sizeof a->k_history, SB_KEY_HISTORY, q, a->id);
+    sb_key(a->k_paused, sizeof a->k_paused, SB_KEY_PAUSED, q, NULL);
+    sb_key(a->k_status, sizeof a->k_status, SB_KEY_STATUS, q, NULL);
     char ev[64];
     snprintf(ev, sizeof ev, "%s.%s", id ? "job" : "queue",
              !strcmp(action, "retry") ? "retried" : !strcmp(action, "cancel") ? "cancelled"
@@ -184,7 +191,7 @@ static int sb_act_call(sb_redis_t *r, sb_act_t *a, const char *old, const char *
     *rep = NULL;
     int rc = sb_act_event(a, user, &e, &data);
     if (rc != SB_OK) return rc;
-    if (user) sb_key(a->k_user, sizeof a->k_user, SB_KEY_USER, a->type, user);
+    if (user) sb_key(a->k_user, sizeof a->k_user, SB_KEY_USER, a->queue, user);
     int apart = sb_key_style() == SB_KEYS_CLUSTER; /* the audit stream is in another slot */
     const char *argv[SB_ACT_ARGC] = {
         [SB_ACT_K_RECORD] = a->k_record, [SB_ACT_K_JOBS] = a->k_jobs, [SB_ACT_K_DEAD] = a->k_dead,
@@ -196,11 +203,11 @@ static int sb_act_call(sb_redis_t *r, sb_act_t *a, const char *old, const char *
         [SB_ACT_A_BY] = a->by, [SB_ACT_A_NOW_MS] = a->now, [SB_ACT_A_TS] = a->ts,
         [SB_ACT_A_CHANNEL] = a->k_status, [SB_ACT_A_MESSAGE] = message ? message : "",
         [SB_ACT_A_TTL] = a->ttl, [SB_ACT_A_QUEUED_ONLY] = queued_only ? "1" : "0",
-        [SB_ACT_A_EV_ID] = e.event_id, [SB_ACT_A_EV_TYPE] = e.event_type,
+        [SB_ACT_A_EV_ID] = a->no_event ? "" : e.event_id, [SB_ACT_A_EV_TYPE] = e.event_type,
         [SB_ACT_A_EV_DATA] = apart ? "" : data, [SB_ACT_A_EV_MAXLEN] = a->maxlen};
     pthread_once(&sb_act_once, sb_act_init);
     *rep = sb_redis_eval(r, &sb_act_script, SB_ACT_NKEYS, SB_ACT_ARGC, argv, NULL);
-    if (apart && *rep && (*rep)->type == REDIS_REPLY_ARRAY && (*rep)->elements >= 1 &&
+    if (apart && !a->no_event && *rep && (*rep)->type == REDIS_REPLY_ARRAY && (*rep)->elements >= 1 &&
         (*rep)->element[0]->type == REDIS_REPLY_STRING && !strcmp((*rep)->element[0]->str, "ok"))
         sb_events_audit_apart(r, e.event_type, &e);
     free(data);
@@ -351,27 +358,36 @@ static int sb_act_run(sb_redis_t *r, sb_act_t *a, const char *owner, sb_act_plan
     return SB_ETIMEOUT;
 }
 
+/* sb_act_init_keys for an action on job id: 0 to go on, 1 when answered already (an id of no
+ * shard of ours: NOTFOUND), or an error. */
+static int sb_act_begin(sb_act_t *a, const char *type, const char *id, const char *by,
+                        const char *action, sb_jobctl_result_t *res) {
+    memset(res, 0, sizeof *res);
+    int rc = id ? sb_act_init_keys(a, type, id, by, action, 0) : SB_EINVAL;
+    if (rc != SB_ENOTFOUND) return rc;
+    res->outcome = SB_JOBCTL_NOTFOUND;
+    return 1;
+}
+
 int sb_jobctl_retry(sb_redis_t *r, const char *type, const char *id, const char *by,
                     sb_jobctl_result_t *res) {
     sb_act_t a;
-    memset(res, 0, sizeof *res);
-    int rc = id ? sb_act_init_keys(&a, type, id, by, "retry") : SB_EINVAL;
-    return rc ? rc : sb_act_run(r, &a, NULL, sb_plan_retry, res);
+    int rc = sb_act_begin(&a, type, id, by, "retry", res);
+    return rc ? (rc == 1 ? SB_OK : rc) : sb_act_run(r, &a, NULL, sb_plan_retry, res);
 }
 
 int sb_jobctl_cancel(sb_redis_t *r, const char *type, const char *id, const char *by,
                      const char *owner, sb_jobctl_result_t *res) {
     sb_act_t a;
-    memset(res, 0, sizeof *res);
-    int rc = id ? sb_act_init_keys(&a, type, id, by, "cancel") : SB_EINVAL;
-    return rc ? rc : sb_act_run(r, &a, owner, sb_plan_cancel, res);
+    int rc = sb_act_begin(&a, type, id, by, "cancel", res);
+    return rc ? (rc == 1 ? SB_OK : rc) : sb_act_run(r, &a, owner, sb_plan_cancel, res);
 }
 
 int sb_jobctl_delete(sb_redis_t *r, const char *type, const char *id, const char *by,
                      sb_jobctl_result_t *res) {
     sb_act_t a;
-    memset(res, 0, sizeof *res);
-    int rc = id ? sb_act_init_keys(&a, type, id, by, "delete") : SB_EINVAL;
+    int rc = sb_act_begin(&a, type, id, by, "delete", res);
+    if (rc == 1) return SB_OK;
     for (int tries = 0; rc == SB_OK && tries < SB_ACT_TRIES; tries++) {
         char *old = NULL, why[128];
         if ((rc = sb_act_read(r, &a, &old)) != SB_OK) break;
@@ -392,12 +408,11 @@ int sb_jobctl_delete(sb_redis_t *r, const char *type, const char *id, const char
     return rc ? rc : SB_ETIMEOUT;
 }
 
-int sb_jobctl_retry_dead(sb_redis_t *r, const char *type, const char *by, int limit,
-                         int *retried) {
+/* sb_jobctl_retry_dead on the dead list of one shard (queue). */
+static int sb_retry_dead_shard(sb_redis_t *r, const char *type, const char *queue,
+                               const char *by, int limit, int *retried) {
     char k_dead[SB_KEY_LEN];
-    *retried = 0;
-    if (!sb_job_type_valid(type) || limit < 1 || limit > SB_JOBCTL_RETRY_MAX) return SB_EINVAL;
-    sb_key(k_dead, sizeof k_dead, SB_KEY_DEAD, type, NULL);
+    sb_key(k_dead, sizeof k_dead, SB_KEY_DEAD, queue, NULL);
     /* oldest first: the right end of the dead list */
     redisReply *ids = sb_redis_cmd(r, "LRANGE %s %d -1", k_dead, -limit);
     if (!ids) return SB_EREDIS;
@@ -421,10 +436,27 @@ int sb_jobctl_retry_dead(sb_redis_t *r, const char *type, const char *by, int li
     return rc;
 }
 
-int sb_jobctl_pause(sb_redis_t *r, const char *type, const char *by, int paused, int *changed) {
+int sb_jobctl_retry_dead(sb_redis_t *r, const char *type, const char *by, int limit,
+                         int *retried) {
+    char q[SB_QUEUE_LEN];
+    int rc = SB_OK;
+    *retried = 0;
+    if (!sb_job_type_valid(type) || limit < 1 || limit > SB_JOBCTL_RETRY_MAX) return SB_EINVAL;
+    for (int s = 0; s < sb_queue_shards() && rc == SB_OK && *retried < limit; s++) {
+        int n = 0;
+        rc = sb_retry_dead_shard(r, type, sb_queue_name(q, type, s), by, limit - *retried, &n);
+        *retried += n;
+    }
+    return rc;
+}
+
+/* Pauses or resumes one shard (its own paused key: the take scripts read it in its slot). */
+static int sb_pause_shard(sb_redis_t *r, const char *type, int shard, const char *by,
+                          int paused, int *changed) {
     sb_act_t a;
-    int rc = sb_act_init_keys(&a, type, NULL, by, paused ? "pause" : "resume");
+    int rc = sb_act_init_keys(&a, type, NULL, by, paused ? "pause" : "resume", shard);
     if (rc != SB_OK) return rc;
+    a.no_event = shard > 0; /* one audit event for the type */
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "by", by);
     cJSON_AddStringToObject(o, "at", a.ts);
@@ -433,15 +465,24 @@ int sb_jobctl_pause(sb_redis_t *r, const char *type, const char *by, int paused,
     redisReply *rep = NULL;
     rc = text ? sb_act_call(r, &a, NULL, text, NULL, NULL, 0, &rep) : SB_ENOMEM;
     if (rc == SB_OK && changed)
-        *changed = rep->elements > 1 && !strcmp(rep->element[1]->str, paused ? "0" : "1");
+        *changed |= rep->elements > 1 && !strcmp(rep->element[1]->str, paused ? "0" : "1");
     if (rep) freeReplyObject(rep);
     free(text);
+    return rc;
+}
+
+int sb_jobctl_pause(sb_redis_t *r, const char *type, const char *by, int paused, int *changed) {
+    int rc = SB_OK, any = 0;
+    for (int s = 0; s < sb_queue_shards() && rc == SB_OK; s++)
+        rc = sb_pause_shard(r, type, s, by, paused, &any);
+    if (changed) *changed = any;
     return rc;
 }
 
 int sb_jobctl_paused(sb_redis_t *r, const char *type) {
     char k[SB_KEY_LEN];
     if (!sb_job_type_valid(type)) return SB_EINVAL;
+    /* shard 0's key says (every shard's is written, shard 0's first) */
     redisReply *rep = sb_redis_cmd(r, "EXISTS %s", sb_key(k, sizeof k, SB_KEY_PAUSED, type, NULL));
     if (!rep) return SB_EREDIS;
     int rc = rep->type == REDIS_REPLY_INTEGER ? (rep->integer > 0) : SB_EPROTO;

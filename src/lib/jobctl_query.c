@@ -154,70 +154,119 @@ static cJSON *sb_query_record(const redisReply *text) {
     return j ? j : cJSON_CreateString(text->str);
 }
 
-int sb_jobctl_list(sb_redis_t *r, const sb_jobctl_query_t *q, cJSON **out) {
-    *out = NULL;
-    if (!sb_job_type_valid(q->type) || (q->state && !sb_jobctl_state_valid(q->state)) ||
-        (q->user && !sb_public_key_valid(q->user)) || q->cursor < 0 || q->limit < 1 ||
-        q->limit > SB_JOBCTL_LIST_MAX)
-        return SB_EINVAL;
-    char prefix[SB_KEY_LEN], cursor[SB_FMT_INT_LEN + 1], limit[SB_FMT_INT_LEN + 1],
+/* One page of the listing on one shard (queue), from cursor, of up to limit jobs appended to
+ * jobs. *next gets the shard's next cursor, or -1 at its end. */
+static int sb_list_shard(sb_redis_t *r, const sb_jobctl_query_t *q, const char *queue,
+                         long cursor, int limit, cJSON *jobs, long *next) {
+    char prefix[SB_KEY_LEN], cur[SB_FMT_INT_LEN + 1], lim[SB_FMT_INT_LEN + 1],
         budget[SB_FMT_INT_LEN + 1], now[SB_FMT_INT_LEN + 1], ttl[SB_FMT_INT_LEN + 1];
-    sb_key_prefix(prefix, sizeof prefix, q->type);
-    sb_fmt_llz(cursor, q->cursor);
-    sb_fmt_llz(limit, q->limit);
-    sb_fmt_llz(budget, (long long)q->limit * (q->state ? SB_LIST_BUDGET : 1));
+    sb_key_prefix(prefix, sizeof prefix, queue);
+    sb_fmt_llz(cur, cursor);
+    sb_fmt_llz(lim, limit);
+    sb_fmt_llz(budget, (long long)limit * (q->state ? SB_LIST_BUDGET : 1));
     sb_fmt_llz(now, sb_now_ms());
     sb_fmt_llz(ttl, SB_JOB_TTL);
-    const char *argv[] = {prefix, q->state ? q->state : "", q->user ? q->user : "", cursor,
-                          limit, budget, now, ttl};
+    const char *argv[] = {prefix, q->state ? q->state : "", q->user ? q->user : "", cur,
+                          lim, budget, now, ttl};
     pthread_once(&sb_qs_once, sb_qs_init);
     redisReply *rep;
     int rc = sb_query_eval(r, &sb_qs.list, 8, argv, &rep);
     if (rc != SB_OK) return rc;
-    cJSON *o = cJSON_CreateObject(), *jobs = cJSON_AddArrayToObject(o, "jobs");
-    for (size_t i = 1; jobs && i + 2 < rep->elements; i += 3) {
+    for (size_t i = 1; i + 2 < rep->elements; i += 3) {
         cJSON *j = cJSON_CreateObject();
         cJSON_AddStringToObject(j, "jobId", rep->element[i]->str);
         cJSON_AddStringToObject(j, "state", rep->element[i + 1]->str);
         cJSON_AddItemToObject(j, "job", sb_query_record(rep->element[i + 2]));
         cJSON_AddItemToArray(jobs, j);
     }
-    const redisReply *next = rep->elements ? rep->element[0] : NULL;
-    if (next && next->type == REDIS_REPLY_STRING && next->len)
-        cJSON_AddNumberToObject(o, "next", strtod(next->str, NULL));
-    else cJSON_AddNullToObject(o, "next");
+    const redisReply *n = rep->elements ? rep->element[0] : NULL;
+    *next = n && n->type == REDIS_REPLY_STRING && n->len ? strtol(n->str, NULL, 10) : -1;
     freeReplyObject(rep);
-    *out = o;
-    return o ? SB_OK : SB_ENOMEM;
+    return SB_OK;
+}
+
+/* With queue shards the listing goes shard by shard (newest first within each): the cursor is
+ * shard << 32 | the shard's own cursor (with one shard, just the shard's cursor). A user's
+ * jobs are all in the user's shard. */
+#define SB_LIST_SHARD_BITS 32
+
+int sb_jobctl_list(sb_redis_t *r, const sb_jobctl_query_t *q, cJSON **out) {
+    *out = NULL;
+    int nshards = q->user ? 1 : sb_queue_shards();
+    long shard = q->cursor >> SB_LIST_SHARD_BITS, cursor = q->cursor & 0xffffffffL;
+    if (!sb_job_type_valid(q->type) || (q->state && !sb_jobctl_state_valid(q->state)) ||
+        (q->user && !sb_public_key_valid(q->user)) || q->cursor < 0 || q->limit < 1 ||
+        q->limit > SB_JOBCTL_LIST_MAX || shard >= nshards)
+        return SB_EINVAL;
+    cJSON *o = cJSON_CreateObject(), *jobs = cJSON_AddArrayToObject(o, "jobs");
+    int rc = jobs ? SB_OK : SB_ENOMEM;
+    long next = -1;
+    while (rc == SB_OK && shard < nshards) {
+        char queue[SB_QUEUE_LEN];
+        int left = q->limit - cJSON_GetArraySize(jobs);
+        if (q->user) sb_queue_of_user(queue, q->type, q->user);
+        else sb_queue_name(queue, q->type, (int)shard);
+        rc = sb_list_shard(r, q, queue, cursor, left, jobs, &next);
+        if (rc != SB_OK || next >= 0) break; /* a full page, or the filter's budget spent */
+        shard++, cursor = 0;
+        if (cJSON_GetArraySize(jobs) >= q->limit) break;
+    }
+    if (rc == SB_OK && next >= 0)
+        cJSON_AddNumberToObject(o, "next", (double)((shard << SB_LIST_SHARD_BITS) | next));
+    else if (rc == SB_OK && shard < nshards)
+        cJSON_AddNumberToObject(o, "next", (double)(shard << SB_LIST_SHARD_BITS));
+    else cJSON_AddNullToObject(o, "next");
+    if (rc != SB_OK) cJSON_Delete(o);
+    else *out = o;
+    return rc;
+}
+
+/* Adds one shard's counts script reply into o (counts summed; paused from shard 0). */
+static void sb_counts_add(cJSON *o, cJSON *counts, const redisReply *rep, int first) {
+    for (size_t i = 0; i + 1 < rep->elements; i += 2) {
+        const char *name = rep->element[i]->str;
+        const redisReply *v = rep->element[i + 1];
+        if (!strcmp(name, "paused")) {
+            if (first) cJSON_AddBoolToObject(o, "paused", v->integer > 0);
+        } else if (!strcmp(name, "info")) {
+            if (first)
+                cJSON_AddItemToObject(o, "paused_info",
+                                      v->len ? sb_query_record(v) : cJSON_CreateNull());
+        } else {
+            cJSON *into = !strcmp(name, "total") ? o : counts;
+            cJSON *was = cJSON_GetObjectItemCaseSensitive(into, name);
+            if (was) cJSON_SetNumberValue(was, was->valuedouble + (double)v->integer);
+            else cJSON_AddNumberToObject(into, name, (double)v->integer);
+        }
+    }
 }
 
 int sb_jobctl_counts(sb_redis_t *r, const char *type, cJSON **out) {
     *out = NULL;
     if (!sb_job_type_valid(type)) return SB_EINVAL;
-    char prefix[SB_KEY_LEN], now[SB_FMT_INT_LEN + 1], ttl[SB_FMT_INT_LEN + 1];
-    sb_key_prefix(prefix, sizeof prefix, type);
+    char prefix[SB_KEY_LEN], now[SB_FMT_INT_LEN + 1], ttl[SB_FMT_INT_LEN + 1], q[SB_QUEUE_LEN];
     sb_fmt_llz(now, sb_now_ms());
     sb_fmt_llz(ttl, SB_JOB_TTL);
-    const char *argv[] = {prefix, now, ttl};
     pthread_once(&sb_qs_once, sb_qs_init);
-    redisReply *rep;
-    int rc = sb_query_eval(r, &sb_qs.counts, 3, argv, &rep);
-    if (rc != SB_OK) return rc;
     cJSON *o = cJSON_CreateObject(), *counts = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "type", type);
-    for (size_t i = 0; i + 1 < rep->elements; i += 2) {
-        const char *name = rep->element[i]->str;
-        const redisReply *v = rep->element[i + 1];
-        if (!strcmp(name, "paused")) cJSON_AddBoolToObject(o, "paused", v->integer > 0);
-        else if (!strcmp(name, "info"))
-            cJSON_AddItemToObject(o, "paused_info", v->len ? sb_query_record(v) : cJSON_CreateNull());
-        else if (!strcmp(name, "total")) cJSON_AddNumberToObject(o, "total", (double)v->integer);
-        else cJSON_AddNumberToObject(counts, name, (double)v->integer);
+    int rc = o && counts ? SB_OK : SB_ENOMEM;
+    for (int s = 0; rc == SB_OK && s < sb_queue_shards(); s++) { /* summed over the shards */
+        const char *argv[] = {sb_key_prefix(prefix, sizeof prefix, sb_queue_name(q, type, s)),
+                              now, ttl};
+        redisReply *rep;
+        rc = sb_query_eval(r, &sb_qs.counts, 3, argv, &rep);
+        if (rc == SB_OK) sb_counts_add(o, counts, rep, s == 0);
+        if (rc == SB_OK) freeReplyObject(rep);
+    }
+    if (rc != SB_OK) {
+        cJSON_Delete(o);
+        cJSON_Delete(counts);
+        return rc;
     }
     cJSON_AddItemToObject(o, "counts", counts);
-    freeReplyObject(rep);
     *out = o;
-    return o ? SB_OK : SB_ENOMEM;
+    return SB_OK;
 }
 
 /* One history entry [id, [field, value, ...]] as {"id", field: value...}. */
@@ -234,8 +283,9 @@ static cJSON *sb_query_history_entry(const redisReply *e) {
 int sb_jobctl_detail(sb_redis_t *r, const char *type, const char *id, cJSON **out) {
     *out = NULL;
     if (!sb_job_type_valid(type) || !sb_job_id_valid(id)) return SB_EINVAL;
-    char prefix[SB_KEY_LEN];
-    sb_key_prefix(prefix, sizeof prefix, type);
+    char prefix[SB_KEY_LEN], queue[SB_QUEUE_LEN];
+    if (!sb_queue_of_job(queue, type, id)) return SB_ENOTFOUND; /* no shard of ours */
+    sb_key_prefix(prefix, sizeof prefix, queue);
     const char *argv[] = {prefix, id};
     pthread_once(&sb_qs_once, sb_qs_init);
     redisReply *rep;

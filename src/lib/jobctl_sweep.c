@@ -106,14 +106,16 @@ static int sb_sweep_users(sb_redis_t *r, const char *prefix, sb_jobctl_sweep_t *
     return rc;
 }
 
-int sb_jobctl_sweep(sb_redis_t *r, const char *type, sb_jobctl_sweep_t *s, int budget,
+int sb_jobctl_sweep(sb_redis_t *r, const char *queue, sb_jobctl_sweep_t *s, int budget,
                     long *removed) {
     long gone = 0;
+    char prefix[SB_KEY_LEN], index[SB_KEY_LEN + 8], type[SB_TYPE_MAX + 1];
+    int shard;
     if (removed) *removed = 0;
-    if (!sb_job_type_valid(type) || budget < 1 || budget > SB_JOBCTL_SWEEP_MAX || s->index_rank < 0)
+    if (sb_queue_parse(queue, type, &shard) != SB_OK || budget < 1 ||
+        budget > SB_JOBCTL_SWEEP_MAX || s->index_rank < 0 ||
+        !sb_key_prefix(prefix, sizeof prefix, queue))
         return SB_EINVAL;
-    char prefix[SB_KEY_LEN], index[SB_KEY_LEN + 8];
-    sb_key_prefix(prefix, sizeof prefix, type);
     snprintf(index, sizeof index, "%sindex", prefix);
     long next = 0;
     int rc = sb_sweep_zset(r, prefix, index, s->index_rank, budget, 1, &next, &gone);

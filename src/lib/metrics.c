@@ -104,8 +104,8 @@ static double sb_reply_double(const redisReply *r) {
     return r && r->type == REDIS_REPLY_STRING ? strtod(r->str, NULL) : 0;
 }
 
-int sb_metrics_summary_batch(sb_batch_t *b, const char *type, int days, int64_t now_ms) {
-    if (days < 1 || days > SB_METRICS_MAX_DAYS) return SB_EINVAL;
+/* The summary commands of one queue shard: days MGETs of counters, the execution stats. */
+static int sb_summary_batch_shard(sb_batch_t *b, const char *type, int days, int64_t now_ms) {
     int rc = SB_OK;
     for (int d = 0; d < days && rc == SB_OK; d++) {
         char date[11];
@@ -132,6 +132,17 @@ int sb_metrics_summary_batch(sb_batch_t *b, const char *type, int days, int64_t 
     return rc;
 }
 
+int sb_metrics_summary_count(int days) { return (days + 1) * sb_queue_shards(); }
+
+int sb_metrics_summary_batch(sb_batch_t *b, const char *type, int days, int64_t now_ms) {
+    char queue[SB_QUEUE_LEN];
+    int rc = days < 1 || days > SB_METRICS_MAX_DAYS ? SB_EINVAL : SB_OK;
+    for (int s = 0; rc == SB_OK && s < sb_queue_shards(); s++)
+        rc = sb_queue_name(queue, type, s) ? sb_summary_batch_shard(b, queue, days, now_ms)
+                                           : SB_EINVAL;
+    return rc;
+}
+
 /* Day d of the summary (0 = today) into out->daily, oldest first. */
 static void sb_summary_day(sb_metrics_summary_t *out, int d, const redisReply *m,
                            int64_t now_ms) {
@@ -140,9 +151,33 @@ static void sb_summary_day(sb_metrics_summary_t *out, int d, const redisReply *m
     if (!m || m->type != REDIS_REPLY_ARRAY || m->elements != SB_NCOUNTERS) return;
     long long v[SB_NCOUNTERS];
     for (int c = 0; c < SB_NCOUNTERS; c++) v[c] = sb_reply_ll(m->element[c]);
-    day->jobs = v[0], day->failed = v[1], day->done = v[2];
+    day->jobs += v[0], day->failed += v[1], day->done += v[2]; /* summed over the shards */
     out->total_jobs += v[0], out->failed_jobs += v[1], out->done_jobs += v[2];
     out->rate_hits += v[3], out->rate_blocked += v[4];
+}
+
+/* Parses one shard's days + 1 replies, adding them into out (out->days set). */
+static int sb_summary_parse_shard(redisReply *const *replies, int days, int64_t now_ms,
+                                  sb_metrics_summary_t *out) {
+    for (int d = 0; d < days; d++) sb_summary_day(out, d, replies[d], now_ms);
+    const redisReply *st = replies[days];
+    if (!st || st->type != REDIS_REPLY_ARRAY ||
+        st->elements != SB_EXEC_STATS_FIXED + SB_METRICS_HIST_BUCKETS)
+        return SB_EPROTO;
+    long long n = sb_reply_ll(st->element[0]), was = out->exec_count;
+    double max = sb_reply_double(st->element[4]);
+    out->exec_count += n;
+    out->avg_exec_ms += sb_reply_double(st->element[1]); /* the sum, for now */
+    if (out->exec_count > 0) { /* the percentiles weighted by sample size */
+        out->p95_exec_ms = (out->p95_exec_ms * (double)was +
+                            sb_reply_double(st->element[2]) * (double)n) / (double)out->exec_count;
+        out->p50_exec_ms = (out->p50_exec_ms * (double)was +
+                            sb_reply_double(st->element[3]) * (double)n) / (double)out->exec_count;
+    }
+    if (max > out->max_exec_ms) out->max_exec_ms = max;
+    for (int i = 0; i < SB_METRICS_HIST_BUCKETS; i++)
+        out->hist[i] += sb_reply_ll(st->element[SB_EXEC_STATS_FIXED + i]);
+    return SB_OK;
 }
 
 int sb_metrics_summary_parse(redisReply *const *replies, int days, int64_t now_ms,
@@ -150,20 +185,11 @@ int sb_metrics_summary_parse(redisReply *const *replies, int days, int64_t now_m
     memset(out, 0, sizeof *out);
     if (days < 1 || days > SB_METRICS_MAX_DAYS) return SB_EPROTO;
     out->days = days;
-    for (int d = 0; d < days; d++) sb_summary_day(out, d, replies[d], now_ms);
-    const redisReply *st = replies[days];
-    if (!st || st->type != REDIS_REPLY_ARRAY ||
-        st->elements != SB_EXEC_STATS_FIXED + SB_METRICS_HIST_BUCKETS)
-        return SB_EPROTO;
-    out->exec_count = sb_reply_ll(st->element[0]);
-    out->avg_exec_ms = out->exec_count > 0
-                           ? sb_reply_double(st->element[1]) / (double)out->exec_count : 0;
-    out->p95_exec_ms = sb_reply_double(st->element[2]);
-    out->p50_exec_ms = sb_reply_double(st->element[3]);
-    out->max_exec_ms = sb_reply_double(st->element[4]);
-    for (int i = 0; i < SB_METRICS_HIST_BUCKETS; i++)
-        out->hist[i] = sb_reply_ll(st->element[SB_EXEC_STATS_FIXED + i]);
-    return SB_OK;
+    int rc = SB_OK;
+    for (int s = 0; rc == SB_OK && s < sb_queue_shards(); s++)
+        rc = sb_summary_parse_shard(replies + (size_t)s * (size_t)(days + 1), days, now_ms, out);
+    out->avg_exec_ms = out->exec_count > 0 ? out->avg_exec_ms / (double)out->exec_count : 0;
+    return rc;
 }
 
 int sb_metrics_summary(sb_redis_t *r, const char *type, int days, int64_t now_ms,
@@ -173,12 +199,14 @@ int sb_metrics_summary(sb_redis_t *r, const char *type, int days, int64_t now_ms
     sb_batch_t *b = sb_batch_create();
     if (!b) return SB_ENOMEM;
     int rc = sb_metrics_summary_batch(b, type, days, now_ms);
-    redisReply *replies[SB_METRICS_MAX_DAYS + 1];
+    redisReply **replies = calloc((size_t)sb_metrics_summary_count(days), sizeof *replies);
+    if (!replies) rc = SB_ENOMEM;
     if (rc == SB_OK) rc = sb_redis_pipeline(r, b, replies);
     if (rc == SB_OK) {
         rc = sb_metrics_summary_parse(replies, days, now_ms, out);
         sb_replies_free(replies, sb_batch_count(b));
     }
+    free(replies);
     sb_batch_free(b);
     return rc;
 }

@@ -23,7 +23,7 @@ int sb_job_enqueue(sb_redis_t *r, const char *type, const sb_user_t *user, const
         snprintf(err, errlen, "bad user publicKey");
         return SB_EINVAL;
     }
-    if (sb_job_id_new(id_out, NULL) != SB_OK) {
+    if (sb_job_id_new_for(id_out, NULL, user->public_key) != SB_OK) {
         snprintf(err, errlen, "no random source for the job id");
         return SB_ERR;
     }
@@ -50,9 +50,12 @@ int sb_job_enqueue(sb_redis_t *r, const char *type, const sb_user_t *user, const
 }
 
 int sb_job_get(sb_redis_t *r, const char *type, const char *job_id, char **json_out) {
-    char key[SB_KEY_LEN];
+    char key[SB_KEY_LEN], queue[SB_QUEUE_LEN];
     *json_out = NULL;
-    if (!sb_key(key, sizeof key, SB_KEY_JOB, type, job_id)) return SB_EINVAL;
+    /* an id names its shard (job.h); anything else is looked up as given */
+    const char *q = sb_job_id_valid(job_id) ? sb_queue_of_job(queue, type, job_id) : type;
+    if (!q) return SB_ENOTFOUND; /* an id of no shard of this deployment */
+    if (!sb_key(key, sizeof key, SB_KEY_JOB, q, job_id)) return SB_EINVAL;
     redisReply *rep = sb_redis_cmd(r, "GET %s", key);
     if (!rep) return SB_EREDIS;
     int rc = SB_OK;

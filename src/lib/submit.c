@@ -41,13 +41,14 @@ typedef struct {
     char *data;           /* its data JSON (owned) */
     char channel[SB_KEY_LEN]; /* agent:{type}:events */
     char *message;        /* the created notification published there (owned) */
+    char queue[SB_QUEUE_LEN]; /* the shard's queue name (job.h): every key but the audit stream */
     const char *argv[SB_SUBMIT_NKEYS + SB_SUBMIT_NARGS];
 } sb_submit_args_t;
 
 /* Rate keys 1–3 and ARGV 1–4. Without a rate user the keys are empty and the limit is 0. */
 static int sb_submit_rate_args(sb_submit_args_t *a, const sb_submit_t *q) {
     a->keys[0][0] = a->keys[1][0] = a->keys[2][0] = a->member[0] = '\0';
-    int rc = q->rate_user ? sb_ratelimit_keys(q->type, q->rate_user, q->now_ms, a->keys[0],
+    int rc = q->rate_user ? sb_ratelimit_keys(a->queue, q->rate_user, q->now_ms, a->keys[0],
                                               a->keys[1], a->keys[2], a->member, q->rand)
                           : SB_OK;
     if (q->rate_user && q->limit <= 0) rc = SB_EINVAL;
@@ -86,13 +87,13 @@ static int sb_submit_job_args(sb_submit_args_t *a, const sb_submit_t *q) {
     sb_fmt_llz(a->maxlen, SB_EVENTS_AUDIT_MAXLEN);
     if (!q->job_id) return SB_OK;
     if (!q->public_key || !q->record_json ||
-        !sb_key(a->keys[3], SB_KEY_LEN, SB_KEY_JOB, q->type, q->job_id) ||
-        !sb_key(a->keys[4], SB_KEY_LEN, SB_KEY_JOBS, q->type, NULL) ||
-        !sb_key(a->keys[5], SB_KEY_LEN, SB_KEY_USER, q->type, q->public_key) ||
-        !sb_metrics_counter_key(a->keys[6], SB_KEY_LEN, q->type, "jobs", q->now_ms) ||
+        !sb_key(a->keys[3], SB_KEY_LEN, SB_KEY_JOB, a->queue, q->job_id) ||
+        !sb_key(a->keys[4], SB_KEY_LEN, SB_KEY_JOBS, a->queue, NULL) ||
+        !sb_key(a->keys[5], SB_KEY_LEN, SB_KEY_USER, a->queue, q->public_key) ||
+        !sb_metrics_counter_key(a->keys[6], SB_KEY_LEN, a->queue, "jobs", q->now_ms) ||
         !sb_events_key(a->keys[7], SB_KEY_LEN, SB_EVENT_JOB_CREATED) ||
-        !sb_key(a->keys[8], SB_KEY_LEN, SB_KEY_INDEX, q->type, NULL) ||
-        !sb_key(a->keys[9], SB_KEY_LEN, SB_KEY_HISTORY, q->type, q->job_id) ||
+        !sb_key(a->keys[8], SB_KEY_LEN, SB_KEY_INDEX, a->queue, NULL) ||
+        !sb_key(a->keys[9], SB_KEY_LEN, SB_KEY_HISTORY, a->queue, q->job_id) ||
         !sb_key(a->channel, sizeof a->channel, SB_KEY_EVENTS, q->type, NULL))
         return SB_EINVAL;
     if (!(a->message = sb_submit_created(q))) return SB_ENOMEM;
@@ -110,7 +111,11 @@ static int sb_submit_job_args(sb_submit_args_t *a, const sb_submit_t *q) {
 static int sb_submit_args(sb_submit_args_t *a, const sb_submit_t *q) {
     a->data = a->message = NULL;
     a->audit_apart = 0;
-    if (!q->type) return SB_EINVAL;
+    /* the job's shard is its id's; a rate check alone counts in the user's shard */
+    if (!(q->job_id ? sb_queue_of_job(a->queue, q->type, q->job_id)
+                    : sb_queue_of_user(a->queue, q->type, q->public_key ? q->public_key
+                                                                        : q->rate_user)))
+        return SB_EINVAL;
     int rc = sb_submit_rate_args(a, q);
     if (rc == SB_OK) rc = sb_submit_job_args(a, q);
     if (rc != SB_OK) return rc;

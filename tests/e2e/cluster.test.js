@@ -4,29 +4,24 @@
 // masters (asked of each master); presence shows the agents; `queue` and `job list` work.
 // Then a slot moved between masters while jobs flow (redis-cli --cluster reshard) and a master
 // killed under load with REDIS_WAIT_REPLICAS=1 lose no acknowledged (202) job and run none
-// twice. Generous deadlines: a loaded two-core machine runs this.
+// twice. Generous deadlines: a loaded two-core machine runs this. With QUEUE_SHARDS=N in the
+// environment (ctest runs it with 6 too: e2e/cluster:shards6) every process spreads each type
+// over N slots (`{type.s}`); the slot a test moves or kills is the one the first user's shard
+// of the type is in, and counts add every shard up.
 'use strict';
 const test = require('node:test');
 const assert = require('node:assert');
 const jwt = require('jsonwebtoken');
 const Redis = require('ioredis');
 const { startSwitchboard, runSwitchboard, waitFor, freePort } = require('./lib/harness');
-const { startCluster, redisCli, keySlot } = require('./lib/cluster');
+const { startCluster, redisCli, keySlot, shardOfUser, queueName } = require('./lib/cluster');
 const { recordingSocket } = require('./lib/sio');
 
 const SECRET = 'e2e-cluster-secret';
 let cl, gw, base, cc;
 const agents = [];
 
-// A type name (not rebalance) whose hash tag {name} falls on slot `slot` exactly, so that
-// redis-cli --cluster reshard (which moves a master's lowest slots first) moves it.
-function typeOnSlot(slot, stem) {
-  for (let i = 0; ; i++) if (keySlot(`{${stem}${i}}`) === slot) return `${stem}${i}`;
-}
-
-// The three masters' lowest slots (0, 5461, 10923 after --cluster create): one type each, so
-// the jobs' keys spread over every master.
-const TYPES = [typeOnSlot(0, 'ta'), typeOnSlot(5461, 'tb'), typeOnSlot(10923, 'tc')];
+const SHARDS = Number(process.env.QUEUE_SHARDS || 1);
 
 function user(n) {
   const pk = `PK-cl-${process.pid}-${n}`;
@@ -35,6 +30,27 @@ function user(n) {
   return { pk, auth: { authorization: `Bearer ${token}` } };
 }
 const USERS = [1, 2, 3, 4, 5, 6].map(user);
+// the queue shard of USERS[0]'s jobs (0 without shards): its slot is the one moved or killed
+const S0 = shardOfUser(USERS[0].pk, SHARDS);
+// the hash tag of type t's keys in shard s
+const tag = (t, s = S0) => `{${queueName(t, s)}}`;
+
+// A type name (not rebalance) whose shard S0's hash tag falls on slot `slot` exactly, so that
+// redis-cli --cluster reshard (which moves a master's lowest slots first) moves it.
+function typeOnSlot(slot, stem) {
+  for (let i = 0; ; i++) if (keySlot(tag(`${stem}${i}`)) === slot) return `${stem}${i}`;
+}
+
+// The three masters' lowest slots (0, 5461, 10923 after --cluster create): one type each, so
+// the jobs' keys spread over every master.
+const TYPES = [typeOnSlot(0, 'ta'), typeOnSlot(5461, 'tb'), typeOnSlot(10923, 'tc')];
+
+// The jobs of type t created so far, over every shard.
+async function created(t) {
+  let n = 0;
+  for (let s = 0; s < SHARDS; s++) n += Number(await cc.zcard(`agent:${tag(t, s)}:index`));
+  return n;
+}
 
 async function post(type, u, body) {
   try {
@@ -161,16 +177,20 @@ test('300 jobs from six users over three types all reach done, keys on every mas
   assert.strictEqual(masters.length, 3);
   const holding = [];
   for (const t of TYPES) {
-    const owner = await ownerOf(keySlot(`{${t}}`));
-    const n = await cl.node(owner, (c) => c.call('CLUSTER', 'COUNTKEYSINSLOT', keySlot(`{${t}}`)));
-    assert.ok(n >= 100, `type ${t}: ${n} keys in its slot on :${owner}`);
-    holding.push(owner);
+    let n = 0; // over the type's shards' slots
+    for (let s = 0; s < SHARDS; s++) {
+      const owner = await ownerOf(keySlot(tag(t, s)));
+      const k = await cl.node(owner, (c) => c.call('CLUSTER', 'COUNTKEYSINSLOT', keySlot(tag(t, s))));
+      if (k > 0) holding.push(owner);
+      n += k;
+    }
+    assert.ok(n >= 100, `type ${t}: ${n} keys in its slots`);
   }
   for (const m of masters) {
     const size = await cl.node(m, (c) => c.dbsize());
     assert.ok(size > 0, `master :${m} holds no key`);
   }
-  assert.strictEqual(new Set(holding).size, 3, 'the three types are on three masters');
+  assert.strictEqual(new Set(holding).size, 3, 'the jobs\' keys are on the three masters');
   // the audit stream kept its name and has every job.created entry
   assert.ok(await cc.xlen('agent:stream:job.created') >= 300);
 });
@@ -263,14 +283,13 @@ test('an agent with AUDIT_EVENTS=0 finishes jobs on the cluster too (no audit ke
 
 test('a slot moved between masters while jobs flow loses nothing and runs nothing twice', async () => {
   const type = TYPES[1];
-  const slot = keySlot(`{${type}}`);
+  const slot = keySlot(tag(type));
   const from = await ownerOf(slot);
   const to = (await cl.masters()).find((m) => m !== from);
   const list = [];
   for (let n = 0; n < 150; n++) list.push({ type, u: USERS[n % 6], n: 1000 + n });
   const sending = postAll(list, 4);
-  await waitFor(async () => Number(await cc.zcard(`agent:{${type}}:index`)) > 100 + 20,
-    { timeoutMs: 30000, what: 'load' });
+  await waitFor(async () => await created(type) > 100 + 20, { timeoutMs: 30000, what: 'load' });
   await redisCli(['--cluster', 'reshard', `127.0.0.1:${from}`, '--cluster-from', await nodeId(from),
     '--cluster-to', await nodeId(to), '--cluster-slots', '1', '--cluster-yes']);
   assert.strictEqual(await ownerOf(slot), to, 'the type\'s slot moved');
@@ -285,7 +304,7 @@ test('a slot moved between masters while jobs flow loses nothing and runs nothin
 
 test('a master killed under load (REDIS_WAIT_REPLICAS=1) loses no acknowledged job', async () => {
   const type = TYPES[0]; // its master also holds the presence keys: see the next test
-  const slot = keySlot(`{${type}}`);
+  const slot = keySlot(tag(type));
   const master = await ownerOf(slot);
   assert.strictEqual(await ownerOf(keySlot('{agents}')), master);
   const list = [];
@@ -294,8 +313,7 @@ test('a master killed under load (REDIS_WAIT_REPLICAS=1) loses no acknowledged j
   // after that times out (503, as it should)
   let promoted = false;
   const sending = postAll(list, 4, () => promoted);
-  await waitFor(async () => Number(await cc.zcard(`agent:{${type}}:index`)) > 100 + 30,
-    { timeoutMs: 30000, what: 'load' });
+  await waitFor(async () => await created(type) > 100 + 30, { timeoutMs: 30000, what: 'load' });
   await cl.kill(master);
   await waitFor(async () => { const o = await ownerOf(slot).catch(() => -1); return o > 0 && o !== master; },
     { timeoutMs: 60000, intervalMs: 200, what: 'the replica promoted' });

@@ -114,19 +114,29 @@ async function startCluster({ masters = 3, replicas = 0, args = [] } = {}) {
   return cl;
 }
 
-// CRC16-XMODEM key slot with hash tags, as Redis computes it.
+// CRC16-XMODEM, as Redis Cluster computes it.
+function crc16(text) {
+  let crc = 0;
+  for (const b of Buffer.from(text)) {
+    crc ^= b << 8;
+    for (let i = 0; i < 8; i++) crc = crc & 0x8000 ? ((crc << 1) ^ 0x1021) & 0xffff : (crc << 1) & 0xffff;
+  }
+  return crc;
+}
+
+// The key slot with hash tags, as Redis computes it.
 function keySlot(key) {
   const s = key.indexOf('{');
   if (s >= 0) {
     const e = key.indexOf('}', s + 1);
     if (e > s + 1) key = key.slice(s + 1, e);
   }
-  let crc = 0;
-  for (const b of Buffer.from(key)) {
-    crc ^= b << 8;
-    for (let i = 0; i < 8; i++) crc = crc & 0x8000 ? ((crc << 1) ^ 0x1021) & 0xffff : (crc << 1) & 0xffff;
-  }
-  return crc % 16384;
+  return crc16(key) % 16384;
 }
 
-module.exports = { startCluster, redisCli, keySlot };
+// QUEUE_SHARDS (README "Queue shards"): the shard of a user's jobs among n, and the queue name
+// of shard s of a type (the type itself for shard 0).
+const shardOfUser = (publicKey, n) => (n > 1 ? crc16(publicKey) % n : 0);
+const queueName = (type, s) => (s ? `${type}.${s}` : type);
+
+module.exports = { startCluster, redisCli, keySlot, shardOfUser, queueName };
