@@ -5,7 +5,7 @@
  * Finding the key: most commands take it as argv[1]; the exceptions we send are a table
  * (keyless commands, EVAL-style "numkeys then keys", XREAD-style "STREAMS then keys",
  * subcommands whose key is argv[2]). A RESP-written command is read back into its arguments
- * by hiredis's reader: a command is itself a valid RESP array of bulk strings. */
+ * by a walk of its one shape, an array of bulk strings (sb_cluster_cmd_slot). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -126,31 +126,43 @@ int sb_cluster_key_index(int argc, const char *const *argv, const size_t *lens) 
     return -1;
 }
 
-int sb_cluster_cmd_slot(const char *resp, size_t len) {
-    redisReader *rd = redisReaderCreate();
-    void *parsed = NULL;
-    if (!rd) return SB_ENOMEM;
-    redisReaderFeed(rd, resp, len);
-    int rc = redisReaderGetReply(rd, &parsed) == REDIS_OK && parsed ? SB_OK : SB_EINVAL;
-    redisReaderFree(rd);
-    redisReply *cmd = parsed;
-    if (rc == SB_OK && (cmd->type != REDIS_REPLY_ARRAY || cmd->elements < 1 ||
-                        cmd->elements > 4096))
-        rc = SB_EINVAL;
-    for (size_t i = 0; rc == SB_OK && i < cmd->elements; i++)
-        if (cmd->element[i]->type != REDIS_REPLY_STRING) rc = SB_EINVAL;
-    if (rc == SB_OK) {
-        const char *argv[cmd->elements];
-        size_t lens[cmd->elements];
-        for (size_t i = 0; i < cmd->elements; i++) {
-            argv[i] = cmd->element[i]->str;
-            lens[i] = cmd->element[i]->len;
-        }
-        int k = sb_cluster_key_index((int)cmd->elements, argv, lens);
-        rc = k < 0 ? -1 : sb_cluster_keyslot(argv[k], lens[k]);
+/* Reads the decimal header of a RESP line starting at resp[*at] with marker ('*' or '$'):
+ * "<marker><digits>\r\n", at most max. Moves *at past it. Returns the number, -1 if malformed. */
+static long sb_cluster_resp_header(const char *resp, size_t len, size_t *at, char marker,
+                                   long max) {
+    size_t i = *at;
+    if (i >= len || resp[i++] != marker) return -1;
+    long n = 0;
+    size_t digits = 0;
+    for (; i < len && resp[i] >= '0' && resp[i] <= '9'; i++, digits++) {
+        n = n * 10 + (resp[i] - '0');
+        if (n > max) return -1;
     }
-    if (cmd) freeReplyObject(cmd);
-    return rc;
+    if (!digits || i + 2 > len || resp[i] != '\r' || resp[i + 1] != '\n') return -1;
+    *at = i + 2;
+    return n;
+}
+
+/* The command is walked here rather than by hiredis's reader: the reader allocates whatever
+ * element count a header declares (a few bytes could ask for gigabytes), and a command has
+ * one shape only, an array of at most 4096 bulk strings. */
+int sb_cluster_cmd_slot(const char *resp, size_t len) {
+    size_t at = 0;
+    long argc = sb_cluster_resp_header(resp, len, &at, '*', 4096);
+    if (argc < 1) return SB_EINVAL;
+    const char *argv[argc];
+    size_t lens[argc];
+    for (long i = 0; i < argc; i++) {
+        long n = sb_cluster_resp_header(resp, len, &at, '$', (long)(len - at));
+        if (n < 0 || at + (size_t)n + 2 > len || resp[at + n] != '\r' || resp[at + n + 1] != '\n')
+            return SB_EINVAL;
+        argv[i] = resp + at;
+        lens[i] = (size_t)n;
+        at += (size_t)n + 2;
+    }
+    if (at != len) return SB_EINVAL; /* one command, nothing after it */
+    int k = sb_cluster_key_index((int)argc, argv, lens);
+    return k < 0 ? -1 : sb_cluster_keyslot(argv[k], lens[k]);
 }
 
 sb_redis_addr_t sb_cluster_node_addr(const sb_redis_addr_t *tmpl, char *host, int port) {

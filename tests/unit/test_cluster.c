@@ -81,6 +81,12 @@ static void test_cmd_slot(void **state) {
     assert_int_equal(sb_cluster_cmd_slot(cmd, len), -1);
     assert_int_equal(sb_cluster_cmd_slot("+OK\r\n", 5), SB_EINVAL);   /* not a command */
     assert_int_equal(sb_cluster_cmd_slot("*2\r\n$3\r\nGET", 12), SB_EINVAL); /* cut short */
+    /* a header declaring a huge array or string is refused, not allocated (fuzz_config) */
+    assert_int_equal(sb_cluster_cmd_slot("*333333361\r\n$3333337", 20), SB_EINVAL);
+    assert_int_equal(sb_cluster_cmd_slot("*1\r\n$3333337\r\nGET\r\n", 19), SB_EINVAL);
+    assert_int_equal(sb_cluster_cmd_slot("*1\r\n$3\r\nGET\r\n+", 14), SB_EINVAL); /* trailing */
+    assert_int_equal(sb_cluster_cmd_slot("*2\r\n$3\r\nGET\r\n$1\r\nk\r\n", 20),
+                     sb_cluster_keyslot("k", 1));
     sb_batch_free(b);
 }
 
