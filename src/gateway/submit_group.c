@@ -2,8 +2,10 @@
  * loop turn, sent by sb_aredis_eval (EVALSHA, EVAL after NOSCRIPT: the builder runs again and
  * leaves out who left meanwhile), answered member by member from the one reply, freed. On
  * Redis Cluster a flight holds the jobs of one slot (sb_submit_call_slot: one script call
- * touches one slot), and the job.created audit entries of its queued jobs follow the reply as
- * one separate batch (submit.h). */
+ * touches one slot): up to SB_SG_OPEN flights, one per slot, fill during a turn and are all sent
+ * at its end, so POSTs of users on different shards or types still group (a user's jobs share
+ * a slot, hence a flight, in arrival order). The job.created audit entries of a flight's queued
+ * jobs follow its reply as one separate batch (submit.h). */
 #include <stdlib.h>
 #include "gateway/submit_group.h"
 #include "switchboard/error.h"
@@ -24,11 +26,14 @@ typedef struct {
     sb_sg_member_t m[SB_SUBMIT_GROUP_MAX];
 } sb_sg_flight_t;
 
+#define SB_SG_OPEN 16 /* flights (slots) open at once; one more sends them all */
+
 struct sb_submit_group {
     uv_check_t check;
     sb_aredis_t *const *redis;
     const sb_script_t *script;
-    sb_sg_flight_t *open; /* filling during this loop turn, or NULL */
+    sb_sg_flight_t *open[SB_SG_OPEN]; /* filling during this loop turn, one per slot */
+    size_t nopen;
 };
 
 static void sb_sg_audit_cb(redisReply *reply, void *priv) {
@@ -86,12 +91,11 @@ static void sb_sg_reply(redisReply *reply, void *priv) {
     sb_sg_answer(priv, reply ? SB_OK : SB_EREDIS, reply);
 }
 
-/* Sends the open group, if any. */
-static void sb_sg_send(sb_submit_group_t *g) {
-    sb_sg_flight_t *f = g->open;
-    g->open = NULL;
-    if (!uv_is_closing((uv_handle_t *)&g->check)) uv_check_stop(&g->check);
-    if (!f) return;
+/* Sends the open flight i (and closes the gap it leaves). */
+static void sb_sg_send(sb_submit_group_t *g, size_t i) {
+    sb_sg_flight_t *f = g->open[i];
+    g->open[i] = g->open[--g->nopen];
+    if (!g->nopen && !uv_is_closing((uv_handle_t *)&g->check)) uv_check_stop(&g->check);
     sb_aredis_t *ar = f->ar = *g->redis;
     int rc = ar ? sb_aredis_eval(ar, sb_sg_build, sb_sg_reply, f) : SB_EREDIS;
     if (rc == SB_OK) return;
@@ -99,7 +103,24 @@ static void sb_sg_send(sb_submit_group_t *g) {
     sb_sg_answer(f, rc == SB_ECANCELED ? SB_OK : SB_EREDIS, NULL);
 }
 
-static void sb_sg_check_cb(uv_check_t *h) { sb_sg_send(h->data); }
+static void sb_sg_send_all(sb_submit_group_t *g) {
+    while (g->nopen) sb_sg_send(g, g->nopen - 1);
+}
+
+/* The index of the open flight of call's slot, a new one's, or -1 (no memory). */
+static long sb_sg_flight_for(sb_submit_group_t *g, const sb_submit_call_t *call) {
+    int slot = sb_submit_call_slot(call);
+    for (size_t i = 0; i < g->nopen; i++)
+        if (sb_submit_call_slot(g->open[i]->m[0].call) == slot) return (long)i;
+    if (g->nopen == SB_SG_OPEN) sb_sg_send_all(g);
+    sb_sg_flight_t *f = calloc(1, sizeof *f);
+    if (!f) return -1;
+    f->script = g->script;
+    g->open[g->nopen] = f;
+    return (long)g->nopen++;
+}
+
+static void sb_sg_check_cb(uv_check_t *h) { sb_sg_send_all(h->data); }
 
 sb_submit_group_t *sb_submit_group_create(uv_loop_t *loop, sb_aredis_t *const *redis,
                                           const sb_script_t *script) {
@@ -114,17 +135,15 @@ sb_submit_group_t *sb_submit_group_create(uv_loop_t *loop, sb_aredis_t *const *r
 
 int sb_submit_group_add(sb_submit_group_t *g, sb_submit_call_t *call, void *owner,
                         sb_submit_alive_fn alive, sb_submit_done_fn done, int now) {
-    if (g && g->open && sb_submit_call_slot(g->open->m[0].call) != sb_submit_call_slot(call))
-        sb_sg_send(g); /* another slot (cluster): its own flight */
-    if (!g || (!g->open && !(g->open = calloc(1, sizeof *g->open)))) {
+    long i = g ? sb_sg_flight_for(g, call) : -1;
+    if (i < 0) {
         sb_submit_call_free(call);
         return SB_ENOMEM;
     }
-    sb_sg_flight_t *f = g->open;
-    f->script = g->script;
+    sb_sg_flight_t *f = g->open[i];
     f->m[f->n++] = (sb_sg_member_t){call, owner, alive, done, -1};
     if (now || f->n == SB_SUBMIT_GROUP_MAX || uv_is_closing((uv_handle_t *)&g->check))
-        sb_sg_send(g);
+        sb_sg_send(g, (size_t)i);
     else
         uv_check_start(&g->check, sb_sg_check_cb);
     return SB_OK;
@@ -132,7 +151,7 @@ int sb_submit_group_add(sb_submit_group_t *g, sb_submit_call_t *call, void *owne
 
 void sb_submit_group_stop(sb_submit_group_t *g) {
     if (!g) return;
-    sb_sg_send(g);
+    sb_sg_send_all(g);
     uv_close((uv_handle_t *)&g->check, NULL);
 }
 
