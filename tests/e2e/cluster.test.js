@@ -12,9 +12,8 @@
 const test = require('node:test');
 const assert = require('node:assert');
 const jwt = require('jsonwebtoken');
-const net = require('node:net');
 const Redis = require('ioredis');
-const { startSwitchboard, runSwitchboard, waitFor, freePort } = require('./lib/harness');
+const { startSwitchboard, runSwitchboard, waitFor, freePort, httpAnswer, keptAliveSockets } = require('./lib/harness');
 const { startCluster, redisCli, keySlot, shardOfUser, queueName } = require('./lib/cluster');
 const { recordingSocket } = require('./lib/sio');
 
@@ -203,31 +202,8 @@ test('group commit per slot: one loop turn of POSTs interleaving slots is one sc
   const list = [];
   for (let r = 0; r < 2; r++) for (const u of USERS) for (const t of TYPES) list.push({ type: t, u });
   const slots = new Set(list.map((j) => keySlot(tag(j.type, shardOfUser(j.u.pk, SHARDS)))));
-  const answer = (sock) => new Promise((resolve, reject) => {
-    let buf = '';
-    const onData = (d) => {
-      buf += d;
-      const end = buf.indexOf('\r\n\r\n');
-      const len = end < 0 ? -1 : Number((/content-length: *(\d+)/i.exec(buf.slice(0, end)) || [])[1]);
-      if (end >= 0 && buf.length >= end + 4 + len) {
-        sock.off('data', onData);
-        resolve({ status: Number(buf.slice(9, 12)), body: buf.slice(end + 4, end + 4 + len) });
-      }
-    };
-    sock.on('data', onData);
-    sock.once('error', reject);
-  });
   const port = Number(new URL(base).port);
-  const socks = await Promise.all(list.map(() => new Promise((resolve, reject) => {
-    const sk = net.connect(port, '127.0.0.1', () => resolve(sk));
-    sk.setEncoding('utf8');
-    sk.once('error', reject);
-  })));
-  for (const sk of socks) { // kept alive and accepted before the gateway stops
-    const got = answer(sk);
-    sk.write('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');
-    assert.strictEqual((await got).status, 200);
-  }
+  const socks = await keptAliveSockets(port, list.length);
   const scriptCalls = async () => {
     let n = 0;
     for (const m of await cl.masters()) {
@@ -246,7 +222,7 @@ test('group commit per slot: one loop turn of POSTs interleaving slots is one sc
     try {
       answers = list.map((j, i) => {
         const body = JSON.stringify({ amount: i + 1 });
-        const got = answer(socks[i]);
+        const got = httpAnswer(socks[i]);
         socks[i].write(`POST /api/v1/agent/${j.type} HTTP/1.1\r\nHost: x\r\n` +
           `Authorization: ${j.u.auth.authorization}\r\nContent-Type: application/json\r\n` +
           `Content-Length: ${body.length}\r\n\r\n${body}`);

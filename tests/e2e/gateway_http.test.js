@@ -12,7 +12,7 @@ const fs = require('node:fs');
 const net = require('node:net');
 const { execFile, execFileSync } = require('node:child_process');
 const jwt = require('jsonwebtoken');
-const { startRedis, startSwitchboard, runSwitchboard, waitFor, freePort } = require('./lib/harness');
+const { startRedis, startSwitchboard, runSwitchboard, waitFor, freePort, httpAnswer, keptAliveSockets } = require('./lib/harness');
 const { request, assertError, rawExchange } = require('./lib/http');
 
 const SECRET = 'e2e-gateway-secret';
@@ -407,30 +407,7 @@ test('group commit: one loop turn of POSTs is one script call, with one-by-one a
   const a = user();
   const others = Array.from({ length: 4 }, () => user());
   const senders = [...Array(12).fill(a), ...others];
-  const answer = (sock) => new Promise((resolve, reject) => {
-    let buf = '';
-    const onData = (d) => {
-      buf += d;
-      const end = buf.indexOf('\r\n\r\n');
-      const len = end < 0 ? -1 : Number((/content-length: *(\d+)/i.exec(buf.slice(0, end)) || [])[1]);
-      if (end >= 0 && buf.length >= end + 4 + len) {
-        sock.off('data', onData);
-        resolve({ status: Number(buf.slice(9, 12)), body: buf.slice(end + 4, end + 4 + len) });
-      }
-    };
-    sock.on('data', onData);
-    sock.once('error', reject);
-  });
-  const socks = await Promise.all(senders.map(() => new Promise((resolve, reject) => {
-    const sk = net.connect(port, '127.0.0.1', () => resolve(sk));
-    sk.setEncoding('utf8');
-    sk.once('error', reject);
-  })));
-  for (const sk of socks) { // kept alive and accepted before the gateway stops
-    const got = answer(sk);
-    sk.write('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');
-    assert.strictEqual((await got).status, 200);
-  }
+  const socks = await keptAliveSockets(port, senders.length);
   const scriptCalls = async () => {
     const stats = await rc.info('commandstats');
     return ['evalsha', 'eval'].reduce((n, c) =>
@@ -442,7 +419,7 @@ test('group commit: one loop turn of POSTs is one script call, with one-by-one a
   try {
     answers = senders.map((u, i) => {
       const body = JSON.stringify({ amount: i + 1 });
-      const got = answer(socks[i]);
+      const got = httpAnswer(socks[i]);
       socks[i].write(`POST /api/v1/agent/rebalance HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${u.token}\r\n` +
         `Content-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
       return got;

@@ -115,4 +115,40 @@ function runSwitchboard(args, env = {}, input) {
   });
 }
 
-module.exports = { SB_BIN, freePort, waitFor, startRedis, startSwitchboard, runSwitchboard, track };
+// The next HTTP/1.1 response on a raw socket (utf8): {status, body} once its Content-Length
+// bytes are in. For tests that must write requests while the gateway is stopped.
+function httpAnswer(sock) {
+  return new Promise((resolve, reject) => {
+    let buf = '';
+    const onData = (d) => {
+      buf += d;
+      const end = buf.indexOf('\r\n\r\n');
+      const len = end < 0 ? -1 : Number((/content-length: *(\d+)/i.exec(buf.slice(0, end)) || [])[1]);
+      if (end >= 0 && buf.length >= end + 4 + len) {
+        sock.off('data', onData);
+        resolve({ status: Number(buf.slice(9, 12)), body: buf.slice(end + 4, end + 4 + len) });
+      }
+    };
+    sock.on('data', onData);
+    sock.once('error', reject);
+  });
+}
+
+// n raw sockets to 127.0.0.1:port, each kept alive by one answered GET /healthz (so the
+// server has accepted them and will read them in one poll phase later).
+async function keptAliveSockets(port, n) {
+  const socks = await Promise.all(Array.from({ length: n }, () => new Promise((resolve, reject) => {
+    const sk = net.connect(port, '127.0.0.1', () => resolve(sk));
+    sk.setEncoding('utf8');
+    sk.once('error', reject);
+  })));
+  for (const sk of socks) {
+    const got = httpAnswer(sk);
+    sk.write('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');
+    if ((await got).status !== 200) throw new Error('GET /healthz on a kept-alive socket failed');
+  }
+  return socks;
+}
+
+module.exports = { SB_BIN, freePort, waitFor, startRedis, startSwitchboard, runSwitchboard, track,
+  httpAnswer, keptAliveSockets };
