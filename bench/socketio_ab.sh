@@ -38,23 +38,16 @@ ulimit -n "$(( $(ulimit -Hn) < want ? $(ulimit -Hn) : want ))"
 (( $(ulimit -n) >= N + 256 )) || { echo "bench: ulimit -n $(ulimit -n) is too low for N=$N" >&2; exit 2; }
 addrs=$(seq -s, -f '127.0.0.%g' 2 $((2 + N / 20000 + 1)))
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-wait_http() {
-  for _ in $(seq 1 200); do curl -s -o /dev/null "$1" && return 0; sleep 0.05; done
-  echo "bench: $1 never answered" >&2; exit 1
-}
+# shellcheck source=bench/lib.sh
+. bench/lib.sh # (the cwd is the repository root)
 
 work=$(mktemp -d /tmp/sb-bench-ab.XXXXXX)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-rport=$(free_port)
-redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --dir "$work" \
-  --maxclients $((N + 1000)) --loglevel warning >"$work/redis.log" 2>&1 &
-pids+=($!)
-until redis-cli -p "$rport" ping >/dev/null 2>&1; do sleep 0.05; done
-export JWT_SECRET=$SECRET REDIS_URL=redis://127.0.0.1:$rport
+bench_redis $((N + 1000))
+export JWT_SECRET=$SECRET
 
 echo "N=$N ROUNDS=$ROUNDS MESSAGES=$MESSAGES AB_ROUNDS=$AB_ROUNDS STATUS_FORMAT=${STATUS_FORMAT:-seed}; $(uptime)" >&2
 for ((r = 1; r <= AB_ROUNDS; r++)); do

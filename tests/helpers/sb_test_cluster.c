@@ -144,7 +144,7 @@ static int sb_wait_ready(const sb_test_cluster_t *t) {
     return 0;
 }
 
-int sb_test_cluster_start(sb_test_cluster_t *t) {
+static int sb_test_cluster_up(sb_test_cluster_t *t) {
     if (t->masters <= 0) t->masters = 3;
     t->n = t->masters * (1 + t->replicas);
     if (t->n > SB_TEST_CLUSTER_MAX) return -1;
@@ -163,6 +163,14 @@ int sb_test_cluster_start(sb_test_cluster_t *t) {
     sb_redis_addr_init(&t->addr);
     t->addr.cluster = t->seeds;
     return 0;
+}
+
+int sb_test_cluster_start(sb_test_cluster_t *t) {
+    if (sb_test_cluster_up(t) == 0) return 0;
+    fprintf(stderr, "could not start a redis cluster (%d masters, %d replica(s) each)\n",
+            t->masters, t->replicas);
+    sb_test_cluster_stop(t);
+    return -1;
 }
 
 int sb_test_cluster_node_id(const sb_test_cluster_t *t, int i, char *id, size_t len) {

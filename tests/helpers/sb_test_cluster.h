@@ -26,7 +26,8 @@ typedef struct {
     sb_redis_addr_t addr;            /* cluster = seeds (points into this struct) */
 } sb_test_cluster_t;
 
-/* Returns 0, or -1 with the reason on stderr (the test should fail). */
+/* Returns 0, or -1 with the reason on stderr and whatever had started stopped (the test
+ * should fail). */
 int sb_test_cluster_start(sb_test_cluster_t *t);
 void sb_test_cluster_stop(sb_test_cluster_t *t);
 /* A plain (not cluster-aware) connected client of server i, or NULL. The test frees it. */

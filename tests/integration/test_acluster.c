@@ -282,11 +282,7 @@ static void test_pubsub_across_nodes(void **state) {
 
 int main(void) {
     signal(SIGPIPE, SIG_IGN);
-    if (sb_test_cluster_start(&cl) != 0) {
-        fprintf(stderr, "could not start a redis cluster\n");
-        sb_test_cluster_stop(&cl);
-        return 1;
-    }
+    if (sb_test_cluster_start(&cl) != 0) return 1;
     sb_log_set_level(SB_LOG_ERROR);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_routes_by_key, setup),

@@ -177,11 +177,7 @@ static void test_blocking_master_killed(void **state) {
 
 int main(void) {
     signal(SIGPIPE, SIG_IGN);
-    if (sb_test_cluster_start(&cl) != 0) {
-        fprintf(stderr, "could not start a redis cluster with replicas\n");
-        sb_test_cluster_stop(&cl);
-        return 1;
-    }
+    if (sb_test_cluster_start(&cl) != 0) return 1;
     sb_log_set_level(SB_LOG_ERROR);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_async_home_killed),

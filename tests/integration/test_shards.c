@@ -385,8 +385,14 @@ static void test_jobctl_by_id_and_over_shards(void **state) {
     sb_expect_int(r, 1, "EXISTS agent:rebalance.3:paused");
     start_agent(f, 2);
     sb_agent_stats_t st;
-    int64_t until = sb_mono_ms() + 1500;
-    while (sb_mono_ms() < until) sb_sleep_ms(50, NULL); /* agent online, looking, paused */
+    /* online first (an event); then a window in which an unpaused agent takes jobs within
+     * milliseconds (test_idle_latency_*): a paused one must take none */
+    int64_t until = sb_mono_ms() + 10000;
+    while (sb_query_int(r, "EXISTS agent:online:%s", sb_agent_id(f->agent)) == 0 &&
+           sb_mono_ms() < until)
+        sb_sleep_ms(5, NULL);
+    sb_expect_int(r, 1, "EXISTS agent:online:%s", sb_agent_id(f->agent));
+    for (until = sb_mono_ms() + 1000; sb_mono_ms() < until;) sb_sleep_ms(50, NULL);
     sb_agent_stats(f->agent, &st);
     assert_int_equal(st.done, 0);
     assert_int_equal(sb_jobctl_pause(r, "rebalance", "test", 0, &changed), SB_OK);
