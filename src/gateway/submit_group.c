@@ -22,6 +22,7 @@ typedef struct {
 typedef struct {
     const sb_script_t *script;
     sb_aredis_t *ar; /* where it was sent */
+    int slot;        /* of its jobs (sb_submit_call_slot; 0 off Redis Cluster) */
     size_t n, sent;
     sb_sg_member_t m[SB_SUBMIT_GROUP_MAX];
 } sb_sg_flight_t;
@@ -111,11 +112,12 @@ static void sb_sg_send_all(sb_submit_group_t *g) {
 static long sb_sg_flight_for(sb_submit_group_t *g, const sb_submit_call_t *call) {
     int slot = sb_submit_call_slot(call);
     for (size_t i = 0; i < g->nopen; i++)
-        if (sb_submit_call_slot(g->open[i]->m[0].call) == slot) return (long)i;
+        if (g->open[i]->slot == slot) return (long)i;
     if (g->nopen == SB_SG_OPEN) sb_sg_send_all(g);
     sb_sg_flight_t *f = calloc(1, sizeof *f);
     if (!f) return -1;
     f->script = g->script;
+    f->slot = slot;
     g->open[g->nopen] = f;
     return (long)g->nopen++;
 }
