@@ -28,10 +28,13 @@
  * live agents get time to write their keys again.
  *
  * Round trips: under load a worker takes with a script (LMOVE + GET) instead of BLMOVE, sends
- * the `processing` update without waiting (its replies are read with the next command), and
- * sends the finish script and the next take in one write, keeping the take's reply for its
- * next turn: one round trip per job. A worker that stops with such a prefetched job puts it
- * back on the queue untouched.
+ * the `processing` update without waiting for it, and sends the finish script and the next
+ * take in one call, keeping the take's reply for its next turn: one round trip per job. A
+ * worker that stops with such a prefetched job puts it back on the queue untouched.
+ * Group commit: the workers' updates and finishes go through one queue and one connection of
+ * the agent; a worker that finds no call under way sends every queued write of its shard as
+ * one script call (so under load one call carries several workers' writes), in queue order,
+ * each with its own guard and reply. Nothing waits for a group to fill.
  *
  * Every terminal transition (done, error, requeue) is one script guarded by LREM on the
  * processing list: it takes effect at most once, even if the reply was lost and the call is

@@ -130,10 +130,11 @@ static int sb_agent_create_workers(sb_agent_t *a, const sb_redis_addr_t *redis) 
     if (!a->workers || !a->maint_redis) return SB_ENOMEM;
     sb_redis_set_timeout(a->maint_redis, 10000);
     sb_redis_follow(a->maint_redis, &a->master_epoch);
+    if (!(a->commit = sb__commit_create(a, redis))) return SB_ENOMEM;
     for (int i = 0; i < a->nworkers; i++) {
         sb__worker_t *w = &a->workers[i];
         w->conn = (sb__conn_t){.agent = a, .quit = &a->cancel, .ahead = &w->ahead,
-                               .shard = &a->shards[0]};
+                               .shard = &a->shards[0], .commit = a->commit};
         /* spread: with concurrency >= shards every shard has a worker waiting on it */
         w->home_shard = w->next_shard = i % a->nshards;
         pthread_mutex_init(&w->lock, NULL);
@@ -293,6 +294,7 @@ void sb_agent_free(sb_agent_t *a) {
         pthread_mutex_destroy(&a->workers[i].lock);
     }
     free(a->workers);
+    sb__commit_free(a->commit);
     free(a->shards);
     sb_redis_free(a->maint_redis);
     pthread_mutex_destroy(&a->lock);

@@ -1,7 +1,8 @@
 /* A connection of the agent (sb__conn_t): commands sent again through reconnects and Redis's
  * refusals (LOADING, BUSY...), and the guarded finish of a job. Workers finish their jobs
- * through their own connection (and take their next job in the same script call); the
- * maintenance thread and the shutdown path finish jobs through the maintenance connection. */
+ * through the agent's group commit (agent_commit.c; the finish takes their next job in the
+ * same call); the maintenance thread and the shutdown path finish jobs one a call through the
+ * maintenance connection. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -114,26 +115,37 @@ static int sb_finish_reply(sb__conn_t *c, const char *id, const redisReply *rep)
     return -1;
 }
 
-/* Calls the finish script. A worker that goes on taking jobs has the same call take its next
- * one (sb_finish_reply keeps it): one script call and one round trip per job under load.
- * Returns the reply, or NULL on an I/O error (the take may then have run with its reply lost:
- * the maintenance thread puts such an id back). */
-static redisReply *sb_finish_attempt(sb__conn_t *c, void *ctx) {
+/* A worker that goes on taking jobs has its finish take its next one (sb_finish_reply keeps
+ * it): one script call and one round trip per job under load, or a share of a group call. */
+static void sb_finish_take(sb__conn_t *c, sb__finish_args_t *args) {
     sb_agent_t *a = c->agent;
-    sb__finish_args_t *args = ctx;
     /* with shards, after SB__SHARD_BURST jobs in a row from one the worker looks at the others */
     int take = c->ahead && c->ahead->state == SB__PREFETCH_NONE && !atomic_load(&a->stop) &&
                (a->nshards == 1 || c->ahead->burst < SB__SHARD_BURST);
     args->argv[SB__FIN_NKEYS + SB__FIN_A_TAKE_PREFIX] = take ? c->shard->k_job_prefix : "";
-    return sb_redis_eval(c->redis, &a->scripts.finish, SB__FIN_NKEYS, SB__FIN_ARGC, args->argv,
-                         NULL);
+}
+
+/* Calls the finish script. Returns the reply, or NULL on an I/O error (a take may then have
+ * run with its reply lost: the maintenance thread puts such an id back). */
+static redisReply *sb_finish_attempt(sb__conn_t *c, void *ctx) {
+    sb__finish_args_t *args = ctx;
+    sb_finish_take(c, args);
+    return sb_redis_eval(c->redis, &c->agent->scripts.finish, SB__FIN_NKEYS, SB__FIN_ARGC,
+                         args->argv, NULL);
 }
 
 int sb__conn_finish(sb__conn_t *c, const char *id, const sb__finish_t *f) {
     sb__finish_args_t args;
     sb__finish_args_init(&args, c->agent, c->shard, id, f);
-    redisReply *rep = sb__conn_retry(c, "finish", id, sb_finish_attempt, &args);
     int rc = SB_ECANCELED;
+    redisReply *rep = NULL;
+    if (c->commit) { /* a worker's: with others' in one group call */
+        sb_finish_take(c, &args);
+        rep = sb__commit_call(c->commit, c->shard, SB__CALL_FINISH, args.argv, 1, &rc);
+        if (!rep && rc != SB_ECANCELED) rc = 0; /* the group failed (logged): not applied */
+    } else {
+        rep = sb__conn_retry(c, "finish", id, sb_finish_attempt, &args);
+    }
     if (rep) {
         rc = sb_finish_reply(c, id, rep) == 1; /* an unexpected reply (logged) counts as 0 */
         freeReplyObject(rep);

@@ -4,6 +4,7 @@
  *   agent_scripts.c  the Lua scripts, with named KEYS / ARGV positions and their builders
  *   agent_conn.c     a connection of the agent: commands retried through reconnects and
  *                    refusals, and the guarded finish of a job (both threads finish jobs)
+ *   agent_commit.c   group commit: the workers' updates and finishes, several a script call
  *   agent_job.c      the job state machine: attempts, retries, done / error / requeue
  *   agent_worker.c   the worker thread: taking jobs (with prefetch) and running them
  *   agent_maint.c    the maintenance thread: presence, recovery of dead agents' jobs
@@ -54,7 +55,7 @@ typedef struct {
     sb_script_t cas;     /* compare-and-set of a record: SB__CAS_* */
     sb_script_t renew;   /* renew our job lease: SB__RENEW_* */
     sb_script_t lapsed;  /* agents whose lease has lapsed: SB__LAPSED_* */
-    sb_script_t update;  /* an attempt's record + status, guarded by our list: SB__UPD_* */
+    sb_script_t group;   /* workers' updates and finishes in one call (agent_commit.c) */
 } sb__scripts_t;
 
 void sb__scripts_init(sb__scripts_t *s);
@@ -207,6 +208,8 @@ typedef struct {
     int burst;        /* jobs in a row taken by finishes (SB__SHARD_BURST) */
 } sb__ahead_t;
 
+typedef struct sb__commit sb__commit_t;
+
 /* A connection of the agent and the flag that ends its waits: what running commands and
  * finishing jobs needs. Each worker has one; the maintenance thread (and the shutdown path)
  * uses the agent's maintenance connection through another. */
@@ -216,6 +219,8 @@ typedef struct {
     const atomic_int *quit; /* ends its Redis waits: the agent's cancel, or maint_stop */
     const sb__shard_t *shard; /* the shard of the job it works on */
     sb__ahead_t *ahead;     /* a worker's: finishes take its next job. NULL: they take none */
+    sb__commit_t *commit;   /* a worker's: its updates and finishes go through the agent's
+                             * group commit (agent_commit.c). NULL: on redis, one a call */
 } sb__conn_t;
 
 /* One attempt at a command for sb__conn_retry: the reply, or NULL on an I/O error. */
@@ -242,6 +247,27 @@ void sb__taken_free(sb__taken_t *t);
 /* Fills *t from the {id, record|nil|error} pair of a take. Returns 1, or -1 (no memory). */
 int sb__taken_fill(sb__taken_t *t, const redisReply *id, const redisReply *record);
 
+/* ---- group commit (agent_commit.c) -------------------------------------------------------- */
+
+/* The workers' job writes (the update and finish scripts) go to Redis through one connection
+ * of the agent, several in one call of the group script: a worker that finds no call under
+ * way sends what is queued (its own call and any others of the same shard, in order) and
+ * waits for the reply; calls queued meanwhile go with the next one. One worker's calls keep
+ * their order (one queue, one connection, run in order inside a call); nothing waits for a
+ * group to fill. */
+typedef enum { SB__CALL_UPDATE, SB__CALL_FINISH } sb__call_kind_t;
+
+/* Creates the group commit of a (its own connection to redis). NULL: no memory. */
+sb__commit_t *sb__commit_create(sb_agent_t *a, const sb_redis_addr_t *redis);
+void sb__commit_free(sb__commit_t *m); /* NULL is fine */
+/* Runs one update (SB__UPD_ARGC argv) or finish (SB__FIN_ARGC argv) of shard sh in a group
+ * call; argv is copied. With wait, returns that call's reply (caller frees it) or NULL with
+ * *rc = SB_ECANCELED (the agent's cancel came first), SB_ENOMEM or SB_EPROTO (the whole group
+ * call was refused: logged). Without wait, returns NULL at once (*rc = 0 or SB_ENOMEM): the
+ * call is sent with the next group and its reply dropped, as sb_redis_send_deferred's. */
+redisReply *sb__commit_call(sb__commit_t *m, const sb__shard_t *sh, sb__call_kind_t kind,
+                            const char *const *argv, int wait, int *rc);
+
 /* ---- the agent ----------------------------------------------------------------------------- */
 
 typedef struct {
@@ -250,8 +276,6 @@ typedef struct {
     pthread_t thread;
     int started;
     unsigned seed;                 /* jitter */
-    unsigned update_epoch;         /* sb_redis_script_epoch() + 1 when the update script was
-                                    * last sent as EVAL on conn (0: never): EVALSHA after */
     int next_shard;                /* where its next look over the shards starts */
     int home_shard;                /* the shard its BLMOVE waits on (the first of them) */
     pthread_mutex_t lock;          /* guards job_id, job_shard (read by the maintenance /
@@ -297,6 +321,7 @@ struct sb_agent {
     char **suspects;       /* maintenance thread only: ids orphaned in our list at the last scan */
     size_t nsuspects;
     sb_redis_t *maint_redis;
+    sb__commit_t *commit;  /* the workers' group commit */
 
     pthread_mutex_t stats_lock;
     sb_agent_stats_t stats;

@@ -29,21 +29,11 @@ typedef struct {
     int64_t started_ms;  /* monotonic start of the current attempt */
 } sb_run_t;
 
-/* How the update script goes: with its reply read now, as EVAL; deferred, as EVAL once per
- * connection (which loads it), then as EVALSHA (sb_redis_script_epoch): a NOSCRIPT answer only
- * an operator's SCRIPT FLUSH can cause drops that one update, never its order. */
-static sb_script_mode_t sb_run_update_mode(sb__worker_t *w, int wait) {
-    if (wait || sb_redis_ensure(w->conn.redis, w->conn.quit) != SB_OK) return SB_SCRIPT_EVAL;
-    unsigned epoch = sb_redis_script_epoch(w->conn.redis) + 1;
-    if (w->update_epoch == epoch) return SB_SCRIPT_EVALSHA;
-    w->update_epoch = epoch;
-    return SB_SCRIPT_EVAL;
-}
-
 /* Writes the record with its new status, publishes a status message and notes it in the
  * job's history, in one script guarded by our processing list (an operator may have cancelled
- * or deleted the job: nothing is then written). With wait = 0 the reply is read with the
- * worker's next command (the finish), so the handler starts without waiting a round trip.
+ * or deleted the job: nothing is then written), through the group commit (agent_commit.c).
+ * With wait = 0 the reply is dropped unread, so the handler starts without waiting a round
+ * trip (the finish follows it in the same queue, so it cannot overtake it).
  * Returns 0, SB_ENOTFOUND (wait = 1: the job is not ours any more), or an SB_E* error. */
 static int sb_run_update(sb_run_t *r, const char *status, const char *msg_status,
                          const char *details, int wait) {
@@ -56,8 +46,7 @@ static int sb_run_update(sb_run_t *r, const char *status, const char *msg_status
     sb_status_t st = {.job_id = r->id, .status = msg_status, .user_id = r->job.public_key,
                       .details = details, .attempts = r->job.attempts};
     char *msg = sb_status_build(&st);
-    sb_batch_t *b = sb_batch_create();
-    int rc = rec && msg && b ? SB_OK : SB_ENOMEM;
+    int rc = rec && msg ? SB_OK : SB_ENOMEM;
     sb_fmt_llz(ttl, SB_JOB_TTL);
     const sb__shard_t *sh = r->w->conn.shard;
     const char *argv[SB__UPD_ARGC] = {
@@ -69,16 +58,12 @@ static int sb_run_update(sb_run_t *r, const char *status, const char *msg_status
         [SB__UPD_A_STATUS] = wait ? "retrying" : status, [SB__UPD_A_BY] = a->id,
         [SB__UPD_A_TS] = sb_iso8601(now, ts), [SB__UPD_A_DETAIL] = details ? details : ""};
     if (!rc) rc = argv[SB__UPD_K_RECORD] && argv[SB__UPD_K_HISTORY] ? SB_OK : SB_EINVAL;
-    if (!rc) rc = sb_batch_add_script(b, &a->scripts.update, sb_run_update_mode(r->w, wait),
-                                      SB__UPD_NKEYS, SB__UPD_ARGC, argv, NULL);
     redisReply *reply = NULL;
-    if (!rc && (rc = sb__conn_send(&r->w->conn, b, wait ? &reply : NULL)) == SB_OK && wait) {
-        if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 0) rc = SB_ENOTFOUND;
-        sb_replies_free(&reply, 1);
-    }
+    if (!rc) reply = sb__commit_call(r->w->conn.commit, sh, SB__CALL_UPDATE, argv, wait, &rc);
+    if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer == 0) rc = SB_ENOTFOUND;
+    if (reply) freeReplyObject(reply);
     free(rec);
     free(msg);
-    sb_batch_free(b);
     return rc;
 }
 

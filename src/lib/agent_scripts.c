@@ -15,66 +15,69 @@
  * Returns 1 if applied, 0 if the id was no longer ours (already finished or recovered); with a
  * take, {that, id, record or nil or an error} when a job was taken (as SB_TAKE_LUA), else
  * {that}. */
-static const char SB_FINISH_LUA[] =
-    SB_LUA_FORGET SB_LUA_HISTORY
-    "local k_proc, k_record, k_target, k_counter, k_exec, k_failure, k_audit, k_jobs, k_paused,\n"
-    "  k_done, k_history = unpack(KEYS)\n"
-    "local id, record, channel, message, mode, exec_ms, failure, exec_bound, metrics_ttl,\n"
-    "  record_ttl, ev_id, ev_type, ev_ts, ev_data, ev_maxlen, take_prefix, prefix, now_ms,\n"
-    "  dead_ttl, dead_max, by, ts, detail = unpack(ARGV)\n"
-    /* the dead list: at most dead_max ids, and none whose record has expired at its old end */
-    "local function trim_dead()\n"
-    "  while redis.call('LLEN', k_target) > tonumber(dead_max) do\n"
-    "    local x = redis.call('RPOP', k_target)\n"
-    "    forget(prefix, x, redis.call('GET', prefix .. 'job:' .. x))\n"
-    "  end\n"
-    "  for _ = 1, 10 do\n"
-    "    local x = redis.call('LINDEX', k_target, -1)\n"
-    "    if not x or redis.call('EXISTS', prefix .. 'job:' .. x) == 1 then break end\n"
-    "    redis.call('RPOP', k_target)\n"
-    "    forget(prefix, x, false)\n"
-    "  end\n"
+#define SB_FINISH_FN \
+    SB_LUA_FORGET SB_LUA_HISTORY \
+    "local function finish_op(k, a)\n" \
+    "local k_proc, k_record, k_target, k_counter, k_exec, k_failure, k_audit, k_jobs, k_paused,\n" \
+    "  k_done, k_history = unpack(KEYS, k + 1, k + 11)\n" \
+    "local id, record, channel, message, mode, exec_ms, failure, exec_bound, metrics_ttl,\n" \
+    "  record_ttl, ev_id, ev_type, ev_ts, ev_data, ev_maxlen, take_prefix, prefix, now_ms,\n" \
+    "  dead_ttl, dead_max, by, ts, detail = unpack(ARGV, a + 1, a + 23)\n" \
+    /* the dead list: at most dead_max ids, and none whose record has expired at its old end */ \
+    "local function trim_dead()\n" \
+    "  while redis.call('LLEN', k_target) > tonumber(dead_max) do\n" \
+    "    local x = redis.call('RPOP', k_target)\n" \
+    "    forget(prefix, x, redis.call('GET', prefix .. 'job:' .. x))\n" \
+    "  end\n" \
+    "  for _ = 1, 10 do\n" \
+    "    local x = redis.call('LINDEX', k_target, -1)\n" \
+    "    if not x or redis.call('EXISTS', prefix .. 'job:' .. x) == 1 then break end\n" \
+    "    redis.call('RPOP', k_target)\n" \
+    "    forget(prefix, x, false)\n" \
+    "  end\n" \
+    "end\n" \
+    "local function finish()\n" \
+    "if redis.call('LREM', k_proc, 1, id) == 0 then return 0 end\n" \
+    "if record ~= '' then\n" \
+    "  local ttl = mode == 'error' and dead_ttl or record_ttl\n" \
+    "  redis.call('SET', k_record, record, 'EX', ttl)\n" \
+    "  history(k_history, ttl, mode == 'requeue' and 'queued' or mode, by, ts, detail)\n" \
+    "end\n" \
+    "if mode == 'requeue' then\n" \
+    "  redis.call('RPUSH', k_target, id)\n" \
+    "else\n" \
+    "  if redis.call('INCR', k_counter) == 1 then redis.call('EXPIRE', k_counter, metrics_ttl) end\n" \
+    "  if mode == 'done' then\n" \
+    "    redis.call('ZADD', k_exec, exec_ms, id)\n" \
+    "    redis.call('ZADD', k_done, now_ms, id)\n" \
+    "    redis.call('EXPIRE', k_exec, metrics_ttl)\n" \
+    /* over the bound by 10 %: evict the excess at random in one go (amortised) */ \
+    "    local card, cap = redis.call('ZCARD', k_exec), tonumber(exec_bound)\n" \
+    "    if card > cap + cap / 10 then\n" \
+    "      redis.call('ZREM', k_exec, unpack(redis.call('ZRANDMEMBER', k_exec, card - cap)))\n" \
+    "    end\n" \
+    "  else\n" \
+    "    redis.call('LPUSH', k_target, id)\n" \
+    "    redis.call('SET', k_failure, failure, 'EX', dead_ttl)\n" \
+    "    trim_dead()\n" \
+    "  end\n" \
+    "end\n" \
+    "if message ~= '' then redis.call('PUBLISH', channel, message) end\n" \
+    /* event bus audit trail (SPEC §7): job.completed / job.failed */ \
+    "if mode ~= 'requeue' and ev_data ~= '' then\n" \
+    "  redis.call('XADD', k_audit, 'MAXLEN', '~', ev_maxlen, '*', 'event_id', ev_id,\n" \
+    "             'event_type', ev_type, 'timestamp', ev_ts, 'data', ev_data)\n" \
+    "end\n" \
+    "return 1\n" \
+    "end\n" \
+    "local applied = finish()\n" \
+    "if take_prefix == '' then return applied end\n" \
+    "if redis.call('EXISTS', k_paused) == 1 then return {applied, 'paused'} end\n" \
+    "local next_id = redis.call('LMOVE', k_jobs, k_proc, 'RIGHT', 'LEFT')\n" \
+    "if not next_id then return {applied} end\n" \
+    "return {applied, next_id, redis.pcall('GET', take_prefix .. next_id)}\n" \
     "end\n"
-    "local function finish()\n"
-    "if redis.call('LREM', k_proc, 1, id) == 0 then return 0 end\n"
-    "if record ~= '' then\n"
-    "  local ttl = mode == 'error' and dead_ttl or record_ttl\n"
-    "  redis.call('SET', k_record, record, 'EX', ttl)\n"
-    "  history(k_history, ttl, mode == 'requeue' and 'queued' or mode, by, ts, detail)\n"
-    "end\n"
-    "if mode == 'requeue' then\n"
-    "  redis.call('RPUSH', k_target, id)\n"
-    "else\n"
-    "  if redis.call('INCR', k_counter) == 1 then redis.call('EXPIRE', k_counter, metrics_ttl) end\n"
-    "  if mode == 'done' then\n"
-    "    redis.call('ZADD', k_exec, exec_ms, id)\n"
-    "    redis.call('ZADD', k_done, now_ms, id)\n"
-    "    redis.call('EXPIRE', k_exec, metrics_ttl)\n"
-    /* over the bound by 10 %: evict the excess at random in one go (amortised) */
-    "    local card, cap = redis.call('ZCARD', k_exec), tonumber(exec_bound)\n"
-    "    if card > cap + cap / 10 then\n"
-    "      redis.call('ZREM', k_exec, unpack(redis.call('ZRANDMEMBER', k_exec, card - cap)))\n"
-    "    end\n"
-    "  else\n"
-    "    redis.call('LPUSH', k_target, id)\n"
-    "    redis.call('SET', k_failure, failure, 'EX', dead_ttl)\n"
-    "    trim_dead()\n"
-    "  end\n"
-    "end\n"
-    "if message ~= '' then redis.call('PUBLISH', channel, message) end\n"
-    /* event bus audit trail (SPEC §7): job.completed / job.failed */
-    "if mode ~= 'requeue' and ev_data ~= '' then\n"
-    "  redis.call('XADD', k_audit, 'MAXLEN', '~', ev_maxlen, '*', 'event_id', ev_id,\n"
-    "             'event_type', ev_type, 'timestamp', ev_ts, 'data', ev_data)\n"
-    "end\n"
-    "return 1\n"
-    "end\n"
-    "local applied = finish()\n"
-    "if take_prefix == '' then return applied end\n"
-    "if redis.call('EXISTS', k_paused) == 1 then return {applied, 'paused'} end\n"
-    "local next_id = redis.call('LMOVE', k_jobs, k_proc, 'RIGHT', 'LEFT')\n"
-    "if not next_id then return {applied} end\n"
-    "return {applied, next_id, redis.pcall('GET', take_prefix .. next_id)}\n";
+static const char SB_FINISH_LUA[] = SB_FINISH_FN "return finish_op(0, 0)\n";
 
 /* Takes the next job without blocking: moves its id into our processing list and reads its
  * record, in one round trip. KEYS / ARGV: SB__TAKE_*. Returns nil when the queue is empty,
@@ -134,15 +137,36 @@ static const char SB_RENEW_LUA[] =
 /* An attempt's record and status message, and a history entry, only while the id is still in
  * our processing list (an operator's cancel or delete takes it out). KEYS / ARGV: SB__UPD_*.
  * Returns 1 if written, 0 if the job is not ours any more. */
-static const char SB_UPDATE_LUA[] =
-    SB_LUA_HISTORY
-    "local k_proc, k_record, k_history = unpack(KEYS)\n"
-    "local id, record, ttl, channel, message, status, by, ts, detail = unpack(ARGV)\n"
-    "if not redis.call('LPOS', k_proc, id) then return 0 end\n"
-    "redis.call('SET', k_record, record, 'EX', ttl)\n"
-    "redis.call('PUBLISH', channel, message)\n"
-    "history(k_history, ttl, status, by, ts, detail)\n"
-    "return 1\n";
+#define SB_UPDATE_FN \
+    "local function update_op(k, a)\n" \
+    "local k_proc, k_record, k_history = unpack(KEYS, k + 1, k + 3)\n" \
+    "local id, record, ttl, channel, message, status, by, ts, detail = unpack(ARGV, a + 1, a + 9)\n" \
+    "if not redis.call('LPOS', k_proc, id) then return 0 end\n" \
+    "redis.call('SET', k_record, record, 'EX', ttl)\n" \
+    "redis.call('PUBLISH', channel, message)\n" \
+    "history(k_history, ttl, status, by, ts, detail)\n" \
+    "return 1\n" \
+    "end\n"
+
+/* A group of the workers' updates and finishes in one call (agent_commit.c), run in the order
+ * given, each as its own script would run it. ARGV[1] is the number of calls; then each call's
+ * kind ('u' update, 'f' finish) and its arguments; KEYS are each call's keys, call after call.
+ * Each call runs under pcall, so that an error in one (a key of the wrong type) is its own
+ * reply and leaves the others as they would be alone (a script is not rolled back: writes
+ * before the error stay, as for a single call). Returns one reply a call, in order. */
+static const char SB_GROUP_LUA[] =
+    SB_FINISH_FN SB_UPDATE_FN
+    "local out, k, a = {}, 0, 1\n"
+    "for i = 1, tonumber(ARGV[1]) do\n"
+    "  local fn, nk, na = update_op, 3, 9\n"
+    "  if ARGV[a + 1] == 'f' then fn, nk, na = finish_op, 11, 23 end\n"
+    "  a = a + 1\n"
+    "  local ok, res = pcall(fn, k, a)\n"
+    "  if not ok and type(res) ~= 'table' then res = {err = tostring(res)} end\n"
+    "  out[i] = res\n"
+    "  k, a = k + nk, a + na\n"
+    "end\n"
+    "return out\n";
 
 /* The agents whose lease has lapsed. KEYS / ARGV: SB__LAPSED_*. Returns their ids. */
 static const char SB_LAPSED_LUA[] =
@@ -168,8 +192,13 @@ void sb__scripts_init(sb__scripts_t *s) {
     sb_script_init(&s->cas, SB_RECORD_CAS_LUA);
     sb_script_init(&s->renew, SB_RENEW_LUA);
     sb_script_init(&s->lapsed, SB_LAPSED_LUA);
-    sb_script_init(&s->update, SB_UPDATE_LUA);
+    sb_script_init(&s->group, SB_GROUP_LUA);
 }
+
+/* The scripts' Lua names these counts (finish_op, update_op, SB_GROUP_LUA) */
+_Static_assert(SB__FIN_NKEYS == 11 && SB__FIN_NARGS == 23, "finish_op unpacks 11 keys, 23 args");
+_Static_assert(SB__UPD_NKEYS == 3 && SB__UPD_ARGC - SB__UPD_NKEYS == 9,
+               "update_op unpacks 3 keys, 9 args");
 
 static const char *const sb_finish_mode_names[] = {
     [SB__FINISH_DONE] = "done", [SB__FINISH_ERROR] = "error", [SB__FINISH_REQUEUE] = "requeue"};

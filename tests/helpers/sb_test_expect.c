@@ -193,3 +193,13 @@ redisReply *sb_expect_reply_at(const char *file, int line, sb_redis_t *r, int ty
     SB_EXPECT_RUN(e, r, fmt);
     return sb_expect_is(&e, type) ? e.reply : NULL;
 }
+
+long long sb_cmdstat_calls_at(const char *file, int line, sb_redis_t *r, const char *command) {
+    redisReply *rep = sb_expect_reply_at(file, line, r, REDIS_REPLY_STRING, "INFO commandstats");
+    char needle[64];
+    snprintf(needle, sizeof needle, "cmdstat_%s:calls=", command);
+    const char *p = strstr(rep->str, needle);
+    long long n = p ? atoll(p + strlen(needle)) : 0;
+    freeReplyObject(rep);
+    return n;
+}

@@ -28,6 +28,9 @@
 /* A reply of the given type, returned for a closer look; the caller frees it
  * (freeReplyObject). */
 #define sb_expect_reply(r, type, ...) sb_expect_reply_at(__FILE__, __LINE__, r, type, __VA_ARGS__)
+/* Calls of a command since the last CONFIG RESETSTAT (INFO commandstats; 0 when none), e.g.
+ * sb_cmdstat_calls(r, "evalsha"). */
+#define sb_cmdstat_calls(r, command) sb_cmdstat_calls_at(__FILE__, __LINE__, r, command)
 
 void sb_expect_ok_at(const char *file, int line, sb_redis_t *r, const char *fmt, ...);
 void sb_expect_int_at(const char *file, int line, sb_redis_t *r, long long want,
@@ -39,5 +42,6 @@ void sb_expect_type_at(const char *file, int line, sb_redis_t *r, int type, cons
 long long sb_query_int_at(const char *file, int line, sb_redis_t *r, const char *fmt, ...);
 redisReply *sb_expect_reply_at(const char *file, int line, sb_redis_t *r, int type,
                                const char *fmt, ...);
+long long sb_cmdstat_calls_at(const char *file, int line, sb_redis_t *r, const char *command);
 
 #endif

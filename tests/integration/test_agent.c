@@ -536,6 +536,41 @@ static void test_update_by_sha1_and_after_script_flush(void **state) {
     free_agent(f, a);
 }
 
+/* Group commit: 8 workers on a full queue share script calls (a worker alone spends two a job:
+ * its processing update and its finish), and every job still ends done with its history in
+ * order: queued, processing, done. */
+static void test_workers_share_script_calls(void **state) {
+    fixture_t *f = *state;
+    sb_redis_t *r = f->r;
+    enum { N = 400 };
+    char(*ids)[SB_JOB_ID_LEN] = f->mem = calloc(N, SB_JOB_ID_LEN);
+    assert_non_null(ids);
+    for (int i = 0; i < N; i++) enqueue(r, "{\"n\":1}", ids[i]);
+    sb_expect_ok(r, "CONFIG RESETSTAT");
+    sb_agent_opts_t cfg = test_config();
+    cfg.concurrency = 8;
+    sb_agent_t *a = start_agent(f, &cfg);
+    wait_counted(a, N, 0);
+    sb_agent_stats_t st;
+    sb_agent_stats(a, &st);
+    assert_int_equal(st.done, N);
+    long long calls = sb_cmdstat_calls(r, "evalsha") + sb_cmdstat_calls(r, "eval");
+    for (int i = 0; i < N; i++) {
+        expect_status(r, ids[i], "done");
+        redisReply *h =
+            sb_expect_reply(r, REDIS_REPLY_ARRAY, "LRANGE agent:rebalance:hist:%s 0 -1", ids[i]);
+        int ok = h->elements == 12 && !strcmp(h->element[0]->str, "queued") &&
+                 !strcmp(h->element[4]->str, "processing") && !strcmp(h->element[8]->str, "done");
+        freeReplyObject(h);
+        if (!ok) fail_msg("job %s: history is not queued, processing, done", ids[i]);
+    }
+    /* one a call: 2N, plus heartbeats and lease renewals; grouped: at most 3/4 of that */
+    if (calls * 4 > 2 * N * 3)
+        fail_msg("%lld script calls for %d jobs (%d updates and finishes): no group commit",
+                 calls, N, 2 * N);
+    free_agent(f, a);
+}
+
 /* AUDIT_EVENTS=0 (no_audit): jobs finish without job.completed entries. */
 static void test_no_audit_events(void **state) {
     fixture_t *f = *state;
@@ -990,6 +1025,7 @@ int main(void) {
         WITH_FIXTURE(test_recovers_jobs_of_a_dead_agent),
         WITH_FIXTURE(test_reclaims_ids_orphaned_in_its_own_list),
         WITH_FIXTURE(test_update_by_sha1_and_after_script_flush),
+        WITH_FIXTURE(test_workers_share_script_calls),
         WITH_FIXTURE(test_no_audit_events),
         WITH_FIXTURE(test_shutdown_puts_back_unfinished_jobs),
         WITH_FIXTURE(test_stop_mid_stream_leaves_no_job_taken),

@@ -14,6 +14,7 @@
 #include <uv.h>
 
 #include "gateway/aredis.h"
+#include "sb_test_expect.h"
 #include "sb_test_redis.h"
 #include "switchboard/error.h"
 
@@ -46,16 +47,6 @@ static void done(redisReply *reply, void *priv) {
 
 static void up(void *ud) { uv_stop(ud); }
 
-static long long evalsha_calls(sb_redis_t *r, const char *which) {
-    redisReply *rep = sb_redis_cmd(r, "INFO commandstats");
-    char needle[64];
-    snprintf(needle, sizeof needle, "cmdstat_%s:calls=", which);
-    const char *p = rep && rep->str ? strstr(rep->str, needle) : NULL;
-    long long n = p ? atoll(p + strlen(needle)) : 0;
-    freeReplyObject(rep);
-    return n;
-}
-
 /* Runs one sb_aredis_eval to its callback. */
 static void run(sb_aredis_t *ar, call_t *c) {
     memset(c->builds, 0, sizeof c->builds);
@@ -87,8 +78,8 @@ static void test_noscript_fallback(void **state) {
     assert_string_equal(c.answer, "hello/k");
     assert_int_equal(c.builds[SB_SCRIPT_EVALSHA], 1);
     assert_int_equal(c.builds[SB_SCRIPT_EVAL], 1);
-    assert_int_equal(evalsha_calls(r, "evalsha"), 1);
-    assert_int_equal(evalsha_calls(r, "eval"), 1);
+    assert_int_equal(sb_cmdstat_calls(r, "evalsha"), 1);
+    assert_int_equal(sb_cmdstat_calls(r, "eval"), 1);
 
     run(ar, &c); /* cached now: one EVALSHA */
     assert_string_equal(c.answer, "hello/k");
@@ -99,7 +90,7 @@ static void test_noscript_fallback(void **state) {
     run(ar, &c); /* flushed between calls: the fallback again */
     assert_string_equal(c.answer, "hello/k");
     assert_int_equal(c.builds[SB_SCRIPT_EVAL], 1);
-    assert_int_equal(evalsha_calls(r, "eval"), 2);
+    assert_int_equal(sb_cmdstat_calls(r, "eval"), 2);
 
     call_t bad = {.loop = &loop};
     sb_script_init(&bad.script, "return redis.error_reply('nope')");
