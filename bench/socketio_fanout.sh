@@ -4,6 +4,7 @@
 # socket.io 4 + @socket.io/redis-adapter + ioredis), same private redis-server, same run.
 #
 #   bench/socketio_fanout.sh                  # N=10000 connections
+#   bench/socketio_fanout.sh path/to/switchboard   # another binary (as `make bench` passes it)
 #   bench/socketio_fanout.sh --n 50000        # the 50k target (N=50000 works too)
 #   N=5000 WORKERS=4 ROUNDS=3 MESSAGES=20 bench/socketio_fanout.sh
 #   bench/socketio_fanout.sh --n 50000 --gateways 3   # N over 3 gateways on one Redis
@@ -39,7 +40,8 @@ while [[ $# -gt 0 ]]; do
   case $1 in
     --n) N=$2; shift 2 ;;
     --gateways) GATEWAYS=$2; shift 2 ;;
-    *) echo "usage: $0 [--n N] [--gateways K]" >&2; exit 2 ;;
+    -*) echo "usage: $0 [path/to/switchboard] [--n N] [--gateways K]" >&2; exit 2 ;;
+    *) SB_BIN=$1; shift ;;
   esac
 done
 SB_BIN=${SB_BIN:-build/switchboard}

@@ -205,6 +205,7 @@ async function phase(admin, redisPid, sys, gens, spec) {
   const secs = Number(b.t - a.t) / 1e9;
   const done = replies.reduce((s, r) => s + r.window.done, 0);
   const latencies = replies.flatMap((r) => r.window.latencies).sort((x, y) => x - y);
+  if (env('LAT_DUMP', '0') === '1') dumpLatencies(spec.mode, latencies, replies);
   const commands = {}; // per job: calls, and µs Redis spent in them (a script's own time includes its calls)
   for (const [k, v] of Object.entries(b.commands)) {
     const calls = v.calls - (a.commands[k]?.calls || 0);
@@ -251,6 +252,16 @@ async function measure(name, admin, redis, users, commonRate) {
   } finally {
     await Promise.all(gens.map((g) => new Promise((r) => { g.once('exit', r); g.send({ cmd: 'close' }); })));
     await Promise.all([sys.gateway, ...sys.agents].map(stop));
+  }
+}
+
+// LAT_DUMP=1: the shape of a window's latencies (ms), whole and by part, on stderr.
+function dumpLatencies(mode, latencies, replies) {
+  const qs = (sorted, list) => list.map((q) => `p${q * 100}=${f(quantile(sorted, q), 1)}`).join(' ');
+  process.stderr.write(`[lat] ${mode} loop: ${qs(latencies, [0.5, 0.75, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 1])}\n`);
+  for (const k of ['lag', 'answer', 'tail']) {
+    const v = replies.flatMap((r) => r.window[k]).sort((x, y) => x - y);
+    process.stderr.write(`[lat]   ${k}: ${qs(v, [0.5, 0.9, 0.99, 0.999, 1])}\n`);
   }
 }
 
