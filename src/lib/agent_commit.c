@@ -24,7 +24,9 @@
 #include "switchboard/fmt.h"
 #include "switchboard/log.h"
 
-enum { SB_GROUP_MAX = 32 }; /* calls a group carries at most */
+enum { SB_GROUP_MAX = 32 };            /* calls a group carries at most */
+enum { SB_GROUP_BYTES = 512 * 1024 };  /* and argument bytes, past its first call (a REST
+                                        * provider's request limit) */
 
 /* A queued call, with copies of its arguments (one allocation). */
 typedef struct sb_call {
@@ -33,6 +35,7 @@ typedef struct sb_call {
     int shard;
     int nkeys, nargs;
     const char **argv;  /* nkeys keys then nargs arguments, into the same allocation */
+    size_t bytes;       /* their text */
     int wait;           /* a worker waits for reply / rc; else the leader frees the call */
     int done;           /* reply / rc are set (under the lock) */
     int rc;
@@ -86,7 +89,8 @@ static sb_call_t *sb_call_new(sb__call_kind_t kind, int shard, const char *const
     for (int i = 0; i < n; i++) size += strlen(argv[i]) + 1;
     sb_call_t *c = malloc(size);
     if (!c) return NULL;
-    *c = (sb_call_t){.kind = kind, .shard = shard, .nkeys = nkeys, .nargs = nargs, .wait = wait};
+    *c = (sb_call_t){.kind = kind, .shard = shard, .nkeys = nkeys, .nargs = nargs, .wait = wait,
+                     .bytes = size - sizeof(sb_call_t) - (size_t)n * sizeof(char *)};
     c->argv = (const char **)(c + 1);
     char *text = (char *)(c->argv + n);
     for (int i = 0; i < n; i++) {
@@ -98,9 +102,10 @@ static sb_call_t *sb_call_new(sb__call_kind_t kind, int shard, const char *const
 }
 
 /* Takes the next group out of the queue (lock held): the calls of the first one's shard, in
- * order, at most SB_GROUP_MAX. Returns how many went into calls. */
+ * order, at most SB_GROUP_MAX and SB_GROUP_BYTES. Returns how many went into calls. */
 static int sb_commit_take(sb__commit_t *m, sb_call_t **calls) {
     int n = 0, shard = m->head->shard;
+    size_t bytes = 0;
     sb_call_t **p = &m->head;
     while (*p && n < SB_GROUP_MAX) {
         sb_call_t *c = *p;
@@ -108,6 +113,8 @@ static int sb_commit_take(sb__commit_t *m, sb_call_t **calls) {
             p = &c->next;
             continue;
         }
+        if (n > 0 && bytes + c->bytes > SB_GROUP_BYTES) break;
+        bytes += c->bytes;
         *p = c->next;
         c->next = NULL;
         if (c->wait) m->waiting--;

@@ -153,9 +153,13 @@ static const char SB_RENEW_LUA[] =
  * kind ('u' update, 'f' finish) and its arguments; KEYS are each call's keys, call after call.
  * Each call runs under pcall, so that an error in one (a key of the wrong type) is its own
  * reply and leaves the others as they would be alone (a script is not rolled back: writes
- * before the error stay, as for a single call). Returns one reply a call, in order. */
+ * before the error stay, as for a single call). Returns one reply a call, in order; but a
+ * refusal of the server itself (READONLY on a demoted master, OOM, MASTERDOWN: Redis checks
+ * them at a script's first write, so nothing of the group was written) is the whole call's
+ * error reply, which the caller waits out and sends again, as for a single call. */
 static const char SB_GROUP_LUA[] =
     SB_FINISH_FN SB_UPDATE_FN
+    "local refusals = {READONLY = true, OOM = true, MASTERDOWN = true}\n"
     "local out, k, a = {}, 0, 1\n"
     "for i = 1, tonumber(ARGV[1]) do\n"
     "  local fn, nk, na = update_op, 3, 9\n"
@@ -163,6 +167,9 @@ static const char SB_GROUP_LUA[] =
     "  a = a + 1\n"
     "  local ok, res = pcall(fn, k, a)\n"
     "  if not ok and type(res) ~= 'table' then res = {err = tostring(res)} end\n"
+    "  if not ok and refusals[string.match(tostring(res.err), '^%u+')] then\n"
+    "    return redis.error_reply(res.err)\n"
+    "  end\n"
     "  out[i] = res\n"
     "  k, a = k + nk, a + na\n"
     "end\n"

@@ -121,6 +121,7 @@ int sb_test_redis_flush(sb_test_redis_t *t) {
 
 int sb_test_redis_reset(sb_test_redis_t *t) {
     static const sb_test_cmd_t cmds[] = {
+        {"REPLICAOF NO ONE", NULL}, /* a master, as started */
         {"FLUSHALL", NULL},
         {"SCRIPT FLUSH", NULL},
         {"CONFIG SET notify-keyspace-events %s", ""}, /* the default: none */

@@ -25,7 +25,8 @@ static sb_test_redis_t srv;
 /* ---- helpers ----------------------------------------------------------------------------- */
 
 /* Handler whose behaviour the payload chooses: {"mode":"ok"|"fail"|"fail_twice"|"permanent"
- * |"block"|"gate"|"latin1"|"bad_error"}. Records the order it saw jobs in. */
+ * |"block"|"gate"|"latin1"|"bad_error"|"slow" (done after 10 ms)}. Records the order it saw
+ * jobs in. */
 typedef struct {
     pthread_mutex_t lock;
     int seen[64];
@@ -50,6 +51,11 @@ typedef struct {
     pthread_t busy;                   /* busy_script's thread, while busy_running */
     int busy_running;
     atomic_int busy_reply;            /* the reply type busy_script got (-1: none yet) */
+    pthread_t killer;                 /* conn_killer's thread, while killer_running */
+    int killer_running;
+    atomic_int killer_stop;
+    atomic_int kill_rounds;           /* conn_killer's rounds that killed a connection */
+    long long spared[2];              /* client ids conn_killer leaves alone */
     void *mem;                        /* one allocation of the test, freed at teardown */
 } fixture_t;
 
@@ -66,6 +72,7 @@ static int setup(void **state) {
 }
 
 static void stop_busy_script(fixture_t *f);
+static void stop_conn_killer(fixture_t *f);
 
 /* Teardown: stops what the test left running (a failed test leaves it all), frees it, and
  * puts the server back as setup found it. */
@@ -73,6 +80,7 @@ static int teardown(void **state) {
     fixture_t *f = *state;
     if (!f) return sb_test_redis_reset(&srv);
     stop_busy_script(f);
+    stop_conn_killer(f);
     for (int i = 0; i < MAX_AGENTS; i++) {
         if (f->agents[i] && !f->waited[i]) sb_agent_wait(f->agents[i], 0);
         sb_agent_free(f->agents[i]);
@@ -198,7 +206,8 @@ static sb_handler_rc_t probe_handler(const sb_job_t *job, int attempt, const ato
     pthread_mutex_lock(&p->lock);
     if (p->nseen < 64) p->seen[p->nseen++] = (int)n;
     pthread_mutex_unlock(&p->lock);
-    if (!mode || !strcmp(mode, "ok")) {
+    if (mode && !strcmp(mode, "slow")) sb_sleep_ms(10, NULL);
+    if (!mode || !strcmp(mode, "ok") || !strcmp(mode, "slow")) {
         out->result = cJSON_CreateNumber(n);
         return SB_HANDLER_OK;
     }
@@ -571,6 +580,83 @@ static void test_workers_share_script_calls(void **state) {
     free_agent(f, a);
 }
 
+/* Kills every client connection but the test's two (f->spared) every 1.1 s, until told to
+ * stop: the agent's workers, its group commit and its maintenance connection all lose theirs
+ * in the middle of their calls. (More often, and the agent's connections count as flapping:
+ * they back off up to 5 s before reconnecting, redis.c.) */
+static void *conn_killer(void *arg) {
+    fixture_t *f = arg;
+    while (!atomic_load(&f->killer_stop)) {
+        int killed = 0;
+        redisReply *list = sb_redis_cmd(f->r2, "CLIENT LIST TYPE normal");
+        for (const char *p = list && list->type == REDIS_REPLY_STRING ? list->str : NULL; p;
+             p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL) {
+            long long id = strncmp(p, "id=", 3) == 0 ? atoll(p + 3) : -1;
+            if (id < 0 || id == f->spared[0] || id == f->spared[1]) continue;
+            redisReply *rep = sb_redis_cmd(f->r2, "CLIENT KILL ID %lld", id);
+            killed |= rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 1;
+            if (rep) freeReplyObject(rep);
+        }
+        if (list) freeReplyObject(list);
+        atomic_fetch_add(&f->kill_rounds, killed);
+        sb_sleep_ms(1100, &f->killer_stop);
+    }
+    return NULL;
+}
+
+static void start_conn_killer(fixture_t *f) {
+    f->r2 = sb_test_redis_client(&srv);
+    assert_non_null(f->r2);
+    f->spared[0] = sb_query_int(f->r, "CLIENT ID");
+    f->spared[1] = sb_query_int(f->r2, "CLIENT ID");
+    atomic_store(&f->killer_stop, 0);
+    assert_int_equal(pthread_create(&f->killer, NULL, conn_killer, f), 0);
+    f->killer_running = 1;
+}
+
+static void stop_conn_killer(fixture_t *f) {
+    if (!f->killer_running) return;
+    atomic_store(&f->killer_stop, 1);
+    pthread_join(f->killer, NULL);
+    f->killer_running = 0;
+}
+
+/* Connections lost in the middle of group calls (resent whole once reconnected) and of takes:
+ * every job still ends done, its finish written once (one `done` in its history), and nothing
+ * is left in the queue, the processing list or the dead list. */
+static void test_connections_killed_mid_stream(void **state) {
+    fixture_t *f = *state;
+    sb_redis_t *r = f->r;
+    enum { N = 4000 };
+    char(*ids)[SB_JOB_ID_LEN] = f->mem = calloc(N, SB_JOB_ID_LEN);
+    assert_non_null(ids);
+    for (int i = 0; i < N; i++) enqueue(r, "{\"n\":1,\"mode\":\"slow\"}", ids[i]);
+    sb_agent_opts_t cfg = test_config();
+    cfg.concurrency = 8;
+    sb_agent_t *a = start_agent(f, &cfg);
+    wait_terminal(r, ids[0]); /* the agent's connections are up */
+    start_conn_killer(f);
+    for (int i = 0; i < N; i++) wait_terminal(r, ids[i]);
+    stop_conn_killer(f);
+    if (atomic_load(&f->kill_rounds) < 3) /* the stream ran through kills, not around them */
+        fail_msg("connections killed in %d rounds only while %d jobs ran",
+                 atomic_load(&f->kill_rounds), N);
+    for (int i = 0; i < N; i++) {
+        expect_status(r, ids[i], "done");
+        redisReply *h =
+            sb_expect_reply(r, REDIS_REPLY_ARRAY, "LRANGE agent:rebalance:hist:%s 0 -1", ids[i]);
+        int done = 0;
+        for (size_t e = 0; e < h->elements; e += 4) done += !strcmp(h->element[e]->str, "done");
+        freeReplyObject(h);
+        if (done != 1) fail_msg("job %s: %d done entries in its history", ids[i], done);
+    }
+    char key[SB_KEY_LEN];
+    wait_llen(r, sb_key(key, sizeof key, SB_KEY_PROCESSING, "rebalance", sb_agent_id(a)), 0);
+    assert_int_equal(llen(r, "agent:rebalance:jobs"), 0);
+    assert_int_equal(llen(r, "agent:rebalance:dead"), 0);
+    free_agent(f, a);
+}
+
 /* AUDIT_EVENTS=0 (no_audit): jobs finish without job.completed entries. */
 static void test_no_audit_events(void **state) {
     fixture_t *f = *state;
@@ -726,6 +812,54 @@ static int redis_busy(sb_redis_t *r) {
     return busy;
 }
 
+/* Waits (bounded) until the agent has met a refusal of Redis (sb_reply_is_transient) and is
+ * waiting it out. */
+static void wait_refused(sb_agent_t *a) {
+    sb_agent_stats_t stats = {0};
+    int64_t deadline = sb_mono_ms() + 10000;
+    while (stats.refused == 0 && sb_mono_ms() < deadline) {
+        sb_sleep_ms(5, NULL);
+        sb_agent_stats(a, &stats);
+    }
+    assert_true(stats.refused > 0);
+}
+
+/* Job id, refused for a while, ends done by its first finish: counted once, never recovered,
+ * nothing left in the agent's processing list. Frees the agent. */
+static void expect_done_after_refusals(fixture_t *f, sb_agent_t *a, const char *id) {
+    sb_redis_t *r = f->r;
+    sb_agent_stats_t stats;
+    expect_terminal(r, id, "done");
+    wait_counted(a, 1, 0);
+    sb_agent_stats(a, &stats);
+    assert_int_equal(stats.done, 1);
+    assert_int_equal(stats.recovered, 0);
+    char key[SB_KEY_LEN];
+    assert_int_equal(llen(r, sb_key(key, sizeof key, SB_KEY_PROCESSING, "rebalance",
+                                    sb_agent_id(a))), 0);
+    free_agent(f, a);
+}
+
+/* Redis refuses writes inside the script (READONLY: the master was demoted; OOM and MASTERDOWN
+ * are the same case): the refusal comes back as the whole group call's error, which the agent
+ * waits out and sends again, and the job ends done — not left in the processing list, to be
+ * run a second time once recovered. (The refusal is made here by pointing the server at a
+ * master on a port where nothing listens.) */
+static void test_finish_waits_out_a_read_only_redis(void **state) {
+    fixture_t *f = *state;
+    sb_redis_t *r = f->r;
+    char id[SB_JOB_ID_LEN];
+    enqueue(r, "{\"n\":1,\"mode\":\"gate\"}", id);
+    sb_agent_opts_t cfg = test_config();
+    sb_agent_t *a = start_agent_blocked(f, &cfg);
+    sb_expect_ok(r, "REPLICAOF 127.0.0.1 1");
+    atomic_store(&f->probes[0].release, 1); /* the handler returns: the finish meets READONLY */
+    wait_refused(a);
+    expect_status(r, id, "processing"); /* nothing of the finish was written */
+    sb_expect_ok(r, "REPLICAOF NO ONE");
+    expect_done_after_refusals(f, a, id);
+}
+
 static void test_finish_waits_out_a_busy_redis(void **state) {
     fixture_t *f = *state;
     sb_redis_t *r = f->r;
@@ -739,24 +873,11 @@ static void test_finish_waits_out_a_busy_redis(void **state) {
     while (!redis_busy(r) && sb_mono_ms() < deadline) sb_sleep_ms(5, NULL);
     assert_true(redis_busy(r));
     atomic_store(&f->probes[0].release, 1); /* the handler returns: the finish meets BUSY */
-    sb_agent_stats_t stats = {0};
-    while (stats.refused == 0 && sb_mono_ms() < deadline) {
-        sb_sleep_ms(5, NULL);
-        sb_agent_stats(a, &stats);
-    }
-    assert_true(stats.refused > 0);
+    wait_refused(a);
     sb_expect_ok(r, "SCRIPT KILL");
     stop_busy_script(f);
     assert_int_equal(atomic_load(&f->busy_reply), REDIS_REPLY_ERROR); /* killed */
-    expect_terminal(r, id, "done");
-    wait_counted(a, 1, 0);
-    sb_agent_stats(a, &stats);
-    assert_int_equal(stats.done, 1);
-    assert_int_equal(stats.recovered, 0);
-    char key[SB_KEY_LEN];
-    assert_int_equal(llen(r, sb_key(key, sizeof key, SB_KEY_PROCESSING, "rebalance",
-                                    sb_agent_id(a))), 0);
-    free_agent(f, a);
+    expect_done_after_refusals(f, a, id);
 }
 
 /* Redis restarts from disk after an outage longer than the presence TTL: the presence key of an
@@ -1026,11 +1147,13 @@ int main(void) {
         WITH_FIXTURE(test_reclaims_ids_orphaned_in_its_own_list),
         WITH_FIXTURE(test_update_by_sha1_and_after_script_flush),
         WITH_FIXTURE(test_workers_share_script_calls),
+        WITH_FIXTURE(test_connections_killed_mid_stream),
         WITH_FIXTURE(test_no_audit_events),
         WITH_FIXTURE(test_shutdown_puts_back_unfinished_jobs),
         WITH_FIXTURE(test_stop_mid_stream_leaves_no_job_taken),
         WITH_FIXTURE(test_survives_redis_restart),
         WITH_FIXTURE(test_finish_waits_out_a_busy_redis),
+        WITH_FIXTURE(test_finish_waits_out_a_read_only_redis),
         WITH_FIXTURE(test_recovery_waits_for_live_agents_after_a_restart),
         WITH_FIXTURE(test_lapsed_lease_is_recovered_on_the_agent_clock),
         WITH_FIXTURE(test_live_agent_keeps_a_job_longer_than_its_lease),
