@@ -15,8 +15,10 @@
  *
  * Failures: a group lost with its connection is sent again once reconnected (sb__conn_retry),
  * as a single call is; each call is guarded (LPOS / LREM on our processing list), so one run
- * twice is a no-op the second time. A refusal (BUSY, LOADING...) waits and sends it again. An
- * error inside one call (a key of the wrong type) is that call's reply alone (pcall). */
+ * twice is a no-op the second time. A refusal (BUSY, LOADING..., and READONLY, OOM or
+ * MASTERDOWN met inside the script, which the group script returns as the whole call's error)
+ * waits and sends it again. Any other error inside one call (a key of the wrong type) is that
+ * call's reply alone (pcall). */
 #include <stdlib.h>
 #include <string.h>
 #include "agent_int.h"
