@@ -29,7 +29,8 @@
 #   SYSTEMS=switchboard,bullmq CONCURRENCY=16 bench/e2e.sh
 # Knobs (defaults): DURATION=10 WARMUP=3 RUNS=2 USERS=64 CONNECTIONS=32 INFLIGHT=256
 #   CONCURRENCY=8 AGENT_PROCS=2 LOADGEN_PROCS=2 LATENCY_LOAD=0.5 COMMON_LOAD=1
-#   SYSTEMS=switchboard,node-design,bullmq FLOOR=1 FLOOR_JOBS=20000 LAT_DUMP=0 (1: each window's
+#   SYSTEMS=switchboard,node-design,bullmq FLOOR=1 FLOOR_JOBS=20000 FLOOR_MODELS=0 (1: also the
+#   floor of leaner data models than SPEC's, beside BullMQ) LAT_DUMP=0 (1: each window's
 #   latency quantiles p50..max and those of its three parts on stderr) REDIS_TLS=0 (1: Redis over TLS, certificates made
 #   by tests/e2e/lib/certs.js; only switchboard reads REDIS_TLS_CA, so use SYSTEMS=switchboard)
 set -euo pipefail

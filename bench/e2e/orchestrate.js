@@ -277,34 +277,51 @@ function dumpLatencies(mode, latencies, replies) {
 // the real thing needs scripts for atomicity (a job queued whole or not at all, a finish only
 // by the holder), which cost Redis more per command than a pipeline does.
 const FLOOR_COMMANDS = 28;
-async function measureFloor(admin, redisPid) {
+// Leaner data models than SPEC's, measured the same way (FLOOR_MODELS=1): what a job would cost
+// without the history list, with a one-key rate limiter, without the `processing` record write
+// and the done index. Each drops something SPEC or its seed tools rely on.
+const FLOOR_MODELS = [
+  ['the floor', { history: true, window: true, processingRecord: true, doneIndex: true }],
+  ['without the history list', { window: true, processingRecord: true, doneIndex: true }],
+  ['and a one-key rate limiter', { processingRecord: true, doneIndex: true }],
+  ['and no processing record, no done index', {}],
+];
+const FLOOR_RECORD = JSON.stringify({ jobId: '0', type: 'rebalance', status: 'queued', user: { publicKey: 'pk' },
+  payload: { amount: 100, priority: 'high' }, attempts: 0, createdAt: new Date().toISOString() });
+
+// One job's commands of a data model m, onto pipeline p.
+function floorJob(p, m, j, now) {
+  const id = `${now}-${j.toString(16)}`, u = `u${j % cfg.users}`, rec = `agent:f:job:${id}`, h = `agent:f:hist:${id}`;
+  const win = `metrics:agent:f:rate:${u}`, record = FLOOR_RECORD;
+  if (m.window) p.zremrangebyscore(win, '-inf', now - 60000).zcard(win).zadd(win, now, id).pexpire(win, 60000);
+  else p.set(win, String(now), 'PX', 60000);
+  p.incr('metrics:agent:f:counters:d:rate_hits')
+    .set(rec, record, 'EX', 86400).lpush('agent:f:jobs', id).zadd(`agent:f:user:${u}`, now, id)
+    .expire(`agent:f:user:${u}`, 86400).incr('metrics:agent:f:counters:d:jobs')
+    .publish('agent:f:events', `{"event":"f:created","room":"user:${u}","data":{"jobId":"${id}"}}`)
+    .zadd('agent:f:index', now, id);
+  if (m.history) p.rpush(h, 'queued', u, 'now', 'enqueued').expire(h, 86400);
+  p.lmove('agent:f:jobs', 'agent:f:processing:a', 'RIGHT', 'LEFT').get(rec);
+  if (m.processingRecord) p.set(rec, record, 'EX', 86400);
+  p.publish('agent:f:status', `{"jobId":"${id}","status":"processing"}`);
+  if (m.history) p.rpush(h, 'processing', 'a', 'now', 'attempt 1').expire(h, 86400);
+  p.lrem('agent:f:processing:a', 1, id).set(rec, record, 'EX', 86400)
+    .publish('agent:f:status', `{"jobId":"${id}","status":"done"}`).incr('metrics:agent:f:counters:d:done')
+    .hincrby('metrics:agent:f:exec', 'le_1', 1);
+  if (m.doneIndex) p.zadd('agent:f:done', now, id);
+  if (m.history) p.rpush(h, 'done', 'a', 'now', 'done in 0 ms').expire(h, 86400);
+}
+
+async function measureFloor(admin, redisPid, model = FLOOR_MODELS[0][1]) {
   const jobs = Number(env('FLOOR_JOBS', 20000)), group = 64;
   await admin.flushall();
   await admin.config('RESETSTAT');
   const c = admin.duplicate();
-  const record = JSON.stringify({ jobId: '0', type: 'rebalance', status: 'queued', user: { publicKey: 'pk' },
-    payload: { amount: 100, priority: 'high' }, attempts: 0, createdAt: new Date().toISOString() });
   const a = { cpu: cpuSeconds(redisPid), user: cpuSeconds(redisPid, 'user'), cmds: await commandStats(admin) };
   for (let j0 = 0; j0 < jobs; j0 += group) {
     const p = c.pipeline();
     const now = Date.now();
-    for (let j = j0; j < Math.min(jobs, j0 + group); j++) {
-      const id = `${now}-${j.toString(16)}`, u = `u${j % cfg.users}`, rec = `agent:f:job:${id}`, h = `agent:f:hist:${id}`;
-      const win = `metrics:agent:f:rate:${u}`;
-      p.zremrangebyscore(win, '-inf', now - 60000).zcard(win).zadd(win, now, id).pexpire(win, 60000)
-        .incr('metrics:agent:f:counters:d:rate_hits')
-        .set(rec, record, 'EX', 86400).lpush('agent:f:jobs', id).zadd(`agent:f:user:${u}`, now, id)
-        .expire(`agent:f:user:${u}`, 86400).incr('metrics:agent:f:counters:d:jobs')
-        .publish('agent:f:events', `{"event":"f:created","room":"user:${u}","data":{"jobId":"${id}"}}`)
-        .zadd('agent:f:index', now, id).rpush(h, 'queued', u, 'now', 'enqueued').expire(h, 86400)
-        .lmove('agent:f:jobs', 'agent:f:processing:a', 'RIGHT', 'LEFT').get(rec)
-        .set(rec, record, 'EX', 86400).publish('agent:f:status', `{"jobId":"${id}","status":"processing"}`)
-        .rpush(h, 'processing', 'a', 'now', 'attempt 1').expire(h, 86400)
-        .lrem('agent:f:processing:a', 1, id).set(rec, record, 'EX', 86400)
-        .publish('agent:f:status', `{"jobId":"${id}","status":"done"}`).incr('metrics:agent:f:counters:d:done')
-        .hincrby('metrics:agent:f:exec', 'le_1', 1).zadd('agent:f:done', now, id)
-        .rpush(h, 'done', 'a', 'now', 'done in 0 ms').expire(h, 86400);
-    }
+    for (let j = j0; j < Math.min(jobs, j0 + group); j++) floorJob(p, model, j, now);
     await p.exec();
   }
   const b = { cpu: cpuSeconds(redisPid), user: cpuSeconds(redisPid, 'user'), cmds: await commandStats(admin) };
@@ -315,7 +332,24 @@ async function measureFloor(admin, redisPid) {
     redisUserUs: ((b.user - a.user) / jobs) * 1e6 };
 }
 
+// FLOOR_MODELS=1: the floor of each leaner data model, one after the other on the same Redis.
+async function measureFloorModels(admin, redisPid) {
+  const rows = [];
+  for (const [name, model] of FLOOR_MODELS) rows.push({ name, ...(await measureFloor(admin, redisPid, model)) });
+  return rows;
+}
+
 // ---- report ----------------------------------------------------------------------------------
+
+function reportFloorModels(models, results) {
+  const bull = results.filter((r) => r.name === 'bullmq').map((r) => r.sat.redisUs);
+  const theirs = bull.length ? bull.reduce((s, x) => s + x, 0) / bull.length : NaN;
+  console.log('\nThe floor of leaner data models (FLOOR_MODELS=1; pipelined, no scripts, same Redis):\n');
+  console.log('| data model | commands per job | Redis CPU µs/job | vs BullMQ this run |');
+  console.log('|---|---:|---:|---:|');
+  for (const m of models)
+    console.log(`| ${m.name} | ${m.commandsPerJob.toFixed(1)} | ${m.redisUs.toFixed(1)} | ${Number.isFinite(theirs) ? `${(m.redisUs / theirs).toFixed(2)}×` : '–'} |`);
+}
 
 const LABEL = { switchboard: 'switchboard', 'node-design': 'node design (seeds)', bullmq: 'bullmq (no HTTP)' };
 const f = (x, d = 0) => (Number.isFinite(x) ? x.toFixed(d) : '–');
@@ -466,12 +500,17 @@ async function main() {
       results.push({ run, ...r });
     }
   }
-  let floor = null;
+  let floor = null, models = null;
   if (cfg.systems.includes('switchboard') && env('FLOOR', '1') !== '0') {
     log('floor: the commands a job needs, pipelined');
     floor = await measureFloor(admin, redis.pid);
   }
+  if (env('FLOOR_MODELS', '0') === '1') {
+    log('floor of leaner data models');
+    models = await measureFloorModels(admin, redis.pid);
+  }
   const ok = report(results, floor);
+  if (models) reportFloorModels(models, results);
   admin.disconnect();
   await stop(redisProc);
   if (certs) certs.cleanup();

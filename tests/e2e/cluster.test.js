@@ -203,47 +203,66 @@ test('group commit per slot: one loop turn of POSTs interleaving slots is one sc
   for (let r = 0; r < 2; r++) for (const u of USERS) for (const t of TYPES) list.push({ type: t, u });
   const slots = new Set(list.map((j) => keySlot(tag(j.type, shardOfUser(j.u.pk, SHARDS)))));
   const port = Number(new URL(base).port);
-  const socks = await keptAliveSockets(port, list.length);
-  const scriptCalls = async () => {
-    let n = 0;
+  // script calls on every master, and ZCOUNTs: the gateway's periodic queue-state refresh for
+  // /metrics (admin.c, every 5 s; a script call per type and shard, then a ZCOUNT per type)
+  // would add its calls to a window it lands in, so such a window is measured again
+  const counts = async () => {
+    let n = 0, refresh = 0;
     for (const m of await cl.masters()) {
       const stats = await cl.node(m, (c) => c.info('commandstats'));
-      for (const c of ['evalsha', 'eval'])
-        n += Number((new RegExp(`cmdstat_${c}:calls=(\\d+)`).exec(stats) || [0, 0])[1]);
+      const calls = (c) => Number((new RegExp(`cmdstat_${c}:calls=(\\d+)`).exec(stats) || [0, 0])[1]);
+      n += calls('evalsha') + calls('eval');
+      refresh += calls('zcount');
     }
-    return n;
+    return { n, refresh };
   };
-  let jobs = [];
-  for (const a of agents) a.kill('SIGSTOP');
-  try {
-    const calls0 = await scriptCalls();
-    gw.kill('SIGSTOP');
-    let answers;
+  // one window: the POSTs written while the gateway is stopped, so that it reads them in one
+  // poll phase; returns the jobs, the script calls in the window, and whether the refresh ran
+  const window = async () => {
+    const socks = await keptAliveSockets(port, list.length);
     try {
-      answers = list.map((j, i) => {
-        const body = JSON.stringify({ amount: i + 1 });
-        const got = httpAnswer(socks[i]);
-        socks[i].write(`POST /api/v1/agent/${j.type} HTTP/1.1\r\nHost: x\r\n` +
-          `Authorization: ${j.u.auth.authorization}\r\nContent-Type: application/json\r\n` +
-          `Content-Length: ${body.length}\r\n\r\n${body}`);
-        return got;
-      });
+      const c0 = await counts();
+      gw.kill('SIGSTOP');
+      let answers;
+      try {
+        answers = list.map((j, i) => {
+          const body = JSON.stringify({ amount: i + 1 });
+          const got = httpAnswer(socks[i]);
+          socks[i].write(`POST /api/v1/agent/${j.type} HTTP/1.1\r\nHost: x\r\n` +
+            `Authorization: ${j.u.auth.authorization}\r\nContent-Type: application/json\r\n` +
+            `Content-Length: ${body.length}\r\n\r\n${body}`);
+          return got;
+        });
+      } finally {
+        gw.kill('SIGCONT');
+      }
+      const got = await Promise.all(answers);
+      assert.deepStrictEqual(got.map((a) => a.status), list.map(() => 202), JSON.stringify(got.slice(0, 2)));
+      const c1 = await counts();
+      await new Promise((res) => setTimeout(res, 200)); // a refresh's ZCOUNT follows its scripts
+      const c2 = await counts();
+      return { jobs: got.map((a, i) => ({ ...list[i], id: JSON.parse(a.body).jobId })),
+        calls: c1.n - c0.n, refreshed: c2.refresh !== c0.refresh };
     } finally {
-      gw.kill('SIGCONT');
+      for (const sk of socks) sk.destroy();
     }
-    const got = await Promise.all(answers);
-    assert.deepStrictEqual(got.map((a) => a.status), list.map(() => 202), JSON.stringify(got.slice(0, 2)));
-    const calls = (await scriptCalls()) - calls0;
-    // one per slot, or two if lws split the requests over two poll phases (and a periodic
-    // script call of the gateway's may land in the window); without per-slot groups every
-    // slot change sent the group: 36 calls
-    assert.ok(calls >= slots.size && calls <= 2 * slots.size + 2,
-      `${calls} script calls for ${list.length} POSTs on ${slots.size} slots`);
-    jobs = got.map((a, i) => ({ ...list[i], id: JSON.parse(a.body).jobId }));
+  };
+  const jobs = [];
+  let w;
+  for (const a of agents) a.kill('SIGSTOP'); // agents stopped: only the gateway's calls count
+  try {
+    for (let attempt = 0; attempt < 3 && (!w || w.refreshed); attempt++) {
+      w = await window();
+      jobs.push(...w.jobs);
+    }
   } finally {
     for (const a of agents) a.kill('SIGCONT');
-    for (const sk of socks) sk.destroy();
   }
+  assert.ok(!w.refreshed, 'the periodic refresh landed in three windows in a row');
+  // one per slot, or two if lws split the requests over two poll phases; without per-slot
+  // groups every slot change sent the group: 36 calls
+  assert.ok(w.calls >= slots.size && w.calls <= 2 * slots.size + 2,
+    `${w.calls} script calls for ${list.length} POSTs on ${slots.size} slots`);
   await allDone(jobs);
 });
 
