@@ -1,7 +1,19 @@
-# Shell helpers the Socket.IO benches share (sourced, not run): a free loopback port, waiting
-# for an HTTP endpoint, and a private redis-server whose process and files are cleaned up on exit.
-# The sourcing script sets `work` (a temp dir) and `pids` (an array) first, as its cleanup
-# trap uses them.
+# Shell helpers the benches share (sourced, not run): a work directory whose processes
+# and files are cleaned up on exit, a free loopback port, waiting for an HTTP endpoint, and a
+# private redis-server.
+
+# Makes `work` (a temp dir named after $1) and `pids` (processes to stop); on exit, every pid
+# in pids is killed and work removed.
+bench_workdir() { # name
+  work=$(mktemp -d "/tmp/sb-bench-$1.XXXXXX")
+  pids=()
+  trap bench_cleanup EXIT
+}
+bench_cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 
@@ -13,7 +25,8 @@ wait_http() { # url
   echo "bench: $1 never answered" >&2; exit 1
 }
 
-# Starts redis-server on a free port for up to $1 clients, in $work, its pid in pids; sets
+# Starts redis-server on a free port for up to $1 clients, in $work, its pid in pids (after
+# bench_workdir); sets
 # rport and exports REDIS_URL. Returns once it answers PING.
 bench_redis() { # maxclients
   rport=$(free_port)

@@ -11,11 +11,9 @@ DURATION=${DURATION:-120}
 INTERVAL=${INTERVAL:-10}
 command -v wrk >/dev/null || { echo "soak: wrk is not installed" >&2; exit 2; }
 
-work=$(mktemp -d /tmp/sb-soak.XXXXXX)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+bench_workdir soak
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 
 rport=$(free_port)

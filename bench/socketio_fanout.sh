@@ -76,10 +76,7 @@ addrs=$(seq -s, -f '127.0.0.%g' 2 $((2 + N / 20000 + 1)))
 # shellcheck source=bench/lib.sh
 . bench/lib.sh # (the cwd is the repository root)
 
-work=$(mktemp -d /tmp/sb-bench-sio.XXXXXX)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+bench_workdir sio
 
 bench_redis $((N + 1000))
 export JWT_SECRET=$SECRET

@@ -127,7 +127,7 @@ redisReply *sb_redis_eval(sb_redis_t *r, const sb_script_t *s, int nkeys, int ar
 /* For async callers: appends EVALSHA (SB_SCRIPT_EVALSHA) or EVAL (SB_SCRIPT_EVAL) of s with
  * nkeys keys followed by the arguments (argc in all; lens NULL: strlen). Send EVALSHA first and,
  * when the reply is NOSCRIPT (sb_reply_is_noscript), the same call built with SB_SCRIPT_EVAL.
- * Returns 0, SB_EINVAL (argc over 64), SB_ENOMEM. */
+ * argc may be any count (a group of calls in one script). Returns 0, SB_EINVAL, SB_ENOMEM. */
 typedef enum { SB_SCRIPT_EVALSHA = 0, SB_SCRIPT_EVAL = 1 } sb_script_mode_t;
 int sb_batch_add_script(sb_batch_t *b, const sb_script_t *s, sb_script_mode_t mode, int nkeys,
                         int argc, const char **argv, const size_t *lens);

@@ -127,34 +127,30 @@ static int sb_commit_take(sb__commit_t *m, sb_call_t **calls) {
     return n;
 }
 
-/* The group script's command for calls: EVAL(SHA) script nkeys, every call's keys, then the
- * number of calls and each call's kind and arguments. Returns 0 or SB_ENOMEM. */
+/* The group script's call for calls: every call's keys, then the number of calls and each
+ * call's kind and arguments. Returns 0 or SB_ENOMEM. */
 static int sb_commit_build(const sb__commit_t *m, sb_call_t *const *calls, int n,
                            sb_script_mode_t mode, sb_batch_t *b) {
-    const sb_script_t *s = &m->conn.agent->scripts.group;
-    int nkeys = 0, argc = 4;
+    int nkeys = 0, argc = 1;
     for (int i = 0; i < n; i++) {
         nkeys += calls[i]->nkeys;
         argc += calls[i]->nkeys + 1 + calls[i]->nargs;
     }
-    const char **av = malloc((size_t)argc * sizeof *av);
-    if (!av) return SB_ENOMEM;
-    char nk[SB_FMT_INT_LEN + 1], count[SB_FMT_INT_LEN + 1];
-    av[0] = mode == SB_SCRIPT_EVAL ? "EVAL" : "EVALSHA";
-    av[1] = mode == SB_SCRIPT_EVAL ? s->source : s->sha1;
-    av[2] = sb_fmt_llz(nk, nkeys);
-    const char **keys = av + 3, **args = keys + nkeys;
+    const char **argv = malloc((size_t)argc * sizeof *argv);
+    if (!argv) return SB_ENOMEM;
+    char count[SB_FMT_INT_LEN + 1];
+    const char **keys = argv, **args = argv + nkeys;
     *args++ = sb_fmt_llz(count, n);
     for (int i = 0; i < n; i++) {
         const sb_call_t *c = calls[i];
-        memcpy(keys, c->argv, (size_t)c->nkeys * sizeof *av);
+        memcpy(keys, c->argv, (size_t)c->nkeys * sizeof *argv);
         keys += c->nkeys;
         *args++ = c->kind == SB__CALL_FINISH ? "f" : "u";
-        memcpy(args, c->argv + c->nkeys, (size_t)c->nargs * sizeof *av);
+        memcpy(args, c->argv + c->nkeys, (size_t)c->nargs * sizeof *argv);
         args += c->nargs;
     }
-    int rc = sb_batch_addargv(b, argc, av, NULL);
-    free(av);
+    int rc = sb_batch_add_script(b, &m->conn.agent->scripts.group, mode, nkeys, argc, argv, NULL);
+    free(argv);
     return rc;
 }
 

@@ -112,8 +112,8 @@ static sb_redis_t *sb_cluster_conn(sb_cluster_t *c, int i, char *err, size_t err
     if (sb_redis_connected(n->r)) return n->r;
     char why[256];
     if (sb_redis_connect(n->r, why, sizeof why) == SB_OK) return n->r;
-    snprintf(err, errlen, "%s:%d: %s", n->at.host, n->at.port, why);
-    return NULL;
+    if (snprintf(err, errlen, "%s:%d: %s", n->at.host, n->at.port, why) < 0) err[0] = '\0';
+    return NULL; /* (a message cut at errlen is fine) */
 }
 
 /* ---- the slot map --------------------------------------------------------------------------- */

@@ -197,12 +197,11 @@ void sb_script_init(sb_script_t *s, const char *source) {
 
 enum { SB_SCRIPT_MAXARGS = 64 };
 
-/* EVALSHA/EVAL argv for a script call into av/al (SB_SCRIPT_MAXARGS slots; nk holds the key
- * count text). Returns the argument count, or -1 when there are too many. */
+/* EVALSHA/EVAL argv for a script call into av/al (argc + 3 slots; nk holds the key count
+ * text). Returns the argument count, argc + 3. */
 static int sb_script_argv(const sb_script_t *s, sb_script_mode_t mode, int nkeys, int argc,
                           const char **argv, const size_t *lens, const char **av, size_t *al,
                           char nk[16]) {
-    if (argc < 0 || argc + 3 > SB_SCRIPT_MAXARGS) return -1;
     snprintf(nk, 16, "%d", nkeys);
     av[0] = mode == SB_SCRIPT_EVAL ? "EVAL" : "EVALSHA";
     al[0] = strlen(av[0]);
@@ -236,8 +235,8 @@ redisReply *sb_redis_eval(sb_redis_t *r, const sb_script_t *s, int nkeys, int ar
     const char *av[SB_SCRIPT_MAXARGS];
     size_t al[SB_SCRIPT_MAXARGS];
     char nk[16];
+    if (argc < 0 || argc + 3 > SB_SCRIPT_MAXARGS) return NULL;
     int n = sb_script_argv(s, SB_SCRIPT_EVALSHA, nkeys, argc, argv, lens, av, al, nk);
-    if (n < 0) return NULL;
     redisReply *rep = sb_redis_cmdargv(r, n, av, al);
     if (sb_reply_is_noscript(rep)) {
         freeReplyObject(rep);
@@ -250,11 +249,22 @@ redisReply *sb_redis_eval(sb_redis_t *r, const sb_script_t *s, int nkeys, int ar
 
 int sb_batch_add_script(sb_batch_t *b, const sb_script_t *s, sb_script_mode_t mode, int nkeys,
                         int argc, const char **argv, const size_t *lens) {
-    const char *av[SB_SCRIPT_MAXARGS];
-    size_t al[SB_SCRIPT_MAXARGS];
+    const char *stack_av[SB_SCRIPT_MAXARGS];
+    size_t stack_al[SB_SCRIPT_MAXARGS];
     char nk[16];
-    int n = sb_script_argv(s, mode, nkeys, argc, argv, lens, av, al, nk);
-    return n < 0 ? SB_EINVAL : sb_batch_addargv(b, n, av, al);
+    if (argc < 0) return SB_EINVAL;
+    /* a group of calls in one script (submit.c, agent_commit.c) takes more than the stack's */
+    int big = argc + 3 > SB_SCRIPT_MAXARGS;
+    const char **av = big ? malloc((size_t)(argc + 3) * sizeof *av) : stack_av;
+    size_t *al = big ? malloc((size_t)(argc + 3) * sizeof *al) : stack_al;
+    int rc = av && al ? sb_batch_addargv(b, sb_script_argv(s, mode, nkeys, argc, argv, lens, av,
+                                                           al, nk), av, al)
+                      : SB_ENOMEM;
+    if (big) {
+        free(av);
+        free(al);
+    }
+    return rc;
 }
 
 int sb_reply_is_error(const redisReply *reply) {

@@ -102,11 +102,12 @@ static int sb_sentinel_ask_master(const sb_redis_addr_t *a, const char *shost, i
                                     errlen);
     int ok = r && r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
          r->element[0]->type == REDIS_REPLY_STRING && !strcmp(r->element[0]->str, "master");
-    if (r && !ok)
+    if (r && !ok && /* (a message cut at errlen is fine) */
         snprintf(err, errlen, "%s:%d, named by Sentinel %s:%d, is not a master (ROLE: %s)", host,
                  *port, shost, sport,
                  r->elements > 0 && r->element[0]->type == REDIS_REPLY_STRING
-                     ? r->element[0]->str : "?");
+                     ? r->element[0]->str : "?") < 0)
+        err[0] = '\0';
     if (r) freeReplyObject(r);
     return ok;
 }

@@ -176,21 +176,17 @@ int sb_submit_prepare(const sb_submit_t *q, sb_submit_call_t **out) {
 int sb_submit_add(sb_batch_t *b, const sb_script_t *s, sb_script_mode_t mode,
                   sb_submit_call_t *const *calls, size_t n) {
     if (n == 0 || n > SB_SUBMIT_GROUP_MAX) return SB_EINVAL;
-    size_t argc = 3 + n * (SB_SUBMIT_NKEYS + SB_SUBMIT_NARGS);
-    const char **av = malloc(argc * sizeof *av);
-    char nk[SB_FMT_INT_LEN + 1];
-    if (!av) return SB_ENOMEM;
-    av[0] = mode == SB_SCRIPT_EVAL ? "EVAL" : "EVALSHA";
-    av[1] = mode == SB_SCRIPT_EVAL ? s->source : s->sha1;
-    av[2] = sb_fmt_llz(nk, (long long)(n * SB_SUBMIT_NKEYS));
-    const char **keys = av + 3, **args = keys + n * SB_SUBMIT_NKEYS;
+    size_t argc = n * (SB_SUBMIT_NKEYS + SB_SUBMIT_NARGS);
+    const char **argv = malloc(argc * sizeof *argv);
+    if (!argv) return SB_ENOMEM;
+    const char **keys = argv, **args = keys + n * SB_SUBMIT_NKEYS;
     for (size_t i = 0; i < n; i++) { /* every job's keys, then every job's arguments */
-        memcpy(keys + i * SB_SUBMIT_NKEYS, calls[i]->a.argv, SB_SUBMIT_NKEYS * sizeof *av);
+        memcpy(keys + i * SB_SUBMIT_NKEYS, calls[i]->a.argv, SB_SUBMIT_NKEYS * sizeof *argv);
         memcpy(args + i * SB_SUBMIT_NARGS, calls[i]->a.argv + SB_SUBMIT_NKEYS,
-               SB_SUBMIT_NARGS * sizeof *av);
+               SB_SUBMIT_NARGS * sizeof *argv);
     }
-    int rc = sb_batch_addargv(b, (int)argc, av, NULL);
-    free(av);
+    int rc = sb_batch_add_script(b, s, mode, (int)(n * SB_SUBMIT_NKEYS), (int)argc, argv, NULL);
+    free(argv);
     return rc;
 }
 
