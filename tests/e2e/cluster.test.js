@@ -13,7 +13,7 @@ const test = require('node:test');
 const assert = require('node:assert');
 const jwt = require('jsonwebtoken');
 const Redis = require('ioredis');
-const { startSwitchboard, runSwitchboard, waitFor, freePort, httpAnswer, keptAliveSockets } = require('./lib/harness');
+const { startSwitchboard, runSwitchboard, waitFor, freePort, keptAliveSockets, postsInOneTurn } = require('./lib/harness');
 const { startCluster, redisCli, keySlot, shardOfUser, queueName } = require('./lib/cluster');
 const { recordingSocket } = require('./lib/sio');
 
@@ -222,21 +222,8 @@ test('group commit per slot: one loop turn of POSTs interleaving slots is one sc
     const socks = await keptAliveSockets(port, list.length);
     try {
       const c0 = await counts();
-      gw.kill('SIGSTOP');
-      let answers;
-      try {
-        answers = list.map((j, i) => {
-          const body = JSON.stringify({ amount: i + 1 });
-          const got = httpAnswer(socks[i]);
-          socks[i].write(`POST /api/v1/agent/${j.type} HTTP/1.1\r\nHost: x\r\n` +
-            `Authorization: ${j.u.auth.authorization}\r\nContent-Type: application/json\r\n` +
-            `Content-Length: ${body.length}\r\n\r\n${body}`);
-          return got;
-        });
-      } finally {
-        gw.kill('SIGCONT');
-      }
-      const got = await Promise.all(answers);
+      const got = await postsInOneTurn(gw, socks, list.map((j, i) => ({ path: `/api/v1/agent/${j.type}`,
+        authorization: j.u.auth.authorization, body: JSON.stringify({ amount: i + 1 }) })));
       assert.deepStrictEqual(got.map((a) => a.status), list.map(() => 202), JSON.stringify(got.slice(0, 2)));
       const c1 = await counts();
       await new Promise((res) => setTimeout(res, 200)); // a refresh's ZCOUNT follows its scripts

@@ -12,7 +12,7 @@ const fs = require('node:fs');
 const net = require('node:net');
 const { execFile, execFileSync } = require('node:child_process');
 const jwt = require('jsonwebtoken');
-const { startRedis, startSwitchboard, runSwitchboard, waitFor, freePort, httpAnswer, keptAliveSockets } = require('./lib/harness');
+const { startRedis, startSwitchboard, runSwitchboard, waitFor, freePort, keptAliveSockets, postsInOneTurn } = require('./lib/harness');
 const { request, assertError, rawExchange } = require('./lib/http');
 
 const SECRET = 'e2e-gateway-secret';
@@ -414,20 +414,8 @@ test('group commit: one loop turn of POSTs is one script call, with one-by-one a
       n + Number((new RegExp(`cmdstat_${c}:calls=(\\d+)`).exec(stats) || [0, 0])[1]), 0);
   };
   const calls0 = await scriptCalls();
-  gw.kill('SIGSTOP');
-  let answers;
-  try {
-    answers = senders.map((u, i) => {
-      const body = JSON.stringify({ amount: i + 1 });
-      const got = httpAnswer(socks[i]);
-      socks[i].write(`POST /api/v1/agent/rebalance HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${u.token}\r\n` +
-        `Content-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
-      return got;
-    });
-  } finally {
-    gw.kill('SIGCONT');
-  }
-  const res = await Promise.all(answers);
+  const res = await postsInOneTurn(gw, socks, senders.map((u, i) => ({ path: '/api/v1/agent/rebalance',
+    authorization: `Bearer ${u.token}`, body: JSON.stringify({ amount: i + 1 }) })));
   for (const sk of socks) sk.destroy();
   const calls = (await scriptCalls()) - calls0;
   assert.ok(calls >= 1 && calls <= 3, `16 POSTs in one loop turn took ${calls} script calls`);

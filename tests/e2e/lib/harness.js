@@ -150,5 +150,23 @@ async function keptAliveSockets(port, n) {
   return socks;
 }
 
+// Writes one POST a socket ({path, authorization, body}) while the server process is stopped
+// (SIGSTOP), so that it reads them all in one poll phase once resumed; returns their answers.
+async function postsInOneTurn(server, socks, posts) {
+  server.kill('SIGSTOP');
+  let answers;
+  try {
+    answers = posts.map((p, i) => {
+      const got = httpAnswer(socks[i]);
+      socks[i].write(`POST ${p.path} HTTP/1.1\r\nHost: x\r\nAuthorization: ${p.authorization}\r\n` +
+        `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(p.body)}\r\n\r\n${p.body}`);
+      return got;
+    });
+  } finally {
+    server.kill('SIGCONT');
+  }
+  return Promise.all(answers);
+}
+
 module.exports = { SB_BIN, freePort, waitFor, startRedis, startSwitchboard, runSwitchboard, track,
-  httpAnswer, keptAliveSockets };
+  httpAnswer, keptAliveSockets, postsInOneTurn };
